@@ -1,0 +1,20 @@
+"""Validation errors that name every bad field at once, with its path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str  # e.g. "spec.from[0].default.action"
+    reason: str
+
+
+class ValidationError(Exception):
+    """Raised with the complete list of problems, so a user fixes them in one pass."""
+
+    def __init__(self, errors: list[FieldError], title: str = "Resource is not valid") -> None:
+        super().__init__(title + ": " + "; ".join(f"{e.field}: {e.reason}" for e in errors))
+        self.title = title
+        self.errors = errors

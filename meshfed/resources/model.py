@@ -1,0 +1,75 @@
+"""The one resource abstraction every module speaks: REST, store, KDS and CLI.
+
+A resource is `type` + meta (name, mesh, labels, times, store version) + a body. For the
+`Mesh*` policies the body is what Kuma puts under `spec`; for Mesh, Dataplane, ZoneIngress and
+the other "classic" types Kuma puts the fields at the top level. `Resource.spec` holds the body
+either way; the descriptor's `spec_wrapped` decides how it is rendered.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+# Labels set by the system (Kuma's names, so users' selectors keep working).
+LABEL_ORIGIN = "kuma.io/origin"
+LABEL_ZONE = "kuma.io/zone"
+LABEL_DISPLAY_NAME = "kuma.io/display-name"
+ORIGIN_GLOBAL = "global"
+ORIGIN_ZONE = "zone"
+
+# Meta keys that appear at the top of a resource's JSON form.
+META_KEYS = ("type", "mesh", "name", "creationTime", "modificationTime", "labels")
+
+
+def now_rfc3339() -> str:
+    """UTC timestamp in the form Kuma prints (RFC 3339, 'Z' suffix)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class Meta:
+    name: str
+    mesh: str = ""  # "" for global-scoped types (Mesh, Zone, ZoneIngress, ...)
+    labels: dict[str, str] = field(default_factory=dict)
+    creation_time: str = ""
+    modification_time: str = ""
+    # Opaque store version (a revision number as a string); "" before the first write.
+    version: str = ""
+
+
+@dataclass(slots=True)
+class Resource:
+    type: str
+    meta: Meta
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def mesh(self) -> str:
+        return self.meta.mesh
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.type, self.meta.mesh, self.meta.name)
+
+    def clone(self) -> Resource:
+        return Resource(
+            type=self.type,
+            meta=replace(self.meta, labels=dict(self.meta.labels)),
+            spec=copy.deepcopy(self.spec),
+        )
+
+    def content_hash(self) -> str:
+        """Hash of what the user controls (labels and body): KDS's per-resource version."""
+        payload = json.dumps(
+            {"labels": self.meta.labels, "spec": self.spec}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,25 @@
+"""Every resource type meshfed knows, as descriptors. The registry is built from this list."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from meshfed.resources.descriptors import Registry, TypeDescriptor
+from meshfed.resources.types import dataplane, insights, mesh, policies, secret, zone, zone_ingress
+
+ALL_TYPES: tuple[TypeDescriptor, ...] = (
+    mesh.MESH,
+    zone.ZONE,
+    insights.ZONE_INSIGHT,
+    secret.SECRET,
+    dataplane.DATAPLANE,
+    insights.DATAPLANE_INSIGHT,
+    zone_ingress.ZONE_INGRESS,
+    insights.ZONE_INGRESS_INSIGHT,
+    *policies.POLICIES,
+)
+
+
+@cache
+def default_registry() -> Registry:
+    return Registry(ALL_TYPES)

@@ -1,0 +1,117 @@
+"""The storage contract every backend (memory, SQLite, etcd) implements and is tested against.
+
+Versions are opaque strings (a store revision). `update` succeeds only when the caller's
+`expected_version` matches the stored one: optimistic concurrency, so no update is lost.
+Watch events carry a store-wide revision and arrive in commit order.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from meshfed.resources.model import Resource
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFoundError(StoreError):
+    def __init__(self, type_: str, mesh: str, name: str) -> None:
+        where = f" in mesh {mesh!r}" if mesh else ""
+        super().__init__(f"{type_} {name!r}{where} not found")
+        self.type, self.mesh, self.name = type_, mesh, name
+
+
+class AlreadyExistsError(StoreError):
+    def __init__(self, type_: str, mesh: str, name: str) -> None:
+        where = f" in mesh {mesh!r}" if mesh else ""
+        super().__init__(f"{type_} {name!r}{where} already exists")
+
+
+class ConflictError(StoreError):
+    """The stored version is not the one the caller read: someone else wrote in between."""
+
+    def __init__(self, type_: str, mesh: str, name: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{type_} {name!r} was modified concurrently (expected version {expected}, "
+            f"stored version {actual}); read it again and retry"
+        )
+        self.expected, self.actual = expected, actual
+
+
+class InvalidOffsetError(StoreError):
+    pass
+
+
+class EventKind(enum.StrEnum):
+    PUT = "PUT"  # created or updated
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    kind: EventKind
+    resource: Resource  # for DELETE: the last stored state
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    items: list[Resource]
+    total: int  # matching items across all pages
+    next_offset: str | None  # opaque; None on the last page
+
+
+class ResourceStore(abc.ABC):
+    """Async CRUD + watch over resources keyed by (type, mesh, name). mesh is "" if global."""
+
+    @abc.abstractmethod
+    async def get(self, type_: str, mesh: str, name: str) -> Resource:
+        """Raises NotFoundError."""
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        type_: str,
+        mesh: str | None = None,
+        *,
+        name_contains: str | None = None,
+        labels: dict[str, str] | None = None,
+        size: int | None = None,
+        offset: str | None = None,
+    ) -> ListPage:
+        """Sorted by (mesh, name). mesh=None lists across meshes. size=None: everything."""
+
+    @abc.abstractmethod
+    async def create(self, resource: Resource) -> Resource:
+        """Stores a new resource; sets times and version. Raises AlreadyExistsError."""
+
+    @abc.abstractmethod
+    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
+        """Replaces labels and spec; keeps creation time. expected_version=None: last write wins.
+        Raises NotFoundError, ConflictError."""
+
+    @abc.abstractmethod
+    async def delete(
+        self, type_: str, mesh: str, name: str, expected_version: str | None = None
+    ) -> None:
+        """Raises NotFoundError, ConflictError."""
+
+    @abc.abstractmethod
+    async def delete_mesh_scoped(self, mesh: str) -> int:
+        """Deletes every resource of any type in `mesh` (not the Mesh itself); returns count."""
+
+    @abc.abstractmethod
+    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        """Events after `from_revision` (None: from now), in commit order, until cancelled."""
+
+    @abc.abstractmethod
+    async def revision(self) -> int:
+        """The store's current revision (the revision of the last commit)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases connections; the default has nothing to release."""
