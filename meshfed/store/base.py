@@ -47,6 +47,28 @@ class InvalidOffsetError(StoreError):
     pass
 
 
+class CompactedError(StoreError):
+    """A watch asked to replay from a revision whose events are no longer kept."""
+
+    def __init__(self, requested: int, compacted_through: int) -> None:
+        super().__init__(
+            f"cannot replay events after revision {requested}: history is compacted through "
+            f"revision {compacted_through}; list the current state and watch from its revision"
+        )
+        self.requested, self.compacted_through = requested, compacted_through
+
+
+class WatchOverflowError(StoreError):
+    """A watcher fell too far behind; its watch ends so a slow reader cannot exhaust memory."""
+
+    def __init__(self, limit: int, last_revision: int) -> None:
+        super().__init__(
+            f"watcher fell more than {limit} events behind and was stopped after revision "
+            f"{last_revision}; watch again from that revision"
+        )
+        self.limit, self.last_revision = limit, last_revision
+
+
 class EventKind(enum.StrEnum):
     PUT = "PUT"  # created or updated
     DELETE = "DELETE"

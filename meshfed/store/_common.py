@@ -1,0 +1,104 @@
+"""Rules every backend applies the same way: key checks, stamping, filters and paging offsets.
+
+Keeping them here means the memory, SQLite and etcd stores cannot drift apart on what a
+version, a creation time or a page offset means.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+
+from meshfed.resources.model import Resource, now_rfc3339
+from meshfed.store.base import InvalidOffsetError, ListPage
+
+_OFFSET_TAG = "k1"  # lets the offset format change later without misreading old ones
+
+
+def check_key(type_: str, mesh: str, name: str) -> None:
+    if not type_:
+        raise ValueError("resource type must not be empty")
+    if not name:
+        raise ValueError(f"{type_} name must not be empty")
+    if mesh is None:  # a frequent slip: mesh is "" for global-scoped types, never None
+        raise ValueError(f"{type_} {name!r}: mesh must be a string ('' for global types)")
+
+
+def check_mesh(mesh: str) -> None:
+    if not mesh:
+        # "" would select every global-scoped resource: never what a mesh deletion means.
+        raise ValueError("delete_mesh_scoped needs a mesh name")
+
+
+def check_size(size: int | None) -> None:
+    if size is not None and size < 1:
+        raise ValueError(f"page size must be >= 1, got {size}")
+
+
+def stamped_new(resource: Resource, revision: int) -> Resource:
+    """A copy ready to store as new: the caller's creation time is kept only if it set one."""
+    out = resource.clone()
+    now = now_rfc3339()
+    out.meta.creation_time = resource.meta.creation_time or now
+    out.meta.modification_time = now
+    out.meta.version = str(revision)
+    return out
+
+
+def stamped_update(resource: Resource, stored: Resource, revision: int) -> Resource:
+    """A copy of the caller's labels and spec that keeps the stored creation time."""
+    out = resource.clone()
+    out.meta.creation_time = stored.meta.creation_time
+    out.meta.modification_time = now_rfc3339()
+    out.meta.version = str(revision)
+    return out
+
+
+def matches(resource: Resource, name_contains: str | None, labels: dict[str, str] | None) -> bool:
+    if name_contains and name_contains not in resource.meta.name:
+        return False
+    if labels:
+        have = resource.meta.labels
+        return all(have.get(k) == v for k, v in labels.items())
+    return True
+
+
+def encode_offset(mesh: str, name: str) -> str:
+    """The position after (mesh, name): stays right when items are added or removed meanwhile."""
+    raw = json.dumps([_OFFSET_TAG, mesh, name], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_offset(offset: str) -> tuple[str, str]:
+    bad = InvalidOffsetError(
+        f"invalid offset {offset[:64]!r}: use the 'next' value returned with the previous page"
+    )
+    try:
+        raw = base64.urlsafe_b64decode(offset + "=" * (-len(offset) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or value[0] != _OFFSET_TAG
+        or not all(isinstance(v, str) for v in value[1:])
+    ):
+        raise bad
+    return value[1], value[2]
+
+
+def page_of(matching: Sequence[Resource], size: int | None, offset: str | None) -> ListPage:
+    """One page of `matching` (already sorted by (mesh, name)); items are copies."""
+    check_size(size)
+    rest = list(matching)
+    if offset is not None:
+        after = decode_offset(offset)
+        rest = [r for r in rest if (r.meta.mesh, r.meta.name) > after]
+    if size is None or len(rest) <= size:
+        return ListPage([r.clone() for r in rest], len(matching), None)
+    items = rest[:size]
+    last = items[-1].meta
+    return ListPage([r.clone() for r in items], len(matching), encode_offset(last.mesh, last.name))

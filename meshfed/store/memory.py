@@ -1,0 +1,125 @@
+"""In-process store for tests and throwaway runs: nothing survives the process.
+
+Every method does its check-and-write without awaiting, so on one event loop each write is
+atomic without a lock. Stored objects are never mutated in place (a write replaces them), which
+lets the watch history share them; callers only ever get copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from meshfed.resources.model import Resource
+from meshfed.store._common import (
+    check_key,
+    check_mesh,
+    check_size,
+    matches,
+    page_of,
+    stamped_new,
+    stamped_update,
+)
+from meshfed.store._watch import DEFAULT_HISTORY, DEFAULT_MAX_PENDING, WatchHub
+from meshfed.store.base import (
+    AlreadyExistsError,
+    ConflictError,
+    EventKind,
+    ListPage,
+    NotFoundError,
+    ResourceStore,
+    WatchEvent,
+)
+
+
+class MemoryStore(ResourceStore):
+    def __init__(
+        self, *, history: int = DEFAULT_HISTORY, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> None:
+        # type -> (mesh, name) -> resource
+        self._items: dict[str, dict[tuple[str, str], Resource]] = {}
+        self._revision = 0
+        self._hub = WatchHub(history, max_pending)
+
+    def _stored(self, type_: str, mesh: str, name: str) -> Resource:
+        check_key(type_, mesh, name)
+        found = self._items.get(type_, {}).get((mesh, name))
+        if found is None:
+            raise NotFoundError(type_, mesh, name)
+        return found
+
+    def _commit(self, events: list[tuple[EventKind, Resource]]) -> int:
+        self._revision += 1
+        self._hub.publish([WatchEvent(kind, res, self._revision) for kind, res in events])
+        return self._revision
+
+    async def get(self, type_: str, mesh: str, name: str) -> Resource:
+        return self._stored(type_, mesh, name).clone()
+
+    async def list(
+        self,
+        type_: str,
+        mesh: str | None = None,
+        *,
+        name_contains: str | None = None,
+        labels: dict[str, str] | None = None,
+        size: int | None = None,
+        offset: str | None = None,
+    ) -> ListPage:
+        check_size(size)
+        found = [
+            res
+            for (res_mesh, _), res in self._items.get(type_, {}).items()
+            if (mesh is None or res_mesh == mesh) and matches(res, name_contains, labels)
+        ]
+        found.sort(key=lambda r: (r.meta.mesh, r.meta.name))
+        return page_of(found, size, offset)
+
+    async def create(self, resource: Resource) -> Resource:
+        type_, mesh, name = resource.key
+        check_key(type_, mesh, name)
+        of_type = self._items.setdefault(type_, {})
+        if (mesh, name) in of_type:
+            raise AlreadyExistsError(type_, mesh, name)
+        stored = stamped_new(resource, self._revision + 1)
+        of_type[(mesh, name)] = stored
+        self._commit([(EventKind.PUT, stored)])
+        return stored.clone()
+
+    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
+        type_, mesh, name = resource.key
+        current = self._stored(type_, mesh, name)
+        if expected_version is not None and expected_version != current.meta.version:
+            raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
+        stored = stamped_update(resource, current, self._revision + 1)
+        self._items[type_][(mesh, name)] = stored
+        self._commit([(EventKind.PUT, stored)])
+        return stored.clone()
+
+    async def delete(
+        self, type_: str, mesh: str, name: str, expected_version: str | None = None
+    ) -> None:
+        current = self._stored(type_, mesh, name)
+        if expected_version is not None and expected_version != current.meta.version:
+            raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
+        del self._items[type_][(mesh, name)]
+        self._commit([(EventKind.DELETE, current)])
+
+    async def delete_mesh_scoped(self, mesh: str) -> int:
+        check_mesh(mesh)
+        doomed: list[tuple[EventKind, Resource]] = []
+        for type_ in sorted(self._items):
+            of_type = self._items[type_]
+            for key in sorted(k for k in of_type if k[0] == mesh):
+                doomed.append((EventKind.DELETE, of_type.pop(key)))
+        if doomed:
+            self._commit(doomed)  # one transaction: one revision for all, like an etcd txn
+        return len(doomed)
+
+    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        return self._hub.watch(from_revision)
+
+    async def revision(self) -> int:
+        return self._revision
+
+    async def close(self) -> None:
+        self._hub.close()
