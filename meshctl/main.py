@@ -1,10 +1,113 @@
-"""Entry point of `meshctl`."""
+"""Entry point of `meshctl`: the argparse root, dispatching to meshctl/commands/<cmd>.py.
+
+Every failure ends as one `Error: ...` line (plus indented reasons) and an exit code; a
+traceback is shown only with MESHCTL_DEBUG=1, for bugs in meshctl itself.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from meshctl.client import API_ENV, DEFAULT_API, DEFAULT_TIMEOUT
+from meshctl.commands import COMMANDS
+from meshctl.context import Context
+from meshctl.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from meshctl.output import error_lines
+from meshfed.resources.types import default_registry
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted before or after the subcommand (SUPPRESS: a later default would
+    otherwise overwrite a value given before the subcommand)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help=f"control plane API (env {API_ENV}; default {DEFAULT_API})",
+    )
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"per-request timeout (default {DEFAULT_TIMEOUT:g})",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="meshctl",
+        parents=[common],
+        description="Command line client of the meshfed control plane API.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub, common)
+    return parser
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: TextIO,
+    stdout: TextIO,
+    stderr: TextIO,
+    environ: Mapping[str, str],
+) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse: --help (0) or a bad command line (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not getattr(args, "func", None):
+        parser.print_help(stderr)
+        return EXIT_USAGE
+    ctx = Context(
+        api_url=getattr(args, "api", None) or environ.get(API_ENV) or DEFAULT_API,
+        timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
+        registry=default_registry(),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+    )
+    try:
+        return int(args.func(args, ctx))
+    except CliError as exc:
+        for line in error_lines(exc):
+            print(line, file=stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # a bug in meshctl: say so in one line, not a traceback
+        if environ.get("MESHCTL_DEBUG"):
+            traceback.print_exc(file=stderr)
+        print(
+            f"Error: internal error in meshctl: {type(exc).__name__}: {exc} "
+            "(set MESHCTL_DEBUG=1 for a traceback)",
+            file=stderr,
+        )
+        return EXIT_FAILED
 
 
 def main() -> None:
-    print("meshctl: not implemented yet", file=sys.stderr)
-    sys.exit(2)
+    try:
+        code = run(
+            sys.argv[1:], stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, environ=os.environ
+        )
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`meshctl get ... | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_FAILED
+    sys.exit(code)

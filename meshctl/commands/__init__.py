@@ -1,0 +1,12 @@
+"""One module per subcommand; each has `register(subparsers, common)` and a `run(args, ctx)`.
+
+Later subcommands (up, inspect, resolve) slot in by adding a module to COMMANDS.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from meshctl.commands import apply, delete, get, version
+
+COMMANDS: tuple[ModuleType, ...] = (apply, get, delete, version)

@@ -1,0 +1,33 @@
+"""Argument helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from meshctl.errors import EXIT_USAGE, CliError
+from meshfed.resources.descriptors import Scope, TypeDescriptor
+
+DEFAULT_MESH = "default"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def mesh_for(desc: TypeDescriptor, mesh: str | None) -> str:
+    """The mesh a command acts in: kumactl's default for mesh-scoped types, none otherwise."""
+    if desc.scope is Scope.MESH:
+        return mesh or DEFAULT_MESH
+    if mesh:
+        raise CliError(f"{desc.name} is not scoped to a mesh; drop --mesh", EXIT_USAGE)
+    return ""
+
+
+def display(desc: TypeDescriptor, name: str) -> str:
+    return f'{desc.name} "{name}"'

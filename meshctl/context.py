@@ -1,0 +1,26 @@
+"""What every command gets: where the API is, the type registry and the three streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+from meshctl.client import ApiClient
+from meshfed.resources.descriptors import Registry
+
+
+@dataclass
+class Context:
+    api_url: str
+    timeout: float
+    registry: Registry
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.api_url, self.timeout)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
