@@ -11,6 +11,7 @@ import pytest
 
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
+from meshfed.store.sqlite import SqliteStore
 
 
 @dataclass
@@ -40,7 +41,14 @@ def _memory(tmp_path: Path) -> StoreFactory:
     return StoreFactory("memory", opener, persistent=False)
 
 
-FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {"memory": _memory}
+def _sqlite(tmp_path: Path) -> StoreFactory:
+    async def opener(**options: Any) -> ResourceStore:
+        return await SqliteStore.open(tmp_path / "data", **options)
+
+    return StoreFactory("sqlite", opener, persistent=True)
+
+
+FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {"memory": _memory, "sqlite": _sqlite}
 
 
 @pytest.fixture(params=sorted(FACTORIES))

@@ -363,6 +363,7 @@ async def _increment(store: ResourceStore, times: int) -> int:
     for _ in range(times):
         while True:
             current = await store.get(POLICY, "default", "counter")
+            await asyncio.sleep(0)  # let other writers in between the read and the write
             bumped = mk("counter", spec={"n": current.spec["n"] + 1})
             try:
                 await store.update(bumped, expected_version=current.meta.version)
@@ -374,7 +375,8 @@ async def _increment(store: ResourceStore, times: int) -> int:
 
 async def test_concurrent_increments_lose_nothing(store: ResourceStore) -> None:
     await store.create(mk("counter", spec={"n": 0}))
-    await asyncio.gather(*(_increment(store, 50) for _ in range(20)))
+    conflicts = await asyncio.gather(*(_increment(store, 50) for _ in range(20)))
+    assert sum(conflicts) > 0  # the writers really did race
     final = await store.get(POLICY, "default", "counter")
     assert final.spec["n"] == 1000
     # Each successful increment is exactly one committed write.

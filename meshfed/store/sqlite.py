@@ -1,0 +1,452 @@
+"""The embedded default store: one SQLite file under the data directory (stdlib sqlite3, WAL).
+
+Threading: one dedicated thread owns the connection and runs every query and transaction;
+coroutines hand it work with `run_in_executor`. Why not a lock around quick calls on the event
+loop: a commit waits for the disk (fsync), which would stall every other task for that long.
+Why one thread rather than a pool: a sqlite3 connection must not be used by two threads at once,
+and with all writes in one thread each check-version-then-write transaction is atomic without
+busy retries, and the revision counter and the watch fan-out advance in exactly commit order.
+Reads queue behind writes, but each is a short indexed query.
+
+Watch: each transaction also appends its events to a `changes` table, so a watcher can replay
+from a revision even after a restart. The table is compacted to a bounded size; the newest
+`history` events are also kept in memory for replay. An exclusive lock file keeps a second
+process (or a second open in this one) from writing the same database: it would reuse revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from meshfed.resources.model import Meta, Resource
+from meshfed.store._common import (
+    check_key,
+    check_mesh,
+    check_size,
+    decode_offset,
+    encode_offset,
+    stamped_new,
+    stamped_update,
+)
+from meshfed.store._watch import DEFAULT_HISTORY, DEFAULT_MAX_PENDING, WatchHub
+from meshfed.store.base import (
+    AlreadyExistsError,
+    ConflictError,
+    EventKind,
+    ListPage,
+    NotFoundError,
+    ResourceStore,
+    StoreError,
+    WatchEvent,
+)
+
+DB_FILE = "meshfed.db"
+LOCK_FILE = "meshfed.db.lock"
+SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    type TEXT NOT NULL,
+    mesh TEXT NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    creation_time TEXT NOT NULL,
+    modification_time TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (type, mesh, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS resources_by_mesh ON resources (mesh);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    type TEXT NOT NULL,
+    mesh TEXT NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    creation_time TEXT NOT NULL,
+    modification_time TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = "type, mesh, name, labels, spec, creation_time, modification_time, version"
+
+Row = tuple[str, str, str, str, str, str, str, int]
+
+
+def _to_row(res: Resource) -> Row:
+    try:
+        labels = json.dumps(res.meta.labels, separators=(",", ":"))
+        spec = json.dumps(res.spec, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{res.type} {res.name!r} cannot be stored as JSON: {exc}") from None
+    m = res.meta
+    return (
+        res.type,
+        m.mesh,
+        m.name,
+        labels,
+        spec,
+        m.creation_time,
+        m.modification_time,
+        int(m.version),
+    )
+
+
+def _from_row(row: Sequence[Any]) -> Resource:
+    type_, mesh, name, labels, spec, created, modified, version = row
+    meta = Meta(name, mesh, json.loads(labels), created, modified, str(version))
+    return Resource(type_, meta, json.loads(spec))
+
+
+class _Db:
+    """Everything that touches the connection; runs only on the store's thread."""
+
+    def __init__(self, conn: sqlite3.Connection, history: int) -> None:
+        self.conn = conn
+        self.history = history
+        self.revision = self._state("revision")
+        self.change_count: int = conn.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+        self.hub: WatchHub | None = None  # set by the store before the first write
+
+    @classmethod
+    def open(cls, path: Path, history: int) -> _Db:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+                raise StoreError(f"{path}: cannot switch the database to WAL mode")
+            # In WAL mode NORMAL survives a crash of this process; after a power loss or an
+            # OS crash the last few commits may roll back, but the file stays consistent.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema version {version}; this meshfed knows up to "
+                    f"{SCHEMA_VERSION}: upgrade meshfed"
+                )
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return cls(conn, history)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _state(self, key: str) -> int:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_state(self, key: str, value: int) -> None:
+        self.conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def recent_events(self) -> tuple[list[WatchEvent], int]:
+        """The newest `history` logged events and the revision through which older ones are gone."""
+        rows = self.conn.execute(
+            f"SELECT seq, revision, kind, {_COLUMNS} FROM changes ORDER BY seq DESC LIMIT ?",
+            (self.history,),
+        ).fetchall()
+        rows.reverse()
+        compacted = self._state("compacted_through")
+        first_seq = rows[0][0] if rows else None
+        older = self.conn.execute(
+            "SELECT MAX(revision) FROM changes WHERE ? IS NULL OR seq < ?", (first_seq, first_seq)
+        ).fetchone()[0]
+        if older is not None:
+            compacted = max(compacted, int(older))
+        events = [WatchEvent(EventKind(r[2]), _from_row(r[3:]), int(r[1])) for r in rows]
+        return events, compacted
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front: the version check and the write can't split.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _stored(self, type_: str, mesh: str, name: str) -> Resource | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM resources WHERE type = ? AND mesh = ? AND name = ?",
+            (type_, mesh, name),
+        ).fetchone()
+        return _from_row(row) if row else None
+
+    def _log(self, revision: int, events: Sequence[tuple[EventKind, Resource]]) -> None:
+        """Appends to the change log and advances the revision, inside the open transaction."""
+        self.conn.executemany(
+            f"INSERT INTO changes (revision, kind, {_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(revision, kind.value, *_to_row(res)) for kind, res in events],
+        )
+        self._set_state("revision", revision)
+        self.change_count += len(events)
+        # Trim in batches (at twice the bound) so most commits pay nothing for compaction.
+        if self.change_count > 2 * self.history:
+            keep_from = self.conn.execute(
+                "SELECT MAX(seq) - ? FROM changes", (self.history,)
+            ).fetchone()[0]
+            dropped = self.conn.execute(
+                "SELECT MAX(revision) FROM changes WHERE seq <= ?", (keep_from,)
+            ).fetchone()[0]
+            if dropped is not None:
+                self.conn.execute("DELETE FROM changes WHERE seq <= ?", (keep_from,))
+                self._set_state("compacted_through", int(dropped))
+            self.change_count = self.history
+
+    def _published(self, revision: int, events: Sequence[tuple[EventKind, Resource]]) -> None:
+        """Runs after COMMIT on this thread, so watchers get commits in commit order."""
+        self.revision = revision
+        if self.hub is not None:
+            self.hub.publish([WatchEvent(kind, res, revision) for kind, res in events])
+
+    def get(self, type_: str, mesh: str, name: str) -> Resource:
+        found = self._stored(type_, mesh, name)
+        if found is None:
+            raise NotFoundError(type_, mesh, name)
+        return found
+
+    def list(
+        self,
+        type_: str,
+        mesh: str | None,
+        name_contains: str | None,
+        labels: dict[str, str] | None,
+        size: int | None,
+        offset: str | None,
+    ) -> ListPage:
+        where, params = ["type = ?"], [type_]
+        if mesh is not None:
+            where.append("mesh = ?")
+            params.append(mesh)
+        if name_contains:
+            where.append("instr(name, ?) > 0")  # a plain substring: no LIKE wildcards to escape
+            params.append(name_contains)
+        for key, value in (labels or {}).items():
+            where.append(
+                "EXISTS (SELECT 1 FROM json_each(resources.labels) AS l "
+                "WHERE l.key = ? AND l.value = ?)"
+            )
+            params += [key, value]
+        cond = " AND ".join(where)
+        total = self.conn.execute(f"SELECT COUNT(*) FROM resources WHERE {cond}", params)
+        count: int = total.fetchone()[0]
+        page_params: list[Any] = list(params)
+        if offset is not None:
+            cond += " AND (mesh, name) > (?, ?)"
+            page_params += decode_offset(offset)
+        query = f"SELECT {_COLUMNS} FROM resources WHERE {cond} ORDER BY mesh, name"
+        if size is not None:
+            query += " LIMIT ?"
+            page_params.append(size + 1)  # one more tells whether another page follows
+        items = [_from_row(r) for r in self.conn.execute(query, page_params).fetchall()]
+        if size is None or len(items) <= size:
+            return ListPage(items, count, None)
+        items = items[:size]
+        return ListPage(items, count, encode_offset(items[-1].meta.mesh, items[-1].meta.name))
+
+    def create(self, resource: Resource) -> Resource:
+        type_, mesh, name = resource.key
+        revision = self.revision + 1
+        stored = stamped_new(resource, revision)
+        row = _to_row(stored)
+        with self._transaction():
+            if self._stored(type_, mesh, name) is not None:
+                raise AlreadyExistsError(type_, mesh, name)
+            self.conn.execute(f"INSERT INTO resources ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
+            self._log(revision, [(EventKind.PUT, stored)])
+        self._published(revision, [(EventKind.PUT, stored)])
+        return stored
+
+    def update(self, resource: Resource, expected_version: str | None) -> Resource:
+        type_, mesh, name = resource.key
+        revision = self.revision + 1
+        with self._transaction():
+            current = self.get(type_, mesh, name)
+            if expected_version is not None and expected_version != current.meta.version:
+                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
+            stored = stamped_update(resource, current, revision)
+            self.conn.execute(
+                "UPDATE resources SET labels = ?, spec = ?, creation_time = ?, "
+                "modification_time = ?, version = ? WHERE type = ? AND mesh = ? AND name = ?",
+                (*_to_row(stored)[3:], type_, mesh, name),
+            )
+            self._log(revision, [(EventKind.PUT, stored)])
+        self._published(revision, [(EventKind.PUT, stored)])
+        return stored
+
+    def delete(self, type_: str, mesh: str, name: str, expected_version: str | None) -> None:
+        revision = self.revision + 1
+        with self._transaction():
+            current = self.get(type_, mesh, name)
+            if expected_version is not None and expected_version != current.meta.version:
+                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
+            self.conn.execute(
+                "DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?",
+                (type_, mesh, name),
+            )
+            self._log(revision, [(EventKind.DELETE, current)])
+        self._published(revision, [(EventKind.DELETE, current)])
+
+    def delete_mesh_scoped(self, mesh: str) -> int:
+        revision = self.revision + 1
+        with self._transaction():
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM resources WHERE mesh = ? ORDER BY type, name", (mesh,)
+            ).fetchall()
+            if not rows:
+                return 0
+            events = [(EventKind.DELETE, _from_row(r)) for r in rows]
+            self.conn.execute("DELETE FROM resources WHERE mesh = ?", (mesh,))
+            self._log(revision, events)  # one transaction: one revision, like an etcd txn
+        self._published(revision, events)
+        return len(events)
+
+
+class SqliteStore(ResourceStore):
+    def __init__(self, db: _Db, executor: ThreadPoolExecutor, hub: WatchHub, lock_fd: int) -> None:
+        """Use `SqliteStore.open`."""
+        self._db = db
+        self._executor = executor
+        self._hub = hub
+        self._lock_fd = lock_fd
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        *,
+        history: int = DEFAULT_HISTORY,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> SqliteStore:
+        """Opens (creating if needed) `<data_dir>/meshfed.db`; `history` bounds the change log."""
+        if history < 0:
+            raise ValueError("history must be >= 0")
+        data_dir = Path(data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data directory {data_dir}: {exc}") from exc
+        lock_fd = _lock_data_dir(data_dir)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshfed-sqlite")
+        loop = asyncio.get_running_loop()
+        path = data_dir / DB_FILE
+        try:
+            db = await loop.run_in_executor(executor, _Db.open, path, history)
+            events, compacted = await loop.run_in_executor(executor, db.recent_events)
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            os.close(lock_fd)
+            raise StoreError(f"cannot open SQLite store {path}: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            os.close(lock_fd)
+            raise
+        hub = WatchHub(history, max_pending, initial=events, compacted_through=compacted)
+        db.hub = hub
+        return cls(db, executor, hub, lock_fd)
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise StoreError("the SQLite store is closed")
+        loop = asyncio.get_running_loop()
+        # If the caller is cancelled meanwhile, the job still finishes (and commits) on the
+        # thread; only the caller stops waiting for it.
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error: {exc}") from exc
+
+    async def get(self, type_: str, mesh: str, name: str) -> Resource:
+        check_key(type_, mesh, name)
+        return await self._run(self._db.get, type_, mesh, name)
+
+    async def list(
+        self,
+        type_: str,
+        mesh: str | None = None,
+        *,
+        name_contains: str | None = None,
+        labels: dict[str, str] | None = None,
+        size: int | None = None,
+        offset: str | None = None,
+    ) -> ListPage:
+        check_size(size)
+        if offset is not None:
+            decode_offset(offset)  # reject garbage before queueing behind writes
+        return await self._run(self._db.list, type_, mesh, name_contains, labels, size, offset)
+
+    async def create(self, resource: Resource) -> Resource:
+        check_key(*resource.key)
+        return (await self._run(self._db.create, resource.clone())).clone()
+
+    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
+        check_key(*resource.key)
+        stored = await self._run(self._db.update, resource.clone(), expected_version)
+        return stored.clone()
+
+    async def delete(
+        self, type_: str, mesh: str, name: str, expected_version: str | None = None
+    ) -> None:
+        check_key(type_, mesh, name)
+        await self._run(self._db.delete, type_, mesh, name, expected_version)
+
+    async def delete_mesh_scoped(self, mesh: str) -> int:
+        check_mesh(mesh)
+        return await self._run(self._db.delete_mesh_scoped, mesh)
+
+    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        return self._hub.watch(from_revision)
+
+    async def revision(self) -> int:
+        return self._db.revision
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True  # refuse new work; jobs already queued run (and publish) first
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._db.conn.close)
+        finally:
+            self._hub.close()
+            self._executor.shutdown(wait=False)
+            os.close(self._lock_fd)
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{data_dir / DB_FILE} is already open (by another process, or earlier in this one)"
+        ) from None
+    return fd
