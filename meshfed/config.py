@@ -1,0 +1,274 @@
+"""Program options declared once, read from flags, `MESHFED_*` variables and a YAML file.
+
+Each executable (global-cp, zone-cp, zone-ingress, mesh-dp) lists its `Option`s; this module
+turns the list into argparse flags, environment variable names and YAML keys, so the three
+sources cannot drift apart and `--help` documents every default in one place (as Kuma's
+single defaults file does). Precedence: flag > environment > file > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+ENV_PREFIX = "MESHFED_"
+
+
+class ConfigError(Exception):
+    """A bad option value or config file; the program prints it and exits with status 2."""
+
+
+# A parser turns a raw value (a string from a flag or env var, or a YAML scalar) into the
+# program's value, raising ValueError with a reason a user can act on.
+Parser = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # "api-address": the flag --api-address, env MESHFED_API_ADDRESS, YAML key
+    parse: Parser
+    default: Any  # raw form, shown in --help and run through `parse` like any other value
+    help: str
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+
+class Address(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# ---- value parsers -------------------------------------------------------------------------
+
+
+def parse_str(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def int_parser(minimum: int | None = None, maximum: int | None = None) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+        if minimum is not None and number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum}")
+        return number
+
+    return parse
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(|b|kib|kb|k|mib|mb|m|gib|gb|g)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes, with optional binary suffix: 1048576, 1024KiB, 1MiB (KB/MB are read as KiB/MiB)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 1048576 or 1MiB")
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError("expected a size such as 1048576 or 1MiB")
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()[:1]]
+    if size < 1:
+        raise ValueError("must be at least 1 byte")
+    return size
+
+
+def choice_parser(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def parse_address(value: Any) -> Address:
+    """HOST:PORT, with IPv6 hosts in brackets ([::1]:5681)."""
+    text = str(value).strip()
+    match = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d+)$", text) or re.match(
+        r"^([^:\[\]]*):(\d+)$", text
+    )
+    if not match:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:5681 or [::1]:5681")
+    host, port = match.group(1), int(match.group(2))
+    if not host:
+        raise ValueError("the host is missing (use 0.0.0.0 to listen on every address)")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("the port must be between 0 and 65535")
+    return Address(host, port)
+
+
+def parse_path(value: Any) -> Path:
+    text = parse_str(value)
+    if not text:
+        raise ValueError("expected a path")
+    return Path(text)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+LOG_LEVEL = Option(
+    "log-level", choice_parser(*LOG_LEVELS), "info", "Log verbosity: " + ", ".join(LOG_LEVELS)
+)
+
+
+# ---- the option set of one program ---------------------------------------------------------
+
+
+class Config:
+    """The options of one program; builds its parser and resolves values from every source."""
+
+    def __init__(self, prog: str, description: str, options: Sequence[Option]) -> None:
+        names = [o.name for o in options]
+        if len(names) != len(set(names)) or "config" in names:
+            raise ValueError("option names must be unique and 'config' is reserved")
+        self.prog = prog
+        self.description = description
+        self.options = tuple(options)
+
+    def parser(self) -> argparse.ArgumentParser:
+        """A fresh parser; a program may add positionals (e.g. a `run` command) before use."""
+        parser = argparse.ArgumentParser(
+            prog=self.prog,
+            description=self.description,
+            epilog="Every option can also be set with its MESHFED_* environment variable or as "
+            "a key (the option name without dashes in front) in the YAML file given by "
+            "--config. Precedence: flag, environment, file, default.",
+        )
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            default=None,
+            help=f"YAML file of options, e.g. 'api-address: 0.0.0.0:5681' "
+            f"(default: none; env: {ENV_PREFIX}CONFIG)",
+        )
+        for opt in self.options:
+            parser.add_argument(
+                f"--{opt.name}",
+                dest=opt.dest,
+                metavar=opt.metavar or ("BOOL" if opt.parse is parse_bool else "VALUE"),
+                default=None,
+                # A boolean flag alone means true; `--flag=false` turns it off.
+                nargs="?" if opt.parse is parse_bool else None,
+                const="true" if opt.parse is parse_bool else None,
+                help=f"{opt.help} (default: {_show(opt.default)}; env: {opt.env_var})",
+            )
+        return parser
+
+    def load(
+        self,
+        argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        parser: argparse.ArgumentParser | None = None,
+    ) -> tuple[argparse.Namespace, dict[str, Any]]:
+        """Parses argv and resolves every option; on a bad value prints it and exits 2."""
+        parser = parser or self.parser()
+        ns = parser.parse_args(argv)
+        try:
+            return ns, self.resolve(ns, os.environ if env is None else env)
+        except ConfigError as exc:
+            parser.error(str(exc))
+
+    def resolve(self, ns: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+        """Values by `Option.dest`, each from the first source that sets it."""
+        config_path = ns.config if ns.config is not None else env.get(ENV_PREFIX + "CONFIG")
+        file_values = self._read_file(config_path) if config_path else {}
+        values: dict[str, Any] = {}
+        for opt in self.options:
+            flag_value = getattr(ns, opt.dest, None)
+            if flag_value is not None:
+                raw, source = flag_value, f"--{opt.name}"
+            elif opt.env_var in env:
+                raw, source = env[opt.env_var], f"environment variable {opt.env_var}"
+            elif opt.name in file_values:
+                raw, source = file_values[opt.name], f"key {opt.name!r} in {config_path}"
+            else:
+                raw, source = opt.default, f"default of --{opt.name}"
+            try:
+                values[opt.dest] = opt.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"invalid value {raw!r} for {source}: {exc}") from None
+        return values
+
+    def _read_file(self, path: str) -> dict[str, Any]:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of option names to values")
+        known = {o.name for o in self.options}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} in {path}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return {str(k): v for k, v in data.items()}
+
+
+def _show(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    return str(default)
+
+
+def configure_logging(level: str) -> None:
+    """One readable line per event on stderr (timestamps, level, logger), for every program."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        force=True,
+    )
