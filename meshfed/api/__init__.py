@@ -1,0 +1,1 @@
+"""Reusable aiohttp plumbing for the control planes' REST API (global and zone)."""

@@ -1,0 +1,115 @@
+"""The API application: resource routes from the registry plus the service endpoints
+(`/`, `/_resources`, `/openapi.json`, `/metrics`, `/ready`). Not specific to the global side:
+a zone control plane builds the same app with `Mode.ZONE`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from meshfed import PRODUCT, __version__
+from meshfed.api.context import CONTEXT, ApiContext
+from meshfed.api.errors import ApiError, error_middleware
+from meshfed.api.metrics import METRICS, ApiMetrics
+from meshfed.api.openapi import openapi_document
+from meshfed.api.resources import add_resource_routes
+from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
+
+
+def build_app(ctx: ApiContext) -> web.Application:
+    metrics = ApiMetrics()
+    # Metrics outermost, so they see the status the error middleware produced.
+    app = web.Application(
+        middlewares=[metrics.middleware(), error_middleware],
+        client_max_size=ctx.max_body_bytes,
+    )
+    app[CONTEXT] = ctx
+    app[METRICS] = metrics
+    routes = RouteTable(app)
+    app[ROUTES] = routes
+
+    routes.add(
+        Operation(
+            "GET",
+            "/",
+            "Product, version, instance and mode of this control plane",
+            "System",
+            responses={200: ("Server information", {"type": "object"})},
+        ),
+        _index,
+    )
+    routes.add(
+        Operation(
+            "GET",
+            "/_resources",
+            "The resource types this API serves",
+            "System",
+            responses={200: ("Type descriptors", {"type": "object"})},
+        ),
+        _resources,
+    )
+    routes.add(
+        Operation(
+            "GET",
+            "/ready",
+            "Readiness: the store is open and default resources exist",
+            "System",
+            responses={200: ("Ready", {"type": "object"}), 503: ("Not ready", ref("Error"))},
+        ),
+        _ready,
+    )
+    routes.add(
+        Operation(
+            "GET",
+            "/metrics",
+            "Prometheus metrics",
+            "System",
+            responses={200: ("Prometheus text format", None)},
+        ),
+        metrics.handle,
+    )
+    routes.add(
+        Operation(
+            "GET",
+            "/openapi.json",
+            "This document",
+            "System",
+            responses={200: ("OpenAPI 3.1 document", {"type": "object"})},
+        ),
+        _openapi,
+    )
+    add_resource_routes(routes, ctx)
+    return app
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    return web.json_response(
+        {
+            "product": PRODUCT,
+            "version": __version__,
+            "instanceId": ctx.instance_id,
+            "mode": str(ctx.mode),
+            "hostname": ctx.hostname,
+        }
+    )
+
+
+async def _resources(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    return web.json_response({"resources": [d.to_json() for d in ctx.registry]})
+
+
+async def _ready(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    if not ctx.ready:
+        raise ApiError(503, "Service Unavailable", "starting: default resources not created yet")
+    try:
+        await ctx.store.revision()
+    except Exception as exc:  # any store failure means "not ready", never a 500
+        raise ApiError(503, "Service Unavailable", f"the store is not available: {exc}") from exc
+    return web.json_response({"status": "ready"})
+
+
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    doc = openapi_document(request.app[ROUTES], f"{PRODUCT} API", __version__)
+    return web.json_response(doc)

@@ -1,0 +1,76 @@
+"""The OpenAPI 3.1 document, built from the operations recorded in the RouteTable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshfed.api.routes import Operation, RouteTable
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "status", "title", "detail", "invalid_parameters"],
+    "properties": {
+        "type": {"const": "/std-errors"},
+        "status": {"type": "integer"},
+        "title": {"type": "string"},
+        "detail": {"type": "string"},
+        "invalid_parameters": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def openapi_document(routes: RouteTable, title: str, version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in routes.operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": {"Error": ERROR_SCHEMA, **routes.schemas}},
+    }
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        for p in op.path_params
+    ]
+    params += [
+        {"name": q.name, "in": "query", "description": q.description, "schema": q.schema}
+        for q in op.query
+    ]
+    out: dict[str, Any] = {
+        "operationId": _operation_id(op),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "responses": {
+            str(status): (
+                {"description": desc, "content": {"application/json": {"schema": schema}}}
+                if schema is not None
+                else {"description": desc}
+            )
+            for status, (desc, schema) in sorted(op.responses.items())
+        },
+    }
+    if params:
+        out["parameters"] = params
+    if op.request_schema is not None:
+        media = {"schema": op.request_schema}
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": media, "application/yaml": media},
+        }
+    return out
+
+
+def _operation_id(op: Operation) -> str:
+    words = [w for w in op.path.replace("{", "by-").replace("}", "").split("/") if w]
+    return op.method.lower() + "".join(w.replace("-", "_").replace(".", "_").title() for w in words)

@@ -1,0 +1,380 @@
+"""Resource CRUD routes, generated from the type registry (Kuma's paths).
+
+Global-scoped types live at `/{plural}[/{name}]`; mesh-scoped ones at
+`/meshes/{mesh}/{plural}[/{name}]`, plus a read-only `/{plural}` across meshes. The same
+handlers serve the global and the zone control planes: `ApiContext.mode` decides which types
+this side accepts writes for, and the 405 says where to apply the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from meshfed.api.body import read_document
+from meshfed.api.context import CONTEXT, ApiContext
+from meshfed.api.errors import ApiError, bad_request
+from meshfed.api.paging import next_url as page_next_url
+from meshfed.api.paging import page_params
+from meshfed.api.routes import Handler, Operation, QueryParam, RouteTable, ref
+from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
+from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
+from meshfed.resources.errors import FieldError, ValidationError
+from meshfed.resources.model import (
+    LABEL_ORIGIN,
+    LABEL_ZONE,
+    ORIGIN_GLOBAL,
+    ORIGIN_ZONE,
+    Resource,
+    now_rfc3339,
+)
+from meshfed.resources.types.mesh import MESH
+from meshfed.store.base import NotFoundError, ResourceStore
+
+log = logging.getLogger("meshfed.api.resources")
+
+
+# ---- request pieces ------------------------------------------------------------------------
+
+
+def etag(version: str) -> dict[str, str]:
+    return {"ETag": f'"{version}"'} if version else {}
+
+
+def parse_if_match(request: web.Request) -> str | None:
+    """The version in `If-Match: "<version>"` ("*" = any existing version), or None."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    if value == "*":
+        return value
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not value or '"' in value or "," in value:
+        raise bad_request(
+            "invalid If-Match header",
+            [FieldError("If-Match", 'must be one version as returned in ETag, e.g. "42"')],
+        )
+    return value
+
+
+def parse_dry_run(query: Mapping[str, str]) -> bool:
+    raw = query.get("dryRun")
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1", ""):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise bad_request("invalid dryRun", [FieldError("dryRun", "must be true or false")])
+
+
+def check_writable(desc: TypeDescriptor, mode: Mode) -> None:
+    """405 for a write this side does not own, saying where the write belongs."""
+    if desc.writable_on(mode):
+        return
+    if desc.system_only:
+        detail = f"{desc.name} is read-only: the control planes write it themselves"
+    elif desc.owner is Mode.GLOBAL:
+        detail = f"{desc.name} is managed by the global control plane; apply it there"
+    else:
+        detail = f"{desc.name} is owned by zone control planes; register it in its zone"
+    raise ApiError(405, "Method Not Allowed", detail, headers={"Allow": "GET"})
+
+
+async def _get_or_none(store: ResourceStore, type_: str, mesh: str, name: str) -> Resource | None:
+    try:
+        return await store.get(type_, mesh, name)
+    except NotFoundError:
+        return None
+
+
+def _conflict(detail: str) -> ApiError:
+    return ApiError(409, "Conflict", detail)
+
+
+# ---- parsing a PUT body --------------------------------------------------------------------
+
+
+async def parse_put_body(
+    ctx: ApiContext, desc: TypeDescriptor, doc: Any, mesh: str, name: str
+) -> Resource:
+    """The resource to store, or one 400 listing every problem (body and URL together)."""
+    errors: list[FieldError] = []
+    if isinstance(doc, dict):
+        if isinstance(doc.get("name"), str) and doc["name"] != name:
+            errors.append(FieldError("name", f"must equal the name in the URL ({name!r})"))
+        if desc.scope is Scope.MESH and isinstance(doc.get("mesh"), str) and doc["mesh"] != mesh:
+            errors.append(FieldError("mesh", f"must equal the mesh in the URL ({mesh!r})"))
+    resource: Resource | None = None
+    try:
+        resource = resource_from_dict(doc, ctx.registry, expected_type=desc.name)
+    except ValidationError as exc:
+        errors += exc.errors
+    if desc.scope is Scope.MESH and not check_name(mesh, "mesh"):
+        mesh_res = await _get_or_none(ctx.store, MESH.name, "", mesh)
+        if mesh_res is None:
+            errors.append(FieldError("mesh", f"mesh {mesh!r} does not exist; create it first"))
+    if errors or resource is None:
+        raise ValidationError(errors)
+    return resource
+
+
+def _stamp(ctx: ApiContext, resource: Resource) -> None:
+    """System-owned meta: times come from the server, origin (and zone) from this side."""
+    resource.meta.creation_time = ""
+    resource.meta.modification_time = ""
+    resource.meta.version = ""
+    if ctx.mode is Mode.GLOBAL:
+        resource.meta.labels[LABEL_ORIGIN] = ORIGIN_GLOBAL
+    else:
+        resource.meta.labels[LABEL_ORIGIN] = ORIGIN_ZONE
+        if ctx.zone:
+            resource.meta.labels[LABEL_ZONE] = ctx.zone
+
+
+# ---- handlers ------------------------------------------------------------------------------
+
+
+def _list_handler(desc: TypeDescriptor, across_meshes: bool) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CONTEXT]
+        params = page_params(request.query)
+        mesh = None if across_meshes or desc.scope is Scope.GLOBAL else request.match_info["mesh"]
+        page = await ctx.store.list(
+            desc.name, mesh, name_contains=params.name, size=params.size, offset=params.offset
+        )
+        return web.json_response(
+            {
+                "total": page.total,
+                "items": [resource_to_dict(r, desc) for r in page.items],
+                "next": page_next_url(request, page.next_offset),
+            }
+        )
+
+    return handle
+
+
+def _get_handler(desc: TypeDescriptor) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CONTEXT]
+        res = await ctx.store.get(
+            desc.name, request.match_info.get("mesh", ""), request.match_info["name"]
+        )
+        return web.json_response(resource_to_dict(res, desc), headers=etag(res.meta.version))
+
+    return handle
+
+
+def _put_handler(desc: TypeDescriptor) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CONTEXT]
+        check_writable(desc, ctx.mode)
+        dry_run = parse_dry_run(request.query)
+        if_match = parse_if_match(request)
+        mesh, name = request.match_info.get("mesh", ""), request.match_info["name"]
+        doc = await read_document(request, ctx.max_body_bytes)
+        resource = await parse_put_body(ctx, desc, doc, mesh, name)
+        _stamp(ctx, resource)
+
+        existing = await _get_or_none(ctx.store, desc.name, mesh, name)
+        if if_match is not None:
+            if existing is None:
+                raise _conflict(
+                    f"{desc.name} {name!r} does not exist, but If-Match expects version {if_match}"
+                )
+            if if_match not in ("*", existing.meta.version):
+                raise _conflict(
+                    f"{desc.name} {name!r} was modified (If-Match version {if_match}, stored "
+                    f"version {existing.meta.version}); read it again and retry"
+                )
+        expected = None if if_match in (None, "*") else if_match
+
+        if existing is None:
+            status = 201
+            if dry_run:
+                resource.meta.creation_time = resource.meta.modification_time = now_rfc3339()
+                stored = resource
+            else:
+                stored = await ctx.store.create(resource)
+                log.info("created %s %s", desc.name, _where(mesh, name))
+        else:
+            status = 200
+            if dry_run:
+                resource.meta.creation_time = existing.meta.creation_time
+                resource.meta.modification_time = now_rfc3339()
+                resource.meta.version = existing.meta.version
+                stored = resource
+            else:
+                stored = await ctx.store.update(resource, expected_version=expected)
+                log.info("updated %s %s", desc.name, _where(mesh, name))
+        headers = {} if dry_run else etag(stored.meta.version)
+        return web.json_response(resource_to_dict(stored, desc), status=status, headers=headers)
+
+    return handle
+
+
+def _delete_handler(desc: TypeDescriptor) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CONTEXT]
+        check_writable(desc, ctx.mode)
+        if_match = parse_if_match(request)
+        mesh, name = request.match_info.get("mesh", ""), request.match_info["name"]
+        expected = None if if_match in (None, "*") else if_match
+        await ctx.store.delete(desc.name, mesh, name, expected_version=expected)
+        log.info("deleted %s %s", desc.name, _where(mesh, name))
+        if desc.name == MESH.name:
+            count = await ctx.store.delete_mesh_scoped(name)
+            log.info("deleted %d resource(s) scoped to mesh %r", count, name)
+        return web.json_response({})
+
+    return handle
+
+
+def _where(mesh: str, name: str) -> str:
+    return f"{name!r} in mesh {mesh!r}" if mesh else repr(name)
+
+
+# ---- route generation ----------------------------------------------------------------------
+
+_LIST_QUERY = (
+    QueryParam(
+        "size",
+        "Items per page (1-1000, default 100).",
+        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    ),
+    QueryParam("offset", "Opaque position returned in `next`."),
+    QueryParam("name", "Only items whose name contains this text."),
+)
+_DRY_RUN = QueryParam(
+    "dryRun", "Validate and return the would-be result without storing.", {"type": "boolean"}
+)
+_ERROR = ref("Error")
+
+
+def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
+    """Adds list/get/put/delete routes (and their schemas) for every registered type."""
+    for desc in ctx.registry:
+        schema = routes.schema(desc.name, resource_schema(desc))
+        list_schema = routes.schema(
+            desc.name + "List",
+            {
+                "type": "object",
+                "required": ["total", "items", "next"],
+                "properties": {
+                    "total": {"type": "integer"},
+                    "items": {"type": "array", "items": schema},
+                    "next": {"type": ["string", "null"], "format": "uri"},
+                },
+            },
+        )
+        if desc.scope is Scope.GLOBAL:
+            collection = f"/{desc.plural}"
+        else:
+            collection = f"/meshes/{{mesh}}/{desc.plural}"
+            routes.add(
+                Operation(
+                    "GET",
+                    f"/{desc.plural}",
+                    f"List {desc.name} resources of every mesh",
+                    desc.name,
+                    _LIST_QUERY,
+                    responses={
+                        200: ("A page of resources", list_schema),
+                        400: ("Bad query", _ERROR),
+                    },
+                ),
+                _list_handler(desc, across_meshes=True),
+            )
+        item = f"{collection}/{{name}}"
+        routes.add(
+            Operation(
+                "GET",
+                collection,
+                f"List {desc.name} resources",
+                desc.name,
+                _LIST_QUERY,
+                responses={200: ("A page of resources", list_schema), 400: ("Bad query", _ERROR)},
+            ),
+            _list_handler(desc, across_meshes=False),
+        )
+        routes.add(
+            Operation(
+                "GET",
+                item,
+                f"Get one {desc.name} (ETag: its version)",
+                desc.name,
+                responses={200: ("The resource", schema), 404: ("Not found", _ERROR)},
+            ),
+            _get_handler(desc),
+        )
+        write_errors: dict[int, tuple[str, dict[str, Any] | None]] = {
+            400: ("Invalid resource, URL mismatch or unknown mesh", _ERROR),
+            405: ("This side does not own the type", _ERROR),
+            409: ("If-Match version is stale", _ERROR),
+        }
+        routes.add(
+            Operation(
+                "PUT",
+                item,
+                f"Create or replace a {desc.name} (If-Match for optimistic concurrency)",
+                desc.name,
+                (_DRY_RUN,),
+                request_schema=schema,
+                responses={
+                    200: ("Updated", schema),
+                    201: ("Created", schema),
+                    **write_errors,
+                    413: ("Body too large", _ERROR),
+                    415: ("Body is not JSON or YAML", _ERROR),
+                },
+            ),
+            _put_handler(desc),
+        )
+        cascade = " and everything in it" if desc.name == MESH.name else ""
+        routes.add(
+            Operation(
+                "DELETE",
+                item,
+                f"Delete a {desc.name}{cascade}",
+                desc.name,
+                responses={
+                    200: ("Deleted", {"type": "object"}),
+                    404: ("Not found", _ERROR),
+                    405: write_errors[405],
+                    409: write_errors[409],
+                },
+            ),
+            _delete_handler(desc),
+        )
+
+
+def resource_schema(desc: TypeDescriptor) -> dict[str, Any]:
+    """The generic shape of a resource; field-level rules are enforced by the validators."""
+    props: dict[str, Any] = {
+        "type": {"const": desc.name},
+        "name": {"type": "string"},
+        "creationTime": {"type": "string", "format": "date-time", "readOnly": True},
+        "modificationTime": {"type": "string", "format": "date-time", "readOnly": True},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    }
+    required = ["type", "name"]
+    if desc.scope is Scope.MESH:
+        props["mesh"] = {"type": "string"}
+        required.append("mesh")
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": desc.description,
+        "properties": props,
+        "required": required,
+    }
+    if desc.spec_wrapped:
+        props["spec"] = {"type": "object"}
+        schema["additionalProperties"] = False
+    return schema

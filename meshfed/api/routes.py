@@ -1,0 +1,66 @@
+"""Routes registered together with their description, so /openapi.json cannot miss one.
+
+Every route goes through `RouteTable.add`, which puts it in aiohttp's router and records the
+operation for the OpenAPI document; a test checks the router against the document.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # aiohttp's template, which is also OpenAPI's: /meshes/{mesh}/...
+    summary: str
+    tag: str
+    query: tuple[QueryParam, ...] = ()
+    request_schema: dict[str, Any] | None = None  # a JSON schema, usually a $ref
+    # status -> (description, JSON schema of the body or None)
+    responses: dict[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+
+    @property
+    def path_params(self) -> list[str]:
+        return _PATH_PARAM.findall(self.path)
+
+
+class RouteTable:
+    """Adds routes to an app and keeps the list of documented operations."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.operations: list[Operation] = []
+        self.schemas: dict[str, dict[str, Any]] = {}
+
+    def add(self, op: Operation, handler: Handler) -> None:
+        # add_route (not add_get) so no undocumented HEAD route appears.
+        self.app.router.add_route(op.method, op.path, handler)
+        self.operations.append(op)
+
+    def schema(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """Registers a component schema; returns a $ref to it."""
+        self.schemas[name] = schema
+        return ref(name)
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ROUTES: web.AppKey[RouteTable] = web.AppKey("meshfed_api_routes", RouteTable)

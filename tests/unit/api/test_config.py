@@ -1,0 +1,156 @@
+"""Options declared once: flags, MESHFED_* variables and a YAML file, in that precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshfed.config import (
+    LOG_LEVEL,
+    Address,
+    Config,
+    Option,
+    choice_parser,
+    int_parser,
+    parse_address,
+    parse_bool,
+    parse_size,
+)
+
+OPTIONS = (
+    Option("api-address", parse_address, "127.0.0.1:5681", "Where the API listens"),
+    Option("store", choice_parser("sqlite", "memory"), "sqlite", "Store backend"),
+    Option("default-mesh", parse_bool, True, "Create Mesh 'default' on first start"),
+    Option("max-body-bytes", parse_size, "1MiB", "Largest request body"),
+    Option("workers", int_parser(1, 64), 4, "Worker count"),
+    LOG_LEVEL,
+)
+CONFIG = Config("test-cp", "A test program.", OPTIONS)
+
+
+def load(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    return CONFIG.load(argv, env or {})[1]
+
+
+def test_defaults() -> None:
+    assert load([]) == {
+        "api_address": Address("127.0.0.1", 5681),
+        "store": "sqlite",
+        "default_mesh": True,
+        "max_body_bytes": 1024 * 1024,
+        "workers": 4,
+        "log_level": "info",
+    }
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("api-address: 127.0.0.3:3\nstore: memory\nworkers: 7\ndefault-mesh: false\n")
+    env = {"MESHFED_API_ADDRESS": "127.0.0.2:2", "MESHFED_STORE": "sqlite"}
+    got = load(["--config", str(cfg), "--api-address", "127.0.0.1:1"], env)
+    assert got["api_address"] == Address("127.0.0.1", 1)  # flag beats env and file
+    assert got["store"] == "sqlite"  # env beats file
+    assert got["workers"] == 7 and got["default_mesh"] is False  # file beats default
+    assert got["log_level"] == "info"  # default
+    # The file can also come from the environment.
+    assert load([], {"MESHFED_CONFIG": str(cfg)})["store"] == "memory"
+
+
+def test_bool_flag_forms() -> None:
+    assert load(["--default-mesh"])["default_mesh"] is True
+    assert load(["--default-mesh=false"])["default_mesh"] is False
+    assert load([], {"MESHFED_DEFAULT_MESH": "no"})["default_mesh"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--api-address", "nonsense"], {}, "expected HOST:PORT"),
+        (["--api-address", "127.0.0.1:99999"], {}, "between 0 and 65535"),
+        ([], {"MESHFED_STORE": "etcd"}, "environment variable MESHFED_STORE"),
+        (["--workers", "0"], {}, "at least 1"),
+        (["--workers", "two"], {}, "expected an integer"),
+        (["--max-body-bytes", "lots"], {}, "expected a size"),
+        (["--default-mesh=perhaps"], {}, "expected true or false"),
+        (["--config", "/nonexistent/meshfed.yaml"], {}, "cannot read config file"),
+        (["--no-such-flag"], {}, "unrecognized arguments"),
+    ],
+)
+def test_bad_values_exit_2_with_a_clear_message(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        load(argv, env)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour: blue\n", "unknown option(s) colour"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("api-address: [unclosed\n", "not valid YAML"),
+        ("workers: many\n", "key 'workers'"),
+    ],
+)
+def test_bad_config_files(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        load(["--config", str(cfg)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_config_file_means_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("")
+    assert load(["--config", str(cfg)]) == load([])
+
+
+def test_help_shows_defaults_and_env_vars(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        load(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for opt in OPTIONS:
+        assert f"--{opt.name}" in out
+        assert opt.env_var in out
+    assert "(default: 127.0.0.1:5681; env: MESHFED_API_ADDRESS)" in out
+    assert "(default: true; env: MESHFED_DEFAULT_MESH)" in out
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("127.0.0.1:5681", Address("127.0.0.1", 5681)),
+        ("localhost:0", Address("localhost", 0)),
+        ("[::1]:5681", Address("::1", 5681)),
+    ],
+)
+def test_address(raw: str, expected: Address) -> None:
+    assert parse_address(raw) == expected
+    assert parse_address(str(expected)) == expected
+
+
+@pytest.mark.parametrize("raw", [":5681", "::1:5681", "[zz]:1", "host", "host:port"])
+def test_bad_address(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(1024, 1024), ("2048", 2048), ("4KiB", 4096), ("1 MiB", 1048576)]
+)
+def test_size(raw: Any, expected: int) -> None:
+    assert parse_size(raw) == expected
+
+
+def test_option_names_are_unique() -> None:
+    with pytest.raises(ValueError):
+        Config("x", "", (LOG_LEVEL, LOG_LEVEL))
