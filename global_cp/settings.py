@@ -1,0 +1,73 @@
+"""Every option of `global-cp`, declared once (flags, MESHFED_* variables, YAML file keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
+from meshfed.config import (
+    LOG_LEVEL,
+    Address,
+    Config,
+    Option,
+    choice_parser,
+    parse_address,
+    parse_bool,
+    parse_path,
+    parse_size,
+)
+
+OPTIONS = (
+    Option(
+        "api-address",
+        parse_address,
+        "127.0.0.1:5681",
+        "Where the REST API listens (HOST:PORT; port 0 picks a free one)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "store",
+        choice_parser("sqlite", "memory"),
+        "sqlite",
+        "Resource store: sqlite (persists under --data-dir) or memory (lost on exit)",
+        metavar="KIND",
+    ),
+    Option(
+        "data-dir",
+        parse_path,
+        ".meshfed/global-cp",
+        "Directory of the SQLite store (created if missing)",
+        metavar="DIR",
+    ),
+    Option(
+        "default-mesh",
+        parse_bool,
+        True,
+        "Create Mesh 'default' on the first start (an empty store); never re-created later",
+    ),
+    Option(
+        "max-body-bytes",
+        parse_size,
+        DEFAULT_MAX_BODY_BYTES,
+        "Largest accepted request body, in bytes (suffixes KiB, MiB allowed); larger gets 413",
+        metavar="SIZE",
+    ),
+    LOG_LEVEL,
+)
+
+CONFIG = Config(
+    "global-cp",
+    "The meshfed global control plane: the REST API for meshes and policies (KDS comes next).",
+    OPTIONS,
+)
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    api_address: Address
+    store: str
+    data_dir: Path
+    default_mesh: bool
+    max_body_bytes: int
+    log_level: str
