@@ -116,7 +116,7 @@ class WatchHub:
                     live.append(sub)
             self._subs = live
 
-    def watch(self, from_revision: int | None) -> AsyncIterator[WatchEvent]:
+    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
         """Subscribes now (not at first iteration), so no event after this call is missed."""
         if from_revision is not None and from_revision < 0:
             raise ValueError(f"from_revision must be >= 0, got {from_revision}")

@@ -346,28 +346,16 @@ class SqliteStore(ResourceStore):
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> SqliteStore:
         """Opens (creating if needed) `<data_dir>/meshfed.db`; `history` bounds the change log."""
-        if history < 0:
-            raise ValueError("history must be >= 0")
-        data_dir = Path(data_dir)
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create data directory {data_dir}: {exc}") from exc
-        lock_fd = _lock_data_dir(data_dir)
+        if history < 0 or max_pending < 1:
+            raise ValueError("history must be >= 0 and max_pending >= 1")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshfed-sqlite")
         loop = asyncio.get_running_loop()
-        path = data_dir / DB_FILE
         try:
-            db = await loop.run_in_executor(executor, _Db.open, path, history)
-            events, compacted = await loop.run_in_executor(executor, db.recent_events)
-        except sqlite3.Error as exc:
-            executor.shutdown(wait=False)
-            os.close(lock_fd)
-            raise StoreError(f"cannot open SQLite store {path}: {exc}") from exc
+            opened = await loop.run_in_executor(executor, _open_locked, Path(data_dir), history)
         except BaseException:
             executor.shutdown(wait=False)
-            os.close(lock_fd)
             raise
+        db, lock_fd, events, compacted = opened
         hub = WatchHub(history, max_pending, initial=events, compacted_through=compacted)
         db.hub = hub
         return cls(db, executor, hub, lock_fd)
@@ -440,8 +428,31 @@ class SqliteStore(ResourceStore):
             os.close(self._lock_fd)
 
 
+def _open_locked(data_dir: Path, history: int) -> tuple[_Db, int, list[WatchEvent], int]:
+    """Locks the directory, opens the database, loads the replay history; or releases all."""
+    lock_fd = _lock_data_dir(data_dir)
+    path = data_dir / DB_FILE
+    db: _Db | None = None
+    try:
+        db = _Db.open(path, history)
+        events, compacted = db.recent_events()
+        return db, lock_fd, events, compacted
+    except BaseException as exc:
+        if db is not None:
+            db.conn.close()
+        os.close(lock_fd)
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"cannot open SQLite store {path}: {exc}") from exc
+        raise
+
+
 def _lock_data_dir(data_dir: Path) -> int:
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    """Creates the directory and takes its lock; the fd must stay open while the store is."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot use data directory {data_dir}: {exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

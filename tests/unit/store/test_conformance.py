@@ -234,6 +234,15 @@ async def test_list_sorted_per_mesh_and_across(store: ResourceStore) -> None:
     assert (await store.list("NoSuchType")).total == 0
 
 
+async def test_list_order_is_code_point_order(store: ResourceStore) -> None:
+    names = ["b", "a", "\u00e9", "Z", "z", "aa", "a-b", "a_b", "\u4e2d", "0"]
+    for name in names:
+        await store.create(mk(name))
+    assert [r.name for r in (await store.list(POLICY)).items] == sorted(names)
+    paged, _ = await _all_pages(store, 3)
+    assert [r.name for r in paged] == sorted(names)
+
+
 async def test_list_filters(store: ResourceStore) -> None:
     await _fill(store, 12, ("m1", "m2"))
     by_name = await store.list(POLICY, "m1", name_contains="-01")
