@@ -185,10 +185,11 @@ class _Db:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # the body failed, or COMMIT itself (disk full, I/O)
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def _stored(self, type_: str, mesh: str, name: str) -> Resource | None:
         row = self.conn.execute(
