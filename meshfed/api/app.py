@@ -31,6 +31,7 @@ def build_app(ctx: ApiContext) -> web.Application:
         Operation(
             "GET",
             "/",
+            "getIndex",
             "Product, version, instance and mode of this control plane",
             "System",
             responses={200: ("Server information", {"type": "object"})},
@@ -41,6 +42,7 @@ def build_app(ctx: ApiContext) -> web.Application:
         Operation(
             "GET",
             "/_resources",
+            "getResourceTypes",
             "The resource types this API serves",
             "System",
             responses={200: ("Type descriptors", {"type": "object"})},
@@ -51,6 +53,7 @@ def build_app(ctx: ApiContext) -> web.Application:
         Operation(
             "GET",
             "/ready",
+            "getReady",
             "Readiness: the store is open and default resources exist",
             "System",
             responses={200: ("Ready", {"type": "object"}), 503: ("Not ready", ref("Error"))},
@@ -61,6 +64,7 @@ def build_app(ctx: ApiContext) -> web.Application:
         Operation(
             "GET",
             "/metrics",
+            "getMetrics",
             "Prometheus metrics",
             "System",
             responses={200: ("Prometheus text format", None)},
@@ -71,6 +75,7 @@ def build_app(ctx: ApiContext) -> web.Application:
         Operation(
             "GET",
             "/openapi.json",
+            "getOpenApi",
             "This document",
             "System",
             responses={200: ("OpenAPI 3.1 document", {"type": "object"})},

@@ -48,7 +48,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         for q in op.query
     ]
     out: dict[str, Any] = {
-        "operationId": _operation_id(op),
+        "operationId": op.operation_id,
         "summary": op.summary,
         "tags": [op.tag],
         "responses": {
@@ -69,8 +69,3 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {"application/json": media, "application/yaml": media},
         }
     return out
-
-
-def _operation_id(op: Operation) -> str:
-    words = [w for w in op.path.replace("{", "by-").replace("}", "").split("/") if w]
-    return op.method.lower() + "".join(w.replace("-", "_").replace(".", "_").title() for w in words)

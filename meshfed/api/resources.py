@@ -282,6 +282,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 Operation(
                     "GET",
                     f"/{desc.plural}",
+                    f"list{desc.name}AcrossMeshes",
                     f"List {desc.name} resources of every mesh",
                     desc.name,
                     _LIST_QUERY,
@@ -297,6 +298,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
             Operation(
                 "GET",
                 collection,
+                f"list{desc.name}",
                 f"List {desc.name} resources",
                 desc.name,
                 _LIST_QUERY,
@@ -308,6 +310,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
             Operation(
                 "GET",
                 item,
+                f"get{desc.name}",
                 f"Get one {desc.name} (ETag: its version)",
                 desc.name,
                 responses={200: ("The resource", schema), 404: ("Not found", _ERROR)},
@@ -323,6 +326,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
             Operation(
                 "PUT",
                 item,
+                f"put{desc.name}",
                 f"Create or replace a {desc.name} (If-Match for optimistic concurrency)",
                 desc.name,
                 (_DRY_RUN,),
@@ -342,6 +346,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
             Operation(
                 "DELETE",
                 item,
+                f"delete{desc.name}",
                 f"Delete a {desc.name}{cascade}",
                 desc.name,
                 responses={

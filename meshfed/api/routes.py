@@ -28,6 +28,7 @@ class QueryParam:
 class Operation:
     method: str
     path: str  # aiohttp's template, which is also OpenAPI's: /meshes/{mesh}/...
+    operation_id: str  # unique; what generated clients name the call
     summary: str
     tag: str
     query: tuple[QueryParam, ...] = ()
@@ -49,6 +50,8 @@ class RouteTable:
         self.schemas: dict[str, dict[str, Any]] = {}
 
     def add(self, op: Operation, handler: Handler) -> None:
+        if any(o.operation_id == op.operation_id for o in self.operations):
+            raise ValueError(f"duplicate operation id {op.operation_id}")
         # add_route (not add_get) so no undocumented HEAD route appears.
         self.app.router.add_route(op.method, op.path, handler)
         self.operations.append(op)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from meshfed.resources.descriptors import Mode
-from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE
+from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, Meta, Resource
 from tests.unit.api.conftest import Api, assert_std_error, fields, mesh, start_api, timeout
 
 MT = "/meshes/default/meshtimeouts"
@@ -130,13 +130,17 @@ async def test_zone_mode_stamps_origin_and_zone(api: Api) -> None:
     zone_api, client = await start_api(Mode.ZONE, zone="zone-1")
     try:
         # In a zone the Mesh is global-owned: seed it as KDS would, through the store.
-        await zone_api.store.create(_mesh_resource("default"))
-        body = {"type": "Dataplane", "name": "dp-1", "mesh": "default", "networking": {}}
+        await zone_api.store.create(Resource(type="Mesh", meta=Meta(name="default")))
+        networking = {
+            "address": "127.0.0.1",
+            "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}],
+        }
+        body = {"type": "Dataplane", "name": "dp-1", "mesh": "default", "networking": networking}
         resp = await zone_api.put("/meshes/default/dataplanes/dp-1", body)
         assert resp.status == 201, await resp.text()
         got = await resp.json()
         assert got["labels"] == {LABEL_ORIGIN: "zone", LABEL_ZONE: "zone-1"}
-        assert got["networking"] == {}
+        assert got["networking"] == networking
         # A policy is global-owned: the zone refuses it and says where to apply it.
         body = await rejected(zone_api, "PUT", f"{MT}/t1", 405, json=timeout("t1"))
         assert (
@@ -144,12 +148,6 @@ async def test_zone_mode_stamps_origin_and_zone(api: Api) -> None:
         )
     finally:
         await client.close()
-
-
-def _mesh_resource(name: str) -> Any:
-    from meshfed.resources.model import Meta, Resource
-
-    return Resource(type="Mesh", meta=Meta(name=name))
 
 
 # ---- ownership -----------------------------------------------------------------------------

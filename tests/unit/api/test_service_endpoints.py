@@ -51,6 +51,9 @@ async def test_openapi_describes_every_registered_route(api: Api) -> None:
     assert mt["requestBody"]["content"]["application/yaml"]["schema"] == {
         "$ref": "#/components/schemas/MeshTimeout"
     }
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) == len(app_routes)
+    assert mt["operationId"] == "putMeshTimeout"
     # Every $ref resolves.
     schemas = doc["components"]["schemas"]
     for ref in _refs(doc):
