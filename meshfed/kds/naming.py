@@ -1,0 +1,130 @@
+"""Which types go which way, and how a synced resource is named and labelled on the other side.
+
+Zone -> global: the zone sends its resources labelled with origin, zone and display name; the
+global stores them under a name that cannot collide across zones (Kuma's idea: the original
+name plus a short hash of mesh, name and zone) and overwrites the zone label with the zone of
+the stream, so a zone can only ever write its own resources.
+Global -> zone: the global sends its resources labelled `kuma.io/origin: global`; the zone
+stores them as they are.
+
+Because the sending side adds the labels before computing the KDS version (the content hash),
+the stored copy on the receiving side hashes to the same version. After a restart a receiver
+can therefore rebuild the versions it holds from its store (`held_*` below) and resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from meshfed.kds.messages import Key
+from meshfed.resources.descriptors import KdsFlag, Registry, TypeDescriptor
+from meshfed.resources.model import (
+    LABEL_DISPLAY_NAME,
+    LABEL_ORIGIN,
+    LABEL_ZONE,
+    ORIGIN_GLOBAL,
+    ORIGIN_ZONE,
+    Resource,
+)
+
+MAX_NAME = 253  # what meshfed.resources.codec.NAME_RE allows
+HASH_LEN = 10
+
+
+# -- directions --------------------------------------------------------------------------------
+
+
+def types_global_to_zone(registry: Registry) -> list[str]:
+    """Types the global sends down (including zone types it relays to other zones)."""
+    return [
+        d.name
+        for d in registry
+        if KdsFlag.GLOBAL_TO_ZONE in d.kds or KdsFlag.SYNCED_ACROSS_ZONES in d.kds
+    ]
+
+
+def types_zone_to_global(registry: Registry) -> list[str]:
+    """Types a zone sends up."""
+    return [d.name for d in registry if KdsFlag.ZONE_TO_GLOBAL in d.kds]
+
+
+def sends_to_zone(desc: TypeDescriptor, res: Resource, zone: str) -> bool:
+    """Whether the global sends this resource to `zone`."""
+    if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_ZONE:
+        # Zone inventory goes to other zones only for types synced across zones, and never
+        # back to the zone it came from.
+        return KdsFlag.SYNCED_ACROSS_ZONES in desc.kds and res.meta.labels.get(LABEL_ZONE) != zone
+    return KdsFlag.GLOBAL_TO_ZONE in desc.kds
+
+
+def sends_to_global(desc: TypeDescriptor, res: Resource) -> bool:
+    """Whether a zone sends this resource up: its own inventory, not copies from the global."""
+    return KdsFlag.ZONE_TO_GLOBAL in desc.kds and res.meta.labels.get(LABEL_ORIGIN) != ORIGIN_GLOBAL
+
+
+# -- zone -> global ----------------------------------------------------------------------------
+
+
+def zone_resource_name(name: str, mesh: str, zone: str) -> str:
+    """`<name>.<hash>`: unique per (mesh, name, zone), and still a valid resource name."""
+    digest = hashlib.sha256("\x00".join((mesh, name, zone)).encode()).hexdigest()[:HASH_LEN]
+    head = name[: MAX_NAME - HASH_LEN - 1].rstrip("-._")
+    return f"{head}.{digest}" if head else digest
+
+
+def outgoing_from_zone(res: Resource, zone: str) -> Resource:
+    """The form a zone sends its resource in (what its KDS version is computed over)."""
+    out = res.clone()
+    out.meta.labels[LABEL_ORIGIN] = ORIGIN_ZONE
+    out.meta.labels[LABEL_ZONE] = zone
+    out.meta.labels[LABEL_DISPLAY_NAME] = res.meta.name
+    out.meta.version = ""
+    return out
+
+
+def stored_at_global(res: Resource, zone: str) -> Resource:
+    """How the global stores a resource received from `zone` (the zone comes from the stream,
+    never from the payload)."""
+    out = res.clone()
+    out.meta.name = zone_resource_name(res.meta.name, res.meta.mesh, zone)
+    out.meta.labels[LABEL_ORIGIN] = ORIGIN_ZONE
+    out.meta.labels[LABEL_ZONE] = zone
+    out.meta.labels[LABEL_DISPLAY_NAME] = res.meta.name
+    out.meta.version = ""
+    return out
+
+
+def key_at_global(res: Resource) -> Key:
+    """The key under which the zone that sent a stored resource knows it."""
+    return Key(res.meta.mesh, res.meta.labels.get(LABEL_DISPLAY_NAME, res.meta.name))
+
+
+def held_at_global(resources: Iterable[Resource], zone: str) -> dict[str, dict[Key, str]]:
+    """Versions the global holds from `zone`, per type, rebuilt from its store."""
+    held: dict[str, dict[Key, str]] = {}
+    for res in resources:
+        labels = res.meta.labels
+        if labels.get(LABEL_ORIGIN) == ORIGIN_ZONE and labels.get(LABEL_ZONE) == zone:
+            held.setdefault(res.type, {})[key_at_global(res)] = res.content_hash()
+    return held
+
+
+# -- global -> zone ----------------------------------------------------------------------------
+
+
+def outgoing_from_global(res: Resource) -> Resource:
+    """The form the global sends a resource in; the zone stores exactly this."""
+    out = res.clone()
+    out.meta.labels[LABEL_ORIGIN] = ORIGIN_GLOBAL
+    out.meta.version = ""
+    return out
+
+
+def held_in_zone(resources: Iterable[Resource]) -> dict[str, dict[Key, str]]:
+    """Versions a zone holds from the global, per type, rebuilt from its store."""
+    held: dict[str, dict[Key, str]] = {}
+    for res in resources:
+        if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_GLOBAL:
+            held.setdefault(res.type, {})[Key(res.meta.mesh, res.meta.name)] = res.content_hash()
+    return held
