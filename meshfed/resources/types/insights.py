@@ -1,8 +1,16 @@
-"""Insights: status written by the system only (connections, sync state, health)."""
+"""Insights: status written by the system only (connections, sync state, health).
+
+Their fields belong to the components that write them, so any field is accepted here; only
+the shape (an object) is checked.
+"""
 
 from __future__ import annotations
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
+from meshfed.resources.schema import Obj, as_validator
+from meshfed.resources.types.common import AGE_COLUMN, MESH_COLUMN, NAME_COLUMN
+
+_STATUS = as_validator(Obj({}, open=True))
 
 ZONE_INSIGHT = TypeDescriptor(
     name="ZoneInsight",
@@ -11,6 +19,8 @@ ZONE_INSIGHT = TypeDescriptor(
     spec_wrapped=False,
     owner=Mode.GLOBAL,
     system_only=True,
+    validate=_STATUS,
+    columns=(NAME_COLUMN, AGE_COLUMN),
     description="A zone's KDS connection history and per-type sync state.",
 )
 
@@ -22,6 +32,8 @@ DATAPLANE_INSIGHT = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL}),
     system_only=True,
+    validate=_STATUS,
+    columns=(NAME_COLUMN, MESH_COLUMN, AGE_COLUMN),
     description="A dataplane's connection to its zone control plane and its health.",
 )
 
@@ -33,5 +45,7 @@ ZONE_INGRESS_INSIGHT = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL}),
     system_only=True,
+    validate=_STATUS,
+    columns=(NAME_COLUMN, AGE_COLUMN),
     description="A zone ingress's connection to its zone control plane and its health.",
 )

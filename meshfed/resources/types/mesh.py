@@ -1,8 +1,147 @@
-"""Mesh: Kuma's top-level fields (mtls with a builtin CA backend, ...)."""
+"""Mesh: Kuma's top-level fields (mtls with a builtin CA backend, routing, constraints, ...).
+
+Only the builtin CA is implemented: the global creates the CA and syncs it to zones as a
+Secret. Observability backends (logging, tracing, metrics) are not configured through the
+Mesh in meshfed, so those fields are refused instead of being stored and ignored.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
+from meshfed.resources.errors import FieldError
+from meshfed.resources.schema import (
+    Bool,
+    Duration,
+    Enum,
+    Int,
+    ListOf,
+    Obj,
+    Str,
+    Unsupported,
+    as_validator,
+    index,
+    join,
+)
+from meshfed.resources.types.common import (
+    AGE_COLUMN,
+    NAME_COLUMN,
+    NOT_SUPPORTED,
+    TAGS,
+    column,
+    dig,
+)
+
+
+def _backend_names(mtls: dict[str, Any], path: str) -> list[FieldError]:
+    """Backend names are unique and enabledBackend names one of them."""
+    errors: list[FieldError] = []
+    backends = mtls.get("backends")
+    names: set[str] = set()
+    for i, backend in enumerate(backends if isinstance(backends, list) else []):
+        name = backend.get("name") if isinstance(backend, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in names:
+            errors.append(
+                FieldError(
+                    join(index(join(path, "backends"), i), "name"),
+                    f"{name!r} is already used by another backend",
+                )
+            )
+        names.add(name)
+    enabled = mtls.get("enabledBackend")
+    if isinstance(enabled, str) and enabled and enabled not in names:
+        known = ", ".join(sorted(names)) or "none defined"
+        errors.append(
+            FieldError(
+                join(path, "enabledBackend"),
+                f"must name one of the backends in mtls.backends ({known})",
+            )
+        )
+    return errors
+
+
+_BACKEND = Obj(
+    {
+        "name": Str(non_empty=True),
+        "type": Enum(
+            "builtin",
+            unsupported={
+                "provided": f"{NOT_SUPPORTED} yet: only the builtin CA is implemented",
+            },
+        ),
+        "mode": Enum(
+            "STRICT",
+            unsupported={"PERMISSIVE": f"{NOT_SUPPORTED}: sidecars always require mTLS"},
+        ),
+        "dpCert": Obj({"rotation": Obj({"expiration": Duration(positive=True, long_units=True)})}),
+        "conf": Obj(
+            {
+                "caCert": Obj(
+                    {
+                        "RSAbits": Int(2048, 8192),
+                        "expiration": Duration(positive=True, long_units=True),
+                    }
+                )
+            }
+        ),
+    },
+    required=("name", "type"),
+)
+
+_OBSERVABILITY = Unsupported(
+    f"{NOT_SUPPORTED}: observability backends are not configured through the Mesh"
+)
+
+
+def _zone_egress(routing: dict[str, Any], path: str) -> list[FieldError]:
+    if routing.get("zoneEgress") is True:
+        return [
+            FieldError(
+                join(path, "zoneEgress"),
+                f"{NOT_SUPPORTED}: cross-zone traffic goes through zone ingresses",
+            )
+        ]
+    return []
+
+
+_TAG_RULES = ListOf(Obj({"tags": TAGS}, required=("tags",)))
+
+MESH_SCHEMA = Obj(
+    {
+        "mtls": Obj(
+            {
+                "enabledBackend": Str(),
+                "backends": ListOf(_BACKEND),
+                "skipValidation": Unsupported(f"{NOT_SUPPORTED}: CA material is always validated"),
+            },
+            checks=(_backend_names,),
+        ),
+        "skipCreatingInitialPolicies": ListOf(Str(non_empty=True)),
+        "networking": Obj({"outbound": Obj({"passthrough": Bool()})}),
+        "routing": Obj(
+            {"localityAwareLoadBalancing": Bool(), "zoneEgress": Bool()},
+            checks=(_zone_egress,),
+        ),
+        "constraints": Obj(
+            {"dataplaneProxy": Obj({"requirements": _TAG_RULES, "restrictions": _TAG_RULES})}
+        ),
+        "meshServices": Obj(
+            {"mode": Enum("Disabled", "Everywhere", "ReachableBackends", "Exclusive")}
+        ),
+        "logging": _OBSERVABILITY,
+        "tracing": _OBSERVABILITY,
+        "metrics": _OBSERVABILITY,
+    }
+)
+
+
+def _mtls_cell(spec: dict[str, Any]) -> str:
+    enabled = dig(spec, "mtls", "enabledBackend")
+    return f"{enabled}" if isinstance(enabled, str) and enabled else "off"
+
 
 MESH = TypeDescriptor(
     name="Mesh",
@@ -12,5 +151,7 @@ MESH = TypeDescriptor(
     owner=Mode.GLOBAL,
     kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
     short_names=("mesh",),
+    validate=as_validator(MESH_SCHEMA),
+    columns=(NAME_COLUMN, column("MTLS", lambda r: _mtls_cell(r.spec)), AGE_COLUMN),
     description="A mesh: the unit of isolation, trust (mTLS CA) and policy.",
 )

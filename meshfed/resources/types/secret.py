@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
+from meshfed.resources.schema import Obj, Str, as_validator, is_base64
+from meshfed.resources.types.common import AGE_COLUMN, MESH_COLUMN, NAME_COLUMN
+
+SECRET_SCHEMA = Obj(
+    {"data": Str(predicate=is_base64, message="must be base64-encoded (standard alphabet)")},
+    required=("data",),
+)
 
 SECRET = TypeDescriptor(
     name="Secret",
@@ -12,5 +19,8 @@ SECRET = TypeDescriptor(
     owner=Mode.GLOBAL,
     kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
     short_names=("secret",),
+    validate=as_validator(SECRET_SCHEMA),
+    # Never a DATA column: tables must not print key material.
+    columns=(NAME_COLUMN, MESH_COLUMN, AGE_COLUMN),
     description="Mesh-scoped secret data (base64), e.g. the mesh CA.",
 )

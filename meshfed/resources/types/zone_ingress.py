@@ -2,7 +2,63 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
+from meshfed.resources.schema import Bool, Int, ListOf, Obj, Str, as_validator
+from meshfed.resources.types.common import (
+    ADDRESS,
+    AGE_COLUMN,
+    NAME,
+    NAME_COLUMN,
+    PORT,
+    SERVICE_TAGS,
+    advertised_pair,
+    as_list,
+    column,
+    dig,
+)
+
+# Other zones reach the ingress on its advertised address when it is behind NAT or a LB.
+ZONE_INGRESS_SCHEMA = Obj(
+    {
+        "zone": Str(),
+        "networking": Obj(
+            {
+                "address": ADDRESS,
+                "port": PORT,
+                "advertisedAddress": ADDRESS,
+                "advertisedPort": PORT,
+                "admin": Obj({"port": PORT}),
+            },
+            required=("address", "port"),
+            checks=(advertised_pair("advertisedAddress", "advertisedPort"),),
+        ),
+        "availableServices": ListOf(
+            Obj(
+                {
+                    "tags": SERVICE_TAGS,
+                    "instances": Int(0, 2**32 - 1),
+                    "mesh": NAME,
+                    "externalService": Bool(),
+                },
+                required=("tags",),
+            )
+        ),
+    },
+    required=("networking",),
+)
+
+
+def public_address(spec: dict[str, Any]) -> str:
+    """Where other zones dial this ingress: the advertised address if any, as host:port."""
+    net = dig(spec, "networking")
+    host = dig(net, "advertisedAddress") or dig(net, "address")
+    port = dig(net, "advertisedPort") if dig(net, "advertisedAddress") else dig(net, "port")
+    if not isinstance(host, str):
+        return "-"
+    return f"{host}:{port}" if isinstance(port, int) else host
+
 
 ZONE_INGRESS = TypeDescriptor(
     name="ZoneIngress",
@@ -12,5 +68,13 @@ ZONE_INGRESS = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL, KdsFlag.SYNCED_ACROSS_ZONES}),
     short_names=("zi", "zoneingress"),
+    validate=as_validator(ZONE_INGRESS_SCHEMA),
+    columns=(
+        NAME_COLUMN,
+        column("ZONE", lambda r: str(r.spec.get("zone") or "-")),
+        column("ADDRESS", lambda r: public_address(r.spec)),
+        column("SERVICES", lambda r: str(len(as_list(r.spec.get("availableServices"))))),
+        AGE_COLUMN,
+    ),
     description="A zone ingress and the services it makes reachable from other zones.",
 )
