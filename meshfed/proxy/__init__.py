@@ -1,0 +1,1 @@
+"""Data-path building blocks: ClientHello parser, DNS-safe SNI names, byte pump."""
