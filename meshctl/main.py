@@ -15,6 +15,7 @@ from typing import TextIO
 
 from meshctl.client import API_ENV, DEFAULT_API, DEFAULT_TIMEOUT
 from meshctl.commands import COMMANDS
+from meshctl.commands.common import positive_float
 from meshctl.context import Context
 from meshctl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from meshctl.output import error_lines
@@ -33,7 +34,7 @@ def _common_options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=argparse.SUPPRESS,
         metavar="SECONDS",
         help=f"per-request timeout (default {DEFAULT_TIMEOUT:g})",

@@ -20,6 +20,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def mesh_for(desc: TypeDescriptor, mesh: str | None) -> str:
     """The mesh a command acts in: kumactl's default for mesh-scoped types, none otherwise."""
     if desc.scope is Scope.MESH:

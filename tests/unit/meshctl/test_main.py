@@ -71,6 +71,8 @@ def test_bad_command_lines_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run("get", "mtp", "--size", "0")[0] == 2
     assert _run("get", "mtp", "-o", "xml")[0] == 2
     assert _run("--api", "ftp://x", "get", "mtp")[0] == 2
+    assert _run("--timeout", "-1", "get", "mtp")[0] == 2
+    assert _run("get", "mtp", "--timeout", "nan")[0] == 2
 
 
 def test_version_without_a_server_is_not_an_error() -> None:
