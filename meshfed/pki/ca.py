@@ -123,7 +123,11 @@ def create_mesh_ca(
 
 
 def ca_to_secret_data(ca: MeshCA) -> dict[str, str]:
-    """JSON-able form of the CA for a Secret: base64 of the PEM cert and PEM (PKCS#8) key."""
+    """JSON-able form of the CA: base64 of the PEM cert and of the PEM (PKCS#8) key.
+
+    Each value is valid as the `data` of one Secret, as Kuma keeps them (its builtin CA uses
+    `<mesh>.ca-builtin-cert-<backend>` and `<mesh>.ca-builtin-key-<backend>`).
+    """
     return {
         "cert": base64.b64encode(ca.cert_pem).decode("ascii"),
         "key": base64.b64encode(ca.key_pem).decode("ascii"),

@@ -12,8 +12,8 @@ Semantics a proxy needs:
 - `initial` bytes (the ClientHello the ingress already read) go to the server first;
 - live per-direction byte counters in `PumpStats`, readable while the pump runs.
 
-The pump owns both sockets from the call on and always closes them before returning, also
-when it is cancelled.
+The pump owns both sockets once its arguments are accepted and always closes them before
+returning, also when it is cancelled.
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ async def pump(
             asyncio.create_task(_direction(loop, server, client, stats, False, splice)),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        failures = [t.exception() for t in tasks if t.done() and t.exception() is not None]
+        failures = [e for t in tasks if t.done() and (e := t.exception()) is not None]
+        for failure in failures:
+            if not isinstance(failure, OSError):
+                raise failure  # a bug, not a network event: do not hide it in stats
         if failures:
             stats.error = "; ".join(str(f) for f in failures)
         else:
