@@ -105,7 +105,8 @@ class Upstream:
             self.failures += 1
             log.debug("upstream %s:%d failed: %s", self.host, self.port, exc)
             return error_reply(query, RCODE_SERVFAIL)
-        return query[:2] + reply[2:]
+        # Restore the client's ID; RA is ours to state, since we recurse on its behalf.
+        return query[:2] + bytes((reply[2], reply[3] | 0x80)) + reply[4:]
 
     async def _udp(self, query: bytes) -> bytes:
         transport = self._transport
