@@ -1,0 +1,195 @@
+"""A zone's side of KDS: dial the global, run both streams and the heartbeat, reconnect.
+
+`KdsClient.run()` keeps a zone connected for as long as it runs: one session at a time
+(`run_once`: a channel, GlobalToZoneSync as receiver, ZoneToGlobalSync as sender, HealthCheck
+at the interval the global asks for), and after any failure a new one after a jittered
+exponential backoff. The Receiver of `down` lives across sessions, so each reconnect resumes
+from what the zone holds. Nothing is deleted while the global is unreachable: the zone keeps
+serving what it has.
+
+A session ends when a stream ends or fails, or when the global has not answered a heartbeat
+for `stale_timeout` (a connection that looks open but carries nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from meshfed._gen import kds_pb2 as pb
+from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE, KdsProtocolError
+from meshfed.kds.sender import Sender
+from meshfed.kds.stream import (
+    CLIENT_ID,
+    Liveness,
+    ReceiveSide,
+    ResourceSource,
+    first_completed,
+    grpc_options,
+    run_receiver,
+    run_sender,
+)
+
+log = logging.getLogger("meshfed.kds")
+
+DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: the delay before attempt n is drawn from
+    [d/2, d] with d = min(maximum, initial * factor**n), so zones restarting together spread
+    out, and a zone never waits more than `maximum`."""
+
+    initial: float = 0.1
+    maximum: float = 10.0
+    factor: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * self.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class StaleConnection(Exception):
+    pass
+
+
+class KdsClient:
+    def __init__(
+        self,
+        target: str,
+        zone: str,
+        *,
+        up_types: Sequence[str],
+        source: ResourceSource,
+        down: ReceiveSide,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        stale_timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`target`: "host:port" of the global's KDS server; `credentials`: TLS (None: plain)."""
+        self.target = target
+        self.zone = zone
+        self._up_types = list(up_types)
+        self._source = source
+        self.down = down
+        self._max = max_message_size
+        self._stale_timeout = stale_timeout
+        self.backoff = backoff or Backoff()
+        self._credentials = credentials
+        self._clock = clock
+        self.state = DISCONNECTED
+        self.sender: Sender | None = None  # the current session's zone -> global engine
+        self.sessions = 0
+        self.last_error = ""
+        self.connected_time: float | None = None
+        self.disconnected_time: float | None = None
+        self.state_changed = asyncio.Event()  # set on every state change (for waiters)
+
+    async def run(self) -> None:
+        """Stays connected until cancelled."""
+        while True:
+            try:
+                await self.run_once()
+                self.last_error = "the global closed the streams"
+            except asyncio.CancelledError:
+                raise
+            except (grpc.aio.AioRpcError, StaleConnection, KdsProtocolError) as exc:
+                self.last_error = _describe(exc)
+            except Exception as exc:  # e.g. a failing apply: retry rather than die
+                log.exception("zone %s: KDS session failed", self.zone)
+                self.last_error = repr(exc)
+            delay = self.backoff.next_delay()
+            log.warning(
+                "zone %s: KDS session with %s ended (%s); reconnecting in %.2fs",
+                self.zone,
+                self.target,
+                self.last_error,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def run_once(self) -> None:
+        """One session; returns when the global ends it, raises when it fails."""
+        self._set_state(CONNECTING)
+        self.sessions += 1
+        options = grpc_options(self._max)
+        if self._credentials is None:
+            channel = grpc.aio.insecure_channel(self.target, options=options)
+        else:
+            channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
+        metadata = ((CLIENT_ID, self.zone),)
+        liveness = Liveness()
+        try:
+            stub = pb_grpc.KDSStub(channel)
+            down_call = stub.GlobalToZoneSync(None, metadata=metadata)
+            up_call = stub.ZoneToGlobalSync(None, metadata=metadata)
+            self.sender = Sender(self._up_types, max_message_size=self._max)
+            await first_completed(
+                run_receiver(down_call, self.down, liveness=liveness),
+                run_sender(up_call, self.sender, self._source, liveness=liveness),
+                self._heartbeat(stub, metadata),
+            )
+        finally:
+            if self.state == CONNECTED:
+                self.disconnected_time = self._clock()
+            self._set_state(DISCONNECTED)
+            await channel.close(grace=None)
+
+    async def _heartbeat(
+        self, stub: pb_grpc.KDSAsyncStub, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        last_ok = time.monotonic()
+        interval = 1.0
+        while True:
+            try:
+                resp = await stub.HealthCheck(
+                    pb.HealthCheckRequest(), metadata=metadata, timeout=self._stale_timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                silent = time.monotonic() - last_ok
+                if silent >= self._stale_timeout:
+                    raise StaleConnection(
+                        f"no heartbeat answer from the global for {silent:.1f}s "
+                        f"(timeout {self._stale_timeout:g}s): {_describe(exc)}"
+                    ) from None
+                if exc.code() in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
+                    raise  # retrying will not help; the backoff paces the next session
+            else:
+                last_ok = time.monotonic()
+                interval = resp.interval_ms / 1000 if resp.interval_ms else interval
+                if self.state != CONNECTED:
+                    self.connected_time = self._clock()
+                    self.backoff.reset()
+                    self._set_state(CONNECTED)
+            await asyncio.sleep(min(interval, self._stale_timeout / 2))
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed.set()
+            self.state_changed = asyncio.Event()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or repr(exc)

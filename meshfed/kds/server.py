@@ -1,0 +1,252 @@
+"""The global's side of KDS: both streams of every zone, its heartbeats, and stale-stream closing.
+
+Store-agnostic: the global-cp passes `GlobalHooks` (what each zone gets, where what it sends
+goes, what to do when it connects) and reads `sessions` for ZoneInsight and `_sync`.
+
+- The zone is named by the `client-id` gRPC metadata (auth comes later): never by payload.
+- A zone counts as connected while it has at least one stream open. A new stream of the same
+  direction replaces the old one (after a zone restart the old one may linger half-dead).
+- A zone that is silent (no heartbeat, no message) for `stale_timeout` has its streams closed
+  with UNAVAILABLE, so it reconnects and the global stops trusting a dead connection (Kuma
+  #13624, #16428). Closing a stream never deletes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+from meshfed._gen import kds_pb2 as pb
+from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE
+from meshfed.kds.receiver import Receiver
+from meshfed.kds.sender import Sender
+from meshfed.kds.stream import (
+    CLIENT_ID,
+    Liveness,
+    ReceiveSide,
+    ResourceSource,
+    first_completed,
+    run_receiver,
+    run_sender,
+)
+from meshfed.resources.codec import check_name
+
+log = logging.getLogger("meshfed.kds")
+
+GLOBAL_TO_ZONE = "global-to-zone"
+ZONE_TO_GLOBAL = "zone-to-global"
+
+
+class ZoneRejected(Exception):
+    """Raised by `GlobalHooks.zone_connected` to refuse a zone; the message goes to the zone."""
+
+
+class GlobalHooks(Protocol):
+    async def zone_connected(self, zone: str) -> None:
+        """First stream of a zone opened (e.g. create its Zone resource; must be idempotent).
+        May raise ZoneRejected."""
+
+    async def zone_disconnected(self, zone: str) -> None:
+        """Last stream of a zone closed: mark it offline (its inventory stays)."""
+
+    async def down_source(self, zone: str) -> ResourceSource:
+        """What this zone should hold (filtered with naming.sends_to_zone)."""
+
+    async def up_side(self, zone: str) -> ReceiveSide:
+        """Where this zone's inventory goes, with a Receiver rebuilt from the store."""
+
+
+@dataclass
+class ZoneSession:
+    """One zone as the global sees it: connection, heartbeats and both engines (insight)."""
+
+    zone: str
+    liveness: Liveness
+    connected_time: float | None = None  # wall clock
+    disconnected_time: float | None = None
+    last_health_check_time: float | None = None
+    health_checks: int = 0
+    announced: bool = False  # zone_connected succeeded and zone_disconnected is still due
+    down: Sender | None = None  # the current global -> zone engine
+    up: Receiver | None = None  # the current zone -> global engine
+    # direction -> how to stop that stream (sets the reason and wakes its handler)
+    _stops: dict[str, Callable[[str], None]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._stops)
+
+    def close(self, reason: str) -> None:
+        """Ends every open stream of the zone with UNAVAILABLE and `reason`."""
+        for stop in list(self._stops.values()):
+            stop(reason)
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class KdsServer(pb_grpc.KDSServicer):
+    def __init__(
+        self,
+        hooks: GlobalHooks,
+        down_types: Sequence[str],
+        *,
+        health_interval: float = 5.0,
+        stale_timeout: float = 30.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._hooks = hooks
+        self._down_types = list(down_types)
+        self._health_interval = health_interval
+        self._stale_timeout = stale_timeout
+        self._max = max_message_size
+        self._clock = clock
+        self._sessions: dict[str, ZoneSession] = {}
+
+    @property
+    def sessions(self) -> Mapping[str, ZoneSession]:
+        return self._sessions
+
+    # -- RPCs ------------------------------------------------------------------------------
+    # grpc.aio lets a streaming handler use context.read()/write() and return None; the
+    # generated base class only knows the iterator style, hence the ignores.
+
+    async def GlobalToZoneSync(  # type: ignore[override]
+        self, request_iterator: object, context: Context
+    ) -> None:
+        async def body(session: ZoneSession) -> None:
+            sender = Sender(self._down_types, max_message_size=self._max)
+            session.down = sender
+            source = await self._hooks.down_source(session.zone)
+            await run_sender(context, sender, source, liveness=session.liveness)
+
+        await self._serve(context, GLOBAL_TO_ZONE, body)
+
+    async def ZoneToGlobalSync(  # type: ignore[override]
+        self, request_iterator: object, context: Context
+    ) -> None:
+        async def body(session: ZoneSession) -> None:
+            side = await self._hooks.up_side(session.zone)
+            session.up = side.receiver
+            await run_receiver(context, side, liveness=session.liveness)
+
+        await self._serve(context, ZONE_TO_GLOBAL, body)
+
+    async def HealthCheck(
+        self, request: pb.HealthCheckRequest, context: Context
+    ) -> pb.HealthCheckResponse:
+        zone = await self._zone(context)
+        session = self._session(zone)
+        session.liveness.touch()
+        session.last_health_check_time = self._clock()
+        session.health_checks += 1
+        return pb.HealthCheckResponse(interval_ms=max(1, round(self._health_interval * 1000)))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _zone(self, context: Context) -> str:
+        zone = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == CLIENT_ID:
+                zone = value if isinstance(value, str) else value.decode(errors="replace")
+        if not zone:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"missing gRPC metadata {CLIENT_ID!r}: a zone must send its name",
+            )
+        problems = check_name(zone, CLIENT_ID)
+        if problems:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"invalid zone name {zone!r} in metadata {CLIENT_ID!r}: {problems[0].reason}",
+            )
+        return zone
+
+    def _session(self, zone: str) -> ZoneSession:
+        session = self._sessions.get(zone)
+        if session is None:
+            session = self._sessions[zone] = ZoneSession(zone, Liveness())
+        return session
+
+    async def _serve(
+        self,
+        context: Context,
+        direction: str,
+        body: Callable[[ZoneSession], Awaitable[None]],
+    ) -> None:
+        zone = await self._zone(context)
+        session = self._session(zone)
+        old_stop = session._stops.get(direction)
+        if old_stop is not None:
+            old_stop("replaced by a newer stream from the same zone")
+        stopped = asyncio.Event()
+        reason = ""
+
+        def stop(why: str) -> None:
+            nonlocal reason
+            reason = why
+            stopped.set()
+
+        session._stops[direction] = stop
+        session.liveness.touch()
+        failure: Exception | None = None
+        refused = ""
+        try:
+            async with session._lock:  # the other stream waits until the zone is announced
+                if not session.announced:
+                    await self._connected(session)
+            await first_completed(body(session), stopped.wait(), self._watchdog(session, stop))
+        except ZoneRejected as exc:
+            log.warning("zone %s refused: %s", zone, exc)
+            refused = str(exc) or f"zone {zone!r} refused"
+        except Exception as exc:  # the peer's bad input or a failing hook: end this stream only
+            failure = exc
+        finally:
+            if session._stops.get(direction) is stop:
+                del session._stops[direction]
+            if not session.connected and session.announced:
+                await self._disconnected(session)
+        if refused:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+        if failure is not None:
+            log.warning("zone %s: %s stream failed: %r", zone, direction, failure)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{direction} stream failed: {failure}")
+        if stopped.is_set():
+            log.info("zone %s: closing %s stream: %s", zone, direction, reason)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+
+    async def _connected(self, session: ZoneSession) -> None:
+        await self._hooks.zone_connected(session.zone)  # may raise ZoneRejected
+        session.connected_time = self._clock()
+        session.announced = True
+        log.info("zone %s connected", session.zone)
+
+    async def _disconnected(self, session: ZoneSession) -> None:
+        session.announced = False
+        session.disconnected_time = self._clock()
+        log.info("zone %s disconnected", session.zone)
+        try:
+            await self._hooks.zone_disconnected(session.zone)
+        except Exception as exc:  # bookkeeping must not turn a disconnect into a crash
+            log.error("zone %s: zone_disconnected hook failed: %r", session.zone, exc)
+
+    async def _watchdog(self, session: ZoneSession, stop: Callable[[str], None]) -> None:
+        period = max(0.01, min(self._health_interval, self._stale_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            idle = session.liveness.idle()
+            if idle > self._stale_timeout:
+                stop(
+                    f"no heartbeat or message from zone {session.zone!r} for {idle:.1f}s "
+                    f"(timeout {self._stale_timeout:g}s): closing the stale stream"
+                )
+                return
