@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PACKAGES := meshfed global_cp zone_cp zone_ingress mesh_dp meshctl
 PYTEST_ARGS ?=
+# Only folders that exist in this checkout (git keeps no empty ones).
+LINT_PATHS := $(wildcard $(PACKAGES) tests benchmarks)
 
 .PHONY: up test venv system-deps lint fmt proto proto-check unit integration bench-deps clean
 
@@ -23,13 +25,13 @@ up: $(STAMP)
 	$(VENV)/bin/meshctl up
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check $(PACKAGES) tests benchmarks
-	$(VENV)/bin/ruff format --check $(PACKAGES) tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(PACKAGES)
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff check --fix $(PACKAGES) tests benchmarks
-	$(VENV)/bin/ruff format $(PACKAGES) tests benchmarks
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 # Generated code is committed; proto-check fails when it drifts from proto/.
 proto: $(STAMP)
