@@ -1,6 +1,7 @@
 """The API application: resource routes from the registry plus the service endpoints
-(`/`, `/_resources`, `/openapi.json`, `/metrics`, `/ready`). Not specific to the global side:
-a zone control plane builds the same app with `Mode.ZONE`."""
+(`/`, `/_resources`, `/openapi.json`, `/metrics`, `/ready`, `/_watch`). Not specific to the
+global side: a zone control plane builds the same app with `Mode.ZONE`. The KDS routes
+(`/zones+insights`, `_overview`, `_sync`, `/_kds`) appear when the context carries their view."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from aiohttp import web
 from meshfed import PRODUCT, __version__
 from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.errors import ApiError, error_middleware
+from meshfed.api.federation import add_federation_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
 from meshfed.api.openapi import openapi_document
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
+from meshfed.api.watch import add_watch_route
 
 
 def build_app(ctx: ApiContext) -> web.Application:
@@ -83,6 +86,13 @@ def build_app(ctx: ApiContext) -> web.Application:
         _openapi,
     )
     add_resource_routes(routes, ctx)
+    add_watch_route(routes)
+    add_federation_routes(routes, ctx)
+
+    async def on_shutdown(_: web.Application) -> None:
+        ctx.closing.set()  # long-lived responses end now, not at the shutdown timeout
+
+    app.on_shutdown.append(on_shutdown)
     return app
 
 
@@ -95,6 +105,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
             "instanceId": ctx.instance_id,
             "mode": str(ctx.mode),
             "hostname": ctx.hostname,
+            **({"zone": ctx.zone} if ctx.zone else {}),
         }
     )
 

@@ -1,20 +1,40 @@
 """What the API handlers share: the store, the type registry and which side this process is.
 
 Global and zone control planes mount the same handlers; `mode` decides which types this side
-may write and which origin label it stamps.
+may write and which origin label it stamps. The composition roots plug their KDS state in
+through the optional hooks and views below (the API itself knows nothing about KDS).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
-from meshfed.resources.descriptors import Mode, Registry
+from meshfed.resources.descriptors import Mode, Registry, TypeDescriptor
+from meshfed.resources.model import Resource
 from meshfed.store.base import ResourceStore
+
+# Runs before a delete through the API; raises ApiError to refuse it (e.g. a connected zone).
+BeforeDelete = Callable[[TypeDescriptor, str, str], Awaitable[None]]
+# Runs after a delete through the API, with the deleted resource (e.g. to remove dependents).
+AfterDelete = Callable[[TypeDescriptor, Resource], Awaitable[None]]
+
+
+class FederationView(Protocol):
+    """The global's KDS state as the API serves it (`/zones+insights`, `_overview`, `_sync`)."""
+
+    async def zone_overview(self, zone: Resource) -> dict[str, Any]:
+        """The ZoneOverview of a stored Zone."""
+
+    async def sync_status(self, desc: TypeDescriptor, res: Resource) -> dict[str, Any]:
+        """Which zone holds which version of a resource the global sends."""
 
 
 @dataclass
@@ -29,6 +49,12 @@ class ApiContext:
     zone: str | None = None
     # Set by the composition root once the store is open and default resources exist.
     ready: bool = False
+    before_delete: BeforeDelete | None = None
+    after_delete: AfterDelete | None = None
+    federation: FederationView | None = None  # global side: zone insights and `_sync`
+    kds_status: Callable[[], dict[str, Any]] | None = None  # zone side: `GET /_kds`
+    # Set when the server shuts down, so long-lived responses (`/_watch`) end promptly.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if not self.instance_id:

@@ -82,7 +82,7 @@ def check_writable(desc: TypeDescriptor, mode: Mode) -> None:
     if desc.system_only:
         detail = f"{desc.name} is read-only: the control planes write it themselves"
     elif desc.owner is Mode.GLOBAL:
-        detail = f"{desc.name} is managed by the global control plane; apply it there"
+        detail = f"{desc.name} cannot be changed in a zone; apply it at the global control plane"
     else:
         detail = f"{desc.name} is owned by zone control planes; register it in its zone"
     raise ApiError(405, "Method Not Allowed", detail, headers={"Allow": "GET"})
@@ -227,11 +227,16 @@ def _delete_handler(desc: TypeDescriptor) -> Handler:
         if_match = parse_if_match(request)
         mesh, name = request.match_info.get("mesh", ""), request.match_info["name"]
         expected = None if if_match in (None, "*") else if_match
+        existing = await ctx.store.get(desc.name, mesh, name)  # 404 before any other answer
+        if ctx.before_delete is not None:
+            await ctx.before_delete(desc, mesh, name)
         await ctx.store.delete(desc.name, mesh, name, expected_version=expected)
         log.info("deleted %s %s", desc.name, _where(mesh, name))
         if desc.name == MESH.name:
             count = await ctx.store.delete_mesh_scoped(name)
             log.info("deleted %d resource(s) scoped to mesh %r", count, name)
+        if ctx.after_delete is not None:
+            await ctx.after_delete(desc, existing)
         return web.json_response({})
 
     return handle
@@ -243,7 +248,7 @@ def _where(mesh: str, name: str) -> str:
 
 # ---- route generation ----------------------------------------------------------------------
 
-_LIST_QUERY = (
+LIST_QUERY = (
     QueryParam(
         "size",
         "Items per page (1-1000, default 100).",
@@ -285,7 +290,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                     f"list{desc.name}AcrossMeshes",
                     f"List {desc.name} resources of every mesh",
                     desc.name,
-                    _LIST_QUERY,
+                    LIST_QUERY,
                     responses={
                         200: ("A page of resources", list_schema),
                         400: ("Bad query", _ERROR),
@@ -301,7 +306,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"list{desc.name}",
                 f"List {desc.name} resources",
                 desc.name,
-                _LIST_QUERY,
+                LIST_QUERY,
                 responses={200: ("A page of resources", list_schema), 400: ("Bad query", _ERROR)},
             ),
             _list_handler(desc, across_meshes=False),

@@ -143,8 +143,8 @@ async def test_zone_mode_stamps_origin_and_zone(api: Api) -> None:
         assert got["networking"] == networking
         # A policy is global-owned: the zone refuses it and says where to apply it.
         body = await rejected(zone_api, "PUT", f"{MT}/t1", 405, json=timeout("t1"))
-        assert (
-            body["detail"] == "MeshTimeout is managed by the global control plane; apply it there"
+        assert body["detail"] == (
+            "MeshTimeout cannot be changed in a zone; apply it at the global control plane"
         )
     finally:
         await client.close()
