@@ -1,0 +1,414 @@
+"""The etcd store: what several global control plane replicas share.
+
+Key layout, all under one prefix (default `/meshfed`), so several stores can share a cluster:
+
+    <prefix>/meta                          {"layout": 1}; created once, its create_revision is
+                                           the store's base revision (see Revisions)
+    <prefix>/head                          rewritten by every commit: its mod_revision is the
+                                           store's last commit
+    <prefix>/resources/<type>/<mesh>/<name>
+                                           JSON {type, mesh, name, labels, creationTime,
+                                           modificationTime, spec}
+
+`<mesh>` is `_` for global-scoped types (mesh ""); `%` and `/` inside a part are written
+`%25` and `%2F`, and a mesh literally named `_` is written `%5F`.
+
+Revisions: a resource's version is its key's mod_revision minus the base revision, and a watch
+event's revision is etcd's revision minus the base. So a fresh store starts at revision 0 like
+the other backends, and every replica computes the same versions. Revisions are not dense if
+something else writes to the same etcd cluster, which the contract allows.
+
+Writes are etcd transactions: create = compare create_revision == 0; update and delete read
+the key, then compare its mod_revision (the caller's expected version when given, so no update
+is lost; otherwise the value just read, retried until it holds, so the creation time is kept).
+delete_mesh_scoped is one transaction of one range delete per type present in the mesh, split
+in batches when there are more types than etcd allows operations in a transaction.
+
+Lists read the whole type (or type and mesh) range and filter, sort by (mesh, name) and page on
+the client, with the same offsets as the other backends: exact, simple, and fine for control
+plane sizes. Watches are etcd watches on the resources prefix (see `_etcd_watch`); etcd keeps
+the history, and its compaction (the server's --auto-compaction-* flags) decides how far back a
+watch can start: beyond it the watch ends with CompactedError, raised by `watch()` when the
+store already knows about the compaction, otherwise by the first iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aetcd import rpc
+
+from meshfed.resources.model import Meta, Resource
+from meshfed.store._common import (
+    check_key,
+    check_mesh,
+    check_size,
+    matches,
+    page_of,
+    stamped_new,
+    stamped_update,
+)
+from meshfed.store._etcd_conn import DEFAULT_TIMEOUT, EtcdConnection, TlsFiles
+from meshfed.store._etcd_keys import (
+    KeyLayout,
+    check_layout_marker,
+    decode_value,
+    encode_layout_marker,
+    encode_value,
+    prefix_range_end,
+)
+from meshfed.store._etcd_watch import EtcdWatch
+from meshfed.store._watch import DEFAULT_MAX_PENDING
+from meshfed.store.base import (
+    AlreadyExistsError,
+    CompactedError,
+    ConflictError,
+    EventKind,
+    ListPage,
+    NotFoundError,
+    ResourceStore,
+    StoreError,
+    WatchEvent,
+)
+
+log = logging.getLogger("meshfed.store.etcd")
+
+DEFAULT_PREFIX = "/meshfed"
+DEFAULT_MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
+CLOSE_DRAIN_TIMEOUT = 2.0  # how long close() lets watches catch up with our own writes
+
+_DELETE = 1  # mvccpb.Event.EventType
+
+
+def _put(key: bytes, value: bytes) -> Any:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))
+
+
+def _range_op(key: bytes) -> Any:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+def _compare(key: bytes, target: str, value: int, result: str = "EQUAL") -> Any:
+    field = {"CREATE": "create_revision", "MOD": "mod_revision"}[target]
+    return rpc.Compare(
+        key=key,
+        target=getattr(rpc.Compare, target),
+        result=getattr(rpc.Compare, result),
+        **{field: value},
+    )
+
+
+class EtcdStore(ResourceStore):
+    def __init__(
+        self,
+        conn: EtcdConnection,
+        layout: KeyLayout,
+        *,
+        base: int,
+        known: int,
+        max_pending: int,
+        max_txn_ops: int,
+    ) -> None:
+        self._conn = conn
+        self._layout = layout
+        self._base = base
+        self._known = known  # newest etcd revision seen in any answer
+        self._last_commit: int | None = None  # etcd revision of our own newest commit
+        self._compacted_through = -1  # store revision; learned from etcd, -1 = none known
+        self._max_pending = max_pending
+        self._max_txn_ops = max_txn_ops
+        self._watches: set[EtcdWatch] = set()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        endpoints: str | Sequence[str],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
+    ) -> EtcdStore:
+        """Connects and prepares the prefix; raises StoreError if etcd cannot be used."""
+        if max_pending < 1 or max_txn_ops < 2:
+            raise ValueError("max_pending must be >= 1 and max_txn_ops >= 2")
+        layout = KeyLayout(prefix)
+        tls = TlsFiles(ca_file, cert_file, key_file)
+        conn = EtcdConnection(
+            endpoints, username=username, password=password, tls=tls, timeout=timeout
+        )
+        try:
+            await conn.open()
+            base, known = await cls._prepare(conn, layout)
+        except BaseException:
+            await conn.close()
+            raise
+        log.debug("etcd store at %s under %s, base revision %d", conn.where(), layout.root, base)
+        return cls(
+            conn,
+            layout,
+            base=base,
+            known=known,
+            max_pending=max_pending,
+            max_txn_ops=max_txn_ops,
+        )
+
+    @staticmethod
+    async def _prepare(conn: EtcdConnection, layout: KeyLayout) -> tuple[int, int]:
+        """Creates the meta and head keys on first use; returns (base, current) revisions."""
+        resp = await conn.txn(
+            rpc.TxnRequest(
+                compare=[_compare(layout.meta_key, "CREATE", 0)],
+                success=[
+                    _put(layout.meta_key, encode_layout_marker()),
+                    _put(layout.head_key, b""),
+                ],
+                failure=[_range_op(layout.meta_key)],
+            ),
+            "store initialisation",
+        )
+        if resp.succeeded:
+            return resp.header.revision, resp.header.revision
+        meta = resp.responses[0].response_range.kvs[0]
+        try:
+            check_layout_marker(meta.value)
+        except ValueError as exc:
+            raise StoreError(f"etcd prefix {layout.root!r}: {exc}") from None
+        return meta.create_revision, resp.header.revision
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _saw(self, header: Any) -> None:
+        self._known = max(self._known, header.revision)
+
+    def _committed(self, header: Any) -> str:
+        self._saw(header)
+        self._last_commit = header.revision
+        return str(header.revision - self._base)
+
+    def _decode(self, kv: Any) -> Resource:
+        try:
+            key = self._layout.parse(kv.key)
+            return decode_value(key, kv.value, str(kv.mod_revision - self._base))
+        except ValueError as exc:
+            raise StoreError(
+                f"etcd key {kv.key.decode(errors='replace')!r} holds invalid data: {exc}"
+            ) from None
+
+    async def _read(self, type_: str, mesh: str, name: str) -> tuple[Any, Resource]:
+        check_key(type_, mesh, name)
+        resp = await self._conn.range(rpc.RangeRequest(key=self._layout.key(type_, mesh, name)))
+        self._saw(resp.header)
+        if not resp.kvs:
+            raise NotFoundError(type_, mesh, name)
+        return resp.kvs[0], self._decode(resp.kvs[0])
+
+    async def _txn(self, compare: list[Any], success: list[Any], what: str) -> Any:
+        """Runs a transaction that also bumps the head key; returns the response."""
+        request = rpc.TxnRequest(
+            compare=compare, success=[*success, _put(self._layout.head_key, b"")]
+        )
+        resp = await self._conn.txn(request, what)
+        self._saw(resp.header)
+        return resp
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def get(self, type_: str, mesh: str, name: str) -> Resource:
+        return (await self._read(type_, mesh, name))[1]
+
+    async def list(
+        self,
+        type_: str,
+        mesh: str | None = None,
+        *,
+        name_contains: str | None = None,
+        labels: dict[str, str] | None = None,
+        size: int | None = None,
+        offset: str | None = None,
+    ) -> ListPage:
+        check_size(size)
+        lay = self._layout
+        prefix = lay.type_prefix(type_) if mesh is None else lay.mesh_prefix(type_, mesh)
+        resp = await self._conn.range(
+            rpc.RangeRequest(key=prefix, range_end=prefix_range_end(prefix)), "list"
+        )
+        self._saw(resp.header)
+        found = [res for res in map(self._decode, resp.kvs) if matches(res, name_contains, labels)]
+        found.sort(key=lambda r: (r.meta.mesh, r.meta.name))
+        return page_of(found, size, offset)
+
+    async def revision(self) -> int:
+        resp = await self._conn.range(rpc.RangeRequest(key=self._layout.head_key))
+        self._saw(resp.header)
+        if not resp.kvs:  # someone deleted it: the newest revision etcd reports still works
+            return int(resp.header.revision - self._base)
+        return int(resp.kvs[0].mod_revision - self._base)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def create(self, resource: Resource) -> Resource:
+        type_, mesh, name = resource.key
+        check_key(type_, mesh, name)
+        stored = stamped_new(resource, 0)
+        key = self._layout.key(type_, mesh, name)
+        resp = await self._txn(
+            [_compare(key, "CREATE", 0)], [_put(key, encode_value(stored))], "create"
+        )
+        if not resp.succeeded:
+            raise AlreadyExistsError(type_, mesh, name)
+        stored.meta.version = self._committed(resp.header)
+        return stored.clone()
+
+    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
+        type_, mesh, name = resource.key
+        key = self._layout.key(type_, mesh, name)
+        while True:
+            kv, current = await self._read(type_, mesh, name)
+            if expected_version is not None and expected_version != current.meta.version:
+                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
+            stored = stamped_update(resource, current, 0)
+            resp = await self._txn(
+                [_compare(key, "MOD", kv.mod_revision)],
+                [_put(key, encode_value(stored))],
+                "update",
+            )
+            if resp.succeeded:
+                stored.meta.version = self._committed(resp.header)
+                return stored.clone()
+            # Written in between: with a version the next read reports the conflict.
+
+    async def delete(
+        self, type_: str, mesh: str, name: str, expected_version: str | None = None
+    ) -> None:
+        key = self._layout.key(type_, mesh, name)
+        while True:
+            kv, current = await self._read(type_, mesh, name)
+            if expected_version is not None and expected_version != current.meta.version:
+                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
+            resp = await self._txn(
+                [_compare(key, "MOD", kv.mod_revision)],
+                [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+                "delete",
+            )
+            if resp.succeeded:
+                self._committed(resp.header)
+                return
+
+    async def delete_mesh_scoped(self, mesh: str) -> int:
+        check_mesh(mesh)
+        lay = self._layout
+        resp = await self._conn.range(
+            rpc.RangeRequest(
+                key=lay.resources, range_end=prefix_range_end(lay.resources), keys_only=True
+            ),
+            "list for mesh deletion",
+        )
+        self._saw(resp.header)
+        types = sorted(
+            {
+                parsed[0]
+                for parsed in self._parse_keys(kv.key for kv in resp.kvs)
+                if parsed[1] == mesh
+            }
+        )
+        deleted = 0
+        per_txn = self._max_txn_ops - 1  # one operation is the head key
+        for start in range(0, len(types), per_txn):
+            ops = []
+            for type_ in types[start : start + per_txn]:
+                prefix = lay.mesh_prefix(type_, mesh)
+                delete = rpc.DeleteRangeRequest(key=prefix, range_end=prefix_range_end(prefix))
+                ops.append(rpc.RequestOp(request_delete_range=delete))
+            result = await self._txn([], ops, "mesh deletion")
+            count = sum(r.response_delete_range.deleted for r in result.responses[:-1])
+            if count:
+                self._committed(result.header)
+            deleted += count
+        return deleted
+
+    def _parse_keys(self, keys: Iterable[bytes]) -> Iterable[tuple[str, str, str]]:
+        for key in keys:
+            try:
+                yield self._layout.parse(key)
+            except ValueError:
+                log.warning("ignoring foreign etcd key %r under the resources prefix", key)
+
+    # --- watch ---------------------------------------------------------------------------------
+
+    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        if from_revision is not None and from_revision < 0:
+            raise ValueError(f"from_revision must be >= 0, got {from_revision}")
+        if from_revision is not None and from_revision < self._compacted_through:
+            raise CompactedError(from_revision, self._compacted_through)
+        # None = from the newest revision this store has seen: every write it returned before
+        # this call is excluded, every later one included.
+        start = self._known + 1 if from_revision is None else from_revision + self._base + 1
+        prefix = self._layout.resources
+        watch = EtcdWatch(
+            self._conn,
+            prefix,
+            prefix_range_end(prefix),
+            start=start,
+            base=self._base,
+            limit=self._max_pending,
+            convert=self._event,
+            on_compacted=self._learn_compaction,
+        )
+        if self._closed:
+            watch.close()
+        else:
+            self._watches = {w for w in self._watches if not w.finished}
+            self._watches.add(watch)
+        return watch
+
+    def _learn_compaction(self, through: int) -> None:
+        self._compacted_through = max(self._compacted_through, through)
+
+    def _event(self, ev: Any) -> WatchEvent | None:
+        revision = ev.kv.mod_revision - self._base
+        try:
+            if ev.type != _DELETE:
+                return WatchEvent(EventKind.PUT, self._decode(ev.kv), revision)
+            if ev.HasField("prev_kv"):
+                return WatchEvent(EventKind.DELETE, self._decode(ev.prev_kv), revision)
+            # etcd no longer had the previous value (compacted): name what was deleted.
+            type_, mesh, name = self._layout.parse(ev.kv.key)
+            return WatchEvent(EventKind.DELETE, Resource(type_, Meta(name, mesh)), revision)
+        except (StoreError, ValueError) as exc:
+            log.error("skipping an etcd watch event: %s", exc)
+            return None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Lets watches deliver this store's own writes (bounded wait), then disconnects."""
+        if self._closed:
+            return
+        self._closed = True
+        watches = list(self._watches)
+        self._watches.clear()
+        for watch in watches:
+            if self._last_commit is None:
+                watch.close()
+            else:
+                watch.end_after(self._last_commit)
+        if watches:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(w.drained.wait() for w in watches)), CLOSE_DRAIN_TIMEOUT
+                )
+        for watch in watches:
+            watch.close()
+        await self._conn.close()
