@@ -1,8 +1,8 @@
-"""Composition root of the global control plane: store, registry and API wired together.
+"""Composition root of the global control plane: store, registry, KDS and API wired together.
 
-`GlobalControlPlane` owns everything long-lived. The KDS server (next issue) plugs in here:
-it needs the same store and registry, starts after the store is open and stops before it
-closes.
+`GlobalControlPlane` owns everything long-lived. Start order: store, default mesh, KDS (its
+mirror of the store is complete before the first zone is served), API. Stop in reverse, so a
+zone never talks to a global whose store is already closed.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import logging
 import signal
 from contextlib import suppress
 
-from aiohttp import web
-
+from global_cp.federation import Federation, KdsSettings
 from global_cp.settings import GlobalSettings
-from meshfed.api.app import build_app
 from meshfed.api.context import ApiContext
+from meshfed.api.server import ApiServer
 from meshfed.config import Address
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.descriptors import Mode, Registry
@@ -27,7 +26,6 @@ from meshfed.store.base import AlreadyExistsError, ResourceStore
 from meshfed.store.factory import open_store
 
 log = logging.getLogger("global_cp")
-ACCESS_LOG_FORMAT = '%a "%r" %s %bB %Tfs'
 DEFAULT_MESH = "default"
 
 
@@ -52,7 +50,8 @@ class GlobalControlPlane:
         self.mode = Mode.GLOBAL
         self.store: ResourceStore | None = None
         self.api: ApiContext | None = None
-        self._runner: web.AppRunner | None = None
+        self.federation: Federation | None = None
+        self._server: ApiServer | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -68,33 +67,40 @@ class GlobalControlPlane:
             mode=self.mode,
             max_body_bytes=s.max_body_bytes,
         )
-        self._runner = web.AppRunner(
-            build_app(self.api),
-            handle_signals=False,
-            access_log=logging.getLogger("global_cp.access"),
-            access_log_format=ACCESS_LOG_FORMAT,
+        self.federation = Federation(
+            self.store,
+            self.registry,
+            KdsSettings(
+                address=s.kds_address,
+                max_message_bytes=s.kds_max_message_bytes,
+                health_interval=s.zone_health_interval,
+                offline_timeout=s.zone_offline_timeout,
+                insight_flush=s.zone_insight_flush,
+            ),
+            self.api.instance_id,
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api_address.host, s.api_address.port)
-        await site.start()
+        self.api.federation = self.federation
+        self.api.before_delete = self.federation.before_delete
+        self.api.after_delete = self.federation.after_delete
+        kds = await self.federation.start()
+        log.info("KDS listening on grpc://%s", kds)
+        self._server = ApiServer(self.api, s.api_address, "global_cp.access")
+        api = await self._server.start()
         self.api.ready = True
-        log.info(
-            "API listening on http://%s (instance %s)", self.api_address(), self.api.instance_id
-        )
+        log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
 
     def api_address(self) -> Address:
         """The bound address (differs from the setting when the port was 0)."""
-        assert self._runner is not None, "not started"
-        for addr in self._runner.addresses:
-            return Address(str(addr[0]), int(addr[1]))
-        return self.settings.api_address
+        assert self._server is not None, "not started"
+        return self._server.address
 
     async def stop(self) -> None:
-        if self.api is not None:
-            self.api.ready = False
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self.federation is not None:
+            await self.federation.stop()
+            self.federation = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
         if self.store is not None:
             await self.store.close()
             self.store = None

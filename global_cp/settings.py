@@ -17,6 +17,7 @@ from meshfed.config import (
     parse_path,
     parse_size,
 )
+from meshfed.kds.options import MAX_MESSAGE_BYTES, parse_duration
 
 OPTIONS = (
     Option(
@@ -24,6 +25,13 @@ OPTIONS = (
         parse_address,
         "127.0.0.1:5681",
         "Where the REST API listens (HOST:PORT; port 0 picks a free one)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "kds-address",
+        parse_address,
+        "127.0.0.1:5685",
+        "Where the KDS gRPC server listens for zones (HOST:PORT; port 0 picks a free one)",
         metavar="HOST:PORT",
     ),
     Option(
@@ -53,12 +61,36 @@ OPTIONS = (
         "Largest accepted request body, in bytes (suffixes KiB, MiB allowed); larger gets 413",
         metavar="SIZE",
     ),
+    MAX_MESSAGE_BYTES,
+    Option(
+        "zone-health-interval",
+        parse_duration,
+        "1s",
+        "How often zones are told to send a heartbeat",
+        metavar="DURATION",
+    ),
+    Option(
+        "zone-offline-timeout",
+        parse_duration,
+        "5s",
+        "A zone silent (no heartbeat, no message) for this long is marked offline and its "
+        "streams are closed; its inventory stays",
+        metavar="DURATION",
+    ),
+    Option(
+        "zone-insight-flush",
+        parse_duration,
+        "1s",
+        "How often changed ZoneInsight resources are written to the store",
+        metavar="DURATION",
+    ),
     LOG_LEVEL,
 )
 
 CONFIG = Config(
     "global-cp",
-    "The meshfed global control plane: the REST API for meshes and policies (KDS comes next).",
+    "The meshfed global control plane: the REST API for meshes and policies, and the KDS "
+    "server that syncs them with the zones.",
     OPTIONS,
 )
 
@@ -66,8 +98,13 @@ CONFIG = Config(
 @dataclass(frozen=True)
 class GlobalSettings:
     api_address: Address
+    kds_address: Address
     store: str
     data_dir: Path
     default_mesh: bool
     max_body_bytes: int
+    kds_max_message_bytes: int
+    zone_health_interval: float
+    zone_offline_timeout: float
+    zone_insight_flush: float
     log_level: str

@@ -51,6 +51,7 @@ class Http:
 
 def start(procs: Procs, name: str, port: int, data_dir: Path, *extra: str) -> tuple[Proc, Http]:
     argv = [procs.script("global-cp"), "run", "--api-address", f"127.0.0.1:{port}"]
+    argv += ["--kds-address", "127.0.0.1:0"]
     proc = procs.start(name, [*argv, "--data-dir", str(data_dir), *extra])
     http = Http(port)
 

@@ -148,6 +148,8 @@ def ctl(procs: Procs, tmp_path: Path) -> Iterator[Ctl]:
             procs.script("global-cp"),
             "--api-address",
             f"127.0.0.1:{port}",
+            "--kds-address",
+            "127.0.0.1:0",
             "--data-dir",
             str(tmp_path / "data"),
         ],

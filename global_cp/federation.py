@@ -1,0 +1,333 @@
+"""The global's side of the federation: KDS server, zone lifecycle, insights, zone deletion.
+
+`Federation` is the KdsServer's GlobalHooks (what each zone gets, where its inventory goes,
+Zone auto-creation) and the API's FederationView (`/zones+insights`, `_overview`, `_sync`)
+and delete hooks (`DELETE /zones/{name}`). One StoreMirror (one store watch) feeds every
+zone's stream; each zone's view filters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from global_cp.insights import (
+    SentType,
+    Subscription,
+    ZoneRecord,
+    epoch,
+    rfc3339,
+    subscription_status,
+)
+from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.api.errors import ApiError
+from meshfed.config import Address
+from meshfed.kds.messages import Key, to_wire
+from meshfed.kds.naming import outgoing_from_global, types_global_to_zone, types_zone_to_global
+from meshfed.kds.server import KdsServer, ZoneRejected, ZoneSession
+from meshfed.kds.store_glue import GlobalView, global_mirror, global_receive_side
+from meshfed.kds.stream import ReceiveSide, grpc_options
+from meshfed.resources.descriptors import Registry, TypeDescriptor
+from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, ORIGIN_GLOBAL, Meta, Resource
+from meshfed.resources.types.insights import ZONE_INSIGHT
+from meshfed.resources.types.zone import ZONE, zone_enabled
+from meshfed.store.base import AlreadyExistsError, NotFoundError, ResourceStore
+
+log = logging.getLogger("global_cp.kds")
+
+
+@dataclass(frozen=True)
+class KdsSettings:
+    address: Address
+    max_message_bytes: int
+    health_interval: float
+    offline_timeout: float
+    insight_flush: float
+
+
+class Federation:
+    def __init__(
+        self,
+        store: ResourceStore,
+        registry: Registry,
+        settings: KdsSettings,
+        instance_id: str,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._settings = settings
+        self._instance_id = instance_id
+        self.down_types = types_global_to_zone(registry)
+        self.up_types = types_zone_to_global(registry)
+        self.mirror = global_mirror(store, self.down_types)
+        self.kds = KdsServer(
+            self,
+            self.down_types,
+            health_interval=settings.health_interval,
+            stale_timeout=settings.offline_timeout,
+            max_message_size=settings.max_message_bytes,
+        )
+        self.records: dict[str, ZoneRecord] = {}
+        self._views: dict[str, GlobalView] = {}
+        self._lock = asyncio.Lock()  # orders insight writes against zone deletion
+        self._server: grpc.aio.Server | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._unlisten: Any = None
+        self.address: Address | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Address:
+        await self._load_records()
+        await self.mirror.start()
+        self._unlisten = self.mirror.listen(self._on_mirror)
+        server = grpc.aio.server(options=grpc_options(self._settings.max_message_bytes))
+        pb_grpc.add_KDSServicer_to_server(self.kds, server)
+        where = self._settings.address
+        try:
+            port = server.add_insecure_port(str(where))
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for KDS on {where}: {exc}") from None
+        if port == 0:
+            raise OSError(f"cannot listen for KDS on {where}: address in use or unavailable")
+        await server.start()
+        self._server = server
+        self.address = Address(where.host, port)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="zone-insight-flush")
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=0.5)  # zones see UNAVAILABLE and will reconnect
+            self._server = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        now = time.time()
+        for rec in self.records.values():
+            self._refresh(rec)
+            current = rec.current
+            if current is not None and current.disconnect_time is None:
+                current.disconnect_time = now
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._unlisten is not None:
+            self._unlisten()
+        await self.mirror.stop()
+
+    # -- GlobalHooks -------------------------------------------------------------------------
+
+    async def zone_connected(self, zone: str) -> None:
+        try:
+            existing = await self._store.get(ZONE.name, "", zone)
+        except NotFoundError:
+            existing = None
+        if existing is not None and not zone_enabled(existing.spec):
+            raise ZoneRejected(f"zone {zone!r} is disabled at the global (Zone enabled: false)")
+        if existing is None:
+            res = Resource(ZONE.name, Meta(name=zone, labels={LABEL_ORIGIN: ORIGIN_GLOBAL}))
+            with contextlib.suppress(AlreadyExistsError):
+                await self._store.create(res)
+                log.info("zone %s: created Zone on its first connection", zone)
+        rec = self._record(zone)
+        rec.add(Subscription(uuid.uuid4().hex[:16], self._instance_id, time.time()))
+        log.info("zone %s online", zone)
+
+    async def zone_disconnected(self, zone: str) -> None:
+        rec = self._record(zone)
+        self._refresh(rec)
+        if rec.current is not None and rec.current.disconnect_time is None:
+            rec.current.disconnect_time = time.time()
+        log.info("zone %s offline (its inventory stays)", zone)
+
+    async def down_source(self, zone: str) -> GlobalView:
+        return self._view(zone)
+
+    async def up_side(self, zone: str) -> ReceiveSide:
+        return await global_receive_side(self._store, self._registry, zone, self.up_types)
+
+    # -- FederationView ----------------------------------------------------------------------
+
+    async def zone_overview(self, zone: Resource) -> dict[str, Any]:
+        rec = self.records.get(zone.name) or ZoneRecord(zone.name)
+        self._refresh(rec)
+        session = self._live(zone.name)
+        view = self._view(zone.name)
+        pending = sum(view.pending(t, self._held(rec, session, t)) for t in self.down_types)
+        in_flight = (
+            session is not None
+            and session.down is not None
+            and any(session.down.in_flight(t) for t in self.down_types)
+        )
+        online = session is not None
+        return {
+            "type": "ZoneOverview",
+            "name": zone.name,
+            "creationTime": zone.meta.creation_time,
+            "modificationTime": zone.meta.modification_time,
+            "zone": {"enabled": zone_enabled(zone.spec)},
+            "zoneInsight": {
+                "state": "online" if online else "offline",
+                "inSync": online and pending == 0 and not in_flight,
+                "pending": pending,
+                "lastHealthCheck": rfc3339(rec.last_health_check),
+                "subscriptions": [s.to_json() for s in rec.subscriptions],
+            },
+        }
+
+    async def sync_status(self, desc: TypeDescriptor, res: Resource) -> dict[str, Any]:
+        key = Key(res.mesh, res.name)
+        found = self.mirror.get(desc.name, key)
+        version = found[1].version if found else to_wire(outgoing_from_global(res)).version
+        zones: list[dict[str, Any]] = []
+        for zone in (await self._store.list(ZONE.name)).items:
+            if not self._view(zone.name).wants(desc.name, res):
+                continue
+            rec = self.records.get(zone.name) or ZoneRecord(zone.name)
+            session = self._live(zone.name)
+            held = self._held(rec, session, desc.name).get(key)
+            last_error = None
+            if session is not None and session.down is not None:
+                last_error = session.down.insight(desc.name).rejected.get(str(key))
+            zones.append(
+                {
+                    "zone": zone.name,
+                    "state": "online" if session is not None else "offline",
+                    "version": held,
+                    "inSync": held == version,
+                    "lastError": last_error,
+                }
+            )
+        return {
+            "type": desc.name,
+            "mesh": res.mesh,
+            "name": res.name,
+            "version": version,
+            "zones": zones,
+        }
+
+    # -- API delete hooks --------------------------------------------------------------------
+
+    async def before_delete(self, desc: TypeDescriptor, mesh: str, name: str) -> None:
+        if desc.name == ZONE.name and self._live(name) is not None:
+            raise ApiError(409, "Conflict", f"zone {name} is connected; stop its zone-cp first")
+
+    async def after_delete(self, desc: TypeDescriptor, res: Resource) -> None:
+        if desc.name != ZONE.name:
+            return
+        zone = res.name
+        async with self._lock:
+            self.records.pop(zone, None)
+            self._views.pop(zone, None)
+            removed = 0
+            with contextlib.suppress(NotFoundError):
+                await self._store.delete(ZONE_INSIGHT.name, "", zone)
+                removed += 1
+            for d in self._registry:
+                for item in (await self._store.list(d.name, labels={LABEL_ZONE: zone})).items:
+                    with contextlib.suppress(NotFoundError):
+                        await self._store.delete(item.type, item.mesh, item.name)
+                        removed += 1
+        log.info("zone %s deleted with %d resource(s) of its inventory and insight", zone, removed)
+
+    # -- insights ----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Writes each zone's ZoneInsight if it changed (health-check times alone do not count)."""
+        async with self._lock:
+            for rec in list(self.records.values()):
+                self._refresh(rec)
+                body = rec.insight_body()
+                if _comparable(body) == _comparable(rec.written):
+                    continue
+                res = Resource(
+                    ZONE_INSIGHT.name,
+                    Meta(name=rec.zone, labels={LABEL_ORIGIN: ORIGIN_GLOBAL}),
+                    body,
+                )
+                try:
+                    await self._store.create(res)
+                except AlreadyExistsError:
+                    await self._store.update(res)
+                rec.written = body
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.insight_flush)
+            try:
+                await self.flush()
+            except Exception:  # the store may be briefly unavailable; try again next time
+                log.exception("cannot write zone insights")
+
+    async def _load_records(self) -> None:
+        for item in (await self._store.list(ZONE_INSIGHT.name)).items:
+            closed_at = epoch(item.meta.modification_time) or time.time()
+            self.records[item.name] = ZoneRecord.from_insight(item.name, item.spec, closed_at)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _record(self, zone: str) -> ZoneRecord:
+        rec = self.records.get(zone)
+        if rec is None:
+            rec = self.records[zone] = ZoneRecord(zone)
+        return rec
+
+    def _view(self, zone: str) -> GlobalView:
+        view = self._views.get(zone)
+        if view is None:
+            view = self._views[zone] = GlobalView(
+                self.mirror, self._registry, zone, self.down_types
+            )
+        return view
+
+    def _live(self, zone: str) -> ZoneSession | None:
+        session = self.kds.sessions.get(zone)
+        return session if session is not None and session.connected else None
+
+    def _held(self, rec: ZoneRecord, session: ZoneSession | None, type_name: str) -> dict[Key, str]:
+        if session is not None and session.down is not None:
+            return session.down.acked_versions(type_name)
+        return rec.versions.get(type_name, {})
+
+    def _refresh(self, rec: ZoneRecord) -> None:
+        """Copies the live engines' state of a zone into its record (status, versions)."""
+        session = self.kds.sessions.get(rec.zone)
+        if session is None:
+            return
+        if session.last_health_check_time is not None:
+            rec.last_health_check = session.last_health_check_time
+        current = rec.current
+        if current is None or current.disconnect_time is not None:
+            return  # a finished subscription keeps the status frozen at its end
+        down, up = session.down, session.up
+        view = self._view(rec.zone)
+        sent: dict[str, SentType] = {}
+        if down is not None:
+            for t in self.down_types:
+                acked = down.acked_versions(t)
+                sent[t] = SentType(down.insight(t), view.pending(t, acked))
+                rec.versions[t] = acked
+        received = {t: up.insight(t) for t in up.types} if up is not None else {}
+        current.status = subscription_status(sent, received)
+
+    def _on_mirror(self, type_name: str, key: Key | None, res: Resource | None) -> None:
+        if type_name != ZONE.name or res is None or zone_enabled(res.spec):
+            return
+        session = self._live(res.name)
+        if session is not None:
+            session.close(f"zone {res.name!r} was disabled at the global")
+
+
+def _comparable(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    return {k: v for k, v in body.items() if k != "lastHealthCheck"}

@@ -1,0 +1,402 @@
+"""Store-backed KDS sources and receive sides, for both control planes.
+
+Sending: a `StoreMirror` keeps ONE store watch per process and a cache of the synced types in
+wire form (encoded once, shared by every stream). `GlobalView` (what one zone should hold:
+policies, meshes, secrets and other zones' ingresses) and `ZoneView` (a zone's own inventory)
+are ResourceSources over it. Receiving: `global_receive_side` stores what a zone sends under
+collision-free names labelled with that zone (and may touch nothing else);
+`zone_receive_side` stores what the global sends (`kuma.io/origin: global`) and never
+overwrites or deletes the zone's own resources. Nothing is deleted except by an explicit
+remove from the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from meshfed.kds.messages import Key, WireResource, to_wire
+from meshfed.kds.naming import (
+    held_at_global,
+    held_in_zone,
+    outgoing_from_global,
+    outgoing_from_zone,
+    sends_to_global,
+    sends_to_zone,
+    stored_at_global,
+    zone_resource_name,
+)
+from meshfed.kds.receiver import ChangeSet, Receiver
+from meshfed.kds.stream import Listener, ReceiveSide, SourceChange
+from meshfed.resources.codec import check_labels, check_name
+from meshfed.resources.descriptors import KdsFlag, Registry, Scope
+from meshfed.resources.errors import FieldError
+from meshfed.resources.model import (
+    LABEL_ORIGIN,
+    LABEL_ZONE,
+    ORIGIN_GLOBAL,
+    ORIGIN_ZONE,
+    Resource,
+)
+from meshfed.resources.types.zone import ZONE, zone_enabled
+from meshfed.store.base import (
+    AlreadyExistsError,
+    CompactedError,
+    NotFoundError,
+    ResourceStore,
+    WatchEvent,
+    WatchOverflowError,
+)
+
+log = logging.getLogger("meshfed.kds")
+
+# (type, key, stored resource or None when deleted); key None: the whole type was reloaded.
+MirrorListener = Callable[[str, Key | None, Resource | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    resource: Resource
+    wire: WireResource
+
+
+def _store_version(res: Resource) -> int:
+    try:
+        return int(res.meta.version)
+    except ValueError:
+        return -1
+
+
+class StoreMirror:
+    """The current state of some types of a store, kept by one watch, with wire forms cached.
+
+    `transform` is applied before encoding (e.g. naming.outgoing_from_global); the wire form
+    is computed once per stored version and shared by every stream that sends it.
+    """
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        types: Iterable[str],
+        transform: Callable[[Resource], Resource],
+    ) -> None:
+        self._store = store
+        self._types = tuple(dict.fromkeys(types))
+        self._transform = transform
+        self._data: dict[str, dict[Key, _Entry]] = {t: {} for t in self._types}
+        self._listeners: list[MirrorListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self.reloads = 0  # full reloads after the watch was lost (observability)
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return self._types
+
+    async def start(self) -> None:
+        """Loads every type, then follows the store; returns once the cache is complete."""
+        events = await self._load()
+        self._task = asyncio.create_task(self._follow(events), name="kds-store-mirror")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def listen(self, listener: MirrorListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unlisten() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unlisten
+
+    def entries(self, type_name: str) -> list[tuple[Resource, WireResource]]:
+        return [(e.resource, e.wire) for e in self._data.get(type_name, {}).values()]
+
+    def get(self, type_name: str, key: Key) -> tuple[Resource, WireResource] | None:
+        entry = self._data.get(type_name, {}).get(key)
+        return None if entry is None else (entry.resource, entry.wire)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _load(self) -> AsyncIterator[WatchEvent]:
+        """Subscribes first, then lists: no change can fall between the list and the watch."""
+        revision = await self._store.revision()
+        events = self._store.watch(from_revision=revision)
+        fresh: dict[str, dict[Key, _Entry]] = {}
+        for type_name in self._types:
+            page = await self._store.list(type_name)
+            fresh[type_name] = {Key(r.mesh, r.name): self._entry(r) for r in page.items}
+        self._data = fresh
+        return events
+
+    def _entry(self, res: Resource) -> _Entry:
+        return _Entry(res, to_wire(self._transform(res)))
+
+    async def _follow(self, events: AsyncIterator[WatchEvent]) -> None:
+        while True:
+            try:
+                async for event in events:
+                    self._apply(event)
+                log.info("store watch ended; the KDS mirror stops following the store")
+                return
+            except (CompactedError, WatchOverflowError) as exc:
+                # Lost track: read everything again, and let every stream diff against it.
+                log.warning("KDS mirror lost the store watch (%s); reloading", exc)
+                self.reloads += 1
+                events = await self._load()
+                for type_name in self._types:
+                    self._notify(type_name, None, None)
+
+    def _apply(self, event: WatchEvent) -> None:
+        res = event.resource
+        of_type = self._data.get(res.type)
+        if of_type is None:
+            return
+        key = Key(res.mesh, res.name)
+        cached = of_type.get(key)
+        # Events replayed from before the initial list must not roll the cache back.
+        if cached is not None and _store_version(cached.resource) >= event.revision:
+            return
+        if event.kind == "DELETE":
+            if cached is None:
+                return
+            del of_type[key]
+            self._notify(res.type, key, None)
+            return
+        of_type[key] = self._entry(res)
+        self._notify(res.type, key, res)
+
+    def _notify(self, type_name: str, key: Key | None, res: Resource | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(type_name, key, res)
+            except Exception:  # one broken stream must not stop the others' updates
+                log.exception("KDS mirror listener failed")
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+class _View:
+    """A filtered ResourceSource over a mirror."""
+
+    def __init__(self, mirror: StoreMirror, types: Sequence[str]) -> None:
+        self._mirror = mirror
+        self._types = frozenset(types)
+
+    def wants(self, type_name: str, res: Resource) -> bool:
+        raise NotImplementedError
+
+    async def snapshot(self, type_name: str) -> list[WireResource]:
+        if type_name not in self._types:
+            return []
+        return [w for r, w in self._mirror.entries(type_name) if self.wants(type_name, r)]
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        def on_change(type_name: str, key: Key | None, res: Resource | None) -> None:
+            for change in self._changes(type_name, key, res):
+                listener(change)
+
+        return self._mirror.listen(on_change)
+
+    def _changes(self, type_name: str, key: Key | None, res: Resource | None) -> list[SourceChange]:
+        if type_name not in self._types:
+            return []
+        if key is None:
+            return [SourceChange(type_name, None)]
+        if res is not None and self.wants(type_name, res):
+            found = self._mirror.get(type_name, key)
+            if found is not None:
+                return [SourceChange(type_name, key, found[1])]
+        # Not (or no longer) for this peer: a remove, which the Sender ignores unless the
+        # peer holds the key.
+        return [SourceChange(type_name, key, None)]
+
+    def pending(self, type_name: str, acked: dict[Key, str]) -> int:
+        """Resources of a type the peer does not hold at the current version (or should drop)."""
+        want = {
+            Key(r.mesh, r.name): w.version
+            for r, w in self._mirror.entries(type_name)
+            if self.wants(type_name, r)
+        }
+        differ = sum(1 for key, version in want.items() if acked.get(key) != version)
+        return differ + sum(1 for key in acked if key not in want)
+
+
+class GlobalView(_View):
+    """What the global sends to one zone: global types, plus other enabled zones' ingresses."""
+
+    def __init__(
+        self, mirror: StoreMirror, registry: Registry, zone: str, types: Sequence[str]
+    ) -> None:
+        super().__init__(mirror, types)
+        self._registry = registry
+        self.zone = zone
+        self._relayed = [t for t in types if KdsFlag.SYNCED_ACROSS_ZONES in registry.get(t).kds]
+
+    def wants(self, type_name: str, res: Resource) -> bool:
+        if not sends_to_zone(self._registry.get(type_name), res, self.zone):
+            return False
+        if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_ZONE:
+            return self._zone_enabled(res.meta.labels.get(LABEL_ZONE, ""))
+        return True
+
+    def _zone_enabled(self, zone: str) -> bool:
+        found = self._mirror.get(ZONE.name, Key("", zone))
+        return found is None or zone_enabled(found[0].spec)
+
+    def _changes(self, type_name: str, key: Key | None, res: Resource | None) -> list[SourceChange]:
+        if type_name == ZONE.name:
+            # Enabling or disabling a zone shows or hides its ingresses: re-read them.
+            return [SourceChange(t, None) for t in self._relayed]
+        return super()._changes(type_name, key, res)
+
+
+class ZoneView(_View):
+    """What a zone sends up: its own inventory, never the copies the global sent it."""
+
+    def __init__(self, mirror: StoreMirror, registry: Registry, types: Sequence[str]) -> None:
+        super().__init__(mirror, types)
+        self._registry = registry
+
+    def wants(self, type_name: str, res: Resource) -> bool:
+        return sends_to_global(self._registry.get(type_name), res)
+
+
+def global_mirror(store: ResourceStore, down_types: Sequence[str]) -> StoreMirror:
+    """The global's mirror: the types it sends, plus Zone (whether a zone is enabled)."""
+    return StoreMirror(store, [*down_types, ZONE.name], outgoing_from_global)
+
+
+def zone_mirror(store: ResourceStore, up_types: Sequence[str], zone: str) -> StoreMirror:
+    return StoreMirror(store, up_types, lambda res: outgoing_from_zone(res, zone))
+
+
+# -- receiving ----------------------------------------------------------------------------------
+
+
+def validator(registry: Registry) -> Callable[[Resource], str | None]:
+    """The checks the API applies to a written resource: name, mesh, labels and body."""
+
+    def validate(res: Resource) -> str | None:
+        try:
+            desc = registry.get(res.type)
+        except KeyError:
+            return f"unknown resource type {res.type!r}"
+        errors: list[FieldError] = check_name(res.meta.name, "name")
+        if desc.scope is Scope.MESH:
+            errors += check_name(res.meta.mesh, "mesh")
+        elif res.meta.mesh:
+            errors.append(FieldError("mesh", f"{res.type} is not scoped to a mesh"))
+        errors += check_labels(res.meta.labels)
+        errors += desc.validate(res.spec, "spec" if desc.spec_wrapped else "")
+        if not errors:
+            return None
+        return "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in errors)
+
+    return validate
+
+
+async def _upsert(store: ResourceStore, res: Resource, existing: Resource | None) -> None:
+    if existing is None:
+        try:
+            await store.create(res)
+            return
+        except AlreadyExistsError:  # created meanwhile (e.g. by a replaced stream)
+            existing = await store.get(res.type, res.mesh, res.name)
+    if existing.meta.labels == res.meta.labels and existing.spec == res.spec:
+        return  # unchanged: no write, no watch event, no churn downstream
+    await store.update(res)
+
+
+async def _get(store: ResourceStore, type_name: str, mesh: str, name: str) -> Resource | None:
+    try:
+        return await store.get(type_name, mesh, name)
+    except NotFoundError:
+        return None
+
+
+async def _delete(store: ResourceStore, res: Resource) -> None:
+    with contextlib.suppress(NotFoundError):
+        await store.delete(res.type, res.mesh, res.name)
+
+
+async def global_receive_side(
+    store: ResourceStore, registry: Registry, zone: str, types: Sequence[str]
+) -> ReceiveSide:
+    """Where `zone`'s inventory goes at the global, resuming from what the store holds."""
+    owned: list[Resource] = []
+    for type_name in types:
+        owned += (await store.list(type_name, labels={LABEL_ZONE: zone})).items
+    receiver = Receiver(types, held=held_at_global(owned, zone))
+    check = validator(registry)
+
+    def owned_by_zone(res: Resource) -> bool:
+        labels = res.meta.labels
+        return labels.get(LABEL_ORIGIN) == ORIGIN_ZONE and labels.get(LABEL_ZONE) == zone
+
+    async def apply(changes: ChangeSet) -> None:
+        for res in changes.upserts:
+            stored = stored_at_global(res, zone)
+            existing = await _get(store, stored.type, stored.mesh, stored.name)
+            if existing is not None and not owned_by_zone(existing):
+                log.error(
+                    "zone %s: not overwriting %s %r, which zone %s does not own",
+                    zone,
+                    stored.type,
+                    stored.name,
+                    zone,
+                )
+                continue
+            await _upsert(store, stored, existing)
+        for key in changes.removes:
+            name = zone_resource_name(key.name, key.mesh, zone)
+            existing = await _get(store, changes.type, key.mesh, name)
+            if existing is not None and owned_by_zone(existing):
+                await _delete(store, existing)
+
+    return ReceiveSide(receiver=receiver, apply=apply, validate=check)
+
+
+async def zone_receive_side(
+    store: ResourceStore, registry: Registry, types: Sequence[str]
+) -> ReceiveSide:
+    """Where a zone stores what the global sends; its Receiver resumes from the store."""
+    held: list[Resource] = []
+    for type_name in types:
+        held += (await store.list(type_name, labels={LABEL_ORIGIN: ORIGIN_GLOBAL})).items
+    receiver = Receiver(types, held=held_in_zone(held))
+    base = validator(registry)
+
+    def check(res: Resource) -> str | None:
+        if res.meta.labels.get(LABEL_ORIGIN) != ORIGIN_GLOBAL:
+            return f"must be labelled {LABEL_ORIGIN}: {ORIGIN_GLOBAL} (sent by the global)"
+        return base(res)
+
+    def from_global(res: Resource) -> bool:
+        return res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_GLOBAL
+
+    async def apply(changes: ChangeSet) -> None:
+        for res in changes.upserts:
+            existing = await _get(store, res.type, res.mesh, res.name)
+            if existing is not None and not from_global(existing):
+                log.error(
+                    "not overwriting this zone's own %s %r with the global's copy",
+                    res.type,
+                    res.name,
+                )
+                continue
+            await _upsert(store, res, existing)
+        for key in changes.removes:
+            existing = await _get(store, changes.type, key.mesh, key.name)
+            if existing is not None and from_global(existing):
+                await _delete(store, existing)
+
+    return ReceiveSide(receiver=receiver, apply=apply, validate=check)
