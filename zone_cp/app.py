@@ -1,0 +1,115 @@
+"""Composition root of the zone control plane: store, API in zone mode, KDS client.
+
+Start order: store, KDS (its receive side and mirror load from the store; connecting happens
+in the background, so a zone starts and serves even when the global is down), API. Stop in
+reverse. Without `--global-kds` the zone runs standalone: the same API with no KDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+from global_cp.app import DEFAULT_MESH, create_default_mesh
+from meshfed.api.context import ApiContext
+from meshfed.api.server import ApiServer
+from meshfed.config import Address
+from meshfed.kds.options import grpc_url
+from meshfed.resources.descriptors import Mode, Registry
+from meshfed.resources.types import default_registry
+from meshfed.store.base import ResourceStore
+from meshfed.store.factory import open_store
+from zone_cp.kds import ZoneKds
+from zone_cp.settings import ZoneSettings
+
+log = logging.getLogger("zone_cp")
+
+
+class ZoneControlPlane:
+    def __init__(self, settings: ZoneSettings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or default_registry()
+        self.store: ResourceStore | None = None
+        self.api: ApiContext | None = None
+        self.kds: ZoneKds | None = None
+        self._server: ApiServer | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.store = await open_store(s.store, s.data_dir)
+        where = f" in {s.data_dir}" if s.store == "sqlite" else ""
+        log.info(
+            "zone %s: opened %s store%s at revision %d",
+            s.zone,
+            s.store,
+            where,
+            await self.store.revision(),
+        )
+        # Standalone, there is no global to send a Mesh: start with the same default mesh a
+        # global would create (and, like it, only on the very first start).
+        if s.global_kds is None and await create_default_mesh(self.store, self.registry):
+            log.info("standalone first start: created Mesh %r", DEFAULT_MESH)
+        self.api = ApiContext(
+            store=self.store,
+            registry=self.registry,
+            mode=Mode.ZONE,
+            zone=s.zone,
+            max_body_bytes=s.max_body_bytes,
+        )
+        if s.global_kds is not None:
+            self.kds = ZoneKds(
+                self.store,
+                self.registry,
+                s.zone,
+                s.global_kds,
+                max_message_bytes=s.kds_max_message_bytes,
+                reconnect_max=s.kds_reconnect_max,
+                stale_timeout=s.kds_stale_timeout,
+            )
+            self.api.kds_status = self.kds.status
+            await self.kds.start()
+            log.info("zone %s: KDS client for the global at %s", s.zone, grpc_url(s.global_kds))
+        else:
+            log.info("zone %s: standalone (no --global-kds)", s.zone)
+        self._server = ApiServer(self.api, s.api_address, "zone_cp.access")
+        api = await self._server.start()
+        self.api.ready = True
+        log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+
+    def api_address(self) -> Address:
+        assert self._server is not None, "not started"
+        return self._server.address
+
+    async def stop(self) -> None:
+        if self.kds is not None:
+            await self.kds.stop()
+            self.kds = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+
+async def run(settings: ZoneSettings) -> int:
+    """Runs until SIGTERM or SIGINT; 0 after a clean shutdown, 1 if it could not start."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    cp = ZoneControlPlane(settings)
+    try:
+        await cp.start()
+    except Exception as exc:
+        log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        with suppress(Exception):
+            await cp.stop()
+        return 1
+    await stop.wait()
+    log.info("shutting down")
+    await cp.stop()
+    log.info("stopped")
+    return 0

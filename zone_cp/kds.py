@@ -1,0 +1,124 @@
+"""The zone's side of the federation: a KDS client over the zone's store.
+
+Down (global -> zone): what arrives is stored as sent (`kuma.io/origin: global`); the
+Receiver starts from the versions already in the store, so a restarted zone resumes instead
+of downloading everything again. Up (zone -> global): one store watch (a StoreMirror) feeds
+the zone's own Dataplanes, ZoneIngresses and insights to the stream, never the copies the
+global sent. While the global is unreachable the client retries with jittered exponential
+backoff and the zone keeps everything it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from meshfed.config import Address
+from meshfed.kds.client import CONNECTED, Backoff, KdsClient
+from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
+from meshfed.kds.options import grpc_url
+from meshfed.kds.store_glue import ZoneView, zone_mirror, zone_receive_side
+from meshfed.resources.descriptors import Registry
+from meshfed.store.base import ResourceStore
+
+log = logging.getLogger("zone_cp.kds")
+
+
+def _rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ZoneKds:
+    def __init__(
+        self,
+        store: ResourceStore,
+        registry: Registry,
+        zone: str,
+        target: Address,
+        *,
+        max_message_bytes: int,
+        reconnect_max: float,
+        stale_timeout: float,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self.zone = zone
+        self.target = target
+        self._max = max_message_bytes
+        self._reconnect_max = reconnect_max
+        self._stale_timeout = stale_timeout
+        self.down_types = types_global_to_zone(registry)
+        self.up_types = types_zone_to_global(registry)
+        self.mirror = zone_mirror(store, self.up_types, zone)
+        self.client: KdsClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Loads what the zone holds and starts connecting; returns without waiting for it."""
+        down = await zone_receive_side(self._store, self._registry, self.down_types)
+        await self.mirror.start()
+        held = sum(len(down.receiver.held(t)) for t in self.down_types)
+        log.info("holding %d resource(s) from the global; resuming from them", held)
+        self.client = KdsClient(
+            str(self.target),
+            self.zone,
+            up_types=self.up_types,
+            source=ZoneView(self.mirror, self._registry, self.up_types),
+            down=down,
+            max_message_size=self._max,
+            stale_timeout=self._stale_timeout,
+            backoff=Backoff(initial=0.1, maximum=self._reconnect_max),
+        )
+        self._tasks = [
+            asyncio.create_task(self.client.run(), name="kds-client"),
+            asyncio.create_task(self._log_states(self.client), name="kds-state-log"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.mirror.stop()
+
+    def status(self) -> dict[str, Any]:
+        """`GET /_kds`: the connection and what went each way (per type)."""
+        client = self.client
+        state = client.state if client is not None else "disconnected"
+        received: dict[str, Any] = {}
+        sent: dict[str, Any] = {}
+        if client is not None:
+            receiver = client.down.receiver
+            for t in self.down_types:
+                received[t] = receiver.insight(t).to_json() | {"held": len(receiver.held(t))}
+            if client.sender is not None:
+                sent = {t: client.sender.insight(t).to_json() for t in self.up_types}
+        return {
+            "global": grpc_url(self.target),
+            "zone": self.zone,
+            "state": state,
+            "connectedSince": (
+                _rfc3339(client.connected_time) if client and state == CONNECTED else None
+            ),
+            "lastError": (client.last_error or None) if client is not None else None,
+            "sessions": client.sessions if client is not None else 0,
+            "received": received,
+            "sent": sent,
+        }
+
+    async def _log_states(self, client: KdsClient) -> None:
+        """One log line per connection state change (the client itself logs failures)."""
+        while True:
+            changed = client.state_changed
+            await changed.wait()
+            if client.state == CONNECTED:
+                log.info("connected to the global at %s", grpc_url(self.target))
+            else:
+                log.info("KDS %s", client.state)

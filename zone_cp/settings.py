@@ -1,0 +1,109 @@
+"""Every option of `zone-cp`, declared once (flags, MESHFED_* variables, YAML file keys).
+
+The DNS issue adds its options (`--dns-address`, `--vip-cidr`) to OPTIONS and ZoneSettings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
+from meshfed.config import (
+    LOG_LEVEL,
+    Address,
+    Config,
+    Option,
+    choice_parser,
+    parse_address,
+    parse_path,
+    parse_size,
+)
+from meshfed.kds.options import (
+    MAX_MESSAGE_BYTES,
+    parse_duration,
+    parse_grpc_target,
+    parse_zone_name,
+)
+
+OPTIONS = (
+    Option(
+        "zone",
+        parse_zone_name,
+        "",
+        "Name of this zone (required): how the global knows it and labels its inventory",
+        metavar="NAME",
+    ),
+    Option(
+        "global-kds",
+        parse_grpc_target,
+        "",
+        "KDS address of the global control plane, grpc://HOST:PORT; empty runs standalone",
+        metavar="URL",
+    ),
+    Option(
+        "api-address",
+        parse_address,
+        "127.0.0.1:5681",
+        "Where the REST API listens (HOST:PORT; port 0 picks a free one)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "store",
+        choice_parser("sqlite", "memory"),
+        "sqlite",
+        "Resource store: sqlite (persists under --data-dir) or memory (lost on exit)",
+        metavar="KIND",
+    ),
+    Option(
+        "data-dir",
+        parse_path,
+        ".meshfed/zone-cp",
+        "Directory of the SQLite store (created if missing)",
+        metavar="DIR",
+    ),
+    Option(
+        "max-body-bytes",
+        parse_size,
+        DEFAULT_MAX_BODY_BYTES,
+        "Largest accepted request body, in bytes (suffixes KiB, MiB allowed); larger gets 413",
+        metavar="SIZE",
+    ),
+    MAX_MESSAGE_BYTES,
+    Option(
+        "kds-reconnect-max",
+        parse_duration,
+        "3s",
+        "Longest wait between KDS reconnect attempts (jittered exponential backoff up to this)",
+        metavar="DURATION",
+    ),
+    Option(
+        "kds-stale-timeout",
+        parse_duration,
+        "10s",
+        "Reconnect when the global has not answered a heartbeat for this long",
+        metavar="DURATION",
+    ),
+    LOG_LEVEL,
+)
+
+CONFIG = Config(
+    "zone-cp",
+    "The meshfed zone control plane: keeps a copy of what the global sends, owns its zone's "
+    "dataplanes and ingresses, and serves them over its REST API.",
+    OPTIONS,
+)
+
+
+@dataclass(frozen=True)
+class ZoneSettings:
+    zone: str
+    global_kds: Address | None
+    api_address: Address
+    store: str
+    data_dir: Path
+    max_body_bytes: int
+    kds_max_message_bytes: int
+    kds_reconnect_max: float
+    kds_stale_timeout: float
+    log_level: str
