@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from meshctl.commands import apply, delete, get, version
+from meshctl.commands import apply, delete, get, inspect, up, version
 
-COMMANDS: tuple[ModuleType, ...] = (apply, get, delete, version)
+COMMANDS: tuple[ModuleType, ...] = (apply, get, delete, inspect, up, version)

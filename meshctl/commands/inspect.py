@@ -1,0 +1,144 @@
+"""`meshctl inspect zones`: each zone's connection and sync lag, from `/zones+insights`.
+
+The table condenses a ZoneOverview: online/offline, whether the zone holds the global's
+current version of everything (else how many resources are pending), when its newest KDS
+subscription connected, response totals, and the most recent NACK. `-o json|yaml` prints the
+overviews as the API returned them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from meshctl.context import Context
+from meshctl.output import (
+    OUTPUT_FORMATS,
+    dump_json,
+    dump_yaml,
+    format_age,
+    parse_time,
+    render_table,
+)
+
+ZONES_PATH = "/zones+insights"
+ZONE_HEADERS = ["NAME", "STATUS", "SYNC", "LAST CONNECTED", "SENT/ACKED/NACKED", "LAST ERROR"]
+ERROR_CHARS = 60
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_TOTAL_KEYS = ("responsesSent", "responsesAcknowledged", "responsesRejected")
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "inspect",
+        parents=[common],
+        help="show live state: zones and their sync",
+        description="Show what the control plane knows beyond stored resources.",
+    )
+    what = p.add_subparsers(dest="subject", metavar="SUBJECT", required=True)
+    zones = what.add_parser(
+        "zones",
+        parents=[common],
+        help="each zone's status and sync lag (at the global)",
+        description="Each zone's status (online/offline), sync (in sync / N pending), last "
+        "connection, KDS responses sent/acknowledged/rejected in total, and last error.",
+    )
+    zones.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    zones.set_defaults(func=run_zones)
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _subscriptions(insight: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    subs = insight.get("subscriptions")
+    return [s for s in subs if isinstance(s, Mapping)] if isinstance(subs, list) else []
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def status_cell(insight: Mapping[str, Any]) -> str:
+    return "online" if insight.get("state") == "online" else "offline"
+
+
+def sync_cell(insight: Mapping[str, Any]) -> str:
+    if insight.get("inSync") is True:
+        return "in sync"
+    pending = insight.get("pending")
+    if isinstance(pending, int) and not isinstance(pending, bool):
+        return f"{pending} pending"
+    return "-"
+
+
+def last_connected_cell(insight: Mapping[str, Any], now: datetime) -> str:
+    """Age of the newest subscription's connect time (the API lists the newest last)."""
+    subs = _subscriptions(insight)
+    if not subs:
+        return "never"
+    age = format_age(subs[-1].get("connectTime"), now)
+    return "-" if age == "-" else f"{age} ago"
+
+
+def totals_cell(insight: Mapping[str, Any]) -> str:
+    """Sent/ACKed/NACKed summed over every subscription the global still remembers."""
+    sums = [0, 0, 0]
+    for sub in _subscriptions(insight):
+        total = _dict(_dict(sub.get("status")).get("total"))
+        for i, key in enumerate(_TOTAL_KEYS):
+            sums[i] += _int(total.get(key))
+    return "/".join(str(n) for n in sums)
+
+
+def last_error_cell(insight: Mapping[str, Any], limit: int = ERROR_CHARS) -> str:
+    """The newest per-type error of any subscription, as `Type: message`, truncated."""
+    best: tuple[tuple[datetime, int], str] | None = None  # ((time, subscription), text)
+    for order, sub in enumerate(_subscriptions(insight)):
+        for type_name, stat in _dict(_dict(sub.get("status")).get("stat")).items():
+            error = _dict(stat).get("lastError")
+            if not error:
+                continue
+            # A later subscription wins a tie (or when times are missing).
+            when = (parse_time(_dict(stat).get("lastErrorTime")) or _NEVER, order)
+            if best is None or when >= best[0]:
+                best = (when, f"{type_name}: {error}")
+    if best is None:
+        return "-"
+    text = " ".join(best[1].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def zones_table(items: list[dict[str, Any]], now: datetime) -> str:
+    rows = []
+    for item in items:
+        insight = _dict(item.get("zoneInsight"))
+        rows.append(
+            [
+                str(item.get("name", "")),
+                status_cell(insight),
+                sync_cell(insight),
+                last_connected_cell(insight, now),
+                totals_cell(insight),
+                last_error_cell(insight),
+            ]
+        )
+    return render_table(ZONE_HEADERS, rows)
+
+
+def run_zones(args: argparse.Namespace, ctx: Context) -> int:
+    items = ctx.client().list_all(ZONES_PATH)
+    if args.output == "json":
+        ctx.stdout.write(dump_json(items))
+    elif args.output == "yaml":
+        ctx.stdout.write(dump_yaml(items))
+    elif items:
+        ctx.stdout.write(zones_table(items, ctx.now()))
+    else:
+        print("No zones found (no zone control plane has connected yet).", file=ctx.stderr)
+    return 0

@@ -1,0 +1,174 @@
+"""`meshctl up`: one global and N zone control planes on this machine, supervised together.
+
+`meshctl up restart|stop COMPONENT` and `meshctl up status` act on a running `up`, found
+through its state file (`--data-dir` or `--state-file` as given to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from meshctl.commands.common import positive_float
+from meshctl.context import Context
+from meshctl.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from meshctl.output import render_table
+from meshctl.up import control, procs
+from meshctl.up.launch import DEFAULT_DATA_DIR, UpOptions, launch, state_path
+from meshctl.up.state import StateFileError, UpState, read_state
+from meshctl.up.status import exit_text
+
+MAX_ZONES = 64
+
+
+def zone_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= MAX_ZONES:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ZONES}, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    if 0 < value < 1024:
+        raise argparse.ArgumentTypeError(f"{value} is a privileged port; use 1024 or above")
+    return value
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    # SUPPRESS: given before or after the action (`up --data-dir D stop global` or
+    # `up stop global --data-dir D`), a later default must not overwrite it.
+    locate = argparse.ArgumentParser(add_help=False)
+    locate.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help=f"where components keep their stores and logs (default {DEFAULT_DATA_DIR})",
+    )
+    locate.add_argument(
+        "--state-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="JSON file listing every component (default DIR/state.json)",
+    )
+    p = sub.add_parser(
+        "up",
+        parents=[locate],
+        help="run a global and N zone control planes locally",
+        description="Start one global control plane and N zone control planes (zone-1..zone-N) "
+        "on free loopback ports with SQLite stores under the data directory, print their logs "
+        "and a live status line per zone, and stop them all on Ctrl-C or SIGTERM. A component "
+        "that dies is reported and the others keep running.",
+    )
+    p.add_argument(
+        "--zones", type=zone_count, default=2, metavar="N", help="zone count (default 2)"
+    )
+    p.add_argument(
+        "--base-port",
+        type=port_number,
+        default=0,
+        metavar="P",
+        help="global API on P, its KDS on P+1, zone-i API on P+1+i; 0 (default) reuses the "
+        "ports of the previous run on this data directory when free, else any free ports",
+    )
+    p.add_argument("--no-status", action="store_true", help="do not poll or print zone status")
+    p.add_argument(
+        "--stop-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a component gets to exit after SIGTERM before SIGKILL (default 10)",
+    )
+    p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="up_action", metavar="ACTION")
+    for action, text in (
+        ("restart", "restart a component of the running up (same argv, ports and data)"),
+        ("stop", "stop a component of the running up (the others keep running)"),
+    ):
+        a = actions.add_parser(action, parents=[locate, common], help=text, description=text)
+        a.add_argument("component", metavar="COMPONENT", help="global, zone-1, zone-2, ...")
+        a.set_defaults(func=run_action)
+    s = actions.add_parser(
+        "status",
+        parents=[locate],
+        help="list the components of the running up with liveness",
+        description="List the components from the state file; STATE is checked against the "
+        "live processes (gone = the file says running but the process is not).",
+    )
+    s.set_defaults(func=run_status)
+
+
+def _locate(args: argparse.Namespace) -> tuple[Path, Path]:
+    data_dir = getattr(args, "data_dir", None) or Path(DEFAULT_DATA_DIR)
+    return data_dir, state_path(data_dir.absolute(), getattr(args, "state_file", None))
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    data_dir, _ = _locate(args)
+    opts = UpOptions(
+        zones=args.zones,
+        data_dir=data_dir,
+        state_file=getattr(args, "state_file", None),
+        base_port=args.base_port,
+        show_status=not args.no_status,
+        stop_timeout=args.stop_timeout,
+    )
+    return launch(opts, ctx.stdout)
+
+
+def _read(args: argparse.Namespace) -> UpState:
+    _, path = _locate(args)
+    try:
+        return read_state(path)
+    except StateFileError as exc:
+        raise CliError(
+            str(exc),
+            details=["is meshctl up running? pass the --data-dir or --state-file it was given"],
+        ) from None
+
+
+def run_action(args: argparse.Namespace, ctx: Context) -> int:
+    state = _read(args)
+    if not procs.is_locked(Path(state.data_dir)):
+        raise CliError(f"meshctl up is not running on {state.data_dir}")
+    try:
+        reply = control.send(
+            state.control, control.Request(args.up_action, args.component), ctx.timeout
+        )
+    except control.ControlError as exc:
+        raise CliError(str(exc)) from None
+    if not reply.ok:
+        raise CliError(reply.message, EXIT_USAGE if "no component" in reply.message else 1)
+    print(reply.message, file=ctx.stdout)
+    return 0
+
+
+def run_status(args: argparse.Namespace, ctx: Context) -> int:
+    state = _read(args)
+    up_running = procs.is_locked(Path(state.data_dir))
+    if up_running:
+        print(f"meshctl up is running (pid {state.pid}) on {state.data_dir}", file=ctx.stdout)
+    else:
+        print(
+            f"meshctl up is not running (last pid {state.pid}) on {state.data_dir}", file=ctx.stdout
+        )
+    rows = []
+    for comp in state.components:
+        live = procs.liveness(comp, procs.runs)
+        shown = exit_text(comp.exit_code) if live == "exited" else live
+        pid = str(comp.pid) if live in ("running", "gone") and comp.pid is not None else "-"
+        rows.append([comp.name, comp.role, shown, pid, comp.api or "-", comp.kds or "-"])
+    ctx.stdout.write(render_table(["NAME", "ROLE", "STATE", "PID", "API", "KDS"], rows))
+    return 0 if up_running else EXIT_FAILED

@@ -1,0 +1,145 @@
+"""Starting a local federation: lock the data directory, clear leftovers, pick ports, run.
+
+Everything that can be refused (another `up` on this directory, a taken `--base-port`, missing
+programs) is checked before the first child starts, so a refusal leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from meshctl.errors import CliError
+from meshctl.up import control, procs
+from meshctl.up.console import Console
+from meshctl.up.plan import find_programs, plan_components
+from meshctl.up.ports import (
+    PortError,
+    choose_ports,
+    pick_free_port,
+    port_keys,
+    read_remembered,
+    tcp_port_free,
+    write_remembered,
+    zone_names,
+)
+from meshctl.up.state import ComponentRecord, StateFileError, read_state
+from meshctl.up.supervisor import Supervisor, SupervisorConfig
+
+DEFAULT_DATA_DIR = ".meshfed/up"
+STATE_NAME = "state.json"
+PORTS_NAME = "ports.json"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    zones: int
+    data_dir: Path
+    state_file: Path | None
+    base_port: int
+    show_status: bool
+    stop_timeout: float
+
+
+def state_path(data_dir: Path, state_file: Path | None) -> Path:
+    return (state_file or data_dir / STATE_NAME).absolute()
+
+
+def launch(opts: UpOptions, stdout: TextIO) -> int:
+    data_dir = opts.data_dir.absolute()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
+    state_file = state_path(data_dir, opts.state_file)
+    lock = procs.DataDirLock(data_dir / procs.LOCK_NAME)
+    if not lock.acquire():
+        holder = lock.holder()
+        who = f" (pid {holder})" if holder else ""
+        raise CliError(
+            f"meshctl up is already running on {data_dir}{who}",
+            details=[
+                "stop it first (Ctrl-C in its terminal"
+                + (f", or kill {holder})" if holder else ")"),
+                "or give this one another --data-dir",
+            ],
+        )
+    try:
+        programs = find_programs()
+        stopped = _stop_leftovers(state_file, opts.stop_timeout)
+        zones = zone_names(opts.zones)
+        ports_file = data_dir / PORTS_NAME
+        try:
+            ports = choose_ports(
+                port_keys(zones),
+                read_remembered(ports_file),
+                opts.base_port,
+                tcp_port_free,
+                pick_free_port,
+            )
+        except PortError as exc:
+            raise CliError(str(exc)) from None
+        write_remembered(ports_file, ports)
+        components = plan_components(zones, data_dir, ports, programs)
+        console = _console(stdout, [c.name for c in components])
+        console.notice(*stopped)
+        console.notice(*_banner(components, data_dir, state_file, opts))
+        config = SupervisorConfig(
+            state_file=state_file,
+            control_path=control.socket_path(data_dir),
+            show_status=opts.show_status,
+            stop_timeout=opts.stop_timeout,
+        )
+        supervisor = Supervisor(config, components, console, data_dir)
+        return asyncio.run(supervisor.run())
+    finally:
+        lock.release()
+
+
+def _stop_leftovers(state_file: Path, timeout: float) -> list[str]:
+    """Stops components a previous `up` on this directory left running when it died: they hold
+    the ports and SQLite files this run needs. Only processes still running their recorded argv
+    are touched."""
+    try:
+        previous = read_state(state_file)
+    except StateFileError:
+        return []
+    notes = []
+    for comp in procs.leftovers(previous, procs.runs):
+        assert comp.pid is not None
+        gone = procs.terminate(comp.pid, timeout)
+        outcome = "stopped" if gone else "could not be stopped"
+        notes.append(f"{comp.name} (pid {comp.pid}) left running by a previous run: {outcome}")
+    return notes
+
+
+def _console(stdout: TextIO, names: list[str]) -> Console:
+    tty = stdout.isatty()
+    return Console(
+        stdout,
+        names,
+        tty=tty,
+        color=tty and not os.environ.get("NO_COLOR"),
+        columns=lambda: shutil.get_terminal_size().columns,
+    )
+
+
+def _banner(
+    components: list[ComponentRecord], data_dir: Path, state_file: Path, opts: UpOptions
+) -> list[str]:
+    glob = components[0]
+    where = "" if opts.data_dir == Path(DEFAULT_DATA_DIR) else f" --data-dir {opts.data_dir}"
+    lines = [
+        f"1 global and {opts.zones} zone(s) in {data_dir}; state file {state_file}",
+        f"global API {glob.api}, KDS {glob.kds}",
+    ]
+    lines += [f"{c.name} API {c.api}" for c in components[1:]]
+    lines += [
+        f"try: MESHFED_API={glob.api} meshctl inspect zones",
+        f"Ctrl-C stops everything; from another terminal: meshctl up status|stop|restart{where}",
+    ]
+    return lines

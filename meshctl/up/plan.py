@@ -1,0 +1,96 @@
+"""The processes of a local federation and their exact command lines (pure).
+
+Every component gets its own data directory and log file under the `up` data directory, and
+its ports on the command line, so `meshctl up restart X` can rerun the very same argv.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshctl.errors import CliError
+from meshctl.up.ports import GLOBAL_API, GLOBAL_KDS, HOST, zone_api_key
+from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
+
+GLOBAL = "global"
+
+
+@dataclass(frozen=True, slots=True)
+class Programs:
+    global_cp: str
+    zone_cp: str
+
+
+def find_programs() -> Programs:
+    """The console scripts next to this interpreter (the same venv), else on PATH."""
+    return Programs(global_cp=_find("global-cp"), zone_cp=_find("zone-cp"))
+
+
+def _find(script: str) -> str:
+    beside = Path(sys.executable).parent / script
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(script)
+    if found is None:
+        raise CliError(f"cannot find the {script} program (install meshfed, e.g. `make venv`)")
+    return found
+
+
+def plan_components(
+    zones: Sequence[str], data_dir: Path, ports: Mapping[str, int], programs: Programs
+) -> list[ComponentRecord]:
+    """The global first, then the zones: the order they start and are shown in."""
+    kds = f"grpc://{HOST}:{ports[GLOBAL_KDS]}"
+    components = [
+        ComponentRecord(
+            name=GLOBAL,
+            role=ROLE_GLOBAL,
+            argv=[
+                programs.global_cp,
+                "run",
+                "--api-address",
+                f"{HOST}:{ports[GLOBAL_API]}",
+                "--kds-address",
+                f"{HOST}:{ports[GLOBAL_KDS]}",
+                "--store",
+                "sqlite",
+                "--data-dir",
+                str(data_dir / GLOBAL),
+            ],
+            api=f"http://{HOST}:{ports[GLOBAL_API]}",
+            kds=kds,
+            data_dir=str(data_dir / GLOBAL),
+            log=str(data_dir / "logs" / f"{GLOBAL}.log"),
+        )
+    ]
+    for zone in zones:
+        api_port = ports[zone_api_key(zone)]
+        components.append(
+            ComponentRecord(
+                name=zone,
+                role=ROLE_ZONE,
+                zone=zone,
+                argv=[
+                    programs.zone_cp,
+                    "run",
+                    "--zone",
+                    zone,
+                    "--global-kds",
+                    kds,
+                    "--api-address",
+                    f"{HOST}:{api_port}",
+                    "--store",
+                    "sqlite",
+                    "--data-dir",
+                    str(data_dir / zone),
+                ],
+                api=f"http://{HOST}:{api_port}",
+                data_dir=str(data_dir / zone),
+                log=str(data_dir / "logs" / f"{zone}.log"),
+            )
+        )
+    return components

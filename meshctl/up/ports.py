@@ -1,0 +1,117 @@
+"""Which loopback ports the components listen on, remembered per data directory.
+
+Zones keep dialling the global's KDS address they were started with, and users keep the API
+address they exported; so a later `meshctl up` on the same data directory takes the same ports
+again when they are free. An explicit `--base-port` lays ports out from that base instead
+(global API, global KDS, then one API per zone) and fails clearly when one is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+HOST = "127.0.0.1"
+GLOBAL_API = "global.api"
+GLOBAL_KDS = "global.kds"
+
+
+class PortError(Exception):
+    """No usable port; the message names the port, its purpose and what to do."""
+
+
+def zone_api_key(zone: str) -> str:
+    return f"{zone}.api"
+
+
+def zone_names(count: int) -> list[str]:
+    return [f"zone-{i}" for i in range(1, count + 1)]
+
+
+def port_keys(zones: Sequence[str]) -> list[str]:
+    """Every port the deployment needs, in `--base-port` layout order."""
+    return [GLOBAL_API, GLOBAL_KDS, *(zone_api_key(z) for z in zones)]
+
+
+def describe(key: str) -> str:
+    name, _, what = key.partition(".")
+    return f"{name} {what.upper()}"
+
+
+def choose_ports(
+    keys: Sequence[str],
+    remembered: Mapping[str, int],
+    base: int,
+    is_free: Callable[[int], bool],
+    pick_free: Callable[[set[int]], int],
+) -> dict[str, int]:
+    """A port per key: base + position when `base` > 0, else the remembered port when it is
+    still free, else any free port. No two keys share a port."""
+    chosen: dict[str, int] = {}
+    if base:
+        if base + len(keys) - 1 > 65535:
+            raise PortError(f"--base-port {base} leaves no room for {len(keys)} ports")
+        for i, key in enumerate(keys):
+            port = base + i
+            if not is_free(port):
+                raise PortError(
+                    f"port {port} ({describe(key)}) is in use; pick another --base-port, "
+                    "or 0 for any free ports"
+                )
+            chosen[key] = port
+        return chosen
+    taken: set[int] = set()
+    for key in keys:
+        old = remembered.get(key)
+        port = old if old is not None and old not in taken and is_free(old) else pick_free(taken)
+        chosen[key] = port
+        taken.add(port)
+    return chosen
+
+
+def read_remembered(path: Path) -> dict[str, int]:
+    """Ports of the previous run; a missing or damaged file just means none are remembered."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(k): v
+        for k, v in data.items()
+        if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535
+    }
+
+
+def write_remembered(path: Path, ports: Mapping[str, int]) -> None:
+    path.write_text(json.dumps(dict(ports), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def tcp_port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on host:port now. SO_REUSEADDR as the servers set it, so
+    connections of a previous run lingering in TIME_WAIT do not count as "in use"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_port(taken: set[int], host: str = HOST) -> int:
+    """A port the kernel hands out as free, not already given to another component."""
+    for _ in range(100):
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock,
+            contextlib.suppress(OSError),
+        ):
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                return port
+    raise PortError(f"found no free port on {host}")

@@ -1,0 +1,334 @@
+"""The running `meshctl up`: child processes, their output, status polling, control socket.
+
+This is the I/O edge; what to print, which ports, which argv and what the state file says are
+decided by the pure modules beside it. Children run in their own process group so that Ctrl-C
+in the terminal reaches only `up`, which then stops them in order (zones, then the global)
+instead of all of them racing to exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from meshctl.up import control
+from meshctl.up.console import Console, LineBuffer
+from meshctl.up.state import EXITED, ROLE_GLOBAL, RUNNING, ComponentRecord, UpState, write_state
+from meshctl.up.status import ComponentProbe, exit_text, status_lines, zone_state
+
+TAIL_LINES = 10
+# A component whose API has not answered since it started is "starting" for this long, then
+# "not answering": a slow first start (SQLite, imports) is not worth an alarm.
+STARTUP_GRACE = 15.0
+# Up's own status polls carry this marker so their access-log lines can be kept off the screen
+# (they still go to the log files); otherwise every poll would print a line per component.
+POLL_MARKER = "by=meshctl-up"
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    state_file: Path
+    control_path: Path
+    show_status: bool = True
+    stop_timeout: float = 10.0
+    poll_interval: float = 1.0
+
+
+class Child:
+    def __init__(self, record: ComponentRecord) -> None:
+        self.record = record
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pump: asyncio.Task[None] | None = None
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.expected_exit = False
+        self.started_at = 0.0  # monotonic time of the last spawn
+        self.answered = False  # its API answered since the last spawn
+        self.lock = asyncio.Lock()  # one restart/stop at a time per component
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        components: list[ComponentRecord],
+        console: Console,
+        data_dir: Path,
+    ) -> None:
+        self.config = config
+        self.console = console
+        self.children = [Child(c) for c in components]
+        self.state = UpState(
+            pid=os.getpid(),
+            data_dir=str(data_dir),
+            control=str(config.control_path),
+            components=components,
+        )
+        self._stopping = False
+        self._stop_requested = asyncio.Event()
+        self._env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Runs until SIGINT/SIGTERM/SIGHUP; a second signal kills what is still running."""
+        stop = self._stop_requested
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+        def on_signal() -> None:
+            if stop.is_set():
+                self.console.notice("second signal: killing what is still running")
+                self._kill_all()
+            self.stop()
+
+        for sig in signals:
+            loop.add_signal_handler(sig, on_signal)
+        server: asyncio.AbstractServer | None = None
+        poller: asyncio.Task[None] | None = None
+        try:
+            self._save()
+            server = await control.serve(self.config.control_path, self._handle)
+            for child in self.children:
+                await self._spawn(child)
+            if self.config.show_status:
+                poller = asyncio.create_task(self._poll_loop())
+            await stop.wait()
+        finally:
+            self._stopping = True
+            self.console.notice("stopping every component")
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            if server is not None:
+                server.close()
+            await self._stop_all()
+            self._save()
+            with contextlib.suppress(OSError):
+                self.config.control_path.unlink()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            self.console.notice("all components stopped")
+            self.console.close()
+        return 0
+
+    def stop(self) -> None:
+        """Asks `run` to stop every component and return (what SIGINT/SIGTERM do)."""
+        self._stop_requested.set()
+
+    async def _stop_all(self) -> None:
+        """Zones first (so their last log lines are not about losing the global), then the
+        global, each group in parallel."""
+        zones = [c for c in self.children if c.record.role != ROLE_GLOBAL]
+        rest = [c for c in self.children if c.record.role == ROLE_GLOBAL]
+        for group in (zones, rest):
+            await asyncio.gather(*(self._stop(c) for c in group))
+
+    def _kill_all(self) -> None:
+        for child in self.children:
+            if child.running and child.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+
+    # ---- one child ---------------------------------------------------------------------
+
+    async def _spawn(self, child: Child) -> None:
+        rec = child.record
+        log = _open_log(rec)
+        child.expected_exit = False
+        child.tail.clear()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *rec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._env,
+                process_group=0,
+            )
+        except OSError as exc:
+            log.close()
+            rec.state, rec.pid, rec.exit_code = EXITED, None, None
+            self._save()
+            self.console.notice(f"cannot start {rec.name}: {exc}")
+            return
+        child.proc = proc
+        child.started_at, child.answered = time.monotonic(), False
+        rec.state, rec.pid, rec.exit_code = RUNNING, proc.pid, None
+        self._save()
+        self.console.notice(f"started {rec.name} (pid {proc.pid}), log in {rec.log}")
+        child.pump = asyncio.create_task(self._pump(child, proc, log))
+
+    async def _pump(self, child: Child, proc: asyncio.subprocess.Process, log: IO[bytes]) -> None:
+        """Copies the child's output to its log file and the screen until it exits."""
+        buffer = LineBuffer()
+        assert proc.stdout is not None
+        try:
+            while chunk := await proc.stdout.read(65536):
+                log.write(chunk)
+                log.flush()
+                self._show(child, buffer.feed(chunk))
+            self._show(child, buffer.flush())
+            code = await proc.wait()
+            log.write(f"==== meshctl up: {child.record.name} {exit_text(code)}\n".encode())
+        finally:
+            log.close()
+        self._exited(child, code)
+
+    def _show(self, child: Child, lines: list[str]) -> None:
+        lines = [line for line in lines if POLL_MARKER not in line]
+        child.tail.extend(lines)
+        self.console.log(child.record.name, lines)
+
+    def _exited(self, child: Child, code: int) -> None:
+        rec = child.record
+        rec.state, rec.pid, rec.exit_code = EXITED, None, code
+        self._save()
+        if child.expected_exit or self._stopping:
+            self.console.notice(f"{rec.name} {exit_text(code)}")
+            return
+        others = "the other components keep running"
+        self.console.notice(
+            f"{rec.name} {exit_text(code)} unexpectedly; its last lines:",
+            *(f"  {line}" for line in child.tail),
+            f"{others}; `meshctl up restart {rec.name}` starts it again",
+        )
+
+    async def _stop(self, child: Child) -> None:
+        """SIGTERM, then SIGKILL after the stop timeout; returns once the child is reaped."""
+        proc, pump = child.proc, child.pump
+        if proc is None or pump is None or pump.done():
+            return
+        child.expected_exit = True
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        done, _ = await asyncio.wait({pump}, timeout=self.config.stop_timeout)
+        if not done:
+            self.console.notice(
+                f"{child.record.name} did not stop within {self.config.stop_timeout:g}s; killing it"
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.wait({pump})
+
+    # ---- control socket ----------------------------------------------------------------
+
+    async def _handle(self, request: control.Request) -> control.Reply:
+        if self._stopping:
+            return control.Reply(False, "meshctl up is shutting down")
+        child = next((c for c in self.children if c.record.name == request.component), None)
+        if child is None:
+            names = ", ".join(c.record.name for c in self.children)
+            return control.Reply(False, f"no component {request.component!r}; known: {names}")
+        name = child.record.name
+        async with child.lock:
+            if request.command == "stop":
+                if not child.running:
+                    return control.Reply(True, f"{name} is not running")
+                self.console.notice(f"stopping {name} (asked through the control socket)")
+                await self._stop(child)
+                return control.Reply(True, f"{name} stopped")
+            self.console.notice(f"restarting {name} (asked through the control socket)")
+            await self._stop(child)
+            if self._stopping:
+                return control.Reply(False, "meshctl up is shutting down")
+            await self._spawn(child)
+            if not child.running:
+                return control.Reply(False, f"{name} did not start; see {child.record.log}")
+            return control.Reply(True, f"{name} restarted (pid {child.record.pid})")
+
+    # ---- status ------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(0.5, self.config.poll_interval))
+        failing = False
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    global_probe, zones = await self._probe(session)
+                    self.console.status(status_lines(global_probe, zones))
+                    failing = False
+                except Exception as exc:  # a bug here must not take the supervisor down
+                    if not failing:
+                        self.console.notice(f"status poll failed: {type(exc).__name__}: {exc}")
+                    failing = True
+                await asyncio.sleep(self.config.poll_interval)
+
+    async def _probe(
+        self, session: aiohttp.ClientSession
+    ) -> tuple[ComponentProbe, list[ComponentProbe]]:
+        glob = next(c for c in self.children if c.record.role == ROLE_GLOBAL)
+        zones = [c for c in self.children if c.record.role != ROLE_GLOBAL]
+        global_probe = await self._probe_one(session, glob, "/zones+insights?size=1000")
+        if isinstance(global_probe.view, dict):
+            global_probe = ComponentProbe(
+                glob.record.name, True, view=global_probe.view.get("items")
+            )
+        known = {
+            str(item.get("name")): item
+            for item in (global_probe.view if isinstance(global_probe.view, list) else [])
+            if isinstance(item, dict)
+        }
+        global_up = global_probe.running and global_probe.api_error is None
+
+        async def zone_probe(child: Child) -> ComponentProbe:
+            overview = known.get(child.record.name)
+            if global_up and overview is not None and zone_state(overview)[0] != "offline":
+                return ComponentProbe(child.record.name, child.running)
+            return await self._probe_one(session, child, "/_kds")
+
+        return global_probe, list(await asyncio.gather(*(zone_probe(z) for z in zones)))
+
+    async def _probe_one(
+        self, session: aiohttp.ClientSession, child: Child, path: str
+    ) -> ComponentProbe:
+        rec = child.record
+        if not child.running:
+            return ComponentProbe(rec.name, False, exit_code=rec.exit_code)
+        sep = "&" if "?" in path else "?"
+        starting = not child.answered and time.monotonic() - child.started_at < STARTUP_GRACE
+        try:
+            async with session.get(f"{rec.api}{path}{sep}{POLL_MARKER}") as resp:
+                if resp.status != 200:
+                    error = f"HTTP {resp.status} on {path}"
+                    return ComponentProbe(rec.name, True, api_error=error, starting=starting)
+                body: Any = await resp.json(content_type=None)
+        except aiohttp.ClientConnectorError:
+            error = "connection refused"
+            return ComponentProbe(rec.name, True, api_error=error, starting=starting)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            return ComponentProbe(rec.name, True, api_error=error or "error", starting=starting)
+        child.answered = True
+        return ComponentProbe(rec.name, True, view=body)
+
+    def _save(self) -> None:
+        try:
+            write_state(self.config.state_file, self.state)
+        except OSError as exc:
+            self.console.notice(f"cannot write the state file {self.config.state_file}: {exc}")
+
+
+def _open_log(rec: ComponentRecord) -> IO[bytes]:
+    """Appends to the component's log (one file across restarts, each start marked)."""
+    Path(rec.data_dir).mkdir(parents=True, exist_ok=True)
+    Path(rec.log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(rec.log, "ab")  # noqa: SIM115 - closed by the pump when the child exits
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    log.write(f"==== meshctl up: starting {rec.name} at {stamp}: {rec.argv}\n".encode())
+    log.flush()
+    return log

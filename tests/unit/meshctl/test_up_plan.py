@@ -1,0 +1,47 @@
+"""Command lines of the components: the contract's flags, per-component dirs and logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meshctl.up.plan import Programs, plan_components
+
+PORTS = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
+
+
+def test_global_then_zones_with_contract_flags() -> None:
+    glob, z1, z2 = plan_components(
+        ["zone-1", "zone-2"], Path("/d"), PORTS, Programs("/bin/global-cp", "/bin/zone-cp")
+    )
+    assert glob.name == "global" and glob.role == "global" and glob.zone is None
+    assert glob.argv == [
+        "/bin/global-cp",
+        "run",
+        "--api-address",
+        "127.0.0.1:5001",
+        "--kds-address",
+        "127.0.0.1:5002",
+        "--store",
+        "sqlite",
+        "--data-dir",
+        "/d/global",
+    ]
+    assert (glob.api, glob.kds) == ("http://127.0.0.1:5001", "grpc://127.0.0.1:5002")
+    assert (glob.data_dir, glob.log) == ("/d/global", "/d/logs/global.log")
+    assert z1.argv == [
+        "/bin/zone-cp",
+        "run",
+        "--zone",
+        "zone-1",
+        "--global-kds",
+        "grpc://127.0.0.1:5002",
+        "--api-address",
+        "127.0.0.1:5003",
+        "--store",
+        "sqlite",
+        "--data-dir",
+        "/d/zone-1",
+    ]
+    assert (z1.role, z1.zone, z1.api, z1.kds) == ("zone", "zone-1", "http://127.0.0.1:5003", None)
+    assert (z2.name, z2.data_dir, z2.log) == ("zone-2", "/d/zone-2", "/d/logs/zone-2.log")
+    assert all(c.pid is None and c.state == "exited" for c in (glob, z1, z2))

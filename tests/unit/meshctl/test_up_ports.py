@@ -1,0 +1,102 @@
+"""Port choice of `meshctl up`: base layout, reuse of remembered ports, no duplicates."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from meshctl.up.ports import (
+    PortError,
+    choose_ports,
+    pick_free_port,
+    port_keys,
+    read_remembered,
+    tcp_port_free,
+    write_remembered,
+    zone_names,
+)
+
+KEYS = port_keys(zone_names(2))
+
+
+class FakeKernel:
+    """Ports in `busy` are taken; free ones are handed out from 40000 up."""
+
+    def __init__(self, busy: frozenset[int] = frozenset()) -> None:
+        self.busy = set(busy)
+        self.next = 40000
+
+    def is_free(self, port: int) -> bool:
+        return port not in self.busy
+
+    def pick(self, taken: set[int]) -> int:
+        while self.next in taken or self.next in self.busy:
+            self.next += 1
+        self.next += 1
+        return self.next - 1
+
+
+def test_keys_are_global_api_kds_then_zones() -> None:
+    assert KEYS == ["global.api", "global.kds", "zone-1.api", "zone-2.api"]
+
+
+def test_base_port_lays_ports_out_in_order() -> None:
+    k = FakeKernel()
+    assert choose_ports(KEYS, {"global.api": 1}, 7000, k.is_free, k.pick) == {
+        "global.api": 7000,
+        "global.kds": 7001,
+        "zone-1.api": 7002,
+        "zone-2.api": 7003,
+    }
+
+
+def test_base_port_in_use_is_a_clear_error() -> None:
+    k = FakeKernel(busy=frozenset({7002}))
+    with pytest.raises(PortError, match=r"port 7002 \(zone-1 API\) is in use"):
+        choose_ports(KEYS, {}, 7000, k.is_free, k.pick)
+    with pytest.raises(PortError, match="no room"):
+        choose_ports(KEYS, {}, 65534, k.is_free, k.pick)
+
+
+def test_remembered_ports_are_reused_when_free() -> None:
+    k = FakeKernel()
+    remembered = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
+    assert choose_ports(KEYS, remembered, 0, k.is_free, k.pick) == remembered
+
+
+def test_a_taken_or_duplicate_remembered_port_is_replaced() -> None:
+    k = FakeKernel(busy=frozenset({5002}))
+    remembered = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5001}
+    ports = choose_ports(KEYS, remembered, 0, k.is_free, k.pick)
+    assert ports["global.api"] == 5001
+    assert ports["global.kds"] == 40000
+    assert ports["zone-1.api"] == 40001
+    assert ports["zone-2.api"] == 40002
+    assert len(set(ports.values())) == len(KEYS)
+
+
+def test_remembered_file_round_trip_and_damage_tolerance(tmp_path: Path) -> None:
+    path = tmp_path / "ports.json"
+    assert read_remembered(path) == {}
+    write_remembered(path, {"global.api": 5001})
+    assert read_remembered(path) == {"global.api": 5001}
+    path.write_text('{"a": 1, "b": "x", "c": 70000, "d": true, "e": 0}')
+    assert read_remembered(path) == {"a": 1}
+    path.write_text("[1, 2]")
+    assert read_remembered(path) == {}
+    path.write_text("{")
+    assert read_remembered(path) == {}
+
+
+def test_real_port_checks() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not tcp_port_free(port)
+        picked = pick_free_port({port})
+        assert picked != port
+    assert tcp_port_free(port)
+    assert tcp_port_free(picked)
