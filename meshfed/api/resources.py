@@ -88,6 +88,19 @@ def check_writable(desc: TypeDescriptor, mode: Mode) -> None:
     raise ApiError(405, "Method Not Allowed", detail, headers={"Allow": "GET"})
 
 
+def check_not_synced_copy(ctx: ApiContext, desc: TypeDescriptor, res: Resource | None) -> None:
+    """405 for a zone's copy of something the global sent (e.g. another zone's ingress): the
+    next sync would undo the change, so the zone API keeps such copies read-only."""
+    if ctx.mode is not Mode.ZONE or res is None:
+        return
+    if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_GLOBAL:
+        detail = (
+            f"{desc.name} {res.meta.name!r} is a copy synced from the global control plane "
+            "and is read-only in a zone; change it where it comes from"
+        )
+        raise ApiError(405, "Method Not Allowed", detail, headers={"Allow": "GET"})
+
+
 async def _get_or_none(store: ResourceStore, type_: str, mesh: str, name: str) -> Resource | None:
     try:
         return await store.get(type_, mesh, name)
@@ -184,6 +197,7 @@ def _put_handler(desc: TypeDescriptor) -> Handler:
         _stamp(ctx, resource)
 
         existing = await _get_or_none(ctx.store, desc.name, mesh, name)
+        check_not_synced_copy(ctx, desc, existing)
         if if_match is not None:
             if existing is None:
                 raise _conflict(
@@ -228,6 +242,7 @@ def _delete_handler(desc: TypeDescriptor) -> Handler:
         mesh, name = request.match_info.get("mesh", ""), request.match_info["name"]
         expected = None if if_match in (None, "*") else if_match
         existing = await ctx.store.get(desc.name, mesh, name)  # 404 before any other answer
+        check_not_synced_copy(ctx, desc, existing)
         if ctx.before_delete is not None:
             await ctx.before_delete(desc, mesh, name)
         await ctx.store.delete(desc.name, mesh, name, expected_version=expected)
