@@ -134,5 +134,5 @@ class Console:
         try:
             self._out.write(text)
             self._out.flush()
-        except (BrokenPipeError, ValueError):  # reader gone or stream closed: keep supervising
+        except (OSError, ValueError):  # reader or terminal gone, stream closed: keep supervising
             pass

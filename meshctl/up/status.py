@@ -18,6 +18,7 @@ CONNECTED = "connected"
 SYNCING = "syncing"
 OFFLINE = "offline"
 _ERROR_CHARS = 80
+_KDS_ERROR_CHARS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ def kds_view_text(view: Any) -> str:
         return "zone sees: ?"
     text = f"zone sees: {view.get('state', '?')}"
     if view.get("lastError"):
-        text += f", last error: {short(view['lastError'])}"
+        # gRPC errors chain details after ';': the head says enough for a status line.
+        head = str(view["lastError"]).split(";", 1)[0]
+        text += f", last error: {short(head, _KDS_ERROR_CHARS)}"
     return text
 
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,6 +105,8 @@ class Supervisor:
             server = await control.serve(self.config.control_path, self._handle)
             for child in self.children:
                 await self._spawn(child)
+                if child.record.role == ROLE_GLOBAL:
+                    await self._wait_listening(child)
             if self.config.show_status:
                 poller = asyncio.create_task(self._poll_loop())
             await stop.wait()
@@ -207,6 +210,24 @@ class Supervisor:
             *(f"  {line}" for line in child.tail),
             f"{others}; `meshctl up restart {rec.name}` starts it again",
         )
+
+    async def _wait_listening(self, child: Child) -> None:
+        """Until the global accepts KDS connections (or exits, or STARTUP_GRACE passes), so
+        zones started next connect at once instead of backing off from a refused dial."""
+        url = urllib.parse.urlsplit(child.record.kds or "")
+        if url.hostname is None or url.port is None:
+            return
+        deadline = time.monotonic() + STARTUP_GRACE
+        while child.running and time.monotonic() < deadline and not self._stop_requested.is_set():
+            try:
+                _, writer = await asyncio.open_connection(url.hostname, url.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
 
     async def _stop(self, child: Child) -> None:
         """SIGTERM, then SIGKILL after the stop timeout; returns once the child is reaped."""

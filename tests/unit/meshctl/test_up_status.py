@@ -31,7 +31,7 @@ def test_connected_syncing_offline_from_the_global() -> None:
             overview("zone-3", state="offline"),
         ],
     )
-    kds = {"state": "connecting", "lastError": "UNAVAILABLE:\n  refused"}
+    kds = {"state": "connecting", "lastError": "UNAVAILABLE:\n  refused; last error: " + "x" * 99}
     assert lines(
         glob,
         ComponentProbe("zone-1", True),
