@@ -1,0 +1,175 @@
+"""The policy fields meshfed's sidecar enforces, as data, and the check that names the others.
+
+DESIGN.md: once mesh-dp exists, every accepted field must change what sidecars do. The
+sidecar is a TCP proxy (HTTP passes through as bytes), so it enforces the connection-level
+subset below; `unenforced_fields` reports everything else, path by path, for the API to
+refuse with a 400. Not wired into the validators here: the lead decides when (issue 5).
+
+| policy                    | section | enforced `default` fields                              |
+|---------------------------|---------|--------------------------------------------------------|
+| MeshTrafficPermission     | from[]  | action (callers by Mesh, MeshService, or MeshSubset /  |
+|                           |         | MeshServiceSubset with no tag but kuma.io/service)     |
+|                           | rules[] | allow, deny, allowWithShadowDeny (spiffeID Exact/Prefix)|
+| MeshTimeout               | to[]    | connectionTimeout, idleTimeout                         |
+| MeshRetry                 | to[]    | tcp.maxConnectAttempt                                  |
+| MeshHealthCheck           | to[]    | interval, timeout, unhealthyThreshold,                 |
+|                           |         | healthyThreshold, tcp.disabled (TCP connect checks)    |
+| MeshCircuitBreaker        | to[]    | connectionLimits.maxConnections                        |
+| MeshLoadBalancingStrategy | to[]    | loadBalancer.type RoundRobin / Random / LeastRequest,  |
+|                           |         | loadBalancer.leastRequest.choiceCount,                 |
+|                           |         | localityAwareness.disabled                             |
+
+Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane).
+What the enforced fields mean for the sidecar is in meshfed/dpconfig/policies.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from meshfed.resources.errors import FieldError
+from meshfed.resources.model import Resource
+from meshfed.resources.schema import index, join, key
+from meshfed.resources.types.common import SERVICE_TAG, as_list
+from meshfed.resources.types.targetref import MESH_SERVICE_SUBSET, MESH_SUBSET
+
+NOT_ENFORCED: Final = "is not enforced by meshfed's sidecar"
+
+
+class _AnyValue:
+    """Every value of the field is enforced (its validator already bounds it)."""
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Final = _AnyValue()
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Only these values of the field are enforced."""
+
+    values: tuple[str, ...]
+
+
+# A field tree: name -> ANY, OneOf, or the tree of an object's fields.
+Fields = Mapping[str, "_AnyValue | OneOf | Fields"]
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """What one policy type enforces, per section; None: nothing in that section is."""
+
+    to: Fields | None = None
+    from_: Fields | None = None
+    rules: Fields | None = None
+
+
+ENFORCED: Final[Mapping[str, Enforced]] = {
+    "MeshTrafficPermission": Enforced(
+        from_={"action": ANY},
+        rules={"allow": ANY, "deny": ANY, "allowWithShadowDeny": ANY},
+    ),
+    "MeshTimeout": Enforced(to={"connectionTimeout": ANY, "idleTimeout": ANY}),
+    "MeshRetry": Enforced(to={"tcp": {"maxConnectAttempt": ANY}}),
+    "MeshHealthCheck": Enforced(
+        to={
+            "interval": ANY,
+            "timeout": ANY,
+            "unhealthyThreshold": ANY,
+            "healthyThreshold": ANY,
+            "tcp": {"disabled": ANY},
+        }
+    ),
+    "MeshCircuitBreaker": Enforced(to={"connectionLimits": {"maxConnections": ANY}}),
+    "MeshLoadBalancingStrategy": Enforced(
+        to={
+            "loadBalancer": {
+                "type": OneOf(("RoundRobin", "Random", "LeastRequest")),
+                "roundRobin": {},
+                "random": {},
+                "leastRequest": {"choiceCount": ANY},
+            },
+            "localityAwareness": {"disabled": ANY},
+        }
+    ),
+}
+
+_SECTIONS: Final = (("to", "to"), ("from_", "from"), ("rules", "rules"))
+
+
+def _names(fields: Fields) -> str:
+    return ", ".join(fields) if fields else "none"
+
+
+def _check_fields(value: Any, allowed: Fields, path: str) -> list[FieldError]:
+    if not isinstance(value, dict):
+        return []  # the validator reports wrong types
+    errors: list[FieldError] = []
+    for name, sub in value.items():
+        if sub is None:
+            continue  # null counts as absent (and removes a field when merged)
+        rule = allowed.get(name)
+        where = join(path, name)
+        if rule is None:
+            errors.append(FieldError(where, f"{NOT_ENFORCED} (enforced here: {_names(allowed)})"))
+        elif isinstance(rule, OneOf):
+            if sub not in rule.values:
+                errors.append(
+                    FieldError(
+                        where,
+                        f"{sub!r} {NOT_ENFORCED}: use one of {', '.join(rule.values)}",
+                    )
+                )
+        elif not isinstance(rule, _AnyValue):
+            errors += _check_fields(sub, rule, where)
+    return errors
+
+
+def _caller_tags(ref: Any, path: str) -> list[FieldError]:
+    """A caller is known by its certificate, which names its service and nothing else."""
+    if not isinstance(ref, dict) or ref.get("kind") not in (MESH_SUBSET, MESH_SERVICE_SUBSET):
+        return []
+    tags = ref.get("tags")
+    if not isinstance(tags, dict):
+        return []
+    return [
+        FieldError(
+            key(join(path, "tags"), k),
+            f"{NOT_ENFORCED}: a caller is identified by its service ({SERVICE_TAG}) only",
+        )
+        for k in tags
+        if k != SERVICE_TAG
+    ]
+
+
+def unenforced_fields(policy: Resource) -> list[FieldError]:
+    """Every field of `policy` the sidecar would not act on, with its path (`spec.to[0]...`).
+
+    Empty for types that are not Mesh* policies. Assumes nothing about validity: malformed
+    parts are left to the validator.
+    """
+    enforced = ENFORCED.get(policy.type)
+    if enforced is None:
+        return []
+    errors: list[FieldError] = []
+    for attr, section in _SECTIONS:
+        items = as_list(policy.spec.get(section))
+        fields: Fields | None = getattr(enforced, attr)
+        if not items:
+            continue
+        path = join("spec", section)
+        if fields is None:
+            errors.append(FieldError(path, f"{NOT_ENFORCED} for {policy.type}"))
+            continue
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            at = index(path, i)
+            errors += _check_fields(item.get("default"), fields, join(at, "default"))
+            if section == "from":
+                errors += _caller_tags(item.get("targetRef"), join(at, "targetRef"))
+    return errors

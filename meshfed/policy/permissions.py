@@ -1,0 +1,187 @@
+"""MeshTrafficPermission compiled for one inbound, and its per-connection evaluation.
+
+The control plane compiles; the sidecar only evaluates, per accepted connection, from the
+caller's verified SPIFFE ID (`spiffe://<mesh>/<service>`), with a dict lookup and at most a
+few string comparisons: no policy is parsed on the data path.
+
+Evaluation, first answer wins:
+
+1. mTLS off on the mesh: allow (Kuma: MeshTrafficPermission needs mTLS; there is no
+   identity to check).
+2. no client certificate: deny.
+3. `rules[]` (SPIFFE ID matchers of every matched policy, concatenated): a `deny` match
+   denies; else an `allowWithShadowDeny` match allows and is logged as a would-be deny; else
+   an `allow` match allows. So a deny in the rules form cannot be overridden by any allow.
+4. `from[]`: the entries whose targetRef selects the caller, merged in Kuma's order (see
+   rules.py: the narrower caller selection wins, then the more specific policy): the
+   caller's service if some entry names it, else the entries that select every caller
+   (`Mesh`, `MeshSubset` without tags). `AllowWithShadowDeny` allows and logs.
+5. nothing matched: deny (Kuma's default when mTLS is on).
+
+A caller is known by its certificate only, which names its service and nothing else, so a
+`from[]` entry that requires other tags (`MeshSubset{env: dev}`,
+`MeshServiceSubset{name: web, tags: {version: v1}}`) selects no caller here; enforced.py
+lists such tags as not enforced, so the API can refuse them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshfed.pki.spiffe import PkiError, parse_spiffe_id
+from meshfed.policy.rules import Matched, caller_subset, entries, inbound_conf, source_of
+from meshfed.resources.types.common import SERVICE_TAG, as_list
+
+
+class Action(enum.StrEnum):
+    ALLOW = "Allow"
+    DENY = "Deny"
+    ALLOW_WITH_SHADOW_DENY = "AllowWithShadowDeny"
+
+
+class MatchType(enum.StrEnum):
+    EXACT = "Exact"
+    PREFIX = "Prefix"
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeMatch:
+    type: MatchType
+    value: str
+
+    def matches(self, spiffe_id: str) -> bool:
+        if self.type is MatchType.EXACT:
+            return spiffe_id == self.value
+        return spiffe_id.startswith(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    reason: str  # for logs: which rule decided
+
+    @property
+    def allowed(self) -> bool:
+        return self.action is not Action.DENY
+
+    @property
+    def shadow_denied(self) -> bool:
+        """Allowed, but a rule says it would be denied: log it."""
+        return self.action is Action.ALLOW_WITH_SHADOW_DENY
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What an inbound lets in. `enforced` is False when the mesh has no mTLS."""
+
+    mesh: str
+    enforced: bool = True
+    # from[]: the action for a caller whose service no entry names (None: no entry).
+    default: Action | None = None
+    # from[]: the action for each caller service that some entry names.
+    services: Mapping[str, Action] = field(default_factory=dict)
+    # rules[]: SPIFFE ID matchers.
+    deny: tuple[SpiffeMatch, ...] = ()
+    allow: tuple[SpiffeMatch, ...] = ()
+    allow_with_shadow_deny: tuple[SpiffeMatch, ...] = ()
+    # The policies that contributed (`MeshTrafficPermission/<name>`), for inspection.
+    sources: tuple[str, ...] = ()
+
+    def evaluate(self, caller: str | None) -> Verdict:
+        """The verdict for a connection whose verified client identity is `caller` (None:
+        no certificate)."""
+        if not self.enforced:
+            return Verdict(Action.ALLOW, "mTLS is off: traffic permissions are not enforced")
+        if caller is None:
+            return Verdict(Action.DENY, "no client certificate")
+        for matchers, verdict, what in (
+            (self.deny, Action.DENY, "deny"),
+            (self.allow_with_shadow_deny, Action.ALLOW_WITH_SHADOW_DENY, "allowWithShadowDeny"),
+            (self.allow, Action.ALLOW, "allow"),
+        ):
+            for m in matchers:
+                if m.matches(caller):
+                    return Verdict(verdict, f"rules {what} matches {m.type} {m.value}")
+        service = self._service(caller)
+        if service is not None:
+            action = self.services.get(service)
+            if action is not None:
+                return Verdict(action, f"from[] for service {service!r}: {action}")
+            if self.default is not None:
+                return Verdict(self.default, f"from[] for any caller: {self.default}")
+        return Verdict(Action.DENY, f"no MeshTrafficPermission allows {caller}")
+
+    def _service(self, caller: str) -> str | None:
+        """The caller's service if it belongs to this mesh; None for anything else."""
+        try:
+            ident = parse_spiffe_id(caller)
+        except PkiError:
+            return None
+        return ident.service if ident.mesh == self.mesh else None
+
+
+def _action(conf: Mapping[str, Any]) -> Action | None:
+    value = conf.get("action")
+    try:
+        return Action(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _matchers(confs: Sequence[Any], key: str) -> tuple[SpiffeMatch, ...]:
+    out: list[SpiffeMatch] = []
+    for conf in confs:
+        for item in as_list(conf.get(key) if isinstance(conf, dict) else None):
+            spiffe = item.get("spiffeID") if isinstance(item, dict) else None
+            if not isinstance(spiffe, dict) or not isinstance(spiffe.get("value"), str):
+                continue
+            try:
+                kind = MatchType(str(spiffe.get("type")))
+            except ValueError:
+                continue
+            match = SpiffeMatch(kind, spiffe["value"])
+            if match not in out:
+                out.append(match)
+    return tuple(out)
+
+
+def compile_permissions(
+    matched: Sequence[Matched], inbound: int, mesh: str, *, mtls_enabled: bool
+) -> Permissions:
+    """Compiles the MeshTrafficPermissions matched to a dataplane (rules.match) for one of its
+    inbounds (its index in networking.inbound)."""
+    if not mtls_enabled:
+        return Permissions(mesh=mesh, enforced=False)
+    named: set[str] = set()
+    for e in entries(matched, "from", inbound):
+        subset = caller_subset(e.target_ref)
+        # Only a subset naming the service alone can match a caller known by its service.
+        if subset is not None and set(subset) == {SERVICE_TAG}:
+            named.add(subset[SERVICE_TAG])
+    anyone = inbound_conf(matched, inbound, {})
+    sources = list(anyone.sources)
+    services: dict[str, Action] = {}
+    for service in sorted(named):
+        merged = inbound_conf(matched, inbound, {SERVICE_TAG: service})
+        action = _action(merged.conf)
+        if action is not None:
+            services[service] = action
+        sources += [s for s in merged.sources if s not in sources]
+    rule_entries = entries(matched, "rules", inbound)
+    for e in rule_entries:
+        name = source_of(e.policy)
+        if name not in sources:
+            sources.append(name)
+    confs = [e.default for e in rule_entries]
+    return Permissions(
+        mesh=mesh,
+        default=_action(anyone.conf),
+        services=services,
+        deny=_matchers(confs, "deny"),
+        allow=_matchers(confs, "allow"),
+        allow_with_shadow_deny=_matchers(confs, "allowWithShadowDeny"),
+        sources=tuple(sources),
+    )

@@ -1,0 +1,285 @@
+"""The enforced field set: every enforced field is one the API accepts, and every other field
+of a policy is named with its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshfed.policy.enforced import ENFORCED, NOT_ENFORCED, unenforced_fields
+from meshfed.resources.codec import resource_from_dict
+from meshfed.resources.errors import FieldError
+from meshfed.resources.types import default_registry
+from meshfed.resources.types.policies import POLICIES
+from tests.unit.policy.factories import MESH_REF, dataplane, frm, inbound, mtp, policy, svc, to
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "kuma"
+
+# One policy per type using every enforced field at once.
+FULLY_ENFORCED = [
+    mtp(
+        "mtp-from",
+        svc("backend"),
+        from_=[
+            frm(MESH_REF, "Deny"),
+            frm({"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}}, "Allow"),
+            frm(svc("orders"), "AllowWithShadowDeny"),
+            frm({"kind": "MeshServiceSubset", "name": "billing"}, "Allow"),
+        ],
+    ),
+    mtp(
+        "mtp-rules",
+        {"kind": "Dataplane", "labels": {"app": "backend"}, "sectionName": "api"},
+        rules=[
+            {
+                "default": {
+                    "allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default/"}}],
+                    "deny": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/x"}}],
+                    "allowWithShadowDeny": [
+                        {"spiffeID": {"type": "Exact", "value": "spiffe://default/y"}}
+                    ],
+                }
+            }
+        ],
+    ),
+    policy(
+        "MeshTimeout",
+        "timeouts",
+        MESH_REF,
+        to=[to(svc("backend"), {"connectionTimeout": "2s", "idleTimeout": "0s"})],
+    ),
+    policy("MeshRetry", "retry", MESH_REF, to=[to(MESH_REF, {"tcp": {"maxConnectAttempt": 3}})]),
+    policy(
+        "MeshHealthCheck",
+        "hc",
+        MESH_REF,
+        to=[
+            to(
+                MESH_REF,
+                {
+                    "interval": "5s",
+                    "timeout": "1s",
+                    "unhealthyThreshold": 2,
+                    "healthyThreshold": 1,
+                    "tcp": {"disabled": False},
+                },
+            )
+        ],
+    ),
+    policy(
+        "MeshCircuitBreaker",
+        "cb",
+        MESH_REF,
+        to=[to(MESH_REF, {"connectionLimits": {"maxConnections": 100}})],
+    ),
+    policy(
+        "MeshLoadBalancingStrategy",
+        "lb",
+        MESH_REF,
+        to=[
+            to(
+                MESH_REF,
+                {
+                    "loadBalancer": {"type": "LeastRequest", "leastRequest": {"choiceCount": 3}},
+                    "localityAwareness": {"disabled": True},
+                },
+            ),
+            to(svc("a"), {"loadBalancer": {"type": "RoundRobin", "roundRobin": {}}}),
+            to(svc("b"), {"loadBalancer": {"type": "Random", "random": {}}}),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("p", FULLY_ENFORCED, ids=lambda p: p.meta.name)
+def test_every_enforced_field_is_accepted_and_reports_nothing(p: Any) -> None:
+    # Built through the validating codec by the factory; nothing left to refuse.
+    assert unenforced_fields(p) == []
+
+
+def test_every_policy_type_has_an_enforced_set() -> None:
+    assert set(ENFORCED) == {d.name for d in POLICIES}
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"),
+    [
+        (
+            policy(
+                "MeshTimeout",
+                "http",
+                MESH_REF,
+                to=[to(MESH_REF, {"idleTimeout": "1m", "http": {"requestTimeout": "1s"}})],
+            ),
+            [("spec.to[0].default.http", "connectionTimeout, idleTimeout")],
+        ),
+        (
+            policy("MeshTimeout", "inbound", MESH_REF, from_=[to(MESH_REF, {"idleTimeout": "1m"})]),
+            [("spec.from", "for MeshTimeout")],
+        ),
+        (
+            policy(
+                "MeshCircuitBreaker",
+                "rules",
+                MESH_REF,
+                rules=[{"default": {"connectionLimits": {"maxConnections": 1}}}],
+            ),
+            [("spec.rules", "for MeshCircuitBreaker")],
+        ),
+        (
+            policy("MeshRetry", "http", MESH_REF, to=[to(MESH_REF, {"http": {"numRetries": 3}})]),
+            [("spec.to[0].default.http", "enforced here: tcp")],
+        ),
+        (
+            policy(
+                "MeshHealthCheck",
+                "http",
+                MESH_REF,
+                to=[
+                    to(MESH_REF, {"interval": "1s", "tcp": {}}),
+                    to(svc("x"), {"http": {"path": "/health"}, "tcp": {"send": "aGk="}}),
+                ],
+            ),
+            [
+                ("spec.to[1].default.http", "interval"),
+                ("spec.to[1].default.tcp.send", "enforced here: disabled"),
+            ],
+        ),
+        (
+            policy(
+                "MeshCircuitBreaker",
+                "outlier",
+                MESH_REF,
+                to=[
+                    to(
+                        MESH_REF,
+                        {
+                            "connectionLimits": {"maxConnections": 5, "maxPendingRequests": 2},
+                            "outlierDetection": {"disabled": False},
+                        },
+                    )
+                ],
+            ),
+            [
+                ("spec.to[0].default.connectionLimits.maxPendingRequests", "maxConnections"),
+                ("spec.to[0].default.outlierDetection", "connectionLimits"),
+            ],
+        ),
+        (
+            policy(
+                "MeshLoadBalancingStrategy",
+                "ring",
+                MESH_REF,
+                to=[
+                    to(
+                        MESH_REF,
+                        {
+                            "loadBalancer": {"type": "RingHash", "ringHash": {"minRingSize": 8}},
+                            "localityAwareness": {"localZone": {"affinityTags": [{"key": "k"}]}},
+                        },
+                    )
+                ],
+            ),
+            [
+                ("spec.to[0].default.loadBalancer.type", "use one of RoundRobin, Random"),
+                ("spec.to[0].default.loadBalancer.ringHash", "roundRobin"),
+                ("spec.to[0].default.localityAwareness.localZone", "disabled"),
+            ],
+        ),
+        (
+            mtp(
+                "tags",
+                MESH_REF,
+                from_=[
+                    frm({"kind": "MeshSubset", "tags": {"env": "dev"}}, "Deny"),
+                    frm(
+                        {
+                            "kind": "MeshServiceSubset",
+                            "name": "web",
+                            "tags": {"version": "v1", "kuma.io/service": "web"},
+                        },
+                        "Allow",
+                    ),
+                ],
+            ),
+            [
+                ("spec.from[0].targetRef.tags['env']", "identified by its service"),
+                ("spec.from[1].targetRef.tags['version']", "identified by its service"),
+            ],
+        ),
+    ],
+    ids=lambda v: v.meta.name if hasattr(v, "meta") else "",
+)
+def test_unenforced_fields_are_named_with_their_path(
+    p: Any, expected: list[tuple[str, str]]
+) -> None:
+    errors = unenforced_fields(p)
+    assert [e.field for e in errors] == [field for field, _ in expected]
+    for error, (_, hint) in zip(errors, expected, strict=True):
+        assert NOT_ENFORCED in error.reason
+        assert hint in error.reason
+
+
+def test_null_fields_count_as_absent() -> None:
+    p = policy(
+        "MeshTimeout", "nulls", MESH_REF, to=[to(MESH_REF, {"idleTimeout": "1s", "http": None})]
+    )
+    assert unenforced_fields(p) == []
+
+
+def test_non_policies_have_nothing_to_enforce() -> None:
+    assert unenforced_fields(dataplane("dp", inbound("a", 1000))) == []
+
+
+def fixtures() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(FIXTURES.glob("*.yaml")):
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            out.append((f"{path.stem}[{i}]", doc))
+    return out
+
+
+@pytest.mark.parametrize(("label", "doc"), fixtures(), ids=[label for label, _ in fixtures()])
+def test_kuma_examples_are_checked_without_surprises(label: str, doc: dict[str, Any]) -> None:
+    res = resource_from_dict(doc, default_registry())
+    errors = unenforced_fields(res)
+    for e in errors:
+        assert isinstance(e, FieldError)
+        assert e.field.startswith("spec."), e
+        assert NOT_ENFORCED in e.reason
+
+
+def test_malformed_bodies_do_not_crash() -> None:
+    p = policy("MeshTimeout", "ok", MESH_REF, to=[to(MESH_REF, {"idleTimeout": "1s"})])
+    for spec in (
+        {"to": "x"},
+        {"to": [1, None, {"default": "x"}, {"default": {"idleTimeout": None}}]},
+        {"from": [{}], "rules": [[]]},
+    ):
+        p.spec = spec
+        errors = unenforced_fields(p)
+        assert all(e.field.startswith("spec.") for e in errors)
+
+
+def test_kuma_examples_within_the_enforced_set() -> None:
+    clean = {
+        doc["name"]
+        for _, doc in fixtures()
+        if not unenforced_fields(resource_from_dict(doc, default_registry()))
+    }
+    assert clean == {
+        "allow-all",
+        "allow-orders",
+        "allow-orders-dataplane",
+        "allow-orders-legacy",
+        "deny-all",
+        "deny-observability",
+        "disable-la-to-backend",
+        "full-rules",
+        "shadow-deny-legacy",
+        "tcp-timeout",
+        "web-to-backend-retry-tcp",
+    }
