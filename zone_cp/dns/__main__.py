@@ -84,6 +84,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds an idle TCP connection is kept (default: %(default)s)",
     )
     parser.add_argument(
+        "--udp-io",
+        choices=["auto", "batch", "asyncio"],
+        default="auto",
+        help="UDP receive path: recvmmsg batches (Linux), the asyncio transport, or auto "
+        "(batches where available; default: %(default)s)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -125,7 +132,10 @@ async def serve(args: argparse.Namespace) -> None:
     if args.upstream_addr is not None:
         upstream_host, upstream_port = args.upstream_addr
         upstream = Upstream(upstream_host, upstream_port, timeout=args.upstream_timeout)
-    server = DnsServer(table, upstream=upstream, tcp_idle_timeout=args.tcp_idle_timeout)
+    batching = {"auto": None, "batch": True, "asyncio": False}[args.udp_io]
+    server = DnsServer(
+        table, upstream=upstream, tcp_idle_timeout=args.tcp_idle_timeout, udp_batching=batching
+    )
     host, port = await server.start(args.host, args.port, reuse_port=args.reuse_port)
     if args.metrics_addr is not None:
         from prometheus_client import CollectorRegistry, start_http_server

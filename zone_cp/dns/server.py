@@ -1,9 +1,10 @@
 """The zone DNS server: UDP and TCP on one address, answering from a swappable `DnsTable`.
 
-The UDP path is the hot one: a datagram goes to `DnsTable.respond()` and the bytes it returns go
-straight back, with counters kept as plain integers (a Prometheus `Counter.inc()` takes a lock
-per call; the collector below reads the integers at scrape time instead). Nothing a client sends
-can stop the server: every failure is logged at debug level and counted.
+UDP is the hot path. On Linux it reads and answers whole batches with recvmmsg/sendmmsg
+(batchio.py); elsewhere, or when disabled, an asyncio datagram transport does the same one
+datagram at a time. Either way the bytes `DnsTable.respond()` returns go straight back, and the
+counters are plain integers read by the Prometheus collector at scrape time. Nothing a client
+sends can stop the server: every failure is logged at debug level and counted.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from zone_cp.dns.answers import DnsTable, Forward, truncate_for_udp
+from zone_cp.dns import batchio
+from zone_cp.dns.answers import Action, DnsTable, Forward, truncate_for_udp
+from zone_cp.dns.stats import DnsStats
 from zone_cp.dns.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -27,41 +30,15 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT: Final = 5653
 DEFAULT_TCP_IDLE_TIMEOUT: Final = 10.0
 DEFAULT_MAX_TCP_CONNECTIONS: Final = 1024
-_RCODE_NAMES: Final = (
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-)
+_RCODE_NAMES: Final = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+# Room for bursts while the process is busy elsewhere (the kernel caps it at rmem_max).
+_UDP_RCVBUF: Final = 4 * 1024 * 1024
 
-
-class DnsStats:
-    """Counters of one server, as plain integers (cheap on the hot path)."""
-
-    __slots__ = (
-        "dropped",
-        "errors",
-        "forwarded",
-        "queries_tcp",
-        "queries_udp",
-        "rcodes",
-        "truncated",
-    )
-
-    def __init__(self) -> None:
-        self.queries_udp = 0
-        self.queries_tcp = 0
-        self.rcodes = [0] * 16  # answers sent, by the 4-bit header rcode
-        self.dropped = 0  # packets not answered (unreadable, or responses)
-        self.errors = 0  # unexpected exceptions while answering (a bug if ever non-zero)
-        self.forwarded = 0
-        self.truncated = 0  # UDP answers cut to TC
+__all__ = ["DEFAULT_PORT", "DnsServer", "DnsStats", "DnsStatsCollector"]
 
 
 class DnsStatsCollector(Collector):
-    """Exposes `DnsStats` (and the upstream's failures) as Prometheus metrics at scrape time."""
+    """Exposes a server's `DnsStats` (and its upstream's failures) as Prometheus metrics."""
 
     def __init__(self, server: DnsServer) -> None:
         self._server = server
@@ -78,15 +55,19 @@ class DnsStatsCollector(Collector):
             "meshfed_dns_responses", "DNS responses sent, by rcode", labels=["rcode"]
         )
         for code, count in enumerate(stats.rcodes):
-            if count or code < len(_RCODE_NAMES):
-                name = _RCODE_NAMES[code] if code < len(_RCODE_NAMES) else str(code)
-                answers.add_metric([name], count)
+            if code < len(_RCODE_NAMES):
+                answers.add_metric([_RCODE_NAMES[code]], count)
+            elif count:
+                answers.add_metric([str(code)], count)
         yield answers
         yield CounterMetricFamily(
             "meshfed_dns_dropped", "DNS packets dropped without an answer", value=stats.dropped
         )
         yield CounterMetricFamily(
-            "meshfed_dns_truncated", "UDP answers truncated (TC)", value=stats.truncated
+            "meshfed_dns_truncated", "Forwarded UDP answers truncated (TC)", value=stats.truncated
+        )
+        yield CounterMetricFamily(
+            "meshfed_dns_send_failures", "UDP replies not sent", value=stats.send_failures
         )
         yield CounterMetricFamily(
             "meshfed_dns_forwarded", "DNS queries forwarded upstream", value=stats.forwarded
@@ -109,6 +90,8 @@ class DnsStatsCollector(Collector):
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
+    """The portable UDP path: one datagram per callback."""
+
     def __init__(self, server: DnsServer) -> None:
         self._server = server
         self._stats = server.stats
@@ -127,7 +110,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                 stats.rcodes[action[3] & 0x0F] += 1
                 self._transport.sendto(action, addr)  # type: ignore[union-attr]
             elif type(action) is Forward:
-                self._server.spawn_forward(data, addr, action.udp_size, self._transport)
+                self._server.forward_udp(data, addr, action.udp_size)
             else:
                 stats.dropped += 1
         except Exception:  # never let one packet take the server down
@@ -144,7 +127,10 @@ def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     try:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
         sock.bind((host, port))
+        sock.setblocking(False)
     except OSError:
         sock.close()
         raise
@@ -152,7 +138,11 @@ def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 class DnsServer:
-    """UDP + TCP DNS server. Replace `table` (one assignment) to change every answer at once."""
+    """UDP + TCP DNS server. Replace `table` (one assignment) to change every answer at once.
+
+    `udp_batching`: None uses recvmmsg/sendmmsg where available, False forces the asyncio
+    datagram transport.
+    """
 
     def __init__(
         self,
@@ -161,13 +151,19 @@ class DnsServer:
         upstream: Upstream | None = None,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         max_tcp_connections: int = DEFAULT_MAX_TCP_CONNECTIONS,
+        udp_batching: bool | None = None,
     ) -> None:
         self.table = table
         self.upstream = upstream
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
+        self.udp_batching = batchio.available() if udp_batching is None else udp_batching
+        if self.udp_batching and not batchio.available():
+            raise ValueError("batched UDP (recvmmsg) is not available on this platform")
         self.stats = DnsStats()
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_sock: socket.socket | None = None
+        self._udp_transport: asyncio.DatagramTransport | None = None
+        self.batch_reader: batchio.UdpBatchReader | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_connections = 0
@@ -200,18 +196,30 @@ class DnsServer:
             except OSError:
                 udp_sock.close()
                 if attempt == attempts - 1:
+                    if self.upstream is not None:
+                        self.upstream.close()
                     raise
         loop = asyncio.get_running_loop()
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), sock=udp_sock
-        )
+        self._udp_sock = udp_sock
+        if self.udp_batching:
+            self.batch_reader = batchio.UdpBatchReader(udp_sock, self, self.stats)
+            loop.add_reader(udp_sock.fileno(), self.batch_reader.on_readable)
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp_sock
+            )
+            self._udp_transport = transport
         self._address = (host, int(udp_sock.getsockname()[1]))
         return self._address
 
     async def close(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        if self._udp_transport is not None:
+            self._udp_transport.close()
+            self._udp_transport = None
+        elif self._udp_sock is not None:
+            asyncio.get_running_loop().remove_reader(self._udp_sock.fileno())
+            self._udp_sock.close()
+        self._udp_sock = None
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
@@ -223,36 +231,38 @@ class DnsServer:
         if self.upstream is not None:
             self.upstream.close()
 
-    def spawn_forward(
-        self,
-        query: bytes,
-        addr: tuple[str, int],
-        udp_size: int,
-        transport: asyncio.DatagramTransport | None,
-    ) -> None:
-        task = asyncio.ensure_future(self._forward_udp(query, addr, udp_size, transport))
+    # --- UDP ------------------------------------------------------------------------------------
+
+    def respond_udp(self) -> Callable[[bytes], Action]:
+        return self.table.respond
+
+    def forward_udp(self, query: bytes, addr: tuple[str, int], udp_size: int) -> None:
+        """Answers `query` from the upstream in the background, then replies to `addr`."""
+        task = asyncio.ensure_future(self._forward_udp(query, addr, udp_size))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _forward_udp(
-        self,
-        query: bytes,
-        addr: tuple[str, int],
-        udp_size: int,
-        transport: asyncio.DatagramTransport | None,
-    ) -> None:
+    async def _forward_udp(self, query: bytes, addr: tuple[str, int], udp_size: int) -> None:
         reply = await self._forward(query, tcp=False)
         if len(reply) > udp_size:
             reply = truncate_for_udp(reply, udp_size)
             self.stats.truncated += 1
-        if transport is not None and not transport.is_closing():
-            self.stats.rcodes[reply[3] & 0x0F] += 1
-            transport.sendto(reply, addr)
+        self.stats.rcodes[reply[3] & 0x0F] += 1
+        if self._udp_transport is not None:
+            self._udp_transport.sendto(reply, addr)
+        elif self._udp_sock is not None:
+            try:
+                self._udp_sock.sendto(reply, addr)
+            except OSError as exc:
+                self.stats.send_failures += 1
+                log.debug("sendto %s: %s", addr, exc)
 
     async def _forward(self, query: bytes, tcp: bool) -> bytes:
         assert self.upstream is not None, "a forwarding table needs an upstream"
         self.stats.forwarded += 1
         return await self.upstream.resolve(query, tcp=tcp)
+
+    # --- TCP ------------------------------------------------------------------------------------
 
     async def _answer_tcp(self, query: bytes) -> bytes | None:
         self.stats.queries_tcp += 1

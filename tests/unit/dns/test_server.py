@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.support import free_port
 from tests.unit.dns.wire import a_records, parse, query
+from zone_cp.dns import batchio
 from zone_cp.dns.answers import RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, DnsTable
 from zone_cp.dns.server import DnsServer, DnsStatsCollector
 from zone_cp.dns.upstream import Upstream, parse_address
@@ -58,12 +59,19 @@ async def tcp_ask(addr: tuple[str, int], *packets: bytes, timeout: float = 5.0) 
         writer.close()
 
 
-@pytest.fixture
-async def start() -> AsyncIterator[Start]:
+UDP_PATHS = [
+    pytest.param(True, id="batched", marks=pytest.mark.skipif(not batchio.available(), reason="")),
+    pytest.param(False, id="asyncio"),
+]
+
+
+@pytest.fixture(params=UDP_PATHS)
+async def start(request: pytest.FixtureRequest) -> AsyncIterator[Start]:
+    """Starts servers with either UDP path; every test below runs against both."""
     servers: list[DnsServer] = []
 
     async def _start(table: DnsTable, **kwargs: Any) -> DnsServer:
-        server = DnsServer(table, **kwargs)
+        server = DnsServer(table, udp_batching=request.param, **kwargs)
         await server.start("127.0.0.1", 0)
         servers.append(server)
         return server
