@@ -164,6 +164,15 @@ class EtcdStore(ResourceStore):
             max_txn_ops=max_txn_ops,
         )
 
+    @property
+    def connection(self) -> EtcdConnection:
+        """For leases and elections (`etcd_lease`) on the same cluster and credentials."""
+        return self._conn
+
+    @property
+    def prefix(self) -> str:
+        return self._layout.root
+
     @staticmethod
     async def _prepare(conn: EtcdConnection, layout: KeyLayout) -> tuple[int, int]:
         """Creates the meta and head keys on first use; returns (base, current) revisions."""
