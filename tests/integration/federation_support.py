@@ -8,6 +8,7 @@ deadlines; each is stopped by PID (the `procs` fixture).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -170,7 +171,7 @@ class Cluster:
             node.restarts += 1
             node.proc = self.procs.start(f"{node.name}-{node.restarts}", node.argv)
         for node in nodes or self.nodes():
-            wait_until(lambda n=node: _ready(n), timeout=30, what=f"{node.name} /ready")
+            wait_until(functools.partial(_ready, node), timeout=30, what=f"{node.name} /ready")
 
     def stop(self, node: Node, sig: int = signal.SIGTERM) -> None:
         assert node.proc is not None
@@ -185,15 +186,14 @@ class Cluster:
         return dict(self.glob.http.get(f"/zones/{zone}/_overview")["zoneInsight"])
 
     def wait_online(self, *zones: str, timeout: float = 20) -> None:
-        for zone in zones or tuple(self.zones):
-            wait_until(
-                lambda z=zone: (
-                    self.zone_state(z)["state"] == "online"
-                    and self.zones[z].http.get("/_kds")["state"] == "connected"
-                ),
-                timeout=timeout,
-                what=f"{zone} online",
+        def online(zone: str) -> bool:
+            return bool(
+                self.zone_state(zone)["state"] == "online"
+                and self.zones[zone].http.get("/_kds")["state"] == "connected"
             )
+
+        for zone in zones or tuple(self.zones):
+            wait_until(functools.partial(online, zone), timeout=timeout, what=f"{zone} online")
 
     def wait_converged(self, timeout: float = 30) -> None:
         """Every zone holds exactly the global's resources (digest of what users control)."""

@@ -7,6 +7,7 @@ kill and restart processes, have their own clusters in test_federation_faults.py
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -298,8 +299,7 @@ async def test_bad_kds_input_gets_a_nack_or_a_clear_stream_error_and_never_a_cra
     eventually_ok = await asyncio.to_thread(cluster.zone_state, "zone-1")
     assert eventually_ok["state"] == "online"
     for zone in ("zone-raw", "zone-huge"):
-        await async_wait_until(
-            lambda z=zone: asyncio.to_thread(_deleted, g.http, z), what=f"delete {zone}"
-        )
+        deleted = functools.partial(asyncio.to_thread, _deleted, g.http, zone)
+        await async_wait_until(deleted, what=f"delete {zone}")
     status, _ = await asyncio.to_thread(g.http.call, "GET", f"/meshes/default/dataplanes/{stored}")
     assert status == 404  # deleting the zone removed its inventory
