@@ -305,3 +305,28 @@ def test_random_policy_changes_and_restarts_end_with_every_zone_equal_to_the_glo
     want = global_digest(g.http)
     assert all(zone_digest(z.http) == want for z in cluster.zones.values()), steps
     assert {"global", "zone"} <= set(steps)
+
+
+def test_a_disabled_zone_is_refused_and_its_ingresses_leave_the_other_zones(
+    cluster: Cluster,
+) -> None:
+    cluster.start()
+    cluster.wait_online()
+    g, z1, z2 = cluster.glob.http, cluster.zones["zone-1"], cluster.zones["zone-2"]
+    z1.http.put("/zoneingresses/zi-1", zone_ingress("zi-1"))
+    eventually(lambda: z2.http.get("/zoneingresses")["total"] == 1, what="ingress relayed")
+
+    g.put("/zones/zone-1", {"type": "Zone", "name": "zone-1", "enabled": False})
+    eventually(lambda: cluster.zone_state("zone-1")["state"] == "offline", what="closed")
+    eventually(lambda: z2.http.get("/zoneingresses")["total"] == 0, what="ingress withdrawn")
+    eventually(
+        lambda: "disabled" in (z1.http.get("/_kds")["lastError"] or ""), what="refusal reason"
+    )
+    assert g.get("/zones/zone-1/_overview")["zone"] == {"enabled": False}
+    # The zone keeps what it has, and the global keeps the zone's inventory.
+    assert z1.http.get("/meshes")["total"] == 1
+    assert g.get("/zoneingresses")["total"] == 1
+
+    g.put("/zones/zone-1", {"type": "Zone", "name": "zone-1", "enabled": True})
+    cluster.wait_online("zone-1")
+    eventually(lambda: z2.http.get("/zoneingresses")["total"] == 1, what="ingress back")
