@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshfed.policy.permissions import Action, Permissions, compile_permissions
 from meshfed.policy.rules import match
@@ -271,3 +273,21 @@ def test_percent_encoded_service_names_match_their_service() -> None:
     assert action(p, "spiffe://default/web_ns_svc_80") is Action.ALLOW
     q = perms(mtp("colon", MESH_REF, from_=[frm(subset({"kuma.io/service": "web:80"}), "Allow")]))
     assert action(q, "spiffe://default/web%3A80") is Action.ALLOW
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    caller=st.one_of(
+        st.text(max_size=40), st.text(max_size=20).map(lambda s: f"spiffe://default/{s}")
+    )
+)
+def test_any_caller_string_gets_a_verdict(caller: str) -> None:
+    p = perms(
+        DENY_ALL,
+        ALLOW_ORDERS,
+        mtp("r", MESH_REF, rules=[{"default": {"deny": [match_("Prefix", "spiffe://default/x")]}}]),
+    )
+    verdict = p.evaluate(caller)
+    assert verdict.reason
+    # Only `orders` is allowed, and only under its canonical ID.
+    assert verdict.allowed == (caller == ORDERS)

@@ -1,0 +1,314 @@
+"""Pure builders of the configs zone-cp streams to its proxies.
+
+`build_sidecar_config(dataplane, zone, mesh, catalog, vips, policies, cert)`:
+- one inbound per Dataplane inbound (sidecar listens on `address or networking.address` :
+  `port`, forwards to `serviceAddress` (default 127.0.0.1) : `servicePort` (default `port`)),
+  each with its compiled MeshTrafficPermission;
+- one VIP outbound per catalog service of the mesh that has a VIP (`vips[VipKey(mesh,
+  service)]`; `reachable` narrows the services), listening on the service's port (80 when
+  no instance says) and also on port 80 when `port_80`; plus one per zone-pinned VIP
+  (`VipKey(mesh, service, zone)`, the `<service>.<zone>.mesh` name) with that zone's
+  endpoints only;
+- one outbound per explicit `networking.outbound` entry, on its address (default 127.0.0.1)
+  and port. Its `kuma.io/service` tag names the service; `kuma.io/zone` pins a zone; any
+  other tag selects local instances carrying it and excludes other zones, whose ingress
+  routes by service and mesh only and so cannot honour a subset;
+- endpoints: local instances directly; when the mesh has mTLS, each other zone's ingress
+  with the SNI naming service and mesh and its instance count as weight. Without mTLS there
+  is no cross-zone path (the ingress routes on the SNI of a TLS ClientHello; Kuma #4336);
+- per outbound, the enforced fields of the policies that match (dpconfig/policies.py);
+- `tls` from `cert` (an issued meshfed.pki.Leaf) when the mesh has mTLS.
+
+`policies` maps a policy type name (`MeshTimeout`, ...) to its resources; other meshes'
+resources are ignored. Inputs that cannot make a config raise BuildError with the reason.
+
+`build_ingress_config(ingress, zone, catalog, meshes)`: SNI -> local endpoints of every
+service of a mesh with mTLS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from meshfed.dpconfig.catalog import (
+    DEFAULT_SERVICE_ADDRESS,
+    Catalog,
+    LocalInstance,
+    ServiceEntry,
+    VipKey,
+)
+from meshfed.dpconfig.model import (
+    Endpoint,
+    Inbound,
+    IngressConfig,
+    IngressService,
+    Locality,
+    Outbound,
+    OutboundKind,
+    OutboundPolicies,
+    SidecarConfig,
+    Tls,
+)
+from meshfed.dpconfig.policies import OUTBOUND_TYPES, outbound_policies
+from meshfed.pki.leaf import Leaf
+from meshfed.pki.spiffe import PkiError, service_id
+from meshfed.policy.permissions import compile_permissions
+from meshfed.policy.rules import Matched, match
+from meshfed.policy.targetref import DataplaneView, tags_match, view_of
+from meshfed.proxy.sni import SniError, encode_sni
+from meshfed.resources.model import LABEL_ZONE, Resource
+from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
+
+MESH_TRAFFIC_PERMISSION = "MeshTrafficPermission"
+HTTP_PORT = 80
+
+
+class BuildError(ValueError):
+    """The inputs cannot make a config; the message says why."""
+
+
+def mtls_enabled(mesh: Resource) -> bool:
+    backend = dig(mesh.spec, "mtls", "enabledBackend")
+    return isinstance(backend, str) and bool(backend)
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tls(cert: Leaf | None, identity: str, mesh: str) -> Tls:
+    if cert is None:
+        raise BuildError(f"mesh {mesh!r} has mTLS enabled but no certificate was issued")
+    if cert.spiffe_id != identity:
+        raise BuildError(f"certificate names {cert.spiffe_id}, the dataplane is {identity}")
+    return Tls(
+        cert_pem=cert.cert_pem.decode(),
+        key_pem=cert.key_pem.decode(),
+        ca_pems=(cert.ca_pem.decode(),),
+        expires_at=_rfc3339(cert.cert.not_valid_after_utc),
+    )
+
+
+def _sni(service: str, mesh: str) -> str | None:
+    try:
+        return encode_sni(service, mesh)
+    except SniError:
+        return None  # a name that fits no SNI cannot cross zones
+
+
+def _local(instances: Sequence[LocalInstance], zone: str) -> list[Endpoint]:
+    return [Endpoint(i.address, i.port, zone) for i in instances]
+
+
+def _remote(entry: ServiceEntry, local_zone: str) -> list[Endpoint]:
+    sni = _sni(entry.service, entry.mesh)
+    if sni is None:
+        return []
+    return [
+        Endpoint(r.address, r.port, r.zone, r.instances, Locality.REMOTE, True, sni)
+        for r in entry.remote
+        if r.zone != local_zone
+    ]
+
+
+class _Builder:
+    """The state of one sidecar build: matched policies and per-service policy cache."""
+
+    def __init__(
+        self,
+        view: DataplaneView,
+        zone: str,
+        mtls: bool,
+        catalog: Catalog,
+        matched: Mapping[str, Sequence[Matched]],
+    ) -> None:
+        self.view = view
+        self.zone = zone
+        self.mtls = mtls
+        self.catalog = catalog
+        self.matched = matched
+        self._policies: dict[str, OutboundPolicies] = {}
+
+    def policies(self, service: str) -> OutboundPolicies:
+        if service not in self._policies:
+            self._policies[service] = outbound_policies(self.matched, service)
+        return self._policies[service]
+
+    def endpoints(self, entry: ServiceEntry, zone: str | None = None) -> tuple[Endpoint, ...]:
+        found = _local(entry.local, self.zone) if zone in (None, self.zone) else []
+        if self.mtls:
+            found += [e for e in _remote(entry, self.zone) if zone in (None, e.zone)]
+        return tuple(found)
+
+    def vip_outbounds(
+        self, vips: Mapping[VipKey, str], reachable: Collection[str] | None, port_80: bool
+    ) -> list[Outbound]:
+        out: list[Outbound] = []
+        for entry in self.catalog.services(self.view.mesh):
+            if reachable is not None and entry.service not in reachable:
+                continue
+            port = entry.port or HTTP_PORT
+            for zone in (None, *entry.zones(self.zone)):
+                vip = vips.get(VipKey(entry.mesh, entry.service, zone))
+                if vip is None:
+                    continue
+                out.append(
+                    Outbound(
+                        service=entry.service,
+                        address=vip,
+                        port=port,
+                        endpoints=self.endpoints(entry, zone),
+                        policies=self.policies(entry.service),
+                        also_port_80=port_80 and port != HTTP_PORT,
+                        zone=zone,
+                    )
+                )
+        return out
+
+    def explicit_outbound(self, raw: Any, where: str) -> Outbound:
+        tags, port = dig(raw, "tags"), dig(raw, "port")
+        service = tags.get(SERVICE_TAG) if isinstance(tags, dict) else None
+        if not isinstance(service, str) or not isinstance(port, int):
+            raise BuildError(f"{where}: needs a port and a {SERVICE_TAG} tag")
+        address = dig(raw, "address")
+        subset = {str(k): str(v) for k, v in tags.items() if k != SERVICE_TAG}
+        pinned = subset.pop(LABEL_ZONE, None)
+        entry = self.catalog.get(self.view.mesh, service)
+        endpoints: list[Endpoint] = []
+        if entry is not None:
+            if pinned in (None, self.zone):
+                chosen = [i for i in entry.local if tags_match(subset, i.tags)]
+                endpoints += _local(chosen, self.zone)
+            if self.mtls and not subset:
+                endpoints += [e for e in _remote(entry, self.zone) if pinned in (None, e.zone)]
+        return Outbound(
+            service=service,
+            address=address if isinstance(address, str) else DEFAULT_SERVICE_ADDRESS,
+            port=port,
+            endpoints=tuple(endpoints),
+            policies=self.policies(service),
+            zone=pinned,
+            kind=OutboundKind.EXPLICIT,
+        )
+
+
+def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
+    raw_inbounds = as_list(dig(dataplane.spec, "networking", "inbound"))
+    default_address = dig(dataplane.spec, "networking", "address")
+    matched_mtp = b.matched.get(MESH_TRAFFIC_PERMISSION, ())
+    out: list[Inbound] = []
+    for view in b.view.inbounds:
+        raw = raw_inbounds[view.index]
+        address = raw.get("address") or default_address
+        service_address = raw.get("serviceAddress")
+        service_port = raw.get("servicePort")
+        tags = raw.get("tags")
+        out.append(
+            Inbound(
+                name=view.name,
+                address=str(address),
+                port=view.port,
+                service_address=(
+                    service_address if isinstance(service_address, str) else DEFAULT_SERVICE_ADDRESS
+                ),
+                service_port=service_port if isinstance(service_port, int) else view.port,
+                service=view.service,
+                tags={str(k): str(v) for k, v in tags.items()},
+                permissions=compile_permissions(
+                    matched_mtp, view.index, b.view.mesh, mtls_enabled=b.mtls
+                ),
+            )
+        )
+    return out
+
+
+def _check_listeners(outbounds: Sequence[Outbound]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for o in outbounds:
+        where = (o.address, o.port)
+        if where in seen:
+            raise BuildError(
+                f"outbounds {seen[where]} and {o.service} both listen on {o.address}:{o.port}"
+            )
+        seen[where] = o.service
+
+
+def build_sidecar_config(
+    dataplane: Resource,
+    zone: str,
+    mesh: Resource,
+    catalog: Catalog,
+    vips: Mapping[VipKey, str],
+    policies: Mapping[str, Sequence[Resource]],
+    cert: Leaf | None,
+    *,
+    reachable: Collection[str] | None = None,
+    port_80: bool = True,
+) -> SidecarConfig:
+    """The config of one sidecar; see the module docstring for what goes in."""
+    if dataplane.type != "Dataplane" or mesh.type != "Mesh":
+        raise BuildError(f"expected a Dataplane and a Mesh, got {dataplane.type}, {mesh.type}")
+    if dataplane.meta.mesh != mesh.meta.name:
+        raise BuildError(
+            f"dataplane {dataplane.meta.name!r} is in mesh {dataplane.meta.mesh!r}, "
+            f"not {mesh.meta.name!r}"
+        )
+    if catalog.zone != zone:
+        raise BuildError(f"the catalog is zone {catalog.zone!r}'s, not {zone!r}'s")
+    if not isinstance(dig(dataplane.spec, "networking", "address"), str):
+        raise BuildError(f"dataplane {dataplane.meta.name!r} has no networking.address")
+    view = view_of(dataplane, zone)
+    if not view.inbounds:
+        raise BuildError(f"dataplane {dataplane.meta.name!r} has no usable inbound")
+    mtls = mtls_enabled(mesh)
+    try:
+        identity = service_id(mesh.meta.name, view.inbounds[0].service)
+    except PkiError as exc:
+        raise BuildError(
+            f"no SPIFFE identity for dataplane {dataplane.meta.name!r}: {exc}"
+        ) from None
+    matched = {
+        t: match(policies.get(t, ()), view) for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION)
+    }
+    b = _Builder(view, zone, mtls, catalog, matched)
+    outbounds = sorted(
+        b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")
+    )
+    for i, raw in enumerate(as_list(dig(dataplane.spec, "networking", "outbound"))):
+        outbounds.append(b.explicit_outbound(raw, f"networking.outbound[{i}]"))
+    _check_listeners(outbounds)
+    return SidecarConfig(
+        mesh=mesh.meta.name,
+        zone=zone,
+        dataplane=dataplane.meta.name,
+        identity=identity,
+        mtls_enabled=mtls,
+        inbounds=tuple(_inbounds(dataplane, b)),
+        outbounds=tuple(outbounds),
+        tls=_tls(cert, identity, mesh.meta.name) if mtls else None,
+    ).stamped()
+
+
+def build_ingress_config(
+    ingress: Resource, zone: str, catalog: Catalog, meshes: Mapping[str, Resource]
+) -> IngressConfig:
+    """The routing table of `zone`'s ingress: for every service with local instances in a
+    mesh with mTLS, its SNI and those instances' sidecar inbounds. `meshes` maps mesh name
+    to Mesh resource; a mesh missing from it is not routed."""
+    if ingress.type != "ZoneIngress":
+        raise BuildError(f"expected a ZoneIngress, got {ingress.type}")
+    if catalog.zone != zone:
+        raise BuildError(f"the catalog is zone {catalog.zone!r}'s, not {zone!r}'s")
+    services: list[IngressService] = []
+    for entry in catalog:
+        mesh = meshes.get(entry.mesh)
+        if not entry.local or mesh is None or not mtls_enabled(mesh):
+            continue
+        sni = _sni(entry.service, entry.mesh)
+        if sni is not None:
+            services.append(
+                IngressService(entry.mesh, entry.service, sni, tuple(_local(entry.local, zone)))
+            )
+    return IngressConfig(zone=zone, ingress=ingress.meta.name, services=tuple(services)).stamped()

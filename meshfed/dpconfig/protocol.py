@@ -1,0 +1,145 @@
+"""Messages of the DataplaneConfig stream (proto/dataplane.proto): building and checking them.
+
+The gRPC glue (zone-cp's server, mesh-dp's and zone-ingress's clients) should touch the
+generated code only through these functions, so that every message is checked in one place:
+
+- proxy side: `hello_message` first, then `ack_message` / `nack_message` for each Config
+  (after `parse_sidecar_config` / `parse_ingress_config`), and Reports (built directly from
+  dataplane_pb2: they are plain counters);
+- zone-cp side: `parse_hello` on the first message (a ProtocolError carries the Error code
+  to answer with), then `config_message` on every change, `error_message` on refusal.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed.dpconfig.jsonread import ConfigFormatError
+from meshfed.dpconfig.model import IngressConfig, SidecarConfig
+from meshfed.resources.codec import resource_from_dict
+from meshfed.resources.descriptors import Registry
+from meshfed.resources.errors import ValidationError
+from meshfed.resources.model import Resource
+from meshfed.resources.types import default_registry
+
+ErrorCode = pb.Error.Code
+
+
+class ProxyType(enum.StrEnum):
+    SIDECAR = "sidecar"
+    INGRESS = "ingress"
+
+
+_TO_PB = {ProxyType.SIDECAR: pb.SIDECAR, ProxyType.INGRESS: pb.INGRESS}
+_FROM_PB = {v: k for k, v in _TO_PB.items()}
+_RESOURCE_TYPE = {ProxyType.SIDECAR: "Dataplane", ProxyType.INGRESS: "ZoneIngress"}
+
+
+class ProtocolError(ValueError):
+    """A message the peer should not have sent; `code` is what to answer with."""
+
+    def __init__(self, message: str, code: pb.Error.Code.ValueType = pb.Error.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Hello:
+    proxy_type: ProxyType
+    resource: Resource  # validated Dataplane or ZoneIngress
+    proxy_version: str
+
+
+def hello_message(
+    proxy_type: ProxyType, resource: dict[str, Any], *, proxy_version: str = ""
+) -> pb.DpMessage:
+    """The first message of a proxy: `resource` is its Dataplane/ZoneIngress in Kuma JSON."""
+    mesh = resource.get("mesh", "") if proxy_type is ProxyType.SIDECAR else ""
+    return pb.DpMessage(
+        hello=pb.Hello(
+            proxy_type=_TO_PB[proxy_type],
+            resource=json.dumps(resource, separators=(",", ":")).encode(),
+            mesh=mesh if isinstance(mesh, str) else "",
+            proxy_version=proxy_version,
+        )
+    )
+
+
+def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
+    """Checks a stream's first message; ProtocolError says what is wrong with it."""
+    if msg.WhichOneof("message") != "hello":
+        raise ProtocolError("the first message of a stream must be a Hello")
+    hello = msg.hello
+    proxy_type = _FROM_PB.get(hello.proxy_type)
+    if proxy_type is None:
+        raise ProtocolError("Hello.proxy_type must be SIDECAR or INGRESS")
+    try:
+        data = json.loads(hello.resource)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"Hello.resource is not valid JSON: {exc}") from None
+    try:
+        resource = resource_from_dict(
+            data, registry or default_registry(), expected_type=_RESOURCE_TYPE[proxy_type]
+        )
+    except ValidationError as exc:
+        detail = "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in exc.errors)
+        raise ProtocolError(
+            f"Hello.resource is not a valid {_RESOURCE_TYPE[proxy_type]}: {detail}"
+        ) from None
+    if proxy_type is ProxyType.SIDECAR and hello.mesh != resource.meta.mesh:
+        raise ProtocolError(
+            f"Hello.mesh {hello.mesh!r} differs from the Dataplane's mesh {resource.meta.mesh!r}"
+        )
+    if proxy_type is ProxyType.INGRESS and hello.mesh:
+        raise ProtocolError("Hello.mesh must be empty for an INGRESS: ZoneIngress has no mesh")
+    return Hello(proxy_type, resource, hello.proxy_version)
+
+
+def config_message(config: SidecarConfig | IngressConfig) -> pb.CpMessage:
+    return pb.CpMessage(config=pb.Config(version=config.version, json=config.to_bytes()))
+
+
+def _config_body(msg: pb.CpMessage) -> pb.Config:
+    if msg.WhichOneof("message") != "config":
+        raise ConfigFormatError("not a Config message")
+    return msg.config
+
+
+def _check_version(version: str, config: SidecarConfig | IngressConfig) -> None:
+    if version != config.version:
+        raise ConfigFormatError(
+            f"Config.version {version!r} differs from the body's {config.version!r}"
+        )
+
+
+def parse_sidecar_config(msg: pb.CpMessage) -> SidecarConfig:
+    """A sidecar's config; ConfigFormatError (NACK it with the message) if unusable."""
+    body = _config_body(msg)
+    config = SidecarConfig.from_json(body.json)
+    _check_version(body.version, config)
+    return config
+
+
+def parse_ingress_config(msg: pb.CpMessage) -> IngressConfig:
+    body = _config_body(msg)
+    config = IngressConfig.from_json(body.json)
+    _check_version(body.version, config)
+    return config
+
+
+def ack_message(version: str) -> pb.DpMessage:
+    return pb.DpMessage(ack=pb.Ack(version=version))
+
+
+def nack_message(version: str, error: str) -> pb.DpMessage:
+    return pb.DpMessage(nack=pb.Nack(version=version, error=error))
+
+
+def error_message(
+    code: pb.Error.Code.ValueType, message: str, *, fatal: bool = False
+) -> pb.CpMessage:
+    return pb.CpMessage(error=pb.Error(code=code, message=message, fatal=fatal))
