@@ -59,6 +59,19 @@ def write_store(data_dir: Path, resources: list[Resource]) -> None:
     asyncio.run(write())
 
 
+def delete_from_store(data_dir: Path, type_name: str, mesh: str, name: str) -> None:
+    async def delete() -> None:
+        store = await SqliteStore.open(data_dir)
+        try:
+            await store.delete(type_name, mesh, name)
+        except NotFoundError:
+            pass
+        finally:
+            await store.close()
+
+    asyncio.run(delete())
+
+
 def latest_subscription(cluster: Cluster, zone: str) -> dict[str, Any]:
     subs = cluster.zone_state(zone)["subscriptions"]
     return dict(subs[-1])
@@ -260,6 +273,13 @@ def test_a_silent_zone_is_marked_offline_its_streams_closed_and_it_comes_back(
     assert len(cluster.zone_state("zone-1")["subscriptions"]) == 2
 
 
+# Weighted: policy changes are the common step; restarts and stops interleave with them.
+ACTIONS = (
+    *("put", "put", "put", "delete"),
+    *("zone", "zone", "global", "stop-zone", "stop-global", "start"),
+)
+
+
 def test_random_policy_changes_and_restarts_end_with_every_zone_equal_to_the_global(
     cluster: Cluster,
 ) -> None:
@@ -269,17 +289,20 @@ def test_random_policy_changes_and_restarts_end_with_every_zone_equal_to_the_glo
     g = cluster.glob
     names = [f"r{i}" for i in range(6)]
     steps = []
-    for _ in range(36):
-        action = rng.choice(
-            ["put", "put", "put", "delete", "zone", "zone", "global", "stop-zone", "start"]
-        )
+    for _ in range(40):
+        action = rng.choice(ACTIONS)
         steps.append(action)
-        if action in ("put", "delete") and g.alive():
+        if action in ("put", "delete"):
             name = rng.choice(names)
-            if action == "put":
-                g.http.put(mt_path(name), timeout_policy(name, idle=f"{rng.randint(1, 99)}s"))
-            else:
+            idle = f"{rng.randint(1, 99)}s"
+            if g.alive() and action == "put":
+                g.http.put(mt_path(name), timeout_policy(name, idle=idle))
+            elif g.alive():
                 g.http.call("DELETE", mt_path(name))
+            elif action == "put":  # the global is down: change its store directly
+                write_store(g.data_dir, [policy_resource(name, idle)])
+            else:
+                delete_from_store(g.data_dir, "MeshTimeout", "default", name)
         elif action == "zone":
             zone = cluster.zones[rng.choice(sorted(cluster.zones))]
             if zone.alive():
@@ -289,10 +312,12 @@ def test_random_policy_changes_and_restarts_end_with_every_zone_equal_to_the_glo
             if g.alive():
                 cluster.stop(g, rng.choice([signal.SIGTERM, signal.SIGKILL]))
             cluster.start(g)
-        elif action == "stop-zone":
-            zone = cluster.zones[rng.choice(sorted(cluster.zones))]
-            if zone.alive():
-                cluster.stop(zone, signal.SIGKILL)
+        elif action in ("stop-zone", "stop-global"):
+            node = (
+                g if action == "stop-global" else cluster.zones[rng.choice(sorted(cluster.zones))]
+            )
+            if node.alive():
+                cluster.stop(node, signal.SIGKILL)
         elif action == "start":
             down = [n for n in cluster.nodes() if not n.alive()]
             if down:
@@ -304,7 +329,7 @@ def test_random_policy_changes_and_restarts_end_with_every_zone_equal_to_the_glo
     cluster.wait_converged(timeout=30)
     want = global_digest(g.http)
     assert all(zone_digest(z.http) == want for z in cluster.zones.values()), steps
-    assert {"global", "zone"} <= set(steps)
+    assert {"global", "zone", "stop-global"} <= set(steps)
 
 
 def test_a_disabled_zone_is_refused_and_its_ingresses_leave_the_other_zones(
