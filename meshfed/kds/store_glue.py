@@ -304,16 +304,25 @@ def validator(registry: Registry) -> Callable[[Resource], str | None]:
     return validate
 
 
-async def _upsert(store: ResourceStore, res: Resource, existing: Resource | None) -> None:
-    if existing is None:
-        try:
-            await store.create(res)
-            return
-        except AlreadyExistsError:  # created meanwhile (e.g. by a replaced stream)
-            existing = await store.get(res.type, res.mesh, res.name)
-    if existing.meta.labels == res.meta.labels and existing.spec == res.spec:
-        return  # unchanged: no write, no watch event, no churn downstream
-    await store.update(res)
+async def _put(
+    store: ResourceStore, res: Resource, may_replace: Callable[[Resource], bool]
+) -> bool:
+    """Creates or replaces `res`; False when an existing resource may not be replaced.
+
+    Create first: on a cold sync nearly every resource is new, and this saves a read each.
+    """
+    try:
+        await store.create(res)
+        return True
+    except AlreadyExistsError:
+        existing = await store.get(res.type, res.mesh, res.name)
+    if not may_replace(existing):
+        return False
+    if existing.meta.labels != res.meta.labels or existing.spec != res.spec:
+        # Only the version checked above: a concurrent local write fails this apply (and the
+        # stream; the sender sends it again) instead of being overwritten.
+        await store.update(res, expected_version=existing.meta.version)
+    return True
 
 
 async def _get(store: ResourceStore, type_name: str, mesh: str, name: str) -> Resource | None:
@@ -345,17 +354,13 @@ async def global_receive_side(
     async def apply(changes: ChangeSet) -> None:
         for res in changes.upserts:
             stored = stored_at_global(res, zone)
-            existing = await _get(store, stored.type, stored.mesh, stored.name)
-            if existing is not None and not owned_by_zone(existing):
+            if not await _put(store, stored, owned_by_zone):
                 log.error(
-                    "zone %s: not overwriting %s %r, which zone %s does not own",
+                    "zone %s: not overwriting %s %r, which belongs to another zone or the global",
                     zone,
                     stored.type,
                     stored.name,
-                    zone,
                 )
-                continue
-            await _upsert(store, stored, existing)
         for key in changes.removes:
             name = zone_resource_name(key.name, key.mesh, zone)
             existing = await _get(store, changes.type, key.mesh, name)
@@ -385,15 +390,12 @@ async def zone_receive_side(
 
     async def apply(changes: ChangeSet) -> None:
         for res in changes.upserts:
-            existing = await _get(store, res.type, res.mesh, res.name)
-            if existing is not None and not from_global(existing):
+            if not await _put(store, res, from_global):
                 log.error(
                     "not overwriting this zone's own %s %r with the global's copy",
                     res.type,
                     res.name,
                 )
-                continue
-            await _upsert(store, res, existing)
         for key in changes.removes:
             existing = await _get(store, changes.type, key.mesh, key.name)
             if existing is not None and from_global(existing):
