@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -101,9 +102,12 @@ def start_runner(
     return proc, port, path
 
 
-@pytest.fixture
-def zone_dns(procs: Procs, tmp_path: Path) -> tuple[Proc, int, Path]:
-    return start_runner(procs, tmp_path, "zone-dns", dict(TABLE))
+@pytest.fixture(params=["batch", "asyncio"])
+def zone_dns(
+    procs: Procs, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Proc, int, Path]:
+    """A runner over TABLE, once with each UDP receive path."""
+    return start_runner(procs, tmp_path, "zone-dns", dict(TABLE), "--udp-io", request.param)
 
 
 def test_answers_over_udp_and_tcp(zone_dns: tuple[Proc, int, Path]) -> None:
@@ -211,6 +215,30 @@ def test_metrics_endpoint(procs: Procs, tmp_path: Path) -> None:
     text = wait_until(scrape, what="metrics endpoint")
     assert 'meshfed_dns_responses_total{rcode="NXDOMAIN"} 1.0' in text
     assert "meshfed_dns_names 3.0" in text
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_workers_share_the_port(procs: Procs, tmp_path: Path) -> None:
+    proc, port, path = start_runner(procs, tmp_path, "zone-dns", dict(TABLE), "--workers", "2")
+    workers = wait_until(lambda: len(children_of(proc.pid)) == 2 and children_of(proc.pid))
+    # Each dig uses a new source port, so the kernel spreads these over both workers.
+    for transport in ([], ["+tcp"]):
+        for _ in range(10):
+            assert dig(port, "web.mesh", "A", *transport).addresses == ["127.1.0.2"]
+    path.write_text(json.dumps({**TABLE, "web.mesh": "127.1.0.42"}))
+    proc.signal(signal.SIGHUP)  # relayed to every worker
+
+    def all_reloaded() -> bool:
+        return all(dig(port, "web.mesh").addresses == ["127.1.0.42"] for _ in range(20))
+
+    wait_until(all_reloaded, what="every worker answering from the new table")
+    assert proc.stop() == 0
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_bad_configuration_fails_clearly(procs: Procs, tmp_path: Path) -> None:

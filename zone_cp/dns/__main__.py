@@ -163,19 +163,31 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def run_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Starts `--workers` copies of this server on one port and relays signals to them."""
+    """Starts `--workers` copies of this server sharing one port (SO_REUSEPORT).
+
+    Signals are relayed to every worker. When one worker exits the others are stopped too: a
+    port served by only some of its workers would fail a share of queries silently.
+    """
     child_argv = [sys.executable, "-m", "zone_cp.dns", *argv, "--workers", "1", "--reuse-port"]
-    children = [subprocess.Popen(child_argv) for _ in range(args.workers)]
+    children = {
+        child.pid: child for child in (subprocess.Popen(child_argv) for _ in range(args.workers))
+    }
 
     def relay(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
+        for child in children.values():
+            if child.returncode is None:
                 child.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, relay)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    pid, status = os.wait()
+    codes = [os.waitstatus_to_exitcode(status)]
+    children.pop(pid).returncode = codes[0]
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+        codes.append(child.wait())
+    return max((1 if code < 0 else code) for code in codes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -153,6 +153,10 @@ class UdpBatchReader:
         self._msgs_template = bytes(self._msgs_bytes)
         self._iovs_template = bytes(self._iovs_bytes)
         self.largest_batch = 0  # observability: how much batching the load produced
+        # Per slot: (index, buffer offset, u32 index of msg_flags, of msg_len, u64 of iov_len).
+        self._slots = tuple(
+            (i, i * slot, i * 16 + 12, i * 16 + 14, i * 2 + 1) for i in range(batch)
+        )
 
     def on_readable(self) -> None:
         """Event-loop reader callback: drain a bounded number of batches."""
@@ -188,28 +192,25 @@ class UdpBatchReader:
         rcodes = stats.rcodes
         slot = self._slot
         sent = 0
-        for i in range(count):
-            base = i * slot
-            if u32[i * 16 + 12] & MSG_TRUNC:  # msg_hdr.msg_flags: query larger than a slot
+        for i, base, flags_at, len_at, iov_len_at in self._slots[:count]:
+            if u32[flags_at] & MSG_TRUNC:  # the query did not fit in a slot
                 stats.dropped += 1
                 continue
-            action = respond(bytes(bufs[base : base + u32[i * 16 + 14]]))  # msg_len
+            query = bytes(bufs[base : base + u32[len_at]])
+            action = respond(query)
             if type(action) is bytes:
+                rcodes[action[3] & 0x0F] += 1
                 size = len(action)
                 if size > slot:
                     self._send_one(action, i)
-                    rcodes[action[3] & 0x0F] += 1
                     continue
                 bufs[base : base + size] = action
-                iov[i * 2 + 1] = size
+                iov[iov_len_at] = size
                 if sent != i:
                     self._move_header(i, sent)
                 sent += 1
-                rcodes[action[3] & 0x0F] += 1
             elif type(action) is Forward:
-                self._server.forward_udp(
-                    bytes(bufs[base : base + u32[i * 16 + 14]]), self._address(i), action.udp_size
-                )
+                self._server.forward_udp(query, self._address(i), action.udp_size)
             else:
                 stats.dropped += 1
         if sent:

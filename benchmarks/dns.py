@@ -1,0 +1,255 @@
+"""Zone DNS vs dnsmasq under dnsperf, measured alternately in one run.
+
+    .venv/bin/python benchmarks/dns.py [--duration 10] [--rounds 3] [--workers 1]
+
+Both servers answer the same 20 `.mesh` names from loopback. Each round runs dnsperf for
+`--duration` seconds against one server, then the other (the order alternates per round, so a
+noisy neighbour hurts both alike). Reported per server: queries/s, lost queries, p50/p99 latency
+(from dnsperf's per-query output) and server CPU time per query (from /proc, which is steadier
+than q/s on a shared machine). Not a test: it prints numbers and exits 0 unless a tool fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = [(f"svc-{i}.mesh", f"127.1.0.{i + 1}") for i in range(20)]
+
+
+@dataclass
+class Result:
+    server: str
+    round: int
+    qps: float
+    sent: int
+    completed: int
+    lost: int
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_query: float
+
+
+def free_port(host: str) -> int:
+    """A port free for both UDP and TCP on host."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def answers(host: str, port: int, name: str) -> bool:
+    """Whether the server at host:port answers an A query for `name` with NOERROR."""
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+    packet = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + labels + b"\x00\x01\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.3)
+        try:
+            sock.sendto(packet, (host, port))
+            reply = sock.recv(512)
+        except OSError:
+            return False
+    return reply[:2] == b"\x42\x42" and reply[3] & 0x0F == 0 and reply[7] > 0
+
+
+def wait_ready(proc: subprocess.Popen[bytes], host: str, port: int, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if answers(host, port, NAMES[0][0]):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer within 20 s")
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (the runner's --workers are child processes)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            pids.extend(process_tree(int(child)))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes, from /proc/<pid>/stat."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    values.sort()
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+def run_dnsperf(
+    server: str, pid: int, host: str, port: int, args: argparse.Namespace, qfile: Path, rnd: int
+) -> Result:
+    argv = ["dnsperf", "-s", host, "-p", str(port), "-d", str(qfile), "-l", str(args.duration)]
+    argv += ["-c", str(args.clients), "-q", str(args.outstanding), "-v"]
+    pids = process_tree(pid)
+    cpu_before = cpu_seconds(pids)
+    with tempfile.TemporaryFile() as out:
+        subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=True)
+        cpu = cpu_seconds(pids) - cpu_before
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    latencies: list[float] = []
+    summary: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("> "):
+            latencies.append(float(line.rsplit(None, 1)[1]))
+        elif ":" in line:
+            key, _, value = line.strip().partition(":")
+            summary[key] = value.strip()
+    completed = int(summary["Queries completed"].split()[0])
+    return Result(
+        server=server,
+        round=rnd,
+        qps=float(summary["Queries per second"]),
+        sent=int(summary["Queries sent"]),
+        completed=completed,
+        lost=int(summary["Queries lost"].split()[0]),
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        cpu_us_per_query=cpu / max(completed, 1) * 1e6,
+    )
+
+
+def start_zone_dns(
+    host: str, port: int, table: Path, workers: int, udp_io: str
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "zone_cp.dns", "--address", f"{host}:{port}"]
+    argv += ["--table", str(table), "--workers", str(workers), "--udp-io", udp_io]
+    argv += ["--log-level", "WARNING"]
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def start_dnsmasq(host: str, port: int, hosts_file: Path) -> subprocess.Popen[bytes]:
+    # --local-ttl matches our TTL of 30 s; no config file, no resolv.conf, no /etc/hosts.
+    argv = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", f"--port={port}"]
+    argv += [f"--listen-address={host}", "--bind-interfaces", "--no-resolv", "--no-hosts"]
+    argv += [f"--addn-hosts={hosts_file}", "--local-ttl=30", "--user=root", "--pid-file="]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def summarize(results: list[Result]) -> dict[str, object]:
+    by_server: dict[str, list[Result]] = {}
+    for result in results:
+        by_server.setdefault(result.server, []).append(result)
+    ratios = []
+    for rnd in sorted({r.round for r in results}):
+        pair = {r.server: r for r in results if r.round == rnd}
+        ratios.append(pair["zone-dns"].qps / pair["dnsmasq"].qps)
+
+    def median(field: str) -> dict[str, float]:
+        return {s: statistics.median(getattr(r, field) for r in rs) for s, rs in by_server.items()}
+
+    return {
+        "median_qps": median("qps"),
+        "lost": {s: sum(r.lost for r in rs) for s, rs in by_server.items()},
+        "median_p99_ms": median("p99_ms"),
+        "median_cpu_us_per_query": median("cpu_us_per_query"),
+        "ratio_per_round": [round(x, 3) for x in ratios],
+        "median_ratio": statistics.median(ratios),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per dnsperf run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--clients", type=int, default=8, help="dnsperf -c (client sockets)")
+    parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
+    parser.add_argument("--workers", type=int, default=1, help="zone DNS processes (SO_REUSEPORT)")
+    parser.add_argument(
+        "--udp-io", default="auto", choices=["auto", "batch", "asyncio"], help="zone DNS UDP path"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address for both servers")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    for tool in ("dnsperf", "dnsmasq"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 1
+
+    with tempfile.TemporaryDirectory(prefix="dns-bench-") as tmp:
+        work = Path(tmp)
+        table = work / "table.json"
+        table.write_text(json.dumps(dict(NAMES)))
+        hosts_file = work / "hosts"
+        hosts_file.write_text("".join(f"{ip} {name}\n" for name, ip in NAMES))
+        qfile = work / "queries.txt"
+        qfile.write_text("".join(f"{name} A\n" for name, _ in NAMES))
+
+        ours_port, theirs_port = free_port(args.host), free_port(args.host)
+        ours = start_zone_dns(args.host, ours_port, table, args.workers, args.udp_io)
+        theirs = start_dnsmasq(args.host, theirs_port, hosts_file)
+        results: list[Result] = []
+        try:
+            wait_ready(ours, args.host, ours_port, "zone dns")
+            wait_ready(theirs, args.host, theirs_port, "dnsmasq")
+            targets = [("zone-dns", ours, ours_port), ("dnsmasq", theirs, theirs_port)]
+            for rnd in range(args.rounds):
+                for name, proc, port in targets if rnd % 2 == 0 else targets[::-1]:
+                    result = run_dnsperf(name, proc.pid, args.host, port, args, qfile, rnd)
+                    results.append(result)
+                    print(
+                        f"round {rnd} {name:9} {result.qps:10.0f} q/s  lost {result.lost:5d}  "
+                        f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms  "
+                        f"cpu {result.cpu_us_per_query:5.2f} us/q",
+                        flush=True,
+                    )
+        finally:
+            stop(ours)
+            stop(theirs)
+
+    summary = summarize(results)
+    command = " ".join(sys.argv)
+    print(json.dumps({"command": command, **summary}, indent=2))
+    if args.json:
+        payload = {"command": command, "results": [asdict(r) for r in results], **summary}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
