@@ -115,6 +115,7 @@ class Federation:
         now = time.time()
         for rec in self.records.values():
             self._refresh(rec)
+            self._keep_versions(rec)
             current = rec.current
             if current is not None and current.disconnect_time is None:
                 current.disconnect_time = now
@@ -145,6 +146,7 @@ class Federation:
     async def zone_disconnected(self, zone: str) -> None:
         rec = self._record(zone)
         self._refresh(rec)
+        self._keep_versions(rec)
         if rec.current is not None and rec.current.disconnect_time is None:
             rec.current.disconnect_time = time.time()
         log.info("zone %s offline (its inventory stays)", zone)
@@ -313,11 +315,19 @@ class Federation:
         sent: dict[str, SentType] = {}
         if down is not None:
             for t in self.down_types:
-                acked = down.acked_versions(t)
-                sent[t] = SentType(down.insight(t), view.pending(t, acked))
-                rec.versions[t] = acked
+                sent[t] = SentType(down.insight(t), view.pending(t, down.acked_versions(t)))
         received = {t: up.insight(t) for t in up.types} if up is not None else {}
         current.status = subscription_status(sent, received)
+
+    def _keep_versions(self, rec: ZoneRecord) -> None:
+        """Remembers what a zone holds as it goes offline (persisted with its ZoneInsight).
+
+        Only then: while it is connected the live engine knows, and rewriting every version
+        of every resource on each flush would cost far more than the insight is worth.
+        """
+        session = self.kds.sessions.get(rec.zone)
+        if session is not None and session.down is not None:
+            rec.versions = {t: session.down.acked_versions(t) for t in self.down_types}
 
     def _on_mirror(self, type_name: str, key: Key | None, res: Resource | None) -> None:
         if type_name != ZONE.name or res is None or zone_enabled(res.spec):

@@ -163,7 +163,8 @@ class ZoneRecord:
     zone: str
     subscriptions: list[Subscription] = field(default_factory=list)
     last_health_check: float | None = None
-    # Versions the zone held when last seen (per type), for `_sync` while it is offline.
+    # Versions the zone held when it last went offline (per type): `_sync` and `pending`
+    # answer from these while it is offline, even after a global restart.
     versions: dict[str, dict[Key, str]] = field(default_factory=dict)
     written: dict[str, Any] | None = None  # the ZoneInsight body last stored
 
