@@ -224,7 +224,8 @@ def test_delete_zone_is_refused_while_connected_and_removes_its_inventory_after(
     cluster.start()
     cluster.wait_online()
     g, z1 = cluster.glob.http, cluster.zones["zone-1"]
-    eventually(lambda: z1.http.call("GET", "/meshes/default")[0] == 200, what="mesh")
+    g.put(mt_path("p"), timeout_policy("p"))
+    eventually(lambda: z1.http.call("GET", mt_path("p"))[0] == 200, what="policy in zone-1")
     z1.http.put("/meshes/default/dataplanes/dp-1", dataplane("dp-1"))
     z1.http.put("/zoneingresses/zi-1", zone_ingress("zi-1"))
     eventually(lambda: g.get("/dataplanes")["total"] == 1, what="dataplane at the global")
@@ -237,8 +238,23 @@ def test_delete_zone_is_refused_while_connected_and_removes_its_inventory_after(
 
     cluster.stop(z1)
     eventually(lambda: cluster.zone_state("zone-1")["state"] == "offline", what="offline")
-    # Offline is not deleted: the inventory stays until the zone itself is deleted.
+    # Offline is not deleted: the inventory stays until the zone itself is deleted. What the
+    # zone held is remembered, across a global restart too.
     assert g.get("/dataplanes")["total"] == 1
+    for restarted in (False, True):
+        if restarted:
+            cluster.stop(cluster.glob)
+            cluster.start(cluster.glob)
+        sync = g.get(mt_path("p") + "/_sync")
+        [held] = [s for s in sync["zones"] if s["zone"] == "zone-1"]
+        assert held == {
+            "zone": "zone-1",
+            "state": "offline",
+            "version": sync["version"],
+            "inSync": True,
+            "lastError": None,
+        }
+        assert cluster.zone_state("zone-1")["pending"] == 0
     g.delete("/zones/zone-1")
     assert g.call("GET", "/zones/zone-1")[0] == 404
     assert g.call("GET", "/zone-insights/zone-1")[0] == 404
