@@ -88,7 +88,10 @@ class Federation:
         await self._load_records()
         await self.mirror.start()
         self._unlisten = self.mirror.listen(self._on_mirror)
-        server = grpc.aio.server(options=grpc_options(self._settings.max_message_bytes))
+        # No SO_REUSEPORT (gRPC's default): a second global on the same port must fail to
+        # start, not silently take half of the zones.
+        options = [*grpc_options(self._settings.max_message_bytes), ("grpc.so_reuseport", 0)]
+        server = grpc.aio.server(options=options)
         pb_grpc.add_KDSServicer_to_server(self.kds, server)
         where = self._settings.address
         try:

@@ -28,7 +28,7 @@ from tests.integration.federation_support import (
     timeout_policy,
     zone_ingress,
 )
-from tests.support import Procs, async_wait_until
+from tests.support import Procs, async_wait_until, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -303,3 +303,14 @@ async def test_bad_kds_input_gets_a_nack_or_a_clear_stream_error_and_never_a_cra
         await async_wait_until(deleted, what=f"delete {zone}")
     status, _ = await asyncio.to_thread(g.http.call, "GET", f"/meshes/default/dataplanes/{stored}")
     assert status == 404  # deleting the zone removed its inventory
+
+
+def test_a_second_global_on_a_busy_kds_port_exits_with_the_reason(
+    cluster: Cluster, procs: Procs, tmp_path: Path
+) -> None:
+    argv = [procs.script("global-cp"), "run", "--api-address", f"127.0.0.1:{free_port()}"]
+    argv += ["--kds-address", f"127.0.0.1:{cluster.glob.kds_port}"]
+    proc = procs.start("second-global", [*argv, "--data-dir", str(tmp_path / "g2")])
+    assert proc.popen.wait(20) == 1, proc.log()
+    assert f"cannot listen for KDS on 127.0.0.1:{cluster.glob.kds_port}" in proc.log()
+    assert cluster.zone_state("zone-1")["state"] == "online"
