@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import aiohttp
 
+from meshctl.errors import CliError
 from meshctl.up import control
 from meshctl.up.console import Console, LineBuffer
 from meshctl.up.state import EXITED, ROLE_GLOBAL, RUNNING, ComponentRecord, UpState, write_state
@@ -102,7 +103,11 @@ class Supervisor:
         poller: asyncio.Task[None] | None = None
         try:
             self._save()
-            server = await control.serve(self.config.control_path, self._handle)
+            try:
+                server = await control.serve(self.config.control_path, self._handle)
+            except OSError as exc:
+                path = self.config.control_path
+                raise CliError(f"cannot listen on the control socket {path}: {exc}") from None
             for child in self.children:
                 await self._spawn(child)
                 if child.record.role == ROLE_GLOBAL:
@@ -139,7 +144,13 @@ class Supervisor:
         zones = [c for c in self.children if c.record.role != ROLE_GLOBAL]
         rest = [c for c in self.children if c.record.role == ROLE_GLOBAL]
         for group in (zones, rest):
-            await asyncio.gather(*(self._stop(c) for c in group))
+            await asyncio.gather(*(self._stop_locked(c) for c in group))
+
+    async def _stop_locked(self, child: Child) -> None:
+        # The lock waits out a restart in progress, which would otherwise spawn the child
+        # again after it was stopped here (it checks `_stopping` before spawning).
+        async with child.lock:
+            await self._stop(child)
 
     def _kill_all(self) -> None:
         for child in self.children:

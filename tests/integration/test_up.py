@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshctl.up.procs import pid_alive
+from meshctl.up.procs import pid_alive, runs, terminate
 from tests.support import VENV_BIN, Proc, Procs, wait_until
 
 pytestmark = pytest.mark.integration
@@ -74,9 +74,10 @@ def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_pa
     assert f"--global-kds {glob['kds']}" in " ".join(zone1["argv"])
     api = glob["api"]
     wait_until(lambda: zones_connected(api), timeout=20, what="both zones connected")
-    wait_until(lambda: "status | zone-2  connected" in up.log(), timeout=10, what="status line")
+    wanted = ["status | zone-1  connected", "status | zone-2  connected"]
+    wait_until(lambda: all(line in up.log() for line in wanted), timeout=10, what="status lines")
     log = up.log()
-    assert "global | " in log and "zone-1 | " in log and "status | zone-1  connected" in log
+    assert "global | " in log and "zone-1 | " in log
     assert "by=meshctl-up" not in log  # up's own polls stay off the screen
 
     # A second `up` on the same directory is refused while this one runs.
@@ -136,7 +137,17 @@ def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_pa
         glob["argv"],
     )
     wait_until(lambda: zones_connected(api), timeout=20, what="zones reconnect")
-    assert get_json(f"{zone1['api']}/_kds")["state"] == "connected"
+    wait_until(lambda: get_json(f"{zone1['api']}/_kds")["state"] == "connected", timeout=10)
+
+    # A zone that dies is reported with its last lines; the others keep running.
+    os.kill(zone2["pid"], signal.SIGKILL)
+    wait_until(lambda: "zone-2 killed by SIGKILL unexpectedly; its last lines:" in up.log())
+    wait_until(lambda: "status | zone-2  killed by SIGKILL" in up.log(), timeout=10)
+    assert components(state_file)["zone-2"]["exitCode"] == -9
+    assert pid_alive(new_glob["pid"]) and pid_alive(zone1["pid"]) and up.alive()
+    assert meshctl("up", "restart", "zone-2", "--data-dir", str(data)).returncode == 0
+    zone2 = components(state_file)["zone-2"]
+    wait_until(lambda: zones_connected(api), timeout=20, what="zone-2 back")
 
     # SIGTERM to `up`: every child gone, exit 0.
     children = [new_glob["pid"], zone1["pid"], zone2["pid"]]
@@ -157,5 +168,22 @@ def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_pa
         zone2["api"],
     ]
     assert comps["global"]["kds"] == glob["kds"]
-    again.signal(signal.SIGTERM)
-    assert again.popen.wait(20) == 0
+
+    # `up` killed outright leaves its children (they have their own process group); the next
+    # `up` on the directory stops them before taking their ports.
+    orphans = [c["pid"] for c in comps.values()]
+    argvs = {c["pid"]: c["argv"] for c in comps.values()}
+    try:
+        again.kill()
+        assert all(pid_alive(pid) for pid in orphans)
+        third = start_up(procs, data)
+        wait_until(lambda: read_state(state_file)["pid"] == third.pid and all_running(state_file))
+        assert third.log().count("left running by a previous run: stopped") == 3
+        assert not any(pid_alive(pid) for pid in orphans)
+        assert components(state_file)["global"]["api"] == glob["api"]
+        third.signal(signal.SIGTERM)
+        assert third.popen.wait(20) == 0
+    finally:  # if anything above failed, stop the orphans (only if still running our argv)
+        for pid in orphans:
+            if runs(pid, argvs[pid]):
+                terminate(pid, 5.0)
