@@ -63,6 +63,14 @@ def register(
         metavar="FILE",
         help="JSON file listing every component (default DIR/state.json)",
     )
+    wait = argparse.ArgumentParser(add_help=False)
+    wait.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="how long to wait for the running up to answer (default 30)",
+    )
     p = sub.add_parser(
         "up",
         parents=[locate],
@@ -70,7 +78,8 @@ def register(
         description="Start one global control plane and N zone control planes (zone-1..zone-N) "
         "on free loopback ports with SQLite stores under the data directory, print their logs "
         "and a live status line per zone, and stop them all on Ctrl-C or SIGTERM. A component "
-        "that dies is reported and the others keep running.",
+        "that dies is reported and the others keep running. With an ACTION, acts on the "
+        "`meshctl up` already running on the data directory instead.",
     )
     p.add_argument(
         "--zones", type=zone_count, default=2, metavar="N", help="zone count (default 2)"
@@ -97,7 +106,7 @@ def register(
         ("restart", "restart a component of the running up (same argv, ports and data)"),
         ("stop", "stop a component of the running up (the others keep running)"),
     ):
-        a = actions.add_parser(action, parents=[locate, common], help=text, description=text)
+        a = actions.add_parser(action, parents=[locate, wait], help=text, description=text)
         a.add_argument("component", metavar="COMPONENT", help="global, zone-1, zone-2, ...")
         a.set_defaults(func=run_action)
     s = actions.add_parser(
