@@ -92,6 +92,15 @@ def register(
         help="global API on P, its KDS on P+1, zone-i API on P+1+i; 0 (default) reuses the "
         "ports of the previous run on this data directory when free, else any free ports",
     )
+    for which, default in (("api", 5681), ("kds", 5685)):
+        p.add_argument(
+            f"--global-{which}-port",
+            type=port_number,
+            default=default,
+            metavar="P",
+            help=f"global {which.upper()} port to use when free and none is remembered "
+            f"(default {default}, as Kuma; 0 = any free port)",
+        )
     p.add_argument("--no-status", action="store_true", help="do not poll or print zone status")
     p.add_argument(
         "--stop-timeout",
@@ -131,6 +140,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         data_dir=data_dir,
         state_file=getattr(args, "state_file", None),
         base_port=args.base_port,
+        global_api_port=args.global_api_port,
+        global_kds_port=args.global_kds_port,
         show_status=not args.no_status,
         stop_timeout=args.stop_timeout,
     )

@@ -18,6 +18,8 @@ from meshctl.up import control, procs
 from meshctl.up.console import Console
 from meshctl.up.plan import find_programs, plan_components
 from meshctl.up.ports import (
+    GLOBAL_API,
+    GLOBAL_KDS,
     PortError,
     choose_ports,
     pick_free_port,
@@ -43,6 +45,8 @@ class UpOptions:
     base_port: int
     show_status: bool
     stop_timeout: float
+    global_api_port: int = 5681  # preferred when free; 0 = any free port
+    global_kds_port: int = 5685
 
 
 def state_path(data_dir: Path, state_file: Path | None) -> Path:
@@ -80,6 +84,7 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
                 opts.base_port,
                 tcp_port_free,
                 pick_free_port,
+                preferred={GLOBAL_API: opts.global_api_port, GLOBAL_KDS: opts.global_kds_port},
             )
         except PortError as exc:
             raise CliError(str(exc)) from None

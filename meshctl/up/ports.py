@@ -47,9 +47,11 @@ def choose_ports(
     base: int,
     is_free: Callable[[int], bool],
     pick_free: Callable[[set[int]], int],
+    preferred: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """A port per key: base + position when `base` > 0, else the remembered port when it is
-    still free, else any free port. No two keys share a port."""
+    still free, else the preferred one (Kuma's defaults for the global, so `meshctl` finds
+    the API without being told) when free, else any free port. No two keys share a port."""
     chosen: dict[str, int] = {}
     if base:
         if base + len(keys) - 1 > 65535:
@@ -65,8 +67,12 @@ def choose_ports(
         return chosen
     taken: set[int] = set()
     for key in keys:
-        old = remembered.get(key)
-        port = old if old is not None and old not in taken and is_free(old) else pick_free(taken)
+        for candidate in (remembered.get(key), (preferred or {}).get(key)):
+            if candidate and candidate not in taken and is_free(candidate):
+                port = candidate
+                break
+        else:
+            port = pick_free(taken)
         chosen[key] = port
         taken.add(port)
     return chosen

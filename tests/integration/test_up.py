@@ -56,7 +56,9 @@ def zones_connected(api: str) -> bool:
 
 
 def start_up(procs: Procs, data: Path) -> Proc:
-    return procs.start("up", [MESHCTL, "up", "--zones", "2", "--data-dir", str(data)])
+    # Any free ports: a test never takes the default ports a user may be running on.
+    argv = [MESHCTL, "up", "--zones", "2", "--data-dir", str(data)]
+    return procs.start("up", [*argv, "--global-api-port", "0", "--global-kds-port", "0"])
 
 
 def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_path: Path) -> None:

@@ -100,3 +100,27 @@ def test_real_port_checks() -> None:
         assert picked != port
     assert tcp_port_free(port)
     assert tcp_port_free(picked)
+
+
+PREFERRED = {"global.api": 5681, "global.kds": 5685}
+
+
+def test_preferred_global_ports_are_taken_when_free_and_nothing_is_remembered() -> None:
+    k = FakeKernel()
+    ports = choose_ports(KEYS, {}, 0, k.is_free, k.pick, preferred=PREFERRED)
+    assert ports["global.api"] == 5681
+    assert ports["global.kds"] == 5685
+    assert ports["zone-1.api"] == 40000
+
+
+def test_remembered_ports_win_over_preferred_and_busy_preferred_falls_back() -> None:
+    k = FakeKernel(busy=frozenset({5685}))
+    ports = choose_ports(KEYS, {"global.api": 41000}, 0, k.is_free, k.pick, preferred=PREFERRED)
+    assert ports["global.api"] == 41000
+    assert ports["global.kds"] == 40000
+
+
+def test_preferred_zero_means_any_free_port() -> None:
+    k = FakeKernel()
+    ports = choose_ports(KEYS, {}, 0, k.is_free, k.pick, preferred={"global.api": 0})
+    assert ports["global.api"] == 40000
