@@ -214,7 +214,6 @@ class DnsTable:
         "_memo",
         "_names",
         "_nx",
-        "_ra",
         "_refused",
         "_soa_body",
         "_suffix",
@@ -234,8 +233,7 @@ class DnsTable:
         self.domain = domain.strip(".").lower()
         self._suffix = encode_name(self.domain)
         self._forwarding = forwarding
-        self._ra = forwarding
-        ra = forwarding
+        ra = forwarding  # we recurse (via the upstream) exactly when we forward
         self._soa_body = self._soa_rr(self._suffix, ttl, serial)
 
         ips: dict[bytes, list[bytes]] = {}
@@ -269,7 +267,8 @@ class DnsTable:
         apex_soa = _Answer(
             _heads(RCODE_NOERROR, True, ra, 1, 0), self._soa_rr(b"\xc0\x0c", ttl, serial)
         )
-        names[self._suffix] = ({QTYPE_SOA: apex_soa}, nodata)
+        apex_types = names[self._suffix][0] if self._suffix in names else {}
+        names[self._suffix] = ({**apex_types, QTYPE_SOA: apex_soa}, nodata)
         self._names = names
         self._nx = _heads(RCODE_NXDOMAIN, True, ra, 0, 1)
         self._refused = _heads(RCODE_REFUSED, False, ra, 0, 0)
@@ -404,20 +403,20 @@ class DnsTable:
         try:
             rec = DNSRecord.parse(data)
         except Exception:  # dnslib raises DNSError, struct.error, ... on garbage
-            return _header_only(data, RCODE_FORMERR, self._ra)
+            return _header_only(data, RCODE_FORMERR, self._forwarding)
         header = rec.header
         if header.opcode != 0:
-            return _header_only(data, RCODE_NOTIMP, self._ra)
+            return _header_only(data, RCODE_NOTIMP, self._forwarding)
         if len(rec.questions) != 1 or header.tc:
-            return _header_only(data, RCODE_FORMERR, self._ra)
+            return _header_only(data, RCODE_FORMERR, self._forwarding)
         opts = [rr for rr in rec.ar if rr.rtype == QTYPE_OPT]
         if len(opts) > 1 or (opts and opts[0].rname.label):
-            return _header_only(data, RCODE_FORMERR, self._ra)  # RFC 6891 section 6.1.1
+            return _header_only(data, RCODE_FORMERR, self._forwarding)  # RFC 6891 section 6.1.1
         q = rec.q
         labels: tuple[bytes, ...] = q.qname.label
         name = _encode_labels(labels)
         if len(name) > _MAX_NAME:
-            return _header_only(data, RCODE_FORMERR, self._ra)
+            return _header_only(data, RCODE_FORMERR, self._forwarding)
         question = name + struct.pack(">HH", q.qtype, q.qclass)
         edns = bool(opts)
         do = bool(edns and opts[0].ttl & 0x8000)
@@ -425,7 +424,7 @@ class DnsTable:
         tail = _tail_index(edns, do)
         if edns and (opts[0].ttl >> 16) & 0xFF:
             # Unknown EDNS version: BADVERS (16) = extended rcode 1, header rcode 0.
-            head = _heads(RCODE_NOERROR, False, self._ra, 0, 0)[variant]
+            head = _heads(RCODE_NOERROR, False, self._forwarding, 0, 0)[variant]
             return data[:2] + head + question + _opt_rr(do, ext_rcode=1)
         limit = max(CLASSIC_UDP_SIZE, opts[0].rclass) if edns else CLASSIC_UDP_SIZE
         key = _encode_labels(tuple(label.lower() for label in labels))

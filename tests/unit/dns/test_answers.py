@@ -140,6 +140,12 @@ def test_apex_answers_soa(table: DnsTable) -> None:
     assert rcode(table.respond(query("mesh", "A"))) == RCODE_NOERROR
 
 
+def test_a_record_at_the_apex_keeps_its_soa() -> None:
+    table = DnsTable([("mesh", "127.1.0.8")])
+    assert a_records(table.respond(query("mesh"))) == ["127.1.0.8"]
+    assert [rr.rtype for rr in parse(table.respond(query("mesh", "SOA"))).rr] == [6]
+
+
 def test_label_boundary_matters(table: DnsTable) -> None:
     # One 9-byte label "abcd\x04mesh" ends with the bytes of ".mesh" but is not under it.
     packet = struct.pack(">HHHHHH", 1, 0x100, 1, 0, 0, 0) + b"\x09abcd\x04mesh\x00\x00\x01\x00\x01"
