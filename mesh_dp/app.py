@@ -1,0 +1,224 @@
+"""mesh-dp's composition root: the sidecar, its admin endpoint, and where its config comes
+from (the zone control plane's config stream, or a static file)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from mesh_dp.admin import AdminServer, metrics_registry
+from mesh_dp.cpclient import ConfigClient, Refused
+from mesh_dp.dataplane import (
+    DataplaneError,
+    DataplaneSpec,
+    build_dataplane,
+    load_document,
+    parse_services,
+)
+from mesh_dp.runtime import StaticConfig, install_signals
+from mesh_dp.settings import SidecarSettings
+from mesh_dp.sidecar import ApplyError, Sidecar
+from mesh_dp.stats import SidecarCollector
+from meshfed.dpconfig.jsonread import ConfigFormatError
+from meshfed.dpconfig.model import SidecarConfig
+from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
+
+log = logging.getLogger("mesh_dp")
+
+PROXY_VERSION = "meshfed-mesh-dp/0.1.0"
+
+
+class StartError(Exception):
+    """A setting that makes starting impossible; printed, exit status 2."""
+
+
+def parse_static(data: bytes) -> SidecarConfig:
+    config = SidecarConfig.from_json(data)
+    return config if config.version else config.stamped()
+
+
+def dataplane_spec(settings: SidecarSettings) -> DataplaneSpec:
+    document = None
+    if settings.dataplane_file is not None and settings.dataplane:
+        raise StartError("give --dataplane-file or --dataplane, not both")
+    if settings.dataplane_file is not None:
+        try:
+            text = settings.dataplane_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StartError(
+                f"cannot read --dataplane-file {settings.dataplane_file}: {exc}"
+            ) from None
+        document = load_document(text, str(settings.dataplane_file))
+    elif settings.dataplane:
+        document = load_document(settings.dataplane, "--dataplane")
+    inbounds = [i for i in settings.inbound.split(",") if i.strip()]
+    reachable = parse_services(settings.reachable_services) or None
+    return build_dataplane(
+        document=document,
+        name=settings.name,
+        mesh=settings.mesh,
+        address=settings.address,
+        inbounds=inbounds,
+        reachable=reachable,
+    )
+
+
+def redacted(config: SidecarConfig | None) -> dict[str, Any] | None:
+    """The running config for /config, without the private key."""
+    if config is None:
+        return None
+    body = config.to_json()
+    if body.get("tls"):
+        body["tls"]["keyPem"] = "(redacted)"
+    return body
+
+
+class App:
+    def __init__(self, settings: SidecarSettings) -> None:
+        if settings.config_file is None and settings.cp is None:
+            raise StartError("give --cp grpc://HOST:PORT (the zone control plane) or --config-file")
+        if settings.config_file is not None and settings.cp is not None:
+            raise StartError("give --cp or --config-file, not both")
+        self.settings = settings
+        self.spec: DataplaneSpec | None = None
+        reachable = parse_services(settings.reachable_services) or None
+        if settings.cp is not None:
+            try:
+                self.spec = dataplane_spec(settings)
+            except DataplaneError as exc:
+                raise StartError(str(exc)) from None
+            reachable = self.spec.reachable
+        self.sidecar = Sidecar(
+            reachable=reachable,
+            handshake_timeout=settings.handshake_timeout,
+            probe_interval=settings.probe_interval,
+            on_health_change=self._health_changed,
+        )
+        self.client: ConfigClient[SidecarConfig] | None = None
+        self.static: StaticConfig[SidecarConfig] | None = None
+        if settings.config_file is not None:
+            self.static = StaticConfig(
+                settings.config_file, parse_static, self.sidecar.apply, (ApplyError,)
+            )
+        else:
+            assert self.spec is not None and settings.cp is not None
+            document = self.spec.document
+            self.client = ConfigClient(
+                str(settings.cp),
+                hello=lambda: hello_message(
+                    ProxyType.SIDECAR, document, proxy_version=PROXY_VERSION
+                ),
+                parse=parse_sidecar_config,
+                apply=self.sidecar.apply,
+                apply_errors=(ApplyError,),
+                report=self.sidecar.report,
+                running_version=lambda: self.sidecar.version,
+                report_interval=settings.report_interval,
+            )
+        registry = metrics_registry(
+            SidecarCollector(
+                self.sidecar.inbound_stats,
+                self.sidecar.outbound_stats,
+                lambda: self.sidecar.version,
+            )
+        )
+        self.admin = AdminServer(
+            settings.admin_address,
+            {"/ready": self._ready, "/stats": self._stats, "/config": self._config},
+            registry,
+        )
+
+    def _health_changed(self) -> None:
+        if self.client is not None:
+            self.client.report_now()
+
+    def _ready(self) -> tuple[int, dict[str, Any]]:
+        ready = self.sidecar.config is not None
+        return (200 if ready else 503), {"ready": ready, "version": self.sidecar.version}
+
+    def _stats(self) -> dict[str, Any]:
+        config = self.sidecar.config
+        contexts = self.sidecar.contexts
+        return {
+            "version": self.sidecar.version,
+            "dataplane": config.dataplane if config else None,
+            "mesh": config.mesh if config else None,
+            "zone": config.zone if config else None,
+            "identity": config.identity if config else None,
+            "certificate": None
+            if contexts is None
+            else {
+                "identity": contexts.identity,
+                "serial": format(contexts.serial, "x"),
+                "notAfter": contexts.not_after,
+            },
+            "inbounds": [s.to_json() for s in self.sidecar.inbound_stats()],
+            "outbounds": [s.to_json() for s in self.sidecar.outbound_stats()],
+            "source": self.client.status() if self.client else self._static_status(),
+        }
+
+    def _static_status(self) -> dict[str, object]:
+        assert self.static is not None
+        return self.static.status()
+
+    def _config(self) -> tuple[int, dict[str, Any] | None]:
+        body = redacted(self.sidecar.config)
+        return (200 if body is not None else 404), body
+
+    async def run(self) -> int:
+        try:
+            await self.admin.start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot serve the admin endpoint on {self.settings.admin_address}: {exc}"
+            ) from None
+        log.info("admin endpoint on %s:%d", self.settings.admin_address.host, self.admin.port)
+        stop = asyncio.Event()
+        try:
+            if self.static is not None:
+                return await self._run_static(self.static, stop)
+            assert self.client is not None
+            return await self._run_client(self.client, stop)
+        finally:
+            await self.sidecar.stop()
+            await self.admin.stop()
+
+    async def _run_static(self, static: StaticConfig[SidecarConfig], stop: asyncio.Event) -> int:
+        try:
+            await static.load()
+        except (ConfigFormatError, ApplyError) as exc:
+            raise StartError(str(exc)) from None
+        self.sidecar.start()
+        pending: set[asyncio.Task[bool]] = set()
+
+        def reload() -> None:
+            log.info("SIGHUP: reloading %s", static.path)
+            task = asyncio.create_task(static.reload())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        install_signals(stop, reload)
+        log.info("mesh-dp running from %s", static.path)
+        await stop.wait()
+        return 0
+
+    async def _run_client(self, client: ConfigClient[SidecarConfig], stop: asyncio.Event) -> int:
+        install_signals(stop)
+        self.sidecar.start()
+        log.info("mesh-dp connecting to %s", client.target)
+        task = asyncio.create_task(client.run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if task.done():
+            try:
+                task.result()
+            except Refused as exc:
+                log.error("%s", exc)
+                return 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0

@@ -1,0 +1,254 @@
+"""The proxy side of the DataplaneConfig stream (proto/dataplane.proto), for mesh-dp and
+zone-ingress alike.
+
+- `ConfigSession` (pure) decides what each message from zone-cp means: a config to apply, an
+  ACK/NACK to send, or a refusal. A config that does not parse is NACKed with the reason; a
+  config whose version already runs (a reconnect) is ACKed without applying it again.
+- `ConfigClient` is the gRPC glue: one session at a time (Hello first, then a reader, a
+  writer fed by one outbox queue so writes never interleave, and a reporter sending a Report
+  every `report_interval` and at once when `report_now()` is called), and after any failure
+  a new session after a jittered exponential backoff. The proxy keeps serving its last
+  applied config the whole time: losing the control plane never touches a listener.
+
+A fatal Error with code BAD_REQUEST (our Hello is wrong; retrying cannot help) ends `run()`
+with `Refused`; other fatal errors (e.g. the mesh does not exist yet) are retried at the
+longest backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import grpc
+
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.dpconfig.jsonread import ConfigFormatError
+from meshfed.dpconfig.protocol import ack_message, nack_message
+from meshfed.kds.client import Backoff
+from meshfed.kds.stream import EOF, first_completed, grpc_options
+
+log = logging.getLogger("mesh_dp.cp")
+
+C = TypeVar("C")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
+
+
+@dataclass(frozen=True)
+class Apply(Generic[C]):
+    version: str
+    config: C
+
+
+@dataclass(frozen=True)
+class Reply:
+    message: pb.DpMessage
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str  # Error.Code name
+    message: str
+    fatal: bool
+
+
+class Refused(Exception):
+    """zone-cp refused the proxy for good (its Hello is wrong)."""
+
+
+class ConfigSession(Generic[C]):
+    """What to do with each message of one stream; `running` is the applied config's version."""
+
+    def __init__(self, parse: Callable[[pb.CpMessage], C], running: str = "") -> None:
+        self._parse = parse
+        self.running = running
+
+    def receive(self, msg: pb.CpMessage) -> Apply[C] | Reply | Refusal | None:
+        kind = msg.WhichOneof("message")
+        if kind == "config":
+            version = msg.config.version
+            try:
+                config = self._parse(msg)
+            except ConfigFormatError as exc:
+                return Reply(nack_message(version, f"config does not parse: {exc}"))
+            if version and version == self.running:
+                return Reply(ack_message(version))
+            return Apply(version, config)
+        if kind == "error":
+            return Refusal(pb.Error.Code.Name(msg.error.code), msg.error.message, msg.error.fatal)
+        return None  # a message kind from a newer control plane: ignore it
+
+    def applied(self, version: str) -> pb.DpMessage:
+        self.running = version
+        return ack_message(version)
+
+    def failed(self, version: str, error: str) -> pb.DpMessage:
+        return nack_message(version, error)
+
+
+class ConfigClient(Generic[C]):
+    """Keeps one proxy connected to its zone control plane until cancelled."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        hello: Callable[[], pb.DpMessage],
+        parse: Callable[[pb.CpMessage], C],
+        apply: Callable[[C], Awaitable[None]],
+        apply_errors: tuple[type[Exception], ...],
+        report: Callable[[], pb.Report],
+        running_version: Callable[[], str],
+        report_interval: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.target = target
+        self._hello = hello
+        self._parse = parse
+        self._apply = apply
+        self._apply_errors = apply_errors
+        self._report = report
+        self._running_version = running_version
+        self.report_interval = report_interval
+        self.backoff = backoff or Backoff(initial=0.1, maximum=5.0)
+        self.state = DISCONNECTED
+        self.last_error = ""
+        self.sessions = 0
+        self.configs_applied = 0
+        self.configs_rejected = 0
+        self._report_wanted = asyncio.Event()
+
+    def report_now(self) -> None:
+        self._report_wanted.set()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "state": self.state,
+            "lastError": self.last_error,
+            "sessions": self.sessions,
+            "configsApplied": self.configs_applied,
+            "configsRejected": self.configs_rejected,
+        }
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+                self.last_error = "the control plane ended the stream"
+            except Refused:
+                raise
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+            except _RetryLater as exc:
+                self.last_error = str(exc)
+                self.backoff.attempt = 64  # straight to the longest wait
+            except Exception as exc:  # a bug in a session must not end the proxy
+                log.exception("config stream with %s failed", self.target)
+                self.last_error = repr(exc)
+            delay = self.backoff.next_delay()
+            log.warning(
+                "config stream with %s ended (%s); reconnecting in %.2fs; still serving config %s",
+                self.target,
+                self.last_error,
+                delay,
+                self._running_version() or "(none yet)",
+            )
+            await asyncio.sleep(delay)
+
+    async def run_once(self) -> None:
+        self.sessions += 1
+        self.state = CONNECTING
+        channel = grpc.aio.insecure_channel(self.target, options=grpc_options(MAX_MESSAGE_BYTES))
+        try:
+            stub = pb_grpc.DataplaneConfigStub(channel)
+            call = stub.Stream(None)
+            outbox: asyncio.Queue[pb.DpMessage] = asyncio.Queue()
+            outbox.put_nowait(self._hello())
+            session: ConfigSession[C] = ConfigSession(self._parse, self._running_version())
+            await first_completed(
+                self._write(call, outbox),
+                self._read(call, session, outbox),
+                self._reports(outbox),
+            )
+        finally:
+            self.state = DISCONNECTED
+            await channel.close(grace=None)
+
+    async def _write(
+        self,
+        call: grpc.aio.StreamStreamCall[pb.DpMessage, pb.CpMessage],
+        outbox: asyncio.Queue[pb.DpMessage],
+    ) -> None:
+        while True:
+            await call.write(await outbox.get())
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall[pb.DpMessage, pb.CpMessage],
+        session: ConfigSession[C],
+        outbox: asyncio.Queue[pb.DpMessage],
+    ) -> None:
+        while True:
+            msg = await call.read()
+            if msg is EOF:
+                return
+            assert isinstance(msg, pb.CpMessage)
+            if self.state != CONNECTED:
+                self.state = CONNECTED
+                self.backoff.reset()
+                log.info("config stream with %s connected", self.target)
+            decision = session.receive(msg)
+            if isinstance(decision, Apply):
+                outbox.put_nowait(await self._apply_one(session, decision))
+            elif isinstance(decision, Reply):
+                if decision.message.WhichOneof("message") == "nack":
+                    self.configs_rejected += 1
+                    log.error("NACK config: %s", decision.message.nack.error)
+                outbox.put_nowait(decision.message)
+            elif isinstance(decision, Refusal):
+                self._refused(decision)
+
+    async def _apply_one(self, session: ConfigSession[C], decision: Apply[C]) -> pb.DpMessage:
+        try:
+            await self._apply(decision.config)
+        except self._apply_errors as exc:
+            self.configs_rejected += 1
+            log.error("NACK config %s: %s", decision.version, exc)
+            return session.failed(decision.version, str(exc))
+        except Exception as exc:
+            self.configs_rejected += 1
+            log.exception("NACK config %s: internal error", decision.version)
+            return session.failed(decision.version, f"internal error: {exc!r}")
+        self.configs_applied += 1
+        return session.applied(decision.version)
+
+    def _refused(self, refusal: Refusal) -> None:
+        text = f"zone control plane refused us ({refusal.code}): {refusal.message}"
+        if not refusal.fatal:
+            log.warning("%s", text)
+            return
+        log.error("%s", text)
+        if refusal.code == "BAD_REQUEST":
+            raise Refused(text)
+        raise _RetryLater(text)
+
+    async def _reports(self, outbox: asyncio.Queue[pb.DpMessage]) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_wanted.wait(), self.report_interval)
+            self._report_wanted.clear()
+            outbox.put_nowait(pb.DpMessage(report=self._report()))
+
+
+class _RetryLater(Exception):
+    """A fatal refusal that may pass (the mesh may be created): retry, slowly."""

@@ -1,0 +1,196 @@
+"""An inbound listener: terminate mTLS, authorize the caller, forward to the application.
+
+Per accepted connection, in this order (nothing reaches the application before step 3):
+
+1. TLS handshake with the sidecar's current server context, which requires a client
+   certificate chaining to the mesh CA. No certificate, another CA's, or no TLS at all
+   fails here (counted as a handshake failure).
+2. The caller's SPIFFE ID, read from its verified certificate, is evaluated against the
+   inbound's compiled MeshTrafficPermission. A deny closes the connection (counted per
+   caller and logged); an allow is counted per caller, which is how an operator (or a test)
+   sees who called.
+3. Connect to the application at `serviceAddress:servicePort` and relay bytes both ways.
+
+With mTLS off on the mesh, step 1 and 2 are skipped: plain TCP is forwarded as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+
+from mesh_dp.relay import Link, Side, describe
+from mesh_dp.stats import InboundStats
+from mesh_dp.tlsconf import TlsContexts
+from meshfed.dpconfig.model import Inbound
+from meshfed.pki.tls import PeerIdentityError, peer_spiffe_id
+
+log = logging.getLogger("mesh_dp.inbound")
+
+APP_CONNECT_TIMEOUT = 5.0
+
+
+def listening_socket(address: str, port: int) -> socket.socket:
+    """A non-blocking listening socket; OSError (address in use, ...) propagates."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class InboundListener:
+    """Accepts with its own loop (`sock_accept`) and hands each socket to the event loop's
+    TLS with `connect_accepted_socket`: the TLS layer owns the socket from its first byte,
+    and a failed handshake comes back as an exception this listener can count. (A server
+    protocol upgraded later with `start_tls` can lose the ClientHello under uvloop, which
+    starts reading right after `connection_made`.)"""
+
+    def __init__(
+        self,
+        inbound: Inbound,
+        stats: InboundStats,
+        contexts: Callable[[], TlsContexts | None],
+        *,
+        handshake_timeout: float,
+    ) -> None:
+        self.inbound = inbound
+        self.stats = stats
+        self._contexts = contexts
+        self._handshake_timeout = handshake_timeout
+        self._sock: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.links: set[Link] = set()
+
+    @property
+    def where(self) -> str:
+        return f"{self.inbound.address}:{self.inbound.port}"
+
+    async def bind(self) -> None:
+        self._sock = listening_socket(self.inbound.address, self.inbound.port)
+        self._accept_task = asyncio.create_task(self._accept_loop(self._sock))
+
+    def update(self, inbound: Inbound) -> None:
+        """Same address and port, new permissions or application address: for new connections."""
+        self.inbound = inbound
+
+    def close(self) -> None:
+        """Stops accepting; open connections finish on their own."""
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            self._accept_task = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.error("inbound %s: accept failed: %s", self.where, exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.stats.connections_total += 1
+            task = asyncio.create_task(self._handle(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, conn: socket.socket) -> None:
+        inbound = self.inbound  # one connection sees one config
+        client = Side(downstream=True, counter=self.stats.bytes)
+        contexts = self._contexts()
+        loop = asyncio.get_running_loop()
+        if contexts is None and inbound.permissions.enforced:
+            log.error("inbound %s: permissions need mTLS, but no certificate is loaded", self.where)
+            self.stats.handshake_failures += 1
+            conn.close()
+            return
+        try:
+            await loop.connect_accepted_socket(
+                lambda: client,
+                conn,
+                ssl=None if contexts is None else contexts.server,
+                ssl_handshake_timeout=None if contexts is None else self._handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self.stats.handshake_failures += 1
+            log.info("inbound %s: TLS handshake failed: %s", self.where, describe(exc))
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
+        if client.transport is None:  # the peer left as the handshake finished
+            return
+        if contexts is not None and not self._authorize(client, inbound):
+            return
+        await self._forward(client, inbound)
+
+    def _authorize(self, client: Side, inbound: Inbound) -> bool:
+        assert client.transport is not None
+        caller: str | None
+        try:
+            caller = peer_spiffe_id(client.transport.get_extra_info("ssl_object"))
+        except PeerIdentityError as exc:
+            log.info("inbound %s: caller has no usable identity: %s", self.where, exc)
+            caller = None
+        verdict = inbound.permissions.evaluate(caller)
+        name = caller or "(none)"
+        if not verdict.allowed:
+            self.stats.denied[name] += 1
+            log.warning("inbound %s: denied %s (%s)", self.where, name, verdict.reason)
+            client.close(abort=True)
+            return False
+        if verdict.shadow_denied:
+            self.stats.shadow_denied[name] += 1
+            log.warning("inbound %s: allowed %s, would deny (%s)", self.where, name, verdict.reason)
+        self.stats.authorized[name] += 1
+        log.debug("inbound %s: allowed %s (%s)", self.where, name, verdict.reason)
+        return True
+
+    async def _forward(self, client: Side, inbound: Inbound) -> None:
+        loop = asyncio.get_running_loop()
+        app = Side(downstream=False)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: app, inbound.service_address, inbound.service_port),
+                APP_CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.stats.app_failures += 1
+            log.warning(
+                "inbound %s: application %s:%d unreachable: %s",
+                self.where,
+                inbound.service_address,
+                inbound.service_port,
+                describe(exc),
+            )
+            client.close(abort=True)
+            return
+        self.stats.active += 1
+        link = Link(client, app, on_close=self._closed)
+        self.links.add(link)
+        link.start()
+
+    def _closed(self, link: Link, reason: str) -> None:
+        self.stats.active -= 1
+        self.links.discard(link)
+        log.debug("inbound %s: connection closed (%s)", self.where, reason)
+
+    async def aclose(self) -> None:
+        """Closes the listener and cancels handshakes in progress (shutdown)."""
+        self.close()
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)

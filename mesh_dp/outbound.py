@@ -1,0 +1,277 @@
+"""An outbound listener: accept the application's connection, pick an endpoint, originate
+mTLS, relay.
+
+Per accepted connection:
+
+1. MeshCircuitBreaker `maxConnections`: at the cap, the connection is closed at once
+   (counted as overflow).
+2. Up to MeshRetry `tcp.maxConnectAttempt` attempts, each on an endpoint the balancer picks
+   among those not tried yet for this connection. One attempt is a TCP connect plus, with
+   mTLS, the handshake (SNI = the endpoint's `sni` when it is another zone's ingress) and
+   the check that the server is `spiffe://<mesh>/<service>`; MeshTimeout
+   `connectionTimeout` bounds the whole attempt. A failed attempt marks the endpoint
+   (passive ejection, see balancer.py) and moves on.
+3. Relay both ways; MeshTimeout `idleTimeout` closes the connection after that long
+   without a byte.
+
+The application's bytes wait in the kernel (reading is paused) until the upstream is
+ready, so nothing is lost or duplicated across attempts.
+
+MeshHealthCheck runs here too: a TCP connect to every endpoint each `interval`, and the
+balancer's thresholds turn results into healthy/unhealthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+
+from mesh_dp.balancer import Balancer, EndpointState
+from mesh_dp.relay import Link, Side, describe
+from mesh_dp.stats import OutboundStats
+from mesh_dp.tlsconf import TlsContexts
+from meshfed.dpconfig.model import Outbound
+from meshfed.pki.spiffe import PkiError, service_id
+from meshfed.pki.tls import check_peer_id
+
+log = logging.getLogger("mesh_dp.outbound")
+
+
+class _Accepted(Side):
+    def __init__(self, listener: OutboundListener) -> None:
+        super().__init__(downstream=True, counter=listener.stats.bytes)
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # paused until linked
+        self.listener.accepted(self)
+
+
+class _Probe(asyncio.Protocol):
+    pass
+
+
+class OutboundListener:
+    def __init__(
+        self,
+        outbound: Outbound,
+        mesh: str,
+        stats: OutboundStats,
+        contexts: Callable[[], TlsContexts | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.outbound = outbound
+        self.mesh = mesh
+        self.stats = stats
+        self._contexts = contexts
+        self._clock = clock
+        self.balancer = Balancer(outbound.endpoints, outbound.policies)
+        stats.endpoints = lambda: list(self.balancer.states)
+        self._servers: dict[int, asyncio.Server] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hc_task: asyncio.Task[None] | None = None
+        self.links: set[Link] = set()
+
+    @property
+    def name(self) -> str:
+        o = self.outbound
+        return f"{o.service}{'.' + o.zone if o.zone else ''} {o.address}:{o.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return sorted(self._servers)
+
+    async def bind(self, port: int) -> None:
+        """Listens on the outbound's address at `port` too (its own port, or 80)."""
+        if port in self._servers:
+            return
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _Accepted(self), self.outbound.address, port, backlog=1024
+        )
+        self._servers[port] = server
+
+    def unbind(self, port: int) -> None:
+        server = self._servers.pop(port, None)
+        if server is not None:
+            server.close()
+
+    def start(self) -> None:
+        self._restart_health_checks()
+
+    def update(self, outbound: Outbound, stats: OutboundStats) -> None:
+        """New endpoints or policies for the same address and port: from the next connection
+        on. `stats` differ when the address now belongs to another service."""
+        old_hc = self.outbound.policies.health_check
+        self.outbound = outbound
+        if stats is not self.stats:
+            self.stats = stats
+            stats.endpoints = lambda: list(self.balancer.states)
+        self.balancer.update(outbound.endpoints, outbound.policies)
+        if outbound.policies.health_check != old_hc:
+            self._restart_health_checks()
+        idle = outbound.policies.idle_timeout
+        for link in self.links:
+            link.set_idle_timeout(idle)
+
+    def close(self) -> None:
+        """Stops accepting and checking; open connections finish on their own."""
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
+        if self._hc_task is not None:
+            self._hc_task.cancel()
+            self._hc_task = None
+
+    async def aclose(self) -> None:
+        self.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- connections --------------------------------------------------------------------
+
+    def accepted(self, client: _Accepted) -> None:
+        stats = self.stats
+        stats.connections_total += 1
+        if stats.active >= self.outbound.policies.max_connections:
+            stats.overflow += 1
+            log.info(
+                "outbound %s: refused a connection: maxConnections %d reached",
+                self.name,
+                self.outbound.policies.max_connections,
+            )
+            client.close(abort=True)
+            return
+        stats.active += 1
+        task = asyncio.create_task(self._connect(client, stats))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, client: Side, stats: OutboundStats) -> None:
+        outbound = self.outbound
+        policies = outbound.policies
+        tried: list[EndpointState] = []
+        errors: list[str] = []
+        try:
+            for _ in range(policies.max_connect_attempts):
+                state = self.balancer.choose(self._clock(), tried)
+                if state is None:
+                    break
+                tried.append(state)
+                self.balancer.attempt(state)
+                state.active += 1  # counts for LeastRequest while connecting, too
+                try:
+                    upstream = await asyncio.wait_for(
+                        self._open(state, outbound), policies.connect_timeout
+                    )
+                except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
+                    reason = describe(exc) if not isinstance(exc, TimeoutError) else "timed out"
+                    errors.append(f"{state.label}: {reason}")
+                    state.active -= 1
+                    self.balancer.connect_failed(state, self._clock())
+                    continue
+                self.balancer.connect_succeeded(state)
+                self._link(client, upstream, state, stats)
+                return
+        except asyncio.CancelledError:
+            if tried:
+                tried[-1].active -= 1
+            client.close(abort=True)
+            stats.active -= 1
+            raise
+        stats.no_endpoint += 1
+        stats.active -= 1
+        log.warning(
+            "outbound %s: no endpoint could be reached (%s)",
+            self.name,
+            "; ".join(errors) or "no endpoints",
+        )
+        client.close(abort=True)
+
+    async def _open(self, state: EndpointState, outbound: Outbound) -> Side:
+        loop = asyncio.get_running_loop()
+        endpoint = state.endpoint
+        upstream = Side(downstream=False)
+        contexts = self._contexts()
+        if contexts is None:
+            await loop.create_connection(lambda: upstream, endpoint.address, endpoint.port)
+            return upstream
+        transport, _ = await loop.create_connection(
+            lambda: upstream,
+            endpoint.address,
+            endpoint.port,
+            ssl=contexts.client,
+            server_hostname=endpoint.sni,  # "" sends no SNI (a local sidecar needs none)
+            ssl_handshake_timeout=outbound.policies.connect_timeout,
+        )
+        try:
+            check_peer_id(
+                transport.get_extra_info("ssl_object"), service_id(self.mesh, outbound.service)
+            )
+        except PkiError:
+            transport.abort()
+            raise
+        return upstream
+
+    def _link(
+        self, client: Side, upstream: Side, state: EndpointState, stats: OutboundStats
+    ) -> None:
+        def closed(link: Link, reason: str) -> None:
+            state.active -= 1
+            stats.active -= 1
+            self.links.discard(link)
+            if reason.startswith("idle"):
+                stats.idle_closed += 1
+            log.debug("outbound %s: connection closed (%s)", self.name, reason)
+
+        link = Link(
+            client, upstream, idle_timeout=self.outbound.policies.idle_timeout, on_close=closed
+        )
+        self.links.add(link)
+        link.start()
+
+    # --- active health checks -----------------------------------------------------------
+
+    def _restart_health_checks(self) -> None:
+        if self._hc_task is not None:
+            self._hc_task.cancel()
+            self._hc_task = None
+        if self.outbound.policies.health_check is not None:
+            self._hc_task = asyncio.create_task(self._health_checks())
+
+    async def _health_checks(self) -> None:
+        while True:
+            hc = self.balancer.policies.health_check
+            if hc is None:
+                return
+            states = list(self.balancer.states)
+            results = await asyncio.gather(*(self._probe(s, hc.timeout) for s in states))
+            for state, ok in zip(states, results, strict=True):
+                if self.balancer.health_result(state, ok):
+                    log.warning(
+                        "outbound %s: endpoint %s is now %s",
+                        self.name,
+                        state.label,
+                        "healthy" if state.healthy else "unhealthy",
+                    )
+            await asyncio.sleep(hc.interval)
+
+    async def _probe(self, state: EndpointState, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        e = state.endpoint
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(_Probe, e.address, e.port), timeout
+            )
+        except (OSError, TimeoutError):
+            return False
+        with contextlib.suppress(OSError):
+            transport.close()
+        return True

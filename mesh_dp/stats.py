@@ -1,0 +1,220 @@
+"""Counters of the sidecar's listeners, and their two views: JSON (`/stats` on the admin port,
+read by tests and `meshctl inspect`) and Prometheus (`/metrics`).
+
+Counters live as long as the process: a listener that a new config keeps (same address and
+port) keeps counting into the same object, so totals never go back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mesh_dp.balancer import EndpointState
+from mesh_dp.relay import ByteCounter
+
+
+@dataclass
+class InboundStats:
+    service: str
+    address: str
+    port: int
+    connections_total: int = 0  # accepted (TCP)
+    active: int = 0  # relayed to the app right now
+    bytes: ByteCounter = field(default_factory=ByteCounter)
+    authorized: Counter[str] = field(default_factory=Counter)  # caller SPIFFE ID -> count
+    denied: Counter[str] = field(default_factory=Counter)  # by MeshTrafficPermission
+    shadow_denied: Counter[str] = field(default_factory=Counter)  # allowed, would be denied
+    handshake_failures: int = 0  # no/untrusted client certificate, not TLS, timeout
+    app_failures: int = 0  # the application did not accept the connection
+    ready: bool = False  # the application answers a TCP connect (service probe)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.denied.values()) + self.handshake_failures + self.app_failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "address": self.address,
+            "port": self.port,
+            "ready": self.ready,
+            "connectionsTotal": self.connections_total,
+            "active": self.active,
+            "bytesReceived": self.bytes.received,
+            "bytesSent": self.bytes.sent,
+            "rejected": self.rejected,
+            "authorized": dict(self.authorized),
+            "denied": dict(self.denied),
+            "shadowDenied": dict(self.shadow_denied),
+            "handshakeFailures": self.handshake_failures,
+            "appFailures": self.app_failures,
+        }
+
+
+@dataclass
+class OutboundStats:
+    service: str
+    zone: str | None
+    address: str
+    port: int
+    connections_total: int = 0  # accepted from the application
+    active: int = 0  # open right now (connecting or relaying)
+    bytes: ByteCounter = field(default_factory=ByteCounter)
+    overflow: int = 0  # refused: maxConnections reached (MeshCircuitBreaker)
+    no_endpoint: int = 0  # closed: every connect attempt failed, or no endpoint at all
+    idle_closed: int = 0  # closed by idleTimeout (MeshTimeout)
+    endpoints: Callable[[], Iterable[EndpointState]] = lambda: ()
+
+    @property
+    def rejected(self) -> int:
+        return self.overflow + self.no_endpoint
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "zone": self.zone,
+            "address": self.address,
+            "port": self.port,
+            "connectionsTotal": self.connections_total,
+            "active": self.active,
+            "bytesReceived": self.bytes.received,
+            "bytesSent": self.bytes.sent,
+            "overflow": self.overflow,
+            "noEndpoint": self.no_endpoint,
+            "idleClosed": self.idle_closed,
+            "endpoints": [
+                {
+                    "address": s.endpoint.address,
+                    "port": s.endpoint.port,
+                    "zone": s.endpoint.zone,
+                    "viaIngress": s.endpoint.via_ingress,
+                    "weight": s.endpoint.weight,
+                    "healthy": s.healthy,
+                    "ejected": s.ejected_until > 0,
+                    "active": s.active,
+                    "attempts": s.attempts,
+                    "failures": s.failures,
+                    "connections": s.connections,
+                }
+                for s in self.endpoints()
+            ],
+        }
+
+
+class SidecarCollector(Collector):
+    """Prometheus view of the current listeners' stats (read at scrape time)."""
+
+    def __init__(
+        self,
+        inbounds: Callable[[], Iterable[InboundStats]],
+        outbounds: Callable[[], Iterable[OutboundStats]],
+        config_version: Callable[[], str],
+    ) -> None:
+        self._inbounds = inbounds
+        self._outbounds = outbounds
+        self._version = config_version
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._inbound_metrics()
+        yield from self._outbound_metrics()
+        info = GaugeMetricFamily(
+            "meshfed_dp_config_info", "The config the sidecar runs (value 1)", labels=["version"]
+        )
+        info.add_metric([self._version()], 1)
+        yield info
+
+    def _inbound_metrics(self) -> Iterator[Metric]:
+        labels = ["service", "port"]
+        conns = CounterMetricFamily(
+            "meshfed_dp_inbound_connections", "Connections accepted by an inbound", labels=labels
+        )
+        active = GaugeMetricFamily(
+            "meshfed_dp_inbound_active_connections", "Inbound connections open", labels=labels
+        )
+        rx = CounterMetricFamily(
+            "meshfed_dp_inbound_received_bytes", "Bytes from callers", labels=labels
+        )
+        tx = CounterMetricFamily("meshfed_dp_inbound_sent_bytes", "Bytes to callers", labels=labels)
+        ready = GaugeMetricFamily(
+            "meshfed_dp_inbound_ready", "1 when the application accepts connections", labels=labels
+        )
+        rejected = CounterMetricFamily(
+            "meshfed_dp_inbound_rejected",
+            "Inbound connections closed without reaching the application",
+            labels=[*labels, "reason"],
+        )
+        callers = CounterMetricFamily(
+            "meshfed_dp_inbound_callers",
+            "Connections by verified caller identity and MeshTrafficPermission verdict",
+            labels=[*labels, "caller", "verdict"],
+        )
+        for s in self._inbounds():
+            key = [s.service, str(s.port)]
+            conns.add_metric(key, s.connections_total)
+            active.add_metric(key, s.active)
+            rx.add_metric(key, s.bytes.received)
+            tx.add_metric(key, s.bytes.sent)
+            ready.add_metric(key, 1 if s.ready else 0)
+            rejected.add_metric([*key, "denied"], sum(s.denied.values()))
+            rejected.add_metric([*key, "handshake"], s.handshake_failures)
+            rejected.add_metric([*key, "app_unreachable"], s.app_failures)
+            for verdict, table in (
+                ("allowed", s.authorized),
+                ("denied", s.denied),
+                ("shadow_denied", s.shadow_denied),
+            ):
+                for caller, n in table.items():
+                    callers.add_metric([*key, caller, verdict], n)
+        yield from (conns, active, rx, tx, ready, rejected, callers)
+
+    def _outbound_metrics(self) -> Iterator[Metric]:
+        labels = ["service", "address", "port"]
+        conns = CounterMetricFamily(
+            "meshfed_dp_outbound_connections", "Connections accepted by an outbound", labels=labels
+        )
+        active = GaugeMetricFamily(
+            "meshfed_dp_outbound_active_connections", "Outbound connections open", labels=labels
+        )
+        rx = CounterMetricFamily(
+            "meshfed_dp_outbound_received_bytes", "Bytes from the application", labels=labels
+        )
+        tx = CounterMetricFamily(
+            "meshfed_dp_outbound_sent_bytes", "Bytes to the application", labels=labels
+        )
+        rejected = CounterMetricFamily(
+            "meshfed_dp_outbound_rejected",
+            "Outbound connections closed without an upstream",
+            labels=[*labels, "reason"],
+        )
+        ep_labels = [*labels, "endpoint"]
+        attempts = CounterMetricFamily(
+            "meshfed_dp_upstream_connect_attempts",
+            "Connect attempts per endpoint",
+            labels=ep_labels,
+        )
+        failures = CounterMetricFamily(
+            "meshfed_dp_upstream_connect_failures", "Failed connects per endpoint", labels=ep_labels
+        )
+        healthy = GaugeMetricFamily(
+            "meshfed_dp_upstream_healthy", "1 unless health checks failed", labels=ep_labels
+        )
+        for s in self._outbounds():
+            key = [s.service, s.address, str(s.port)]
+            conns.add_metric(key, s.connections_total)
+            active.add_metric(key, s.active)
+            rx.add_metric(key, s.bytes.received)
+            tx.add_metric(key, s.bytes.sent)
+            rejected.add_metric([*key, "overflow"], s.overflow)
+            rejected.add_metric([*key, "no_endpoint"], s.no_endpoint)
+            for e in s.endpoints():
+                ep = [*key, e.label]
+                attempts.add_metric(ep, e.attempts)
+                failures.add_metric(ep, e.failures)
+                healthy.add_metric(ep, 1 if e.healthy else 0)
+        yield from (conns, active, rx, tx, rejected, attempts, failures, healthy)

@@ -1,0 +1,220 @@
+"""mesh-dp end to end with real processes: sidecars, zone ingresses and echo applications on
+loopback, configured from resources through meshfed.dpconfig.build (static config files),
+with certificates from a real mesh CA.
+
+The test process plays web's application: it connects to web's outbound listener on the
+backend VIP, exactly as an application that resolved `backend.mesh` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from meshfed.pki.ca import create_mesh_ca
+from meshfed.pki.leaf import issue_leaf
+from meshfed.pki.tls import client_context
+from tests.integration.test_mesh_dp_support import (
+    Launcher,
+    Scenario,
+    closed_without_data,
+    http_get,
+    outbound,
+    recv_line,
+)
+from tests.support import Procs, wait_until
+from tests.unit.policy.factories import frm, mtp, svc
+
+pytestmark = pytest.mark.integration
+
+
+def test_cross_zone_through_the_ingress(procs: Procs, tmp_path: Path) -> None:
+    """web (zone-1) -> web sidecar -> zone-2 ingress -> backend sidecar -> backend app."""
+    s = Scenario()
+    web = s.add_instance("web-1", "zone-1", "web")
+    backends = [s.add_instance(f"backend-z2-{i}", "zone-2", "backend") for i in (1, 2)]
+    spot = s.add_ingress("zone-2")
+    run = Launcher(procs, tmp_path)
+    for b in backends:
+        run.echo(b)
+    backend_sidecars = [run.sidecar(b.name, s.callee_config(b)) for b in backends]
+    ingress = run.ingress(spot, s.ingress_config("zone-2"))
+    web_config = s.sidecar_config(web)
+    web_sidecar = run.sidecar("web-1", web_config)
+    out = outbound(web_config, "backend")
+    assert [e.via_ingress for e in out.endpoints] == [True]
+
+    answers = [http_get(out.address, out.port) for _ in range(100)]
+
+    assert all(status == 200 for status, _ in answers)
+    assert {body["zone"] for _, body in answers} == {"zone-2"}
+    assert {body["instance"] for _, body in answers} == {"backend-z2-1", "backend-z2-2"}
+    callers: dict[str, int] = {}
+    for sidecar in backend_sidecars:
+        for caller, n in sidecar.inbound()["authorized"].items():
+            callers[caller] = callers.get(caller, 0) + n
+    assert callers == {"spiffe://default/web": 100}
+    routed = ingress.stats()["services"]
+    assert [(r["service"], r["connectionsTotal"]) for r in routed] == [("backend", 100)]
+    assert web_sidecar.outbound("backend")["connectionsTotal"] == 100
+
+
+def test_bulk_bytes_pass_unchanged(procs: Procs, tmp_path: Path) -> None:
+    """8 MiB of random bytes each way through two sidecars and the ingress: any protocol
+    (HTTP/2 included) passes as bytes, with flow control under a fast writer."""
+    s = Scenario()
+    web = s.add_instance("web-1", "zone-1", "web")
+    backend = s.add_instance("backend-1", "zone-2", "backend")
+    spot = s.add_ingress("zone-2")
+    run = Launcher(procs, tmp_path)
+    run.echo(backend, mode="tcp")
+    run.sidecar(backend.name, s.callee_config(backend))
+    run.ingress(spot, s.ingress_config("zone-2"))
+    config = s.sidecar_config(web)
+    run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    payload = os.urandom(8 * 1024 * 1024)
+    with socket.create_connection((out.address, out.port), timeout=10) as sock:
+        assert recv_line(sock) == b"backend-1 zone-2\n"
+        received = bytearray()
+        view = memoryview(payload)
+        sock.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 30
+        while len(received) < len(payload) and time.monotonic() < deadline:
+            if sent < len(payload):
+                try:
+                    sent += sock.send(view[sent : sent + 65536])
+                except BlockingIOError:
+                    pass
+            try:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+            except BlockingIOError:
+                time.sleep(0.001)
+    assert len(received) == len(payload)
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+def test_local_zone_first_then_failover(procs: Procs, tmp_path: Path) -> None:
+    s = Scenario()
+    web = s.add_instance("web-1", "zone-1", "web")
+    local = s.add_instance("backend-z1", "zone-1", "backend")
+    remote = s.add_instance("backend-z2", "zone-2", "backend")
+    spot = s.add_ingress("zone-2")
+    run = Launcher(procs, tmp_path)
+    run.echo(local)
+    run.echo(remote)
+    local_sidecar = run.sidecar(local.name, s.callee_config(local))
+    run.sidecar(remote.name, s.callee_config(remote))
+    run.ingress(spot, s.ingress_config("zone-2"))
+    config = s.sidecar_config(web)
+    run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    assert {e.zone for e in out.endpoints} == {"zone-1", "zone-2"}
+
+    before = [http_get(out.address, out.port)[1]["zone"] for _ in range(20)]
+    assert set(before) == {"zone-1"}
+
+    local_sidecar.proc.stop()  # zone-1's instance goes away (its sidecar with it)
+    after = [http_get(out.address, out.port) for _ in range(30)]
+    assert all(status == 200 for status, _ in after)
+    assert {body["zone"] for _, body in after} == {"zone-2"}
+
+
+def test_locality_awareness_disabled_spreads_across_zones(
+    procs: Procs, tmp_path: Path
+) -> None:
+    s = Scenario()
+    s.add_policy(
+        _policy(
+            "MeshLoadBalancingStrategy",
+            "no-locality",
+            {"localityAwareness": {"disabled": True}},
+        )
+    )
+    web = s.add_instance("web-1", "zone-1", "web")
+    local = s.add_instance("backend-z1", "zone-1", "backend")
+    remote = s.add_instance("backend-z2", "zone-2", "backend")
+    spot = s.add_ingress("zone-2")
+    run = Launcher(procs, tmp_path)
+    run.echo(local)
+    run.echo(remote)
+    run.sidecar(local.name, s.callee_config(local))
+    run.sidecar(remote.name, s.callee_config(remote))
+    run.ingress(spot, s.ingress_config("zone-2"))
+    config = s.sidecar_config(web)
+    assert not outbound(config, "backend").policies.locality_aware
+    run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    zones = [http_get(out.address, out.port)[1]["zone"] for _ in range(20)]
+    # Round robin over both zones, each weight 1: strictly alternating.
+    assert zones.count("zone-1") == 10 and zones.count("zone-2") == 10
+
+
+def tls_refused(ctx: ssl.SSLContext, host: str, port: int) -> bool:
+    """True when the server refuses the caller: a failed handshake, or a connection closed
+    before any answer to a request."""
+    with socket.create_connection((host, port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: backend\r\n\r\n")
+                return closed_without_data(tls)
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return True
+
+
+def _policy(kind: str, name: str, default: dict[str, object]) -> object:
+    from tests.unit.policy.factories import MESH_REF, policy, to
+
+    return policy(kind, name, MESH_REF, to=[to(MESH_REF, default)])
+
+
+def test_traffic_permission_deny_and_foreign_callers(procs: Procs, tmp_path: Path) -> None:
+    s = Scenario()
+    s.set_policies(
+        "MeshTrafficPermission",
+        [mtp("web-to-backend", svc("backend"), from_=[frm(svc("web"), "Allow")])],
+    )
+    web = s.add_instance("web-1", "zone-1", "web")
+    backend = s.add_instance("backend-1", "zone-1", "backend")
+    run = Launcher(procs, tmp_path)
+    run.echo(backend)
+    backend_sidecar = run.sidecar(backend.name, s.callee_config(backend))
+    config = s.sidecar_config(web)
+    run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    assert http_get(out.address, out.port)[0] == 200
+
+    # A caller with a certificate from another CA, and one without a certificate: the
+    # backend sidecar's handshake fails (TLS 1.3 clients see it on their first read).
+    other_ca = create_mesh_ca("default")
+    foreign = client_context(issue_leaf(other_ca, "web"), s.ca.cert)
+    assert tls_refused(foreign, backend.address, backend.port)
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    bare.check_hostname = False
+    bare.load_verify_locations(cadata=s.ca.cert_pem.decode())
+    assert tls_refused(bare, backend.address, backend.port)
+    # A mesh identity the permissions do not allow: refused after the handshake.
+    stranger = client_context(s.leaf("stranger"), s.ca.cert)
+    assert tls_refused(stranger, backend.address, backend.port)
+    wait_until(lambda: backend_sidecar.inbound()["handshakeFailures"] >= 2)
+    seen = backend_sidecar.inbound()
+    assert seen["denied"] == {"spiffe://default/stranger": 1}
+    assert seen["authorized"] == {"spiffe://default/web": 1}
+
+    # Remove the allow: web's new connections are refused by the backend sidecar.
+    s.set_policies("MeshTrafficPermission", [])
+    backend_sidecar.reload(s.callee_config(backend))
+    with socket.create_connection((out.address, out.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: backend\r\n\r\n")
+        assert closed_without_data(sock)
+    assert backend_sidecar.inbound()["denied"]["spiffe://default/web"] == 1
