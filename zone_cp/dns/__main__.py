@@ -173,7 +173,11 @@ def run_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
         child.pid: child for child in (subprocess.Popen(child_argv) for _ in range(args.workers))
     }
 
+    stopping = False
+
     def relay(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or signum != signal.SIGHUP
         for child in children.values():
             if child.returncode is None:
                 child.send_signal(signum)
@@ -184,7 +188,8 @@ def run_workers(args: argparse.Namespace, argv: Sequence[str]) -> int:
     codes = [os.waitstatus_to_exitcode(status)]
     children.pop(pid).returncode = codes[0]
     for child in children.values():
-        if child.poll() is None:
+        # A second SIGTERM could hit a worker mid-shutdown, after it restored default handlers.
+        if not stopping and child.poll() is None:
             child.terminate()
         codes.append(child.wait())
     return max((1 if code < 0 else code) for code in codes)
