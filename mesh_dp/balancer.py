@@ -53,6 +53,8 @@ class EndpointState:
     healthy: bool = True
     hc_failures: int = 0
     hc_successes: int = 0
+    checks: int = 0  # active checks run
+    changed_after: int = 0  # the streak of results that made the last verdict change
     # Passive marking: failed connects in a row and until when the endpoint is skipped.
     connect_failures_in_row: int = 0
     ejected_until: float = 0.0
@@ -161,6 +163,7 @@ class Balancer:
 
 def _apply_check(state: EndpointState, ok: bool, hc: HealthCheck) -> bool:
     before = state.healthy
+    state.checks += 1
     if ok:
         state.hc_failures = 0
         state.hc_successes += 1
@@ -173,7 +176,10 @@ def _apply_check(state: EndpointState, ok: bool, hc: HealthCheck) -> bool:
         state.hc_failures += 1
         if state.healthy and state.hc_failures >= hc.unhealthy_threshold:
             state.healthy = False
-    return state.healthy != before
+    if state.healthy != before:
+        state.changed_after = state.hc_successes if ok else state.hc_failures
+        return True
+    return False
 
 
 def _smooth_round_robin(group: list[EndpointState]) -> EndpointState:

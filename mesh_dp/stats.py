@@ -7,6 +7,7 @@ port) keeps counting into the same object, so totals never go back.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class OutboundStats:
         return self.overflow + self.no_endpoint
 
     def to_json(self) -> dict[str, Any]:
+        now = time.monotonic()  # the clock the balancer's ejections use
         return {
             "service": self.service,
             "zone": self.zone,
@@ -96,7 +98,9 @@ class OutboundStats:
                     "viaIngress": s.endpoint.via_ingress,
                     "weight": s.endpoint.weight,
                     "healthy": s.healthy,
-                    "ejected": s.ejected_until > 0,
+                    "checks": s.checks,
+                    "changedAfter": s.changed_after,
+                    "ejectedFor": round(max(0.0, s.ejected_until - now), 3),
                     "active": s.active,
                     "attempts": s.attempts,
                     "failures": s.failures,

@@ -8,14 +8,20 @@ backend VIP, exactly as an application that resolved `backend.mesh` would.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
 import hashlib
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from meshfed.pki.ca import create_mesh_ca
 from meshfed.pki.leaf import issue_leaf
@@ -89,10 +95,8 @@ def test_bulk_bytes_pass_unchanged(procs: Procs, tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while len(received) < len(payload) and time.monotonic() < deadline:
             if sent < len(payload):
-                try:
+                with contextlib.suppress(BlockingIOError):
                     sent += sock.send(view[sent : sent + 65536])
-                except BlockingIOError:
-                    pass
             try:
                 chunk = sock.recv(1 << 20)
                 if not chunk:
@@ -130,9 +134,7 @@ def test_local_zone_first_then_failover(procs: Procs, tmp_path: Path) -> None:
     assert {body["zone"] for _, body in after} == {"zone-2"}
 
 
-def test_locality_awareness_disabled_spreads_across_zones(
-    procs: Procs, tmp_path: Path
-) -> None:
+def test_locality_awareness_disabled_spreads_across_zones(procs: Procs, tmp_path: Path) -> None:
     s = Scenario()
     s.add_policy(
         _policy(
@@ -218,3 +220,150 @@ def test_traffic_permission_deny_and_foreign_callers(procs: Procs, tmp_path: Pat
         sock.sendall(b"GET / HTTP/1.1\r\nHost: backend\r\n\r\n")
         assert closed_without_data(sock)
     assert backend_sidecar.inbound()["denied"]["spiffe://default/web"] == 1
+
+
+def test_certificate_rotation_under_a_long_lived_connection(procs: Procs, tmp_path: Path) -> None:
+    """Short-lived certificates are replaced (SIGHUP with a new leaf) while a connection
+    through web's sidecar, the ingress and backend's sidecar stays open; it keeps working
+    after the old certificates expired, and new connections use the new ones."""
+    s = Scenario()
+    web = s.add_instance("web-1", "zone-1", "web")
+    backend = s.add_instance("backend-1", "zone-2", "backend")
+    spot = s.add_ingress("zone-2")
+    run = Launcher(procs, tmp_path)
+    run.echo(backend, mode="tcp")
+    run.ingress(spot, s.ingress_config("zone-2"))
+    short = dt.timedelta(seconds=8)
+    old_backend, old_web = s.leaf("backend", short), s.leaf("web", short)
+    backend_sidecar = run.sidecar(backend.name, s.callee_config(backend, old_backend))
+    config = s.sidecar_config(web, old_web)
+    web_sidecar = run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    expiry = min(c.cert.not_valid_after_utc for c in (old_backend, old_web)).timestamp()
+
+    with socket.create_connection((out.address, out.port), timeout=5) as long_lived:
+        assert recv_line(long_lived) == b"backend-1 zone-2\n"
+        long_lived.sendall(b"before\n")
+        assert recv_line(long_lived) == b"before\n"
+
+        new_backend, new_web = s.leaf("backend"), s.leaf("web")
+        backend_sidecar.reload(s.callee_config(backend, new_backend))
+        web_sidecar.reload(s.sidecar_config(web, new_web))
+        assert web_sidecar.stats()["certificate"]["serial"] == format(
+            new_web.cert.serial_number, "x"
+        )
+
+        long_lived.sendall(b"during\n")
+        assert recv_line(long_lived) == b"during\n"
+        wait_until(lambda: time.time() > expiry + 0.5, timeout=15, what="old certs expired")
+        long_lived.sendall(b"after expiry\n")
+        assert recv_line(long_lived) == b"after expiry\n"
+
+        # New handshakes present the new certificates (the old ones would now fail).
+        with socket.create_connection((out.address, out.port), timeout=5) as fresh:
+            assert recv_line(fresh) == b"backend-1 zone-2\n"
+        presented = _served_certificate(s, backend.address, backend.port)
+        assert presented == new_backend.cert.serial_number
+    assert backend_sidecar.inbound()["handshakeFailures"] == 0
+
+
+def _served_certificate(s: Scenario, host: str, port: int) -> int:
+    ctx = client_context(s.leaf("web"), s.ca.cert)
+    with socket.create_connection((host, port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_reachable_services_share_one_host_and_a_taken_vip_is_named(
+    procs: Procs, tmp_path: Path
+) -> None:
+    s = Scenario()
+    backend = s.add_instance("backend-1", "zone-1", "backend")
+    web = s.add_instance("web-1", "zone-1", "web")
+    ops = s.add_instance("ops-1", "zone-1", "ops")
+    ops_2 = s.add_instance("ops-2", "zone-1", "ops")
+    run = Launcher(procs, tmp_path)
+    run.echo(backend)
+    run.echo(web)
+    run.sidecar(backend.name, s.callee_config(backend))
+    run.sidecar(web.name, s.callee_config(web))
+    ops_config = s.sidecar_config(ops)
+    assert {o.service for o in ops_config.outbounds} == {"backend", "web", "ops"}
+    # Two callers with the same outbounds on one host: each binds only what it may reach.
+    first = run.sidecar("ops-1", ops_config, "--reachable-services", "backend")
+    second = run.sidecar("ops-2", s.sidecar_config(ops_2), "--reachable-services", "web,ops")
+    assert [o["service"] for o in first.stats()["outbounds"]] == ["backend"]
+    assert sorted(o["service"] for o in second.stats()["outbounds"]) == ["ops", "web"]
+    to_backend, to_web = outbound(ops_config, "backend"), outbound(ops_config, "web")
+    assert http_get(to_backend.address, to_backend.port)[1]["instance"] == "backend-1"
+    assert http_get(to_web.address, to_web.port)[1]["instance"] == "web-1"
+
+    # A third sidecar that wants every VIP cannot start, and says which one is taken.
+    ops_3 = s.add_instance("ops-3", "zone-1", "ops")
+    third = run.sidecar("ops-3", s.sidecar_config(ops_3), wait=False)
+    assert third.proc.popen.wait(10) == 2
+    assert f"{to_backend.address}:{to_backend.port}: already in use" in third.proc.log()
+
+
+def test_a_bad_reload_keeps_the_running_config(procs: Procs, tmp_path: Path) -> None:
+    s = Scenario()
+    backend = s.add_instance("backend-1", "zone-1", "backend")
+    web = s.add_instance("web-1", "zone-1", "web")
+    run = Launcher(procs, tmp_path)
+    run.echo(backend)
+    run.sidecar(backend.name, s.callee_config(backend))
+    config = s.sidecar_config(web)
+    sidecar = run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    version = sidecar.stats()["version"]
+
+    sidecar.config_path.write_text('{"mesh": "default", "inbounds": 7}')
+    sidecar.proc.signal(signal.SIGHUP)
+    wait_until(lambda: sidecar.stats()["source"]["failedReloads"] == 1)
+    assert "mtlsEnabled: is required" in sidecar.stats()["source"]["lastError"]
+
+    # A config whose new listener is taken: nothing of it is applied.
+    with socket.create_server((s.addresses.next(), 0)) as squatter:
+        host, port = squatter.getsockname()[:2]
+        taken = dataclasses.replace(
+            config,
+            outbounds=(*config.outbounds, dataclasses.replace(out, address=host, port=port)),
+        ).stamped()
+        sidecar.config_path.write_bytes(taken.to_bytes())
+        sidecar.proc.signal(signal.SIGHUP)
+        wait_until(lambda: sidecar.stats()["source"]["failedReloads"] == 2)
+        assert f"{host}:{port}: already in use" in sidecar.stats()["source"]["lastError"]
+    assert sidecar.stats()["version"] == version
+    assert http_get(out.address, out.port)[0] == 200
+    assert sidecar.proc.alive()
+
+
+def test_command_line_errors_are_clear(procs: Procs, tmp_path: Path) -> None:
+    mesh_dp = procs.script("mesh-dp")
+
+    def fails(*args: str) -> str:
+        result = subprocess.run([mesh_dp, "run", *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result
+        return result.stderr
+
+    assert "give --cp grpc://HOST:PORT" in fails()
+    dp = tmp_path / "dp.yaml"
+    dp.write_text("type: Dataplane\nname: web\nnetworking:\n  address: 127.0.0.1\n")
+    assert "networking.inbound: must have at least 1 item" in fails(
+        "--cp", "grpc://127.0.0.1:5678", "--dataplane-file", str(dp)
+    )
+    dp.write_text(
+        "name: web\nnetworking:\n  address: 127.0.0.1\n  inbound: [{port: 1, tags: "
+        "{kuma.io/service: web}}]\n  transparentProxying: {redirectPortInbound: 15006}\n"
+    )
+    assert "transparentProxying.redirectPortInbound: not supported" in fails(
+        "--cp", "grpc://127.0.0.1:5678", "--dataplane-file", str(dp)
+    )
+    missing = tmp_path / "missing.json"
+    assert f"cannot read {missing}" in fails("--config-file", str(missing))
+    help_text = subprocess.run(
+        [mesh_dp, "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
+    for option in ("--cp", "--dataplane-file", "--reachable-services", "--config-file"):
+        assert option in help_text

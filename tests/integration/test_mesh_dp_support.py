@@ -135,7 +135,11 @@ class Scenario:
     def ingress_resources(self) -> list[Resource]:
         return [
             zone_ingress(
-                s.name, s.zone, s.address, s.port, available_services(self.dataplanes(s.zone), s.zone)
+                s.name,
+                s.zone,
+                s.address,
+                s.port,
+                available_services(self.dataplanes(s.zone), s.zone),
             )
             for s in self.ingresses.values()
         ]
@@ -245,8 +249,10 @@ class SidecarProc:
         self.config_path.write_bytes(config.to_bytes())
         self.proc.signal(signal.SIGHUP)
         wait_until(
-            lambda: self.stats()["source"]["reloads"] > before
-            or self.stats()["source"]["failedReloads"] > 0,
+            lambda: (
+                self.stats()["source"]["reloads"] > before
+                or self.stats()["source"]["failedReloads"] > 0
+            ),
             what="reload",
         )
         self.config = config
@@ -269,7 +275,14 @@ class Launcher:
         self.procs = procs
         self.tmp = tmp
 
-    def echo(self, instance: Instance, mode: str = "http") -> Proc:
+    def echo(self, instance: Instance, mode: str = "http", *, at_inbound: bool = False) -> Proc:
+        """The instance's application; `at_inbound`: listening where its sidecar would (for
+        plain-TCP tests of a caller's outbound without a callee sidecar)."""
+        host, port = (
+            (instance.address, instance.port)
+            if at_inbound
+            else (instance.app_address, instance.app_port)
+        )
         proc = self.procs.start(
             f"echo-{instance.name}",
             [
@@ -277,7 +290,7 @@ class Launcher:
                 "-m",
                 "mesh_dp.echo",
                 "--address",
-                f"{instance.app_address}:{instance.app_port}",
+                f"{host}:{port}",
                 "--name",
                 instance.name,
                 "--zone",
@@ -286,10 +299,7 @@ class Launcher:
                 mode,
             ],
         )
-        wait_until(
-            lambda: port_open(instance.app_address, instance.app_port) or not proc.alive(),
-            what=f"echo {instance.name}",
-        )
+        wait_until(lambda: port_open(host, port) or not proc.alive(), what=f"echo {instance.name}")
         assert proc.alive(), proc.log()
         return proc
 
