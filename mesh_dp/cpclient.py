@@ -230,6 +230,7 @@ class ConfigClient(Generic[C]):
             log.exception("NACK config %s: internal error", decision.version)
             return session.failed(decision.version, f"internal error: {exc!r}")
         self.configs_applied += 1
+        self.report_now()  # tell the control plane at once what now runs
         return session.applied(decision.version)
 
     def _refused(self, refusal: Refusal) -> None:

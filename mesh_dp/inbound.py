@@ -90,6 +90,9 @@ class InboundListener:
             self._accept_task.cancel()
             self._accept_task = None
         if self._sock is not None:
+            # The cancelled accept unregisters its fd only on a later loop turn; a new socket
+            # could reuse the number meanwhile, so unregister before closing.
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
 

@@ -26,6 +26,7 @@ from cryptography import x509
 from meshfed.pki.ca import create_mesh_ca
 from meshfed.pki.leaf import issue_leaf
 from meshfed.pki.tls import client_context
+from meshfed.resources.model import Resource
 from tests.integration.test_mesh_dp_support import (
     Launcher,
     Scenario,
@@ -35,7 +36,7 @@ from tests.integration.test_mesh_dp_support import (
     recv_line,
 )
 from tests.support import Procs, wait_until
-from tests.unit.policy.factories import frm, mtp, svc
+from tests.unit.policy.factories import MESH_REF, frm, mtp, policy, svc, to
 
 pytestmark = pytest.mark.integration
 
@@ -174,9 +175,7 @@ def tls_refused(ctx: ssl.SSLContext, host: str, port: int) -> bool:
             return True
 
 
-def _policy(kind: str, name: str, default: dict[str, object]) -> object:
-    from tests.unit.policy.factories import MESH_REF, policy, to
-
+def _policy(kind: str, name: str, default: dict[str, object]) -> Resource:
     return policy(kind, name, MESH_REF, to=[to(MESH_REF, default)])
 
 
