@@ -171,7 +171,7 @@ class Cluster:
             node.restarts += 1
             node.proc = self.procs.start(f"{node.name}-{node.restarts}", node.argv)
         for node in nodes or self.nodes():
-            wait_until(functools.partial(_ready, node), timeout=30, what=f"{node.name} /ready")
+            _wait_ready(node)
 
     def stop(self, node: Node, sig: int = signal.SIGTERM) -> None:
         assert node.proc is not None
@@ -205,9 +205,20 @@ class Cluster:
         wait_until(converged, timeout=timeout, interval=0.1, what="zones converge")
 
 
-def _ready(node: Node) -> bool:
-    assert node.proc is not None and node.proc.alive(), f"{node.name} exited:\n{node.proc}"
-    return node.http.ready()
+def _wait_ready(node: Node, timeout: float = 30) -> None:
+    """Until the node serves its API. Fails at once if it exits, and insists on its own log
+    line for the port: on a shared machine another test may grab a port between a stop and a
+    restart, and its /ready must not pass for ours."""
+    assert node.proc is not None
+    listening = f"API listening on {node.url} "
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not node.proc.alive():
+            raise AssertionError(f"{node.name} exited:\n{node.proc.log()[-3000:]}")
+        if listening in node.proc.log() and node.http.ready():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{node.name} not ready after {timeout}s:\n{node.proc.log()[-3000:]}")
 
 
 # -- digests ----------------------------------------------------------------------------------
