@@ -8,8 +8,9 @@ Watch events carry a store-wide revision and arrive in commit order.
 from __future__ import annotations
 
 import abc
+import builtins
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshfed.resources.model import Resource
@@ -88,6 +89,10 @@ class ListPage:
     next_offset: str | None  # opaque; None on the last page
 
 
+# (type, mesh, name): how write_batch names a key to delete or to check.
+StoreKey = tuple[str, str, str]
+
+
 class ResourceStore(abc.ABC):
     """Async CRUD + watch over resources keyed by (type, mesh, name). mesh is "" if global."""
 
@@ -122,6 +127,27 @@ class ResourceStore(abc.ABC):
         self, type_: str, mesh: str, name: str, expected_version: str | None = None
     ) -> None:
         """Raises NotFoundError, ConflictError."""
+
+    @abc.abstractmethod
+    async def write_batch(
+        self,
+        puts: Sequence[Resource],
+        deletes: Sequence[StoreKey],
+        *,
+        expected: Mapping[StoreKey, str | None] | None = None,
+    ) -> builtins.list[Resource]:
+        """Upserts every put and deletes every key as one commit, so no reader or watcher sees
+        part of it; returns the stored puts, in order.
+
+        A put creates or replaces (keeping the stored creation time); deleting an absent key
+        does nothing. Events: one per change, puts then deletes, all at the batch's revision.
+        `expected` (optional) names the version some of the batch's keys must have (None:
+        absent); if one differs nothing is written and NotFoundError, AlreadyExistsError or
+        ConflictError is raised. A key may appear once only (ValueError). A batch that changes
+        nothing (no puts, only absent keys to delete) commits nothing.
+        etcd splits a batch over its transaction limit into transactions that are each
+        atomic, in order (see meshfed.store.etcd).
+        """
 
     @abc.abstractmethod
     async def delete_mesh_scoped(self, mesh: str) -> int:

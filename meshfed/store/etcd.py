@@ -24,6 +24,16 @@ is lost; otherwise the value just read, retried until it holds, so the creation 
 delete_mesh_scoped is one transaction of one range delete per type present in the mesh, split
 in batches when there are more types than etcd allows operations in a transaction.
 
+write_batch reads the keys it puts or deletes (one read-only transaction per chunk), then writes
+them in one transaction that compares each key with what was read (mod_revision, or
+create_revision 0 for an absent key), so the kept creation times and skipped deletes are
+right; a chunk that lost the race is read and tried again. etcd bounds a transaction
+(--max-txn-ops, default 128, one of which is the head key; --max-request-bytes, default
+1.5 MiB): a larger batch is split into consecutive transactions (`max_txn_ops`,
+`max_txn_bytes`), each atomic with its own revision, committed in order. A reader may see the
+first chunks of such a batch without the last; an `expected` mismatch found in a later chunk
+leaves the earlier ones committed.
+
 Lists read the whole type (or type and mesh) range and filter, sort by (mesh, name) and page on
 the client, with the same offsets as the other backends: exact, simple, and fine for control
 plane sizes. Watches are etcd watches on the resources prefix (see `_etcd_watch`); etcd keeps
@@ -35,15 +45,17 @@ store already knows about the compaction, otherwise by the first iteration.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aetcd import rpc
 
 from meshfed.resources.model import Meta, Resource
+from meshfed.store._batch import check_batch, check_expected
 from meshfed.store._common import (
     check_key,
     check_mesh,
@@ -73,6 +85,7 @@ from meshfed.store.base import (
     NotFoundError,
     ResourceStore,
     StoreError,
+    StoreKey,
     WatchEvent,
 )
 
@@ -80,9 +93,15 @@ log = logging.getLogger("meshfed.store.etcd")
 
 DEFAULT_PREFIX = "/meshfed"
 DEFAULT_MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
+# Below etcd's --max-request-bytes default (1.5 MiB), leaving room for keys and framing.
+DEFAULT_MAX_TXN_BYTES = 1024 * 1024
+_OP_OVERHEAD = 64  # bytes per operation besides its key and value, generously
 CLOSE_DRAIN_TIMEOUT = 2.0  # how long close() lets watches catch up with our own writes
 
 _DELETE = 1  # mvccpb.Event.EventType
+
+# One operation of a batch: the key, and the resource to put there (None: delete it).
+_BatchOp = tuple[StoreKey, Resource | None]
 
 
 def _put(key: bytes, value: bytes) -> Any:
@@ -113,6 +132,7 @@ class EtcdStore(ResourceStore):
         known: int,
         max_pending: int,
         max_txn_ops: int,
+        max_txn_bytes: int = DEFAULT_MAX_TXN_BYTES,
     ) -> None:
         self._conn = conn
         self._layout = layout
@@ -122,6 +142,7 @@ class EtcdStore(ResourceStore):
         self._compacted_through = -1  # store revision; learned from etcd, -1 = none known
         self._max_pending = max_pending
         self._max_txn_ops = max_txn_ops
+        self._max_txn_bytes = max_txn_bytes
         self._watches: set[EtcdWatch] = set()
         self._closed = False
 
@@ -139,10 +160,11 @@ class EtcdStore(ResourceStore):
         timeout: float = DEFAULT_TIMEOUT,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
+        max_txn_bytes: int = DEFAULT_MAX_TXN_BYTES,
     ) -> EtcdStore:
         """Connects and prepares the prefix; raises StoreError if etcd cannot be used."""
-        if max_pending < 1 or max_txn_ops < 2:
-            raise ValueError("max_pending must be >= 1 and max_txn_ops >= 2")
+        if max_pending < 1 or max_txn_ops < 2 or max_txn_bytes < 1:
+            raise ValueError("max_pending and max_txn_bytes must be >= 1, max_txn_ops >= 2")
         layout = KeyLayout(prefix)
         tls = TlsFiles(ca_file, cert_file, key_file)
         conn = EtcdConnection(
@@ -162,6 +184,7 @@ class EtcdStore(ResourceStore):
             known=known,
             max_pending=max_pending,
             max_txn_ops=max_txn_ops,
+            max_txn_bytes=max_txn_bytes,
         )
 
     @property
@@ -314,6 +337,91 @@ class EtcdStore(ResourceStore):
             if resp.succeeded:
                 self._committed(resp.header)
                 return
+
+    async def write_batch(
+        self,
+        puts: Sequence[Resource],
+        deletes: Sequence[StoreKey],
+        *,
+        expected: Mapping[StoreKey, str | None] | None = None,
+    ) -> builtins.list[Resource]:
+        check_batch(puts, deletes, expected)
+        ops: list[_BatchOp] = [(res.key, res) for res in puts]
+        ops += [(key, None) for key in deletes]
+        stored: list[Resource] = []
+        for chunk in self._chunks(ops):
+            stored += await self._write_chunk(chunk, expected or {})
+        return stored
+
+    def _chunks(self, ops: Sequence[_BatchOp]) -> Iterable[builtins.list[_BatchOp]]:
+        """Consecutive slices of the batch, each within etcd's transaction limits."""
+        per_txn = self._max_txn_ops - 1  # one operation is the head key
+        chunk: list[_BatchOp] = []
+        used = 0
+        for key, res in ops:
+            size = len(self._layout.key(*key)) + _OP_OVERHEAD
+            if res is not None:
+                size += len(encode_value(res))
+            if chunk and (len(chunk) == per_txn or used + size > self._max_txn_bytes):
+                yield chunk
+                chunk, used = [], 0
+            chunk.append((key, res))
+            used += size
+        if chunk:
+            yield chunk
+
+    async def _read_keys(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Any]:
+        """The current key-values (None: absent), read in one read-only transaction."""
+        request = rpc.TxnRequest(success=[_range_op(self._layout.key(*key)) for key in keys])
+        resp = await self._conn.call(
+            lambda s: s.kv.Txn, request, idempotent=True, what="batch read"
+        )
+        self._saw(resp.header)
+        out: dict[StoreKey, Any] = {}
+        for key, op in zip(keys, resp.responses, strict=True):
+            kvs = op.response_range.kvs
+            out[key] = kvs[0] if kvs else None
+        return out
+
+    async def _write_chunk(
+        self, ops: Sequence[_BatchOp], expected: Mapping[StoreKey, str | None]
+    ) -> builtins.list[Resource]:
+        """One transaction; read and tried again while a concurrent write gets in between."""
+        while True:
+            current = await self._read_keys([key for key, _ in ops])
+            for key, kv in current.items():
+                if key in expected:
+                    version = None if kv is None else str(kv.mod_revision - self._base)
+                    check_expected(key, expected[key], version)
+            compare: list[Any] = []
+            success: list[Any] = []
+            stored: list[Resource] = []
+            for key, res in ops:
+                kv, raw_key = current[key], self._layout.key(*key)
+                if kv is None:
+                    # Still absent at the commit: created, or (a delete) nothing to do.
+                    compare.append(_compare(raw_key, "CREATE", 0))
+                else:
+                    compare.append(_compare(raw_key, "MOD", kv.mod_revision))
+                if res is None:
+                    if kv is not None:
+                        delete = rpc.DeleteRangeRequest(key=raw_key)
+                        success.append(rpc.RequestOp(request_delete_range=delete))
+                    continue
+                if kv is None:
+                    out = stamped_new(res, 0)
+                else:
+                    out = stamped_update(res, self._decode(kv), 0)
+                success.append(_put(raw_key, encode_value(out)))
+                stored.append(out)
+            if not success:
+                return []  # only absent keys to delete: nothing to commit
+            resp = await self._txn(compare, success, "batch write")
+            if resp.succeeded:
+                version = self._committed(resp.header)
+                for out in stored:
+                    out.meta.version = version
+                return [out.clone() for out in stored]
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)

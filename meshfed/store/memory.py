@@ -7,9 +7,11 @@ lets the watch history share them; callers only ever get copies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import builtins
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from meshfed.resources.model import Resource
+from meshfed.store._batch import check_batch, check_expected
 from meshfed.store._common import (
     check_key,
     check_mesh,
@@ -27,6 +29,7 @@ from meshfed.store.base import (
     ListPage,
     NotFoundError,
     ResourceStore,
+    StoreKey,
     WatchEvent,
 )
 
@@ -103,6 +106,39 @@ class MemoryStore(ResourceStore):
             raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
         del self._items[type_][(mesh, name)]
         self._commit([(EventKind.DELETE, current)])
+
+    async def write_batch(
+        self,
+        puts: Sequence[Resource],
+        deletes: Sequence[StoreKey],
+        *,
+        expected: Mapping[StoreKey, str | None] | None = None,
+    ) -> builtins.list[Resource]:
+        check_batch(puts, deletes, expected)
+        for key, version in (expected or {}).items():
+            found = self._items.get(key[0], {}).get(key[1:])
+            check_expected(key, version, None if found is None else found.meta.version)
+        revision = self._revision + 1
+        events: list[tuple[EventKind, Resource]] = []
+        stored_puts: list[Resource] = []
+        for res in puts:
+            type_, mesh, name = res.key
+            of_type = self._items.setdefault(type_, {})
+            current = of_type.get((mesh, name))
+            if current is None:
+                stored = stamped_new(res, revision)
+            else:
+                stored = stamped_update(res, current, revision)
+            of_type[(mesh, name)] = stored
+            events.append((EventKind.PUT, stored))
+            stored_puts.append(stored)
+        for type_, mesh, name in deletes:
+            gone = self._items.get(type_, {}).pop((mesh, name), None)
+            if gone is not None:
+                events.append((EventKind.DELETE, gone))
+        if events:
+            self._commit(events)
+        return [res.clone() for res in stored_puts]
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)

@@ -17,18 +17,20 @@ process (or a second open in this one) from writing the same database: it would 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
 import functools
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from meshfed.resources.model import Meta, Resource
+from meshfed.store._batch import check_batch, check_expected
 from meshfed.store._common import (
     check_key,
     check_mesh,
@@ -47,6 +49,7 @@ from meshfed.store.base import (
     NotFoundError,
     ResourceStore,
     StoreError,
+    StoreKey,
     WatchEvent,
 )
 
@@ -198,12 +201,21 @@ class _Db:
         ).fetchone()
         return _from_row(row) if row else None
 
-    def _log(self, revision: int, events: Sequence[tuple[EventKind, Resource]]) -> None:
-        """Appends to the change log and advances the revision, inside the open transaction."""
+    def _log(
+        self,
+        revision: int,
+        events: Sequence[tuple[EventKind, Resource]],
+        rows: Sequence[Row] | None = None,
+    ) -> None:
+        """Appends to the change log and advances the revision, inside the open transaction.
+
+        `rows`: the events' resources already encoded (one per event), so none is encoded twice."""
+        if rows is None:
+            rows = [_to_row(res) for _, res in events]
         self.conn.executemany(
             f"INSERT INTO changes (revision, kind, {_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(revision, kind.value, *_to_row(res)) for kind, res in events],
+            [(revision, kind.value, *row) for (kind, _), row in zip(events, rows, strict=True)],
         )
         self._set_state("revision", revision)
         self.change_count += len(events)
@@ -314,6 +326,47 @@ class _Db:
             self._log(revision, [(EventKind.DELETE, current)])
         self._published(revision, [(EventKind.DELETE, current)])
 
+    def write_batch(
+        self,
+        puts: Sequence[Resource],
+        deletes: Sequence[StoreKey],
+        expected: Mapping[StoreKey, str | None],
+    ) -> builtins.list[Resource]:
+        revision = self.revision + 1
+        with self._transaction():
+            for key, version in expected.items():
+                found = self._stored(*key)
+                check_expected(key, version, None if found is None else found.meta.version)
+            stored_puts: list[Resource] = []
+            for res in puts:
+                current = self._stored(*res.key)
+                if current is None:
+                    stored_puts.append(stamped_new(res, revision))
+                else:
+                    stored_puts.append(stamped_update(res, current, revision))
+            put_rows = [_to_row(res) for res in stored_puts]
+            # The creation time of a replaced row was carried over above.
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                put_rows,
+            )
+            deleted: list[Resource] = []
+            for type_, mesh, name in deletes:
+                current = self._stored(type_, mesh, name)
+                if current is not None:
+                    deleted.append(current)
+                    self.conn.execute(
+                        "DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?",
+                        (type_, mesh, name),
+                    )
+            events = [(EventKind.PUT, res) for res in stored_puts]
+            events += [(EventKind.DELETE, res) for res in deleted]
+            if not events:
+                return []
+            self._log(revision, events, [*put_rows, *map(_to_row, deleted)])
+        self._published(revision, events)
+        return stored_puts
+
     def delete_mesh_scoped(self, mesh: str) -> int:
         revision = self.revision + 1
         with self._transaction():
@@ -405,6 +458,20 @@ class SqliteStore(ResourceStore):
     ) -> None:
         check_key(type_, mesh, name)
         await self._run(self._db.delete, type_, mesh, name, expected_version)
+
+    async def write_batch(
+        self,
+        puts: Sequence[Resource],
+        deletes: Sequence[StoreKey],
+        *,
+        expected: Mapping[StoreKey, str | None] | None = None,
+    ) -> builtins.list[Resource]:
+        check_batch(puts, deletes, expected)
+        if not puts and not deletes:
+            return []
+        batch = [res.clone() for res in puts]
+        stored = await self._run(self._db.write_batch, batch, list(deletes), dict(expected or {}))
+        return [res.clone() for res in stored]
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)
