@@ -2,22 +2,33 @@
 
 It listens on loopback by default: it shows counters and the running config (without the
 private key), and needs no authentication there.
+
+Hand-written on asyncio rather than aiohttp: it only answers a few GETs, one per connection,
+and aiohttp's import alone costs a proxy about 11 MiB of its memory budget (see
+docs/benchmarks.md, mesh-dp RSS).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from meshfed.config import Address
 
+log = logging.getLogger("mesh_dp.admin")
+
 JsonView = Callable[[], Any]
+MAX_REQUEST = 8192
+READ_TIMEOUT = 5.0
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
 def metrics_registry(*collectors: Collector) -> CollectorRegistry:
@@ -29,21 +40,6 @@ def metrics_registry(*collectors: Collector) -> CollectorRegistry:
     return registry
 
 
-def _json_handler(view: JsonView) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
-        body = view()
-        status = 200
-        if isinstance(body, tuple):
-            status, body = body
-        return web.Response(
-            status=status,
-            text=json.dumps(body, indent=2, sort_keys=True) + "\n",
-            content_type="application/json",
-        )
-
-    return handle
-
-
 class AdminServer:
     """GET routes: each JSON view at its path, and /metrics from `registry`. A view may
     return `(status, body)` to answer with another status (e.g. 503 from /ready)."""
@@ -52,28 +48,60 @@ class AdminServer:
         self, address: Address, views: Mapping[str, JsonView], registry: CollectorRegistry
     ) -> None:
         self.address = address
+        self._views = dict(views)
         self._registry = registry
-        self._app = web.Application()
-        for path, view in views.items():
-            self._app.router.add_get(path, _json_handler(view))
-        self._app.router.add_get("/metrics", self._metrics)
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port = address.port
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address.host, self.address.port)
-        await site.start()
-        addresses = self._runner.addresses  # the real port when asked for port 0
-        if addresses:
-            self.port = int(addresses[0][1])
+        self._server = await asyncio.start_server(
+            self._serve, self.address.host, self.address.port, limit=MAX_REQUEST
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request; pure, so it is tested directly."""
+        if method != "GET":
+            return 405, "text/plain", b"only GET is served here\n"
+        path = path.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+        view = self._views.get(path)
+        if view is None:
+            known = ", ".join(sorted([*self._views, "/metrics"]))
+            return 404, "text/plain", f"unknown path {path}; try {known}\n".encode()
+        body = view()
+        status = 200
+        if isinstance(body, tuple):
+            status, body = body
+        text = json.dumps(body, indent=2, sort_keys=True) + "\n"
+        return status, "application/json", text.encode()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            if len(parts) == 3 and parts[2].startswith("HTTP/1."):
+                status, kind, body = self.answer(parts[0], parts[1])
+            else:
+                status, kind, body = 400, "text/plain", b"not an HTTP/1.x request\n"
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode("latin-1")
+                + body
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass  # a client that left or sent nonsense: nothing to answer
+        except Exception:  # a failing view must not take the endpoint down
+            log.exception("admin request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

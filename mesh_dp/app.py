@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh_dp.admin import AdminServer, metrics_registry
-from mesh_dp.cpclient import ConfigClient, Refused
 from mesh_dp.dataplane import (
     DataplaneError,
     DataplaneSpec,
@@ -24,6 +23,9 @@ from mesh_dp.stats import SidecarCollector
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
+
+if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
+    from mesh_dp.cpclient import ConfigClient
 
 log = logging.getLogger("mesh_dp")
 
@@ -105,6 +107,8 @@ class App:
         else:
             assert self.spec is not None and settings.cp is not None
             document = self.spec.document
+            from mesh_dp.cpclient import ConfigClient
+
             self.client = ConfigClient(
                 str(settings.cp),
                 hello=lambda: hello_message(
@@ -205,6 +209,8 @@ class App:
         return 0
 
     async def _run_client(self, client: ConfigClient[SidecarConfig], stop: asyncio.Event) -> int:
+        from mesh_dp import cpclient
+
         install_signals(stop)
         self.sidecar.start()
         log.info("mesh-dp connecting to %s", client.target)
@@ -215,7 +221,7 @@ class App:
         if task.done():
             try:
                 task.result()
-            except Refused as exc:
+            except cpclient.Refused as exc:
                 log.error("%s", exc)
                 return 1
         task.cancel()

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh_dp.admin import AdminServer, metrics_registry
-from mesh_dp.cpclient import ConfigClient, Refused
 from mesh_dp.runtime import StaticConfig, install_signals
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.jsonread import ConfigFormatError
@@ -21,6 +20,9 @@ from meshfed.resources.types import default_registry
 from zone_ingress.metrics import IngressCollector
 from zone_ingress.server import IngressServer
 from zone_ingress.settings import IngressSettings
+
+if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
+    from mesh_dp.cpclient import ConfigClient
 
 log = logging.getLogger("zone_ingress")
 
@@ -72,6 +74,8 @@ class App:
             self.static = StaticConfig(settings.config_file, parse_static, self.server.apply, ())
         else:
             assert settings.cp is not None
+            from mesh_dp.cpclient import ConfigClient
+
             self.client = ConfigClient(
                 str(settings.cp),
                 hello=lambda: hello_message(
@@ -170,6 +174,8 @@ class App:
             await self.admin.stop()
 
     async def _serve(self, stop: asyncio.Event) -> int:
+        from mesh_dp import cpclient
+
         pending: set[asyncio.Task[bool]] = set()
         static = self.static
 
@@ -191,7 +197,7 @@ class App:
         if client_task is not None and client_task.done():
             try:
                 client_task.result()
-            except Refused as exc:
+            except cpclient.Refused as exc:
                 log.error("%s", exc)
                 code = 1
         self.draining = True
@@ -200,6 +206,6 @@ class App:
         for task in waiters:
             task.cancel()
         if client_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Refused):
+            with contextlib.suppress(asyncio.CancelledError, cpclient.Refused):
                 await client_task
         return code
