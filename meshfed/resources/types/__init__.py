@@ -5,7 +5,16 @@ from __future__ import annotations
 from functools import cache
 
 from meshfed.resources.descriptors import Registry, TypeDescriptor
-from meshfed.resources.types import dataplane, insights, mesh, policies, secret, zone, zone_ingress
+from meshfed.resources.types import (
+    dataplane,
+    insights,
+    mesh,
+    policies,
+    secret,
+    vips,
+    zone,
+    zone_ingress,
+)
 
 ALL_TYPES: tuple[TypeDescriptor, ...] = (
     mesh.MESH,
@@ -16,6 +25,7 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     insights.DATAPLANE_INSIGHT,
     zone_ingress.ZONE_INGRESS,
     insights.ZONE_INGRESS_INSIGHT,
+    vips.VIRTUAL_IPS,
     *policies.POLICIES,
 )
 

@@ -159,6 +159,23 @@ name: web-01
 health:
   ready: true
 """,
+    "virtual-ips": """\
+type: VirtualIPs
+mesh: default
+name: zone-1
+spec:
+  cidr: 127.1.0.0/16
+  cursor: 127.1.0.4
+  services:
+    backend:
+      vip: 127.1.0.1
+      zones:
+        zone-2: 127.1.0.2
+  reserved:
+  - service: web
+    vip: 127.1.0.3
+    since: '2024-05-01T10:00:00Z'
+""",
     "zone-ingress-insight": """\
 type: ZoneIngressInsight
 name: zone-1.ingress
