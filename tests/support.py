@@ -132,6 +132,9 @@ class Procs:
     def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
+        # Every zone-cp serves DNS; unless a test picks the address, any free port, so zones
+        # started by parallel tests never fight over the default 5653.
+        full_env.setdefault("MESHFED_DNS_ADDRESS", "127.0.0.1:0")
         if env:
             full_env.update(env)
         proc = Proc(name, argv, self.log_dir, full_env)
