@@ -6,8 +6,9 @@ policies, meshes, secrets and other zones' ingresses) and `ZoneView` (a zone's o
 are ResourceSources over it. Receiving: `global_receive_side` stores what a zone sends under
 collision-free names labelled with that zone (and may touch nothing else);
 `zone_receive_side` stores what the global sends (`kuma.io/origin: global`) and never
-overwrites or deletes the zone's own resources. Nothing is deleted except by an explicit
-remove from the peer.
+overwrites or deletes the zone's own resources. Each response is applied as one store batch
+(`write_batch`): a reader or watcher sees all of it or none of it. Nothing is deleted except
+by an explicit remove from the peer.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ from meshfed.resources.model import (
     Resource,
 )
 from meshfed.resources.types.zone import ZONE, zone_enabled
+from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import (
-    AlreadyExistsError,
     CompactedError,
     NotFoundError,
     ResourceStore,
+    StoreKey,
     WatchEvent,
     WatchOverflowError,
 )
@@ -276,7 +278,9 @@ def global_mirror(store: ResourceStore, down_types: Sequence[str]) -> StoreMirro
 
 
 def zone_mirror(store: ResourceStore, up_types: Sequence[str], zone: str) -> StoreMirror:
-    return StoreMirror(store, up_types, lambda res: outgoing_from_zone(res, zone))
+    return StoreMirror(
+        store, up_types, lambda res: with_ingress_zone(outgoing_from_zone(res, zone), zone)
+    )
 
 
 # -- receiving ----------------------------------------------------------------------------------
@@ -304,25 +308,21 @@ def validator(registry: Registry) -> Callable[[Resource], str | None]:
     return validate
 
 
-async def _put(
-    store: ResourceStore, res: Resource, may_replace: Callable[[Resource], bool]
-) -> bool:
-    """Creates or replaces `res`; False when an existing resource may not be replaced.
+# Up to this many keys an apply reads each one; beyond, one list of the type is cheaper.
+_FEW_KEYS = 16
 
-    Create first: on a cold sync nearly every resource is new, and this saves a read each.
+
+def with_ingress_zone(res: Resource, zone: str) -> Resource:
+    """Sets a ZoneIngress's `zone` (Kuma: "set by the global") on `res`, a copy, in place.
+
+    The global sets it from the stream, so a zone cannot claim another zone's; the zone sets
+    the same value in the form it sends (its KDS version is computed over it), so the copy the
+    global stores hashes to the version the zone sent: after a restart the global still holds
+    exactly what the zone has, and nothing is sent again.
     """
-    try:
-        await store.create(res)
-        return True
-    except AlreadyExistsError:
-        existing = await store.get(res.type, res.mesh, res.name)
-    if not may_replace(existing):
-        return False
-    if existing.meta.labels != res.meta.labels or existing.spec != res.spec:
-        # Only the version checked above: a concurrent local write fails this apply (and the
-        # stream; the sender sends it again) instead of being overwritten.
-        await store.update(res, expected_version=existing.meta.version)
-    return True
+    if res.type == ZONE_INGRESS.name and res.spec.get("zone") != zone:
+        res.spec["zone"] = zone
+    return res
 
 
 async def _get(store: ResourceStore, type_name: str, mesh: str, name: str) -> Resource | None:
@@ -332,9 +332,54 @@ async def _get(store: ResourceStore, type_name: str, mesh: str, name: str) -> Re
         return None
 
 
-async def _delete(store: ResourceStore, res: Resource) -> None:
-    with contextlib.suppress(NotFoundError):
-        await store.delete(res.type, res.mesh, res.name)
+async def _current(
+    store: ResourceStore, type_name: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Resource]:
+    """What the store holds at these (mesh, name) keys."""
+    if len(keys) <= _FEW_KEYS:
+        found = [await _get(store, type_name, mesh, name) for mesh, name in keys]
+        return {(r.mesh, r.name): r for r in found if r is not None}
+    wanted = set(keys)
+    meshes = {mesh for mesh, _ in wanted}
+    page = await store.list(type_name, next(iter(meshes)) if len(meshes) == 1 else None)
+    return {(r.mesh, r.name): r for r in page.items if (r.mesh, r.name) in wanted}
+
+
+async def _apply(
+    store: ResourceStore,
+    type_name: str,
+    upserts: Sequence[Resource],
+    removes: Sequence[tuple[str, str]],
+    may_change: Callable[[Resource], bool],
+    refused: Callable[[Resource], None],
+) -> None:
+    """Writes one change set as one store batch, touching only what `may_change` allows.
+
+    Each written key must still have the version read here (absent for a new one): a
+    concurrent local write makes the batch fail with nothing written, and so this apply and
+    the stream (the sender sends it all again), instead of being overwritten.
+    """
+    current = await _current(store, type_name, [*((r.mesh, r.name) for r in upserts), *removes])
+    puts: list[Resource] = []
+    deletes: list[StoreKey] = []
+    expected: dict[StoreKey, str | None] = {}
+    for res in upserts:
+        existing = current.get((res.mesh, res.name))
+        if existing is not None:
+            if not may_change(existing):
+                refused(res)
+                continue
+            if existing.meta.labels == res.meta.labels and existing.spec == res.spec:
+                continue  # already stored as sent: no write, no event
+        puts.append(res)
+        expected[res.key] = existing.meta.version if existing is not None else None
+    for mesh, name in removes:
+        existing = current.get((mesh, name))
+        if existing is not None and may_change(existing):
+            deletes.append(existing.key)
+            expected[existing.key] = existing.meta.version
+    if puts or deletes:
+        await store.write_batch(puts, deletes, expected=expected)
 
 
 async def global_receive_side(
@@ -351,21 +396,18 @@ async def global_receive_side(
         labels = res.meta.labels
         return labels.get(LABEL_ORIGIN) == ORIGIN_ZONE and labels.get(LABEL_ZONE) == zone
 
+    def refused(res: Resource) -> None:
+        log.error(
+            "zone %s: not overwriting %s %r, which belongs to another zone or the global",
+            zone,
+            res.type,
+            res.name,
+        )
+
     async def apply(changes: ChangeSet) -> None:
-        for res in changes.upserts:
-            stored = stored_at_global(res, zone)
-            if not await _put(store, stored, owned_by_zone):
-                log.error(
-                    "zone %s: not overwriting %s %r, which belongs to another zone or the global",
-                    zone,
-                    stored.type,
-                    stored.name,
-                )
-        for key in changes.removes:
-            name = zone_resource_name(key.name, key.mesh, zone)
-            existing = await _get(store, changes.type, key.mesh, name)
-            if existing is not None and owned_by_zone(existing):
-                await _delete(store, existing)
+        upserts = [with_ingress_zone(stored_at_global(r, zone), zone) for r in changes.upserts]
+        removes = [(k.mesh, zone_resource_name(k.name, k.mesh, zone)) for k in changes.removes]
+        await _apply(store, changes.type, upserts, removes, owned_by_zone, refused)
 
     return ReceiveSide(receiver=receiver, apply=apply, validate=check)
 
@@ -388,17 +430,13 @@ async def zone_receive_side(
     def from_global(res: Resource) -> bool:
         return res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_GLOBAL
 
+    def refused(res: Resource) -> None:
+        log.error(
+            "not overwriting this zone's own %s %r with the global's copy", res.type, res.name
+        )
+
     async def apply(changes: ChangeSet) -> None:
-        for res in changes.upserts:
-            if not await _put(store, res, from_global):
-                log.error(
-                    "not overwriting this zone's own %s %r with the global's copy",
-                    res.type,
-                    res.name,
-                )
-        for key in changes.removes:
-            existing = await _get(store, changes.type, key.mesh, key.name)
-            if existing is not None and from_global(existing):
-                await _delete(store, existing)
+        removes = [(k.mesh, k.name) for k in changes.removes]
+        await _apply(store, changes.type, changes.upserts, removes, from_global, refused)
 
     return ReceiveSide(receiver=receiver, apply=apply, validate=check)
