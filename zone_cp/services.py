@@ -1,0 +1,350 @@
+"""The zone's services, kept current from its store: catalog, stable VIPs, DNS names, and the
+`availableServices` of its own ingresses.
+
+One store watch (a StoreMirror of Mesh, Dataplane and ZoneIngress) marks the state dirty; one
+task recomputes everything from the mirror, so a burst of changes costs one pass and nothing
+runs on a timer. A pass, in order:
+
+1. builds the catalog (`zone_cp.catalog`) and syncs the VIP book with the keys it needs;
+2. persists the VIPs that changed (VirtualIPs, one resource per mesh, synced to the global)
+   *before* DNS can answer with them, so an address handed to a client survives a crash;
+3. publishes an immutable `ServiceSnapshot` to listeners (the DNS server swaps its table);
+4. writes the own ZoneIngresses whose `availableServices` changed (they reach the other zones
+   through the global).
+
+A failed pass (the store refused a write) is logged and retried with a growing delay; the
+snapshot in use stays the last good one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from meshfed.dpconfig.catalog import Catalog, Predicate, VipKey
+from meshfed.kds.store_glue import StoreMirror
+from meshfed.resources.model import (
+    LABEL_ORIGIN,
+    LABEL_ZONE,
+    ORIGIN_GLOBAL,
+    ORIGIN_ZONE,
+    Meta,
+    Resource,
+    now_rfc3339,
+)
+from meshfed.resources.types.dataplane import DATAPLANE
+from meshfed.resources.types.mesh import MESH
+from meshfed.resources.types.vips import VIRTUAL_IPS
+from meshfed.resources.types.zone_ingress import ZONE_INGRESS
+from meshfed.store.base import ConflictError, NotFoundError, ResourceStore, StoreError
+from zone_cp.catalog import ingress_updates, own_available_services, zone_catalog
+from zone_cp.dns import NameSet
+from zone_cp.dns_wiring import names_by_vip, zone_names
+from zone_cp.vipbook import VipBook
+
+log = logging.getLogger("zone_cp.services")
+
+WATCHED: Final = (MESH.name, DATAPLANE.name, ZONE_INGRESS.name)
+RETRY_FIRST: Final = 0.1
+RETRY_MAX: Final = 5.0
+
+
+def _always(resource: Resource) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    """What the zone resolves at one moment; replaced whole, never changed."""
+
+    zone: str
+    catalog: Catalog
+    vips: dict[VipKey, str]  # active VIPs
+    names: NameSet  # DNS name -> VIP
+    generation: int = 0
+    unallocated: tuple[VipKey, ...] = field(default=())
+
+
+SnapshotListener = Callable[[ServiceSnapshot], None]
+
+
+def _key_text(key: VipKey) -> str:
+    where = "" if key.zone is None else f" in zone {key.zone}"
+    return f"{key.service} (mesh {key.mesh}{where})"
+
+
+class ZoneServices:
+    def __init__(
+        self,
+        store: ResourceStore,
+        zone: str,
+        cidr: ipaddress.IPv4Network,
+        *,
+        online: Predicate = _always,
+    ) -> None:
+        self._store = store
+        self.zone = zone
+        self.cidr = cidr
+        self.online = online
+        self.book = VipBook(cidr)
+        self._mirror = StoreMirror(store, WATCHED, lambda res: res)
+        self._snapshot = ServiceSnapshot(zone, Catalog(zone, []), {}, NameSet())
+        self._listeners: list[SnapshotListener] = []
+        self._written: dict[str, dict[str, Any]] = {}  # mesh -> VirtualIPs spec in the store
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
+        self.passes = 0
+        self.failures = 0
+        self.last_pass_seconds = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Loads the persisted VIPs, follows the store, and computes the first snapshot before
+        returning (so DNS starts with the full table)."""
+        await self._load_vips()
+        self._unlisten = self._mirror.listen(self._on_store_change)
+        await self._mirror.start()
+        await self._pass()
+        self._task = asyncio.create_task(self._run(), name="zone-services")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        await self._mirror.stop()
+
+    @property
+    def snapshot(self) -> ServiceSnapshot:
+        return self._snapshot
+
+    def listen(self, listener: SnapshotListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unlisten() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unlisten
+
+    def invalidate(self) -> None:
+        """Recompute soon: something outside the store changed (e.g. `online`)."""
+        self._dirty.set()
+
+    # -- the pass ----------------------------------------------------------------------------
+
+    def _on_store_change(self, type_name: str, key: object, res: Resource | None) -> None:
+        self._dirty.set()
+
+    async def _run(self) -> None:
+        delay = RETRY_FIRST
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._pass()
+                delay = RETRY_FIRST
+            except Exception as exc:
+                self.failures += 1
+                log.error(
+                    "services not updated (retrying in %.1fs): %s",
+                    delay,
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),  # a store refusal needs no trace
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                self._dirty.set()
+
+    async def _pass(self) -> None:
+        started = time.perf_counter()
+        meshes = {r.name for r, _ in self._mirror.entries(MESH.name)}
+        dataplanes = [r for r, _ in self._mirror.entries(DATAPLANE.name)]
+        ingresses = [r for r, _ in self._mirror.entries(ZONE_INGRESS.name)]
+        catalog = zone_catalog(self.zone, meshes, dataplanes, ingresses, self.online)
+        before = set(self.book.unallocated)
+        result = self.book.sync(catalog.vip_keys(), meshes, now_rfc3339())
+        if result.changed:
+            log.info(
+                "VIPs: %d new, %d back, %d reserved, %d released",
+                len(result.allocated),
+                len(result.revived),
+                len(result.reserved),
+                len(result.released),
+            )
+        if result.unallocated and set(result.unallocated) != before:
+            log.error(
+                "VIP range %s is exhausted: no VIP for %s; free addresses by removing services "
+                "or widen --vip-cidr",
+                self.book.network,
+                ", ".join(_key_text(k) for k in result.unallocated[:10])
+                + (
+                    f" and {len(result.unallocated) - 10} more"
+                    if len(result.unallocated) > 10
+                    else ""
+                ),
+            )
+        await self._persist_vips()
+        vips = self.book.active()
+        snapshot = ServiceSnapshot(
+            self.zone,
+            catalog,
+            vips,
+            zone_names(vips),
+            self._snapshot.generation + 1,
+            tuple(result.unallocated),
+        )
+        self._snapshot = snapshot
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("services listener failed")
+        available = own_available_services(self.zone, meshes, dataplanes, self.online)
+        await self._write_ingresses(ingress_updates(self.zone, ingresses, available))
+        self.passes += 1
+        self.last_pass_seconds = time.perf_counter() - started
+
+    # -- store I/O ---------------------------------------------------------------------------
+
+    async def _load_vips(self) -> None:
+        page = await self._store.list(VIRTUAL_IPS.name)
+        own = [
+            r
+            for r in page.items
+            if r.meta.name == self.zone and r.meta.labels.get(LABEL_ORIGIN) != ORIGIN_GLOBAL
+        ]
+        own.sort(key=lambda r: int(r.meta.version) if r.meta.version.isdigit() else -1)
+        self.book, problems = VipBook.from_specs(((r.mesh, r.spec) for r in own), self.cidr)
+        for problem in problems:
+            log.warning("stored VIPs: %s", problem)
+        self._written = {r.mesh: r.spec for r in own}
+        held = len(self.book.active()) + len(self.book.reserved())
+        log.info(
+            "loaded %d VIP(s) of %d mesh(es) from the store (range %s)", held, len(own), self.cidr
+        )
+
+    async def _persist_vips(self) -> None:
+        specs = self.book.to_specs()
+        for mesh, spec in specs.items():
+            if self._written.get(mesh) == spec:
+                continue
+            labels = {LABEL_ORIGIN: ORIGIN_ZONE, LABEL_ZONE: self.zone}
+            res = Resource(VIRTUAL_IPS.name, Meta(name=self.zone, mesh=mesh, labels=labels), spec)
+            try:
+                await self._store.update(res)
+            except NotFoundError:
+                await self._store.create(res)
+            self._written[mesh] = spec
+        for mesh in [m for m in self._written if m not in specs]:
+            with contextlib.suppress(NotFoundError):
+                await self._store.delete(VIRTUAL_IPS.name, mesh, self.zone)
+            del self._written[mesh]
+
+    async def _write_ingresses(self, updates: list[Resource]) -> None:
+        for ingress in updates:
+            try:
+                await self._store.update(ingress, expected_version=ingress.meta.version)
+            except (ConflictError, NotFoundError):
+                continue  # changed or removed meanwhile: that change starts another pass
+            services = ingress.spec.get("availableServices") or []
+            log.info("ZoneIngress %s advertises %d service group(s)", ingress.name, len(services))
+
+    # -- views -------------------------------------------------------------------------------
+
+    def services_json(self, mesh: str) -> dict[str, Any]:
+        return services_json(self._snapshot, mesh)
+
+    def collector(self) -> Collector:
+        return ServicesCollector(self)
+
+
+def services_json(snapshot: ServiceSnapshot, mesh: str) -> dict[str, Any]:
+    """`GET /meshes/{mesh}/services` on a zone: each service, the zones that have it with their
+    instance counts, this zone's VIP for it, its zone-pinned VIPs and the names answering."""
+    by_vip = names_by_vip(snapshot.names)
+    items = []
+    for entry in snapshot.catalog.services(mesh):
+        counts: Counter[str] = Counter()
+        if entry.local:
+            counts[snapshot.zone] = len(entry.local)
+        for remote in entry.remote:
+            counts[remote.zone] += remote.instances
+        zones = entry.zones(snapshot.zone)
+        vip = snapshot.vips.get(VipKey(mesh, entry.service))
+        pinned = {z: v for z in zones if (v := snapshot.vips.get(VipKey(mesh, entry.service, z)))}
+        names = sorted(n for v in [vip, *pinned.values()] if v for n in by_vip.get(v, []))
+        items.append(
+            {
+                "service": entry.service,
+                "port": entry.port,
+                "instances": sum(counts.values()),
+                "zones": [{"zone": z, "instances": counts[z]} for z in zones],
+                "vip": vip,
+                "zoneVips": pinned,
+                "names": names,
+            }
+        )
+    return {"mesh": mesh, "zone": snapshot.zone, "total": len(items), "items": items, "next": None}
+
+
+class ServicesCollector(Collector):
+    """VIP and catalog metrics, read at scrape time."""
+
+    def __init__(self, services: ZoneServices) -> None:
+        self._services = services
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._services
+        book = s.book
+        yield GaugeMetricFamily(
+            "meshfed_vip_capacity",
+            "Addresses in the zone's VIP range",
+            value=book.allocator.capacity,
+        )
+        held = GaugeMetricFamily("meshfed_vips", "VIPs held, by state", labels=["state"])
+        held.add_metric(["active"], len(book.active()))
+        held.add_metric(["reserved"], len(book.reserved()))
+        yield held
+        yield GaugeMetricFamily(
+            "meshfed_vips_unallocated",
+            "Services and zone-pinned names without a VIP because the range is exhausted",
+            value=len(book.unallocated),
+        )
+        yield CounterMetricFamily(
+            "meshfed_vip_allocation_failures",
+            "VIP allocations that failed because the range was exhausted",
+            value=book.allocation_failures,
+        )
+        yield GaugeMetricFamily(
+            "meshfed_catalog_services",
+            "Services (mesh and name) the zone resolves",
+            value=len(s.snapshot.catalog),
+        )
+        yield CounterMetricFamily(
+            "meshfed_catalog_passes", "Catalog recomputations", value=s.passes
+        )
+        yield CounterMetricFamily(
+            "meshfed_catalog_failures", "Catalog passes that failed (retried)", value=s.failures
+        )
+        yield GaugeMetricFamily(
+            "meshfed_catalog_last_pass_seconds",
+            "Duration of the last catalog pass",
+            value=s.last_pass_seconds,
+        )
