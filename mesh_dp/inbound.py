@@ -127,9 +127,14 @@ class InboundListener:
                 ssl=None if contexts is None else contexts.server,
                 ssl_handshake_timeout=None if contexts is None else self._handshake_timeout,
             )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            self.stats.handshake_failures += 1
-            log.info("inbound %s: TLS handshake failed: %s", self.where, describe(exc))
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, ConnectionError) and not isinstance(exc, ssl.SSLError):
+                # Gone before finishing the handshake: a TCP health check or a port scan.
+                self.stats.closed_early += 1
+                log.debug("inbound %s: closed before the handshake: %s", self.where, exc)
+            else:
+                self.stats.handshake_failures += 1
+                log.info("inbound %s: TLS handshake failed: %s", self.where, describe(exc))
             with contextlib.suppress(OSError):
                 conn.close()
             return

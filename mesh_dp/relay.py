@@ -52,7 +52,6 @@ class Side(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.eof = False
         self.lost = False
-        self.on_lost: Callable[[Side], None] | None = None  # before linking
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but implement it.
@@ -96,8 +95,6 @@ class Side(asyncio.Protocol):
         self.lost = True
         if self.link is not None:
             self.link.side_lost(self, exc)
-        elif self.on_lost is not None:
-            self.on_lost(self)
 
     def close(self, abort: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():

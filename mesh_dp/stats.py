@@ -32,6 +32,7 @@ class InboundStats:
     denied: Counter[str] = field(default_factory=Counter)  # by MeshTrafficPermission
     shadow_denied: Counter[str] = field(default_factory=Counter)  # allowed, would be denied
     handshake_failures: int = 0  # no/untrusted client certificate, not TLS, timeout
+    closed_early: int = 0  # the peer left before the handshake ended (TCP health checks)
     app_failures: int = 0  # the application did not accept the connection
     ready: bool = False  # the application answers a TCP connect (service probe)
 
@@ -54,6 +55,7 @@ class InboundStats:
             "denied": dict(self.denied),
             "shadowDenied": dict(self.shadow_denied),
             "handshakeFailures": self.handshake_failures,
+            "closedEarly": self.closed_early,
             "appFailures": self.app_failures,
         }
 
@@ -168,6 +170,7 @@ class SidecarCollector(Collector):
             rejected.add_metric([*key, "denied"], sum(s.denied.values()))
             rejected.add_metric([*key, "handshake"], s.handshake_failures)
             rejected.add_metric([*key, "app_unreachable"], s.app_failures)
+            rejected.add_metric([*key, "closed_early"], s.closed_early)
             for verdict, table in (
                 ("allowed", s.authorized),
                 ("denied", s.denied),

@@ -211,6 +211,10 @@ def test_traffic_permission_deny_and_foreign_callers(procs: Procs, tmp_path: Pat
     seen = backend_sidecar.inbound()
     assert seen["denied"] == {"spiffe://default/stranger": 1}
     assert seen["authorized"] == {"spiffe://default/web": 1}
+    # A TCP health check (connect, close) is not a refused caller.
+    socket.create_connection((backend.address, backend.port), timeout=5).close()
+    wait_until(lambda: backend_sidecar.inbound()["closedEarly"] == 1)
+    assert backend_sidecar.inbound()["handshakeFailures"] == 2
 
     # Remove the allow: web's new connections are refused by the backend sidecar.
     s.set_policies("MeshTrafficPermission", [])
