@@ -70,6 +70,10 @@ def test_cross_zone_through_the_ingress(procs: Procs, tmp_path: Path) -> None:
     routed = ingress.stats()["services"]
     assert [(r["service"], r["connectionsTotal"]) for r in routed] == [("backend", 100)]
     assert web_sidecar.outbound("backend")["connectionsTotal"] == 100
+    # `curl http://backend.mesh` works too when the sidecar may bind port 80 (root here).
+    assert out.also_port_80
+    if os.geteuid() == 0:
+        assert http_get(out.address, 80)[1]["zone"] == "zone-2"
 
 
 def test_bulk_bytes_pass_unchanged(procs: Procs, tmp_path: Path) -> None:

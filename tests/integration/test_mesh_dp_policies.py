@@ -260,6 +260,8 @@ def test_health_check_timeout_and_disabling(procs: Procs, tmp_path: Path) -> Non
         # Connects to the hole hang; only the check's own timeout (not the 15 s default)
         # can fail them this soon.
         wait_until(lambda: not w.endpoint(hole)["healthy"], timeout=3, what="hole ejected")
+        # Checks repeat every `interval` (Kuma's default would be once a minute).
+        wait_until(lambda: w.endpoint(hole)["checks"] >= 5, timeout=4, what="five checks")
         w.policies(mesh_policy("MeshHealthCheck", {**check, "tcp": {"disabled": True}}))
         w.reload()
         assert w.endpoint(hole)["healthy"]  # no checks: nothing keeps it out
