@@ -14,6 +14,11 @@ runs on a timer. A pass, in order:
 
 A failed pass (the store refused a write) is logged and retried with a growing delay; the
 snapshot in use stays the last good one.
+
+Replicas of one zone sharing an etcd store run one ZoneServices each, but only the writer
+(the zone's leader) allocates and writes; the others publish the VIPs it stored (VirtualIPs is
+watched too), so every replica's DNS gives the same answers and a new leader continues from the
+store.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from zone_cp.vipbook import VipBook
 
 log = logging.getLogger("zone_cp.services")
 
-WATCHED: Final = (MESH.name, DATAPLANE.name, ZONE_INGRESS.name)
+WATCHED: Final = (MESH.name, DATAPLANE.name, ZONE_INGRESS.name, VIRTUAL_IPS.name)
 RETRY_FIRST: Final = 0.1
 RETRY_MAX: Final = 5.0
 
@@ -91,11 +96,14 @@ class ZoneServices:
         cidr: ipaddress.IPv4Network,
         *,
         online: Predicate = _always,
+        writer: bool = True,
     ) -> None:
         self._store = store
         self.zone = zone
         self.cidr = cidr
         self.online = online
+        self.writer = writer
+        self._reload = True  # read the VIPs from the store before the next writing pass
         self.book = VipBook(cidr)
         self._mirror = StoreMirror(store, WATCHED, lambda res: res)
         self._snapshot = ServiceSnapshot(zone, Catalog(zone, []), {}, NameSet())
@@ -111,9 +119,8 @@ class ZoneServices:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Loads the persisted VIPs, follows the store, and computes the first snapshot before
-        returning (so DNS starts with the full table)."""
-        await self._load_vips()
+        """Follows the store (persisted VIPs included) and computes the first snapshot before
+        returning, so DNS starts with the full table."""
         self._unlisten = self._mirror.listen(self._on_store_change)
         await self._mirror.start()
         await self._pass()
@@ -147,6 +154,14 @@ class ZoneServices:
         """Recompute soon: something outside the store changed (e.g. `online`)."""
         self._dirty.set()
 
+    def set_writer(self, writer: bool) -> None:
+        """Replicas sharing one zone store (etcd): only the leader allocates and writes VIPs
+        and ingresses; the others answer with the VIPs it stored. A new leader starts from
+        what the store holds."""
+        self.writer = writer
+        self._reload = True
+        self._dirty.set()
+
     # -- the pass ----------------------------------------------------------------------------
 
     def _on_store_change(self, type_name: str, key: object, res: Resource | None) -> None:
@@ -178,6 +193,14 @@ class ZoneServices:
         dataplanes = [r for r, _ in self._mirror.entries(DATAPLANE.name)]
         ingresses = [r for r, _ in self._mirror.entries(ZONE_INGRESS.name)]
         catalog = zone_catalog(self.zone, meshes, dataplanes, ingresses, self.online)
+        if not self.writer:
+            self._follow(catalog)
+            self.passes += 1
+            self.last_pass_seconds = time.perf_counter() - started
+            return
+        if self._reload:
+            self._load_vips()
+            self._reload = False
         before = set(self.book.unallocated)
         result = self.book.sync(catalog.vip_keys(), meshes, now_rfc3339())
         if result.changed:
@@ -201,14 +224,30 @@ class ZoneServices:
                 ),
             )
         await self._persist_vips()
-        vips = self.book.active()
+        self._publish(catalog, self.book.active(), tuple(result.unallocated))
+        available = own_available_services(self.zone, meshes, dataplanes, self.online)
+        await self._write_ingresses(ingress_updates(self.zone, ingresses, available))
+        self.passes += 1
+        self.last_pass_seconds = time.perf_counter() - started
+
+    def _follow(self, catalog: Catalog) -> None:
+        """A replica that does not write: the leader's stored VIPs for what the catalog has."""
+        book, _ = VipBook.from_specs(((r.mesh, r.spec) for r in self._stored_vips()), self.cidr)
+        self.book = book
+        wanted = set(catalog.vip_keys())
+        vips = {k: v for k, v in book.active().items() if k in wanted}
+        self._publish(catalog, vips, ())
+
+    def _publish(
+        self, catalog: Catalog, vips: dict[VipKey, str], unallocated: tuple[VipKey, ...]
+    ) -> None:
         snapshot = ServiceSnapshot(
             self.zone,
             catalog,
             vips,
             zone_names(vips),
             self._snapshot.generation + 1,
-            tuple(result.unallocated),
+            unallocated,
         )
         self._snapshot = snapshot
         for listener in list(self._listeners):
@@ -216,21 +255,21 @@ class ZoneServices:
                 listener(snapshot)
             except Exception:
                 log.exception("services listener failed")
-        available = own_available_services(self.zone, meshes, dataplanes, self.online)
-        await self._write_ingresses(ingress_updates(self.zone, ingresses, available))
-        self.passes += 1
-        self.last_pass_seconds = time.perf_counter() - started
 
     # -- store I/O ---------------------------------------------------------------------------
 
-    async def _load_vips(self) -> None:
-        page = await self._store.list(VIRTUAL_IPS.name)
+    def _stored_vips(self) -> list[Resource]:
+        """This zone's VirtualIPs as the store holds them, the most recently written last."""
         own = [
             r
-            for r in page.items
+            for r, _ in self._mirror.entries(VIRTUAL_IPS.name)
             if r.meta.name == self.zone and r.meta.labels.get(LABEL_ORIGIN) != ORIGIN_GLOBAL
         ]
         own.sort(key=lambda r: int(r.meta.version) if r.meta.version.isdigit() else -1)
+        return own
+
+    def _load_vips(self) -> None:
+        own = self._stored_vips()
         self.book, problems = VipBook.from_specs(((r.mesh, r.spec) for r in own), self.cidr)
         for problem in problems:
             log.warning("stored VIPs: %s", problem)

@@ -280,3 +280,30 @@ def test_global_view_counts_instances_per_zone_and_shows_each_zones_vip() -> Non
         },
     ]
     assert body["total"] == 2 and body["mesh"] == "default"
+
+
+async def test_replicas_sharing_a_store_answer_with_the_leaders_vips(store: MemoryStore) -> None:
+    """Only the writer allocates and writes; a replica that takes over continues from the
+    store, so no VIP changes hands and none is handed out twice."""
+    leader = await started(store)
+    follower = ZoneServices(store, ZONE, CIDR, writer=False)
+    await follower.start()
+    try:
+        await store.create(dataplane("dp-1", "backend"))
+        await until(lambda: BACKEND in follower.snapshot.vips, "follower sees backend")
+        assert follower.snapshot.vips == leader.snapshot.vips
+        assert follower.snapshot.names.records == leader.snapshot.names.records
+
+        leader.set_writer(False)
+        follower.set_writer(True)
+        await store.create(dataplane("dp-2", "web"))
+        web = VipKey("default", "web")
+        await until(lambda: web in leader.snapshot.vips, "old leader follows")
+        assert follower.snapshot.vips == leader.snapshot.vips
+        assert follower.snapshot.vips[BACKEND] == "127.1.0.1"
+        assert len(set(follower.snapshot.vips.values())) == 4  # backend, web and their pins
+        stored = await store.get("VirtualIPs", "default", ZONE)
+        assert set(stored.spec["services"]) == {"backend", "web"}
+    finally:
+        await follower.stop()
+        await leader.stop()
