@@ -7,6 +7,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from meshctl.commands import apply, delete, get, inspect, up, version
+from meshctl.commands import apply, delete, export, get, inspect, resolve, up, version
 
-COMMANDS: tuple[ModuleType, ...] = (apply, get, delete, inspect, up, version)
+COMMANDS: tuple[ModuleType, ...] = (
+    apply,
+    get,
+    delete,
+    export,
+    inspect,
+    resolve,
+    up,
+    version,
+)

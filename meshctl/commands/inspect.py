@@ -1,9 +1,15 @@
-"""`meshctl inspect zones`: each zone's connection and sync lag, from `/zones+insights`.
+"""`meshctl inspect zones|services`: live state beyond stored resources.
+
+`zones`: each zone's connection and sync lag, from `/zones+insights`.
 
 The table condenses a ZoneOverview: online/offline, whether the zone holds the global's
 current version of everything (else how many resources are pending), when its newest KDS
 subscription connected, response totals, and the most recent NACK. `-o json|yaml` prints the
 overviews as the API returned them.
+
+`services`: the services of a mesh from `GET /meshes/{mesh}/services`. Against a zone: the
+zones that have each service, its VIP in this zone and its zone-pinned VIPs; against the
+global: instances per zone and each zone's VIP for it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from meshctl.commands.common import DEFAULT_MESH
 from meshctl.context import Context
+from meshctl.errors import CliError
 from meshctl.output import (
     OUTPUT_FORMATS,
     dump_json,
@@ -36,7 +44,7 @@ def register(
     p = sub.add_parser(
         "inspect",
         parents=[common],
-        help="show live state: zones and their sync",
+        help="show live state: zones and their sync, services and their VIPs",
         description="Show what the control plane knows beyond stored resources.",
     )
     what = p.add_subparsers(dest="subject", metavar="SUBJECT", required=True)
@@ -49,6 +57,17 @@ def register(
     )
     zones.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     zones.set_defaults(func=run_zones)
+    services = what.add_parser(
+        "services",
+        parents=[common],
+        help="the services of a mesh: zones, instances, VIPs",
+        description="Each service of the mesh with the zones that have it (instances per "
+        "zone) and its VIPs: at a zone, the zone's VIP and zone-pinned VIPs; at the global, "
+        "every zone's VIP.",
+    )
+    services.add_argument("-m", "--mesh", default=DEFAULT_MESH, help="mesh (default: default)")
+    services.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    services.set_defaults(func=run_services)
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
@@ -141,4 +160,67 @@ def run_zones(args: argparse.Namespace, ctx: Context) -> int:
         ctx.stdout.write(zones_table(items, ctx.now()))
     else:
         print("No zones found (no zone control plane has connected yet).", file=ctx.stderr)
+    return 0
+
+
+# -- services ---------------------------------------------------------------------------------
+
+ZONE_SERVICE_HEADERS = ["SERVICE", "PORT", "ZONES", "VIP", "ZONE VIPS"]
+GLOBAL_SERVICE_HEADERS = ["SERVICE", "INSTANCES", "ZONES", "VIPS (PER ZONE)"]
+
+
+def _pairs(value: Any) -> str:
+    items = _dict(value)
+    return " ".join(f"{k}={v}" for k, v in sorted(items.items())) or "-"
+
+
+def zones_cell(item: Mapping[str, Any]) -> str:
+    zones = item.get("zones")
+    cells = [
+        f"{z.get('zone')}({_int(z.get('instances'))})"
+        for z in (zones if isinstance(zones, list) else [])
+        if isinstance(z, Mapping)
+    ]
+    return " ".join(cells) or "-"
+
+
+def services_table(body: Mapping[str, Any]) -> str:
+    items = [i for i in body.get("items") or [] if isinstance(i, Mapping)]
+    if "zone" in body:  # a zone's answer
+        rows = [
+            [
+                str(i.get("service", "")),
+                str(i.get("port") or "-"),
+                zones_cell(i),
+                str(i.get("vip") or "-"),
+                _pairs(i.get("zoneVips")),
+            ]
+            for i in items
+        ]
+        return render_table(ZONE_SERVICE_HEADERS, rows)
+    rows = [
+        [
+            str(i.get("service", "")),
+            str(_int(i.get("instances"))),
+            zones_cell(i),
+            _pairs(i.get("vips")),
+        ]
+        for i in items
+    ]
+    return render_table(GLOBAL_SERVICE_HEADERS, rows)
+
+
+def run_services(args: argparse.Namespace, ctx: Context) -> int:
+    body = ctx.client().get(f"/meshes/{args.mesh}/services")
+    if not isinstance(body, dict):
+        raise CliError("unexpected answer from the services endpoint: not an object")
+    if args.output == "json":
+        ctx.stdout.write(dump_json(body))
+    elif args.output == "yaml":
+        ctx.stdout.write(dump_yaml(body))
+    elif body.get("items"):
+        ctx.stdout.write(services_table(body))
+    else:
+        where = f" in zone {body['zone']}" if body.get("zone") else ""
+        print(f"No services in mesh {args.mesh}{where}.", file=ctx.stderr)
     return 0
