@@ -212,16 +212,14 @@ class ZoneServices:
                 len(result.released),
             )
         if result.unallocated and set(result.unallocated) != before:
+            shown = ", ".join(_key_text(k) for k in result.unallocated[:10])
+            more = len(result.unallocated) - 10
             log.error(
-                "VIP range %s is exhausted: no VIP for %s; free addresses by removing services "
+                "VIP range %s is exhausted: no VIP (and no DNS name) for %s%s; remove services "
                 "or widen --vip-cidr",
                 self.book.network,
-                ", ".join(_key_text(k) for k in result.unallocated[:10])
-                + (
-                    f" and {len(result.unallocated) - 10} more"
-                    if len(result.unallocated) > 10
-                    else ""
-                ),
+                shown,
+                f" and {more} more" if more > 0 else "",
             )
         await self._persist_vips()
         self._publish(catalog, self.book.active(), tuple(result.unallocated))

@@ -307,3 +307,27 @@ async def test_replicas_sharing_a_store_answer_with_the_leaders_vips(store: Memo
     finally:
         await follower.stop()
         await leader.stop()
+
+
+async def test_an_exhausted_range_is_logged_and_counted_never_duplicated(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = ZoneServices(store, ZONE, ipaddress.IPv4Network("10.0.0.0/30"))  # 2 addresses
+    await services.start()
+    try:
+        await store.create(dataplane("dp-1", "backend", "web"))
+        await until(lambda: services.snapshot.unallocated, "exhaustion")
+        vips = services.snapshot.vips
+        assert len(vips) == 2 and len(set(vips.values())) == 2
+        assert len(services.snapshot.unallocated) == 2
+        assert "VIP range 10.0.0.0/30 is exhausted" in caplog.text
+        metrics = {
+            m.name: m.samples[0].value
+            for m in services.collector().collect()
+            if len(m.samples) == 1
+        }
+        assert metrics["meshfed_vips_unallocated"] == 2
+        assert metrics["meshfed_vip_allocation_failures"] >= 2
+        assert metrics["meshfed_vip_capacity"] == 2
+    finally:
+        await services.stop()
