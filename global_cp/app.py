@@ -1,8 +1,10 @@
 """Composition root of the global control plane: store, registry, KDS and API wired together.
 
-`GlobalControlPlane` owns everything long-lived. Start order: store, default mesh, KDS (its
-mirror of the store is complete before the first zone is served), API. Stop in reverse, so a
-zone never talks to a global whose store is already closed.
+`GlobalControlPlane` owns everything long-lived. Start order: store, default mesh, replica
+presence, KDS (its mirror of the store is complete before the first zone is served), the
+leader campaign (singleton jobs), API. Stop in reverse, so a zone never talks to a global
+whose store is already closed. Several replicas may share an etcd store: see
+`global_cp.leader` and `global_cp.zone_liveness`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
+from pathlib import Path
+from typing import Any
 
 from global_cp.federation import Federation, KdsSettings
+from global_cp.leader import Leader
+from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
+from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
 from meshfed.config import Address
@@ -22,16 +29,21 @@ from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.mesh import MESH
-from meshfed.store.base import AlreadyExistsError, ResourceStore
-from meshfed.store.factory import open_store
+from meshfed.store.base import AlreadyExistsError, ResourceStore, StoreError
+from meshfed.store.etcd import EtcdStore
+from meshfed.store.factory import open_configured_store
 
 log = logging.getLogger("global_cp")
 DEFAULT_MESH = "default"
+LEADER_KEY = "global/leader"  # under the etcd store's prefix
 
 
 async def create_default_mesh(store: ResourceStore, registry: Registry) -> bool:
     """Creates Mesh 'default' only if nothing was ever written to the store (revision 0), so a
-    user who deleted it does not get it back on the next start. Returns whether it did."""
+    user who deleted it does not get it back on the next start. Returns whether it did.
+
+    Not a leader job: it must exist before the API is ready. Replicas starting together on
+    an empty etcd are safe: create-if-absent lets exactly one of them create it."""
     if await store.revision() != 0:
         return False
     mesh = resource_from_dict({"type": MESH.name, "name": DEFAULT_MESH}, registry)
@@ -43,6 +55,13 @@ async def create_default_mesh(store: ResourceStore, registry: Registry) -> bool:
     return True
 
 
+def store_location(kind: str, data_dir: Path, endpoints: str, store: ResourceStore) -> str:
+    """Where the store lives, for the start-up log line."""
+    if isinstance(store, EtcdStore):
+        return f" at {endpoints} under {store.prefix}"
+    return f" in {data_dir}" if kind == "sqlite" else ""
+
+
 class GlobalControlPlane:
     def __init__(self, settings: GlobalSettings, registry: Registry | None = None) -> None:
         self.settings = settings
@@ -51,13 +70,20 @@ class GlobalControlPlane:
         self.store: ResourceStore | None = None
         self.api: ApiContext | None = None
         self.federation: Federation | None = None
+        self.replicas: Replicas | None = None
+        self.leader: Leader | None = None
+        self.sweep: InsightSweep | None = None
         self._server: ApiServer | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self.store = await open_store(s.store, s.data_dir)
-        where = f" in {s.data_dir}" if s.store == "sqlite" else ""
-        log.info("opened %s store%s at revision %d", s.store, where, await self.store.revision())
+        self.store = await open_configured_store(s.store, s.data_dir, s)
+        log.info(
+            "opened %s store%s at revision %d",
+            s.store,
+            store_location(s.store, s.data_dir, s.etcd_endpoints, self.store),
+            await self.store.revision(),
+        )
         if s.default_mesh and await create_default_mesh(self.store, self.registry):
             log.info("first start: created Mesh %r", DEFAULT_MESH)
 
@@ -67,6 +93,14 @@ class GlobalControlPlane:
             mode=self.mode,
             max_body_bytes=s.max_body_bytes,
         )
+        self.replicas, election = for_store(
+            self.store,
+            self.api.instance_id,
+            ttl=s.etcd_lease_ttl,
+            key=LEADER_KEY,
+            info={"hostname": self.api.hostname},
+        )
+        await self.replicas.start()
         self.federation = Federation(
             self.store,
             self.registry,
@@ -78,12 +112,20 @@ class GlobalControlPlane:
                 insight_flush=s.zone_insight_flush,
             ),
             self.api.instance_id,
+            self.replicas,
         )
         self.api.federation = self.federation
         self.api.before_delete = self.federation.before_delete
         self.api.after_delete = self.federation.after_delete
         kds = await self.federation.start()
         log.info("KDS listening on grpc://%s", kds)
+        leader = self.leader = Leader(election)
+        self.sweep = InsightSweep(self.store, self.replicas, lambda: leader.is_leader)
+        leader.add_job("zone-insight-sweep", self.sweep.run, every=s.zone_insight_flush)
+        # Singleton jobs join here. The mesh CA creation will be a once-per-term job:
+        # leader.add_job("mesh-ca", <create the missing CAs>) (no `every`).
+        self.api.leader_status = self.leader_status
+        await leader.start()
         self._server = ApiServer(self.api, s.api_address, "global_cp.access")
         api = await self._server.start()
         self.api.ready = True
@@ -94,13 +136,34 @@ class GlobalControlPlane:
         assert self._server is not None, "not started"
         return self._server.address
 
+    async def leader_status(self) -> dict[str, Any]:
+        """`GET /_leader`: the leadership, the live replicas and the sweep's counters."""
+        assert self.leader is not None and self.replicas is not None and self.sweep is not None
+        status = await self.leader.status()
+        try:
+            status["replicas"] = await self.replicas.describe()
+        except StoreError as exc:
+            status["replicas"] = None
+            status["replicasError"] = str(exc)
+        status["sweep"] = {
+            "markedOffline": self.sweep.marked_offline,
+            "removedInsights": self.sweep.removed,
+        }
+        return status
+
     async def stop(self) -> None:
+        # Leader and replicas stay referenced once stopped: `/_leader` may still be asked.
+        if self.leader is not None:
+            await self.leader.stop()  # resigns: another replica takes the jobs at once
         if self.federation is not None:
             await self.federation.stop()
             self.federation = None
         if self._server is not None:
             await self._server.stop()
             self._server = None
+        if self.replicas is not None:
+            with suppress(StoreError):
+                await self.replicas.stop()
         if self.store is not None:
             await self.store.close()
             self.store = None

@@ -4,6 +4,10 @@
 Zone auto-creation) and the API's FederationView (`/zones+insights`, `_overview`, `_sync`)
 and delete hooks (`DELETE /zones/{name}`). One StoreMirror (one store watch) feeds every
 zone's stream; each zone's view filters it.
+
+Several replicas may share one store (etcd): each serves the zones connected to it and owns
+their live ZoneInsight; it answers for the other zones from the store
+(`global_cp.zone_liveness` has the rules).
 """
 
 from __future__ import annotations
@@ -22,9 +26,17 @@ from global_cp.insights import (
     SentType,
     Subscription,
     ZoneRecord,
-    epoch,
     rfc3339,
     subscription_status,
+)
+from global_cp.replicas import Replicas, SoleReplica
+from global_cp.zone_liveness import (
+    insight_resource,
+    merge_insight,
+    newest_subscription,
+    remote_record,
+    serving_replica,
+    stored_stat,
 )
 from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.api.errors import ApiError
@@ -38,9 +50,16 @@ from meshfed.resources.descriptors import Registry, TypeDescriptor
 from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, ORIGIN_GLOBAL, Meta, Resource
 from meshfed.resources.types.insights import ZONE_INSIGHT
 from meshfed.resources.types.zone import ZONE, zone_enabled
-from meshfed.store.base import AlreadyExistsError, NotFoundError, ResourceStore
+from meshfed.store.base import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    ResourceStore,
+    StoreError,
+)
 
 log = logging.getLogger("global_cp.kds")
+WRITE_ATTEMPTS = 5  # compare-and-swap rounds for one ZoneInsight write
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,7 @@ class Federation:
         registry: Registry,
         settings: KdsSettings,
         instance_id: str,
+        replicas: Replicas | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -74,7 +94,12 @@ class Federation:
             stale_timeout=settings.offline_timeout,
             max_message_size=settings.max_message_bytes,
         )
+        self.replicas = replicas or SoleReplica(instance_id)
+        # Zones this replica serves or served: it writes their insights (the others' come
+        # from the store when asked).
         self.records: dict[str, ZoneRecord] = {}
+        self._registrations = self.replicas.registrations
+        self._wake = asyncio.Event()  # a zone came or went: flush now, not at the next tick
         self._views: dict[str, GlobalView] = {}
         self._lock = asyncio.Lock()  # orders insight writes against zone deletion
         self._server: grpc.aio.Server | None = None
@@ -85,7 +110,6 @@ class Federation:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> Address:
-        await self._load_records()
         await self.mirror.start()
         self._unlisten = self.mirror.listen(self._on_mirror)
         # No SO_REUSEPORT (gRPC's default): a second global on the same port must fail to
@@ -142,8 +166,9 @@ class Federation:
             with contextlib.suppress(AlreadyExistsError):
                 await self._store.create(res)
                 log.info("zone %s: created Zone on its first connection", zone)
-        rec = self._record(zone)
+        rec = await self._adopt(zone)
         rec.add(Subscription(uuid.uuid4().hex[:16], self._instance_id, time.time()))
+        self._wake.set()
         log.info("zone %s online", zone)
 
     async def zone_disconnected(self, zone: str) -> None:
@@ -152,6 +177,7 @@ class Federation:
         self._keep_versions(rec)
         if rec.current is not None and rec.current.disconnect_time is None:
             rec.current.disconnect_time = time.time()
+        self._wake.set()
         log.info("zone %s offline (its inventory stays)", zone)
 
     async def down_source(self, zone: str) -> GlobalView:
@@ -163,17 +189,18 @@ class Federation:
     # -- FederationView ----------------------------------------------------------------------
 
     async def zone_overview(self, zone: Resource) -> dict[str, Any]:
-        rec = self.records.get(zone.name) or ZoneRecord(zone.name)
-        self._refresh(rec)
-        session = self._live(zone.name)
+        rec, session, remote = await self._zone_state(zone.name)
         view = self._view(zone.name)
-        pending = sum(view.pending(t, self._held(rec, session, t)) for t in self.down_types)
+        if remote is not None:  # served by another replica: as of its last flush
+            pending = sum(int(stored_stat(remote, t).get("pending") or 0) for t in self.down_types)
+        else:
+            pending = sum(view.pending(t, self._held(rec, session, t)) for t in self.down_types)
         in_flight = (
             session is not None
             and session.down is not None
             and any(session.down.in_flight(t) for t in self.down_types)
         )
-        online = session is not None
+        online = session is not None or remote is not None
         return {
             "type": "ZoneOverview",
             "name": zone.name,
@@ -197,8 +224,23 @@ class Federation:
         for zone in (await self._store.list(ZONE.name)).items:
             if not self._view(zone.name).wants(desc.name, res):
                 continue
-            rec = self.records.get(zone.name) or ZoneRecord(zone.name)
-            session = self._live(zone.name)
+            rec, session, remote = await self._zone_state(zone.name)
+            if remote is not None:
+                # Served by another replica, which alone knows the versions the zone holds;
+                # its last flush says whether the zone lacked anything of this type.
+                stat = stored_stat(remote, desc.name)
+                rejected = stat.get("rejected")
+                error = rejected.get(str(key)) if isinstance(rejected, dict) else None
+                zones.append(
+                    {
+                        "zone": zone.name,
+                        "state": "online",
+                        "version": None,
+                        "inSync": not stat.get("pending") and error is None,
+                        "lastError": error,
+                    }
+                )
+                continue
             held = self._held(rec, session, desc.name).get(key)
             last_error = None
             if session is not None and session.down is not None:
@@ -223,7 +265,10 @@ class Federation:
     # -- API delete hooks --------------------------------------------------------------------
 
     async def before_delete(self, desc: TypeDescriptor, mesh: str, name: str) -> None:
-        if desc.name == ZONE.name and self._live(name) is not None:
+        if desc.name != ZONE.name:
+            return
+        _, session, remote = await self._zone_state(name)
+        if session is not None or remote is not None:
             raise ApiError(409, "Conflict", f"zone {name} is connected; stop its zone-cp first")
 
     async def after_delete(self, desc: TypeDescriptor, res: Resource) -> None:
@@ -249,34 +294,97 @@ class Federation:
     async def flush(self) -> None:
         """Writes each zone's ZoneInsight if it changed (health-check times alone do not count)."""
         async with self._lock:
+            if self.replicas.registrations != self._registrations:
+                # Our presence lapsed meanwhile, and the leader may have closed our zones'
+                # subscriptions: write them all again.
+                self._registrations = self.replicas.registrations
+                for rec in self.records.values():
+                    rec.written = None
             for rec in list(self.records.values()):
                 self._refresh(rec)
                 body = rec.insight_body()
                 if _comparable(body) == _comparable(rec.written):
                     continue
-                res = Resource(
-                    ZONE_INSIGHT.name,
-                    Meta(name=rec.zone, labels={LABEL_ORIGIN: ORIGIN_GLOBAL}),
-                    body,
-                )
-                try:
+                await self._write_insight(rec, body)
+
+    async def _write_insight(self, rec: ZoneRecord, body: dict[str, Any]) -> None:
+        """Merges our part into the stored insight, compare-and-swap: another replica may be
+        writing the same zone's (it just moved). Hands the zone over when it has moved."""
+        for _ in range(WRITE_ATTEMPTS):
+            stored = await self._stored_insight(rec.zone)
+            merged = merge_insight(stored.spec if stored else None, body, self._instance_id)
+            res = insight_resource(rec.zone, merged)
+            try:
+                if stored is None:
                     await self._store.create(res)
-                except AlreadyExistsError:
-                    await self._store.update(res)
-                rec.written = body
+                elif _comparable(merged) != _comparable(stored.spec):
+                    await self._store.update(res, expected_version=stored.meta.version)
+            except (AlreadyExistsError, ConflictError):
+                continue
+            rec.written = body
+            newest = newest_subscription(merged)
+            moved = newest is not None and newest.get("globalInstanceId") != self._instance_id
+            if moved and self._live(rec.zone) is None:
+                self.records.pop(rec.zone, None)  # another replica serves it now
+            return
+        raise StoreError(f"the ZoneInsight of zone {rec.zone} kept changing; retrying later")
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.insight_flush)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.insight_flush)
+            self._wake.clear()
             try:
                 await self.flush()
             except Exception:  # the store may be briefly unavailable; try again next time
                 log.exception("cannot write zone insights")
 
-    async def _load_records(self) -> None:
-        for item in (await self._store.list(ZONE_INSIGHT.name)).items:
-            closed_at = epoch(item.meta.modification_time) or time.time()
-            self.records[item.name] = ZoneRecord.from_insight(item.name, item.spec, closed_at)
+    async def _stored_insight(self, zone: str) -> Resource | None:
+        try:
+            return await self._store.get(ZONE_INSIGHT.name, "", zone)
+        except NotFoundError:
+            return None
+
+    async def _adopt(self, zone: str) -> ZoneRecord:
+        """This replica now serves the zone: its record starts from the stored insight (the
+        zone may come from another replica, whose subscription ends now), keeping what only
+        this replica knows of its own earlier sessions."""
+        stored = await self._stored_insight(zone)
+        local = self.records.get(zone)
+        ours = local.insight_body() if local is not None else {}
+        body = merge_insight(stored.spec if stored else None, ours, self._instance_id)
+        rec = ZoneRecord.from_insight(zone, body, closed_at=time.time())
+        rec.written = None
+        self.records[zone] = rec
+        return rec
+
+    async def _zone_state(
+        self, zone: str
+    ) -> tuple[ZoneRecord, ZoneSession | None, dict[str, Any] | None]:
+        """(record, live session here, stored insight if another live replica serves it)."""
+        session = self._live(zone)
+        rec = self.records.get(zone)
+        if rec is not None:
+            self._refresh(rec)
+        if session is not None and rec is not None:
+            return rec, session, None
+        stored = await self._stored_insight(zone)
+        if stored is None:
+            return rec or ZoneRecord(zone), session, None
+        newest = newest_subscription(stored.spec)
+        current = rec.current if rec is not None else None
+        ours_last = current is not None and (newest is None or newest.get("id") == current.id)
+        if rec is not None and ours_last:
+            return rec, session, None  # we served it last: our record is the freshest
+        serving = serving_replica(stored.spec)
+        online = False
+        if serving is not None and serving != self._instance_id:
+            try:
+                online = serving in await self.replicas.alive()
+            except StoreError:
+                online = True  # cannot tell: believe the store rather than flap to offline
+        now = time.time()
+        return remote_record(zone, stored.spec, online, now), None, stored.spec if online else None
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -333,7 +441,13 @@ class Federation:
             rec.versions = {t: session.down.acked_versions(t) for t in self.down_types}
 
     def _on_mirror(self, type_name: str, key: Key | None, res: Resource | None) -> None:
-        if type_name != ZONE.name or res is None or zone_enabled(res.spec):
+        if type_name != ZONE.name:
+            return
+        if res is None and key is not None:  # deleted, maybe through another replica
+            self.records.pop(key.name, None)
+            self._views.pop(key.name, None)
+            return
+        if res is None or zone_enabled(res.spec):
             return
         session = self._live(res.name)
         if session is not None:

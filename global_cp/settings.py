@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.config import (
@@ -11,13 +13,19 @@ from meshfed.config import (
     Address,
     Config,
     Option,
-    choice_parser,
     parse_address,
     parse_bool,
     parse_path,
     parse_size,
 )
 from meshfed.kds.options import MAX_MESSAGE_BYTES, parse_duration
+from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
+
+
+def parse_lease_ttl(value: Any) -> int:
+    """Whole seconds, as etcd grants leases."""
+    return max(1, math.ceil(parse_duration(value)))
+
 
 OPTIONS = (
     Option(
@@ -34,19 +42,22 @@ OPTIONS = (
         "Where the KDS gRPC server listens for zones (HOST:PORT; port 0 picks a free one)",
         metavar="HOST:PORT",
     ),
-    Option(
-        "store",
-        choice_parser("sqlite", "memory"),
-        "sqlite",
-        "Resource store: sqlite (persists under --data-dir) or memory (lost on exit)",
-        metavar="KIND",
-    ),
+    store_option(),
     Option(
         "data-dir",
         parse_path,
         ".meshfed/global-cp",
         "Directory of the SQLite store (created if missing)",
         metavar="DIR",
+    ),
+    *ETCD_OPTIONS,
+    Option(
+        "etcd-lease-ttl",
+        parse_lease_ttl,
+        "10s",
+        "With --store etcd: TTL of this replica's leases (leader election, replica presence). "
+        "When a replica dies, leadership and its zones' offline marking move within this time",
+        metavar="DURATION",
     ),
     Option(
         "default-mesh",
@@ -96,11 +107,12 @@ CONFIG = Config(
 
 
 @dataclass(frozen=True)
-class GlobalSettings:
+class GlobalSettings(EtcdSettings):
     api_address: Address
     kds_address: Address
     store: str
     data_dir: Path
+    etcd_lease_ttl: int
     default_mesh: bool
     max_body_bytes: int
     kds_max_message_bytes: int

@@ -85,6 +85,19 @@ def build_app(ctx: ApiContext) -> web.Application:
         ),
         _openapi,
     )
+    if ctx.leader_status is not None:
+        routes.add(
+            Operation(
+                "GET",
+                "/_leader",
+                "getLeader",
+                "Whether this replica leads (runs the singleton jobs), who does, the live "
+                "replicas and this replica's job counters",
+                "System",
+                responses={200: ("Leadership", {"type": "object"})},
+            ),
+            _leader,
+        )
     add_resource_routes(routes, ctx)
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
@@ -108,6 +121,12 @@ async def _index(request: web.Request) -> web.StreamResponse:
             **({"zone": ctx.zone} if ctx.zone else {}),
         }
     )
+
+
+async def _leader(request: web.Request) -> web.StreamResponse:
+    status = request.app[CONTEXT].leader_status
+    assert status is not None  # the route exists only then
+    return web.json_response(await status())
 
 
 async def _resources(request: web.Request) -> web.StreamResponse:

@@ -53,6 +53,8 @@ class ApiContext:
     after_delete: AfterDelete | None = None
     federation: FederationView | None = None  # global side: zone insights and `_sync`
     kds_status: Callable[[], dict[str, Any]] | None = None  # zone side: `GET /_kds`
+    # Replicated control planes: who leads the singleton jobs (`GET /_leader`).
+    leader_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
     # Set when the server shuts down, so long-lived responses (`/_watch`) end promptly.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 

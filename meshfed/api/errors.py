@@ -21,6 +21,7 @@ from meshfed.store.base import (
     ConflictError,
     InvalidOffsetError,
     NotFoundError,
+    StoreError,
 )
 
 log = logging.getLogger("meshfed.api")
@@ -104,6 +105,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400:
             raise
         return _from_http_exception(exc, request).response()
+    except StoreError as exc:
+        # The store is unreachable or failing (an etcd member lost, a leader election in
+        # progress): the client may retry; a write may or may not have been applied.
+        log.warning("%s %s: store failure: %s", request.method, request.path, exc)
+        return ApiError(503, "Service Unavailable", f"the store failed: {exc}").response()
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -1,16 +1,137 @@
-"""Picks a store backend from configuration (`--store-type`, `MESHFED_STORE_TYPE`, ...)."""
+"""Picks a store backend from configuration (`--store`, `MESHFED_STORE`, ...).
+
+The store options are declared here once (`store_option`, `ETCD_OPTIONS`), so global-cp and
+zone-cp spell, default and document them the same way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from meshfed.config import Option, choice_parser, parse_str
+from meshfed.store._etcd_conn import parse_endpoints
 from meshfed.store.base import ResourceStore
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
 from meshfed.store.memory import MemoryStore
 from meshfed.store.sqlite import SqliteStore
 
 STORE_KINDS = ("memory", "sqlite", "etcd")
+
+
+def store_option(default: str = "sqlite") -> Option:
+    return Option(
+        "store",
+        choice_parser(*STORE_KINDS),
+        default,
+        "Resource store: sqlite (persists under --data-dir), etcd (shared by several "
+        "replicas; see --etcd-endpoints) or memory (lost on exit)",
+        metavar="KIND",
+    )
+
+
+def parse_etcd_endpoints(value: Any) -> str:
+    """Checked here, so a typo stops the program at start with the reason."""
+    text = parse_str(value).strip()
+    parse_endpoints(text)  # raises ValueError naming the bad endpoint
+    return ",".join(part.strip() for part in text.split(",") if part.strip())
+
+
+def _optional_str(value: Any) -> str | None:
+    text = parse_str(value) if value is not None else ""
+    return text or None
+
+
+def _optional_path(value: Any) -> Path | None:
+    text = _optional_str(value)
+    return Path(text) if text else None
+
+
+ETCD_OPTIONS = (
+    Option(
+        "etcd-endpoints",
+        parse_etcd_endpoints,
+        "http://127.0.0.1:2379",
+        "etcd members (with --store etcd), comma-separated http(s)://HOST:PORT; calls fail "
+        "over between them",
+        metavar="URLS",
+    ),
+    Option(
+        "etcd-prefix",
+        _optional_str,
+        "",
+        f"Key prefix of this store in etcd (default: {DEFAULT_PREFIX} for the global, "
+        f"{DEFAULT_PREFIX}-zones/ZONE for a zone), so several stores can share one cluster",
+        metavar="PREFIX",
+    ),
+    Option(
+        "etcd-username",
+        _optional_str,
+        "",
+        "etcd user (with --etcd-password); empty: no authentication",
+        metavar="USER",
+    ),
+    Option(
+        "etcd-password",
+        _optional_str,
+        "",
+        "Password of --etcd-username (prefer the environment variable: flags show in ps)",
+        metavar="PASSWORD",
+    ),
+    Option(
+        "etcd-ca-file",
+        _optional_path,
+        "",
+        "PEM file of the CA that signed etcd's certificate (https:// endpoints)",
+        metavar="FILE",
+    ),
+    Option(
+        "etcd-cert-file",
+        _optional_path,
+        "",
+        "PEM client certificate for etcd (with --etcd-key-file)",
+        metavar="FILE",
+    ),
+    Option(
+        "etcd-key-file",
+        _optional_path,
+        "",
+        "PEM key of --etcd-cert-file",
+        metavar="FILE",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    """The values of ETCD_OPTIONS (field names are the options' `dest`)."""
+
+    etcd_endpoints: str
+    etcd_prefix: str | None
+    etcd_username: str | None
+    etcd_password: str | None
+    etcd_ca_file: Path | None
+    etcd_cert_file: Path | None
+    etcd_key_file: Path | None
+
+
+async def open_configured_store(
+    kind: str, data_dir: Path | None, etcd: EtcdSettings, default_prefix: str = DEFAULT_PREFIX
+) -> ResourceStore:
+    """`open_store` with a program's option values."""
+    return await open_store(
+        kind,
+        data_dir,
+        endpoints=etcd.etcd_endpoints,
+        prefix=etcd.etcd_prefix or default_prefix,
+        username=etcd.etcd_username,
+        password=etcd.etcd_password,
+        ca_file=etcd.etcd_ca_file,
+        cert_file=etcd.etcd_cert_file,
+        key_file=etcd.etcd_key_file,
+    )
 
 
 async def open_store(
