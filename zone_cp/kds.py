@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from meshfed.config import Address
 from meshfed.kds.client import CONNECTED, Backoff, KdsClient
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
-from meshfed.kds.options import grpc_url
+from meshfed.kds.options import GRPC_SCHEME, grpc_url
 from meshfed.kds.store_glue import ZoneView, zone_mirror, zone_receive_side
 from meshfed.resources.descriptors import Registry
 from meshfed.store.base import ResourceStore
@@ -39,7 +40,7 @@ class ZoneKds:
         store: ResourceStore,
         registry: Registry,
         zone: str,
-        target: Address,
+        target: Address | Sequence[Address],
         *,
         max_message_bytes: int,
         reconnect_max: float,
@@ -48,7 +49,8 @@ class ZoneKds:
         self._store = store
         self._registry = registry
         self.zone = zone
-        self.target = target
+        # Several: the global's replicas, tried in turn after a failure (KdsClient).
+        self.targets = [target] if isinstance(target, Address) else list(target)
         self._max = max_message_bytes
         self._reconnect_max = reconnect_max
         self._stale_timeout = stale_timeout
@@ -65,7 +67,7 @@ class ZoneKds:
         held = sum(len(down.receiver.held(t)) for t in self.down_types)
         log.info("holding %d resource(s) from the global; resuming from them", held)
         self.client = KdsClient(
-            str(self.target),
+            [str(t) for t in self.targets],
             self.zone,
             up_types=self.up_types,
             source=ZoneView(self.mirror, self._registry, self.up_types),
@@ -100,8 +102,10 @@ class ZoneKds:
                 received[t] = receiver.insight(t).to_json() | {"held": len(receiver.held(t))}
             if client.sender is not None:
                 sent = {t: client.sender.insight(t).to_json() for t in self.up_types}
+        current = client.target if client is not None else str(self.targets[0])
         return {
-            "global": grpc_url(self.target),
+            "global": GRPC_SCHEME + current,
+            "globals": [grpc_url(t) for t in self.targets],
             "zone": self.zone,
             "state": state,
             "connectedSince": (
@@ -119,6 +123,6 @@ class ZoneKds:
             changed = client.state_changed
             await changed.wait()
             if client.state == CONNECTED:
-                log.info("connected to the global at %s", grpc_url(self.target))
+                log.info("connected to the global at %s", GRPC_SCHEME + client.target)
             else:
                 log.info("KDS %s", client.state)

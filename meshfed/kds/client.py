@@ -9,6 +9,10 @@ serving what it has.
 
 A session ends when a stream ends or fails, or when the global has not answered a heartbeat
 for `stale_timeout` (a connection that looks open but carries nothing).
+
+Several targets are the replicas of one global (they share a store, so any of them serves
+the same state): after a failure the next session dials the next target in turn, so a zone
+leaves a dead replica after one backoff delay, and resume makes the move cheap.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class StaleConnection(Exception):
 class KdsClient:
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         zone: str,
         *,
         up_types: Sequence[str],
@@ -82,8 +86,12 @@ class KdsClient:
         credentials: grpc.ChannelCredentials | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`target`: "host:port" of the global's KDS server; `credentials`: TLS (None: plain)."""
-        self.target = target
+        """`target`: "host:port" of the global's KDS server, or of each of its replicas;
+        `credentials`: TLS (None: plain)."""
+        self.targets = [target] if isinstance(target, str) else list(target)
+        if not self.targets:
+            raise ValueError("KdsClient needs at least one target")
+        self._index = 0
         self.zone = zone
         self._up_types = list(up_types)
         self._source = source
@@ -101,6 +109,11 @@ class KdsClient:
         self.disconnected_time: float | None = None
         self.state_changed = asyncio.Event()  # set on every state change (for waiters)
 
+    @property
+    def target(self) -> str:
+        """The target of the current (or next) session."""
+        return self.targets[self._index]
+
     async def run(self) -> None:
         """Stays connected until cancelled."""
         while True:
@@ -115,11 +128,14 @@ class KdsClient:
                 log.exception("zone %s: KDS session failed", self.zone)
                 self.last_error = repr(exc)
             delay = self.backoff.next_delay()
+            ended = self.target
+            self._index = (self._index + 1) % len(self.targets)
             log.warning(
-                "zone %s: KDS session with %s ended (%s); reconnecting in %.2fs",
+                "zone %s: KDS session with %s ended (%s); connecting to %s in %.2fs",
                 self.zone,
-                self.target,
+                ended,
                 self.last_error,
+                self.target,
                 delay,
             )
             await asyncio.sleep(delay)
