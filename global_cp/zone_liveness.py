@@ -32,6 +32,11 @@ from meshfed.store.base import ConflictError, NotFoundError, ResourceStore
 
 log = logging.getLogger("global_cp.kds")
 
+# The sweep reads every insight only when the set of live replicas changed since its last
+# pass (that is when subscriptions become orphans), or when the last pass left something to
+# retry, and anyway this often (a replica may have come and gone between two passes).
+FULL_PASS_EVERY = 30.0
+
 
 def _subscriptions(body: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     raw = (body or {}).get("subscriptions")
@@ -145,16 +150,34 @@ class InsightSweep:
         self._clock = clock
         self.marked_offline = 0  # subscriptions closed, over this replica's life
         self.removed = 0  # insights of deleted zones
+        self.passes = 0  # full passes over the insights
+        self._last: tuple[frozenset[str], float] | None = None  # alive set, time of a clean pass
 
     async def run(self) -> None:
         alive = await self._replicas.alive() | {self._replicas.identity}
+        now = self._clock()
+        if (
+            self._last is not None
+            and self._last[0] == alive
+            and now - self._last[1] < FULL_PASS_EVERY
+        ):
+            return
+        if await self._pass(alive, now):
+            self._last = (alive, now)
+        else:
+            self._last = None
+
+    async def _pass(self, alive: frozenset[str], now: float) -> bool:
+        """One look at every insight; False if it stopped early or something needs a retry."""
+        self.passes += 1
+        clean = True
         # Insights first, zones second: a zone's insight is written after its Zone exists, so
         # every insight listed here whose Zone is missing below belongs to a deleted zone.
         insights = (await self._store.list(ZONE_INSIGHT.name)).items
         zones = {z.name for z in (await self._store.list(ZONE.name)).items}
         for item in insights:
             if not self._still_leader():
-                return
+                return False
             try:
                 if item.name not in zones:
                     await self._store.delete(
@@ -163,17 +186,19 @@ class InsightSweep:
                     self.removed += 1
                     log.info("removed the ZoneInsight of deleted zone %s", item.name)
                     continue
-                body, gone = close_orphans(item.spec, alive, self._clock())
+                body, gone = close_orphans(item.spec, alive, now)
                 if not gone:
                     continue
                 await self._store.update(
                     insight_resource(item.name, body), expected_version=item.meta.version
                 )
             except (ConflictError, NotFoundError):
-                continue  # written meanwhile (its zone reconnected): the next sweep looks again
+                clean = False  # written meanwhile (its zone reconnected): look again next time
+                continue
             self.marked_offline += len(gone)
             log.info(
                 "zone %s marked offline: global replica %s is gone",
                 item.name,
                 ", ".join(sorted(set(gone))),
             )
+        return clean

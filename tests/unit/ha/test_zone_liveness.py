@@ -7,6 +7,7 @@ from typing import Any
 from global_cp.insights import MAX_SUBSCRIPTIONS, rfc3339
 from global_cp.replicas import SoleReplica
 from global_cp.zone_liveness import (
+    FULL_PASS_EVERY,
     InsightSweep,
     close_orphans,
     insight_resource,
@@ -131,14 +132,16 @@ async def test_sweep_closes_dead_replicas_subscriptions_and_removes_orphan_insig
     await store.create(insight_resource("zone-3", body(sub("m", "me", 1))))
     await store.create(insight_resource("deleted", body(sub("x", "live", 1))))
     leading = True
+    now = T0 + 60
+    live = {"me", "live"}
 
     class Live(SoleReplica):
         async def alive(self) -> frozenset[str]:
-            return frozenset({"me", "live"})
+            return frozenset(live)
 
-    sweep = InsightSweep(store, Live("me"), lambda: leading, clock=lambda: T0 + 60)
+    sweep = InsightSweep(store, Live("me"), lambda: leading, clock=lambda: now)
     await sweep.run()
-    assert (sweep.marked_offline, sweep.removed) == (1, 1)
+    assert (sweep.marked_offline, sweep.removed, sweep.passes) == (1, 1, 1)
     z1 = await store.get(ZONE_INSIGHT.name, "", "zone-1")
     assert z1.spec["subscriptions"][0]["disconnectTime"] == rfc3339(T0 + 60)
     for name in ("zone-2", "zone-3"):  # a live replica's, and our own: untouched
@@ -146,15 +149,28 @@ async def test_sweep_closes_dead_replicas_subscriptions_and_removes_orphan_insig
         assert spec["subscriptions"][0]["disconnectTime"] is None
     assert (await store.list(ZONE_INSIGHT.name)).total == 3
 
-    # Nothing more to do: a second sweep writes nothing.
+    # The same replicas and a clean last pass: nothing to look at, nothing read or written.
     revision = await store.revision()
     await sweep.run()
-    assert await store.revision() == revision
-    # A replica that no longer leads stops before writing anything.
+    assert sweep.passes == 1 and await store.revision() == revision
+    # A replica that came and went between two passes is caught by the periodic full pass.
     await store.update(insight_resource("zone-2", body(sub("d2", "dead", 5))))
+    await sweep.run()
+    assert sweep.passes == 1 and sweep.marked_offline == 1
+    now += FULL_PASS_EVERY
+    await sweep.run()
+    assert sweep.passes == 2 and sweep.marked_offline == 2
+    # When the live replicas change, a pass at once; a replica that no longer leads stops
+    # before writing anything.
+    await store.update(insight_resource("zone-3", body(sub("l2", "live", 7))))
+    revision = await store.revision()
+    live = {"me"}
     leading = False
     await sweep.run()
-    assert await store.revision() == revision + 1
+    assert sweep.passes == 3 and await store.revision() == revision
+    leading = True
+    await sweep.run()  # the stopped pass did not count as clean: this one does the work
+    assert sweep.passes == 4 and sweep.marked_offline == 3
 
 
 async def test_sweep_skips_an_insight_written_meanwhile() -> None:
