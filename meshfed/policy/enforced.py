@@ -3,7 +3,8 @@
 DESIGN.md: once mesh-dp exists, every accepted field must change what sidecars do. The
 sidecar is a TCP proxy (HTTP passes through as bytes), so it enforces the connection-level
 subset below; `unenforced_fields` reports everything else, path by path, for the API to
-refuse with a 400. Not wired into the validators here: the lead decides when (issue 5).
+refuse with a 400. The policies' validators call it (meshfed/resources/types/policies.py), so
+REST, dry runs and KDS all refuse the same fields.
 
 | policy                    | section | enforced `default` fields                              |
 |---------------------------|---------|--------------------------------------------------------|

@@ -51,8 +51,6 @@ spec:
     default:
       idleTimeout: 20s
       connectionTimeout: 2s
-      http:
-        requestTimeout: 2s
 """
 
 RETRY = """\
@@ -184,7 +182,7 @@ def test_apply_file_then_get_as_table_yaml_and_json(ctl: Ctl, tmp_path: Path) ->
     one = ctl.json("get", "mt", "timeout-global", "--mesh", "prod")
     assert one["type"] == "MeshTimeout"
     assert (one["mesh"], one["name"]) == ("prod", "timeout-global")
-    assert one["spec"]["to"][0]["default"]["http"] == {"requestTimeout": "2s"}
+    assert one["spec"]["to"][0]["default"] == {"idleTimeout": "20s", "connectionTimeout": "2s"}
     assert one["creationTime"]
 
     listed = yaml.safe_load(ctl.ok("get", "MeshTimeout", "-m", "prod", "-o", "yaml"))

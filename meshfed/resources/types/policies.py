@@ -14,15 +14,34 @@ narrowed to what meshfed enforces (see targetref.py):
 | MeshLoadBalancingStrategy | all five     | Mesh, MeshService  | -                  | -     |
 
 "All five" = Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane.
+
+Validation has two stages, both in the descriptor's validator so that every path that
+accepts a policy (REST, dry runs, KDS) refuses the same documents: the schema (Kuma's shape),
+then the enforcement gate (meshfed.policy.enforced): a field meshfed's sidecar would not act
+on is refused with a reason naming it, instead of being stored and silently ignored.
+`schema_only` gives the descriptors without the gate, for code that must hold such a
+document anyway (tests of the gate itself).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from meshfed.resources.descriptors import Column, KdsFlag, Mode, Scope, TypeDescriptor
+# The module, not the function: meshfed.policy.enforced imports the resource types, so
+# either package may be imported first.
+from meshfed.policy import enforced
+from meshfed.resources.descriptors import (
+    Column,
+    KdsFlag,
+    Mode,
+    Scope,
+    TypeDescriptor,
+    Validator,
+)
 from meshfed.resources.errors import FieldError
+from meshfed.resources.model import Meta, Resource
 from meshfed.resources.schema import Check, ListOf, Obj, Schema, as_validator, join
 from meshfed.resources.types import policy_confs as conf
 from meshfed.resources.types.common import AGE_COLUMN, MESH_COLUMN, NAME_COLUMN, as_list, column
@@ -97,6 +116,27 @@ def policy_spec(
     return Obj(fields, checks=(_sections_check(sections),))
 
 
+def _within(field: str, prefix: str) -> bool:
+    return field == prefix or field.startswith((prefix + ".", prefix + "["))
+
+
+def enforced_validator(type_name: str, spec: Obj) -> Validator:
+    """The schema's errors, then every field the sidecar does not enforce (a field the schema
+    already refused is not reported twice)."""
+    check = as_validator(spec)
+
+    def validate(body: dict[str, Any], prefix: str) -> list[FieldError]:
+        errors = check(body, prefix)
+        policy = Resource(type_name, Meta(name="-"), body)
+        for error in enforced.unenforced_fields(policy):
+            where = prefix + error.field.removeprefix("spec") if prefix else error.field[5:]
+            if not any(_within(where, e.field) for e in errors):
+                errors.append(FieldError(where, error.reason))
+        return errors
+
+    return validate
+
+
 def _count(section: str) -> Column:
     return column(section.upper(), lambda r: str(len(as_list(r.spec.get(section)))))
 
@@ -119,7 +159,7 @@ def _policy(
         owner=Mode.GLOBAL,
         kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
         short_names=(short,),
-        validate=as_validator(spec),
+        validate=enforced_validator(name, spec),
         columns=columns,
         description=description,
     )
@@ -187,3 +227,21 @@ POLICIES: tuple[TypeDescriptor, ...] = (
     MESH_CIRCUIT_BREAKER,
     MESH_LOAD_BALANCING_STRATEGY,
 )
+
+_SPECS: dict[str, Obj] = {
+    MESH_TRAFFIC_PERMISSION.name: MESH_TRAFFIC_PERMISSION_SPEC,
+    MESH_TIMEOUT.name: MESH_TIMEOUT_SPEC,
+    MESH_RETRY.name: MESH_RETRY_SPEC,
+    MESH_HEALTH_CHECK.name: MESH_HEALTH_CHECK_SPEC,
+    MESH_CIRCUIT_BREAKER.name: MESH_CIRCUIT_BREAKER_SPEC,
+    MESH_LOAD_BALANCING_STRATEGY.name: MESH_LOAD_BALANCING_STRATEGY_SPEC,
+}
+
+
+def schema_only(desc: TypeDescriptor) -> TypeDescriptor:
+    """`desc` validating Kuma's shape only, without the enforcement gate (non-policies are
+    returned as they are)."""
+    spec = _SPECS.get(desc.name)
+    if spec is None:
+        return desc
+    return dataclasses.replace(desc, validate=as_validator(spec))

@@ -394,7 +394,7 @@ async def test_mesh_delete_cascades_to_its_resources_only(seeded: Api) -> None:
         "mesh": "default",
         "spec": {
             "targetRef": {"kind": "Mesh"},
-            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {"numRetries": 3}}}],
+            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"tcp": {"maxConnectAttempt": 3}}}],
         },
     }
     assert (await seeded.put("/meshes/default/meshretries/r1", retry)).status == 201

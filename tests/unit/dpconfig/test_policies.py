@@ -106,8 +106,14 @@ def test_health_checks_default_and_can_be_turned_off() -> None:
 
 
 def test_algorithms_the_sidecar_does_not_have_fall_back_to_round_robin() -> None:
-    got = outbound_policies(
-        matched(one("MeshLoadBalancingStrategy", {"loadBalancer": {"type": "Maglev"}})), "x"
+    # The API refuses them (enforcement gate); one stored before must not break a config.
+    maglev = policy(
+        "MeshLoadBalancingStrategy",
+        "maglev",
+        MESH_REF,
+        enforced=False,
+        to=[to(MESH_REF, {"loadBalancer": {"type": "Maglev"}})],
     )
+    got = outbound_policies(matched(maglev), "x")
     assert got.load_balancer is LbAlgorithm.ROUND_ROBIN
     assert got.locality_aware

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from meshfed.resources.codec import resource_from_dict
+from meshfed.resources.descriptors import Registry
 from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
+from meshfed.resources.types.policies import schema_only
 
 MESH = "default"
 
 
-def resource(doc: dict[str, Any]) -> Resource:
-    """Parses and validates `doc`: a test can never feed the code a resource the API refuses."""
-    return resource_from_dict(doc, default_registry())
+@cache
+def schema_registry() -> Registry:
+    """The registry without the policies' enforcement gate: Kuma's shape only."""
+    return Registry(schema_only(d) for d in default_registry())
+
+
+def resource(doc: dict[str, Any], *, enforced: bool = True) -> Resource:
+    """Parses and validates `doc`: a test can never feed the code a resource the API refuses.
+    `enforced=False` skips only the enforcement gate (for tests of the gate and of code that
+    must ignore fields it does not enforce)."""
+    return resource_from_dict(doc, default_registry() if enforced else schema_registry())
 
 
 def inbound(service: str, port: int, **extra: Any) -> dict[str, Any]:
@@ -46,9 +57,11 @@ def policy(
     target: dict[str, Any] | None = None,
     mesh: str = MESH,
     labels: dict[str, str] | None = None,
+    *,
+    enforced: bool = True,
     **sections: Any,
 ) -> Resource:
-    """A Mesh* policy; `from_=` stands for `from`."""
+    """A Mesh* policy; `from_=` stands for `from`; `enforced=False`: see `resource`."""
     spec: dict[str, Any] = {}
     if target is not None:
         spec["targetRef"] = target
@@ -57,11 +70,13 @@ def policy(
     doc: dict[str, Any] = {"type": type_, "mesh": mesh, "name": name, "spec": spec}
     if labels:
         doc["labels"] = labels
-    return resource(doc)
+    return resource(doc, enforced=enforced)
 
 
-def mtp(name: str, target: dict[str, Any] | None = None, **sections: Any) -> Resource:
-    return policy("MeshTrafficPermission", name, target, **sections)
+def mtp(
+    name: str, target: dict[str, Any] | None = None, *, enforced: bool = True, **sections: Any
+) -> Resource:
+    return policy("MeshTrafficPermission", name, target, enforced=enforced, **sections)
 
 
 def frm(ref: dict[str, Any], action: str) -> dict[str, Any]:

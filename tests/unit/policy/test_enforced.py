@@ -3,6 +3,7 @@ of a policy is named with its path."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,25 @@ import pytest
 import yaml
 
 from meshfed.policy.enforced import ENFORCED, NOT_ENFORCED, unenforced_fields
-from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.errors import FieldError
-from meshfed.resources.types import default_registry
 from meshfed.resources.types.policies import POLICIES
-from tests.unit.policy.factories import MESH_REF, dataplane, frm, inbound, mtp, policy, svc, to
+from tests.unit.policy.factories import (
+    MESH_REF,
+    dataplane,
+    frm,
+    inbound,
+    mtp,
+    policy,
+    resource,
+    svc,
+    to,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "kuma"
+
+# Policies the API refuses (that is what is tested here), built past the enforcement gate.
+loose_policy = functools.partial(policy, enforced=False)
+loose_mtp = functools.partial(mtp, enforced=False)
 
 # One policy per type using every enforced field at once.
 FULLY_ENFORCED = [
@@ -108,7 +121,7 @@ def test_every_policy_type_has_an_enforced_set() -> None:
     ("p", "expected"),
     [
         (
-            policy(
+            loose_policy(
                 "MeshTimeout",
                 "http",
                 MESH_REF,
@@ -117,11 +130,13 @@ def test_every_policy_type_has_an_enforced_set() -> None:
             [("spec.to[0].default.http", "connectionTimeout, idleTimeout")],
         ),
         (
-            policy("MeshTimeout", "inbound", MESH_REF, from_=[to(MESH_REF, {"idleTimeout": "1m"})]),
+            loose_policy(
+                "MeshTimeout", "inbound", MESH_REF, from_=[to(MESH_REF, {"idleTimeout": "1m"})]
+            ),
             [("spec.from", "for MeshTimeout")],
         ),
         (
-            policy(
+            loose_policy(
                 "MeshCircuitBreaker",
                 "rules",
                 MESH_REF,
@@ -130,11 +145,13 @@ def test_every_policy_type_has_an_enforced_set() -> None:
             [("spec.rules", "for MeshCircuitBreaker")],
         ),
         (
-            policy("MeshRetry", "http", MESH_REF, to=[to(MESH_REF, {"http": {"numRetries": 3}})]),
+            loose_policy(
+                "MeshRetry", "http", MESH_REF, to=[to(MESH_REF, {"http": {"numRetries": 3}})]
+            ),
             [("spec.to[0].default.http", "enforced here: tcp")],
         ),
         (
-            policy(
+            loose_policy(
                 "MeshHealthCheck",
                 "http",
                 MESH_REF,
@@ -149,7 +166,7 @@ def test_every_policy_type_has_an_enforced_set() -> None:
             ],
         ),
         (
-            policy(
+            loose_policy(
                 "MeshCircuitBreaker",
                 "outlier",
                 MESH_REF,
@@ -169,7 +186,7 @@ def test_every_policy_type_has_an_enforced_set() -> None:
             ],
         ),
         (
-            policy(
+            loose_policy(
                 "MeshLoadBalancingStrategy",
                 "ring",
                 MESH_REF,
@@ -190,7 +207,7 @@ def test_every_policy_type_has_an_enforced_set() -> None:
             ],
         ),
         (
-            mtp(
+            loose_mtp(
                 "tags",
                 MESH_REF,
                 from_=[
@@ -244,7 +261,7 @@ def fixtures() -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize(("label", "doc"), fixtures(), ids=[label for label, _ in fixtures()])
 def test_kuma_examples_are_checked_without_surprises(label: str, doc: dict[str, Any]) -> None:
-    res = resource_from_dict(doc, default_registry())
+    res = resource(doc, enforced=False)
     errors = unenforced_fields(res)
     for e in errors:
         assert isinstance(e, FieldError)
@@ -266,9 +283,7 @@ def test_malformed_bodies_do_not_crash() -> None:
 
 def test_kuma_examples_within_the_enforced_set() -> None:
     clean = {
-        doc["name"]
-        for _, doc in fixtures()
-        if not unenforced_fields(resource_from_dict(doc, default_registry()))
+        doc["name"] for _, doc in fixtures() if not unenforced_fields(resource(doc, enforced=False))
     }
     assert clean == {
         "allow-all",

@@ -139,10 +139,12 @@ def test_several_policies_merge_into_one_table() -> None:
 
 
 def test_callers_are_known_by_service_only() -> None:
+    # The API refuses these entries (enforcement gate); a stored one must still deny.
     p = perms(
         mtp(
             "tags",
             MESH_REF,
+            enforced=False,
             from_=[
                 frm(subset({"env": "dev"}), "Allow"),
                 frm(

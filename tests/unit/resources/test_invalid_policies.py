@@ -1,4 +1,8 @@
-"""Bad policies: every problem is reported at once, each with its full path and a clear reason."""
+"""Bad policies: every problem is reported at once, each with its full path and a clear reason.
+
+These check Kuma's shape (the schema), so they validate without the enforcement gate, which
+would add its own errors for the fields the sidecar does not enforce (test_enforcement_gate).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ import yaml
 
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.errors import ValidationError
-from meshfed.resources.types import default_registry
+from tests.unit.policy.factories import schema_registry
 
 
 def errors(text: str) -> list[tuple[str, str]]:
     """The (field, reason) pairs a YAML document is rejected with; fails if it is accepted."""
     doc = yaml.safe_load(text)
     with pytest.raises(ValidationError) as info:
-        resource_from_dict(doc, default_registry())
+        resource_from_dict(doc, schema_registry())
     return [(e.field, e.reason) for e in info.value.errors]
 
 
@@ -570,4 +574,4 @@ def test_null_optional_fields_count_as_unset() -> None:
             "targetRef:\nto:\n  - targetRef: {kind: Mesh}\n    default: {idleTimeout: 1s, http:}",
         )
     )
-    resource_from_dict(doc, default_registry())
+    resource_from_dict(doc, schema_registry())
