@@ -192,6 +192,11 @@ class _View:
     def __init__(self, mirror: StoreMirror, types: Sequence[str]) -> None:
         self._mirror = mirror
         self._types = frozenset(types)
+        # Per type, the version of each resource this peer should hold, kept current from the
+        # mirror once `pending` asked for the type: insights ask for every zone and type each
+        # second, and rebuilding it from every resource each time costs zones x resources.
+        self._wanted: dict[str, dict[Key, str]] = {}
+        self._tracking = False
 
     def wants(self, type_name: str, res: Resource) -> bool:
         raise NotImplementedError
@@ -223,13 +228,45 @@ class _View:
 
     def pending(self, type_name: str, acked: dict[Key, str]) -> int:
         """Resources of a type the peer does not hold at the current version (or should drop)."""
-        want = {
-            Key(r.mesh, r.name): w.version
-            for r, w in self._mirror.entries(type_name)
-            if self.wants(type_name, r)
-        }
-        differ = sum(1 for key, version in want.items() if acked.get(key) != version)
-        return differ + sum(1 for key in acked if key not in want)
+        want = self._want(type_name)
+        if acked == want:  # the usual answer, at C speed
+            return 0
+        return len(want.items() - acked.items()) + len(acked.keys() - want.keys())
+
+    def _want(self, type_name: str) -> dict[Key, str]:
+        if not self._tracking:
+            # Synchronous from here to the computation below: no change can fall in between.
+            self._mirror.listen(self._track)
+            self._tracking = True
+        want = self._wanted.get(type_name)
+        if want is None:
+            want = self._wanted[type_name] = {
+                Key(r.mesh, r.name): w.version
+                for r, w in self._mirror.entries(type_name)
+                if self.wants(type_name, r)
+            }
+        return want
+
+    def _track(self, type_name: str, key: Key | None, res: Resource | None) -> None:
+        for other in self._also_changes(type_name):
+            self._wanted.pop(other, None)
+        want = self._wanted.get(type_name)
+        if want is None:
+            return
+        if key is None:
+            del self._wanted[type_name]  # reloaded: computed again when next asked
+            return
+        found = None
+        if res is not None and self.wants(type_name, res):
+            found = self._mirror.get(type_name, key)
+        if found is None:
+            want.pop(key, None)
+        else:
+            want[key] = found[1].version
+
+    def _also_changes(self, type_name: str) -> Sequence[str]:
+        """Types whose selection a change of `type_name` may alter."""
+        return ()
 
 
 class GlobalView(_View):
@@ -259,6 +296,9 @@ class GlobalView(_View):
             # Enabling or disabling a zone shows or hides its ingresses: re-read them.
             return [SourceChange(t, None) for t in self._relayed]
         return super()._changes(type_name, key, res)
+
+    def _also_changes(self, type_name: str) -> Sequence[str]:
+        return self._relayed if type_name == ZONE.name else ()
 
 
 class ZoneView(_View):

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Meta, Resource, now_rfc3339
 from meshfed.store._batch import check_batch, check_expected
 from meshfed.store._common import (
     check_key,
@@ -96,12 +96,22 @@ _COLUMNS = "type, mesh, name, labels, spec, creation_time, modification_time, ve
 Row = tuple[str, str, str, str, str, str, str, int]
 
 
-def _to_row(res: Resource) -> Row:
+# A put of a batch, encoded on the caller's side: type, mesh, name, labels and spec as JSON,
+# and the creation time the caller set ("" if none).
+PutRow = tuple[str, str, str, str, str, str]
+
+
+def _to_json(res: Resource) -> tuple[str, str]:
     try:
         labels = json.dumps(res.meta.labels, separators=(",", ":"))
         spec = json.dumps(res.spec, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{res.type} {res.name!r} cannot be stored as JSON: {exc}") from None
+    return labels, spec
+
+
+def _to_row(res: Resource) -> Row:
+    labels, spec = _to_json(res)
     m = res.meta
     return (
         res.type,
@@ -113,6 +123,12 @@ def _to_row(res: Resource) -> Row:
         m.modification_time,
         int(m.version),
     )
+
+
+def _to_put_row(res: Resource) -> PutRow:
+    """Encoding is also the snapshot: later changes to `res` cannot reach the store, and it is
+    much cheaper than a deep copy (this is the hot path of a large KDS sync)."""
+    return (res.type, res.meta.mesh, res.meta.name, *_to_json(res), res.meta.creation_time)
 
 
 def _from_row(row: Sequence[Any]) -> Resource:
@@ -326,29 +342,37 @@ class _Db:
             self._log(revision, [(EventKind.DELETE, current)])
         self._published(revision, [(EventKind.DELETE, current)])
 
+    def _stored_column(self, column: str, type_: str, mesh: str, name: str) -> Any:
+        row = self.conn.execute(
+            f"SELECT {column} FROM resources WHERE type = ? AND mesh = ? AND name = ?",
+            (type_, mesh, name),
+        ).fetchone()
+        return None if row is None else row[0]
+
     def write_batch(
         self,
-        puts: Sequence[Resource],
+        puts: Sequence[PutRow],
         deletes: Sequence[StoreKey],
         expected: Mapping[StoreKey, str | None],
-    ) -> builtins.list[Resource]:
+    ) -> builtins.list[Row]:
+        """Returns the stored rows of the puts. Works on encoded rows, not Resources: decoding
+        a row is a fraction of the cost of copying a resource."""
         revision = self.revision + 1
+        now = now_rfc3339()
         with self._transaction():
             for key, version in expected.items():
-                found = self._stored(*key)
-                check_expected(key, version, None if found is None else found.meta.version)
-            stored_puts: list[Resource] = []
-            for res in puts:
-                current = self._stored(*res.key)
-                if current is None:
-                    stored_puts.append(stamped_new(res, revision))
-                else:
-                    stored_puts.append(stamped_update(res, current, revision))
-            put_rows = [_to_row(res) for res in stored_puts]
-            # The creation time of a replaced row was carried over above.
+                stored_version = self._stored_column("version", *key)
+                actual = None if stored_version is None else str(stored_version)
+                check_expected(key, version, actual)
+            rows: list[Row] = []
+            for type_, mesh, name, labels, spec, created in puts:
+                # A replace keeps the stored creation time; a new one keeps the caller's, if set.
+                kept = self._stored_column("creation_time", type_, mesh, name)
+                rows.append(
+                    (type_, mesh, name, labels, spec, kept or created or now, now, revision)
+                )
             self.conn.executemany(
-                f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                put_rows,
+                f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
             )
             deleted: list[Resource] = []
             for type_, mesh, name in deletes:
@@ -359,13 +383,13 @@ class _Db:
                         "DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?",
                         (type_, mesh, name),
                     )
-            events = [(EventKind.PUT, res) for res in stored_puts]
+            events = [(EventKind.PUT, _from_row(row)) for row in rows]
             events += [(EventKind.DELETE, res) for res in deleted]
             if not events:
                 return []
-            self._log(revision, events, [*put_rows, *map(_to_row, deleted)])
+            self._log(revision, events, [*rows, *map(_to_row, deleted)])
         self._published(revision, events)
-        return stored_puts
+        return rows
 
     def delete_mesh_scoped(self, mesh: str) -> int:
         revision = self.revision + 1
@@ -469,9 +493,9 @@ class SqliteStore(ResourceStore):
         check_batch(puts, deletes, expected)
         if not puts and not deletes:
             return []
-        batch = [res.clone() for res in puts]
-        stored = await self._run(self._db.write_batch, batch, list(deletes), dict(expected or {}))
-        return [res.clone() for res in stored]
+        encoded = [_to_put_row(res) for res in puts]
+        rows = await self._run(self._db.write_batch, encoded, list(deletes), dict(expected or {}))
+        return [_from_row(row) for row in rows]  # copies: the watch history has its own
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)

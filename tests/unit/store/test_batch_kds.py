@@ -1,12 +1,14 @@
 """KDS receive sides over `write_batch`: a response is applied as one commit, ownership rules
 hold inside the batch, a concurrent local write fails the apply instead of being overwritten,
-and the global sets a ZoneIngress's `zone` without the zone ever seeing it as a change."""
+and the global sets a ZoneIngress's `zone` without the zone ever seeing it as a change. Also
+the views' `pending` count, kept current from the mirror instead of rescanning it."""
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,13 +21,21 @@ from meshfed.kds.naming import (
 )
 from meshfed.kds.receiver import ChangeSet
 from meshfed.kds.sender import Sender
-from meshfed.kds.store_glue import ZoneView, global_receive_side, zone_mirror, zone_receive_side
+from meshfed.kds.store_glue import (
+    GlobalView,
+    ZoneView,
+    global_mirror,
+    global_receive_side,
+    zone_mirror,
+    zone_receive_side,
+)
 from meshfed.kds.stream import ReceiveSide
 from meshfed.resources.model import Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ConflictError, ResourceStore, StoreKey, WatchEvent
 from meshfed.store.memory import MemoryStore
 from meshfed.store.sqlite import SqliteStore
+from tests.support import async_wait_until
 from tests.unit.store.test_conformance import nothing_pending, take
 
 REG = default_registry()
@@ -211,3 +221,63 @@ async def test_global_sets_ingress_zone_and_the_zone_sees_no_change(
     await side.apply(ChangeSet("ZoneIngress", [ingress("zi-3", spec_zone="zone-2")]))
     stored = await store.get("ZoneIngress", "", zone_resource_name("zi-3", "", "zone-1"))
     assert stored.spec["zone"] == "zone-1"
+
+
+async def test_pending_follows_the_mirror_without_rescanning_it() -> None:
+    store = MemoryStore()
+    for i in range(5):
+        await store.create(policy(f"p{i}", labels={}))
+    relayed = ingress(zone_resource_name("zi", "", "zone-2"))
+    relayed.meta.labels.update(from_zone("zone-2"))
+    await store.create(relayed)
+    mirror = global_mirror(store, DOWN)
+    await mirror.start()
+    view = GlobalView(mirror, REG, "zone-1", DOWN)
+    real_entries = mirror.entries
+
+    async def current(type_name: str) -> dict[Key, str]:
+        return {w.key: w.version for w in await view.snapshot(type_name)}
+
+    async def mirrored(type_name: str, count: int) -> None:
+        async def done() -> bool:
+            return len(real_entries(type_name)) == count
+
+        await async_wait_until(done, timeout=5, what=f"{count} {type_name} mirrored")
+
+    try:
+        held = await current("MeshTimeout")
+        assert view.pending("MeshTimeout", {}) == 5
+        assert view.pending("MeshTimeout", held) == 0
+        scans = 0
+
+        def counting(type_name: str) -> list[tuple[Resource, Any]]:
+            nonlocal scans
+            scans += 1
+            return real_entries(type_name)
+
+        mirror.entries = counting  # type: ignore[method-assign]
+        await store.update(policy("p0", idle="1s", labels={}))
+        await store.delete("MeshTimeout", "default", "p1")
+        await store.create(policy("p9", labels={}))
+        await mirrored("MeshTimeout", 5)
+        await async_wait_until(
+            lambda: _at(view.pending("MeshTimeout", held) == 3), timeout=5, what="3 pending"
+        )
+        assert scans == 0  # changes were tracked, not found by reading everything again
+        mirror.entries = real_entries  # type: ignore[method-assign]
+        assert view.pending("MeshTimeout", await current("MeshTimeout")) == 0
+
+        # Disabling zone-2 withdraws its ingress: zone-1 should drop the one it holds.
+        ingresses = await current("ZoneIngress")
+        assert len(ingresses) == 1 and view.pending("ZoneIngress", ingresses) == 0
+        await store.create(Resource("Zone", Meta("zone-2"), {"enabled": False}))
+        await mirrored("Zone", 1)
+        assert view.pending("ZoneIngress", ingresses) == 1
+        assert view.pending("ZoneIngress", {}) == 0
+    finally:
+        await mirror.stop()
+        await store.close()
+
+
+async def _at(value: bool) -> bool:
+    return value
