@@ -135,6 +135,8 @@ class Procs:
         # Every zone-cp serves DNS; unless a test picks the address, any free port, so zones
         # started by parallel tests never fight over the default 5653.
         full_env.setdefault("MESHFED_DNS_ADDRESS", "127.0.0.1:0")
+        # Likewise the dataplane config server (default 5678).
+        full_env.setdefault("MESHFED_DP_SERVER_ADDRESS", "127.0.0.1:0")
         if env:
             full_env.update(env)
         proc = Proc(name, argv, self.log_dir, full_env)
