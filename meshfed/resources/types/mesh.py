@@ -63,6 +63,23 @@ def _backend_names(mtls: dict[str, Any], path: str) -> list[FieldError]:
     return errors
 
 
+# The key sizes meshfed.pki makes (KeyAlgorithm); Kuma takes any size, meshfed refuses the
+# others rather than make a key of a size nobody asked for.
+RSA_KEY_SIZES = (2048, 4096)
+
+
+def _rsa_bits(ca_cert: dict[str, Any], path: str) -> list[FieldError]:
+    bits = ca_cert.get("RSAbits")
+    if isinstance(bits, int) and 2048 <= bits <= 8192 and bits not in RSA_KEY_SIZES:
+        return [
+            FieldError(
+                join(path, "RSAbits"),
+                f"{NOT_SUPPORTED}: the builtin CA makes 2048- or 4096-bit RSA keys",
+            )
+        ]
+    return []
+
+
 _BACKEND = Obj(
     {
         "name": Str(non_empty=True),
@@ -83,7 +100,8 @@ _BACKEND = Obj(
                     {
                         "RSAbits": Int(2048, 8192),
                         "expiration": Duration(positive=True, long_units=True),
-                    }
+                    },
+                    checks=(_rsa_bits,),
                 )
             }
         ),

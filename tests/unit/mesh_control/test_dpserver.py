@@ -1,0 +1,373 @@
+"""The dataplane config server in process, over real gRPC on loopback, with a memory store and
+the zone's real ZoneServices: registration, configs and their pushes, ACK/NACK, reports,
+offline on disconnect, refusals, certificates and their rotation, ingress configs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from global_cp.mesh_ca import ensure_ca, plan_for
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.config import Address
+from meshfed.dpconfig.catalog import VipKey
+from meshfed.dpconfig.model import IngressConfig, SidecarConfig
+from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message, nack_message
+from meshfed.kds.stream import EOF
+from meshfed.resources.codec import resource_from_dict, resource_to_dict
+from meshfed.resources.model import Resource
+from meshfed.resources.types import default_registry
+from meshfed.store.memory import MemoryStore
+from tests.support import async_wait_until
+from tests.unit.policy.factories import MESH_REF, dataplane, frm, inbound, mesh_resource, mtp
+from zone_cp.certs import CertIssuer
+from zone_cp.dpserver import DataplaneServer
+from zone_cp.services import ZoneServices
+
+ZONE = "zone-1"
+CIDR = ipaddress.IPv4Network("127.1.0.0/16")
+
+
+def doc(resource: Resource) -> dict[str, Any]:
+    return resource_to_dict(resource, default_registry().get(resource.type))
+
+
+class Proxy:
+    """A scripted proxy: one DataplaneConfig stream, read and written by the test."""
+
+    def __init__(self, address: Address) -> None:
+        self.channel = grpc.aio.insecure_channel(str(address))
+        self.call = pb_grpc.DataplaneConfigStub(self.channel).Stream(None)
+
+    async def hello(self, proxy_type: ProxyType, resource: dict[str, Any]) -> None:
+        await self.call.write(hello_message(proxy_type, resource, proxy_version="test/1"))
+
+    async def read(self, timeout: float = 10.0) -> pb.CpMessage:
+        msg = await asyncio.wait_for(self.call.read(), timeout)
+        assert msg is not EOF, "the server ended the stream"
+        assert isinstance(msg, pb.CpMessage)
+        return msg
+
+    async def config(self, timeout: float = 10.0) -> SidecarConfig:
+        msg = await self.read(timeout)
+        assert msg.WhichOneof("message") == "config", msg
+        return SidecarConfig.from_json(msg.config.json)
+
+    async def ended(self, timeout: float = 10.0) -> bool:
+        try:
+            return await asyncio.wait_for(self.call.read(), timeout) is EOF
+        except grpc.aio.AioRpcError:
+            return True
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+
+@dataclass
+class Zone:
+    store: MemoryStore
+    services: ZoneServices
+    server: DataplaneServer
+    address: Address
+
+    async def dataplane(self, name: str, mesh: str = "default") -> Resource:
+        return await self.store.get("Dataplane", mesh, name)
+
+    async def ready(self, name: str) -> list[bool]:
+        dp = await self.dataplane(name)
+        return [i["health"]["ready"] for i in dp.spec["networking"]["inbound"]]
+
+
+async def start_zone(
+    store: MemoryStore, validity: dt.timedelta = dt.timedelta(hours=1)
+) -> AsyncIterator[Zone]:
+    services = ZoneServices(store, ZONE, CIDR)
+    await services.start()
+    server = DataplaneServer(
+        store,
+        ZONE,
+        services,
+        CertIssuer(validity),
+        instance_id="cp-test",
+        insight_flush=0.05,
+        stale_after=None,
+        debounce=0.0,
+    )
+    address = await server.start(Address("127.0.0.1", 0))
+    try:
+        yield Zone(store, services, server, address)
+    finally:
+        await server.stop()
+        await services.stop()
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    s = MemoryStore()
+    mesh = mesh_resource()
+    await s.create(mesh)
+    plan = plan_for(mesh)
+    assert plan is not None
+    await ensure_ca(s, plan)
+    await s.create(mtp("allow-all", MESH_REF, from_=[frm(MESH_REF, "Allow")]))
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def zone(store: MemoryStore) -> AsyncIterator[Zone]:
+    async for z in start_zone(store):
+        yield z
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[Proxy]]:
+    opened: list[Proxy] = []
+    yield opened
+    for p in opened:
+        await p.close()
+
+
+async def connect(
+    zone: Zone, proxies: list[Proxy], resource: Resource, kind: ProxyType = ProxyType.SIDECAR
+) -> Proxy:
+    proxy = Proxy(zone.address)
+    proxies.append(proxy)
+    await proxy.hello(kind, doc(resource))
+    return proxy
+
+
+WEB = dataplane("web-1", inbound("web", 8080, servicePort=18080), address="127.0.0.5")
+BACKEND = dataplane("backend-1", inbound("backend", 9090, servicePort=19090), address="127.0.0.6")
+
+
+async def test_a_sidecar_registers_and_gets_its_config(zone: Zone, proxies: list[Proxy]) -> None:
+    web = await connect(zone, proxies, WEB)
+    config = await web.config()
+    assert (config.mesh, config.zone, config.dataplane) == ("default", ZONE, "web-1")
+    assert config.identity == "spiffe://default/web"
+    assert config.mtls_enabled and config.tls is not None
+    assert [(i.port, i.service_port) for i in config.inbounds] == [(8080, 18080)]
+    assert config.inbounds[0].permissions.sources == ("MeshTrafficPermission/allow-all",)
+    stored = await zone.dataplane("web-1")
+    assert stored.meta.labels == {"kuma.io/origin": "zone", "kuma.io/zone": ZONE}
+    assert await zone.ready("web-1") == [False]  # until it reports the app answers
+
+    await web.call.write(ack_message(config.version))
+    await web.call.write(
+        pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=True)]))
+    )
+    await async_wait_until(lambda: zone.ready("web-1"), what="web ready")
+    # Now in the catalog: the zone resolves it, and its own config gets the VIP outbound.
+    config = await web.config()
+    assert [o.service for o in config.outbounds] == ["web", "web"]  # web.mesh, web.zone-1.mesh
+    await web.call.write(ack_message(config.version))
+    insight = await async_wait_until(
+        lambda: acked_insight(zone, "web-1", config.version), what="insight with the ACK"
+    )
+    sub = insight.spec["subscriptions"][-1]
+    assert sub["controlPlaneInstanceId"] == "cp-test"
+    assert sub["status"]["total"]["responsesAcknowledged"] == 2
+    assert insight.spec["mTLS"]["issuedBackend"] == "ca-1"
+
+
+async def acked_insight(zone: Zone, name: str, version: str) -> Resource | None:
+    insight = await zone.store.get("DataplaneInsight", "default", name)
+    sub = insight.spec["subscriptions"][-1]
+    return insight if sub["config"]["acknowledged"] == version else None
+
+
+async def test_configs_follow_the_catalog_and_the_policies(
+    zone: Zone, proxies: list[Proxy]
+) -> None:
+    web = await connect(zone, proxies, WEB)
+    first = await web.config()
+    assert first.outbounds == ()
+    backend = await connect(zone, proxies, BACKEND)
+    await backend.config()
+    await backend.call.write(
+        pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=9090, ready=True)]))
+    )
+    config = await web.config()
+    (out, pinned) = config.outbounds
+    assert (out.service, out.port, out.zone, pinned.zone) == ("backend", 19090, None, ZONE)
+    assert [(e.address, e.port) for e in out.endpoints] == [("127.0.0.6", 9090)]
+    assert out.address == zone.services.snapshot.vips[VipKey("default", "backend")]
+
+    # A policy change reaches the sidecar as a new version; an equal rebuild sends nothing.
+    await zone.store.create(
+        resource_from_dict(
+            {
+                "type": "MeshTimeout",
+                "name": "t",
+                "mesh": "default",
+                "spec": {
+                    "targetRef": {"kind": "Mesh"},
+                    "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "7s"}}],
+                },
+            },
+            default_registry(),
+        )
+    )
+    config = await web.config()
+    assert config.outbounds[0].policies.idle_timeout == 7.0
+    zone.server.invalidate()
+    with pytest.raises(TimeoutError):
+        await web.read(timeout=0.3)
+
+
+async def test_a_disconnected_sidecar_goes_offline_and_comes_back(
+    zone: Zone, proxies: list[Proxy]
+) -> None:
+    backend = await connect(zone, proxies, BACKEND)
+    await backend.config()
+    await backend.call.write(
+        pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=9090, ready=True)]))
+    )
+    await async_wait_until(lambda: zone.ready("backend-1"), what="ready")
+    await async_wait_until(
+        lambda: asyncio.sleep(0, zone.services.snapshot.catalog.get("default", "backend")),
+        what="backend in the catalog",
+    )
+    await backend.close()
+    await async_wait_until(
+        lambda: asyncio.sleep(0, zone.services.snapshot.catalog.get("default", "backend") is None),
+        what="backend leaves the catalog",
+    )
+    assert await zone.ready("backend-1") == [False]
+    insight = await zone.store.get("DataplaneInsight", "default", "backend-1")
+    assert "disconnectTime" in insight.spec["subscriptions"][-1]
+
+    again = await connect(zone, proxies, BACKEND)
+    await again.config()
+    await again.call.write(
+        pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=9090, ready=True)]))
+    )
+    await async_wait_until(
+        lambda: asyncio.sleep(0, zone.services.snapshot.catalog.get("default", "backend")),
+        what="backend back in the catalog",
+    )
+    insight = await zone.store.get("DataplaneInsight", "default", "backend-1")
+    assert len(insight.spec["subscriptions"]) == 2
+
+
+async def test_refusals(zone: Zone, proxies: list[Proxy]) -> None:
+    bad = Proxy(zone.address)
+    proxies.append(bad)
+    await bad.call.write(
+        pb.DpMessage(hello=pb.Hello(proxy_type=pb.SIDECAR, resource=b"{", mesh="default"))
+    )
+    msg = await bad.read()
+    assert msg.error.code == pb.Error.BAD_REQUEST and msg.error.fatal
+    assert "not valid JSON" in msg.error.message
+    assert await bad.ended()
+
+    other_mesh = dataplane("x", inbound("x", 1000), mesh="nope")
+    nomesh = await connect(zone, proxies, other_mesh)
+    msg = await nomesh.read()
+    assert msg.error.code == pb.Error.REGISTRATION_REFUSED
+    assert "mesh 'nope' does not exist" in msg.error.message
+
+    first = await connect(zone, proxies, WEB)
+    await first.config()
+    impostor = dataplane("web-1", inbound("web", 8081), address="127.0.0.7")
+    second = await connect(zone, proxies, impostor)
+    msg = await second.read()
+    assert msg.error.code == pb.Error.REGISTRATION_REFUSED
+    assert "connected with a different Dataplane" in msg.error.message
+
+    # The same Dataplane again (the proxy restarted): the new stream replaces the old.
+    third = await connect(zone, proxies, WEB)
+    await third.config()
+    assert await first.ended()
+    assert zone.server.refused_total == 3
+
+
+async def test_nacks_are_recorded(zone: Zone, proxies: list[Proxy]) -> None:
+    web = await connect(zone, proxies, WEB)
+    config = await web.config()
+    await web.call.write(nack_message(config.version, "port 8080 is taken"))
+    insight = await async_wait_until(lambda: nacked(zone, "web-1"), what="insight with the NACK")
+    assert insight.spec["subscriptions"][-1]["config"]["lastNackError"] == "port 8080 is taken"
+    assert zone.server.nacks == 1
+
+
+async def nacked(zone: Zone, name: str) -> Resource | None:
+    insight = await zone.store.get("DataplaneInsight", "default", name)
+    sub = insight.spec["subscriptions"][-1]
+    return insight if sub["status"]["total"]["responsesRejected"] else None
+
+
+async def test_no_ca_yet_then_the_config(proxies: list[Proxy]) -> None:
+    store = MemoryStore()
+    mesh = mesh_resource()
+    await store.create(mesh)
+    async for zone in start_zone(store):
+        web = await connect(zone, proxies, WEB)
+        msg = await web.read()
+        assert msg.error.code == pb.Error.CONFIG_UNAVAILABLE and not msg.error.fatal
+        assert "CA has not reached this zone" in msg.error.message
+        plan = plan_for(mesh)
+        assert plan is not None
+        await ensure_ca(store, plan)  # as the global's sync would bring it
+        config = await web.config()
+        assert config.tls is not None
+    await store.close()
+
+
+async def test_certificates_rotate_before_they_expire(
+    store: MemoryStore, proxies: list[Proxy]
+) -> None:
+    async for zone in start_zone(store, validity=dt.timedelta(seconds=2)):
+        web = await connect(zone, proxies, WEB)
+        first = await web.config()
+        second = await web.config(timeout=5)  # at 80% of 2 s
+        assert first.tls is not None and second.tls is not None
+        assert second.tls.cert_pem != first.tls.cert_pem
+        assert second.tls.expires_at >= first.tls.expires_at
+
+
+async def test_an_ingress_gets_the_local_services_by_sni(zone: Zone, proxies: list[Proxy]) -> None:
+    ingress = resource_from_dict(
+        {
+            "type": "ZoneIngress",
+            "name": "zi-1",
+            "networking": {"address": "127.0.0.8", "port": 10001},
+        },
+        default_registry(),
+    )
+    zi = await connect(zone, proxies, ingress, ProxyType.INGRESS)
+    msg = await zi.read()
+    config = IngressConfig.from_json(msg.config.json)
+    assert (config.zone, config.ingress, config.services) == (ZONE, "zi-1", ())
+    backend = await connect(zone, proxies, BACKEND)
+    await backend.config()
+    await backend.call.write(
+        pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=9090, ready=True)]))
+    )
+    msg = await zi.read()
+    config = IngressConfig.from_json(msg.config.json)
+    (svc,) = config.services
+    assert (svc.service, [(e.address, e.port) for e in svc.endpoints]) == (
+        "backend",
+        [("127.0.0.6", 9090)],
+    )
+    stored = await async_wait_until(
+        lambda: advertised(zone, "zi-1"), what="availableServices of zi-1"
+    )
+    assert stored.spec["zone"] == ZONE
+    assert json.dumps(stored.spec["availableServices"]).count("backend") == 1
+
+
+async def advertised(zone: Zone, name: str) -> Resource | None:
+    res = await zone.store.get("ZoneIngress", "", name)
+    return res if res.spec.get("availableServices") else None
