@@ -324,8 +324,8 @@ class Federation:
             rec.written = body
             newest = newest_subscription(merged)
             moved = newest is not None and newest.get("globalInstanceId") != self._instance_id
-            if moved and self._live(rec.zone) is None:
-                self.records.pop(rec.zone, None)  # another replica serves it now
+            if moved and self._live(rec.zone) is None and self.records.get(rec.zone) is rec:
+                del self.records[rec.zone]  # another replica serves it now
             return
         raise StoreError(f"the ZoneInsight of zone {rec.zone} kept changing; retrying later")
 
