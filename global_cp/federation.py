@@ -47,7 +47,14 @@ from meshfed.kds.server import KdsServer, ZoneRejected, ZoneSession
 from meshfed.kds.store_glue import GlobalView, global_mirror, global_receive_side
 from meshfed.kds.stream import ReceiveSide, grpc_options
 from meshfed.resources.descriptors import Registry, TypeDescriptor
-from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, ORIGIN_GLOBAL, Meta, Resource
+from meshfed.resources.model import (
+    LABEL_ORIGIN,
+    LABEL_ZONE,
+    ORIGIN_GLOBAL,
+    ORIGIN_ZONE,
+    Meta,
+    Resource,
+)
 from meshfed.resources.types.insights import ZONE_INSIGHT
 from meshfed.resources.types.zone import ZONE, zone_enabled
 from meshfed.store.base import (
@@ -282,8 +289,11 @@ class Federation:
             with contextlib.suppress(NotFoundError):
                 await self._store.delete(ZONE_INSIGHT.name, "", zone)
                 removed += 1
-            for d in self._registry:
-                for item in (await self._store.list(d.name, labels={LABEL_ZONE: zone})).items:
+            # Only what the zone sent: a label alone proves nothing (the API refuses system
+            # labels now, but a store may hold older writes).
+            owned = {LABEL_ZONE: zone, LABEL_ORIGIN: ORIGIN_ZONE}
+            for type_name in self.up_types:
+                for item in (await self._store.list(type_name, labels=owned)).items:
                     with contextlib.suppress(NotFoundError):
                         await self._store.delete(item.type, item.mesh, item.name)
                         removed += 1

@@ -24,6 +24,7 @@ from meshfed.resources.codec import check_name, resource_from_dict, resource_to_
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.errors import FieldError, ValidationError
 from meshfed.resources.model import (
+    LABEL_DISPLAY_NAME,
     LABEL_ORIGIN,
     LABEL_ZONE,
     ORIGIN_GLOBAL,
@@ -130,6 +131,8 @@ async def parse_put_body(
         resource = resource_from_dict(doc, ctx.registry, expected_type=desc.name)
     except ValidationError as exc:
         errors += exc.errors
+    if resource is not None:
+        errors += system_label_errors(ctx, resource)
     if desc.scope is Scope.MESH and not check_name(mesh, "mesh"):
         mesh_res = await _get_or_none(ctx.store, MESH.name, "", mesh)
         if mesh_res is None:
@@ -137,6 +140,26 @@ async def parse_put_body(
     if errors or resource is None:
         raise ValidationError(errors)
     return resource
+
+
+def system_label_errors(ctx: ApiContext, resource: Resource) -> list[FieldError]:
+    """System labels a client may repeat (as `meshctl export` writes them) but not set to a
+    value the system would not set: zone deletion and KDS trust them to say where a resource
+    comes from (a global policy labelled with a zone would be deleted with that zone)."""
+    if ctx.mode is Mode.GLOBAL:
+        allowed = {LABEL_ORIGIN: ORIGIN_GLOBAL}
+    else:
+        allowed = {LABEL_ORIGIN: ORIGIN_ZONE, LABEL_DISPLAY_NAME: resource.meta.name}
+        if ctx.zone:
+            allowed[LABEL_ZONE] = ctx.zone
+    may = ", ".join(f"{k}: {v}" for k, v in allowed.items())
+    errors: list[FieldError] = []
+    for key in (LABEL_ORIGIN, LABEL_ZONE, LABEL_DISPLAY_NAME):
+        value = resource.meta.labels.get(key)
+        if value is not None and allowed.get(key) != value:
+            reason = f"is set by the control plane; {value!r} is not allowed here (only {may})"
+            errors.append(FieldError(f"labels[{key!r}]", reason))
+    return errors
 
 
 def _stamp(ctx: ApiContext, resource: Resource) -> None:

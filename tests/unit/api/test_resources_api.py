@@ -116,7 +116,7 @@ async def test_server_sets_times_and_origin_label(api: Api) -> None:
         "default",
         creationTime="2001-01-01T00:00:00Z",
         modificationTime="2001-01-01T00:00:00Z",
-        labels={LABEL_ORIGIN: "zone", "env": "prod"},
+        labels={"env": "prod"},
     )
     resp = await api.put("/meshes/default", body)
     got = await resp.json()
@@ -124,6 +124,10 @@ async def test_server_sets_times_and_origin_label(api: Api) -> None:
     assert not got["creationTime"].startswith("2001")
     assert not got["modificationTime"].startswith("2001")
     assert got["labels"] == {LABEL_ORIGIN: "global", "env": "prod"}
+    # A system label the global would not set is refused, not silently replaced.
+    body["labels"] = {LABEL_ORIGIN: "zone", "env": "prod"}
+    refused = await rejected(api, "PUT", "/meshes/default", 400, json=body)
+    assert fields(refused) == ["labels['kuma.io/origin']"]
 
 
 async def test_zone_mode_stamps_origin_and_zone(api: Api) -> None:

@@ -1,0 +1,89 @@
+"""An in-process global control plane (SQLite store, real API and KDS sockets on loopback) and
+in-process zone KDS clients, for the regression tests of the KDS/API review findings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from global_cp.app import GlobalControlPlane
+from global_cp.settings import CONFIG, GlobalSettings
+from meshfed.config import Address
+from meshfed.resources.types import default_registry
+from meshfed.store.base import ResourceStore
+from meshfed.store.memory import MemoryStore
+from tests.support import free_port
+from zone_cp.kds import ZoneKds
+
+FAST = ["--zone-health-interval", "100ms", "--zone-offline-timeout", "2s"]
+
+
+@dataclass
+class Global:
+    cp: GlobalControlPlane
+    http: aiohttp.ClientSession
+    base: str
+
+    @property
+    def store(self) -> ResourceStore:
+        assert self.cp.store is not None
+        return self.cp.store
+
+    @property
+    def kds(self) -> Address:
+        assert self.cp.federation is not None and self.cp.federation.address is not None
+        return self.cp.federation.address
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, json=body) as resp:
+            return resp.status, await resp.json()
+
+
+async def start_global(data_dir: Path, *extra: str) -> Global:
+    argv = ["--api-address", f"127.0.0.1:{free_port()}", "--kds-address", "127.0.0.1:0"]
+    _, values = CONFIG.load([*argv, "--data-dir", str(data_dir), *FAST, *extra], env={})
+    cp = GlobalControlPlane(GlobalSettings(**values))
+    await cp.start()
+    address = cp.api_address()
+    return Global(cp, aiohttp.ClientSession(), f"http://{address.host}:{address.port}")
+
+
+async def stop_global(g: Global) -> None:
+    await g.http.close()
+    await g.cp.stop()
+
+
+@pytest.fixture
+async def glob(tmp_path: Path) -> AsyncIterator[Global]:
+    g = await start_global(tmp_path / "global")
+    try:
+        yield g
+    finally:
+        await stop_global(g)
+
+
+@contextlib.asynccontextmanager
+async def zone_kds(
+    g: Global, zone: str, store: ResourceStore | None = None, targets: Sequence[Address] = ()
+) -> AsyncIterator[ZoneKds]:
+    """A zone's KDS client (over a memory store unless given one), stopped on exit."""
+    kds = ZoneKds(
+        store or MemoryStore(),
+        default_registry(),
+        zone,
+        list(targets) or [g.kds],
+        max_message_bytes=10 * 1024 * 1024,
+        reconnect_max=0.3,
+        stale_timeout=3.0,
+    )
+    await kds.start()
+    try:
+        yield kds
+    finally:
+        await kds.stop()
