@@ -11,8 +11,10 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
+from typing import Any
 
-from global_cp.app import DEFAULT_MESH, create_default_mesh
+from global_cp.app import DEFAULT_MESH, create_default_mesh, store_location
+from global_cp.leader import Leader
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
 from meshfed.config import Address
@@ -20,11 +22,15 @@ from meshfed.kds.options import grpc_url
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
-from meshfed.store.factory import open_store
+from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
+from meshfed.store.etcd_lease import LeaderElection
+from meshfed.store.factory import open_configured_store
 from zone_cp.kds import ZoneKds
 from zone_cp.settings import ZoneSettings
 
 log = logging.getLogger("zone_cp")
+ZONE_LEADER_KEY = "zone-cp/leader"  # under the etcd store's prefix
+STANDBY = "standby"  # `/_kds` state of a replica that is not the zone's leader
 
 
 class ZoneControlPlane:
@@ -34,22 +40,23 @@ class ZoneControlPlane:
         self.store: ResourceStore | None = None
         self.api: ApiContext | None = None
         self.kds: ZoneKds | None = None
+        self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
         self._server: ApiServer | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self.store = await open_store(s.store, s.data_dir)
-        where = f" in {s.data_dir}" if s.store == "sqlite" else ""
+        prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
+        self.store = await open_configured_store(s.store, s.data_dir, s, default_prefix=prefix)
         log.info(
             "zone %s: opened %s store%s at revision %d",
             s.zone,
             s.store,
-            where,
+            store_location(s.store, s.data_dir, s.etcd_endpoints, self.store),
             await self.store.revision(),
         )
         # Standalone, there is no global to send a Mesh: start with the same default mesh a
         # global would create (and, like it, only on the very first start).
-        if s.global_kds is None and await create_default_mesh(self.store, self.registry):
+        if not s.global_kds and await create_default_mesh(self.store, self.registry):
             log.info("standalone first start: created Mesh %r", DEFAULT_MESH)
         self.api = ApiContext(
             store=self.store,
@@ -58,19 +65,27 @@ class ZoneControlPlane:
             zone=s.zone,
             max_body_bytes=s.max_body_bytes,
         )
-        if s.global_kds is not None:
-            self.kds = ZoneKds(
-                self.store,
-                self.registry,
-                s.zone,
-                s.global_kds,
-                max_message_bytes=s.kds_max_message_bytes,
-                reconnect_max=s.kds_reconnect_max,
-                stale_timeout=s.kds_stale_timeout,
-            )
-            self.api.kds_status = self.kds.status
-            await self.kds.start()
-            log.info("zone %s: KDS client for the global at %s", s.zone, grpc_url(s.global_kds))
+        if s.global_kds:
+            self.api.kds_status = self._kds_status
+            urls = ",".join(grpc_url(t) for t in s.global_kds)
+            if isinstance(self.store, EtcdStore):
+                # Replicas of one zone share its store; one of them talks to the global, or
+                # the global would see the zone's streams replace each other.
+                election = LeaderElection(
+                    self.store.connection,
+                    f"{self.store.prefix}/{ZONE_LEADER_KEY}",
+                    self.api.instance_id,
+                    ttl=s.etcd_lease_ttl,
+                )
+                self.leader = Leader(election)
+                self.leader.add_job("kds-client", self._run_kds)
+                self.api.leader_status = self.leader.status
+                await self.leader.start()
+                log.info("zone %s: KDS client for the global at %s, when leader", s.zone, urls)
+            else:
+                self.kds = self._new_kds()
+                await self.kds.start()
+                log.info("zone %s: KDS client for the global at %s", s.zone, urls)
         else:
             log.info("zone %s: standalone (no --global-kds)", s.zone)
         self._server = ApiServer(self.api, s.api_address, "zone_cp.access")
@@ -82,7 +97,40 @@ class ZoneControlPlane:
         assert self._server is not None, "not started"
         return self._server.address
 
+    def _new_kds(self) -> ZoneKds:
+        assert self.store is not None
+        s = self.settings
+        return ZoneKds(
+            self.store,
+            self.registry,
+            s.zone,
+            s.global_kds,
+            max_message_bytes=s.kds_max_message_bytes,
+            reconnect_max=s.kds_reconnect_max,
+            stale_timeout=s.kds_stale_timeout,
+        )
+
+    async def _run_kds(self) -> None:
+        """The leader's job: the KDS client, from the store as the last leader left it."""
+        kds = self._new_kds()
+        try:
+            await kds.start()
+            self.kds = kds
+            await asyncio.Event().wait()  # until the term ends (the job is cancelled)
+        finally:
+            self.kds = None
+            await kds.stop()
+
+    def _kds_status(self) -> dict[str, Any]:
+        if self.kds is not None:
+            return self.kds.status()
+        status = self._new_kds().status()  # a replica that is not the zone's leader
+        status["state"] = STANDBY
+        return status
+
     async def stop(self) -> None:
+        if self.leader is not None:
+            await self.leader.stop()
         if self.kds is not None:
             await self.kds.stop()
             self.kds = None

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from global_cp.settings import parse_lease_ttl
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.config import (
     LOG_LEVEL,
     Address,
     Config,
     Option,
-    choice_parser,
     parse_address,
     parse_path,
     parse_size,
@@ -25,6 +26,24 @@ from meshfed.kds.options import (
     parse_grpc_target,
     parse_zone_name,
 )
+from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
+
+
+def parse_grpc_targets(value: Any) -> tuple[Address, ...]:
+    """`grpc://A:5685,grpc://B:5685`: the global's replicas, tried in this order."""
+    text = str(value).strip() if value is not None else ""
+    targets: list[Address] = []
+    for part in text.split(","):
+        target = parse_grpc_target(part)
+        if target is None:
+            if text:
+                raise ValueError("an empty address in the list (two commas, or a comma at an end)")
+            continue
+        if target in targets:
+            raise ValueError(f"{target} is listed twice")
+        targets.append(target)
+    return tuple(targets)
+
 
 OPTIONS = (
     Option(
@@ -36,10 +55,12 @@ OPTIONS = (
     ),
     Option(
         "global-kds",
-        parse_grpc_target,
+        parse_grpc_targets,
         "",
-        "KDS address of the global control plane, grpc://HOST:PORT; empty runs standalone",
-        metavar="URL",
+        "KDS address of the global control plane, grpc://HOST:PORT; several replicas "
+        "comma-separated (the zone moves to the next one when a connection fails); empty "
+        "runs standalone",
+        metavar="URLS",
     ),
     Option(
         "api-address",
@@ -48,19 +69,22 @@ OPTIONS = (
         "Where the REST API listens (HOST:PORT; port 0 picks a free one)",
         metavar="HOST:PORT",
     ),
-    Option(
-        "store",
-        choice_parser("sqlite", "memory"),
-        "sqlite",
-        "Resource store: sqlite (persists under --data-dir) or memory (lost on exit)",
-        metavar="KIND",
-    ),
+    store_option(),
     Option(
         "data-dir",
         parse_path,
         ".meshfed/zone-cp",
         "Directory of the SQLite store (created if missing)",
         metavar="DIR",
+    ),
+    *ETCD_OPTIONS,
+    Option(
+        "etcd-lease-ttl",
+        parse_lease_ttl,
+        "10s",
+        "With --store etcd: TTL of the lease of the zone's leader election (only the leader "
+        "replica talks KDS to the global); a dead leader is replaced within this time",
+        metavar="DURATION",
     ),
     Option(
         "max-body-bytes",
@@ -96,12 +120,13 @@ CONFIG = Config(
 
 
 @dataclass(frozen=True)
-class ZoneSettings:
+class ZoneSettings(EtcdSettings):
     zone: str
-    global_kds: Address | None
+    global_kds: tuple[Address, ...]  # empty: standalone
     api_address: Address
     store: str
     data_dir: Path
+    etcd_lease_ttl: int
     max_body_bytes: int
     kds_max_message_bytes: int
     kds_reconnect_max: float
