@@ -15,6 +15,7 @@ from meshfed.api.metrics import METRICS, ApiMetrics
 from meshfed.api.openapi import openapi_document
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
+from meshfed.api.services import add_services_routes
 from meshfed.api.watch import add_watch_route
 
 
@@ -101,6 +102,9 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_resource_routes(routes, ctx)
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
+    add_services_routes(routes, ctx)
+    for collector in ctx.collectors:
+        metrics.registry.register(collector)
 
     async def on_shutdown(_: web.Application) -> None:
         ctx.closing.set()  # long-lived responses end now, not at the shutdown timeout
@@ -119,6 +123,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
             "mode": str(ctx.mode),
             "hostname": ctx.hostname,
             **({"zone": ctx.zone} if ctx.zone else {}),
+            **ctx.info,
         }
     )
 

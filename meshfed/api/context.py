@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.resources.descriptors import Mode, Registry, TypeDescriptor
@@ -57,6 +58,13 @@ class ApiContext:
     leader_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
     # Set when the server shuts down, so long-lived responses (`/_watch`) end promptly.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # `GET /meshes/{mesh}/services` (meshfed.api.services): the zone's catalog, or on the
+    # global each zone's instances and VIPs.
+    services: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+    # More Prometheus collectors for `/metrics` (zone DNS and VIPs), and more fields for
+    # `GET /` (a zone's DNS address).
+    collectors: list[Collector] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.instance_id:
