@@ -10,6 +10,7 @@ whose store is already closed. Several replicas may share an etcd store: see
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from contextlib import suppress
@@ -18,11 +19,13 @@ from typing import Any
 
 from global_cp.federation import Federation, KdsSettings
 from global_cp.leader import Leader
+from global_cp.mesh_ca import MeshCaJob
 from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
 from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
+from meshfed.api.services import global_services
 from meshfed.config import Address
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.descriptors import Mode, Registry
@@ -73,6 +76,7 @@ class GlobalControlPlane:
         self.replicas: Replicas | None = None
         self.leader: Leader | None = None
         self.sweep: InsightSweep | None = None
+        self.mesh_ca: MeshCaJob | None = None
         self._server: ApiServer | None = None
 
     async def start(self) -> None:
@@ -117,13 +121,16 @@ class GlobalControlPlane:
         self.api.federation = self.federation
         self.api.before_delete = self.federation.before_delete
         self.api.after_delete = self.federation.after_delete
+        self.api.services = functools.partial(global_services, self.store)
         kds = await self.federation.start()
         log.info("KDS listening on grpc://%s", kds)
         leader = self.leader = Leader(election)
         self.sweep = InsightSweep(self.store, self.replicas, lambda: leader.is_leader)
         leader.add_job("zone-insight-sweep", self.sweep.run, every=s.zone_insight_flush)
-        # Singleton jobs join here. The mesh CA creation will be a once-per-term job:
-        # leader.add_job("mesh-ca", <create the missing CAs>) (no `every`).
+        # Once per term, following the store until the term ends: every Mesh with builtin
+        # mTLS gets its CA (global_cp.mesh_ca; safe even if two replicas overlap).
+        self.mesh_ca = MeshCaJob(self.store)
+        leader.add_job("mesh-ca", self.mesh_ca.run)
         self.api.leader_status = self.leader_status
         await leader.start()
         self._server = ApiServer(self.api, s.api_address, "global_cp.access")
