@@ -1,6 +1,8 @@
-"""Composition root of the zone control plane: store, API in zone mode, KDS client.
+"""Composition root of the zone control plane: store, services and DNS, API in zone mode, KDS
+client.
 
-Start order: store, KDS (its receive side and mirror load from the store; connecting happens
+Start order: store, services (catalog and VIPs from the store, the first DNS table complete)
+and the DNS server, KDS (its receive side and mirror load from the store; connecting happens
 in the background, so a zone starts and serves even when the global is down), API. Stop in
 reverse. Without `--global-kds` the zone runs standalone: the same API with no KDS.
 """
@@ -25,7 +27,9 @@ from meshfed.store.base import ResourceStore
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
 from meshfed.store.etcd_lease import LeaderElection
 from meshfed.store.factory import open_configured_store
+from zone_cp.dns_wiring import ZoneDns
 from zone_cp.kds import ZoneKds
+from zone_cp.services import ZoneServices
 from zone_cp.settings import ZoneSettings
 
 log = logging.getLogger("zone_cp")
@@ -41,6 +45,8 @@ class ZoneControlPlane:
         self.api: ApiContext | None = None
         self.kds: ZoneKds | None = None
         self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
+        self.services: ZoneServices | None = None
+        self.dns: ZoneDns | None = None
         self._server: ApiServer | None = None
 
     async def start(self) -> None:
@@ -65,6 +71,7 @@ class ZoneControlPlane:
             zone=s.zone,
             max_body_bytes=s.max_body_bytes,
         )
+        await self._start_services(self.api)
         if s.global_kds:
             self.api.kds_status = self._kds_status
             urls = ",".join(grpc_url(t) for t in s.global_kds)
@@ -79,6 +86,7 @@ class ZoneControlPlane:
                 )
                 self.leader = Leader(election)
                 self.leader.add_job("kds-client", self._run_kds)
+                self.leader.add_job("zone-services", self._write_services)
                 self.api.leader_status = self.leader.status
                 await self.leader.start()
                 log.info("zone %s: KDS client for the global at %s, when leader", s.zone, urls)
@@ -92,6 +100,44 @@ class ZoneControlPlane:
         api = await self._server.start()
         self.api.ready = True
         log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+
+    async def _start_services(self, api: ApiContext) -> None:
+        """Catalog, VIPs and DNS; the first table is complete before DNS answers."""
+        assert self.store is not None
+        s = self.settings
+        # Replicas sharing an etcd store: the leader allocates VIPs, the others follow it.
+        replicated = bool(s.global_kds) and isinstance(self.store, EtcdStore)
+        self.services = services = ZoneServices(
+            self.store, s.zone, s.vip_cidr, writer=not replicated
+        )
+        await services.start()
+        self.dns = dns = ZoneDns(s.dns_address, s.dns_upstream)
+        address = await dns.start(services.snapshot.names)
+        services.listen(lambda snapshot: dns.update(snapshot.names))
+
+        async def view(mesh: str) -> dict[str, Any]:
+            return services.services_json(mesh)
+
+        api.services = view
+        api.collectors += [services.collector(), dns.collector()]
+        api.info["dns"] = str(address)
+        upstream = "none" if s.dns_upstream is None else "{}:{}".format(*s.dns_upstream)
+        log.info(
+            "DNS listening on %s (udp+tcp): %d name(s), VIPs from %s, upstream %s",
+            address,
+            dns.server.table.size,
+            s.vip_cidr,
+            upstream,
+        )
+
+    async def _write_services(self) -> None:
+        """The leader's job: allocate and persist VIPs, keep the own ingresses' services."""
+        assert self.services is not None
+        self.services.set_writer(True)
+        try:
+            await asyncio.Event().wait()  # until the term ends
+        finally:
+            self.services.set_writer(False)
 
     def api_address(self) -> Address:
         assert self._server is not None, "not started"
@@ -137,6 +183,12 @@ class ZoneControlPlane:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+        if self.dns is not None:
+            await self.dns.close()
+            self.dns = None
+        if self.services is not None:
+            await self.services.stop()
+            self.services = None
         if self.store is not None:
             await self.store.close()
             self.store = None

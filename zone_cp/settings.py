@@ -1,11 +1,13 @@
 """Every option of `zone-cp`, declared once (flags, MESHFED_* variables, YAML file keys).
 
-The DNS issue adds its options (`--dns-address`, `--vip-cidr`) to OPTIONS and ZoneSettings.
+The DNS options (`--dns-address`, `--dns-upstream`, `--vip-cidr`) feed zone_cp.dns_wiring
+and zone_cp.services.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,9 @@ from meshfed.kds.options import (
     parse_zone_name,
 )
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
+from zone_cp.dns import DEFAULT_PORT as DNS_DEFAULT_PORT
+from zone_cp.dns_wiring import parse_upstream, parse_vip_cidr
+from zone_cp.vips import DEFAULT_VIP_CIDR
 
 
 def parse_grpc_targets(value: Any) -> tuple[Address, ...]:
@@ -108,6 +113,29 @@ OPTIONS = (
         "Reconnect when the global has not answered a heartbeat for this long",
         metavar="DURATION",
     ),
+    Option(
+        "dns-address",
+        parse_address,
+        f"127.0.0.1:{DNS_DEFAULT_PORT}",
+        "Where the zone DNS server answers <service>.mesh, over UDP and TCP (HOST:PORT; port 0 "
+        "picks a free one, shown in GET /)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "dns-upstream",
+        parse_upstream,
+        "",
+        "Resolver for names outside .mesh, HOST[:PORT]; empty: such queries are REFUSED",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "vip-cidr",
+        parse_vip_cidr,
+        str(DEFAULT_VIP_CIDR),
+        "IPv4 range the zone's service VIPs come from (inside 127.0.0.0/8 listeners bind them "
+        "without network setup; zones sharing a host need different ranges)",
+        metavar="CIDR",
+    ),
     LOG_LEVEL,
 )
 
@@ -131,4 +159,7 @@ class ZoneSettings(EtcdSettings):
     kds_max_message_bytes: int
     kds_reconnect_max: float
     kds_stale_timeout: float
+    dns_address: Address
+    dns_upstream: tuple[str, int] | None
+    vip_cidr: IPv4Network
     log_level: str
