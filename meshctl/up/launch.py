@@ -133,6 +133,11 @@ def _console(stdout: TextIO, names: list[str]) -> Console:
     )
 
 
+def _dig(dns: str) -> str:
+    host, _, port = dns.rpartition(":")
+    return f"dig @{host} -p {port}"
+
+
 def _banner(
     components: list[ComponentRecord], data_dir: Path, state_file: Path, opts: UpOptions
 ) -> list[str]:
@@ -142,9 +147,18 @@ def _banner(
         f"1 global and {opts.zones} zone(s) in {data_dir}; state file {state_file}",
         f"global API {glob.api}, KDS {glob.kds}",
     ]
-    lines += [f"{c.name} API {c.api}" for c in components[1:]]
+    lines += [f"{c.name} API {c.api}, DNS {c.dns}" for c in components[1:]]
+    zone = components[1] if len(components) > 1 else None
     lines += [
         f"try: MESHFED_API={glob.api} meshctl inspect zones",
+        *(
+            [
+                f"     {_dig(zone.dns)} backend.mesh",
+                f"     meshctl resolve backend.mesh --zone {zone.name}{where}",
+            ]
+            if zone is not None and zone.dns
+            else []
+        ),
         f"Ctrl-C stops everything; from another terminal: meshctl up status|stop|restart{where}",
     ]
     return lines

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshctl.errors import CliError
-from meshctl.up.ports import GLOBAL_API, GLOBAL_KDS, HOST, zone_api_key
+from meshctl.up.ports import GLOBAL_API, GLOBAL_KDS, HOST, zone_api_key, zone_dns_key
 from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
+from zone_cp.vips import zone_vip_cidr
 
 GLOBAL = "global"
 
@@ -67,8 +68,9 @@ def plan_components(
             log=str(data_dir / "logs" / f"{GLOBAL}.log"),
         )
     ]
-    for zone in zones:
+    for index, zone in enumerate(zones):
         api_port = ports[zone_api_key(zone)]
+        dns = f"{HOST}:{ports[zone_dns_key(zone)]}"
         components.append(
             ComponentRecord(
                 name=zone,
@@ -87,8 +89,14 @@ def plan_components(
                     "sqlite",
                     "--data-dir",
                     str(data_dir / zone),
+                    # Zones on one machine: own DNS port, own VIP range (never the same VIP).
+                    "--dns-address",
+                    dns,
+                    "--vip-cidr",
+                    str(zone_vip_cidr(index)),
                 ],
                 api=f"http://{HOST}:{api_port}",
+                dns=dns,
                 data_dir=str(data_dir / zone),
                 log=str(data_dir / "logs" / f"{zone}.log"),
             )

@@ -27,13 +27,23 @@ def zone_api_key(zone: str) -> str:
     return f"{zone}.api"
 
 
+def zone_dns_key(zone: str) -> str:
+    return f"{zone}.dns"
+
+
 def zone_names(count: int) -> list[str]:
     return [f"zone-{i}" for i in range(1, count + 1)]
 
 
 def port_keys(zones: Sequence[str]) -> list[str]:
-    """Every port the deployment needs, in `--base-port` layout order."""
-    return [GLOBAL_API, GLOBAL_KDS, *(zone_api_key(z) for z in zones)]
+    """Every port the deployment needs, in `--base-port` layout order (zone DNS ports last, so
+    the API ports keep the places they had before zones served DNS)."""
+    return [
+        GLOBAL_API,
+        GLOBAL_KDS,
+        *(zone_api_key(z) for z in zones),
+        *(zone_dns_key(z) for z in zones),
+    ]
 
 
 def describe(key: str) -> str:

@@ -37,6 +37,7 @@ class ComponentRecord:
     log: str
     kds: str | None = None
     zone: str | None = None
+    dns: str | None = None  # a zone's DNS server, HOST:PORT
     pid: int | None = None
     state: str = EXITED
     exit_code: int | None = None  # beyond the contract: why an exited component stopped
@@ -48,6 +49,8 @@ class ComponentRecord:
         out |= {"pid": self.pid, "state": self.state, "api": self.api}
         if self.kds is not None:
             out["kds"] = self.kds
+        if self.dns is not None:
+            out["dns"] = self.dns
         out |= {"dataDir": self.data_dir, "log": self.log, "argv": list(self.argv)}
         if self.state == EXITED and self.exit_code is not None:
             out["exitCode"] = self.exit_code
@@ -71,6 +74,7 @@ class ComponentRecord:
             log=_optional_text(data, "log", where) or "",
             kds=_optional_text(data, "kds", where),
             zone=_optional_text(data, "zone", where),
+            dns=_optional_text(data, "dns", where),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             state=_optional_text(data, "state", where) or EXITED,
             exit_code=exit_code

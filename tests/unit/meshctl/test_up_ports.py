@@ -39,7 +39,14 @@ class FakeKernel:
 
 
 def test_keys_are_global_api_kds_then_zones() -> None:
-    assert KEYS == ["global.api", "global.kds", "zone-1.api", "zone-2.api"]
+    assert KEYS == [
+        "global.api",
+        "global.kds",
+        "zone-1.api",
+        "zone-2.api",
+        "zone-1.dns",
+        "zone-2.dns",
+    ]
 
 
 def test_base_port_lays_ports_out_in_order() -> None:
@@ -49,6 +56,8 @@ def test_base_port_lays_ports_out_in_order() -> None:
         "global.kds": 7001,
         "zone-1.api": 7002,
         "zone-2.api": 7003,
+        "zone-1.dns": 7004,
+        "zone-2.dns": 7005,
     }
 
 
@@ -63,6 +72,7 @@ def test_base_port_in_use_is_a_clear_error() -> None:
 def test_remembered_ports_are_reused_when_free() -> None:
     k = FakeKernel()
     remembered = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
+    remembered |= {"zone-1.dns": 5005, "zone-2.dns": 5006}
     assert choose_ports(KEYS, remembered, 0, k.is_free, k.pick) == remembered
 
 
