@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,17 +96,21 @@ def test_watch_streams_every_change_from_the_request_on(procs: Procs, tmp_path: 
         http.put("/meshes/default/dataplanes/dp-1", dataplane("dp-1"))
         http.put("/meshes/default/dataplanes/dp-1", dataplane("dp-1", service="api"))
         http.delete("/meshes/default/dataplanes/dp-1")
-        eventually(lambda: len(everything.events) == 3, what="3 events")
-        kinds = [(e["kind"], e["type"], e["name"]) for e in everything.events]
+        # zone-cp's own VirtualIPs writes (the new service's VIPs) come in between.
+        def users() -> list[dict[str, Any]]:
+            return [e for e in everything.events if e["type"] != "VirtualIPs"]
+
+        eventually(lambda: len(users()) == 3, what="3 events")
+        kinds = [(e["kind"], e["type"], e["name"]) for e in users()]
         assert kinds == [
             ("PUT", "Dataplane", "dp-1"),
             ("PUT", "Dataplane", "dp-1"),
             ("DELETE", "Dataplane", "dp-1"),
         ]
-        first = everything.events[0]
+        first = users()[0]
         assert first["mesh"] == "default" and first["labels"]["kuma.io/zone"] == "zone-1"
         revisions = [e["revision"] for e in everything.events]
-        assert revisions == sorted(revisions) and len(set(revisions)) == 3
+        assert revisions == sorted(revisions) and len(set(revisions)) == len(revisions)
         assert only_ingresses.events == []
         status, body = http.call("GET", "/_watch?types=NoSuchType")
         assert status == 400 and body["invalid_parameters"][0]["field"] == "types"
