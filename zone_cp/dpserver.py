@@ -44,8 +44,7 @@ from prometheus_client.registry import Collector
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.config import Address
-from meshfed.dpconfig.build import BuildError, build_ingress_config, build_sidecar_config
-from meshfed.dpconfig.model import IngressConfig, SidecarConfig
+from meshfed.dpconfig.build import BuildError
 from meshfed.dpconfig.protocol import (
     Hello,
     ProtocolError,
@@ -57,8 +56,6 @@ from meshfed.dpconfig.protocol import (
 from meshfed.kds.messages import Key
 from meshfed.kds.store_glue import StoreMirror
 from meshfed.kds.stream import EOF, first_completed, grpc_options
-from meshfed.pki.ca import MeshCA
-from meshfed.policy.targetref import view_of
 from meshfed.resources.descriptors import Registry
 from meshfed.resources.model import Resource, now_rfc3339
 from meshfed.resources.types import default_registry
@@ -68,9 +65,11 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
-from meshfed.store.base import AlreadyExistsError, NotFoundError, ResourceStore, StoreError
+from meshfed.store.base import ResourceStore, StoreError
 from zone_cp import dpstate
-from zone_cp.certs import CertError, CertIssuer, mesh_ca
+from zone_cp.certs import CertError, CertIssuer
+from zone_cp.dpbuild import BuildInputs, Unavailable, build_config
+from zone_cp.dprecords import Records
 from zone_cp.services import ZoneServices
 
 log = logging.getLogger("zone_cp.dpserver")
@@ -81,10 +80,6 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # as mesh_dp.cpclient
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
 WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES)
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-class _Unavailable(Exception):
-    """A config cannot be built for now; the message says why."""
 
 
 @dataclass
@@ -129,16 +124,6 @@ class Session:
         self.stopped.set()
 
 
-@dataclass
-class _Inputs:
-    """What every config of one rebuild pass reads, gathered once."""
-
-    meshes: dict[str, Resource]
-    secrets: dict[str, dict[str, Resource]]  # mesh -> name -> Secret
-    policies: dict[str, dict[str, list[Resource]]]  # mesh -> type -> policies
-    cas: dict[str, MeshCA | CertError | None] = field(default_factory=dict)
-
-
 class DataplaneServer(pb_grpc.DataplaneConfigServicer):
     def __init__(
         self,
@@ -163,6 +148,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._stale_after = stale_after
         self._debounce = debounce
         self._mirror = StoreMirror(store, WATCHED, lambda res: res)
+        self._records = Records(store, zone)
         self.sessions: dict[tuple[str, str, str], Session] = {}
         self._register_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -349,15 +335,15 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                         f"mesh {announced.mesh!r} does not exist in zone {self.zone!r} "
                         "(meshes are created at the global control plane)"
                     )
-                stored = await self._get(DATAPLANE.name, announced.mesh, announced.name)
+                stored = await self._records.get(DATAPLANE.name, announced.mesh, announced.name)
                 resource = dpstate.registered_dataplane(announced, self.zone, stored)
                 insight_type = DATAPLANE_INSIGHT.name
             else:
-                stored = await self._get(ZONE_INGRESS.name, "", announced.name)
+                stored = await self._records.get(ZONE_INGRESS.name, "", announced.name)
                 resource = dpstate.registered_ingress(announced, self.zone, stored)
                 insight_type = ZONE_INGRESS_INSIGHT.name
-            await self._put(resource, stored)
-            old_insight = await self._get(insight_type, resource.mesh, resource.name)
+            await self._records.register(resource, stored)
+            old_insight = await self._records.get(insight_type, resource.mesh, resource.name)
             session = Session(
                 hello=hello,
                 resource=resource,
@@ -393,36 +379,9 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
 
     # -- store writes ----------------------------------------------------------------------
 
-    async def _get(self, type_name: str, mesh: str, name: str) -> Resource | None:
-        try:
-            return await self._store.get(type_name, mesh, name)
-        except NotFoundError:
-            return None
-
-    async def _put(self, resource: Resource, stored: Resource | None) -> None:
-        """Create or replace, skipping a write that would change nothing."""
-        if (
-            stored is not None
-            and stored.spec == resource.spec
-            and stored.meta.labels == resource.meta.labels
-        ):
-            return
-        try:
-            if stored is None:
-                await self._store.create(resource)
-            else:
-                await self._store.update(resource)
-        except NotFoundError:
-            await self._store.create(resource)
-        except AlreadyExistsError:
-            await self._store.update(resource)
-
     async def _write_dataplane(self, session: Session, *, online: bool) -> None:
         """The stored Dataplane with the session's readiness (all false when offline)."""
-        ready = session.ready if online else {}
-        wanted = dpstate.with_health(session.resource, ready, default=False)
-        stored = await self._get(DATAPLANE.name, session.mesh, session.name)
-        await self._put(wanted, stored)
+        await self._records.set_health(session.resource, session.ready if online else {})
 
     async def _write_insight(self, session: Session) -> None:
         session.insight_dirty = False
@@ -430,17 +389,14 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         if session.kind is ProxyType.SIDECAR:
             record = self.issuer.record(session.mesh, session.name)
             mtls = None if record is None else record.to_json()
-        insight = dpstate.insight_resource(
+        await self._records.write_insight(
             str(session.kind),
             session.mesh,
             session.name,
-            self.zone,
             [*session.history, session.subscription.to_json()],
-            mtls=mtls,
-            report=session.report,
+            mtls,
+            session.report,
         )
-        stored = await self._get(insight.type, insight.mesh, insight.name)
-        await self._put(insight, stored)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -457,26 +413,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         """After a crash: dataplanes still marked connected to an instance that is gone."""
         assert self._stale_after is not None
         await asyncio.sleep(self._stale_after)
-        page = await self._store.list(DATAPLANE_INSIGHT.name)
-        for insight in page.items:
-            if (DATAPLANE.name, insight.mesh, insight.name) in self.sessions:
-                continue
-            if not dpstate.connected_elsewhere(insight, self.instance_id):
-                continue
-            dataplane = await self._get(DATAPLANE.name, insight.mesh, insight.name)
-            if dataplane is not None:
-                await self._put(dpstate.with_health(dataplane, {}, default=False), dataplane)
-            closed = insight.clone()
-            subs = dpstate.previous_subscriptions(closed)
-            subs[-1] = {**subs[-1], "disconnectTime": now_rfc3339()}
-            closed.spec["subscriptions"] = subs
-            await self._put(closed, insight)
-            self.stale_closed += 1
-            log.info(
-                "dataplane %s (mesh %s) did not reconnect after a restart: marked offline",
-                insight.name,
-                insight.mesh,
-            )
+        live = {(s.mesh, s.name) for s in self.sessions.values() if s.kind is ProxyType.SIDECAR}
+        self.stale_closed += await self._records.close_stale(self.instance_id, live)
 
     # -- configs ---------------------------------------------------------------------------
 
@@ -523,21 +461,26 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             and t <= now
         }
 
-    def _inputs(self) -> _Inputs:
-        secrets: dict[str, dict[str, Resource]] = {}
-        for res, _ in self._mirror.entries(SECRET.name):
-            secrets.setdefault(res.mesh, {})[res.name] = res
-        policies: dict[str, dict[str, list[Resource]]] = {}
-        for type_name in POLICY_TYPES:
-            for res, _ in self._mirror.entries(type_name):
-                policies.setdefault(res.mesh, {}).setdefault(type_name, []).append(res)
-        meshes = {r.name: r for r, _ in self._mirror.entries(MESH.name)}
-        return _Inputs(meshes, secrets, policies)
+    def _inputs(self) -> BuildInputs:
+        return BuildInputs.of(
+            [r for r, _ in self._mirror.entries(MESH.name)],
+            [r for r, _ in self._mirror.entries(SECRET.name)],
+            [r for t in POLICY_TYPES for r, _ in self._mirror.entries(t)],
+        )
 
-    def _push(self, session: Session, inputs: _Inputs) -> None:
+    def _push(self, session: Session, inputs: BuildInputs) -> None:
+        snapshot = self._services.snapshot
         try:
-            config = self._build(session, inputs)
-        except (_Unavailable, BuildError, CertError) as exc:
+            config = build_config(
+                session.kind,
+                session.resource,
+                self.zone,
+                snapshot.catalog,
+                snapshot.vips,
+                inputs,
+                self.issuer,
+            )
+        except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))
             return
         except Exception as exc:  # a bug must not stop the other proxies' configs
@@ -561,44 +504,6 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         session.unavailable = reason
         log.warning("%s: no config for now: %s", session.describe(), reason)
         session.outbox.put_nowait(error_message(pb.Error.CONFIG_UNAVAILABLE, reason))
-
-    def _ca(self, mesh: Resource, inputs: _Inputs) -> MeshCA | None:
-        name = mesh.meta.name
-        if name not in inputs.cas:
-            try:
-                inputs.cas[name] = mesh_ca(mesh, inputs.secrets.get(name, {}))
-            except CertError as exc:
-                inputs.cas[name] = exc
-        found = inputs.cas[name]
-        if isinstance(found, CertError):
-            raise found
-        return found
-
-    def _build(self, session: Session, inputs: _Inputs) -> SidecarConfig | IngressConfig:
-        snapshot = self._services.snapshot
-        if session.kind is ProxyType.INGRESS:
-            return build_ingress_config(
-                session.resource, self.zone, snapshot.catalog, inputs.meshes
-            )
-        mesh = inputs.meshes.get(session.mesh)
-        if mesh is None:
-            raise _Unavailable(f"mesh {session.mesh!r} no longer exists in zone {self.zone!r}")
-        ca = self._ca(mesh, inputs)
-        leaf = None
-        if ca is not None:
-            view = view_of(session.resource, self.zone)
-            if not view.inbounds:
-                raise _Unavailable(f"dataplane {session.name!r} has no usable inbound")
-            leaf = self.issuer.leaf_for(mesh, ca, session.name, view.inbounds[0].service)
-        return build_sidecar_config(
-            session.resource,
-            self.zone,
-            mesh,
-            snapshot.catalog,
-            snapshot.vips,
-            inputs.policies.get(session.mesh, {}),
-            leaf,
-        )
 
     # -- views -----------------------------------------------------------------------------
 
