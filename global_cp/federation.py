@@ -63,10 +63,13 @@ from meshfed.store.base import (
     NotFoundError,
     ResourceStore,
     StoreError,
+    StoreKey,
 )
 
 log = logging.getLogger("global_cp.kds")
 WRITE_ATTEMPTS = 5  # compare-and-swap rounds for one ZoneInsight write
+DELETE_ATTEMPTS = 5  # list-and-delete rounds of a deleted zone's inventory
+CLOSE_TIMEOUT = 5.0  # how long a zone deletion waits for the zone's streams to end
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class Federation:
         self._registrations = self.replicas.registrations
         self._wake = asyncio.Event()  # a zone came or went: flush now, not at the next tick
         self._views: dict[str, GlobalView] = {}
+        self._deleting: set[str] = set()  # zones whose deletion is in progress: refused
         self._lock = asyncio.Lock()  # orders insight writes against zone deletion
         self._server: grpc.aio.Server | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -162,10 +166,12 @@ class Federation:
     # -- GlobalHooks -------------------------------------------------------------------------
 
     async def zone_connected(self, zone: str) -> None:
+        self._refuse_deleting(zone)
         try:
             existing = await self._store.get(ZONE.name, "", zone)
         except NotFoundError:
             existing = None
+        self._refuse_deleting(zone)  # the deletion may have begun during the read
         if existing is not None and not zone_enabled(existing.spec):
             raise ZoneRejected(f"zone {zone!r} is disabled at the global (Zone enabled: false)")
         if existing is None:
@@ -178,7 +184,16 @@ class Federation:
         self._wake.set()
         log.info("zone %s online", zone)
 
+    def _refuse_deleting(self, zone: str) -> None:
+        if zone in self._deleting:
+            raise ZoneRejected(
+                f"zone {zone!r} is being deleted at the global; it can connect again once its "
+                "inventory is removed"
+            )
+
     async def zone_disconnected(self, zone: str) -> None:
+        if zone in self._deleting:
+            return  # its record goes with it
         rec = self._record(zone)
         self._refresh(rec)
         self._keep_versions(rec)
@@ -279,25 +294,53 @@ class Federation:
             raise ApiError(409, "Conflict", f"zone {name} is connected; stop its zone-cp first")
 
     async def after_delete(self, desc: TypeDescriptor, res: Resource) -> None:
+        """Removes a deleted zone's inventory and insight.
+
+        The zone is refused from the moment its Zone is gone until this ends (a zone that
+        connected meanwhile is closed first): otherwise it would build its receive side from
+        a half-deleted store, and this cleanup would delete what it sends again. Deletes go in
+        batches with the versions just listed; one that lost a race is listed again.
+        """
         if desc.name != ZONE.name:
             return
         zone = res.name
-        async with self._lock:
-            self.records.pop(zone, None)
-            self._views.pop(zone, None)
-            removed = 0
-            with contextlib.suppress(NotFoundError):
-                await self._store.delete(ZONE_INSIGHT.name, "", zone)
-                removed += 1
-            # Only what the zone sent: a label alone proves nothing (the API refuses system
-            # labels now, but a store may hold older writes).
-            owned = {LABEL_ZONE: zone, LABEL_ORIGIN: ORIGIN_ZONE}
+        self._deleting.add(zone)  # before any await: the delete has just committed
+        try:
+            session = self.kds.sessions.get(zone)
+            if session is not None and session.connected:
+                session.close(f"zone {zone!r} was deleted at the global")
+                if not await session.wait_closed(CLOSE_TIMEOUT):
+                    log.warning("zone %s: streams still open after deletion", zone)
+            async with self._lock:
+                self.records.pop(zone, None)
+                self._views.pop(zone, None)
+                removed = await self._remove_inventory(zone)
+        finally:
+            self._deleting.discard(zone)
+        log.info("zone %s deleted with %d resource(s) of its inventory and insight", zone, removed)
+
+    async def _remove_inventory(self, zone: str) -> int:
+        # Only what the zone sent: a label alone proves nothing (the API refuses system
+        # labels now, but a store may hold older writes).
+        owned = {LABEL_ZONE: zone, LABEL_ORIGIN: ORIGIN_ZONE}
+        removed = 0
+        for _ in range(DELETE_ATTEMPTS):
+            doomed: dict[StoreKey, str | None] = {}
             for type_name in self.up_types:
                 for item in (await self._store.list(type_name, labels=owned)).items:
-                    with contextlib.suppress(NotFoundError):
-                        await self._store.delete(item.type, item.mesh, item.name)
-                        removed += 1
-        log.info("zone %s deleted with %d resource(s) of its inventory and insight", zone, removed)
+                    doomed[item.key] = item.meta.version
+            insight = await self._stored_insight(zone)
+            if insight is not None:
+                doomed[insight.key] = insight.meta.version
+            if not doomed:
+                return removed
+            try:
+                await self._store.write_batch([], list(doomed), expected=doomed)
+            except (NotFoundError, AlreadyExistsError, ConflictError) as exc:
+                log.info("zone %s: inventory changed during its deletion (%s); again", zone, exc)
+                continue
+            removed += len(doomed)
+        raise StoreError(f"zone {zone}: its inventory kept changing during deletion; delete again")
 
     # -- insights ----------------------------------------------------------------------------
 

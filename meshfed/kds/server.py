@@ -79,10 +79,22 @@ class ZoneSession:
     # direction -> how to stop that stream (sets the reason and wakes its handler)
     _stops: dict[str, Callable[[str], None]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ended: asyncio.Event = field(default_factory=asyncio.Event)  # set while no stream is open
 
     @property
     def connected(self) -> bool:
         return bool(self._stops)
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Until every stream of the zone has ended and its disconnection was handled (True),
+        or `timeout` passed (False)."""
+        if not self.connected and not self.announced:
+            return True
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def close(self, reason: str) -> None:
         """Ends every open stream of the zone with UNAVAILABLE and `reason`."""
@@ -197,6 +209,7 @@ class KdsServer(pb_grpc.KDSServicer):
             stopped.set()
 
         session._stops[direction] = stop
+        session._ended.clear()
         session.liveness.touch()
         failure: Exception | None = None
         refused = ""
@@ -215,6 +228,8 @@ class KdsServer(pb_grpc.KDSServicer):
                 del session._stops[direction]
             if not session.connected and session.announced:
                 await self._disconnected(session)
+            if not session.connected:
+                session._ended.set()
         if refused:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         if failure is not None:
