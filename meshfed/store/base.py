@@ -34,13 +34,16 @@ class AlreadyExistsError(StoreError):
 
 
 class ConflictError(StoreError):
-    """The stored version is not the one the caller read: someone else wrote in between."""
+    """The stored version is not the one the caller read: someone else wrote in between.
+    `actual` None: the key is gone (a `write_batch` requirement on a deleted resource)."""
 
-    def __init__(self, type_: str, mesh: str, name: str, expected: str, actual: str) -> None:
+    def __init__(self, type_: str, mesh: str, name: str, expected: str, actual: str | None) -> None:
+        stored = "it no longer exists" if actual is None else f"stored version {actual}"
         super().__init__(
             f"{type_} {name!r} was modified concurrently (expected version {expected}, "
-            f"stored version {actual}); read it again and retry"
+            f"{stored}); read it again and retry"
         )
+        self.type, self.mesh, self.name = type_, mesh, name
         self.expected, self.actual = expected, actual
 
 
@@ -91,6 +94,8 @@ class ListPage:
 
 # (type, mesh, name): how write_batch names a key to delete or to check.
 StoreKey = tuple[str, str, str]
+# (type, mesh, name, version): a key a write_batch requires to exist at exactly that version.
+Requirement = tuple[str, str, str, str]
 
 
 class ResourceStore(abc.ABC):
@@ -135,6 +140,7 @@ class ResourceStore(abc.ABC):
         deletes: Sequence[StoreKey],
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
+        require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
         """Upserts every put and deletes every key as one commit, so no reader or watcher sees
         part of it; returns the stored puts, in order.
@@ -143,10 +149,13 @@ class ResourceStore(abc.ABC):
         does nothing. Events: one per change, puts then deletes, all at the batch's revision.
         `expected` (optional) names the version some of the batch's keys must have (None:
         absent); if one differs nothing is written and NotFoundError, AlreadyExistsError or
-        ConflictError is raised. A key may appear once only (ValueError). A batch that changes
-        nothing (no puts, only absent keys to delete) commits nothing.
+        ConflictError is raised. `require` names keys the batch does not write that must exist
+        at exactly the given version for it to commit (e.g. the Mesh of a policy, so a Mesh
+        deleted meanwhile cannot get a new policy); otherwise ConflictError. A key may appear
+        once only (ValueError). A batch that changes nothing (no puts, only absent keys to
+        delete) commits nothing, but its requirements are still checked.
         etcd splits a batch over its transaction limit into transactions that are each
-        atomic, in order (see meshfed.store.etcd).
+        atomic, in order, and each checks every requirement (see meshfed.store.etcd).
         """
 
     @abc.abstractmethod

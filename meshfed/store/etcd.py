@@ -32,7 +32,8 @@ right; a chunk that lost the race is read and tried again. etcd bounds a transac
 1.5 MiB): a larger batch is split into consecutive transactions (`max_txn_ops`,
 `max_txn_bytes`), each atomic with its own revision, committed in order. A reader may see the
 first chunks of such a batch without the last; an `expected` mismatch found in a later chunk
-leaves the earlier ones committed.
+leaves the earlier ones committed. Required keys (`require`) are read with every chunk and
+compared (mod_revision) in its transaction: each chunk commits only while they hold.
 
 Lists read the whole type (or type and mesh) range and filter, sort by (mesh, name) and page on
 the client, with the same offsets as the other backends: exact, simple, and fine for control
@@ -55,7 +56,7 @@ from typing import Any
 from aetcd import rpc
 
 from meshfed.resources.model import Meta, Resource
-from meshfed.store._batch import check_batch, check_expected
+from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
     check_key,
     check_mesh,
@@ -83,6 +84,7 @@ from meshfed.store.base import (
     EventKind,
     ListPage,
     NotFoundError,
+    Requirement,
     ResourceStore,
     StoreError,
     StoreKey,
@@ -344,27 +346,40 @@ class EtcdStore(ResourceStore):
         deletes: Sequence[StoreKey],
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
+        require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
-        check_batch(puts, deletes, expected)
+        check_batch(puts, deletes, expected, require)
+        if len(require) >= self._max_txn_ops:
+            raise ValueError(
+                f"{len(require)} requirements do not fit in one etcd transaction "
+                f"(max_txn_ops {self._max_txn_ops})"
+            )
         ops: list[_BatchOp] = [(res.key, res) for res in puts]
         ops += [(key, None) for key in deletes]
         stored: list[Resource] = []
-        for chunk in self._chunks(ops):
-            stored += await self._write_chunk(chunk, expected or {})
+        chunks = list(self._chunks(ops, require))
+        if not chunks and require:  # nothing to write, but the caller asked
+            await self._write_chunk([], {}, require)
+        for chunk in chunks:
+            stored += await self._write_chunk(chunk, expected or {}, require)
         return stored
 
-    def _chunks(self, ops: Sequence[_BatchOp]) -> Iterable[builtins.list[_BatchOp]]:
-        """Consecutive slices of the batch, each within etcd's transaction limits."""
-        per_txn = self._max_txn_ops - 1  # one operation is the head key
+    def _chunks(
+        self, ops: Sequence[_BatchOp], require: Sequence[Requirement]
+    ) -> Iterable[builtins.list[_BatchOp]]:
+        """Consecutive slices of the batch, each within etcd's transaction limits. Each
+        transaction also compares (and first reads) every required key, and bumps the head."""
+        per_txn = self._max_txn_ops - max(1, len(require))
+        required = sum(len(self._layout.key(*r[:3])) + _OP_OVERHEAD for r in require)
         chunk: list[_BatchOp] = []
-        used = 0
+        used = required
         for key, res in ops:
             size = len(self._layout.key(*key)) + _OP_OVERHEAD
             if res is not None:
                 size += len(encode_value(res))
             if chunk and (len(chunk) == per_txn or used + size > self._max_txn_bytes):
                 yield chunk
-                chunk, used = [], 0
+                chunk, used = [], required
             chunk.append((key, res))
             used += size
         if chunk:
@@ -384,16 +399,23 @@ class EtcdStore(ResourceStore):
         return out
 
     async def _write_chunk(
-        self, ops: Sequence[_BatchOp], expected: Mapping[StoreKey, str | None]
+        self,
+        ops: Sequence[_BatchOp],
+        expected: Mapping[StoreKey, str | None],
+        require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
         """One transaction; read and tried again while a concurrent write gets in between."""
         while True:
-            current = await self._read_keys([key for key, _ in ops])
+            current = await self._read_keys([*(key for key, _ in ops), *(r[:3] for r in require)])
             for key, kv in current.items():
                 if key in expected:
                     version = None if kv is None else str(kv.mod_revision - self._base)
                     check_expected(key, expected[key], version)
             compare: list[Any] = []
+            for req in require:
+                kv = current[req[:3]]
+                check_required(req, None if kv is None else str(kv.mod_revision - self._base))
+                compare.append(_compare(self._layout.key(*req[:3]), "MOD", kv.mod_revision))
             success: list[Any] = []
             stored: list[Resource] = []
             for key, res in ops:

@@ -11,7 +11,7 @@ import builtins
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from meshfed.resources.model import Resource
-from meshfed.store._batch import check_batch, check_expected
+from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
     check_key,
     check_mesh,
@@ -28,6 +28,7 @@ from meshfed.store.base import (
     EventKind,
     ListPage,
     NotFoundError,
+    Requirement,
     ResourceStore,
     StoreKey,
     WatchEvent,
@@ -113,11 +114,15 @@ class MemoryStore(ResourceStore):
         deletes: Sequence[StoreKey],
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
+        require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
-        check_batch(puts, deletes, expected)
+        check_batch(puts, deletes, expected, require)
         for key, version in (expected or {}).items():
             found = self._items.get(key[0], {}).get(key[1:])
             check_expected(key, version, None if found is None else found.meta.version)
+        for req in require:
+            found = self._items.get(req[0], {}).get((req[1], req[2]))
+            check_required(req, None if found is None else found.meta.version)
         revision = self._revision + 1
         events: list[tuple[EventKind, Resource]] = []
         stored_puts: list[Resource] = []

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshfed.resources.model import Meta, Resource, now_rfc3339
-from meshfed.store._batch import check_batch, check_expected
+from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
     check_key,
     check_mesh,
@@ -47,6 +47,7 @@ from meshfed.store.base import (
     EventKind,
     ListPage,
     NotFoundError,
+    Requirement,
     ResourceStore,
     StoreError,
     StoreKey,
@@ -354,6 +355,7 @@ class _Db:
         puts: Sequence[PutRow],
         deletes: Sequence[StoreKey],
         expected: Mapping[StoreKey, str | None],
+        require: Sequence[Requirement],
     ) -> builtins.list[Row]:
         """Returns the stored rows of the puts. Works on encoded rows, not Resources: decoding
         a row is a fraction of the cost of copying a resource."""
@@ -364,6 +366,9 @@ class _Db:
                 stored_version = self._stored_column("version", *key)
                 actual = None if stored_version is None else str(stored_version)
                 check_expected(key, version, actual)
+            for req in require:
+                stored_version = self._stored_column("version", *req[:3])
+                check_required(req, None if stored_version is None else str(stored_version))
             rows: list[Row] = []
             for type_, mesh, name, labels, spec, created in puts:
                 # A replace keeps the stored creation time; a new one keeps the caller's, if set.
@@ -489,12 +494,15 @@ class SqliteStore(ResourceStore):
         deletes: Sequence[StoreKey],
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
+        require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
-        check_batch(puts, deletes, expected)
-        if not puts and not deletes:
+        check_batch(puts, deletes, expected, require)
+        if not puts and not deletes and not require:
             return []
         encoded = [_to_put_row(res) for res in puts]
-        rows = await self._run(self._db.write_batch, encoded, list(deletes), dict(expected or {}))
+        rows = await self._run(
+            self._db.write_batch, encoded, list(deletes), dict(expected or {}), list(require)
+        )
         return [_from_row(row) for row in rows]  # copies: the watch history has its own
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
