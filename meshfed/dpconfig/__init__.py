@@ -6,27 +6,66 @@
 - build.py: `build_sidecar_config`, `build_ingress_config` (pure);
 - policies.py: the enforced policy fields of an outbound;
 - protocol.py: the DataplaneConfig stream messages (proto/dataplane.proto).
+
+The names below load their module on first use (PEP 562): a proxy that only needs model.py
+does not pay for the builders and what they import (memory: every sidecar process).
 """
 
-from meshfed.dpconfig.build import BuildError, build_ingress_config, build_sidecar_config
-from meshfed.dpconfig.catalog import (
-    Catalog,
-    ServiceEntry,
-    VipKey,
-    available_services,
-    build_catalog,
-)
-from meshfed.dpconfig.jsonread import ConfigFormatError
-from meshfed.dpconfig.model import (
-    Endpoint,
-    Inbound,
-    IngressConfig,
-    IngressService,
-    Outbound,
-    OutboundPolicies,
-    SidecarConfig,
-    Tls,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshfed.dpconfig.build import BuildError, build_ingress_config, build_sidecar_config
+    from meshfed.dpconfig.catalog import (
+        Catalog,
+        ServiceEntry,
+        VipKey,
+        available_services,
+        build_catalog,
+    )
+    from meshfed.dpconfig.jsonread import ConfigFormatError
+    from meshfed.dpconfig.model import (
+        Endpoint,
+        Inbound,
+        IngressConfig,
+        IngressService,
+        Outbound,
+        OutboundPolicies,
+        SidecarConfig,
+        Tls,
+    )
+
+_WHERE = {
+    "BuildError": "build",
+    "build_ingress_config": "build",
+    "build_sidecar_config": "build",
+    "Catalog": "catalog",
+    "ServiceEntry": "catalog",
+    "VipKey": "catalog",
+    "available_services": "catalog",
+    "build_catalog": "catalog",
+    "ConfigFormatError": "jsonread",
+    "Endpoint": "model",
+    "Inbound": "model",
+    "IngressConfig": "model",
+    "IngressService": "model",
+    "Outbound": "model",
+    "OutboundPolicies": "model",
+    "SidecarConfig": "model",
+    "Tls": "model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BuildError",

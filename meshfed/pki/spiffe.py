@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:  # loaded by the two functions that read certificates: see spiffe_uris
+    from cryptography import x509
 
 SCHEME = "spiffe://"
 _TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]+")
@@ -78,7 +80,13 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
 
 
 def spiffe_uris(cert: x509.Certificate) -> list[str]:
-    """The spiffe:// URI SANs of a certificate (an X509-SVID has exactly one)."""
+    """The spiffe:// URI SANs of a certificate (an X509-SVID has exactly one).
+
+    cryptography is imported here, not at module level: identities are also parsed and
+    built where no certificate is ever read (policies, configs), and the library is the
+    largest part of a proxy's memory."""
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
