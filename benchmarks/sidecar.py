@@ -6,26 +6,32 @@ in one run; and mesh-dp's memory with 100 outbound services.
 
 Path measured (all on loopback):
 
-    load generator -> web sidecar outbound (plain) -> mTLS -> backend sidecar inbound
-                   -> echo app (`python -m mesh_dp.echo`, HTTP/1.1 keep-alive)
+    wrk -> web sidecar outbound (plain) -> mTLS -> backend sidecar inbound -> app
+    wrk -> nginx stream (proxy_ssl, client cert) -> mTLS -> nginx stream (ssl, verify client)
+        -> app
 
-The load generator keeps `--connections` keep-alive connections, each sending `POST /echo`
-with a 1 KiB body and waiting for the 1 KiB answer (closed loop). Reported: requests/s, p50
-and p99 latency, and the two proxies' CPU time per request (from /proc). The peer is the same
-shape with nginx's stream module (`proxy_ssl` with a client certificate on one side,
-`ssl_verify_client` on the other), if `nginx` and its stream module are installed; otherwise
-only mesh-dp is measured and the report says so. A direct run (load generator -> app) shows
-what the app and load generator alone can do.
+wrk keeps `--connections` keep-alive connections (2 threads), each sending `POST /` with a
+1 KiB body; the app is nginx's http module answering every request with a 1 KiB body (one
+worker). Both chains use leaf certificates issued by the same mesh CA. Reported per run:
+requests/s, p50/p99 latency (wrk's own, closed loop) and the two proxies' CPU time per
+request (from /proc); `direct` is wrk against the app alone, the ceiling of the load
+generator and app on this machine.
 
-Not a test: it prints a table and a JSON line, and exits 0 unless a process fails to start.
+Memory: RSS of one mesh-dp with 100 outbound services (a VIP listener each, 2 endpoints),
+configured from a file and over the DataplaneConfig stream (grpc loaded, as in production).
+
+Needs `wrk` (Debian: wrk) and nginx with its stream module (nginx-light,
+libnginx-mod-stream): `scripts/install-system-deps.sh --bench`. Without nginx the app is
+`python -m mesh_dp.echo` and only mesh-dp is measured. Not a test: prints a table and a JSON
+line.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -47,7 +54,6 @@ from meshfed.dpconfig.model import (  # noqa: E402
     Endpoint,
     Inbound,
     Outbound,
-    OutboundPolicies,
     SidecarConfig,
     Tls,
 )
@@ -55,8 +61,17 @@ from meshfed.pki.ca import MeshCA, create_mesh_ca  # noqa: E402
 from meshfed.pki.leaf import Leaf, issue_leaf  # noqa: E402
 from meshfed.policy.permissions import Action, Permissions  # noqa: E402
 
-BODY = b"x" * 1024
+BODY_SIZE = 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+NGINX_MODULES = (
+    "/usr/lib/nginx/modules/ngx_stream_module.so",
+    "/usr/share/nginx/modules/ngx_stream_module.so",
+)
+WRK_SCRIPT = f"""
+wrk.method = "POST"
+wrk.body = string.rep("x", {BODY_SIZE})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,9 +91,18 @@ def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children (nginx: master and worker)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu_seconds(int(child))
+    except (OSError, IndexError, ValueError):
+        pass  # gone between listing and reading
+    return total
 
 
 def tls(leaf: Leaf, ca: MeshCA) -> Tls:
@@ -90,6 +114,8 @@ def allow_all(mesh: str) -> Permissions:
 
 
 class Procs:
+    """Processes this run started; stopped by PID, newest first."""
+
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -100,15 +126,33 @@ class Procs:
         self.procs.append(proc)
         return proc
 
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
+    def stop_one(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.remove(proc)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop_one(proc)
+
+    def check(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+
+
+@contextmanager
+def running(tmp: Path) -> Iterator[Procs]:
+    procs = Procs(tmp)
+    try:
+        yield procs
+    finally:
+        procs.stop()
 
 
 def mesh_dp(procs: Procs, name: str, config: SidecarConfig) -> subprocess.Popen[bytes]:
@@ -134,124 +178,156 @@ def mesh_dp(procs: Procs, name: str, config: SidecarConfig) -> subprocess.Popen[
     return proc
 
 
-# --- load generator -------------------------------------------------------------------------
-
-
-class _Client(asyncio.Protocol):
-    """One keep-alive connection: sends a request, waits for the whole answer, repeats."""
-
-    def __init__(self, request: bytes, latencies: list[float], stop_at: float) -> None:
-        self.request = request
-        self.latencies = latencies
-        self.stop_at = stop_at
-        self.buffer = bytearray()
-        self.sent_at = 0.0
-        self.transport: asyncio.Transport | None = None
-        self.done = asyncio.get_running_loop().create_future()
-        self.errors = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._send()
-
-    def _send(self) -> None:
-        assert self.transport is not None
-        self.sent_at = time.perf_counter()
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buffer[:end]).lower()
-        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-        if len(self.buffer) < end + 4 + length:
-            return
-        del self.buffer[: end + 4 + length]
-        now = time.perf_counter()
-        self.latencies.append(now - self.sent_at)
-        if now < self.stop_at:
-            self._send()
-        elif not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.errors += 1
-            self.done.set_result(None)
-
-
-async def _load(host: str, port: int, connections: int, duration: float) -> list[float]:
-    loop = asyncio.get_running_loop()
-    request = (
-        f"POST /echo HTTP/1.1\r\nHost: backend\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
-        + BODY
-    )
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + duration
-    clients = []
-    for _ in range(connections):
-        _, proto = await loop.create_connection(
-            lambda: _Client(request, latencies, stop_at), host, port
-        )
-        clients.append(proto)
-    await asyncio.gather(*(c.done for c in clients))
-    for c in clients:
-        if c.transport is not None:
-            c.transport.close()
-    if any(c.errors for c in clients):
-        raise RuntimeError("a connection was closed during the run")
-    return latencies
-
-
-def load(host: str, port: int, connections: int, duration: float) -> list[float]:
-    try:
-        import uvloop
-
-        return uvloop.run(_load(host, port, connections, duration))
-    except ImportError:
-        return asyncio.run(_load(host, port, connections, duration))
+# --- load generator: wrk --------------------------------------------------------------------
 
 
 @dataclass
 class Result:
-    path: str
+    path: str  # direct, mesh-dp or nginx
     round: int
     rps: float
     p50_ms: float
     p99_ms: float
     proxy_cpu_us_per_request: float
+    errors: int  # wrk's socket errors plus non-2xx answers
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if m is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Requests/s, p50/p99 (ms), requests and errors from `wrk --latency` output."""
+    out: dict[str, float] = {"errors": 0.0}
+    for line in output.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            out["rps"] = float(words[1])
+        elif len(words) == 2 and words[0] in ("50%", "99%"):
+            out["p" + words[0][:-1]] = _ms(words[1])
+        elif "requests in" in line:
+            out["requests"] = float(words[0])
+        elif line.strip().startswith("Socket errors:"):
+            out["errors"] += sum(int(n) for n in re.findall(r"\d+", line))
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            out["errors"] += int(words[-1])
+    missing = {"rps", "p50", "p99", "requests"} - out.keys()
+    if missing:
+        raise RuntimeError(f"wrk output lacks {sorted(missing)}:\n{output}")
+    return out
+
+
+def wrk(script: Path, port: int, connections: int, duration: float) -> dict[str, float]:
+    argv = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}/",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout)
 
 
 def measure(
-    path: str, rnd: int, port: int, pids: list[int], connections: int, duration: float
+    path: str, rnd: int, port: int, pids: list[int], args: argparse.Namespace, script: Path
 ) -> Result:
-    load("127.0.0.1", port, connections, 1.0)  # warm up: handshakes, caches
-    before = sum(cpu_seconds(p) for p in pids)
-    started = time.perf_counter()
-    latencies = load("127.0.0.1", port, connections, duration)
-    elapsed = time.perf_counter() - started
-    cpu = sum(cpu_seconds(p) for p in pids) - before
-    latencies.sort()
-    n = len(latencies)
+    wrk(script, port, args.connections, 1.0)  # warm up: handshakes, caches
+    before = sum(tree_cpu_seconds(p) for p in pids)
+    stats = wrk(script, port, args.connections, args.duration)
+    cpu = sum(tree_cpu_seconds(p) for p in pids) - before
     return Result(
         path=path,
         round=rnd,
-        rps=n / elapsed,
-        p50_ms=latencies[n // 2] * 1e3,
-        p99_ms=latencies[min(n - 1, int(n * 0.99))] * 1e3,
-        proxy_cpu_us_per_request=cpu / n * 1e6 if pids else 0.0,
+        rps=stats["rps"],
+        p50_ms=stats["p50"],
+        p99_ms=stats["p99"],
+        proxy_cpu_us_per_request=cpu / stats["requests"] * 1e6 if pids else 0.0,
+        errors=int(stats["errors"]),
     )
 
 
-# --- the two set-ups ------------------------------------------------------------------------
+# --- the app and the two chains -------------------------------------------------------------
 
 
 @dataclass
 class Setup:
-    port: int  # where the load generator connects
+    port: int  # where wrk connects
     pids: list[int]  # the proxies
+
+
+NGINX_HEAD = """
+{load}
+worker_processes 1;
+pid {tmp}/nginx-{name}.pid;
+error_log {tmp}/nginx-{name}.err warn;
+events {{ worker_connections 4096; }}
+"""
+NGINX_APP = """
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "{body}"; }}
+    }}
+}}
+"""
+NGINX_STREAM = """
+stream {{
+    server {{
+        {listen}
+        proxy_pass 127.0.0.1:{upstream};
+        {extra}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> tuple[str, str] | None:
+    nginx = shutil.which("nginx")
+    module = next((m for m in NGINX_MODULES if Path(m).exists()), None)
+    return None if nginx is None or module is None else (nginx, module)
+
+
+def start_nginx_conf(procs: Procs, nginx: str, name: str, conf: str) -> int:
+    path = procs.tmp / f"nginx-{name}.conf"
+    path.write_text(conf)
+    # -p and -e keep nginx's prefix and early error log out of /var; daemon off: our child.
+    argv = [nginx, "-p", str(procs.tmp), "-e", str(procs.tmp / f"nginx-{name}.err")]
+    return procs.start(f"nginx-{name}", [*argv, "-c", str(path), "-g", "daemon off;"]).pid
+
+
+def start_app(procs: Procs) -> int:
+    """nginx answering 1 KiB per request, or the echo app when nginx is missing."""
+    port = free_port()
+    found = nginx_binary()
+    if found is not None:
+        nginx, _ = found
+        conf = NGINX_HEAD.format(load="", tmp=procs.tmp, name="app") + NGINX_APP.format(
+            tmp=procs.tmp, port=port, body="x" * BODY_SIZE
+        )
+        start_nginx_conf(procs, nginx, "app", conf)
+    else:
+        procs.start(
+            "app",
+            [sys.executable, "-m", "mesh_dp.echo", "--address", f"127.0.0.1:{port}", "--name", "b"],
+        )
+    wait_port("127.0.0.1", port)
+    return port
 
 
 def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
@@ -292,7 +368,6 @@ def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
                 "127.0.0.1",
                 outbound_port,
                 (Endpoint("127.0.0.1", inbound_port, "zone-1"),),
-                OutboundPolicies(),
             ),
         ),
         tls=tls(issue_leaf(ca, "web"), ca),
@@ -302,71 +377,43 @@ def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
     return Setup(outbound_port, pids)
 
 
-NGINX_CONF = """
-load_module {module};
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx-{name}.pid;
-error_log {tmp}/nginx-{name}.err warn;
-events {{ worker_connections 4096; }}
-stream {{
-    server {{
-        {listen}
-        proxy_pass 127.0.0.1:{upstream};
-        {extra}
-    }}
-}}
-"""
-
-
-def nginx_module() -> str | None:
-    for candidate in (
-        "/usr/lib/nginx/modules/ngx_stream_module.so",
-        "/usr/share/nginx/modules/ngx_stream_module.so",
-    ):
-        if Path(candidate).exists():
-            return candidate
-    return None
-
-
-def start_nginx(procs: Procs, ca: MeshCA, app_port: int) -> Setup | None:
-    nginx, module = shutil.which("nginx"), nginx_module()
-    if nginx is None or module is None:
+def start_nginx_chain(procs: Procs, ca: MeshCA, app_port: int) -> Setup | None:
+    found = nginx_binary()
+    if found is None:
         return None
+    nginx, module = found
     tmp = procs.tmp
     for name, leaf in (("web", issue_leaf(ca, "web")), ("backend", issue_leaf(ca, "backend"))):
         (tmp / f"{name}.crt").write_bytes(leaf.cert_pem)
         (tmp / f"{name}.key").write_bytes(leaf.key_pem)
     (tmp / "ca.crt").write_bytes(ca.cert_pem)
     inbound_port, outbound_port = free_port(), free_port()
-    confs = {
-        "backend": NGINX_CONF.format(
-            module=module,
-            tmp=tmp,
-            name="backend",
+    streams = {
+        "backend": NGINX_STREAM.format(
             listen=f"listen 127.0.0.1:{inbound_port} ssl;",
             upstream=app_port,
             extra=f"ssl_certificate {tmp}/backend.crt; ssl_certificate_key {tmp}/backend.key; "
             f"ssl_client_certificate {tmp}/ca.crt; ssl_verify_client on;",
         ),
-        "web": NGINX_CONF.format(
-            module=module,
-            tmp=tmp,
-            name="web",
+        "web": NGINX_STREAM.format(
             listen=f"listen 127.0.0.1:{outbound_port};",
             upstream=inbound_port,
+            # nginx can only match a DNS or IP name, and mesh leaves carry just a SPIFFE URI,
+            # so it does not verify the server (mesh-dp does: chain and SPIFFE ID). With
+            # keep-alive connections handshakes fall outside the measured window anyway.
             extra=f"proxy_ssl on; proxy_ssl_certificate {tmp}/web.crt; "
-            f"proxy_ssl_certificate_key {tmp}/web.key; proxy_ssl_trusted_certificate {tmp}/ca.crt; "
-            "proxy_ssl_verify on; proxy_ssl_name backend; proxy_ssl_session_reuse on;",
+            f"proxy_ssl_certificate_key {tmp}/web.key; proxy_ssl_session_reuse on;",
         ),
     }
     pids = []
-    for name, conf in confs.items():
-        path = tmp / f"nginx-{name}.conf"
-        path.write_text(conf)
-        pids.append(procs.start(f"nginx-{name}", [nginx, "-c", str(path), "-e", "stderr"]).pid)
+    for name, stream in streams.items():
+        head = NGINX_HEAD.format(load=f"load_module {module};", tmp=tmp, name=name)
+        pids.append(start_nginx_conf(procs, nginx, name, head + stream))
     wait_port("127.0.0.1", outbound_port)
     return Setup(outbound_port, pids)
+
+
+# --- memory ---------------------------------------------------------------------------------
 
 
 def big_config(ca: MeshCA, services: int) -> SidecarConfig:
@@ -394,12 +441,16 @@ def big_config(ca: MeshCA, services: int) -> SidecarConfig:
     ).stamped()
 
 
-def settled_rss(pid: int, last: Outbound) -> dict[str, float]:
-    wait_port(last.address, last.port)
-    time.sleep(1.0)  # a probe round and a report round, then read /proc
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+def settled_rss(proc: subprocess.Popen[bytes], config: SidecarConfig) -> dict[str, float]:
+    """RSS once every listener is up and a report round has passed (the sidecar's steady
+    state: nothing else allocates without traffic)."""
+    for o in config.outbounds:
+        wait_port(o.address, o.port)
+    time.sleep(1.0)  # a benchmark, not a test: let one probe/report round run
+    if proc.poll() is not None:
+        raise RuntimeError(f"mesh-dp exited with {proc.returncode}")
     out = {}
-    for line in status:
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
         key = line.split(":")[0]
         if key in ("VmRSS", "RssAnon", "RssFile"):
             out[key] = int(line.split()[1]) / 1024
@@ -408,7 +459,11 @@ def settled_rss(pid: int, last: Outbound) -> dict[str, float]:
 
 def rss_static(procs: Procs, ca: MeshCA, services: int) -> dict[str, float]:
     config = big_config(ca, services)
-    return settled_rss(mesh_dp(procs, "big-static", config).pid, config.outbounds[-1])
+    proc = mesh_dp(procs, "big-static", config)
+    try:
+        return settled_rss(proc, config)
+    finally:
+        procs.stop_one(proc)  # frees the VIPs for the next measurement
 
 
 def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str, float]:
@@ -416,14 +471,13 @@ def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str,
     sends the config once, so grpc is loaded as in production."""
     import grpc
 
-    from meshfed._gen import dataplane_pb2 as pb
     from meshfed._gen import dataplane_pb2_grpc as pb_grpc
     from meshfed.dpconfig.protocol import config_message
 
     config = big_config(ca, services)
 
     class OneConfig(pb_grpc.DataplaneConfigServicer):
-        def Stream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        def Stream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
             next(request_iterator)  # the Hello
             yield config_message(config)
             for _ in request_iterator:  # ACKs and reports, until the sidecar goes
@@ -444,7 +498,6 @@ def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str,
             },
         }
     )
-    admin = free_port()
     proc = procs.start(
         "big-cp",
         [
@@ -455,84 +508,49 @@ def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str,
             "--dataplane",
             dataplane,
             "--admin-address",
-            f"127.0.0.1:{admin}",
+            f"127.0.0.1:{free_port()}",
             "--report-interval",
             "500ms",
+            "--log-level",
+            "warning",
         ],
     )
     try:
-        return settled_rss(proc.pid, config.outbounds[-1])
+        return settled_rss(proc, config)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        procs.stop_one(proc)
         server.stop(grace=None)
-        del pb
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-    ca = create_mesh_ca("default")
-    results: list[Result] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
-        running(Path(tmp_dir)) as procs,
-    ):
-        app_port = free_port()
-        procs.start(
-            "app",
-            [
-                sys.executable,
-                "-m",
-                "mesh_dp.echo",
-                "--address",
-                f"127.0.0.1:{app_port}",
-                "--name",
-                "b",
-            ],
-        )
-        wait_port("127.0.0.1", app_port)
-        setups = {"mesh-dp": start_meshfed(procs, ca, app_port)}
-        peer = start_nginx(procs, ca, app_port)
-        if peer is not None:
-            setups["nginx"] = peer
-        else:
-            print("nginx with its stream module not found: measuring mesh-dp only")
-        results.append(measure("direct", 0, app_port, [], args.connections, args.duration))
-        for rnd in range(args.rounds):
-            order = list(setups) if rnd % 2 == 0 else list(reversed(setups))
-            for name in order:
-                s = setups[name]
-                results.append(measure(name, rnd, s.port, s.pids, args.connections, args.duration))
-        rss = {
-            "static": rss_static(procs, ca, 100),
-            "control plane": rss_with_control_plane(procs, ca, 100),
-        }
+# --- report ---------------------------------------------------------------------------------
+
+
+def report(results: list[Result], rss: dict[str, dict[str, float]]) -> None:
     print(
-        f"{'path':8} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'proxy CPU µs/req':>17}"
+        f"{'path':8} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'proxies CPU µs/req':>18} {'errors':>6}"
     )
     for r in results:
         print(
             f"{r.path:8} {r.round:5d} {r.rps:9.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
-            f"{r.proxy_cpu_us_per_request:17.1f}"
+            f"{r.proxy_cpu_us_per_request:18.1f} {r.errors:6d}"
         )
     summary: dict[str, object] = {"mesh_dp_memory_mib_100_outbounds": rss}
-    for name in ("mesh-dp", "nginx"):
+    for name in ("direct", "mesh-dp", "nginx"):
         rps = [r.rps for r in results if r.path == name]
         if rps:
             summary[f"{name}_median_rps"] = round(statistics.median(rps))
-    if "nginx_median_rps" in summary:
-        ratios = [
-            a.rps / b.rps
-            for a in results
-            if a.path == "mesh-dp"
-            for b in results
-            if b.path == "nginx" and b.round == a.round
-        ]
+    ratios = [
+        a.rps / b.rps
+        for a in results
+        for b in results
+        if (a.path, b.path) == ("mesh-dp", "nginx") and a.round == b.round
+    ]
+    if ratios:
         summary["ratio_median"] = round(statistics.median(ratios), 2)
+    for key, value in summary.items():
+        if key != "mesh_dp_memory_mib_100_outbounds":
+            print(f"{key}: {value}")
     for mode, mem in rss.items():
         print(
             f"mesh-dp memory with 100 outbound services ({mode}): RSS {mem['VmRSS']:.1f} MiB "
@@ -541,13 +559,41 @@ def main() -> None:
     print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
 
 
-@contextmanager
-def running(tmp: Path) -> Iterator[Procs]:
-    procs = Procs(tmp)
-    try:
-        yield procs
-    finally:
-        procs.stop()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: scripts/install-system-deps.sh --bench (Debian package wrk)")
+    ca = create_mesh_ca("default")
+    results: list[Result] = []
+    rss: dict[str, dict[str, float]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
+        running(Path(tmp_dir)) as procs,
+    ):
+        script = procs.tmp / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        app_port = start_app(procs)
+        setups = {"mesh-dp": start_meshfed(procs, ca, app_port)}
+        peer = start_nginx_chain(procs, ca, app_port)
+        if peer is not None:
+            setups["nginx"] = peer
+        else:
+            print("nginx with its stream module not found: measuring mesh-dp only")
+        results.append(measure("direct", 0, app_port, [], args, script))
+        for rnd in range(args.rounds):
+            for name in list(setups) if rnd % 2 == 0 else list(reversed(setups)):
+                s = setups[name]
+                results.append(measure(name, rnd, s.port, s.pids, args, script))
+                procs.check()
+        if not args.skip_memory:
+            rss["static"] = rss_static(procs, ca, 100)
+            rss["control plane"] = rss_with_control_plane(procs, ca, 100)
+    report(results, rss)
 
 
 if __name__ == "__main__":
