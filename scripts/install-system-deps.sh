@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests talk to for real (dig, etcd), if missing.
-# Benchmarks need more (dnsmasq, dnsperf, nginx): `scripts/install-system-deps.sh --bench`.
+# Benchmarks need more (dnsmasq, dnsperf, nginx, wrk): `scripts/install-system-deps.sh --bench`.
 set -euo pipefail
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
@@ -9,6 +9,7 @@ if [ "${1:-}" = "--bench" ]; then
   command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
   command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
   command -v nginx >/dev/null 2>&1 || need+=(nginx-light libnginx-mod-stream)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
