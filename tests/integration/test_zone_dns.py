@@ -73,7 +73,10 @@ def query(zone: Zone, name: str, qtype: str = "A") -> tuple[str, list[str]]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(2)
         sock.sendto(DNSRecord.question(name, qtype).pack(), ("127.0.0.1", zone.dns))
-        reply = DNSRecord.parse(sock.recv(4096))
+        try:
+            reply = DNSRecord.parse(sock.recv(4096))
+        except TimeoutError:  # a busy machine; callers poll again
+            return "TIMEOUT", []
     return RCODE.get(reply.header.rcode), [str(rr.rdata) for rr in reply.rr]
 
 
@@ -196,29 +199,42 @@ def test_vips_survive_restarts_a_killed_global_and_a_thousand_services(fed: Fede
     z2.http.put(BACKEND_DP, dataplane("backend-1", service="backend"))
     found = wait_until(lambda: all_resolved(fed), timeout=10, what="backend in both zones")
 
+    def unchanged(when: str) -> None:
+        """Polled only to ride out a slow answer on a busy machine: any other VIP, even once,
+        fails."""
+        seen: list[dict[str, str | None]] = []
+
+        def same() -> bool:
+            seen.append(vips(fed))
+            return bool(seen[-1] == found)
+
+        wait_until(same, timeout=10, what=f"the same VIPs {when}")
+        wrong = [v for answer in seen for k, v in answer.items() if v and v != found[k]]
+        assert not wrong, f"other VIPs {when}: {wrong}"
+
     for zone in (z1, z2):
         cluster.stop(zone.node)
         cluster.start(zone.node)
-        assert vips(fed) == found, f"after restarting {zone.node.name}"
+        unchanged(f"after restarting {zone.node.name}")
 
     cluster.stop(cluster.glob, signal.SIGKILL)
-    assert vips(fed) == found  # the zones answer on their own
+    unchanged("with the global killed")  # the zones answer on their own
     cluster.start(cluster.glob)
     cluster.wait_online()
-    assert vips(fed) == found
+    unchanged("after the global restarted")
 
     # The backend leaves; a thousand services come and go; the backend returns to its VIPs.
     z2.http.delete(BACKEND_DP)
     wait_until(lambda: gone(z1, "backend.mesh"), timeout=10, what="backend gone")
     z2.http.put("/meshes/default/dataplanes/bulk", bulk(1000))
-    wait_until(lambda: resolves(z1, "svc-999.mesh"), timeout=30, what="1000 services in zone-1")
+    wait_until(lambda: resolves(z1, "svc-999.mesh"), timeout=60, what="1000 services in zone-1")
     new_vips = {resolves(z1, f"svc-{i}.mesh") for i in (0, 500, 999)}
     assert not new_vips & set(found.values())
     z2.http.delete("/meshes/default/dataplanes/bulk")
-    wait_until(lambda: gone(z1, "svc-999.mesh"), timeout=30, what="1000 services gone")
+    wait_until(lambda: gone(z1, "svc-999.mesh"), timeout=60, what="1000 services gone")
     z2.http.put(BACKEND_DP, dataplane("backend-1", service="backend"))
     wait_until(lambda: all_resolved(fed), timeout=10, what="backend back")
-    assert vips(fed) == found
+    unchanged("after 1,000 services came and went")
 
     # The reservations are in each zone's VirtualIPs, and the global has every zone's copy.
     at_zone = z1.http.get("/meshes/default/virtualips/zone-1")
