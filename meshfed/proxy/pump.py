@@ -368,11 +368,16 @@ class _Direction:
         self._shutdown_dst()
 
     def _shutdown_dst(self) -> None:
-        # (try/except: contextlib.suppress costs three calls on a per-connection path)
-        try:  # noqa: SIM105
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the peer is gone: its reset shows up on the other direction's read
+        relay = self.relay
+        other = relay._down if self.upstream else relay._up
+        # When the other way is over too, the relay closes both sockets next, and close()
+        # sends the FIN itself (nothing is left unread: the other way read up to its EOF).
+        if not other.finished:
+            # (try/except: contextlib.suppress costs three calls on a per-connection path)
+            try:  # noqa: SIM105
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the peer is gone: its reset shows up on the other direction's read
         self._stop_write()
         self.finished = True
         self.relay._finished()
