@@ -35,6 +35,7 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.store.base import AlreadyExistsError, ResourceStore, StoreError
 from meshfed.store.etcd import EtcdStore
 from meshfed.store.factory import open_configured_store
+from meshfed.store.orphans import OrphanSweeper
 
 log = logging.getLogger("global_cp")
 DEFAULT_MESH = "default"
@@ -77,6 +78,7 @@ class GlobalControlPlane:
         self.leader: Leader | None = None
         self.sweep: InsightSweep | None = None
         self.mesh_ca: MeshCaJob | None = None
+        self.orphans: OrphanSweeper | None = None
         self._server: ApiServer | None = None
 
     async def start(self) -> None:
@@ -131,6 +133,9 @@ class GlobalControlPlane:
         # mTLS gets its CA (global_cp.mesh_ca; safe even if two replicas overlap).
         self.mesh_ca = MeshCaJob(self.store)
         leader.add_job("mesh-ca", self.mesh_ca.run)
+        # Once per term too: resources left without their Mesh (meshfed.store.orphans).
+        self.orphans = OrphanSweeper(self.store, self.registry)
+        leader.add_job("orphan-sweep", self.orphans.run)
         self.api.leader_status = self.leader_status
         await leader.start()
         self._server = ApiServer(self.api, s.api_address, "global_cp.access")

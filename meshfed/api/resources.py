@@ -33,9 +33,16 @@ from meshfed.resources.model import (
     now_rfc3339,
 )
 from meshfed.resources.types.mesh import MESH
-from meshfed.store.base import NotFoundError, ResourceStore
+from meshfed.store.base import (
+    ConflictError,
+    NotFoundError,
+    Requirement,
+    ResourceStore,
+    StoreKey,
+)
 
 log = logging.getLogger("meshfed.api.resources")
+PUT_ATTEMPTS = 5  # read-check-write rounds of one PUT that keeps losing races
 
 
 # ---- request pieces ------------------------------------------------------------------------
@@ -113,6 +120,10 @@ def _conflict(detail: str) -> ApiError:
     return ApiError(409, "Conflict", detail)
 
 
+def _no_mesh(mesh: str) -> str:
+    return f"mesh {mesh!r} does not exist; create it first"
+
+
 # ---- parsing a PUT body --------------------------------------------------------------------
 
 
@@ -136,7 +147,7 @@ async def parse_put_body(
     if desc.scope is Scope.MESH and not check_name(mesh, "mesh"):
         mesh_res = await _get_or_none(ctx.store, MESH.name, "", mesh)
         if mesh_res is None:
-            errors.append(FieldError("mesh", f"mesh {mesh!r} does not exist; create it first"))
+            errors.append(FieldError("mesh", _no_mesh(mesh)))
     if errors or resource is None:
         raise ValidationError(errors)
     return resource
@@ -218,43 +229,62 @@ def _put_handler(desc: TypeDescriptor) -> Handler:
         doc = await read_document(request, ctx.max_body_bytes)
         resource = await parse_put_body(ctx, desc, doc, mesh, name)
         _stamp(ctx, resource)
-
-        existing = await _get_or_none(ctx.store, desc.name, mesh, name)
-        check_not_synced_copy(ctx, desc, existing)
-        if if_match is not None:
-            if existing is None:
-                raise _conflict(
-                    f"{desc.name} {name!r} does not exist, but If-Match expects version {if_match}"
-                )
-            if if_match not in ("*", existing.meta.version):
-                raise _conflict(
-                    f"{desc.name} {name!r} was modified (If-Match version {if_match}, stored "
-                    f"version {existing.meta.version}); read it again and retry"
-                )
-        expected = None if if_match in (None, "*") else if_match
-
-        if existing is None:
-            status = 201
-            if dry_run:
-                resource.meta.creation_time = resource.meta.modification_time = now_rfc3339()
-                stored = resource
-            else:
-                stored = await ctx.store.create(resource)
-                log.info("created %s %s", desc.name, _where(mesh, name))
-        else:
-            status = 200
-            if dry_run:
-                resource.meta.creation_time = existing.meta.creation_time
-                resource.meta.modification_time = now_rfc3339()
-                resource.meta.version = existing.meta.version
-                stored = resource
-            else:
-                stored = await ctx.store.update(resource, expected_version=expected)
-                log.info("updated %s %s", desc.name, _where(mesh, name))
-        headers = {} if dry_run else etag(stored.meta.version)
-        return web.json_response(resource_to_dict(stored, desc), status=status, headers=headers)
+        for _ in range(PUT_ATTEMPTS):
+            try:
+                status, stored = await _put_once(ctx, desc, resource, if_match, dry_run)
+            except ConflictError as exc:
+                if (exc.type, exc.mesh, exc.name) != (MESH.name, "", mesh):
+                    raise
+                continue  # the Mesh changed (or went) since we read it: read it again
+            headers = {} if dry_run else etag(stored.meta.version)
+            return web.json_response(resource_to_dict(stored, desc), status=status, headers=headers)
+        raise _conflict(
+            f"mesh {mesh!r} kept changing while {desc.name} {name!r} was written; retry"
+        )
 
     return handle
+
+
+async def _put_once(
+    ctx: ApiContext, desc: TypeDescriptor, resource: Resource, if_match: str | None, dry_run: bool
+) -> tuple[int, Resource]:
+    """One read-check-write round: (status, stored). The write requires the Mesh (for a
+    mesh-scoped type) at the version just read, so a PUT racing a Mesh delete either commits
+    before the delete (and the cascade removes it) or fails here; never an orphan."""
+    _, mesh, name = resource.key
+    require: list[Requirement] = []
+    if desc.scope is Scope.MESH:
+        mesh_res = await _get_or_none(ctx.store, MESH.name, "", mesh)
+        if mesh_res is None:
+            raise ValidationError([FieldError("mesh", _no_mesh(mesh))])
+        require.append((MESH.name, "", mesh, mesh_res.meta.version))
+    existing = await _get_or_none(ctx.store, desc.name, mesh, name)
+    check_not_synced_copy(ctx, desc, existing)
+    if if_match is not None:
+        if existing is None:
+            raise _conflict(
+                f"{desc.name} {name!r} does not exist, but If-Match expects version {if_match}"
+            )
+        if if_match not in ("*", existing.meta.version):
+            raise _conflict(
+                f"{desc.name} {name!r} was modified (If-Match version {if_match}, stored "
+                f"version {existing.meta.version}); read it again and retry"
+            )
+    status = 201 if existing is None else 200
+    if dry_run:
+        now = now_rfc3339()
+        resource.meta.creation_time = existing.meta.creation_time if existing else now
+        resource.meta.modification_time = now
+        resource.meta.version = existing.meta.version if existing else ""
+        return status, resource
+    expected: dict[StoreKey, str | None] = {}
+    if existing is None:
+        expected[resource.key] = None
+    elif if_match is not None:
+        expected[resource.key] = existing.meta.version
+    [stored] = await ctx.store.write_batch([resource], [], expected=expected, require=require)
+    log.info("%s %s %s", "created" if status == 201 else "updated", desc.name, _where(mesh, name))
+    return status, stored
 
 
 def _delete_handler(desc: TypeDescriptor) -> Handler:

@@ -42,6 +42,7 @@ from meshfed.resources.model import (
     ORIGIN_ZONE,
     Resource,
 )
+from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.zone import ZONE, zone_enabled
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import (
@@ -270,7 +271,12 @@ class _View:
 
 
 class GlobalView(_View):
-    """What the global sends to one zone: global types, plus other enabled zones' ingresses."""
+    """What the global sends to one zone: global types, plus other enabled zones' ingresses.
+
+    Never a resource whose Mesh is gone (an orphan a crash between a Mesh's deletion and its
+    cascade left behind, until the leader's sweep removes it): the zone would keep it, and
+    it would come back to life if a Mesh of that name were created again.
+    """
 
     def __init__(
         self, mirror: StoreMirror, registry: Registry, zone: str, types: Sequence[str]
@@ -279,13 +285,23 @@ class GlobalView(_View):
         self._registry = registry
         self.zone = zone
         self._relayed = [t for t in types if KdsFlag.SYNCED_ACROSS_ZONES in registry.get(t).kds]
+        self._meshes_known = MESH.name in mirror.types
+        self._in_meshes = [t for t in types if registry.get(t).scope is Scope.MESH]
 
     def wants(self, type_name: str, res: Resource) -> bool:
         if not sends_to_zone(self._registry.get(type_name), res, self.zone):
             return False
+        if self._orphan(res):
+            return False
         if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_ZONE:
             return self._zone_enabled(res.meta.labels.get(LABEL_ZONE, ""))
         return True
+
+    def _orphan(self, res: Resource) -> bool:
+        mesh = res.meta.mesh
+        return (
+            bool(mesh) and self._meshes_known and self._mirror.get(MESH.name, Key("", mesh)) is None
+        )
 
     def _zone_enabled(self, zone: str) -> bool:
         found = self._mirror.get(ZONE.name, Key("", zone))
@@ -295,10 +311,20 @@ class GlobalView(_View):
         if type_name == ZONE.name:
             # Enabling or disabling a zone shows or hides its ingresses: re-read them.
             return [SourceChange(t, None) for t in self._relayed]
-        return super()._changes(type_name, key, res)
+        changes = super()._changes(type_name, key, res)
+        if type_name == MESH.name and key is not None:
+            # What is in a Mesh appears and disappears with it. (Its deletion's cascade also
+            # removes each one; this covers what a crash left in between.)
+            for t in self._in_meshes:
+                for r, _ in self._mirror.entries(t):
+                    if r.meta.mesh == key.name:
+                        changes += super()._changes(t, Key(r.meta.mesh, r.meta.name), r)
+        return changes
 
     def _also_changes(self, type_name: str) -> Sequence[str]:
-        return self._relayed if type_name == ZONE.name else ()
+        if type_name == ZONE.name:
+            return self._relayed
+        return self._in_meshes if type_name == MESH.name else ()
 
 
 class ZoneView(_View):

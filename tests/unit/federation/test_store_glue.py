@@ -142,6 +142,7 @@ async def test_mirror_reloads_everything_when_its_watch_overflows() -> None:
 async def test_global_view_sends_global_types_and_other_enabled_zones_ingresses(
     store: MemoryStore,
 ) -> None:
+    await store.create(Resource("Mesh", Meta("default", labels=dict(GLOBAL))))
     await store.create(policy("p"))
     await store.create(ingress(zone_resource_name("zi", "", "zone-1"), from_zone("zone-1")))
     await store.create(ingress(zone_resource_name("zi", "", "zone-2"), from_zone("zone-2")))

@@ -225,6 +225,7 @@ async def test_global_sets_ingress_zone_and_the_zone_sees_no_change(
 
 async def test_pending_follows_the_mirror_without_rescanning_it() -> None:
     store = MemoryStore()
+    await store.create(Resource("Mesh", Meta("default")))  # the policies' Mesh (no orphans)
     for i in range(5):
         await store.create(policy(f"p{i}", labels={}))
     relayed = ingress(zone_resource_name("zi", "", "zone-2"))
