@@ -10,6 +10,7 @@ reverse. Without `--global-kds` the zone runs standalone: the same API with no K
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 from contextlib import suppress
@@ -27,7 +28,10 @@ from meshfed.store.base import ResourceStore
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
 from meshfed.store.etcd_lease import LeaderElection
 from meshfed.store.factory import open_configured_store
+from meshfed.store.orphans import OrphanSweeper
+from zone_cp.certs import CertIssuer
 from zone_cp.dns_wiring import ZoneDns
+from zone_cp.dpserver import DataplaneServer
 from zone_cp.kds import ZoneKds
 from zone_cp.services import ZoneServices
 from zone_cp.settings import ZoneSettings
@@ -47,7 +51,9 @@ class ZoneControlPlane:
         self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
         self.services: ZoneServices | None = None
         self.dns: ZoneDns | None = None
+        self.dpserver: DataplaneServer | None = None
         self._server: ApiServer | None = None
+        self._orphans: asyncio.Task[None] | None = None  # standalone: meshfed.store.orphans
 
     async def start(self) -> None:
         s = self.settings
@@ -72,6 +78,7 @@ class ZoneControlPlane:
             max_body_bytes=s.max_body_bytes,
         )
         await self._start_services(self.api)
+        await self._start_dp_server(self.api)
         if s.global_kds:
             self.api.kds_status = self._kds_status
             urls = ",".join(grpc_url(t) for t in s.global_kds)
@@ -96,6 +103,10 @@ class ZoneControlPlane:
                 log.info("zone %s: KDS client for the global at %s", s.zone, urls)
         else:
             log.info("zone %s: standalone (no --global-kds)", s.zone)
+            # With a global, its Mesh deletions arrive by KDS and the zone keeps its own
+            # resources; standalone, nothing may stay in a Mesh that is gone.
+            sweeper = OrphanSweeper(self.store, self.registry)
+            self._orphans = asyncio.create_task(sweeper.run(), name="orphan-sweep")
         self._server = ApiServer(self.api, s.api_address, "zone_cp.access")
         api = await self._server.start()
         self.api.ready = True
@@ -130,14 +141,26 @@ class ZoneControlPlane:
             upstream,
         )
 
-    async def _write_services(self) -> None:
-        """The leader's job: allocate and persist VIPs, keep the own ingresses' services."""
-        assert self.services is not None
-        self.services.set_writer(True)
-        try:
-            await asyncio.Event().wait()  # until the term ends
-        finally:
-            self.services.set_writer(False)
+    async def _start_dp_server(self, api: ApiContext) -> None:
+        """The config server of this zone's sidecars and ingresses (after the services: the
+        first configs need the catalog)."""
+        assert self.store is not None and self.services is not None
+        s = self.settings
+        self.dpserver = server = DataplaneServer(
+            self.store,
+            s.zone,
+            self.services,
+            CertIssuer(dt.timedelta(seconds=s.dp_cert_validity)),
+            instance_id=api.instance_id,
+            registry=self.registry,
+            insight_flush=s.dp_insight_flush,
+            # Replicas sharing a store may hold each other's proxies: no crash sweep there.
+            stale_after=None if isinstance(self.store, EtcdStore) else 30.0,
+        )
+        address = await server.start(s.dp_server_address)
+        api.collectors.append(server.collector())
+        api.info["dpServer"] = f"grpc://{address}"
+        log.info("dataplane config server listening on grpc://%s", address)
 
     def api_address(self) -> Address:
         assert self._server is not None, "not started"
@@ -167,6 +190,15 @@ class ZoneControlPlane:
             self.kds = None
             await kds.stop()
 
+    async def _write_services(self) -> None:
+        """The leader's job: allocate and persist VIPs, keep the own ingresses' services."""
+        assert self.services is not None
+        self.services.set_writer(True)
+        try:
+            await asyncio.Event().wait()  # until the term ends
+        finally:
+            self.services.set_writer(False)
+
     def _kds_status(self) -> dict[str, Any]:
         if self.kds is not None:
             return self.kds.status()
@@ -175,6 +207,11 @@ class ZoneControlPlane:
         return status
 
     async def stop(self) -> None:
+        if self._orphans is not None:
+            self._orphans.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._orphans
+            self._orphans = None
         if self.leader is not None:
             await self.leader.stop()
         if self.kds is not None:
@@ -183,6 +220,9 @@ class ZoneControlPlane:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+        if self.dpserver is not None:
+            await self.dpserver.stop()
+            self.dpserver = None
         if self.dns is not None:
             await self.dns.close()
             self.dns = None

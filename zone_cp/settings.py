@@ -136,6 +136,30 @@ OPTIONS = (
         "without network setup; zones sharing a host need different ranges)",
         metavar="CIDR",
     ),
+    Option(
+        "dp-server-address",
+        parse_address,
+        "127.0.0.1:5678",
+        "Where the dataplane config server listens for mesh-dp sidecars and zone ingresses "
+        "(gRPC; HOST:PORT, port 0 picks a free one, shown in GET /)",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "dp-cert-validity",
+        parse_duration,
+        "24h",
+        "Validity of the certificates issued to sidecars (a new one is pushed after 80% of "
+        "it); a Mesh backend's dpCert.rotation.expiration overrides it",
+        metavar="DURATION",
+    ),
+    Option(
+        "dp-insight-flush",
+        parse_duration,
+        "5s",
+        "How often DataplaneInsight counters from proxy reports are written (connections "
+        "and disconnections are written at once)",
+        metavar="DURATION",
+    ),
     LOG_LEVEL,
 )
 
@@ -162,4 +186,7 @@ class ZoneSettings(EtcdSettings):
     dns_address: Address
     dns_upstream: tuple[str, int] | None
     vip_cidr: IPv4Network
+    dp_server_address: Address
+    dp_cert_validity: float
+    dp_insight_flush: float
     log_level: str
