@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshctl.errors import CliError
-from meshctl.up.ports import GLOBAL_API, GLOBAL_KDS, HOST, zone_api_key, zone_dns_key
+from meshctl.up.ports import (
+    GLOBAL_API,
+    GLOBAL_KDS,
+    HOST,
+    zone_api_key,
+    zone_dns_key,
+    zone_dp_key,
+)
 from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
 from zone_cp.vips import zone_vip_cidr
 
@@ -71,6 +78,7 @@ def plan_components(
     for index, zone in enumerate(zones):
         api_port = ports[zone_api_key(zone)]
         dns = f"{HOST}:{ports[zone_dns_key(zone)]}"
+        dp = f"{HOST}:{ports[zone_dp_key(zone)]}"
         components.append(
             ComponentRecord(
                 name=zone,
@@ -94,9 +102,12 @@ def plan_components(
                     dns,
                     "--vip-cidr",
                     str(zone_vip_cidr(index)),
+                    "--dp-server-address",
+                    dp,
                 ],
                 api=f"http://{HOST}:{api_port}",
                 dns=dns,
+                dp=f"grpc://{dp}",
                 data_dir=str(data_dir / zone),
                 log=str(data_dir / "logs" / f"{zone}.log"),
             )

@@ -31,18 +31,24 @@ def zone_dns_key(zone: str) -> str:
     return f"{zone}.dns"
 
 
+def zone_dp_key(zone: str) -> str:
+    """A zone's dataplane config server (sidecars and ingresses connect to it)."""
+    return f"{zone}.dp"
+
+
 def zone_names(count: int) -> list[str]:
     return [f"zone-{i}" for i in range(1, count + 1)]
 
 
 def port_keys(zones: Sequence[str]) -> list[str]:
-    """Every port the deployment needs, in `--base-port` layout order (zone DNS ports last, so
-    the API ports keep the places they had before zones served DNS)."""
+    """Every port the deployment needs, in `--base-port` layout order (ports added later go
+    last, so the API and DNS ports keep the places they had before)."""
     return [
         GLOBAL_API,
         GLOBAL_KDS,
         *(zone_api_key(z) for z in zones),
         *(zone_dns_key(z) for z in zones),
+        *(zone_dp_key(z) for z in zones),
     ]
 
 

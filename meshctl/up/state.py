@@ -38,6 +38,7 @@ class ComponentRecord:
     kds: str | None = None
     zone: str | None = None
     dns: str | None = None  # a zone's DNS server, HOST:PORT
+    dp: str | None = None  # a zone's dataplane config server, grpc://HOST:PORT
     pid: int | None = None
     state: str = EXITED
     exit_code: int | None = None  # beyond the contract: why an exited component stopped
@@ -51,6 +52,8 @@ class ComponentRecord:
             out["kds"] = self.kds
         if self.dns is not None:
             out["dns"] = self.dns
+        if self.dp is not None:
+            out["dpServer"] = self.dp
         out |= {"dataDir": self.data_dir, "log": self.log, "argv": list(self.argv)}
         if self.state == EXITED and self.exit_code is not None:
             out["exitCode"] = self.exit_code
@@ -75,6 +78,7 @@ class ComponentRecord:
             kds=_optional_text(data, "kds", where),
             zone=_optional_text(data, "zone", where),
             dns=_optional_text(data, "dns", where),
+            dp=_optional_text(data, "dpServer", where),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             state=_optional_text(data, "state", where) or EXITED,
             exit_code=exit_code
