@@ -32,7 +32,7 @@ from meshfed.kds.store_glue import (
 from meshfed.kds.stream import ReceiveSide
 from meshfed.resources.model import Meta, Resource
 from meshfed.resources.types import default_registry
-from meshfed.store.base import ConflictError, ResourceStore, StoreKey, WatchEvent
+from meshfed.store.base import ConflictError, Requirement, ResourceStore, StoreKey, WatchEvent
 from meshfed.store.memory import MemoryStore
 from meshfed.store.sqlite import SqliteStore
 from tests.support import async_wait_until
@@ -167,10 +167,11 @@ class _RacingStore(MemoryStore):
         deletes: Sequence[StoreKey],
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
+        require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
         if self.before_batch is not None:
             await self.update(self.before_batch)
-        return await super().write_batch(puts, deletes, expected=expected)
+        return await super().write_batch(puts, deletes, expected=expected, require=require)
 
 
 async def test_a_local_write_during_an_apply_is_not_overwritten() -> None:
