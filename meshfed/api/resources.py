@@ -34,6 +34,7 @@ from meshfed.resources.model import (
 )
 from meshfed.resources.types.mesh import MESH
 from meshfed.store.base import (
+    AlreadyExistsError,
     ConflictError,
     NotFoundError,
     Requirement,
@@ -229,18 +230,22 @@ def _put_handler(desc: TypeDescriptor) -> Handler:
         doc = await read_document(request, ctx.max_body_bytes)
         resource = await parse_put_body(ctx, desc, doc, mesh, name)
         _stamp(ctx, resource)
+        # Kuma's PUT is create-or-update: a resource created, changed or deleted by someone
+        # else between our read and our write (or its Mesh changed) means read again, not
+        # 409. Only a stale If-Match version is the client's conflict.
         for _ in range(PUT_ATTEMPTS):
             try:
                 status, stored = await _put_once(ctx, desc, resource, if_match, dry_run)
             except ConflictError as exc:
-                if (exc.type, exc.mesh, exc.name) != (MESH.name, "", mesh):
+                mesh_changed = (exc.type, exc.mesh, exc.name) == (MESH.name, "", mesh)
+                if not mesh_changed and if_match not in (None, "*"):
                     raise
-                continue  # the Mesh changed (or went) since we read it: read it again
+                continue
+            except (AlreadyExistsError, NotFoundError):
+                continue  # created or deleted meanwhile (with If-Match the next read says 409)
             headers = {} if dry_run else etag(stored.meta.version)
             return web.json_response(resource_to_dict(stored, desc), status=status, headers=headers)
-        raise _conflict(
-            f"mesh {mesh!r} kept changing while {desc.name} {name!r} was written; retry"
-        )
+        raise _conflict(f"{desc.name} {name!r} kept changing while it was written; retry")
 
     return handle
 
@@ -277,11 +282,11 @@ async def _put_once(
         resource.meta.modification_time = now
         resource.meta.version = existing.meta.version if existing else ""
         return status, resource
-    expected: dict[StoreKey, str | None] = {}
-    if existing is None:
-        expected[resource.key] = None
-    elif if_match is not None:
-        expected[resource.key] = existing.meta.version
+    # The version read, so a write in between is noticed (then: read again, or a stale
+    # If-Match's 409).
+    expected: dict[StoreKey, str | None] = {
+        resource.key: None if existing is None else existing.meta.version
+    }
     [stored] = await ctx.store.write_batch([resource], [], expected=expected, require=require)
     log.info("%s %s %s", "created" if status == 201 else "updated", desc.name, _where(mesh, name))
     return status, stored

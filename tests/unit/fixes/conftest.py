@@ -11,13 +11,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from global_cp.app import GlobalControlPlane
 from global_cp.settings import CONFIG, GlobalSettings
+from meshfed.api.app import build_app
+from meshfed.api.context import ApiContext
 from meshfed.config import Address
+from meshfed.resources.descriptors import Mode
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
+from meshfed.store.sqlite import SqliteStore
 from tests.support import free_port
 from zone_cp.kds import ZoneKds
 
@@ -87,3 +92,21 @@ async def zone_kds(
         yield kds
     finally:
         await kds.stop()
+
+
+SqliteApi = tuple[SqliteStore, TestClient[Any, Any]]
+
+
+@pytest.fixture
+async def sqlite_api(tmp_path: Path) -> AsyncIterator[SqliteApi]:
+    """A global-mode API alone (no KDS) on a SQLite store."""
+    # SQLite, not memory: its calls really suspend, so requests interleave as in production.
+    store = await SqliteStore.open(tmp_path / "data")
+    ctx = ApiContext(store=store, registry=default_registry(), mode=Mode.GLOBAL, ready=True)
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield store, client
+    finally:
+        await client.close()
+        await store.close()

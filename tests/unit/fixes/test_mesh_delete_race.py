@@ -4,20 +4,13 @@ left behind are swept (the global's leader, a standalone zone) and never sent by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
-from meshfed.api.app import build_app
-from meshfed.api.context import ApiContext
 from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_global_to_zone
 from meshfed.kds.store_glue import GlobalView, global_mirror
 from meshfed.kds.stream import SourceChange
-from meshfed.resources.descriptors import Mode
 from meshfed.resources.model import LABEL_ORIGIN, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
@@ -25,7 +18,7 @@ from meshfed.store.memory import MemoryStore
 from meshfed.store.orphans import OrphanSweeper
 from meshfed.store.sqlite import SqliteStore
 from tests.support import async_wait_until
-from tests.unit.fixes.conftest import start_global, stop_global
+from tests.unit.fixes.conftest import SqliteApi, start_global, stop_global
 
 REG = default_registry()
 SPEC: dict[str, Any] = {
@@ -51,22 +44,8 @@ async def names(store: ResourceStore, mesh_name: str | None = None) -> list[str]
     return [f"{r.mesh}/{r.name}" for r in (await store.list("MeshTimeout", mesh_name)).items]
 
 
-@pytest.fixture
-async def sqlite_api(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, TestClient[Any, Any]]]:
-    # SQLite, not memory: its calls really suspend, so requests interleave as in production.
-    store = await SqliteStore.open(tmp_path / "data")
-    ctx = ApiContext(store=store, registry=REG, mode=Mode.GLOBAL, ready=True)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield store, client
-    finally:
-        await client.close()
-        await store.close()
-
-
 async def test_mesh_delete_racing_puts_leaves_no_orphans(
-    sqlite_api: tuple[SqliteStore, TestClient[Any, Any]],
+    sqlite_api: SqliteApi,
 ) -> None:
     store, client = sqlite_api
     seen: set[int] = set()
