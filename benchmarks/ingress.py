@@ -12,8 +12,8 @@ Measured, per proxy and round:
 - conns/s: new connections per second. `--conn-clients` processes each loop: connect, send
   the ClientHello (SNI `short.default...`), read the sink's one-byte answer, read EOF, close.
   The sink (uvloop) answers once the whole ClientHello arrived and closes first.
-- direct: the same clients straight to the sinks, once: the ceiling the load generator and
-  sinks reach on this machine with no proxy in between.
+- direct: the same clients straight to the sinks, in every round: the ceiling the load
+  generator and sinks reach on this machine with no proxy in between.
 
 Past the ClientHello both proxies are byte pipes that never look at the payload, so the bytes
 after it need not be real TLS records: a real TLS sender would spend the CPU on encryption that
@@ -22,7 +22,7 @@ tests/integration/test_zone_ingress.py covers).
 
 For every measurement the proxy's CPU time (its process tree, from /proc) is reported as a
 share of one core, and per GiB or per connection: a proxy near 1.0 core is the bottleneck.
-Both proxies run one process (nginx: one worker).
+Both proxies run one process (nginx: one worker). Rounds rotate which set-up goes first.
 
 Not a test: prints a table and a JSON line. Needs nginx with its stream module (Debian:
 nginx-light, libnginx-mod-stream); without them only zone-ingress is measured.
@@ -484,10 +484,10 @@ def main() -> None:
             else:
                 print("nginx with its stream module not found: measuring zone-ingress only")
             if not args.skip_direct:
-                direct = Target("direct", bulk_port, short_port, None)
-                results += measure(direct, 0, args, hellos, source.name, received)
+                targets.append(Target("direct", bulk_port, short_port, None))
             for rnd in range(args.rounds):
-                for target in targets if rnd % 2 == 0 else reversed(targets):
+                # Each round starts with the next one: no set-up always runs first or last.
+                for target in targets[rnd % len(targets) :] + targets[: rnd % len(targets)]:
                     results += measure(target, rnd, args, hellos, source.name, received)
                     for proc in started:
                         if proc.poll() is not None:

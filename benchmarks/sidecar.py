@@ -15,7 +15,8 @@ wrk keeps `--connections` keep-alive connections (2 threads), each sending `POST
 worker). Both chains use leaf certificates issued by the same mesh CA. Reported per run:
 requests/s, p50/p99 latency (wrk's own, closed loop) and the two proxies' CPU time per
 request (from /proc); `direct` is wrk against the app alone, the ceiling of the load
-generator and app on this machine.
+generator and app on this machine. Every round runs all three; rounds rotate which goes
+first.
 
 Memory: RSS of one mesh-dp with 100 outbound services (a VIP listener each, 2 endpoints),
 configured from a file and over the DataplaneConfig stream (grpc loaded, as in production).
@@ -584,9 +585,11 @@ def main() -> None:
             setups["nginx"] = peer
         else:
             print("nginx with its stream module not found: measuring mesh-dp only")
-        results.append(measure("direct", 0, app_port, [], args, script))
+        setups["direct"] = Setup(app_port, [])
+        names = list(setups)
         for rnd in range(args.rounds):
-            for name in list(setups) if rnd % 2 == 0 else list(reversed(setups)):
+            # Each round starts with the next one: no set-up always runs first or last.
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
                 s = setups[name]
                 results.append(measure(name, rnd, s.port, s.pids, args, script))
                 procs.check()
