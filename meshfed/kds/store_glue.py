@@ -122,6 +122,11 @@ class StoreMirror:
     def entries(self, type_name: str) -> list[tuple[Resource, WireResource]]:
         return [(e.resource, e.wire) for e in self._data.get(type_name, {}).values()]
 
+    def keyed(self, type_name: str) -> list[tuple[Key, Resource, WireResource]]:
+        """Like `entries`, with the mirror's own Key objects: a map kept per zone then shares
+        them instead of holding a copy of every key per zone."""
+        return [(k, e.resource, e.wire) for k, e in self._data.get(type_name, {}).items()]
+
     def get(self, type_name: str, key: Key) -> tuple[Resource, WireResource] | None:
         entry = self._data.get(type_name, {}).get(key)
         return None if entry is None else (entry.resource, entry.wire)
@@ -242,9 +247,9 @@ class _View:
         want = self._wanted.get(type_name)
         if want is None:
             want = self._wanted[type_name] = {
-                Key(r.mesh, r.name): w.version
-                for r, w in self._mirror.entries(type_name)
-                if self.wants(type_name, r)
+                key: wire.version
+                for key, res, wire in self._mirror.keyed(type_name)
+                if self.wants(type_name, res)
             }
         return want
 

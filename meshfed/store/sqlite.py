@@ -362,20 +362,25 @@ class _Db:
         revision = self.revision + 1
         now = now_rfc3339()
         with self._transaction():
-            for key, version in expected.items():
-                stored_version = self._stored_column("version", *key)
-                actual = None if stored_version is None else str(stored_version)
-                check_expected(key, version, actual)
+            for key in expected.keys() - {put[:3] for put in puts}:  # the deletes' expectations
+                stored = self._stored_column("version", *key)
+                check_expected(key, expected[key], None if stored is None else str(stored))
             for req in require:
                 stored_version = self._stored_column("version", *req[:3])
                 check_required(req, None if stored_version is None else str(stored_version))
             rows: list[Row] = []
             for type_, mesh, name, labels, spec, created in puts:
+                found = self.conn.execute(
+                    "SELECT version, creation_time FROM resources "
+                    "WHERE type = ? AND mesh = ? AND name = ?",
+                    (type_, mesh, name),
+                ).fetchone()
+                key = (type_, mesh, name)
+                if key in expected:
+                    check_expected(key, expected[key], None if found is None else str(found[0]))
                 # A replace keeps the stored creation time; a new one keeps the caller's, if set.
-                kept = self._stored_column("creation_time", type_, mesh, name)
-                rows.append(
-                    (type_, mesh, name, labels, spec, kept or created or now, now, revision)
-                )
+                created = found[1] if found is not None else created or now
+                rows.append((type_, mesh, name, labels, spec, created, now, revision))
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
             )

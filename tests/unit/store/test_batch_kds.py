@@ -235,7 +235,7 @@ async def test_pending_follows_the_mirror_without_rescanning_it() -> None:
     mirror = global_mirror(store, DOWN)
     await mirror.start()
     view = GlobalView(mirror, REG, "zone-1", DOWN)
-    real_entries = mirror.entries
+    real_entries, real_keyed = mirror.entries, mirror.keyed
 
     async def current(type_name: str) -> dict[Key, str]:
         return {w.key: w.version for w in await view.snapshot(type_name)}
@@ -252,12 +252,12 @@ async def test_pending_follows_the_mirror_without_rescanning_it() -> None:
         assert view.pending("MeshTimeout", held) == 0
         scans = 0
 
-        def counting(type_name: str) -> list[tuple[Resource, Any]]:
+        def counting(type_name: str) -> list[tuple[Key, Resource, Any]]:
             nonlocal scans
             scans += 1
-            return real_entries(type_name)
+            return real_keyed(type_name)
 
-        mirror.entries = counting  # type: ignore[method-assign]
+        mirror.keyed = counting  # type: ignore[method-assign]
         await store.update(policy("p0", idle="1s", labels={}))
         await store.delete("MeshTimeout", "default", "p1")
         await store.create(policy("p9", labels={}))
@@ -266,7 +266,7 @@ async def test_pending_follows_the_mirror_without_rescanning_it() -> None:
             lambda: _at(view.pending("MeshTimeout", held) == 3), timeout=5, what="3 pending"
         )
         assert scans == 0  # changes were tracked, not found by reading everything again
-        mirror.entries = real_entries  # type: ignore[method-assign]
+        mirror.keyed = real_keyed  # type: ignore[method-assign]
         assert view.pending("MeshTimeout", await current("MeshTimeout")) == 0
 
         # Disabling zone-2 withdraws its ingress: zone-1 should drop the one it holds.
