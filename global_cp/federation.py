@@ -39,6 +39,7 @@ from global_cp.zone_liveness import (
     stored_stat,
 )
 from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.aio import wait_for
 from meshfed.api.errors import ApiError
 from meshfed.config import Address
 from meshfed.kds.messages import Key, to_wire
@@ -385,7 +386,7 @@ class Federation:
     async def _flush_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.insight_flush)
+                await wait_for(self._wake.wait(), self._settings.insight_flush)
             self._wake.clear()
             try:
                 await self.flush()

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from meshfed.aio import wait_for
 from meshfed.config import Address
 
 log = logging.getLogger("mesh_dp.admin")
@@ -84,7 +85,7 @@ class AdminServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            head = await wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             if len(parts) == 3 and parts[2].startswith("HTTP/1."):
                 status, kind, body = self.answer(parts[0], parts[1])

@@ -28,6 +28,7 @@ import grpc
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.aio import wait_for
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.protocol import ack_message, nack_message
 from meshfed.kds.client import Backoff
@@ -246,7 +247,7 @@ class ConfigClient(Generic[C]):
     async def _reports(self, outbox: asyncio.Queue[pb.DpMessage]) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report_wanted.wait(), self.report_interval)
+                await wait_for(self._report_wanted.wait(), self.report_interval)
             self._report_wanted.clear()
             outbox.put_nowait(pb.DpMessage(report=self._report()))
 

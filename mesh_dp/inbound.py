@@ -26,6 +26,7 @@ from collections.abc import Callable
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import InboundStats
 from mesh_dp.tlsconf import TlsContexts
+from meshfed.aio import wait_for
 from meshfed.dpconfig.model import Inbound
 from meshfed.pki.tls import PeerIdentityError, peer_spiffe_id
 
@@ -170,7 +171,7 @@ class InboundListener:
         loop = asyncio.get_running_loop()
         app = Side(downstream=False)
         try:
-            await asyncio.wait_for(
+            await wait_for(
                 loop.create_connection(lambda: app, inbound.service_address, inbound.service_port),
                 APP_CONNECT_TIMEOUT,
             )

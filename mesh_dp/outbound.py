@@ -34,6 +34,7 @@ from mesh_dp.balancer import Balancer, EndpointState
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import OutboundStats
 from mesh_dp.tlsconf import TlsContexts
+from meshfed.aio import wait_for
 from meshfed.dpconfig.model import Outbound
 from meshfed.pki.spiffe import PkiError, service_id
 from meshfed.pki.tls import check_peer_id
@@ -168,7 +169,7 @@ class OutboundListener:
                 self.balancer.attempt(state)
                 state.active += 1  # counts for LeastRequest while connecting, too
                 try:
-                    upstream = await asyncio.wait_for(
+                    upstream = await wait_for(
                         self._open(state, outbound), policies.connect_timeout
                     )
                 except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
@@ -267,7 +268,7 @@ class OutboundListener:
         loop = asyncio.get_running_loop()
         e = state.endpoint
         try:
-            transport, _ = await asyncio.wait_for(
+            transport, _ = await wait_for(
                 loop.create_connection(_Probe, e.address, e.port), timeout
             )
         except (OSError, TimeoutError):

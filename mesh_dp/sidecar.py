@@ -28,6 +28,7 @@ from mesh_dp.relay import describe
 from mesh_dp.stats import InboundStats, OutboundStats
 from mesh_dp.tlsconf import TlsConfigError, TlsContexts, build_contexts
 from meshfed._gen import dataplane_pb2 as pb
+from meshfed.aio import wait_for
 from meshfed.dpconfig.model import Inbound, Outbound, OutboundKind, SidecarConfig
 
 log = logging.getLogger("mesh_dp")
@@ -353,7 +354,7 @@ class _Probe(asyncio.Protocol):
 async def _app_answers(inbound: Inbound, timeout: float = 1.0) -> bool:
     loop = asyncio.get_running_loop()
     try:
-        transport, _ = await asyncio.wait_for(
+        transport, _ = await wait_for(
             loop.create_connection(_Probe, inbound.service_address, inbound.service_port), timeout
         )
     except (OSError, TimeoutError) as exc:

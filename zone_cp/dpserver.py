@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.aio import wait_for
 from meshfed.config import Address
 from meshfed.dpconfig.build import BuildError
 from meshfed.dpconfig.protocol import (
@@ -229,7 +230,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self.streams_total += 1
         peer = context.peer()
         try:
-            first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
+            first = await wait_for(context.read(), HELLO_TIMEOUT)
         except TimeoutError:
             await self._refuse(context, pb.Error.BAD_REQUEST, f"no Hello in {HELLO_TIMEOUT:g}s")
             return
@@ -422,7 +423,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         while True:
             timeout = self._until_next_rotation()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await wait_for(self._wake.wait(), timeout)
             if self._debounce:
                 await asyncio.sleep(self._debounce)
             self._wake.clear()

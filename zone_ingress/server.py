@@ -33,6 +33,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from meshfed.aio import wait_for
 from meshfed.dpconfig.model import Endpoint, IngressConfig
 from meshfed.proxy.clienthello import NEED_MORE, ClientHello, ClientHelloError, ClientHelloParser
 from meshfed.proxy.pump import PumpStats, Relay
@@ -179,7 +180,7 @@ class IngressServer:
             log.info("draining %d connection(s) for up to %.1fs", len(self._open), timeout)
             self._all_closed = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._all_closed), timeout)
+                await wait_for(asyncio.shield(self._all_closed), timeout)
         cut = list(self._open)
         for conn in cut:
             conn.abort("drain deadline")

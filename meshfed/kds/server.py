@@ -24,6 +24,7 @@ import grpc
 
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.aio import wait_for
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE
 from meshfed.kds.receiver import Receiver
 from meshfed.kds.sender import Sender
@@ -91,7 +92,7 @@ class ZoneSession:
         if not self.connected and not self.announced:
             return True
         try:
-            await asyncio.wait_for(self._ended.wait(), timeout)
+            await wait_for(self._ended.wait(), timeout)
         except TimeoutError:
             return False
         return True

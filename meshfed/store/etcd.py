@@ -55,6 +55,7 @@ from typing import Any
 
 from aetcd import rpc
 
+from meshfed.aio import wait_for
 from meshfed.resources.model import Meta, Resource
 from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
@@ -545,7 +546,7 @@ class EtcdStore(ResourceStore):
                 watch.end_after(self._last_commit)
         if watches:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
+                await wait_for(
                     asyncio.gather(*(w.drained.wait() for w in watches)), CLOSE_DRAIN_TIMEOUT
                 )
         for watch in watches:

@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
+from meshfed.aio import wait_for
 from meshfed.store._etcd_conn import EtcdConnection
 from meshfed.store.base import StoreError
 
@@ -87,7 +88,7 @@ class Lease:
                 while True:
                     sent = loop.time()
                     await call.write(rpc.LeaseKeepAliveRequest(ID=self.id))
-                    resp: Any = await asyncio.wait_for(call.read(), self._expires_at - sent)
+                    resp: Any = await wait_for(call.read(), self._expires_at - sent)
                     if resp is _EOF:
                         raise ConnectionError("etcd closed the keepalive stream")
                     if resp.TTL <= 0:

@@ -14,6 +14,7 @@ import random
 import struct
 from typing import Final
 
+from meshfed.aio import wait_for
 from zone_cp.dns.answers import RCODE_SERVFAIL, error_reply
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Upstream:
         self._pending[qid] = future
         try:
             transport.sendto(struct.pack(">H", qid) + query[2:])
-            return await asyncio.wait_for(future, self.timeout)
+            return await wait_for(future, self.timeout)
         finally:
             if self._pending.get(qid) is future:
                 del self._pending[qid]

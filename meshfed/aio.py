@@ -1,0 +1,21 @@
+"""asyncio helpers the whole code base uses instead of the standard ones they fix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
+    """`asyncio.wait_for` without Python 3.11's lost cancellation (CPython gh-86296).
+
+    On 3.11, cancelling a task inside `asyncio.wait_for` while the awaited thing completes in
+    the same loop iteration returns its result and drops the cancellation: a loop such as
+    "wait for a wake-up event or a tick" then never ends, and shutdown hangs. `asyncio.timeout`
+    (what 3.12's `wait_for` is built on) keeps the cancellation. Raises TimeoutError.
+    """
+    async with asyncio.timeout(timeout):
+        return await aw
