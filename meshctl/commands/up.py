@@ -103,6 +103,13 @@ def register(
         )
     p.add_argument("--no-status", action="store_true", help="do not poll or print zone status")
     p.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run a demo mesh: echo `backend` instances with sidecars in zone-1 and zone-2, "
+        "a client `web` with a sidecar in zone-1, a zone-ingress per zone, builtin mTLS and a "
+        "permission web -> backend; prints a command that calls backend.mesh (needs 2+ zones)",
+    )
+    p.add_argument(
         "--stop-timeout",
         type=positive_float,
         default=10.0,
@@ -144,6 +151,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         global_kds_port=args.global_kds_port,
         show_status=not args.no_status,
         stop_timeout=args.stop_timeout,
+        demo=args.demo,
     )
     return launch(opts, ctx.stdout)
 

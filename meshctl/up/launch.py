@@ -7,6 +7,7 @@ programs) is checked before the first child starts, so a refusal leaves nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import TextIO
 from meshctl.errors import CliError
 from meshctl.up import control, procs
 from meshctl.up.console import Console
-from meshctl.up.plan import find_programs, plan_components
+from meshctl.up.demo import apply_resources, try_commands
+from meshctl.up.plan import find_demo_programs, find_programs, plan_components
 from meshctl.up.ports import (
     GLOBAL_API,
     GLOBAL_KDS,
@@ -29,7 +31,7 @@ from meshctl.up.ports import (
     write_remembered,
     zone_names,
 )
-from meshctl.up.state import ComponentRecord, StateFileError, read_state
+from meshctl.up.state import ROLE_ZONE, ComponentRecord, StateFileError, read_state
 from meshctl.up.supervisor import Supervisor, SupervisorConfig
 
 DEFAULT_DATA_DIR = ".meshfed/up"
@@ -47,6 +49,7 @@ class UpOptions:
     stop_timeout: float
     global_api_port: int = 5681  # preferred when free; 0 = any free port
     global_kds_port: int = 5685
+    demo: bool = False  # also run the demo workloads (meshctl/up/demo.py)
 
 
 def state_path(data_dir: Path, state_file: Path | None) -> Path:
@@ -74,6 +77,7 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
         )
     try:
         programs = find_programs()
+        demo = find_demo_programs() if opts.demo else None
         stopped = _stop_leftovers(state_file, opts.stop_timeout)
         zones = zone_names(opts.zones)
         ports_file = data_dir / PORTS_NAME
@@ -89,7 +93,7 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
         except PortError as exc:
             raise CliError(str(exc)) from None
         write_remembered(ports_file, ports)
-        components = plan_components(zones, data_dir, ports, programs)
+        components = plan_components(zones, data_dir, ports, programs, demo)
         console = _console(stdout, [c.name for c in components])
         console.notice(*stopped)
         console.notice(*_banner(components, data_dir, state_file, opts))
@@ -100,9 +104,24 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             stop_timeout=opts.stop_timeout,
         )
         supervisor = Supervisor(config, components, console, data_dir)
-        return asyncio.run(supervisor.run())
+        demo_api = components[0].api if opts.demo else None
+        return asyncio.run(_supervise(supervisor, demo_api, console))
     finally:
         lock.release()
+
+
+async def _supervise(supervisor: Supervisor, demo_api: str | None, console: Console) -> int:
+    """Runs the supervisor; with the demo, applies its resources once the global answers."""
+    task = None
+    if demo_api is not None:
+        task = asyncio.create_task(apply_resources(demo_api, console.notice))
+    try:
+        return await supervisor.run()
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _stop_leftovers(state_file: Path, timeout: float) -> list[str]:
@@ -147,8 +166,9 @@ def _banner(
         f"1 global and {opts.zones} zone(s) in {data_dir}; state file {state_file}",
         f"global API {glob.api}, KDS {glob.kds}",
     ]
-    lines += [f"{c.name} API {c.api}, DNS {c.dns}" for c in components[1:]]
-    zone = components[1] if len(components) > 1 else None
+    zones = [c for c in components if c.role == ROLE_ZONE]
+    lines += [f"{c.name} API {c.api}, DNS {c.dns}" for c in zones]
+    zone = zones[0] if zones else None
     lines += [
         f"try: MESHFED_API={glob.api} meshctl inspect zones",
         *(
@@ -161,4 +181,11 @@ def _banner(
         ),
         f"Ctrl-C stops everything; from another terminal: meshctl up status|stop|restart{where}",
     ]
+    if opts.demo and zone is not None and zone.dns:
+        demo = len(components) - 1 - len(zones)
+        lines += [
+            f"demo: {demo} more processes (apps, sidecars, ingresses); call backend from "
+            f"{zone.name} through web's sidecar (the answer names the zone that served it):",
+            *(f"     {line}" for line in try_commands(zone.name, zone.dns)),
+        ]
     return lines

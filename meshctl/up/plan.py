@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshctl.errors import CliError
+from meshctl.up.demo import DemoPrograms, demo_components, python_program
 from meshctl.up.ports import (
     GLOBAL_API,
     GLOBAL_KDS,
@@ -48,10 +49,19 @@ def _find(script: str) -> str:
     return found
 
 
+def find_demo_programs() -> DemoPrograms:
+    return DemoPrograms(python_program(), _find("mesh-dp"), _find("zone-ingress"))
+
+
 def plan_components(
-    zones: Sequence[str], data_dir: Path, ports: Mapping[str, int], programs: Programs
+    zones: Sequence[str],
+    data_dir: Path,
+    ports: Mapping[str, int],
+    programs: Programs,
+    demo: DemoPrograms | None = None,
 ) -> list[ComponentRecord]:
-    """The global first, then the zones: the order they start and are shown in."""
+    """The global first, then the zones: the order they start and are shown in. With `demo`
+    (`--demo`), the demo's apps, sidecars and ingresses follow (meshctl/up/demo.py)."""
     kds = f"grpc://{HOST}:{ports[GLOBAL_KDS]}"
     components = [
         ComponentRecord(
@@ -112,4 +122,7 @@ def plan_components(
                 log=str(data_dir / "logs" / f"{zone}.log"),
             )
         )
+    if demo is not None:
+        dp_servers = {c.zone: c.dp for c in components if c.zone and c.dp}
+        components += demo_components(zones, data_dir, dp_servers, demo)
     return components

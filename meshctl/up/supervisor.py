@@ -25,7 +25,15 @@ import aiohttp
 from meshctl.errors import CliError
 from meshctl.up import control
 from meshctl.up.console import Console, LineBuffer
-from meshctl.up.state import EXITED, ROLE_GLOBAL, RUNNING, ComponentRecord, UpState, write_state
+from meshctl.up.state import (
+    EXITED,
+    ROLE_GLOBAL,
+    ROLE_ZONE,
+    RUNNING,
+    ComponentRecord,
+    UpState,
+    write_state,
+)
 from meshctl.up.status import ComponentProbe, exit_text, status_lines, zone_state
 
 TAIL_LINES = 10
@@ -139,11 +147,13 @@ class Supervisor:
         self._stop_requested.set()
 
     async def _stop_all(self) -> None:
-        """Zones first (so their last log lines are not about losing the global), then the
-        global, each group in parallel."""
-        zones = [c for c in self.children if c.record.role != ROLE_GLOBAL]
+        """Workloads first (`--demo`: sidecars, apps, ingresses), then zones (so their last
+        log lines are not about losing the global), then the global; each group in parallel."""
+        roles = (ROLE_ZONE, ROLE_GLOBAL)
+        workloads = [c for c in self.children if c.record.role not in roles]
+        zones = [c for c in self.children if c.record.role == ROLE_ZONE]
         rest = [c for c in self.children if c.record.role == ROLE_GLOBAL]
-        for group in (zones, rest):
+        for group in (workloads, zones, rest):
             await asyncio.gather(*(self._stop_locked(c) for c in group))
 
     async def _stop_locked(self, child: Child) -> None:
@@ -304,7 +314,7 @@ class Supervisor:
         self, session: aiohttp.ClientSession
     ) -> tuple[ComponentProbe, list[ComponentProbe]]:
         glob = next(c for c in self.children if c.record.role == ROLE_GLOBAL)
-        zones = [c for c in self.children if c.record.role != ROLE_GLOBAL]
+        zones = [c for c in self.children if c.record.role == ROLE_ZONE]
         global_probe = await self._probe_one(session, glob, "/zones+insights?size=1000")
         if isinstance(global_probe.view, dict):
             global_probe = ComponentProbe(

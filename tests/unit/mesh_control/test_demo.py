@@ -1,0 +1,126 @@
+"""`meshctl up --demo`: its processes and their command lines, the one-liner it prints, and
+its resources accepted by a real API (the enforcement gate included)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mesh_dp.dataplane import build_dataplane
+from meshctl.errors import CliError
+from meshctl.up.demo import (
+    DemoPrograms,
+    apply_resources,
+    dataplane,
+    demo_components,
+    try_commands,
+    workloads,
+)
+from meshctl.up.plan import Programs, plan_components
+from tests.unit.api.conftest import Api, mesh, start_api
+
+PORTS = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
+PORTS |= {"zone-1.dns": 5005, "zone-2.dns": 5006, "zone-1.dp": 5007, "zone-2.dp": 5008}
+DEMO = DemoPrograms("/bin/python", "/bin/mesh-dp", "/bin/zone-ingress")
+
+
+def test_the_demo_follows_the_control_planes() -> None:
+    comps = plan_components(
+        ["zone-1", "zone-2"], Path("/d"), PORTS, Programs("/bin/g", "/bin/z"), DEMO
+    )
+    assert [c.name for c in comps] == [
+        "global",
+        "zone-1",
+        "zone-2",
+        "app-backend-z2-1",
+        "backend-z2-1",
+        "app-backend-z2-2",
+        "backend-z2-2",
+        "app-backend-z1-1",
+        "backend-z1-1",
+        "app-web-1",
+        "web-1",
+        "ingress-zone-1",
+        "ingress-zone-2",
+    ]
+    demo = {c.name: c for c in comps[3:]}
+    assert {c.role for c in demo.values()} == {"demo"}
+    web = demo["web-1"]
+    assert web.argv[:4] == ["/bin/mesh-dp", "run", "--cp", "grpc://127.0.0.1:5007"]
+    assert web.argv[-2:] == ["--admin-address", "127.200.0.2:9901"]
+    assert demo["backend-z2-1"].argv[3] == "grpc://127.0.0.1:5008"
+    assert demo["app-backend-z2-1"].argv == [
+        "/bin/python",
+        "-m",
+        "mesh_dp.echo",
+        "--address",
+        "127.201.0.1:8080",
+        "--name",
+        "backend-z2-1",
+        "--zone",
+        "zone-2",
+    ]
+    assert demo["ingress-zone-2"].argv[-6:] == [
+        "--address",
+        "127.201.0.100",
+        "--port",
+        "10001",
+        "--admin-address",
+        "127.201.0.100:9902",
+    ]
+    assert (web.log, web.data_dir) == ("/d/logs/web-1.log", "/d/demo")
+
+
+def test_only_web_binds_vips_and_every_dataplane_is_valid() -> None:
+    for w in workloads(["zone-1", "zone-2"]):
+        spec = build_dataplane(document=dataplane(w))  # what mesh-dp checks at start
+        assert spec.reachable == (frozenset({"backend"}) if w.name == "web-1" else frozenset())
+        assert spec.resource.spec["networking"]["inbound"][0]["servicePort"] == 8080
+    comps = demo_components(["a", "b"], Path("/d"), {"a": "grpc://x:1", "b": "grpc://y:2"}, DEMO)
+    inline = json.loads(next(c for c in comps if c.name == "web-1").argv[5])
+    assert inline["networking"]["transparentProxying"] == {"reachableServices": ["backend"]}
+
+
+def test_one_zone_is_not_enough() -> None:
+    with pytest.raises(CliError, match="at least 2 zones"):
+        workloads(["zone-1"])
+
+
+def test_the_one_liner() -> None:
+    assert try_commands("zone-1", "127.0.0.1:5653") == [
+        "curl -s http://$(dig +short @127.0.0.1 -p 5653 backend.mesh):8080/; echo",
+        "curl -s http://$(dig +short @127.0.0.1 -p 5653 backend.zone-2.mesh):8080/; echo",
+    ]
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Api]:
+    a, client = await start_api()
+    try:
+        yield a
+    finally:
+        await client.close()
+        await a.store.close()
+
+
+async def test_the_resources_are_accepted_by_the_global(api: Api) -> None:
+    assert (await api.put("/meshes/default", mesh("default"))).status == 201
+    notes: list[str] = []
+    base = str(api.client.make_url("")).rstrip("/")
+    assert await apply_resources(base, notes.append, timeout=10)
+    stored = await api.store.get("Mesh", "", "default")
+    assert stored.spec["mtls"]["enabledBackend"] == "ca-1"
+    mtp = await api.store.get("MeshTrafficPermission", "default", "web-to-backend")
+    assert mtp.spec["from"][0]["targetRef"] == {"kind": "MeshService", "name": "web"}
+    assert notes and "builtin mTLS" in notes[-1]
+
+
+async def test_a_refusal_is_reported_not_retried(api: Api) -> None:
+    notes: list[str] = []
+    base = str(api.client.make_url("")).rstrip("/")
+    # A 4xx (here: no such path) is an answer, not "not up yet": reported at once.
+    assert not await apply_resources(base + "/nope", notes.append, timeout=5)
+    assert "refused /meshes/default: HTTP 404" in notes[-1]
