@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -105,6 +106,22 @@ def test_cross_zone_through_the_ingress_with_permissions(procs: Procs, tmp_path:
     assert all(try_get(vip, port, timeout=2) is None for _ in range(5))
     assert web.stats()["source"]["state"] == "connected"
 
+    # What the zones registered went up to the global (KDS), labelled with their zone.
+    dataplanes = {d["labels"]["kuma.io/display-name"]: d for d in mesh.glob.items("/dataplanes")}
+    assert dataplanes["web-1"]["labels"]["kuma.io/zone"] == "zone-1"
+    assert dataplanes["backend-z2-1"]["labels"]["kuma.io/zone"] == "zone-2"
+
+    def web_insight() -> dict[str, Any] | None:
+        for item in mesh.glob.items("/dataplane-insights"):
+            if item["labels"].get("kuma.io/display-name") != "web-1":
+                continue
+            if item["subscriptions"][-1]["config"]["acknowledged"]:
+                return dict(item)
+        return None
+
+    insights = wait_until(web_insight, timeout=20, what="web-1's insight (ACKed) at the global")
+    assert insights["mTLS"]["issuedBackend"] == "ca-1"
+
 
 def test_local_first_failover_and_a_dead_global(procs: Procs, tmp_path: Path) -> None:
     mesh = Mesh.start(procs, tmp_path)
@@ -146,6 +163,7 @@ def test_local_first_failover_and_a_dead_global(procs: Procs, tmp_path: Path) ->
     assert results[stopped_at:switched].count(None) <= 3, results[stopped_at:switched]
 
     # Kill the global during steady traffic: zones keep serving from what they hold.
+    ca_before = mesh.ca_cert()
     results.clear()
     stop.clear()
     caller = threading.Thread(target=traffic, daemon=True)
@@ -163,6 +181,13 @@ def test_local_first_failover_and_a_dead_global(procs: Procs, tmp_path: Path) ->
         stop.set()
         caller.join(10)
     assert results == ["zone-2"] * len(results)
+
+    # The global comes back with the same CA (created once, never regenerated): nothing is
+    # reissued, and traffic goes on.
+    mesh.cluster.start(mesh.cluster.glob)
+    mesh.cluster.wait_online()
+    assert mesh.ca_cert() == ca_before
+    assert get(vip, port)["zone"] == "zone-2"
 
 
 def test_certificate_rotation_under_a_long_lived_connection(procs: Procs, tmp_path: Path) -> None:
