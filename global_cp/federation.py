@@ -224,6 +224,11 @@ class Federation:
             and any(session.down.in_flight(t) for t in self.down_types)
         )
         online = session is not None or remote is not None
+        # Refusals (a second zone-cp with the same zone name) happen while the zone is
+        # connected: not a sync error of any type, so they are shown here.
+        known = self.kds.sessions.get(zone.name)
+        last_error = known.last_error if known is not None else ""
+        error_time = known.last_error_time if known is not None else None
         return {
             "type": "ZoneOverview",
             "name": zone.name,
@@ -236,6 +241,8 @@ class Federation:
                 "pending": pending,
                 "lastHealthCheck": rfc3339(rec.last_health_check),
                 "subscriptions": [s.to_json() for s in rec.subscriptions],
+                "lastError": last_error or None,
+                "lastErrorTime": rfc3339(error_time),
             },
         }
 

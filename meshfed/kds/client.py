@@ -8,7 +8,12 @@ from what the zone holds. Nothing is deleted while the global is unreachable: th
 serving what it has.
 
 A session ends when a stream ends or fails, or when the global has not answered a heartbeat
-for `stale_timeout` (a connection that looks open but carries nothing).
+for `stale_timeout` (a connection that looks open but carries nothing). It counts as connected,
+and the backoff starts again from its first step, only once the global accepted both streams
+(their initial metadata): a zone the global refuses (disabled, or another zone-cp already
+serves that zone) keeps backing off instead of redialling every 0.1 s. Each client names its
+process with a random instance id (`client-instance-id`), so the global can tell a reconnect
+of the same zone-cp from a second zone-cp configured with the same zone.
 
 Several targets are the replicas of one global (they share a store, so any of them serves
 the same state): after a failure the next session dials the next target in turn, so a zone
@@ -21,8 +26,10 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -30,6 +37,7 @@ from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE, KdsProtocolError
 from meshfed.kds.sender import Sender
+from meshfed.kds.server import ACCEPTED, CLIENT_INSTANCE
 from meshfed.kds.stream import (
     CLIENT_ID,
     Liveness,
@@ -85,14 +93,16 @@ class KdsClient:
         backoff: Backoff | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         clock: Callable[[], float] = time.time,
+        instance_id: str | None = None,
     ) -> None:
         """`target`: "host:port" of the global's KDS server, or of each of its replicas;
-        `credentials`: TLS (None: plain)."""
+        `credentials`: TLS (None: plain); `instance_id`: this process (default: random)."""
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise ValueError("KdsClient needs at least one target")
         self._index = 0
         self.zone = zone
+        self.instance_id = instance_id or uuid.uuid4().hex[:16]
         self._up_types = list(up_types)
         self._source = source
         self.down = down
@@ -149,23 +159,41 @@ class KdsClient:
             channel = grpc.aio.insecure_channel(self.target, options=options)
         else:
             channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
-        metadata = ((CLIENT_ID, self.zone),)
+        metadata = ((CLIENT_ID, self.zone), (CLIENT_INSTANCE, self.instance_id))
         liveness = Liveness()
         try:
             stub = pb_grpc.KDSStub(channel)
             down_call = stub.GlobalToZoneSync(None, metadata=metadata)
             up_call = stub.ZoneToGlobalSync(None, metadata=metadata)
             self.sender = Sender(self._up_types, max_message_size=self._max)
+            accepted = asyncio.Event()
             await first_completed(
-                run_receiver(down_call, self.down, liveness=liveness),
-                run_sender(up_call, self.sender, self._source, liveness=liveness),
+                run_receiver(_AfterAccept(down_call, accepted), self.down, liveness=liveness),
+                run_sender(
+                    _AfterAccept(up_call, accepted), self.sender, self._source, liveness=liveness
+                ),
                 self._heartbeat(stub, metadata),
+                self._accepted(accepted, down_call, up_call),
             )
         finally:
             if self.state == CONNECTED:
                 self.disconnected_time = self._clock()
             self._set_state(DISCONNECTED)
             await channel.close(grace=None)
+
+    async def _accepted(self, accepted: asyncio.Event, *calls: Any) -> None:
+        """Connected once the global accepted every stream; then never returns (the streams
+        and the heartbeat decide when the session ends)."""
+        for call in calls:
+            metadata = await call.initial_metadata()
+            if not any(key == ACCEPTED for key, _ in metadata or ()):
+                break  # refused: the stream's own error ends the session
+        else:
+            self.connected_time = self._clock()
+            self.backoff.reset()
+            self._set_state(CONNECTED)
+            accepted.set()
+        await asyncio.Event().wait()
 
     async def _heartbeat(
         self, stub: pb_grpc.KDSAsyncStub, metadata: tuple[tuple[str, str], ...]
@@ -187,15 +215,12 @@ class KdsClient:
                 if exc.code() in (
                     grpc.StatusCode.INVALID_ARGUMENT,
                     grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.ALREADY_EXISTS,
                 ):
                     raise  # retrying will not help; the backoff paces the next session
             else:
                 last_ok = time.monotonic()
                 interval = resp.interval_ms / 1000 if resp.interval_ms else interval
-                if self.state != CONNECTED:
-                    self.connected_time = self._clock()
-                    self.backoff.reset()
-                    self._set_state(CONNECTED)
             await asyncio.sleep(min(interval, self._stale_timeout / 2))
 
     def _set_state(self, state: str) -> None:
@@ -203,6 +228,23 @@ class KdsClient:
             self.state = state
             self.state_changed.set()
             self.state_changed = asyncio.Event()
+
+
+class _AfterAccept:
+    """A stream that writes only once the global accepted the session. A write racing the
+    global's refusal would replace the refusal's status with a bare INTERNAL error (grpc
+    issue #36066), and the zone would not learn why it was refused."""
+
+    def __init__(self, call: Any, accepted: asyncio.Event) -> None:
+        self._call = call
+        self._accepted = accepted
+
+    async def read(self) -> object:
+        return await self._call.read()
+
+    async def write(self, message: Any) -> None:
+        await self._accepted.wait()
+        await self._call.write(message)
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,8 +4,16 @@ Store-agnostic: the global-cp passes `GlobalHooks` (what each zone gets, where w
 goes, what to do when it connects) and reads `sessions` for ZoneInsight and `_sync`.
 
 - The zone is named by the `client-id` gRPC metadata (auth comes later): never by payload.
+  Its zone-cp process names itself by `client-instance-id`.
 - A zone counts as connected while it has at least one stream open. A new stream of the same
-  direction replaces the old one (after a zone restart the old one may linger half-dead).
+  instance replaces the old one in its direction, and a new instance replaces an old one that
+  has gone silent (after a zone restart the old streams may linger half-dead). A second
+  instance while the first is alive (two zone-cps with one --zone) is refused with
+  ALREADY_EXISTS, recorded as the zone's `last_error`: otherwise the two would replace each
+  other's streams forever, each time resyncing.
+- Both streams answer with initial metadata `kds-accepted` once the zone is accepted, so a
+  zone knows it is connected even when there is nothing to sync (and only then resets its
+  reconnect backoff: a refused zone keeps backing off).
 - A zone that is silent (no heartbeat, no message) for `stale_timeout` has its streams closed
   with UNAVAILABLE, so it reconnects and the global stops trusting a dead connection (Kuma
   #13624, #16428). Closing a stream never deletes anything.
@@ -43,6 +51,8 @@ log = logging.getLogger("meshfed.kds")
 
 GLOBAL_TO_ZONE = "global-to-zone"
 ZONE_TO_GLOBAL = "zone-to-global"
+CLIENT_INSTANCE = "client-instance-id"  # gRPC metadata: which zone-cp process this is
+ACCEPTED = "kds-accepted"  # initial metadata of a stream the global accepted
 
 
 class ZoneRejected(Exception):
@@ -75,6 +85,9 @@ class ZoneSession:
     last_health_check_time: float | None = None
     health_checks: int = 0
     announced: bool = False  # zone_connected succeeded and zone_disconnected is still due
+    instance: str = ""  # the zone-cp instance whose streams these are ("" if it sent none)
+    last_error: str = ""  # why the zone was last refused (another live instance)
+    last_error_time: float | None = None  # wall clock
     down: Sender | None = None  # the current global -> zone engine
     up: Receiver | None = None  # the current zone -> global engine
     # direction -> how to stop that stream (sets the reason and wakes its handler)
@@ -124,6 +137,8 @@ class KdsServer(pb_grpc.KDSServicer):
         self._max = max_message_size
         self._clock = clock
         self._sessions: dict[str, ZoneSession] = {}
+        # An instance heard from this recently is alive: another one is refused meanwhile.
+        self._instance_window = min(stale_timeout, max(2.5 * health_interval, 0.5))
 
     @property
     def sessions(self) -> Mapping[str, ZoneSession]:
@@ -158,19 +173,22 @@ class KdsServer(pb_grpc.KDSServicer):
         self, request: pb.HealthCheckRequest, context: Context
     ) -> pb.HealthCheckResponse:
         zone = await self._zone(context)
+        instance = _metadata(context, CLIENT_INSTANCE)
         session = self._session(zone)
-        session.liveness.touch()
-        session.last_health_check_time = self._clock()
-        session.health_checks += 1
+        refusal = self._other_instance(session, instance)
+        if refusal:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, refusal)
+        if not session.connected or instance in ("", session.instance) or not session.instance:
+            # (A new instance's heartbeat must not keep a dead one's streams alive.)
+            session.liveness.touch()
+            session.last_health_check_time = self._clock()
+            session.health_checks += 1
         return pb.HealthCheckResponse(interval_ms=max(1, round(self._health_interval * 1000)))
 
     # -- internals ---------------------------------------------------------------------------
 
     async def _zone(self, context: Context) -> str:
-        zone = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == CLIENT_ID:
-                zone = value if isinstance(value, str) else value.decode(errors="replace")
+        zone = _metadata(context, CLIENT_ID)
         if not zone:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -197,10 +215,17 @@ class KdsServer(pb_grpc.KDSServicer):
         body: Callable[[ZoneSession], Awaitable[None]],
     ) -> None:
         zone = await self._zone(context)
+        instance = _metadata(context, CLIENT_INSTANCE)
         session = self._session(zone)
-        old_stop = session._stops.get(direction)
-        if old_stop is not None:
+        refusal = self._other_instance(session, instance)
+        if refusal:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, refusal)
+        if instance and session.instance and instance != session.instance:
+            session.close(f"replaced by instance {instance} of zone {zone!r}")
+        elif (old_stop := session._stops.get(direction)) is not None:
             old_stop("replaced by a newer stream from the same zone")
+        if instance:
+            session.instance = instance
         stopped = asyncio.Event()
         reason = ""
 
@@ -218,6 +243,7 @@ class KdsServer(pb_grpc.KDSServicer):
             async with session._lock:  # the other stream waits until the zone is announced
                 if not session.announced:
                     await self._connected(session)
+            await context.send_initial_metadata(((ACCEPTED, "true"),))
             await first_completed(body(session), stopped.wait(), self._watchdog(session, stop))
         except ZoneRejected as exc:
             log.warning("zone %s refused: %s", zone, exc)
@@ -239,6 +265,23 @@ class KdsServer(pb_grpc.KDSServicer):
         if stopped.is_set():
             log.info("zone %s: closing %s stream: %s", zone, direction, reason)
             await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+
+    def _other_instance(self, session: ZoneSession, instance: str) -> str:
+        """Why `instance` is refused: the zone is connected from another instance that is
+        still alive ("" when it may connect)."""
+        if not instance or not session.instance or instance == session.instance:
+            return ""
+        idle = session.liveness.idle()
+        if not session.connected or idle >= self._instance_window:
+            return ""  # the old instance is gone or silent: the new one replaces it
+        reason = (
+            f"zone {session.zone!r} is already connected from another zone control plane "
+            f"(instance {session.instance}, heard from {idle:.1f}s ago); refusing instance "
+            f"{instance}: two zone-cps must not share one zone name (--zone)"
+        )
+        session.last_error, session.last_error_time = reason, self._clock()
+        log.warning("%s", reason)
+        return reason
 
     async def _connected(self, session: ZoneSession) -> None:
         await self._hooks.zone_connected(session.zone)  # may raise ZoneRejected
@@ -266,3 +309,11 @@ class KdsServer(pb_grpc.KDSServicer):
                     f"(timeout {self._stale_timeout:g}s): closing the stale stream"
                 )
                 return
+
+
+def _metadata(context: Context, key: str) -> str:
+    found = ""
+    for k, value in context.invocation_metadata() or ():
+        if k == key:
+            found = value if isinstance(value, str) else value.decode(errors="replace")
+    return found
