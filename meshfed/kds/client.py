@@ -35,9 +35,10 @@ import grpc
 
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.aio import wait_for
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE, KdsProtocolError
 from meshfed.kds.sender import Sender
-from meshfed.kds.server import ACCEPTED, CLIENT_INSTANCE
+from meshfed.kds.server import CLIENT_INSTANCE
 from meshfed.kds.stream import (
     CLIENT_ID,
     Liveness,
@@ -52,6 +53,7 @@ from meshfed.kds.stream import (
 log = logging.getLogger("meshfed.kds")
 
 DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
+ACCEPT_WAIT = 1.0  # how long a session waits for the global to accept its streams
 
 
 @dataclass
@@ -182,13 +184,24 @@ class KdsClient:
             await channel.close(grace=None)
 
     async def _accepted(self, accepted: asyncio.Event, *calls: Any) -> None:
-        """Connected once the global accepted every stream; then never returns (the streams
-        and the heartbeat decide when the session ends)."""
-        for call in calls:
-            metadata = await call.initial_metadata()
-            if not any(key == ACCEPTED for key, _ in metadata or ()):
-                break  # refused: the stream's own error ends the session
-        else:
+        """Connected once the global accepted every stream (its initial metadata came and
+        the stream goes on; a refused one ends with its status instead); then never returns
+        (the streams and the heartbeat decide when the session ends). A global that sends no
+        initial metadata before its first message (not meshfed's) is taken as accepting
+        after ACCEPT_WAIT."""
+
+        async def answered() -> bool:
+            for call in calls:
+                await call.initial_metadata()
+                if call.done():
+                    return False
+            return True
+
+        try:
+            ok = await wait_for(answered(), ACCEPT_WAIT)
+        except TimeoutError:
+            ok = True
+        if ok:
             self.connected_time = self._clock()
             self.backoff.reset()
             self._set_state(CONNECTED)
