@@ -47,7 +47,6 @@ from meshfed.resources.types.zone import ZONE, zone_enabled
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import (
     CompactedError,
-    NotFoundError,
     ResourceStore,
     StoreKey,
     WatchEvent,
@@ -379,10 +378,6 @@ def validator(registry: Registry) -> Callable[[Resource], str | None]:
     return validate
 
 
-# Up to this many keys an apply reads each one; beyond, one list of the type is cheaper.
-_FEW_KEYS = 16
-
-
 def with_ingress_zone(res: Resource, zone: str) -> Resource:
     """Sets a ZoneIngress's `zone` (Kuma: "set by the global") on `res`, a copy, in place.
 
@@ -396,24 +391,13 @@ def with_ingress_zone(res: Resource, zone: str) -> Resource:
     return res
 
 
-async def _get(store: ResourceStore, type_name: str, mesh: str, name: str) -> Resource | None:
-    try:
-        return await store.get(type_name, mesh, name)
-    except NotFoundError:
-        return None
-
-
 async def _current(
     store: ResourceStore, type_name: str, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Resource]:
-    """What the store holds at these (mesh, name) keys."""
-    if len(keys) <= _FEW_KEYS:
-        found = [await _get(store, type_name, mesh, name) for mesh, name in keys]
-        return {(r.mesh, r.name): r for r in found if r is not None}
-    wanted = set(keys)
-    meshes = {mesh for mesh, _ in wanted}
-    page = await store.list(type_name, next(iter(meshes)) if len(meshes) == 1 else None)
-    return {(r.mesh, r.name): r for r in page.items if (r.mesh, r.name) in wanted}
+    """What the store holds at these (mesh, name) keys: exactly those (`get_many`), never
+    the whole type (at 50,000 Dataplanes a list took seconds for a 17-key response)."""
+    found = await store.get_many([(type_name, mesh, name) for mesh, name in keys])
+    return {(mesh, name): res for (_, mesh, name), res in found.items()}
 
 
 async def _apply(

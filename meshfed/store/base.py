@@ -105,6 +105,17 @@ class ResourceStore(abc.ABC):
     async def get(self, type_: str, mesh: str, name: str) -> Resource:
         """Raises NotFoundError."""
 
+    async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        """The resources stored at these keys, one read for all where the backend allows;
+        absent keys are left out. The default reads them one by one."""
+        found: dict[StoreKey, Resource] = {}
+        for key in keys:
+            try:
+                found[key] = await self.get(*key)
+            except NotFoundError:
+                continue
+        return found
+
     @abc.abstractmethod
     async def list(
         self,

@@ -263,6 +263,17 @@ class EtcdStore(ResourceStore):
     async def get(self, type_: str, mesh: str, name: str) -> Resource:
         return (await self._read(type_, mesh, name))[1]
 
+    async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        """One read-only transaction per `max_txn_ops` keys."""
+        unique = list(dict.fromkeys(keys))
+        for key in unique:
+            check_key(*key)
+        found: dict[StoreKey, Resource] = {}
+        for start in range(0, len(unique), self._max_txn_ops):
+            current = await self._read_keys(unique[start : start + self._max_txn_ops])
+            found.update((key, self._decode(kv)) for key, kv in current.items() if kv is not None)
+        return found
+
     async def list(
         self,
         type_: str,

@@ -59,6 +59,15 @@ class MemoryStore(ResourceStore):
     async def get(self, type_: str, mesh: str, name: str) -> Resource:
         return self._stored(type_, mesh, name).clone()
 
+    async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        found: dict[StoreKey, Resource] = {}
+        for key in keys:
+            check_key(*key)
+            stored = self._items.get(key[0], {}).get((key[1], key[2]))
+            if stored is not None:
+                found[key] = stored.clone()
+        return found
+
     async def list(
         self,
         type_: str,

@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 _COLUMNS = "type, mesh, name, labels, spec, creation_time, modification_time, version"
+_NAMES_PER_QUERY = 500  # bound parameters per get_many query (SQLite allows 32766)
 
 Row = tuple[str, str, str, str, str, str, str, int]
 
@@ -261,6 +262,26 @@ class _Db:
             raise NotFoundError(type_, mesh, name)
         return found
 
+    def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        """One indexed query per (type, mesh) and chunk of names: a KDS apply of thousands of
+        keys reads exactly those rows, not the whole type."""
+        names: dict[tuple[str, str], list[str]] = {}
+        for type_, mesh, name in dict.fromkeys(keys):
+            names.setdefault((type_, mesh), []).append(name)
+        found: dict[StoreKey, Resource] = {}
+        for (type_, mesh), group in names.items():
+            for start in range(0, len(group), _NAMES_PER_QUERY):
+                chunk = group[start : start + _NAMES_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT {_COLUMNS} FROM resources "
+                    f"WHERE type = ? AND mesh = ? AND name IN ({marks})",
+                    (type_, mesh, *chunk),
+                ).fetchall()
+                for row in rows:
+                    found[(type_, mesh, row[2])] = _from_row(row)
+        return found
+
     def list(
         self,
         type_: str,
@@ -284,8 +305,10 @@ class _Db:
             )
             params += [key, value]
         cond = " AND ".join(where)
-        total = self.conn.execute(f"SELECT COUNT(*) FROM resources WHERE {cond}", params)
-        count: int = total.fetchone()[0]
+        count = -1  # everything from the start is read below: no second scan to count it
+        if size is not None or offset is not None:
+            total = self.conn.execute(f"SELECT COUNT(*) FROM resources WHERE {cond}", params)
+            count = total.fetchone()[0]
         page_params: list[Any] = list(params)
         if offset is not None:
             cond += " AND (mesh, name) > (?, ?)"
@@ -295,6 +318,8 @@ class _Db:
             query += " LIMIT ?"
             page_params.append(size + 1)  # one more tells whether another page follows
         items = [_from_row(r) for r in self.conn.execute(query, page_params).fetchall()]
+        if count < 0:
+            count = len(items)
         if size is None or len(items) <= size:
             return ListPage(items, count, None)
         items = items[:size]
@@ -462,6 +487,13 @@ class SqliteStore(ResourceStore):
     async def get(self, type_: str, mesh: str, name: str) -> Resource:
         check_key(type_, mesh, name)
         return await self._run(self._db.get, type_, mesh, name)
+
+    async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        for key in keys:
+            check_key(*key)
+        if not keys:
+            return {}
+        return await self._run(self._db.get_many, list(keys))
 
     async def list(
         self,
