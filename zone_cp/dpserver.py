@@ -249,6 +249,10 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             log.warning("refused %s %r at %s: %s", hello.proxy_type, hello.resource.name, peer, exc)
             await self._refuse(context, pb.Error.REGISTRATION_REFUSED, str(exc))
             return
+        except StoreError as exc:  # the proxy retries (later) on a fatal INTERNAL
+            log.error("cannot register %s %r: %s", hello.proxy_type, hello.resource.name, exc)
+            await self._refuse(context, pb.Error.INTERNAL, f"the zone's store failed: {exc}")
+            return
         log.info("%s connected from %s (%s)", session.describe(), peer, hello.proxy_version or "?")
         try:
             await first_completed(
@@ -313,15 +317,22 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             return
         ready = {**session.ready, **dpstate.ready_by_port(session.resource, report)}
         if ready != session.ready:
+            try:
+                await self._write_dataplane(session, ready)
+            except StoreError as exc:  # the next report tries again
+                log.warning("%s: readiness not stored: %s", session.describe(), exc)
+                return
             session.ready = ready
-            await self._write_dataplane(session, online=True)
 
     # -- registration ----------------------------------------------------------------------
 
     async def _register(self, hello: Hello) -> Session:
+        """Stores the proxy's resource and insight, then (with no await after it, so a
+        cancelled registration leaves nothing behind) makes it a live session."""
         announced = hello.resource
         async with self._register_lock:
             current = self.sessions.get(announced.key)
+            replaced: list[dict[str, Any]] = []
             if current is not None:
                 previous = current.hello.resource
                 if dpstate.without_health(previous) != dpstate.without_health(announced):
@@ -329,6 +340,11 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                         f"{current.describe()} is connected with a different "
                         f"{announced.type}; give this proxy another name"
                     )
+                # The same proxy again (its old stream may linger half-dead): the new stream
+                # takes over without the old one marking the dataplane offline.
+                del self.sessions[announced.key]
+                current.subscription.disconnect_time = now_rfc3339()
+                replaced = [*current.history, current.subscription.to_json()]
                 current.stop("replaced by a newer stream of the same proxy")
             if hello.proxy_type is ProxyType.SIDECAR:
                 if self._mirror.get(MESH.name, Key("", announced.mesh)) is None:
@@ -345,6 +361,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                 insight_type = ZONE_INGRESS_INSIGHT.name
             await self._records.register(resource, stored)
             old_insight = await self._records.get(insight_type, resource.mesh, resource.name)
+            history = replaced or dpstate.previous_subscriptions(old_insight)
             session = Session(
                 hello=hello,
                 resource=resource,
@@ -354,11 +371,11 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                     connect_time=now_rfc3339(),
                     proxy_version=hello.proxy_version,
                 ),
-                history=dpstate.previous_subscriptions(old_insight),
+                history=history,
                 ready=dpstate.health_of(resource),
             )
+            await self._write_insight(session)
             self.sessions[resource.key] = session
-        await self._write_insight(session)
         self.invalidate(session.key)
         return session
 
@@ -373,16 +390,16 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         session.subscription.disconnect_time = now_rfc3339()
         try:
             if session.kind is ProxyType.SIDECAR:
-                await self._write_dataplane(session, online=False)
+                await self._write_dataplane(session, {})
             await self._write_insight(session)
         except StoreError as exc:
             log.error("%s: cannot record the disconnection: %s", session.describe(), exc)
 
     # -- store writes ----------------------------------------------------------------------
 
-    async def _write_dataplane(self, session: Session, *, online: bool) -> None:
-        """The stored Dataplane with the session's readiness (all false when offline)."""
-        await self._records.set_health(session.resource, session.ready if online else {})
+    async def _write_dataplane(self, session: Session, ready: dict[int, bool]) -> None:
+        """The stored Dataplane with this readiness ({}: offline, nothing ready)."""
+        await self._records.set_health(session.resource, ready)
 
     async def _write_insight(self, session: Session) -> None:
         session.insight_dirty = False
@@ -434,7 +451,13 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             if not keys:
                 continue
             self.passes += 1
-            inputs = self._inputs()
+            try:
+                inputs = self._inputs()
+            except Exception:  # a bug must not end every future config push
+                log.exception("cannot gather the inputs of a config rebuild")
+                self.invalidate()
+                await asyncio.sleep(1.0)
+                continue
             for key in sorted(keys):
                 session = self.sessions.get(key)
                 if session is not None:

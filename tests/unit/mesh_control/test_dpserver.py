@@ -63,10 +63,19 @@ class Proxy:
         return SidecarConfig.from_json(msg.config.json)
 
     async def ended(self, timeout: float = 10.0) -> bool:
+        """The server ends the stream (messages still queued before the end are skipped)."""
+
+        async def drain() -> None:
+            while await self.call.read() is not EOF:
+                pass
+
         try:
-            return await asyncio.wait_for(self.call.read(), timeout) is EOF
+            await asyncio.wait_for(drain(), timeout)
         except grpc.aio.AioRpcError:
-            return True
+            pass
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
@@ -279,6 +288,10 @@ async def test_refusals(zone: Zone, proxies: list[Proxy]) -> None:
 
     first = await connect(zone, proxies, WEB)
     await first.config()
+    await first.call.write(
+        pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=True)]))
+    )
+    await async_wait_until(lambda: zone.ready("web-1"), what="web ready")
     impostor = dataplane("web-1", inbound("web", 8081), address="127.0.0.7")
     second = await connect(zone, proxies, impostor)
     msg = await second.read()
@@ -290,6 +303,11 @@ async def test_refusals(zone: Zone, proxies: list[Proxy]) -> None:
     await third.config()
     assert await first.ended()
     assert zone.server.refused_total == 3
+    # Taken over, not disconnected: still ready, and the old subscription is closed.
+    assert await zone.ready("web-1") == [True]
+    insight = await zone.store.get("DataplaneInsight", "default", "web-1")
+    first_sub, third_sub = insight.spec["subscriptions"]
+    assert "disconnectTime" in first_sub and "disconnectTime" not in third_sub
 
 
 async def test_nacks_are_recorded(zone: Zone, proxies: list[Proxy]) -> None:
