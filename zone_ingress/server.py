@@ -326,12 +326,13 @@ class _Connection:
         )
 
     async def _resolve(self, e: Endpoint) -> None:
-        """A hostname endpoint: resolved off the loop; its addresses are tried next, in the
-        resolver's order, like endpoints."""
+        """A hostname endpoint: resolved off the loop within the connect timeout; its
+        addresses are tried next, in the resolver's order, like endpoints."""
         try:
-            infos = await self.loop.getaddrinfo(e.address, e.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            self._count_failure(e, f"cannot resolve: {exc}")
+            async with asyncio.timeout(self.server.connect_timeout):
+                infos = await self.loop.getaddrinfo(e.address, e.port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
+            self._count_failure(e, f"cannot resolve: {exc or 'timed out'}")
             infos = []
         finally:
             self.resolving = None
