@@ -1,0 +1,57 @@
+"""The config server's store edge: writes skipped when nothing changes, and the sweep that
+marks offline what a crashed instance left marked connected."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from meshfed.store.memory import MemoryStore
+from tests.unit.policy.factories import dataplane, inbound
+from zone_cp import dpstate
+from zone_cp.dprecords import Records
+
+ZONE = "zone-1"
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    s = MemoryStore()
+    yield s
+    await s.close()
+
+
+async def test_unchanged_writes_are_skipped(store: MemoryStore) -> None:
+    records = Records(store, ZONE)
+    dp = dpstate.registered_dataplane(dataplane("web-1", inbound("web", 8080)), ZONE, None)
+    await records.register(dp, None)
+    revision = await store.revision()
+    await records.register(dp, await records.get("Dataplane", "default", "web-1"))
+    await records.set_health(dp, {})
+    assert await store.revision() == revision
+    await records.set_health(dp, {0: True})
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: True}
+
+
+async def connected(records: Records, name: str, instance: str) -> None:
+    dp = dpstate.registered_dataplane(dataplane(name, inbound("web", 8080)), ZONE, None)
+    await records.register(dp, None)
+    await records.set_health(dp, {0: True})
+    sub = dpstate.Subscription(f"{name}-sub", instance, "t0", "v").to_json()
+    await records.write_insight("sidecar", "default", name, [sub], None, None)
+
+
+async def test_a_crashed_instance_leaves_nothing_marked_connected(store: MemoryStore) -> None:
+    records = Records(store, ZONE)
+    await connected(records, "gone", "old-cp")  # its proxy never came back
+    await connected(records, "back", "old-cp")  # reconnected: live here now
+    await connected(records, "mine", "new-cp")  # connected to this instance
+    assert await records.close_stale("new-cp", live={("default", "back")}) == 1
+    for name, ready in (("gone", False), ("back", True), ("mine", True)):
+        dp = await store.get("Dataplane", "default", name)
+        assert dpstate.health_of(dp) == {0: ready}, name
+    insight = await store.get("DataplaneInsight", "default", "gone")
+    assert "disconnectTime" in insight.spec["subscriptions"][-1]
+    assert await records.close_stale("new-cp", live=set()) == 1  # "back" went away since
