@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from meshfed.kds.messages import Key, WireResource, to_wire
 from meshfed.kds.naming import (
@@ -59,10 +58,16 @@ log = logging.getLogger("meshfed.kds")
 MirrorListener = Callable[[str, Key | None, Resource | None], None]
 
 
-@dataclass(frozen=True, slots=True)
 class _Entry:
-    resource: Resource
-    wire: WireResource
+    """A mirrored resource. Its wire form is made on first use: some mirrors never send (the
+    zone's catalog and dataplane server keep one too), and encoding every policy of a cold
+    sync there would cost as much as storing it."""
+
+    __slots__ = ("resource", "wire")
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        self.wire: WireResource | None = None
 
 
 def _store_version(res: Resource) -> int:
@@ -76,7 +81,8 @@ class StoreMirror:
     """The current state of some types of a store, kept by one watch, with wire forms cached.
 
     `transform` is applied before encoding (e.g. naming.outgoing_from_global); the wire form
-    is computed once per stored version and shared by every stream that sends it.
+    is computed once per stored version, when first asked for, and shared by every stream
+    that sends it.
     """
 
     def __init__(
@@ -119,16 +125,16 @@ class StoreMirror:
         return unlisten
 
     def entries(self, type_name: str) -> list[tuple[Resource, WireResource]]:
-        return [(e.resource, e.wire) for e in self._data.get(type_name, {}).values()]
+        return [(e.resource, self._wire(e)) for e in self._data.get(type_name, {}).values()]
 
     def keyed(self, type_name: str) -> list[tuple[Key, Resource, WireResource]]:
         """Like `entries`, with the mirror's own Key objects: a map kept per zone then shares
         them instead of holding a copy of every key per zone."""
-        return [(k, e.resource, e.wire) for k, e in self._data.get(type_name, {}).items()]
+        return [(k, e.resource, self._wire(e)) for k, e in self._data.get(type_name, {}).items()]
 
     def get(self, type_name: str, key: Key) -> tuple[Resource, WireResource] | None:
         entry = self._data.get(type_name, {}).get(key)
-        return None if entry is None else (entry.resource, entry.wire)
+        return None if entry is None else (entry.resource, self._wire(entry))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -139,12 +145,14 @@ class StoreMirror:
         fresh: dict[str, dict[Key, _Entry]] = {}
         for type_name in self._types:
             page = await self._store.list(type_name)
-            fresh[type_name] = {Key(r.mesh, r.name): self._entry(r) for r in page.items}
+            fresh[type_name] = {Key(r.mesh, r.name): _Entry(r) for r in page.items}
         self._data = fresh
         return events
 
-    def _entry(self, res: Resource) -> _Entry:
-        return _Entry(res, to_wire(self._transform(res)))
+    def _wire(self, entry: _Entry) -> WireResource:
+        if entry.wire is None:
+            entry.wire = to_wire(self._transform(entry.resource))
+        return entry.wire
 
     async def _follow(self, events: AsyncIterator[WatchEvent]) -> None:
         while True:
@@ -177,7 +185,7 @@ class StoreMirror:
             del of_type[key]
             self._notify(res.type, key, None)
             return
-        of_type[key] = self._entry(res)
+        of_type[key] = _Entry(res)
         self._notify(res.type, key, res)
 
     def _notify(self, type_name: str, key: Key | None, res: Resource | None) -> None:

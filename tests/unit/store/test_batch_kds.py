@@ -23,6 +23,7 @@ from meshfed.kds.receiver import ChangeSet
 from meshfed.kds.sender import Sender
 from meshfed.kds.store_glue import (
     GlobalView,
+    StoreMirror,
     ZoneView,
     global_mirror,
     global_receive_side,
@@ -283,3 +284,42 @@ async def test_pending_follows_the_mirror_without_rescanning_it() -> None:
 
 async def _at(value: bool) -> bool:
     return value
+
+
+async def test_mirror_encodes_a_resource_only_when_its_wire_form_is_asked_for() -> None:
+    store = MemoryStore()
+    encoded: list[str] = []
+
+    def transform(res: Resource) -> Resource:
+        encoded.append(res.name)
+        return outgoing_from_global(res)
+
+    mirror = StoreMirror(store, ["MeshTimeout"], transform)
+    await mirror.start()
+    try:
+        for i in range(3):
+            await store.create(policy(f"p{i}"))
+
+        async def mirrored() -> bool:
+            return mirror.get("MeshTimeout", Key("default", "p2")) is not None
+
+        await async_wait_until(mirrored, timeout=5)
+        assert encoded == ["p2"]  # the lookup above; nothing was encoded before it
+        wires = [w for _, w in mirror.entries("MeshTimeout")]
+        assert sorted(encoded) == ["p0", "p1", "p2"]
+        assert wires[0] == to_wire(
+            outgoing_from_global(await store.get("MeshTimeout", "default", "p0"))
+        )
+        mirror.entries("MeshTimeout")
+        assert len(encoded) == 3  # cached per stored version
+        await store.update(policy("p0", idle="1s"))
+
+        async def changed() -> bool:
+            found = mirror.get("MeshTimeout", Key("default", "p0"))
+            return found is not None and found[0].spec["to"][0]["default"]["idleTimeout"] == "1s"
+
+        await async_wait_until(changed, timeout=5)
+        assert encoded.count("p0") == 2
+    finally:
+        await mirror.stop()
+        await store.close()
