@@ -169,9 +169,7 @@ class OutboundListener:
                 self.balancer.attempt(state)
                 state.active += 1  # counts for LeastRequest while connecting, too
                 try:
-                    upstream = await wait_for(
-                        self._open(state, outbound), policies.connect_timeout
-                    )
+                    upstream = await wait_for(self._open(state, outbound), policies.connect_timeout)
                 except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
                     reason = describe(exc) if not isinstance(exc, TimeoutError) else "timed out"
                     errors.append(f"{state.label}: {reason}")

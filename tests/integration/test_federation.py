@@ -147,9 +147,11 @@ def test_zone_ingress_of_zone_1_reaches_zone_2_and_never_comes_back_to_zone_1(
         # zone-1's zone-cp advertises what its own dataplanes offer (none here), whatever the
         # operator wrote; the global relays exactly that.
         eventually(
-            lambda: z2.get(f"/zoneingresses/{stored_name}")["availableServices"]
-            == z1.get("/zoneingresses/zi-a")["availableServices"]
-            == [],
+            lambda: (
+                z2.get(f"/zoneingresses/{stored_name}")["availableServices"]
+                == z1.get("/zoneingresses/zi-a")["availableServices"]
+                == []
+            ),
             what="zone-1's advertisement relayed",
         )
 

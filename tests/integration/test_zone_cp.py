@@ -96,6 +96,7 @@ def test_watch_streams_every_change_from_the_request_on(procs: Procs, tmp_path: 
         http.put("/meshes/default/dataplanes/dp-1", dataplane("dp-1"))
         http.put("/meshes/default/dataplanes/dp-1", dataplane("dp-1", service="api"))
         http.delete("/meshes/default/dataplanes/dp-1")
+
         # zone-cp's own VirtualIPs writes (the new service's VIPs) come in between.
         def users() -> list[dict[str, Any]]:
             return [e for e in everything.events if e["type"] != "VirtualIPs"]
