@@ -398,6 +398,12 @@ async def bulk(
 # -- 3. cold sync ---------------------------------------------------------------------------------
 
 
+def _since(when: Any, start: float | None) -> float | None:
+    if not isinstance(when, int | float) or start is None:
+        return None
+    return round(when - start, 3)
+
+
 def connected_at(status: dict[str, Any]) -> float | None:
     """Wall-clock time the zone's current KDS connection started (its `GET /_kds`)."""
     since = status.get("connectedSince")
@@ -421,6 +427,9 @@ async def cold_sync(http: aiohttp.ClientSession, dep: Deployment, total: int) ->
         "from_process_start_s": round(held - zone.started, 3),
         "from_api_ready_s": round(held - ready, 3),
         "from_kds_connected_s": None if connected is None else round(held_wall - connected, 3),
+        # Splits the time after the connection: the global builds and sends the response, the
+        # zone decodes it (until it is received), then validates and stores it (until held).
+        "response_received_after_connect_s": _since(received.get("lastReceivedTime"), connected),
         "responses_received": received.get("responsesReceived"),
         "zone_rss_kib": rss_kib(zone.pid),
         "zone_cpu_s_since_start": round(cpu_seconds(zone.pid), 2),
@@ -496,7 +505,8 @@ def print_cold(res: dict[str, Any]) -> None:
         f"cold sync of a new zone, {res['policies']} policies: {res['from_process_start_s']} s "
         f"from process start ({verdict} <= {TARGET_COLD_S:g} s), {res['from_api_ready_s']} s "
         f"from API ready, {res['from_kds_connected_s']} s from KDS connected "
-        f"({res['responses_received']} response(s)); the zone used "
+        f"({res['responses_received']} response(s), received "
+        f"{res['response_received_after_connect_s']} s after connecting); the zone used "
         f"{res['zone_cpu_s_since_start']} s CPU since it started; load {res['load_average_1m']}"
     )
 
