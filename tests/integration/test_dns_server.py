@@ -6,7 +6,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -23,7 +22,6 @@ from tests.support import Proc, Procs, free_port, wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) not installed"),
 ]
 
 HOST = "127.0.0.1"

@@ -4,7 +4,6 @@ a thousand services coming and going."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,6 @@ from zone_cp.vips import zone_vip_cidr
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) not installed"),
 ]
 
 BACKEND_DP = "/meshes/default/dataplanes/backend-1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
 import socket
 import struct
 import sys
@@ -23,7 +22,6 @@ from tests.support import Proc, Procs, free_port, wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) not installed"),
 ]
 
 

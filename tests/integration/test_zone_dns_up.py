@@ -3,7 +3,6 @@ prints how to dig, and `meshctl resolve` finds a zone's DNS through the state fi
 
 from __future__ import annotations
 
-import shutil
 import signal
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -17,7 +16,6 @@ from tests.support import Procs, free_port, wait_until
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) not installed"),
 ]
 
 
