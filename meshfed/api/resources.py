@@ -282,11 +282,15 @@ async def _put_once(
         resource.meta.modification_time = now
         resource.meta.version = existing.meta.version if existing else ""
         return status, resource
-    # The version read, so a write in between is noticed (then: read again, or a stale
-    # If-Match's 409).
-    expected: dict[StoreKey, str | None] = {
-        resource.key: None if existing is None else existing.meta.version
-    }
+    # A create expects absence (someone creating it meanwhile means: read again, answer 200);
+    # a client's If-Match version is checked again at the write (a stale one is its 409).
+    # Otherwise a PUT is last-write-wins: concurrent updates must not fail each other, so the
+    # version just read is not required (the Mesh still is: no orphans).
+    expected: dict[StoreKey, str | None] = {}
+    if existing is None:
+        expected[resource.key] = None
+    elif if_match not in (None, "*"):
+        expected[resource.key] = existing.meta.version
     [stored] = await ctx.store.write_batch([resource], [], expected=expected, require=require)
     log.info("%s %s %s", "created" if status == 201 else "updated", desc.name, _where(mesh, name))
     return status, stored
