@@ -186,10 +186,17 @@ class Cluster:
         return dict(self.glob.http.get(f"/zones/{zone}/_overview")["zoneInsight"])
 
     def wait_online(self, *zones: str, timeout: float = 20) -> None:
+        """Connected, and holding every Mesh the global has: a zone accepts a Dataplane only
+        into a mesh it knows, and "connected" alone does not mean the meshes arrived."""
+
+        def meshes(http: Http) -> set[str]:
+            return {m["name"] for m in http.items("/meshes")}
+
         def online(zone: str) -> bool:
             return bool(
                 self.zone_state(zone)["state"] == "online"
                 and self.zones[zone].http.get("/_kds")["state"] == "connected"
+                and meshes(self.glob.http) <= meshes(self.zones[zone].http)
             )
 
         for zone in zones or tuple(self.zones):
