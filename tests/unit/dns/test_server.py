@@ -60,7 +60,11 @@ async def tcp_ask(addr: tuple[str, int], *packets: bytes, timeout: float = 5.0) 
 
 
 UDP_PATHS = [
-    pytest.param(True, id="batched", marks=pytest.mark.skipif(not batchio.available(), reason="")),
+    pytest.param(
+        True,
+        id="batched",
+        marks=pytest.mark.skipif(not batchio.available(), reason="needs Linux recvmmsg/sendmmsg"),
+    ),
     pytest.param(False, id="asyncio"),
 ]
 
