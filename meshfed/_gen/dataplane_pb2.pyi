@@ -64,6 +64,8 @@ class Hello(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     MESH_FIELD_NUMBER: _builtins.int
     PROXY_VERSION_FIELD_NUMBER: _builtins.int
+    REACHABLE_SERVICES_FIELD_NUMBER: _builtins.int
+    REACHABLE_SERVICES_SET_FIELD_NUMBER: _builtins.int
     proxy_type: Global___ProxyType.ValueType
     resource: _builtins.bytes
     """The Dataplane (with "mesh") or ZoneIngress (without) as a Kuma JSON object."""
@@ -71,6 +73,17 @@ class Hello(_message.Message):
     """Mesh of a SIDECAR; must equal the resource's. Empty for INGRESS (a global-scoped type)."""
     proxy_version: _builtins.str
     """Version of the proxy binary, for DataplaneInsight and diagnosis."""
+    reachable_services_set: _builtins.bool
+    @_builtins.property
+    def reachable_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SIDECAR only: the services it calls (Kuma's networking.transparentProxying.
+        reachableServices), so zone-cp builds and pushes outbounds for these only. Read only when
+        `reachable_services_set` is true: a proxy that sets nothing (or one older than this
+        field) gets every service of its mesh, while set with no names means none. Each name is
+        a `kuma.io/service` value; zone-cp refuses the Hello (BAD_REQUEST) for an empty or
+        malformed name, or too many of them.
+        """
+
     def __init__(
         self,
         *,
@@ -78,10 +91,12 @@ class Hello(_message.Message):
         resource: _builtins.bytes = ...,
         mesh: _builtins.str = ...,
         proxy_version: _builtins.str = ...,
+        reachable_services: _abc.Iterable[_builtins.str] | None = ...,
+        reachable_services_set: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mesh", b"mesh", "proxy_type", b"proxy_type", "proxy_version", b"proxy_version", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mesh", b"mesh", "proxy_type", b"proxy_type", "proxy_version", b"proxy_version", "reachable_services", b"reachable_services", "reachable_services_set", b"reachable_services_set", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,7 +3,8 @@
 The gRPC glue (zone-cp's server, mesh-dp's and zone-ingress's clients) should touch the
 generated code only through these functions, so that every message is checked in one place:
 
-- proxy side: `hello_message` first, then `ack_message` / `nack_message` for each Config
+- proxy side: `hello_message` first (with a sidecar's reachable services, so zone-cp builds
+  only their outbounds), then `ack_message` / `nack_message` for each Config
   (after `parse_sidecar_config` / `parse_ingress_config`), and Reports (built directly from
   dataplane_pb2: they are plain counters);
 - zone-cp side: `parse_hello` on the first message (a ProtocolError carries the Error code
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import enum
 import json
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.jsonread import ConfigFormatError
@@ -27,6 +30,14 @@ from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
 
 ErrorCode = pb.Error.Code
+
+# Bounds on a Hello's reachable services: far above any real sidecar's list (Kuma users list
+# the few services an application calls), far below what would make a Hello a burden.
+MAX_REACHABLE_SERVICES: Final = 4096
+MAX_SERVICE_NAME: Final = 253  # `<service>.mesh` must still fit a DNS name
+# The character set of a `kuma.io/service` tag value (meshfed.resources.types.common): a name
+# outside it can never match a service.
+_SERVICE_NAME = re.compile(r"[a-zA-Z0-9.\-_:]+")
 
 
 class ProxyType(enum.StrEnum):
@@ -52,12 +63,36 @@ class Hello:
     proxy_type: ProxyType
     resource: Resource  # validated Dataplane or ZoneIngress
     proxy_version: str
+    reachable: frozenset[str] | None = None  # a sidecar's reachable services; None: every one
+
+
+def reachable_problem(names: Collection[str]) -> str | None:
+    """What is wrong with a list of reachable services (None: nothing). mesh-dp checks its
+    own list with this at start; zone-cp checks every Hello with it."""
+    if len(names) > MAX_REACHABLE_SERVICES:
+        return f"{len(names)} reachable services, more than the {MAX_REACHABLE_SERVICES} allowed"
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            return f"reachable service [{i}] is empty"
+        if len(name) > MAX_SERVICE_NAME:
+            return f"reachable service [{i}] is longer than {MAX_SERVICE_NAME} characters"
+        if not _SERVICE_NAME.fullmatch(name):
+            return (
+                f"reachable service [{i}] {name[:64]!r} is not a service name (alphanumeric "
+                "characters, '.', '-', '_', ':')"
+            )
+    return None
 
 
 def hello_message(
-    proxy_type: ProxyType, resource: dict[str, Any], *, proxy_version: str = ""
+    proxy_type: ProxyType,
+    resource: dict[str, Any],
+    *,
+    proxy_version: str = "",
+    reachable: Collection[str] | None = None,
 ) -> pb.DpMessage:
-    """The first message of a proxy: `resource` is its Dataplane/ZoneIngress in Kuma JSON."""
+    """The first message of a proxy: `resource` is its Dataplane/ZoneIngress in Kuma JSON;
+    `reachable` the services a sidecar calls (None: every service of its mesh)."""
     mesh = resource.get("mesh", "") if proxy_type is ProxyType.SIDECAR else ""
     return pb.DpMessage(
         hello=pb.Hello(
@@ -65,8 +100,25 @@ def hello_message(
             resource=json.dumps(resource, separators=(",", ":")).encode(),
             mesh=mesh if isinstance(mesh, str) else "",
             proxy_version=proxy_version,
+            reachable_services=sorted(reachable or ()),
+            reachable_services_set=reachable is not None,
         )
     )
+
+
+def _parse_reachable(hello: pb.Hello, proxy_type: ProxyType) -> frozenset[str] | None:
+    if not hello.reachable_services_set:
+        if hello.reachable_services:
+            raise ProtocolError(
+                "Hello.reachable_services is given but reachable_services_set is false"
+            )
+        return None
+    if proxy_type is not ProxyType.SIDECAR:
+        raise ProtocolError("Hello.reachable_services is for a SIDECAR only")
+    problem = reachable_problem(hello.reachable_services)
+    if problem is not None:
+        raise ProtocolError(f"Hello.reachable_services: {problem}")
+    return frozenset(hello.reachable_services)
 
 
 def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
@@ -96,7 +148,8 @@ def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
         )
     if proxy_type is ProxyType.INGRESS and hello.mesh:
         raise ProtocolError("Hello.mesh must be empty for an INGRESS: ZoneIngress has no mesh")
-    return Hello(proxy_type, resource, hello.proxy_version)
+    reachable = _parse_reachable(hello, proxy_type)
+    return Hello(proxy_type, resource, hello.proxy_version, reachable)
 
 
 def config_message(config: SidecarConfig | IngressConfig) -> pb.CpMessage:
