@@ -8,17 +8,25 @@ live traffic: nothing open is touched.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from meshfed.dpconfig.model import Tls
-from meshfed.pki.leaf import Leaf
-from meshfed.pki.spiffe import PkiError, identity_of
-from meshfed.pki.tls import client_context, server_context
+from meshfed.pki.der import (
+    OID_EC_PUBLIC_KEY,
+    CertFacts,
+    DerError,
+    certificate_facts,
+    pem_certificates,
+)
+from meshfed.pki.spiffe import PkiError, single_identity
+from meshfed.pki.tls import mtls_context
+
+# An unencrypted PEM private key: PKCS#8 ("PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY").
+_KEY_RE = re.compile(
+    r"-----BEGIN (EC )?PRIVATE KEY-----[A-Za-z0-9+/=\s]+-----END (EC )?PRIVATE KEY-----"
+)
 
 
 class TlsConfigError(ValueError):
@@ -35,54 +43,54 @@ class TlsContexts:
     source: Tls  # what they were built from
 
 
-def _certs(pems: str, what: str) -> list[x509.Certificate]:
+def _certs(pems: str, what: str) -> list[bytes]:
     try:
-        certs = x509.load_pem_x509_certificates(pems.encode())
-    except ValueError as exc:
+        ders = pem_certificates(pems)
+    except DerError as exc:
         raise TlsConfigError(f"tls.{what}: not a PEM certificate ({exc})") from None
-    if not certs:
-        raise TlsConfigError(f"tls.{what}: holds no certificate")
-    return certs
-
-
-def _spki(public_key: object) -> bytes:
-    assert hasattr(public_key, "public_bytes")
-    blob: bytes = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return blob
+    if not ders:
+        raise TlsConfigError(f"tls.{what}: not a PEM certificate (no CERTIFICATE block)")
+    return ders
 
 
 def build_contexts(tls: Tls, identity: str) -> TlsContexts:
-    """Contexts for a config's `tls`; refuses a certificate that is not `identity`'s."""
-    leaf_cert = _certs(tls.cert_pem, "certPem")[0]
-    roots: list[x509.Certificate] = []
+    """Contexts for a config's `tls`; refuses a certificate that is not `identity`'s.
+
+    Only `ssl` and a small DER reader are used: the sidecar never loads `cryptography`.
+    """
+    leaf_der = _certs(tls.cert_pem, "certPem")[0]
+    roots: list[bytes] = []
     for i, pem in enumerate(tls.ca_pems):
         roots += _certs(pem, f"caPems[{i}]")
+    leaf: CertFacts = certificate_facts(leaf_der)
+    if _KEY_RE.search(tls.key_pem) is None:
+        raise TlsConfigError("tls.keyPem: not an unencrypted PEM private key")
+    if leaf.key_algorithm != OID_EC_PUBLIC_KEY:
+        raise TlsConfigError("tls.certPem: expected an ECDSA key (mesh leaves are P-256)")
     try:
-        key = serialization.load_pem_private_key(tls.key_pem.encode(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise TlsConfigError(f"tls.keyPem: not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TlsConfigError("tls.keyPem: expected an ECDSA key (mesh leaves are P-256)")
-    if _spki(key.public_key()) != _spki(leaf_cert.public_key()):
-        raise TlsConfigError("tls.keyPem does not match tls.certPem")
-    try:
-        named = identity_of(leaf_cert).uri
+        named = single_identity(leaf.uris).uri
     except PkiError as exc:
         raise TlsConfigError(f"tls.certPem: {exc}") from None
     if named != identity:
         raise TlsConfigError(f"tls.certPem names {named}, the config's identity is {identity}")
-    leaf = Leaf(cert=leaf_cert, key=key, ca_cert=roots[0])
+    chain = (tls.cert_pem.rstrip("\n") + "\n" + tls.key_pem).encode()
     try:
-        server, client = server_context(leaf, roots), client_context(leaf, roots)
-    except (ssl.SSLError, PkiError) as exc:
+        server, client = mtls_context(True, chain, roots), mtls_context(False, chain, roots)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or exc.reason == "KEY_VALUES_MISMATCH":
+            raise TlsConfigError("tls.keyPem does not match tls.certPem") from None
+        if exc.library == "PEM" or "PEM" in str(exc):
+            raise TlsConfigError(
+                f"tls.keyPem: not an unencrypted PEM private key ({exc})"
+            ) from None
         raise TlsConfigError(f"tls: OpenSSL refused the material: {exc}") from None
+    except PkiError as exc:
+        raise TlsConfigError(f"tls: {exc}") from None
     return TlsContexts(
         server=server,
         client=client,
         identity=named,
-        serial=leaf_cert.serial_number,
+        serial=leaf.serial,
         not_after=tls.expires_at,
         source=tls,
     )

@@ -8,6 +8,7 @@ stays one-to-one (and every usual Kuma service name comes out exactly as Kuma wr
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -98,7 +99,12 @@ def spiffe_uris(cert: x509.Certificate) -> list[str]:
 
 def identity_of(cert: x509.Certificate) -> SpiffeId:
     """The single SPIFFE ID a certificate carries; anything else is refused."""
-    uris = spiffe_uris(cert)
+    return single_identity(spiffe_uris(cert))
+
+
+def single_identity(uri_sans: Sequence[str]) -> SpiffeId:
+    """The one SPIFFE ID among a certificate's URI SANs (an X509-SVID has exactly one)."""
+    uris = [u for u in uri_sans if u.startswith(SCHEME)]
     if len(uris) != 1:
         raise PkiError(f"certificate carries {len(uris)} spiffe:// URI SANs, expected exactly 1")
     return parse_spiffe_id(uris[0])

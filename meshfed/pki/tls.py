@@ -6,6 +6,10 @@ temporary directory is used and removed right after loading.
 
 OpenSSL cannot match a URI SAN during the handshake, so "is this the service I wanted" is a
 separate step (`check_peer_id`) the caller runs before sending any data.
+
+Proxies build their contexts from PEM and DER bytes (`mtls_context`) and read peers with the
+small DER reader in `meshfed.pki.der`; `cryptography` is imported only by the helpers that take
+its objects (`server_context`, `client_context`, `load_leaf`), which control planes and tests use.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import os
 import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from meshfed.pki.der import DerError, certificate_facts
+from meshfed.pki.spiffe import PkiError, single_identity
 
-from meshfed.pki.leaf import Leaf
-from meshfed.pki.spiffe import PkiError, identity_of
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from meshfed.pki.leaf import Leaf
 
 SslConnection = ssl.SSLObject | ssl.SSLSocket
 
@@ -29,26 +36,38 @@ class PeerIdentityError(PkiError):
     """The peer's certificate is missing, malformed, or names another identity."""
 
 
+def mtls_context(server: bool, chain_pem: bytes, trust_der: Sequence[bytes]) -> ssl.SSLContext:
+    """A mesh mTLS context (server or client side): presents the leaf and key in `chain_pem`,
+    requires a peer certificate chaining to one of `trust_der`.
+
+    The client side does no hostname check (mesh peers are named by SPIFFE URI, not DNS): call
+    `check_peer_id`. OpenSSL refuses a key that does not match the certificate (ssl.SSLError).
+    """
+    if not trust_der:
+        raise PkiError("no trusted CA certificate given")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    if not server:
+        ctx.check_hostname = False
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=b"".join(trust_der))
+    load_chain_pem(ctx, chain_pem)
+    return ctx
+
+
 def server_context(
     leaf: Leaf, trust: x509.Certificate | Sequence[x509.Certificate]
 ) -> ssl.SSLContext:
     """Server side of mesh mTLS: presents `leaf`, requires a client cert chaining to `trust`."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _configure(ctx, leaf, trust)
-    return ctx
+    return mtls_context(True, _chain(leaf), _trust_der(trust))
 
 
 def client_context(
     leaf: Leaf, trust: x509.Certificate | Sequence[x509.Certificate]
 ) -> ssl.SSLContext:
-    """Client side: presents `leaf`, requires a server cert chaining to `trust`.
-
-    No hostname check (mesh peers are named by SPIFFE URI, not DNS): call `check_peer_id`.
-    """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    _configure(ctx, leaf, trust)
-    return ctx
+    """Client side: presents `leaf`, requires a server cert chaining to `trust`; no hostname
+    check (call `check_peer_id`)."""
+    return mtls_context(False, _chain(leaf), _trust_der(trust))
 
 
 def load_leaf(ctx: ssl.SSLContext, leaf: Leaf) -> None:
@@ -56,9 +75,25 @@ def load_leaf(ctx: ssl.SSLContext, leaf: Leaf) -> None:
 
     Replacing affects only handshakes that start afterwards; open connections keep theirs.
     """
-    pem = leaf.cert_pem + leaf.key_pem
-    with _pem_path(pem) as path:
+    load_chain_pem(ctx, _chain(leaf))
+
+
+def load_chain_pem(ctx: ssl.SSLContext, chain_pem: bytes) -> None:
+    """`load_leaf` from PEM bytes (certificate, then key)."""
+    with _pem_path(chain_pem) as path:
         ctx.load_cert_chain(path)
+
+
+def _chain(leaf: Leaf) -> bytes:
+    return leaf.cert_pem + leaf.key_pem
+
+
+def _trust_der(trust: x509.Certificate | Sequence[x509.Certificate]) -> list[bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    roots = [trust] if isinstance(trust, x509.Certificate) else list(trust)
+    return [c.public_bytes(serialization.Encoding.DER) for c in roots]
 
 
 def peer_spiffe_id(conn: SslConnection) -> str:
@@ -71,11 +106,11 @@ def peer_spiffe_id(conn: SslConnection) -> str:
     if not der:
         raise PeerIdentityError("peer presented no certificate")
     try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+        uris = certificate_facts(der).uris
+    except DerError as exc:
         raise PeerIdentityError(f"peer certificate does not parse: {exc}") from None
     try:
-        identity = identity_of(cert)
+        identity = single_identity(uris)
     except PkiError as exc:
         raise PeerIdentityError(f"peer certificate has no usable SPIFFE ID: {exc}") from None
     return identity.uri
@@ -87,20 +122,6 @@ def check_peer_id(conn: SslConnection, expected: str) -> str:
     if actual != expected:
         raise PeerIdentityError(f"peer is {actual}, expected {expected}")
     return actual
-
-
-def _configure(
-    ctx: ssl.SSLContext, leaf: Leaf, trust: x509.Certificate | Sequence[x509.Certificate]
-) -> None:
-    roots = [trust] if isinstance(trust, x509.Certificate) else list(trust)
-    if not roots:
-        raise PkiError("no trusted CA certificate given")
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(
-        cadata="".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in roots)
-    )
-    load_leaf(ctx, leaf)
 
 
 @contextlib.contextmanager
