@@ -17,12 +17,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
-
 from meshfed.aio import wait_for
 from meshfed.config import Address
+from meshfed.proxy.promtext import CONTENT_TYPE, Collector, Registry
 
 log = logging.getLogger("mesh_dp.admin")
 
@@ -32,22 +29,16 @@ READ_TIMEOUT = 5.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
-def metrics_registry(*collectors: Collector) -> CollectorRegistry:
+def metrics_registry(*collectors: Collector) -> Registry:
     """A registry of the given collectors plus process metrics (RSS, CPU, open fds)."""
-    registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
-    for collector in collectors:
-        registry.register(collector)
-    return registry
+    return Registry(*collectors)
 
 
 class AdminServer:
     """GET routes: each JSON view at its path, and /metrics from `registry`. A view may
     return `(status, body)` to answer with another status (e.g. 503 from /ready)."""
 
-    def __init__(
-        self, address: Address, views: Mapping[str, JsonView], registry: CollectorRegistry
-    ) -> None:
+    def __init__(self, address: Address, views: Mapping[str, JsonView], registry: Registry) -> None:
         self.address = address
         self._views = dict(views)
         self._registry = registry
@@ -71,7 +62,7 @@ class AdminServer:
             return 405, "text/plain", b"only GET is served here\n"
         path = path.split("?", 1)[0]
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            return 200, CONTENT_TYPE, self._registry.render()
         view = self._views.get(path)
         if view is None:
             known = ", ".join(sorted([*self._views, "/metrics"]))

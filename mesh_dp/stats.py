@@ -13,11 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from mesh_dp.balancer import EndpointState
 from mesh_dp.relay import ByteCounter
+from meshfed.proxy.promtext import Family, counter, gauge
 
 
 @dataclass
@@ -113,7 +111,7 @@ class OutboundStats:
         }
 
 
-class SidecarCollector(Collector):
+class SidecarCollector:
     """Prometheus view of the current listeners' stats (read at scrape time)."""
 
     def __init__(
@@ -126,102 +124,90 @@ class SidecarCollector(Collector):
         self._outbounds = outbounds
         self._version = config_version
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         yield from self._inbound_metrics()
         yield from self._outbound_metrics()
-        info = GaugeMetricFamily(
-            "meshfed_dp_config_info", "The config the sidecar runs (value 1)", labels=["version"]
-        )
-        info.add_metric([self._version()], 1)
+        info = gauge("meshfed_dp_config_info", "The config the sidecar runs (value 1)", ["version"])
+        info.add([self._version()], 1)
         yield info
 
-    def _inbound_metrics(self) -> Iterator[Metric]:
+    def _inbound_metrics(self) -> Iterator[Family]:
         labels = ["service", "port"]
-        conns = CounterMetricFamily(
-            "meshfed_dp_inbound_connections", "Connections accepted by an inbound", labels=labels
+        conns = counter(
+            "meshfed_dp_inbound_connections", "Connections accepted by an inbound", labels
         )
-        active = GaugeMetricFamily(
-            "meshfed_dp_inbound_active_connections", "Inbound connections open", labels=labels
+        active = gauge("meshfed_dp_inbound_active_connections", "Inbound connections open", labels)
+        rx = counter("meshfed_dp_inbound_received_bytes", "Bytes from callers", labels)
+        tx = counter("meshfed_dp_inbound_sent_bytes", "Bytes to callers", labels)
+        ready = gauge(
+            "meshfed_dp_inbound_ready", "1 when the application accepts connections", labels
         )
-        rx = CounterMetricFamily(
-            "meshfed_dp_inbound_received_bytes", "Bytes from callers", labels=labels
-        )
-        tx = CounterMetricFamily("meshfed_dp_inbound_sent_bytes", "Bytes to callers", labels=labels)
-        ready = GaugeMetricFamily(
-            "meshfed_dp_inbound_ready", "1 when the application accepts connections", labels=labels
-        )
-        rejected = CounterMetricFamily(
+        rejected = counter(
             "meshfed_dp_inbound_rejected",
             "Inbound connections closed without reaching the application",
             labels=[*labels, "reason"],
         )
-        callers = CounterMetricFamily(
+        callers = counter(
             "meshfed_dp_inbound_callers",
             "Connections by verified caller identity and MeshTrafficPermission verdict",
             labels=[*labels, "caller", "verdict"],
         )
         for s in self._inbounds():
             key = [s.service, str(s.port)]
-            conns.add_metric(key, s.connections_total)
-            active.add_metric(key, s.active)
-            rx.add_metric(key, s.bytes.received)
-            tx.add_metric(key, s.bytes.sent)
-            ready.add_metric(key, 1 if s.ready else 0)
-            rejected.add_metric([*key, "denied"], sum(s.denied.values()))
-            rejected.add_metric([*key, "handshake"], s.handshake_failures)
-            rejected.add_metric([*key, "app_unreachable"], s.app_failures)
-            rejected.add_metric([*key, "closed_early"], s.closed_early)
+            conns.add(key, s.connections_total)
+            active.add(key, s.active)
+            rx.add(key, s.bytes.received)
+            tx.add(key, s.bytes.sent)
+            ready.add(key, 1 if s.ready else 0)
+            rejected.add([*key, "denied"], sum(s.denied.values()))
+            rejected.add([*key, "handshake"], s.handshake_failures)
+            rejected.add([*key, "app_unreachable"], s.app_failures)
+            rejected.add([*key, "closed_early"], s.closed_early)
             for verdict, table in (
                 ("allowed", s.authorized),
                 ("denied", s.denied),
                 ("shadow_denied", s.shadow_denied),
             ):
                 for caller, n in table.items():
-                    callers.add_metric([*key, caller, verdict], n)
+                    callers.add([*key, caller, verdict], n)
         yield from (conns, active, rx, tx, ready, rejected, callers)
 
-    def _outbound_metrics(self) -> Iterator[Metric]:
+    def _outbound_metrics(self) -> Iterator[Family]:
         labels = ["service", "address", "port"]
-        conns = CounterMetricFamily(
-            "meshfed_dp_outbound_connections", "Connections accepted by an outbound", labels=labels
+        conns = counter(
+            "meshfed_dp_outbound_connections", "Connections accepted by an outbound", labels
         )
-        active = GaugeMetricFamily(
-            "meshfed_dp_outbound_active_connections", "Outbound connections open", labels=labels
+        active = gauge(
+            "meshfed_dp_outbound_active_connections", "Outbound connections open", labels
         )
-        rx = CounterMetricFamily(
-            "meshfed_dp_outbound_received_bytes", "Bytes from the application", labels=labels
-        )
-        tx = CounterMetricFamily(
-            "meshfed_dp_outbound_sent_bytes", "Bytes to the application", labels=labels
-        )
-        rejected = CounterMetricFamily(
+        rx = counter("meshfed_dp_outbound_received_bytes", "Bytes from the application", labels)
+        tx = counter("meshfed_dp_outbound_sent_bytes", "Bytes to the application", labels)
+        rejected = counter(
             "meshfed_dp_outbound_rejected",
             "Outbound connections closed without an upstream",
             labels=[*labels, "reason"],
         )
         ep_labels = [*labels, "endpoint"]
-        attempts = CounterMetricFamily(
+        attempts = counter(
             "meshfed_dp_upstream_connect_attempts",
             "Connect attempts per endpoint",
             labels=ep_labels,
         )
-        failures = CounterMetricFamily(
-            "meshfed_dp_upstream_connect_failures", "Failed connects per endpoint", labels=ep_labels
+        failures = counter(
+            "meshfed_dp_upstream_connect_failures", "Failed connects per endpoint", ep_labels
         )
-        healthy = GaugeMetricFamily(
-            "meshfed_dp_upstream_healthy", "1 unless health checks failed", labels=ep_labels
-        )
+        healthy = gauge("meshfed_dp_upstream_healthy", "1 unless health checks failed", ep_labels)
         for s in self._outbounds():
             key = [s.service, s.address, str(s.port)]
-            conns.add_metric(key, s.connections_total)
-            active.add_metric(key, s.active)
-            rx.add_metric(key, s.bytes.received)
-            tx.add_metric(key, s.bytes.sent)
-            rejected.add_metric([*key, "overflow"], s.overflow)
-            rejected.add_metric([*key, "no_endpoint"], s.no_endpoint)
+            conns.add(key, s.connections_total)
+            active.add(key, s.active)
+            rx.add(key, s.bytes.received)
+            tx.add(key, s.bytes.sent)
+            rejected.add([*key, "overflow"], s.overflow)
+            rejected.add([*key, "no_endpoint"], s.no_endpoint)
             for e in s.endpoints():
                 ep = [*key, e.label]
-                attempts.add_metric(ep, e.attempts)
-                failures.add_metric(ep, e.failures)
-                healthy.add_metric(ep, 1 if e.healthy else 0)
+                attempts.add(ep, e.attempts)
+                failures.add(ep, e.failures)
+                healthy.add(ep, 1 if e.healthy else 0)
         yield from (conns, active, rx, tx, rejected, attempts, failures, healthy)

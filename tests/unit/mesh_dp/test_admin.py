@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-from prometheus_client.core import CounterMetricFamily, Metric
-
 from mesh_dp.admin import AdminServer, metrics_registry
 from meshfed.config import Address
+from meshfed.proxy.promtext import Family, counter
 
 
 class One:
-    def collect(self) -> list[Metric]:
-        c = CounterMetricFamily("meshfed_test_things", "Things", labels=["kind"])
-        c.add_metric(["a"], 3)
+    def collect(self) -> list[Family]:
+        c = counter("meshfed_test_things", "Things", ["kind"])
+        c.add(["a"], 3)
         return [c]
 
 
