@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
 
 ENV_PREFIX = "MESHFED_"
 
@@ -240,6 +239,8 @@ class Config:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        import yaml  # only for --config files: a proxy without one never loads it
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
