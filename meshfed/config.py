@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-
 ENV_PREFIX = "MESHFED_"
 
 

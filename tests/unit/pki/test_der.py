@@ -3,6 +3,7 @@ refusal of damaged input (never any exception but DerError)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -31,7 +32,7 @@ LEAF_DER = LEAF.cert.public_bytes(serialization.Encoding.DER)
 def _plain_cert(serial: int, sans: list[x509.GeneralName] | None) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -103,16 +104,12 @@ def test_trailing_bytes_are_refused() -> None:
 def test_any_single_byte_change_reads_or_is_refused(pos: int, value: int) -> None:
     damaged = bytearray(LEAF_DER)
     damaged[pos] = value
-    try:
+    with contextlib.suppress(DerError):
         certificate_facts(bytes(damaged))
-    except DerError:
-        pass
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_read_or_are_refused(data: bytes) -> None:
-    try:
+    with contextlib.suppress(DerError):
         certificate_facts(data)
-    except DerError:
-        pass
