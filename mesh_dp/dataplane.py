@@ -6,9 +6,10 @@ document, `--address` and one or more `--inbound PORT:SERVICE_PORT:SERVICE` flag
 
 Kuma keeps `reachableServices` under `networking.transparentProxying`. meshfed has no
 transparent proxying (the sidecar listens on VIPs), so that block may hold only
-`reachableServices`, which the sidecar takes out and uses itself (it binds only those
-services' VIPs) before the rest is validated as a Dataplane. `--reachable-services` adds to
-it.
+`reachableServices`, which the sidecar takes out before the rest is validated as a
+Dataplane, and sends beside it in its Hello: zone-cp then builds only those services'
+outbounds. The sidecar also binds only those VIPs itself, in case its zone-cp is older and
+sends every service. `--reachable-services` adds to it.
 
 Everything is checked with the same validators the API uses, so a mistake is reported at
 start, naming the field, instead of as a refusal from the control plane.
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from meshfed.dpconfig.protocol import reachable_problem
 from meshfed.resources.codec import resource_from_dict, resource_to_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.model import Resource
@@ -138,6 +140,12 @@ def build_dataplane(
     from_doc = _take_reachable(doc)
     if from_doc is not None or reachable is not None:
         reachable = (from_doc or frozenset()) | (reachable or frozenset())
+        problem = reachable_problem(sorted(reachable))
+        if problem is not None:  # zone-cp would refuse the Hello: say so at start
+            raise DataplaneError(
+                "reachable services (networking.transparentProxying.reachableServices, "
+                f"--reachable-services): {problem}"
+            )
     registry = default_registry()
     try:
         resource = resource_from_dict(doc, registry, expected_type="Dataplane")

@@ -5,11 +5,17 @@ policies from the zone store, each mesh's CA parsed at most once) and calls `bui
 for every proxy to rebuild: a sidecar gets meshfed.dpconfig's `build_sidecar_config` with a
 leaf from zone_cp.certs when its mesh has mTLS, an ingress `build_ingress_config`. What
 cannot be built raises `Unavailable`, BuildError or CertError, each saying why.
+
+A sidecar that announced its reachable services gets outbounds for those only, built from a
+catalog narrowed to them (and to its explicit outbounds' services): with 1,000 services in a
+mesh and sidecars that each call two, a config costs two entries, not 1,000. The same set
+tells the config server which sidecars a catalog change concerns (`changed_services`,
+`Wants`), so a change to a service a sidecar does not call does not even rebuild its config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshfed.dpconfig.build import build_ingress_config, build_sidecar_config
@@ -19,7 +25,10 @@ from meshfed.dpconfig.protocol import ProxyType
 from meshfed.pki.ca import MeshCA
 from meshfed.policy.targetref import view_of
 from meshfed.resources.model import Resource
+from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
 from zone_cp.certs import CertError, CertIssuer, mesh_ca
+
+ServiceKey = tuple[str, str]  # (mesh, service)
 
 
 class Unavailable(Exception):
@@ -65,6 +74,63 @@ class BuildInputs:
         return found
 
 
+def wanted_services(dataplane: Resource, reachable: frozenset[str] | None) -> frozenset[str] | None:
+    """The services whose catalog entries a sidecar's config reads: its reachable services
+    and its explicit outbounds' (None: every service of its mesh)."""
+    if reachable is None:
+        return None
+    explicit: set[str] = set()
+    for raw in as_list(dig(dataplane.spec, "networking", "outbound")):
+        service = dig(raw, "tags", SERVICE_TAG)
+        if isinstance(service, str):
+            explicit.add(service)
+    return reachable | explicit
+
+
+def narrowed(catalog: Catalog, mesh: str, services: Iterable[str]) -> Catalog:
+    """The catalog with only these services of `mesh`."""
+    entries = (catalog.get(mesh, s) for s in services)
+    return Catalog(catalog.zone, [e for e in entries if e is not None])
+
+
+@dataclass(frozen=True)
+class Wants:
+    """Which catalog changes concern one proxy."""
+
+    kind: ProxyType
+    mesh: str
+    services: frozenset[str] | None  # a sidecar's wanted_services; None: all of its mesh
+
+    @classmethod
+    def of(cls, kind: ProxyType, resource: Resource, reachable: frozenset[str] | None) -> Wants:
+        if kind is ProxyType.INGRESS:
+            return cls(kind, "", None)
+        return cls(kind, resource.mesh, wanted_services(resource, reachable))
+
+    def affected_by(self, changed: Collection[ServiceKey]) -> bool:
+        if self.kind is ProxyType.INGRESS:
+            return bool(changed)  # it routes every mesh's local services
+        if self.services is None:
+            return any(mesh == self.mesh for mesh, _ in changed)
+        return any((self.mesh, s) in changed for s in self.services)
+
+
+def changed_services(
+    old: Catalog,
+    old_vips: Mapping[VipKey, str],
+    new: Catalog,
+    new_vips: Mapping[VipKey, str],
+) -> set[ServiceKey]:
+    """The (mesh, service) pairs whose catalog entry or VIPs differ between two snapshots."""
+    before = {(e.mesh, e.service): e for e in old}
+    after = {(e.mesh, e.service): e for e in new}
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    for key in old_vips.keys() | new_vips.keys():
+        if old_vips.get(key) != new_vips.get(key):
+            changed.add((key.mesh, key.service))
+    return changed
+
+
 def build_config(
     kind: ProxyType,
     resource: Resource,
@@ -73,8 +139,11 @@ def build_config(
     vips: Mapping[VipKey, str],
     inputs: BuildInputs,
     issuer: CertIssuer,
+    *,
+    reachable: frozenset[str] | None = None,
 ) -> SidecarConfig | IngressConfig:
-    """The config of the proxy registered as `resource` (its Dataplane or ZoneIngress)."""
+    """The config of the proxy registered as `resource` (its Dataplane or ZoneIngress);
+    `reachable`: the services a sidecar announced it calls (None: every one)."""
     if kind is ProxyType.INGRESS:
         return build_ingress_config(resource, zone, catalog, inputs.meshes)
     mesh = inputs.meshes.get(resource.mesh)
@@ -87,6 +156,9 @@ def build_config(
         if not view.inbounds:
             raise Unavailable(f"dataplane {resource.name!r} has no usable inbound")
         leaf = issuer.leaf_for(mesh, ca, resource.name, view.inbounds[0].service)
+    wanted = wanted_services(resource, reachable)
+    if wanted is not None:
+        catalog = narrowed(catalog, resource.mesh, wanted)
     return build_sidecar_config(
         resource,
         zone,
@@ -95,4 +167,5 @@ def build_config(
         vips,
         inputs.policies.get(resource.mesh, {}),
         leaf,
+        reachable=reachable,
     )

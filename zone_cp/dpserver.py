@@ -8,15 +8,19 @@ proxy with a different Dataplane) with a fatal Error, and registers it in the zo
 
 - configs: built by meshfed.dpconfig.build from the zone's service snapshot (catalog and
   VIPs, zone_cp.services), the Mesh, the policies in the zone store and, with mTLS, a leaf
-  certificate (zone_cp.certs). One task rebuilds: a store change (Mesh, Secret, policies), a
-  new service snapshot or a new proxy marks proxies dirty, and after a short debounce every
-  dirty proxy's config is rebuilt and sent if its content hash (the config version) changed.
+  certificate (zone_cp.certs). A sidecar that announced its reachable services in its Hello
+  gets outbounds for those only. One task rebuilds: a store change (Mesh, Secret, policies)
+  or a new proxy marks proxies dirty, a new service snapshot marks those whose services
+  changed (zone_cp.dpbuild `Wants`), and after a short debounce every dirty proxy's config
+  is rebuilt and sent if its content hash (the config version) changed.
   Certificates are rotated by the same task when due. A config that cannot be built (no CA
   yet, the mesh deleted) is answered once with a non-fatal CONFIG_UNAVAILABLE naming why; the
   proxy keeps its last config and gets the next one as soon as it can be built.
 - answers: ACK/NACK per version (a NACK is logged with the proxy's reason and shown in the
   insight); Reports update inbound readiness in the stored Dataplane (the catalog follows)
   and the insight.
+- refusals: a fatal Error message, then the end of the stream with the matching gRPC status
+  (BAD_REQUEST: INVALID_ARGUMENT, ...), so a plain gRPC client sees why too.
 - end: a stream that ends marks the Dataplane's inbounds not ready (offline: they leave the
   catalog and DNS) and closes the insight's subscription. Not when zone-cp itself stops:
   proxies reconnect to the next instance and nothing should flap meanwhile.
@@ -69,9 +73,9 @@ from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import ResourceStore, StoreError
 from zone_cp import dpstate
 from zone_cp.certs import CertError, CertIssuer
-from zone_cp.dpbuild import BuildInputs, Unavailable, build_config
+from zone_cp.dpbuild import BuildInputs, Unavailable, Wants, build_config, changed_services
 from zone_cp.dprecords import Records
-from zone_cp.services import ZoneServices
+from zone_cp.services import ServiceSnapshot, ZoneServices
 
 log = logging.getLogger("zone_cp.dpserver")
 
@@ -81,6 +85,12 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # as mesh_dp.cpclient
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
 WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES)
 Context = grpc.aio.ServicerContext[Any, Any]
+_STATUS_OF: Final = {
+    pb.Error.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.Error.REGISTRATION_REFUSED: grpc.StatusCode.FAILED_PRECONDITION,
+    pb.Error.CONFIG_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    pb.Error.INTERNAL: grpc.StatusCode.INTERNAL,
+}
 
 
 @dataclass
@@ -89,6 +99,7 @@ class Session:
 
     hello: Hello
     resource: Resource  # as registered (without health)
+    wants: Wants  # which catalog changes concern it
     subscription: dpstate.Subscription
     history: list[dict[str, Any]]  # earlier subscriptions, from the stored insight
     outbox: asyncio.Queue[pb.CpMessage] = field(default_factory=asyncio.Queue)
@@ -150,6 +161,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._debounce = debounce
         self._mirror = StoreMirror(store, WATCHED, lambda res: res)
         self._records = Records(store, zone)
+        self._seen: ServiceSnapshot = services.snapshot  # the last snapshot diffed
         self.sessions: dict[tuple[str, str, str], Session] = {}
         self._register_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -174,7 +186,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
     async def start(self, address: Address) -> Address:
         await self._mirror.start()
         self._unlisten.append(self._mirror.listen(lambda *_: self.invalidate()))
-        self._unlisten.append(self._services.listen(lambda _snapshot: self.invalidate()))
+        self._seen = self._services.snapshot
+        self._unlisten.append(self._services.listen(self._on_snapshot))
         # No SO_REUSEPORT: a second zone-cp on the same port must fail, not share proxies.
         options = [*grpc_options(MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
@@ -221,6 +234,15 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         else:
             self._dirty.add(key)
         self._wake.set()
+
+    def _on_snapshot(self, snapshot: ServiceSnapshot) -> None:
+        """Rebuild the proxies whose services changed (a sidecar that calls two services
+        of a thousand is not rebuilt when another one scales)."""
+        old, self._seen = self._seen, snapshot
+        changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
+        for key, session in self.sessions.items():
+            if session.wants.affected_by(changed):
+                self.invalidate(key)
 
     # -- the stream ------------------------------------------------------------------------
 
@@ -269,6 +291,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self.refused_total += 1
         with contextlib.suppress(Exception):  # the peer may be gone already
             await context.write(error_message(code, text, fatal=True))
+        # Ends the stream with that status (abort raises to grpc, which sends it).
+        await context.abort(_STATUS_OF.get(code, grpc.StatusCode.UNKNOWN), text)
 
     async def _read(self, context: Context, session: Session) -> None:
         while True:
@@ -365,6 +389,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             session = Session(
                 hello=hello,
                 resource=resource,
+                wants=Wants.of(hello.proxy_type, resource, hello.reachable),
                 subscription=dpstate.Subscription(
                     id=uuid.uuid4().hex,
                     instance=self.instance_id,
@@ -503,6 +528,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                 snapshot.vips,
                 inputs,
                 self.issuer,
+                reachable=session.hello.reachable,
             )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))
@@ -539,6 +565,9 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                     "type": str(s.kind),
                     "mesh": s.mesh,
                     "name": s.name,
+                    "reachableServices": None
+                    if s.hello.reachable is None
+                    else sorted(s.hello.reachable),
                     "connectTime": s.subscription.connect_time,
                     "configSent": s.subscription.config_sent,
                     "configAcknowledged": s.subscription.config_acked,
