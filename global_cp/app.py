@@ -9,10 +9,8 @@ whose store is already closed. Several replicas may share an etcd store: see
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import signal
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -179,24 +177,3 @@ class GlobalControlPlane:
         if self.store is not None:
             await self.store.close()
             self.store = None
-
-
-async def run(settings: GlobalSettings) -> int:
-    """Runs until SIGTERM or SIGINT; 0 after a clean shutdown, 1 if it could not start."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    cp = GlobalControlPlane(settings)
-    try:
-        await cp.start()
-    except Exception as exc:
-        log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        with suppress(Exception):
-            await cp.stop()
-        return 1
-    await stop.wait()
-    log.info("shutting down")
-    await cp.stop()
-    log.info("stopped")
-    return 0

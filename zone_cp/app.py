@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import signal
 from contextlib import suppress
 from typing import Any
 
@@ -232,24 +231,3 @@ class ZoneControlPlane:
         if self.store is not None:
             await self.store.close()
             self.store = None
-
-
-async def run(settings: ZoneSettings) -> int:
-    """Runs until SIGTERM or SIGINT; 0 after a clean shutdown, 1 if it could not start."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    cp = ZoneControlPlane(settings)
-    try:
-        await cp.start()
-    except Exception as exc:
-        log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        with suppress(Exception):
-            await cp.stop()
-        return 1
-    await stop.wait()
-    log.info("shutting down")
-    await cp.stop()
-    log.info("stopped")
-    return 0

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Sequence
 
-from global_cp.main import _loop_factory
-from meshfed.config import configure_logging
-from zone_cp.app import run
+from meshfed.process import load_settings, run_program, run_until_stopped
+from zone_cp.app import ZoneControlPlane, log
 from zone_cp.settings import CONFIG, ZoneSettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = CONFIG.parser()
-    parser.add_argument(
-        "command",
-        nargs="?",
-        choices=["run"],
-        default="run",
-        help="run: start the zone control plane (the default)",
-    )
-    _, values = CONFIG.load(argv, parser=parser)
-    settings = ZoneSettings(**values)
-    configure_logging(settings.log_level)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        code = runner.run(run(settings))
-    sys.exit(code)
+    settings = load_settings(CONFIG, ZoneSettings, "the zone control plane", argv)
+    run_program("zone-cp", lambda: run_until_stopped(ZoneControlPlane(settings), log))
