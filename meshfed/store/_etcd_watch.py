@@ -8,6 +8,11 @@ CompactedError and the caller lists again.
 
 A watcher that falls more than `limit` events behind ends with WatchOverflowError after taking
 what was queued, whole revisions only, so resuming from its last revision loses nothing.
+
+A watch of some types (`only`: their key prefixes) still streams the whole resources prefix
+and drops the other keys before decoding them. Why not ask etcd for just those keys: a watch
+takes one key range, and, above all, the cursor must see every commit, or a store closing
+could not tell when a watch has caught up with its last write (`end_after`).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
         limit: int,
         convert: Callable[[Any], WatchEvent | None],
         on_compacted: Callable[[int], None],
+        only: tuple[bytes, ...] | None = None,
     ) -> None:
         self._conn = conn
         self._key, self._range_end = key, range_end
@@ -84,6 +90,7 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
         self._limit = limit
         self._convert = convert
         self._on_compacted = on_compacted
+        self._only = only  # key prefixes of the wanted types; None: every key
         self.cursor = ResumeCursor(start)
         self._pending: deque[WatchEvent] = deque()
         self._wakeup = asyncio.Event()
@@ -159,11 +166,15 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
     def _deliver(self, events: Any) -> None:
         batch: list[WatchEvent] = []
         revision = -1
+        only = self._only
         for ev in events:
             if ev.kv.mod_revision != revision:
                 self._queue(batch)
                 batch, revision = [], ev.kv.mod_revision
-            if self.cursor.accept(ev.kv.mod_revision, ev.kv.key):
+            # The cursor records every key, wanted or not: it tracks what the stream delivered.
+            if self.cursor.accept(ev.kv.mod_revision, ev.kv.key) and (
+                only is None or ev.kv.key.startswith(only)
+            ):
                 converted = self._convert(ev)
                 if converted is not None:
                     batch.append(converted)

@@ -6,6 +6,11 @@ subscribing, so a watch that replays history and then goes live never misses or 
 event. Each watcher has its own queue: a slow watcher never blocks a writer, and one that
 falls more than `max_pending` events behind is stopped with `WatchOverflowError` instead of
 growing without bound (it can resume from the last revision it saw).
+
+A watch may name the types it wants: the others are left out when the event is queued, so
+they cost that watcher neither a copy nor a place in its queue. Each event is copied for its
+watcher when taken, unless the watcher promised not to mutate it (`copy=False`): a zone's
+mirrors would otherwise deep-copy every policy of a cold sync once each.
 """
 
 from __future__ import annotations
@@ -13,12 +18,28 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 
 from meshfed.store.base import CompactedError, WatchEvent, WatchOverflowError
 
 DEFAULT_HISTORY = 10_000
 DEFAULT_MAX_PENDING = 100_000
+
+
+def watched_types(types: Collection[str] | None) -> frozenset[str] | None:
+    """A watch's type filter, checked: None watches every type; a bare string (one type
+    given without a list) or an empty filter is a caller's mistake, not "nothing"."""
+    if types is None:
+        return None
+    if isinstance(types, str):
+        raise TypeError(f"types must be a collection of type names, not the string {types!r}")
+    wanted = frozenset(types)
+    if not wanted:
+        raise ValueError("types must name at least one type (None: every type)")
+    for name in wanted:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"types must be non-empty type names, got {name!r}")
+    return wanted
 
 
 class _Subscriber:
@@ -27,20 +48,31 @@ class _Subscriber:
     __slots__ = (
         "after",
         "closed",
+        "copy",
         "ended",
         "last_delivered",
         "limit",
         "loop",
         "overflowed",
         "pending",
+        "types",
         "wakeup",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, after: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limit: int,
+        after: int,
+        types: frozenset[str] | None = None,
+        copy: bool = True,
+    ) -> None:
         self.loop = loop
         self.limit = limit
         # Events at or below this revision are never delivered (a watch may start "in the future").
         self.after = after
+        self.types = types  # None: every type
+        self.copy = copy
         self.last_delivered = after
         self.pending: deque[WatchEvent] = deque()
         self.wakeup = asyncio.Event()
@@ -52,7 +84,11 @@ class _Subscriber:
     def offer(self, events: Sequence[WatchEvent], bounded: bool = True) -> None:
         if self.overflowed or self.ended or self.closed:
             return
-        fresh = [ev for ev in events if ev.revision > self.after]
+        after, types = self.after, self.types
+        if types is None:
+            fresh = [ev for ev in events if ev.revision > after]
+        else:
+            fresh = [ev for ev in events if ev.revision > after and ev.resource.type in types]
         if not fresh:
             return
         if bounded and len(self.pending) + len(fresh) > self.limit:
@@ -116,18 +152,26 @@ class WatchHub:
                     live.append(sub)
             self._subs = live
 
-    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        """Subscribes now (not at first iteration), so no event after this call is missed."""
+    def watch(
+        self,
+        from_revision: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        copy: bool = True,
+    ) -> AsyncIterator[WatchEvent]:
+        """Subscribes now (not at first iteration), so no event after this call is missed.
+        See ResourceStore.watch for `types` and `copy`."""
         if from_revision is not None and from_revision < 0:
             raise ValueError(f"from_revision must be >= 0, got {from_revision}")
+        wanted = watched_types(types)
         loop = asyncio.get_running_loop()
         with self._lock:
             if from_revision is None:
-                sub = _Subscriber(loop, self._max_pending, -1)
+                sub = _Subscriber(loop, self._max_pending, -1, wanted, copy)
             else:
                 if from_revision < self._compacted_through:
                     raise CompactedError(from_revision, self._compacted_through)
-                sub = _Subscriber(loop, self._max_pending, from_revision)
+                sub = _Subscriber(loop, self._max_pending, from_revision, wanted, copy)
                 # Replay is bounded by the history size, not by max_pending.
                 sub.offer(list(self._history), bounded=False)
             if self._closed:
@@ -183,6 +227,8 @@ class _Watch(AsyncIterator[WatchEvent]):
                 sub.wakeup.clear()
                 event = self._hub._take(sub)
                 if event is not None:
+                    if not sub.copy:  # the watcher promised not to mutate what it reads
+                        return event
                     # Each watcher gets its own copy: mutating it cannot alter the history.
                     return WatchEvent(event.kind, event.resource.clone(), event.revision)
                 await sub.wakeup.wait()

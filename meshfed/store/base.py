@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import builtins
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshfed.resources.model import Resource
@@ -174,8 +174,23 @@ class ResourceStore(abc.ABC):
         """Deletes every resource of any type in `mesh` (not the Mesh itself); returns count."""
 
     @abc.abstractmethod
-    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        """Events after `from_revision` (None: from now), in commit order, until cancelled."""
+    def watch(
+        self,
+        from_revision: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        copy: bool = True,
+    ) -> AsyncIterator[WatchEvent]:
+        """Events after `from_revision` (None: from now), in commit order, until cancelled.
+
+        `types`: only events of these types (None: all). Others are dropped before anything
+        is copied or queued for this watcher, and do not count towards its backlog; a replay
+        from a revision is filtered the same way. Revisions still increase, with gaps.
+        `copy=False`: the caller promises never to mutate an event's resource, nor to hand it
+        to code that might; the backend may then give it the very object other watchers and
+        its replay history hold instead of a deep copy of its own (memory, SQLite; etcd
+        decodes each event for each watch anyway).
+        """
 
     @abc.abstractmethod
     async def revision(self) -> int:

@@ -49,7 +49,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ from meshfed.store._etcd_keys import (
     prefix_range_end,
 )
 from meshfed.store._etcd_watch import EtcdWatch
-from meshfed.store._watch import DEFAULT_MAX_PENDING
+from meshfed.store._watch import DEFAULT_MAX_PENDING, watched_types
 from meshfed.store.base import (
     AlreadyExistsError,
     CompactedError,
@@ -498,9 +498,18 @@ class EtcdStore(ResourceStore):
 
     # --- watch ---------------------------------------------------------------------------------
 
-    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+    def watch(
+        self,
+        from_revision: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        copy: bool = True,
+    ) -> AsyncIterator[WatchEvent]:
+        """`copy` changes nothing here: every watch decodes its own events. `types` is applied
+        to the keys before decoding; the stream still covers every type (see `_etcd_watch`)."""
         if from_revision is not None and from_revision < 0:
             raise ValueError(f"from_revision must be >= 0, got {from_revision}")
+        wanted = watched_types(types)
         if from_revision is not None and from_revision < self._compacted_through:
             raise CompactedError(from_revision, self._compacted_through)
         # None = from the newest revision this store has seen: every write it returned before
@@ -516,6 +525,7 @@ class EtcdStore(ResourceStore):
             limit=self._max_pending,
             convert=self._event,
             on_compacted=self._learn_compaction,
+            only=None if wanted is None else tuple(self._layout.type_prefix(t) for t in wanted),
         )
         if self._closed:
             watch.close()

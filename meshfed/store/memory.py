@@ -8,7 +8,7 @@ lets the watch history share them; callers only ever get copies.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 from meshfed.resources.model import Resource
 from meshfed.store._batch import check_batch, check_expected, check_required
@@ -165,8 +165,14 @@ class MemoryStore(ResourceStore):
             self._commit(doomed)  # one transaction: one revision for all, like an etcd txn
         return len(doomed)
 
-    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        return self._hub.watch(from_revision)
+    def watch(
+        self,
+        from_revision: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        copy: bool = True,
+    ) -> AsyncIterator[WatchEvent]:
+        return self._hub.watch(from_revision, types=types, copy=copy)
 
     async def revision(self) -> int:
         return self._revision

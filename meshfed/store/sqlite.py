@@ -24,7 +24,7 @@ import functools
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -546,8 +546,14 @@ class SqliteStore(ResourceStore):
         check_mesh(mesh)
         return await self._run(self._db.delete_mesh_scoped, mesh)
 
-    def watch(self, from_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        return self._hub.watch(from_revision)
+    def watch(
+        self,
+        from_revision: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        copy: bool = True,
+    ) -> AsyncIterator[WatchEvent]:
+        return self._hub.watch(from_revision, types=types, copy=copy)
 
     async def revision(self) -> int:
         return self._db.revision
