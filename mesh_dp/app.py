@@ -16,13 +16,14 @@ from mesh_dp.dataplane import (
     load_document,
     parse_services,
 )
-from mesh_dp.runtime import StaticConfig, install_signals
+from mesh_dp.runtime import StaticConfig
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import SidecarCollector
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
+from meshfed.process import install_signals
 
 if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
     from mesh_dp.cpclient import ConfigClient

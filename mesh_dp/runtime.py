@@ -1,5 +1,5 @@
-"""Process plumbing shared by mesh-dp and zone-ingress: the event loop, signals, and the
-static config file mode.
+"""The static config file mode shared by mesh-dp and zone-ingress (their event loop and
+signals: meshfed.process).
 
 `--config-file` runs a proxy from a JSON file instead of a control plane (for debugging, and
 for tests that need a proxy without a zone-cp). SIGHUP reloads the file; a file that does
@@ -8,9 +8,7 @@ not parse or cannot be applied is logged and the running config stays.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -20,16 +18,6 @@ from meshfed.dpconfig.jsonread import ConfigFormatError
 log = logging.getLogger("mesh_dp.runtime")
 
 C = TypeVar("C")
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (faster sockets and TLS), else asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def read_config_file(path: Path, parse: Callable[[bytes], C]) -> C:
@@ -86,11 +74,3 @@ class StaticConfig(Generic[C]):
             "failedReloads": self.failed_reloads,
             "lastError": self.last_error,
         }
-
-
-def install_signals(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload)

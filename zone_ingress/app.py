@@ -9,11 +9,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mesh_dp.admin import AdminServer, metrics_registry
-from mesh_dp.runtime import StaticConfig, install_signals
+from mesh_dp.runtime import StaticConfig
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import IngressConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_ingress_config
+from meshfed.process import install_signals
 from meshfed.resources.codec import resource_from_dict, resource_to_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.types import default_registry

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Sequence
 
-from mesh_dp.runtime import loop_factory
-from meshfed.config import configure_logging
+from meshfed.process import load_settings, run_program
 from zone_ingress.app import App, StartError
 from zone_ingress.settings import CONFIG, IngressSettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = CONFIG.parser()
-    parser.add_argument(
-        "command",
-        nargs="?",
-        choices=["run"],
-        default="run",
-        help="run: start the ingress (the default)",
-    )
-    _, values = CONFIG.load(argv, parser=parser)
-    settings = IngressSettings(**values)
-    configure_logging(settings.log_level)
-
-    async def run() -> int:
-        return await App(settings).run()
-
-    try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            code = runner.run(run())
-    except StartError as exc:
-        print(f"zone-ingress: {exc}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+    settings = load_settings(CONFIG, IngressSettings, "the ingress", argv)
+    run_program("zone-ingress", lambda: App(settings).run(), start_errors=(StartError,))

@@ -73,13 +73,16 @@ def _types_filter(request: web.Request) -> frozenset[str] | None:
                 "unknown type in 'types'", [FieldError("types", f"unknown type {alias!r}")]
             )
         wanted.add(desc.name)
+    if not wanted:
+        raise bad_request("'types' names no type", [FieldError("types", "names no type")])
     return frozenset(wanted)
 
 
 async def _watch(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     types = _types_filter(request)
-    events = ctx.store.watch()  # subscribes now: before the client sees the headers
+    # Subscribes now, before the client sees the headers. Events are only read: no copies.
+    events = ctx.store.watch(types=types, copy=False)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     closed: asyncio.Future[Any] = asyncio.ensure_future(ctx.closing.wait())
     nxt: asyncio.Future[Any] | None = None
@@ -95,9 +98,8 @@ async def _watch(request: web.Request) -> web.StreamResponse:
                 continue
             event: WatchEvent = nxt.result()
             nxt = None
-            if types is None or event.resource.type in types:
-                line = json.dumps(event_json(event), separators=(",", ":")) + "\n"
-                await resp.write(line.encode())
+            line = json.dumps(event_json(event), separators=(",", ":")) + "\n"
+            await resp.write(line.encode())
     except (ConnectionResetError, StopAsyncIteration, StoreError):
         pass  # the client went away, or the store ended the watch: the stream ends
     finally:

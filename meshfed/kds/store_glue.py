@@ -83,6 +83,13 @@ class StoreMirror:
     `transform` is applied before encoding (e.g. naming.outgoing_from_global); the wire form
     is computed once per stored version, when first asked for, and shared by every stream
     that sends it.
+
+    The watch names the mirrored types (the store drops the rest before copying anything)
+    and takes events uncopied: a resource the mirror holds may be the very object in the
+    store's watch history (and a memory store's data), so it is READ-ONLY for everyone who
+    gets it from `entries`, `keyed`, `get` or a listener; build a changed copy instead
+    (`Resource.clone`, as the naming transforms do). The mirror never changed one anyway: it
+    is a cache of the store that every view and stream shares.
     """
 
     def __init__(
@@ -141,7 +148,8 @@ class StoreMirror:
     async def _load(self) -> AsyncIterator[WatchEvent]:
         """Subscribes first, then lists: no change can fall between the list and the watch."""
         revision = await self._store.revision()
-        events = self._store.watch(from_revision=revision)
+        # No copies (see the class docstring); `or None`: a store refuses an empty filter.
+        events = self._store.watch(from_revision=revision, types=self._types or None, copy=False)
         fresh: dict[str, dict[Key, _Entry]] = {}
         for type_name in self._types:
             page = await self._store.list(type_name)

@@ -83,7 +83,8 @@ class OrphanSweeper:
 
     async def run(self) -> None:
         while True:
-            events = self._store.watch()  # before the full pass: no deletion falls between
+            # Before the full pass: no deletion falls between. Only Mesh events, only read.
+            events = self._store.watch(types=(MESH.name,), copy=False)
             try:
                 await self._pass(None)
                 await self._follow(events)
