@@ -107,13 +107,15 @@ class App:
             )
         else:
             assert self.spec is not None and settings.cp is not None
-            document = self.spec.document
+            document, wanted = self.spec.document, self.spec.reachable
             from mesh_dp.cpclient import ConfigClient
 
             self.client = ConfigClient(
                 str(settings.cp),
+                # zone-cp then builds only the reachable services' outbounds; the sidecar
+                # still filters itself (`reachable` above) in case its zone-cp is older.
                 hello=lambda: hello_message(
-                    ProxyType.SIDECAR, document, proxy_version=PROXY_VERSION
+                    ProxyType.SIDECAR, document, proxy_version=PROXY_VERSION, reachable=wanted
                 ),
                 parse=parse_sidecar_config,
                 apply=self.sidecar.apply,
