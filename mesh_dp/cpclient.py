@@ -4,7 +4,8 @@ zone-ingress alike.
 - `ConfigSession` (pure) decides what each message from zone-cp means: a config to apply, an
   ACK/NACK to send, or a refusal. A config that does not parse is NACKed with the reason; a
   config whose version already runs (a reconnect) is ACKed without applying it again.
-- `ConfigClient` is the gRPC glue: one session at a time (Hello first, then a reader, a
+- `ConfigClient` is the stream glue (over `mesh_dp.h2grpc`, not grpcio: see there why): one
+  session at a time (Hello first, then a reader, a
   writer fed by one outbox queue so writes never interleave, and a reporter sending a Report
   every `report_interval` and at once when `report_now()` is called), and after any failure
   a new session after a jittered exponential backoff. The proxy keeps serving its last
@@ -24,21 +25,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import grpc
+from google.protobuf.message import DecodeError
 
+from mesh_dp.h2grpc import BidiCall, RpcError
 from meshfed._gen import dataplane_pb2 as pb
-from meshfed._gen import dataplane_pb2_grpc as pb_grpc
-from meshfed.aio import wait_for
+from meshfed.aio import first_completed, wait_for
+from meshfed.backoff import Backoff
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.protocol import ack_message, nack_message
-from meshfed.kds.client import Backoff
-from meshfed.kds.stream import EOF, first_completed, grpc_options
 
 log = logging.getLogger("mesh_dp.cp")
 
 C = TypeVar("C")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
 DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
 
 
@@ -148,8 +149,8 @@ class ConfigClient(Generic[C]):
                 raise
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError as exc:
-                self.last_error = f"{exc.code().name}: {exc.details()}"
+            except RpcError as exc:
+                self.last_error = str(exc)
             except _RetryLater as exc:
                 self.last_error = str(exc)
                 self.backoff.attempt = 64  # straight to the longest wait
@@ -169,10 +170,10 @@ class ConfigClient(Generic[C]):
     async def run_once(self) -> None:
         self.sessions += 1
         self.state = CONNECTING
-        channel = grpc.aio.insecure_channel(self.target, options=grpc_options(MAX_MESSAGE_BYTES))
+        # The limit matches the server's (kds.stream.grpc_options): its engine's limit + 64 KiB.
+        call = BidiCall(self.target, STREAM_PATH, max_message=MAX_MESSAGE_BYTES + 64 * 1024)
         try:
-            stub = pb_grpc.DataplaneConfigStub(channel)
-            call = stub.Stream(None)
+            await call.start()
             outbox: asyncio.Queue[pb.DpMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
             session: ConfigSession[C] = ConfigSession(self._parse, self._running_version())
@@ -183,27 +184,24 @@ class ConfigClient(Generic[C]):
             )
         finally:
             self.state = DISCONNECTED
-            await channel.close(grace=None)
+            await call.close()
 
-    async def _write(
-        self,
-        call: grpc.aio.StreamStreamCall[pb.DpMessage, pb.CpMessage],
-        outbox: asyncio.Queue[pb.DpMessage],
-    ) -> None:
+    async def _write(self, call: BidiCall, outbox: asyncio.Queue[pb.DpMessage]) -> None:
         while True:
-            await call.write(await outbox.get())
+            await call.write((await outbox.get()).SerializeToString())
 
     async def _read(
-        self,
-        call: grpc.aio.StreamStreamCall[pb.DpMessage, pb.CpMessage],
-        session: ConfigSession[C],
-        outbox: asyncio.Queue[pb.DpMessage],
+        self, call: BidiCall, session: ConfigSession[C], outbox: asyncio.Queue[pb.DpMessage]
     ) -> None:
         while True:
-            msg = await call.read()
-            if msg is EOF:
+            data = await call.read()
+            if data is None:
                 return
-            assert isinstance(msg, pb.CpMessage)
+            try:
+                msg = pb.CpMessage.FromString(data)
+            except DecodeError as exc:
+                error = f"undecodable message from the control plane: {exc}"
+                raise RpcError("INTERNAL", error) from None
             if self.state != CONNECTED:
                 self.state = CONNECTED
                 self.backoff.reset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -19,3 +19,17 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     """
     async with asyncio.timeout(timeout):
         return await aw
+
+
+async def first_completed(*aws: Awaitable[Any]) -> Any:
+    """Runs the coroutines until the first one returns (its result) or raises (re-raised);
+    the others are cancelled and awaited, so no task outlives the call."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+        return (failed or list(done))[0].result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

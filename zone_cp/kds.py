@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from meshfed.backoff import Backoff
 from meshfed.config import Address
-from meshfed.kds.client import CONNECTED, Backoff, KdsClient
+from meshfed.kds.client import CONNECTED, KdsClient
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
 from meshfed.kds.options import GRPC_SCHEME, grpc_url
 from meshfed.kds.store_glue import ZoneView, zone_mirror, zone_receive_side

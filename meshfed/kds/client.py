@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -36,6 +34,7 @@ import grpc
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.aio import wait_for
+from meshfed.backoff import Backoff
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE, KdsProtocolError
 from meshfed.kds.sender import Sender
 from meshfed.kds.server import CLIENT_INSTANCE
@@ -54,27 +53,6 @@ log = logging.getLogger("meshfed.kds")
 
 DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
 ACCEPT_WAIT = 1.0  # how long a session waits for the global to accept its streams
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter: the delay before attempt n is drawn from
-    [d/2, d] with d = min(maximum, initial * factor**n), so zones restarting together spread
-    out, and a zone never waits more than `maximum`."""
-
-    initial: float = 0.1
-    maximum: float = 10.0
-    factor: float = 2.0
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * self.factor ** min(self.attempt, 64))
-        self.attempt += 1
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class StaleConnection(Exception):

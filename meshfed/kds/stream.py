@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import grpc
 
 from meshfed._gen import kds_pb2 as pb
+from meshfed.aio import first_completed as first_completed  # re-exported: its old home
 from meshfed.kds.convert import request_from_pb, request_to_pb, response_from_pb, response_to_pb
 from meshfed.kds.messages import KdsProtocolError, Key, SyncRequest, WireResource
 from meshfed.kds.receiver import ChangeSet, Receiver, Validate
@@ -227,20 +228,6 @@ async def run_receiver(
             await duplex.write(request_to_pb(await outbox.get()))
 
     await first_completed(reader(), writer())
-
-
-async def first_completed(*aws: Awaitable[Any]) -> Any:
-    """Runs the coroutines until the first one returns (its result) or raises (re-raised);
-    the others are cancelled and awaited, so no task outlives the call."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-        return (failed or list(done))[0].result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def grpc_options(max_message_size: int) -> list[tuple[str, int]]:

@@ -9,7 +9,8 @@ import contextlib
 
 import pytest
 
-from meshfed.kds.client import CONNECTED, Backoff, KdsClient
+from meshfed.backoff import Backoff
+from meshfed.kds.client import CONNECTED, KdsClient
 from meshfed.kds.receiver import Receiver
 from meshfed.kds.stream import DictSource, ReceiveSide
 from tests.support import free_port

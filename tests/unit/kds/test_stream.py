@@ -18,7 +18,8 @@ import pytest
 
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
-from meshfed.kds.client import CONNECTED, Backoff, KdsClient, StaleConnection
+from meshfed.backoff import Backoff
+from meshfed.kds.client import CONNECTED, KdsClient, StaleConnection
 from meshfed.kds.convert import request_to_pb, response_to_pb
 from meshfed.kds.messages import Key, SyncRequest, SyncResponse, WireResource, to_wire
 from meshfed.kds.receiver import ChangeSet, Receiver

@@ -15,6 +15,7 @@ import pytest
 from mesh_dp.cpclient import Apply, ConfigClient, ConfigSession, Refusal, Refused, Reply
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.backoff import Backoff
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import IngressConfig
 from meshfed.dpconfig.protocol import (
@@ -24,7 +25,6 @@ from meshfed.dpconfig.protocol import (
     hello_message,
     parse_ingress_config,
 )
-from meshfed.kds.client import Backoff
 from tests.support import async_wait_until
 
 CONFIG_A = IngressConfig(zone="zone-2", ingress="ingress-1", services=()).stamped()
