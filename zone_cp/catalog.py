@@ -9,7 +9,9 @@ global`, the other zones' ZoneIngresses relayed by the global. The catalog is bu
 - remote ingresses: the relayed copies, their `zone` taken from the `kuma.io/zone` label the
   global stamps when the copy lacks one (an operator-registered ingress may not set it);
 - own ingresses: the zone's local ZoneIngresses, whose `availableServices` (and `zone`) this
-  zone-cp keeps equal to what its healthy Dataplane inbounds offer.
+  zone-cp keeps equal to what its healthy Dataplane inbounds offer, or empty while the
+  ingress's proxy is disconnected (a dead ingress must not attract other zones' traffic; an
+  ingress with no services gives other zones no endpoint).
 """
 
 from __future__ import annotations
@@ -70,19 +72,24 @@ def own_available_services(
 
 
 def ingress_updates(
-    zone: str, ingresses: Iterable[Resource], available: list[dict[str, Any]]
+    zone: str,
+    ingresses: Iterable[Resource],
+    available: list[dict[str, Any]],
+    offline: Container[str] = frozenset(),
 ) -> list[Resource]:
     """The zone's own ingresses whose `zone` or `availableServices` differ from what they
-    should advertise, as they should be (same version, for a conditional update)."""
+    should advertise, as they should be (same version, for a conditional update). Those
+    named in `offline` (their proxy is disconnected) should advertise nothing."""
     out: list[Resource] = []
     for ingress in ingresses:
         if is_relayed(ingress):
             continue
+        wanted = [] if ingress.meta.name in offline else available
         current = ingress.spec.get("availableServices") or []
-        if ingress.spec.get("zone") == zone and current == available:
+        if ingress.spec.get("zone") == zone and current == wanted:
             continue
         updated = ingress.clone()
         updated.spec["zone"] = zone
-        updated.spec["availableServices"] = copy.deepcopy(available)
+        updated.spec["availableServices"] = copy.deepcopy(wanted)
         out.append(updated)
     return out

@@ -13,7 +13,7 @@ from typing import Any
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.resources.model import Resource, now_rfc3339
 from meshfed.resources.types.dataplane import DATAPLANE
-from meshfed.resources.types.insights import DATAPLANE_INSIGHT
+from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
 from meshfed.store.base import AlreadyExistsError, NotFoundError, ResourceStore
 from zone_cp import dpstate
 
@@ -71,9 +71,16 @@ class Records:
         )
         await self.put(insight, await self.get(insight.type, mesh, name))
 
-    async def close_stale(self, instance: str, live: Collection[tuple[str, str]]) -> int:
-        """Dataplanes still marked connected to another instance (a previous life of this
-        one), not among `live` (mesh, name): marked offline, their subscription closed."""
+    async def close_stale(
+        self,
+        instance: str,
+        live: Collection[tuple[str, str]],
+        live_ingresses: Collection[str] = (),
+    ) -> int:
+        """Proxies still marked connected to another instance (a previous life of this one)
+        and not live here (`live`: dataplanes' (mesh, name); `live_ingresses`: names): their
+        subscription closed, a dataplane's inbounds marked not ready. A closed ingress
+        subscription is what makes zone_cp.services stop advertising through it."""
         closed_count = 0
         for insight in (await self._store.list(DATAPLANE_INSIGHT.name)).items:
             if (insight.mesh, insight.name) in live:
@@ -83,15 +90,28 @@ class Records:
             dataplane = await self.get(DATAPLANE.name, insight.mesh, insight.name)
             if dataplane is not None:
                 await self.put(dpstate.with_health(dataplane, {}, default=False), dataplane)
-            closed = insight.clone()
-            subs = dpstate.previous_subscriptions(closed)
-            subs[-1] = {**subs[-1], "disconnectTime": now_rfc3339()}
-            closed.spec["subscriptions"] = subs
-            await self.put(closed, insight)
+            await self._close_subscription(insight)
             closed_count += 1
             log.info(
                 "dataplane %s (mesh %s) did not reconnect after a restart: marked offline",
                 insight.name,
                 insight.mesh,
             )
+        for insight in (await self._store.list(ZONE_INGRESS_INSIGHT.name)).items:
+            if insight.name in live_ingresses:
+                continue
+            if not dpstate.connected_elsewhere(insight, instance):
+                continue
+            await self._close_subscription(insight)
+            closed_count += 1
+            log.info(
+                "zone ingress %s did not reconnect after a restart: marked offline", insight.name
+            )
         return closed_count
+
+    async def _close_subscription(self, insight: Resource) -> None:
+        closed = insight.clone()
+        subs = dpstate.previous_subscriptions(closed)
+        subs[-1] = {**subs[-1], "disconnectTime": now_rfc3339()}
+        closed.spec["subscriptions"] = subs
+        await self.put(closed, insight)

@@ -22,8 +22,10 @@ proxy with a different Dataplane) with a fatal Error, and registers it in the zo
 - refusals: a fatal Error message, then the end of the stream with the matching gRPC status
   (BAD_REQUEST: INVALID_ARGUMENT, ...), so a plain gRPC client sees why too.
 - end: a stream that ends marks the Dataplane's inbounds not ready (offline: they leave the
-  catalog and DNS) and closes the insight's subscription. Not when zone-cp itself stops:
-  proxies reconnect to the next instance and nothing should flap meanwhile.
+  catalog and DNS) and closes the insight's subscription; for a zone ingress the closed
+  subscription alone makes zone_cp.services empty its `availableServices` (other zones stop
+  sending to it) until it reconnects. Not when zone-cp itself stops: proxies reconnect to the
+  next instance and nothing should flap meanwhile.
 
 After a crash nothing marked anyone offline; `stale_after` (default 30 s after start) closes
 what is still marked connected to a previous instance and did not reconnect. Replicas of a
@@ -453,11 +455,13 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                         log.warning("%s: insight not written: %s", session.describe(), exc)
 
     async def _close_stale(self) -> None:
-        """After a crash: dataplanes still marked connected to an instance that is gone."""
+        """After a crash: proxies still marked connected to an instance that is gone."""
         assert self._stale_after is not None
         await asyncio.sleep(self._stale_after)
-        live = {(s.mesh, s.name) for s in self.sessions.values() if s.kind is ProxyType.SIDECAR}
-        self.stale_closed += await self._records.close_stale(self.instance_id, live)
+        sessions = list(self.sessions.values())
+        live = {(s.mesh, s.name) for s in sessions if s.kind is ProxyType.SIDECAR}
+        ingresses = {s.name for s in sessions if s.kind is ProxyType.INGRESS}
+        self.stale_closed += await self._records.close_stale(self.instance_id, live, ingresses)
 
     # -- configs ---------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@
 - When a known proxy reconnects with the same Dataplane, the stored health is kept until
   its first report, so a restart of zone-cp does not make every service flap.
 - A ZoneIngress is stored with its `zone` set; its `availableServices` are zone_cp.services'
-  to compute, so registration keeps whatever the store holds.
+  to compute, so registration keeps whatever the store holds. Whether its proxy is connected
+  is read from its ZoneIngressInsight (`proxy_disconnected`): an ingress whose proxy's last
+  subscription is closed advertises nothing, so other zones stop sending to it.
 - DataplaneInsight / ZoneIngressInsight hold the connection history (Kuma's
   `subscriptions`: id, control plane instance, connect and disconnect time, config
   responses sent, ACKed and NACKed), the certificate (`mTLS`) and the last report.
@@ -215,6 +217,14 @@ def previous_subscriptions(stored: Resource | None) -> list[dict[str, Any]]:
     if stored is None:
         return []
     return [s for s in as_list(stored.spec.get("subscriptions")) if isinstance(s, dict)]
+
+
+def proxy_disconnected(insight: Resource | None) -> bool:
+    """The insight says its proxy's last connection is closed. No insight (or no
+    subscription) means no proxy ever connected: a resource put through the API, which
+    counts as online, as a Dataplane registered that way does."""
+    subs = previous_subscriptions(insight)
+    return bool(subs) and "disconnectTime" in subs[-1]
 
 
 def connected_elsewhere(stored: Resource | None, instance: str) -> bool:

@@ -10,7 +10,8 @@ runs on a timer. A pass, in order:
    *before* DNS can answer with them, so an address handed to a client survives a crash;
 3. publishes an immutable `ServiceSnapshot` to listeners (the DNS server swaps its table);
 4. writes the own ZoneIngresses whose `availableServices` changed (they reach the other zones
-   through the global).
+   through the global); an ingress whose proxy is disconnected (its ZoneIngressInsight's last
+   subscription is closed, zone_cp.dpstate) advertises nothing until it reconnects.
 
 A failed pass (the store refused a write) is logged and retried with a growing delay; the
 snapshot in use stays the last good one.
@@ -48,10 +49,12 @@ from meshfed.resources.model import (
     now_rfc3339,
 )
 from meshfed.resources.types.dataplane import DATAPLANE
+from meshfed.resources.types.insights import ZONE_INGRESS_INSIGHT
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.vips import VIRTUAL_IPS
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import ConflictError, NotFoundError, ResourceStore, StoreError
+from zone_cp import dpstate
 from zone_cp.catalog import ingress_updates, own_available_services, zone_catalog
 from zone_cp.dns import NameSet
 from zone_cp.dns_wiring import names_by_vip, zone_names
@@ -59,7 +62,13 @@ from zone_cp.vipbook import VipBook
 
 log = logging.getLogger("zone_cp.services")
 
-WATCHED: Final = (MESH.name, DATAPLANE.name, ZONE_INGRESS.name, VIRTUAL_IPS.name)
+WATCHED: Final = (
+    MESH.name,
+    DATAPLANE.name,
+    ZONE_INGRESS.name,
+    VIRTUAL_IPS.name,
+    ZONE_INGRESS_INSIGHT.name,
+)
 RETRY_FIRST: Final = 0.1
 RETRY_MAX: Final = 5.0
 
@@ -109,6 +118,7 @@ class ZoneServices:
         self._snapshot = ServiceSnapshot(zone, Catalog(zone, []), {}, NameSet())
         self._listeners: list[SnapshotListener] = []
         self._written: dict[str, dict[str, Any]] = {}  # mesh -> VirtualIPs spec in the store
+        self._offline: frozenset[str] = frozenset()  # own ingresses seen disconnected by a pass
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
@@ -165,7 +175,15 @@ class ZoneServices:
     # -- the pass ----------------------------------------------------------------------------
 
     def _on_store_change(self, type_name: str, key: object, res: Resource | None) -> None:
-        self._dirty.set()
+        # An ingress's insight is rewritten on every report it sends; only a change of its
+        # connection state concerns the services (None: the mirror reloaded everything).
+        unchanged = (
+            type_name == ZONE_INGRESS_INSIGHT.name
+            and res is not None
+            and dpstate.proxy_disconnected(res) == (res.meta.name in self._offline)
+        )
+        if not unchanged:
+            self._dirty.set()
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
@@ -224,9 +242,19 @@ class ZoneServices:
         await self._persist_vips()
         self._publish(catalog, self.book.active(), tuple(result.unallocated))
         available = own_available_services(self.zone, meshes, dataplanes, self.online)
-        await self._write_ingresses(ingress_updates(self.zone, ingresses, available))
+        self._offline = offline = self._offline_ingresses()
+        await self._write_ingresses(ingress_updates(self.zone, ingresses, available, offline))
         self.passes += 1
         self.last_pass_seconds = time.perf_counter() - started
+
+    def _offline_ingresses(self) -> frozenset[str]:
+        """Own ingresses whose proxy is disconnected (an insight is only ever the zone's own:
+        ZoneIngressInsight goes up to the global, never down)."""
+        return frozenset(
+            r.meta.name
+            for r, _ in self._mirror.entries(ZONE_INGRESS_INSIGHT.name)
+            if dpstate.proxy_disconnected(r)
+        )
 
     def _follow(self, catalog: Catalog) -> None:
         """A replica that does not write: the leader's stored VIPs for what the catalog has."""
@@ -301,7 +329,13 @@ class ZoneServices:
             except (ConflictError, NotFoundError):
                 continue  # changed or removed meanwhile: that change starts another pass
             services = ingress.spec.get("availableServices") or []
-            log.info("ZoneIngress %s advertises %d service group(s)", ingress.name, len(services))
+            offline = " (its proxy is disconnected)" if ingress.name in self._offline else ""
+            log.info(
+                "ZoneIngress %s advertises %d service group(s)%s",
+                ingress.name,
+                len(services),
+                offline,
+            )
 
     # -- views -------------------------------------------------------------------------------
 
