@@ -49,3 +49,38 @@ def test_bad_material_is_refused_with_the_field(change: dict[str, object], messa
 def test_a_certificate_of_another_identity_is_refused() -> None:
     with pytest.raises(TlsConfigError, match="names spiffe://default/web, the config's identity"):
         build_contexts(TLS, "spiffe://default/backend")
+
+
+def test_a_leaf_with_an_rsa_key_is_refused() -> None:
+    """Mesh leaves are ECDSA P-256: an RSA leaf (even one the mesh CA signed, with the right
+    SPIFFE ID) is refused by name before OpenSSL sees it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "web")]))
+        .issuer_name(CA.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://default/web")]),
+            critical=False,
+        )
+        .sign(CA.key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    rsa_tls = dataclasses.replace(
+        TLS, cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem=key_pem
+    )
+    with pytest.raises(TlsConfigError, match="expected an ECDSA key"):
+        build_contexts(rsa_tls, "spiffe://default/web")
