@@ -172,6 +172,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._stopping = False
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._recording: set[asyncio.Task[None]] = set()  # disconnections being written
         self._unlisten: list[Any] = []
         self.address: Address | None = None
         # counters (metrics)
@@ -224,6 +225,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._recording:  # disconnections seen before the stop: written before the store goes
+            await asyncio.gather(*self._recording, return_exceptions=True)
         for unlisten in self._unlisten:
             unlisten()
         self._unlisten = []
@@ -415,6 +418,14 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             return
         log.info("%s disconnected%s", session.describe(), _reason(session))
         session.subscription.disconnect_time = now_rfc3339()
+        # grpc cancels the handler of a stream whose peer vanished (a SIGKILLed proxy): the
+        # writes that record the disconnection run in their own task, so they outlive it.
+        task = asyncio.create_task(self._record_disconnection(session), name="dp-offline")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        await asyncio.shield(task)
+
+    async def _record_disconnection(self, session: Session) -> None:
         try:
             if session.kind is ProxyType.SIDECAR:
                 await self._write_dataplane(session, {})

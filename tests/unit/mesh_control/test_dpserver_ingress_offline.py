@@ -1,10 +1,13 @@
 """A zone ingress's proxy connection decides what it advertises, through the real config
 server (gRPC on loopback) and ZoneServices over a memory store: connected, its zone's
 services; disconnected, none; reconnected, them again; zone-cp stopping cleanly empties
-nothing; after a crash, an ingress that did not reconnect is closed by the stale sweep."""
+nothing; after a crash, an ingress that did not reconnect is closed by the stale sweep; a
+proxy process killed mid-stream is recorded offline although grpc cancels its handler."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +19,7 @@ from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.memory import MemoryStore
-from tests.support import async_wait_until
+from tests.support import REPO, async_wait_until
 from tests.unit.mesh_control.test_dpserver import BACKEND, Proxy, Zone, connect, start_zone
 from tests.unit.policy.factories import MESH_REF, frm, mesh_resource, mtp
 from zone_cp import dpstate
@@ -134,3 +137,61 @@ async def test_the_crash_sweep_closes_an_ingress_that_did_not_reconnect(
     }
     assert closed == {"gone": True, "back": False, "mine": False}
     assert await records.close_stale("new-cp", live=set()) == 1  # "back" went away since
+
+
+class SlowInsights(MemoryStore):
+    """Insight writes take a while, as on SQLite's thread or etcd: long enough for grpc to
+    cancel the handler of a stream whose peer died while the write is in flight."""
+
+    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
+        if resource.type == "ZoneIngressInsight":
+            await asyncio.sleep(0.3)
+        return await super().update(resource, expected_version=expected_version)
+
+
+# A proxy in a child process: Hello, then it reads configs until it is killed.
+CHILD = """
+import sys, threading, grpc
+from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.dpconfig.protocol import ProxyType, hello_message
+ingress = {"type": "ZoneIngress", "name": "zi-1", "networking": {"address": "127.0.0.8", "port": 1}}
+def requests():
+    yield hello_message(ProxyType.INGRESS, ingress, proxy_version="child/1")
+    threading.Event().wait()
+channel = grpc.insecure_channel(sys.argv[1])
+for _ in pb_grpc.DataplaneConfigStub(channel).Stream(requests()):
+    pass
+"""
+
+
+async def test_a_killed_proxy_is_recorded_offline_though_grpc_cancels_its_stream() -> None:
+    store = SlowInsights()
+    mesh = mesh_resource()
+    await store.create(mesh)
+    plan = plan_for(mesh)
+    assert plan is not None
+    await ensure_ca(store, plan)
+    async for zone in start_zone(store):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, str(zone.address), cwd=REPO
+        )
+        try:
+
+            async def connected() -> bool:
+                insight = await store.get("ZoneIngressInsight", "", "zi-1")
+                return insight is not None and not dpstate.proxy_disconnected(insight)
+
+            await async_wait_until(connected, timeout=10, what="the child proxy connected")
+            child.kill()  # SIGKILL: grpc sees the connection die, not a clean end
+            await child.wait()
+
+            async def closed() -> bool:
+                insight = await store.get("ZoneIngressInsight", "", "zi-1")
+                return dpstate.proxy_disconnected(insight)
+
+            await async_wait_until(closed, timeout=5, what="the disconnection in the insight")
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    await store.close()
