@@ -1,0 +1,285 @@
+"""Review findings in mesh_dp/h2grpc.py, each a failing test marked xfail(strict=True).
+
+The peers are real: a grpcio server, or a scripted HTTP/2 server on the `h2` library (for the
+misbehaving peers grpcio cannot play). Each test has a deadline, so a hang shows as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from mesh_dp.h2grpc import WINDOW, BidiCall, GrpcMessages, RpcError, frame
+from tests.support import async_wait_until
+
+PATH = "/test.Echo/Stream"
+GRPC_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+
+
+class Peer:
+    """The server side of one HTTP/2 connection, driven by a test's script."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ack_data: bool
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False
+        )
+        self.conn = h2.connection.H2Connection(config)
+        self.stream_id = 0
+        self.requested = asyncio.Event()
+        self.window_opened = asyncio.Event()
+        self.data = bytearray()  # every DATA byte the client sent
+        self.ack_data = ack_data  # False: no WINDOW_UPDATE for what the client sends
+
+    def flush(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+
+    async def run(self) -> None:
+        """Handles the client's frames until it goes away."""
+        self.conn.initiate_connection()
+        self.flush()
+        while data := await self.reader.read(65536):
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    self.stream_id = event.stream_id
+                    self.requested.set()
+                elif isinstance(event, h2.events.DataReceived):
+                    self.data += event.data or b""
+                    if self.ack_data and event.flow_controlled_length:
+                        self.conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                elif isinstance(event, h2.events.WindowUpdated):
+                    self.window_opened.set()
+            self.flush()
+
+
+Script = Callable[[Peer], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def h2_server(script: Script, ack_data: bool = True) -> AsyncIterator[str]:
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = Peer(reader, writer, ack_data)
+        tasks.append(asyncio.create_task(peer.run()))
+        await peer.requested.wait()
+        await script(peer)
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def echo_server() -> AsyncIterator[str]:
+    async def echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        async for req in requests:
+            yield req
+
+    server = grpc.aio.server()
+    method = grpc.stream_stream_rpc_method_handler(echo)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Echo", {"Stream": method}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=None)
+
+
+# --- finding 1: exceptions other than ProtocolError/RpcError kill the receive task ----------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h2grpc.py:276-290: _receive catches only ProtocolError and RpcError; a header that "
+    "is not UTF-8 (UnicodeDecodeError inside h2) or a :status of non-ASCII digits (ValueError "
+    "in _response) ends the task silently and read() waits until keepalive fails (25 s)",
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [*GRPC_HEADERS, (b"x-note", b"\xff\xfe")],
+        [(b":status", "²".encode()), (b"content-type", b"application/grpc")],
+    ],
+    ids=["non-utf8-header", "unicode-digit-status"],
+)
+async def test_odd_response_headers_fail_the_call(headers: list[tuple[bytes, bytes]]) -> None:
+    async def answer(peer: Peer) -> None:
+        peer.conn.send_headers(peer.stream_id, headers)
+        peer.flush()
+
+    async with h2_server(answer) as target:
+        call = BidiCall(target, PATH, max_message=1024, keepalive=60)
+        await call.start()
+        try:
+            with pytest.raises(RpcError):
+                await asyncio.wait_for(call.read(), 5)
+        finally:
+            await call.close()
+
+
+# --- finding 2: close() leaves the call looking alive --------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h2grpc.py:230-242: close() cancels the receive task but sets no error, so a read() "
+    "waiting (or started) after close() never returns",
+)
+async def test_a_read_waiting_when_the_call_is_closed_returns() -> None:
+    async with echo_server() as target:
+        call = BidiCall(target, PATH, max_message=1024)
+        await call.start()
+        reading = asyncio.create_task(call.read())
+        await asyncio.sleep(0)  # let read() start waiting; nothing is expected to arrive
+        await call.close()
+        with pytest.raises(RpcError):
+            await asyncio.wait_for(reading, 5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h2grpc.py:198-212: write() after close() raises h2.exceptions.ProtocolError "
+    "(close_connection moved h2 to CLOSED), not RpcError",
+)
+async def test_a_write_after_close_is_an_rpc_error() -> None:
+    async with echo_server() as target:
+        call = BidiCall(target, PATH, max_message=1024)
+        await call.start()
+        await call.close()
+        with pytest.raises(RpcError):
+            await call.write(b"late")
+
+
+# --- finding 3: received data is acknowledged before the application reads it --------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h2grpc.py:299-302: DATA is acknowledged (WINDOW_UPDATE) on receipt, not when read() "
+    "takes the message, so a peer can fill _inbox without bound while the app does not read",
+)
+async def test_an_unread_call_holds_no_more_than_its_window() -> None:
+    total = 8 * WINDOW
+    sent = 0
+    finished = asyncio.Event()
+
+    async def flood(peer: Peer) -> None:
+        nonlocal sent
+        message = frame(b"z" * 1000)
+        peer.conn.send_headers(peer.stream_id, GRPC_HEADERS)
+        peer.flush()
+        try:
+            while sent < total:
+                if peer.conn.local_flow_control_window(peer.stream_id) < len(message):
+                    peer.window_opened.clear()
+                    try:  # a client honouring flow control stalls us here for good
+                        await asyncio.wait_for(peer.window_opened.wait(), 2)
+                    except TimeoutError:
+                        return
+                    continue
+                peer.conn.send_data(peer.stream_id, message)
+                peer.flush()
+                sent += len(message)
+                await peer.writer.drain()
+        finally:
+            finished.set()
+
+    async with h2_server(flood) as target:
+        call = BidiCall(target, PATH, max_message=4096, keepalive=60)
+        await call.start()
+        try:
+            await asyncio.wait_for(finished.wait(), 60)  # the application never calls read()
+            assert sent <= 2 * WINDOW, f"the peer pushed {sent} bytes into an unread call"
+        finally:
+            await call.close()
+
+
+# --- finding 4: a write cancelled mid-message corrupts the stream --------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h2grpc.py:198-212: a write() cancelled while waiting for window leaves half a "
+    "gRPC message on the stream; the next write() frames its message inside that one",
+)
+async def test_a_write_cancelled_mid_message_does_not_corrupt_the_stream() -> None:
+    peers: list[Peer] = []
+
+    async def hold(peer: Peer) -> None:
+        peer.conn.send_headers(peer.stream_id, GRPC_HEADERS)
+        peer.flush()
+        peers.append(peer)
+
+    # No WINDOW_UPDATE at first: the client gets only the default 65535-byte window.
+    async with h2_server(hold, ack_data=False) as target:
+        call = BidiCall(target, PATH, max_message=1 << 20, keepalive=60)
+        await call.start()
+        try:
+            writing = asyncio.create_task(call.write(b"a" * 100_000))
+
+            async def window_used() -> bool:
+                return bool(peers) and len(peers[0].data) >= 65535
+
+            await async_wait_until(window_used, timeout=10, what="the first 64 KiB sent")
+            assert not writing.done(), "the write should be waiting for window"
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing
+            peer = peers[0]
+            torn = len(peer.data)
+            peer.ack_data = True
+            peer.conn.acknowledge_received_data(len(peer.data), peer.stream_id)
+            peer.flush()
+            try:
+                await call.write(b"ok")
+            except RpcError:
+                return  # failing the call after a torn write is a correct answer too
+
+            async def ok_sent() -> bool:
+                return len(peer.data) >= torn + len(frame(b"ok"))
+
+            await async_wait_until(ok_sent, timeout=10, what="the second message sent")
+            messages = GrpcMessages(1 << 20).feed(bytes(peer.data))
+            assert messages[-1:] == [b"ok"], "the server cannot find the second message"
+        finally:
+            await call.close()
+
+
+# --- finding 5: a target the resolver cannot encode escapes as UnicodeError ----------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h2grpc.py:160-169: start() catches TimeoutError and OSError only; a host label "
+    "longer than 63 characters raises UnicodeError (idna) out of getaddrinfo",
+)
+async def test_an_unencodable_host_is_an_rpc_error() -> None:
+    call = BidiCall("a" * 64 + ".example:5678", PATH, max_message=1024)
+    try:
+        with pytest.raises(RpcError, match=r"UNAVAILABLE|INVALID_ARGUMENT"):
+            await call.start()
+    finally:
+        await call.close()
