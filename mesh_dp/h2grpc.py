@@ -20,6 +20,7 @@ from collections import deque
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -142,6 +143,8 @@ class BidiCall:
         self.connect_timeout = connect_timeout
         self._messages = GrpcMessages(max_message)
         self._inbox: deque[bytes] = deque()
+        self._queued = 0  # bytes of complete messages in _inbox, not read yet
+        self._unacked = 0  # received DATA bytes not yet given back to the peer's windows
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._ended = False  # trailers with status OK arrived
@@ -163,7 +166,7 @@ class BidiCall:
             )
         except TimeoutError:
             raise RpcError("UNAVAILABLE", f"connecting to {self.target} timed out") from None
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host IDNA cannot encode
             raise RpcError("UNAVAILABLE", f"cannot connect to {self.target}: {exc}") from None
         self._writer = writer
         conn = self._conn
@@ -197,6 +200,7 @@ class BidiCall:
 
     async def write(self, message: bytes) -> None:
         data = frame(message)
+        total = len(data)
         while data:
             self._check()
             window = min(
@@ -205,7 +209,12 @@ class BidiCall:
             )
             if window <= 0:
                 self._writable.clear()
-                await self._writable.wait()
+                try:
+                    await self._writable.wait()
+                except asyncio.CancelledError:
+                    if len(data) < total:  # half a message is on the wire: the call is lost
+                        self._abandon()
+                    raise
                 continue
             self._conn.send_data(self._stream_id, data[:window])
             data = data[window:]
@@ -225,9 +234,17 @@ class BidiCall:
                 return None
             self._readable.clear()
             await self._readable.wait()
-        return self._inbox.popleft()
+        message = self._inbox.popleft()
+        self._queued -= len(message)
+        self._give_back_window()
+        self._flush()
+        return message
 
     async def close(self) -> None:
+        if self._error is None and not self._ended:
+            self._error = RpcError("CANCELLED", "the call was closed")
+        self._readable.set()
+        self._writable.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -243,11 +260,27 @@ class BidiCall:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _give_back_window(self) -> None:
+        """Window updates follow what the application reads: while complete messages worth
+        half a window wait unread, the peer's window is not replenished, so a control plane
+        cannot queue unbounded data in a proxy that is busy (a partial message is bounded by
+        max_message on its own, and must not hold the window back, or it could not finish)."""
+        if self._unacked and self._queued < WINDOW // 2 and self._error is None:
+            with contextlib.suppress(h2.exceptions.H2Error):
+                self._conn.acknowledge_received_data(self._unacked, self._stream_id)
+            self._unacked = 0
+
     def _check(self) -> None:
         if self._error is not None:
             raise self._error
         if self._ended:
             raise RpcError("CANCELLED", "the call has ended")
+
+    def _abandon(self) -> None:
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self._conn.reset_stream(self._stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._flush()
+        self._fail(RpcError("CANCELLED", "a write was cancelled in the middle of a message"))
 
     def _fail(self, error: RpcError) -> None:
         if self._error is None and not self._ended:
@@ -288,6 +321,8 @@ class BidiCall:
                         self._fail(RpcError("INTERNAL", error))
                 except RpcError as exc:
                     self._fail(exc)
+                except Exception as exc:  # e.g. a header h2 cannot decode: still the peer's fault
+                    self._fail(RpcError("INTERNAL", f"bad response from {self.target}: {exc!r}"))
                 self._flush()
         finally:
             self._readable.set()
@@ -297,9 +332,11 @@ class BidiCall:
         if isinstance(event, h2.events.ResponseReceived):
             self._response(dict(_text_headers(event.headers)))
         elif isinstance(event, h2.events.DataReceived):
-            if event.flow_controlled_length:
-                self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            self._inbox.extend(self._messages.feed(event.data or b""))
+            self._unacked += event.flow_controlled_length or 0
+            messages = self._messages.feed(event.data or b"")
+            self._inbox.extend(messages)
+            self._queued += sum(len(m) for m in messages)
+            self._give_back_window()
             self._readable.set()
         elif isinstance(event, h2.events.TrailersReceived):
             self._trailers(dict(_text_headers(event.headers)))
@@ -327,7 +364,8 @@ class BidiCall:
             self._trailers(headers)
             return
         if status != "200":
-            code = _HTTP_TO_GRPC.get(int(status) if status.isdigit() else 0, "UNKNOWN")
+            known = status.isascii() and status.isdigit()
+            code = _HTTP_TO_GRPC.get(int(status) if known else 0, "UNKNOWN")
             raise RpcError(code, f"{self.target} answered HTTP {status}, not gRPC")
         if not headers.get("content-type", "").startswith("application/grpc"):
             raise RpcError("UNKNOWN", f"{self.target} answered {headers.get('content-type')!r}")

@@ -1,4 +1,4 @@
-"""Review findings in mesh_dp/h2grpc.py, each a failing test marked xfail(strict=True).
+"""Review findings in mesh_dp/h2grpc.py, each a test that failed before its fix.
 
 The peers are real: a grpcio server, or a scripted HTTP/2 server on the `h2` library (for the
 misbehaving peers grpcio cannot play). Each test has a deadline, so a hang shows as a failure.
@@ -111,12 +111,6 @@ async def echo_server() -> AsyncIterator[str]:
 # --- finding 1: exceptions other than ProtocolError/RpcError kill the receive task ----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h2grpc.py:276-290: _receive catches only ProtocolError and RpcError; a header that "
-    "is not UTF-8 (UnicodeDecodeError inside h2) or a :status of non-ASCII digits (ValueError "
-    "in _response) ends the task silently and read() waits until keepalive fails (25 s)",
-)
 @pytest.mark.parametrize(
     "headers",
     [
@@ -143,11 +137,6 @@ async def test_odd_response_headers_fail_the_call(headers: list[tuple[bytes, byt
 # --- finding 2: close() leaves the call looking alive --------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h2grpc.py:230-242: close() cancels the receive task but sets no error, so a read() "
-    "waiting (or started) after close() never returns",
-)
 async def test_a_read_waiting_when_the_call_is_closed_returns() -> None:
     async with echo_server() as target:
         call = BidiCall(target, PATH, max_message=1024)
@@ -159,11 +148,6 @@ async def test_a_read_waiting_when_the_call_is_closed_returns() -> None:
             await asyncio.wait_for(reading, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h2grpc.py:198-212: write() after close() raises h2.exceptions.ProtocolError "
-    "(close_connection moved h2 to CLOSED), not RpcError",
-)
 async def test_a_write_after_close_is_an_rpc_error() -> None:
     async with echo_server() as target:
         call = BidiCall(target, PATH, max_message=1024)
@@ -176,11 +160,6 @@ async def test_a_write_after_close_is_an_rpc_error() -> None:
 # --- finding 3: received data is acknowledged before the application reads it --------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h2grpc.py:299-302: DATA is acknowledged (WINDOW_UPDATE) on receipt, not when read() "
-    "takes the message, so a peer can fill _inbox without bound while the app does not read",
-)
 async def test_an_unread_call_holds_no_more_than_its_window() -> None:
     total = 8 * WINDOW
     sent = 0
@@ -220,11 +199,6 @@ async def test_an_unread_call_holds_no_more_than_its_window() -> None:
 # --- finding 4: a write cancelled mid-message corrupts the stream --------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h2grpc.py:198-212: a write() cancelled while waiting for window leaves half a "
-    "gRPC message on the stream; the next write() frames its message inside that one",
-)
 async def test_a_write_cancelled_mid_message_does_not_corrupt_the_stream() -> None:
     peers: list[Peer] = []
 
@@ -271,11 +245,6 @@ async def test_a_write_cancelled_mid_message_does_not_corrupt_the_stream() -> No
 # --- finding 5: a target the resolver cannot encode escapes as UnicodeError ----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="h2grpc.py:160-169: start() catches TimeoutError and OSError only; a host label "
-    "longer than 63 characters raises UnicodeError (idna) out of getaddrinfo",
-)
 async def test_an_unencodable_host_is_an_rpc_error() -> None:
     call = BidiCall("a" * 64 + ".example:5678", PATH, max_message=1024)
     try:
