@@ -18,6 +18,10 @@ from dataclasses import dataclass
 _BOOLEAN, _INTEGER, _BIT_STRING, _OCTET_STRING, _OID, _SEQUENCE = 0x01, 0x02, 0x03, 0x04, 0x06, 0x30
 _VERSION, _ISSUER_UID, _SUBJECT_UID, _EXTENSIONS = 0xA0, 0x81, 0x82, 0xA3
 _URI = 0x86  # GeneralName uniformResourceIdentifier [6] IMPLICIT IA5String
+# The constructed forms of GeneralName's string choices (rfc822Name, dNSName, URI, iPAddress,
+# registeredID): DER never uses them, yet OpenSSL reads a constructed URI as a URI. Skipping
+# one would read a different identity than OpenSSL does, so they are refused.
+_CONSTRUCTED_STRINGS = frozenset({0xA1, 0xA2, 0xA6, 0xA7, 0xA8})
 
 # Object identifiers as their DER content bytes.
 OID_SUBJECT_ALT_NAME = bytes.fromhex("551d11")  # 2.5.29.17
@@ -123,6 +127,8 @@ def _san_uris(der: bytes, start: int, end: int) -> tuple[str, ...]:
     pos = names
     while pos < names_end:
         tag, value, pos = _tlv(der, pos, names_end, "subjectAltName entry")
+        if tag in _CONSTRUCTED_STRINGS:
+            raise DerError(f"subjectAltName: constructed form of a string name (0x{tag:02x})")
         if tag == _URI:
             try:
                 uris.append(der[value:pos].decode("ascii"))
