@@ -344,8 +344,11 @@ class BidiCall:
             if not self._ended and self._error is None:
                 raise RpcError("INTERNAL", "the server ended the call without a status")
         elif isinstance(event, h2.events.StreamReset):
+            # gRPC's mapping: a refused stream never started, so trying again may work.
+            refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
             raise RpcError(
-                "CANCELLED", f"the server reset the call (HTTP/2 code {event.error_code})"
+                "UNAVAILABLE" if refused else "CANCELLED",
+                f"the server reset the call (HTTP/2 code {event.error_code})",
             )
         elif isinstance(event, h2.events.ConnectionTerminated):
             raise RpcError(

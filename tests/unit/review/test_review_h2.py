@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 
@@ -252,3 +253,26 @@ async def test_an_unencodable_host_is_an_rpc_error() -> None:
             await call.start()
     finally:
         await call.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (h2.errors.ErrorCodes.REFUSED_STREAM, "UNAVAILABLE"),
+        (h2.errors.ErrorCodes.CANCEL, "CANCELLED"),
+    ],
+)
+async def test_a_reset_stream_maps_to_grpc_status(code: int, status: str) -> None:
+    async def reset(peer: Peer) -> None:
+        peer.conn.reset_stream(peer.stream_id, code)
+        peer.flush()
+
+    async with h2_server(reset) as target:
+        call = BidiCall(target, PATH, max_message=1024)
+        await call.start()
+        try:
+            with pytest.raises(RpcError) as err:
+                await call.read()
+            assert err.value.code == status
+        finally:
+            await call.close()
