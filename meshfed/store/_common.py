@@ -1,18 +1,20 @@
 """Rules every backend applies the same way: key checks, stamping, filters and paging offsets.
 
 Keeping them here means the memory, SQLite and etcd stores cannot drift apart on what a
-version, a creation time or a page offset means.
+version, a creation time, a list filter or a page offset means.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from meshfed.resources.model import Resource, now_rfc3339
-from meshfed.store.base import InvalidOffsetError, ListPage
+from meshfed.store.base import InvalidOffsetError, ListPage, ResourceStore
 
 _OFFSET_TAG = "k1"  # lets the offset format change later without misreading old ones
 
@@ -56,15 +58,6 @@ def stamped_update(resource: Resource, stored: Resource, revision: int) -> Resou
     return out
 
 
-def matches(resource: Resource, name_contains: str | None, labels: dict[str, str] | None) -> bool:
-    if name_contains and name_contains not in resource.meta.name:
-        return False
-    if labels:
-        have = resource.meta.labels
-        return all(have.get(k) == v for k, v in labels.items())
-    return True
-
-
 def encode_offset(mesh: str, name: str) -> str:
     """The position after (mesh, name): stays right when items are added or removed meanwhile."""
     raw = json.dumps([_OFFSET_TAG, mesh, name], separators=(",", ":")).encode()
@@ -90,13 +83,60 @@ def decode_offset(offset: str) -> tuple[str, str]:
     return value[1], value[2]
 
 
-def page_of(matching: Sequence[Resource], size: int | None, offset: str | None) -> ListPage:
-    """One page of `matching` (already sorted by (mesh, name)); items are copies."""
-    check_size(size)
-    rest = list(matching)
-    if offset is not None:
-        after = decode_offset(offset)
-        rest = [r for r in rest if (r.meta.mesh, r.meta.name) > after]
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A `list` call whose size and offset are already checked, as each backend answers it."""
+
+    type: str
+    mesh: str | None  # None: across meshes
+    name_contains: str | None
+    labels: dict[str, str] | None
+    size: int | None  # None: everything
+    after: tuple[str, str] | None  # the decoded offset: the page starts after this (mesh, name)
+
+    def matches(self, resource: Resource) -> bool:
+        """Name and labels only: each backend already reads just the type (and mesh) asked."""
+        if self.name_contains and self.name_contains not in resource.meta.name:
+            return False
+        if self.labels:
+            have = resource.meta.labels
+            return all(have.get(k) == v for k, v in self.labels.items())
+        return True
+
+
+class CheckedListStore(ResourceStore):
+    """Checks `list` arguments in one place, so a bad size or offset fails the same way (and
+    before any I/O) on every backend; backends answer the checked `ListQuery`."""
+
+    async def list(
+        self,
+        type_: str,
+        mesh: str | None = None,
+        *,
+        name_contains: str | None = None,
+        labels: dict[str, str] | None = None,
+        size: int | None = None,
+        offset: str | None = None,
+    ) -> ListPage:
+        check_size(size)
+        after = None if offset is None else decode_offset(offset)
+        return await self._list(ListQuery(type_, mesh, name_contains, labels, size, after))
+
+    @abc.abstractmethod
+    async def _list(self, query: ListQuery) -> ListPage:
+        """One page of the query's matches, sorted by (mesh, name); items are the caller's."""
+
+
+def _position(resource: Resource) -> tuple[str, str]:
+    return resource.meta.mesh, resource.meta.name
+
+
+def page_of(candidates: Iterable[Resource], query: ListQuery) -> ListPage:
+    """One page of the candidates the query matches, for backends that filter in Python.
+    Items are copies."""
+    matching = sorted((r for r in candidates if query.matches(r)), key=_position)
+    after, size = query.after, query.size
+    rest = matching if after is None else [r for r in matching if _position(r) > after]
     if size is None or len(rest) <= size:
         return ListPage([r.clone() for r in rest], len(matching), None)
     items = rest[:size]

@@ -59,10 +59,10 @@ from meshfed.aio import wait_for
 from meshfed.resources.model import Meta, Resource
 from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
+    CheckedListStore,
+    ListQuery,
     check_key,
     check_mesh,
-    check_size,
-    matches,
     page_of,
     stamped_new,
     stamped_update,
@@ -86,7 +86,6 @@ from meshfed.store.base import (
     ListPage,
     NotFoundError,
     Requirement,
-    ResourceStore,
     StoreError,
     StoreKey,
     WatchEvent,
@@ -125,7 +124,7 @@ def _compare(key: bytes, target: str, value: int, result: str = "EQUAL") -> Any:
     )
 
 
-class EtcdStore(ResourceStore):
+class EtcdStore(CheckedListStore):
     def __init__(
         self,
         conn: EtcdConnection,
@@ -274,26 +273,14 @@ class EtcdStore(ResourceStore):
             found.update((key, self._decode(kv)) for key, kv in current.items() if kv is not None)
         return found
 
-    async def list(
-        self,
-        type_: str,
-        mesh: str | None = None,
-        *,
-        name_contains: str | None = None,
-        labels: dict[str, str] | None = None,
-        size: int | None = None,
-        offset: str | None = None,
-    ) -> ListPage:
-        check_size(size)
-        lay = self._layout
+    async def _list(self, query: ListQuery) -> ListPage:
+        lay, type_, mesh = self._layout, query.type, query.mesh
         prefix = lay.type_prefix(type_) if mesh is None else lay.mesh_prefix(type_, mesh)
         resp = await self._conn.range(
             rpc.RangeRequest(key=prefix, range_end=prefix_range_end(prefix)), "list"
         )
         self._saw(resp.header)
-        found = [res for res in map(self._decode, resp.kvs) if matches(res, name_contains, labels)]
-        found.sort(key=lambda r: (r.meta.mesh, r.meta.name))
-        return page_of(found, size, offset)
+        return page_of(map(self._decode, resp.kvs), query)
 
     async def revision(self) -> int:
         resp = await self._conn.range(rpc.RangeRequest(key=self._layout.head_key))

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from meshfed.resources.model import Resource
 from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
+    CheckedListStore,
+    ListQuery,
     check_key,
     check_mesh,
-    check_size,
-    matches,
     page_of,
     stamped_new,
     stamped_update,
@@ -29,13 +29,12 @@ from meshfed.store.base import (
     ListPage,
     NotFoundError,
     Requirement,
-    ResourceStore,
     StoreKey,
     WatchEvent,
 )
 
 
-class MemoryStore(ResourceStore):
+class MemoryStore(CheckedListStore):
     def __init__(
         self, *, history: int = DEFAULT_HISTORY, max_pending: int = DEFAULT_MAX_PENDING
     ) -> None:
@@ -68,24 +67,9 @@ class MemoryStore(ResourceStore):
                 found[key] = stored.clone()
         return found
 
-    async def list(
-        self,
-        type_: str,
-        mesh: str | None = None,
-        *,
-        name_contains: str | None = None,
-        labels: dict[str, str] | None = None,
-        size: int | None = None,
-        offset: str | None = None,
-    ) -> ListPage:
-        check_size(size)
-        found = [
-            res
-            for (res_mesh, _), res in self._items.get(type_, {}).items()
-            if (mesh is None or res_mesh == mesh) and matches(res, name_contains, labels)
-        ]
-        found.sort(key=lambda r: (r.meta.mesh, r.meta.name))
-        return page_of(found, size, offset)
+    async def _list(self, query: ListQuery) -> ListPage:
+        of_type, mesh = self._items.get(query.type, {}), query.mesh
+        return page_of((r for (m, _), r in of_type.items() if mesh is None or m == mesh), query)
 
     async def create(self, resource: Resource) -> Resource:
         type_, mesh, name = resource.key

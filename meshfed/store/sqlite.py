@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 from meshfed.resources.model import Meta, Resource, now_rfc3339
 from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
+    CheckedListStore,
+    ListQuery,
     check_key,
     check_mesh,
-    check_size,
-    decode_offset,
     encode_offset,
     stamped_new,
     stamped_update,
@@ -48,7 +48,6 @@ from meshfed.store.base import (
     ListPage,
     NotFoundError,
     Requirement,
-    ResourceStore,
     StoreError,
     StoreKey,
     WatchEvent,
@@ -282,42 +281,35 @@ class _Db:
                     found[(type_, mesh, row[2])] = _from_row(row)
         return found
 
-    def list(
-        self,
-        type_: str,
-        mesh: str | None,
-        name_contains: str | None,
-        labels: dict[str, str] | None,
-        size: int | None,
-        offset: str | None,
-    ) -> ListPage:
-        where, params = ["type = ?"], [type_]
-        if mesh is not None:
+    def list(self, query: ListQuery) -> ListPage:
+        where, params = ["type = ?"], [query.type]
+        if query.mesh is not None:
             where.append("mesh = ?")
-            params.append(mesh)
-        if name_contains:
+            params.append(query.mesh)
+        if query.name_contains:
             where.append("instr(name, ?) > 0")  # a plain substring: no LIKE wildcards to escape
-            params.append(name_contains)
-        for key, value in (labels or {}).items():
+            params.append(query.name_contains)
+        for key, value in (query.labels or {}).items():
             where.append(
                 "EXISTS (SELECT 1 FROM json_each(resources.labels) AS l "
                 "WHERE l.key = ? AND l.value = ?)"
             )
             params += [key, value]
         cond = " AND ".join(where)
+        size = query.size
         count = -1  # everything from the start is read below: no second scan to count it
-        if size is not None or offset is not None:
+        if size is not None or query.after is not None:
             total = self.conn.execute(f"SELECT COUNT(*) FROM resources WHERE {cond}", params)
             count = total.fetchone()[0]
         page_params: list[Any] = list(params)
-        if offset is not None:
+        if query.after is not None:
             cond += " AND (mesh, name) > (?, ?)"
-            page_params += decode_offset(offset)
-        query = f"SELECT {_COLUMNS} FROM resources WHERE {cond} ORDER BY mesh, name"
+            page_params += query.after
+        sql = f"SELECT {_COLUMNS} FROM resources WHERE {cond} ORDER BY mesh, name"
         if size is not None:
-            query += " LIMIT ?"
+            sql += " LIMIT ?"
             page_params.append(size + 1)  # one more tells whether another page follows
-        items = [_from_row(r) for r in self.conn.execute(query, page_params).fetchall()]
+        items = [_from_row(r) for r in self.conn.execute(sql, page_params).fetchall()]
         if count < 0:
             count = len(items)
         if size is None or len(items) <= size:
@@ -441,7 +433,7 @@ class _Db:
         return len(events)
 
 
-class SqliteStore(ResourceStore):
+class SqliteStore(CheckedListStore):
     def __init__(self, db: _Db, executor: ThreadPoolExecutor, hub: WatchHub, lock_fd: int) -> None:
         """Use `SqliteStore.open`."""
         self._db = db
@@ -495,20 +487,8 @@ class SqliteStore(ResourceStore):
             return {}
         return await self._run(self._db.get_many, list(keys))
 
-    async def list(
-        self,
-        type_: str,
-        mesh: str | None = None,
-        *,
-        name_contains: str | None = None,
-        labels: dict[str, str] | None = None,
-        size: int | None = None,
-        offset: str | None = None,
-    ) -> ListPage:
-        check_size(size)
-        if offset is not None:
-            decode_offset(offset)  # reject garbage before queueing behind writes
-        return await self._run(self._db.list, type_, mesh, name_contains, labels, size, offset)
+    async def _list(self, query: ListQuery) -> ListPage:
+        return await self._run(self._db.list, query)
 
     async def create(self, resource: Resource) -> Resource:
         check_key(*resource.key)
