@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 
-import pytest
-
-from global_cp.mesh_ca import ensure_ca, plan_for
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.protocol import ProxyType
 from meshfed.resources.codec import resource_from_dict
@@ -20,12 +16,17 @@ from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.memory import MemoryStore
 from tests.support import REPO, async_wait_until
-from tests.unit.mesh_control.test_dpserver import BACKEND, Proxy, Zone, connect, start_zone
-from tests.unit.policy.factories import MESH_REF, frm, mesh_resource, mtp
+from tests.unit.mesh_control.dpserver_support import (
+    BACKEND,
+    ZONE,
+    Proxy,
+    Zone,
+    connect,
+    start_zone,
+    with_mesh_ca,
+)
 from zone_cp import dpstate
 from zone_cp.dprecords import Records
-
-ZONE = "zone-1"
 
 
 def ingress_resource(name: str = "zi-1") -> Resource:
@@ -37,27 +38,6 @@ def ingress_resource(name: str = "zi-1") -> Resource:
         },
         default_registry(),
     )
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    s = MemoryStore()
-    mesh = mesh_resource()
-    await s.create(mesh)
-    plan = plan_for(mesh)
-    assert plan is not None
-    await ensure_ca(s, plan)
-    await s.create(mtp("allow-all", MESH_REF, from_=[frm(MESH_REF, "Allow")]))
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[Proxy]]:
-    opened: list[Proxy] = []
-    yield opened
-    for p in opened:
-        await p.close()
 
 
 async def advertised(store: MemoryStore, name: str = "zi-1") -> list[str]:
@@ -165,12 +145,7 @@ for _ in pb_grpc.DataplaneConfigStub(channel).Stream(requests()):
 
 
 async def test_a_killed_proxy_is_recorded_offline_though_grpc_cancels_its_stream() -> None:
-    store = SlowInsights()
-    mesh = mesh_resource()
-    await store.create(mesh)
-    plan = plan_for(mesh)
-    assert plan is not None
-    await ensure_ca(store, plan)
+    store = await with_mesh_ca(SlowInsights())
     async for zone in start_zone(store):
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", CHILD, str(zone.address), cwd=REPO

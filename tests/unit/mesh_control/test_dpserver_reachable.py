@@ -7,51 +7,21 @@ server goes on serving."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 
 import grpc
 import pytest
 
-from global_cp.mesh_ca import ensure_ca, plan_for
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.dpconfig.catalog import VipKey
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message
-from meshfed.store.memory import MemoryStore
 from tests.support import async_wait_until
-from tests.unit.mesh_control.test_dpserver import WEB, Proxy, Zone, doc, start_zone
-from tests.unit.policy.factories import MESH_REF, dataplane, frm, inbound, mesh_resource, mtp
+from tests.unit.mesh_control.dpserver_support import WEB, Proxy, Zone, doc
+from tests.unit.policy.factories import dataplane, inbound
 
 SERVICES = {"backend": "127.0.0.6", "other": "127.0.0.9", "third": "127.0.0.10"}
-
-
-@pytest.fixture
-async def zone(store: MemoryStore) -> AsyncIterator[Zone]:
-    async for z in start_zone(store):
-        yield z
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    """A mesh with its CA and an allow-all permission (as test_dpserver's)."""
-    s = MemoryStore()
-    mesh = mesh_resource()
-    await s.create(mesh)
-    plan = plan_for(mesh)
-    assert plan is not None
-    await ensure_ca(s, plan)
-    await s.create(mtp("allow-all", MESH_REF, from_=[frm(MESH_REF, "Allow")]))
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[Proxy]]:
-    opened: list[Proxy] = []
-    yield opened
-    for p in opened:
-        await p.close()
 
 
 async def with_services(zone: Zone) -> None:

@@ -1,0 +1,137 @@
+"""What the in-process dataplane config server tests share: a zone (memory store, the real
+ZoneServices and DataplaneServer on loopback gRPC) and a scripted proxy to talk to it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from global_cp.mesh_ca import ensure_ca, plan_for
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.config import Address
+from meshfed.dpconfig.model import SidecarConfig
+from meshfed.dpconfig.protocol import ProxyType, hello_message
+from meshfed.kds.stream import EOF
+from meshfed.resources.codec import resource_to_dict
+from meshfed.resources.model import Resource
+from meshfed.resources.types import default_registry
+from meshfed.store.memory import MemoryStore
+from tests.unit.policy.factories import dataplane, inbound, mesh_resource
+from zone_cp.certs import CertIssuer
+from zone_cp.dpserver import DataplaneServer
+from zone_cp.services import ZoneServices
+
+ZONE = "zone-1"
+CIDR = ipaddress.IPv4Network("127.1.0.0/16")
+
+
+def doc(resource: Resource) -> dict[str, Any]:
+    return resource_to_dict(resource, default_registry().get(resource.type))
+
+
+class Proxy:
+    """A scripted proxy: one DataplaneConfig stream, read and written by the test."""
+
+    def __init__(self, address: Address) -> None:
+        self.channel = grpc.aio.insecure_channel(str(address))
+        self.call = pb_grpc.DataplaneConfigStub(self.channel).Stream(None)
+
+    async def hello(self, proxy_type: ProxyType, resource: dict[str, Any]) -> None:
+        await self.call.write(hello_message(proxy_type, resource, proxy_version="test/1"))
+
+    async def read(self, timeout: float = 10.0) -> pb.CpMessage:
+        msg = await asyncio.wait_for(self.call.read(), timeout)
+        assert msg is not EOF, "the server ended the stream"
+        assert isinstance(msg, pb.CpMessage)
+        return msg
+
+    async def config(self, timeout: float = 10.0) -> SidecarConfig:
+        msg = await self.read(timeout)
+        assert msg.WhichOneof("message") == "config", msg
+        return SidecarConfig.from_json(msg.config.json)
+
+    async def ended(self, timeout: float = 10.0) -> bool:
+        """The server ends the stream (messages still queued before the end are skipped)."""
+
+        async def drain() -> None:
+            while await self.call.read() is not EOF:
+                pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout)
+        except grpc.aio.AioRpcError:
+            pass
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+
+@dataclass
+class Zone:
+    store: MemoryStore
+    services: ZoneServices
+    server: DataplaneServer
+    address: Address
+
+    async def dataplane(self, name: str, mesh: str = "default") -> Resource:
+        return await self.store.get("Dataplane", mesh, name)
+
+    async def ready(self, name: str) -> list[bool]:
+        dp = await self.dataplane(name)
+        return [i["health"]["ready"] for i in dp.spec["networking"]["inbound"]]
+
+
+async def start_zone(
+    store: MemoryStore, validity: dt.timedelta = dt.timedelta(hours=1)
+) -> AsyncIterator[Zone]:
+    services = ZoneServices(store, ZONE, CIDR)
+    await services.start()
+    server = DataplaneServer(
+        store,
+        ZONE,
+        services,
+        CertIssuer(validity),
+        instance_id="cp-test",
+        insight_flush=0.05,
+        stale_after=None,
+        debounce=0.0,
+    )
+    address = await server.start(Address("127.0.0.1", 0))
+    try:
+        yield Zone(store, services, server, address)
+    finally:
+        await server.stop()
+        await services.stop()
+
+
+async def with_mesh_ca(store: MemoryStore) -> MemoryStore:
+    """The default mesh with mTLS and its CA, as the global's sync would bring them."""
+    mesh = mesh_resource()
+    await store.create(mesh)
+    plan = plan_for(mesh)
+    assert plan is not None
+    await ensure_ca(store, plan)
+    return store
+
+
+async def connect(
+    zone: Zone, proxies: list[Proxy], resource: Resource, kind: ProxyType = ProxyType.SIDECAR
+) -> Proxy:
+    proxy = Proxy(zone.address)
+    proxies.append(proxy)
+    await proxy.hello(kind, doc(resource))
+    return proxy
+
+
+WEB = dataplane("web-1", inbound("web", 8080, servicePort=18080), address="127.0.0.5")
+BACKEND = dataplane("backend-1", inbound("backend", 9090, servicePort=19090), address="127.0.0.6")
