@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -33,6 +32,8 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from _support import process_tree, stop_process, total_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -107,27 +108,6 @@ def wait_ready(proc: subprocess.Popen[bytes], host: str, port: int, what: str) -
     raise RuntimeError(f"{what} did not answer within 20 s")
 
 
-def process_tree(pid: int) -> list[int]:
-    """pid and its descendants (the runner's --workers are child processes)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in task.read_text().split():
-            pids.extend(process_tree(int(child)))
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes, from /proc/<pid>/stat."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def percentile(values: list[float], pct: float) -> float:
     if not values:
         return float("nan")
@@ -140,11 +120,11 @@ def run_dnsperf(
 ) -> Result:
     argv = ["dnsperf", "-s", host, "-p", str(port), "-d", str(qfile), "-l", str(args.duration)]
     argv += ["-c", str(args.clients), "-q", str(args.outstanding), "-v"]
-    pids = process_tree(pid)
-    cpu_before = cpu_seconds(pids)
+    pids = process_tree(pid)  # the runner's --workers are child processes
+    cpu_before = total_cpu_seconds(pids)
     with tempfile.TemporaryFile() as out:
         subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=True)
-        cpu = cpu_seconds(pids) - cpu_before
+        cpu = total_cpu_seconds(pids) - cpu_before
         out.seek(0)
         text = out.read().decode(errors="replace")
     latencies: list[float] = []
@@ -276,16 +256,6 @@ def start_dnsmasq(host: str, port: int, hosts_file: Path) -> subprocess.Popen[by
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def summarize(results: list[Result]) -> dict[str, object]:
     by_server: dict[str, list[Result]] = {}
     for result in results:
@@ -352,7 +322,7 @@ def main() -> int:
             try:
                 records = register_services(ours, args.host, api_port, ours_port)
             except BaseException:
-                stop(ours)
+                stop_process(ours)
                 raise
         else:
             table = work / "table.json"
@@ -382,8 +352,8 @@ def main() -> int:
                 extra["propagation"] = propagation(args.host, api_port, ours_port, args.propagation)
                 print(f"propagation {extra['propagation']}", flush=True)
         finally:
-            stop(ours)
-            stop(theirs)
+            stop_process(ours)
+            stop_process(theirs)
 
     summary = summarize(results) | extra
     command = " ".join(sys.argv)

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _support import free_port, tree_cpu_seconds, wait_port  # noqa: E402
+
 from meshfed.dpconfig.model import Endpoint, IngressConfig, IngressService  # noqa: E402
 from meshfed.proxy.sni import encode_sni  # noqa: E402
 
@@ -61,7 +63,6 @@ BULK_SNI = encode_sni("bulk", "default")
 SHORT_SNI = encode_sni("short", "default")
 CHUNK = 1 << 20  # bytes per sendfile / splice call
 SOURCE_SIZE = 16 << 20  # the tmpfs file the bulk clients send from, over and over
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_MODULES = (
     "/usr/lib/nginx/modules/ngx_stream_module.so",
     "/usr/share/nginx/modules/ngx_stream_module.so",
@@ -88,37 +89,6 @@ def client_hello(sni: str) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its children (nginx: master and worker)."""
-    total = 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += tree_cpu_seconds(int(child))
-    except (OSError, IndexError, ValueError):
-        pass  # gone between listing and reading
-    return total
 
 
 # --- sinks (one process) --------------------------------------------------------------------

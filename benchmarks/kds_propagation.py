@@ -31,8 +31,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _support import cpu_seconds, free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -54,12 +53,6 @@ TARGET_P99_MS = 100.0
 TARGET_COLD_S = 3.0
 PUT_CONCURRENCY = 32
 POLL_S = 0.02  # how often a zone's policy count is read while waiting for a sync
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def policy(name: str, seq: int | None = None, idle: str = "10s") -> dict[str, Any]:
@@ -80,12 +73,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     """Nearest rank: the smallest value with at least q of the values at or below it."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> float:
@@ -135,15 +122,8 @@ class Node:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
+        if self.popen is not None:
+            stop_process(self.popen, grace=15)
 
 
 @dataclass

@@ -34,8 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +49,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _support import free_port, stop_process, tree_cpu_seconds, wait_port  # noqa: E402
+
 from meshfed.dpconfig.model import (  # noqa: E402
     Endpoint,
     Inbound,
@@ -63,7 +63,6 @@ from meshfed.pki.leaf import Leaf, issue_leaf  # noqa: E402
 from meshfed.policy.permissions import Action, Permissions  # noqa: E402
 
 BODY_SIZE = 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_MODULES = (
     "/usr/lib/nginx/modules/ngx_stream_module.so",
     "/usr/share/nginx/modules/ngx_stream_module.so",
@@ -73,37 +72,6 @@ wrk.method = "POST"
 wrk.body = string.rep("x", {BODY_SIZE})
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its children (nginx: master and worker)."""
-    total = 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += tree_cpu_seconds(int(child))
-    except (OSError, IndexError, ValueError):
-        pass  # gone between listing and reading
-    return total
 
 
 def tls(leaf: Leaf, ca: MeshCA) -> Tls:
@@ -128,13 +96,7 @@ class Procs:
         return proc
 
     def stop_one(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc)
         self.procs.remove(proc)
 
     def stop(self) -> None:
@@ -175,7 +137,7 @@ def mesh_dp(procs: Procs, name: str, config: SidecarConfig) -> subprocess.Popen[
             "warning",
         ],
     )
-    wait_port("127.0.0.1", admin)
+    wait_port(admin)
     return proc
 
 
@@ -327,7 +289,7 @@ def start_app(procs: Procs) -> int:
             "app",
             [sys.executable, "-m", "mesh_dp.echo", "--address", f"127.0.0.1:{port}", "--name", "b"],
         )
-    wait_port("127.0.0.1", port)
+    wait_port(port)
     return port
 
 
@@ -374,7 +336,7 @@ def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
         tls=tls(issue_leaf(ca, "web"), ca),
     ).stamped()
     pids = [mesh_dp(procs, "backend-sidecar", backend).pid, mesh_dp(procs, "web-sidecar", web).pid]
-    wait_port("127.0.0.1", outbound_port)
+    wait_port(outbound_port)
     return Setup(outbound_port, pids)
 
 
@@ -410,7 +372,7 @@ def start_nginx_chain(procs: Procs, ca: MeshCA, app_port: int) -> Setup | None:
     for name, stream in streams.items():
         head = NGINX_HEAD.format(load=f"load_module {module};", tmp=tmp, name=name)
         pids.append(start_nginx_conf(procs, nginx, name, head + stream))
-    wait_port("127.0.0.1", outbound_port)
+    wait_port(outbound_port)
     return Setup(outbound_port, pids)
 
 
@@ -446,7 +408,7 @@ def settled_rss(proc: subprocess.Popen[bytes], config: SidecarConfig) -> dict[st
     """RSS once every listener is up and a report round has passed (the sidecar's steady
     state: nothing else allocates without traffic)."""
     for o in config.outbounds:
-        wait_port(o.address, o.port)
+        wait_port(o.port, o.address)
     time.sleep(1.0)  # a benchmark, not a test: let one probe/report round run
     if proc.poll() is not None:
         raise RuntimeError(f"mesh-dp exited with {proc.returncode}")
