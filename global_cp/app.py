@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 from global_cp.federation import Federation, KdsSettings
@@ -24,44 +23,16 @@ from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
 from meshfed.api.services import global_services
+from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
-from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.descriptors import Mode, Registry
-from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL
 from meshfed.resources.types import default_registry
-from meshfed.resources.types.mesh import MESH
-from meshfed.store.base import AlreadyExistsError, ResourceStore, StoreError
-from meshfed.store.etcd import EtcdStore
+from meshfed.store.base import ResourceStore, StoreError
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
 
 log = logging.getLogger("global_cp")
-DEFAULT_MESH = "default"
 LEADER_KEY = "global/leader"  # under the etcd store's prefix
-
-
-async def create_default_mesh(store: ResourceStore, registry: Registry) -> bool:
-    """Creates Mesh 'default' only if nothing was ever written to the store (revision 0), so a
-    user who deleted it does not get it back on the next start. Returns whether it did.
-
-    Not a leader job: it must exist before the API is ready. Replicas starting together on
-    an empty etcd are safe: create-if-absent lets exactly one of them create it."""
-    if await store.revision() != 0:
-        return False
-    mesh = resource_from_dict({"type": MESH.name, "name": DEFAULT_MESH}, registry)
-    mesh.meta.labels[LABEL_ORIGIN] = ORIGIN_GLOBAL
-    try:
-        await store.create(mesh)
-    except AlreadyExistsError:  # another replica sharing the store was first
-        return False
-    return True
-
-
-def store_location(kind: str, data_dir: Path, endpoints: str, store: ResourceStore) -> str:
-    """Where the store lives, for the start-up log line."""
-    if isinstance(store, EtcdStore):
-        return f" at {endpoints} under {store.prefix}"
-    return f" in {data_dir}" if kind == "sqlite" else ""
 
 
 class GlobalControlPlane:

@@ -15,10 +15,10 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from global_cp.app import DEFAULT_MESH, create_default_mesh, store_location
 from global_cp.leader import Leader
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
+from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.kds.options import grpc_url
 from meshfed.resources.descriptors import Mode, Registry
