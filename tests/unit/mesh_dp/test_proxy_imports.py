@@ -1,0 +1,42 @@
+"""The proxies' memory budget (40 MB, docs/benchmarks.md) depends on what they import: grpcio,
+cryptography and prometheus_client each cost 3-10 MiB and are left to the control planes. A
+fresh interpreter loads everything a running sidecar or ingress loads (both modes) and must
+not find them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("grpc", "cryptography", "prometheus_client", "aiohttp")
+
+PROBE = """
+import sys
+import {modules}
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r}))
+print(",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        # the sidecar, with its control-plane client and everything a config touches
+        "mesh_dp.main, mesh_dp.app, mesh_dp.cpclient, mesh_dp.sidecar, mesh_dp.tlsconf, "
+        "mesh_dp.inbound, mesh_dp.outbound, meshfed.pki.tls, meshfed.dpconfig.model",
+        # the zone ingress
+        "zone_ingress.main, zone_ingress.app, zone_ingress.server, mesh_dp.cpclient",
+    ],
+    ids=["mesh-dp", "zone-ingress"],
+)
+def test_proxies_do_not_load_the_control_planes_libraries(modules: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(modules=modules, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "", f"loaded by a proxy: {out.stdout.strip()}"
