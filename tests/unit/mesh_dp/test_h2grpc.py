@@ -23,6 +23,16 @@ async def grpc_server(
     handler: Handler, options: list[tuple[str, int]] | None = None
 ) -> AsyncIterator[str]:
     """A real grpcio server with one bidi method taking and giving raw bytes."""
+    server, target = await start_grpc_server(handler, options)
+    try:
+        yield target
+    finally:
+        await server.stop(grace=None)
+
+
+async def start_grpc_server(
+    handler: Handler, options: list[tuple[str, int]] | None = None
+) -> tuple[grpc.aio.Server, str]:
     method = grpc.stream_stream_rpc_method_handler(handler)  # bytes in, bytes out
     server = grpc.aio.server(options=options or [])
     server.add_generic_rpc_handlers(
@@ -30,10 +40,7 @@ async def grpc_server(
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=None)
+    return server, f"127.0.0.1:{port}"
 
 
 async def echo_then_big(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
@@ -204,14 +211,8 @@ async def test_the_server_going_away_mid_call_is_unavailable() -> None:
         async for req in requests:
             yield req
 
-    server = grpc.aio.server()
-    method = grpc.stream_stream_rpc_method_handler(hold)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", {"Stream": method}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    call = BidiCall(f"127.0.0.1:{port}", PATH, max_message=1024)
+    server, target = await start_grpc_server(hold)
+    call = BidiCall(target, PATH, max_message=1024)
     try:
         await call.start()
         await call.write(b"a")

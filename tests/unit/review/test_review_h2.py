@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import grpc
 import h2.config
 import h2.connection
 import h2.errors
@@ -20,6 +19,7 @@ import pytest
 
 from mesh_dp.h2grpc import WINDOW, BidiCall, GrpcMessages, RpcError, frame
 from tests.support import async_wait_until
+from tests.unit.mesh_dp.test_h2grpc import grpc_server
 
 PATH = "/test.Echo/Stream"
 GRPC_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
@@ -90,23 +90,9 @@ async def h2_server(script: Script, ack_data: bool = True) -> AsyncIterator[str]
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@contextlib.asynccontextmanager
-async def echo_server() -> AsyncIterator[str]:
-    async def echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
-        async for req in requests:
-            yield req
-
-    server = grpc.aio.server()
-    method = grpc.stream_stream_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", {"Stream": method}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=None)
+async def echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    async for req in requests:
+        yield req
 
 
 # --- finding 1: exceptions other than ProtocolError/RpcError kill the receive task ----------
@@ -139,7 +125,7 @@ async def test_odd_response_headers_fail_the_call(headers: list[tuple[bytes, byt
 
 
 async def test_a_read_waiting_when_the_call_is_closed_returns() -> None:
-    async with echo_server() as target:
+    async with grpc_server(echo) as target:
         call = BidiCall(target, PATH, max_message=1024)
         await call.start()
         reading = asyncio.create_task(call.read())
@@ -150,7 +136,7 @@ async def test_a_read_waiting_when_the_call_is_closed_returns() -> None:
 
 
 async def test_a_write_after_close_is_an_rpc_error() -> None:
-    async with echo_server() as target:
+    async with grpc_server(echo) as target:
         call = BidiCall(target, PATH, max_message=1024)
         await call.start()
         await call.close()
