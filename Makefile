@@ -2,18 +2,27 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-dev
+MAIN_STAMP := $(VENV)/.installed-main
 PACKAGES := meshfed global_cp zone_cp zone_ingress mesh_dp meshctl
 PYTEST_ARGS ?=
 # Only folders that exist in this checkout (git keeps no empty ones).
-LINT_PATHS := $(wildcard $(PACKAGES) tests benchmarks)
+LINT_PATHS := $(wildcard $(PACKAGES) tests benchmarks scripts)
 
-.PHONY: up test venv system-deps lint fmt proto proto-check unit integration bench-deps clean
+.PHONY: up test venv system-deps lint lock lock-check fmt proto proto-check unit integration bench-deps clean
 
-$(STAMP): pyproject.toml
+# Installs come from the locks in requirements/ (exact versions and hashes), never from the
+# ranges in pyproject.toml, so an upstream release cannot change an unchanged tree's result.
+# `make up` needs only the programs' lock; `make test` adds the dev lock on top (same versions).
+$(MAIN_STAMP): requirements/main.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/main.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(STAMP): $(MAIN_STAMP) requirements/dev.txt
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(STAMP)
@@ -21,13 +30,22 @@ venv: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-up: $(STAMP)
+up: $(MAIN_STAMP)
 	$(VENV)/bin/meshctl up
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
-	$(VENV)/bin/mypy $(PACKAGES)
+	$(VENV)/bin/mypy $(PACKAGES) scripts/check_lock.py
+
+# The one documented way to upgrade dependencies: edit the ranges in pyproject.toml if needed,
+# then `make lock`, then `make proto` (the generators are locked too) and `make test`.
+lock: $(STAMP)
+	bash scripts/lock.sh
+
+# Fails when pyproject.toml asks for something the locks do not pin (a stale lock).
+lock-check: $(STAMP)
+	$(PY) scripts/check_lock.py
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
@@ -40,7 +58,7 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	bash scripts/gen-proto.sh --check
 
-test: $(STAMP) system-deps lint proto-check
+test: $(STAMP) system-deps lock-check lint proto-check
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 unit: $(STAMP)
