@@ -38,10 +38,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(PACKAGES) scripts/check_lock.py
 
-# The one documented way to upgrade dependencies: edit the ranges in pyproject.toml if needed,
-# then `make lock`, then `make proto` (the generators are locked too) and `make test`.
+# The one documented way to change dependencies: edit pyproject.toml if needed, then
+# `make lock` (keeps every locked version it can), `make proto` and `make test`. Upgrades:
+# `make lock LOCK_ARGS=--upgrade` (all) or `LOCK_ARGS="--upgrade-package ruff"` (one).
+LOCK_ARGS ?=
 lock: $(STAMP)
-	bash scripts/lock.sh
+	bash scripts/lock.sh $(LOCK_ARGS)
 
 # Fails when pyproject.toml asks for something the locks do not pin (a stale lock).
 lock-check: $(STAMP)

@@ -2,7 +2,9 @@
 # Regenerates the locks in requirements/ from pyproject.toml: exact versions and hashes of every
 # runtime and dev dependency and of the build backend ([build-system] requires), for every
 # platform the project supports on Python 3.11+. `make lock` runs it; it is the one way to
-# upgrade a dependency (then `make proto` and `make test`).
+# change a dependency (then `make proto` and `make test`). Versions already in the locks are
+# kept unless pyproject.toml rules them out; extra arguments go to `uv pip compile`, e.g.
+# `--upgrade` or `--upgrade-package ruff`.
 #
 #   requirements/dev.txt   everything `make test` needs (runtime + extras dev and speed + build)
 #   requirements/main.txt  what the programs need to run (runtime + speed + build), same versions
@@ -14,7 +16,7 @@ UV=${UV:-$(dirname "$PY")/uv}
 build_requires() {
   "$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))'
 }
-common=(--universal --python-version 3.11 --generate-hashes --no-header --quiet)
+common=(--universal --python-version 3.11 --generate-hashes --no-header --quiet "$@")
 build_requires | "$UV" pip compile "${common[@]}" --extra dev --extra speed \
   pyproject.toml - -o requirements/dev.txt
 # Resolved under the dev lock's versions, so installing dev on top of main changes nothing.
