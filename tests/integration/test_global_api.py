@@ -137,6 +137,8 @@ def test_openapi_metrics_and_env_configuration(procs: Procs, tmp_path: Path) -> 
         [procs.script("global-cp")],  # plain `global-cp` means `run`
         env={
             "MESHFED_API_ADDRESS": f"127.0.0.1:{port}",
+            # Never the default KDS port: another meshfed on this host may hold it.
+            "MESHFED_KDS_ADDRESS": f"127.0.0.1:{free_port()}",
             "MESHFED_STORE": "memory",
             "MESHFED_MAX_BODY_BYTES": "2KiB",
         },
@@ -174,7 +176,15 @@ def test_unusable_address_or_data_dir_exits_1_with_a_reason(procs: Procs, tmp_pa
     # Same port: cannot listen.
     busy = procs.start(
         "busy",
-        [procs.script("global-cp"), "--api-address", f"127.0.0.1:{port}", "--store", "memory"],
+        [
+            procs.script("global-cp"),
+            "--api-address",
+            f"127.0.0.1:{port}",
+            "--kds-address",
+            f"127.0.0.1:{free_port()}",
+            "--store",
+            "memory",
+        ],
     )
     assert busy.popen.wait(15) == 1
     assert "cannot start" in busy.log()
@@ -184,6 +194,8 @@ def test_unusable_address_or_data_dir_exits_1_with_a_reason(procs: Procs, tmp_pa
         [
             procs.script("global-cp"),
             "--api-address",
+            f"127.0.0.1:{free_port()}",
+            "--kds-address",
             f"127.0.0.1:{free_port()}",
             "--data-dir",
             str(data),

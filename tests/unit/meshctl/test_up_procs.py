@@ -8,6 +8,7 @@ from pathlib import Path
 
 from meshctl.up import procs
 from meshctl.up.state import EXITED, RUNNING, ComponentRecord, UpState
+from tests.support import wait_until
 
 
 def _rec(name: str, pid: int | None, state: str, argv: list[str]) -> ComponentRecord:
@@ -55,7 +56,9 @@ def test_runs_and_terminate_on_a_real_process() -> None:
     child = subprocess.Popen(argv)
     try:
         assert procs.pid_alive(child.pid)
-        assert procs.runs(child.pid, argv)
+        # Right after Popen the child may not have exec'd yet (its command line is still
+        # pytest's): wait for the exec, never a fixed sleep.
+        wait_until(lambda: procs.runs(child.pid, argv), timeout=10, what="the child to exec")
         assert procs.runs(child.pid, argv[1:])  # a script run through its interpreter
         assert not procs.runs(child.pid, [*argv[:-1], "other"])
         assert not procs.runs(child.pid, [])
