@@ -80,9 +80,19 @@ def _rsa_bits(ca_cert: dict[str, Any], path: str) -> list[FieldError]:
     return []
 
 
+# A builtin backend's name ends the names of its CA Secrets (`<mesh>.ca-builtin-cert-<name>`)
+# and is the value of their `meshfed.io/ca-backend` label: it must fit both.
+_BACKEND_NAME = Str(
+    non_empty=True,
+    max_len=63,
+    pattern=r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*",
+    message="must consist of lower case alphanumeric characters, '-' or '.', and start and "
+    "end with an alphanumeric character (it names the CA's Secrets)",
+)
+
 _BACKEND = Obj(
     {
-        "name": Str(non_empty=True),
+        "name": _BACKEND_NAME,
         "type": Enum(
             "builtin",
             unsupported={
