@@ -71,3 +71,33 @@ async def test_a_long_valid_service_is_stored(zone_api: Api) -> None:
     service = "_".join(["s" * 60] * 4)
     resp = await zone_api.put(f"{DP}/long", dataplane("long", service=service))
     assert resp.status == 201, await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("fields_set", "field"),
+    [
+        ({"skipCreatingInitialPolicies": ["*"]}, "skipCreatingInitialPolicies"),
+        ({"networking": {"outbound": {"passthrough": False}}}, "networking.outbound.passthrough"),
+        ({"networking": {"outbound": {"passthrough": True}}}, "networking.outbound.passthrough"),
+        ({"routing": {"localityAwareLoadBalancing": True}}, "routing.localityAwareLoadBalancing"),
+        (
+            {"constraints": {"dataplaneProxy": {"requirements": [{"tags": {"a": "b"}}]}}},
+            "constraints.dataplaneProxy",
+        ),
+        ({"meshServices": {"mode": "Exclusive"}}, "meshServices"),
+    ],
+)
+async def test_mesh_fields_nothing_acts_on_are_refused(
+    api: Api, fields_set: dict[str, Any], field: str
+) -> None:
+    body = await rejected(
+        api, "PUT", "/meshes/m", 400, json={"type": "Mesh", "name": "m", **fields_set}
+    )
+    [problem] = body["invalid_parameters"]
+    assert problem["field"] == field
+    assert problem["reason"].startswith("is not enforced by meshfed: ")
+
+
+async def test_a_mesh_without_them_is_accepted(api: Api) -> None:
+    doc = {"type": "Mesh", "name": "m", "routing": {"zoneEgress": False}}
+    assert (await api.put("/meshes/m", doc)).status == 201
