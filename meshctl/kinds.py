@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meshctl.errors import EXIT_USAGE, CliError
 from meshfed.resources.descriptors import Registry, TypeDescriptor
+from meshfed.resources.unsupported import unsupported_type
 
 
 def known_types(registry: Registry) -> list[str]:
@@ -18,6 +19,9 @@ def known_types(registry: Registry) -> list[str]:
 def resolve_type(registry: Registry, typed: str) -> TypeDescriptor:
     desc = registry.lookup(typed.strip())
     if desc is None:
+        missing = unsupported_type(typed.strip())
+        if missing is not None:
+            raise CliError(missing.message(), EXIT_USAGE)
         raise CliError(
             f"unknown resource type {typed!r}; known types (name, then plural and short names):",
             EXIT_USAGE,

@@ -19,6 +19,7 @@ from meshctl.commands.common import positive_float
 from meshctl.context import Context
 from meshctl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from meshctl.output import error_lines
+from meshfed.config import HelpSafeParser
 from meshfed.resources.types import default_registry
 
 
@@ -44,7 +45,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = HelpSafeParser(
         prog="meshctl",
         parents=[common],
         description="Command line client of the meshfed control plane API.",

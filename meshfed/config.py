@@ -158,6 +158,26 @@ LOG_LEVEL = Option(
 # ---- the option set of one program ---------------------------------------------------------
 
 
+class LiteralHelpFormatter(argparse.HelpFormatter):
+    """Prints help strings as written: argparse %-formats each one (`%(default)s`), so a
+    plain `%` ("after 80% of it") crashed `--help` with "TypeError: %o format". Option help
+    here already spells out its default, so no help string of a `Config` parser, or of a
+    positional a program adds to it, is ever %-formatted."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return self._get_help_string(action) or ""
+
+
+class HelpSafeParser(argparse.ArgumentParser):
+    """An ArgumentParser printing help with `LiteralHelpFormatter`; its subcommands'
+    parsers (argparse makes them of the parent's class) do too. Every program's parser is
+    one (`Config.parser`, meshctl's), so no help text can crash `--help`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", LiteralHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 class Config:
     """The options of one program; builds its parser and resolves values from every source."""
 
@@ -171,7 +191,7 @@ class Config:
 
     def parser(self) -> argparse.ArgumentParser:
         """A fresh parser; a program may add positionals (e.g. a `run` command) before use."""
-        parser = argparse.ArgumentParser(
+        parser = HelpSafeParser(
             prog=self.prog,
             description=self.description,
             epilog="Every option can also be set with its MESHFED_* environment variable or as "

@@ -121,7 +121,9 @@ class ZoneControlPlane:
             self.store, s.zone, s.vip_cidr, writer=not replicated
         )
         await services.start()
-        self.dns = dns = ZoneDns(s.dns_address, s.dns_upstream)
+        self.dns = dns = ZoneDns(
+            s.dns_address, s.dns_upstream, tcp_idle_timeout=s.dns_tcp_idle_timeout
+        )
         address = await dns.start(services.snapshot.names)
         services.listen(lambda snapshot: dns.update(snapshot.names))
 

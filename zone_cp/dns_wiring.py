@@ -35,6 +35,7 @@ from zone_cp.dns import (
 )
 from zone_cp.dns.answers import DEFAULT_DOMAIN
 from zone_cp.dns.names import mesh_names
+from zone_cp.dns.server import DEFAULT_TCP_IDLE_TIMEOUT
 from zone_cp.dns.upstream import DEFAULT_TIMEOUT
 
 log = logging.getLogger("zone_cp.dns")
@@ -106,12 +107,14 @@ class ZoneDns:
         upstream: tuple[str, int] | None = None,
         *,
         upstream_timeout: float = DEFAULT_TIMEOUT,
+        tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
     ) -> None:
         self._address = address
         self._forwarding = upstream is not None
         self.server = DnsServer(
             DnsTable([], forwarding=self._forwarding),
             upstream=None if upstream is None else Upstream(*upstream, timeout=upstream_timeout),
+            tcp_idle_timeout=tcp_idle_timeout,
         )
         self._reported: tuple[list[str], list[str]] = ([], [])
 

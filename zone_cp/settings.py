@@ -129,6 +129,14 @@ OPTIONS = (
         metavar="HOST:PORT",
     ),
     Option(
+        "dns-tcp-idle-timeout",
+        parse_duration,
+        "10s",
+        "DNS over TCP: close a connection that sends no complete query for this long (idle "
+        "connections are also closed, oldest first, when 1024 are open or 256 from one address)",
+        metavar="DURATION",
+    ),
+    Option(
         "vip-cidr",
         parse_vip_cidr,
         str(DEFAULT_VIP_CIDR),
@@ -185,6 +193,7 @@ class ZoneSettings(EtcdSettings):
     kds_stale_timeout: float
     dns_address: Address
     dns_upstream: tuple[str, int] | None
+    dns_tcp_idle_timeout: float
     vip_cidr: IPv4Network
     dp_server_address: Address
     dp_cert_validity: float

@@ -19,6 +19,7 @@ from meshctl.errors import CliError
 from meshctl.output import error_lines
 from meshfed.resources.descriptors import Registry, Scope, TypeDescriptor
 from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, META_KEYS
+from meshfed.resources.unsupported import unsupported_type
 
 Outcome = Literal["created", "configured", "unchanged"]
 # Labels the control plane sets itself; a document that leaves them out has not changed them.
@@ -88,6 +89,9 @@ def target_of(data: Any, registry: Registry) -> Target:
     try:
         desc = registry.get(type_name)
     except KeyError:
+        missing = unsupported_type(type_name)
+        if missing is not None and missing.name == type_name:
+            raise CliError(missing.message(), details=[f"type: {type_name}"]) from None
         hint = registry.lookup(type_name)
         reason = f'did you mean "{hint.name}"?' if hint else f"one of {', '.join(registry.names())}"
         raise CliError(f"unknown type {type_name!r}", details=[f"type: {reason}"]) from None

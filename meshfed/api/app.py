@@ -16,6 +16,7 @@ from meshfed.api.openapi import openapi_document
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
+from meshfed.api.unsupported import add_unsupported_routes
 from meshfed.api.watch import add_watch_route
 
 
@@ -103,6 +104,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
+    add_unsupported_routes(routes)
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 

@@ -7,14 +7,33 @@ from typing import Any
 
 from meshfed.resources.descriptors import Registry, Scope, TypeDescriptor
 from meshfed.resources.errors import FieldError, ValidationError
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import LABEL_DISPLAY_NAME, Meta, Resource
 
-# Kuma Universal accepts DNS-1123-like names; dots allow Kuma's "<name>.<hash>" zone names.
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$")
-LABEL_KEY_RE = re.compile(
-    r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+# Kuma's rule for a resource name (its ValidateMeta): a lowercase RFC 1123 subdomain of at most
+# 253 characters: dot-separated labels of lower case alphanumerics and '-', each starting and
+# ending with an alphanumeric ("a..b", "a.-b", "a_b" are refused). Zone-originated names
+# "<name>.<hash>" (meshfed/kds/naming.py) keep to it.
+MAX_NAME = 253
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+NAME_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+NAME_RULE = (
+    "must be a lowercase RFC 1123 subdomain: lower case alphanumeric characters, '-' or '.', "
+    "starting and ending with an alphanumeric character (every part between dots too), "
+    f"at most {MAX_NAME} characters"
 )
+
+# Kubernetes' label rules, which Kuma applies: a key is an optional DNS-subdomain prefix and
+# '/' before a name of at most 63 characters; a value is empty or such a name.
+MAX_LABEL_NAME = 63
 MAX_LABEL_VALUE = 63
+_LABEL_NAME_RE = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_NAME_RULE = (
+    "consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character"
+)
+# kuma.io/display-name holds a resource name (set by the control plane on zone resources),
+# which may be longer than a label value: it follows the name rule instead.
+NAME_VALUED_LABELS = frozenset({LABEL_DISPLAY_NAME})
 
 
 def resource_to_dict(res: Resource, desc: TypeDescriptor) -> dict[str, Any]:
@@ -36,17 +55,43 @@ def resource_to_dict(res: Resource, desc: TypeDescriptor) -> dict[str, Any]:
     return out
 
 
+def is_name(value: str) -> bool:
+    """Whether `value` is a valid resource name (the length is checked before the pattern)."""
+    return 0 < len(value) <= MAX_NAME and NAME_RE.fullmatch(value) is not None
+
+
 def check_name(value: Any, field: str) -> list[FieldError]:
     if not isinstance(value, str) or not value:
         return [FieldError(field, "must be a non-empty string")]
-    if not NAME_RE.match(value):
-        return [
-            FieldError(
-                field,
-                "must consist of lower case alphanumeric characters, '-', '.' or '_', start and "
-                "end with an alphanumeric character, and be at most 253 characters",
-            )
-        ]
+    if not is_name(value):
+        return [FieldError(field, NAME_RULE)]
+    return []
+
+
+def label_key_problems(key: str) -> list[str]:
+    """Why `key` is not a label key (Kubernetes' qualified name), or [] if it is one."""
+    prefix, slash, name = key.rpartition("/")
+    problems: list[str] = []
+    if slash and not is_name(prefix):
+        problems.append(
+            "prefix part must be a lowercase RFC 1123 subdomain of at most 253 characters "
+            "(e.g. 'example.com')"
+        )
+    if not name:
+        problems.append("name part must be non-empty")
+    elif len(name) > MAX_LABEL_NAME:
+        problems.append(f"name part must be no more than {MAX_LABEL_NAME} characters")
+    elif _LABEL_NAME_RE.fullmatch(name) is None:
+        problems.append(f"name part must {_LABEL_NAME_RULE}")
+    return problems
+
+
+def label_value_problems(value: str) -> list[str]:
+    """Why `value` is not a label value, or [] if it is one."""
+    if len(value) > MAX_LABEL_VALUE:
+        return [f"must be no more than {MAX_LABEL_VALUE} characters"]
+    if value and _LABEL_NAME_RE.fullmatch(value) is None:
+        return [f"a valid label must be an empty string or {_LABEL_NAME_RULE}"]
     return []
 
 
@@ -57,14 +102,18 @@ def check_labels(value: Any, field: str = "labels") -> list[FieldError]:
         return [FieldError(field, "must be a map of string keys to string values")]
     errors: list[FieldError] = []
     for k, v in value.items():
-        if not isinstance(k, str) or not LABEL_KEY_RE.match(k):
-            errors.append(FieldError(f"{field}[{k!r}]", "invalid label key"))
+        where = f"{field}[{k!r}]"
+        if not isinstance(k, str):
+            errors.append(FieldError(where, "label key must be a string"))
+        else:
+            errors += [FieldError(where, f"invalid label key: {p}") for p in label_key_problems(k)]
         if not isinstance(v, str):
-            errors.append(FieldError(f"{field}[{k!r}]", "label value must be a string"))
-        elif len(v) > MAX_LABEL_VALUE:
-            errors.append(
-                FieldError(f"{field}[{k!r}]", f"must be at most {MAX_LABEL_VALUE} characters")
-            )
+            errors.append(FieldError(where, "label value must be a string"))
+        elif k in NAME_VALUED_LABELS:
+            if not is_name(v):
+                errors.append(FieldError(where, "holds a resource name, which " + NAME_RULE))
+        else:
+            errors += [FieldError(where, p) for p in label_value_problems(v)]
     return errors
 
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT: Final = 5653
 DEFAULT_TCP_IDLE_TIMEOUT: Final = 10.0
 DEFAULT_MAX_TCP_CONNECTIONS: Final = 1024
+# One address may hold a quarter of the connections: when it asks for more, its own oldest
+# idle connection is closed, so one client cannot push everyone else's out.
+DEFAULT_MAX_TCP_PER_SOURCE: Final = 256
 _RCODE_NAMES: Final = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 # Room for bursts while the process is busy elsewhere (the kernel caps it at rmem_max).
 _UDP_RCVBUF: Final = 4 * 1024 * 1024
@@ -87,6 +90,16 @@ class DnsStatsCollector(Collector):
         yield GaugeMetricFamily(
             "meshfed_dns_names", "Names in the current table", value=self._server.table.size
         )
+        yield GaugeMetricFamily(
+            "meshfed_dns_tcp_connections",
+            "Open DNS-over-TCP connections",
+            value=self._server.tcp_connections,
+        )
+        yield CounterMetricFamily(
+            "meshfed_dns_tcp_idle_closed",
+            "Idle TCP connections closed to make room for new ones",
+            value=stats.tcp_evicted,
+        )
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -137,11 +150,30 @@ def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+class _TcpConn:
+    """One DNS-over-TCP connection. While it waits for a query (idle, or mid-query, which a
+    slow client could stretch) it is in `DnsServer._tcp_waiting` and may be closed for a new
+    connection; while it is answered it is not."""
+
+    __slots__ = ("source", "writer")
+
+    def __init__(self, source: str, writer: asyncio.StreamWriter) -> None:
+        self.source = source
+        self.writer = writer
+
+
 class DnsServer:
     """UDP + TCP DNS server. Replace `table` (one assignment) to change every answer at once.
 
     `udp_batching`: None uses recvmmsg/sendmmsg where available, False forces the asyncio
     datagram transport.
+
+    TCP connections are bounded (RFC 7766 section 6.2 asks servers to manage them): each is
+    closed after `tcp_idle_timeout` seconds without a complete query; at most
+    `max_tcp_connections` are open, at most `max_tcp_per_source` from one address. A new
+    connection is never turned away for idle ones: when a limit is reached the connection
+    waiting longest for a query (of that address, for the per-address limit) is closed to make
+    room. Only when every connection is busy answering is the new one closed.
     """
 
     def __init__(
@@ -151,12 +183,16 @@ class DnsServer:
         upstream: Upstream | None = None,
         tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT,
         max_tcp_connections: int = DEFAULT_MAX_TCP_CONNECTIONS,
+        max_tcp_per_source: int = DEFAULT_MAX_TCP_PER_SOURCE,
         udp_batching: bool | None = None,
     ) -> None:
+        if tcp_idle_timeout <= 0 or max_tcp_connections < 1 or max_tcp_per_source < 1:
+            raise ValueError("TCP idle timeout and connection limits must be positive")
         self.table = table
         self.upstream = upstream
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
+        self.max_tcp_per_source = max_tcp_per_source
         self.udp_batching = batchio.available() if udp_batching is None else udp_batching
         if self.udp_batching and not batchio.available():
             raise ValueError("batched UDP (recvmmsg) is not available on this platform")
@@ -166,8 +202,17 @@ class DnsServer:
         self.batch_reader: batchio.UdpBatchReader | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tcp_connections = 0
+        # Every open TCP connection, by source address; and those waiting for a query, the
+        # longest-waiting first (a dict keeps insertion order: re-inserting moves to the end).
+        self._tcp_by_source: dict[str, dict[_TcpConn, None]] = {}
+        self._tcp_waiting: dict[_TcpConn, None] = {}
+        self._tcp_count = 0
         self._address: tuple[str, int] | None = None
+
+    @property
+    def tcp_connections(self) -> int:
+        """Open DNS-over-TCP connections."""
+        return self._tcp_count
 
     @property
     def address(self) -> tuple[str, int]:
@@ -274,18 +319,55 @@ class DnsServer:
         self.stats.dropped += 1
         return None
 
+    def _admit(self, conn: _TcpConn) -> bool:
+        """Makes room for `conn` within the limits (closing idle connections) and registers
+        it; False when every connection in the way is busy answering."""
+        same = self._tcp_by_source.get(conn.source)
+        if same is not None and len(same) >= self.max_tcp_per_source:
+            oldest = next((c for c in self._tcp_waiting if c.source == conn.source), None)
+            if oldest is None:
+                return False
+            self._evict(oldest)
+        if self._tcp_count >= self.max_tcp_connections:
+            oldest = next(iter(self._tcp_waiting), None)
+            if oldest is None:
+                return False
+            self._evict(oldest)
+        self._tcp_by_source.setdefault(conn.source, {})[conn] = None
+        self._tcp_count += 1
+        return True
+
+    def _forget(self, conn: _TcpConn) -> None:
+        self._tcp_waiting.pop(conn, None)
+        same = self._tcp_by_source.get(conn.source)
+        if same is not None and same.pop(conn, 0) is None:
+            self._tcp_count -= 1
+            if not same:
+                del self._tcp_by_source[conn.source]
+
+    def _evict(self, conn: _TcpConn) -> None:
+        """Closes an idle connection now; its handler then ends on the closed stream."""
+        self._forget(conn)
+        self.stats.tcp_evicted += 1
+        conn.writer.transport.abort()
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """RFC 7766 framing: 2-byte length, several queries per connection, answered in order."""
-        if self._tcp_connections >= self.max_tcp_connections:
+        peer = writer.get_extra_info("peername")
+        conn = _TcpConn(str(peer[0]) if peer else "", writer)
+        if not self._admit(conn):
             self.stats.dropped += 1
-            writer.close()
+            writer.transport.abort()
             return
-        self._tcp_connections += 1
+        waiting = self._tcp_waiting
         try:
             while True:
+                waiting[conn] = None  # longest-waiting first: a new wait goes to the end
                 async with asyncio.timeout(self.tcp_idle_timeout):
                     size = struct.unpack(">H", await reader.readexactly(2))[0]
                     query = await reader.readexactly(size)
+                if waiting.pop(conn, 0) is not None:
+                    return  # closed to make room while the query arrived
                 try:
                     reply = await self._answer_tcp(query)
                 except Exception:
@@ -297,10 +379,10 @@ class DnsServer:
                     writer.write(struct.pack(">H", len(reply)) + reply)
                     await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            pass  # idle, closed by the client, or reset: all normal ends of a connection
+            pass  # idle, closed by the client, reset or closed for room: normal ends
         except Exception:
             self.stats.errors += 1
             log.debug("TCP connection failed", exc_info=True)
         finally:
-            self._tcp_connections -= 1
+            self._forget(conn)
             writer.close()

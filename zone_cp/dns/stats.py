@@ -16,6 +16,7 @@ class DnsStats:
         "queries_udp",
         "rcodes",
         "send_failures",
+        "tcp_evicted",
         "truncated",
     )
 
@@ -28,3 +29,4 @@ class DnsStats:
         self.forwarded = 0
         self.truncated = 0  # forwarded UDP answers cut to TC
         self.send_failures = 0  # UDP replies the kernel would not take (send buffer full)
+        self.tcp_evicted = 0  # idle TCP connections closed to make room for new ones

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +28,29 @@ NOT_SUPPORTED = "is not supported by meshfed"
 
 PORT = Int(1, 65535)
 ADDRESS = Str(predicate=is_address, message="must be an IP address or a hostname")
+
+
+def _dialable(value: Any, path: str) -> list[FieldError]:
+    errors = ADDRESS.check(value, path)
+    if errors or not isinstance(value, str):
+        return errors
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return []  # a host name
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        kind = "an unspecified" if ip.is_unspecified else "a multicast or broadcast"
+        return [
+            FieldError(
+                path,
+                f"must be an address other proxies can dial, not {kind} address ({value})",
+            )
+        ]
+    return []
+
+
+# An address other proxies connect to (a Dataplane's): 0.0.0.0, ::, multicast are refused.
+DIALABLE_ADDRESS = Custom(_dialable)
 # A reference to another resource by name (mesh, service): Kuma's name character set.
 NAME = Str(
     pattern=r"[0-9a-z._-]+",
@@ -52,6 +77,33 @@ LABELS = MapOf(Str(), keys=Str(non_empty=True))
 
 _PROTOCOLS = ("tcp", "http", "http2", "grpc")
 
+# A service name becomes a key of the zone's VirtualIPs (at most 253 characters) and DNS names
+# (`<service>.mesh`, and Kuma's variant with each `_` read as `.`): the same limits hold here,
+# so one long name is refused at the edge instead of making the whole VirtualIPs of its zone
+# invalid at the global.
+MAX_SERVICE = 253
+MAX_SERVICE_PART = 63
+_SERVICE_PARTS = re.compile(r"[._]")
+
+
+def service_name_problem(service: str) -> str | None:
+    """Why `service` cannot be a VirtualIPs key and a DNS name, or None."""
+    if len(service) > MAX_SERVICE:
+        return (
+            f"must be at most {MAX_SERVICE} characters (it names the service's VIP and DNS "
+            f"name); this one has {len(service)}"
+        )
+    parts = _SERVICE_PARTS.split(service)
+    if any(not part for part in parts):
+        return "must not start or end with '.' or '_', nor have two of them in a row (DNS name)"
+    long_part = next((part for part in parts if len(part) > MAX_SERVICE_PART), None)
+    if long_part is not None:
+        return (
+            f"every part between '.' or '_' must be at most {MAX_SERVICE_PART} characters "
+            f"(a DNS label); {long_part[:20]}... has {len(long_part)}"
+        )
+    return None
+
 
 def _service_tags(value: Any, path: str) -> list[FieldError]:
     errors = TAGS.check(value, path)
@@ -59,6 +111,11 @@ def _service_tags(value: Any, path: str) -> list[FieldError]:
         return errors
     if SERVICE_TAG not in value:
         errors.append(FieldError(path, f"must contain the {SERVICE_TAG!r} tag"))
+    service = value.get(SERVICE_TAG)
+    if isinstance(service, str) and _TAG_VALUE.check(service, "") == []:
+        problem = service_name_problem(service)
+        if problem is not None:
+            errors.append(FieldError(key(path, SERVICE_TAG), problem))
     proto = value.get(PROTOCOL_TAG)
     if isinstance(proto, str) and proto not in _PROTOCOLS:
         errors.append(

@@ -25,6 +25,7 @@ from meshfed.resources.schema import (
 from meshfed.resources.types.common import (
     ADDRESS,
     AGE_COLUMN,
+    DIALABLE_ADDRESS,
     MESH_COLUMN,
     NAME_COLUMN,
     NOT_SUPPORTED,
@@ -45,7 +46,7 @@ _INBOUND = Obj(
         "port": PORT,
         "servicePort": PORT,
         "serviceAddress": ADDRESS,
-        "address": ADDRESS,
+        "address": DIALABLE_ADDRESS,
         "tags": SERVICE_TAGS,
         "health": Obj({"ready": Bool()}),
         "serviceProbe": Obj(
@@ -77,8 +78,8 @@ DATAPLANE_SCHEMA = Obj(
     {
         "networking": Obj(
             {
-                "address": ADDRESS,
-                "advertisedAddress": ADDRESS,
+                "address": DIALABLE_ADDRESS,
+                "advertisedAddress": DIALABLE_ADDRESS,
                 "inbound": ListOf(_INBOUND),
                 "outbound": ListOf(_OUTBOUND),
                 "admin": Obj({"port": PORT}),

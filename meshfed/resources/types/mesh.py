@@ -20,7 +20,6 @@ from meshfed.resources.schema import (
     Obj,
     Str,
     Unsupported,
-    as_validator,
     index,
     join,
 )
@@ -80,9 +79,19 @@ def _rsa_bits(ca_cert: dict[str, Any], path: str) -> list[FieldError]:
     return []
 
 
+# A builtin backend's name ends the names of its CA Secrets (`<mesh>.ca-builtin-cert-<name>`)
+# and is the value of their `meshfed.io/ca-backend` label: it must fit both.
+_BACKEND_NAME = Str(
+    non_empty=True,
+    max_len=63,
+    pattern=r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*",
+    message="must consist of lower case alphanumeric characters, '-' or '.', and start and "
+    "end with an alphanumeric character (it names the CA's Secrets)",
+)
+
 _BACKEND = Obj(
     {
-        "name": Str(non_empty=True),
+        "name": _BACKEND_NAME,
         "type": Enum(
             "builtin",
             unsupported={
@@ -156,6 +165,45 @@ MESH_SCHEMA = Obj(
 )
 
 
+# Mesh fields of Kuma's shape that nothing in meshfed acts on, each with the reason. They are
+# kept in MESH_SCHEMA (Kuma's shape: documents round-trip, schema tests use them) and refused
+# by the Mesh's validator, as the policies' unenforced fields are (docs/architecture.md).
+MESH_NOT_ENFORCED = "is not enforced by meshfed"
+UNENFORCED_MESH_FIELDS: dict[tuple[str, ...], str] = {
+    ("skipCreatingInitialPolicies",): "meshfed creates no initial default policies to skip",
+    ("networking", "outbound", "passthrough"): "sidecars do not intercept outbound traffic "
+    "(no transparent proxying), so traffic outside the mesh cannot be passed or blocked",
+    ("routing", "localityAwareLoadBalancing"): "locality-aware load balancing is on by "
+    "default and set per service with MeshLoadBalancingStrategy localityAwareness",
+    ("constraints", "dataplaneProxy"): "Dataplanes are not checked against requirements or "
+    "restrictions",
+    ("meshServices",): "meshfed has no MeshService resources: services come from Dataplane tags",
+}
+
+
+def _unenforced(body: dict[str, Any], path: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for steps, reason in UNENFORCED_MESH_FIELDS.items():
+        if dig(body, *steps) is not None:
+            where = path
+            for step in steps:
+                where = join(where, step)
+            errors.append(FieldError(where, f"{MESH_NOT_ENFORCED}: {reason}"))
+    return errors
+
+
+def _validate_mesh(body: dict[str, Any], path: str) -> list[FieldError]:
+    """Kuma's shape, then the fields meshfed would store and ignore (refused, named)."""
+    errors = MESH_SCHEMA.check(body, path)
+
+    def reported(field: str) -> bool:  # one mistake, one error: the shape's comes first
+        return any(
+            e.field == field or e.field.startswith((f"{field}.", f"{field}[")) for e in errors
+        )
+
+    return errors + [e for e in _unenforced(body, path) if not reported(e.field)]
+
+
 def _mtls_cell(spec: dict[str, Any]) -> str:
     enabled = dig(spec, "mtls", "enabledBackend")
     return f"{enabled}" if isinstance(enabled, str) and enabled else "off"
@@ -169,7 +217,7 @@ MESH = TypeDescriptor(
     owner=Mode.GLOBAL,
     kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
     short_names=("mesh",),
-    validate=as_validator(MESH_SCHEMA),
+    validate=_validate_mesh,
     columns=(NAME_COLUMN, column("MTLS", lambda r: _mtls_cell(r.spec)), AGE_COLUMN),
     description="A mesh: the unit of isolation, trust (mTLS CA) and policy.",
 )

@@ -46,6 +46,8 @@ from meshfed.resources.schema import Check, ListOf, Obj, Schema, as_validator, j
 from meshfed.resources.types import policy_confs as conf
 from meshfed.resources.types.common import AGE_COLUMN, MESH_COLUMN, NAME_COLUMN, as_list, column
 from meshfed.resources.types.load_balancing import LOAD_BALANCING_CONF
+from meshfed.resources.types.mesh import MESH as MESH_TYPE
+from meshfed.resources.types.mesh import MESH_SCHEMA
 from meshfed.resources.types.targetref import (
     MESH,
     MESH_SERVICE,
@@ -239,9 +241,9 @@ _SPECS: dict[str, Obj] = {
 
 
 def schema_only(desc: TypeDescriptor) -> TypeDescriptor:
-    """`desc` validating Kuma's shape only, without the enforcement gate (non-policies are
-    returned as they are)."""
-    spec = _SPECS.get(desc.name)
+    """`desc` validating Kuma's shape only, without the enforcement gate (the policies' and
+    the Mesh's unenforced fields); other types are returned as they are."""
+    spec = _SPECS.get(desc.name) or (MESH_SCHEMA if desc.name == MESH_TYPE.name else None)
     if spec is None:
         return desc
     return dataclasses.replace(desc, validate=as_validator(spec))

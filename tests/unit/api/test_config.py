@@ -154,3 +154,21 @@ def test_size(raw: Any, expected: int) -> None:
 def test_option_names_are_unique() -> None:
     with pytest.raises(ValueError):
         Config("x", "", (LOG_LEVEL, LOG_LEVEL))
+
+
+def test_a_percent_sign_in_any_help_text_cannot_crash_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = Config("pct", "Takes 100% of it.", [Option("share", parse_size, "1%", "After 80% of")])
+    parser = config.parser()
+    parser.add_argument("command", nargs="?", help="run: 100%o sure")
+    sub = parser.add_subparsers().add_parser("child")  # subcommands get the same formatter
+    sub.add_argument("--x", help="%(nonsense)s 5%")
+    for argv in (["--help"], ["child", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            config.load(argv, {}, parser=parser)
+        assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "After 80% of (default: 1%; env: MESHFED_SHARE)" in out
+    assert "run: 100%o sure" in out
+    assert "%(nonsense)s 5%" in out

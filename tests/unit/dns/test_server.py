@@ -11,7 +11,7 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.support import free_port
+from tests.support import async_wait_until, free_port
 from tests.unit.dns.wire import a_records, parse, query
 from zone_cp.dns import batchio
 from zone_cp.dns.answers import RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, DnsTable
@@ -129,16 +129,71 @@ async def test_idle_tcp_connections_are_closed(
     writer.close()
 
 
-async def test_tcp_connection_limit(start: Start) -> None:
-    server = await start(DnsTable(RECORDS), max_tcp_connections=1)
-    reader, writer = await asyncio.open_connection(*server.address)
+async def _held(addr: tuple[str, int], source: str = "127.0.0.1") -> asyncio.StreamReader:
+    """An open TCP connection from `source` that was answered once and is now idle."""
+    reader, writer = await asyncio.open_connection(*addr, local_addr=(source, 0))
     packet = query("web.mesh")
     writer.write(struct.pack(">H", len(packet)) + packet)
-    await asyncio.wait_for(reader.readexactly(2), 5)  # first connection is being served
+    size = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), 5))[0]
+    await reader.readexactly(size)
+    reader.writer = writer  # type: ignore[attr-defined]  # a dropped writer closes the socket
+    return reader
+
+
+def _close(*readers: asyncio.StreamReader) -> None:
+    for reader in readers:
+        reader.writer.close()  # type: ignore[attr-defined]
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    return await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_a_new_connection_closes_the_longest_idle_one_at_the_limit(start: Start) -> None:
+    server = await start(DnsTable(RECORDS), max_tcp_connections=3)
+    held = [await _held(server.address) for _ in range(3)]
+    assert server.tcp_connections == 3
+    # The limit never turns a new query away: the longest-idle connection makes room.
+    [reply] = await tcp_ask(server.address, query("backend.mesh"))
+    assert a_records(reply) == ["127.1.0.1"]
+    assert await _closed(held[0])
+    assert server.stats.tcp_evicted == 1
+    assert not held[1].at_eof() and not held[2].at_eof()
+    assert server.tcp_connections <= 3
+    _close(*held)
+
+
+async def test_one_address_cannot_push_out_the_others(start: Start) -> None:
+    server = await start(DnsTable(RECORDS), max_tcp_connections=100, max_tcp_per_source=2)
+    other = await _held(server.address, "127.0.0.2")
+    mine = [await _held(server.address, "127.0.0.3") for _ in range(2)]
+    for _ in range(5):  # past its own limit, an address closes its own oldest idle ones
+        mine.append(await _held(server.address, "127.0.0.3"))
+    assert all([await _closed(r) for r in mine[:5]])
+    assert not other.at_eof() and not mine[5].at_eof() and not mine[6].at_eof()
+    assert server.tcp_connections == 3
+    assert server.stats.tcp_evicted == 5
+    _close(other, *mine)
+
+
+async def test_a_connection_is_closed_when_every_other_is_busy(start: Start) -> None:
+    server = await start(DnsTable(RECORDS), max_tcp_connections=1)
+    # Stand in for a connection being answered (not waiting for a query: not closable).
+    _reader, writer = await asyncio.open_connection(*server.address)
+    await async_wait_until(_is(lambda: server.tcp_connections == 1), timeout=5)
+    server._tcp_waiting.clear()
     reader2, writer2 = await asyncio.open_connection(*server.address)
-    assert await asyncio.wait_for(reader2.read(), 5) == b""
+    assert await _closed(reader2)
+    assert server.stats.dropped == 1
     writer.close()
     writer2.close()
+
+
+def _is(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return predicate()
+
+    return check
 
 
 async def test_table_swap_takes_effect_on_the_next_query(

@@ -95,6 +95,28 @@ def raw_hello(**fields: Any) -> pb.DpMessage:
             raw_hello(resource=json.dumps({**DATAPLANE, "networking": {}}).encode()),
             "networking.address: ",
         ),
+        (  # registration refuses what the REST API refuses, with the same validators
+            raw_hello(
+                resource=json.dumps(
+                    {**DATAPLANE, "networking": {**DATAPLANE["networking"], "address": "0.0.0.0"}}
+                ).encode()
+            ),
+            "networking.address: must be an address other proxies can dial",
+        ),
+        (
+            raw_hello(
+                resource=json.dumps(
+                    {
+                        **DATAPLANE,
+                        "networking": {
+                            "address": "127.0.0.2",
+                            "inbound": [{"port": 1, "tags": {"kuma.io/service": "s" * 300}}],
+                        },
+                    }
+                ).encode()
+            ),
+            "networking.inbound[0].tags['kuma.io/service']: must be at most 253 characters",
+        ),
         (raw_hello(mesh="other"), "Hello.mesh 'other' differs from the Dataplane's mesh 'default'"),
         (
             raw_hello(proxy_type=pb.INGRESS, resource=json.dumps(INGRESS).encode()),

@@ -79,3 +79,10 @@ def test_classify_top_level_types_compare_their_fields() -> None:
         stored, {"type": "Mesh", "name": "m", "mtls": {"enabledBackend": "ca"}}, MESH
     ) == ("unchanged")
     assert classify(stored, {"type": "Mesh", "name": "m"}, MESH) == "configured"
+
+
+def test_a_kuma_type_meshfed_does_not_have_is_refused_naming_why() -> None:
+    with pytest.raises(CliError) as info:
+        target_of({"type": "MeshProxyPatch", "mesh": "default", "name": "p"}, REG)
+    assert str(info.value).startswith("MeshProxyPatch is not supported by meshfed: ")
+    assert "Envoy" in str(info.value)

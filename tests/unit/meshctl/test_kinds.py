@@ -40,3 +40,9 @@ def test_unknown_type_lists_every_known_type_and_is_a_usage_error() -> None:
 def test_known_types_do_not_repeat_the_lowercased_name() -> None:
     lines = known_types(default_registry())
     assert "Mesh (meshes)" in lines
+
+
+def test_a_kuma_type_meshfed_does_not_have_says_why() -> None:
+    with pytest.raises(CliError) as info:
+        resolve_type(default_registry(), "meshgateways")
+    assert "MeshGateway is not supported yet by meshfed" in str(info.value)

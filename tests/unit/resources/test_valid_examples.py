@@ -1,7 +1,7 @@
 """Valid examples of every type pass unchanged: dict -> Resource -> dict, and YAML text too.
 
-A few policy examples use fields meshfed's sidecar does not enforce: they have Kuma's shape
-(and round-trip through it), but the API refuses them, naming those fields.
+A few policy examples and the full Mesh use fields meshfed does not enforce: they have Kuma's
+shape (and round-trip through it), but the API refuses them, naming those fields.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from meshfed.policy.enforced import NOT_ENFORCED
 from meshfed.resources.codec import resource_from_dict, resource_to_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.types import default_registry
+from meshfed.resources.types.mesh import MESH_NOT_ENFORCED
 from tests.unit.policy.factories import schema_registry
 
 # Written in the order and style `resource_to_dict` + yaml.safe_dump produce, so that the
@@ -297,6 +297,13 @@ spec:
 
 # Examples the enforcement gate refuses, with the fields it names.
 NOT_ENFORCED_FIELDS = {
+    "mesh-full": [
+        "skipCreatingInitialPolicies",
+        "networking.outbound.passthrough",
+        "routing.localityAwareLoadBalancing",
+        "constraints.dataplaneProxy",
+        "meshServices",
+    ],
     "mesh-circuit-breaker": ["spec.to[0].default.connectionLimits.maxConnectionPools"],
     "mesh-health-check": ["spec.to[0].default.http"],
     "mesh-retry": ["spec.to[0].default.grpc"],
@@ -329,7 +336,7 @@ def test_api_refuses_only_the_unenforced_examples(name: str) -> None:
     with pytest.raises(ValidationError) as info:
         resource_from_dict(data, default_registry())
     assert [e.field for e in info.value.errors] == NOT_ENFORCED_FIELDS[name]
-    assert all(NOT_ENFORCED in e.reason for e in info.value.errors)
+    assert all(MESH_NOT_ENFORCED in e.reason for e in info.value.errors)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

@@ -1,0 +1,168 @@
+"""Kuma resource types meshfed does not have, each with why: data for the API and the CLI.
+
+A request for one of these is a real Kuma request, not a mistyped URL: the API answers its
+REST paths with a 400 naming the type and the reason (meshfed/api/unsupported.py), and
+`meshctl apply` refuses such a document the same way, instead of "no such path" / "unknown
+type". `NOT_YET` types could be added; `NEVER` ones conflict with how meshfed works.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from meshfed.resources.descriptors import Scope
+
+
+class Support(enum.StrEnum):
+    NOT_YET = "not supported yet"
+    NEVER = "not supported"
+
+
+@dataclass(frozen=True)
+class UnsupportedType:
+    name: str  # Kuma's type name, as in a document's `type`
+    plural: str  # Kuma's REST path segment
+    scope: Scope
+    support: Support
+    reason: str
+
+    def message(self) -> str:
+        """One sentence a user can act on: the type, that meshfed lacks it, and why."""
+        return f"{self.name} is {self.support} by meshfed: {self.reason}"
+
+
+def _t(name: str, plural: str, support: Support, reason: str) -> UnsupportedType:
+    return UnsupportedType(name, plural, Scope.MESH, support, reason)
+
+
+_YET, _NEVER = Support.NOT_YET, Support.NEVER
+_HTTP = "the sidecar is a TCP proxy (HTTP passes through as bytes)"
+_LEGACY = "Kuma's legacy policy, replaced by the targetRef policies; use"
+_OBSERVABILITY = "sidecars export Prometheus metrics on /metrics; no other observability backends"
+
+UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
+    _t(
+        "MeshProxyPatch",
+        "meshproxypatches",
+        _NEVER,
+        "it patches Envoy configuration, and meshfed's sidecar is not Envoy",
+    ),
+    _t("MeshGateway", "meshgateways", _YET, "there are no built-in gateways"),
+    _t(
+        "MeshGatewayRoute",
+        "meshgatewayroutes",
+        _NEVER,
+        "Kuma's legacy gateway route; there are no built-in gateways",
+    ),
+    _t("MeshHTTPRoute", "meshhttproutes", _YET, f"{_HTTP}, so it cannot route requests"),
+    _t(
+        "MeshTCPRoute",
+        "meshtcproutes",
+        _YET,
+        "connections go to the service they are "
+        "addressed to; there is no traffic splitting or redirection",
+    ),
+    _t(
+        "MeshFaultInjection",
+        "meshfaultinjections",
+        _YET,
+        f"{_HTTP}, so it cannot inject faults into responses",
+    ),
+    _t(
+        "MeshRateLimit",
+        "meshratelimits",
+        _YET,
+        "sidecars do not limit request or connection "
+        "rates (MeshCircuitBreaker connectionLimits.maxConnections bounds connections)",
+    ),
+    _t("MeshAccessLog", "meshaccesslogs", _YET, _OBSERVABILITY),
+    _t("MeshMetric", "meshmetrics", _YET, _OBSERVABILITY),
+    _t("MeshTrace", "meshtraces", _YET, _OBSERVABILITY),
+    _t(
+        "MeshTLS",
+        "meshtlses",
+        _YET,
+        "mTLS is configured on the Mesh (mtls.backends) and always required between sidecars",
+    ),
+    _t("MeshTrust", "meshtrusts", _YET, "trust comes from the Mesh's builtin CA"),
+    _t(
+        "MeshIdentity",
+        "meshidentities",
+        _YET,
+        "identities are the SPIFFE IDs the Mesh's builtin CA issues per service",
+    ),
+    _t(
+        "MeshService",
+        "meshservices",
+        _YET,
+        "services come from the kuma.io/service tags of Dataplanes",
+    ),
+    _t(
+        "MeshMultiZoneService",
+        "meshmultizoneservices",
+        _YET,
+        "every service is reachable across zones through zone ingresses",
+    ),
+    _t(
+        "MeshExternalService",
+        "meshexternalservices",
+        _YET,
+        "sidecars reach only services of the mesh",
+    ),
+    _t(
+        "MeshPassthrough",
+        "meshpassthroughs",
+        _NEVER,
+        "sidecars do not intercept traffic "
+        "(no transparent proxying), so there is nothing to pass through",
+    ),
+    _t("TrafficPermission", "traffic-permissions", _NEVER, f"{_LEGACY} MeshTrafficPermission"),
+    _t("TrafficRoute", "traffic-routes", _NEVER, f"{_LEGACY} MeshTCPRoute"),
+    _t("HealthCheck", "health-checks", _NEVER, f"{_LEGACY} MeshHealthCheck"),
+    _t("CircuitBreaker", "circuit-breakers", _NEVER, f"{_LEGACY} MeshCircuitBreaker"),
+    _t("Retry", "retries", _NEVER, f"{_LEGACY} MeshRetry"),
+    _t("Timeout", "timeouts", _NEVER, f"{_LEGACY} MeshTimeout"),
+    _t("FaultInjection", "fault-injections", _NEVER, f"{_LEGACY} MeshFaultInjection"),
+    _t("RateLimit", "rate-limits", _NEVER, f"{_LEGACY} MeshRateLimit"),
+    _t("TrafficLog", "traffic-logs", _NEVER, f"{_LEGACY} MeshAccessLog"),
+    _t("TrafficTrace", "traffic-traces", _NEVER, f"{_LEGACY} MeshTrace"),
+    _t("ProxyTemplate", "proxytemplates", _NEVER, f"{_LEGACY} MeshProxyPatch"),
+    _t("ExternalService", "external-services", _NEVER, f"{_LEGACY} MeshExternalService"),
+    _t(
+        "VirtualOutbound",
+        "virtual-outbounds",
+        _NEVER,
+        "Kuma's legacy DNS names for outbounds; zone DNS names are <service>.mesh",
+    ),
+    UnsupportedType(
+        "ZoneEgress",
+        "zoneegresses",
+        Scope.GLOBAL,
+        _YET,
+        "cross-zone traffic goes through zone ingresses; there is no egress",
+    ),
+    UnsupportedType(
+        "ZoneEgressInsight", "zoneegressinsights", Scope.GLOBAL, _YET, "there are no zone egresses"
+    ),
+    UnsupportedType(
+        "HostnameGenerator",
+        "hostnamegenerators",
+        Scope.GLOBAL,
+        _YET,
+        "zone DNS names are fixed: <service>.mesh and <service>.<zone>.mesh",
+    ),
+    UnsupportedType(
+        "GlobalSecret", "global-secrets", Scope.GLOBAL, _YET, "Secrets are scoped to a mesh"
+    ),
+)
+
+_BY_NAME: Final = {t.name.lower(): t for t in UNSUPPORTED_TYPES}
+_BY_PLURAL: Final = {t.plural: t for t in UNSUPPORTED_TYPES}
+
+
+def unsupported_type(name: str) -> UnsupportedType | None:
+    """The entry for a type name or plural, any case; None for types meshfed has or Kuma
+    does not."""
+    return _BY_NAME.get(name.lower()) or _BY_PLURAL.get(name.lower())
