@@ -23,6 +23,9 @@ from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
 from meshfed.api.services import global_services
+from meshfed.auth.credentials import ensure_admin_token, ensure_signing_key, publish_public_keys
+from meshfed.auth.options import write_secret_file
+from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.resources.descriptors import Mode, Registry
@@ -61,12 +64,14 @@ class GlobalControlPlane:
         )
         if s.default_mesh and await create_default_mesh(self.store, self.registry):
             log.info("first start: created Mesh %r", DEFAULT_MESH)
+        await self._credentials()
 
         self.api = ApiContext(
             store=self.store,
             registry=self.registry,
             mode=self.mode,
             max_body_bytes=s.max_body_bytes,
+            localhost_is_admin=s.api_localhost_is_admin,
         )
         self.replicas, election = for_store(
             self.store,
@@ -111,6 +116,18 @@ class GlobalControlPlane:
         api = await self._server.start()
         self.api.ready = True
         log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+
+    async def _credentials(self) -> None:
+        """Token signing keys and the bootstrap admin token: made on the first start (safe
+        when replicas race), their public halves published for the zones."""
+        assert self.store is not None
+        for kind in (TokenKind.ZONE, TokenKind.USER):
+            await ensure_signing_key(self.store, kind)
+        await publish_public_keys(self.store)
+        token = await ensure_admin_token(self.store)
+        if self.settings.admin_token_file is not None:
+            write_secret_file(self.settings.admin_token_file, token + "\n")
+            log.info("admin user token written to %s", self.settings.admin_token_file)
 
     def api_address(self) -> Address:
         """The bound address (differs from the setting when the port was 0)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
+from meshfed.auth.options import ADMIN_TOKEN_FILE, API_LOCALHOST_IS_ADMIN
 from meshfed.config import (
     LOG_LEVEL,
     Address,
@@ -95,6 +96,8 @@ OPTIONS = (
         "How often changed ZoneInsight resources are written to the store",
         metavar="DURATION",
     ),
+    API_LOCALHOST_IS_ADMIN,
+    ADMIN_TOKEN_FILE,
     LOG_LEVEL,
 )
 
@@ -119,4 +122,6 @@ class GlobalSettings(EtcdSettings):
     zone_health_interval: float
     zone_offline_timeout: float
     zone_insight_flush: float
+    api_localhost_is_admin: bool
+    admin_token_file: Path | None
     log_level: str

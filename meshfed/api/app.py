@@ -8,6 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from meshfed import PRODUCT, __version__
+from meshfed.api.auth import ApiAuth
 from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.federation import add_federation_routes
@@ -17,13 +18,17 @@ from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
 from meshfed.api.watch import add_watch_route
+from meshfed.auth.credentials import Verifier
+from meshfed.auth.tokens import TokenKind
 
 
 def build_app(ctx: ApiContext) -> web.Application:
     metrics = ApiMetrics()
-    # Metrics outermost, so they see the status the error middleware produced.
+    auth = ApiAuth(Verifier(ctx.store, TokenKind.USER), localhost_is_admin=ctx.localhost_is_admin)
+    # Metrics outermost, so they see the status the error middleware produced; authentication
+    # inside the error middleware, so its refusals are rendered as Kuma's errors.
     app = web.Application(
-        middlewares=[metrics.middleware(), error_middleware],
+        middlewares=[metrics.middleware(), error_middleware, auth.middleware],
         client_max_size=ctx.max_body_bytes,
     )
     app[CONTEXT] = ctx

@@ -19,7 +19,7 @@ from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.errors import ApiError, bad_request
 from meshfed.api.paging import next_url as page_next_url
 from meshfed.api.paging import page_params
-from meshfed.api.routes import Handler, Operation, QueryParam, RouteTable, ref
+from meshfed.api.routes import Access, Handler, Operation, QueryParam, RouteTable, ref
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.errors import FieldError, ValidationError
@@ -356,6 +356,8 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 },
             },
         )
+        # Key material is read by admins only; other types by anyone.
+        read_access = Access.ADMIN if desc.secret else Access.PUBLIC
         if desc.scope is Scope.GLOBAL:
             collection = f"/{desc.plural}"
         else:
@@ -372,6 +374,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                         200: ("A page of resources", list_schema),
                         400: ("Bad query", _ERROR),
                     },
+                    access=read_access,
                 ),
                 _list_handler(desc, across_meshes=True),
             )
@@ -385,6 +388,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 desc.name,
                 LIST_QUERY,
                 responses={200: ("A page of resources", list_schema), 400: ("Bad query", _ERROR)},
+                access=read_access,
             ),
             _list_handler(desc, across_meshes=False),
         )
@@ -396,6 +400,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"Get one {desc.name} (ETag: its version)",
                 desc.name,
                 responses={200: ("The resource", schema), 404: ("Not found", _ERROR)},
+                access=read_access,
             ),
             _get_handler(desc),
         )
