@@ -197,7 +197,7 @@ def test_zone_overview_reports_connection_and_sync_state(cluster: Cluster) -> No
     assert g.call("GET", "/zones/nope/_overview")[0] == 404
 
     kds = cluster.zones["zone-1"].http.get("/_kds")
-    assert kds["state"] == "connected" and kds["global"].startswith("grpc://127.0.0.1:")
+    assert kds["state"] == "connected" and kds["global"].startswith("grpcs://127.0.0.1:")
     assert kds["received"]["Mesh"]["held"] >= 1
 
     # The zone's insight is also a stored resource, readable like any other.
