@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from contextlib import suppress
 from typing import Any
 
@@ -28,6 +29,18 @@ from meshfed.auth.options import write_secret_file
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
+from meshfed.kds.options import grpc_url
+from meshfed.kds.tls import (
+    CA_FILE_NAME,
+    KDS_CA_CERT,
+    FileCert,
+    IssuedCert,
+    ServerTls,
+    TlsSetupError,
+    ensure_kds_ca,
+    write_ca_file,
+)
+from meshfed.pki.server_cert import server_names
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore, StoreError
@@ -65,6 +78,7 @@ class GlobalControlPlane:
         if s.default_mesh and await create_default_mesh(self.store, self.registry):
             log.info("first start: created Mesh %r", DEFAULT_MESH)
         await self._credentials()
+        kds_tls = await self._kds_tls()
 
         self.api = ApiContext(
             store=self.store,
@@ -90,6 +104,7 @@ class GlobalControlPlane:
                 health_interval=s.zone_health_interval,
                 offline_timeout=s.zone_offline_timeout,
                 insight_flush=s.zone_insight_flush,
+                tls=kds_tls,
             ),
             self.api.instance_id,
             self.replicas,
@@ -99,7 +114,7 @@ class GlobalControlPlane:
         self.api.after_delete = self.federation.after_delete
         self.api.services = functools.partial(global_services, self.store)
         kds = await self.federation.start()
-        log.info("KDS listening on grpc://%s", kds)
+        log.info("KDS listening on %s", grpc_url(kds, kds_tls is not None))
         leader = self.leader = Leader(election)
         self.sweep = InsightSweep(self.store, self.replicas, lambda: leader.is_leader)
         leader.add_job("zone-insight-sweep", self.sweep.run, every=s.zone_insight_flush)
@@ -128,6 +143,53 @@ class GlobalControlPlane:
         if self.settings.admin_token_file is not None:
             write_secret_file(self.settings.admin_token_file, token + "\n")
             log.info("admin user token written to %s", self.settings.admin_token_file)
+
+    async def _kds_tls(self) -> ServerTls | None:
+        """The KDS port's TLS: the operator's certificate, or one issued at each start (and
+        renewed while running) from the KDS CA kept in the store; None with --kds-insecure."""
+        assert self.store is not None
+        s = self.settings
+        own = s.kds_tls_cert is not None or s.kds_tls_key is not None
+        if s.kds_insecure:
+            if own or s.kds_ca_out is not None or s.kds_tls_san:
+                raise TlsSetupError(
+                    "--kds-insecure (plaintext) contradicts the --kds-tls-*/--kds-ca-out flags"
+                )
+            log.warning(
+                "KDS is plaintext (--kds-insecure): zone tokens travel in clear; tests only"
+            )
+            return None
+        if own:
+            if s.kds_tls_cert is None or s.kds_tls_key is None:
+                raise TlsSetupError("--kds-tls-cert and --kds-tls-key go together")
+            if s.kds_tls_san or s.kds_ca_out is not None:
+                raise TlsSetupError(
+                    "--kds-tls-san and --kds-ca-out concern the certificate the global issues "
+                    "itself; with --kds-tls-cert, the names and the CA are your certificate's"
+                )
+            log.info("KDS TLS certificate from %s (re-read when it changes)", s.kds_tls_cert)
+            return ServerTls(FileCert(s.kds_tls_cert, s.kds_tls_key))
+        ca, created = await ensure_kds_ca(self.store)
+        if created:
+            log.info("first start: created the KDS CA (GlobalSecret %s)", KDS_CA_CERT)
+        try:
+            names = server_names(s.kds_address.host, socket.gethostname(), s.kds_tls_san)
+            source = IssuedCert(ca, names)
+        except ValueError as exc:  # PkiError: a bad --kds-tls-san entry
+            raise TlsSetupError(f"--kds-tls-san: {exc}") from None
+        log.info("KDS TLS certificate for %s", ", ".join(names))
+        out = s.kds_ca_out
+        if out is None and s.store == "sqlite":
+            out = s.data_dir / CA_FILE_NAME
+        if out is not None:
+            write_ca_file(out, ca.cert_pem)
+            log.info("KDS CA certificate written to %s: give it to zones (--kds-ca-file)", out)
+        else:
+            log.info(
+                "KDS CA certificate is GlobalSecret %s; --kds-ca-out FILE writes it for zones",
+                KDS_CA_CERT,
+            )
+        return ServerTls(source)
 
     def api_address(self) -> Address:
         """The bound address (differs from the setting when the port was 0)."""

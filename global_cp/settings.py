@@ -19,7 +19,15 @@ from meshfed.config import (
     parse_path,
     parse_size,
 )
-from meshfed.kds.options import MAX_MESSAGE_BYTES, parse_duration
+from meshfed.kds.options import (
+    KDS_CA_OUT,
+    KDS_INSECURE,
+    KDS_TLS_CERT,
+    KDS_TLS_KEY,
+    KDS_TLS_SAN,
+    MAX_MESSAGE_BYTES,
+    parse_duration,
+)
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
 
 
@@ -43,6 +51,11 @@ OPTIONS = (
         "Where the KDS gRPC server listens for zones (HOST:PORT; port 0 picks a free one)",
         metavar="HOST:PORT",
     ),
+    KDS_TLS_CERT,
+    KDS_TLS_KEY,
+    KDS_TLS_SAN,
+    KDS_CA_OUT,
+    KDS_INSECURE,
     store_option(),
     Option(
         "data-dir",
@@ -113,6 +126,11 @@ CONFIG = Config(
 class GlobalSettings(EtcdSettings):
     api_address: Address
     kds_address: Address
+    kds_tls_cert: Path | None
+    kds_tls_key: Path | None
+    kds_tls_san: tuple[str, ...]
+    kds_ca_out: Path | None
+    kds_insecure: bool
     store: str
     data_dir: Path
     etcd_lease_ttl: int

@@ -152,9 +152,11 @@ class ApiClient:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        ctype = "application/json"
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
+                ctype = resp.headers.get_content_type()
         except urllib.error.HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
             raise ApiError.from_body(exc.code, str(exc.reason or ""), raw) from None
@@ -170,6 +172,8 @@ class ApiClient:
             raise ApiUnreachable(self.base_url, _describe(exc)) from None
         if not raw.strip():
             return Response(status, None)
+        if ctype == "text/plain":  # e.g. a token from POST /tokens/zone
+            return Response(status, raw.decode("utf-8", errors="replace"))
         try:
             return Response(status, json.loads(raw))
         except ValueError:
@@ -192,6 +196,10 @@ class ApiClient:
     def put(self, path: str, body: Any, dry_run: bool = False) -> int:
         query = {"dryRun": "true"} if dry_run else None
         return self.request("PUT", self.url(path, query), body).status
+
+    def post(self, path: str, body: Any) -> Any:
+        """The answer's body: parsed JSON, or the text of a text/plain answer."""
+        return self.request("POST", self.url(path), body).body
 
     def delete(self, path: str) -> None:
         self.request("DELETE", self.url(path))

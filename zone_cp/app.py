@@ -20,7 +20,9 @@ from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
+from meshfed.kds.auth import read_token_file
 from meshfed.kds.options import grpc_url
+from meshfed.kds.tls import ClientTls, zone_tls
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
@@ -53,9 +55,12 @@ class ZoneControlPlane:
         self.dpserver: DataplaneServer | None = None
         self._server: ApiServer | None = None
         self._orphans: asyncio.Task[None] | None = None  # standalone: meshfed.store.orphans
+        self._tls: ClientTls | None = None  # KDS transport (None: --kds-insecure)
 
     async def start(self) -> None:
         s = self.settings
+        if s.global_kds:
+            self._kds_security()
         prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
         self.store = await open_configured_store(s.store, s.data_dir, s, default_prefix=prefix)
         log.info(
@@ -80,7 +85,7 @@ class ZoneControlPlane:
         await self._start_dp_server(self.api)
         if s.global_kds:
             self.api.kds_status = self._kds_status
-            urls = ",".join(grpc_url(t) for t in s.global_kds)
+            urls = ",".join(grpc_url(t, self._tls is not None) for t in s.global_kds)
             if isinstance(self.store, EtcdStore):
                 # Replicas of one zone share its store; one of them talks to the global, or
                 # the global would see the zone's streams replace each other.
@@ -165,6 +170,31 @@ class ZoneControlPlane:
         assert self._server is not None, "not started"
         return self._server.address
 
+    def _kds_security(self) -> None:
+        """TLS and the zone token, checked before anything connects: a zone that cannot
+        authenticate, or is told two contradictory things, does not start."""
+        s = self.settings
+        self._tls = zone_tls(s.kds_ca_file, s.kds_tls_skip_verify, s.kds_insecure)
+        if s.zone_token_file is None:
+            raise ValueError(
+                "--global-kds needs --zone-token-file (the global refuses zones without a "
+                f"token): issue one with `meshctl generate zone-token --zone {s.zone}`"
+            )
+        read_token_file(s.zone_token_file)  # readable and well-formed now, re-read later
+        if self._tls is None:
+            log.warning("zone %s: KDS is plaintext (--kds-insecure): tests only", s.zone)
+        elif s.kds_tls_skip_verify:
+            log.warning(
+                "zone %s: --kds-tls-skip-verify: the global's certificate is NOT checked; "
+                "whoever answers on the KDS address gets this zone's token and can feed it "
+                "policies. Use --kds-ca-file",
+                s.zone,
+            )
+        elif s.kds_ca_file is None:
+            log.info("zone %s: KDS TLS checked against the system's trusted roots", s.zone)
+        else:
+            log.info("zone %s: KDS TLS pinned to the CA in %s", s.zone, s.kds_ca_file)
+
     def _new_kds(self) -> ZoneKds:
         assert self.store is not None
         s = self.settings
@@ -176,6 +206,8 @@ class ZoneControlPlane:
             max_message_bytes=s.kds_max_message_bytes,
             reconnect_max=s.kds_reconnect_max,
             stale_timeout=s.kds_stale_timeout,
+            tls=self._tls,
+            token_file=s.zone_token_file,
         )
 
     async def _run_kds(self) -> None:

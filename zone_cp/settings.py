@@ -23,7 +23,11 @@ from meshfed.config import (
     parse_size,
 )
 from meshfed.kds.options import (
+    KDS_CA_FILE,
+    KDS_INSECURE,
+    KDS_TLS_SKIP_VERIFY,
     MAX_MESSAGE_BYTES,
+    ZONE_TOKEN_FILE,
     parse_duration,
     parse_grpc_target,
     parse_zone_name,
@@ -62,11 +66,16 @@ OPTIONS = (
         "global-kds",
         parse_grpc_targets,
         "",
-        "KDS address of the global control plane, grpc://HOST:PORT; several replicas "
+        "KDS address of the global control plane, grpcs://HOST:PORT (grpc:// is accepted "
+        "too: either way TLS unless --kds-insecure); several replicas "
         "comma-separated (the zone moves to the next one when a connection fails); empty "
         "runs standalone",
         metavar="URLS",
     ),
+    ZONE_TOKEN_FILE,
+    KDS_CA_FILE,
+    KDS_TLS_SKIP_VERIFY,
+    KDS_INSECURE,
     Option(
         "api-address",
         parse_address,
@@ -175,6 +184,10 @@ CONFIG = Config(
 class ZoneSettings(EtcdSettings):
     zone: str
     global_kds: tuple[Address, ...]  # empty: standalone
+    zone_token_file: Path | None
+    kds_ca_file: Path | None
+    kds_tls_skip_verify: bool
+    kds_insecure: bool
     api_address: Address
     store: str
     data_dir: Path

@@ -17,8 +17,9 @@ from typing import TextIO
 from meshctl.errors import CliError
 from meshctl.up import control, procs
 from meshctl.up.console import Console
+from meshctl.up.credentials import admin_token_path, zone_token_path
 from meshctl.up.demo import apply_resources, try_commands
-from meshctl.up.plan import find_demo_programs, find_programs, plan_components
+from meshctl.up.plan import GLOBAL, find_demo_programs, find_programs, plan_components
 from meshctl.up.ports import (
     GLOBAL_API,
     GLOBAL_KDS,
@@ -102,6 +103,8 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             control_path=control.socket_path(data_dir),
             show_status=opts.show_status,
             stop_timeout=opts.stop_timeout,
+            admin_token_file=admin_token_path(data_dir / GLOBAL),
+            zone_tokens={z: zone_token_path(data_dir / z) for z in zones},
         )
         supervisor = Supervisor(config, components, console, data_dir)
         demo_api = components[0].api if opts.demo else None

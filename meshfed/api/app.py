@@ -18,8 +18,10 @@ from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
 from meshfed.api.watch import add_watch_route
+from meshfed.api.zone_tokens import add_zone_token_route
 from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
+from meshfed.resources.descriptors import Mode
 
 
 def build_app(ctx: ApiContext) -> web.Application:
@@ -108,6 +110,8 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
+    if ctx.mode is Mode.GLOBAL:
+        add_zone_token_route(routes)  # the zone-token signing keys live on the global only
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 

@@ -34,9 +34,12 @@ from tests.integration.federation_support import (
     digest,
     eventually,
     global_digest,
+    global_security_args,
     mt_path,
+    provision_zone,
     timeout_policy,
     zone_digest,
+    zone_security_args,
 )
 from tests.support import Proc, Procs, free_port
 
@@ -77,6 +80,8 @@ class Deployment:
             f"{LEASE_TTL}s",
             "--data-dir",
             str(self.root / name),
+            # One store, so one admin token and one KDS CA: both replicas write the same files.
+            *global_security_args(self.root),
             *FAST_GLOBAL,
         ]
         node = Node(f"global-{name}", argv, Http(api), self.root / name, kds_port=kds)
@@ -99,10 +104,13 @@ class Deployment:
             f"127.0.0.1:{free_port()}",
             "--data-dir",
             str(self.root / name),
+            *zone_security_args(self.root, name),
             *FAST_ZONE,
         ]
         node = Node(name, argv, Http(port), self.root / name)
         self.zones[name] = node
+        # Issued through one replica, valid at both (their keys are in the shared store).
+        provision_zone(self.root, self.replicas[replicas[-1]].http.port, name)
         return node
 
     def start(self, *nodes: Node) -> None:
@@ -116,7 +124,7 @@ class Deployment:
         return self.replicas[replica].http
 
     def kds_url(self, replica: str) -> str:
-        return f"grpc://127.0.0.1:{self.replicas[replica].kds_port}"
+        return f"grpcs://127.0.0.1:{self.replicas[replica].kds_port}"
 
     def instance(self, replica: str) -> str:
         return str(self.http(replica).get("/")["instanceId"])

@@ -18,7 +18,10 @@ from tests.integration.federation_support import (
     dataplane,
     eventually,
     mt_path,
+    provision_zone,
     timeout_policy,
+    zone_security_args,
+    zone_token_path,
 )
 from tests.support import Procs, free_port
 from tests.unit.store.etcd_server import EtcdServer
@@ -55,8 +58,11 @@ def zone_replica(procs: Procs, cluster: Cluster, etcd: EtcdServer, name: str) ->
         etcd.endpoint,
         "--etcd-lease-ttl",
         f"{LEASE_TTL}s",
+        *zone_security_args(cluster.root, "zone-1"),  # the replicas share zone-1's token
         *FAST_ZONE,
     ]
+    if not zone_token_path(cluster.root, "zone-1").exists():
+        provision_zone(cluster.root, cluster.glob.http.port, "zone-1")
     node = Node(name, argv, Http(port), cluster.root / name)
     node.proc = procs.start(name, argv)
     return node

@@ -4,6 +4,8 @@ in-process zone KDS clients, for the regression tests of the KDS/API review find
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,10 @@ from global_cp.app import GlobalControlPlane
 from global_cp.settings import CONFIG, GlobalSettings
 from meshfed.api.app import build_app
 from meshfed.api.context import ApiContext
+from meshfed.auth.tokens import ZoneScope
+from meshfed.auth.zone_tokens import ZoneTokenRequest, issue_zone_token
 from meshfed.config import Address
+from meshfed.kds.tls import CA_FILE_NAME, ClientTls, read_ca_file
 from meshfed.resources.descriptors import Mode
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
@@ -86,12 +91,22 @@ async def zone_kds(
         max_message_bytes=10 * 1024 * 1024,
         reconnect_max=0.3,
         stale_timeout=3.0,
+        tls=ClientTls(read_ca_file(g.cp.settings.data_dir / CA_FILE_NAME)),
+        token_file=await zone_token_file(g, zone),
     )
     await kds.start()
     try:
         yield kds
     finally:
         await kds.stop()
+
+
+async def zone_token_file(g: Global, zone: str) -> Path:
+    """A fresh zone token (scope kds) for `zone`, issued by the global, in a file."""
+    request = ZoneTokenRequest(zone, (ZoneScope.KDS,), dt.timedelta(hours=1))
+    path = g.cp.settings.data_dir.parent / f"{zone}-{uuid.uuid4().hex[:8]}.token"
+    path.write_text(await issue_zone_token(g.store, request))
+    return path
 
 
 SqliteApi = tuple[SqliteStore, TestClient[Any, Any]]
