@@ -84,6 +84,15 @@ class App:
             raise StartError("give --cp grpc://HOST:PORT (the zone control plane) or --config-file")
         if settings.config_file is not None and settings.cp is not None:
             raise StartError("give --cp or --config-file, not both")
+        if settings.cp is not None and settings.dataplane_token_file is None:
+            raise StartError(
+                "give --dataplane-token-file FILE: the zone control plane "
+                "accepts only proxies with a token"
+            )
+        if settings.config_file is not None and settings.dataplane_token_file is not None:
+            raise StartError(
+                "--dataplane-token-file is for --cp: a --config-file needs no control plane"
+            )
         self.settings = settings
         self.spec: DataplaneSpec | None = None
         reachable = parse_services(settings.reachable_services) or None
@@ -123,6 +132,7 @@ class App:
                 report=self.sidecar.report,
                 running_version=lambda: self.sidecar.version,
                 report_interval=settings.report_interval,
+                token_file=settings.dataplane_token_file,
             )
         registry = metrics_registry(
             SidecarCollector(

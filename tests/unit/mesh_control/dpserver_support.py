@@ -43,10 +43,17 @@ def doc(resource: Resource) -> dict[str, Any]:
 class Proxy:
     """A scripted proxy: one DataplaneConfig stream, read and written by the test."""
 
-    def __init__(self, address: Address, token: str | None = None) -> None:
-        """`token`: sent as the call's `authorization: Bearer` metadata (None: no token)."""
+    def __init__(
+        self,
+        address: Address,
+        token: str | None = None,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
+        """`token`: sent as the call's `authorization: Bearer` metadata (None: no token);
+        `metadata`: the call's metadata as given instead."""
         self.channel = grpc.aio.insecure_channel(str(address))
-        metadata = None if token is None else (("authorization", f"Bearer {token}"),)
+        if metadata is None and token is not None:
+            metadata = (("authorization", f"Bearer {token}"),)
         self.call = pb_grpc.DataplaneConfigStub(self.channel).Stream(None, metadata=metadata)
 
     async def hello(self, proxy_type: ProxyType, resource: dict[str, Any]) -> None:
