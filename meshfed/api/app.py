@@ -10,6 +10,7 @@ from aiohttp import web
 from meshfed import PRODUCT, __version__
 from meshfed.api.auth import ApiAuth
 from meshfed.api.context import CONTEXT, ApiContext
+from meshfed.api.dataplane_tokens import add_dataplane_token_routes
 from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.federation import add_federation_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
@@ -108,6 +109,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
+    add_dataplane_token_routes(routes)
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 
