@@ -81,7 +81,7 @@ class ApiUnreachable(CliError):
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    body: Any  # parsed JSON, or None for an empty body
+    body: Any  # parsed JSON, the text of a text/plain answer, or None for an empty body
 
 
 def normalize_base_url(url: str) -> str:
@@ -155,6 +155,7 @@ class ApiClient:
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
+                content_type = resp.headers.get_content_type()
         except urllib.error.HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
             raise ApiError.from_body(exc.code, str(exc.reason or ""), raw) from None
@@ -170,6 +171,8 @@ class ApiClient:
             raise ApiUnreachable(self.base_url, _describe(exc)) from None
         if not raw.strip():
             return Response(status, None)
+        if content_type == "text/plain":  # e.g. an issued token
+            return Response(status, raw.decode("utf-8", "replace"))
         try:
             return Response(status, json.loads(raw))
         except ValueError:

@@ -1,0 +1,28 @@
+"""`meshctl generate ...`: credentials issued by the control plane (Kuma's `kumactl generate`).
+
+One subcommand per kind of token, each in its own module with `register(sub, common)`:
+`dataplane-token` (meshctl/commands/dataplane_token.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+
+from meshctl.commands import dataplane_token
+
+SUBCOMMANDS: tuple[ModuleType, ...] = (dataplane_token,)
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "generate",
+        parents=[common],
+        help="generate tokens",
+        description="Ask the control plane for a token (admin only).",
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for module in SUBCOMMANDS:
+        module.register(kinds, common)
