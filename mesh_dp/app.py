@@ -84,15 +84,6 @@ class App:
             raise StartError("give --cp grpc://HOST:PORT (the zone control plane) or --config-file")
         if settings.config_file is not None and settings.cp is not None:
             raise StartError("give --cp or --config-file, not both")
-        if settings.cp is not None and settings.dataplane_token_file is None:
-            raise StartError(
-                "give --dataplane-token-file FILE: the zone control plane "
-                "accepts only proxies with a token"
-            )
-        if settings.config_file is not None and settings.dataplane_token_file is not None:
-            raise StartError(
-                "--dataplane-token-file is for --cp: a --config-file needs no control plane"
-            )
         self.settings = settings
         self.spec: DataplaneSpec | None = None
         reachable = parse_services(settings.reachable_services) or None
@@ -102,6 +93,15 @@ class App:
             except DataplaneError as exc:
                 raise StartError(str(exc)) from None
             reachable = self.spec.reachable
+        if settings.cp is not None and settings.dataplane_token_file is None:
+            raise StartError(
+                "give --dataplane-token-file FILE: the zone control plane "
+                "accepts only proxies with a token"
+            )
+        if settings.config_file is not None and settings.dataplane_token_file is not None:
+            raise StartError(
+                "--dataplane-token-file is for --cp: a --config-file needs no control plane"
+            )
         self.sidecar = Sidecar(
             reachable=reachable,
             handshake_timeout=settings.handshake_timeout,

@@ -134,6 +134,8 @@ class Cluster:
             f"127.0.0.1:{kds}",
             "--data-dir",
             str(root / "global"),
+            "--admin-token-file",
+            str(root / "global" / "admin-token"),
             *FAST_GLOBAL,
             *global_args,
         ]
@@ -161,6 +163,10 @@ class Cluster:
     def glob(self) -> Node:
         assert self.global_ is not None
         return self.global_
+
+    def admin_token(self) -> str:
+        """The global's bootstrap admin user token (its `--admin-token-file`)."""
+        return (self.root / "global" / "admin-token").read_text().strip()
 
     def nodes(self) -> list[Node]:
         return [self.glob, *self.zones.values()]
