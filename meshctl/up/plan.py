@@ -23,6 +23,7 @@ from meshctl.up.ports import (
     zone_dp_key,
 )
 from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
+from meshctl.up.tokens import admin_token_file
 from zone_cp.vips import zone_vip_cidr
 
 GLOBAL = "global"
@@ -78,6 +79,8 @@ def plan_components(
                 "sqlite",
                 "--data-dir",
                 str(data_dir / GLOBAL),
+                "--admin-token-file",
+                str(admin_token_file(data_dir)),
             ],
             api=f"http://{HOST}:{ports[GLOBAL_API]}",
             kds=kds,
