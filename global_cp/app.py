@@ -25,6 +25,7 @@ from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
 from meshfed.api.services import global_services
 from meshfed.auth.credentials import ensure_admin_token, ensure_signing_key, publish_public_keys
+from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.options import write_secret_file
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
@@ -63,6 +64,7 @@ class GlobalControlPlane:
         self.leader: Leader | None = None
         self.sweep: InsightSweep | None = None
         self.mesh_ca: MeshCaJob | None = None
+        self.dataplane_keys: DataplaneKeyJob | None = None
         self.orphans: OrphanSweeper | None = None
         self._server: ApiServer | None = None
 
@@ -122,6 +124,10 @@ class GlobalControlPlane:
         # mTLS gets its CA (global_cp.mesh_ca; safe even if two replicas overlap).
         self.mesh_ca = MeshCaJob(self.store)
         leader.add_job("mesh-ca", self.mesh_ca.run)
+        # And every Mesh gets its dataplane-token signing key (synced to the zones, which
+        # verify and issue their sidecars' tokens with it).
+        self.dataplane_keys = DataplaneKeyJob(self.store)
+        leader.add_job("dataplane-token-keys", self.dataplane_keys.run)
         # Once per term too: resources left without their Mesh (meshfed.store.orphans).
         self.orphans = OrphanSweeper(self.store, self.registry)
         leader.add_job("orphan-sweep", self.orphans.run)

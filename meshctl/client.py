@@ -81,7 +81,7 @@ class ApiUnreachable(CliError):
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    body: Any  # parsed JSON, or None for an empty body
+    body: Any  # parsed JSON, the text of a text/plain answer, or None for an empty body
 
 
 def normalize_base_url(url: str) -> str:

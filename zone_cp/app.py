@@ -18,6 +18,9 @@ from typing import Any
 from global_cp.leader import Leader
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer
+from meshfed.auth.credentials import ensure_signing_key
+from meshfed.auth.mesh_keys import DataplaneKeyJob
+from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.kds.auth import read_token_file
@@ -56,6 +59,7 @@ class ZoneControlPlane:
         self._server: ApiServer | None = None
         self._orphans: asyncio.Task[None] | None = None  # standalone: meshfed.store.orphans
         self._tls: ClientTls | None = None  # KDS transport (None: --kds-insecure)
+        self._dataplane_keys: asyncio.Task[None] | None = None  # standalone: mesh token keys
 
     async def start(self) -> None:
         s = self.settings
@@ -111,6 +115,11 @@ class ZoneControlPlane:
             # resources; standalone, nothing may stay in a Mesh that is gone.
             sweeper = OrphanSweeper(self.store, self.registry)
             self._orphans = asyncio.create_task(sweeper.run(), name="orphan-sweep")
+            # No global to make token keys: the zone's own zone-token key (its ingresses'
+            # tokens) and every Mesh's dataplane-token key.
+            await ensure_signing_key(self.store, TokenKind.ZONE)
+            keys = DataplaneKeyJob(self.store)
+            self._dataplane_keys = asyncio.create_task(keys.run(), name="dataplane-token-keys")
         self._server = ApiServer(self.api, s.api_address, "zone_cp.access")
         api = await self._server.start()
         self.api.ready = True
@@ -238,11 +247,12 @@ class ZoneControlPlane:
         return status
 
     async def stop(self) -> None:
-        if self._orphans is not None:
-            self._orphans.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._orphans
-            self._orphans = None
+        for task in (self._orphans, self._dataplane_keys):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._orphans = self._dataplane_keys = None
         if self.leader is not None:
             await self.leader.stop()
         if self.kds is not None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from meshctl.errors import CliError
 from meshctl.up import control, procs
@@ -107,17 +109,24 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             zone_tokens={z: zone_token_path(data_dir / z) for z in zones},
         )
         supervisor = Supervisor(config, components, console, data_dir)
-        demo_api = components[0].api if opts.demo else None
-        return asyncio.run(_supervise(supervisor, demo_api, console))
+        demo_job = None
+        if opts.demo:
+            demo_job = functools.partial(
+                apply_resources, components[0].api, console.notice, data_dir=data_dir, zones=zones
+            )
+        return asyncio.run(_supervise(supervisor, demo_job))
     finally:
         lock.release()
 
 
-async def _supervise(supervisor: Supervisor, demo_api: str | None, console: Console) -> int:
-    """Runs the supervisor; with the demo, applies its resources once the global answers."""
-    task = None
-    if demo_api is not None:
-        task = asyncio.create_task(apply_resources(demo_api, console.notice))
+async def _supervise(
+    supervisor: Supervisor, demo: Callable[[], Coroutine[Any, Any, bool]] | None
+) -> int:
+    """Runs the supervisor; with the demo, applies its resources (and issues its proxies'
+    tokens) once the global answers."""
+    task: asyncio.Task[bool] | None = None
+    if demo is not None:
+        task = asyncio.create_task(demo())
     try:
         return await supervisor.run()
     finally:

@@ -10,6 +10,7 @@ from aiohttp import web
 from meshfed import PRODUCT, __version__
 from meshfed.api.auth import ApiAuth
 from meshfed.api.context import CONTEXT, ApiContext
+from meshfed.api.dataplane_tokens import add_dataplane_token_routes
 from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.federation import add_federation_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
@@ -112,6 +113,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_services_routes(routes, ctx)
     if ctx.mode is Mode.GLOBAL:
         add_zone_token_route(routes)  # the zone-token signing keys live on the global only
+    add_dataplane_token_routes(routes)
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 

@@ -266,6 +266,10 @@ class Cluster:
         assert self.global_ is not None
         return self.global_
 
+    def admin_token(self) -> str:
+        """The global's bootstrap admin user token (its `--admin-token-file`)."""
+        return read_admin_token(self.root)
+
     def nodes(self) -> list[Node]:
         return [self.glob, *self.zones.values()]
 
