@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ from meshfed.resources.descriptors import Scope, TypeDescriptor
 
 DEFAULT_API = "http://127.0.0.1:5681"
 API_ENV = "MESHFED_API"
+TOKEN_ENV = "MESHFED_API_TOKEN"  # a user token, sent as `Authorization: Bearer`
 DEFAULT_TIMEOUT = 30.0
 _LOOPBACK_HOSTS = ("localhost", "::1")
 
@@ -98,6 +100,16 @@ def normalize_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verifies the server (with `ca_file`, else the system's CAs); TLS 1.2 or later."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use the CA file {ca_file}: {exc}", EXIT_USAGE) from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def _is_loopback(host: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
@@ -116,15 +128,25 @@ def collection_path(desc: TypeDescriptor, mesh: str | None) -> str:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        token: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.timeout = timeout
+        self._token = token.strip() if token else None
         base = urllib.parse.urlsplit(self.base_url)
         self._scheme, self._netloc, self._prefix = base.scheme, base.netloc, base.path
         # A proxy set in the environment must not swallow requests to a local control plane.
         handlers: list[urllib.request.BaseHandler] = []
         if _is_loopback(base.hostname or ""):
             handlers.append(urllib.request.ProxyHandler({}))
+        if base.scheme == "https":
+            handlers.append(urllib.request.HTTPSHandler(context=tls_context(ca_file)))
         self._opener = urllib.request.build_opener(*handlers)
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:
@@ -148,6 +170,8 @@ class ApiClient:
     def request(self, method: str, url: str, body: Any = None) -> Response:
         data = None
         headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"

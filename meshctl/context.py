@@ -18,9 +18,11 @@ class Context:
     stdin: TextIO
     stdout: TextIO
     stderr: TextIO
+    token: str | None = None  # sent as `Authorization: Bearer` when set
+    ca_file: str | None = None  # verifies an https API (else the system's CAs)
 
     def client(self) -> ApiClient:
-        return ApiClient(self.api_url, self.timeout)
+        return ApiClient(self.api_url, self.timeout, token=self.token, ca_file=self.ca_file)
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from meshctl.client import API_ENV, DEFAULT_API, DEFAULT_TIMEOUT
+from meshctl.client import API_ENV, DEFAULT_API, DEFAULT_TIMEOUT, TOKEN_ENV
 from meshctl.commands import COMMANDS
 from meshctl.commands.common import positive_float
 from meshctl.context import Context
@@ -73,6 +73,7 @@ def run(
         return EXIT_USAGE
     ctx = Context(
         api_url=getattr(args, "api", None) or environ.get(API_ENV) or DEFAULT_API,
+        token=environ.get(TOKEN_ENV) or None,
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
         registry=default_registry(),
         stdin=stdin,

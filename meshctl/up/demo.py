@@ -229,23 +229,33 @@ def python_program() -> str:
 
 
 async def apply_resources(
-    api: str, notice: Callable[[str], None], timeout: float = APPLY_TIMEOUT
+    api: str,
+    notice: Callable[[str], None],
+    timeout: float = APPLY_TIMEOUT,
+    token_file: Path | None = None,
 ) -> bool:
     """PUTs the demo's Mesh and permission to the global as soon as it answers; True when
-    both were accepted. A refusal (4xx) is reported and not retried."""
+    both were accepted. A refusal (4xx) is reported and not retried. Writes need the admin
+    token, which the global writes to `token_file` once it runs."""
     deadline = asyncio.get_running_loop().time() + timeout
     client_timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         for path, body in DEMO_RESOURCES:
             while True:
+                token = _read_token(token_file)
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                # No token yet: the global has not started; wait as for an unanswered call.
                 try:
-                    async with session.put(api + path, json=body) as resp:
-                        if resp.status in (200, 201):
-                            break
-                        text = await resp.text()
-                        if 400 <= resp.status < 500:
-                            notice(f"demo: the global refused {path}: HTTP {resp.status} {text}")
-                            return False
+                    if token or token_file is None:
+                        async with session.put(api + path, json=body, headers=headers) as resp:
+                            if resp.status in (200, 201):
+                                break
+                            text = await resp.text()
+                            if 400 <= resp.status < 500:
+                                notice(
+                                    f"demo: the global refused {path}: HTTP {resp.status} {text}"
+                                )
+                                return False
                 except (aiohttp.ClientError, TimeoutError):
                     pass  # not answering yet
                 if asyncio.get_running_loop().time() > deadline:
@@ -257,3 +267,12 @@ async def apply_resources(
         "their certificates from their zones"
     )
     return True
+
+
+def _read_token(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""

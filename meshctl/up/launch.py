@@ -17,6 +17,7 @@ from typing import TextIO
 from meshctl.errors import CliError
 from meshctl.up import control, procs
 from meshctl.up.console import Console
+from meshctl.up.credentials import admin_token_file
 from meshctl.up.demo import apply_resources, try_commands
 from meshctl.up.plan import find_demo_programs, find_programs, plan_components
 from meshctl.up.ports import (
@@ -105,16 +106,19 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
         )
         supervisor = Supervisor(config, components, console, data_dir)
         demo_api = components[0].api if opts.demo else None
-        return asyncio.run(_supervise(supervisor, demo_api, console))
+        token_file = admin_token_file(Path(components[0].data_dir))
+        return asyncio.run(_supervise(supervisor, demo_api, console, token_file))
     finally:
         lock.release()
 
 
-async def _supervise(supervisor: Supervisor, demo_api: str | None, console: Console) -> int:
+async def _supervise(
+    supervisor: Supervisor, demo_api: str | None, console: Console, token_file: Path
+) -> int:
     """Runs the supervisor; with the demo, applies its resources once the global answers."""
     task = None
     if demo_api is not None:
-        task = asyncio.create_task(apply_resources(demo_api, console.notice))
+        task = asyncio.create_task(apply_resources(demo_api, console.notice, token_file=token_file))
     try:
         return await supervisor.run()
     finally:

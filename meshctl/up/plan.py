@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshctl.errors import CliError
+from meshctl.up.credentials import admin_token_file
 from meshctl.up.demo import DemoPrograms, demo_components, python_program
 from meshctl.up.ports import (
     GLOBAL_API,
@@ -78,6 +79,8 @@ def plan_components(
                 "sqlite",
                 "--data-dir",
                 str(data_dir / GLOBAL),
+                "--admin-token-file",
+                str(admin_token_file(data_dir / GLOBAL)),
             ],
             api=f"http://{HOST}:{ports[GLOBAL_API]}",
             kds=kds,

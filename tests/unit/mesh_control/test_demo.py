@@ -20,6 +20,7 @@ from meshctl.up.demo import (
     workloads,
 )
 from meshctl.up.plan import Programs, plan_components
+from meshfed.auth.credentials import ensure_admin_token
 from tests.unit.api.conftest import Api, mesh, start_api
 
 PORTS = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
@@ -106,11 +107,13 @@ async def api() -> AsyncIterator[Api]:
         await a.store.close()
 
 
-async def test_the_resources_are_accepted_by_the_global(api: Api) -> None:
+async def test_the_resources_are_accepted_by_the_global(api: Api, tmp_path: Path) -> None:
     assert (await api.put("/meshes/default", mesh("default"))).status == 201
     notes: list[str] = []
     base = str(api.client.make_url("")).rstrip("/")
-    assert await apply_resources(base, notes.append, timeout=10)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(await ensure_admin_token(api.store) + "\n")
+    assert await apply_resources(base, notes.append, timeout=10, token_file=token_file)
     stored = await api.store.get("Mesh", "", "default")
     assert stored.spec["mtls"]["enabledBackend"] == "ca-1"
     mtp = await api.store.get("MeshTrafficPermission", "default", "web-to-backend")
@@ -124,3 +127,11 @@ async def test_a_refusal_is_reported_not_retried(api: Api) -> None:
     # A 4xx (here: no such path) is an answer, not "not up yet": reported at once.
     assert not await apply_resources(base + "/nope", notes.append, timeout=5)
     assert "refused /meshes/default: HTTP 404" in notes[-1]
+
+
+async def test_without_the_admin_token_the_global_refuses_and_nothing_is_stored(api: Api) -> None:
+    notes: list[str] = []
+    base = str(api.client.make_url("")).rstrip("/")
+    assert not await apply_resources(base, notes.append, timeout=5)
+    assert "refused /meshes/default: HTTP 401" in notes[-1]
+    assert (await api.store.list("Mesh")).items == []

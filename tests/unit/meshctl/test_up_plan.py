@@ -26,6 +26,8 @@ def test_global_then_zones_with_contract_flags() -> None:
         "sqlite",
         "--data-dir",
         "/d/global",
+        "--admin-token-file",
+        "/d/global/admin-token",
     ]
     assert (glob.api, glob.kds) == ("http://127.0.0.1:5001", "grpc://127.0.0.1:5002")
     assert (glob.data_dir, glob.log) == ("/d/global", "/d/logs/global.log")
