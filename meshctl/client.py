@@ -22,6 +22,11 @@ from meshfed.resources.descriptors import Scope, TypeDescriptor
 DEFAULT_API = "http://127.0.0.1:5681"
 API_ENV = "MESHFED_API"
 TOKEN_ENV = "MESHFED_API_TOKEN"  # a user token, sent as `Authorization: Bearer`
+AUTH_HINT = (
+    "no user token was sent: add one with `meshctl config control-planes add --name NAME "
+    f"--address URL --auth-type tokens --auth-conf token=TOKEN`, or set {TOKEN_ENV}"
+)
+BAD_TOKEN_HINT = "the user token sent was refused: get a valid one from an admin"
 DEFAULT_TIMEOUT = 30.0
 _LOOPBACK_HOSTS = ("localhost", "::1")
 
@@ -181,7 +186,10 @@ class ApiClient:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
-            raise ApiError.from_body(exc.code, str(exc.reason or ""), raw) from None
+            error = ApiError.from_body(exc.code, str(exc.reason or ""), raw)
+            if exc.code == 401:
+                error.details.append(AUTH_HINT if self._token is None else BAD_TOKEN_HINT)
+            raise error from None
         except urllib.error.URLError as exc:
             raise ApiUnreachable(self.base_url, _describe(exc.reason)) from None
         except TimeoutError:
@@ -252,6 +260,13 @@ def _page(body: Any, where: str) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _describe(reason: object) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"the server's TLS certificate is not trusted ({reason.verify_message}); give the "
+            "control plane's CA with `meshctl config control-planes add ... --ca-cert-file`"
+        )
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed: {reason.reason or reason}"
     if isinstance(reason, ConnectionRefusedError):
         return "connection refused (is the control plane running?)"
     if isinstance(reason, socket.gaierror):

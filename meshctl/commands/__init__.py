@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from meshctl.commands import apply, delete, export, get, inspect, resolve, up, version
+from meshctl.commands import apply, config, delete, export, get, inspect, resolve, up, version
 
 COMMANDS: tuple[ModuleType, ...] = (
     apply,
@@ -17,5 +17,6 @@ COMMANDS: tuple[ModuleType, ...] = (
     inspect,
     resolve,
     up,
+    config,
     version,
 )

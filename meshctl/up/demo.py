@@ -32,6 +32,7 @@ from typing import Any, Final
 import aiohttp
 
 from meshctl.errors import CliError
+from meshctl.up.credentials import read_token
 from meshctl.up.state import ComponentRecord
 
 ROLE_DEMO: Final = "demo"
@@ -242,7 +243,7 @@ async def apply_resources(
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         for path, body in DEMO_RESOURCES:
             while True:
-                token = _read_token(token_file)
+                token = read_token(token_file) if token_file is not None else ""
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
                 # No token yet: the global has not started; wait as for an unanswered call.
                 try:
@@ -267,12 +268,3 @@ async def apply_resources(
         "their certificates from their zones"
     )
     return True
-
-
-def _read_token(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""

@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import os
 import shutil
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from meshctl.errors import CliError
 from meshctl.up import control, procs
 from meshctl.up.console import Console
-from meshctl.up.credentials import admin_token_file
+from meshctl.up.credentials import admin_token_file, record_when_written
 from meshctl.up.demo import apply_resources, try_commands
 from meshctl.up.plan import find_demo_programs, find_programs, plan_components
 from meshctl.up.ports import (
@@ -51,6 +52,8 @@ class UpOptions:
     global_api_port: int = 5681  # preferred when free; 0 = any free port
     global_kds_port: int = 5685
     demo: bool = False  # also run the demo workloads (meshctl/up/demo.py)
+    # meshctl's configuration, where the global is recorded with its admin token (None: not)
+    config_path: Path | None = None
 
 
 def state_path(data_dir: Path, state_file: Path | None) -> Path:
@@ -107,22 +110,36 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
         supervisor = Supervisor(config, components, console, data_dir)
         demo_api = components[0].api if opts.demo else None
         token_file = admin_token_file(Path(components[0].data_dir))
-        return asyncio.run(_supervise(supervisor, demo_api, console, token_file))
+        recorder = None
+        if opts.config_path is not None:
+            recorder = record_when_written(
+                opts.config_path, data_dir, components, token_file, console.notice
+            )
+        return asyncio.run(_supervise(supervisor, demo_api, console, token_file, recorder))
     finally:
         lock.release()
 
 
 async def _supervise(
-    supervisor: Supervisor, demo_api: str | None, console: Console, token_file: Path
+    supervisor: Supervisor,
+    demo_api: str | None,
+    console: Console,
+    token_file: Path,
+    recorder: Coroutine[Any, Any, None] | None,
 ) -> int:
-    """Runs the supervisor; with the demo, applies its resources once the global answers."""
-    task = None
+    """Runs the supervisor; records the global in meshctl's configuration once it wrote its
+    admin token; with the demo, applies its resources once the global answers."""
+    tasks: list[asyncio.Task[Any]] = []
+    if recorder is not None:
+        tasks.append(asyncio.create_task(recorder))
     if demo_api is not None:
-        task = asyncio.create_task(apply_resources(demo_api, console.notice, token_file=token_file))
+        tasks.append(
+            asyncio.create_task(apply_resources(demo_api, console.notice, token_file=token_file))
+        )
     try:
         return await supervisor.run()
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -174,7 +191,8 @@ def _banner(
     lines += [f"{c.name} API {c.api}, DNS {c.dns}" for c in zones]
     zone = zones[0] if zones else None
     lines += [
-        f"try: MESHFED_API={glob.api} meshctl inspect zones",
+        "try: meshctl inspect zones   (meshctl's current control plane once the global runs; "
+        f"its admin token is in {admin_token_file(Path(glob.data_dir))})",
         *(
             [
                 f"     {_dig(zone.dns)} backend.mesh",
