@@ -173,8 +173,22 @@ class ApiClient:
         return urllib.parse.urlunsplit((self._scheme, self._netloc, path, parts.query, ""))
 
     def request(self, method: str, url: str, body: Any = None) -> Response:
+        status, raw = self.send(method, url, body)
+        if not raw.strip():
+            return Response(status, None)
+        try:
+            return Response(status, json.loads(raw))
+        except ValueError:
+            raise CliError(
+                f"unexpected answer from {url} (HTTP {status}): the body is not JSON"
+            ) from None
+
+    def send(
+        self, method: str, url: str, body: Any = None, accept: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """One request: (status, raw body) of a 2xx answer; CliError for anything else."""
         data = None
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
@@ -200,14 +214,7 @@ class ApiClient:
             ) from None
         except OSError as exc:
             raise ApiUnreachable(self.base_url, _describe(exc)) from None
-        if not raw.strip():
-            return Response(status, None)
-        try:
-            return Response(status, json.loads(raw))
-        except ValueError:
-            raise CliError(
-                f"unexpected answer from {url} (HTTP {status}): the body is not JSON"
-            ) from None
+        return status, raw
 
     def get(self, path: str, query: dict[str, str] | None = None) -> Any:
         return self.request("GET", self.url(path, query)).body

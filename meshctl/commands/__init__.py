@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from meshctl.commands import apply, config, delete, export, get, inspect, resolve, up, version
+from meshctl.commands import (
+    apply,
+    config,
+    delete,
+    export,
+    generate,
+    get,
+    inspect,
+    resolve,
+    up,
+    version,
+)
 
 COMMANDS: tuple[ModuleType, ...] = (
     apply,
@@ -18,5 +29,6 @@ COMMANDS: tuple[ModuleType, ...] = (
     resolve,
     up,
     config,
+    generate,
     version,
 )

@@ -9,11 +9,11 @@ meshctl config view                                           (tokens redacted)
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from meshctl import config
 from meshctl.client import normalize_base_url
+from meshctl.commands.common import shows_usage
 from meshctl.context import Context
 from meshctl.errors import EXIT_USAGE, CliError
 from meshctl.output import dump_yaml, render_table
@@ -31,7 +31,7 @@ def register(
         f"{config.DEFAULT_CONFIG}. Commands talk to the current one unless --api or "
         "MESHFED_API says otherwise.",
     )
-    p.set_defaults(func=_usage(p))
+    p.set_defaults(func=shows_usage(p))
     actions = p.add_subparsers(dest="config_action", metavar="ACTION")
     view = actions.add_parser(
         "view", parents=[common], help="show the configuration (tokens redacted)"
@@ -41,7 +41,7 @@ def register(
     cps = actions.add_parser(
         "control-planes", parents=[common], help="add, list, use or remove control planes"
     )
-    cps.set_defaults(func=_usage(cps))
+    cps.set_defaults(func=shows_usage(cps))
     cp_actions = cps.add_subparsers(dest="cp_action", metavar="ACTION")
     add = cp_actions.add_parser(
         "add",
@@ -76,14 +76,6 @@ def register(
         a = cp_actions.add_parser(action, parents=[common], help=text)
         a.add_argument("name", metavar="NAME")
         a.set_defaults(func=run_use if action == "use" else run_remove)
-
-
-def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, Context], int]:
-    def run(args: argparse.Namespace, ctx: Context) -> int:
-        parser.print_help(ctx.stderr)
-        return EXIT_USAGE
-
-    return run
 
 
 def auth_token(auth_type: str | None, conf: list[str]) -> str | None:

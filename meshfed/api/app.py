@@ -17,6 +17,7 @@ from meshfed.api.openapi import openapi_document
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
+from meshfed.api.user_tokens import add_user_token_routes
 from meshfed.api.watch import add_watch_route
 from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
@@ -108,6 +109,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
+    add_user_token_routes(routes, ctx)
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 

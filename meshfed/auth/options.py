@@ -53,9 +53,7 @@ def check_api_tls(cert: Path | None, key: Path | None) -> None:
     """Both or neither: a certificate without its key (or the reverse) cannot serve HTTPS,
     and silently serving plain HTTP instead would expose tokens. Raises ConfigError."""
     if (cert is None) != (key is None):
-        given, missing = (
-            ("api-tls-cert", "api-tls-key") if key is None else ("api-tls-key", "api-tls-cert")
-        )
+        given, missing = ("cert", "key") if key is None else ("key", "cert")
         raise ConfigError(f"--api-tls-{given} needs --api-tls-{missing} too (both or neither)")
 
 
