@@ -199,3 +199,14 @@ def test_a_federated_zone_refuses_an_admin_token_file(procs: Procs, tmp_path: Pa
     assert proc.popen.wait(15) == 2
     assert "a federated zone has no admin token of its own" in proc.log()
     assert not (tmp_path / "t").exists()
+
+
+def test_api_localhost_is_admin_makes_loopback_callers_admins(procs: Procs, tmp_path: Path) -> None:
+    _, http = start(procs, "global", free_port(), tmp_path / "data", "--api-localhost-is-admin")
+    anon = anonymous(http)
+    status, _, body = anon.call("PUT", f"{MTP}/allow-all", POLICY)
+    assert status == 201, body
+    assert anon.call("GET", "/global-secrets")[0] == 200
+    # A token that is sent is still checked, flag or not.
+    status, _, _ = anon.call("GET", "/meshes", headers={"Authorization": "Bearer nope"})
+    assert status == 401
