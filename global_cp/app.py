@@ -22,11 +22,10 @@ from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
 from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
-from meshfed.api.server import ApiServer
+from meshfed.api.server import ApiServer, server_tls
 from meshfed.api.services import global_services
-from meshfed.auth.credentials import ensure_admin_token, ensure_signing_key, publish_public_keys
+from meshfed.auth.bootstrap import bootstrap_credentials
 from meshfed.auth.mesh_keys import DataplaneKeyJob
-from meshfed.auth.options import write_secret_file
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
@@ -133,22 +132,24 @@ class GlobalControlPlane:
         leader.add_job("orphan-sweep", self.orphans.run)
         self.api.leader_status = self.leader_status
         await leader.start()
-        self._server = ApiServer(self.api, s.api_address, "global_cp.access")
+        tls = server_tls(s.api_tls_cert, s.api_tls_key)
+        self._server = ApiServer(self.api, s.api_address, "global_cp.access", tls)
         api = await self._server.start()
         self.api.ready = True
-        log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+        log.info(
+            "API listening on %s://%s (instance %s)",
+            self._server.scheme,
+            api,
+            self.api.instance_id,
+        )
 
     async def _credentials(self) -> None:
         """Token signing keys and the bootstrap admin token: made on the first start (safe
         when replicas race), their public halves published for the zones."""
         assert self.store is not None
-        for kind in (TokenKind.ZONE, TokenKind.USER):
-            await ensure_signing_key(self.store, kind)
-        await publish_public_keys(self.store)
-        token = await ensure_admin_token(self.store)
-        if self.settings.admin_token_file is not None:
-            write_secret_file(self.settings.admin_token_file, token + "\n")
-            log.info("admin user token written to %s", self.settings.admin_token_file)
+        await bootstrap_credentials(
+            self.store, (TokenKind.ZONE, TokenKind.USER), self.settings.admin_token_file
+        )
 
     async def _kds_tls(self) -> ServerTls | None:
         """The KDS port's TLS: the operator's certificate, or one issued at each start (and

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
-from meshfed.auth.options import ADMIN_TOKEN_FILE, API_LOCALHOST_IS_ADMIN
+from meshfed.auth.options import API_OPTIONS, check_api_tls
 from meshfed.config import (
     LOG_LEVEL,
     Address,
@@ -109,8 +109,7 @@ OPTIONS = (
         "How often changed ZoneInsight resources are written to the store",
         metavar="DURATION",
     ),
-    API_LOCALHOST_IS_ADMIN,
-    ADMIN_TOKEN_FILE,
+    *API_OPTIONS,
     LOG_LEVEL,
 )
 
@@ -142,4 +141,11 @@ class GlobalSettings(EtcdSettings):
     zone_insight_flush: float
     api_localhost_is_admin: bool
     admin_token_file: Path | None
+    api_tls_cert: Path | None
+    api_tls_key: Path | None
     log_level: str
+
+
+def check_settings(s: GlobalSettings) -> None:
+    """Refuses combinations no start could honour (ConfigError)."""
+    check_api_tls(s.api_tls_cert, s.api_tls_key)

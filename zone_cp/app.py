@@ -17,8 +17,8 @@ from typing import Any
 
 from global_cp.leader import Leader
 from meshfed.api.context import ApiContext
-from meshfed.api.server import ApiServer
-from meshfed.auth.credentials import ensure_signing_key
+from meshfed.api.server import ApiServer, server_tls
+from meshfed.auth.bootstrap import bootstrap_credentials
 from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
@@ -78,12 +78,17 @@ class ZoneControlPlane:
         # global would create (and, like it, only on the very first start).
         if not s.global_kds and await create_default_mesh(self.store, self.registry):
             log.info("standalone first start: created Mesh %r", DEFAULT_MESH)
+        if not s.global_kds:
+            # No global to sync token keys from: this zone issues its own, like a global (user
+            # tokens for its API, zone tokens for its ingresses).
+            await bootstrap_credentials(self.store, (TokenKind.ZONE,), s.admin_token_file)
         self.api = ApiContext(
             store=self.store,
             registry=self.registry,
             mode=Mode.ZONE,
             zone=s.zone,
             max_body_bytes=s.max_body_bytes,
+            localhost_is_admin=s.api_localhost_is_admin,
         )
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
@@ -115,15 +120,19 @@ class ZoneControlPlane:
             # resources; standalone, nothing may stay in a Mesh that is gone.
             sweeper = OrphanSweeper(self.store, self.registry)
             self._orphans = asyncio.create_task(sweeper.run(), name="orphan-sweep")
-            # No global to make token keys: the zone's own zone-token key (its ingresses'
-            # tokens) and every Mesh's dataplane-token key.
-            await ensure_signing_key(self.store, TokenKind.ZONE)
+            # No global to make every Mesh's dataplane-token key either.
             keys = DataplaneKeyJob(self.store)
             self._dataplane_keys = asyncio.create_task(keys.run(), name="dataplane-token-keys")
-        self._server = ApiServer(self.api, s.api_address, "zone_cp.access")
+        tls = server_tls(s.api_tls_cert, s.api_tls_key)
+        self._server = ApiServer(self.api, s.api_address, "zone_cp.access", tls)
         api = await self._server.start()
         self.api.ready = True
-        log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+        log.info(
+            "API listening on %s://%s (instance %s)",
+            self._server.scheme,
+            api,
+            self.api.instance_id,
+        )
 
     async def _start_services(self, api: ApiContext) -> None:
         """Catalog, VIPs and DNS; the first table is complete before DNS answers."""

@@ -13,10 +13,12 @@ from typing import Any
 
 from global_cp.settings import parse_lease_ttl
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
+from meshfed.auth.options import API_OPTIONS, check_api_tls
 from meshfed.config import (
     LOG_LEVEL,
     Address,
     Config,
+    ConfigError,
     Option,
     parse_address,
     parse_path,
@@ -169,6 +171,7 @@ OPTIONS = (
         "and disconnections are written at once)",
         metavar="DURATION",
     ),
+    *API_OPTIONS,
     LOG_LEVEL,
 )
 
@@ -202,4 +205,18 @@ class ZoneSettings(EtcdSettings):
     dp_server_address: Address
     dp_cert_validity: float
     dp_insight_flush: float
+    api_localhost_is_admin: bool
+    admin_token_file: Path | None
+    api_tls_cert: Path | None
+    api_tls_key: Path | None
     log_level: str
+
+
+def check_settings(s: ZoneSettings) -> None:
+    """Refuses combinations no start could honour (ConfigError)."""
+    check_api_tls(s.api_tls_cert, s.api_tls_key)
+    if s.global_kds and s.admin_token_file is not None:
+        raise ConfigError(
+            "--admin-token-file is for a standalone zone (no --global-kds): a federated zone "
+            "has no admin token of its own; use the global's, which this zone accepts"
+        )

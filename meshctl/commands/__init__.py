@@ -9,6 +9,7 @@ from types import ModuleType
 
 from meshctl.commands import (
     apply,
+    config,
     delete,
     export,
     generate,
@@ -28,5 +29,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     inspect,
     resolve,
     up,
+    config,
+    generate,
     version,
 )

@@ -69,9 +69,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     }
     if args.name:
         body["name"] = args.name
-    client = ctx.client()
-    token = client.request("POST", client.url("/tokens/dataplane"), body).body
-    if not isinstance(token, str) or not token.strip():
+    token = ctx.client().post_text("/tokens/dataplane", body)
+    if not token:
         raise CliError("the control plane answered without a token")
-    print(token.strip(), file=ctx.stdout)
+    print(token, file=ctx.stdout)
     return 0

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         flags = {"zone": "--zone", "validFor": "--valid-for"}
         details = [f"{flags.get(p.field.split('[')[0], '--scope')}: {p.reason}" for p in problems]
         raise CliError("invalid zone token request", EXIT_USAGE, details)
-    token = ctx.client().post("/tokens/zone", body)
+    token = ctx.client().post_text("/tokens/zone", body)
     if not isinstance(token, str) or not token.strip():
         raise CliError("the API did not answer with a token (is --api the global's?)")
     print(token.strip(), file=ctx.stdout)

@@ -18,6 +18,7 @@ from meshfed.api.openapi import openapi_document
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
+from meshfed.api.user_tokens import add_user_token_routes
 from meshfed.api.watch import add_watch_route
 from meshfed.api.zone_tokens import add_zone_token_route
 from meshfed.auth.credentials import Verifier
@@ -114,6 +115,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     if ctx.mode is Mode.GLOBAL:
         add_zone_token_route(routes)  # the zone-token signing keys live on the global only
     add_dataplane_token_routes(routes)
+    add_user_token_routes(routes, ctx)
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 

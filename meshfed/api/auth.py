@@ -26,7 +26,6 @@ from meshfed.api.routes import ROUTES, Access, Handler
 from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import ADMIN_GROUP, TokenError, UserClaims
 
-IDENTITY: Final = "meshfed.identity"  # request key holding the caller's Identity
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="meshfed"'}
 
 
@@ -41,14 +40,15 @@ class Identity:
         return ADMIN_GROUP in self.groups
 
 
+IDENTITY: Final = web.RequestKey("meshfed_identity", Identity)  # the caller, set by ApiAuth
 ANONYMOUS = Identity("mesh-system:anonymous", ("mesh-system:unauthenticated",))
 LOCALHOST_ADMIN = Identity("mesh-system:localhost", (ADMIN_GROUP,), authenticated=False)
 
 
 def identity_of(request: web.Request) -> Identity:
     """The caller of a request that passed the middleware."""
-    ident = request.get(IDENTITY)
-    return ident if isinstance(ident, Identity) else ANONYMOUS
+    ident: Identity = request.get(IDENTITY, ANONYMOUS)
+    return ident
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -94,6 +94,17 @@ def check_access(access: Access, ident: Identity, what: str) -> None:
     )
 
 
+NO_KEYS_YET = (
+    "this control plane has no user-token keys yet: a zone receives them from the global "
+    "over KDS once connected (retry then); a standalone control plane makes them at start"
+)
+
+
+def refusal_detail(reason: str, no_keys: bool) -> str:
+    """What a caller with a refused token is told; with no keys at all, why none can pass."""
+    return f"{NO_KEYS_YET} ({reason})" if no_keys else f"invalid user token: {reason}"
+
+
 class ApiAuth:
     """The authentication middleware of one API server."""
 
@@ -110,8 +121,12 @@ class ApiAuth:
         try:
             verified = await self.verifier.verify(token)
         except TokenError as exc:
+            try:
+                no_keys = not (await self.verifier.trusted()).keys
+            except Exception:  # the store is down: the verify error already says so
+                no_keys = False
             raise ApiError(
-                401, "Unauthorized", f"invalid user token: {exc}", headers=_CHALLENGE
+                401, "Unauthorized", refusal_detail(str(exc), no_keys), headers=_CHALLENGE
             ) from None
         claims = verified.claims
         assert isinstance(claims, UserClaims)

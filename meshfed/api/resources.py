@@ -20,6 +20,7 @@ from meshfed.api.errors import ApiError, bad_request
 from meshfed.api.paging import next_url as page_next_url
 from meshfed.api.paging import page_params
 from meshfed.api.routes import Access, Handler, Operation, QueryParam, RouteTable, ref
+from meshfed.api.secret_hooks import after_secret_change, check_secret_write
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.errors import FieldError, ValidationError
@@ -265,6 +266,7 @@ async def _put_once(
         require.append((MESH.name, "", mesh, mesh_res.meta.version))
     existing = await _get_or_none(ctx.store, desc.name, mesh, name)
     check_not_synced_copy(ctx, desc, existing)
+    await check_secret_write(ctx.store, resource, require)
     if if_match is not None:
         if existing is None:
             raise _conflict(
@@ -293,6 +295,7 @@ async def _put_once(
         expected[resource.key] = existing.meta.version
     [stored] = await ctx.store.write_batch([resource], [], expected=expected, require=require)
     log.info("%s %s %s", "created" if status == 201 else "updated", desc.name, _where(mesh, name))
+    await after_secret_change(ctx.store, ctx.mode, desc, name)
     return status, stored
 
 
@@ -312,6 +315,7 @@ def _delete_handler(desc: TypeDescriptor) -> Handler:
         if desc.name == MESH.name:
             count = await ctx.store.delete_mesh_scoped(name)
             log.info("deleted %d resource(s) scoped to mesh %r", count, name)
+        await after_secret_change(ctx.store, ctx.mode, desc, name)
         if ctx.after_delete is not None:
             await ctx.after_delete(desc, existing)
         return web.json_response({})

@@ -1,4 +1,5 @@
-"""The options of the control planes' API authentication, declared once for global and zone."""
+"""The options of the control planes' API security (who is admin, the admin token file, HTTPS),
+declared once for global and zone, and the checks across them made before starting."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from meshfed.config import Option, parse_bool, parse_optional_path
+from meshfed.config import ConfigError, Option, parse_bool, parse_optional_path
 
 log = logging.getLogger("meshfed.auth")
 
@@ -26,6 +27,34 @@ ADMIN_TOKEN_FILE = Option(
     "meshctl; the token itself is the GlobalSecret 'admin-user-token', made on the first start",
     metavar="FILE",
 )
+
+
+API_TLS_CERT = Option(
+    "api-tls-cert",
+    parse_optional_path,
+    "",
+    "Serve the API over HTTPS (TLS 1.2 or later) with this PEM certificate (chain); needs "
+    "--api-tls-key. Unset: plain HTTP",
+    metavar="FILE",
+)
+
+API_TLS_KEY = Option(
+    "api-tls-key",
+    parse_optional_path,
+    "",
+    "The PEM private key of --api-tls-cert",
+    metavar="FILE",
+)
+
+API_OPTIONS = (API_LOCALHOST_IS_ADMIN, ADMIN_TOKEN_FILE, API_TLS_CERT, API_TLS_KEY)
+
+
+def check_api_tls(cert: Path | None, key: Path | None) -> None:
+    """Both or neither: a certificate without its key (or the reverse) cannot serve HTTPS,
+    and silently serving plain HTTP instead would expose tokens. Raises ConfigError."""
+    if (cert is None) != (key is None):
+        given, missing = ("cert", "key") if key is None else ("key", "cert")
+        raise ConfigError(f"--api-tls-{given} needs --api-tls-{missing} too (both or neither)")
 
 
 def write_secret_file(path: Path, text: str) -> None:

@@ -24,7 +24,9 @@ from typing import Any
 import grpc
 
 from meshfed.kds.naming import types_global_to_zone
+from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.types import default_registry
+from tests.auth_support import ADMIN_TOKEN_FILE, bearer
 from tests.support import Proc, Procs, free_port, wait_until
 
 DOWN_TYPES = types_global_to_zone(default_registry())
@@ -121,15 +123,41 @@ def provision_zone(root: Path, api_port: int, zone: str) -> Path:
 
 
 class Http:
-    def __init__(self, port: int) -> None:
+    """A control plane's API. Calls carry the admin token the global wrote to `token_file`
+    once it is there (it is written at the global's start; zones accept it too)."""
+
+    def __init__(self, port: int, token_file: Path | None = None) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
+        self.token_file = token_file
+
+    def token(self) -> str:
+        """The admin token, once the global has written it ("" before)."""
+        try:
+            return self.token_file.read_text().strip() if self.token_file else ""
+        except FileNotFoundError:
+            return ""
+
+    def headers(self) -> dict[str, str]:
+        token = self.token()
+        return bearer(token) if token else {}
+
+    def accepts_admin(self) -> bool:
+        """Whether this control plane takes the admin token: a zone does once the global's
+        user-token keys reached it over KDS."""
+        return self.call("GET", "/global-secrets?size=1")[0] == 200
+
+    def meshctl_env(self) -> dict[str, str]:
+        """Environment for a meshctl run as this cluster's admin."""
+        return {"MESHFED_API_TOKEN": self.token()}
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        for name, value in self.headers().items():
+            req.add_header(name, value)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 raw, status = resp.read(), resp.status
@@ -227,6 +255,7 @@ class Cluster:
     ) -> Cluster:
         cluster = cls(procs, root)
         api, kds = free_port(), free_port()
+        token_file = root / "global" / ADMIN_TOKEN_FILE
         argv = [
             procs.script("global-cp"),
             "run",
@@ -240,7 +269,7 @@ class Cluster:
             *FAST_GLOBAL,
             *global_args,
         ]
-        cluster.global_ = Node("global", argv, Http(api), root / "global", kds_port=kds)
+        cluster.global_ = Node("global", argv, Http(api, token_file), root / "global", kds_port=kds)
         for name in zone_names:
             port = free_port()
             argv = [
@@ -258,7 +287,7 @@ class Cluster:
                 *FAST_ZONE,
                 *zone_args,
             ]
-            cluster.zones[name] = Node(name, argv, Http(port), root / name)
+            cluster.zones[name] = Node(name, argv, Http(port, token_file), root / name)
         return cluster
 
     @property
@@ -312,6 +341,7 @@ class Cluster:
                 self.zone_state(zone)["state"] == "online"
                 and self.zones[zone].http.get("/_kds")["state"] == "connected"
                 and meshes(self.glob.http) <= meshes(self.zones[zone].http)
+                and self.zones[zone].http.accepts_admin()
             )
 
         for zone in zones or tuple(self.zones):
@@ -371,7 +401,16 @@ def _listing(http: Http, type_name: str) -> list[dict[str, Any]]:
 
 
 def global_digest(http: Http) -> str:
-    return digest([i for t in GLOBAL_TYPES for i in _listing(http, t)])
+    """What the global sends: a GlobalSecret only when zones get it (public keys)."""
+    items = [i for t in GLOBAL_TYPES for i in _listing(http, t)]
+    return digest([i for i in items if _sent_to_zones(i)])
+
+
+def _sent_to_zones(item: dict[str, Any]) -> bool:
+    registry = default_registry()
+    desc = registry.get(item["type"])
+    res = resource_from_dict(item, registry, validate=False)
+    return desc.sync_to_zones is None or desc.sync_to_zones(res)
 
 
 def zone_digest(http: Http) -> str:
@@ -392,7 +431,7 @@ class StoreWatch:
         self.ended = threading.Event()
         self._conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
         path = "/_watch" + (f"?types={types}" if types else "")
-        self._conn.request("GET", path)
+        self._conn.request("GET", path, headers=api.headers())
         # The headers come after the server subscribed: from here on nothing is missed.
         self._resp = self._conn.getresponse()
         assert self._resp.status == 200

@@ -11,7 +11,9 @@ when it reconnects.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.auth.tokens import ADMIN_GROUP, SigningKey, UserClaims, issue
 from meshfed.kds.auth import AUTHORIZATION
 from meshfed.kds.stream import CLIENT_ID, EOF
 from tests.integration.federation_support import Http, timeout_policy, zone_ingress
@@ -105,6 +108,14 @@ def res(name: str, body: dict[str, Any], labels: dict[str, str], mesh: str = "")
     return pb.KdsResource(name=name, mesh=mesh, version=f"v-{name}", labels=labels, spec=spec)
 
 
+USER_KEY = SigningKey.generate("user-token-signing-key-1")
+
+
+def user_public_key() -> Any:
+    data = base64.b64encode(USER_KEY.public_pem).decode()
+    return res("user-token-signing-public-key-1", {"data": data}, GLOBAL)
+
+
 def policy(name: str, labels: dict[str, str] = GLOBAL, idle: str = "10s") -> Any:
     return res(name, timeout_policy(name, idle=idle)["spec"], labels, mesh="default")
 
@@ -117,9 +128,9 @@ async def test_zone_nacks_bad_input_keeps_its_own_resources_and_survives_huge_me
     procs: Procs, tmp_path: Path
 ) -> None:
     kds_port, api_port = free_port(), free_port()
-    http = Http(api_port)
     token_file = tmp_path / "zone-token"
     token_file.write_text("header.payload.signature\n")
+    http = Http(api_port, tmp_path / "admin-token")
     async with fake_global(kds_port) as glob:
         zone = procs.start(
             "zone-1",
@@ -146,6 +157,14 @@ async def test_zone_nacks_bad_input_keeps_its_own_resources_and_survives_huge_me
         await glob.subscribed("Mesh")
         assert glob.zones[:1] == ["zone-1"]
         assert glob.authorizations[:1] == ["Bearer header.payload.signature"]
+        # Zones verify user tokens with the public keys the global syncs: send one, write
+        # through the zone's API with an admin token it signs.
+        await glob.outbox.put(
+            pb.SyncResponse(type="GlobalSecret", nonce="k1", resources=[user_public_key()])
+        )
+        assert not (await glob.reply("k1")).HasField("error_detail")
+        admin = UserClaims("admin", (ADMIN_GROUP,))
+        (tmp_path / "admin-token").write_text(issue(admin, USER_KEY, dt.timedelta(hours=1)))
         await async_wait_until(lambda: asyncio.to_thread(http.ready), timeout=20, what="ready")
         status, _ = await asyncio.to_thread(
             http.call, "PUT", "/zoneingresses/zi-own", zone_ingress("zi-own")

@@ -28,6 +28,7 @@ from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
 from meshfed.store.sqlite import SqliteStore
+from tests.auth_support import ADMIN_TOKEN_FILE, admin_headers, bearer
 from tests.support import free_port
 from zone_cp.kds import ZoneKds
 
@@ -57,11 +58,15 @@ class Global:
 
 async def start_global(data_dir: Path, *extra: str) -> Global:
     argv = ["--api-address", f"127.0.0.1:{free_port()}", "--kds-address", "127.0.0.1:0"]
+    token_file = data_dir / ADMIN_TOKEN_FILE
+    argv += ["--admin-token-file", str(token_file)]
     _, values = CONFIG.load([*argv, "--data-dir", str(data_dir), *FAST, *extra], env={})
     cp = GlobalControlPlane(GlobalSettings(**values))
     await cp.start()
     address = cp.api_address()
-    return Global(cp, aiohttp.ClientSession(), f"http://{address.host}:{address.port}")
+    # Written before start() returns; every call is the admin's.
+    http = aiohttp.ClientSession(headers=bearer(token_file.read_text().strip()))
+    return Global(cp, http, f"http://{address.host}:{address.port}")
 
 
 async def stop_global(g: Global) -> None:
@@ -118,7 +123,9 @@ async def sqlite_api(tmp_path: Path) -> AsyncIterator[SqliteApi]:
     # SQLite, not memory: its calls really suspend, so requests interleave as in production.
     store = await SqliteStore.open(tmp_path / "data")
     ctx = ApiContext(store=store, registry=default_registry(), mode=Mode.GLOBAL, ready=True)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(ctx), host="127.0.0.1"), headers=await admin_headers(store)
+    )
     await client.start_server()
     try:
         yield store, client

@@ -178,3 +178,11 @@ async def test_a_refusal_is_reported_not_retried(api: Api, tmp_path: Path) -> No
     # A 4xx (here: no such path) is an answer, not "not up yet": reported at once.
     assert not await apply_resources(base + "/nope", notes.append, timeout=5, data_dir=data_dir)
     assert "refused /meshes/default: HTTP 404" in notes[-1]
+
+
+async def test_without_the_admin_token_the_global_refuses_and_nothing_is_stored(api: Api) -> None:
+    notes: list[str] = []
+    base = str(api.client.make_url("")).rstrip("/")
+    assert not await apply_resources(base, notes.append, timeout=5)
+    assert "refused /meshes/default: HTTP 401" in notes[-1]
+    assert (await api.store.list("Mesh")).items == []
