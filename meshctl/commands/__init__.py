@@ -30,6 +30,5 @@ COMMANDS: tuple[ModuleType, ...] = (
     resolve,
     up,
     config,
-    generate,
     version,
 )

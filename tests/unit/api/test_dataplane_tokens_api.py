@@ -26,7 +26,7 @@ async def api(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Api, str]]:
     """The API with Mesh default and its key, and the admin token (at a zone the user-token
     keys and the mesh's key arrive from the global; here they are put in its store)."""
     extra = {"zone": "zone-1"} if request.param is Mode.ZONE else {}
-    a, client = await start_api(request.param, **extra)
+    a, client = await start_api(request.param, anonymous=True, **extra)
     mesh = resource_from_dict({"type": "Mesh", "name": "default"}, default_registry())
     await a.store.create(mesh)
     await ensure_signing_key(a.store, TokenKind.DATAPLANE, "default")

@@ -60,7 +60,7 @@ def test_any_body_is_parsed_or_refused_never_crashes(body: dict[str, Any]) -> No
 
 @pytest.fixture
 async def global_api() -> Any:
-    a, client = await start_api(Mode.GLOBAL)
+    a, client = await start_api(Mode.GLOBAL, anonymous=True)
     try:
         yield a
     finally:
@@ -103,7 +103,7 @@ async def test_only_an_admin_may_issue_and_bad_input_is_400(global_api: Api) -> 
 
 
 async def test_zones_have_no_token_endpoint() -> None:
-    a, client = await start_api(Mode.ZONE, zone="zone-1")
+    a, client = await start_api(Mode.ZONE, anonymous=True, zone="zone-1")
     try:
         resp = await client.post("/tokens/zone", json={"zone": "zone-1"})
         assert resp.status in (404, 405)
