@@ -46,7 +46,7 @@ C = TypeVar("C")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
 DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
-MAX_TOKEN_FILE: Final = 8192  # zone-cp refuses longer tokens anyway
+MAX_TOKEN_FILE: Final = 4096  # zone-cp refuses longer tokens (meshfed.auth.tokens.MAX_TOKEN_BYTES)
 
 
 def read_token_file(path: Path) -> str:

@@ -117,7 +117,7 @@ async def test_an_unreadable_token_file_is_retried_without_connecting(
         (b"  \n", "holds no token"),
         (b"a b", "holds no token"),
         (b"tok\xffen", "holds no token"),
-        (b"x" * 9000, "over 8192 bytes"),
+        (b"x" * 5000, "over 4096 bytes"),
     ],
 )
 def test_bad_token_files(tmp_path: Path, content: bytes, reason: str) -> None:
