@@ -147,6 +147,11 @@ class Deployment:
             str(root / "global"),
             "--log-level",
             "warning",
+            # KDS over TLS with zone tokens, as deployed: the bench reads these two files.
+            "--admin-token-file",
+            str(root / "admin-token"),
+            "--kds-ca-out",
+            str(root / "kds-ca.crt"),
         ]
         node = Node("global", argv, f"http://127.0.0.1:{api}", root / "global.log")
         return cls(root, node, kds)
@@ -159,11 +164,15 @@ class Deployment:
             "--zone",
             name,
             "--global-kds",
-            f"grpc://127.0.0.1:{self.kds_port}",
+            f"grpcs://127.0.0.1:{self.kds_port}",
             "--api-address",
             f"127.0.0.1:{api}",
             "--data-dir",
             str(self.root / name),
+            "--zone-token-file",
+            str(self.token_file(name)),
+            "--kds-ca-file",
+            str(self.root / "kds-ca.crt"),
         ]
         # Zone DNS and the dataplane server on free ports and a VIP range per zone, so zones
         # can share the host; no access log, whose lines would cost the zones more CPU than
@@ -178,9 +187,23 @@ class Deployment:
         self.zones.append(node)
         return node
 
+    def token_file(self, zone: str) -> Path:
+        return self.root / f"{zone}.zone-token"
+
+    def admin_token(self) -> str:
+        return (self.root / "admin-token").read_text().strip()
+
     def stop(self) -> None:
         for node in [*self.zones, self.global_]:
             node.stop()
+
+
+async def issue_zone_token(http: aiohttp.ClientSession, dep: Deployment, zone: str) -> None:
+    """The zone's token through the global's API (the session carries the admin token)."""
+    async with http.post(dep.global_.api + "/tokens/zone", json={"zone": zone}) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"POST /tokens/zone {zone}: {resp.status} {await resp.text()}")
+        dep.token_file(zone).write_text(await resp.text())
 
 
 class CpuMeter:
@@ -394,6 +417,7 @@ def connected_at(status: dict[str, Any]) -> float | None:
 
 async def cold_sync(http: aiohttp.ClientSession, dep: Deployment, total: int) -> dict[str, Any]:
     zone = dep.zone("zone-cold", len(dep.zones))
+    await issue_zone_token(http, dep, zone.name)
     zone.start()
     ready = await wait_ready(http, zone)
     held = await wait_count(http, zone, total)
@@ -428,8 +452,12 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         try:
             dep.global_.start()
             await wait_ready(http, dep.global_)
+            # Every request as the admin: writes at the global, /_watch at the zones (whose
+            # copy of the user-token public key arrives with their first sync).
+            http.headers["Authorization"] = f"Bearer {dep.admin_token()}"
             zones = [dep.zone(f"zone-{i + 1}", i) for i in range(args.zones)]
             for zone in zones:
+                await issue_zone_token(http, dep, zone.name)
                 zone.start()
             await asyncio.gather(*(wait_ready(http, z) for z in zones))
             await asyncio.gather(*(wait_connected(http, z) for z in zones))

@@ -461,6 +461,8 @@ def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str,
             },
         }
     )
+    token = procs.tmp / "big.token"  # this stand-in control plane checks no token
+    token.write_text("benchmark\n")
     proc = procs.start(
         "big-cp",
         [
@@ -468,6 +470,8 @@ def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str,
             "run",
             "--cp",
             f"grpc://127.0.0.1:{port}",
+            "--dataplane-token-file",
+            str(token),
             "--dataplane",
             dataplane,
             "--admin-address",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from contextlib import suppress
 from typing import Any
 
@@ -21,10 +22,25 @@ from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
 from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
-from meshfed.api.server import ApiServer
+from meshfed.api.server import ApiServer, server_tls
 from meshfed.api.services import global_services
+from meshfed.auth.bootstrap import bootstrap_credentials
+from meshfed.auth.mesh_keys import DataplaneKeyJob
+from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
+from meshfed.kds.options import grpc_url
+from meshfed.kds.tls import (
+    CA_FILE_NAME,
+    KDS_CA_CERT,
+    FileCert,
+    IssuedCert,
+    ServerTls,
+    TlsSetupError,
+    ensure_kds_ca,
+    write_ca_file,
+)
+from meshfed.pki.server_cert import server_names
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore, StoreError
@@ -47,6 +63,7 @@ class GlobalControlPlane:
         self.leader: Leader | None = None
         self.sweep: InsightSweep | None = None
         self.mesh_ca: MeshCaJob | None = None
+        self.dataplane_keys: DataplaneKeyJob | None = None
         self.orphans: OrphanSweeper | None = None
         self._server: ApiServer | None = None
 
@@ -61,12 +78,15 @@ class GlobalControlPlane:
         )
         if s.default_mesh and await create_default_mesh(self.store, self.registry):
             log.info("first start: created Mesh %r", DEFAULT_MESH)
+        await self._credentials()
+        kds_tls = await self._kds_tls()
 
         self.api = ApiContext(
             store=self.store,
             registry=self.registry,
             mode=self.mode,
             max_body_bytes=s.max_body_bytes,
+            localhost_is_admin=s.api_localhost_is_admin,
         )
         self.replicas, election = for_store(
             self.store,
@@ -85,6 +105,7 @@ class GlobalControlPlane:
                 health_interval=s.zone_health_interval,
                 offline_timeout=s.zone_offline_timeout,
                 insight_flush=s.zone_insight_flush,
+                tls=kds_tls,
             ),
             self.api.instance_id,
             self.replicas,
@@ -94,7 +115,7 @@ class GlobalControlPlane:
         self.api.after_delete = self.federation.after_delete
         self.api.services = functools.partial(global_services, self.store)
         kds = await self.federation.start()
-        log.info("KDS listening on grpc://%s", kds)
+        log.info("KDS listening on %s", grpc_url(kds, kds_tls is not None))
         leader = self.leader = Leader(election)
         self.sweep = InsightSweep(self.store, self.replicas, lambda: leader.is_leader)
         leader.add_job("zone-insight-sweep", self.sweep.run, every=s.zone_insight_flush)
@@ -102,15 +123,80 @@ class GlobalControlPlane:
         # mTLS gets its CA (global_cp.mesh_ca; safe even if two replicas overlap).
         self.mesh_ca = MeshCaJob(self.store)
         leader.add_job("mesh-ca", self.mesh_ca.run)
+        # And every Mesh gets its dataplane-token signing key (synced to the zones, which
+        # verify and issue their sidecars' tokens with it).
+        self.dataplane_keys = DataplaneKeyJob(self.store)
+        leader.add_job("dataplane-token-keys", self.dataplane_keys.run)
         # Once per term too: resources left without their Mesh (meshfed.store.orphans).
         self.orphans = OrphanSweeper(self.store, self.registry)
         leader.add_job("orphan-sweep", self.orphans.run)
         self.api.leader_status = self.leader_status
         await leader.start()
-        self._server = ApiServer(self.api, s.api_address, "global_cp.access")
+        tls = server_tls(s.api_tls_cert, s.api_tls_key)
+        self._server = ApiServer(self.api, s.api_address, "global_cp.access", tls)
         api = await self._server.start()
         self.api.ready = True
-        log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+        log.info(
+            "API listening on %s://%s (instance %s)",
+            self._server.scheme,
+            api,
+            self.api.instance_id,
+        )
+
+    async def _credentials(self) -> None:
+        """Token signing keys and the bootstrap admin token: made on the first start (safe
+        when replicas race), their public halves published for the zones."""
+        assert self.store is not None
+        await bootstrap_credentials(
+            self.store, (TokenKind.ZONE, TokenKind.USER), self.settings.admin_token_file
+        )
+
+    async def _kds_tls(self) -> ServerTls | None:
+        """The KDS port's TLS: the operator's certificate, or one issued at each start (and
+        renewed while running) from the KDS CA kept in the store; None with --kds-insecure."""
+        assert self.store is not None
+        s = self.settings
+        own = s.kds_tls_cert is not None or s.kds_tls_key is not None
+        if s.kds_insecure:
+            if own or s.kds_ca_out is not None or s.kds_tls_san:
+                raise TlsSetupError(
+                    "--kds-insecure (plaintext) contradicts the --kds-tls-*/--kds-ca-out flags"
+                )
+            log.warning(
+                "KDS is plaintext (--kds-insecure): zone tokens travel in clear; tests only"
+            )
+            return None
+        if own:
+            if s.kds_tls_cert is None or s.kds_tls_key is None:
+                raise TlsSetupError("--kds-tls-cert and --kds-tls-key go together")
+            if s.kds_tls_san or s.kds_ca_out is not None:
+                raise TlsSetupError(
+                    "--kds-tls-san and --kds-ca-out concern the certificate the global issues "
+                    "itself; with --kds-tls-cert, the names and the CA are your certificate's"
+                )
+            log.info("KDS TLS certificate from %s (re-read when it changes)", s.kds_tls_cert)
+            return ServerTls(FileCert(s.kds_tls_cert, s.kds_tls_key))
+        ca, created = await ensure_kds_ca(self.store)
+        if created:
+            log.info("first start: created the KDS CA (GlobalSecret %s)", KDS_CA_CERT)
+        try:
+            names = server_names(s.kds_address.host, socket.gethostname(), s.kds_tls_san)
+            source = IssuedCert(ca, names)
+        except ValueError as exc:  # PkiError: a bad --kds-tls-san entry
+            raise TlsSetupError(f"--kds-tls-san: {exc}") from None
+        log.info("KDS TLS certificate for %s", ", ".join(names))
+        out = s.kds_ca_out
+        if out is None and s.store == "sqlite":
+            out = s.data_dir / CA_FILE_NAME
+        if out is not None:
+            write_ca_file(out, ca.cert_pem)
+            log.info("KDS CA certificate written to %s: give it to zones (--kds-ca-file)", out)
+        else:
+            log.info(
+                "KDS CA certificate is GlobalSecret %s; --kds-ca-out FILE writes it for zones",
+                KDS_CA_CERT,
+            )
+        return ServerTls(source)
 
     def api_address(self) -> Address:
         """The bound address (differs from the setting when the port was 0)."""

@@ -41,12 +41,16 @@ from global_cp.zone_liveness import (
 from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.aio import wait_for
 from meshfed.api.errors import ApiError
+from meshfed.auth.credentials import Verifier
+from meshfed.auth.tokens import TokenKind
 from meshfed.config import Address
+from meshfed.kds.auth import KdsAuthenticator
 from meshfed.kds.messages import Key, to_wire
 from meshfed.kds.naming import outgoing_from_global, types_global_to_zone, types_zone_to_global
 from meshfed.kds.server import KdsServer, ZoneRejected, ZoneSession
 from meshfed.kds.store_glue import GlobalView, global_mirror, global_receive_side
 from meshfed.kds.stream import ReceiveSide, grpc_options
+from meshfed.kds.tls import ServerTls
 from meshfed.resources.descriptors import Registry, TypeDescriptor
 from meshfed.resources.model import (
     LABEL_ORIGIN,
@@ -80,6 +84,7 @@ class KdsSettings:
     health_interval: float
     offline_timeout: float
     insight_flush: float
+    tls: ServerTls | None = None  # None: plaintext (--kds-insecure)
 
 
 class Federation:
@@ -98,9 +103,11 @@ class Federation:
         self.down_types = types_global_to_zone(registry)
         self.up_types = types_zone_to_global(registry)
         self.mirror = global_mirror(store, self.down_types)
+        # Every KDS call proves its zone with a zone token before anything else happens.
         self.kds = KdsServer(
             self,
             self.down_types,
+            authenticator=KdsAuthenticator(Verifier(store, TokenKind.ZONE)),
             health_interval=settings.health_interval,
             stale_timeout=settings.offline_timeout,
             max_message_size=settings.max_message_bytes,
@@ -130,8 +137,12 @@ class Federation:
         server = grpc.aio.server(options=options)
         pb_grpc.add_KDSServicer_to_server(self.kds, server)
         where = self._settings.address
+        tls = self._settings.tls
         try:
-            port = server.add_insecure_port(str(where))
+            if tls is None:
+                port = server.add_insecure_port(str(where))
+            else:
+                port = server.add_secure_port(str(where), tls.credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen for KDS on {where}: {exc}") from None
         if port == 0:

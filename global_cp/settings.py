@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
+from meshfed.auth.options import API_OPTIONS, check_api_tls
 from meshfed.config import (
     LOG_LEVEL,
     Address,
@@ -18,7 +19,15 @@ from meshfed.config import (
     parse_path,
     parse_size,
 )
-from meshfed.kds.options import MAX_MESSAGE_BYTES, parse_duration
+from meshfed.kds.options import (
+    KDS_CA_OUT,
+    KDS_INSECURE,
+    KDS_TLS_CERT,
+    KDS_TLS_KEY,
+    KDS_TLS_SAN,
+    MAX_MESSAGE_BYTES,
+    parse_duration,
+)
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
 
 
@@ -42,6 +51,11 @@ OPTIONS = (
         "Where the KDS gRPC server listens for zones (HOST:PORT; port 0 picks a free one)",
         metavar="HOST:PORT",
     ),
+    KDS_TLS_CERT,
+    KDS_TLS_KEY,
+    KDS_TLS_SAN,
+    KDS_CA_OUT,
+    KDS_INSECURE,
     store_option(),
     Option(
         "data-dir",
@@ -95,6 +109,7 @@ OPTIONS = (
         "How often changed ZoneInsight resources are written to the store",
         metavar="DURATION",
     ),
+    *API_OPTIONS,
     LOG_LEVEL,
 )
 
@@ -110,6 +125,11 @@ CONFIG = Config(
 class GlobalSettings(EtcdSettings):
     api_address: Address
     kds_address: Address
+    kds_tls_cert: Path | None
+    kds_tls_key: Path | None
+    kds_tls_san: tuple[str, ...]
+    kds_ca_out: Path | None
+    kds_insecure: bool
     store: str
     data_dir: Path
     etcd_lease_ttl: int
@@ -119,4 +139,13 @@ class GlobalSettings(EtcdSettings):
     zone_health_interval: float
     zone_offline_timeout: float
     zone_insight_flush: float
+    api_localhost_is_admin: bool
+    admin_token_file: Path | None
+    api_tls_cert: Path | None
+    api_tls_key: Path | None
     log_level: str
+
+
+def check_settings(s: GlobalSettings) -> None:
+    """Refuses combinations no start could honour (ConfigError)."""
+    check_api_tls(s.api_tls_cert, s.api_tls_key)

@@ -93,6 +93,15 @@ class App:
             except DataplaneError as exc:
                 raise StartError(str(exc)) from None
             reachable = self.spec.reachable
+        if settings.cp is not None and settings.dataplane_token_file is None:
+            raise StartError(
+                "give --dataplane-token-file FILE: the zone control plane "
+                "accepts only proxies with a token"
+            )
+        if settings.config_file is not None and settings.dataplane_token_file is not None:
+            raise StartError(
+                "--dataplane-token-file is for --cp: a --config-file needs no control plane"
+            )
         self.sidecar = Sidecar(
             reachable=reachable,
             handshake_timeout=settings.handshake_timeout,
@@ -123,6 +132,7 @@ class App:
                 report=self.sidecar.report,
                 running_version=lambda: self.sidecar.version,
                 report_interval=settings.report_interval,
+                token_file=settings.dataplane_token_file,
             )
         registry = metrics_registry(
             SidecarCollector(

@@ -12,8 +12,12 @@ zone-ingress alike.
   applied config the whole time: losing the control plane never touches a listener.
 
 A fatal Error with code BAD_REQUEST (our Hello is wrong; retrying cannot help) ends `run()`
-with `Refused`; other fatal errors (e.g. the mesh does not exist yet) are retried at the
-longest backoff.
+with `Refused`; other fatal errors (e.g. the mesh does not exist yet, or the token was refused)
+are retried at the longest backoff.
+
+The proxy authenticates with a token it reads from `token_file` before every connection (so a
+rotated token is used at the next reconnect) and sends as the call's `authorization: Bearer`
+metadata. It never parses or checks the token: zone-cp does.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import Final, Generic, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -41,6 +46,26 @@ C = TypeVar("C")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
 DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
+MAX_TOKEN_FILE: Final = 4096  # zone-cp refuses longer tokens (meshfed.auth.tokens.MAX_TOKEN_BYTES)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in `path` (surrounding whitespace removed); RpcError(UNAUTHENTICATED) naming
+    the file when it cannot be read or holds no usable token, so the client retries later."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise RpcError("UNAUTHENTICATED", f"cannot read the token file {path}: {exc}") from None
+    if len(raw) > MAX_TOKEN_FILE:
+        raise RpcError("UNAUTHENTICATED", f"the token file {path} is over {MAX_TOKEN_FILE} bytes")
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not token or not all(" " < c <= "~" for c in token):
+        raise RpcError("UNAUTHENTICATED", f"the token file {path} holds no token")
+    return token
 
 
 @dataclass(frozen=True)
@@ -110,8 +135,10 @@ class ConfigClient(Generic[C]):
         running_version: Callable[[], str],
         report_interval: float = 10.0,
         backoff: Backoff | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self.target = target
+        self.token_file = token_file
         self._hello = hello
         self._parse = parse
         self._apply = apply
@@ -171,7 +198,17 @@ class ConfigClient(Generic[C]):
         self.sessions += 1
         self.state = CONNECTING
         # The limit matches the server's (kds.stream.grpc_options): its engine's limit + 64 KiB.
-        call = BidiCall(self.target, STREAM_PATH, max_message=MAX_MESSAGE_BYTES + 64 * 1024)
+        metadata: list[tuple[str, str]] = []
+        if self.token_file is not None:  # read at every connection: it may have been rotated
+            try:
+                token = read_token_file(self.token_file)
+            except RpcError:
+                self.state = DISCONNECTED
+                raise
+            metadata.append(("authorization", f"Bearer {token}"))
+        call = BidiCall(
+            self.target, STREAM_PATH, max_message=MAX_MESSAGE_BYTES + 64 * 1024, metadata=metadata
+        )
         try:
             await call.start()
             outbox: asyncio.Queue[pb.DpMessage] = asyncio.Queue()

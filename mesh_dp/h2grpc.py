@@ -17,6 +17,7 @@ import contextlib
 import os
 import urllib.parse
 from collections import deque
+from collections.abc import Sequence
 
 import h2.config
 import h2.connection
@@ -135,9 +136,15 @@ class BidiCall:
         keepalive: float = 15.0,
         keepalive_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`metadata`: extra request headers (lower-case names), e.g. `authorization`."""
+        for name, value in metadata:
+            if name != name.lower() or name.startswith(":") or not _header_safe(name + value):
+                raise ValueError(f"invalid gRPC metadata {name!r}")
         self.target = target
         self.path = path
+        self.metadata = tuple(metadata)
         self.keepalive = keepalive
         self.keepalive_timeout = keepalive_timeout
         self.connect_timeout = connect_timeout
@@ -190,6 +197,7 @@ class BidiCall:
                 ("content-type", "application/grpc"),
                 ("te", "trailers"),
                 ("user-agent", "meshfed-h2grpc"),
+                *self.metadata,
             ],
         )
         self._flush()
@@ -400,6 +408,11 @@ class BidiCall:
                     )
                 )
                 return
+
+
+def _header_safe(text: str) -> bool:
+    """Printable ASCII only: what gRPC allows in a text metadata value (no CR/LF smuggling)."""
+    return all(" " <= c <= "~" for c in text)
 
 
 def _text_headers(headers: object) -> list[tuple[str, str]]:

@@ -71,6 +71,14 @@ OPTIONS = (
         metavar="A,B",
     ),
     Option(
+        "dataplane-token-file",
+        parse_optional_path,
+        "",
+        "File holding this sidecar's dataplane token (`meshctl generate dataplane-token`), sent to "
+        "the control plane at every connection (re-read then, so a rotated token is picked up)",
+        metavar="FILE",
+    ),
+    Option(
         "config-file",
         parse_optional_path,
         "",
@@ -127,6 +135,7 @@ class SidecarSettings:
     address: str
     inbound: str
     reachable_services: str
+    dataplane_token_file: Path | None
     config_file: Path | None
     admin_address: Address
     report_interval: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +21,12 @@ from meshfed.resources.descriptors import Scope, TypeDescriptor
 
 DEFAULT_API = "http://127.0.0.1:5681"
 API_ENV = "MESHFED_API"
+TOKEN_ENV = "MESHFED_API_TOKEN"  # a user token, sent as `Authorization: Bearer`
+AUTH_HINT = (
+    "no user token was sent: add one with `meshctl config control-planes add --name NAME "
+    f"--address URL --auth-type tokens --auth-conf token=TOKEN`, or set {TOKEN_ENV}"
+)
+BAD_TOKEN_HINT = "the user token sent was refused: get a valid one from an admin"
 DEFAULT_TIMEOUT = 30.0
 _LOOPBACK_HOSTS = ("localhost", "::1")
 
@@ -98,6 +105,16 @@ def normalize_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verifies the server (with `ca_file`, else the system's CAs); TLS 1.2 or later."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use the CA file {ca_file}: {exc}", EXIT_USAGE) from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def _is_loopback(host: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
@@ -116,15 +133,25 @@ def collection_path(desc: TypeDescriptor, mesh: str | None) -> str:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        token: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.timeout = timeout
+        self._token = token.strip() if token else None
         base = urllib.parse.urlsplit(self.base_url)
         self._scheme, self._netloc, self._prefix = base.scheme, base.netloc, base.path
         # A proxy set in the environment must not swallow requests to a local control plane.
         handlers: list[urllib.request.BaseHandler] = []
         if _is_loopback(base.hostname or ""):
             handlers.append(urllib.request.ProxyHandler({}))
+        if base.scheme == "https":
+            handlers.append(urllib.request.HTTPSHandler(context=tls_context(ca_file)))
         self._opener = urllib.request.build_opener(*handlers)
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:
@@ -146,8 +173,24 @@ class ApiClient:
         return urllib.parse.urlunsplit((self._scheme, self._netloc, path, parts.query, ""))
 
     def request(self, method: str, url: str, body: Any = None) -> Response:
+        status, raw = self.send(method, url, body)
+        if not raw.strip():
+            return Response(status, None)
+        try:
+            return Response(status, json.loads(raw))
+        except ValueError:
+            raise CliError(
+                f"unexpected answer from {url} (HTTP {status}): the body is not JSON"
+            ) from None
+
+    def send(
+        self, method: str, url: str, body: Any = None, accept: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """One request: (status, raw body) of a 2xx answer; CliError for anything else."""
         data = None
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
@@ -157,7 +200,10 @@ class ApiClient:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
-            raise ApiError.from_body(exc.code, str(exc.reason or ""), raw) from None
+            error = ApiError.from_body(exc.code, str(exc.reason or ""), raw)
+            if exc.code == 401:
+                error.details.append(AUTH_HINT if self._token is None else BAD_TOKEN_HINT)
+            raise error from None
         except urllib.error.URLError as exc:
             raise ApiUnreachable(self.base_url, _describe(exc.reason)) from None
         except TimeoutError:
@@ -168,14 +214,7 @@ class ApiClient:
             ) from None
         except OSError as exc:
             raise ApiUnreachable(self.base_url, _describe(exc)) from None
-        if not raw.strip():
-            return Response(status, None)
-        try:
-            return Response(status, json.loads(raw))
-        except ValueError:
-            raise CliError(
-                f"unexpected answer from {url} (HTTP {status}): the body is not JSON"
-            ) from None
+        return status, raw
 
     def get(self, path: str, query: dict[str, str] | None = None) -> Any:
         return self.request("GET", self.url(path, query)).body
@@ -192,6 +231,11 @@ class ApiClient:
     def put(self, path: str, body: Any, dry_run: bool = False) -> int:
         query = {"dryRun": "true"} if dry_run else None
         return self.request("PUT", self.url(path, query), body).status
+
+    def post_text(self, path: str, body: Any) -> str:
+        """POST whose answer is text/plain (an issued token): the text, stripped."""
+        _, raw = self.send("POST", self.url(path), body, accept="text/plain")
+        return raw.decode("utf-8", errors="replace").strip()
 
     def delete(self, path: str) -> None:
         self.request("DELETE", self.url(path))
@@ -228,6 +272,13 @@ def _page(body: Any, where: str) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _describe(reason: object) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"the server's TLS certificate is not trusted ({reason.verify_message}); give the "
+            "control plane's CA with `meshctl config control-planes add ... --ca-cert-file`"
+        )
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed: {reason.reason or reason}"
     if isinstance(reason, ConnectionRefusedError):
         return "connection refused (is the control plane running?)"
     if isinstance(reason, socket.gaierror):

@@ -13,9 +13,11 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from meshctl.client import API_ENV, DEFAULT_API, DEFAULT_TIMEOUT
+from meshctl.client import API_ENV, DEFAULT_API, DEFAULT_TIMEOUT, TOKEN_ENV
 from meshctl.commands import COMMANDS
 from meshctl.commands.common import positive_float
+from meshctl.config import CONFIG_ENV, DEFAULT_CONFIG, config_path, resolve_target
+from meshctl.config import load as load_config
 from meshctl.context import Context
 from meshctl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from meshctl.output import error_lines
@@ -31,7 +33,14 @@ def _common_options() -> argparse.ArgumentParser:
         "--api",
         default=argparse.SUPPRESS,
         metavar="URL",
-        help=f"control plane API (env {API_ENV}; default {DEFAULT_API})",
+        help=f"control plane API (env {API_ENV}; default: the current control plane of the "
+        f"configuration, else {DEFAULT_API})",
+    )
+    common.add_argument(
+        "--config-file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"meshctl's configuration (env {CONFIG_ENV}; default {DEFAULT_CONFIG})",
     )
     common.add_argument(
         "--timeout",
@@ -73,14 +82,24 @@ def run(
         parser.print_help(stderr)
         return EXIT_USAGE
     ctx = Context(
-        api_url=getattr(args, "api", None) or environ.get(API_ENV) or DEFAULT_API,
+        api_url=DEFAULT_API,
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
         registry=default_registry(),
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
+        config_path=config_path(getattr(args, "config_file", None), environ),
     )
     try:
+        target = resolve_target(
+            getattr(args, "api", None),
+            environ,
+            load_config(ctx.config_path),
+            api_env=API_ENV,
+            token_env=TOKEN_ENV,
+            default_api=DEFAULT_API,
+        )
+        ctx.api_url, ctx.token, ctx.ca_file = target.url, target.token, target.ca_file
         return int(args.func(args, ctx))
     except CliError as exc:
         for line in error_lines(exc):

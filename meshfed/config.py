@@ -148,6 +148,12 @@ def parse_path(value: Any) -> Path:
     return Path(text)
 
 
+def parse_optional_path(value: Any) -> Path | None:
+    """A path, or None for an empty value (an option that is off until set)."""
+    text = parse_str(value) if value is not None else ""
+    return Path(text) if text else None
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 LOG_LEVEL = Option(

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import NoReturn, Protocol, TypeVar
 
-from meshfed.config import Config, configure_logging
+from meshfed.config import Config, ConfigError, configure_logging
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1
@@ -34,10 +34,15 @@ S = TypeVar("S", bound=HasLogLevel)
 
 
 def load_settings(
-    config: Config, make: Callable[..., S], starts: str, argv: Sequence[str] | None = None
+    config: Config,
+    make: Callable[..., S],
+    starts: str,
+    argv: Sequence[str] | None = None,
+    check: Callable[[S], None] | None = None,
 ) -> S:
     """The program's settings from flags, environment and file (exit 2 on a bad value), with
-    logging set up at their level. `starts` says what `run` starts, for `--help`."""
+    logging set up at their level. `starts` says what `run` starts, for `--help`; `check`
+    refuses combinations of values (ConfigError: exit 2, as a bad value)."""
     parser = config.parser()
     parser.add_argument(
         "command",
@@ -48,6 +53,11 @@ def load_settings(
     )
     _, values = config.load(argv, parser=parser)
     settings = make(**values)
+    if check is not None:
+        try:
+            check(settings)
+        except ConfigError as exc:
+            parser.error(str(exc))
     configure_logging(settings.log_level)
     return settings
 

@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import Procs
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _meshctl_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every meshctl a test runs (in-process or as a child) uses a config file of the test
+    session, never the user's ~/.meshfed/meshctl.yaml (`meshctl up` writes to it)."""
+    saved = os.environ.get("MESHCTL_CONFIG")
+    os.environ["MESHCTL_CONFIG"] = str(tmp_path_factory.mktemp("meshctl") / "meshctl.yaml")
+    yield
+    if saved is None:
+        os.environ.pop("MESHCTL_CONFIG", None)
+    else:
+        os.environ["MESHCTL_CONFIG"] = saved
 
 
 @pytest.fixture

@@ -17,10 +17,15 @@ from typing import Any
 
 from global_cp.leader import Leader
 from meshfed.api.context import ApiContext
-from meshfed.api.server import ApiServer
+from meshfed.api.server import ApiServer, server_tls
+from meshfed.auth.bootstrap import bootstrap_credentials
+from meshfed.auth.mesh_keys import DataplaneKeyJob
+from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
+from meshfed.kds.auth import read_token_file
 from meshfed.kds.options import grpc_url
+from meshfed.kds.tls import ClientTls, zone_tls
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
@@ -53,9 +58,13 @@ class ZoneControlPlane:
         self.dpserver: DataplaneServer | None = None
         self._server: ApiServer | None = None
         self._orphans: asyncio.Task[None] | None = None  # standalone: meshfed.store.orphans
+        self._tls: ClientTls | None = None  # KDS transport (None: --kds-insecure)
+        self._dataplane_keys: asyncio.Task[None] | None = None  # standalone: mesh token keys
 
     async def start(self) -> None:
         s = self.settings
+        if s.global_kds:
+            self._kds_security()
         prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
         self.store = await open_configured_store(s.store, s.data_dir, s, default_prefix=prefix)
         log.info(
@@ -69,18 +78,23 @@ class ZoneControlPlane:
         # global would create (and, like it, only on the very first start).
         if not s.global_kds and await create_default_mesh(self.store, self.registry):
             log.info("standalone first start: created Mesh %r", DEFAULT_MESH)
+        if not s.global_kds:
+            # No global to sync token keys from: this zone issues its own, like a global (user
+            # tokens for its API, zone tokens for its ingresses).
+            await bootstrap_credentials(self.store, (TokenKind.ZONE,), s.admin_token_file)
         self.api = ApiContext(
             store=self.store,
             registry=self.registry,
             mode=Mode.ZONE,
             zone=s.zone,
             max_body_bytes=s.max_body_bytes,
+            localhost_is_admin=s.api_localhost_is_admin,
         )
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
         if s.global_kds:
             self.api.kds_status = self._kds_status
-            urls = ",".join(grpc_url(t) for t in s.global_kds)
+            urls = ",".join(grpc_url(t, self._tls is not None) for t in s.global_kds)
             if isinstance(self.store, EtcdStore):
                 # Replicas of one zone share its store; one of them talks to the global, or
                 # the global would see the zone's streams replace each other.
@@ -106,10 +120,19 @@ class ZoneControlPlane:
             # resources; standalone, nothing may stay in a Mesh that is gone.
             sweeper = OrphanSweeper(self.store, self.registry)
             self._orphans = asyncio.create_task(sweeper.run(), name="orphan-sweep")
-        self._server = ApiServer(self.api, s.api_address, "zone_cp.access")
+            # No global to make every Mesh's dataplane-token key either.
+            keys = DataplaneKeyJob(self.store)
+            self._dataplane_keys = asyncio.create_task(keys.run(), name="dataplane-token-keys")
+        tls = server_tls(s.api_tls_cert, s.api_tls_key)
+        self._server = ApiServer(self.api, s.api_address, "zone_cp.access", tls)
         api = await self._server.start()
         self.api.ready = True
-        log.info("API listening on http://%s (instance %s)", api, self.api.instance_id)
+        log.info(
+            "API listening on %s://%s (instance %s)",
+            self._server.scheme,
+            api,
+            self.api.instance_id,
+        )
 
     async def _start_services(self, api: ApiContext) -> None:
         """Catalog, VIPs and DNS; the first table is complete before DNS answers."""
@@ -167,6 +190,31 @@ class ZoneControlPlane:
         assert self._server is not None, "not started"
         return self._server.address
 
+    def _kds_security(self) -> None:
+        """TLS and the zone token, checked before anything connects: a zone that cannot
+        authenticate, or is told two contradictory things, does not start."""
+        s = self.settings
+        self._tls = zone_tls(s.kds_ca_file, s.kds_tls_skip_verify, s.kds_insecure)
+        if s.zone_token_file is None:
+            raise ValueError(
+                "--global-kds needs --zone-token-file (the global refuses zones without a "
+                f"token): issue one with `meshctl generate zone-token --zone {s.zone}`"
+            )
+        read_token_file(s.zone_token_file)  # readable and well-formed now, re-read later
+        if self._tls is None:
+            log.warning("zone %s: KDS is plaintext (--kds-insecure): tests only", s.zone)
+        elif s.kds_tls_skip_verify:
+            log.warning(
+                "zone %s: --kds-tls-skip-verify: the global's certificate is NOT checked; "
+                "whoever answers on the KDS address gets this zone's token and can feed it "
+                "policies. Use --kds-ca-file",
+                s.zone,
+            )
+        elif s.kds_ca_file is None:
+            log.info("zone %s: KDS TLS checked against the system's trusted roots", s.zone)
+        else:
+            log.info("zone %s: KDS TLS pinned to the CA in %s", s.zone, s.kds_ca_file)
+
     def _new_kds(self) -> ZoneKds:
         assert self.store is not None
         s = self.settings
@@ -178,6 +226,8 @@ class ZoneControlPlane:
             max_message_bytes=s.kds_max_message_bytes,
             reconnect_max=s.kds_reconnect_max,
             stale_timeout=s.kds_stale_timeout,
+            tls=self._tls,
+            token_file=s.zone_token_file,
         )
 
     async def _run_kds(self) -> None:
@@ -208,11 +258,12 @@ class ZoneControlPlane:
         return status
 
     async def stop(self) -> None:
-        if self._orphans is not None:
-            self._orphans.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._orphans
-            self._orphans = None
+        for task in (self._orphans, self._dataplane_keys):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._orphans = self._dataplane_keys = None
         if self.leader is not None:
             await self.leader.stop()
         if self.kds is not None:

@@ -19,6 +19,12 @@ proxy with a different Dataplane) with a fatal Error, and registers it in the zo
 - answers: ACK/NACK per version (a NACK is logged with the proxy's reason and shown in the
   insight); Reports update inbound readiness in the stored Dataplane (the catalog follows)
   and the insight.
+- authentication: before anything is registered or a certificate issued, the proxy's token
+  (call metadata `authorization: Bearer ...`) is verified: a sidecar's dataplane token with
+  the keys of its mesh and against its Dataplane, a zone ingress's zone token (scope
+  `ingress`, this zone) with the zone-token public keys (meshfed.auth.proxies). A missing or
+  invalid token ends the stream with UNAUTHENTICATED, a valid one that does not cover the
+  proxy with PERMISSION_DENIED; nothing is stored either way.
 - refusals: a fatal Error message, then the end of the stream with the matching gRPC status
   (BAD_REQUEST: INVALID_ARGUMENT, ...), so a plain gRPC client sees why too.
 - end: a stream that ends marks the Dataplane's inbounds not ready (offline: they leave the
@@ -50,6 +56,15 @@ from prometheus_client.registry import Collector
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.aio import wait_for
+from meshfed.auth.credentials import Verifier
+from meshfed.auth.proxies import (
+    BadCredentials,
+    bearer_of,
+    claimed_mesh,
+    dataplane_refusal,
+    ingress_refusal,
+)
+from meshfed.auth.tokens import DataplaneClaims, TokenError, TokenKind, ZoneClaims
 from meshfed.config import Address
 from meshfed.dpconfig.build import BuildError
 from meshfed.dpconfig.protocol import (
@@ -92,6 +107,8 @@ _STATUS_OF: Final = {
     pb.Error.REGISTRATION_REFUSED: grpc.StatusCode.FAILED_PRECONDITION,
     pb.Error.CONFIG_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     pb.Error.INTERNAL: grpc.StatusCode.INTERNAL,
+    pb.Error.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    pb.Error.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -163,6 +180,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._debounce = debounce
         self._mirror = StoreMirror(store, WATCHED, lambda res: res)
         self._records = Records(store, zone)
+        self._dataplane_tokens = Verifier(store, TokenKind.DATAPLANE)
+        self._zone_tokens = Verifier(store, TokenKind.ZONE)
         self._seen: ServiceSnapshot = services.snapshot  # the last snapshot diffed
         self.sessions: dict[tuple[str, str, str], Session] = {}
         self._register_lock = asyncio.Lock()
@@ -178,6 +197,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         # counters (metrics)
         self.streams_total = 0
         self.refused_total = 0
+        self.unauthorized_total = 0  # of those, refused for their token
         self.configs_sent = 0
         self.acks = 0
         self.nacks = 0
@@ -270,6 +290,16 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             log.warning("refused a proxy at %s: %s", peer, exc)
             await self._refuse(context, exc.code, str(exc))
             return
+        refusal = await self._authenticate(hello, context.invocation_metadata())
+        if refusal is not None:
+            code, reason = refusal
+            if code != pb.Error.REGISTRATION_REFUSED:
+                self.unauthorized_total += 1
+            log.warning(
+                "refused %s %r at %s: %s", hello.proxy_type, hello.resource.name, peer, reason
+            )
+            await self._refuse(context, code, reason)
+            return
         try:
             session = await self._register(hello)
         except dpstate.Refused as exc:
@@ -291,6 +321,53 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             log.debug("%s: stream error %r", session.describe(), exc)
         finally:
             await self._unregister(session)
+
+    async def _authenticate(
+        self, hello: Hello, metadata: Any
+    ) -> tuple[pb.Error.Code.ValueType, str] | None:
+        """None when the call's token lets this proxy connect as its Hello says; else the
+        Error code and the reason. Reads keys only: nothing is written either way."""
+        unauthenticated = pb.Error.UNAUTHENTICATED
+        try:
+            token = bearer_of(metadata)
+        except BadCredentials as exc:
+            return unauthenticated, str(exc)
+        resource = hello.resource
+        if hello.proxy_type is ProxyType.SIDECAR:
+            if self._mirror.get(MESH.name, Key("", resource.mesh)) is None:
+                # Refused here, not left to the registration: a mesh created in between must
+                # not let an unchecked proxy in.
+                return pb.Error.REGISTRATION_REFUSED, _no_mesh(resource.mesh, self.zone)
+            if token is None:
+                return unauthenticated, (
+                    "no dataplane token: start mesh-dp with --dataplane-token-file (issue one "
+                    "with `meshctl generate dataplane-token`)"
+                )
+            # A genuine token of another (existing) mesh is verified with that mesh's keys,
+            # then refused for naming another mesh; only existing meshes, so a caller cannot
+            # grow the verifier's key cache with made-up names.
+            mesh = claimed_mesh(token) or resource.mesh
+            if self._mirror.get(MESH.name, Key("", mesh)) is None:
+                mesh = resource.mesh
+            try:
+                verified = await self._dataplane_tokens.verify(token, mesh)
+            except TokenError as exc:
+                return unauthenticated, f"dataplane token refused: {exc}"
+            assert isinstance(verified.claims, DataplaneClaims)
+            reason = dataplane_refusal(verified.claims, resource)
+        else:
+            if token is None:
+                return unauthenticated, (
+                    "no zone token: start zone-ingress with --zone-token-file (a zone token "
+                    f"of scope ingress for zone {self.zone!r})"
+                )
+            try:
+                verified = await self._zone_tokens.verify(token)
+            except TokenError as exc:
+                return unauthenticated, f"zone token refused: {exc}"
+            assert isinstance(verified.claims, ZoneClaims)
+            reason = ingress_refusal(verified.claims, self.zone)
+        return None if reason is None else (pb.Error.PERMISSION_DENIED, reason)
 
     async def _refuse(self, context: Context, code: pb.Error.Code.ValueType, text: str) -> None:
         self.refused_total += 1
@@ -377,10 +454,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                 current.stop("replaced by a newer stream of the same proxy")
             if hello.proxy_type is ProxyType.SIDECAR:
                 if self._mirror.get(MESH.name, Key("", announced.mesh)) is None:
-                    raise dpstate.Refused(
-                        f"mesh {announced.mesh!r} does not exist in zone {self.zone!r} "
-                        "(meshes are created at the global control plane)"
-                    )
+                    raise dpstate.Refused(_no_mesh(announced.mesh, self.zone))
                 stored = await self._records.get(DATAPLANE.name, announced.mesh, announced.name)
                 resource = dpstate.registered_dataplane(announced, self.zone, stored)
                 insight_type = DATAPLANE_INSIGHT.name
@@ -597,6 +671,13 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         return _Collector(self)
 
 
+def _no_mesh(mesh: str, zone: str) -> str:
+    return (
+        f"mesh {mesh!r} does not exist in zone {zone!r} "
+        "(meshes are created at the global control plane)"
+    )
+
+
 def _reason(session: Session) -> str:
     return f" ({session.stop_reason})" if session.stop_reason else ""
 
@@ -615,7 +696,12 @@ class _Collector(Collector):
         yield connected
         for name, text, value in (
             ("streams", "Config streams opened", s.streams_total),
-            ("refused", "Proxies refused (bad Hello, unknown mesh, name taken)", s.refused_total),
+            (
+                "refused",
+                "Proxies refused (bad Hello or token, unknown mesh, name taken)",
+                s.refused_total,
+            ),
+            ("unauthorized", "Proxies refused for their token", s.unauthorized_total),
             ("configs_sent", "Configs sent (a new version)", s.configs_sent),
             ("acks", "Configs acknowledged", s.acks),
             ("nacks", "Configs rejected by a proxy", s.nacks),

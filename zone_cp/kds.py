@@ -5,7 +5,8 @@ Receiver starts from the versions already in the store, so a restarted zone resu
 of downloading everything again. Up (zone -> global): one store watch (a StoreMirror) feeds
 the zone's own Dataplanes, ZoneIngresses and insights to the stream, never the copies the
 global sent. While the global is unreachable the client retries with jittered exponential
-backoff and the zone keeps everything it has.
+backoff and the zone keeps everything it has. Every session is TLS (unless --kds-insecure)
+and presents the zone token, read from its file at each session.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from meshfed.backoff import Backoff
 from meshfed.config import Address
+from meshfed.kds.auth import read_token_file
 from meshfed.kds.client import CONNECTED, KdsClient
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
-from meshfed.kds.options import GRPC_SCHEME, grpc_url
+from meshfed.kds.options import grpc_url
 from meshfed.kds.store_glue import ZoneView, zone_mirror, zone_receive_side
+from meshfed.kds.tls import ClientTls
 from meshfed.resources.descriptors import Registry
 from meshfed.store.base import ResourceStore
 
@@ -46,7 +50,10 @@ class ZoneKds:
         max_message_bytes: int,
         reconnect_max: float,
         stale_timeout: float,
+        tls: ClientTls | None,
+        token_file: Path | None,
     ) -> None:
+        """`tls` None: plaintext (--kds-insecure); `token_file`: the zone token."""
         self._store = store
         self._registry = registry
         self.zone = zone
@@ -55,6 +62,8 @@ class ZoneKds:
         self._max = max_message_bytes
         self._reconnect_max = reconnect_max
         self._stale_timeout = stale_timeout
+        self.tls = tls
+        self._token_file = token_file
         self.down_types = types_global_to_zone(registry)
         self.up_types = types_zone_to_global(registry)
         self.mirror = zone_mirror(store, self.up_types, zone)
@@ -76,11 +85,24 @@ class ZoneKds:
             max_message_size=self._max,
             stale_timeout=self._stale_timeout,
             backoff=Backoff(initial=0.1, maximum=self._reconnect_max),
+            tls=self.tls,
+            token=self._token,
         )
         self._tasks = [
             asyncio.create_task(self.client.run(), name="kds-client"),
             asyncio.create_task(self._log_states(self.client), name="kds-state-log"),
         ]
+
+    def _token(self) -> str:
+        """The token for the next session; "" when the file cannot be read now (the global
+        then refuses with a reason, and the zone retries with backoff)."""
+        if self._token_file is None:
+            return ""
+        try:
+            return read_token_file(self._token_file)
+        except ValueError as exc:
+            log.error("zone %s: %s", self.zone, exc)
+            return ""
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -104,9 +126,11 @@ class ZoneKds:
             if client.sender is not None:
                 sent = {t: client.sender.insight(t).to_json() for t in self.up_types}
         current = client.target if client is not None else str(self.targets[0])
+        tls = self.tls is not None
         return {
-            "global": GRPC_SCHEME + current,
-            "globals": [grpc_url(t) for t in self.targets],
+            "global": grpc_url(current, tls),
+            "globals": [grpc_url(t, tls) for t in self.targets],
+            "tls": tls,
             "zone": self.zone,
             "state": state,
             "connectedSince": (
@@ -124,6 +148,7 @@ class ZoneKds:
             changed = client.state_changed
             await changed.wait()
             if client.state == CONNECTED:
-                log.info("connected to the global at %s", GRPC_SCHEME + client.target)
+                url = grpc_url(client.target, self.tls is not None)
+                log.info("connected to the global at %s", url)
             else:
                 log.info("KDS %s", client.state)

@@ -13,17 +13,23 @@ from typing import Any
 
 from global_cp.settings import parse_lease_ttl
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
+from meshfed.auth.options import API_OPTIONS, check_api_tls
 from meshfed.config import (
     LOG_LEVEL,
     Address,
     Config,
+    ConfigError,
     Option,
     parse_address,
     parse_path,
     parse_size,
 )
 from meshfed.kds.options import (
+    KDS_CA_FILE,
+    KDS_INSECURE,
+    KDS_TLS_SKIP_VERIFY,
     MAX_MESSAGE_BYTES,
+    ZONE_TOKEN_FILE,
     parse_duration,
     parse_grpc_target,
     parse_zone_name,
@@ -62,11 +68,16 @@ OPTIONS = (
         "global-kds",
         parse_grpc_targets,
         "",
-        "KDS address of the global control plane, grpc://HOST:PORT; several replicas "
+        "KDS address of the global control plane, grpcs://HOST:PORT (grpc:// is accepted "
+        "too: either way TLS unless --kds-insecure); several replicas "
         "comma-separated (the zone moves to the next one when a connection fails); empty "
         "runs standalone",
         metavar="URLS",
     ),
+    ZONE_TOKEN_FILE,
+    KDS_CA_FILE,
+    KDS_TLS_SKIP_VERIFY,
+    KDS_INSECURE,
     Option(
         "api-address",
         parse_address,
@@ -168,6 +179,7 @@ OPTIONS = (
         "and disconnections are written at once)",
         metavar="DURATION",
     ),
+    *API_OPTIONS,
     LOG_LEVEL,
 )
 
@@ -183,6 +195,10 @@ CONFIG = Config(
 class ZoneSettings(EtcdSettings):
     zone: str
     global_kds: tuple[Address, ...]  # empty: standalone
+    zone_token_file: Path | None
+    kds_ca_file: Path | None
+    kds_tls_skip_verify: bool
+    kds_insecure: bool
     api_address: Address
     store: str
     data_dir: Path
@@ -198,4 +214,18 @@ class ZoneSettings(EtcdSettings):
     dp_server_address: Address
     dp_cert_validity: float
     dp_insight_flush: float
+    api_localhost_is_admin: bool
+    admin_token_file: Path | None
+    api_tls_cert: Path | None
+    api_tls_key: Path | None
     log_level: str
+
+
+def check_settings(s: ZoneSettings) -> None:
+    """Refuses combinations no start could honour (ConfigError)."""
+    check_api_tls(s.api_tls_cert, s.api_tls_key)
+    if s.global_kds and s.admin_token_file is not None:
+        raise ConfigError(
+            "--admin-token-file is for a standalone zone (no --global-kds): a federated zone "
+            "has no admin token of its own; use the global's, which this zone accepts"
+        )

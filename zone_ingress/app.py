@@ -61,6 +61,15 @@ class App:
             raise StartError("give --cp grpc://HOST:PORT (the zone control plane) or --config-file")
         if settings.config_file is not None and settings.cp is not None:
             raise StartError("give --cp or --config-file, not both")
+        if settings.cp is not None and settings.zone_token_file is None:
+            raise StartError(
+                "give --zone-token-file FILE: the zone control plane "
+                "accepts only proxies with a token"
+            )
+        if settings.config_file is not None and settings.zone_token_file is not None:
+            raise StartError(
+                "--zone-token-file is for --cp: a --config-file needs no control plane"
+            )
         ingress_resource(settings, settings.port or 1)  # fail early on a bad name or address
         self.settings = settings
         self.server = IngressServer(
@@ -90,6 +99,7 @@ class App:
                 report=self._report,
                 running_version=lambda: self.server.version,
                 report_interval=settings.report_interval,
+                token_file=settings.zone_token_file,
             )
         self.admin = AdminServer(
             settings.admin_address,

@@ -53,6 +53,14 @@ OPTIONS = (
         metavar="PORT",
     ),
     Option(
+        "zone-token-file",
+        parse_optional_path,
+        "",
+        "File holding a zone token of scope ingress for this zone (issued at the global), sent to "
+        "the control plane at every connection (re-read then, so a rotated token is picked up)",
+        metavar="FILE",
+    ),
+    Option(
         "config-file",
         parse_optional_path,
         "",
@@ -114,6 +122,7 @@ class IngressSettings:
     port: int
     advertised_address: str
     advertised_port: int
+    zone_token_file: Path | None
     config_file: Path | None
     admin_address: Address
     hello_timeout: float

@@ -7,15 +7,28 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from meshctl.commands import apply, delete, export, get, inspect, resolve, up, version
+from meshctl.commands import (
+    apply,
+    config,
+    delete,
+    export,
+    generate,
+    get,
+    inspect,
+    resolve,
+    up,
+    version,
+)
 
 COMMANDS: tuple[ModuleType, ...] = (
     apply,
     get,
     delete,
     export,
+    generate,
     inspect,
     resolve,
     up,
+    config,
     version,
 )

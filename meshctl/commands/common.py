@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from meshctl.errors import EXIT_USAGE, CliError
 from meshfed.resources.descriptors import Scope, TypeDescriptor
@@ -41,3 +43,13 @@ def mesh_for(desc: TypeDescriptor, mesh: str | None) -> str:
 
 def display(desc: TypeDescriptor, name: str) -> str:
     return f'{desc.name} "{name}"'
+
+
+def shows_usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, Any], int]:
+    """The `func` of a command group run without its action: its help, exit 2."""
+
+    def run(args: argparse.Namespace, ctx: Any) -> int:
+        parser.print_help(ctx.stderr)
+        return EXIT_USAGE
+
+    return run

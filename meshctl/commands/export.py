@@ -5,7 +5,10 @@ wrote: meshes, zones (their `enabled` switch), secrets and policies. Zone-owned 
 (dataplanes, ingresses, their insights) are left out: the zones send them again when they
 connect. System resources (ZoneInsight) are left out: the global rebuilds them. Meshes come
 first and secrets before policies, so `meshctl apply -f FILE` restores in a working order.
-Times and system labels are dropped: a restore writes them anew.
+Times and system labels are dropped: a restore writes them anew. GlobalSecrets (the token
+signing keys and the bootstrap admin token) are left out: restoring them would replace the
+target global's credentials in the middle of the restore, under the token doing it; the restored
+global keeps its own keys, and tokens are issued anew from it.
 
 The file holds the meshes' CA keys: it is written readable by its owner only.
 """
@@ -29,6 +32,7 @@ from meshctl.context import Context
 from meshctl.errors import CliError
 from meshfed.resources.descriptors import Mode, Registry, TypeDescriptor
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_ZONE
+from meshfed.resources.types.secret import GLOBAL_SECRET
 
 _DROPPED = ("creationTime", "modificationTime")
 
@@ -54,8 +58,13 @@ def register(
 
 
 def exported_types(registry: Registry) -> list[TypeDescriptor]:
-    """The global's own, writable types, in registry order (Mesh first)."""
-    return [d for d in registry if d.owner is Mode.GLOBAL and not d.system_only]
+    """The global's own, writable types, in registry order (Mesh first), but its credentials
+    (GlobalSecret)."""
+    return [
+        d
+        for d in registry
+        if d.owner is Mode.GLOBAL and not d.system_only and d.name != GLOBAL_SECRET.name
+    ]
 
 
 def clean(item: dict[str, Any]) -> dict[str, Any] | None:

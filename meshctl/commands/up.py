@@ -152,6 +152,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         show_status=not args.no_status,
         stop_timeout=args.stop_timeout,
         demo=args.demo,
+        config_path=ctx.config_path,
     )
     return launch(opts, ctx.stdout)
 

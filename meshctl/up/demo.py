@@ -15,6 +15,11 @@ an ingress on 10001 (admin 9902). The sidecars and ingresses get their configs f
 zone-cp over the config stream, so they keep retrying until the zone and the mesh CA are
 there; the resources are applied as soon as the global answers.
 
+Every sidecar and ingress authenticates to its zone-cp: once the global answers, the demo
+issues their tokens with the global's admin token (meshctl/up/tokens.py) into
+`<up dir>/demo/tokens/`, and the proxies, which read their token file at every connection
+attempt, connect as soon as it is there.
+
 `try_commands` is what the banner prints: one line resolving `backend.mesh` through zone-1's
 DNS and calling it through web's sidecar (the answer names the zone that served it).
 """
@@ -33,6 +38,15 @@ import aiohttp
 
 from meshctl.errors import CliError
 from meshctl.up.state import ComponentRecord
+from meshctl.up.tokens import (
+    DEMO_VALIDITY,
+    TokenIssueError,
+    dataplane_token,
+    proxy_token_file,
+    read_admin_token,
+    save,
+    zone_ingress_token,
+)
 
 ROLE_DEMO: Final = "demo"
 MESH: Final = "default"
@@ -181,6 +195,8 @@ def demo_components(
                     json.dumps(dataplane(w), separators=(",", ":")),
                     "--admin-address",
                     f"{w.address}:{SIDECAR_ADMIN_PORT}",
+                    "--dataplane-token-file",
+                    str(proxy_token_file(data_dir, w.name)),
                 ],
                 f"http://{w.address}:{SIDECAR_ADMIN_PORT}",
                 data_dir,
@@ -205,6 +221,8 @@ def demo_components(
                     str(INGRESS_PORT),
                     "--admin-address",
                     f"{address}:{INGRESS_ADMIN_PORT}",
+                    "--zone-token-file",
+                    str(proxy_token_file(data_dir, f"ingress-{zone}")),
                 ],
                 f"http://{address}:{INGRESS_ADMIN_PORT}",
                 data_dir,
@@ -229,17 +247,32 @@ def python_program() -> str:
 
 
 async def apply_resources(
-    api: str, notice: Callable[[str], None], timeout: float = APPLY_TIMEOUT
+    api: str,
+    notice: Callable[[str], None],
+    timeout: float = APPLY_TIMEOUT,
+    *,
+    data_dir: Path | None = None,
+    zones: Sequence[str] = (),
 ) -> bool:
-    """PUTs the demo's Mesh and permission to the global as soon as it answers; True when
-    both were accepted. A refusal (4xx) is reported and not retried."""
+    """PUTs the demo's Mesh and permission to the global as soon as it answers, then (with
+    `data_dir`) issues the proxies' tokens into their files; True when all of it worked. The
+    global's admin token is read from `data_dir` (without it, requests go unauthenticated:
+    only a global with --api-localhost-is-admin accepts them). A refusal (4xx) is reported
+    and not retried."""
     deadline = asyncio.get_running_loop().time() + timeout
+    admin = None
+    if data_dir is not None:
+        admin = await read_admin_token(data_dir, deadline)
+        if admin is None:
+            notice(f"demo: the global wrote no admin token within {timeout:g}s")
+            return False
+    headers = {} if admin is None else {"Authorization": f"Bearer {admin}"}
     client_timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         for path, body in DEMO_RESOURCES:
             while True:
                 try:
-                    async with session.put(api + path, json=body) as resp:
+                    async with session.put(api + path, json=body, headers=headers) as resp:
                         if resp.status in (200, 201):
                             break
                         text = await resp.text()
@@ -252,8 +285,38 @@ async def apply_resources(
                     notice(f"demo: the global did not accept {path} within {timeout:g}s")
                     return False
                 await asyncio.sleep(0.2)
+        if data_dir is not None:
+            try:
+                await issue_tokens(session, api, admin, data_dir, zones, deadline)
+            except (TokenIssueError, aiohttp.ClientError, TimeoutError) as exc:
+                notice(f"demo: cannot issue the proxies' tokens: {exc}")
+                return False
     notice(
         "demo: Mesh default has builtin mTLS and web may call backend; the sidecars get "
         "their certificates from their zones"
     )
     return True
+
+
+async def issue_tokens(
+    session: aiohttp.ClientSession,
+    api: str,
+    admin: str | None,
+    data_dir: Path,
+    zones: Sequence[str],
+    deadline: float,
+) -> None:
+    """Each sidecar's dataplane token (its service and name only) and each ingress's zone
+    token (scope ingress, its zone), written where their `--*-token-file` points."""
+    for w in workloads(zones):
+        body = {
+            "mesh": MESH,
+            "tags": {"kuma.io/service": [w.service]},
+            "name": w.name,
+            "validFor": DEMO_VALIDITY,
+        }
+        token = await dataplane_token(session, api, admin, body, deadline)
+        save(proxy_token_file(data_dir, w.name), token)
+    for zone in zones[:2]:
+        token = await zone_ingress_token(session, api, admin, zone)
+        save(proxy_token_file(data_dir, f"ingress-{zone}"), token)

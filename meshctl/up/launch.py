@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from meshctl.errors import CliError
 from meshctl.up import control, procs
+from meshctl.up.config_record import record_when_written
 from meshctl.up.console import Console
+from meshctl.up.credentials import admin_token_path, zone_token_path
 from meshctl.up.demo import apply_resources, try_commands
-from meshctl.up.plan import find_demo_programs, find_programs, plan_components
+from meshctl.up.plan import GLOBAL, find_demo_programs, find_programs, plan_components
 from meshctl.up.ports import (
     GLOBAL_API,
     GLOBAL_KDS,
@@ -50,6 +54,8 @@ class UpOptions:
     global_api_port: int = 5681  # preferred when free; 0 = any free port
     global_kds_port: int = 5685
     demo: bool = False  # also run the demo workloads (meshctl/up/demo.py)
+    # meshctl's configuration, where the global is recorded with its admin token (None: not)
+    config_path: Path | None = None
 
 
 def state_path(data_dir: Path, state_file: Path | None) -> Path:
@@ -102,23 +108,46 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             control_path=control.socket_path(data_dir),
             show_status=opts.show_status,
             stop_timeout=opts.stop_timeout,
+            admin_token_file=admin_token_path(data_dir / GLOBAL),
+            zone_tokens={z: zone_token_path(data_dir / z) for z in zones},
         )
         supervisor = Supervisor(config, components, console, data_dir)
-        demo_api = components[0].api if opts.demo else None
-        return asyncio.run(_supervise(supervisor, demo_api, console))
+        demo_job = None
+        if opts.demo:
+            demo_job = functools.partial(
+                apply_resources, components[0].api, console.notice, data_dir=data_dir, zones=zones
+            )
+        recorder = None
+        if opts.config_path is not None:
+            recorder = record_when_written(
+                opts.config_path,
+                data_dir,
+                components,
+                admin_token_path(data_dir / GLOBAL),
+                console.notice,
+            )
+        return asyncio.run(_supervise(supervisor, demo_job, recorder))
     finally:
         lock.release()
 
 
-async def _supervise(supervisor: Supervisor, demo_api: str | None, console: Console) -> int:
-    """Runs the supervisor; with the demo, applies its resources once the global answers."""
-    task = None
-    if demo_api is not None:
-        task = asyncio.create_task(apply_resources(demo_api, console.notice))
+async def _supervise(
+    supervisor: Supervisor,
+    demo: Callable[[], Coroutine[Any, Any, bool]] | None,
+    recorder: Coroutine[Any, Any, None] | None,
+) -> int:
+    """Runs the supervisor; records the global in meshctl's configuration once it wrote its
+    admin token; with the demo, applies its resources (and issues its proxies' tokens) once
+    the global answers."""
+    tasks: list[asyncio.Task[Any]] = []
+    if recorder is not None:
+        tasks.append(asyncio.create_task(recorder))
+    if demo is not None:
+        tasks.append(asyncio.create_task(demo()))
     try:
         return await supervisor.run()
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -170,7 +199,8 @@ def _banner(
     lines += [f"{c.name} API {c.api}, DNS {c.dns}" for c in zones]
     zone = zones[0] if zones else None
     lines += [
-        f"try: MESHFED_API={glob.api} meshctl inspect zones",
+        "try: meshctl inspect zones   (meshctl's current control plane once the global runs; "
+        f"its admin token is in {admin_token_path(Path(glob.data_dir))})",
         *(
             [
                 f"     {_dig(zone.dns)} backend.mesh",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshctl.errors import CliError
+from meshctl.up.credentials import admin_token_path, kds_ca_path, zone_token_path
 from meshctl.up.demo import DemoPrograms, demo_components, python_program
 from meshctl.up.ports import (
     GLOBAL_API,
@@ -61,8 +62,13 @@ def plan_components(
     demo: DemoPrograms | None = None,
 ) -> list[ComponentRecord]:
     """The global first, then the zones: the order they start and are shown in. With `demo`
-    (`--demo`), the demo's apps, sidecars and ingresses follow (meshctl/up/demo.py)."""
-    kds = f"grpc://{HOST}:{ports[GLOBAL_KDS]}"
+    (`--demo`), the demo's apps, sidecars and ingresses follow (meshctl/up/demo.py).
+
+    KDS is TLS: the global writes its KDS CA certificate and admin token into its directory;
+    each zone is pinned to that CA and presents the token `up` issues it
+    (meshctl/up/credentials.py) in its own directory."""
+    kds = f"grpcs://{HOST}:{ports[GLOBAL_KDS]}"
+    global_dir = data_dir / GLOBAL
     components = [
         ComponentRecord(
             name=GLOBAL,
@@ -77,7 +83,11 @@ def plan_components(
                 "--store",
                 "sqlite",
                 "--data-dir",
-                str(data_dir / GLOBAL),
+                str(global_dir),
+                "--admin-token-file",
+                str(admin_token_path(global_dir)),
+                "--kds-ca-out",
+                str(kds_ca_path(global_dir)),
             ],
             api=f"http://{HOST}:{ports[GLOBAL_API]}",
             kds=kds,
@@ -114,6 +124,10 @@ def plan_components(
                     str(zone_vip_cidr(index)),
                     "--dp-server-address",
                     dp,
+                    "--zone-token-file",
+                    str(zone_token_path(data_dir / zone)),
+                    "--kds-ca-file",
+                    str(kds_ca_path(global_dir)),
                 ],
                 api=f"http://{HOST}:{api_port}",
                 dns=dns,

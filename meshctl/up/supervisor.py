@@ -15,7 +15,8 @@ import signal
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +26,7 @@ import aiohttp
 from meshctl.errors import CliError
 from meshctl.up import control
 from meshctl.up.console import Console, LineBuffer
+from meshctl.up.credentials import TokenIssueError, issue_zone_tokens
 from meshctl.up.state import (
     EXITED,
     ROLE_GLOBAL,
@@ -52,6 +54,10 @@ class SupervisorConfig:
     show_status: bool = True
     stop_timeout: float = 10.0
     poll_interval: float = 1.0
+    # Issued through the global once it answers, before any zone starts: the admin token
+    # file the global writes, and each zone's token file (meshctl/up/credentials.py).
+    admin_token_file: Path | None = None
+    zone_tokens: Mapping[str, Path] = field(default_factory=dict)
 
 
 class Child:
@@ -120,6 +126,7 @@ class Supervisor:
                 await self._spawn(child)
                 if child.record.role == ROLE_GLOBAL:
                     await self._wait_listening(child)
+                    await self._issue_zone_tokens(child)
             if self.config.show_status:
                 poller = asyncio.create_task(self._poll_loop())
             await stop.wait()
@@ -249,6 +256,19 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             return
+
+    async def _issue_zone_tokens(self, glob: Child) -> None:
+        """One zone token per zone, through the global's API with its admin token; a failure
+        is shown (the zones will then say they cannot authenticate) and `up` goes on."""
+        cfg = self.config
+        if cfg.admin_token_file is None or not cfg.zone_tokens or not glob.running:
+            return
+        try:
+            await issue_zone_tokens(glob.record.api, cfg.admin_token_file, cfg.zone_tokens)
+        except TokenIssueError as exc:
+            self.console.notice(f"cannot issue the zones' tokens: {exc}")
+            return
+        self.console.notice(f"issued zone tokens for {', '.join(cfg.zone_tokens)}")
 
     async def _stop(self, child: Child) -> None:
         """SIGTERM, then SIGKILL after the stop timeout; returns once the child is reaped."""

@@ -14,6 +14,9 @@ One bidirectional stream per proxy, opened by the proxy (only zone-cp listens, d
   3. the proxy sends a Report periodically (inbound readiness, connection and byte counters);
   4. zone-cp sends Error when it refuses the proxy (bad Hello, unknown mesh, name taken by a
      connected proxy, ...); a fatal error is followed by the end of the stream.
+The proxy authenticates with the call's metadata `authorization: Bearer <token>`: a
+dataplane token (sidecar) or a zone token of scope `ingress` (zone ingress). zone-cp checks
+it against the Hello before it registers anything or issues a certificate.
 A closed stream marks the proxy offline: its inbounds leave the catalog.
 """
 
@@ -354,6 +357,14 @@ class Error(_message.Message):
         CONFIG_UNAVAILABLE: Error._Code.ValueType  # 3
         """cannot build a config yet (no certificate, no mesh)"""
         INTERNAL: Error._Code.ValueType  # 4
+        UNAUTHENTICATED: Error._Code.ValueType  # 5
+        """The proxy's token is missing, malformed, expired, revoked or not signed by a key this
+        zone trusts (stream status UNAUTHENTICATED).
+        """
+        PERMISSION_DENIED: Error._Code.ValueType  # 6
+        """The token is valid but does not cover this proxy: another mesh or zone, a service or
+        name it does not name, a zone token without scope `ingress` (PERMISSION_DENIED).
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: Error.Code.ValueType  # 0
@@ -364,6 +375,14 @@ class Error(_message.Message):
     CONFIG_UNAVAILABLE: Error.Code.ValueType  # 3
     """cannot build a config yet (no certificate, no mesh)"""
     INTERNAL: Error.Code.ValueType  # 4
+    UNAUTHENTICATED: Error.Code.ValueType  # 5
+    """The proxy's token is missing, malformed, expired, revoked or not signed by a key this
+    zone trusts (stream status UNAUTHENTICATED).
+    """
+    PERMISSION_DENIED: Error.Code.ValueType  # 6
+    """The token is valid but does not cover this proxy: another mesh or zone, a service or
+    name it does not name, a zone token without scope `ingress` (PERMISSION_DENIED).
+    """
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int

@@ -14,6 +14,9 @@ One bidirectional stream per proxy, opened by the proxy (only zone-cp listens, d
   3. the proxy sends a Report periodically (inbound readiness, connection and byte counters);
   4. zone-cp sends Error when it refuses the proxy (bad Hello, unknown mesh, name taken by a
      connected proxy, ...); a fatal error is followed by the end of the stream.
+The proxy authenticates with the call's metadata `authorization: Bearer <token>`: a
+dataplane token (sidecar) or a zone token of scope `ingress` (zone ingress). zone-cp checks
+it against the Hello before it registers anything or issues a certificate.
 A closed stream marks the proxy offline: its inbounds leave the catalog.
 """
 

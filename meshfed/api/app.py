@@ -8,7 +8,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from meshfed import PRODUCT, __version__
+from meshfed.api.auth import ApiAuth
 from meshfed.api.context import CONTEXT, ApiContext
+from meshfed.api.dataplane_tokens import add_dataplane_token_routes
 from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.federation import add_federation_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
@@ -17,14 +19,21 @@ from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
 from meshfed.api.unsupported import add_unsupported_routes
+from meshfed.api.user_tokens import add_user_token_routes
 from meshfed.api.watch import add_watch_route
+from meshfed.api.zone_tokens import add_zone_token_route
+from meshfed.auth.credentials import Verifier
+from meshfed.auth.tokens import TokenKind
+from meshfed.resources.descriptors import Mode
 
 
 def build_app(ctx: ApiContext) -> web.Application:
     metrics = ApiMetrics()
-    # Metrics outermost, so they see the status the error middleware produced.
+    auth = ApiAuth(Verifier(ctx.store, TokenKind.USER), localhost_is_admin=ctx.localhost_is_admin)
+    # Metrics outermost, so they see the status the error middleware produced; authentication
+    # inside the error middleware, so its refusals are rendered as Kuma's errors.
     app = web.Application(
-        middlewares=[metrics.middleware(), error_middleware],
+        middlewares=[metrics.middleware(), error_middleware, auth.middleware],
         client_max_size=ctx.max_body_bytes,
     )
     app[CONTEXT] = ctx
@@ -105,6 +114,10 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
     add_unsupported_routes(routes)
+    if ctx.mode is Mode.GLOBAL:
+        add_zone_token_route(routes)  # the zone-token signing keys live on the global only
+    add_dataplane_token_routes(routes)
+    add_user_token_routes(routes, ctx)
     for collector in ctx.collectors:
         metrics.registry.register(collector)
 

@@ -65,6 +65,8 @@ class ApiContext:
     # `GET /` (a zone's DNS address).
     collectors: list[Collector] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    # Kuma's behaviour, on request only: a caller on a loopback address is an admin.
+    localhost_is_admin: bool = False
 
     def __post_init__(self) -> None:
         if not self.instance_id:

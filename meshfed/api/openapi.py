@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshfed.api.routes import Operation, RouteTable
+from meshfed.api.routes import Access, Operation, RouteTable
+
+BEARER = "userToken"  # the security scheme: `Authorization: Bearer <user token>`
+SECURITY_SCHEMES: dict[str, Any] = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A user token (POST /tokens/user on the global); admin operations need "
+        "one of group mesh-system:admin",
+    }
+}
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -34,7 +45,10 @@ def openapi_document(routes: RouteTable, title: str, version: str) -> dict[str, 
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": {"Error": ERROR_SCHEMA, **routes.schemas}},
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA, **routes.schemas},
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
 
 
@@ -60,6 +74,14 @@ def _operation(op: Operation) -> dict[str, Any]:
             for status, (desc, schema) in sorted(op.responses.items())
         },
     }
+    # Public: anonymous allowed (`{}`), a token optional; admin: the bearer token required.
+    out["x-meshfed-access"] = str(op.required_access)
+    if op.required_access is Access.PUBLIC:
+        out["security"] = [{}, {BEARER: []}]
+    else:
+        out["security"] = [{BEARER: []}]
+        out["responses"].setdefault("401", {"description": "No valid user token"})
+        out["responses"].setdefault("403", {"description": "The user is not an admin"})
     if params:
         out["parameters"] = params
     if op.request_schema is not None:

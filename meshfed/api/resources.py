@@ -19,7 +19,8 @@ from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.errors import ApiError, bad_request
 from meshfed.api.paging import next_url as page_next_url
 from meshfed.api.paging import page_params
-from meshfed.api.routes import Handler, Operation, QueryParam, RouteTable, ref
+from meshfed.api.routes import Access, Handler, Operation, QueryParam, RouteTable, ref
+from meshfed.api.secret_hooks import after_secret_change, check_secret_write
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.errors import FieldError, ValidationError
@@ -265,6 +266,7 @@ async def _put_once(
         require.append((MESH.name, "", mesh, mesh_res.meta.version))
     existing = await _get_or_none(ctx.store, desc.name, mesh, name)
     check_not_synced_copy(ctx, desc, existing)
+    await check_secret_write(ctx.store, resource, require)
     if if_match is not None:
         if existing is None:
             raise _conflict(
@@ -293,6 +295,7 @@ async def _put_once(
         expected[resource.key] = existing.meta.version
     [stored] = await ctx.store.write_batch([resource], [], expected=expected, require=require)
     log.info("%s %s %s", "created" if status == 201 else "updated", desc.name, _where(mesh, name))
+    await after_secret_change(ctx.store, ctx.mode, desc, name)
     return status, stored
 
 
@@ -312,6 +315,7 @@ def _delete_handler(desc: TypeDescriptor) -> Handler:
         if desc.name == MESH.name:
             count = await ctx.store.delete_mesh_scoped(name)
             log.info("deleted %d resource(s) scoped to mesh %r", count, name)
+        await after_secret_change(ctx.store, ctx.mode, desc, name)
         if ctx.after_delete is not None:
             await ctx.after_delete(desc, existing)
         return web.json_response({})
@@ -356,6 +360,8 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 },
             },
         )
+        # Key material is read by admins only; other types by anyone.
+        read_access = Access.ADMIN if desc.secret else Access.PUBLIC
         if desc.scope is Scope.GLOBAL:
             collection = f"/{desc.plural}"
         else:
@@ -372,6 +378,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                         200: ("A page of resources", list_schema),
                         400: ("Bad query", _ERROR),
                     },
+                    access=read_access,
                 ),
                 _list_handler(desc, across_meshes=True),
             )
@@ -385,6 +392,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 desc.name,
                 LIST_QUERY,
                 responses={200: ("A page of resources", list_schema), 400: ("Bad query", _ERROR)},
+                access=read_access,
             ),
             _list_handler(desc, across_meshes=False),
         )
@@ -396,6 +404,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"Get one {desc.name} (ETag: its version)",
                 desc.name,
                 responses={200: ("The resource", schema), 404: ("Not found", _ERROR)},
+                access=read_access,
             ),
             _get_handler(desc),
         )

@@ -6,6 +6,7 @@ operation for the OpenAPI document; a test checks the router against the documen
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,13 @@ from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+
+class Access(enum.StrEnum):
+    """Who may call an operation (enforced by meshfed.api.auth before the handler runs)."""
+
+    PUBLIC = "public"  # anyone, anonymous included
+    ADMIN = "admin"  # a user token of group mesh-system:admin
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,14 @@ class Operation:
     request_schema: dict[str, Any] | None = None  # a JSON schema, usually a $ref
     # status -> (description, JSON schema of the body or None)
     responses: dict[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+    # None: reads (GET) are public, everything else is admin. Secret data says ADMIN for reads.
+    access: Access | None = None
+
+    @property
+    def required_access(self) -> Access:
+        if self.access is not None:
+            return self.access
+        return Access.PUBLIC if self.method in ("GET", "HEAD") else Access.ADMIN
 
     @property
     def path_params(self) -> list[str]:
@@ -47,6 +63,7 @@ class RouteTable:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.operations: list[Operation] = []
+        self._by_route: dict[tuple[str, str], Operation] = {}
         self.schemas: dict[str, dict[str, Any]] = {}
 
     def add(self, op: Operation, handler: Handler) -> None:
@@ -55,6 +72,11 @@ class RouteTable:
         # add_route (not add_get) so no undocumented HEAD route appears.
         self.app.router.add_route(op.method, op.path, handler)
         self.operations.append(op)
+        self._by_route[(op.method, op.path)] = op
+
+    def operation(self, method: str, path: str) -> Operation | None:
+        """The operation of a matched route (aiohttp's canonical path template)."""
+        return self._by_route.get((method, path))
 
     def schema(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """Registers a component schema; returns a $ref to it."""

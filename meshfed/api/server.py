@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -15,12 +17,39 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %bB %Tfs'
 SHUTDOWN_TIMEOUT = 5.0
 
 
+def server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The HTTPS context of `--api-tls-cert/--api-tls-key` (TLS 1.2 or later), None for plain
+    HTTP. A file that cannot be read or a key that does not match raises ValueError."""
+    if cert is None or key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot use the API TLS certificate {cert} and key {key}: {exc}"
+        ) from None
+    return ctx
+
+
 class ApiServer:
-    def __init__(self, ctx: ApiContext, address: Address, access_log: str) -> None:
+    def __init__(
+        self,
+        ctx: ApiContext,
+        address: Address,
+        access_log: str,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.ctx = ctx
         self._address = address
         self._access_log = access_log
+        self._tls = tls
         self._runner: web.AppRunner | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._tls is not None else "http"
 
     async def start(self) -> Address:
         self._runner = web.AppRunner(
@@ -31,7 +60,9 @@ class ApiServer:
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._address.host, self._address.port)
+        site = web.TCPSite(
+            self._runner, self._address.host, self._address.port, ssl_context=self._tls
+        )
         await site.start()
         return self.address
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from meshfed.api.context import CONTEXT
 from meshfed.api.errors import bad_request
-from meshfed.api.routes import Operation, QueryParam, RouteTable
+from meshfed.api.routes import Access, Operation, QueryParam, RouteTable
 from meshfed.resources.errors import FieldError
 from meshfed.store.base import StoreError, WatchEvent
 
@@ -53,6 +53,7 @@ def add_watch_route(routes: RouteTable) -> None:
                 200: ("application/x-ndjson stream of {kind,type,mesh,name,version,...}", None),
                 400: ("Unknown type", {"$ref": "#/components/schemas/Error"}),
             },
+            access=Access.ADMIN,  # the events carry every type, secrets included
         ),
         _watch,
     )

@@ -15,6 +15,12 @@ serves that zone) keeps backing off instead of redialling every 0.1 s. Each clie
 process with a random instance id (`client-instance-id`), so the global can tell a reconnect
 of the same zone-cp from a second zone-cp configured with the same zone.
 
+Every call carries `client-id`, `client-instance-id` and `authorization: Bearer <zone token>`
+(the token is read again at each session, so a replaced token file applies at the next
+reconnect). A refusal that retrying cannot fix (invalid token, wrong zone) still only paces
+the reconnects: an operator may fix the token file meanwhile. The channel is TLS (`ClientTls`:
+a pinned CA, the system roots, or skip-verify) unless the zone runs `--kds-insecure`.
+
 Several targets are the replicas of one global (they share a store, so any of them serves
 the same state): after a failure the next session dials the next target in turn, so a zone
 leaves a dead replica after one backoff delay, and resume makes the move cheap.
@@ -35,9 +41,9 @@ from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.aio import wait_for
 from meshfed.backoff import Backoff
+from meshfed.kds.auth import AUTHORIZATION, CLIENT_INSTANCE
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE, KdsProtocolError
 from meshfed.kds.sender import Sender
-from meshfed.kds.server import CLIENT_INSTANCE
 from meshfed.kds.stream import (
     CLIENT_ID,
     Liveness,
@@ -48,6 +54,7 @@ from meshfed.kds.stream import (
     run_receiver,
     run_sender,
 )
+from meshfed.kds.tls import ClientTls
 
 log = logging.getLogger("meshfed.kds")
 
@@ -71,12 +78,14 @@ class KdsClient:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         stale_timeout: float = 30.0,
         backoff: Backoff | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
+        tls: ClientTls | None = None,
+        token: str | Callable[[], str] = "",
         clock: Callable[[], float] = time.time,
         instance_id: str | None = None,
     ) -> None:
         """`target`: "host:port" of the global's KDS server, or of each of its replicas;
-        `credentials`: TLS (None: plain); `instance_id`: this process (default: random)."""
+        `tls`: how to check the global (None: plaintext); `token`: the zone token, or how to
+        read it at each session; `instance_id`: this process (default: random)."""
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise ValueError("KdsClient needs at least one target")
@@ -89,7 +98,8 @@ class KdsClient:
         self._max = max_message_size
         self._stale_timeout = stale_timeout
         self.backoff = backoff or Backoff()
-        self._credentials = credentials
+        self._tls = tls
+        self._token = token
         self._clock = clock
         self.state = DISCONNECTED
         self.sender: Sender | None = None  # the current session's zone -> global engine
@@ -112,7 +122,7 @@ class KdsClient:
                 self.last_error = "the global closed the streams"
             except asyncio.CancelledError:
                 raise
-            except (grpc.aio.AioRpcError, StaleConnection, KdsProtocolError) as exc:
+            except (grpc.aio.AioRpcError, StaleConnection, KdsProtocolError, OSError) as exc:
                 self.last_error = _describe(exc)
             except Exception as exc:  # e.g. a failing apply: retry rather than die
                 log.exception("zone %s: KDS session failed", self.zone)
@@ -135,11 +145,18 @@ class KdsClient:
         self._set_state(CONNECTING)
         self.sessions += 1
         options = grpc_options(self._max)
-        if self._credentials is None:
+        token = self._token() if callable(self._token) else self._token
+        if self._tls is None:
             channel = grpc.aio.insecure_channel(self.target, options=options)
         else:
-            channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
-        metadata = ((CLIENT_ID, self.zone), (CLIENT_INSTANCE, self.instance_id))
+            credentials, extra = await self._tls.credentials(self.target)
+            channel = grpc.aio.secure_channel(self.target, credentials, options=options + extra)
+        metadata: tuple[tuple[str, str], ...] = (
+            (CLIENT_ID, self.zone),
+            (CLIENT_INSTANCE, self.instance_id),
+        )
+        if token:
+            metadata += ((AUTHORIZATION, f"Bearer {token}"),)
         liveness = Liveness()
         try:
             stub = pb_grpc.KDSStub(channel)
@@ -205,6 +222,7 @@ class KdsClient:
                     ) from None
                 if exc.code() in (
                     grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.UNAUTHENTICATED,
                     grpc.StatusCode.PERMISSION_DENIED,
                     grpc.StatusCode.ALREADY_EXISTS,
                 ):

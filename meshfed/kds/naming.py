@@ -55,6 +55,8 @@ def sends_to_zone(desc: TypeDescriptor, res: Resource, zone: str) -> bool:
         # Zone inventory goes to other zones only for types synced across zones, and never
         # back to the zone it came from.
         return KdsFlag.SYNCED_ACROSS_ZONES in desc.kds and res.meta.labels.get(LABEL_ZONE) != zone
+    if desc.sync_to_zones is not None and not desc.sync_to_zones(res):
+        return False
     return KdsFlag.GLOBAL_TO_ZONE in desc.kds
 
 

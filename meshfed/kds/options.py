@@ -8,12 +8,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from meshfed.config import Address, Option, parse_address, parse_size
+from meshfed.config import (
+    Address,
+    Option,
+    parse_address,
+    parse_bool,
+    parse_optional_path,
+    parse_size,
+)
 from meshfed.resources.codec import check_name
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
 GRPC_SCHEME = "grpc://"
+GRPCS_SCHEME = "grpcs://"
 
 
 def parse_duration(value: Any) -> float:
@@ -46,22 +54,33 @@ def parse_zone_name(value: Any) -> str:
 
 
 def parse_grpc_target(value: Any) -> Address | None:
-    """`grpc://HOST:PORT` (the scheme may be omitted); empty means none (standalone)."""
+    """`grpcs://HOST:PORT` or `grpc://HOST:PORT` (the scheme may be omitted); empty means
+    none (standalone). Both schemes are spellings of the same thing, Kuma's and meshfed's
+    older one: KDS is TLS unless the zone is started with --kds-insecure."""
     text = str(value).strip() if value is not None else ""
     if not text:
         return None
-    if text.startswith(GRPC_SCHEME):
-        text = text[len(GRPC_SCHEME) :]
-    elif "://" in text:
-        raise ValueError("expected grpc://HOST:PORT (TLS comes with zone authentication)")
+    for scheme in (GRPCS_SCHEME, GRPC_SCHEME):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    else:
+        if "://" in text:
+            raise ValueError("expected grpcs://HOST:PORT")
     address = parse_address(text)
     if address.port == 0:
         raise ValueError("the port must not be 0 when dialing")
     return address
 
 
-def grpc_url(address: Address) -> str:
-    return GRPC_SCHEME + str(address)
+def grpc_url(address: Address | str, tls: bool = False) -> str:
+    return (GRPCS_SCHEME if tls else GRPC_SCHEME) + str(address)
+
+
+def parse_names(value: Any) -> tuple[str, ...]:
+    """A comma-separated list (empty: none)."""
+    text = str(value).strip() if value is not None else ""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 MAX_MESSAGE_BYTES = Option(
@@ -71,4 +90,73 @@ MAX_MESSAGE_BYTES = Option(
     "Largest KDS message sent or received (as Kuma: 10 MiB); a resource over it is reported "
     "with its type and name and not synced",
     metavar="SIZE",
+)
+
+# -- TLS and zone tokens ----------------------------------------------------------------------
+
+KDS_INSECURE = Option(
+    "kds-insecure",
+    parse_bool,
+    False,
+    "Plaintext KDS, no TLS: only for tests of the protocol itself (zone tokens are still "
+    "required, but travel in clear)",
+)
+
+# global-cp
+KDS_TLS_CERT = Option(
+    "kds-tls-cert",
+    parse_optional_path,
+    "",
+    "PEM certificate chain the KDS port presents (with --kds-tls-key); re-read when it "
+    "changes. Default: a certificate from the KDS CA the global keeps in its store",
+    metavar="FILE",
+)
+KDS_TLS_KEY = Option(
+    "kds-tls-key",
+    parse_optional_path,
+    "",
+    "PEM private key of --kds-tls-cert",
+    metavar="FILE",
+)
+KDS_TLS_SAN = Option(
+    "kds-tls-san",
+    parse_names,
+    "",
+    "More host names or IP addresses for the certificate issued from the KDS CA "
+    "(comma-separated; localhost, 127.0.0.1, ::1, this host's name and the bind address are "
+    "always in it)",
+    metavar="NAMES",
+)
+KDS_CA_OUT = Option(
+    "kds-ca-out",
+    parse_optional_path,
+    "",
+    "Write the KDS CA certificate (public) to this file at every start, for zones' "
+    "--kds-ca-file. Default with the SQLite store: <data-dir>/kds-ca.crt",
+    metavar="FILE",
+)
+
+# zone-cp
+KDS_CA_FILE = Option(
+    "kds-ca-file",
+    parse_optional_path,
+    "",
+    "Trust only this CA (PEM) for the global's KDS certificate, e.g. the global's "
+    "kds-ca.crt. Default: the system's trusted roots",
+    metavar="FILE",
+)
+KDS_TLS_SKIP_VERIFY = Option(
+    "kds-tls-skip-verify",
+    parse_bool,
+    False,
+    "Accept any certificate from the global (encrypted, not authenticated: anyone who can "
+    "answer on the KDS address gets this zone's token). For tests and emergencies only",
+)
+ZONE_TOKEN_FILE = Option(
+    "zone-token-file",
+    parse_optional_path,
+    "",
+    "File holding this zone's token (meshctl generate zone-token --zone NAME --scope kds); "
+    "required with --global-kds, re-read at every connection",
+    metavar="FILE",
 )

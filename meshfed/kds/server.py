@@ -3,14 +3,17 @@
 Store-agnostic: the global-cp passes `GlobalHooks` (what each zone gets, where what it sends
 goes, what to do when it connects) and reads `sessions` for ZoneInsight and `_sync`.
 
-- The zone is named by the `client-id` gRPC metadata (auth comes later): never by payload.
-  Its zone-cp process names itself by `client-instance-id`.
+- The zone is named by the `client-id` gRPC metadata, never by payload, and proves it with a
+  zone token (`authorization: Bearer ...`, meshfed.kds.auth): every call is authenticated
+  before anything else happens (no session, no hook, no Zone, nothing sent); a refused call
+  leaves no trace but a log line. Its zone-cp process names itself by `client-instance-id`.
 - A zone counts as connected while it has at least one stream open. A new stream of the same
   instance replaces the old one in its direction, and a new instance replaces an old one that
   has gone silent (after a zone restart the old streams may linger half-dead). A second
   instance while the first is alive (two zone-cps with one --zone) is refused with
   ALREADY_EXISTS, recorded as the zone's `last_error`: otherwise the two would replace each
-  other's streams forever, each time resyncing.
+  other's streams forever, each time resyncing. The refused caller learns nothing about the
+  live instance (its id and timing are for the admin's ZoneOverview and the log only).
 - Both streams answer with initial metadata `kds-accepted` once the zone is accepted, so a
   zone knows it is connected even when there is nothing to sync (and only then resets its
   reconnect backoff: a refused zone keeps backing off).
@@ -33,11 +36,11 @@ import grpc
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.aio import wait_for
+from meshfed.kds.auth import CLIENT_INSTANCE, KdsAuthenticator, KdsRequest, Refusal
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE
 from meshfed.kds.receiver import Receiver
 from meshfed.kds.sender import Sender
 from meshfed.kds.stream import (
-    CLIENT_ID,
     Liveness,
     ReceiveSide,
     ResourceSource,
@@ -45,13 +48,12 @@ from meshfed.kds.stream import (
     run_receiver,
     run_sender,
 )
-from meshfed.resources.codec import check_name
 
 log = logging.getLogger("meshfed.kds")
 
 GLOBAL_TO_ZONE = "global-to-zone"
 ZONE_TO_GLOBAL = "zone-to-global"
-CLIENT_INSTANCE = "client-instance-id"  # gRPC metadata: which zone-cp process this is
+__all__ = ["ACCEPTED", "CLIENT_INSTANCE", "KdsServer", "ZoneRejected", "ZoneSession"]
 ACCEPTED = "kds-accepted"  # initial metadata of a stream the global accepted
 
 
@@ -125,12 +127,14 @@ class KdsServer(pb_grpc.KDSServicer):
         hooks: GlobalHooks,
         down_types: Sequence[str],
         *,
+        authenticator: KdsAuthenticator,
         health_interval: float = 5.0,
         stale_timeout: float = 30.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._hooks = hooks
+        self._auth = authenticator
         self._down_types = list(down_types)
         self._health_interval = health_interval
         self._stale_timeout = stale_timeout
@@ -172,8 +176,8 @@ class KdsServer(pb_grpc.KDSServicer):
     async def HealthCheck(
         self, request: pb.HealthCheckRequest, context: Context
     ) -> pb.HealthCheckResponse:
-        zone = await self._zone(context)
-        instance = _metadata(context, CLIENT_INSTANCE)
+        caller = await self._admit(context)
+        zone, instance = caller.zone, caller.instance
         session = self._session(zone)
         refusal = self._other_instance(session, instance)
         if refusal:
@@ -187,20 +191,15 @@ class KdsServer(pb_grpc.KDSServicer):
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _zone(self, context: Context) -> str:
-        zone = _metadata(context, CLIENT_ID)
-        if not zone:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"missing gRPC metadata {CLIENT_ID!r}: a zone must send its name",
-            )
-        problems = check_name(zone, CLIENT_ID)
-        if problems:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"invalid zone name {zone!r} in metadata {CLIENT_ID!r}: {problems[0].reason}",
-            )
-        return zone
+    async def _admit(self, context: Context) -> KdsRequest:
+        """The authenticated zone of a call, or the call is aborted with why not."""
+        result = await self._auth.authenticate(context.invocation_metadata())
+        if isinstance(result, Refusal):
+            peer = context.peer() if hasattr(context, "peer") else "?"
+            log.warning("KDS call from %s refused: %s", peer, result.message)
+            await context.abort(result.code, result.message)
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+        return result
 
     def _session(self, zone: str) -> ZoneSession:
         session = self._sessions.get(zone)
@@ -214,8 +213,8 @@ class KdsServer(pb_grpc.KDSServicer):
         direction: str,
         body: Callable[[ZoneSession], Awaitable[None]],
     ) -> None:
-        zone = await self._zone(context)
-        instance = _metadata(context, CLIENT_INSTANCE)
+        caller = await self._admit(context)
+        zone, instance = caller.zone, caller.instance
         session = self._session(zone)
         refusal = self._other_instance(session, instance)
         if refusal:
@@ -274,14 +273,18 @@ class KdsServer(pb_grpc.KDSServicer):
         idle = session.liveness.idle()
         if not session.connected or idle >= self._instance_window:
             return ""  # the old instance is gone or silent: the new one replaces it
-        reason = (
+        detail = (
             f"zone {session.zone!r} is already connected from another zone control plane "
             f"(instance {session.instance}, heard from {idle:.1f}s ago); refusing instance "
             f"{instance}: two zone-cps must not share one zone name (--zone)"
         )
-        session.last_error, session.last_error_time = reason, self._clock()
-        log.warning("%s", reason)
-        return reason
+        session.last_error, session.last_error_time = detail, self._clock()
+        log.warning("%s", detail)
+        # The caller holds the zone's token, but still learns nothing about the live instance.
+        return (
+            f"zone {session.zone!r} is already connected from another zone control plane: "
+            "two zone-cps must not share one zone name (--zone)"
+        )
 
     async def _connected(self, session: ZoneSession) -> None:
         await self._hooks.zone_connected(session.zone)  # may raise ZoneRejected
@@ -309,11 +312,3 @@ class KdsServer(pb_grpc.KDSServicer):
                     f"(timeout {self._stale_timeout:g}s): closing the stale stream"
                 )
                 return
-
-
-def _metadata(context: Context, key: str) -> str:
-    found = ""
-    for k, value in context.invocation_metadata() or ():
-        if k == key:
-            found = value if isinstance(value, str) else value.decode(errors="replace")
-    return found

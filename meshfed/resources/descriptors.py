@@ -58,6 +58,11 @@ class TypeDescriptor:
     system_only: bool = False
     columns: tuple[Column, ...] = field(default=())
     description: str = ""
+    # For a global-to-zone type: which of its resources may leave the global (None: all).
+    # GlobalSecret uses it so that only public key material ever reaches a zone.
+    sync_to_zones: Callable[[Resource], bool] | None = None
+    # Holds key material: only admins may read it through the API.
+    secret: bool = False
 
     def writable_on(self, mode: Mode) -> bool:
         return not self.system_only and self.owner == mode

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from meshfed.kds.naming import types_global_to_zone
+from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.types import default_registry
+from tests.auth_support import ADMIN_TOKEN_FILE, bearer
 from tests.support import Proc, Procs, free_port, wait_until
 
 DOWN_TYPES = types_global_to_zone(default_registry())
@@ -38,17 +42,122 @@ FAST_GLOBAL = [
 ]
 FAST_ZONE = ["--kds-reconnect-max", "500ms", "--kds-stale-timeout", "3s"]
 
+# -- KDS security: the global's admin token and KDS CA, each zone's token (issue 11) ------------
+KDS_CA_NAME = "kds-ca.crt"  # under a test's root, written by the global (--kds-ca-out)
+
+
+def admin_token_path(root: Path) -> Path:
+    return root / "global" / "admin-token"
+
+
+def kds_ca_path(root: Path) -> Path:
+    return root / KDS_CA_NAME
+
+
+def zone_token_path(root: Path, zone: str) -> Path:
+    return root / f"{zone}.zone-token"
+
+
+def global_security_args(root: Path) -> list[str]:
+    """The global writes its admin token and its KDS CA certificate where the tests read."""
+    return [
+        "--admin-token-file",
+        str(admin_token_path(root)),
+        "--kds-ca-out",
+        str(kds_ca_path(root)),
+    ]
+
+
+def zone_security_args(root: Path, zone: str) -> list[str]:
+    """A zone pinned to the global's KDS CA, presenting its own token."""
+    return [
+        "--zone-token-file",
+        str(zone_token_path(root, zone)),
+        "--kds-ca-file",
+        str(kds_ca_path(root)),
+    ]
+
+
+def read_admin_token(root: Path) -> str:
+    return admin_token_path(root).read_text().strip()
+
+
+def request_zone_token(
+    api_port: int,
+    admin_token: str,
+    zone: str,
+    scope: tuple[str, ...] = ("kds", "ingress"),
+    valid_for: str = "24h",
+) -> str:
+    """`POST /tokens/zone` with the admin token; the token (AssertionError on failure)."""
+    body = json.dumps({"zone": zone, "scope": list(scope), "validFor": valid_for}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}/tokens/zone", data=body, method="POST"
+    )
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {admin_token}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and resp.headers.get_content_type() == "text/plain"
+        return str(resp.read().decode()).strip()
+
+
+def kds_channel(root: Path, port: int) -> grpc.aio.Channel:
+    """A raw gRPC channel to the global's KDS port, checking it against its KDS CA."""
+    creds = grpc.ssl_channel_credentials(root_certificates=kds_ca_path(root).read_bytes())
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", creds)
+
+
+def kds_metadata(root: Path, api_port: int, zone: str) -> tuple[tuple[str, str], ...]:
+    """What a raw KDS client of `zone` sends: its name and a fresh token for it."""
+    token = request_zone_token(api_port, read_admin_token(root), zone, scope=("kds",))
+    return (("client-id", zone), ("authorization", f"Bearer {token}"))
+
+
+def provision_zone(root: Path, api_port: int, zone: str) -> Path:
+    """Issues `zone` a token through the global at `api_port` and writes it (0600)."""
+    path = zone_token_path(root, zone)
+    token = request_zone_token(api_port, read_admin_token(root), zone)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
 
 class Http:
-    def __init__(self, port: int) -> None:
+    """A control plane's API. Calls carry the admin token the global wrote to `token_file`
+    once it is there (it is written at the global's start; zones accept it too)."""
+
+    def __init__(self, port: int, token_file: Path | None = None) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
+        self.token_file = token_file
+
+    def token(self) -> str:
+        """The admin token, once the global has written it ("" before)."""
+        try:
+            return self.token_file.read_text().strip() if self.token_file else ""
+        except FileNotFoundError:
+            return ""
+
+    def headers(self) -> dict[str, str]:
+        token = self.token()
+        return bearer(token) if token else {}
+
+    def accepts_admin(self) -> bool:
+        """Whether this control plane takes the admin token: a zone does once the global's
+        user-token keys reached it over KDS."""
+        return self.call("GET", "/global-secrets?size=1")[0] == 200
+
+    def meshctl_env(self) -> dict[str, str]:
+        """Environment for a meshctl run as this cluster's admin."""
+        return {"MESHFED_API_TOKEN": self.token()}
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        for name, value in self.headers().items():
+            req.add_header(name, value)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 raw, status = resp.read(), resp.status
@@ -85,6 +194,27 @@ class Http:
             page = self.get(page["next"].removeprefix(self.base))
             out += page["items"]
         return out
+
+
+class TokenHttp(Http):
+    """An Http client that sends `Authorization: Bearer <token>` (e.g. the admin token)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        super().__init__(port)
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw, status = resp.read(), resp.status
+        except urllib.error.HTTPError as err:
+            raw, status = err.read(), err.code
+        return status, json.loads(raw) if raw else None
 
 
 @dataclass
@@ -125,6 +255,7 @@ class Cluster:
     ) -> Cluster:
         cluster = cls(procs, root)
         api, kds = free_port(), free_port()
+        token_file = root / "global" / ADMIN_TOKEN_FILE
         argv = [
             procs.script("global-cp"),
             "run",
@@ -134,10 +265,11 @@ class Cluster:
             f"127.0.0.1:{kds}",
             "--data-dir",
             str(root / "global"),
+            *global_security_args(root),
             *FAST_GLOBAL,
             *global_args,
         ]
-        cluster.global_ = Node("global", argv, Http(api), root / "global", kds_port=kds)
+        cluster.global_ = Node("global", argv, Http(api, token_file), root / "global", kds_port=kds)
         for name in zone_names:
             port = free_port()
             argv = [
@@ -151,10 +283,11 @@ class Cluster:
                 f"127.0.0.1:{port}",
                 "--data-dir",
                 str(root / name),
+                *zone_security_args(root, name),
                 *FAST_ZONE,
                 *zone_args,
             ]
-            cluster.zones[name] = Node(name, argv, Http(port), root / name)
+            cluster.zones[name] = Node(name, argv, Http(port, token_file), root / name)
         return cluster
 
     @property
@@ -162,16 +295,27 @@ class Cluster:
         assert self.global_ is not None
         return self.global_
 
+    def admin_token(self) -> str:
+        """The global's bootstrap admin user token (its `--admin-token-file`)."""
+        return read_admin_token(self.root)
+
     def nodes(self) -> list[Node]:
         return [self.glob, *self.zones.values()]
 
     def start(self, *nodes: Node) -> None:
-        """Starts the nodes (all at once) and waits until every one serves its API."""
-        for node in nodes or self.nodes():
-            node.restarts += 1
-            node.proc = self.procs.start(f"{node.name}-{node.restarts}", node.argv)
-        for node in nodes or self.nodes():
-            _wait_ready(node)
+        """Starts the nodes and waits until every one serves its API: the global first, then
+        (once every zone to start has a token from it) the zones, all at once."""
+        todo = list(nodes or self.nodes())
+        first = [n for n in todo if n is self.global_]
+        for group in (first, [n for n in todo if n is not self.global_]):
+            for node in group:
+                if node is not self.global_ and not zone_token_path(self.root, node.name).exists():
+                    provision_zone(self.root, self.glob.http.port, node.name)
+            for node in group:
+                node.restarts += 1
+                node.proc = self.procs.start(f"{node.name}-{node.restarts}", node.argv)
+            for node in group:
+                _wait_ready(node)
 
     def stop(self, node: Node, sig: int = signal.SIGTERM) -> None:
         assert node.proc is not None
@@ -197,6 +341,7 @@ class Cluster:
                 self.zone_state(zone)["state"] == "online"
                 and self.zones[zone].http.get("/_kds")["state"] == "connected"
                 and meshes(self.glob.http) <= meshes(self.zones[zone].http)
+                and self.zones[zone].http.accepts_admin()
             )
 
         for zone in zones or tuple(self.zones):
@@ -256,7 +401,16 @@ def _listing(http: Http, type_name: str) -> list[dict[str, Any]]:
 
 
 def global_digest(http: Http) -> str:
-    return digest([i for t in GLOBAL_TYPES for i in _listing(http, t)])
+    """What the global sends: a GlobalSecret only when zones get it (public keys)."""
+    items = [i for t in GLOBAL_TYPES for i in _listing(http, t)]
+    return digest([i for i in items if _sent_to_zones(i)])
+
+
+def _sent_to_zones(item: dict[str, Any]) -> bool:
+    registry = default_registry()
+    desc = registry.get(item["type"])
+    res = resource_from_dict(item, registry, validate=False)
+    return desc.sync_to_zones is None or desc.sync_to_zones(res)
 
 
 def zone_digest(http: Http) -> str:
@@ -277,7 +431,7 @@ class StoreWatch:
         self.ended = threading.Event()
         self._conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
         path = "/_watch" + (f"?types={types}" if types else "")
-        self._conn.request("GET", path)
+        self._conn.request("GET", path, headers=api.headers())
         # The headers come after the server subscribed: from here on nothing is missed.
         self._resp = self._conn.getresponse()
         assert self._resp.status == 200

@@ -25,6 +25,7 @@ from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.sqlite import SqliteStore
+from tests.auth_support import admin_headers
 from tests.unit.resources.test_kuma_fixtures import DOCS, REFUSED
 from tests.unit.resources.test_valid_examples import EXAMPLES, NOT_ENFORCED_FIELDS
 
@@ -68,7 +69,9 @@ async def side(mode: Mode, data: Path) -> AsyncIterator[Side]:
     store = await SqliteStore.open(data)
     zone = ZONE if mode is Mode.ZONE else None
     ctx = ApiContext(store=store, registry=REG, mode=mode, zone=zone, ready=True)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(ctx), host="127.0.0.1"), headers=await admin_headers(store)
+    )
     await client.start_server()
     try:
         yield Side(mode, store, client)

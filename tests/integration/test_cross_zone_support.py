@@ -30,6 +30,7 @@ from dnslib import RCODE, DNSRecord
 
 from tests.integration.federation_support import Cluster, Http, Node
 from tests.integration.test_mesh_dp_support import Addresses, admin_json
+from tests.integration.token_support import dataplane_token, write_token, zone_token
 from tests.support import Proc, Procs, free_port, port_open, wait_until
 
 MESH = "default"
@@ -175,8 +176,15 @@ class Mesh:
         root: Path,
         zone_names: Sequence[str] = ("zone-1", "zone-2"),
         zone_args: Sequence[str] = (),
+        global_args: Sequence[str] = (),
     ) -> Mesh:
-        cluster = Cluster.create(procs, root, tuple(zone_names), zone_args=tuple(zone_args))
+        cluster = Cluster.create(
+            procs,
+            root,
+            tuple(zone_names),
+            global_args=tuple(global_args),
+            zone_args=tuple(zone_args),
+        )
         zones: dict[str, Zone] = {}
         # Ports picked but not bound yet (the cluster's) must not be picked twice.
         taken = {int(a.rsplit(":", 1)[1]) for n in cluster.nodes() for a in n.argv if _hostport(a)}
@@ -204,6 +212,11 @@ class Mesh:
     def apply(self, doc: dict[str, Any]) -> None:
         plural = {"MeshTrafficPermission": "meshtrafficpermissions"}[doc["type"]]
         self.glob.put(f"/meshes/{MESH}/{plural}/{doc['name']}", doc)
+
+    def dataplane_token(self, service: str, name: str = "") -> str:
+        """A dataplane token for `service` (and Dataplane `name`), from the global's API."""
+        admin = self.cluster.admin_token()
+        return dataplane_token(self.glob.base, admin, [service], mesh=MESH, name=name)
 
     def ca_cert(self) -> x509.Certificate:
         secret = self.glob.get(f"/meshes/{MESH}/secrets/{CA_CERT_SECRET}")
@@ -263,6 +276,7 @@ class Mesh:
         path = self.root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(dataplane))
         admin = free_port()
+        token = write_token(self.root / f"{name}.token", self.dataplane_token(service, name))
         sidecar = self.procs.start(
             name,
             [
@@ -272,6 +286,8 @@ class Mesh:
                 self.zones[zone].cp_url,
                 "--dataplane-file",
                 str(path),
+                "--dataplane-token-file",
+                str(token),
                 "--admin-address",
                 f"127.0.0.1:{admin}",
                 "--probe-interval",
@@ -289,6 +305,8 @@ class Mesh:
     def ingress(self, zone: str) -> Ingress:
         address = self.addresses.next()
         port, admin = free_port(address), free_port()
+        token = zone_token(self.glob.base, self.cluster.admin_token(), zone, "ingress")
+        token_file = write_token(self.root / f"ingress-{zone}.token", token)
         proc = self.procs.start(
             f"ingress-{zone}",
             [
@@ -296,6 +314,8 @@ class Mesh:
                 "run",
                 "--cp",
                 self.zones[zone].cp_url,
+                "--zone-token-file",
+                str(token_file),
                 "--name",
                 f"ingress-{zone}",
                 "--address",

@@ -24,6 +24,8 @@ from tests.integration.federation_support import (
     StoreWatch,
     dataplane,
     eventually,
+    kds_channel,
+    kds_metadata,
     mt_path,
     timeout_policy,
     zone_ingress,
@@ -195,7 +197,7 @@ def test_zone_overview_reports_connection_and_sync_state(cluster: Cluster) -> No
     assert g.call("GET", "/zones/nope/_overview")[0] == 404
 
     kds = cluster.zones["zone-1"].http.get("/_kds")
-    assert kds["state"] == "connected" and kds["global"].startswith("grpc://127.0.0.1:")
+    assert kds["state"] == "connected" and kds["global"].startswith("grpcs://127.0.0.1:")
     assert kds["received"]["Mesh"]["held"] >= 1
 
     # The zone's insight is also a stored resource, readable like any other.
@@ -232,14 +234,16 @@ async def test_bad_kds_input_gets_a_nack_or_a_clear_stream_error_and_never_a_cra
     cluster: Cluster,
 ) -> None:
     g = cluster.glob
-    target = f"127.0.0.1:{g.kds_port}"
+    port = g.kds_port
+    assert port is not None
     good = dataplane("raw-ok")
     good_spec = (
         b'{"networking":{"address":"127.0.0.1","inbound":[{"port":8080,'
         b'"tags":{"kuma.io/service":"raw"}}]}}'
     )
     assert good["networking"]["address"] == "127.0.0.1"
-    async with grpc.aio.insecure_channel(target) as channel:
+    raw_md = functools.partial(kds_metadata, cluster.root, g.http.port)
+    async with kds_channel(cluster.root, port) as channel:  # TLS, and zone tokens below
         stub = pb_grpc.KDSStub(channel)
 
         # No zone name, or a bad one: the stream is refused with the reason.
@@ -253,7 +257,7 @@ async def test_bad_kds_input_gets_a_nack_or_a_clear_stream_error_and_never_a_cra
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert fragment in (err.value.details() or "")
 
-        md = ((CLIENT_ID, "zone-raw"),)
+        md = await asyncio.to_thread(raw_md, "zone-raw")
         call = stub.ZoneToGlobalSync(None, metadata=md, timeout=30)
         # Garbage spec bytes next to a good resource: the good one is stored, the bad NACKed.
         # The payload also claims to come from zone-1: the stream's zone wins.
@@ -295,7 +299,8 @@ async def test_bad_kds_input_gets_a_nack_or_a_clear_stream_error_and_never_a_cra
         huge = pb.SyncResponse(
             type="Dataplane", nonce="n4", resources=[_dp_pb("huge", b"x" * (2 * MAX_MESSAGE))]
         )
-        big = stub.ZoneToGlobalSync(None, metadata=((CLIENT_ID, "zone-huge"),), timeout=30)
+        huge_md = await asyncio.to_thread(raw_md, "zone-huge")
+        big = stub.ZoneToGlobalSync(None, metadata=huge_md, timeout=30)
         await big.write(huge)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             while True:

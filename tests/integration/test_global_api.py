@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.auth_support import ADMIN_TOKEN_FILE, bearer, read_token
 from tests.support import Proc, Procs, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,11 @@ MTP = "/meshes/default/meshtrafficpermissions"
 
 
 class Http:
-    def __init__(self, port: int) -> None:
+    """Calls carry the admin token when given one (a header of the call overrides it)."""
+
+    def __init__(self, port: int, token: str | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.token = token
 
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -38,7 +42,7 @@ class Http:
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
+        for k, v in {**(bearer(self.token) if self.token else {}), **(headers or {})}.items():
             req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
@@ -52,6 +56,8 @@ class Http:
 def start(procs: Procs, name: str, port: int, data_dir: Path, *extra: str) -> tuple[Proc, Http]:
     argv = [procs.script("global-cp"), "run", "--api-address", f"127.0.0.1:{port}"]
     argv += ["--kds-address", "127.0.0.1:0"]
+    token_file = data_dir / ADMIN_TOKEN_FILE
+    argv += ["--admin-token-file", str(token_file)]
     proc = procs.start(name, [*argv, "--data-dir", str(data_dir), *extra])
     http = Http(port)
 
@@ -60,6 +66,7 @@ def start(procs: Procs, name: str, port: int, data_dir: Path, *extra: str) -> tu
         return http.call("GET", "/ready")[0] == 200
 
     wait_until(ready, timeout=20, what=f"{name} /ready")
+    http.token = read_token(token_file)  # written before the API listens
     return proc, http
 
 
@@ -141,10 +148,12 @@ def test_openapi_metrics_and_env_configuration(procs: Procs, tmp_path: Path) -> 
             "MESHFED_KDS_ADDRESS": f"127.0.0.1:{free_port()}",
             "MESHFED_STORE": "memory",
             "MESHFED_MAX_BODY_BYTES": "2KiB",
+            "MESHFED_ADMIN_TOKEN_FILE": str(tmp_path / ADMIN_TOKEN_FILE),
         },
     )
     http = Http(port)
     wait_until(lambda: proc.alive() and http.call("GET", "/ready")[0] == 200, timeout=20)
+    http.token = read_token(tmp_path / ADMIN_TOKEN_FILE)
 
     status, _, doc = http.call("GET", "/openapi.json")
     assert status == 200 and doc["openapi"] == "3.1.0"

@@ -31,12 +31,16 @@ from tests.integration.federation_support import (
     Node,
     _listing,
     _wait_ready,
+    admin_token_path,
     digest,
     eventually,
     global_digest,
+    global_security_args,
     mt_path,
+    provision_zone,
     timeout_policy,
     zone_digest,
+    zone_security_args,
 )
 from tests.support import Proc, Procs, free_port
 
@@ -77,9 +81,12 @@ class Deployment:
             f"{LEASE_TTL}s",
             "--data-dir",
             str(self.root / name),
+            # One store, so one admin token and one KDS CA: both replicas write the same files.
+            *global_security_args(self.root),
             *FAST_GLOBAL,
         ]
-        node = Node(f"global-{name}", argv, Http(api), self.root / name, kds_port=kds)
+        http = Http(api, self.token_file(name))
+        node = Node(f"global-{name}", argv, http, self.root / name, kds_port=kds)
         self.replicas[name] = node
         return node
 
@@ -99,11 +106,18 @@ class Deployment:
             f"127.0.0.1:{free_port()}",
             "--data-dir",
             str(self.root / name),
+            *zone_security_args(self.root, name),
             *FAST_ZONE,
         ]
-        node = Node(name, argv, Http(port), self.root / name)
+        node = Node(name, argv, Http(port, self.token_file("a")), self.root / name)
         self.zones[name] = node
+        # Issued through one replica, valid at both (their keys are in the shared store).
+        provision_zone(self.root, self.replicas[replicas[-1]].http.port, name)
         return node
+
+    def token_file(self, replica: str) -> Path:
+        """Where a replica writes the admin token (replicas share it: one store, one file)."""
+        return admin_token_path(self.root)
 
     def start(self, *nodes: Node) -> None:
         for node in nodes:
@@ -116,7 +130,7 @@ class Deployment:
         return self.replicas[replica].http
 
     def kds_url(self, replica: str) -> str:
-        return f"grpc://127.0.0.1:{self.replicas[replica].kds_port}"
+        return f"grpcs://127.0.0.1:{self.replicas[replica].kds_port}"
 
     def instance(self, replica: str) -> str:
         return str(self.http(replica).get("/")["instanceId"])
@@ -341,7 +355,7 @@ def test_writes_survive_killing_the_etcd_leader_and_none_is_lost(ha: Deployment)
     ha.etcd.start(member)
     eventually(lambda: ha.converged(ha.follower, *ha.zones), timeout=30, what="converged")
     want = digest([i for t in GLOBAL_TYPES for i in _listing(ha.http(ha.leader), t)])
-    assert want == global_digest(ha.http(ha.follower))
+    assert want == digest([i for t in GLOBAL_TYPES for i in _listing(ha.http(ha.follower), t)])
 
 
 @dataclass(frozen=True)

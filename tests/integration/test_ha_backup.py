@@ -17,6 +17,7 @@ from meshfed.resources.types import default_registry
 from tests.integration.federation_support import (
     Cluster,
     Http,
+    Node,
     _listing,
     dataplane,
     digest,
@@ -31,13 +32,14 @@ pytestmark = pytest.mark.integration
 EXPORTED = [d.name for d in exported_types(default_registry())]
 
 
-def meshctl(api: str, *args: str) -> subprocess.CompletedProcess[str]:
+def meshctl(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    """meshctl against `node` as its cluster's admin."""
     return subprocess.run(
-        [str(VENV_BIN / "meshctl"), "--api", api, *args],
+        [str(VENV_BIN / "meshctl"), "--api", node.url, *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "MESHFED_API": ""},
+        env={**os.environ, "MESHFED_API": "", **node.http.meshctl_env()},
     )
 
 
@@ -68,22 +70,22 @@ def test_export_then_apply_restores_every_global_owned_resource(
     eventually(lambda: g.call("GET", "/zone-insights/zone-1")[0] == 200, what="insight")
 
     backup = tmp_path / "backup.yaml"
-    done = meshctl(source.glob.url, "export", "-o", str(backup))
+    done = meshctl(source.glob, "export", "-o", str(backup))
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # it holds CA keys
     docs = list(yaml.safe_load_all(backup.read_text()))
     kinds = [d["type"] for d in docs]
     assert kinds[: kinds.count("Mesh")] == ["Mesh"] * kinds.count("Mesh")  # meshes first
-    assert {"Dataplane", "ZoneInsight", "DataplaneInsight"}.isdisjoint(kinds)
+    assert {"Dataplane", "ZoneInsight", "DataplaneInsight", "GlobalSecret"}.isdisjoint(kinds)
     assert {"Mesh", "Zone", "Secret", "MeshTimeout"} <= set(kinds)
     assert all("creationTime" not in d for d in docs)
     prod = next(d for d in docs if d["type"] == "Mesh" and d["name"] == "prod")
     assert prod["labels"] == {"team": "payments"}  # user labels kept, system labels dropped
     # To standard output, the same documents.
-    out = meshctl(source.glob.url, "export")
+    out = meshctl(source.glob, "export")
     assert out.returncode == 0 and list(yaml.safe_load_all(out.stdout)) == docs
     # A zone's API is refused with the reason.
-    refused = meshctl(source.zones["zone-1"].url, "export")
+    refused = meshctl(source.zones["zone-1"], "export")
     assert refused.returncode == 1 and "not a global control plane (mode: zone)" in refused.stderr
 
     target = Cluster.create(
@@ -91,7 +93,7 @@ def test_export_then_apply_restores_every_global_owned_resource(
     )
     target.start()
     assert target.glob.http.get("/meshes")["total"] == 0
-    applied = meshctl(target.glob.url, "apply", "-f", str(backup))
+    applied = meshctl(target.glob, "apply", "-f", str(backup))
     assert applied.returncode == 0, applied.stderr
     assert owned_digest(target.glob.http) == owned_digest(g)
     assert target.glob.http.get("/meshes/prod/secrets/ca")["data"] == ca
@@ -99,6 +101,6 @@ def test_export_then_apply_restores_every_global_owned_resource(
     assert target.glob.http.get("/dataplanes")["total"] == 0  # zones send those again
 
     # Applying the backup again changes nothing.
-    again = meshctl(target.glob.url, "apply", "-f", str(backup))
+    again = meshctl(target.glob, "apply", "-f", str(backup))
     assert again.returncode == 0 and "configured" not in again.stdout
     assert again.stdout.count("unchanged") == len(docs)

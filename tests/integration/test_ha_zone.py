@@ -18,7 +18,10 @@ from tests.integration.federation_support import (
     dataplane,
     eventually,
     mt_path,
+    provision_zone,
     timeout_policy,
+    zone_security_args,
+    zone_token_path,
 )
 from tests.support import Procs, free_port
 from tests.unit.store.etcd_server import EtcdServer
@@ -55,9 +58,12 @@ def zone_replica(procs: Procs, cluster: Cluster, etcd: EtcdServer, name: str) ->
         etcd.endpoint,
         "--etcd-lease-ttl",
         f"{LEASE_TTL}s",
+        *zone_security_args(cluster.root, "zone-1"),  # the replicas share zone-1's token
         *FAST_ZONE,
     ]
-    node = Node(name, argv, Http(port), cluster.root / name)
+    if not zone_token_path(cluster.root, "zone-1").exists():
+        provision_zone(cluster.root, cluster.glob.http.port, "zone-1")
+    node = Node(name, argv, Http(port, cluster.glob.http.token_file), cluster.root / name)
     node.proc = procs.start(name, argv)
     return node
 
@@ -85,6 +91,7 @@ def test_one_zone_replica_talks_to_the_global_and_the_other_takes_over(
     g.put(mt_path("p1"), timeout_policy("p1"))
     for node in (first, second):
         eventually(lambda n=node: n.http.call("GET", mt_path("p1"))[0] == 200, what="p1")
+    eventually(second.http.accepts_admin, what="the global's user-token keys in the zone")
     second.http.put("/meshes/default/dataplanes/dp-1", dataplane("dp-1"))
     eventually(lambda: g.get("/dataplanes")["total"] == 1, what="dp-1 at the global")
     sessions = g.get("/zones/zone-1/_overview")["zoneInsight"]["subscriptions"]

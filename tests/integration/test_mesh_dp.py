@@ -369,8 +369,24 @@ def test_command_line_errors_are_clear(procs: Procs, tmp_path: Path) -> None:
     )
     missing = tmp_path / "missing.json"
     assert f"cannot read {missing}" in fails("--config-file", str(missing))
+    dp.write_text(
+        "name: web\nnetworking:\n  address: 127.0.0.1\n  inbound: [{port: 1, tags: "
+        "{kuma.io/service: web}}]\n"
+    )
+    assert "give --dataplane-token-file FILE" in fails(
+        "--cp", "grpc://127.0.0.1:5678", "--dataplane-file", str(dp)
+    )
+    assert "--dataplane-token-file is for --cp" in fails(
+        "--config-file", str(missing), "--dataplane-token-file", str(missing)
+    )
     help_text = subprocess.run(
         [mesh_dp, "--help"], capture_output=True, text=True, timeout=30
     ).stdout
-    for option in ("--cp", "--dataplane-file", "--reachable-services", "--config-file"):
+    for option in (
+        "--cp",
+        "--dataplane-file",
+        "--reachable-services",
+        "--config-file",
+        "--dataplane-token-file",
+    ):
         assert option in help_text

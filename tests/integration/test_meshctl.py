@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.auth_support import ADMIN_TOKEN_FILE, read_token
 from tests.support import VENV_BIN, Procs, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,8 @@ class Ctl:
     exe: str
     api: str
     server_log: Callable[[], str] = str
+    token: str = ""  # the admin token, sent via MESHFED_API_TOKEN
+    config: str = ""  # MESHCTL_CONFIG: a file of this test, never the user's
 
     def __call__(self, *args: str, stdin: str = "", api: str | None = None) -> Result:
         proc = subprocess.run(
@@ -98,7 +101,12 @@ class Ctl:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "MESHFED_API": api or self.api},
+            env={
+                **os.environ,
+                "MESHFED_API": api or self.api,
+                "MESHFED_API_TOKEN": self.token,
+                **({"MESHCTL_CONFIG": self.config} if self.config else {}),
+            },
             check=False,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
@@ -150,6 +158,8 @@ def ctl(procs: Procs, tmp_path: Path) -> Iterator[Ctl]:
             "127.0.0.1:0",
             "--data-dir",
             str(tmp_path / "data"),
+            "--admin-token-file",
+            str(tmp_path / ADMIN_TOKEN_FILE),
         ],
     )
 
@@ -158,7 +168,8 @@ def ctl(procs: Procs, tmp_path: Path) -> Iterator[Ctl]:
         return _ready(api)
 
     wait_until(ready, timeout=20, what="global-cp /ready")
-    yield Ctl(procs.script("meshctl"), api, cp.log)
+    token = read_token(tmp_path / ADMIN_TOKEN_FILE)
+    yield Ctl(procs.script("meshctl"), api, cp.log, token, str(tmp_path / "meshctl.yaml"))
 
 
 def test_apply_file_then_get_as_table_yaml_and_json(ctl: Ctl, tmp_path: Path) -> None:

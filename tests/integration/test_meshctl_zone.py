@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def test_applying_a_synced_policy_to_a_zone_says_where_to_apply_it(
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, **zone.http.meshctl_env()},
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "unchanged" not in run.stdout

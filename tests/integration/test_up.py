@@ -72,10 +72,20 @@ def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_pa
     assert state["dataDir"] == str(data)
     glob, zone1, zone2 = comps["global"], comps["zone-1"], comps["zone-2"]
     assert (glob["role"], zone1["role"], zone1["zone"]) == ("global", "zone", "zone-1")
-    assert glob["kds"].startswith("grpc://127.0.0.1:")
+    assert glob["kds"].startswith("grpcs://127.0.0.1:")
     assert f"--global-kds {glob['kds']}" in " ".join(zone1["argv"])
+    # KDS over TLS pinned to the global's CA; each zone has its own token, readable by us only.
+    ca = data / "global" / "kds-ca.crt"
+    assert f"--kds-ca-file {ca}" in " ".join(zone1["argv"])
     api = glob["api"]
     wait_until(lambda: zones_connected(api), timeout=20, what="both zones connected")
+    assert ca.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    for zone in ("zone-1", "zone-2"):
+        token = data / zone / "zone-token"
+        assert f"--zone-token-file {token}" in " ".join(comps[zone]["argv"])
+        assert token.stat().st_mode & 0o777 == 0o600
+    assert (data / "global" / "admin-token").stat().st_mode & 0o777 == 0o600
+    assert "issued zone tokens for zone-1, zone-2" in up.log()
     wanted = ["status | zone-1  connected", "status | zone-2  connected"]
     wait_until(lambda: all(line in up.log() for line in wanted), timeout=10, what="status lines")
     log = up.log()

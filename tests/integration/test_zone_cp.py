@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.auth_support import ADMIN_TOKEN_FILE
 from tests.integration.federation_support import (
     Http,
     StoreWatch,
@@ -24,8 +25,11 @@ pytestmark = pytest.mark.integration
 def start_zone(procs: Procs, name: str, data_dir: Path, *extra: str) -> tuple[Proc, Http]:
     port = free_port()
     argv = [procs.script("zone-cp"), "run", "--zone", "zone-1", "--api-address"]
-    proc = procs.start(name, [*argv, f"127.0.0.1:{port}", "--data-dir", str(data_dir), *extra])
-    http = Http(port)
+    # Standalone: the zone makes its own admin token, like a global.
+    token_file = data_dir / ADMIN_TOKEN_FILE
+    argv += [f"127.0.0.1:{port}", "--admin-token-file", str(token_file)]
+    proc = procs.start(name, [*argv, "--data-dir", str(data_dir), *extra])
+    http = Http(port, token_file)
 
     def ready() -> bool:
         assert proc.alive(), proc.log()
@@ -141,4 +145,4 @@ def test_zone_needs_a_name_and_a_valid_global_url(procs: Procs, tmp_path: Path) 
         assert proc.popen.returncode == 2, (name, proc.log())
         assert "zone" in proc.log() or "grpc://" in proc.log()
     assert "a zone name is required" in procs.started[0].log()
-    assert "grpc://HOST:PORT" in procs.started[2].log()
+    assert "grpcs://HOST:PORT" in procs.started[2].log()

@@ -1,14 +1,19 @@
 """A real `zone-cp` against a fake global (a gRPC server in this test) that sends bad input.
 
-The zone must NACK what it cannot accept, store the rest, never overwrite or delete its own
-resources on the global's say-so, survive a message over its size limit (a stream error and
-a reconnect, not a crash), and resume from what it holds when it reconnects.
+KDS mechanics only: plaintext (`--kds-insecure`) and a token the fake global does not check
+beyond seeing that the zone sends it (tests/integration/test_kds_security.py covers TLS and
+tokens against the real global). The zone must NACK what it cannot accept, store the rest,
+never overwrite or delete its own resources on the global's say-so, survive a message over
+its size limit (a stream error and a reconnect, not a crash), and resume from what it holds
+when it reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +24,8 @@ import pytest
 
 from meshfed._gen import kds_pb2 as pb
 from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.auth.tokens import ADMIN_GROUP, SigningKey, UserClaims, issue
+from meshfed.kds.auth import AUTHORIZATION
 from meshfed.kds.stream import CLIENT_ID, EOF
 from tests.integration.federation_support import Http, timeout_policy, zone_ingress
 from tests.support import Procs, async_wait_until, free_port
@@ -37,12 +44,15 @@ class FakeGlobal(pb_grpc.KDSServicer):
         self.outbox: asyncio.Queue[pb.SyncResponse] = asyncio.Queue()
         self.streams = 0
         self.zones: list[str] = []
+        self.authorizations: list[str] = []
 
     async def GlobalToZoneSync(  # type: ignore[override]
         self, request_iterator: object, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         self.streams += 1
-        self.zones += [str(v) for k, v in context.invocation_metadata() or () if k == CLIENT_ID]
+        metadata = context.invocation_metadata() or ()
+        self.zones += [str(v) for k, v in metadata if k == CLIENT_ID]
+        self.authorizations += [str(v) for k, v in metadata if k == AUTHORIZATION]
 
         async def reader() -> None:
             while (msg := await context.read()) is not EOF:
@@ -98,6 +108,14 @@ def res(name: str, body: dict[str, Any], labels: dict[str, str], mesh: str = "")
     return pb.KdsResource(name=name, mesh=mesh, version=f"v-{name}", labels=labels, spec=spec)
 
 
+USER_KEY = SigningKey.generate("user-token-signing-key-1")
+
+
+def user_public_key() -> Any:
+    data = base64.b64encode(USER_KEY.public_pem).decode()
+    return res("user-token-signing-public-key-1", {"data": data}, GLOBAL)
+
+
 def policy(name: str, labels: dict[str, str] = GLOBAL, idle: str = "10s") -> Any:
     return res(name, timeout_policy(name, idle=idle)["spec"], labels, mesh="default")
 
@@ -110,7 +128,9 @@ async def test_zone_nacks_bad_input_keeps_its_own_resources_and_survives_huge_me
     procs: Procs, tmp_path: Path
 ) -> None:
     kds_port, api_port = free_port(), free_port()
-    http = Http(api_port)
+    token_file = tmp_path / "zone-token"
+    token_file.write_text("header.payload.signature\n")
+    http = Http(api_port, tmp_path / "admin-token")
     async with fake_global(kds_port) as glob:
         zone = procs.start(
             "zone-1",
@@ -129,10 +149,22 @@ async def test_zone_nacks_bad_input_keeps_its_own_resources_and_survives_huge_me
                 "1MiB",
                 "--kds-reconnect-max",
                 "300ms",
+                "--kds-insecure",
+                "--zone-token-file",
+                str(token_file),
             ],
         )
         await glob.subscribed("Mesh")
         assert glob.zones[:1] == ["zone-1"]
+        assert glob.authorizations[:1] == ["Bearer header.payload.signature"]
+        # Zones verify user tokens with the public keys the global syncs: send one, write
+        # through the zone's API with an admin token it signs.
+        await glob.outbox.put(
+            pb.SyncResponse(type="GlobalSecret", nonce="k1", resources=[user_public_key()])
+        )
+        assert not (await glob.reply("k1")).HasField("error_detail")
+        admin = UserClaims("admin", (ADMIN_GROUP,))
+        (tmp_path / "admin-token").write_text(issue(admin, USER_KEY, dt.timedelta(hours=1)))
         await async_wait_until(lambda: asyncio.to_thread(http.ready), timeout=20, what="ready")
         status, _ = await asyncio.to_thread(
             http.call, "PUT", "/zoneingresses/zi-own", zone_ingress("zi-own")

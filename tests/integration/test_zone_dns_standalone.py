@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from dnslib import DNSRecord
 
+from tests.auth_support import ADMIN_TOKEN_FILE
 from tests.integration.federation_support import Http, dataplane
 from tests.integration.test_dns_server import dig
 from tests.support import Proc, Procs, free_port, wait_until
@@ -29,8 +30,9 @@ def start_zone(procs: Procs, tmp_path: Path, name: str, *extra: str) -> tuple[Pr
     api = free_port()
     argv = [procs.script("zone-cp"), "run", "--zone", "zone-1", "--store", "memory"]
     argv += ["--api-address", f"127.0.0.1:{api}", "--data-dir", str(tmp_path / name), *extra]
-    proc = procs.start(name, argv)
-    http = Http(api)
+    token_file = tmp_path / name / ADMIN_TOKEN_FILE  # standalone: the zone's own admin token
+    proc = procs.start(name, [*argv, "--admin-token-file", str(token_file)])
+    http = Http(api, token_file)
     wait_until(lambda: proc.alive() and http.ready(), timeout=30, what=f"{name} ready")
     return proc, http
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.auth_support import ADMIN_TOKEN_FILE
 from tests.integration.federation_support import Http, dataplane
 from tests.integration.test_dns_server import dig
 from tests.integration.test_up import all_running, meshctl, start_up, zones_connected
@@ -38,8 +39,11 @@ def test_each_zone_gets_its_own_dns_port_and_vip_range(procs: Procs, tmp_path: P
     wait_until(lambda: f"dig @127.0.0.1 -p {ports['zone-1']} backend.mesh" in up.log())
     assert f"zone-2 API {z2['api']}, DNS {z2['dns']}" in up.log()
 
-    zone_2 = Http(int(z2["api"].rpartition(":")[2]))
+    # The global's admin token (up starts it with --admin-token-file), which zones accept.
+    token_file = Path(comps["global"]["dataDir"]) / ADMIN_TOKEN_FILE
+    zone_2 = Http(int(z2["api"].rpartition(":")[2]), token_file)
     wait_until(lambda: zones_connected(comps["global"]["api"]), timeout=20, what="zones online")
+    wait_until(zone_2.accepts_admin, timeout=20, what="the user-token keys in zone-2")
     ingress = {"type": "ZoneIngress", "name": "zi-2"}
     zone_2.put(
         "/zoneingresses/zi-2",

@@ -21,6 +21,7 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     zone.ZONE,
     insights.ZONE_INSIGHT,
     secret.SECRET,
+    secret.GLOBAL_SECRET,
     dataplane.DATAPLANE,
     insights.DATAPLANE_INSIGHT,
     zone_ingress.ZONE_INGRESS,

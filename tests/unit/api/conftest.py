@@ -16,6 +16,7 @@ from meshfed.resources.descriptors import Mode
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
+from tests.auth_support import admin_headers
 
 
 @dataclass
@@ -42,10 +43,16 @@ class Api:
         return await self.store.revision(), rows
 
 
-async def start_api(mode: Mode = Mode.GLOBAL, **ctx_args: Any) -> tuple[Api, TestClient[Any, Any]]:
+async def start_api(
+    mode: Mode = Mode.GLOBAL, *, anonymous: bool = False, **ctx_args: Any
+) -> tuple[Api, TestClient[Any, Any]]:
+    """The client sends the store's bootstrap admin token unless `anonymous`."""
     store = MemoryStore()
+    headers = await admin_headers(store)
     ctx = ApiContext(store=store, registry=default_registry(), mode=mode, ready=True, **ctx_args)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(ctx), host="127.0.0.1"), headers={} if anonymous else headers
+    )
     await client.start_server()
     return Api(client, store, ctx), client
 

@@ -4,6 +4,8 @@ in-process zone KDS clients, for the regression tests of the KDS/API review find
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +19,16 @@ from global_cp.app import GlobalControlPlane
 from global_cp.settings import CONFIG, GlobalSettings
 from meshfed.api.app import build_app
 from meshfed.api.context import ApiContext
+from meshfed.auth.tokens import ZoneScope
+from meshfed.auth.zone_tokens import ZoneTokenRequest, issue_zone_token
 from meshfed.config import Address
+from meshfed.kds.tls import CA_FILE_NAME, ClientTls, read_ca_file
 from meshfed.resources.descriptors import Mode
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
 from meshfed.store.sqlite import SqliteStore
+from tests.auth_support import ADMIN_TOKEN_FILE, admin_headers, bearer
 from tests.support import free_port
 from zone_cp.kds import ZoneKds
 
@@ -52,11 +58,15 @@ class Global:
 
 async def start_global(data_dir: Path, *extra: str) -> Global:
     argv = ["--api-address", f"127.0.0.1:{free_port()}", "--kds-address", "127.0.0.1:0"]
+    token_file = data_dir / ADMIN_TOKEN_FILE
+    argv += ["--admin-token-file", str(token_file)]
     _, values = CONFIG.load([*argv, "--data-dir", str(data_dir), *FAST, *extra], env={})
     cp = GlobalControlPlane(GlobalSettings(**values))
     await cp.start()
     address = cp.api_address()
-    return Global(cp, aiohttp.ClientSession(), f"http://{address.host}:{address.port}")
+    # Written before start() returns; every call is the admin's.
+    http = aiohttp.ClientSession(headers=bearer(token_file.read_text().strip()))
+    return Global(cp, http, f"http://{address.host}:{address.port}")
 
 
 async def stop_global(g: Global) -> None:
@@ -86,12 +96,22 @@ async def zone_kds(
         max_message_bytes=10 * 1024 * 1024,
         reconnect_max=0.3,
         stale_timeout=3.0,
+        tls=ClientTls(read_ca_file(g.cp.settings.data_dir / CA_FILE_NAME)),
+        token_file=await zone_token_file(g, zone),
     )
     await kds.start()
     try:
         yield kds
     finally:
         await kds.stop()
+
+
+async def zone_token_file(g: Global, zone: str) -> Path:
+    """A fresh zone token (scope kds) for `zone`, issued by the global, in a file."""
+    request = ZoneTokenRequest(zone, (ZoneScope.KDS,), dt.timedelta(hours=1))
+    path = g.cp.settings.data_dir.parent / f"{zone}-{uuid.uuid4().hex[:8]}.token"
+    path.write_text(await issue_zone_token(g.store, request))
+    return path
 
 
 SqliteApi = tuple[SqliteStore, TestClient[Any, Any]]
@@ -103,7 +123,9 @@ async def sqlite_api(tmp_path: Path) -> AsyncIterator[SqliteApi]:
     # SQLite, not memory: its calls really suspend, so requests interleave as in production.
     store = await SqliteStore.open(tmp_path / "data")
     ctx = ApiContext(store=store, registry=default_registry(), mode=Mode.GLOBAL, ready=True)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(ctx), host="127.0.0.1"), headers=await admin_headers(store)
+    )
     await client.start_server()
     try:
         yield store, client

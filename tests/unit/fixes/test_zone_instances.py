@@ -11,6 +11,7 @@ from meshfed.kds.stream import Liveness
 from meshfed.store.memory import MemoryStore
 from tests.support import async_wait_until
 from tests.unit.fixes.conftest import Global, zone_kds
+from tests.unit.kds.zone_keys import KEYS
 
 
 async def test_a_refused_zone_keeps_backing_off_and_never_counts_as_connected(
@@ -49,7 +50,8 @@ async def test_a_second_live_instance_of_a_zone_is_refused_and_takes_over_later(
 
             await async_wait_until(refused, what="the second zone-cp refused")
             assert two.last_error.startswith("ALREADY_EXISTS: ")
-            assert one.instance_id in two.last_error and two.instance_id in two.last_error
+            # The refused zone-cp learns nothing about the live one (issue 11).
+            assert one.instance_id not in two.last_error and "heard from" not in two.last_error
             assert two.connected_time is None
             await async_wait_until(lambda: _refused_again(two), what="a second refusal")
             # The first one was never disturbed: still its first session.
@@ -59,6 +61,9 @@ async def test_a_second_live_instance_of_a_zone_is_refused_and_takes_over_later(
             insight = overview["zoneInsight"]
             assert insight["state"] == "online" and len(insight["subscriptions"]) == 1
             assert "already connected" in insight["lastError"] and insight["lastErrorTime"]
+            # The admin sees which instances (ZoneOverview needs no secret to read, but only
+            # the zone's token holders can cause this).
+            assert one.instance_id in insight["lastError"]
 
             # The first zone-cp stops: the second one's next attempt is accepted.
             await first.stop()
@@ -72,11 +77,19 @@ def test_a_silent_old_instance_is_replaced_a_live_one_is_not() -> None:
     was heard from within the window (2.5 heartbeat intervals here)."""
     now = [100.0]
     hooks = cast(GlobalHooks, object())  # the rule needs no hook
-    server = KdsServer(hooks, down_types=[], health_interval=1.0, stale_timeout=10.0)
+    server = KdsServer(
+        hooks,
+        down_types=[],
+        authenticator=KEYS.authenticator(),
+        health_interval=1.0,
+        stale_timeout=10.0,
+    )
     session = ZoneSession("zone-1", Liveness(clock=lambda: now[0]), instance="old")
     assert server._other_instance(session, "new") == ""  # no stream open: nothing to protect
     session._stops["global-to-zone"] = lambda reason: None
-    assert "instance old" in server._other_instance(session, "new")
+    refusal = server._other_instance(session, "new")
+    assert "already connected" in refusal and "old" not in refusal
+    assert "instance old" in session.last_error  # the admin's view says which
     assert session.last_error.startswith("zone 'zone-1' is already connected")
     assert server._other_instance(session, "old") == ""  # its own reconnect replaces
     assert server._other_instance(session, "") == ""  # a client that names no instance

@@ -27,6 +27,7 @@ from tests.unit.kds.test_stream import (
     serving,
     until,
 )
+from tests.unit.kds.zone_keys import KEYS
 
 
 def test_a_client_needs_a_target() -> None:
@@ -53,6 +54,7 @@ async def test_zone_fails_over_between_replicas_and_resumes() -> None:
         down=ReceiveSide(receiver, sink.apply, accept),
         backoff=Backoff(initial=0.02, maximum=0.2),
         stale_timeout=3.0,
+        token=KEYS.token("zone-1"),
     )
     assert client.target == f"127.0.0.1:{port_a}"
     task = asyncio.create_task(client.run())

@@ -98,7 +98,7 @@ def test_zone_takes_several_global_replicas_and_the_etcd_flags() -> None:
         ("grpc://a:1,", "an empty address"),
         ("grpc://a:1,a:1", "listed twice"),
         ("grpc://a:0", "must not be 0"),
-        ("https://a:1", "expected grpc://HOST:PORT"),
+        ("https://a:1", "expected grpcs://HOST:PORT"),
     ],
 )
 def test_bad_global_kds_lists(text: str, fragment: str) -> None:

@@ -27,6 +27,7 @@ from meshfed.kds.server import KdsServer, ZoneRejected
 from meshfed.kds.stream import CLIENT_ID, DictSource, ReceiveSide, grpc_options
 from meshfed.resources.model import Meta, Resource
 from tests.support import async_wait_until, free_port
+from tests.unit.kds.zone_keys import KEYS
 
 MTP = "MeshTrafficPermission"
 DP = "Dataplane"
@@ -127,6 +128,7 @@ class Zone:
             backoff=Backoff(initial=0.02, maximum=0.2),
             stale_timeout=kwargs.get("stale_timeout", 3.0),
             max_message_size=int(kwargs.get("max_message_size", 1024 * 1024)),
+            token=KEYS.token(self.name),
         )
         self.task = asyncio.create_task(self.client.run())
         return self.client
@@ -163,6 +165,7 @@ def fast_global(
     return cls(
         hooks,
         DOWN,
+        authenticator=KEYS.authenticator(),
         health_interval=0.05,
         stale_timeout=stale_timeout,
         max_message_size=max_message_size,
@@ -312,7 +315,7 @@ async def test_zone_without_heartbeats_is_closed_as_stale() -> None:
     kds = fast_global(hooks, stale_timeout=0.5)
     async with serving(kds, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.KDSStub(channel)
-        call = stub.GlobalToZoneSync(None, metadata=((CLIENT_ID, "silent"),))
+        call = stub.GlobalToZoneSync(None, metadata=KEYS.metadata("silent"))
         await call.write(request_to_pb(SyncRequest(MTP)))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async with asyncio.timeout(10):
@@ -345,6 +348,7 @@ async def test_zone_detects_a_global_that_stopped_answering() -> None:
             source=zone.source,
             down=ReceiveSide(zone.receiver, zone.sink.apply, accept),
             stale_timeout=0.5,
+            token=KEYS.token("zone-1"),
         )
         with pytest.raises(StaleConnection, match="no heartbeat answer from the global"):
             async with asyncio.timeout(10):
@@ -385,7 +389,7 @@ async def test_refused_zone_gets_the_reason() -> None:
         grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         call = pb_grpc.KDSStub(channel).GlobalToZoneSync(
-            None, metadata=((CLIENT_ID, "zone-9"),), timeout=5
+            None, metadata=KEYS.metadata("zone-9"), timeout=5
         )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call.read()
@@ -400,7 +404,7 @@ async def test_a_new_stream_replaces_the_old_one_of_the_same_zone() -> None:
     kds = fast_global(hooks)
     async with serving(kds, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.KDSStub(channel)
-        md = ((CLIENT_ID, "zone-1"),)
+        md = KEYS.metadata("zone-1")
         old = stub.GlobalToZoneSync(None, metadata=md)
         await old.write(request_to_pb(SyncRequest(MTP)))
         first = await old.read()
@@ -468,7 +472,7 @@ async def test_a_zone_cannot_send_types_it_does_not_own() -> None:
     kds = fast_global(hooks)
     async with serving(kds, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = pb_grpc.KDSStub(channel).ZoneToGlobalSync(
-            None, metadata=((CLIENT_ID, "zone-1"),), timeout=10
+            None, metadata=KEYS.metadata("zone-1"), timeout=10
         )
         subscribe = await call.read()
         assert isinstance(subscribe, pb.SyncRequest) and subscribe.type == DP
@@ -491,7 +495,7 @@ async def test_a_failing_connect_hook_ends_the_stream_and_leaves_the_zone_offlin
     kds = fast_global(BrokenHooks())
     async with serving(kds, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = pb_grpc.KDSStub(channel).GlobalToZoneSync(
-            None, metadata=((CLIENT_ID, "zone-1"),), timeout=10
+            None, metadata=KEYS.metadata("zone-1"), timeout=10
         )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call.read()

@@ -15,6 +15,8 @@ import grpc
 from global_cp.mesh_ca import ensure_ca, plan_for
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
+from meshfed.auth.credentials import ensure_signing_key
+from meshfed.auth.tokens import DataplaneClaims, TokenKind, ZoneClaims, ZoneScope, issue
 from meshfed.config import Address
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message
@@ -22,6 +24,8 @@ from meshfed.kds.stream import EOF
 from meshfed.resources.codec import resource_to_dict
 from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
+from meshfed.resources.types.dataplane import services
+from meshfed.store.base import NotFoundError
 from meshfed.store.memory import MemoryStore
 from tests.unit.policy.factories import dataplane, inbound, mesh_resource
 from zone_cp.certs import CertIssuer
@@ -39,9 +43,18 @@ def doc(resource: Resource) -> dict[str, Any]:
 class Proxy:
     """A scripted proxy: one DataplaneConfig stream, read and written by the test."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(
+        self,
+        address: Address,
+        token: str | None = None,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
+        """`token`: sent as the call's `authorization: Bearer` metadata (None: no token);
+        `metadata`: the call's metadata as given instead."""
         self.channel = grpc.aio.insecure_channel(str(address))
-        self.call = pb_grpc.DataplaneConfigStub(self.channel).Stream(None)
+        if metadata is None and token is not None:
+            metadata = (("authorization", f"Bearer {token}"),)
+        self.call = pb_grpc.DataplaneConfigStub(self.channel).Stream(None, metadata=metadata)
 
     async def hello(self, proxy_type: ProxyType, resource: dict[str, Any]) -> None:
         await self.call.write(hello_message(proxy_type, resource, proxy_version="test/1"))
@@ -124,10 +137,41 @@ async def with_mesh_ca(store: MemoryStore) -> MemoryStore:
     return store
 
 
+async def token_for(
+    store: MemoryStore,
+    resource: Resource,
+    kind: ProxyType = ProxyType.SIDECAR,
+    validity: dt.timedelta = dt.timedelta(hours=1),
+) -> str | None:
+    """A token that lets `resource` connect: a dataplane token naming its services (signed
+    with its mesh's key, made if missing), or a zone token of scope ingress for ZONE. None
+    for a sidecar whose Mesh does not exist (no key to sign with)."""
+    if kind is ProxyType.INGRESS:
+        key = await ensure_signing_key(store, TokenKind.ZONE)
+        return issue(ZoneClaims(ZONE, (ZoneScope.INGRESS,)), key, validity)
+    try:
+        await store.get("Mesh", "", resource.mesh)
+    except NotFoundError:
+        return None
+    key = await ensure_signing_key(store, TokenKind.DATAPLANE, resource.mesh)
+    claims = DataplaneClaims(resource.mesh, {"kuma.io/service": tuple(services(resource.spec))})
+    return issue(claims, key, validity)
+
+
 async def connect(
-    zone: Zone, proxies: list[Proxy], resource: Resource, kind: ProxyType = ProxyType.SIDECAR
+    zone: Zone,
+    proxies: list[Proxy],
+    resource: Resource,
+    kind: ProxyType = ProxyType.SIDECAR,
+    *,
+    token: str | None = None,
+    authenticate: bool = True,
 ) -> Proxy:
-    proxy = Proxy(zone.address)
+    """A proxy that said Hello with `resource`, authenticated with `token`, or (when
+    `authenticate`) a token issued for it by `token_for`."""
+    if token is None and authenticate:
+        token = await token_for(zone.store, resource, kind)
+    proxy = Proxy(zone.address, token)
     proxies.append(proxy)
     await proxy.hello(kind, doc(resource))
     return proxy

@@ -20,6 +20,16 @@ from meshctl.up.demo import (
     workloads,
 )
 from meshctl.up.plan import Programs, plan_components
+from meshctl.up.tokens import admin_token_file, proxy_token_file
+from meshfed.auth import keyring
+from meshfed.auth.credentials import ensure_admin_token, ensure_signing_key
+from meshfed.auth.tokens import (
+    DataplaneClaims,
+    TokenKind,
+    ZoneClaims,
+    ZoneScope,
+    verify,
+)
 from tests.unit.api.conftest import Api, mesh, start_api
 
 PORTS = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
@@ -50,7 +60,12 @@ def test_the_demo_follows_the_control_planes() -> None:
     assert {c.role for c in demo.values()} == {"demo"}
     web = demo["web-1"]
     assert web.argv[:4] == ["/bin/mesh-dp", "run", "--cp", "grpc://127.0.0.1:5007"]
-    assert web.argv[-2:] == ["--admin-address", "127.200.0.2:9901"]
+    assert web.argv[-4:] == [
+        "--admin-address",
+        "127.200.0.2:9901",
+        "--dataplane-token-file",
+        "/d/demo/tokens/web-1.token",
+    ]
     assert demo["backend-z2-1"].argv[3] == "grpc://127.0.0.1:5008"
     assert demo["app-backend-z2-1"].argv == [
         "/bin/python",
@@ -63,13 +78,15 @@ def test_the_demo_follows_the_control_planes() -> None:
         "--zone",
         "zone-2",
     ]
-    assert demo["ingress-zone-2"].argv[-6:] == [
+    assert demo["ingress-zone-2"].argv[-8:] == [
         "--address",
         "127.201.0.100",
         "--port",
         "10001",
         "--admin-address",
         "127.201.0.100:9902",
+        "--zone-token-file",
+        "/d/demo/tokens/ingress-zone-2.token",
     ]
     assert (web.log, web.data_dir) == ("/d/logs/web-1.log", "/d/demo")
 
@@ -106,21 +123,66 @@ async def api() -> AsyncIterator[Api]:
         await a.store.close()
 
 
-async def test_the_resources_are_accepted_by_the_global(api: Api) -> None:
-    assert (await api.put("/meshes/default", mesh("default"))).status == 201
+async def up_dir(api: Api, tmp_path: Path) -> Path:
+    """An `up` directory where the global wrote its admin token (as --admin-token-file does)."""
+    token = await ensure_admin_token(api.store)
+    admin_token_file(tmp_path).parent.mkdir(parents=True)
+    admin_token_file(tmp_path).write_text(token + "\n")
+    return tmp_path
+
+
+async def test_the_resources_are_accepted_by_the_global(api: Api, tmp_path: Path) -> None:
+    data_dir = await up_dir(api, tmp_path)
+    await ensure_signing_key(api.store, TokenKind.ZONE)
+    headers = {"Authorization": f"Bearer {await ensure_admin_token(api.store)}"}
+    assert (await api.put("/meshes/default", mesh("default"), headers=headers)).status == 201
+    # The global's leader makes the mesh's key (DataplaneKeyJob); here, by hand.
+    await ensure_signing_key(api.store, TokenKind.DATAPLANE, "default")
     notes: list[str] = []
     base = str(api.client.make_url("")).rstrip("/")
-    assert await apply_resources(base, notes.append, timeout=10)
+    zones = ["zone-1", "zone-2"]
+    assert await apply_resources(base, notes.append, timeout=10, data_dir=data_dir, zones=zones)
     stored = await api.store.get("Mesh", "", "default")
     assert stored.spec["mtls"]["enabledBackend"] == "ca-1"
     mtp = await api.store.get("MeshTrafficPermission", "default", "web-to-backend")
     assert mtp.spec["from"][0]["targetRef"] == {"kind": "MeshService", "name": "web"}
-    assert notes and "builtin mTLS" in notes[-1]
+    assert notes and "builtin mTLS" in notes[-1], notes
+
+    # Every proxy's token, readable by this user only, naming only its own service.
+    secrets = (await api.store.list("Secret", mesh="default")).items
+    dp_keys = keyring.trusted_keys(TokenKind.DATAPLANE, secrets, "default")
+    for w in workloads(zones):
+        path = proxy_token_file(data_dir, w.name)
+        assert path.stat().st_mode & 0o777 == 0o600
+        claims = verify(path.read_text(), TokenKind.DATAPLANE, dp_keys).claims
+        assert claims == DataplaneClaims("default", {"kuma.io/service": (w.service,)}, w.name)
+    zone_keys = keyring.trusted_keys(TokenKind.ZONE, (await api.store.list("GlobalSecret")).items)
+    for zone in zones:
+        text = proxy_token_file(data_dir, f"ingress-{zone}").read_text()
+        assert verify(text, TokenKind.ZONE, zone_keys).claims == ZoneClaims(
+            zone, (ZoneScope.INGRESS,)
+        )
 
 
-async def test_a_refusal_is_reported_not_retried(api: Api) -> None:
+async def test_without_the_admin_token_the_global_refuses(api: Api) -> None:
+    notes: list[str] = []
+    base = str(api.client.make_url("")).rstrip("/")
+    assert not await apply_resources(base, notes.append, timeout=5)
+    assert "refused /meshes/default: HTTP 401" in notes[-1]
+
+
+async def test_a_refusal_is_reported_not_retried(api: Api, tmp_path: Path) -> None:
+    data_dir = await up_dir(api, tmp_path)
     notes: list[str] = []
     base = str(api.client.make_url("")).rstrip("/")
     # A 4xx (here: no such path) is an answer, not "not up yet": reported at once.
-    assert not await apply_resources(base + "/nope", notes.append, timeout=5)
+    assert not await apply_resources(base + "/nope", notes.append, timeout=5, data_dir=data_dir)
     assert "refused /meshes/default: HTTP 404" in notes[-1]
+
+
+async def test_without_the_admin_token_the_global_refuses_and_nothing_is_stored(api: Api) -> None:
+    notes: list[str] = []
+    base = str(api.client.make_url("")).rstrip("/")
+    assert not await apply_resources(base, notes.append, timeout=5)
+    assert "refused /meshes/default: HTTP 401" in notes[-1]
+    assert (await api.store.list("Mesh")).items == []

@@ -23,6 +23,7 @@ from tests.unit.mesh_control.dpserver_support import (
     Zone,
     connect,
     start_zone,
+    token_for,
     with_mesh_ca,
 )
 from zone_cp import dpstate
@@ -139,7 +140,8 @@ def requests():
     yield hello_message(ProxyType.INGRESS, ingress, proxy_version="child/1")
     threading.Event().wait()
 channel = grpc.insecure_channel(sys.argv[1])
-for _ in pb_grpc.DataplaneConfigStub(channel).Stream(requests()):
+metadata = (("authorization", "Bearer " + sys.argv[2]),)
+for _ in pb_grpc.DataplaneConfigStub(channel).Stream(requests(), metadata=metadata):
     pass
 """
 
@@ -147,8 +149,10 @@ for _ in pb_grpc.DataplaneConfigStub(channel).Stream(requests()):
 async def test_a_killed_proxy_is_recorded_offline_though_grpc_cancels_its_stream() -> None:
     store = await with_mesh_ca(SlowInsights())
     async for zone in start_zone(store):
+        token = await token_for(store, ingress_resource(), ProxyType.INGRESS)
+        assert token is not None
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD, str(zone.address), cwd=REPO
+            sys.executable, "-c", CHILD, str(zone.address), token, cwd=REPO
         )
         try:
 

@@ -18,7 +18,7 @@ from meshfed.dpconfig.catalog import VipKey
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message
 from tests.support import async_wait_until
-from tests.unit.mesh_control.dpserver_support import WEB, Proxy, Zone, doc
+from tests.unit.mesh_control.dpserver_support import WEB, Proxy, Zone, doc, token_for
 from tests.unit.policy.factories import dataplane, inbound
 
 SERVICES = {"backend": "127.0.0.6", "other": "127.0.0.9", "third": "127.0.0.10"}
@@ -40,9 +40,9 @@ async def with_services(zone: Zone) -> None:
 async def sidecar(
     zone: Zone, proxies: list[Proxy], name: str, reachable: Collection[str] | None
 ) -> Proxy:
-    proxy = Proxy(zone.address)
-    proxies.append(proxy)
     resource = dataplane(name, inbound(name.split("-")[0], 8080), address="127.0.0.5")
+    proxy = Proxy(zone.address, await token_for(zone.store, resource))
+    proxies.append(proxy)
     await proxy.call.write(hello_message(ProxyType.SIDECAR, doc(resource), reachable=reachable))
     return proxy
 

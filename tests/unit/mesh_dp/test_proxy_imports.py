@@ -1,5 +1,6 @@
 """The proxies' memory budget (40 MB, docs/benchmarks.md) depends on what they import: grpcio,
-cryptography and prometheus_client each cost 3-10 MiB and are left to the control planes. A
+cryptography and prometheus_client each cost 3-10 MiB and are left to the control planes (and
+PyJWT with them: the proxies send their token, zone-cp checks it). A
 fresh interpreter loads everything a running sidecar or ingress loads (both modes) and must
 not find them."""
 
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-HEAVY = ("grpc", "cryptography", "prometheus_client", "aiohttp")
+HEAVY = ("grpc", "cryptography", "prometheus_client", "aiohttp", "jwt")
 
 PROBE = """
 import sys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -12,7 +13,9 @@ from tests.support import free_port
 
 def _run(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err, environ=env or {})
+    # The session's meshctl config (tests/conftest.py), never the user's.
+    environ = {"MESHCTL_CONFIG": os.environ["MESHCTL_CONFIG"], **(env or {})}
+    code = run(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err, environ=environ)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -4,6 +4,7 @@ anything starts, and the helper actions explain what is missing."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from tests.support import free_port
 
 def _run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run(argv, stdin=io.StringIO(), stdout=out, stderr=err, environ={})
+    code = run(
+        argv,
+        stdin=io.StringIO(),
+        stdout=out,
+        stderr=err,
+        environ={"MESHCTL_CONFIG": os.environ["MESHCTL_CONFIG"]},
+    )
     return code, out.getvalue(), err.getvalue()
 
 

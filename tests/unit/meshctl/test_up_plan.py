@@ -26,8 +26,12 @@ def test_global_then_zones_with_contract_flags() -> None:
         "sqlite",
         "--data-dir",
         "/d/global",
+        "--admin-token-file",
+        "/d/global/admin-token",
+        "--kds-ca-out",
+        "/d/global/kds-ca.crt",
     ]
-    assert (glob.api, glob.kds) == ("http://127.0.0.1:5001", "grpc://127.0.0.1:5002")
+    assert (glob.api, glob.kds) == ("http://127.0.0.1:5001", "grpcs://127.0.0.1:5002")
     assert (glob.data_dir, glob.log) == ("/d/global", "/d/logs/global.log")
     assert z1.argv == [
         "/bin/zone-cp",
@@ -35,7 +39,7 @@ def test_global_then_zones_with_contract_flags() -> None:
         "--zone",
         "zone-1",
         "--global-kds",
-        "grpc://127.0.0.1:5002",
+        "grpcs://127.0.0.1:5002",
         "--api-address",
         "127.0.0.1:5003",
         "--store",
@@ -48,14 +52,20 @@ def test_global_then_zones_with_contract_flags() -> None:
         "127.1.0.0/16",
         "--dp-server-address",
         "127.0.0.1:5007",
+        # KDS over TLS pinned to the global's CA, with the token `up` issues the zone.
+        "--zone-token-file",
+        "/d/zone-1/zone-token",
+        "--kds-ca-file",
+        "/d/global/kds-ca.crt",
     ]
     assert (z1.role, z1.zone, z1.api, z1.kds) == ("zone", "zone-1", "http://127.0.0.1:5003", None)
     assert (z2.name, z2.data_dir, z2.log) == ("zone-2", "/d/zone-2", "/d/logs/zone-2.log")
     # Zones sharing the machine never share a DNS port or a VIP range.
     assert (z1.dns, z2.dns) == ("127.0.0.1:5005", "127.0.0.1:5006")
-    assert z2.argv[-6:-2] == ["--dns-address", "127.0.0.1:5006", "--vip-cidr", "127.2.0.0/16"]
-    # Nor a dataplane config server port.
-    assert z2.argv[-2:] == ["--dp-server-address", "127.0.0.1:5008"]
+    assert z2.argv[-10:-6] == ["--dns-address", "127.0.0.1:5006", "--vip-cidr", "127.2.0.0/16"]
+    # Nor a dataplane config server port, nor a token.
+    assert z2.argv[-6:-4] == ["--dp-server-address", "127.0.0.1:5008"]
+    assert z2.argv[-4:-2] == ["--zone-token-file", "/d/zone-2/zone-token"]
     assert (z1.dp, z2.dp) == ("grpc://127.0.0.1:5007", "grpc://127.0.0.1:5008")
     assert z1.to_dict()["dpServer"] == z1.dp and "dpServer" not in glob.to_dict()
     assert glob.dns is None and "dns" not in glob.to_dict() and z1.to_dict()["dns"] == z1.dns

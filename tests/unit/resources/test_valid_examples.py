@@ -80,6 +80,11 @@ mesh: default
 name: mesh-ca
 data: dGVzdAo=
 """,
+    "global-secret": """\
+type: GlobalSecret
+name: user-token-revocations
+data: dGVzdAo=
+""",
     "dataplane": """\
 type: Dataplane
 mesh: default

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,12 @@ async def dns() -> AsyncIterator[Address]:
 async def meshctl(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = await asyncio.to_thread(
-        run, list(argv), stdin=io.StringIO(), stdout=out, stderr=err, environ={}
+        run,
+        list(argv),
+        stdin=io.StringIO(),
+        stdout=out,
+        stderr=err,
+        environ={"MESHCTL_CONFIG": os.environ["MESHCTL_CONFIG"]},
     )
     return code, out.getvalue(), err.getvalue()
 
