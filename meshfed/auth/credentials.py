@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from meshfed.aio import wait_for
 from meshfed.auth import keyring
 from meshfed.auth.tokens import (
     ADMIN_GROUP,
@@ -34,6 +35,7 @@ ADMIN_USER = "mesh-system:admin"
 AUTHENTICATED_GROUP = "mesh-system:authenticated"
 ADMIN_TOKEN_VALIDITY = dt.timedelta(days=3650)  # the bootstrap token; personal ones are shorter
 CACHE_SECONDS = 1.0  # how stale a verifier's keys may be: a revocation applies within it
+STALE_GRACE = 0.25  # how long a re-read may hold a caller who has older keys to fall back on
 
 
 async def _secrets(store: ResourceStore, kind: TokenKind, mesh: str = "") -> list[Resource]:
@@ -131,8 +133,14 @@ async def ensure_admin_token(store: ResourceStore) -> str:
 
 
 class Verifier:
-    """Checks tokens of one kind against the keys in the store, re-read at most every
-    `CACHE_SECONDS` (so a new key, a retired key or a revocation applies within that)."""
+    """Checks tokens of one kind against the keys in the store, re-read once they are older
+    than `CACHE_SECONDS` (so a new key, a retired key or a revocation applies within that).
+
+    A re-read that the store does not answer within `stale_grace` (an etcd leader election,
+    a store outage) does not hold the caller: the keys read last keep verifying meanwhile and
+    the re-read finishes in the background. Only a verifier that never read its keys fails
+    when the store does; authentication never makes a store outage worse than it is.
+    """
 
     def __init__(
         self,
@@ -141,32 +149,48 @@ class Verifier:
         *,
         clock: Callable[[], float] = time.monotonic,
         cache_seconds: float = CACHE_SECONDS,
+        stale_grace: float = STALE_GRACE,
     ) -> None:
         self._store = store
         self.kind = kind
         self._clock = clock
         self._cache_seconds = cache_seconds
+        self._stale_grace = stale_grace
         self._cache: dict[str, tuple[float, KeySet]] = {}
-        self._lock = asyncio.Lock()
+        self._reading: dict[str, asyncio.Future[KeySet]] = {}
 
     async def trusted(self, mesh: str = "") -> KeySet:
-        now = self._clock()
         hit = self._cache.get(mesh)
-        if hit is not None and now - hit[0] < self._cache_seconds:
+        if hit is not None and self._clock() - hit[0] < self._cache_seconds:
             return hit[1]
-        async with self._lock:
-            hit = self._cache.get(mesh)
-            if hit is not None and self._clock() - hit[0] < self._cache_seconds:
-                return hit[1]
-            secrets = await _secrets(self._store, self.kind, mesh)
-            keys = keyring.trusted_keys(self.kind, secrets, mesh)
-            self._cache[mesh] = (self._clock(), keys)
-            return keys
+        reading = self._reading.get(mesh)
+        if reading is None or reading.done():
+            reading = self._reading[mesh] = asyncio.ensure_future(self._read(mesh))
+            reading.add_done_callback(_retrieve)
+        if hit is None:
+            return await asyncio.shield(reading)
+        try:
+            return await wait_for(asyncio.shield(reading), self._stale_grace)
+        except Exception as exc:  # slow or failing store: the last keys read still hold
+            log.debug("%s-token keys not re-read (%s); using the last ones", self.kind, exc)
+            return hit[1]
+
+    async def _read(self, mesh: str) -> KeySet:
+        secrets = await _secrets(self._store, self.kind, mesh)
+        keys = keyring.trusted_keys(self.kind, secrets, mesh)
+        self._cache[mesh] = (self._clock(), keys)
+        return keys
 
     async def verify(self, token: str | bytes | None, mesh: str = "") -> Verified:
-        """Raises TokenError (a store failure is one too: no key can be checked)."""
+        """Raises TokenError (a store failure with no keys read yet is one too)."""
         try:
             trusted = await self.trusted(mesh)
         except Exception as exc:  # the store is down: refuse, never crash the caller
             raise TokenError(f"cannot read the {self.kind}-token keys: {exc}") from exc
         return verify(token, self.kind, trusted)
+
+
+def _retrieve(done: asyncio.Future[KeySet]) -> None:
+    """A background re-read that failed was already answered by the stale keys."""
+    if not done.cancelled():
+        done.exception()

@@ -114,9 +114,9 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
     _t(
         "MeshPassthrough",
         "meshpassthroughs",
-        _NEVER,
-        "sidecars do not intercept traffic "
-        "(no transparent proxying), so there is nothing to pass through",
+        _YET,
+        "sidecars reach only mesh services; which outside destinations they may reach "
+        "directly comes with the service-model work",
     ),
     _t("TrafficPermission", "traffic-permissions", _NEVER, f"{_LEGACY} MeshTrafficPermission"),
     _t("TrafficRoute", "traffic-routes", _NEVER, f"{_LEGACY} MeshTCPRoute"),
@@ -152,9 +152,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         Scope.GLOBAL,
         _YET,
         "zone DNS names are fixed: <service>.mesh and <service>.<zone>.mesh",
-    ),
-    UnsupportedType(
-        "GlobalSecret", "global-secrets", Scope.GLOBAL, _YET, "Secrets are scoped to a mesh"
     ),
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -148,3 +149,46 @@ def test_a_bad_key_secret_is_skipped_not_fatal() -> None:
     assert keyring.signing_keys(TokenKind.ZONE, [bad]) == []
     assert keyring.trusted_keys(TokenKind.ZONE, [also_bad, nonb64]).keys == {}
     assert base64.b64decode(bad.spec["data"]) == b"garbage"
+
+
+class SlowStore(MemoryStore):
+    """A store whose lists can be made to hang or fail (an etcd election, an outage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def list(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if self.fail is not None:
+            raise self.fail
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().list(*args, **kwargs)
+
+
+async def test_a_slow_or_failing_store_does_not_hold_callers_who_have_keys() -> None:
+    store = SlowStore()
+    key = await ensure_signing_key(store, TokenKind.ZONE)
+    token = issue(ZoneClaims("zone-1", (ZoneScope.KDS,)), key, HOUR)
+    now = [0.0]
+    verifier = Verifier(
+        store, TokenKind.ZONE, clock=lambda: now[0], cache_seconds=1.0, stale_grace=0.05
+    )
+    await verifier.verify(token)
+    now[0] = 5.0
+    store.gate = asyncio.Event()  # the store hangs: the old keys answer within the grace
+    assert (await asyncio.wait_for(verifier.verify(token), 2)).kid == key.kid
+    store.gate.set()  # it answers again: the background read refreshes the cache
+    await asyncio.sleep(0)
+    store.gate = None
+    store.fail = OSError("etcd: no leader")
+    now[0] = 10.0
+    assert (await verifier.verify(token)).kid == key.kid  # failing: still the old keys
+
+
+async def test_no_keys_ever_read_and_the_store_fails_is_a_refusal() -> None:
+    store = SlowStore()
+    store.fail = OSError("etcd: no leader")
+    with pytest.raises(TokenError, match="cannot read the zone-token keys: etcd: no leader"):
+        await Verifier(store, TokenKind.ZONE).verify("x")
