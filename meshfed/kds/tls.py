@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -44,7 +43,7 @@ from meshfed.pki.server_cert import (
 )
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import Meta, Resource
-from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshfed.store.base import AlreadyExistsError, ConflictError, ResourceStore
 
 log = logging.getLogger("meshfed.kds")
 
@@ -77,10 +76,10 @@ def _secret_data(res: Resource) -> bytes:
 async def ensure_kds_ca(store: ResourceStore) -> tuple[TlsPair, bool]:
     """The KDS CA from the store, created on the first start; (pair, created)."""
     for _ in range(5):
-        found: dict[str, Resource] = {}
-        for name in (KDS_CA_CERT, KDS_CA_KEY):
-            with contextlib.suppress(NotFoundError):
-                found[name] = await store.get(GLOBAL_SECRET, "", name)
+        # One read of both (one etcd transaction): two gets could see a replica's pair, which
+        # is written in one batch, half made.
+        keys = [(GLOBAL_SECRET, "", name) for name in (KDS_CA_CERT, KDS_CA_KEY)]
+        found = {key[2]: res for key, res in (await store.get_many(keys)).items()}
         if len(found) == 2:
             try:
                 pair = load_pair(_secret_data(found[KDS_CA_CERT]), _secret_data(found[KDS_CA_KEY]))

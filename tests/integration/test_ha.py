@@ -48,7 +48,12 @@ pytestmark = pytest.mark.integration
 
 LEASE_TTL = 3  # seconds: leadership and presence move within this (plus etcd's slack)
 ELECTION_SLACK = 2.0  # etcd checks expired leases every 500 ms; then a watch and a txn
-WRITE_RESUME = 5.0  # writes must resume this soon after the etcd leader dies
+# Writes must resume this soon after the etcd leader dies. A write a follower had forwarded to
+# the dead leader is answered by etcd only after its request timeout, 5 s + 2 x election
+# timeout (etcd's ReqTimeout; 6 s with the test cluster's 500 ms), which the old bound of 5 s
+# sat below: the test failed whenever a write was in flight at a follower at the kill. Plus 1 s
+# for the writer's next request to find the new leader.
+WRITE_RESUME = 5.0 + 2 * 0.5 + 1.0
 PREFIX = "/meshfed-ha"
 
 
