@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,18 +19,43 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_GIVEN: set[int] = set()
+# Kuma's and meshfed's default ports: never handed out, another meshfed may want them.
+_DEFAULTS = frozenset({5653, 5678, 5681, 5685, 9901, 10001})
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on `host` (DNS servers need both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
+    """A port free for both TCP and UDP on `host` (DNS servers need both).
+
+    Taken below the kernel's ephemeral range: a process told to bind port 0 (a zone's DNS,
+    a client's socket) gets its port from that range, so it can never take the port a test
+    picked here for another listener before that listener binds it. No port is handed out
+    twice in one test run.
+    """
+    low = 15000 if _EPHEMERAL[0] > 16000 else 1024
+    high = min(_EPHEMERAL[0], 65536) - 1
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _GIVEN or port in _DEFAULTS:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind((host, port))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                     udp.bind((host, port))
-                except OSError:
-                    continue
-            return port
+        except OSError:
+            continue
+        _GIVEN.add(port)
+        return port
     raise RuntimeError("no free port found")
 
 
