@@ -16,6 +16,7 @@ from meshfed.config import (
     Option,
     parse_address,
     parse_bool,
+    parse_duration,
     parse_path,
     parse_size,
 )
@@ -26,7 +27,6 @@ from meshfed.kds.options import (
     KDS_TLS_KEY,
     KDS_TLS_SAN,
     MAX_MESSAGE_BYTES,
-    parse_duration,
 )
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
 

@@ -12,9 +12,10 @@ from meshfed.config import (
     Config,
     Option,
     parse_address,
+    parse_duration,
     parse_str,
 )
-from meshfed.kds.options import parse_duration, parse_grpc_target
+from meshfed.kds.options import parse_grpc_target
 
 
 def parse_optional_path(value: Any) -> Path | None:

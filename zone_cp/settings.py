@@ -21,6 +21,7 @@ from meshfed.config import (
     ConfigError,
     Option,
     parse_address,
+    parse_duration,
     parse_path,
     parse_size,
 )
@@ -30,7 +31,6 @@ from meshfed.kds.options import (
     KDS_TLS_SKIP_VERIFY,
     MAX_MESSAGE_BYTES,
     ZONE_TOKEN_FILE,
-    parse_duration,
     parse_grpc_target,
     parse_zone_name,
 )

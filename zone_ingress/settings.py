@@ -14,9 +14,10 @@ from meshfed.config import (
     Option,
     int_parser,
     parse_address,
+    parse_duration,
     parse_str,
 )
-from meshfed.kds.options import parse_duration, parse_grpc_target
+from meshfed.kds.options import parse_grpc_target
 
 DEFAULT_PORT = 10001
 
