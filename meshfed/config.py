@@ -169,8 +169,8 @@ def parse_path(value: Any) -> Path:
 
 
 def parse_optional_path(value: Any) -> Path | None:
-    """A path, or None for an empty value (an option that is off until set)."""
-    text = parse_str(value) if value is not None else ""
+    """A path, or None for an empty or blank value (an option that is off until set)."""
+    text = parse_str(value).strip() if value is not None else ""
     return Path(text) if text else None
 
 

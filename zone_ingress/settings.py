@@ -6,7 +6,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_dp.settings import parse_optional_path
 from meshfed.config import (
     LOG_LEVEL,
     Address,
@@ -15,6 +14,7 @@ from meshfed.config import (
     int_parser,
     parse_address,
     parse_duration,
+    parse_optional_path,
     parse_str,
 )
 from meshfed.kds.options import parse_grpc_target
