@@ -39,7 +39,7 @@ from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.protocol import ack_message, nack_message
 from meshfed.proxy.h2grpc import BidiCall, RpcError
 
-log = logging.getLogger("mesh_dp.cp")
+log = logging.getLogger("meshfed.proxy.cpclient")
 
 C = TypeVar("C")
 
