@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.auth.options import API_OPTIONS, check_api_tls
@@ -20,6 +18,7 @@ from meshfed.config import (
     parse_path,
     parse_size,
 )
+from meshfed.ha.options import parse_lease_ttl
 from meshfed.kds.options import (
     KDS_CA_OUT,
     KDS_INSECURE,
@@ -29,12 +28,6 @@ from meshfed.kds.options import (
     MAX_MESSAGE_BYTES,
 )
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
-
-
-def parse_lease_ttl(value: Any) -> int:
-    """Whole seconds, as etcd grants leases."""
-    return max(1, math.ceil(parse_duration(value)))
-
 
 OPTIONS = (
     Option(

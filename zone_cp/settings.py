@@ -11,7 +11,6 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from global_cp.settings import parse_lease_ttl
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.auth.options import API_OPTIONS, check_api_tls
 from meshfed.config import (
@@ -25,6 +24,7 @@ from meshfed.config import (
     parse_path,
     parse_size,
 )
+from meshfed.ha.options import parse_lease_ttl
 from meshfed.kds.options import (
     KDS_CA_FILE,
     KDS_INSECURE,

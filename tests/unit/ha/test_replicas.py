@@ -8,8 +8,8 @@ from pathlib import Path
 from aetcd import rpc
 
 from global_cp.app import create_default_mesh
-from global_cp.leader import SoleElection
 from global_cp.replicas import EtcdReplicas, SoleReplica, for_store
+from meshfed.ha.leader import SoleElection
 from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_global_to_zone
 from meshfed.kds.store_glue import global_mirror
