@@ -37,7 +37,7 @@ from meshfed.kds.options import (
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
 from zone_cp.dns import DEFAULT_PORT as DNS_DEFAULT_PORT
 from zone_cp.dns_wiring import parse_upstream, parse_vip_cidr
-from zone_cp.vips import DEFAULT_VIP_CIDR
+from zone_cp.vip_allocator import DEFAULT_VIP_CIDR
 
 
 def parse_grpc_targets(value: Any) -> tuple[Address, ...]:

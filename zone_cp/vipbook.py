@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from meshfed.dpconfig.catalog import VipKey
 from meshfed.resources.types.vips import VipEntry, vip_entries, vips_spec
-from zone_cp.vips import STATE_VERSION, VipAllocator, VipExhaustedError, service_key
+from zone_cp.vip_allocator import STATE_VERSION, VipAllocator, VipExhaustedError, service_key
 
 log = logging.getLogger("zone_cp.vips")
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zone_cp.vips import (
+from zone_cp.vip_allocator import (
     DEFAULT_VIP_CIDR,
     VipAllocator,
     VipExhaustedError,
