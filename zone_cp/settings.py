@@ -35,9 +35,9 @@ from meshfed.kds.options import (
     parse_zone_name,
 )
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
+from meshfed.vip_ranges import DEFAULT_VIP_CIDR
 from zone_cp.dns import DEFAULT_PORT as DNS_DEFAULT_PORT
 from zone_cp.dns_wiring import parse_upstream, parse_vip_cidr
-from zone_cp.vip_allocator import DEFAULT_VIP_CIDR
 
 
 def parse_grpc_targets(value: Any) -> tuple[Address, ...]:
