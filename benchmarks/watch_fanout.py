@@ -28,10 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_zone_to_global
 from meshfed.kds.store_glue import StoreMirror, zone_mirror
-from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Meta, Resource
+from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.mesh import MESH

@@ -45,7 +45,7 @@ from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
 from meshfed.config import Address
 from meshfed.kds.auth import KdsAuthenticator
-from meshfed.kds.messages import Key, to_wire
+from meshfed.kds.messages import to_wire
 from meshfed.kds.naming import outgoing_from_global, types_global_to_zone, types_zone_to_global
 from meshfed.kds.server import KdsServer, ZoneRejected, ZoneSession
 from meshfed.kds.store_glue import GlobalView, global_mirror, global_receive_side
@@ -57,6 +57,7 @@ from meshfed.resources.model import (
     LABEL_ZONE,
     ORIGIN_GLOBAL,
     ORIGIN_ZONE,
+    Key,
     Meta,
     Resource,
 )

@@ -75,11 +75,10 @@ from meshfed.dpconfig.protocol import (
     error_message,
     parse_hello,
 )
-from meshfed.kds.messages import Key
 from meshfed.kds.store_glue import StoreMirror
 from meshfed.kds.stream import EOF, first_completed, grpc_options
 from meshfed.resources.descriptors import Registry
-from meshfed.resources.model import Resource, now_rfc3339
+from meshfed.resources.model import Key, Resource, now_rfc3339
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from meshfed.kds.messages import Key
 from meshfed.resources.descriptors import KdsFlag, Registry, TypeDescriptor
 from meshfed.resources.model import (
     LABEL_DISPLAY_NAME,
@@ -25,6 +24,7 @@ from meshfed.resources.model import (
     LABEL_ZONE,
     ORIGIN_GLOBAL,
     ORIGIN_ZONE,
+    Key,
     Resource,
 )
 

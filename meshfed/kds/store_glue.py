@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-from meshfed.kds.messages import Key, WireResource, to_wire
+from meshfed.kds.messages import WireResource, to_wire
 from meshfed.kds.naming import (
     held_at_global,
     held_in_zone,
@@ -39,6 +39,7 @@ from meshfed.resources.model import (
     LABEL_ZONE,
     ORIGIN_GLOBAL,
     ORIGIN_ZONE,
+    Key,
     Resource,
 )
 from meshfed.resources.types.mesh import MESH

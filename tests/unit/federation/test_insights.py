@@ -17,8 +17,8 @@ from global_cp.insights import (
 )
 from meshfed.config import Address, parse_duration
 from meshfed.kds.insight import ReceiveInsight, SendInsight
-from meshfed.kds.messages import Key
 from meshfed.kds.options import parse_grpc_target, parse_zone_name
+from meshfed.resources.model import Key
 
 
 def test_status_totals_and_errors_come_from_the_engines_counters() -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshfed.kds.messages import Key, to_wire
+from meshfed.kds.messages import to_wire
 from meshfed.kds.naming import (
     outgoing_from_global,
     outgoing_from_zone,
@@ -26,7 +26,7 @@ from meshfed.kds.store_glue import (
     zone_receive_side,
 )
 from meshfed.kds.stream import SourceChange
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.memory import MemoryStore
 from tests.support import async_wait_until

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from meshfed.kds.messages import Key, SyncRequest, SyncResponse, to_wire
+from meshfed.kds.messages import SyncRequest, SyncResponse, to_wire
 from meshfed.kds.naming import (
     outgoing_from_global,
     types_global_to_zone,
@@ -31,7 +31,7 @@ from meshfed.kds.store_glue import (
     zone_receive_side,
 )
 from meshfed.kds.stream import ReceiveSide
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ConflictError, Requirement, ResourceStore, StoreKey, WatchEvent
 from meshfed.store.memory import MemoryStore
