@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meshfed.kds.naming import types_zone_to_global
 from meshfed.kds.store_glue import StoreMirror, zone_mirror
@@ -81,7 +82,7 @@ async def one_round(root: Path, count: int, watched: bool) -> tuple[float, float
     """(seconds until the batch is written and, if `watched`, applied by every mirror; CPU
     seconds) for one batch into a fresh store."""
     store = await SqliteStore.open(root)
-    mirrors: list[StoreMirror] = []
+    mirrors: list[StoreMirror[Any]] = []
     try:
         await store.create(Resource(MESH.name, Meta(MESH_NAME, labels={})))
         registry = default_registry()

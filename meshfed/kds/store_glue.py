@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 from meshfed.kds.messages import WireResource, to_wire
 from meshfed.kds.naming import (
@@ -58,17 +59,18 @@ log = logging.getLogger("meshfed.kds")
 # (type, key, stored resource or None when deleted); key None: the whole type was reloaded.
 MirrorListener = Callable[[str, Key | None, Resource | None], None]
 
+F = TypeVar("F")
 
-class _Entry:
-    """A mirrored resource. Its wire form is made on first use: some mirrors never send (the
-    zone's catalog and dataplane server keep one too), and encoding every policy of a cold
-    sync there would cost as much as storing it."""
 
-    __slots__ = ("resource", "wire")
+class _Entry(Generic[F]):
+    """A mirrored resource. Its encoded form is made on first use: encoding every policy of a
+    cold sync before anyone sends it would cost as much as storing it."""
+
+    __slots__ = ("encoded", "resource")
 
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
-        self.wire: WireResource | None = None
+        self.encoded: F | None = None
 
 
 def _store_version(res: Resource) -> int:
@@ -78,12 +80,14 @@ def _store_version(res: Resource) -> int:
         return -1
 
 
-class StoreMirror:
-    """The current state of some types of a store, kept by one watch, with wire forms cached.
+class StoreMirror(Generic[F]):
+    """The current state of some types of a store, kept by one watch, with an encoded form of
+    each resource cached.
 
-    `transform` is applied before encoding (e.g. naming.outgoing_from_global); the wire form
-    is computed once per stored version, when first asked for, and shared by every stream
-    that sends it.
+    `encode` makes that form (KDS: the wire form of what a peer is sent, e.g.
+    `to_wire(naming.outgoing_from_global(res))`; a reader that needs none passes
+    `lambda res: res`); it is computed once per stored version, when first asked for, and
+    shared by every stream that sends it.
 
     The watch names the mirrored types (the store drops the rest before copying anything)
     and takes events uncopied: a resource the mirror holds may be the very object in the
@@ -97,12 +101,12 @@ class StoreMirror:
         self,
         store: ResourceStore,
         types: Iterable[str],
-        transform: Callable[[Resource], Resource],
+        encode: Callable[[Resource], F],
     ) -> None:
         self._store = store
         self._types = tuple(dict.fromkeys(types))
-        self._transform = transform
-        self._data: dict[str, dict[Key, _Entry]] = {t: {} for t in self._types}
+        self._encode = encode
+        self._data: dict[str, dict[Key, _Entry[F]]] = {t: {} for t in self._types}
         self._listeners: list[MirrorListener] = []
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0  # full reloads after the watch was lost (observability)
@@ -132,17 +136,17 @@ class StoreMirror:
 
         return unlisten
 
-    def entries(self, type_name: str) -> list[tuple[Resource, WireResource]]:
-        return [(e.resource, self._wire(e)) for e in self._data.get(type_name, {}).values()]
+    def entries(self, type_name: str) -> list[tuple[Resource, F]]:
+        return [(e.resource, self._encoded(e)) for e in self._data.get(type_name, {}).values()]
 
-    def keyed(self, type_name: str) -> list[tuple[Key, Resource, WireResource]]:
+    def keyed(self, type_name: str) -> list[tuple[Key, Resource, F]]:
         """Like `entries`, with the mirror's own Key objects: a map kept per zone then shares
         them instead of holding a copy of every key per zone."""
-        return [(k, e.resource, self._wire(e)) for k, e in self._data.get(type_name, {}).items()]
+        return [(k, e.resource, self._encoded(e)) for k, e in self._data.get(type_name, {}).items()]
 
-    def get(self, type_name: str, key: Key) -> tuple[Resource, WireResource] | None:
+    def get(self, type_name: str, key: Key) -> tuple[Resource, F] | None:
         entry = self._data.get(type_name, {}).get(key)
-        return None if entry is None else (entry.resource, self._wire(entry))
+        return None if entry is None else (entry.resource, self._encoded(entry))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -151,17 +155,17 @@ class StoreMirror:
         revision = await self._store.revision()
         # No copies (see the class docstring); `or None`: a store refuses an empty filter.
         events = self._store.watch(from_revision=revision, types=self._types or None, copy=False)
-        fresh: dict[str, dict[Key, _Entry]] = {}
+        fresh: dict[str, dict[Key, _Entry[F]]] = {}
         for type_name in self._types:
             page = await self._store.list(type_name)
             fresh[type_name] = {Key(r.mesh, r.name): _Entry(r) for r in page.items}
         self._data = fresh
         return events
 
-    def _wire(self, entry: _Entry) -> WireResource:
-        if entry.wire is None:
-            entry.wire = to_wire(self._transform(entry.resource))
-        return entry.wire
+    def _encoded(self, entry: _Entry[F]) -> F:
+        if entry.encoded is None:
+            entry.encoded = self._encode(entry.resource)
+        return entry.encoded
 
     async def _follow(self, events: AsyncIterator[WatchEvent]) -> None:
         while True:
@@ -211,7 +215,7 @@ class StoreMirror:
 class _View:
     """A filtered ResourceSource over a mirror."""
 
-    def __init__(self, mirror: StoreMirror, types: Sequence[str]) -> None:
+    def __init__(self, mirror: StoreMirror[WireResource], types: Sequence[str]) -> None:
         self._mirror = mirror
         self._types = frozenset(types)
         # Per type, the version of each resource this peer should hold, kept current from the
@@ -300,7 +304,7 @@ class GlobalView(_View):
     """
 
     def __init__(
-        self, mirror: StoreMirror, registry: Registry, zone: str, types: Sequence[str]
+        self, mirror: StoreMirror[WireResource], registry: Registry, zone: str, types: Sequence[str]
     ) -> None:
         super().__init__(mirror, types)
         self._registry = registry
@@ -351,7 +355,9 @@ class GlobalView(_View):
 class ZoneView(_View):
     """What a zone sends up: its own inventory, never the copies the global sent it."""
 
-    def __init__(self, mirror: StoreMirror, registry: Registry, types: Sequence[str]) -> None:
+    def __init__(
+        self, mirror: StoreMirror[WireResource], registry: Registry, types: Sequence[str]
+    ) -> None:
         super().__init__(mirror, types)
         self._registry = registry
 
@@ -359,14 +365,20 @@ class ZoneView(_View):
         return sends_to_global(self._registry.get(type_name), res)
 
 
-def global_mirror(store: ResourceStore, down_types: Sequence[str]) -> StoreMirror:
+def global_mirror(store: ResourceStore, down_types: Sequence[str]) -> StoreMirror[WireResource]:
     """The global's mirror: the types it sends, plus Zone (whether a zone is enabled)."""
-    return StoreMirror(store, [*down_types, ZONE.name], outgoing_from_global)
-
-
-def zone_mirror(store: ResourceStore, up_types: Sequence[str], zone: str) -> StoreMirror:
     return StoreMirror(
-        store, up_types, lambda res: with_ingress_zone(outgoing_from_zone(res, zone), zone)
+        store, [*down_types, ZONE.name], lambda res: to_wire(outgoing_from_global(res))
+    )
+
+
+def zone_mirror(
+    store: ResourceStore, up_types: Sequence[str], zone: str
+) -> StoreMirror[WireResource]:
+    return StoreMirror(
+        store,
+        up_types,
+        lambda res: to_wire(with_ingress_zone(outgoing_from_zone(res, zone), zone)),
     )
 
 

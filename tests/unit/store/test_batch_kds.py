@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from meshfed.kds.messages import SyncRequest, SyncResponse, to_wire
+from meshfed.kds.messages import SyncRequest, SyncResponse, WireResource, to_wire
 from meshfed.kds.naming import (
     outgoing_from_global,
     types_global_to_zone,
@@ -290,11 +290,11 @@ async def test_mirror_encodes_a_resource_only_when_its_wire_form_is_asked_for() 
     store = MemoryStore()
     encoded: list[str] = []
 
-    def transform(res: Resource) -> Resource:
+    def encode(res: Resource) -> WireResource:
         encoded.append(res.name)
-        return outgoing_from_global(res)
+        return to_wire(outgoing_from_global(res))
 
-    mirror = StoreMirror(store, ["MeshTimeout"], transform)
+    mirror = StoreMirror(store, ["MeshTimeout"], encode)
     await mirror.start()
     try:
         for i in range(3):
