@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from meshfed.kds.naming import types_zone_to_global
-from meshfed.kds.store_glue import StoreMirror, zone_mirror
+from meshfed.kds.views import zone_mirror
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.mesh import MESH
+from meshfed.store.mirror import StoreMirror
 from meshfed.store.sqlite import SqliteStore
 from zone_cp.dpserver import WATCHED as DPSERVER_TYPES
 from zone_cp.services import WATCHED as SERVICES_TYPES

@@ -29,7 +29,6 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from meshfed.kds.store_glue import StoreMirror
 from meshfed.pki.ca import (
     DEFAULT_CA_VALIDITY,
     KeyAlgorithm,
@@ -45,6 +44,7 @@ from meshfed.resources.types.common import dig
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.secret import SECRET
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshfed.store.mirror import StoreMirror
 
 log = logging.getLogger("global_cp.mesh_ca")
 

@@ -19,22 +19,16 @@ from meshfed.kds.naming import (
     types_zone_to_global,
     zone_resource_name,
 )
+from meshfed.kds.receive import global_receive_side, zone_receive_side
 from meshfed.kds.receiver import ChangeSet
 from meshfed.kds.sender import Sender
-from meshfed.kds.store_glue import (
-    GlobalView,
-    StoreMirror,
-    ZoneView,
-    global_mirror,
-    global_receive_side,
-    zone_mirror,
-    zone_receive_side,
-)
 from meshfed.kds.stream import ReceiveSide
+from meshfed.kds.views import GlobalView, ZoneView, global_mirror, zone_mirror
 from meshfed.resources.model import Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ConflictError, Requirement, ResourceStore, StoreKey, WatchEvent
 from meshfed.store.memory import MemoryStore
+from meshfed.store.mirror import StoreMirror
 from meshfed.store.sqlite import SqliteStore
 from tests.support import async_wait_until
 from tests.unit.store.test_conformance import nothing_pending, take
