@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from meshfed.resources.model import Key, Resource
 from meshfed.store.base import CompactedError, ResourceStore, WatchEvent, WatchOverflowError
 
-log = logging.getLogger("meshfed.kds")
+log = logging.getLogger("meshfed.store.mirror")
 
 # (type, key, stored resource or None when deleted); key None: the whole type was reloaded.
 MirrorListener = Callable[[str, Key | None, Resource | None], None]
@@ -79,7 +79,7 @@ class StoreMirror(Generic[F]):
     async def start(self) -> None:
         """Loads every type, then follows the store; returns once the cache is complete."""
         events = await self._load()
-        self._task = asyncio.create_task(self._follow(events), name="kds-store-mirror")
+        self._task = asyncio.create_task(self._follow(events), name="store-mirror")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -109,6 +109,9 @@ class StoreMirror(Generic[F]):
         entry = self._data.get(type_name, {}).get(key)
         return None if entry is None else (entry.resource, self._encoded(entry))
 
+    def _names(self) -> str:
+        return ", ".join(self._types) or "no type"
+
     # -- internals ---------------------------------------------------------------------------
 
     async def _load(self) -> AsyncIterator[WatchEvent]:
@@ -133,11 +136,15 @@ class StoreMirror(Generic[F]):
             try:
                 async for event in events:
                     self._apply(event)
-                log.info("store watch ended; the KDS mirror stops following the store")
+                log.info(
+                    "store watch ended; the mirror of %s stops following the store", self._names()
+                )
                 return
             except (CompactedError, WatchOverflowError) as exc:
                 # Lost track: read everything again, and let every stream diff against it.
-                log.warning("KDS mirror lost the store watch (%s); reloading", exc)
+                log.warning(
+                    "store mirror of %s lost the store watch (%s); reloading", self._names(), exc
+                )
                 self.reloads += 1
                 events = await self._load()
                 for type_name in self._types:
@@ -167,4 +174,4 @@ class StoreMirror(Generic[F]):
             try:
                 listener(type_name, key, res)
             except Exception:  # one broken stream must not stop the others' updates
-                log.exception("KDS mirror listener failed")
+                log.exception("store mirror listener failed")
