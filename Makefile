@@ -33,10 +33,12 @@ system-deps:
 up: $(MAIN_STAMP)
 	$(VENV)/bin/meshctl up
 
+# lint-imports: the dependency rule (the contracts under [tool.importlinter] in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(PACKAGES) scripts/check_lock.py
+	$(VENV)/bin/lint-imports --no-cache
 
 # The one documented way to change dependencies: edit pyproject.toml if needed, then
 # `make lock` (keeps every locked version it can), `make proto` and `make test`. Upgrades:

@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 from _support import free_port, tree_cpu_seconds, wait_port  # noqa: E402
 
 from meshfed.dpconfig.model import Endpoint, IngressConfig, IngressService  # noqa: E402
-from meshfed.proxy.sni import encode_sni  # noqa: E402
+from meshfed.dpconfig.sni import encode_sni  # noqa: E402
 
 BULK_SNI = encode_sni("bulk", "default")
 SHORT_SNI = encode_sni("short", "default")

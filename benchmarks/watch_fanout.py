@@ -27,14 +27,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_zone_to_global
-from meshfed.kds.store_glue import StoreMirror, zone_mirror
-from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Meta, Resource
+from meshfed.kds.views import zone_mirror
+from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.mesh import MESH
+from meshfed.store.mirror import StoreMirror
 from meshfed.store.sqlite import SqliteStore
 from zone_cp.dpserver import WATCHED as DPSERVER_TYPES
 from zone_cp.services import WATCHED as SERVICES_TYPES
@@ -82,7 +83,7 @@ async def one_round(root: Path, count: int, watched: bool) -> tuple[float, float
     """(seconds until the batch is written and, if `watched`, applied by every mirror; CPU
     seconds) for one batch into a fresh store."""
     store = await SqliteStore.open(root)
-    mirrors: list[StoreMirror] = []
+    mirrors: list[StoreMirror[Any]] = []
     try:
         await store.create(Resource(MESH.name, Meta(MESH_NAME, labels={})))
         registry = default_registry()

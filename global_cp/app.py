@@ -4,7 +4,7 @@
 presence, KDS (its mirror of the store is complete before the first zone is served), the
 leader campaign (singleton jobs), API. Stop in reverse, so a zone never talks to a global
 whose store is already closed. Several replicas may share an etcd store: see
-`global_cp.leader` and `global_cp.zone_liveness`.
+`meshfed.ha.leader` and `global_cp.zone_liveness`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from contextlib import suppress
 from typing import Any
 
 from global_cp.federation import Federation, KdsSettings
-from global_cp.leader import Leader
 from global_cp.mesh_ca import MeshCaJob
 from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
@@ -29,6 +28,7 @@ from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
+from meshfed.ha.leader import Leader
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import (
     CA_FILE_NAME,

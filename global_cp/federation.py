@@ -45,18 +45,20 @@ from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
 from meshfed.config import Address
 from meshfed.kds.auth import KdsAuthenticator
-from meshfed.kds.messages import Key, to_wire
+from meshfed.kds.messages import to_wire
 from meshfed.kds.naming import outgoing_from_global, types_global_to_zone, types_zone_to_global
+from meshfed.kds.receive import global_receive_side
 from meshfed.kds.server import KdsServer, ZoneRejected, ZoneSession
-from meshfed.kds.store_glue import GlobalView, global_mirror, global_receive_side
 from meshfed.kds.stream import ReceiveSide, grpc_options
 from meshfed.kds.tls import ServerTls
+from meshfed.kds.views import GlobalView, global_mirror
 from meshfed.resources.descriptors import Registry, TypeDescriptor
 from meshfed.resources.model import (
     LABEL_ORIGIN,
     LABEL_ZONE,
     ORIGIN_GLOBAL,
     ORIGIN_ZONE,
+    Key,
     Meta,
     Resource,
 )

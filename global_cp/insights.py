@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshfed.kds.insight import ReceiveInsight, SendInsight
-from meshfed.kds.messages import Key
+from meshfed.resources.model import Key
 
 MAX_SUBSCRIPTIONS = 5  # history kept per zone, newest last
 

@@ -27,9 +27,8 @@ import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-from meshfed.kds.store_glue import StoreMirror
 from meshfed.pki.ca import (
     DEFAULT_CA_VALIDITY,
     KeyAlgorithm,
@@ -37,17 +36,18 @@ from meshfed.pki.ca import (
     ca_to_secret_data,
     create_mesh_ca,
 )
+from meshfed.pki.ca_names import cert_secret_name, enabled_builtin_backend, key_secret_name
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Meta, Resource
 from meshfed.resources.schema import parse_duration
-from meshfed.resources.types.common import as_list, dig
+from meshfed.resources.types.common import dig
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.secret import SECRET
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshfed.store.mirror import StoreMirror
 
 log = logging.getLogger("global_cp.mesh_ca")
 
-BUILTIN: Final = "builtin"
 # Marks the Secrets this module made (and which backend they serve), for readers and tools.
 LABEL_CA_BACKEND: Final = "meshfed.io/ca-backend"
 
@@ -64,25 +64,6 @@ class CaPlan:
     backend: str
     algorithm: KeyAlgorithm
     validity: dt.timedelta
-
-
-def cert_secret_name(mesh: str, backend: str) -> str:
-    return f"{mesh}.ca-builtin-cert-{backend}"
-
-
-def key_secret_name(mesh: str, backend: str) -> str:
-    return f"{mesh}.ca-builtin-key-{backend}"
-
-
-def enabled_builtin_backend(mesh: Resource) -> dict[str, Any] | None:
-    """The backend named by `mtls.enabledBackend` when it is a builtin one, else None."""
-    enabled = dig(mesh.spec, "mtls", "enabledBackend")
-    if not isinstance(enabled, str) or not enabled:
-        return None
-    for backend in as_list(dig(mesh.spec, "mtls", "backends")):
-        if isinstance(backend, dict) and backend.get("name") == enabled:
-            return backend if backend.get("type") == BUILTIN else None
-    return None
 
 
 def plan_for(mesh: Resource) -> CaPlan | None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from aetcd import rpc
 
-from global_cp.leader import Election, SoleElection
+from meshfed.ha.leader import Election, SoleElection
 from meshfed.store._etcd_conn import EtcdConnection
 from meshfed.store._etcd_keys import prefix_range_end
 from meshfed.store.base import ResourceStore, StoreError

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.auth.options import API_OPTIONS, check_api_tls
@@ -16,9 +14,11 @@ from meshfed.config import (
     Option,
     parse_address,
     parse_bool,
+    parse_duration,
     parse_path,
     parse_size,
 )
+from meshfed.ha.options import parse_lease_ttl
 from meshfed.kds.options import (
     KDS_CA_OUT,
     KDS_INSECURE,
@@ -26,15 +26,8 @@ from meshfed.kds.options import (
     KDS_TLS_KEY,
     KDS_TLS_SAN,
     MAX_MESSAGE_BYTES,
-    parse_duration,
 )
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
-
-
-def parse_lease_ttl(value: Any) -> int:
-    """Whole seconds, as etcd grants leases."""
-    return max(1, math.ceil(parse_duration(value)))
-
 
 OPTIONS = (
     Option(

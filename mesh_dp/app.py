@@ -8,7 +8,6 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mesh_dp.admin import AdminServer, metrics_registry
 from mesh_dp.dataplane import (
     DataplaneError,
     DataplaneSpec,
@@ -16,7 +15,6 @@ from mesh_dp.dataplane import (
     load_document,
     parse_services,
 )
-from mesh_dp.runtime import StaticConfig
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import SidecarCollector
@@ -24,9 +22,11 @@ from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
 from meshfed.process import install_signals
+from meshfed.proxy.admin import AdminServer, metrics_registry
+from meshfed.proxy.static_config import StaticConfig
 
 if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
-    from mesh_dp.cpclient import ConfigClient
+    from meshfed.proxy.cpclient import ConfigClient
 
 log = logging.getLogger("mesh_dp")
 
@@ -117,7 +117,7 @@ class App:
         else:
             assert self.spec is not None and settings.cp is not None
             document, wanted = self.spec.document, self.spec.reachable
-            from mesh_dp.cpclient import ConfigClient
+            from meshfed.proxy.cpclient import ConfigClient
 
             self.client = ConfigClient(
                 str(settings.cp),
@@ -222,7 +222,7 @@ class App:
         return 0
 
     async def _run_client(self, client: ConfigClient[SidecarConfig], stop: asyncio.Event) -> int:
-        from mesh_dp import cpclient
+        from meshfed.proxy import cpclient
 
         install_signals(stop)
         self.sidecar.start()

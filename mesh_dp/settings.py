@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from meshfed.config import (
     LOG_LEVEL,
@@ -12,15 +11,11 @@ from meshfed.config import (
     Config,
     Option,
     parse_address,
+    parse_duration,
+    parse_optional_path,
     parse_str,
 )
-from meshfed.kds.options import parse_duration, parse_grpc_target
-
-
-def parse_optional_path(value: Any) -> Path | None:
-    text = parse_str(value).strip()
-    return Path(text) if text else None
-
+from meshfed.kds.options import parse_grpc_target
 
 OPTIONS = (
     Option(

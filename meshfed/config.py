@@ -110,6 +110,26 @@ def parse_size(value: Any) -> int:
     return size
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from Go-style text (500ms, 1s, 2m) or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 1s or 2m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.match(str(value))
+        if not match:
+            raise ValueError("expected a duration such as 500ms, 1s or 2m")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
 def choice_parser(*choices: str) -> Parser:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -149,8 +169,8 @@ def parse_path(value: Any) -> Path:
 
 
 def parse_optional_path(value: Any) -> Path | None:
-    """A path, or None for an empty value (an option that is off until set)."""
-    text = parse_str(value) if value is not None else ""
+    """A path, or None for an empty or blank value (an option that is off until set)."""
+    text = parse_str(value).strip() if value is not None else ""
     return Path(text) if text else None
 
 

@@ -15,7 +15,6 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from global_cp.leader import Leader
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer, server_tls
 from meshfed.auth.bootstrap import bootstrap_credentials
@@ -23,6 +22,7 @@ from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
+from meshfed.ha.leader import Leader
 from meshfed.kds.auth import read_token_file
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import ClientTls, zone_tls

@@ -1,6 +1,6 @@
 """Dataplane certificates: zone-cp issues each sidecar a short-lived leaf from its mesh's CA.
 
-The CA comes from the global as two Secrets (global_cp/mesh_ca.py names them); every zone has
+The CA comes from the global as two Secrets (meshfed/pki/ca_names.py names them); every zone has
 the same one, so a certificate issued here verifies in every other zone. A leaf names
 `spiffe://<mesh>/<service>` (the service of the dataplane's first inbound, the identity its
 config carries), has its own P-256 key, and is valid for `validity` (zone-cp's
@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from global_cp.mesh_ca import cert_secret_name, enabled_builtin_backend, key_secret_name
 from meshfed.pki.ca import MeshCA, ca_from_secret_data, utcnow
+from meshfed.pki.ca_names import cert_secret_name, enabled_builtin_backend, key_secret_name
 from meshfed.pki.leaf import DEFAULT_LEAF_VALIDITY, Leaf, issue_leaf
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import Resource

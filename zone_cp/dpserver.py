@@ -75,11 +75,9 @@ from meshfed.dpconfig.protocol import (
     error_message,
     parse_hello,
 )
-from meshfed.kds.messages import Key
-from meshfed.kds.store_glue import StoreMirror
 from meshfed.kds.stream import EOF, first_completed, grpc_options
 from meshfed.resources.descriptors import Registry
-from meshfed.resources.model import Resource, now_rfc3339
+from meshfed.resources.model import Key, Resource, now_rfc3339
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
@@ -88,6 +86,7 @@ from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import ResourceStore, StoreError
+from meshfed.store.mirror import StoreMirror
 from zone_cp import dpstate
 from zone_cp.certs import CertError, CertIssuer
 from zone_cp.dpbuild import BuildInputs, Unavailable, Wants, build_config, changed_services

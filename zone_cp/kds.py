@@ -25,8 +25,9 @@ from meshfed.kds.auth import read_token_file
 from meshfed.kds.client import CONNECTED, KdsClient
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
 from meshfed.kds.options import grpc_url
-from meshfed.kds.store_glue import ZoneView, zone_mirror, zone_receive_side
+from meshfed.kds.receive import zone_receive_side
 from meshfed.kds.tls import ClientTls
+from meshfed.kds.views import ZoneView, zone_mirror
 from meshfed.resources.descriptors import Registry
 from meshfed.store.base import ResourceStore
 

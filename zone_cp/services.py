@@ -38,7 +38,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from meshfed.dpconfig.catalog import Catalog, Predicate, VipKey
-from meshfed.kds.store_glue import StoreMirror
 from meshfed.resources.model import (
     LABEL_ORIGIN,
     LABEL_ZONE,
@@ -54,6 +53,7 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.vips import VIRTUAL_IPS
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import ConflictError, NotFoundError, ResourceStore, StoreError
+from meshfed.store.mirror import StoreMirror
 from zone_cp import dpstate
 from zone_cp.catalog import ingress_updates, own_available_services, zone_catalog
 from zone_cp.dns import NameSet

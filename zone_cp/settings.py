@@ -11,7 +11,6 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from global_cp.settings import parse_lease_ttl
 from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
 from meshfed.auth.options import API_OPTIONS, check_api_tls
 from meshfed.config import (
@@ -21,23 +20,24 @@ from meshfed.config import (
     ConfigError,
     Option,
     parse_address,
+    parse_duration,
     parse_path,
     parse_size,
 )
+from meshfed.ha.options import parse_lease_ttl
 from meshfed.kds.options import (
     KDS_CA_FILE,
     KDS_INSECURE,
     KDS_TLS_SKIP_VERIFY,
     MAX_MESSAGE_BYTES,
     ZONE_TOKEN_FILE,
-    parse_duration,
     parse_grpc_target,
     parse_zone_name,
 )
 from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
+from meshfed.vip_ranges import DEFAULT_VIP_CIDR
 from zone_cp.dns import DEFAULT_PORT as DNS_DEFAULT_PORT
 from zone_cp.dns_wiring import parse_upstream, parse_vip_cidr
-from zone_cp.vips import DEFAULT_VIP_CIDR
 
 
 def parse_grpc_targets(value: Any) -> tuple[Address, ...]:

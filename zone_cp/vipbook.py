@@ -24,9 +24,9 @@ from typing import Any, Final
 
 from meshfed.dpconfig.catalog import VipKey
 from meshfed.resources.types.vips import VipEntry, vip_entries, vips_spec
-from zone_cp.vips import STATE_VERSION, VipAllocator, VipExhaustedError, service_key
+from zone_cp.vip_allocator import STATE_VERSION, VipAllocator, VipExhaustedError, service_key
 
-log = logging.getLogger("zone_cp.vips")
+log = logging.getLogger("zone_cp.vipbook")
 
 # Reserved addresses kept at most; beyond, the oldest are returned to the allocator (which
 # still hands them out only after the rest of the range). Bounds the persisted state.

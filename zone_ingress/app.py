@@ -8,13 +8,13 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mesh_dp.admin import AdminServer, metrics_registry
-from mesh_dp.runtime import StaticConfig
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import IngressConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_ingress_config
 from meshfed.process import install_signals
+from meshfed.proxy.admin import AdminServer, metrics_registry
+from meshfed.proxy.static_config import StaticConfig
 from meshfed.resources.codec import resource_from_dict, resource_to_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.types import default_registry
@@ -23,7 +23,7 @@ from zone_ingress.server import IngressServer
 from zone_ingress.settings import IngressSettings
 
 if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
-    from mesh_dp.cpclient import ConfigClient
+    from meshfed.proxy.cpclient import ConfigClient
 
 log = logging.getLogger("zone_ingress")
 
@@ -84,7 +84,7 @@ class App:
             self.static = StaticConfig(settings.config_file, parse_static, self.server.apply, ())
         else:
             assert settings.cp is not None
-            from mesh_dp.cpclient import ConfigClient
+            from meshfed.proxy.cpclient import ConfigClient
 
             self.client = ConfigClient(
                 str(settings.cp),
@@ -185,7 +185,7 @@ class App:
             await self.admin.stop()
 
     async def _serve(self, stop: asyncio.Event) -> int:
-        from mesh_dp import cpclient
+        from meshfed.proxy import cpclient
 
         pending: set[asyncio.Task[bool]] = set()
         static = self.static

@@ -2,7 +2,7 @@
 
 The routing table is the zone-cp's IngressConfig: SNI -> the local sidecar inbounds of one
 service of one mesh (only healthy ones: zone-cp leaves out instances that are not ready).
-The SNI must be one of ours (`meshfed.proxy.sni`: `<service>.<mesh>.sni.mesh`) and name a
+The SNI must be one of ours (`meshfed.dpconfig.sni`: `<service>.<mesh>.sni.mesh`) and name a
 service the table has; anything else is refused before a byte goes anywhere.
 
 Each connection gets every endpoint of its service, starting one further along than the
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshfed.dpconfig.model import Endpoint, IngressConfig, IngressService
-from meshfed.proxy.sni import SniError, decode_sni
+from meshfed.dpconfig.sni import SniError, decode_sni
 
 
 class RouteError(Exception):

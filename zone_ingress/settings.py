@@ -6,7 +6,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_dp.settings import parse_optional_path
 from meshfed.config import (
     LOG_LEVEL,
     Address,
@@ -14,9 +13,11 @@ from meshfed.config import (
     Option,
     int_parser,
     parse_address,
+    parse_duration,
+    parse_optional_path,
     parse_str,
 )
-from meshfed.kds.options import parse_duration, parse_grpc_target
+from meshfed.kds.options import parse_grpc_target
 
 DEFAULT_PORT = 10001
 

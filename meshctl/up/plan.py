@@ -24,7 +24,7 @@ from meshctl.up.ports import (
     zone_dp_key,
 )
 from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
-from zone_cp.vips import zone_vip_cidr
+from meshfed.vip_ranges import zone_vip_cidr
 
 GLOBAL = "global"
 

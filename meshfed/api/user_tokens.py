@@ -22,7 +22,7 @@ from meshfed.api.errors import ApiError
 from meshfed.api.routes import Access, Operation, RouteTable, ref
 from meshfed.auth.credentials import add_signing_key, ensure_signing_key, publish_public_keys
 from meshfed.auth.tokens import MAX_VALIDITY, TokenKind, UserClaims, issue
-from meshfed.kds.options import parse_duration
+from meshfed.config import parse_duration
 from meshfed.resources.descriptors import Mode
 from meshfed.resources.errors import FieldError, ValidationError
 

@@ -16,9 +16,9 @@ import logging
 from meshfed.auth import keyring
 from meshfed.auth.credentials import ensure_signing_key
 from meshfed.auth.tokens import TokenKind
-from meshfed.kds.store_glue import StoreMirror
 from meshfed.resources.model import Resource
 from meshfed.store.base import ResourceStore, StoreError
+from meshfed.store.mirror import StoreMirror
 
 log = logging.getLogger("meshfed.auth")
 

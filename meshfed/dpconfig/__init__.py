@@ -5,7 +5,9 @@
   zone's ZoneIngress `availableServices`;
 - build.py: `build_sidecar_config`, `build_ingress_config` (pure);
 - policies.py: the enforced policy fields of an outbound;
-- protocol.py: the DataplaneConfig stream messages (proto/dataplane.proto).
+- protocol.py: the DataplaneConfig stream messages (proto/dataplane.proto);
+- sni.py: the SNI naming a service and its mesh on cross-zone connections (the configs
+  carry it; zone-ingress decodes it).
 
 The names below load their module on first use (PEP 562): a proxy that only needs model.py
 does not pay for the builders and what they import (memory: every sidecar process).

@@ -52,12 +52,12 @@ from meshfed.dpconfig.model import (
     Tls,
 )
 from meshfed.dpconfig.policies import OUTBOUND_TYPES, outbound_policies
+from meshfed.dpconfig.sni import SniError, encode_sni
 from meshfed.pki.leaf import Leaf
 from meshfed.pki.spiffe import PkiError, service_id
 from meshfed.policy.permissions import compile_permissions
 from meshfed.policy.rules import Matched, match
 from meshfed.policy.targetref import DataplaneView, tags_match, view_of
-from meshfed.proxy.sni import SniError, encode_sni
 from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
 

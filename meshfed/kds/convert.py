@@ -6,11 +6,11 @@ from meshfed._gen import kds_pb2 as pb
 from meshfed.kds.messages import (
     ErrorDetail,
     FailedResource,
-    Key,
     SyncRequest,
     SyncResponse,
     WireResource,
 )
+from meshfed.resources.model import Key
 
 
 def response_to_pb(resp: SyncResponse) -> pb.SyncResponse:

@@ -9,25 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Key, Meta, Resource
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024  # Kuma's default, both ways
 
 
 class KdsProtocolError(Exception):
     """The peer sent something the protocol does not allow; the stream carries on without it."""
-
-
-class Key(NamedTuple):
-    """Identifies a resource within one type (what delta xDS calls the resource name)."""
-
-    mesh: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.name!r} in mesh {self.mesh!r}" if self.mesh else repr(self.name)
 
 
 @dataclass(frozen=True, slots=True)

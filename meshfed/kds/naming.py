@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from meshfed.kds.messages import Key
 from meshfed.resources.descriptors import KdsFlag, Registry, TypeDescriptor
 from meshfed.resources.model import (
     LABEL_DISPLAY_NAME,
@@ -25,8 +24,10 @@ from meshfed.resources.model import (
     LABEL_ZONE,
     ORIGIN_GLOBAL,
     ORIGIN_ZONE,
+    Key,
     Resource,
 )
+from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 
 MAX_NAME = 253  # what meshfed.resources.codec.NAME_RE allows
 HASH_LEN = 10
@@ -130,3 +131,16 @@ def held_in_zone(resources: Iterable[Resource]) -> dict[str, dict[Key, str]]:
         if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_GLOBAL:
             held.setdefault(res.type, {})[Key(res.meta.mesh, res.meta.name)] = res.content_hash()
     return held
+
+
+def with_ingress_zone(res: Resource, zone: str) -> Resource:
+    """Sets a ZoneIngress's `zone` (Kuma: "set by the global") on `res`, a copy, in place.
+
+    The global sets it from the stream, so a zone cannot claim another zone's; the zone sets
+    the same value in the form it sends (its KDS version is computed over it), so the copy the
+    global stores hashes to the version the zone sent: after a restart the global still holds
+    exactly what the zone has, and nothing is sent again.
+    """
+    if res.type == ZONE_INGRESS.name and res.spec.get("zone") != zone:
+        res.spec["zone"] = zone
+    return res

@@ -5,7 +5,6 @@ Declared once here so both programs spell, default and document them the same wa
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from meshfed.config import (
@@ -18,26 +17,8 @@ from meshfed.config import (
 )
 from meshfed.resources.codec import check_name
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
 GRPC_SCHEME = "grpc://"
 GRPCS_SCHEME = "grpcs://"
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from Go-style text (500ms, 1s, 2m) or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 1s or 2m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION_RE.match(str(value))
-        if not match:
-            raise ValueError("expected a duration such as 500ms, 1s or 2m")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    return seconds
 
 
 def parse_zone_name(value: Any) -> str:

@@ -21,16 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshfed.kds.insight import ReceiveInsight
-from meshfed.kds.messages import (
-    ErrorDetail,
-    FailedResource,
-    Key,
-    SyncRequest,
-    SyncResponse,
-    from_wire,
-)
+from meshfed.kds.messages import ErrorDetail, FailedResource, SyncRequest, SyncResponse, from_wire
 from meshfed.resources.errors import ValidationError
-from meshfed.resources.model import Resource
+from meshfed.resources.model import Key, Resource
 
 # Returns why a resource is not acceptable, or None when it is. May raise ValidationError.
 Validate = Callable[[Resource], str | None]

@@ -27,7 +27,6 @@ from meshfed.kds.insight import SendInsight
 from meshfed.kds.messages import (
     DEFAULT_MAX_MESSAGE_SIZE,
     KdsProtocolError,
-    Key,
     SyncRequest,
     SyncResponse,
     WireResource,
@@ -35,6 +34,7 @@ from meshfed.kds.messages import (
     response_overhead,
     upsert_size,
 )
+from meshfed.resources.model import Key
 
 # Marks a removal in `rejected`: the peer refused to delete the key.
 _REMOVED = ""

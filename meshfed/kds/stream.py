@@ -47,9 +47,10 @@ import grpc
 from meshfed._gen import kds_pb2 as pb
 from meshfed.aio import first_completed as first_completed  # re-exported: its old home
 from meshfed.kds.convert import request_from_pb, request_to_pb, response_from_pb, response_to_pb
-from meshfed.kds.messages import KdsProtocolError, Key, SyncRequest, WireResource
+from meshfed.kds.messages import KdsProtocolError, SyncRequest, WireResource
 from meshfed.kds.receiver import ChangeSet, Receiver, Validate
 from meshfed.kds.sender import Sender
+from meshfed.resources.model import Key
 
 log = logging.getLogger("meshfed.kds")
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 # Labels set by the system (Kuma's names, so users' selectors keep working).
 LABEL_ORIGIN = "kuma.io/origin"
@@ -29,6 +29,17 @@ META_KEYS = ("type", "mesh", "name", "creationTime", "modificationTime", "labels
 def now_rfc3339() -> str:
     """UTC timestamp in the form Kuma prints (RFC 3339, 'Z' suffix)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Key(NamedTuple):
+    """Identifies a resource within one type: KDS syncs by it (what delta xDS calls the
+    resource name), and store mirrors index by it."""
+
+    mesh: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.name!r} in mesh {self.mesh!r}" if self.mesh else repr(self.name)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ it; a PUT into a mesh commits only while the Mesh it read still exists (`write_b
 orphan is left only when a process dies between the two commits. `OrphanSweeper` removes
 them: a full pass when it starts, and a pass over each Mesh deleted later (whoever deleted
 it). It runs on the global's leader and on a standalone zone; KDS never sends orphans
-(`meshfed.kds.store_glue.GlobalView`) meanwhile.
+(`meshfed.kds.views.GlobalView`) meanwhile.
 """
 
 from __future__ import annotations

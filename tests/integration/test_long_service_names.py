@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshfed.kds.store_glue import validator
+from meshfed.kds.receive import validator
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.types import default_registry
 from tests.integration.federation_support import dataplane

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from dnslib import RCODE, DNSRecord
 
+from meshfed.vip_ranges import zone_vip_cidr
 from tests.integration.federation_support import Cluster, Http, Node, dataplane
 from tests.integration.test_dns_server import dig
 from tests.support import VENV_BIN, Procs, free_port, wait_until
-from zone_cp.vips import zone_vip_cidr
 
 pytestmark = [
     pytest.mark.integration,

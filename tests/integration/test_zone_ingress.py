@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from meshfed.dpconfig.sni import encode_sni
 from meshfed.pki.tls import client_context
-from meshfed.proxy.sni import encode_sni
 from tests.integration.test_mesh_dp_support import (
     IngressProc,
     Launcher,

@@ -1,6 +1,6 @@
 """Zone DNS: `<service>.mesh` and `<service>.<zone>.mesh` answered with the service's VIP.
 
-How zone-cp wires it (VIPs come from `zone_cp.vips`):
+How zone-cp wires it (VIPs come from `zone_cp.vipbook`):
 
     names = mesh_names(ServiceVip(service, zone_or_none, vip) for ... in catalog)
     server = DnsServer(DnsTable(names.pairs(), forwarding=upstream is not None),

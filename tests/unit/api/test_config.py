@@ -16,6 +16,7 @@ from meshfed.config import (
     int_parser,
     parse_address,
     parse_bool,
+    parse_optional_path,
     parse_size,
 )
 
@@ -172,3 +173,12 @@ def test_a_percent_sign_in_any_help_text_cannot_crash_help(
     assert "After 80% of (default: 1%; env: MESHFED_SHARE)" in out
     assert "run: 100%o sure" in out
     assert "%(nonsense)s 5%" in out
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, None), ("", None), ("  ", None), ("a.crt", Path("a.crt")), (" a.crt\n", Path("a.crt"))],
+)
+def test_optional_path(raw: Any, expected: Path | None) -> None:
+    """One parser for every program's optional file options: blank means off."""
+    assert parse_optional_path(raw) == expected

@@ -11,10 +11,10 @@ import pytest
 from meshfed.dpconfig.build import BuildError, build_ingress_config, build_sidecar_config
 from meshfed.dpconfig.catalog import VipKey, available_services, build_catalog
 from meshfed.dpconfig.model import Endpoint, Locality, OutboundKind, SidecarConfig
+from meshfed.dpconfig.sni import decode_sni
 from meshfed.pki.ca import MeshCA, create_mesh_ca
 from meshfed.pki.leaf import Leaf, issue_leaf
 from meshfed.policy.permissions import Action
-from meshfed.proxy.sni import decode_sni
 from meshfed.resources.model import Resource
 from tests.unit.policy.factories import (
     MESH_REF,

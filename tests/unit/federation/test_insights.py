@@ -15,10 +15,10 @@ from global_cp.insights import (
     rfc3339,
     subscription_status,
 )
-from meshfed.config import Address
+from meshfed.config import Address, parse_duration
 from meshfed.kds.insight import ReceiveInsight, SendInsight
-from meshfed.kds.messages import Key
-from meshfed.kds.options import parse_duration, parse_grpc_target, parse_zone_name
+from meshfed.kds.options import parse_grpc_target, parse_zone_name
+from meshfed.resources.model import Key
 
 
 def test_status_totals_and_errors_come_from_the_engines_counters() -> None:

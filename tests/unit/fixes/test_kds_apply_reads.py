@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_zone_to_global, zone_resource_name
+from meshfed.kds.receive import global_receive_side
 from meshfed.kds.receiver import ChangeSet
-from meshfed.kds.store_glue import global_receive_side
-from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, Meta, Resource
+from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ListPage, StoreKey
 from meshfed.store.memory import MemoryStore

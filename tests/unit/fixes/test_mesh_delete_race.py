@@ -7,11 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_global_to_zone
-from meshfed.kds.store_glue import GlobalView, global_mirror
 from meshfed.kds.stream import SourceChange
-from meshfed.resources.model import LABEL_ORIGIN, Meta, Resource
+from meshfed.kds.views import GlobalView, global_mirror
+from meshfed.resources.model import LABEL_ORIGIN, Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aetcd import rpc
 
-from global_cp.leader import Leader, SoleElection
+from meshfed.ha.leader import Leader, SoleElection
 from meshfed.store._etcd_conn import EtcdConnection
 from meshfed.store.etcd_lease import LeaderElection
 from tests.support import async_wait_until

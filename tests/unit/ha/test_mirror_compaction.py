@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from aetcd import rpc
 
-from meshfed.kds.messages import Key
 from meshfed.kds.naming import types_global_to_zone
-from meshfed.kds.store_glue import global_mirror
+from meshfed.kds.views import global_mirror
 from meshfed.resources.codec import resource_from_dict
-from meshfed.resources.model import Resource
+from meshfed.resources.model import Key, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.etcd import EtcdStore
 from tests.etcd_cluster import EtcdCluster

@@ -8,12 +8,12 @@ from pathlib import Path
 from aetcd import rpc
 
 from global_cp.app import create_default_mesh
-from global_cp.leader import SoleElection
 from global_cp.replicas import EtcdReplicas, SoleReplica, for_store
-from meshfed.kds.messages import Key
+from meshfed.ha.leader import SoleElection
 from meshfed.kds.naming import types_global_to_zone
-from meshfed.kds.store_glue import global_mirror
+from meshfed.kds.views import global_mirror
 from meshfed.resources.codec import resource_from_dict
+from meshfed.resources.model import Key
 from meshfed.resources.types import default_registry
 from meshfed.store.etcd import EtcdStore
 from meshfed.store.etcd_lease import LeaderElection

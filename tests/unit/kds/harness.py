@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshfed.kds.messages import Key, SyncRequest, SyncResponse, to_wire
+from meshfed.kds.messages import SyncRequest, SyncResponse, to_wire
 from meshfed.kds.receiver import Receiver, Validate
 from meshfed.kds.sender import Sender
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Key, Meta, Resource
 
 StoreKey = tuple[str, Key]
 

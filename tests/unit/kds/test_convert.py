@@ -10,7 +10,6 @@ from meshfed.kds.convert import request_from_pb, request_to_pb, response_from_pb
 from meshfed.kds.messages import (
     ErrorDetail,
     FailedResource,
-    Key,
     SyncRequest,
     SyncResponse,
     WireResource,
@@ -18,6 +17,7 @@ from meshfed.kds.messages import (
     response_overhead,
     upsert_size,
 )
+from meshfed.resources.model import Key
 
 text = st.text(max_size=40)
 keys = st.builds(Key, mesh=text, name=text)

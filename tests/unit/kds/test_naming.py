@@ -6,12 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshfed.kds import naming
-from meshfed.kds.messages import Key, to_wire
+from meshfed.kds.messages import to_wire
 from meshfed.resources.codec import check_name
 from meshfed.resources.model import (
     LABEL_DISPLAY_NAME,
     LABEL_ORIGIN,
     LABEL_ZONE,
+    Key,
     Meta,
     Resource,
 )

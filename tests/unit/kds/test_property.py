@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshfed.kds.messages import Key, to_wire, upsert_size
+from meshfed.kds.messages import to_wire, upsert_size
 from meshfed.kds.receiver import Receiver
 from meshfed.kds.sender import Sender
-from meshfed.resources.model import Resource
+from meshfed.resources.model import Key, Resource
 from tests.unit.kds.harness import Link, accept_all, res
 
 TYPES = ["MeshTrafficPermission", "MeshTimeout"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshfed.kds.messages import Key, SyncResponse, WireResource, to_wire
+from meshfed.kds.messages import SyncResponse, WireResource, to_wire
 from meshfed.kds.receiver import Receiver
 from meshfed.resources.errors import FieldError, ValidationError
-from meshfed.resources.model import Resource
+from meshfed.resources.model import Key, Resource
 from tests.unit.kds.harness import accept_all, res
 
 MTP = "MeshTrafficPermission"

@@ -21,11 +21,11 @@ from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.backoff import Backoff
 from meshfed.kds.client import CONNECTED, KdsClient, StaleConnection
 from meshfed.kds.convert import request_to_pb, response_to_pb
-from meshfed.kds.messages import Key, SyncRequest, SyncResponse, WireResource, to_wire
+from meshfed.kds.messages import SyncRequest, SyncResponse, WireResource, to_wire
 from meshfed.kds.receiver import ChangeSet, Receiver
 from meshfed.kds.server import KdsServer, ZoneRejected
 from meshfed.kds.stream import CLIENT_ID, DictSource, ReceiveSide, grpc_options
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Key, Meta, Resource
 from tests.support import async_wait_until, free_port
 from tests.unit.kds.zone_keys import KEYS
 

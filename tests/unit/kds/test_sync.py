@@ -9,7 +9,6 @@ from meshfed.kds.messages import (
     ErrorDetail,
     FailedResource,
     KdsProtocolError,
-    Key,
     SyncRequest,
     SyncResponse,
     to_wire,
@@ -17,7 +16,7 @@ from meshfed.kds.messages import (
 )
 from meshfed.kds.receiver import Receiver
 from meshfed.kds.sender import Sender
-from meshfed.resources.model import Resource
+from meshfed.resources.model import Key, Resource
 from tests.unit.kds.harness import Link, new_link, res
 
 MTP = "MeshTrafficPermission"

@@ -12,16 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from global_cp.mesh_ca import (
-    CaPlan,
-    MeshCaError,
-    MeshCaJob,
-    cert_secret_name,
-    ensure_ca,
-    key_secret_name,
-    plan_for,
-)
+from global_cp.mesh_ca import CaPlan, MeshCaError, MeshCaJob, ensure_ca, plan_for
 from meshfed.pki.ca import KeyAlgorithm, ca_from_secret_data
+from meshfed.pki.ca_names import cert_secret_name, key_secret_name
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.model import Resource

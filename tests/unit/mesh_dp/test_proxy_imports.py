@@ -25,10 +25,10 @@ print(",".join(heavy))
     "modules",
     [
         # the sidecar, with its control-plane client and everything a config touches
-        "mesh_dp.main, mesh_dp.app, mesh_dp.cpclient, mesh_dp.sidecar, mesh_dp.tlsconf, "
+        "mesh_dp.main, mesh_dp.app, meshfed.proxy.cpclient, mesh_dp.sidecar, mesh_dp.tlsconf, "
         "mesh_dp.inbound, mesh_dp.outbound, meshfed.pki.tls, meshfed.dpconfig.model",
         # the zone ingress
-        "zone_ingress.main, zone_ingress.app, zone_ingress.server, mesh_dp.cpclient",
+        "zone_ingress.main, zone_ingress.app, zone_ingress.server, meshfed.proxy.cpclient",
     ],
     ids=["mesh-dp", "zone-ingress"],
 )

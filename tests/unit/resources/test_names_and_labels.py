@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from meshfed.kds.naming import outgoing_from_zone, stored_at_global, zone_resource_name
-from meshfed.kds.store_glue import validator
+from meshfed.kds.receive import validator
 from meshfed.resources.codec import check_labels, check_name, resource_from_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.model import Meta, Resource

@@ -17,9 +17,9 @@ import h2.errors
 import h2.events
 import pytest
 
-from mesh_dp.h2grpc import WINDOW, BidiCall, GrpcMessages, RpcError, frame
+from meshfed.proxy.h2grpc import WINDOW, BidiCall, GrpcMessages, RpcError, frame
 from tests.support import async_wait_until
-from tests.unit.mesh_dp.test_h2grpc import grpc_server
+from tests.unit.proxy.test_h2grpc import grpc_server
 
 PATH = "/test.Echo/Stream"
 GRPC_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]

@@ -12,29 +12,23 @@ from typing import Any
 
 import pytest
 
-from meshfed.kds.messages import Key, SyncRequest, SyncResponse, to_wire
+from meshfed.kds.messages import SyncRequest, SyncResponse, WireResource, to_wire
 from meshfed.kds.naming import (
     outgoing_from_global,
     types_global_to_zone,
     types_zone_to_global,
     zone_resource_name,
 )
+from meshfed.kds.receive import global_receive_side, zone_receive_side
 from meshfed.kds.receiver import ChangeSet
 from meshfed.kds.sender import Sender
-from meshfed.kds.store_glue import (
-    GlobalView,
-    StoreMirror,
-    ZoneView,
-    global_mirror,
-    global_receive_side,
-    zone_mirror,
-    zone_receive_side,
-)
 from meshfed.kds.stream import ReceiveSide
-from meshfed.resources.model import Meta, Resource
+from meshfed.kds.views import GlobalView, ZoneView, global_mirror, zone_mirror
+from meshfed.resources.model import Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ConflictError, Requirement, ResourceStore, StoreKey, WatchEvent
 from meshfed.store.memory import MemoryStore
+from meshfed.store.mirror import StoreMirror
 from meshfed.store.sqlite import SqliteStore
 from tests.support import async_wait_until
 from tests.unit.store.test_conformance import nothing_pending, take
@@ -290,11 +284,11 @@ async def test_mirror_encodes_a_resource_only_when_its_wire_form_is_asked_for() 
     store = MemoryStore()
     encoded: list[str] = []
 
-    def transform(res: Resource) -> Resource:
+    def encode(res: Resource) -> WireResource:
         encoded.append(res.name)
-        return outgoing_from_global(res)
+        return to_wire(outgoing_from_global(res))
 
-    mirror = StoreMirror(store, ["MeshTimeout"], transform)
+    mirror = StoreMirror(store, ["MeshTimeout"], encode)
     await mirror.start()
     try:
         for i in range(3):

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from meshfed.kds.messages import Key
-from meshfed.kds.store_glue import StoreMirror
+from meshfed.resources.model import Key
 from meshfed.store.base import CompactedError, ResourceStore, WatchEvent, WatchOverflowError
 from meshfed.store.etcd import CLOSE_DRAIN_TIMEOUT
+from meshfed.store.mirror import StoreMirror
 from tests.support import async_wait_until
 from tests.unit.store.conftest import StoreFactory
 from tests.unit.store.test_conformance import (

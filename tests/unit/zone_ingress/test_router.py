@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshfed.dpconfig.model import Endpoint, IngressConfig, IngressService
-from meshfed.proxy.sni import encode_sni
+from meshfed.dpconfig.sni import encode_sni
 from zone_ingress.router import RouteError, Router
 
 SNI = encode_sni("backend", "default")

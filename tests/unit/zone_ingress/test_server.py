@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from meshfed.dpconfig.model import Endpoint, IngressConfig, IngressService
-from meshfed.proxy.sni import encode_sni
+from meshfed.dpconfig.sni import encode_sni
 from tests.support import async_wait_until, free_port
 from zone_ingress.server import IngressServer
 

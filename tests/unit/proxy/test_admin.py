@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from mesh_dp.admin import AdminServer, metrics_registry
 from meshfed.config import Address
+from meshfed.proxy.admin import AdminServer, metrics_registry
 from meshfed.proxy.promtext import Family, counter
 
 

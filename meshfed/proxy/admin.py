@@ -21,7 +21,7 @@ from meshfed.aio import wait_for
 from meshfed.config import Address
 from meshfed.proxy.promtext import CONTENT_TYPE, Collector, Registry
 
-log = logging.getLogger("mesh_dp.admin")
+log = logging.getLogger("meshfed.proxy.admin")
 
 JsonView = Callable[[], Any]
 MAX_REQUEST = 8192

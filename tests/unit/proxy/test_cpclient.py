@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import pytest
 
-from mesh_dp.cpclient import Apply, ConfigClient, ConfigSession, Refusal, Refused, Reply
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.backoff import Backoff
@@ -25,6 +24,7 @@ from meshfed.dpconfig.protocol import (
     hello_message,
     parse_ingress_config,
 )
+from meshfed.proxy.cpclient import Apply, ConfigClient, ConfigSession, Refusal, Refused, Reply
 from tests.support import async_wait_until
 
 CONFIG_A = IngressConfig(zone="zone-2", ingress="ingress-1", services=()).stamped()

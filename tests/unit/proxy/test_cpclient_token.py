@@ -11,15 +11,15 @@ from typing import Any
 import grpc
 import pytest
 
-from mesh_dp.cpclient import ConfigClient, read_token_file
-from mesh_dp.h2grpc import BidiCall, RpcError
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.backoff import Backoff
 from meshfed.dpconfig.model import IngressConfig
 from meshfed.dpconfig.protocol import error_message, parse_ingress_config
+from meshfed.proxy.cpclient import ConfigClient, read_token_file
+from meshfed.proxy.h2grpc import BidiCall, RpcError
 from tests.support import async_wait_until
-from tests.unit.mesh_dp.test_cpclient import HELLO, ApplyError, Proxy, ScriptedCp, running
+from tests.unit.proxy.test_cpclient import HELLO, ApplyError, Proxy, ScriptedCp, running
 
 
 class RecordingCp(ScriptedCp):

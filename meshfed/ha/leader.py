@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from meshfed.store.base import StoreError
 
-log = logging.getLogger("global_cp.leader")
+log = logging.getLogger("meshfed.ha.leader")
 
 RETRY_DELAY = 1.0  # after a failed campaign or a failed once-per-term job
 

@@ -1,4 +1,5 @@
-"""Store-backed KDS sources and receive sides over the memory store: no sockets, no processes."""
+"""The store-backed sides of KDS over the memory store (the mirror a view reads, the views,
+the receive sides): no sockets, no processes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshfed.kds.messages import Key, to_wire
+from meshfed.kds.messages import to_wire
 from meshfed.kds.naming import (
     outgoing_from_global,
     outgoing_from_zone,
@@ -14,21 +15,14 @@ from meshfed.kds.naming import (
     types_zone_to_global,
     zone_resource_name,
 )
+from meshfed.kds.receive import global_receive_side, validator, zone_receive_side
 from meshfed.kds.receiver import ChangeSet
-from meshfed.kds.store_glue import (
-    GlobalView,
-    StoreMirror,
-    ZoneView,
-    global_mirror,
-    global_receive_side,
-    validator,
-    zone_mirror,
-    zone_receive_side,
-)
 from meshfed.kds.stream import SourceChange
-from meshfed.resources.model import Meta, Resource
+from meshfed.kds.views import GlobalView, ZoneView, global_mirror, zone_mirror
+from meshfed.resources.model import Key, Meta, Resource
 from meshfed.resources.types import default_registry
 from meshfed.store.memory import MemoryStore
+from meshfed.store.mirror import StoreMirror
 from tests.support import async_wait_until
 
 REG = default_registry()

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from meshfed.dpconfig.sni import SniError, SniTarget, decode_sni, encode_sni
 from meshfed.proxy.clienthello import ClientHello, parse_client_hello
-from meshfed.proxy.sni import SniError, SniTarget, decode_sni, encode_sni
 from tests.unit.proxy.hellos import real_hello
 
 LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

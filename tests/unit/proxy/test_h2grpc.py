@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from mesh_dp.h2grpc import BidiCall, GrpcMessages, RpcError, frame, split_target
+from meshfed.proxy.h2grpc import BidiCall, GrpcMessages, RpcError, frame, split_target
 from tests.support import async_wait_until, free_port
 
 PATH = "/test.Echo/Stream"

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from meshfed.dpconfig.jsonread import ConfigFormatError
 
-log = logging.getLogger("mesh_dp.runtime")
+log = logging.getLogger("meshfed.proxy.static_config")
 
 C = TypeVar("C")
 

@@ -13,24 +13,13 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from meshfed.vip_ranges import DEFAULT_VIP_CIDR
+
 STATE_VERSION: Final = 1
-# 127.1.0.0/16, 127.2.0.0/16, ...: inside loopback so listeners bind VIPs with no network setup.
-_LOOPBACK_FIRST_ZONE_OCTET: Final = 1
-_LOOPBACK_ZONES: Final = 254
 
 
 class VipExhaustedError(Exception):
     """Every address of the range is in use: the caller must free some or widen the CIDR."""
-
-
-def zone_vip_cidr(index: int) -> ipaddress.IPv4Network:
-    """The default VIP range of the `index`-th zone on one machine (0 → 127.1.0.0/16)."""
-    if not 0 <= index < _LOOPBACK_ZONES:
-        raise ValueError(f"zone index must be 0..{_LOOPBACK_ZONES - 1}, got {index}")
-    return ipaddress.IPv4Network(f"127.{_LOOPBACK_FIRST_ZONE_OCTET + index}.0.0/16")
-
-
-DEFAULT_VIP_CIDR: Final = zone_vip_cidr(0)
 
 
 def service_key(mesh: str, service: str, zone: str | None = None) -> str:

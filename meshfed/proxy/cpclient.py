@@ -4,7 +4,7 @@ zone-ingress alike.
 - `ConfigSession` (pure) decides what each message from zone-cp means: a config to apply, an
   ACK/NACK to send, or a refusal. A config that does not parse is NACKed with the reason; a
   config whose version already runs (a reconnect) is ACKed without applying it again.
-- `ConfigClient` is the stream glue (over `mesh_dp.h2grpc`, not grpcio: see there why): one
+- `ConfigClient` is the stream glue (over `meshfed.proxy.h2grpc`, not grpcio: see there why): one
   session at a time (Hello first, then a reader, a
   writer fed by one outbox queue so writes never interleave, and a reporter sending a Report
   every `report_interval` and at once when `report_now()` is called), and after any failure
@@ -32,14 +32,14 @@ from typing import Final, Generic, TypeVar
 
 from google.protobuf.message import DecodeError
 
-from mesh_dp.h2grpc import BidiCall, RpcError
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import first_completed, wait_for
 from meshfed.backoff import Backoff
 from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.protocol import ack_message, nack_message
+from meshfed.proxy.h2grpc import BidiCall, RpcError
 
-log = logging.getLogger("mesh_dp.cp")
+log = logging.getLogger("meshfed.proxy.cpclient")
 
 C = TypeVar("C")
 

@@ -10,31 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zone_cp.vips import (
-    DEFAULT_VIP_CIDR,
-    VipAllocator,
-    VipExhaustedError,
-    service_key,
-    zone_vip_cidr,
-)
+from zone_cp.vip_allocator import VipAllocator, VipExhaustedError, service_key
 
 
 def roundtrip(allocator: VipAllocator) -> VipAllocator:
     """Through JSON text, as zone-cp will persist it."""
     return VipAllocator.from_dict(json.loads(json.dumps(allocator.to_dict())))
-
-
-def test_default_ranges_are_per_zone_slices_of_loopback() -> None:
-    assert str(DEFAULT_VIP_CIDR) == "127.1.0.0/16"
-    assert str(zone_vip_cidr(0)) == "127.1.0.0/16"
-    assert str(zone_vip_cidr(1)) == "127.2.0.0/16"
-    assert str(zone_vip_cidr(253)) == "127.254.0.0/16"
-    cidrs = [zone_vip_cidr(i) for i in range(254)]
-    assert all(c.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")) for c in cidrs)
-    assert not any(a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1 :])
-    for bad in (-1, 254):
-        with pytest.raises(ValueError, match="zone index"):
-            zone_vip_cidr(bad)
 
 
 def test_allocation_is_stable_and_skips_network_address() -> None:
