@@ -17,8 +17,8 @@
 Each phase also reports the CPU time the global and the zones used (from /proc) and the load
 average: on a shared machine wall times swing with the neighbours, CPU time much less.
 
-Kuma's figure is its default KDS snapshot refresh (1 s, from
-/work/shared/reference/kuma-multizone-facts.md): a published default, not measured here.
+Kuma's figure is its default KDS snapshot refresh (1 s, `KUMA_MULTIZONE_GLOBAL_KDS_REFRESH_INTERVAL`
+in https://kuma.io/docs/latest/reference/kuma-cp/): a published default, not measured here.
 Not a test: prints numbers, exits 0 unless the deployment fails.
 """
 
