@@ -57,7 +57,7 @@ async def test_a_zone_reconnecting_during_its_deletion_is_refused_then_resent(
 
     # Hold the deletion after the Zone is gone and before its inventory is removed (the
     # cleanup takes the federation's lock), and let the zone come back right then.
-    async with fed._lock:
+    async with fed.zones.lock:
         deleting = asyncio.create_task(glob.call("DELETE", "/zones/zone-1"))
         await async_wait_until(lambda: zone_gone(glob), what="Zone deleted")
         async with zone_kds(glob, "zone-1", zstore) as kds:
@@ -69,11 +69,11 @@ async def test_a_zone_reconnecting_during_its_deletion_is_refused_then_resent(
 
             await async_wait_until(refused, what="the zone refused during the deletion")
             assert await global_holds(glob) == 300  # nothing removed yet: the lock holds it
-            fed._lock.release()
+            fed.zones.lock.release()
             try:
                 status, body = await deleting
             finally:
-                await fed._lock.acquire()
+                await fed.zones.lock.acquire()
             assert status == 200, body
 
             async def resent() -> bool:
