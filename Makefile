@@ -63,7 +63,7 @@ proto-check: $(STAMP)
 test: $(STAMP) system-deps lock-check lint proto-check
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
-# The fast run: no real processes, no etcd (`make test` runs everything).
+# The fast unit tests: those that start a real etcd are left out (`make test` runs everything).
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not etcd" tests/unit
 
