@@ -65,8 +65,9 @@ proto-check: $(STAMP)
 test: $(STAMP) system-deps lock-check lint proto-check
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
+# The fast unit tests: those that start a real etcd are left out (`make test` runs everything).
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -m "not etcd" tests/unit
 
 integration: $(STAMP) system-deps
 	$(PY) -m pytest -q tests/integration tests/e2e

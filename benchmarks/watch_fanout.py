@@ -37,7 +37,7 @@ from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.mesh import MESH
 from meshfed.store.mirror import StoreMirror
 from meshfed.store.sqlite import SqliteStore
-from zone_cp.dpserver import WATCHED as DPSERVER_TYPES
+from zone_cp.dppusher import WATCHED as DPSERVER_TYPES
 from zone_cp.services import WATCHED as SERVICES_TYPES
 
 ZONE = "zone-1"

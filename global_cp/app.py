@@ -110,9 +110,9 @@ class GlobalControlPlane:
             self.api.instance_id,
             self.replicas,
         )
-        self.api.federation = self.federation
-        self.api.before_delete = self.federation.before_delete
-        self.api.after_delete = self.federation.after_delete
+        self.api.federation = self.federation.views
+        self.api.before_delete = self.federation.deletion.before_delete
+        self.api.after_delete = self.federation.deletion.after_delete
         self.api.services = functools.partial(global_services, self.store)
         kds = await self.federation.start()
         log.info("KDS listening on %s", grpc_url(kds, kds_tls is not None))

@@ -38,3 +38,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+# Fixtures that start a real etcd (tests/unit/store/conftest.py, tests/unit/ha/conftest.py).
+ETCD_FIXTURES = frozenset({"etcd_server", "etcd_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a real etcd through a fixture, however indirectly, is marked `etcd`,
+    so the fast unit run (`make unit`: -m "not etcd") leaves it out and a new one cannot be
+    forgotten. Tests that start etcd themselves, and the etcd backend of the store
+    conformance suite, carry the mark explicitly."""
+    for item in items:
+        if ETCD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.etcd)

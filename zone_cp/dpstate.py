@@ -45,6 +45,14 @@ class Refused(Exception):
     """The proxy cannot be registered; the message tells its operator why."""
 
 
+def no_mesh(mesh: str, zone: str) -> str:
+    """Why a sidecar of a mesh the zone does not have is refused."""
+    return (
+        f"mesh {mesh!r} does not exist in zone {zone!r} "
+        "(meshes are created at the global control plane)"
+    )
+
+
 def _labels(resource: Resource, zone: str) -> dict[str, str]:
     labels = {k: v for k, v in resource.meta.labels.items() if not k.startswith("kuma.io/")}
     labels[LABEL_ORIGIN] = ORIGIN_ZONE

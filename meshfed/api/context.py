@@ -22,7 +22,8 @@ from meshfed.resources.descriptors import Mode, Registry, TypeDescriptor
 from meshfed.resources.model import Resource
 from meshfed.store.base import ResourceStore
 
-# Runs before a delete through the API; raises ApiError to refuse it (e.g. a connected zone).
+# Runs before a delete through the API; raises DeleteRefusedError to refuse it (409: e.g. a
+# connected zone).
 BeforeDelete = Callable[[TypeDescriptor, str, str], Awaitable[None]]
 # Runs after a delete through the API, with the deleted resource (e.g. to remove dependents).
 AfterDelete = Callable[[TypeDescriptor, Resource], Awaitable[None]]

@@ -23,7 +23,7 @@ from meshfed.api.routes import Access, Handler, Operation, QueryParam, RouteTabl
 from meshfed.api.secret_hooks import after_secret_change, check_secret_write
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
-from meshfed.resources.errors import FieldError, ValidationError
+from meshfed.resources.errors import DeleteRefusedError, FieldError, ValidationError
 from meshfed.resources.model import (
     LABEL_DISPLAY_NAME,
     LABEL_ORIGIN,
@@ -309,7 +309,10 @@ def _delete_handler(desc: TypeDescriptor) -> Handler:
         existing = await ctx.store.get(desc.name, mesh, name)  # 404 before any other answer
         check_not_synced_copy(ctx, desc, existing)
         if ctx.before_delete is not None:
-            await ctx.before_delete(desc, mesh, name)
+            try:
+                await ctx.before_delete(desc, mesh, name)
+            except DeleteRefusedError as exc:
+                raise ApiError(409, "Conflict", str(exc)) from None
         await ctx.store.delete(desc.name, mesh, name, expected_version=expected)
         log.info("deleted %s %s", desc.name, _where(mesh, name))
         if desc.name == MESH.name:

@@ -18,3 +18,8 @@ class ValidationError(Exception):
         super().__init__(title + ": " + "; ".join(f"{e.field}: {e.reason}" for e in errors))
         self.title = title
         self.errors = errors
+
+
+class DeleteRefusedError(Exception):
+    """A delete that something still depends on (a zone that is connected): the message says
+    what to do first. The API answers 409 Conflict; the caller's logic knows nothing of HTTP."""

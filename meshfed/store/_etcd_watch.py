@@ -27,14 +27,15 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
+from meshfed.backoff import Backoff
 from meshfed.store._etcd_conn import TRANSIENT_CODES, EtcdConnection
 from meshfed.store.base import CompactedError, StoreError, WatchEvent, WatchOverflowError
 
 log = logging.getLogger("meshfed.store.etcd")
 
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
-_MIN_BACKOFF = 0.05
-_MAX_BACKOFF = 2.0
+_RECONNECT_INITIAL = 0.05  # seconds before the first attempt to resume a broken watch
+_RECONNECT_MAX = 2.0
 
 
 class ResumeCursor:
@@ -196,7 +197,7 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
             self.close()
 
     async def _run(self) -> None:
-        backoff = _MIN_BACKOFF
+        backoff = Backoff(initial=_RECONNECT_INITIAL, maximum=_RECONNECT_MAX)
         while not self._finished:
             call: grpc.aio.StreamStreamCall[Any, Any] | None = None
             try:
@@ -226,7 +227,7 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
                     if not self._healthy:
                         log.info("etcd watch resumed")
                         self._healthy = True
-                    backoff = _MIN_BACKOFF
+                    backoff.reset()
                     self._check_end()
             except asyncio.CancelledError:
                 raise
@@ -244,8 +245,7 @@ class EtcdWatch(AsyncIterator[WatchEvent]):
                 if call is not None:
                     call.cancel()
             if not self._finished:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                await asyncio.sleep(backoff.next_delay())
 
     def _interrupted(self, why: str) -> None:
         # Warn once per outage, not on every reconnect attempt.

@@ -3,6 +3,9 @@
 Versions are opaque strings (a store revision). `update` succeeds only when the caller's
 `expected_version` matches the stored one: optimistic concurrency, so no update is lost.
 Watch events carry a store-wide revision and arrive in commit order.
+
+A backend implements `write_batch`; `create`, `update` and `delete` are one-key batches
+written here once, so the three backends cannot disagree on their errors, events or versions.
 """
 
 from __future__ import annotations
@@ -129,20 +132,43 @@ class ResourceStore(abc.ABC):
     ) -> ListPage:
         """Sorted by (mesh, name). mesh=None lists across meshes. size=None: everything."""
 
-    @abc.abstractmethod
     async def create(self, resource: Resource) -> Resource:
         """Stores a new resource; sets times and version. Raises AlreadyExistsError."""
+        [stored] = await self.write_batch([resource], [], expected={resource.key: None})
+        return stored
 
-    @abc.abstractmethod
     async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
         """Replaces labels and spec; keeps creation time. expected_version=None: last write wins.
         Raises NotFoundError, ConflictError."""
+        key = resource.key
+        while True:
+            version = expected_version
+            if version is None:
+                version = (await self.get(*key)).meta.version
+            try:
+                [stored] = await self.write_batch([resource], [], expected={key: version})
+            except ConflictError:
+                if expected_version is not None:
+                    raise
+                continue  # written in between: last write wins, so read the new version
+            return stored
 
-    @abc.abstractmethod
     async def delete(
         self, type_: str, mesh: str, name: str, expected_version: str | None = None
     ) -> None:
         """Raises NotFoundError, ConflictError."""
+        key = (type_, mesh, name)
+        while True:
+            version = expected_version
+            if version is None:
+                version = (await self.get(*key)).meta.version
+            try:
+                await self.write_batch([], [key], expected={key: version})
+            except ConflictError:
+                if expected_version is not None:
+                    raise
+                continue
+            return
 
     @abc.abstractmethod
     async def write_batch(

@@ -18,11 +18,10 @@ event's revision is etcd's revision minus the base. So a fresh store starts at r
 the other backends, and every replica computes the same versions. Revisions are not dense if
 something else writes to the same etcd cluster, which the contract allows.
 
-Writes are etcd transactions: create = compare create_revision == 0; update and delete read
-the key, then compare its mod_revision (the caller's expected version when given, so no update
-is lost; otherwise the value just read, retried until it holds, so the creation time is kept).
-delete_mesh_scoped is one transaction of one range delete per type present in the mesh, split
-in batches when there are more types than etcd allows operations in a transaction.
+Writes are etcd transactions (create, update and delete are one-key `write_batch`es, in
+meshfed.store.base). delete_mesh_scoped is one transaction of one range delete per type present
+in the mesh, split in batches when there are more types than etcd allows operations in a
+transaction.
 
 write_batch reads the keys it puts or deletes (one read-only transaction per chunk), then writes
 them in one transaction that compares each key with what was read (mod_revision, or
@@ -79,9 +78,7 @@ from meshfed.store._etcd_keys import (
 from meshfed.store._etcd_watch import EtcdWatch
 from meshfed.store._watch import DEFAULT_MAX_PENDING, watched_types
 from meshfed.store.base import (
-    AlreadyExistsError,
     CompactedError,
-    ConflictError,
     EventKind,
     ListPage,
     NotFoundError,
@@ -291,54 +288,6 @@ class EtcdStore(CheckedListStore):
 
     # --- writes --------------------------------------------------------------------------------
 
-    async def create(self, resource: Resource) -> Resource:
-        type_, mesh, name = resource.key
-        check_key(type_, mesh, name)
-        stored = stamped_new(resource, 0)
-        key = self._layout.key(type_, mesh, name)
-        resp = await self._txn(
-            [_compare(key, "CREATE", 0)], [_put(key, encode_value(stored))], "create"
-        )
-        if not resp.succeeded:
-            raise AlreadyExistsError(type_, mesh, name)
-        stored.meta.version = self._committed(resp.header)
-        return stored.clone()
-
-    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
-        type_, mesh, name = resource.key
-        key = self._layout.key(type_, mesh, name)
-        while True:
-            kv, current = await self._read(type_, mesh, name)
-            if expected_version is not None and expected_version != current.meta.version:
-                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
-            stored = stamped_update(resource, current, 0)
-            resp = await self._txn(
-                [_compare(key, "MOD", kv.mod_revision)],
-                [_put(key, encode_value(stored))],
-                "update",
-            )
-            if resp.succeeded:
-                stored.meta.version = self._committed(resp.header)
-                return stored.clone()
-            # Written in between: with a version the next read reports the conflict.
-
-    async def delete(
-        self, type_: str, mesh: str, name: str, expected_version: str | None = None
-    ) -> None:
-        key = self._layout.key(type_, mesh, name)
-        while True:
-            kv, current = await self._read(type_, mesh, name)
-            if expected_version is not None and expected_version != current.meta.version:
-                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
-            resp = await self._txn(
-                [_compare(key, "MOD", kv.mod_revision)],
-                [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
-                "delete",
-            )
-            if resp.succeeded:
-                self._committed(resp.header)
-                return
-
     async def write_batch(
         self,
         puts: Sequence[Resource],
@@ -403,9 +352,17 @@ class EtcdStore(CheckedListStore):
         expected: Mapping[StoreKey, str | None],
         require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
-        """One transaction; read and tried again while a concurrent write gets in between."""
+        """One transaction; read and tried again while a concurrent write gets in between.
+
+        A put expected absent is not read on the first try (one round trip for a `create`):
+        the transaction's create_revision == 0 comparison checks it. Only after a failed
+        commit is it read, to raise the error its expectation calls for."""
+        unread = {key for key, res in ops if res is not None and expected.get(key, "") is None}
         while True:
-            current = await self._read_keys([*(key for key, _ in ops), *(r[:3] for r in require)])
+            keys = [*(key for key, _ in ops if key not in unread), *(r[:3] for r in require)]
+            current: dict[StoreKey, Any] = dict.fromkeys(unread)
+            if keys:
+                current |= await self._read_keys(keys)
             for key, kv in current.items():
                 if key in expected:
                     version = None if kv is None else str(kv.mod_revision - self._base)
@@ -443,6 +400,7 @@ class EtcdStore(CheckedListStore):
                 for out in stored:
                     out.meta.version = version
                 return [out.clone() for out in stored]
+            unread = set()
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)

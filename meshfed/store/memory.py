@@ -23,8 +23,6 @@ from meshfed.store._common import (
 )
 from meshfed.store._watch import DEFAULT_HISTORY, DEFAULT_MAX_PENDING, WatchHub
 from meshfed.store.base import (
-    AlreadyExistsError,
-    ConflictError,
     EventKind,
     ListPage,
     NotFoundError,
@@ -70,36 +68,6 @@ class MemoryStore(CheckedListStore):
     async def _list(self, query: ListQuery) -> ListPage:
         of_type, mesh = self._items.get(query.type, {}), query.mesh
         return page_of((r for (m, _), r in of_type.items() if mesh is None or m == mesh), query)
-
-    async def create(self, resource: Resource) -> Resource:
-        type_, mesh, name = resource.key
-        check_key(type_, mesh, name)
-        of_type = self._items.setdefault(type_, {})
-        if (mesh, name) in of_type:
-            raise AlreadyExistsError(type_, mesh, name)
-        stored = stamped_new(resource, self._revision + 1)
-        of_type[(mesh, name)] = stored
-        self._commit([(EventKind.PUT, stored)])
-        return stored.clone()
-
-    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
-        type_, mesh, name = resource.key
-        current = self._stored(type_, mesh, name)
-        if expected_version is not None and expected_version != current.meta.version:
-            raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
-        stored = stamped_update(resource, current, self._revision + 1)
-        self._items[type_][(mesh, name)] = stored
-        self._commit([(EventKind.PUT, stored)])
-        return stored.clone()
-
-    async def delete(
-        self, type_: str, mesh: str, name: str, expected_version: str | None = None
-    ) -> None:
-        current = self._stored(type_, mesh, name)
-        if expected_version is not None and expected_version != current.meta.version:
-            raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
-        del self._items[type_][(mesh, name)]
-        self._commit([(EventKind.DELETE, current)])
 
     async def write_batch(
         self,

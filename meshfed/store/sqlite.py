@@ -37,13 +37,9 @@ from meshfed.store._common import (
     check_key,
     check_mesh,
     encode_offset,
-    stamped_new,
-    stamped_update,
 )
 from meshfed.store._watch import DEFAULT_HISTORY, DEFAULT_MAX_PENDING, WatchHub
 from meshfed.store.base import (
-    AlreadyExistsError,
-    ConflictError,
     EventKind,
     ListPage,
     NotFoundError,
@@ -317,49 +313,6 @@ class _Db:
         items = items[:size]
         return ListPage(items, count, encode_offset(items[-1].meta.mesh, items[-1].meta.name))
 
-    def create(self, resource: Resource) -> Resource:
-        type_, mesh, name = resource.key
-        revision = self.revision + 1
-        stored = stamped_new(resource, revision)
-        row = _to_row(stored)
-        with self._transaction():
-            if self._stored(type_, mesh, name) is not None:
-                raise AlreadyExistsError(type_, mesh, name)
-            self.conn.execute(f"INSERT INTO resources ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
-            self._log(revision, [(EventKind.PUT, stored)])
-        self._published(revision, [(EventKind.PUT, stored)])
-        return stored
-
-    def update(self, resource: Resource, expected_version: str | None) -> Resource:
-        type_, mesh, name = resource.key
-        revision = self.revision + 1
-        with self._transaction():
-            current = self.get(type_, mesh, name)
-            if expected_version is not None and expected_version != current.meta.version:
-                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
-            stored = stamped_update(resource, current, revision)
-            self.conn.execute(
-                "UPDATE resources SET labels = ?, spec = ?, creation_time = ?, "
-                "modification_time = ?, version = ? WHERE type = ? AND mesh = ? AND name = ?",
-                (*_to_row(stored)[3:], type_, mesh, name),
-            )
-            self._log(revision, [(EventKind.PUT, stored)])
-        self._published(revision, [(EventKind.PUT, stored)])
-        return stored
-
-    def delete(self, type_: str, mesh: str, name: str, expected_version: str | None) -> None:
-        revision = self.revision + 1
-        with self._transaction():
-            current = self.get(type_, mesh, name)
-            if expected_version is not None and expected_version != current.meta.version:
-                raise ConflictError(type_, mesh, name, expected_version, current.meta.version)
-            self.conn.execute(
-                "DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?",
-                (type_, mesh, name),
-            )
-            self._log(revision, [(EventKind.DELETE, current)])
-        self._published(revision, [(EventKind.DELETE, current)])
-
     def _stored_column(self, column: str, type_: str, mesh: str, name: str) -> Any:
         row = self.conn.execute(
             f"SELECT {column} FROM resources WHERE type = ? AND mesh = ? AND name = ?",
@@ -489,21 +442,6 @@ class SqliteStore(CheckedListStore):
 
     async def _list(self, query: ListQuery) -> ListPage:
         return await self._run(self._db.list, query)
-
-    async def create(self, resource: Resource) -> Resource:
-        check_key(*resource.key)
-        return (await self._run(self._db.create, resource.clone())).clone()
-
-    async def update(self, resource: Resource, expected_version: str | None = None) -> Resource:
-        check_key(*resource.key)
-        stored = await self._run(self._db.update, resource.clone(), expected_version)
-        return stored.clone()
-
-    async def delete(
-        self, type_: str, mesh: str, name: str, expected_version: str | None = None
-    ) -> None:
-        check_key(type_, mesh, name)
-        await self._run(self._db.delete, type_, mesh, name, expected_version)
 
     async def write_batch(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
 from tests.auth_support import admin_headers
+from tests.inprocess_federation import SqliteApi, sqlite_api_on
 
 
 @dataclass
@@ -100,3 +102,11 @@ def assert_std_error(body: Any, status: int) -> None:
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str)
     assert isinstance(body["invalid_parameters"], list)
+
+
+@pytest.fixture
+async def sqlite_api(tmp_path: Path) -> AsyncIterator[SqliteApi]:
+    """A global-mode API alone (no KDS) on a SQLite store: requests interleave as in
+    production (tests/inprocess_federation.py)."""
+    async with sqlite_api_on(tmp_path / "data") as api:
+        yield api

@@ -102,14 +102,14 @@ async def test_a_change_elsewhere_does_not_rebuild(zone: Zone, proxies: list[Pro
     await with_services(zone)
     web = await sidecar(zone, proxies, "web-1", ["backend"])
     await web.config()
-    passes = zone.server.passes
+    passes = zone.server.pusher.passes
 
     await scale(zone, "third", "third-2", "127.0.0.13")
     await scale(zone, "backend", "backend-2", "127.0.0.12")
     config = await web.config()
     assert len(config.outbounds[0].endpoints) == 2
     # One rebuild pass for the two changes: the one web calls.
-    assert zone.server.passes == passes + 1
+    assert zone.server.pusher.passes == passes + 1
 
 
 async def test_bad_reachable_services_are_refused_and_the_server_goes_on(

@@ -164,8 +164,9 @@ class _RacingStore(MemoryStore):
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
     ) -> builtins.list[Resource]:
-        if self.before_batch is not None:
-            await self.update(self.before_batch)
+        if self.before_batch is not None:  # once: `update` is itself a batch
+            racing, self.before_batch = self.before_batch, None
+            await self.update(racing)
         return await super().write_batch(puts, deletes, expected=expected, require=require)
 
 

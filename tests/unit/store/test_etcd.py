@@ -152,6 +152,7 @@ async def test_replicas_see_each_others_writes(
 # --- watch across an etcd restart ----------------------------------------------------------
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 async def test_watch_survives_etcd_restart(tmp_path: Path) -> None:
     server = EtcdServer(tmp_path / "data", tmp_path, name="etcd-restart")
     server.start()
@@ -315,6 +316,7 @@ async def _enable_auth(server: EtcdServer, tls: TlsFiles, password: str) -> None
         await raw.auth.AuthEnable(rpc.AuthEnableRequest())
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 async def test_tls_and_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     tls = make_tls_files(tmp_path / "pki")
     server = EtcdServer(tmp_path / "data", tmp_path, name="etcd-tls", tls=tls)

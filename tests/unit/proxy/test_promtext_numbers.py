@@ -1,5 +1,5 @@
-"""Review findings in meshfed/proxy/promtext.py against prometheus_client (the module promises
-byte-for-byte equal output), each a test that failed before its fix."""
+"""meshfed/proxy/promtext.py writes numbers as prometheus_client does (the module promises
+byte-for-byte equal output), large counters included."""
 
 from __future__ import annotations
 
@@ -41,5 +41,5 @@ def test_a_ten_gigabyte_counter_renders_as_prometheus_client_renders_it() -> Non
     "value", [0.0, -0.0, -1e10, 1e16, 1e22, 123456789.0, 5e-324, float("inf"), float("-inf")]
 )
 def test_other_edge_numbers_already_match(value: float) -> None:
-    """Control: the rest of the number range agrees (so the finding above is the only one)."""
+    """Control: the rest of the number range agrees (so the case above is the only one)."""
     assert go_float(value) == floatToGoString(value)  # type: ignore[no-untyped-call]

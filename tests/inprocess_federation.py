@@ -1,5 +1,7 @@
-"""An in-process global control plane (SQLite store, real API and KDS sockets on loopback) and
-in-process zone KDS clients, for the regression tests of the KDS/API review findings."""
+"""An in-process global control plane (SQLite store, real API and KDS sockets on loopback),
+in-process zone KDS clients, and a global-mode API alone on SQLite: for the tests of zone
+deletion and zone instances (tests/unit/federation) and of concurrent API writes
+(tests/unit/api). The fixtures that use them are in those folders' conftest.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from global_cp.app import GlobalControlPlane
@@ -74,15 +75,6 @@ async def stop_global(g: Global) -> None:
     await g.cp.stop()
 
 
-@pytest.fixture
-async def glob(tmp_path: Path) -> AsyncIterator[Global]:
-    g = await start_global(tmp_path / "global")
-    try:
-        yield g
-    finally:
-        await stop_global(g)
-
-
 @contextlib.asynccontextmanager
 async def zone_kds(
     g: Global, zone: str, store: ResourceStore | None = None, targets: Sequence[Address] = ()
@@ -114,14 +106,14 @@ async def zone_token_file(g: Global, zone: str) -> Path:
     return path
 
 
-SqliteApi = tuple[SqliteStore, TestClient[Any, Any]]
+SqliteApi = tuple[SqliteStore, TestClient[Any, Any]]  # the store and a client of its API
 
 
-@pytest.fixture
-async def sqlite_api(tmp_path: Path) -> AsyncIterator[SqliteApi]:
+@contextlib.asynccontextmanager
+async def sqlite_api_on(data_dir: Path) -> AsyncIterator[SqliteApi]:
     """A global-mode API alone (no KDS) on a SQLite store."""
     # SQLite, not memory: its calls really suspend, so requests interleave as in production.
-    store = await SqliteStore.open(tmp_path / "data")
+    store = await SqliteStore.open(data_dir)
     ctx = ApiContext(store=store, registry=default_registry(), mode=Mode.GLOBAL, ready=True)
     client: TestClient[Any, Any] = TestClient(
         TestServer(build_app(ctx), host="127.0.0.1"), headers=await admin_headers(store)

@@ -1,4 +1,4 @@
-"""Review finding 2: a zone that reconnects while the global deletes it ends with its whole
+"""A zone that reconnects while the global deletes it ends with its whole
 inventory at the global (it is refused until the cleanup ends, then sends everything again)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, Meta, Resource
 from meshfed.store.memory import MemoryStore
+from tests.inprocess_federation import Global, zone_kds
 from tests.support import async_wait_until
-from tests.unit.fixes.conftest import Global, zone_kds
 
 DP_SPEC = {
     "networking": {
@@ -57,7 +57,7 @@ async def test_a_zone_reconnecting_during_its_deletion_is_refused_then_resent(
 
     # Hold the deletion after the Zone is gone and before its inventory is removed (the
     # cleanup takes the federation's lock), and let the zone come back right then.
-    async with fed._lock:
+    async with fed.zones.lock:
         deleting = asyncio.create_task(glob.call("DELETE", "/zones/zone-1"))
         await async_wait_until(lambda: zone_gone(glob), what="Zone deleted")
         async with zone_kds(glob, "zone-1", zstore) as kds:
@@ -69,11 +69,11 @@ async def test_a_zone_reconnecting_during_its_deletion_is_refused_then_resent(
 
             await async_wait_until(refused, what="the zone refused during the deletion")
             assert await global_holds(glob) == 300  # nothing removed yet: the lock holds it
-            fed._lock.release()
+            fed.zones.lock.release()
             try:
                 status, body = await deleting
             finally:
-                await fed._lock.acquire()
+                await fed.zones.lock.acquire()
             assert status == 200, body
 
             async def resent() -> bool:
@@ -89,7 +89,7 @@ async def test_a_zone_reconnecting_during_its_deletion_is_refused_then_resent(
 async def test_deleting_a_zone_while_it_reconnects_keeps_the_stores_equal(
     glob: Global, tmp_path: Path
 ) -> None:
-    """The reviewer's race without a pause: whatever the interleaving, once the zone is back
+    """The race without a pause: whatever the interleaving, once the zone is back
     the global holds exactly the zone's inventory."""
     zstore = await zone_store(2000)
     async with zone_kds(glob, "zone-1", zstore):

@@ -1,4 +1,4 @@
-"""Review finding 1: deleting a zone removes what that zone sent, never the global's own
+"""Deleting a zone removes what that zone sent, never the global's own
 resources, and API clients cannot forge the system labels that say where a resource is from."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, LABEL_ZONE, Meta, Resource
-from tests.unit.fixes.conftest import Global
+from tests.inprocess_federation import Global
 
 TIMEOUT_SPEC: dict[str, Any] = {
     "targetRef": {"kind": "Mesh"},

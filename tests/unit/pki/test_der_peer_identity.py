@@ -1,5 +1,5 @@
-"""Review findings in meshfed/pki/der.py as peer_spiffe_id uses it, each a test that failed
-before its fix. Certificates are signed by a real mesh CA and checked by a real OpenSSL
+"""meshfed/pki/der.py as peer_spiffe_id uses it: SAN encodings OpenSSL accepts are read as
+OpenSSL reads them. Certificates are signed by a real mesh CA and checked by a real OpenSSL
 handshake (memory BIOs), so "OpenSSL accepts it" is observed, not assumed."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_a_constructed_uri_san_is_not_skipped() -> None:
 
 
 def test_the_ordinary_form_reads_the_same_as_openssl() -> None:
-    """Control for the finding above: the helpers agree with OpenSSL on a plain SAN."""
+    """Control for the test above: the helpers agree with OpenSSL on a plain SAN."""
     der, key = leaf_with_raw_san(tlv(0x86, b"spiffe://m/web"))
     client = client_sees(der, key)
     assert san_seen_by_openssl(client) == (("URI", "spiffe://m/web"),)

@@ -1,4 +1,4 @@
-"""Review finding 3: a Mesh deleted while PUTs write into it leaves no orphans; orphans a crash
+"""A Mesh deleted while PUTs write into it leaves no orphans; orphans a crash
 left behind are swept (the global's leader, a standalone zone) and never sent by KDS."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from meshfed.store.base import ResourceStore
 from meshfed.store.memory import MemoryStore
 from meshfed.store.orphans import OrphanSweeper
 from meshfed.store.sqlite import SqliteStore
+from tests.inprocess_federation import SqliteApi, start_global, stop_global
 from tests.support import async_wait_until
-from tests.unit.fixes.conftest import SqliteApi, start_global, stop_global
 
 REG = default_registry()
 SPEC: dict[str, Any] = {

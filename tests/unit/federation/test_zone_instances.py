@@ -1,4 +1,4 @@
-"""Review finding 6: a zone the global refuses keeps backing off (the backoff restarts only once
+"""A zone the global refuses keeps backing off (the backoff restarts only once
 both streams are accepted), and a second live zone-cp with the same zone name is refused with
 a clear error instead of endlessly replacing the first one's streams."""
 
@@ -9,8 +9,8 @@ from typing import Any, cast
 from meshfed.kds.server import GlobalHooks, KdsServer, ZoneSession
 from meshfed.kds.stream import Liveness
 from meshfed.store.memory import MemoryStore
+from tests.inprocess_federation import Global, zone_kds
 from tests.support import async_wait_until
-from tests.unit.fixes.conftest import Global, zone_kds
 from tests.unit.kds.zone_keys import KEYS
 
 

@@ -1,4 +1,4 @@
-"""Review finding 7: PUT is create-or-update (Kuma's), so concurrent PUTs of one new resource
+"""PUT is create-or-update (Kuma's), so concurrent PUTs of one new resource
 without If-Match all succeed (one 201, the rest 200); a stale If-Match is still a 409."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.unit.fixes.conftest import SqliteApi
+from tests.inprocess_federation import SqliteApi
 
 SPEC: dict[str, Any] = {
     "targetRef": {"kind": "Mesh"},

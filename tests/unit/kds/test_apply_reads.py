@@ -1,4 +1,4 @@
-"""Review finding 4: applying a KDS response reads exactly the keys it touches (one `get_many`),
+"""Applying a KDS response reads exactly the keys it touches (one `get_many`),
 never the whole type, however many keys the response has; and a full list without paging
 reads its rows once (no second scan to count them)."""
 

@@ -1,4 +1,5 @@
-"""Review findings in mesh_dp/h2grpc.py, each a test that failed before its fix.
+"""mesh_dp/h2grpc.py against odd and misbehaving peers: each failure is an RpcError, never a
+hang, a dead receive task or a corrupted stream.
 
 The peers are real: a grpcio server, or a scripted HTTP/2 server on the `h2` library (for the
 misbehaving peers grpcio cannot play). Each test has a deadline, so a hang shows as a failure.
@@ -95,7 +96,7 @@ async def echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[by
         yield req
 
 
-# --- finding 1: exceptions other than ProtocolError/RpcError kill the receive task ----------
+# --- odd response headers fail the call, not the receive task -----------------------------
 
 
 @pytest.mark.parametrize(
@@ -121,7 +122,7 @@ async def test_odd_response_headers_fail_the_call(headers: list[tuple[bytes, byt
             await call.close()
 
 
-# --- finding 2: close() leaves the call looking alive --------------------------------------
+# --- a closed call looks closed ------------------------------------------------------------
 
 
 async def test_a_read_waiting_when_the_call_is_closed_returns() -> None:
@@ -144,7 +145,7 @@ async def test_a_write_after_close_is_an_rpc_error() -> None:
             await call.write(b"late")
 
 
-# --- finding 3: received data is acknowledged before the application reads it --------------
+# --- received data is acknowledged only as the application reads it ----------------------
 
 
 async def test_an_unread_call_holds_no_more_than_its_window() -> None:
@@ -183,7 +184,7 @@ async def test_an_unread_call_holds_no_more_than_its_window() -> None:
             await call.close()
 
 
-# --- finding 4: a write cancelled mid-message corrupts the stream --------------------------
+# --- a write cancelled mid-message leaves the stream intact --------------------------------
 
 
 async def test_a_write_cancelled_mid_message_does_not_corrupt_the_stream() -> None:
@@ -229,7 +230,7 @@ async def test_a_write_cancelled_mid_message_does_not_corrupt_the_stream() -> No
             await call.close()
 
 
-# --- finding 5: a target the resolver cannot encode escapes as UnicodeError ----------------
+# --- an unencodable target or a reset stream is an RpcError with a gRPC status ------------
 
 
 async def test_an_unencodable_host_is_an_rpc_error() -> None:

@@ -1,0 +1,201 @@
+"""Builds the connected proxies' configs and sends those that changed (decision 32).
+
+One task rebuilds: a store change (Mesh, Secret, policies) or a new proxy marks proxies dirty
+(`invalidate`), a new service snapshot marks those whose services changed (zone_cp.dpbuild
+`Wants`), a certificate due for rotation marks its proxy; after a short debounce every dirty
+proxy's config is rebuilt from inputs gathered once for the pass, and sent if its content hash
+(the config version) changed. A config that cannot be built (no CA yet, the mesh deleted) is
+answered once with a non-fatal CONFIG_UNAVAILABLE naming why; the proxy keeps its last config
+and gets the next one as soon as it can be built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed.aio import wait_for
+from meshfed.dpconfig.build import BuildError
+from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
+from meshfed.resources.model import Resource
+from meshfed.resources.types.mesh import MESH
+from meshfed.resources.types.policies import POLICIES
+from meshfed.resources.types.secret import SECRET
+from zone_cp.certs import CertError, CertIssuer
+from zone_cp.dpbuild import BuildInputs, Unavailable, build_config, changed_services
+from zone_cp.dpsession import Session, SessionKey
+from zone_cp.services import ServiceSnapshot, ZoneServices
+
+log = logging.getLogger("zone_cp.dpserver")
+
+DEBOUNCE: Final = 0.02  # a burst of store events costs one rebuild
+POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
+WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES)  # what a config is built from
+RotateAt = Callable[[str, str], dt.datetime | None]  # (mesh, name) -> when its cert is due
+
+
+class DirtySet:
+    """The proxies to rebuild at the next pass: some, or everyone."""
+
+    def __init__(self) -> None:
+        self._keys: set[SessionKey] = set()
+        self._all = False
+
+    def add(self, key: SessionKey | None) -> None:
+        """`key` None: everyone."""
+        if key is None:
+            self._all = True
+        else:
+            self._keys.add(key)
+
+    def take(self, live: Iterable[SessionKey]) -> set[SessionKey]:
+        """The dirty keys still connected, leaving the set empty."""
+        live = set(live)
+        keys = live if self._all else self._keys & live
+        self._keys, self._all = set(), False
+        return keys
+
+
+def next_rotation(
+    sessions: Iterable[Session], rotate_at: RotateAt, now: dt.datetime
+) -> float | None:
+    """Seconds until the first sidecar certificate is due (0 if one is overdue; None: none)."""
+    times = [
+        t
+        for s in sessions
+        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None
+    ]
+    if not times:
+        return None
+    return max(0.0, (min(times) - now).total_seconds())
+
+
+def due_for_rotation(
+    sessions: Mapping[SessionKey, Session], rotate_at: RotateAt, now: dt.datetime
+) -> set[SessionKey]:
+    """The sidecars whose certificate is due."""
+    return {
+        key
+        for key, s in sessions.items()
+        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None and t <= now
+    }
+
+
+class ConfigPusher:
+    def __init__(
+        self,
+        zone: str,
+        services: ZoneServices,
+        issuer: CertIssuer,
+        sessions: Mapping[SessionKey, Session],
+        resources: Callable[[str], list[Resource]],
+        *,
+        debounce: float = DEBOUNCE,
+    ) -> None:
+        """`resources(type)`: the zone store's resources of a WATCHED type, as mirrored."""
+        self.zone = zone
+        self._services = services
+        self._issuer = issuer
+        self._sessions = sessions
+        self._resources = resources
+        self._debounce = debounce
+        self._seen: ServiceSnapshot = services.snapshot  # the last snapshot diffed
+        self._dirty = DirtySet()
+        self._wake = asyncio.Event()
+        self.configs_sent = 0
+        self.passes = 0
+
+    def follow_services(self) -> Callable[[], None]:
+        """Rebuilds on each new service snapshot from now on; returns the unlisten."""
+        self._seen = self._services.snapshot
+        return self._services.listen(self._on_snapshot)
+
+    def invalidate(self, key: SessionKey | None = None) -> None:
+        """Rebuild soon: one proxy's config (`key`) or everyone's."""
+        self._dirty.add(key)
+        self._wake.set()
+
+    def _on_snapshot(self, snapshot: ServiceSnapshot) -> None:
+        """Rebuild the proxies whose services changed (a sidecar that calls two services
+        of a thousand is not rebuilt when another one scales)."""
+        old, self._seen = self._seen, snapshot
+        changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
+        for key, session in self._sessions.items():
+            if session.wants.affected_by(changed):
+                self.invalidate(key)
+
+    async def run(self) -> None:
+        sessions, rotate_at = self._sessions, self._issuer.rotate_at
+        while True:
+            timeout = next_rotation(sessions.values(), rotate_at, dt.datetime.now(dt.UTC))
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self._wake.wait(), timeout)
+            if self._debounce:
+                await asyncio.sleep(self._debounce)
+            self._wake.clear()
+            keys = self._dirty.take(sessions)
+            keys |= due_for_rotation(sessions, rotate_at, dt.datetime.now(dt.UTC))
+            if not keys:
+                continue
+            self.passes += 1
+            try:
+                inputs = self._inputs()
+            except Exception:  # a bug must not end every future config push
+                log.exception("cannot gather the inputs of a config rebuild")
+                self.invalidate()
+                await asyncio.sleep(1.0)
+                continue
+            for key in sorted(keys):
+                session = sessions.get(key)
+                if session is not None:
+                    self._push(session, inputs)
+
+    def _inputs(self) -> BuildInputs:
+        return BuildInputs.of(
+            self._resources(MESH.name),
+            self._resources(SECRET.name),
+            [r for t in POLICY_TYPES for r in self._resources(t)],
+        )
+
+    def _push(self, session: Session, inputs: BuildInputs) -> None:
+        snapshot = self._services.snapshot
+        try:
+            config = build_config(
+                session.kind,
+                session.resource,
+                self.zone,
+                snapshot.catalog,
+                snapshot.vips,
+                inputs,
+                self._issuer,
+                reachable=session.hello.reachable,
+            )
+        except (Unavailable, BuildError, CertError) as exc:
+            self._unavailable(session, str(exc))
+            return
+        except Exception as exc:  # a bug must not stop the other proxies' configs
+            log.exception("%s: building its config failed", session.describe())
+            self._unavailable(session, f"internal error building the config: {exc!r}")
+            return
+        session.unavailable = ""
+        sub = session.subscription
+        if config.version == sub.config_sent:
+            return
+        session.outbox.put_nowait(config_message(config))
+        sub.config_sent = config.version
+        sub.responses_sent += 1
+        session.insight_dirty = True
+        self.configs_sent += 1
+        log.debug("%s: config %s sent", session.describe(), config.version)
+
+    def _unavailable(self, session: Session, reason: str) -> None:
+        if reason == session.unavailable:
+            return
+        session.unavailable = reason
+        log.warning("%s: no config for now: %s", session.describe(), reason)
+        session.outbox.put_nowait(error_message(pb.Error.CONFIG_UNAVAILABLE, reason))

@@ -1,0 +1,171 @@
+"""What the config server stores when a proxy connects and disconnects, and the crash sweep.
+
+Connect: the proxy's Dataplane or ZoneIngress is stored (zone_cp.dpstate decides its labels
+and inbound health), its insight gets a new subscription, and it becomes a live session. The
+same proxy again (its old stream may linger half-dead) takes over without marking anything
+offline; another proxy with the same name and a different Dataplane is refused.
+Disconnect: the Dataplane's inbounds are marked not ready and the subscription closed, in a
+task of its own (grpc cancels the handler of a stream whose peer died mid-write); nothing is
+marked when zone-cp itself stops (proxies reconnect, services should not flap meanwhile).
+For a zone ingress the closed subscription alone makes zone_cp.services empty its
+`availableServices` (other zones stop sending to it) until it reconnects (decision 35).
+Crash sweep: after a crash nothing marked anyone offline; `close_stale` closes, some time
+after the start, what is still marked connected to a previous instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from meshfed.dpconfig.protocol import Hello, ProxyType
+from meshfed.resources.model import Resource, now_rfc3339
+from meshfed.resources.types.dataplane import DATAPLANE
+from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
+from meshfed.resources.types.zone_ingress import ZONE_INGRESS
+from meshfed.store.base import StoreError
+from zone_cp import dpstate
+from zone_cp.dpbuild import Wants
+from zone_cp.dpinsights import InsightWriter
+from zone_cp.dprecords import Records
+from zone_cp.dpsession import Session, SessionKey
+
+log = logging.getLogger("zone_cp.dpserver")
+
+
+class Registration:
+    def __init__(
+        self,
+        records: Records,
+        insights: InsightWriter,
+        zone: str,
+        instance_id: str,
+        *,
+        mesh_exists: Callable[[str], bool],
+        on_registered: Callable[[SessionKey], None],
+    ) -> None:
+        self._records = records
+        self._insights = insights
+        self.zone = zone
+        self.instance_id = instance_id
+        self._mesh_exists = mesh_exists
+        self._on_registered = on_registered
+        self.sessions: dict[SessionKey, Session] = {}
+        self._lock = asyncio.Lock()
+        self._recording: set[asyncio.Task[None]] = set()  # disconnections being written
+        self.stopping = False  # zone-cp stops: disconnections mark no one offline
+        self.stale_closed = 0
+
+    async def register(self, hello: Hello) -> Session:
+        """Stores the proxy's resource and insight, then (with no await after it, so a
+        cancelled registration leaves nothing behind) makes it a live session."""
+        announced = hello.resource
+        async with self._lock:
+            current = self.sessions.get(announced.key)
+            replaced: list[dict[str, Any]] = []
+            if current is not None:
+                refusal = takeover_refusal(current, announced)
+                if refusal is not None:
+                    raise dpstate.Refused(refusal)
+                # The same proxy again (its old stream may linger half-dead): the new stream
+                # takes over without the old one marking the dataplane offline.
+                del self.sessions[announced.key]
+                current.subscription.disconnect_time = now_rfc3339()
+                replaced = [*current.history, current.subscription.to_json()]
+                current.stop("replaced by a newer stream of the same proxy")
+            if hello.proxy_type is ProxyType.SIDECAR:
+                if not self._mesh_exists(announced.mesh):
+                    raise dpstate.Refused(dpstate.no_mesh(announced.mesh, self.zone))
+                stored = await self._records.get(DATAPLANE.name, announced.mesh, announced.name)
+                resource = dpstate.registered_dataplane(announced, self.zone, stored)
+                insight_type = DATAPLANE_INSIGHT.name
+            else:
+                stored = await self._records.get(ZONE_INGRESS.name, "", announced.name)
+                resource = dpstate.registered_ingress(announced, self.zone, stored)
+                insight_type = ZONE_INGRESS_INSIGHT.name
+            await self._records.register(resource, stored)
+            old_insight = await self._records.get(insight_type, resource.mesh, resource.name)
+            history = replaced or dpstate.previous_subscriptions(old_insight)
+            session = Session(
+                hello=hello,
+                resource=resource,
+                wants=Wants.of(hello.proxy_type, resource, hello.reachable),
+                subscription=dpstate.Subscription(
+                    id=uuid.uuid4().hex,
+                    instance=self.instance_id,
+                    connect_time=now_rfc3339(),
+                    proxy_version=hello.proxy_version,
+                ),
+                history=history,
+                ready=dpstate.health_of(resource),
+            )
+            await self._insights.write(session)
+            self.sessions[resource.key] = session
+        self._on_registered(session.key)
+        return session
+
+    async def unregister(self, session: Session) -> None:
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
+        else:
+            return  # replaced: the newer session owns the resource
+        if self.stopping:
+            return
+        log.info("%s disconnected%s", session.describe(), _reason(session))
+        session.subscription.disconnect_time = now_rfc3339()
+        # grpc cancels the handler of a stream whose peer vanished (a SIGKILLed proxy): the
+        # writes that record the disconnection run in their own task, so they outlive it.
+        task = asyncio.create_task(self._record_disconnection(session), name="dp-offline")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Waits for the disconnections seen so far to be written (before the store goes)."""
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
+
+    async def _record_disconnection(self, session: Session) -> None:
+        try:
+            if session.kind is ProxyType.SIDECAR:
+                await self.set_ready(session, {})
+            await self._insights.write(session)
+        except StoreError as exc:
+            log.error("%s: cannot record the disconnection: %s", session.describe(), exc)
+
+    async def set_ready(self, session: Session, ready: dict[int, bool]) -> None:
+        """The stored Dataplane with this readiness ({}: offline, nothing ready)."""
+        await self._records.set_health(session.resource, ready)
+
+    async def close_stale(self, after: float) -> None:
+        """After a crash: proxies still marked connected to an instance that is gone."""
+        await asyncio.sleep(after)
+        live, ingresses = live_proxies(self.sessions.values())
+        self.stale_closed += await self._records.close_stale(self.instance_id, live, ingresses)
+
+
+def takeover_refusal(current: Session, announced: Resource) -> str | None:
+    """Why a proxy announcing `announced` cannot take over the connected `current` of the
+    same name (None: it is the same proxy again, whatever its inbounds' health)."""
+    if dpstate.without_health(current.hello.resource) == dpstate.without_health(announced):
+        return None
+    return (
+        f"{current.describe()} is connected with a different "
+        f"{announced.type}; give this proxy another name"
+    )
+
+
+def live_proxies(sessions: Iterable[Session]) -> tuple[set[tuple[str, str]], set[str]]:
+    """The connected sidecars' (mesh, name) and zone ingresses' names: the crash sweep
+    leaves them alone."""
+    sessions = list(sessions)
+    live = {(s.mesh, s.name) for s in sessions if s.kind is ProxyType.SIDECAR}
+    ingresses = {s.name for s in sessions if s.kind is ProxyType.INGRESS}
+    return live, ingresses
+
+
+def _reason(session: Session) -> str:
+    return f" ({session.stop_reason})" if session.stop_reason else ""
