@@ -25,6 +25,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meshfed.pki.ca import key_pem
+
 ISSUER = "meshfed"
 ALGORITHM = "ES256"
 MAX_TOKEN_BYTES = 4096  # a real token is ~400-900 bytes; below gRPC's 8 KiB metadata soft limit
@@ -73,11 +75,7 @@ class SigningKey:
 
     @property
     def private_pem(self) -> bytes:
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return key_pem(self.private_key)
 
     @property
     def public_pem(self) -> bytes:

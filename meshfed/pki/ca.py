@@ -34,6 +34,17 @@ class KeyAlgorithm(enum.StrEnum):
     RSA_4096 = "rsa-4096"
 
 
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: CaPrivateKey) -> bytes:
+    """Unencrypted PKCS#8, the form every reader here (ssl, grpc, cryptography) takes."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def generate_key(algorithm: KeyAlgorithm) -> CaPrivateKey:
     if algorithm is KeyAlgorithm.ECDSA_P256:
         return ec.generate_private_key(ec.SECP256R1())
@@ -49,15 +60,11 @@ class MeshCA:
 
     @property
     def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        return cert_pem(self.cert)
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return key_pem(self.key)
 
 
 def utcnow() -> dt.datetime:

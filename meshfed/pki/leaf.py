@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from meshfed.pki.ca import CLOCK_SKEW, MeshCA, utcnow
+from meshfed.pki.ca import CLOCK_SKEW, MeshCA, cert_pem, key_pem, utcnow
 from meshfed.pki.spiffe import PkiError, identity_of, service_id
 
 DEFAULT_LEAF_VALIDITY = dt.timedelta(hours=24)
@@ -37,15 +37,11 @@ class Leaf:
 
     @property
     def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        return cert_pem(self.cert)
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return key_pem(self.key)
 
     @property
     def ca_pem(self) -> bytes:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshfed.pki.ca import CLOCK_SKEW, utcnow
+from meshfed.pki.ca import CLOCK_SKEW, cert_pem, key_pem, utcnow
 from meshfed.pki.spiffe import PkiError
 
 DEFAULT_TLS_CA_VALIDITY = dt.timedelta(days=3650)
@@ -37,15 +37,11 @@ class TlsPair:
 
     @property
     def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        return cert_pem(self.cert)
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return key_pem(self.key)
 
 
 def create_tls_ca(
