@@ -178,6 +178,7 @@ class ZoneControlPlane:
             instance_id=api.instance_id,
             registry=self.registry,
             insight_flush=s.dp_insight_flush,
+            max_receive_bytes=s.dp_max_message_bytes,
             # Replicas sharing a store may hold each other's proxies: no crash sweep there.
             stale_after=None if isinstance(self.store, EtcdStore) else 30.0,
         )

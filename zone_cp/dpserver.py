@@ -76,7 +76,12 @@ from zone_cp.services import ZoneServices
 log = logging.getLogger("zone_cp.dpserver")
 
 HELLO_TIMEOUT: Final = 10.0
-MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # as mesh_dp.cpclient
+# What the server sends (configs) may be as large as the proxies accept
+# (meshfed.proxy.cpclient); what it receives (Hello, ACK/NACK, reports) is small, so it is
+# capped lower (--dp-max-message-bytes): a larger message ends its stream with
+# RESOURCE_EXHAUSTED before any of it is parsed.
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # as meshfed.proxy.cpclient
+DEFAULT_MAX_RECEIVE_BYTES: Final = 4 * 1024 * 1024
 Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS_OF: Final = {
     pb.Error.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
@@ -101,8 +106,10 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         insight_flush: float = 5.0,
         stale_after: float | None = 30.0,
         debounce: float = DEBOUNCE,
+        max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
     ) -> None:
         self.zone = zone
+        self.max_receive_bytes = max_receive_bytes
         self.issuer = issuer
         self.instance_id = instance_id
         self._registry = registry or default_registry()
@@ -143,7 +150,12 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._unlisten.append(self._mirror.listen(lambda *_: self.invalidate()))
         self._unlisten.append(self.pusher.follow_services())
         # No SO_REUSEPORT: a second zone-cp on the same port must fail, not share proxies.
-        options = [*grpc_options(MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)]
+        receive = "grpc.max_receive_message_length"
+        options: list[tuple[str, int]] = [
+            *(o for o in grpc_options(MAX_MESSAGE_BYTES) if o[0] != receive),
+            (receive, self.max_receive_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
         server = grpc.aio.server(options=options)
         pb_grpc.add_DataplaneConfigServicer_to_server(self, server)
         try:

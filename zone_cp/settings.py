@@ -164,6 +164,15 @@ OPTIONS = (
         metavar="HOST:PORT",
     ),
     Option(
+        "dp-max-message-bytes",
+        parse_size,
+        "4MiB",
+        "Largest message a proxy may send on the dataplane port (Hello, ACK/NACK, reports); "
+        "a larger one ends its stream with RESOURCE_EXHAUSTED. Configs sent to proxies are "
+        "bounded by the proxies' own 16 MiB limit",
+        metavar="SIZE",
+    ),
+    Option(
         "dp-cert-validity",
         parse_duration,
         "24h",
@@ -212,6 +221,7 @@ class ZoneSettings(EtcdSettings):
     dns_tcp_idle_timeout: float
     vip_cidr: IPv4Network
     dp_server_address: Address
+    dp_max_message_bytes: int
     dp_cert_validity: float
     dp_insight_flush: float
     api_localhost_is_admin: bool

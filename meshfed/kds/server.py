@@ -53,8 +53,25 @@ log = logging.getLogger("meshfed.kds")
 
 GLOBAL_TO_ZONE = "global-to-zone"
 ZONE_TO_GLOBAL = "zone-to-global"
+Context = grpc.aio.ServicerContext[Any, Any]
 __all__ = ["ACCEPTED", "CLIENT_INSTANCE", "KdsServer", "ZoneRejected", "ZoneSession"]
 ACCEPTED = "kds-accepted"  # initial metadata of a stream the global accepted
+
+
+async def end_call(context: Context, code: grpc.StatusCode, details: str) -> None:
+    """Ends the call with `code` by aborting (which raises AbortError), unless the call is
+    already over: the peer cancelled it, or it ended while a stop was being handled. Aborting
+    such a call fails inside grpc (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, ExecuteBatchError)
+    and only adds a misleading error to the log; there is nobody left to tell."""
+    if context.done() or context.cancelled():
+        log.debug("not ending an already closed call with %s: %s", code.name, details)
+        return
+    try:
+        await context.abort(code, details)
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:  # the call closed between the check and the abort
+        log.debug("call closed before it could end with %s (%s): %r", code.name, details, exc)
 
 
 class ZoneRejected(Exception):
@@ -116,9 +133,6 @@ class ZoneSession:
         """Ends every open stream of the zone with UNAVAILABLE and `reason`."""
         for stop in list(self._stops.values()):
             stop(reason)
-
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class KdsServer(pb_grpc.KDSServicer):
@@ -257,13 +271,15 @@ class KdsServer(pb_grpc.KDSServicer):
             if not session.connected:
                 session._ended.set()
         if refused:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
-        if failure is not None:
+            await end_call(context, grpc.StatusCode.PERMISSION_DENIED, refused)
+        elif failure is not None:
             log.warning("zone %s: %s stream failed: %r", zone, direction, failure)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{direction} stream failed: {failure}")
-        if stopped.is_set():
+            await end_call(
+                context, grpc.StatusCode.INTERNAL, f"{direction} stream failed: {failure}"
+            )
+        elif stopped.is_set():
             log.info("zone %s: closing %s stream: %s", zone, direction, reason)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+            await end_call(context, grpc.StatusCode.UNAVAILABLE, reason)
 
     def _other_instance(self, session: ZoneSession, instance: str) -> str:
         """Why `instance` is refused: the zone is connected from another instance that is

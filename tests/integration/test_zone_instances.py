@@ -3,11 +3,26 @@ keeps backing off; the first one's streams are never replaced."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
-from tests.integration.federation_support import Cluster, Http, dataplane, eventually
+from meshfed._gen import kds_pb2 as pb
+from meshfed._gen import kds_pb2_grpc as pb_grpc
+from meshfed.kds.auth import CLIENT_INSTANCE
+from meshfed.kds.stream import EOF
+from tests.integration.federation_support import (
+    Cluster,
+    Http,
+    dataplane,
+    eventually,
+    kds_channel,
+    kds_metadata,
+)
 from tests.support import Procs, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -47,3 +62,67 @@ def test_a_second_zone_cp_with_the_same_zone_is_refused_and_the_first_undisturbe
     eventually(lambda: twin_http.get("/_kds")["sessions"] > sessions, what="a later retry")
     assert first.http.get("/_kds")["sessions"] == first_sessions
     assert g.get("/dataplanes")["total"] == 1
+
+
+async def _twin_outcomes(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...], eager: bool
+) -> dict[str, str]:
+    """Status of the HealthCheck and both streams of a second instance, the streams opened
+    together; `eager` writes at once, as a client that does not wait to be accepted."""
+    stub = pb_grpc.KDSStub(channel)
+    out: dict[str, str] = {}
+    try:
+        await stub.HealthCheck(pb.HealthCheckRequest(), metadata=metadata, timeout=5)
+        out["HealthCheck"] = "OK"
+    except grpc.aio.AioRpcError as exc:
+        out["HealthCheck"] = exc.code().name
+
+    async def stream(name: str, call: Any, first: Any) -> None:
+        if not eager:
+            await call.initial_metadata()
+        with contextlib.suppress(Exception):
+            await call.write(first)
+        try:
+            async with asyncio.timeout(5):
+                while True:
+                    if await call.read() is EOF:
+                        out[name] = "EOF"
+                        return
+        except grpc.aio.AioRpcError as exc:
+            out[name] = exc.code().name
+        except TimeoutError:
+            call.cancel()
+            out[name] = "still open"
+
+    down = stub.GlobalToZoneSync(None, metadata=metadata, timeout=10)
+    up = stub.ZoneToGlobalSync(None, metadata=metadata, timeout=10)
+    await asyncio.gather(
+        stream("GlobalToZoneSync", down, pb.SyncRequest(type="Mesh")),
+        stream("ZoneToGlobalSync", up, pb.SyncResponse(type="ZoneIngress", nonce="n1")),
+    )
+    return out
+
+
+def test_a_second_instance_gets_one_status_on_both_streams_and_the_health_check(
+    procs: Procs, tmp_path: Path
+) -> None:
+    cluster = Cluster.create(procs, tmp_path, zone_names=("zone-1",))
+    cluster.start()
+    cluster.wait_online()
+    port = cluster.glob.kds_port
+    assert port is not None
+    metadata = (
+        *kds_metadata(tmp_path, cluster.glob.http.port, "zone-1"),
+        (CLIENT_INSTANCE, "twin-instance"),
+    )
+
+    async def run() -> list[dict[str, str]]:
+        outcomes = []
+        async with kds_channel(tmp_path, port) as channel:
+            for eager in (False, True, False, True):
+                outcomes.append(await _twin_outcomes(channel, metadata, eager))
+        return outcomes
+
+    for outcome in asyncio.run(run()):
+        assert set(outcome.values()) == {"ALREADY_EXISTS"}, outcome
+    assert cluster.zone_state("zone-1")["state"] == "online"

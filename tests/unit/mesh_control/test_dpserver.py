@@ -5,16 +5,18 @@ offline on disconnect, refusals, certificates and their rotation, ingress config
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 
+import grpc
 import pytest
 
 from global_cp.mesh_ca import ensure_ca, plan_for
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.catalog import VipKey
 from meshfed.dpconfig.model import IngressConfig
-from meshfed.dpconfig.protocol import ProxyType, ack_message, nack_message
+from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message, nack_message
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
@@ -27,9 +29,13 @@ from tests.unit.mesh_control.dpserver_support import (
     Proxy,
     Zone,
     connect,
+    doc,
     start_zone,
+    token_for,
 )
 from tests.unit.policy.factories import dataplane, inbound, mesh_resource
+from zone_cp.dpserver import DEFAULT_MAX_RECEIVE_BYTES
+from zone_cp.settings import CONFIG, ZoneSettings
 
 
 async def test_a_sidecar_registers_and_gets_its_config(zone: Zone, proxies: list[Proxy]) -> None:
@@ -262,3 +268,35 @@ async def test_an_ingress_gets_the_local_services_by_sni(zone: Zone, proxies: li
 async def advertised(zone: Zone, name: str) -> Resource | None:
     res = await zone.store.get("ZoneIngress", "", name)
     return res if res.spec.get("availableServices") else None
+
+
+async def test_a_message_over_the_limit_is_refused_and_the_server_keeps_serving(
+    zone: Zone, proxies: list[Proxy]
+) -> None:
+    """Issue 16: a 12 MB Hello was accepted; now anything over --dp-max-message-bytes (4 MiB
+    by default) ends its stream with RESOURCE_EXHAUSTED before it is parsed."""
+    token = await token_for(zone.store, WEB)
+    big = Proxy(zone.address, token)
+    proxies.append(big)
+    hello = hello_message(ProxyType.SIDECAR, doc(WEB), proxy_version="test/1")
+    hello.hello.proxy_version = "x" * (12 * 1000 * 1000)
+    with contextlib.suppress(Exception):  # the write may already fail as the call ends
+        await big.call.write(hello)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await big.read()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
+    assert not zone.server.sessions  # nothing registered
+    web = await connect(zone, proxies, WEB)  # a normal proxy is served as before
+    config = await web.config()
+    assert config.dataplane == "web-1"
+    assert zone.server.max_receive_bytes == 4 * 1024 * 1024  # the default
+
+
+def test_the_dataplane_port_limit_is_an_option_defaulting_to_the_servers() -> None:
+    def resolve(argv: list[str]) -> ZoneSettings:
+        return ZoneSettings(**CONFIG.resolve(CONFIG.parser().parse_args(argv), {}))
+
+    s = resolve(["--zone", "z"])
+    assert s.dp_max_message_bytes == DEFAULT_MAX_RECEIVE_BYTES == 4 * 1024 * 1024
+    s = resolve(["--zone", "z", "--dp-max-message-bytes", "1MiB"])
+    assert s.dp_max_message_bytes == 1024 * 1024
