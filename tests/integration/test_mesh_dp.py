@@ -35,7 +35,7 @@ from tests.integration.test_mesh_dp_support import (
     outbound,
     recv_line,
 )
-from tests.support import Procs, wait_until
+from tests.support import Procs, free_port, wait_until
 from tests.unit.policy.factories import MESH_REF, frm, mtp, policy, svc, to
 
 pytestmark = pytest.mark.integration
@@ -355,17 +355,18 @@ def test_command_line_errors_are_clear(procs: Procs, tmp_path: Path) -> None:
         return result.stderr
 
     assert "give --cp grpc://HOST:PORT" in fails()
+    cp = f"grpc://127.0.0.1:{free_port()}"  # never dialled: each run fails before connecting
     dp = tmp_path / "dp.yaml"
     dp.write_text("type: Dataplane\nname: web\nnetworking:\n  address: 127.0.0.1\n")
     assert "networking.inbound: must have at least 1 item" in fails(
-        "--cp", "grpc://127.0.0.1:5678", "--dataplane-file", str(dp)
+        "--cp", cp, "--dataplane-file", str(dp)
     )
     dp.write_text(
         "name: web\nnetworking:\n  address: 127.0.0.1\n  inbound: [{port: 1, tags: "
         "{kuma.io/service: web}}]\n  transparentProxying: {redirectPortInbound: 15006}\n"
     )
     assert "transparentProxying.redirectPortInbound: not supported" in fails(
-        "--cp", "grpc://127.0.0.1:5678", "--dataplane-file", str(dp)
+        "--cp", cp, "--dataplane-file", str(dp)
     )
     missing = tmp_path / "missing.json"
     assert f"cannot read {missing}" in fails("--config-file", str(missing))
@@ -373,9 +374,7 @@ def test_command_line_errors_are_clear(procs: Procs, tmp_path: Path) -> None:
         "name: web\nnetworking:\n  address: 127.0.0.1\n  inbound: [{port: 1, tags: "
         "{kuma.io/service: web}}]\n"
     )
-    assert "give --dataplane-token-file FILE" in fails(
-        "--cp", "grpc://127.0.0.1:5678", "--dataplane-file", str(dp)
-    )
+    assert "give --dataplane-token-file FILE" in fails("--cp", cp, "--dataplane-file", str(dp))
     assert "--dataplane-token-file is for --cp" in fails(
         "--config-file", str(missing), "--dataplane-token-file", str(missing)
     )
