@@ -135,7 +135,7 @@ def test_zone_needs_a_name_and_a_valid_global_url(procs: Procs, tmp_path: Path) 
     cases = {
         "no-zone": [],
         "bad-zone": ["--zone", "Zone_1!"],
-        "bad-url": ["--zone", "zone-1", "--global-kds", "http://127.0.0.1:5685"],
+        "bad-url": ["--zone", "zone-1", "--global-kds", "http://127.0.0.1:1"],  # never dialled
     }
     for name, args in cases.items():
         proc = procs.start(

@@ -21,7 +21,7 @@ from meshfed.config import (
 )
 
 OPTIONS = (
-    Option("api-address", parse_address, "127.0.0.1:5681", "Where the API listens"),
+    Option("api-address", parse_address, "127.0.0.1:7681", "Where the API listens"),
     Option("store", choice_parser("sqlite", "memory"), "sqlite", "Store backend"),
     Option("default-mesh", parse_bool, True, "Create Mesh 'default' on first start"),
     Option("max-body-bytes", parse_size, "1MiB", "Largest request body"),
@@ -37,7 +37,7 @@ def load(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
 
 def test_defaults() -> None:
     assert load([]) == {
-        "api_address": Address("127.0.0.1", 5681),
+        "api_address": Address("127.0.0.1", 7681),
         "store": "sqlite",
         "default_mesh": True,
         "max_body_bytes": 1024 * 1024,
@@ -122,16 +122,16 @@ def test_help_shows_defaults_and_env_vars(capsys: pytest.CaptureFixture[str]) ->
     for opt in OPTIONS:
         assert f"--{opt.name}" in out
         assert opt.env_var in out
-    assert "(default: 127.0.0.1:5681; env: MESHFED_API_ADDRESS)" in out
+    assert "(default: 127.0.0.1:7681; env: MESHFED_API_ADDRESS)" in out
     assert "(default: true; env: MESHFED_DEFAULT_MESH)" in out
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("127.0.0.1:5681", Address("127.0.0.1", 5681)),
+        ("127.0.0.1:7681", Address("127.0.0.1", 7681)),
         ("localhost:0", Address("localhost", 0)),
-        ("[::1]:5681", Address("::1", 5681)),
+        ("[::1]:7681", Address("::1", 7681)),
     ],
 )
 def test_address(raw: str, expected: Address) -> None:
@@ -139,7 +139,7 @@ def test_address(raw: str, expected: Address) -> None:
     assert parse_address(str(expected)) == expected
 
 
-@pytest.mark.parametrize("raw", [":5681", "::1:5681", "[zz]:1", "host", "host:port"])
+@pytest.mark.parametrize("raw", [":7681", "::1:7681", "[zz]:1", "host", "host:port"])
 def test_bad_address(raw: str) -> None:
     with pytest.raises(ValueError):
         parse_address(raw)
