@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshfed.pki.ca import CLOCK_SKEW, cert_pem, key_pem, utcnow
@@ -84,15 +85,10 @@ def load_pair(cert_pem: bytes, key_pem: bytes) -> TlsPair:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
         raise PkiError(f"not a PEM certificate: {exc}") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise PkiError(f"not an unencrypted PEM private key: {exc}") from None
+    key = _load_key(key_pem)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise PkiError("the key is not an ECDSA P-256 key")
-    der = serialization.Encoding.DER
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+    if not _matches(key, cert):
         raise PkiError("the key does not match the certificate")
     return TlsPair(cert, key)
 
@@ -104,15 +100,21 @@ def check_chain(chain_pem: bytes, key_pem: bytes) -> x509.Certificate:
         certs = x509.load_pem_x509_certificates(chain_pem)
     except ValueError as exc:
         raise PkiError(f"not a PEM certificate: {exc}") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise PkiError(f"not an unencrypted PEM private key: {exc}") from None
-    der = serialization.Encoding.DER
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(der, spki) != certs[0].public_key().public_bytes(der, spki):
+    if not _matches(_load_key(key_pem), certs[0]):
         raise PkiError("the key does not match the (first) certificate")
     return certs[0]
+
+
+def _load_key(key_pem: bytes) -> PrivateKeyTypes:
+    try:
+        return serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise PkiError(f"not an unencrypted PEM private key: {exc}") from None
+
+
+def _matches(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
 
 
 def issue_server_cert(

@@ -91,8 +91,8 @@ def test_bad_durations(raw: object) -> None:
 
 
 def test_global_kds_url_and_zone_name() -> None:
-    assert parse_grpc_target("grpc://127.0.0.1:5685") == Address("127.0.0.1", 5685)
-    assert parse_grpc_target("127.0.0.1:5685") == Address("127.0.0.1", 5685)
+    assert parse_grpc_target("grpc://127.0.0.1:7685") == Address("127.0.0.1", 7685)
+    assert parse_grpc_target("127.0.0.1:7685") == Address("127.0.0.1", 7685)
     assert parse_grpc_target("") is None
     for bad in ("https://h:1", "grpc://h", "grpc://h:0"):
         with pytest.raises(ValueError):

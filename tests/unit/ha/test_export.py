@@ -48,8 +48,8 @@ def test_render_reads_back_as_the_same_documents() -> None:
         {"type": "Mesh", "name": "default"},
         {"type": "Secret", "mesh": "default", "name": "ca", "data": "QUJD"},
     ]
-    text = render(docs, "http://127.0.0.1:5681")
-    assert text.startswith("# meshctl export of http://127.0.0.1:5681: Mesh 1, Secret 1.")
+    text = render(docs, "http://127.0.0.1:7681")
+    assert text.startswith("# meshctl export of http://127.0.0.1:7681: Mesh 1, Secret 1.")
     assert [d.data for d in parse_documents(text, "backup")] == docs
     empty = render([], "http://x")
     assert "nothing" in empty and parse_documents(empty, "backup") == []

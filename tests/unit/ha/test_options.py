@@ -80,13 +80,13 @@ def test_zone_takes_several_global_replicas_and_the_etcd_flags() -> None:
             "--zone",
             "zone-1",
             "--global-kds",
-            "grpc://127.0.0.1:5685,grpc://127.0.0.1:6685",
+            "grpc://127.0.0.1:7685,grpc://127.0.0.1:6685",
             "--store",
             "etcd",
         ],
     )
     s = ZoneSettings(**values)
-    assert s.global_kds == (Address("127.0.0.1", 5685), Address("127.0.0.1", 6685))
+    assert s.global_kds == (Address("127.0.0.1", 7685), Address("127.0.0.1", 6685))
     assert s.store == "etcd" and s.etcd_prefix is None
     assert ZoneSettings(**resolve(ZONE_CONFIG, ["--zone", "z"])).global_kds == ()
 

@@ -107,9 +107,9 @@ def test_one_zone_is_not_enough() -> None:
 
 
 def test_the_one_liner() -> None:
-    assert try_commands("zone-1", "127.0.0.1:5653") == [
-        "curl -s http://$(dig +short @127.0.0.1 -p 5653 backend.mesh):8080/; echo",
-        "curl -s http://$(dig +short @127.0.0.1 -p 5653 backend.zone-2.mesh):8080/; echo",
+    assert try_commands("zone-1", "127.0.0.1:7653") == [
+        "curl -s http://$(dig +short @127.0.0.1 -p 7653 backend.mesh):8080/; echo",
+        "curl -s http://$(dig +short @127.0.0.1 -p 7653 backend.zone-2.mesh):8080/; echo",
     ]
 
 

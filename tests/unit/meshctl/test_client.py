@@ -30,7 +30,7 @@ def test_paths_follow_kuma() -> None:
 
 
 def test_base_url_forms() -> None:
-    assert normalize_base_url("127.0.0.1:5681") == "http://127.0.0.1:5681"
+    assert normalize_base_url("127.0.0.1:7681") == "http://127.0.0.1:7681"
     assert normalize_base_url("https://cp.example:443/") == "https://cp.example:443"
     for bad in ("ftp://x", "http://", "http://h:notaport"):
         with pytest.raises(CliError) as err:
@@ -63,12 +63,12 @@ def test_non_kuma_error_body_shows_status_and_first_line() -> None:
 
 
 def test_next_is_followed_through_our_own_address() -> None:
-    client = ApiClient("http://127.0.0.1:5681")
+    client = ApiClient("http://127.0.0.1:7681")
     assert client._rebase("http://0.0.0.0:5681/meshes?offset=abc&size=2") == (
-        "http://127.0.0.1:5681/meshes?offset=abc&size=2"
+        "http://127.0.0.1:7681/meshes?offset=abc&size=2"
     )
     prefixed = ApiClient("https://proxy.example/meshfed")
     assert prefixed._rebase("http://10.0.0.1:5681/zones?offset=x") == (
         "https://proxy.example/meshfed/zones?offset=x"
     )
-    assert client.url("/x", {"dryRun": "true"}) == "http://127.0.0.1:5681/x?dryRun=true"
+    assert client.url("/x", {"dryRun": "true"}) == "http://127.0.0.1:7681/x?dryRun=true"

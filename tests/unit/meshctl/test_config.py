@@ -34,7 +34,7 @@ def two_planes() -> config.MeshctlConfig:
         make_current=True,
     )
     return cfg.with_plane(
-        config.ControlPlane("dev", "http://127.0.0.1:5681", "tok-dev"),
+        config.ControlPlane("dev", "http://127.0.0.1:7681", "tok-dev"),
         overwrite=False,
         make_current=False,
     )
@@ -44,9 +44,9 @@ def test_address_precedence_flag_then_env_then_current_then_default() -> None:
     cfg = two_planes()
     t = config.resolve_target(None, {}, cfg, **ENVS)
     assert (t.url, t.token, t.ca_file) == ("https://prod:5682", "tok-prod", "/ca.pem")
-    t = config.resolve_target(None, {"MESHFED_API": "127.0.0.1:5681"}, cfg, **ENVS)
-    assert (t.url, t.token, t.ca_file) == ("127.0.0.1:5681", "tok-dev", None)
-    t = config.resolve_target("http://127.0.0.1:5681/", {"MESHFED_API": "x:1"}, cfg, **ENVS)
+    t = config.resolve_target(None, {"MESHFED_API": "127.0.0.1:7681"}, cfg, **ENVS)
+    assert (t.url, t.token, t.ca_file) == ("127.0.0.1:7681", "tok-dev", None)
+    t = config.resolve_target("http://127.0.0.1:7681/", {"MESHFED_API": "x:1"}, cfg, **ENVS)
     assert t.token == "tok-dev"
     t = config.resolve_target(None, {}, config.MeshctlConfig(), **ENVS)
     assert (t.url, t.token) == ("http://d:1", None)
@@ -187,7 +187,7 @@ def test_up_records_the_global_current_and_each_zone(tmp_path: Path) -> None:
     assert got.current == "up"
     assert [(cp.name, cp.address, cp.token) for cp in got.control_planes] == [
         ("prod", "https://prod:5682", "tok-prod"),
-        ("dev", "http://127.0.0.1:5681", "tok-dev"),
+        ("dev", "http://127.0.0.1:7681", "tok-dev"),
         ("up", "http://127.0.0.1:7001", "T"),
         ("up-zone-1", "http://127.0.0.1:7002", "T"),
         ("up-zone-2", "http://127.0.0.1:7003", "T"),

@@ -252,5 +252,5 @@ def test_bad_targets_are_refused(target: str) -> None:
 
 
 def test_targets_split() -> None:
-    assert split_target("127.0.0.1:5678") == ("127.0.0.1", 5678)
+    assert split_target("127.0.0.1:7678") == ("127.0.0.1", 7678)
     assert split_target("[::1]:5678") == ("::1", 5678)

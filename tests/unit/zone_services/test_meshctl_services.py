@@ -80,7 +80,7 @@ def test_which_zones_serve_an_answer() -> None:
     assert mesh_of("backend.zone-2.payments.meshes.mesh.") == "payments"
 
 
-def state(dns: str | None = "127.0.0.1:5653") -> UpState:
+def state(dns: str | None = "127.0.0.1:7653") -> UpState:
     def zone(name: str) -> ComponentRecord:
         return ComponentRecord(name, "zone", [], f"http://127.0.0.1:1/{name}", "", "", zone=name)
 

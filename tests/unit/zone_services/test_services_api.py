@@ -32,7 +32,7 @@ async def test_zone_route_hooks_and_404_for_an_unknown_mesh() -> None:
         zone="zone-1",
         services=view,
         collectors=[OneGauge()],
-        info={"dns": "127.0.0.1:5653"},
+        info={"dns": "127.0.0.1:7653"},
     )
     try:
         await api.store.create(Resource("Mesh", Meta(name="default")))
@@ -41,7 +41,7 @@ async def test_zone_route_hooks_and_404_for_an_unknown_mesh() -> None:
         status, body = await api.json("GET", "/meshes/nope/services")
         assert status == 404 and "nope" in body["detail"] and seen == ["default"]
         status, body = await api.json("GET", "/")
-        assert body["dns"] == "127.0.0.1:5653" and body["zone"] == "zone-1"
+        assert body["dns"] == "127.0.0.1:7653" and body["zone"] == "zone-1"
         metrics = await (await client.get("/metrics")).text()
         assert "meshfed_test_gauge 42.0" in metrics
         status, doc = await api.json("GET", "/openapi.json")
