@@ -31,11 +31,13 @@ FIXTURES = Path(__file__).parents[2] / "fixtures" / "kuma-docs"
 # `# follows: <page>, example "<heading>"`, and an optional note in parentheses
 FOLLOWS = re.compile(r'# follows: (https://kuma\.io/docs/\S+/), example "(.+?)"(?: \(.+\))?')
 MESHES = ("default", "my-mesh")  # every mesh a fixture names ("default" the global makes)
-SERVER_SET = {"creationTime", "modificationTime", "labels"}
+DOC_KEYS = {"type", "name", "mesh", "spec"}
+TIMES = {"creationTime", "modificationTime"}
 REQUIRED = "is required"
 # A MeshService selected by labels: the 400 also says `name` is required, which Kuma does not
 # require when `labels` is given.
 BY_LABELS = {"spec.to[0].targetRef.name": REQUIRED, "spec.to[0].targetRef.labels": NOT_SUPPORTED}
+OUTLIER = {"spec.to[0].default.outlierDetection": NOT_ENFORCED}
 LOCAL_ZONE = {"spec.to[0].default.localityAwareness.localZone": NOT_ENFORCED}
 
 # The documented examples the global still refuses, each with every field its 400 names and a
@@ -43,6 +45,9 @@ LOCAL_ZONE = {"spec.to[0].default.localityAwareness.localZone": NOT_ENFORCED}
 # "13" (HTTP fields now refused because the sidecar is a TCP proxy, and MeshService selected by
 # labels); the others name what else would empty them. An entry whose fixture is accepted, or
 # refused with other fields or reasons, fails the test: keep the table true.
+# Accepted today though not honoured: meshtimeout/intro-shadow-frontend-timeouts.yaml carries
+# Kuma's `kuma.io/effect: shadow` label, which meshfed stores but does not act on (the policy
+# takes effect); once the API refuses that label, the fixture belongs here.
 PENDING: dict[str, dict[str, str]] = {
     # 13: MeshTimeout http
     "meshtimeout/timeout-global.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
@@ -66,6 +71,19 @@ PENDING: dict[str, dict[str, str]] = {
         "spec.to[0].default.connectionLimits.maxPendingRequests": NOT_ENFORCED,
         "spec.to[0].default.connectionLimits.maxRetries": NOT_ENFORCED,
         "spec.to[0].default.connectionLimits.maxRequests": NOT_ENFORCED,
+    },
+    # 13: MeshCircuitBreaker outlierDetection, one example per detector and mode
+    **{
+        f"meshcircuitbreaker/outlier-{detector}.yaml": OUTLIER
+        for detector in (
+            "total-failures",
+            "total-failures-split",
+            "gateway-failures",
+            "gateway-failures-split",
+            "local-origin-failures",
+            "success-rate",
+            "failure-percentage",
+        )
     },
     # 13: MeshLoadBalancingStrategy RingHash and localZone affinity
     "meshloadbalancingstrategy/ring-hash.yaml": {
@@ -149,7 +167,7 @@ def test_every_fixture_follows_one_documented_example_in_kumas_universal_form() 
             f"{name}: first line must be '# follows: <page URL>, example \"<heading>\"'"
         )
         doc = doc_of(name)
-        assert set(doc) == {"type", "name", "mesh", "spec"}, name
+        assert DOC_KEYS <= set(doc) <= {*DOC_KEYS, "labels"}, name
         assert name.split("/")[0] == doc["type"].lower(), name
         assert doc["mesh"] in MESHES, name
         # two fixtures following the same heading differ in what they hold
@@ -180,6 +198,8 @@ def test_documented_example_applies_unchanged_or_is_refused_as_pending(
         return
     assert status in (200, 201), (name, status, body)
     got = global_http.get(path)
-    assert set(got) - SERVER_SET == set(doc), (name, got)
-    assert {k: got[k] for k in doc} == doc, name
+    assert set(got) - TIMES == DOC_KEYS | {"labels"}, (name, got)
+    assert {k: got[k] for k in DOC_KEYS} == {k: doc[k] for k in DOC_KEYS}, name
+    # the example's own labels come back; the global adds only its origin label
+    assert got["labels"] == {**doc.get("labels", {}), "kuma.io/origin": "global"}, name
     global_http.delete(path)  # the next example may reuse the name
