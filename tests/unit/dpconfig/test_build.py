@@ -304,3 +304,28 @@ def test_inputs_that_cannot_make_a_config(leaf: Leaf, ca: MeshCA) -> None:
     bad_outbound.spec["networking"]["outbound"] = [{"port": 9000}]
     with pytest.raises(BuildError, match=r"networking.outbound\[0\]: needs a port"):
         build(leaf, dataplane=bad_outbound)
+
+
+def test_protocols_come_from_the_kuma_protocol_tag(leaf: Leaf) -> None:
+    grpc_web = dataplane(
+        "web-1",
+        inbound("web", 18000, servicePort=3000, tags={"kuma.io/protocol": "grpc"}),
+        address="127.0.1.10",
+    )
+    http_backends = [
+        dataplane(
+            f"backend-{i}",
+            inbound("backend", 18080, servicePort=8080, tags={"kuma.io/protocol": proto}),
+            address=f"127.0.1.{i}",
+        )
+        for i, proto in ((1, "http"), (2, "http"), (3, "tcp"))
+    ]
+    catalog = build_catalog("zone-1", [grpc_web, *http_backends], [Z2_INGRESS])
+    cfg = build(leaf, dataplane=grpc_web, catalog=catalog)
+    assert [i.protocol for i in cfg.inbounds] == ["grpc"]
+    by_service = {o.service: o.protocol for o in cfg.outbounds if o.zone is None}
+    # the most common tag among the service's instances
+    assert by_service == {"backend": "http", "web": "grpc"}
+    untagged = build(leaf)
+    assert {o.protocol for o in untagged.outbounds} == {"tcp"}
+    assert [i.protocol for i in untagged.inbounds] == ["tcp"]
