@@ -328,7 +328,7 @@ def test_a_bad_reload_keeps_the_running_config(procs: Procs, tmp_path: Path) -> 
     sidecar.config_path.write_text('{"mesh": "default", "inbounds": 7}')
     sidecar.proc.signal(signal.SIGHUP)
     wait_until(lambda: sidecar.stats()["source"]["failedReloads"] == 1)
-    assert "mtlsEnabled: is required" in sidecar.stats()["source"]["lastError"]
+    assert "inbounds: Expected `array`, got `int`" in sidecar.stats()["source"]["lastError"]
 
     # A config whose new listener is taken: nothing of it is applied.
     with socket.create_server((s.addresses.next(), 0)) as squatter:
