@@ -18,8 +18,7 @@ from mesh_dp.dataplane import (
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import SidecarCollector
-from meshfed.dpconfig.jsonread import ConfigFormatError
-from meshfed.dpconfig.model import SidecarConfig
+from meshfed.dpconfig.model import ConfigFormatError, SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
 from meshfed.process import install_signals
 from meshfed.proxy.admin import AdminServer, metrics_registry

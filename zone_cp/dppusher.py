@@ -3,10 +3,11 @@
 One task rebuilds: a store change (Mesh, Secret, policies) or a new proxy marks proxies dirty
 (`invalidate`), a new service snapshot marks those whose services changed (zone_cp.dpbuild
 `Wants`), a certificate due for rotation marks its proxy; after a short debounce every dirty
-proxy's config is rebuilt from inputs gathered once for the pass, and sent if its content hash
-(the config version) changed. A config that cannot be built (no CA yet, the mesh deleted) is
-answered once with a non-fatal CONFIG_UNAVAILABLE naming why; the proxy keeps its last config
-and gets the next one as soon as it can be built.
+proxy's config is rebuilt from inputs gathered once for the pass, encoded once, and sent if
+the hash of those bytes (the config version) changed: the bytes hashed are the bytes sent
+(decision 75). A config that cannot be built (no CA yet, the mesh deleted) is answered once
+with a non-fatal CONFIG_UNAVAILABLE naming why; the proxy keeps its last config and gets the
+next one as soon as it can be built.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Final
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import wait_for
 from meshfed.dpconfig.build import BuildError
+from meshfed.dpconfig.model import IngressConfig, SidecarConfig, encode_config
 from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
 from meshfed.resources.model import Resource
 from meshfed.resources.types.mesh import MESH
@@ -84,6 +86,17 @@ def due_for_rotation(
         for key, s in sessions.items()
         if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None and t <= now
     }
+
+
+def message_if_changed(
+    config: SidecarConfig | IngressConfig, sent: str
+) -> tuple[str, pb.CpMessage] | None:
+    """(version, Config message) for a rebuilt config, None if `sent` is already its version.
+    The config is encoded once: its version is the hash of the very bytes sent."""
+    encoded = encode_config(config)
+    if encoded.version == sent:
+        return None
+    return encoded.version, config_message(encoded)
 
 
 class ConfigPusher:
@@ -184,14 +197,15 @@ class ConfigPusher:
             return
         session.unavailable = ""
         sub = session.subscription
-        if config.version == sub.config_sent:
+        changed = message_if_changed(config, sub.config_sent)
+        if changed is None:
             return
-        session.outbox.put_nowait(config_message(config))
-        sub.config_sent = config.version
+        sub.config_sent, message = changed
+        session.outbox.put_nowait(message)
         sub.responses_sent += 1
         session.insight_dirty = True
         self.configs_sent += 1
-        log.debug("%s: config %s sent", session.describe(), config.version)
+        log.debug("%s: config %s sent", session.describe(), sub.config_sent)
 
     def _unavailable(self, session: Session, reason: str) -> None:
         if reason == session.unavailable:

@@ -9,8 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from meshfed._gen import dataplane_pb2 as pb
-from meshfed.dpconfig.jsonread import ConfigFormatError
-from meshfed.dpconfig.model import IngressConfig
+from meshfed.dpconfig.model import ConfigFormatError, IngressConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_ingress_config
 from meshfed.process import install_signals
 from meshfed.proxy.admin import AdminServer, metrics_registry

@@ -310,12 +310,12 @@ Global___DpMessage: _TypeAlias = DpMessage  # noqa: Y015
 class Config(_message.Message):
     """--- zone-cp -> proxy -------------------------------------------------------------------------
 
-    A complete config for the proxy. Its body is JSON (meshfed.dpconfig.model SidecarConfig or
-    IngressConfig `to_json`), not protobuf fields: the config model is defined once, in Python
-    dataclasses with strict readers, and can grow without a proto change on both sides; a
-    config is sent only when it changes and is small (tens of KiB for 100 services), so the
-    parsing cost is not on any hot path; and the bytes a proxy runs are the same JSON that
-    `meshctl inspect` shows, which makes "what config did this proxy get" easy to answer.
+    A complete config for the proxy. Its body is JSON: meshfed.dpconfig.model SidecarConfig or
+    IngressConfig, msgspec Structs that are the config's one typed definition (decision 75),
+    encoded with an empty `version`; the proxy decodes and checks it against that definition
+    (unknown fields are ignored), and a config that fails is NACKed naming the field. A config
+    is sent only when it changes, its JSON is what a static config file and `meshctl inspect`
+    show, and it can grow without a proto change on both sides.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -323,7 +323,9 @@ class Config(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     JSON_FIELD_NUMBER: _builtins.int
     version: _builtins.str
-    """content hash of the body: equal versions mean equal configs"""
+    """Hash of the body's bytes (model.content_version): equal versions mean equal configs. The
+    proxy refuses a Config whose version is not the hash of its body.
+    """
     json: _builtins.bytes
     def __init__(
         self,

@@ -1,6 +1,7 @@
 """Dataplane configs: what zone-cp sends mesh-dp and zone-ingress, and how it is built.
 
-- model.py: SidecarConfig / IngressConfig (frozen dataclasses, JSON form, versions);
+- model.py: SidecarConfig / IngressConfig (msgspec Structs: one typed definition, its JSON
+  form, versions, encoded once per push);
 - catalog.py: the services a zone reaches (local instances, other zones' ingresses), and a
   zone's ZoneIngress `availableServices`;
 - build.py: `build_sidecar_config`, `build_ingress_config` (pure);
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
         available_services,
         build_catalog,
     )
-    from meshfed.dpconfig.jsonread import ConfigFormatError
     from meshfed.dpconfig.model import (
+        ConfigFormatError,
         Endpoint,
         Inbound,
         IngressConfig,
@@ -48,7 +49,7 @@ _WHERE = {
     "VipKey": "catalog",
     "available_services": "catalog",
     "build_catalog": "catalog",
-    "ConfigFormatError": "jsonread",
+    "ConfigFormatError": "model",
     "Endpoint": "model",
     "Inbound": "model",
     "IngressConfig": "model",

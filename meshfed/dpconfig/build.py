@@ -17,7 +17,13 @@
   with the SNI naming service and mesh and its instance count as weight. Without mTLS there
   is no cross-zone path (the ingress routes on the SNI of a TLS ClientHello; Kuma #4336);
 - per outbound, the enforced fields of the policies that match (dpconfig/policies.py);
-- `tls` from `cert` (an issued meshfed.pki.Leaf) when the mesh has mTLS.
+- `tls` from `cert` (an issued meshfed.pki.Leaf) when the mesh has mTLS;
+- `protocol`: an inbound's `kuma.io/protocol` tag; an outbound's, the tag its service's local
+  instances carry most (ties: the first in order); tcp when absent or not one the sidecar
+  knows (Kuma treats an unknown protocol as tcp).
+
+The configs come back without a version: zone-cp encodes each once (model.encode_config),
+and that encoding is what both the version and the bytes sent come from.
 
 `policies` maps a policy type name (`MeshTimeout`, ...) to its resources; other meshes'
 resources are ignored. Inputs that cannot make a config raise BuildError with the reason.
@@ -29,6 +35,7 @@ service of a mesh with mTLS.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +55,7 @@ from meshfed.dpconfig.model import (
     Outbound,
     OutboundKind,
     OutboundPolicies,
+    Protocol,
     SidecarConfig,
     Tls,
 )
@@ -59,7 +67,7 @@ from meshfed.policy.permissions import compile_permissions
 from meshfed.policy.rules import Matched, match
 from meshfed.policy.targetref import DataplaneView, tags_match, view_of
 from meshfed.resources.model import LABEL_ZONE, Resource
-from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
+from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, as_list, dig
 
 MESH_TRAFFIC_PERMISSION = "MeshTrafficPermission"
 HTTP_PORT = 80
@@ -96,6 +104,19 @@ def _sni(service: str, mesh: str) -> str | None:
         return encode_sni(service, mesh)
     except SniError:
         return None  # a name that fits no SNI cannot cross zones
+
+
+_PROTOCOLS: dict[str, Protocol] = {"tcp": "tcp", "http": "http", "http2": "http2", "grpc": "grpc"}
+
+
+def protocol_of(tags: Mapping[str, Any]) -> Protocol:
+    """The protocol a `kuma.io/protocol` tag names; tcp when absent or unknown."""
+    return _PROTOCOLS.get(str(tags.get(PROTOCOL_TAG, "tcp")).lower(), "tcp")
+
+
+def _service_protocol(instances: Sequence[LocalInstance]) -> Protocol:
+    counts = Counter(protocol_of(i.tags) for i in instances)
+    return counts.most_common(1)[0][0] if counts else "tcp"
 
 
 def _local(instances: Sequence[LocalInstance], zone: str) -> list[Endpoint]:
@@ -163,6 +184,7 @@ class _Builder:
                         policies=self.policies(entry.service),
                         also_port_80=port_80 and port != HTTP_PORT,
                         zone=zone,
+                        protocol=_service_protocol(entry.local),
                     )
                 )
         return out
@@ -191,6 +213,7 @@ class _Builder:
             policies=self.policies(service),
             zone=pinned,
             kind=OutboundKind.EXPLICIT,
+            protocol=_service_protocol(entry.local) if entry is not None else "tcp",
         )
 
 
@@ -219,6 +242,7 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
                 permissions=compile_permissions(
                     matched_mtp, view.index, b.view.mesh, mtls_enabled=b.mtls
                 ),
+                protocol=protocol_of(tags),
             )
         )
     return out
@@ -288,7 +312,7 @@ def build_sidecar_config(
         inbounds=tuple(_inbounds(dataplane, b)),
         outbounds=tuple(outbounds),
         tls=_tls(cert, identity, mesh.meta.name) if mtls else None,
-    ).stamped()
+    )
 
 
 def build_ingress_config(
@@ -311,4 +335,4 @@ def build_ingress_config(
             services.append(
                 IngressService(entry.mesh, entry.service, sni, tuple(_local(entry.local, zone)))
             )
-    return IngressConfig(zone=zone, ingress=ingress.meta.name, services=tuple(services)).stamped()
+    return IngressConfig(zone=zone, ingress=ingress.meta.name, services=tuple(services))

@@ -1,4 +1,5 @@
-"""The configs zone-cp sends its proxies: frozen dataclasses with a JSON form.
+"""The configs zone-cp sends its proxies: one typed definition (msgspec Structs), its JSON
+form derived from it (decision 75).
 
 `SidecarConfig` is everything a mesh-dp needs and nothing it must compute from policies:
 
@@ -16,35 +17,48 @@
   `sni` in the ClientHello (it names service and mesh); otherwise connect directly. Either
   way originate mTLS with `tls` when `mtlsEnabled`, and check that the server presents
   `spiffe://<mesh>/<service>`.
+- `protocol` of an inbound or outbound: the service's `kuma.io/protocol` tag (tcp, http,
+  http2, grpc; tcp when absent), what the sidecar speaks on it.
 - `tls`: the proxy's own certificate and key (PEM), the trust bundle, and when the cert
   expires (zone-cp sends a new config with a new cert before then); None when mTLS is off.
 
 `IngressConfig` maps each SNI to the local endpoints of that service: the ingress reads the
 SNI, picks an endpoint and passes the TLS bytes through untouched.
 
-`version` is a hash of the rest of the config (`content_version`): equal versions mean equal
-configs, so zone-cp can rebuild freely and send only when the version changes.
+`version` is a hash of the config's encoded bytes with `version` empty (`encode_config`):
+equal versions mean equal configs, so zone-cp can rebuild freely and send only when the
+version changes, and it encodes each config once: the bytes it hashes are the bytes it sends.
 
-JSON field names are camelCase like the resources'. `from_json` raises ConfigFormatError
-naming the bad field; unknown fields are ignored (an older proxy, a newer control plane).
+JSON field names are camelCase like the resources'. Decoding checks every type and range
+(the `Annotated` bounds below, cross-field rules in `__post_init__`) and raises
+ConfigFormatError naming the bad field; unknown fields are ignored (an older proxy, a newer
+control plane).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import json
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
 
-from meshfed.dpconfig.jsonread import ConfigFormatError, Obj
-from meshfed.policy.permissions import Action, MatchType, Permissions, SpiffeMatch
+import msgspec
+
+from meshfed.policy.permissions import Permissions
 
 PORT_MAX = 65535
 UINT32 = 2**32 - 1
+MAX_SECONDS = float(2**32)  # ~136 years: any finite duration a policy can mean
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=PORT_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=UINT32)]  # a positive uint32
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+Protocol = Literal["tcp", "http", "http2", "grpc"]
 
 __all__ = [
     "ConfigFormatError",
+    "Encoded",
     "Endpoint",
     "HealthCheck",
     "Inbound",
@@ -55,12 +69,16 @@ __all__ = [
     "Outbound",
     "OutboundKind",
     "OutboundPolicies",
+    "Protocol",
     "SidecarConfig",
     "Tls",
     "content_version",
-    "permissions_from_json",
-    "permissions_to_json",
+    "encode_config",
 ]
+
+
+class ConfigFormatError(ValueError):
+    """A config (or part of one) that does not have the documented shape."""
 
 
 class Locality(enum.StrEnum):
@@ -79,81 +97,31 @@ class OutboundKind(enum.StrEnum):
     EXPLICIT = "explicit"  # a Dataplane networking.outbound entry
 
 
-E = TypeVar("E", bound=enum.StrEnum)
+class Message(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=False):
+    """Base of every config part: immutable, camelCase, unknown fields ignored."""
 
 
-def _enum(cls: type[E], obj: Obj, name: str, default: E | None = None) -> E:
-    raw = obj.text(name, None if default is None else str(default))
-    try:
-        return cls(raw)
-    except ValueError:
-        allowed = ", ".join(str(v) for v in cls)
-        raise ConfigFormatError(f"{obj.path}.{name}: must be one of {allowed}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+class Endpoint(Message, frozen=True):
     address: str
-    port: int
-    zone: str
-    weight: int = 1  # remote: the instance count behind the ingress
+    port: Port
+    zone: str = ""
+    weight: Count = 1  # remote: the instance count behind the ingress
     locality: Locality = Locality.LOCAL
     via_ingress: bool = False
     sni: str = ""  # set when via_ingress
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "address": self.address,
-            "port": self.port,
-            "zone": self.zone,
-            "weight": self.weight,
-            "locality": str(self.locality),
-        }
-        if self.via_ingress:
-            out["viaIngress"] = True
-            out["sni"] = self.sni
-        return out
-
-    @classmethod
-    def from_json(cls, o: Obj) -> Endpoint:
-        via = o.flag("viaIngress", False)
-        sni = o.text("sni") if via else o.text("sni", "")
-        return cls(
-            address=o.text("address"),
-            port=o.integer("port", 1, PORT_MAX),
-            zone=o.text("zone", ""),
-            weight=o.integer("weight", 1, UINT32, 1),
-            locality=_enum(Locality, o, "locality", Locality.LOCAL),
-            via_ingress=via,
-            sni=sni,
-        )
+    def __post_init__(self) -> None:
+        if self.via_ingress and not self.sni:
+            raise ValueError("sni: is required when viaIngress is true")
 
 
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
+class HealthCheck(Message, frozen=True):
     """Active TCP connect checks of each endpoint (MeshHealthCheck)."""
 
-    interval: float  # seconds between checks
-    timeout: float  # seconds a connect may take
-    unhealthy_threshold: int  # failures in a row that mark an endpoint unhealthy
-    healthy_threshold: int  # successes in a row that mark it healthy again
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "interval": self.interval,
-            "timeout": self.timeout,
-            "unhealthyThreshold": self.unhealthy_threshold,
-            "healthyThreshold": self.healthy_threshold,
-        }
-
-    @classmethod
-    def from_json(cls, o: Obj) -> HealthCheck:
-        return cls(
-            interval=o.number("interval"),
-            timeout=o.number("timeout"),
-            unhealthy_threshold=o.integer("unhealthyThreshold", 1, UINT32),
-            healthy_threshold=o.integer("healthyThreshold", 1, UINT32),
-        )
+    interval: Seconds  # between checks
+    timeout: Seconds  # a connect may take
+    unhealthy_threshold: Count  # failures in a row that mark an endpoint unhealthy
+    healthy_threshold: Count  # successes in a row that mark it healthy again
 
 
 # Defaults when no policy sets a field: the values of the policies Kuma creates with a mesh
@@ -165,321 +133,162 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_LEAST_REQUEST_CHOICES = 2
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundPolicies:
+class OutboundPolicies(Message, frozen=True):
     """The enforced policy fields for one outbound (see meshfed/policy/enforced.py)."""
 
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # seconds (MeshTimeout)
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds without bytes either way; 0: never
-    max_connect_attempts: int = DEFAULT_MAX_CONNECT_ATTEMPTS  # endpoints tried (MeshRetry)
+    connect_timeout: Seconds = DEFAULT_CONNECT_TIMEOUT  # MeshTimeout
+    idle_timeout: Seconds = DEFAULT_IDLE_TIMEOUT  # without bytes either way; 0: never
+    max_connect_attempts: Count = DEFAULT_MAX_CONNECT_ATTEMPTS  # endpoints tried (MeshRetry)
     health_check: HealthCheck | None = None  # None: no active checks (MeshHealthCheck)
-    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open at once (MeshCircuitBreaker)
+    max_connections: Count = DEFAULT_MAX_CONNECTIONS  # open at once (MeshCircuitBreaker)
     load_balancer: LbAlgorithm = LbAlgorithm.ROUND_ROBIN
-    least_request_choices: int = DEFAULT_LEAST_REQUEST_CHOICES  # sampled for LeastRequest
+    # sampled for LeastRequest
+    least_request_choices: Annotated[int, msgspec.Meta(ge=2, le=UINT32)] = (
+        DEFAULT_LEAST_REQUEST_CHOICES
+    )
     locality_aware: bool = True  # local zone first (MeshLoadBalancingStrategy)
     sources: tuple[str, ...] = ()  # policies that set any of these, `Type/name`
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "connectTimeout": self.connect_timeout,
-            "idleTimeout": self.idle_timeout,
-            "maxConnectAttempts": self.max_connect_attempts,
-            "healthCheck": None if self.health_check is None else self.health_check.to_json(),
-            "maxConnections": self.max_connections,
-            "loadBalancer": str(self.load_balancer),
-            "leastRequestChoices": self.least_request_choices,
-            "localityAware": self.locality_aware,
-            "sources": list(self.sources),
-        }
 
-    @classmethod
-    def from_json(cls, o: Obj) -> OutboundPolicies:
-        hc = o.opt_obj("healthCheck")
-        return cls(
-            connect_timeout=o.number("connectTimeout", DEFAULT_CONNECT_TIMEOUT),
-            idle_timeout=o.number("idleTimeout", DEFAULT_IDLE_TIMEOUT),
-            max_connect_attempts=o.integer(
-                "maxConnectAttempts", 1, UINT32, DEFAULT_MAX_CONNECT_ATTEMPTS
-            ),
-            health_check=None if hc is None else HealthCheck.from_json(hc),
-            max_connections=o.integer("maxConnections", 1, UINT32, DEFAULT_MAX_CONNECTIONS),
-            load_balancer=_enum(LbAlgorithm, o, "loadBalancer", LbAlgorithm.ROUND_ROBIN),
-            least_request_choices=o.integer(
-                "leastRequestChoices", 2, UINT32, DEFAULT_LEAST_REQUEST_CHOICES
-            ),
-            locality_aware=o.flag("localityAware", True),
-            sources=o.texts("sources"),
-        )
-
-
-def permissions_to_json(p: Permissions) -> dict[str, Any]:
-    def matchers(ms: tuple[SpiffeMatch, ...]) -> list[dict[str, str]]:
-        return [{"type": str(m.type), "value": m.value} for m in ms]
-
-    return {
-        "mesh": p.mesh,
-        "enforced": p.enforced,
-        "default": None if p.default is None else str(p.default),
-        "services": {k: str(v) for k, v in sorted(p.services.items())},
-        "deny": matchers(p.deny),
-        "allow": matchers(p.allow),
-        "allowWithShadowDeny": matchers(p.allow_with_shadow_deny),
-        "sources": list(p.sources),
-    }
-
-
-def permissions_from_json(o: Obj) -> Permissions:
-    def matchers(name: str) -> tuple[SpiffeMatch, ...]:
-        return tuple(
-            SpiffeMatch(_enum(MatchType, m, "type"), m.text("value")) for m in o.objs(name)
-        )
-
-    services: dict[str, Action] = {}
-    for service, action in o.text_map("services").items():
-        try:
-            services[service] = Action(action)
-        except ValueError:
-            raise ConfigFormatError(
-                f"{o.path}.services[{service!r}]: must be one of "
-                + ", ".join(str(a) for a in Action)
-            ) from None
-    default = None if o.opt_text("default") is None else _enum(Action, o, "default")
-    return Permissions(
-        mesh=o.text("mesh"),
-        enforced=o.flag("enforced"),
-        default=default,
-        services=services,
-        deny=matchers("deny"),
-        allow=matchers("allow"),
-        allow_with_shadow_deny=matchers("allowWithShadowDeny"),
-        sources=o.texts("sources"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(Message, frozen=True):
     name: str  # the inbound's name, "" if unnamed
     address: str  # where the sidecar listens (mTLS when the mesh has it)
-    port: int
+    port: Port
     service_address: str  # where the application listens
-    service_port: int
+    service_port: Port
     service: str  # kuma.io/service
     tags: dict[str, str]
     permissions: Permissions
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "address": self.address,
-            "port": self.port,
-            "serviceAddress": self.service_address,
-            "servicePort": self.service_port,
-            "service": self.service,
-            "tags": dict(sorted(self.tags.items())),
-            "permissions": permissions_to_json(self.permissions),
-        }
-
-    @classmethod
-    def from_json(cls, o: Obj) -> Inbound:
-        return cls(
-            name=o.text("name", ""),
-            address=o.text("address"),
-            port=o.integer("port", 1, PORT_MAX),
-            service_address=o.text("serviceAddress"),
-            service_port=o.integer("servicePort", 1, PORT_MAX),
-            service=o.text("service"),
-            tags=o.text_map("tags"),
-            permissions=permissions_from_json(o.obj("permissions")),
-        )
+    protocol: Protocol = "tcp"
 
 
-@dataclass(frozen=True, slots=True)
-class Outbound:
+class Outbound(Message, frozen=True):
     service: str
     address: str  # the VIP, or the explicit outbound's address
-    port: int
-    endpoints: tuple[Endpoint, ...]
-    policies: OutboundPolicies = field(default_factory=OutboundPolicies)
+    port: Port
+    endpoints: tuple[Endpoint, ...] = ()
+    policies: OutboundPolicies = OutboundPolicies()
     also_port_80: bool = False
     zone: str | None = None  # only this zone's endpoints (`<service>.<zone>.mesh`)
     kind: OutboundKind = OutboundKind.VIP
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "zone": self.zone,
-            "kind": str(self.kind),
-            "address": self.address,
-            "port": self.port,
-            "alsoPort80": self.also_port_80,
-            "endpoints": [e.to_json() for e in self.endpoints],
-            "policies": self.policies.to_json(),
-        }
-
-    @classmethod
-    def from_json(cls, o: Obj) -> Outbound:
-        policies = o.opt_obj("policies")
-        return cls(
-            service=o.text("service"),
-            zone=o.opt_text("zone"),
-            kind=_enum(OutboundKind, o, "kind", OutboundKind.VIP),
-            address=o.text("address"),
-            port=o.integer("port", 1, PORT_MAX),
-            also_port_80=o.flag("alsoPort80", False),
-            endpoints=tuple(Endpoint.from_json(e) for e in o.objs("endpoints")),
-            policies=OutboundPolicies()
-            if policies is None
-            else OutboundPolicies.from_json(policies),
-        )
+    protocol: Protocol = "tcp"
 
 
-@dataclass(frozen=True, slots=True)
-class Tls:
+class Tls(Message, frozen=True):
     cert_pem: str
     key_pem: str
-    ca_pems: tuple[str, ...]  # trust bundle: the mesh CA(s)
+    ca_pems: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)]  # the mesh CA(s)
     expires_at: str  # RFC 3339 UTC, when cert_pem stops being valid
 
+
+C = TypeVar("C", bound="SidecarConfig | IngressConfig")
+C_co = TypeVar("C_co", bound="SidecarConfig | IngressConfig", covariant=True)
+
+
+class _Config(Message, frozen=True):
+    """What both configs share: the version and the (de)serialization."""
+
+    def stamped(self) -> Self:
+        """The same config with `version` set to its content hash (encodes it)."""
+        config = encode_config(cast("SidecarConfig | IngressConfig", self)).config
+        return cast(Self, config)
+
+    def to_bytes(self) -> bytes:
+        return _ENCODER.encode(self)
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "certPem": self.cert_pem,
-            "keyPem": self.key_pem,
-            "caPems": list(self.ca_pems),
-            "expiresAt": self.expires_at,
-        }
+        """The JSON form as Python objects (the admin endpoint's /config)."""
+        out: dict[str, Any] = msgspec.to_builtins(self, order="deterministic")
+        return out
 
     @classmethod
-    def from_json(cls, o: Obj) -> Tls:
-        cas = o.texts("caPems")
-        if not cas:
-            raise ConfigFormatError(f"{o.path}.caPems: must hold at least one CA certificate")
-        return cls(o.text("certPem"), o.text("keyPem"), cas, o.text("expiresAt"))
+    def from_json(cls, data: bytes | str | dict[str, Any]) -> Self:
+        """Decodes and checks a config; ConfigFormatError names the first bad field."""
+        try:
+            if isinstance(data, bytes | str):
+                return msgspec.json.decode(data, type=cls)
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigFormatError(_where(str(exc))) from None
+        except msgspec.DecodeError as exc:
+            raise ConfigFormatError(f"config is not valid JSON: {exc}") from None
 
 
-def content_version(body: dict[str, Any]) -> str:
-    """Hash of a config's JSON without its version: the config's version."""
-    rest = {k: v for k, v in body.items() if k != "version"}
-    blob = json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+_AT = re.compile(r"(?s)(.*) - at `\$(.*)`")
+_MISSING = re.compile(r"Object missing required field `(.*)`")
+_RULE = re.compile(r"([A-Za-z0-9]+): (.*)", re.DOTALL)  # a __post_init__ rule naming a field
 
 
-def _load(data: bytes | str | dict[str, Any]) -> Obj:
-    if not isinstance(data, bytes | str):
-        return Obj(data)  # an object, or an error saying it must be one
-    try:
-        return Obj(json.loads(data))
-    except (ValueError, RecursionError) as exc:
-        raise ConfigFormatError(f"config is not valid JSON: {exc}") from None
+def _where(message: str) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.inbounds[0].port`" as "inbounds[0].port:
+    Expected `int` >= 1": the path first, as every config error reads."""
+    found = _AT.fullmatch(message)
+    path, reason = ("", message) if found is None else (found[2].lstrip("."), found[1])
+    field = _MISSING.fullmatch(reason) or _RULE.fullmatch(reason)
+    if field is not None:
+        path = f"{path}.{field[1]}" if path else field[1]
+        reason = "is required" if field.re is _MISSING else field[2]
+    return f"{path or 'config'}: {reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class SidecarConfig:
+class SidecarConfig(_Config, frozen=True):
     mesh: str
     zone: str
     dataplane: str  # the Dataplane's name
     identity: str  # spiffe://<mesh>/<service>: the cert's and the one callers check
     mtls_enabled: bool
-    inbounds: tuple[Inbound, ...]
-    outbounds: tuple[Outbound, ...]
+    inbounds: tuple[Inbound, ...] = ()
+    outbounds: tuple[Outbound, ...] = ()
     tls: Tls | None = None
     version: str = ""
 
-    def stamped(self) -> SidecarConfig:
-        """The same config with `version` set to its content hash."""
-        return replace(self, version=content_version(self.to_json()))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "mesh": self.mesh,
-            "zone": self.zone,
-            "dataplane": self.dataplane,
-            "identity": self.identity,
-            "mtlsEnabled": self.mtls_enabled,
-            "inbounds": [i.to_json() for i in self.inbounds],
-            "outbounds": [o.to_json() for o in self.outbounds],
-            "tls": None if self.tls is None else self.tls.to_json(),
-        }
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes | str | dict[str, Any]) -> SidecarConfig:
-        o = _load(data)
-        tls = o.opt_obj("tls")
-        mtls = o.flag("mtlsEnabled")
-        if mtls and tls is None:
-            raise ConfigFormatError("tls: is required when mtlsEnabled is true")
-        return cls(
-            version=o.text("version", ""),
-            mesh=o.text("mesh"),
-            zone=o.text("zone"),
-            dataplane=o.text("dataplane"),
-            identity=o.text("identity"),
-            mtls_enabled=mtls,
-            inbounds=tuple(Inbound.from_json(i) for i in o.objs("inbounds")),
-            outbounds=tuple(Outbound.from_json(x) for x in o.objs("outbounds")),
-            tls=None if tls is None else Tls.from_json(tls),
-        )
+    def __post_init__(self) -> None:
+        if self.mtls_enabled and self.tls is None:
+            raise ValueError("tls: is required when mtlsEnabled is true")
 
 
-@dataclass(frozen=True, slots=True)
-class IngressService:
+class IngressService(Message, frozen=True):
     mesh: str
     service: str
     sni: str  # encode_sni(service, mesh): what callers in other zones send
-    endpoints: tuple[Endpoint, ...]  # local sidecar inbounds (mTLS passes through to them)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mesh": self.mesh,
-            "service": self.service,
-            "sni": self.sni,
-            "endpoints": [e.to_json() for e in self.endpoints],
-        }
-
-    @classmethod
-    def from_json(cls, o: Obj) -> IngressService:
-        return cls(
-            mesh=o.text("mesh"),
-            service=o.text("service"),
-            sni=o.text("sni"),
-            endpoints=tuple(Endpoint.from_json(e) for e in o.objs("endpoints")),
-        )
+    endpoints: tuple[Endpoint, ...] = ()  # local sidecar inbounds (mTLS passes through)
 
 
-@dataclass(frozen=True, slots=True)
-class IngressConfig:
+class IngressConfig(_Config, frozen=True):
     zone: str
     ingress: str  # the ZoneIngress's name
-    services: tuple[IngressService, ...]  # no TLS material: TLS is passed through
+    services: tuple[IngressService, ...] = ()  # no TLS material: TLS is passed through
     version: str = ""
-
-    def stamped(self) -> IngressConfig:
-        return replace(self, version=content_version(self.to_json()))
 
     def by_sni(self) -> dict[str, IngressService]:
         """SNI -> service: what the ingress looks up per connection (SNI is lowercase)."""
         return {s.sni.lower(): s for s in self.services}
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "zone": self.zone,
-            "ingress": self.ingress,
-            "services": [s.to_json() for s in self.services],
-        }
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+# Dict keys sorted, so equal configs encode to equal bytes (tags, permissions.services).
+_ENCODER: Final = msgspec.json.Encoder(order="deterministic")
 
-    @classmethod
-    def from_json(cls, data: bytes | str | dict[str, Any]) -> IngressConfig:
-        o = _load(data)
-        return cls(
-            version=o.text("version", ""),
-            zone=o.text("zone"),
-            ingress=o.text("ingress"),
-            services=tuple(IngressService.from_json(s) for s in o.objs("services")),
-        )
+
+def content_version(body: bytes) -> str:
+    """The version of a config encoded with an empty `version`: a hash of its bytes."""
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded(Generic[C_co]):
+    """A config encoded once: `body` is what zone-cp sends, `config.version` its hash."""
+
+    config: C_co
+    body: bytes
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+
+def encode_config(config: C) -> Encoded[C]:
+    """Encodes `config` (its `version` ignored) and stamps it with the hash of those bytes."""
+    body = _ENCODER.encode(
+        msgspec.structs.replace(config, version="") if config.version else config
+    )
+    return Encoded(msgspec.structs.replace(config, version=content_version(body)), body)

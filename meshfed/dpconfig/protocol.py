@@ -8,7 +8,8 @@ generated code only through these functions, so that every message is checked in
   (after `parse_sidecar_config` / `parse_ingress_config`), and Reports (built directly from
   dataplane_pb2: they are plain counters);
 - zone-cp side: `parse_hello` on the first message (a ProtocolError carries the Error code
-  to answer with), then `config_message` on every change, `error_message` on refusal.
+  to answer with), then `config_message` on every change (with the bytes the version was
+  hashed from: a config is encoded once), `error_message` on refusal.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+import msgspec
 
 from meshfed._gen import dataplane_pb2 as pb
-from meshfed.dpconfig.jsonread import ConfigFormatError
-from meshfed.dpconfig.model import IngressConfig, SidecarConfig
+from meshfed.dpconfig.model import (
+    ConfigFormatError,
+    Encoded,
+    IngressConfig,
+    SidecarConfig,
+    content_version,
+)
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.descriptors import Registry
 from meshfed.resources.errors import ValidationError
@@ -152,36 +160,36 @@ def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
     return Hello(proxy_type, resource, hello.proxy_version, reachable)
 
 
-def config_message(config: SidecarConfig | IngressConfig) -> pb.CpMessage:
-    return pb.CpMessage(config=pb.Config(version=config.version, json=config.to_bytes()))
+def config_message(encoded: Encoded[SidecarConfig | IngressConfig]) -> pb.CpMessage:
+    """The Config message of a config encoded once (model.encode_config)."""
+    return pb.CpMessage(config=pb.Config(version=encoded.version, json=encoded.body))
 
 
-def _config_body(msg: pb.CpMessage) -> pb.Config:
+C = TypeVar("C", SidecarConfig, IngressConfig)
+
+
+def _parse_config(msg: pb.CpMessage, kind: type[C]) -> C:
     if msg.WhichOneof("message") != "config":
         raise ConfigFormatError("not a Config message")
-    return msg.config
-
-
-def _check_version(version: str, config: SidecarConfig | IngressConfig) -> None:
-    if version != config.version:
+    body = msg.config
+    config = kind.from_json(body.json)
+    if config.version:
+        raise ConfigFormatError("the body's version must be empty: Config.version carries it")
+    if body.version != content_version(body.json):
         raise ConfigFormatError(
-            f"Config.version {version!r} differs from the body's {config.version!r}"
+            f"Config.version {body.version!r} differs from the body's hash "
+            f"{content_version(body.json)!r}"
         )
+    return msgspec.structs.replace(config, version=body.version)
 
 
 def parse_sidecar_config(msg: pb.CpMessage) -> SidecarConfig:
     """A sidecar's config; ConfigFormatError (NACK it with the message) if unusable."""
-    body = _config_body(msg)
-    config = SidecarConfig.from_json(body.json)
-    _check_version(body.version, config)
-    return config
+    return _parse_config(msg, SidecarConfig)
 
 
 def parse_ingress_config(msg: pb.CpMessage) -> IngressConfig:
-    body = _config_body(msg)
-    config = IngressConfig.from_json(body.json)
-    _check_version(body.version, config)
-    return config
+    return _parse_config(msg, IngressConfig)
 
 
 def ack_message(version: str) -> pb.DpMessage:

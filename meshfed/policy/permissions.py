@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id
 from meshfed.policy.rules import Matched, caller_subset, entries, inbound_conf, source_of
@@ -47,8 +49,9 @@ class MatchType(enum.StrEnum):
     PREFIX = "Prefix"
 
 
-@dataclass(frozen=True, slots=True)
-class SpiffeMatch:
+class SpiffeMatch(msgspec.Struct, frozen=True):
+    """Part of the sidecar config (meshfed.dpconfig.model): a typed message, not a dataclass."""
+
     type: MatchType
     value: str
 
@@ -73,16 +76,16 @@ class Verdict:
         return self.action is Action.ALLOW_WITH_SHADOW_DENY
 
 
-@dataclass(frozen=True)
-class Permissions:
-    """What an inbound lets in. `enforced` is False when the mesh has no mTLS."""
+class Permissions(msgspec.Struct, frozen=True, rename="camel"):
+    """What an inbound lets in. `enforced` is False when the mesh has no mTLS. Part of the
+    sidecar config (meshfed.dpconfig.model): its JSON form is this definition's."""
 
     mesh: str
     enforced: bool = True
     # from[]: the action for a caller whose service no entry names (None: no entry).
     default: Action | None = None
     # from[]: the action for each caller service that some entry names.
-    services: Mapping[str, Action] = field(default_factory=dict)
+    services: dict[str, Action] = msgspec.field(default_factory=dict)
     # rules[]: SPIFFE ID matchers.
     deny: tuple[SpiffeMatch, ...] = ()
     allow: tuple[SpiffeMatch, ...] = ()

@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import first_completed, wait_for
 from meshfed.backoff import Backoff
-from meshfed.dpconfig.jsonread import ConfigFormatError
+from meshfed.dpconfig.model import ConfigFormatError
 from meshfed.dpconfig.protocol import ack_message, nack_message
 from meshfed.proxy.h2grpc import BidiCall, RpcError
 

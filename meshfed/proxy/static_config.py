@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from meshfed.dpconfig.jsonread import ConfigFormatError
+from meshfed.dpconfig.model import ConfigFormatError
 
 log = logging.getLogger("meshfed.proxy.static_config")
 

@@ -22,7 +22,7 @@ import pytest
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.dpconfig.model import SidecarConfig
-from meshfed.dpconfig.protocol import ProxyType, hello_message
+from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
 from tests.integration.test_cross_zone_support import Mesh, Workload, allow, get
 from tests.support import Procs, wait_until
 
@@ -62,7 +62,7 @@ def hello_as_web(dp_port: int, address: str, token: str | None) -> Outcome:
             for msg in call:
                 if msg.WhichOneof("message") == "config":
                     call.cancel()  # type: ignore[no-untyped-call]
-                    return Outcome(SidecarConfig.from_json(msg.config.json), None, "")
+                    return Outcome(parse_sidecar_config(msg), None, "")
         except grpc.RpcError as exc:
             return Outcome(None, exc.code(), exc.details() or "")
         finally:

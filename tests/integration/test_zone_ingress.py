@@ -224,4 +224,4 @@ def test_command_line_errors(procs: Procs, tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "ingress: is required" in result.stderr
+    assert "bad.json: services[0].service: is required" in result.stderr

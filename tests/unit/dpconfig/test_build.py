@@ -222,18 +222,19 @@ def test_remote_only_service_without_port_uses_80(leaf: Leaf) -> None:
 
 
 def test_version_follows_content(leaf: Leaf, ca: MeshCA) -> None:
-    first = build(leaf)
-    assert build(leaf).version == first.version
+    first = build(leaf).stamped()
+    assert not build(leaf).version  # zone-cp stamps when it encodes (once per push)
+    assert build(leaf).stamped().version == first.version
     assert SidecarConfig.from_json(first.to_bytes()) == first
     timeouts = policy(
         "MeshTimeout", "timeouts", MESH_REF, to=[to(MESH_REF, {"connectionTimeout": "3s"})]
     )
-    changed = build(leaf, policies={**POLICIES, "MeshTimeout": [timeouts]})
+    changed = build(leaf, policies={**POLICIES, "MeshTimeout": [timeouts]}).stamped()
     assert changed.version != first.version
     fewer = build_catalog("zone-1", [WEB, *Z1_BACKENDS[:1]], [Z2_INGRESS])
-    assert build(leaf, catalog=fewer).version != first.version
+    assert build(leaf, catalog=fewer).stamped().version != first.version
     rotated = issue_leaf(ca, "web", now=NOW + dt.timedelta(hours=20))
-    assert build(rotated).version != first.version
+    assert build(rotated).stamped().version != first.version
 
 
 def test_ingress_config_routes_snis_to_local_instances() -> None:
@@ -252,7 +253,7 @@ def test_ingress_config_routes_snis_to_local_instances() -> None:
         Endpoint("127.0.2.1", 18080, "zone-2"),
         Endpoint("127.0.2.2", 18080, "zone-2"),
     )
-    assert cfg.version and cfg.stamped() == cfg
+    assert not cfg.version and cfg.stamped().version
 
 
 def test_cross_zone_path_end_to_end(leaf: Leaf) -> None:
@@ -303,3 +304,28 @@ def test_inputs_that_cannot_make_a_config(leaf: Leaf, ca: MeshCA) -> None:
     bad_outbound.spec["networking"]["outbound"] = [{"port": 9000}]
     with pytest.raises(BuildError, match=r"networking.outbound\[0\]: needs a port"):
         build(leaf, dataplane=bad_outbound)
+
+
+def test_protocols_come_from_the_kuma_protocol_tag(leaf: Leaf) -> None:
+    grpc_web = dataplane(
+        "web-1",
+        inbound("web", 18000, servicePort=3000, tags={"kuma.io/protocol": "grpc"}),
+        address="127.0.1.10",
+    )
+    http_backends = [
+        dataplane(
+            f"backend-{i}",
+            inbound("backend", 18080, servicePort=8080, tags={"kuma.io/protocol": proto}),
+            address=f"127.0.1.{i}",
+        )
+        for i, proto in ((1, "http"), (2, "http"), (3, "tcp"))
+    ]
+    catalog = build_catalog("zone-1", [grpc_web, *http_backends], [Z2_INGRESS])
+    cfg = build(leaf, dataplane=grpc_web, catalog=catalog)
+    assert [i.protocol for i in cfg.inbounds] == ["grpc"]
+    by_service = {o.service: o.protocol for o in cfg.outbounds if o.zone is None}
+    # the most common tag among the service's instances
+    assert by_service == {"backend": "http", "web": "grpc"}
+    untagged = build(leaf)
+    assert {o.protocol for o in untagged.outbounds} == {"tcp"}
+    assert [i.protocol for i in untagged.inbounds] == ["tcp"]

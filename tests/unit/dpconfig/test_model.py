@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
-from meshfed.dpconfig.jsonread import ConfigFormatError
 from meshfed.dpconfig.model import (
+    ConfigFormatError,
     Endpoint,
     HealthCheck,
     Inbound,
@@ -25,6 +25,7 @@ from meshfed.dpconfig.model import (
     SidecarConfig,
     Tls,
     content_version,
+    encode_config,
 )
 from meshfed.policy.permissions import Action, MatchType, Permissions, SpiffeMatch
 
@@ -97,13 +98,24 @@ def test_sidecar_config_round_trips_through_json_text() -> None:
     assert SidecarConfig.from_json(text.decode()) == CONFIG
 
 
-def test_version_is_a_content_hash() -> None:
-    assert CONFIG.version == content_version(CONFIG.to_json())
+def test_version_is_the_hash_of_the_encoded_bytes() -> None:
+    encoded = encode_config(CONFIG)
+    assert encoded.version == CONFIG.version == content_version(encoded.body)
+    assert replace(CONFIG, version="").to_bytes() == encoded.body  # the bytes sent
+    assert SidecarConfig.from_json(encoded.body) == replace(CONFIG, version="")
     assert CONFIG.stamped() == CONFIG  # stamping again keeps the version
     moved = replace(CONFIG, zone="zone-9").stamped()
     assert moved.version != CONFIG.version
     again = replace(moved, zone="zone-1").stamped()
     assert again.version == CONFIG.version
+
+
+def test_equal_configs_encode_to_equal_bytes_whatever_the_dict_order() -> None:
+    inbound = CONFIG.inbounds[0]
+    tags = {"b": "2", "a": "1"}
+    one = replace(CONFIG, inbounds=(replace(inbound, tags=tags),))
+    other = replace(CONFIG, inbounds=(replace(inbound, tags=dict(reversed(tags.items()))),))
+    assert encode_config(one).body == encode_config(other).body
 
 
 def test_ingress_config_round_trips_and_indexes_by_sni() -> None:
@@ -150,29 +162,49 @@ def mutate(path: list[Any], value: Any) -> dict[str, Any]:
     ("path", "value", "message"),
     [
         (["mesh"], KeyError, "mesh: is required"),
-        (["mtlsEnabled"], "yes", "mtlsEnabled: must be true or false"),
+        (["mtlsEnabled"], "yes", "mtlsEnabled: Expected `bool`, got `str`"),
         (["tls"], None, "tls: is required when mtlsEnabled is true"),
-        (["tls", "caPems"], [], "tls.caPems: must hold at least one"),
-        (["inbounds"], {}, "inbounds: must be a list"),
-        (["inbounds", 0, "port"], 0, "inbounds[0].port: must be an integer in 1..65535"),
-        (["inbounds", 0, "port"], True, "inbounds[0].port: must be an integer"),
-        (["inbounds", 0, "tags"], {"a": 1}, "inbounds[0].tags: must be an object of strings"),
+        (["tls", "caPems"], [], "tls.caPems: Expected `array` of length >= 1"),
+        (["inbounds"], {}, "inbounds: Expected `array`, got `object`"),
+        (["inbounds", 0, "port"], 0, "inbounds[0].port: Expected `int` >= 1"),
+        (["inbounds", 0, "port"], True, "inbounds[0].port: Expected `int`, got `bool`"),
+        (["inbounds", 0, "tags"], {"a": 1}, "inbounds[0].tags[...]: Expected `str`"),
         (
             ["inbounds", 0, "permissions", "services", "web"],
             "Maybe",
-            "inbounds[0].permissions.services['web']: must be one of Allow",
+            "inbounds[0].permissions.services[...]: Invalid enum value 'Maybe'",
         ),
-        (["inbounds", 0, "permissions", "deny", 0, "type"], "Regex", "deny[0].type: must be one"),
+        (
+            ["inbounds", 0, "permissions", "deny", 0, "type"],
+            "Regex",
+            "permissions.deny[0].type: Invalid enum value",
+        ),
         (["outbounds", 0, "endpoints", 1, "locality"], "far", "endpoints[1].locality"),
-        (["outbounds", 0, "endpoints", 1, "sni"], KeyError, "endpoints[1].sni: is required"),
-        (["outbounds", 0, "endpoints", 0], "x", "outbounds[0].endpoints[0]: must be an object"),
-        (["outbounds", 0, "policies", "idleTimeout"], -1, "idleTimeout: must be a finite non-neg"),
-        (["outbounds", 0, "policies", "connectTimeout"], float("inf"), "connectTimeout: must be"),
-        (["outbounds", 0, "policies", "loadBalancer"], "Maglev", "policies.loadBalancer: must be"),
+        (
+            ["outbounds", 0, "endpoints", 1, "sni"],
+            KeyError,
+            "outbounds[0].endpoints[1].sni: is required when viaIngress is true",
+        ),
+        (["outbounds", 0, "endpoints", 0], "x", "outbounds[0].endpoints[0]: Expected `object`"),
+        (
+            ["outbounds", 0, "policies", "idleTimeout"],
+            -1,
+            "policies.idleTimeout: Expected `float` >= 0.0",
+        ),
+        (
+            ["outbounds", 0, "policies", "connectTimeout"],
+            float("inf"),
+            "policies.connectTimeout: Expected `float` <=",
+        ),
+        (
+            ["outbounds", 0, "policies", "loadBalancer"],
+            "Maglev",
+            "policies.loadBalancer: Invalid enum value 'Maglev'",
+        ),
         (["outbounds", 0, "policies", "healthCheck", "interval"], "5s", "healthCheck.interval"),
         (["outbounds", 0, "policies", "leastRequestChoices"], 1, "leastRequestChoices"),
-        (["outbounds", 1, "kind"], "magic", "outbounds[1].kind: must be one of vip, explicit"),
-        (["outbounds", 1, "zone"], 5, "outbounds[1].zone: must be a string"),
+        (["outbounds", 1, "kind"], "magic", "outbounds[1].kind: Invalid enum value 'magic'"),
+        (["outbounds", 1, "zone"], 5, "outbounds[1].zone: Expected `str | null`"),
     ],
 )
 def test_bad_configs_name_the_field(path: list[Any], value: Any, message: str) -> None:

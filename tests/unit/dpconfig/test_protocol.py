@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 
 from meshfed._gen import dataplane_pb2 as pb
-from meshfed.dpconfig.jsonread import ConfigFormatError
-from meshfed.dpconfig.model import Endpoint, IngressConfig, IngressService, SidecarConfig
+from meshfed.dpconfig.model import (
+    ConfigFormatError,
+    Endpoint,
+    IngressConfig,
+    IngressService,
+    SidecarConfig,
+    encode_config,
+)
 from meshfed.dpconfig.protocol import (
     ProtocolError,
     ProxyType,
@@ -143,7 +149,7 @@ CONFIG = IngressConfig(
 
 
 def test_configs_travel_intact() -> None:
-    wire = pb.CpMessage.FromString(config_message(CONFIG).SerializeToString())
+    wire = pb.CpMessage.FromString(config_message(encode_config(CONFIG)).SerializeToString())
     assert wire.config.version == CONFIG.version
     assert parse_ingress_config(wire) == CONFIG
 
@@ -151,12 +157,17 @@ def test_configs_travel_intact() -> None:
 def test_config_problems_are_format_errors_to_nack() -> None:
     with pytest.raises(ConfigFormatError, match="not a Config message"):
         parse_sidecar_config(error_message(pb.Error.INTERNAL, "x"))
-    tampered = config_message(CONFIG)
+    tampered = config_message(encode_config(CONFIG))
     tampered.config.version = "0000"
-    with pytest.raises(ConfigFormatError, match="differs from the body's"):
+    with pytest.raises(ConfigFormatError, match="differs from the body's hash"):
         parse_ingress_config(tampered)
     with pytest.raises(ConfigFormatError):
-        parse_sidecar_config(config_message(CONFIG))  # an ingress config is no sidecar config
+        parse_sidecar_config(
+            config_message(encode_config(CONFIG))
+        )  # an ingress config is no sidecar config
+    versioned = pb.CpMessage(config=pb.Config(version=CONFIG.version, json=CONFIG.to_bytes()))
+    with pytest.raises(ConfigFormatError, match="body's version must be empty"):
+        parse_ingress_config(versioned)
     garbage = pb.CpMessage(config=pb.Config(version="v", json=b"\x00"))
     with pytest.raises(ConfigFormatError, match="not valid JSON"):
         parse_sidecar_config(garbage)
@@ -176,5 +187,5 @@ def test_acks_nacks_and_errors() -> None:
 
 
 def test_sidecar_config_is_accepted_by_the_sidecar_parser() -> None:
-    parsed = parse_sidecar_config(config_message(SIDECAR))
+    parsed = parse_sidecar_config(config_message(encode_config(SIDECAR)))
     assert isinstance(parsed, SidecarConfig) and parsed == SIDECAR

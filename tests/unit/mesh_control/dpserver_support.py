@@ -19,7 +19,7 @@ from meshfed.auth.credentials import ensure_signing_key
 from meshfed.auth.tokens import DataplaneClaims, TokenKind, ZoneClaims, ZoneScope, issue
 from meshfed.config import Address
 from meshfed.dpconfig.model import SidecarConfig
-from meshfed.dpconfig.protocol import ProxyType, hello_message
+from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
 from meshfed.kds.stream import EOF
 from meshfed.resources.codec import resource_to_dict
 from meshfed.resources.model import Resource
@@ -68,7 +68,7 @@ class Proxy:
     async def config(self, timeout: float = 10.0) -> SidecarConfig:
         msg = await self.read(timeout)
         assert msg.WhichOneof("message") == "config", msg
-        return SidecarConfig.from_json(msg.config.json)
+        return parse_sidecar_config(msg)
 
     async def ended(self, timeout: float = 10.0) -> bool:
         """The server ends the stream (messages still queued before the end are skipped)."""

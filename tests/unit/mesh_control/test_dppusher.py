@@ -1,12 +1,25 @@
-"""The config pusher's pure decisions: which proxies a pass rebuilds, and when certificates
-are due."""
+"""The config pusher's pure decisions: which proxies a pass rebuilds, when certificates are
+due, and what a rebuilt config costs to send (one encode)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+import pytest
+from msgspec.structs import replace
+
+from meshfed.dpconfig import model
+from meshfed.dpconfig.protocol import parse_sidecar_config
+from tests.unit.dpconfig.test_model import CONFIG
 from tests.unit.mesh_control.dpsession_factories import ingress, sidecar
-from zone_cp.dppusher import DirtySet, RotateAt, due_for_rotation, next_rotation
+from zone_cp.dppusher import (
+    DirtySet,
+    RotateAt,
+    due_for_rotation,
+    message_if_changed,
+    next_rotation,
+)
 
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 A = ("Dataplane", "default", "a")
@@ -49,3 +62,31 @@ def test_due_certificates_are_those_of_sidecars_at_or_past_their_time() -> None:
     sessions = {a.key: a, b.key: b, zi.key: zi}
     due = rotate_at({"a": NOW, "b": NOW + dt.timedelta(seconds=1)})
     assert due_for_rotation(sessions, due, NOW) == {a.key}
+
+
+class CountingEncoder:
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+        self.calls = 0
+
+    def encode(self, obj: Any) -> bytes:
+        self.calls += 1
+        body: bytes = self.encoder.encode(obj)
+        return body
+
+
+def test_a_rebuilt_config_is_encoded_once_and_those_bytes_are_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counter = CountingEncoder(model._ENCODER)
+    monkeypatch.setattr(model, "_ENCODER", counter)
+    built = replace(CONFIG, version="")  # what the builder returns
+    changed = message_if_changed(built, sent="")
+    assert changed is not None and counter.calls == 1
+    version, message = changed
+    assert message.config.version == version == model.content_version(message.config.json)
+    assert parse_sidecar_config(message) == replace(built, version=version)
+    counter.calls = 0
+    assert message_if_changed(built, sent=version) is None  # unchanged: encoded, not sent
+    assert counter.calls == 1
+    assert message_if_changed(replace(built, zone="zone-9"), sent=version) is not None

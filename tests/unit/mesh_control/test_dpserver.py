@@ -15,8 +15,13 @@ import pytest
 from global_cp.mesh_ca import ensure_ca, plan_for
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.catalog import VipKey
-from meshfed.dpconfig.model import IngressConfig
-from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message, nack_message
+from meshfed.dpconfig.protocol import (
+    ProxyType,
+    ack_message,
+    hello_message,
+    nack_message,
+    parse_ingress_config,
+)
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.model import Resource
 from meshfed.resources.types import default_registry
@@ -244,7 +249,7 @@ async def test_an_ingress_gets_the_local_services_by_sni(zone: Zone, proxies: li
     )
     zi = await connect(zone, proxies, ingress, ProxyType.INGRESS)
     msg = await zi.read()
-    config = IngressConfig.from_json(msg.config.json)
+    config = parse_ingress_config(msg)
     assert (config.zone, config.ingress, config.services) == (ZONE, "zi-1", ())
     backend = await connect(zone, proxies, BACKEND)
     await backend.config()
@@ -252,7 +257,7 @@ async def test_an_ingress_gets_the_local_services_by_sni(zone: Zone, proxies: li
         pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=9090, ready=True)]))
     )
     msg = await zi.read()
-    config = IngressConfig.from_json(msg.config.json)
+    config = parse_ingress_config(msg)
     (svc,) = config.services
     assert (svc.service, [(e.address, e.port) for e in svc.endpoints]) == (
         "backend",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 import socket
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from mesh_dp.sidecar import ApplyError, Sidecar
@@ -77,7 +77,7 @@ async def sidecar(**kwargs: object) -> AsyncIterator[Sidecar]:
 async def test_listeners_follow_the_config(app: int) -> None:
     backend = vip_outbound("backend", A[0])
     redis = vip_outbound("redis", A[1])
-    explicit = dataclasses.replace(vip_outbound("db", A[2]), kind=OutboundKind.EXPLICIT)
+    explicit = msgspec.structs.replace(vip_outbound("db", A[2]), kind=OutboundKind.EXPLICIT)
     inb = inbound(A[3], app)
     async with sidecar(reachable={"backend"}) as s:
         await s.apply(config(backend, redis, explicit, inbounds=(inb,)))
@@ -99,7 +99,7 @@ async def test_a_failing_config_changes_nothing(app: int) -> None:
         await s.apply(first)
         with socket.create_server((A[6], 0)) as squatter:
             taken = vip_outbound("db", A[6])
-            taken = dataclasses.replace(taken, port=squatter.getsockname()[1])
+            taken = msgspec.structs.replace(taken, port=squatter.getsockname()[1])
             with pytest.raises(
                 ApplyError, match=rf"outbound db: cannot listen on {A[6]}:\d+: already in use"
             ):
@@ -121,7 +121,7 @@ async def test_port_80_is_a_convenience(app: int) -> None:
         await s.apply(config(web))  # never fails because of port 80
         assert listening(web.address, web.port)
         assert listening(web.address, 80) == can_bind_80
-        await s.apply(config(dataclasses.replace(web, also_port_80=False)))
+        await s.apply(config(msgspec.structs.replace(web, also_port_80=False)))
         assert listening(web.address, web.port)
         assert not listening(web.address, 80)
 
@@ -141,14 +141,14 @@ async def test_tls_contexts_are_rebuilt_only_for_new_material(app: int) -> None:
         assert s.contexts is contexts
         await s.apply(config(tls=tls()))
         assert s.contexts is not contexts and s.contexts is not None
-        broken = dataclasses.replace(first, key_pem="junk")
+        broken = msgspec.structs.replace(first, key_pem="junk")
         with pytest.raises(ApplyError, match=r"tls\.keyPem"):
             await s.apply(config(tls=broken))
 
 
 async def test_report_carries_readiness_and_counters(app: int) -> None:
     inb = inbound(A[11], app)
-    dead = dataclasses.replace(inbound(A[12], app), service_port=free_port())
+    dead = msgspec.structs.replace(inbound(A[12], app), service_port=free_port())
     backend = vip_outbound("backend", A[13])
     changes: list[int] = []
     async with sidecar(probe_interval=0.05, on_health_change=lambda: changes.append(1)) as s:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
+import msgspec
 import pytest
 
 from mesh_dp.tlsconf import TlsConfigError, build_contexts
@@ -43,7 +43,7 @@ def test_contexts_for_a_valid_leaf() -> None:
 )
 def test_bad_material_is_refused_with_the_field(change: dict[str, object], message: str) -> None:
     with pytest.raises(TlsConfigError, match=message):
-        build_contexts(dataclasses.replace(TLS, **change), "spiffe://default/web")  # type: ignore[arg-type]
+        build_contexts(msgspec.structs.replace(TLS, **change), "spiffe://default/web")  # type: ignore[arg-type]
 
 
 def test_a_certificate_of_another_identity_is_refused() -> None:
@@ -79,7 +79,7 @@ def test_a_leaf_with_an_rsa_key_is_refused() -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    rsa_tls = dataclasses.replace(
+    rsa_tls = msgspec.structs.replace(
         TLS, cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem=key_pem
     )
     with pytest.raises(TlsConfigError, match="expected an ECDSA key"):

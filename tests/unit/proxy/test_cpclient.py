@@ -15,8 +15,7 @@ import pytest
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.backoff import Backoff
-from meshfed.dpconfig.jsonread import ConfigFormatError
-from meshfed.dpconfig.model import IngressConfig
+from meshfed.dpconfig.model import ConfigFormatError, IngressConfig, encode_config
 from meshfed.dpconfig.protocol import (
     ProxyType,
     config_message,
@@ -44,13 +43,13 @@ def broken_config(version: str = "v-bad") -> pb.CpMessage:
 
 def test_session_applies_new_versions_and_acks_the_running_one() -> None:
     session = ConfigSession(parse_ingress_config)
-    decision = session.receive(config_message(CONFIG_A))
+    decision = session.receive(config_message(encode_config(CONFIG_A)))
     assert isinstance(decision, Apply) and decision.config == CONFIG_A
     ack = session.applied(CONFIG_A.version)
     assert ack.ack.version == CONFIG_A.version
-    again = session.receive(config_message(CONFIG_A))
+    again = session.receive(config_message(encode_config(CONFIG_A)))
     assert isinstance(again, Reply) and again.message.ack.version == CONFIG_A.version
-    assert isinstance(session.receive(config_message(CONFIG_B)), Apply)
+    assert isinstance(session.receive(config_message(encode_config(CONFIG_B))), Apply)
 
 
 def test_session_nacks_what_does_not_parse() -> None:
@@ -58,11 +57,14 @@ def test_session_nacks_what_does_not_parse() -> None:
     decision = session.receive(broken_config())
     assert isinstance(decision, Reply)
     nack = decision.message.nack
-    assert nack.version == "v-bad" and "zone: must be a string" in nack.error
-    # The body's version must match the envelope's.
-    lying = pb.CpMessage(config=pb.Config(version="other", json=CONFIG_B.to_bytes()))
+    assert nack.version == "v-bad" and "zone: Expected `str`, got `int`" in nack.error
+    # The envelope's version must be the hash of the body.
+    lying = pb.CpMessage(config=pb.Config(version="other", json=encode_config(CONFIG_B).body))
     decision = session.receive(lying)
-    assert isinstance(decision, Reply) and "differs from the body" in decision.message.nack.error
+    assert (
+        isinstance(decision, Reply)
+        and "differs from the body's hash" in decision.message.nack.error
+    )
     assert session.running == CONFIG_A.version
     failed = session.failed("v2", "bind failed")
     assert (failed.nack.version, failed.nack.error) == ("v2", "bind failed")
@@ -196,7 +198,7 @@ async def test_hello_then_configs_are_applied_acked_and_reported(
         assert json.loads(hello.resource)["name"] == "ingress-1"
         assert hello.proxy_type == pb.INGRESS
 
-        server.outbox.put_nowait(config_message(CONFIG_A))
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))
         await server.wait(lambda: len(server.of("ack")) == 1 and len(server.of("report")) == 1)
         assert proxy.applied == [CONFIG_A]
         assert server.of("ack")[0].ack.version == CONFIG_A.version
@@ -208,7 +210,7 @@ async def test_hello_then_configs_are_applied_acked_and_reported(
         assert "config does not parse" in server.of("nack")[0].nack.error
 
         proxy.refuse = True
-        server.outbox.put_nowait(config_message(CONFIG_B))
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_B)))
         await server.wait(lambda: len(server.of("nack")) == 2)
         assert server.of("nack")[1].nack.version == CONFIG_B.version
         assert "already in use" in server.of("nack")[1].nack.error
@@ -228,12 +230,12 @@ async def test_reconnects_and_does_not_reapply_what_runs(cp: tuple[ScriptedCp, s
     proxy = Proxy()
     c = client(target, proxy)
     async with running(c):
-        server.outbox.put_nowait(config_message(CONFIG_A))
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))
         await server.wait(lambda: len(server.of("ack")) == 1)
         server.outbox.put_nowait(None)  # the control plane ends the stream
         await server.wait(lambda: server.sessions == 2 and "hello" in server.kinds(2))
         assert server.kinds(2)[0] == "hello"
-        server.outbox.put_nowait(config_message(CONFIG_A))
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))
         await server.wait(lambda: len(server.of("ack")) == 2)
         assert proxy.applied == [CONFIG_A]  # ACKed again, not applied again
         assert c.sessions == 2
@@ -267,7 +269,7 @@ async def test_other_refusals_are_retried(cp: tuple[ScriptedCp, str]) -> None:
     )
     async with running(c):
         await server.wait(lambda: server.sessions >= 2)
-        server.outbox.put_nowait(config_message(CONFIG_A))
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))
         await server.wait(lambda: len(server.of("ack")) == 1)
     assert proxy.applied == [CONFIG_A]
 
