@@ -69,11 +69,11 @@ class GlobalControlPlane:
 
     async def start(self) -> None:
         s = self.settings
-        self.store = await open_configured_store(s.store, s.data_dir, s)
+        self.store = await open_configured_store(s.store, s.data_dir, s.etcd)
         log.info(
             "opened %s store%s at revision %d",
             s.store,
-            store_location(s.store, s.data_dir, s.etcd_endpoints, self.store),
+            store_location(s.store, s.data_dir, s.etcd.etcd_endpoints, self.store),
             await self.store.revision(),
         )
         if s.default_mesh and await create_default_mesh(self.store, self.registry):
@@ -86,7 +86,7 @@ class GlobalControlPlane:
             registry=self.registry,
             mode=self.mode,
             max_body_bytes=s.max_body_bytes,
-            localhost_is_admin=s.api_localhost_is_admin,
+            localhost_is_admin=s.api_security.api_localhost_is_admin,
         )
         self.replicas, election = for_store(
             self.store,
@@ -132,7 +132,7 @@ class GlobalControlPlane:
         leader.add_job("orphan-sweep", self.orphans.run)
         self.api.leader_status = self.leader_status
         await leader.start()
-        tls = server_tls(s.api_tls_cert, s.api_tls_key)
+        tls = server_tls(s.api_security.api_tls_cert, s.api_security.api_tls_key)
         self._server = ApiServer(self.api, s.api_address, "global_cp.access", tls)
         api = await self._server.start()
         self.api.ready = True
@@ -148,7 +148,9 @@ class GlobalControlPlane:
         when replicas race), their public halves published for the zones."""
         assert self.store is not None
         await bootstrap_credentials(
-            self.store, (TokenKind.ZONE, TokenKind.USER), self.settings.admin_token_file
+            self.store,
+            (TokenKind.ZONE, TokenKind.USER),
+            self.settings.api_security.admin_token_file,
         )
 
     async def _kds_tls(self) -> ServerTls | None:

@@ -1,14 +1,19 @@
-"""Program options declared once, read from flags, `MESHFED_*` variables and a YAML file.
+"""Program options declared once, in the settings dataclass, and read from flags, `MESHFED_*`
+variables and a YAML file.
 
-Each executable (global-cp, zone-cp, zone-ingress, mesh-dp) lists its `Option`s; this module
-turns the list into argparse flags, environment variable names and YAML keys, so the three
-sources cannot drift apart and `--help` documents every default in one place (as Kuma's
-single defaults file does). Precedence: flag > environment > file > default.
+Each executable (global-cp, zone-cp, zone-ingress, mesh-dp) has one frozen settings dataclass;
+each field says in its annotation how it is set, `Annotated[Address, Option(parse_address,
+"127.0.0.1:5681", "Where ...")]`, and a field whose type is itself such a dataclass is a group of
+options shared by several programs (composition: `etcd: EtcdSettings`). `Config` derives the
+argparse flags, environment variable names, YAML keys and `--help` from the fields, so the
+sources cannot drift apart and `--help` documents every default in one place (as Kuma's single
+defaults file does). Precedence: flag > environment > file > default.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -17,7 +22,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar, get_type_hints
 
 ENV_PREFIX = "MESHFED_"
 
@@ -33,11 +38,24 @@ Parser = Callable[[Any], Any]
 
 @dataclass(frozen=True)
 class Option:
-    name: str  # "api-address": the flag --api-address, env MESHFED_API_ADDRESS, YAML key
+    """How one settings field is set, written in its annotation (`Annotated[T, Option(...)]`);
+    its name comes from the field: `api_address` is --api-address, MESHFED_API_ADDRESS and the
+    YAML key api-address. A shared option is a type alias declared once and used by each
+    program (`log_level: LogLevel`)."""
+
     parse: Parser
     default: Any  # raw form, shown in --help and run through `parse` like any other value
     help: str
     metavar: str | None = None
+
+
+@dataclass(frozen=True)
+class NamedOption:
+    """An `Option` with the name its field gives it, as `Config` lists them."""
+
+    name: str  # "api-address"
+    path: tuple[str, ...]  # the field, through its groups: ("etcd", "etcd_endpoints")
+    option: Option
 
     @property
     def dest(self) -> str:
@@ -46,6 +64,28 @@ class Option:
     @property
     def env_var(self) -> str:
         return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+
+def settings_options(cls: type, path: tuple[str, ...] = ()) -> tuple[NamedOption, ...]:
+    """The options of a settings dataclass in field order, a group's where its field is.
+    Every field is an option or a group: a field neither could set is a TypeError."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{cls!r} is not a settings dataclass")
+    hints = get_type_hints(cls, include_extras=True)
+    found: list[NamedOption] = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        marks = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Option)]
+        if len(marks) == 1:
+            found.append(NamedOption(f.name.replace("_", "-"), (*path, f.name), marks[0]))
+        elif not marks and isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            found.extend(settings_options(hint, (*path, f.name)))
+        else:
+            raise TypeError(
+                f"{cls.__name__}.{f.name} needs one Option in its annotation "
+                "(Annotated[T, Option(...)]) or a settings dataclass as its type (a group)"
+            )
+    return tuple(found)
 
 
 class Address(NamedTuple):
@@ -176,9 +216,9 @@ def parse_optional_path(value: Any) -> Path | None:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-LOG_LEVEL = Option(
-    "log-level", choice_parser(*LOG_LEVELS), "info", "Log verbosity: " + ", ".join(LOG_LEVELS)
-)
+LogLevel = Annotated[
+    str, Option(choice_parser(*LOG_LEVELS), "info", "Log verbosity: " + ", ".join(LOG_LEVELS))
+]
 
 
 # ---- the option set of one program ---------------------------------------------------------
@@ -204,16 +244,21 @@ class HelpSafeParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-class Config:
-    """The options of one program; builds its parser and resolves values from every source."""
+S = TypeVar("S")
 
-    def __init__(self, prog: str, description: str, options: Sequence[Option]) -> None:
-        names = [o.name for o in options]
+
+class Config(Generic[S]):
+    """The options of one program, derived from its settings dataclass; builds its parser and
+    resolves the settings from every source."""
+
+    def __init__(self, prog: str, description: str, settings: type[S]) -> None:
+        self.options = settings_options(settings)
+        names = [o.name for o in self.options]
         if len(names) != len(set(names)) or "config" in names:
             raise ValueError("option names must be unique and 'config' is reserved")
         self.prog = prog
         self.description = description
-        self.options = tuple(options)
+        self.settings = settings
 
     def parser(self) -> argparse.ArgumentParser:
         """A fresh parser; a program may add positionals (e.g. a `run` command) before use."""
@@ -232,15 +277,16 @@ class Config:
             f"(default: none; env: {ENV_PREFIX}CONFIG)",
         )
         for opt in self.options:
+            spec, is_bool = opt.option, opt.option.parse is parse_bool
             parser.add_argument(
                 f"--{opt.name}",
                 dest=opt.dest,
-                metavar=opt.metavar or ("BOOL" if opt.parse is parse_bool else "VALUE"),
+                metavar=spec.metavar or ("BOOL" if is_bool else "VALUE"),
                 default=None,
                 # A boolean flag alone means true; `--flag=false` turns it off.
-                nargs="?" if opt.parse is parse_bool else None,
-                const="true" if opt.parse is parse_bool else None,
-                help=f"{opt.help} (default: {_show(opt.default)}; env: {opt.env_var})",
+                nargs="?" if is_bool else None,
+                const="true" if is_bool else None,
+                help=f"{spec.help} (default: {_show(spec.default)}; env: {opt.env_var})",
             )
         return parser
 
@@ -249,8 +295,8 @@ class Config:
         argv: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         parser: argparse.ArgumentParser | None = None,
-    ) -> tuple[argparse.Namespace, dict[str, Any]]:
-        """Parses argv and resolves every option; on a bad value prints it and exits 2."""
+    ) -> tuple[argparse.Namespace, S]:
+        """Parses argv and resolves the settings; on a bad value prints it and exits 2."""
         parser = parser or self.parser()
         ns = parser.parse_args(argv)
         try:
@@ -258,11 +304,11 @@ class Config:
         except ConfigError as exc:
             parser.error(str(exc))
 
-    def resolve(self, ns: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
-        """Values by `Option.dest`, each from the first source that sets it."""
+    def resolve(self, ns: argparse.Namespace, env: Mapping[str, str]) -> S:
+        """The settings, each option's value from the first source that sets it."""
         config_path = ns.config if ns.config is not None else env.get(ENV_PREFIX + "CONFIG")
         file_values = self._read_file(config_path) if config_path else {}
-        values: dict[str, Any] = {}
+        values: dict[tuple[str, ...], Any] = {}
         for opt in self.options:
             flag_value = getattr(ns, opt.dest, None)
             if flag_value is not None:
@@ -272,12 +318,12 @@ class Config:
             elif opt.name in file_values:
                 raw, source = file_values[opt.name], f"key {opt.name!r} in {config_path}"
             else:
-                raw, source = opt.default, f"default of --{opt.name}"
+                raw, source = opt.option.default, f"default of --{opt.name}"
             try:
-                values[opt.dest] = opt.parse(raw)
+                values[opt.path] = opt.option.parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"invalid value {raw!r} for {source}: {exc}") from None
-        return values
+        return self.settings(**_field_values(self.settings, values, ()))
 
     def _read_file(self, path: str) -> dict[str, Any]:
         try:
@@ -302,6 +348,23 @@ class Config:
                 f"known: {', '.join(sorted(known))}"
             )
         return {str(k): v for k, v in data.items()}
+
+
+def _field_values(
+    cls: type, values: Mapping[tuple[str, ...], Any], path: tuple[str, ...]
+) -> dict[str, Any]:
+    """The constructor arguments of `cls` (a settings dataclass or one of its groups) from the
+    resolved values by field path, building each group from its own fields."""
+    hints = get_type_hints(cls, include_extras=True)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        where = (*path, f.name)
+        if where in values:
+            kwargs[f.name] = values[where]
+        else:
+            group = hints[f.name]
+            kwargs[f.name] = group(**_field_values(group, values, where))
+    return kwargs
 
 
 def _show(default: Any) -> str:

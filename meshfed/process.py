@@ -34,8 +34,7 @@ S = TypeVar("S", bound=HasLogLevel)
 
 
 def load_settings(
-    config: Config,
-    make: Callable[..., S],
+    config: Config[S],
     starts: str,
     argv: Sequence[str] | None = None,
     check: Callable[[S], None] | None = None,
@@ -51,8 +50,7 @@ def load_settings(
         default="run",
         help=f"run: start {starts} (the default)",
     )
-    _, values = config.load(argv, parser=parser)
-    settings = make(**values)
+    _, settings = config.load(argv, parser=parser)
     if check is not None:
         try:
             check(settings)

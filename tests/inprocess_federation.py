@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from global_cp.app import GlobalControlPlane
-from global_cp.settings import CONFIG, GlobalSettings
+from global_cp.settings import CONFIG
 from meshfed.api.app import build_app
 from meshfed.api.context import ApiContext
 from meshfed.auth.tokens import ZoneScope
@@ -61,8 +61,8 @@ async def start_global(data_dir: Path, *extra: str) -> Global:
     argv = ["--api-address", f"127.0.0.1:{free_port()}", "--kds-address", "127.0.0.1:0"]
     token_file = data_dir / ADMIN_TOKEN_FILE
     argv += ["--admin-token-file", str(token_file)]
-    _, values = CONFIG.load([*argv, "--data-dir", str(data_dir), *FAST, *extra], env={})
-    cp = GlobalControlPlane(GlobalSettings(**values))
+    _, settings = CONFIG.load([*argv, "--data-dir", str(data_dir), *FAST, *extra], env={})
+    cp = GlobalControlPlane(settings)
     await cp.start()
     address = cp.api_address()
     # Written before start() returns; every call is the admin's.

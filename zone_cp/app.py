@@ -66,12 +66,12 @@ class ZoneControlPlane:
         if s.global_kds:
             self._kds_security()
         prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
-        self.store = await open_configured_store(s.store, s.data_dir, s, default_prefix=prefix)
+        self.store = await open_configured_store(s.store, s.data_dir, s.etcd, default_prefix=prefix)
         log.info(
             "zone %s: opened %s store%s at revision %d",
             s.zone,
             s.store,
-            store_location(s.store, s.data_dir, s.etcd_endpoints, self.store),
+            store_location(s.store, s.data_dir, s.etcd.etcd_endpoints, self.store),
             await self.store.revision(),
         )
         # Standalone, there is no global to send a Mesh: start with the same default mesh a
@@ -81,14 +81,16 @@ class ZoneControlPlane:
         if not s.global_kds:
             # No global to sync token keys from: this zone issues its own, like a global (user
             # tokens for its API, zone tokens for its ingresses).
-            await bootstrap_credentials(self.store, (TokenKind.ZONE,), s.admin_token_file)
+            await bootstrap_credentials(
+                self.store, (TokenKind.ZONE,), s.api_security.admin_token_file
+            )
         self.api = ApiContext(
             store=self.store,
             registry=self.registry,
             mode=Mode.ZONE,
             zone=s.zone,
             max_body_bytes=s.max_body_bytes,
-            localhost_is_admin=s.api_localhost_is_admin,
+            localhost_is_admin=s.api_security.api_localhost_is_admin,
         )
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
@@ -123,7 +125,7 @@ class ZoneControlPlane:
             # No global to make every Mesh's dataplane-token key either.
             keys = DataplaneKeyJob(self.store)
             self._dataplane_keys = asyncio.create_task(keys.run(), name="dataplane-token-keys")
-        tls = server_tls(s.api_tls_cert, s.api_tls_key)
+        tls = server_tls(s.api_security.api_tls_cert, s.api_security.api_tls_key)
         self._server = ApiServer(self.api, s.api_address, "zone_cp.access", tls)
         api = await self._server.start()
         self.api.ready = True

@@ -1,4 +1,5 @@
-"""Every option of `zone-cp`, declared once (flags, MESHFED_* variables, YAML file keys).
+"""Every option of `zone-cp`, declared once in `ZoneSettings` (flags, MESHFED_* variables, YAML
+file keys and --help are derived from its fields: meshfed.config).
 
 The DNS options (`--dns-address`, `--dns-upstream`, `--vip-cidr`) feed zone_cp.dns_wiring
 and zone_cp.services.
@@ -9,32 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from meshfed.api.body import DEFAULT_MAX_BODY_BYTES
-from meshfed.auth.options import API_OPTIONS, check_api_tls
+from meshfed.api.options import ApiAddress, MaxBodyBytes
+from meshfed.auth.options import ApiSecurity, check_api_tls
 from meshfed.config import (
-    LOG_LEVEL,
     Address,
     Config,
     ConfigError,
+    LogLevel,
     Option,
     parse_address,
     parse_duration,
-    parse_path,
     parse_size,
 )
-from meshfed.ha.options import parse_lease_ttl
+from meshfed.ha.options import lease_ttl_option
 from meshfed.kds.options import (
-    KDS_CA_FILE,
-    KDS_INSECURE,
-    KDS_TLS_SKIP_VERIFY,
-    MAX_MESSAGE_BYTES,
-    ZONE_TOKEN_FILE,
+    KdsCaFile,
+    KdsInsecure,
+    KdsMaxMessageBytes,
+    KdsTlsSkipVerify,
+    ZoneTokenFile,
     parse_grpc_target,
     parse_zone_name,
 )
-from meshfed.store.factory import ETCD_OPTIONS, EtcdSettings, store_option
+from meshfed.store.factory import EtcdSettings, StoreKind, data_dir_option
 from meshfed.vip_ranges import DEFAULT_VIP_CIDR
 from zone_cp.dns import DEFAULT_PORT as DNS_DEFAULT_PORT
 from zone_cp.dns_wiring import parse_upstream, parse_vip_cidr
@@ -56,185 +56,161 @@ def parse_grpc_targets(value: Any) -> tuple[Address, ...]:
     return tuple(targets)
 
 
-OPTIONS = (
-    Option(
-        "zone",
-        parse_zone_name,
-        "",
-        "Name of this zone (required): how the global knows it and labels its inventory",
-        metavar="NAME",
-    ),
-    Option(
-        "global-kds",
-        parse_grpc_targets,
-        "",
-        "KDS address of the global control plane, grpcs://HOST:PORT (grpc:// is accepted "
-        "too: either way TLS unless --kds-insecure); several replicas "
-        "comma-separated (the zone moves to the next one when a connection fails); empty "
-        "runs standalone",
-        metavar="URLS",
-    ),
-    ZONE_TOKEN_FILE,
-    KDS_CA_FILE,
-    KDS_TLS_SKIP_VERIFY,
-    KDS_INSECURE,
-    Option(
-        "api-address",
-        parse_address,
-        "127.0.0.1:5681",
-        "Where the REST API listens (HOST:PORT; port 0 picks a free one)",
-        metavar="HOST:PORT",
-    ),
-    store_option(),
-    Option(
-        "data-dir",
-        parse_path,
-        ".meshfed/zone-cp",
-        "Directory of the SQLite store (created if missing)",
-        metavar="DIR",
-    ),
-    *ETCD_OPTIONS,
-    Option(
-        "etcd-lease-ttl",
-        parse_lease_ttl,
-        "10s",
-        "With --store etcd: TTL of the lease of the zone's leader election (only the leader "
-        "replica talks KDS to the global); a dead leader is replaced within this time",
-        metavar="DURATION",
-    ),
-    Option(
-        "max-body-bytes",
-        parse_size,
-        DEFAULT_MAX_BODY_BYTES,
-        "Largest accepted request body, in bytes (suffixes KiB, MiB allowed); larger gets 413",
-        metavar="SIZE",
-    ),
-    MAX_MESSAGE_BYTES,
-    Option(
-        "kds-reconnect-max",
-        parse_duration,
-        "3s",
-        "Longest wait between KDS reconnect attempts (jittered exponential backoff up to this)",
-        metavar="DURATION",
-    ),
-    Option(
-        "kds-stale-timeout",
-        parse_duration,
-        "10s",
-        "Reconnect when the global has not answered a heartbeat for this long",
-        metavar="DURATION",
-    ),
-    Option(
-        "dns-address",
-        parse_address,
-        f"127.0.0.1:{DNS_DEFAULT_PORT}",
-        "Where the zone DNS server answers <service>.mesh, over UDP and TCP (HOST:PORT; port 0 "
-        "picks a free one, shown in GET /)",
-        metavar="HOST:PORT",
-    ),
-    Option(
-        "dns-upstream",
-        parse_upstream,
-        "",
-        "Resolver for names outside .mesh, HOST[:PORT]; empty: such queries are REFUSED",
-        metavar="HOST:PORT",
-    ),
-    Option(
-        "dns-tcp-idle-timeout",
-        parse_duration,
-        "10s",
-        "DNS over TCP: close a connection that sends no complete query for this long (idle "
-        "connections are also closed, oldest first, when 1024 are open or 256 from one address)",
-        metavar="DURATION",
-    ),
-    Option(
-        "vip-cidr",
-        parse_vip_cidr,
-        str(DEFAULT_VIP_CIDR),
-        "IPv4 range the zone's service VIPs come from (inside 127.0.0.0/8 listeners bind them "
-        "without network setup; zones sharing a host need different ranges)",
-        metavar="CIDR",
-    ),
-    Option(
-        "dp-server-address",
-        parse_address,
-        "127.0.0.1:5678",
-        "Where the dataplane config server listens for mesh-dp sidecars and zone ingresses "
-        "(gRPC; HOST:PORT, port 0 picks a free one, shown in GET /)",
-        metavar="HOST:PORT",
-    ),
-    Option(
-        "dp-max-message-bytes",
-        parse_size,
-        "4MiB",
-        "Largest message a proxy may send on the dataplane port (Hello, ACK/NACK, reports); "
-        "a larger one ends its stream with RESOURCE_EXHAUSTED. Configs sent to proxies are "
-        "bounded by the proxies' own 16 MiB limit",
-        metavar="SIZE",
-    ),
-    Option(
-        "dp-cert-validity",
-        parse_duration,
-        "24h",
-        "Validity of the certificates issued to sidecars (a new one is pushed after 80% of "
-        "it); a Mesh backend's dpCert.rotation.expiration overrides it",
-        metavar="DURATION",
-    ),
-    Option(
-        "dp-insight-flush",
-        parse_duration,
-        "5s",
-        "How often DataplaneInsight counters from proxy reports are written (connections "
-        "and disconnections are written at once)",
-        metavar="DURATION",
-    ),
-    *API_OPTIONS,
-    LOG_LEVEL,
-)
+@dataclass(frozen=True)
+class ZoneSettings:
+    zone: Annotated[
+        str,
+        Option(
+            parse_zone_name,
+            "",
+            "Name of this zone (required): how the global knows it and labels its inventory",
+            metavar="NAME",
+        ),
+    ]
+    global_kds: Annotated[
+        tuple[Address, ...],  # empty: standalone
+        Option(
+            parse_grpc_targets,
+            "",
+            "KDS address of the global control plane, grpcs://HOST:PORT (grpc:// is accepted "
+            "too: either way TLS unless --kds-insecure); several replicas "
+            "comma-separated (the zone moves to the next one when a connection fails); empty "
+            "runs standalone",
+            metavar="URLS",
+        ),
+    ]
+    zone_token_file: ZoneTokenFile
+    kds_ca_file: KdsCaFile
+    kds_tls_skip_verify: KdsTlsSkipVerify
+    kds_insecure: KdsInsecure
+    api_address: ApiAddress
+    store: StoreKind
+    data_dir: Annotated[Path, data_dir_option(".meshfed/zone-cp")]
+    etcd: EtcdSettings
+    etcd_lease_ttl: Annotated[
+        int,
+        lease_ttl_option(
+            "With --store etcd: TTL of the lease of the zone's leader election (only the leader "
+            "replica talks KDS to the global); a dead leader is replaced within this time",
+        ),
+    ]
+    max_body_bytes: MaxBodyBytes
+    kds_max_message_bytes: KdsMaxMessageBytes
+    kds_reconnect_max: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "3s",
+            "Longest wait between KDS reconnect attempts (jittered exponential backoff up to this)",
+            metavar="DURATION",
+        ),
+    ]
+    kds_stale_timeout: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "10s",
+            "Reconnect when the global has not answered a heartbeat for this long",
+            metavar="DURATION",
+        ),
+    ]
+    dns_address: Annotated[
+        Address,
+        Option(
+            parse_address,
+            f"127.0.0.1:{DNS_DEFAULT_PORT}",
+            "Where the zone DNS server answers <service>.mesh, over UDP and TCP (HOST:PORT; "
+            "port 0 picks a free one, shown in GET /)",
+            metavar="HOST:PORT",
+        ),
+    ]
+    dns_upstream: Annotated[
+        tuple[str, int] | None,
+        Option(
+            parse_upstream,
+            "",
+            "Resolver for names outside .mesh, HOST[:PORT]; empty: such queries are REFUSED",
+            metavar="HOST:PORT",
+        ),
+    ]
+    dns_tcp_idle_timeout: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "10s",
+            "DNS over TCP: close a connection that sends no complete query for this long (idle "
+            "connections are also closed, oldest first, when 1024 are open or 256 from one "
+            "address)",
+            metavar="DURATION",
+        ),
+    ]
+    vip_cidr: Annotated[
+        IPv4Network,
+        Option(
+            parse_vip_cidr,
+            str(DEFAULT_VIP_CIDR),
+            "IPv4 range the zone's service VIPs come from (inside 127.0.0.0/8 listeners bind "
+            "them without network setup; zones sharing a host need different ranges)",
+            metavar="CIDR",
+        ),
+    ]
+    dp_server_address: Annotated[
+        Address,
+        Option(
+            parse_address,
+            "127.0.0.1:5678",
+            "Where the dataplane config server listens for mesh-dp sidecars and zone ingresses "
+            "(gRPC; HOST:PORT, port 0 picks a free one, shown in GET /)",
+            metavar="HOST:PORT",
+        ),
+    ]
+    dp_max_message_bytes: Annotated[
+        int,
+        Option(
+            parse_size,
+            "4MiB",
+            "Largest message a proxy may send on the dataplane port (Hello, ACK/NACK, "
+            "reports); a larger one ends its stream with RESOURCE_EXHAUSTED. Configs sent to "
+            "proxies are bounded by the proxies' own 16 MiB limit",
+            metavar="SIZE",
+        ),
+    ]
+    dp_cert_validity: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "24h",
+            "Validity of the certificates issued to sidecars (a new one is pushed after 80% of "
+            "it); a Mesh backend's dpCert.rotation.expiration overrides it",
+            metavar="DURATION",
+        ),
+    ]
+    dp_insight_flush: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "5s",
+            "How often DataplaneInsight counters from proxy reports are written (connections "
+            "and disconnections are written at once)",
+            metavar="DURATION",
+        ),
+    ]
+    api_security: ApiSecurity
+    log_level: LogLevel
+
 
 CONFIG = Config(
     "zone-cp",
     "The meshfed zone control plane: keeps a copy of what the global sends, owns its zone's "
     "dataplanes and ingresses, and serves them over its REST API.",
-    OPTIONS,
+    ZoneSettings,
 )
-
-
-@dataclass(frozen=True)
-class ZoneSettings(EtcdSettings):
-    zone: str
-    global_kds: tuple[Address, ...]  # empty: standalone
-    zone_token_file: Path | None
-    kds_ca_file: Path | None
-    kds_tls_skip_verify: bool
-    kds_insecure: bool
-    api_address: Address
-    store: str
-    data_dir: Path
-    etcd_lease_ttl: int
-    max_body_bytes: int
-    kds_max_message_bytes: int
-    kds_reconnect_max: float
-    kds_stale_timeout: float
-    dns_address: Address
-    dns_upstream: tuple[str, int] | None
-    dns_tcp_idle_timeout: float
-    vip_cidr: IPv4Network
-    dp_server_address: Address
-    dp_max_message_bytes: int
-    dp_cert_validity: float
-    dp_insight_flush: float
-    api_localhost_is_admin: bool
-    admin_token_file: Path | None
-    api_tls_cert: Path | None
-    api_tls_key: Path | None
-    log_level: str
 
 
 def check_settings(s: ZoneSettings) -> None:
     """Refuses combinations no start could honour (ConfigError)."""
-    check_api_tls(s.api_tls_cert, s.api_tls_key)
-    if s.global_kds and s.admin_token_file is not None:
+    check_api_tls(s.api_security.api_tls_cert, s.api_security.api_tls_key)
+    if s.global_kds and s.api_security.admin_token_file is not None:
         raise ConfigError(
             "--admin-token-file is for a standalone zone (no --global-kds): a federated zone "
             "has no admin token of its own; use the global's, which this zone accepts"

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from meshfed.process import load_settings, run_program
 from zone_ingress.app import App, StartError
-from zone_ingress.settings import CONFIG, IngressSettings
+from zone_ingress.settings import CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(CONFIG, IngressSettings, "the ingress", argv)
+    settings = load_settings(CONFIG, "the ingress", argv)
     run_program("zone-ingress", lambda: App(settings).run(), start_errors=(StartError,))

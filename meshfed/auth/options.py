@@ -1,52 +1,60 @@
 """The options of the control planes' API security (who is admin, the admin token file, HTTPS),
-declared once for global and zone, and the checks across them made before starting."""
+declared once for global and zone (the `ApiSecurity` group), and the checks across them made
+before starting."""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from meshfed.config import ConfigError, Option, parse_bool, parse_optional_path
 
 log = logging.getLogger("meshfed.auth")
 
-API_LOCALHOST_IS_ADMIN = Option(
-    "api-localhost-is-admin",
-    parse_bool,
-    False,
-    "Treat every API caller on a loopback address as an admin (Kuma's default). Off: callers "
-    "without an admin user token may only read non-secret resources, even from localhost",
-)
 
-ADMIN_TOKEN_FILE = Option(
-    "admin-token-file",
-    parse_optional_path,
-    "",
-    "Write the bootstrap admin user token to this file (mode 0600) at every start, e.g. for "
-    "meshctl; the token itself is the GlobalSecret 'admin-user-token', made on the first start",
-    metavar="FILE",
-)
+@dataclass(frozen=True)
+class ApiSecurity:
+    """Who is admin on the API, the admin token file and HTTPS: a group of options of both
+    control planes."""
 
-
-API_TLS_CERT = Option(
-    "api-tls-cert",
-    parse_optional_path,
-    "",
-    "Serve the API over HTTPS (TLS 1.2 or later) with this PEM certificate (chain); needs "
-    "--api-tls-key. Unset: plain HTTP",
-    metavar="FILE",
-)
-
-API_TLS_KEY = Option(
-    "api-tls-key",
-    parse_optional_path,
-    "",
-    "The PEM private key of --api-tls-cert",
-    metavar="FILE",
-)
-
-API_OPTIONS = (API_LOCALHOST_IS_ADMIN, ADMIN_TOKEN_FILE, API_TLS_CERT, API_TLS_KEY)
+    api_localhost_is_admin: Annotated[
+        bool,
+        Option(
+            parse_bool,
+            False,
+            "Treat every API caller on a loopback address as an admin (Kuma's default). Off: "
+            "callers without an admin user token may only read non-secret resources, even from "
+            "localhost",
+        ),
+    ]
+    admin_token_file: Annotated[
+        Path | None,
+        Option(
+            parse_optional_path,
+            "",
+            "Write the bootstrap admin user token to this file (mode 0600) at every start, e.g. "
+            "for meshctl; the token itself is the GlobalSecret 'admin-user-token', made on the "
+            "first start",
+            metavar="FILE",
+        ),
+    ]
+    api_tls_cert: Annotated[
+        Path | None,
+        Option(
+            parse_optional_path,
+            "",
+            "Serve the API over HTTPS (TLS 1.2 or later) with this PEM certificate (chain); "
+            "needs --api-tls-key. Unset: plain HTTP",
+            metavar="FILE",
+        ),
+    ]
+    api_tls_key: Annotated[
+        Path | None,
+        Option(parse_optional_path, "", "The PEM private key of --api-tls-cert", metavar="FILE"),
+    ]
 
 
 def check_api_tls(cert: Path | None, key: Path | None) -> None:

@@ -1,11 +1,13 @@
-"""KDS options shared by global-cp and zone-cp, and the value parsers they need.
+"""KDS options of global-cp and zone-cp, and the value parsers they need.
 
-Declared once here so both programs spell, default and document them the same way.
+Each is a type alias a settings field is annotated with (`kds_insecure: KdsInsecure`), declared
+once here so both programs spell, default and document them the same way.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 from meshfed.config import (
     Address,
@@ -64,80 +66,93 @@ def parse_names(value: Any) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-MAX_MESSAGE_BYTES = Option(
-    "kds-max-message-bytes",
-    parse_size,
-    "10MiB",
-    "Largest KDS message sent or received (as Kuma: 10 MiB); a resource over it is reported "
-    "with its type and name and not synced",
-    metavar="SIZE",
-)
+KdsMaxMessageBytes = Annotated[
+    int,
+    Option(
+        parse_size,
+        "10MiB",
+        "Largest KDS message sent or received (as Kuma: 10 MiB); a resource over it is "
+        "reported with its type and name and not synced",
+        metavar="SIZE",
+    ),
+]
 
 # -- TLS and zone tokens ----------------------------------------------------------------------
 
-KDS_INSECURE = Option(
-    "kds-insecure",
-    parse_bool,
-    False,
-    "Plaintext KDS, no TLS: only for tests of the protocol itself (zone tokens are still "
-    "required, but travel in clear)",
-)
+KdsInsecure = Annotated[
+    bool,
+    Option(
+        parse_bool,
+        False,
+        "Plaintext KDS, no TLS: only for tests of the protocol itself (zone tokens are still "
+        "required, but travel in clear)",
+    ),
+]
 
 # global-cp
-KDS_TLS_CERT = Option(
-    "kds-tls-cert",
-    parse_optional_path,
-    "",
-    "PEM certificate chain the KDS port presents (with --kds-tls-key); re-read when it "
-    "changes. Default: a certificate from the KDS CA the global keeps in its store",
-    metavar="FILE",
-)
-KDS_TLS_KEY = Option(
-    "kds-tls-key",
-    parse_optional_path,
-    "",
-    "PEM private key of --kds-tls-cert",
-    metavar="FILE",
-)
-KDS_TLS_SAN = Option(
-    "kds-tls-san",
-    parse_names,
-    "",
-    "More host names or IP addresses for the certificate issued from the KDS CA "
-    "(comma-separated; localhost, 127.0.0.1, ::1, this host's name and the bind address are "
-    "always in it)",
-    metavar="NAMES",
-)
-KDS_CA_OUT = Option(
-    "kds-ca-out",
-    parse_optional_path,
-    "",
-    "Write the KDS CA certificate (public) to this file at every start, for zones' "
-    "--kds-ca-file. Default with the SQLite store: <data-dir>/kds-ca.crt",
-    metavar="FILE",
-)
+KdsTlsCert = Annotated[
+    Path | None,
+    Option(
+        parse_optional_path,
+        "",
+        "PEM certificate chain the KDS port presents (with --kds-tls-key); re-read when it "
+        "changes. Default: a certificate from the KDS CA the global keeps in its store",
+        metavar="FILE",
+    ),
+]
+KdsTlsKey = Annotated[
+    Path | None,
+    Option(parse_optional_path, "", "PEM private key of --kds-tls-cert", metavar="FILE"),
+]
+KdsTlsSan = Annotated[
+    tuple[str, ...],
+    Option(
+        parse_names,
+        "",
+        "More host names or IP addresses for the certificate issued from the KDS CA "
+        "(comma-separated; localhost, 127.0.0.1, ::1, this host's name and the bind address "
+        "are always in it)",
+        metavar="NAMES",
+    ),
+]
+KdsCaOut = Annotated[
+    Path | None,
+    Option(
+        parse_optional_path,
+        "",
+        "Write the KDS CA certificate (public) to this file at every start, for zones' "
+        "--kds-ca-file. Default with the SQLite store: <data-dir>/kds-ca.crt",
+        metavar="FILE",
+    ),
+]
 
 # zone-cp
-KDS_CA_FILE = Option(
-    "kds-ca-file",
-    parse_optional_path,
-    "",
-    "Trust only this CA (PEM) for the global's KDS certificate, e.g. the global's "
-    "kds-ca.crt. Default: the system's trusted roots",
-    metavar="FILE",
-)
-KDS_TLS_SKIP_VERIFY = Option(
-    "kds-tls-skip-verify",
-    parse_bool,
-    False,
-    "Accept any certificate from the global (encrypted, not authenticated: anyone who can "
-    "answer on the KDS address gets this zone's token). For tests and emergencies only",
-)
-ZONE_TOKEN_FILE = Option(
-    "zone-token-file",
-    parse_optional_path,
-    "",
-    "File holding this zone's token (meshctl generate zone-token --zone NAME --scope kds); "
-    "required with --global-kds, re-read at every connection",
-    metavar="FILE",
-)
+KdsCaFile = Annotated[
+    Path | None,
+    Option(
+        parse_optional_path,
+        "",
+        "Trust only this CA (PEM) for the global's KDS certificate, e.g. the global's "
+        "kds-ca.crt. Default: the system's trusted roots",
+        metavar="FILE",
+    ),
+]
+KdsTlsSkipVerify = Annotated[
+    bool,
+    Option(
+        parse_bool,
+        False,
+        "Accept any certificate from the global (encrypted, not authenticated: anyone who can "
+        "answer on the KDS address gets this zone's token). For tests and emergencies only",
+    ),
+]
+ZoneTokenFile = Annotated[
+    Path | None,
+    Option(
+        parse_optional_path,
+        "",
+        "File holding this zone's token (meshctl generate zone-token --zone NAME --scope kds); "
+        "required with --global-kds, re-read at every connection",
+        metavar="FILE",
+    ),
+]

@@ -1,7 +1,7 @@
 """Picks a store backend from configuration (`--store`, `MESHFED_STORE`, ...).
 
-The store options are declared here once (`store_option`, `ETCD_OPTIONS`), so global-cp and
-zone-cp spell, default and document them the same way.
+The store options are declared here once (`StoreKind`, the `EtcdSettings` group), so global-cp
+and zone-cp spell, default and document them the same way.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from meshfed.config import Option, choice_parser, parse_str
+from meshfed.config import Option, choice_parser, parse_path, parse_str
 from meshfed.store._etcd_conn import parse_endpoints
 from meshfed.store.base import ResourceStore
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
@@ -21,14 +21,22 @@ from meshfed.store.sqlite import SqliteStore
 STORE_KINDS = ("memory", "sqlite", "etcd")
 
 
-def store_option(default: str = "sqlite") -> Option:
-    return Option(
-        "store",
+StoreKind = Annotated[
+    str,
+    Option(
         choice_parser(*STORE_KINDS),
-        default,
+        "sqlite",
         "Resource store: sqlite (persists under --data-dir), etcd (shared by several "
         "replicas; see --etcd-endpoints) or memory (lost on exit)",
         metavar="KIND",
+    ),
+]
+
+
+def data_dir_option(default: str) -> Option:
+    """`--data-dir`, with each program's own default directory."""
+    return Option(
+        parse_path, default, "Directory of the SQLite store (created if missing)", metavar="DIR"
     )
 
 
@@ -49,72 +57,70 @@ def _optional_path(value: Any) -> Path | None:
     return Path(text) if text else None
 
 
-ETCD_OPTIONS = (
-    Option(
-        "etcd-endpoints",
-        parse_etcd_endpoints,
-        "http://127.0.0.1:2379",
-        "etcd members (with --store etcd), comma-separated http(s)://HOST:PORT; calls fail "
-        "over between them",
-        metavar="URLS",
-    ),
-    Option(
-        "etcd-prefix",
-        _optional_str,
-        "",
-        f"Key prefix of this store in etcd (default: {DEFAULT_PREFIX} for the global, "
-        f"{DEFAULT_PREFIX}-zones/ZONE for a zone), so several stores can share one cluster",
-        metavar="PREFIX",
-    ),
-    Option(
-        "etcd-username",
-        _optional_str,
-        "",
-        "etcd user (with --etcd-password); empty: no authentication",
-        metavar="USER",
-    ),
-    Option(
-        "etcd-password",
-        _optional_str,
-        "",
-        "Password of --etcd-username (prefer the environment variable: flags show in ps)",
-        metavar="PASSWORD",
-    ),
-    Option(
-        "etcd-ca-file",
-        _optional_path,
-        "",
-        "PEM file of the CA that signed etcd's certificate (https:// endpoints)",
-        metavar="FILE",
-    ),
-    Option(
-        "etcd-cert-file",
-        _optional_path,
-        "",
-        "PEM client certificate for etcd (with --etcd-key-file)",
-        metavar="FILE",
-    ),
-    Option(
-        "etcd-key-file",
-        _optional_path,
-        "",
-        "PEM key of --etcd-cert-file",
-        metavar="FILE",
-    ),
-)
-
-
 @dataclass(frozen=True)
 class EtcdSettings:
-    """The values of ETCD_OPTIONS (field names are the options' `dest`)."""
+    """How to reach etcd (`--store etcd`): a group of options of both control planes."""
 
-    etcd_endpoints: str
-    etcd_prefix: str | None
-    etcd_username: str | None
-    etcd_password: str | None
-    etcd_ca_file: Path | None
-    etcd_cert_file: Path | None
-    etcd_key_file: Path | None
+    etcd_endpoints: Annotated[
+        str,
+        Option(
+            parse_etcd_endpoints,
+            "http://127.0.0.1:2379",
+            "etcd members (with --store etcd), comma-separated http(s)://HOST:PORT; calls fail "
+            "over between them",
+            metavar="URLS",
+        ),
+    ]
+    etcd_prefix: Annotated[
+        str | None,
+        Option(
+            _optional_str,
+            "",
+            f"Key prefix of this store in etcd (default: {DEFAULT_PREFIX} for the global, "
+            f"{DEFAULT_PREFIX}-zones/ZONE for a zone), so several stores can share one cluster",
+            metavar="PREFIX",
+        ),
+    ]
+    etcd_username: Annotated[
+        str | None,
+        Option(
+            _optional_str,
+            "",
+            "etcd user (with --etcd-password); empty: no authentication",
+            metavar="USER",
+        ),
+    ]
+    etcd_password: Annotated[
+        str | None,
+        Option(
+            _optional_str,
+            "",
+            "Password of --etcd-username (prefer the environment variable: flags show in ps)",
+            metavar="PASSWORD",
+        ),
+    ]
+    etcd_ca_file: Annotated[
+        Path | None,
+        Option(
+            _optional_path,
+            "",
+            "PEM file of the CA that signed etcd's certificate (https:// endpoints)",
+            metavar="FILE",
+        ),
+    ]
+    etcd_cert_file: Annotated[
+        Path | None,
+        Option(
+            _optional_path,
+            "",
+            "PEM client certificate for etcd (with --etcd-key-file)",
+            metavar="FILE",
+        ),
+    ]
+    etcd_key_file: Annotated[
+        Path | None,
+        Option(_optional_path, "", "PEM key of --etcd-cert-file", metavar="FILE"),
+    ]
 
 
 async def open_configured_store(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.support import REPO, VENV_BIN
 from zone_cp.settings import CONFIG as ZONE_CONFIG
 from zone_ingress.settings import CONFIG as INGRESS_CONFIG
 
-PROGRAMS: dict[str, Config] = {
+PROGRAMS: dict[str, Config[Any]] = {
     "global-cp": GLOBAL_CONFIG,
     "zone-cp": ZONE_CONFIG,
     "zone-ingress": INGRESS_CONFIG,

@@ -20,18 +20,21 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Annotated
 
-from meshfed.config import LOG_LEVEL, Config, Option, parse_str
+from meshfed.config import Config, LogLevel, Option, parse_str
 from meshfed.process import load_settings, run_program, run_until_stopped
 
 log = logging.getLogger("demo")
-CONFIG = Config("demo", "a program for the tests", [LOG_LEVEL, Option("fail", parse_str, "", "")])
 
 
 @dataclass(frozen=True)
 class Settings:
-    log_level: str
-    fail: str
+    log_level: LogLevel
+    fail: Annotated[str, Option(parse_str, "", "")]
+
+
+CONFIG = Config("demo", "a program for the tests", Settings)
 
 
 class StartError(Exception):
@@ -60,7 +63,7 @@ async def main(settings: Settings) -> int:
     return await run_until_stopped(Service(settings.fail), log)
 
 
-settings = load_settings(CONFIG, Settings, "the demo", sys.argv[1:])
+settings = load_settings(CONFIG, "the demo", sys.argv[1:])
 run_program("demo", lambda: main(settings), start_errors=(StartError,))
 """
 

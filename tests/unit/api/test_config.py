@@ -1,16 +1,18 @@
-"""Options declared once: flags, MESHFED_* variables and a YAML file, in that precedence."""
+"""Options declared once, in a settings dataclass: flags, MESHFED_* variables and a YAML file,
+in that precedence."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
 from meshfed.config import (
-    LOG_LEVEL,
     Address,
     Config,
+    LogLevel,
     Option,
     choice_parser,
     int_parser,
@@ -18,32 +20,70 @@ from meshfed.config import (
     parse_bool,
     parse_optional_path,
     parse_size,
+    settings_options,
 )
 
-OPTIONS = (
-    Option("api-address", parse_address, "127.0.0.1:7681", "Where the API listens"),
-    Option("store", choice_parser("sqlite", "memory"), "sqlite", "Store backend"),
-    Option("default-mesh", parse_bool, True, "Create Mesh 'default' on first start"),
-    Option("max-body-bytes", parse_size, "1MiB", "Largest request body"),
-    Option("workers", int_parser(1, 64), 4, "Worker count"),
-    LOG_LEVEL,
-)
-CONFIG = Config("test-cp", "A test program.", OPTIONS)
+
+@dataclass(frozen=True)
+class Store:
+    """A group of options, as programs share them."""
+
+    store: Annotated[str, Option(choice_parser("sqlite", "memory"), "sqlite", "Store backend")]
+    default_mesh: Annotated[bool, Option(parse_bool, True, "Create Mesh 'default' on first start")]
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_address: Annotated[
+        Address, Option(parse_address, "127.0.0.1:7681", "Where the API listens")
+    ]
+    storage: Store
+    max_body_bytes: Annotated[int, Option(parse_size, "1MiB", "Largest request body")]
+    workers: Annotated[int, Option(int_parser(1, 64), 4, "Worker count")]
+    log_level: LogLevel
+
+
+CONFIG = Config("test-cp", "A test program.", Settings)
 
 
 def load(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    return CONFIG.load(argv, env or {})[1]
+    """The settings as a flat dict by option name, groups' options included."""
+    settings = CONFIG.load(argv, env or {})[1]
+    flat: dict[str, Any] = {}
+    for name, value in asdict(settings).items():
+        flat.update(value if isinstance(value, dict) else {name: value})
+    return flat
 
 
 def test_defaults() -> None:
-    assert load([]) == {
-        "api_address": Address("127.0.0.1", 7681),
-        "store": "sqlite",
-        "default_mesh": True,
-        "max_body_bytes": 1024 * 1024,
-        "workers": 4,
-        "log_level": "info",
-    }
+    settings = CONFIG.load([], {})[1]
+    assert settings == Settings(
+        api_address=Address("127.0.0.1", 7681),
+        storage=Store(store="sqlite", default_mesh=True),
+        max_body_bytes=1024 * 1024,
+        workers=4,
+        log_level="info",
+    )
+
+
+def test_options_are_derived_from_the_fields_in_order() -> None:
+    assert [(o.name, o.path, o.env_var) for o in CONFIG.options] == [
+        ("api-address", ("api_address",), "MESHFED_API_ADDRESS"),
+        ("store", ("storage", "store"), "MESHFED_STORE"),
+        ("default-mesh", ("storage", "default_mesh"), "MESHFED_DEFAULT_MESH"),
+        ("max-body-bytes", ("max_body_bytes",), "MESHFED_MAX_BODY_BYTES"),
+        ("workers", ("workers",), "MESHFED_WORKERS"),
+        ("log-level", ("log_level",), "MESHFED_LOG_LEVEL"),
+    ]
+
+
+def test_a_field_without_an_option_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Unset:
+        workers: int
+
+    with pytest.raises(TypeError, match=r"Unset\.workers needs one Option"):
+        settings_options(Unset)
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
@@ -119,7 +159,7 @@ def test_help_shows_defaults_and_env_vars(capsys: pytest.CaptureFixture[str]) ->
         load(["--help"])
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for opt in OPTIONS:
+    for opt in CONFIG.options:
         assert f"--{opt.name}" in out
         assert opt.env_var in out
     assert "(default: 127.0.0.1:7681; env: MESHFED_API_ADDRESS)" in out
@@ -153,14 +193,29 @@ def test_size(raw: Any, expected: int) -> None:
 
 
 def test_option_names_are_unique() -> None:
-    with pytest.raises(ValueError):
-        Config("x", "", (LOG_LEVEL, LOG_LEVEL))
+    @dataclass(frozen=True)
+    class Twice:
+        store: Annotated[str, Option(choice_parser("sqlite"), "sqlite", "Again")]
+        storage: Store
+
+    @dataclass(frozen=True)
+    class Reserved:
+        config: Annotated[str, Option(choice_parser("a"), "a", "The --config flag's own name")]
+
+    for settings in (Twice, Reserved):
+        with pytest.raises(ValueError):
+            Config("x", "", settings)
+
+
+@dataclass(frozen=True)
+class Share:
+    share: Annotated[int, Option(parse_size, "1%", "After 80% of")]
 
 
 def test_a_percent_sign_in_any_help_text_cannot_crash_help(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = Config("pct", "Takes 100% of it.", [Option("share", parse_size, "1%", "After 80% of")])
+    config = Config("pct", "Takes 100% of it.", Share)
     parser = config.parser()
     parser.add_argument("command", nargs="?", help="run: 100%o sure")
     sub = parser.add_subparsers().add_parser("child")  # subcommands get the same formatter

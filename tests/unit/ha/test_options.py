@@ -4,32 +4,32 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from global_cp.settings import CONFIG as GLOBAL_CONFIG
-from global_cp.settings import GlobalSettings
 from meshfed.api.app import build_app
 from meshfed.api.context import ApiContext
-from meshfed.config import Address, ConfigError
+from meshfed.config import Address, Config, ConfigError
 from meshfed.resources.descriptors import Mode
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ListPage, StoreError
 from meshfed.store.memory import MemoryStore
 from zone_cp.settings import CONFIG as ZONE_CONFIG
-from zone_cp.settings import ZoneSettings, parse_grpc_targets
+from zone_cp.settings import parse_grpc_targets
+
+S = TypeVar("S")
 
 
-def resolve(config: Any, argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+def resolve(config: Config[S], argv: list[str], env: dict[str, str] | None = None) -> S:
     ns: argparse.Namespace = config.parser().parse_args(argv)
-    values: dict[str, Any] = config.resolve(ns, env or {})
-    return values
+    return config.resolve(ns, env or {})
 
 
 def test_global_etcd_flags() -> None:
-    values = resolve(
+    s = resolve(
         GLOBAL_CONFIG,
         [
             "--store",
@@ -47,16 +47,17 @@ def test_global_etcd_flags() -> None:
         ],
         {"MESHFED_ETCD_PASSWORD": "secret"},
     )
-    s = GlobalSettings(**values)
+    etcd = s.etcd
     assert s.store == "etcd"
-    assert s.etcd_endpoints == "http://127.0.0.1:2379,http://127.0.0.1:22379"
-    assert (s.etcd_prefix, s.etcd_username, s.etcd_password) == ("/prod", "root", "secret")
-    assert s.etcd_ca_file == Path("/etc/ca.pem") and s.etcd_cert_file is None
+    assert etcd.etcd_endpoints == "http://127.0.0.1:2379,http://127.0.0.1:22379"
+    assert (etcd.etcd_prefix, etcd.etcd_username, etcd.etcd_password) == ("/prod", "root", "secret")
+    assert etcd.etcd_ca_file == Path("/etc/ca.pem") and etcd.etcd_cert_file is None
     assert s.etcd_lease_ttl == 3  # whole seconds, rounded up
 
-    defaults = GlobalSettings(**resolve(GLOBAL_CONFIG, []))
+    defaults = resolve(GLOBAL_CONFIG, [])
     assert defaults.store == "sqlite" and defaults.etcd_lease_ttl == 10
-    assert defaults.etcd_endpoints == "http://127.0.0.1:2379" and defaults.etcd_prefix is None
+    assert defaults.etcd.etcd_endpoints == "http://127.0.0.1:2379"
+    assert defaults.etcd.etcd_prefix is None
 
 
 @pytest.mark.parametrize(
@@ -74,7 +75,7 @@ def test_bad_global_options_name_the_problem(argv: list[str], fragment: str) -> 
 
 
 def test_zone_takes_several_global_replicas_and_the_etcd_flags() -> None:
-    values = resolve(
+    s = resolve(
         ZONE_CONFIG,
         [
             "--zone",
@@ -85,10 +86,9 @@ def test_zone_takes_several_global_replicas_and_the_etcd_flags() -> None:
             "etcd",
         ],
     )
-    s = ZoneSettings(**values)
     assert s.global_kds == (Address("127.0.0.1", 7685), Address("127.0.0.1", 6685))
-    assert s.store == "etcd" and s.etcd_prefix is None
-    assert ZoneSettings(**resolve(ZONE_CONFIG, ["--zone", "z"])).global_kds == ()
+    assert s.store == "etcd" and s.etcd.etcd_prefix is None
+    assert resolve(ZONE_CONFIG, ["--zone", "z"]).global_kds == ()
 
 
 @pytest.mark.parametrize(

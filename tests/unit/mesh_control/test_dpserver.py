@@ -299,7 +299,7 @@ async def test_a_message_over_the_limit_is_refused_and_the_server_keeps_serving(
 
 def test_the_dataplane_port_limit_is_an_option_defaulting_to_the_servers() -> None:
     def resolve(argv: list[str]) -> ZoneSettings:
-        return ZoneSettings(**CONFIG.resolve(CONFIG.parser().parse_args(argv), {}))
+        return CONFIG.resolve(CONFIG.parser().parse_args(argv), {})
 
     s = resolve(["--zone", "z"])
     assert s.dp_max_message_bytes == DEFAULT_MAX_RECEIVE_BYTES == 4 * 1024 * 1024
