@@ -11,6 +11,7 @@ from meshfed.config import (
     Config,
     Option,
     parse_address,
+    parse_bool,
     parse_duration,
     parse_optional_path,
     parse_str,
@@ -109,6 +110,13 @@ OPTIONS = (
         "How often each inbound's application is probed (TCP connect) for readiness",
         metavar="DURATION",
     ),
+    Option(
+        "access-log",
+        parse_bool,
+        False,
+        "Write one line per HTTP request (method, path, status, bytes, duration, upstream) "
+        "to stdout",
+    ),
     LOG_LEVEL,
 )
 
@@ -136,4 +144,5 @@ class SidecarSettings:
     report_interval: float
     handshake_timeout: float
     probe_interval: float
+    access_log: bool
     log_level: str

@@ -59,7 +59,7 @@ from meshfed.policy.permissions import compile_permissions
 from meshfed.policy.rules import Matched, match
 from meshfed.policy.targetref import DataplaneView, tags_match, view_of
 from meshfed.resources.model import LABEL_ZONE, Resource
-from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
+from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, as_list, dig
 
 MESH_TRAFFIC_PERMISSION = "MeshTrafficPermission"
 HTTP_PORT = 80
@@ -163,6 +163,7 @@ class _Builder:
                         policies=self.policies(entry.service),
                         also_port_80=port_80 and port != HTTP_PORT,
                         zone=zone,
+                        protocol=entry.protocol,
                     )
                 )
         return out
@@ -191,6 +192,7 @@ class _Builder:
             policies=self.policies(service),
             zone=pinned,
             kind=OutboundKind.EXPLICIT,
+            protocol="tcp" if entry is None else entry.protocol,
         )
 
 
@@ -219,6 +221,7 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
                 permissions=compile_permissions(
                     matched_mtp, view.index, b.view.mesh, mtls_enabled=b.mtls
                 ),
+                protocol=str(tags.get(PROTOCOL_TAG, "tcp")),
             )
         )
     return out

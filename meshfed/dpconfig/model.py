@@ -74,6 +74,18 @@ class LbAlgorithm(enum.StrEnum):
     LEAST_REQUEST = "LeastRequest"
 
 
+# `kuma.io/protocol` of a listener (Kuma's values); "tcp" when untagged. mesh-dp speaks HTTP/1.1
+# on "http" listeners; every other value is relayed as bytes.
+PROTOCOLS = ("tcp", "http", "http2", "grpc")
+
+
+def _protocol(o: Obj) -> str:
+    value = o.text("protocol", "tcp")
+    if value not in PROTOCOLS:
+        raise ConfigFormatError(f"{o.path}.protocol: must be one of {', '.join(PROTOCOLS)}")
+    return value
+
+
 class OutboundKind(enum.StrEnum):
     VIP = "vip"  # a service's VIP from zone DNS
     EXPLICIT = "explicit"  # a Dataplane networking.outbound entry
@@ -266,10 +278,12 @@ class Inbound:
     service: str  # kuma.io/service
     tags: dict[str, str]
     permissions: Permissions
+    protocol: str = "tcp"  # kuma.io/protocol of the inbound
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "protocol": self.protocol,
             "address": self.address,
             "port": self.port,
             "serviceAddress": self.service_address,
@@ -290,6 +304,7 @@ class Inbound:
             service=o.text("service"),
             tags=o.text_map("tags"),
             permissions=permissions_from_json(o.obj("permissions")),
+            protocol=_protocol(o),
         )
 
 
@@ -303,10 +318,12 @@ class Outbound:
     also_port_80: bool = False
     zone: str | None = None  # only this zone's endpoints (`<service>.<zone>.mesh`)
     kind: OutboundKind = OutboundKind.VIP
+    protocol: str = "tcp"  # the service's kuma.io/protocol when all its instances agree
 
     def to_json(self) -> dict[str, Any]:
         return {
             "service": self.service,
+            "protocol": self.protocol,
             "zone": self.zone,
             "kind": str(self.kind),
             "address": self.address,
@@ -330,6 +347,7 @@ class Outbound:
             policies=OutboundPolicies()
             if policies is None
             else OutboundPolicies.from_json(policies),
+            protocol=_protocol(o),
         )
 
 
