@@ -87,7 +87,8 @@ class Conn(asyncio.Protocol):
             except ProtocolError as exc:
                 self.error = exc
         self._wake()
-        return True  # keep writing: a client may half-close after its request
+        # Keep writing: a client may half-close after its request (TLS cannot half-close).
+        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = self.eof = True

@@ -2,8 +2,13 @@
 
 A connection goes back to the pool only when its last exchange ended cleanly on both
 sides (see proxy.py); it leaves when taken, when the upstream closes it, after
-`IDLE_TIMEOUT` unused, or when the pool is closed. The most recently used one is taken
-first, so a quiet period lets the others time out.
+`IDLE_TIMEOUT` unused, or when the pool is closed.
+
+`spread`: another zone's ingress passes each TLS connection whole to one instance behind
+it, so one pooled connection would pin every request to one instance. For such an endpoint
+the pool opens up to `spread` connections (its weight: the instances behind it) before
+reusing any, and reuses the idle ones in turn (oldest first), so requests go round the
+instances as a new connection per request would have.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ class Pool:
         self._idle: dict[Hashable, list[Conn]] = {}
         self._timers: dict[Conn, asyncio.TimerHandle] = {}
         self.open = 0  # connections opened through this pool and not closed yet
+        self._open_by_key: dict[Hashable, int] = {}
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())
 
-    def take(self, key: Hashable) -> Conn | None:
+    def take(self, key: Hashable, spread: int = 1) -> Conn | None:
+        """An idle connection to `key`, or None: open a new one."""
+        if self._open_by_key.get(key, 0) < spread:
+            return None
         conns = self._idle.get(key)
         while conns:
-            conn = conns.pop()
+            conn = conns.pop(0)
             timer = self._timers.pop(conn, None)
             if timer is not None:
                 timer.cancel()
@@ -39,14 +48,21 @@ class Pool:
             conn.close()
         return None
 
-    def track(self, conn: Conn) -> None:
+    def track(self, key: Hashable, conn: Conn) -> None:
         """Counts a newly opened connection until it is lost."""
         self.open += 1
-        conn.on_lost.append(self._lost)
+        self._open_by_key[key] = self._open_by_key.get(key, 0) + 1
 
-    def _lost(self, conn: Conn) -> None:
-        self.open -= 1
-        self._drop(conn)
+        def lost(conn: Conn) -> None:
+            self.open -= 1
+            left = self._open_by_key[key] - 1
+            if left:
+                self._open_by_key[key] = left
+            else:
+                del self._open_by_key[key]
+            self._drop(conn)
+
+        conn.on_lost.append(lost)
 
     def give(self, key: Hashable, conn: Conn) -> None:
         conns = self._idle.setdefault(key, [])

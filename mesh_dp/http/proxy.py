@@ -230,7 +230,8 @@ class HttpProxy:
             endpoint = cluster.choose(head, tried)
             if endpoint is None:
                 break
-            conn = cluster.pool.take(endpoint.key)
+            spread = endpoint.endpoint.weight if endpoint.endpoint.via_ingress else 1
+            conn = cluster.pool.take(endpoint.key, spread)
             if conn is not None:
                 return conn, endpoint, True
             if cluster.pool.open >= policy.max_connections:
@@ -250,7 +251,7 @@ class HttpProxy:
                 cluster.connect_failed(endpoint)
                 continue
             cluster.connect_succeeded(endpoint)
-            cluster.pool.track(conn)
+            cluster.pool.track(endpoint.key, conn)
             return conn, endpoint, False
         if not errors:
             raise _Failed("no-healthy-endpoint", f"{cluster.name} has no endpoint")
