@@ -300,3 +300,17 @@ def test_access_log_lines(procs: Procs, tmp_path: Path) -> None:
     wait_until(lambda: '"GET /who?q=1 HTTP/1.1" 200' in m.web.proc.log(), what="log line")
     line = next(x for x in m.web.proc.log().splitlines() if '"GET /who?q=1' in x)
     assert " outbound backend " in line and "upstream=" in line
+
+
+def test_a_denied_caller_gets_403_from_the_callee_sidecar(procs: Procs, tmp_path: Path) -> None:
+    m = http_mesh(procs, tmp_path, 1)
+    callee = m.scenario.instances["backend-1"]
+    m.scenario.set_policies("MeshTrafficPermission", [])
+    m.backends[0].reload(m.scenario.callee_config(callee))
+    with m.connect() as sock:
+        sock.sendall(get("/who"))
+        status, headers, body = Reader(sock).response()
+    assert status == 403 and headers["x-meshfed-error"] == "permission-denied", body
+    inbound = m.backends[0].inbound()
+    assert inbound["denied"] == {"spiffe://default/web": 1}
+    assert inbound["http"]["errors"] == {"permission-denied": 1}
