@@ -145,10 +145,14 @@ class HttpProxy:
         """Answers the connection's requests until it ends or must close."""
         try:
             while True:
+                idle = self.cluster.policy().response_timeout
                 try:
-                    ev = await down.next()
+                    # A keep-alive client quiet for idleTimeout is closed, as a TCP link is.
+                    ev = await (wait_for(down.next(), idle) if idle > 0 else down.next())
                 except ProtocolError as exc:
                     self._refuse(down, exc)
+                    return
+                except TimeoutError:
                     return
                 if not isinstance(ev, RequestHead):
                     return  # the end (None); nothing else can come before a head

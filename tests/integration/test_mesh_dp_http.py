@@ -11,6 +11,7 @@ import dataclasses
 import json
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,3 +315,26 @@ def test_a_denied_caller_gets_403_from_the_callee_sidecar(procs: Procs, tmp_path
     inbound = m.backends[0].inbound()
     assert inbound["denied"] == {"spiffe://default/web": 1}
     assert inbound["http"]["errors"] == {"permission-denied": 1}
+
+
+def test_idle_timeout_closes_a_quiet_keep_alive_client(procs: Procs, tmp_path: Path) -> None:
+    from tests.unit.policy.factories import MESH_REF, policy, to
+
+    s = Scenario()
+    s.add_policy(policy("MeshTimeout", "idle", MESH_REF, to=[to(MESH_REF, {"idleTimeout": "1s"})]))
+    web = s.add_instance("web-1", "zone-1", "web", HTTP)
+    backend = s.add_instance("backend-1", "zone-1", "backend", HTTP)
+    run = Launcher(procs, tmp_path)
+    start_backend(procs, backend)
+    run.sidecar(backend.name, s.callee_config(backend))
+    config = s.sidecar_config(web)
+    run.sidecar("web-1", config)
+    out = outbound(config, "backend")
+    with socket.create_connection((out.address, out.port), timeout=10) as sock:
+        r = Reader(sock)
+        for _ in range(3):  # busy: stays open
+            sock.sendall(get("/who"))
+            assert r.response()[0] == 200
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # then closed by the sidecar once quiet for idleTimeout
+        assert 0.5 < time.monotonic() - started < 5
