@@ -379,7 +379,7 @@ def start_nginx_chain(procs: Procs, ca: MeshCA, app_port: int) -> Setup | None:
 # --- memory ---------------------------------------------------------------------------------
 
 
-def big_config(ca: MeshCA, services: int) -> SidecarConfig:
+def big_config(ca: MeshCA, services: int, protocol: str = "tcp") -> SidecarConfig:
     """A sidecar with `services` outbound VIP listeners (two endpoints each)."""
     outbounds = tuple(
         Outbound(
@@ -387,6 +387,7 @@ def big_config(ca: MeshCA, services: int) -> SidecarConfig:
             f"127.77.{i // 250}.{i % 250 + 1}",
             8080,
             (Endpoint("127.0.0.1", 1, "zone-1"), Endpoint("127.0.0.2", 1, "zone-1")),
+            protocol=protocol,
         )
         for i in range(services)
     )
@@ -420,8 +421,8 @@ def settled_rss(proc: subprocess.Popen[bytes], config: SidecarConfig) -> dict[st
     return out
 
 
-def rss_static(procs: Procs, ca: MeshCA, services: int) -> dict[str, float]:
-    config = big_config(ca, services)
+def rss_static(procs: Procs, ca: MeshCA, services: int, protocol: str = "tcp") -> dict[str, float]:
+    config = big_config(ca, services, protocol)
     proc = mesh_dp(procs, "big-static", config)
     try:
         return settled_rss(proc, config)
@@ -562,6 +563,7 @@ def main() -> None:
                 procs.check()
         if not args.skip_memory:
             rss["static"] = rss_static(procs, ca, 100)
+            rss["static, http outbounds"] = rss_static(procs, ca, 100, "http")
             rss["control plane"] = rss_with_control_plane(procs, ca, 100)
     report(results, rss)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from mesh_dp.dataplane import (
@@ -15,6 +17,7 @@ from mesh_dp.dataplane import (
     load_document,
     parse_services,
 )
+from mesh_dp.http.accesslog import Record, format_line
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import SidecarCollector
@@ -30,6 +33,12 @@ if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
 log = logging.getLogger("mesh_dp")
 
 PROXY_VERSION = "meshfed-mesh-dp/0.1.0"
+
+
+def write_access_log(record: Record) -> None:
+    """`--access-log`: one line per HTTP request on stdout (logs go to stderr)."""
+    sys.stdout.write(format_line(record, time.time()) + "\n")
+    sys.stdout.flush()
 
 
 class StartError(Exception):
@@ -106,6 +115,7 @@ class App:
             handshake_timeout=settings.handshake_timeout,
             probe_interval=settings.probe_interval,
             on_health_change=self._health_changed,
+            access_log=write_access_log if settings.access_log else None,
         )
         self.client: ConfigClient[SidecarConfig] | None = None
         self.static: StaticConfig[SidecarConfig] | None = None

@@ -62,6 +62,8 @@ class EndpointState:
     attempts: int = 0
     failures: int = 0
     connections: int = 0
+    requests: int = 0  # HTTP responses relayed from it
+    server_errors: int = 0  # ... of which 5xx (what outlier detection will read)
     smooth_weight: int = field(default=0)  # smooth weighted round robin's running weight
 
     @property

@@ -12,6 +12,11 @@ Per accepted connection, in this order (nothing reaches the application before s
 3. Connect to the application at `serviceAddress:servicePort` and relay bytes both ways.
 
 With mTLS off on the mesh, step 1 and 2 are skipped: plain TCP is forwarded as is.
+
+An inbound whose protocol is `http` parses the caller's requests (mesh_dp/http/proxy.py)
+and forwards them over pooled keep-alive connections to the application; the permission
+check stays per connection, and a denied caller gets 403 (`x-meshfed-error:
+permission-denied`) for its first request instead of a bare close.
 """
 
 from __future__ import annotations
@@ -21,18 +26,68 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from mesh_dp.balancer import EndpointState
+from mesh_dp.http.accesslog import Record
+from mesh_dp.http.conn import Conn
+from mesh_dp.http.errors import error_response, status_of
+from mesh_dp.http.parse import ProtocolError, RequestHead, RequestParser
+from mesh_dp.http.pool import Pool
+from mesh_dp.http.proxy import HttpProxy, RequestPolicy
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import InboundStats
 from mesh_dp.tlsconf import TlsContexts
 from meshfed.aio import wait_for
-from meshfed.dpconfig.model import Inbound
+from meshfed.dpconfig.model import Endpoint, Inbound
 from meshfed.pki.tls import PeerIdentityError, peer_spiffe_id
 
 log = logging.getLogger("mesh_dp.inbound")
 
 APP_CONNECT_TIMEOUT = 5.0
+APP_MAX_CONNECTIONS = 1 << 20  # the application is not circuit-broken by its own sidecar
+
+
+class _AppCluster:
+    """The HTTP pipeline's view of the application behind an inbound: one endpoint, plain
+    TCP on loopback, pooled keep-alive connections."""
+
+    def __init__(self, listener: InboundListener) -> None:
+        self.listener = listener
+        self.pool = Pool()
+        self._state: EndpointState | None = None
+
+    @property
+    def name(self) -> str:
+        return self.listener.inbound.service
+
+    def policy(self) -> RequestPolicy:
+        return RequestPolicy(APP_CONNECT_TIMEOUT, 1, 0.0, APP_MAX_CONNECTIONS)
+
+    def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
+        i = self.listener.inbound
+        if self._state is None or (self._state.endpoint.address, self._state.endpoint.port) != (
+            i.service_address,
+            i.service_port,
+        ):
+            self._state = EndpointState(Endpoint(i.service_address, i.service_port, ""))
+        return None if tried else self._state
+
+    async def open(self, endpoint: EndpointState, timeout: float) -> Conn:
+        loop = asyncio.get_running_loop()
+        conn = Conn(None)
+        e = endpoint.endpoint
+        await wait_for(loop.create_connection(lambda: conn, e.address, e.port), timeout)
+        return conn
+
+    def connect_failed(self, endpoint: EndpointState) -> None:
+        self.listener.stats.app_failures += 1
+
+    def connect_succeeded(self, endpoint: EndpointState) -> None:
+        endpoint.connections += 1
+
+    def finished(self, endpoint: EndpointState, status: int) -> None:
+        endpoint.requests += 1
 
 
 def listening_socket(address: str, port: int) -> socket.socket:
@@ -63,15 +118,27 @@ class InboundListener:
         contexts: Callable[[], TlsContexts | None],
         *,
         handshake_timeout: float,
+        access_log: Callable[[Record], None] | None = None,
     ) -> None:
         self.inbound = inbound
-        self.stats = stats
+        self.http = HttpProxy(_AppCluster(self), stats.http, "inbound", access_log=access_log)
+        self._stats = stats
         self._contexts = contexts
         self._handshake_timeout = handshake_timeout
         self._sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.links: set[Link] = set()
+
+    @property
+    def stats(self) -> InboundStats:
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: InboundStats) -> None:
+        """Another service at the same address and port counts apart."""
+        self._stats = stats
+        self.http.stats = stats.http
 
     @property
     def where(self) -> str:
@@ -87,6 +154,7 @@ class InboundListener:
 
     def close(self) -> None:
         """Stops accepting; open connections finish on their own."""
+        self.http.cluster.pool.close()
         if self._accept_task is not None:
             self._accept_task.cancel()
             self._accept_task = None
@@ -113,7 +181,12 @@ class InboundListener:
 
     async def _handle(self, conn: socket.socket) -> None:
         inbound = self.inbound  # one connection sees one config
-        client = Side(downstream=True, counter=self.stats.bytes)
+        http = inbound.protocol == "http"
+        client: Side | Conn = (
+            Conn(RequestParser(), counter=self.stats.bytes)
+            if http
+            else Side(downstream=True, counter=self.stats.bytes)
+        )
         contexts = self._contexts()
         loop = asyncio.get_running_loop()
         if contexts is None and inbound.permissions.enforced:
@@ -142,10 +215,43 @@ class InboundListener:
         if client.transport is None:  # the peer left as the handshake finished
             return
         if contexts is not None and not self._authorize(client, inbound):
+            if isinstance(client, Conn):
+                await self._deny_http(client)
+            else:
+                client.close(abort=True)
             return
-        await self._forward(client, inbound)
+        if isinstance(client, Conn):
+            await self._serve_http(client)
+        else:
+            await self._forward(client, inbound)
 
-    def _authorize(self, client: Side, inbound: Inbound) -> bool:
+    async def _serve_http(self, client: Conn) -> None:
+        self.stats.active += 1
+        try:
+            await self.http.serve(client)
+        finally:
+            self.stats.active -= 1
+
+    async def _deny_http(self, client: Conn) -> None:
+        """Answers the first request 403 and closes (the verdict holds for the connection)."""
+        with contextlib.suppress(ProtocolError, TimeoutError):
+            await wait_for(client.next(), self._handshake_timeout)
+        client.write(
+            error_response(
+                "permission-denied", "MeshTrafficPermission denies the caller", close=True
+            )
+        )
+        self.http.account(
+            Record(
+                "inbound",
+                self.inbound.service,
+                status=status_of("permission-denied"),
+                error="permission-denied",
+            )
+        )
+        client.close()
+
+    def _authorize(self, client: Side | Conn, inbound: Inbound) -> bool:
         assert client.transport is not None
         caller: str | None
         try:
@@ -158,7 +264,6 @@ class InboundListener:
         if not verdict.allowed:
             self.stats.denied[name] += 1
             log.warning("inbound %s: denied %s (%s)", self.where, name, verdict.reason)
-            client.close(abort=True)
             return False
         if verdict.shadow_denied:
             self.stats.shadow_denied[name] += 1

@@ -18,7 +18,12 @@ The application's bytes wait in the kernel (reading is paused) until the upstrea
 ready, so nothing is lost or duplicated across attempts.
 
 MeshHealthCheck runs here too: a TCP connect to every endpoint each `interval`, and the
-balancer's thresholds turn results into healthy/unhealthy.
+balancer's thresholds turn results into healthy/unhealthy (HTTP checks plug in at
+`_probe`).
+
+An outbound whose protocol is `http` parses instead (mesh_dp/http/proxy.py): the steps
+above happen per request, not per connection, on pooled keep-alive upstream connections;
+`_Cluster` is that pipeline's view of this listener.
 """
 
 from __future__ import annotations
@@ -28,9 +33,14 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mesh_dp.balancer import Balancer, EndpointState
+from mesh_dp.http.accesslog import Record
+from mesh_dp.http.conn import Conn
+from mesh_dp.http.parse import RequestHead, RequestParser
+from mesh_dp.http.pool import Pool
+from mesh_dp.http.proxy import HttpProxy, RequestPolicy
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import OutboundStats
 from mesh_dp.tlsconf import TlsContexts
@@ -52,8 +62,65 @@ class _Accepted(Side):
         self.listener.accepted(self)
 
 
+class _HttpAccepted(Conn):
+    def __init__(self, listener: OutboundListener) -> None:
+        super().__init__(RequestParser(), counter=listener.stats.bytes)
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.listener.accepted_http(self)
+
+
 class _Probe(asyncio.Protocol):
     pass
+
+
+def _factory(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
+    return lambda: protocol
+
+
+class _Cluster:
+    """The HTTP pipeline's view of an outbound: its balancer, policies and pool."""
+
+    def __init__(self, listener: OutboundListener) -> None:
+        self.listener = listener
+        self.pool = Pool()
+
+    @property
+    def name(self) -> str:
+        return self.listener.outbound.service
+
+    def policy(self) -> RequestPolicy:
+        p = self.listener.outbound.policies
+        return RequestPolicy(
+            connect_timeout=p.connect_timeout,
+            max_connect_attempts=p.max_connect_attempts,
+            response_timeout=p.idle_timeout,
+            max_connections=p.max_connections,
+        )
+
+    def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
+        return self.listener.balancer.choose(self.listener.clock(), tried)
+
+    async def open(self, endpoint: EndpointState, timeout: float) -> Conn:
+        listener = self.listener
+        listener.balancer.attempt(endpoint)
+        conn = Conn(None)
+        await wait_for(listener.open(endpoint, listener.outbound, lambda: conn), timeout)
+        return conn
+
+    def connect_failed(self, endpoint: EndpointState) -> None:
+        self.listener.balancer.connect_failed(endpoint, self.listener.clock())
+        self.listener.stats.http.ejections += 1
+
+    def connect_succeeded(self, endpoint: EndpointState) -> None:
+        self.listener.balancer.connect_succeeded(endpoint)
+
+    def finished(self, endpoint: EndpointState, status: int) -> None:
+        endpoint.requests += 1
+        if status >= 500:
+            endpoint.server_errors += 1
 
 
 class OutboundListener:
@@ -65,12 +132,15 @@ class OutboundListener:
         contexts: Callable[[], TlsContexts | None],
         *,
         clock: Callable[[], float] = time.monotonic,
+        access_log: Callable[[Record], None] | None = None,
     ) -> None:
         self.outbound = outbound
         self.mesh = mesh
         self.stats = stats
         self._contexts = contexts
         self._clock = clock
+        self.clock = clock
+        self.http = HttpProxy(_Cluster(self), stats.http, "outbound", access_log=access_log)
         self.balancer = Balancer(outbound.endpoints, outbound.policies)
         stats.endpoints = lambda: list(self.balancer.states)
         self._servers: dict[int, asyncio.Server] = {}
@@ -92,10 +162,14 @@ class OutboundListener:
         if port in self._servers:
             return
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: _Accepted(self), self.outbound.address, port, backlog=1024
-        )
+        server = await loop.create_server(self._protocol, self.outbound.address, port, backlog=1024)
         self._servers[port] = server
+
+    def _protocol(self) -> asyncio.Protocol:
+        """Per accepted connection: the protocol of the config at that moment."""
+        if self.outbound.protocol == "http":
+            return _HttpAccepted(self)
+        return _Accepted(self)
 
     def unbind(self, port: int) -> None:
         server = self._servers.pop(port, None)
@@ -113,6 +187,7 @@ class OutboundListener:
         if stats is not self.stats:
             self.stats = stats
             stats.endpoints = lambda: list(self.balancer.states)
+            self.http.stats = stats.http
         self.balancer.update(outbound.endpoints, outbound.policies)
         if outbound.policies.health_check != old_hc:
             self._restart_health_checks()
@@ -128,6 +203,7 @@ class OutboundListener:
         if self._hc_task is not None:
             self._hc_task.cancel()
             self._hc_task = None
+        self.http.cluster.pool.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -155,6 +231,24 @@ class OutboundListener:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def accepted_http(self, client: Conn) -> None:
+        stats = self.stats
+        stats.connections_total += 1
+        if stats.active >= self.outbound.policies.max_connections:
+            stats.overflow += 1
+            client.abort()
+            return
+        stats.active += 1
+        task = asyncio.create_task(self._serve_http(client, stats))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_http(self, client: Conn, stats: OutboundStats) -> None:
+        try:
+            await self.http.serve(client)
+        finally:
+            stats.active -= 1
+
     async def _connect(self, client: Side, stats: OutboundStats) -> None:
         outbound = self.outbound
         policies = outbound.policies
@@ -169,7 +263,10 @@ class OutboundListener:
                 self.balancer.attempt(state)
                 state.active += 1  # counts for LeastRequest while connecting, too
                 try:
-                    upstream = await wait_for(self._open(state, outbound), policies.connect_timeout)
+                    upstream = Side(downstream=False)
+                    await wait_for(
+                        self.open(state, outbound, _factory(upstream)), policies.connect_timeout
+                    )
                 except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
                     reason = describe(exc) if not isinstance(exc, TimeoutError) else "timed out"
                     errors.append(f"{state.label}: {reason}")
@@ -194,16 +291,19 @@ class OutboundListener:
         )
         client.close(abort=True)
 
-    async def _open(self, state: EndpointState, outbound: Outbound) -> Side:
+    async def open(
+        self, state: EndpointState, outbound: Outbound, factory: Callable[[], asyncio.Protocol]
+    ) -> None:
+        """Connects `factory()`'s protocol to the endpoint: TCP, then mTLS checking that the
+        server is the service (the caller bounds the time)."""
         loop = asyncio.get_running_loop()
         endpoint = state.endpoint
-        upstream = Side(downstream=False)
         contexts = self._contexts()
         if contexts is None:
-            await loop.create_connection(lambda: upstream, endpoint.address, endpoint.port)
-            return upstream
+            await loop.create_connection(factory, endpoint.address, endpoint.port)
+            return
         transport, _ = await loop.create_connection(
-            lambda: upstream,
+            factory,
             endpoint.address,
             endpoint.port,
             ssl=contexts.client,
@@ -217,7 +317,6 @@ class OutboundListener:
         except PkiError:
             transport.abort()
             raise
-        return upstream
 
     def _link(
         self, client: Side, upstream: Side, state: EndpointState, stats: OutboundStats

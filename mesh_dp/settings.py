@@ -12,6 +12,7 @@ from meshfed.config import (
     Config,
     LogLevel,
     Option,
+    parse_bool,
     parse_duration,
     parse_optional_path,
     parse_str,
@@ -122,6 +123,15 @@ class SidecarSettings:
             "1s",
             "How often each inbound's application is probed (TCP connect) for readiness",
             metavar="DURATION",
+        ),
+    ]
+    access_log: Annotated[
+        bool,
+        Option(
+            parse_bool,
+            False,
+            "Write one line per HTTP request (method, path, status, bytes, duration, upstream) "
+            "to stdout",
         ),
     ]
     log_level: LogLevel

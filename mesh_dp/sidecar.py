@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
+from mesh_dp.http.accesslog import Record
 from mesh_dp.inbound import InboundListener
 from mesh_dp.outbound import OutboundListener
 from mesh_dp.relay import describe
@@ -84,7 +85,9 @@ class Sidecar:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         probe_interval: float = DEFAULT_PROBE_INTERVAL,
         on_health_change: Callable[[], None] | None = None,
+        access_log: Callable[[Record], None] | None = None,
     ) -> None:
+        self.access_log = access_log
         self.reachable = None if reachable is None else frozenset(reachable)
         self.handshake_timeout = handshake_timeout
         self.probe_interval = probe_interval
@@ -164,6 +167,7 @@ class Sidecar:
                 self._inbound_stat(inbound),
                 lambda: self.contexts,
                 handshake_timeout=self.handshake_timeout,
+                access_log=self.access_log,
             )
             try:
                 await listener.bind()
@@ -175,7 +179,11 @@ class Sidecar:
             out = existing
             if out is None:
                 out = OutboundListener(
-                    outbound, config.mesh, self._outbound_stat(outbound), lambda: self.contexts
+                    outbound,
+                    config.mesh,
+                    self._outbound_stat(outbound),
+                    lambda: self.contexts,
+                    access_log=self.access_log,
                 )
                 try:
                     await out.bind(outbound.port)

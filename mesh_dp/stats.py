@@ -7,6 +7,7 @@ port) keeps counting into the same object, so totals never go back.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -14,8 +15,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesh_dp.balancer import EndpointState
+from mesh_dp.http.accesslog import Record
 from mesh_dp.relay import ByteCounter
-from meshfed.proxy.promtext import Family, counter, gauge
+from meshfed.proxy.promtext import Family, counter, gauge, histogram
+
+# Request latency buckets, seconds (Prometheus' defaults plus 1 ms and 2.5 ms).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class HttpStats:
+    """Per-request counters of an HTTP listener (outbound: per upstream service)."""
+
+    statuses: Counter[str] = field(default_factory=Counter)  # "2xx"...; "none": no response
+    errors: Counter[str] = field(default_factory=Counter)  # x-meshfed-error kind -> count
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+    retries: int = 0  # another endpoint or a fresh connection after a failed attempt
+    timeouts: int = 0  # no upstream byte within the timeout (504 or a cut response)
+    ejections: int = 0  # endpoints skipped after a failed connect (passive ejection)
+
+    def observe(self, record: Record) -> None:
+        self.statuses[f"{record.status // 100}xx" if record.status else "none"] += 1
+        if record.error:
+            self.errors[record.error] += 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, record.duration)] += 1
+        self.latency_sum += record.duration
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.statuses.values()),
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "retries": self.retries,
+            "timeouts": self.timeouts,
+            "ejections": self.ejections,
+        }
 
 
 @dataclass
@@ -33,6 +68,7 @@ class InboundStats:
     closed_early: int = 0  # the peer left before the handshake ended (TCP health checks)
     app_failures: int = 0  # the application did not accept the connection
     ready: bool = False  # the application answers a TCP connect (service probe)
+    http: HttpStats = field(default_factory=HttpStats)  # counts only on an `http` inbound
 
     @property
     def rejected(self) -> int:
@@ -55,6 +91,7 @@ class InboundStats:
             "handshakeFailures": self.handshake_failures,
             "closedEarly": self.closed_early,
             "appFailures": self.app_failures,
+            "http": self.http.to_json(),
         }
 
 
@@ -71,6 +108,7 @@ class OutboundStats:
     no_endpoint: int = 0  # closed: every connect attempt failed, or no endpoint at all
     idle_closed: int = 0  # closed by idleTimeout (MeshTimeout)
     endpoints: Callable[[], Iterable[EndpointState]] = lambda: ()
+    http: HttpStats = field(default_factory=HttpStats)  # counts only on an `http` outbound
 
     @property
     def rejected(self) -> int:
@@ -90,6 +128,7 @@ class OutboundStats:
             "overflow": self.overflow,
             "noEndpoint": self.no_endpoint,
             "idleClosed": self.idle_closed,
+            "http": self.http.to_json(),
             "endpoints": [
                 {
                     "address": s.endpoint.address,
@@ -105,6 +144,8 @@ class OutboundStats:
                     "attempts": s.attempts,
                     "failures": s.failures,
                     "connections": s.connections,
+                    "requests": s.requests,
+                    "serverErrors": s.server_errors,
                 }
                 for s in self.endpoints()
             ],
@@ -127,6 +168,7 @@ class SidecarCollector:
     def collect(self) -> Iterator[Family]:
         yield from self._inbound_metrics()
         yield from self._outbound_metrics()
+        yield from self._http_metrics()
         info = gauge("meshfed_dp_config_info", "The config the sidecar runs (value 1)", ["version"])
         info.add([self._version()], 1)
         yield info
@@ -211,3 +253,49 @@ class SidecarCollector:
                 failures.add(ep, e.failures)
                 healthy.add(ep, 1 if e.healthy else 0)
         yield from (conns, active, rx, tx, rejected, attempts, failures, healthy)
+
+    def _http_metrics(self) -> Iterator[Family]:
+        """Per-request families, one series per HTTP listener that served a request."""
+        labels = ["direction", "service", "address", "port"]
+        requests = counter(
+            "meshfed_dp_http_requests",
+            "HTTP requests by response status class (none: no response was sent)",
+            [*labels, "status_class"],
+        )
+        latency = histogram(
+            "meshfed_dp_http_request_duration_seconds",
+            "HTTP request duration, from its head to the end of its response",
+            labels,
+        )
+        errors = counter(
+            "meshfed_dp_http_sidecar_responses",
+            "Responses the sidecar wrote itself, by x-meshfed-error kind",
+            [*labels, "kind"],
+        )
+        retries = counter(
+            "meshfed_dp_http_retries", "Requests sent again after a failed attempt", labels
+        )
+        timeouts = counter(
+            "meshfed_dp_http_timeouts", "Requests the upstream did not answer in time", labels
+        )
+        ejections = counter(
+            "meshfed_dp_http_ejections", "Endpoints ejected after a failed connect", labels
+        )
+        series: list[tuple[list[str], HttpStats]] = [
+            (["inbound", s.service, s.address, str(s.port)], s.http) for s in self._inbounds()
+        ]
+        series += [
+            (["outbound", s.service, s.address, str(s.port)], s.http) for s in self._outbounds()
+        ]
+        for key, h in series:
+            if not h.statuses:
+                continue  # not an HTTP listener, or no request yet
+            for status_class, n in sorted(h.statuses.items()):
+                requests.add([*key, status_class], n)
+            latency.observed(key, LATENCY_BUCKETS, h.buckets, h.latency_sum)
+            for kind, n in sorted(h.errors.items()):
+                errors.add([*key, kind], n)
+            retries.add(key, h.retries)
+            timeouts.add(key, h.timeouts)
+            ejections.add(key, h.ejections)
+        yield from (requests, latency, errors, retries, timeouts, ejections)

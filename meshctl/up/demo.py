@@ -3,7 +3,8 @@
 What it adds (all real processes, supervised like the control planes):
 
 - zone-2: `backend` twice (mesh_dp.echo, which answers with its instance and zone), each
-  with a mesh-dp sidecar, and a zone-ingress;
+  with a mesh-dp sidecar, and a zone-ingress; every service is tagged
+  `kuma.io/protocol: http`, so the sidecars run their HTTP/1.1 path;
 - zone-1: one more `backend` instance, a client `web` with a sidecar (the only one that binds
   VIPs: it is the one a user calls through), and a zone-ingress;
 - at the global: Mesh `default` with builtin mTLS (its CA is created there and synced to the
@@ -136,7 +137,9 @@ def dataplane(w: Workload) -> dict[str, Any]:
                     "port": INBOUND_PORT,
                     "servicePort": APP_PORT,
                     "serviceAddress": w.address,
-                    "tags": {"kuma.io/service": w.service},
+                    # HTTP: the sidecars parse requests (per-request balancing,
+                    # pooled mTLS connections, 403 from a denying permission).
+                    "tags": {"kuma.io/service": w.service, "kuma.io/protocol": "http"},
                 }
             ],
             "transparentProxying": {"reachableServices": list(w.reachable)},

@@ -35,7 +35,6 @@ service of a mesh with mTLS.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -109,14 +108,14 @@ def _sni(service: str, mesh: str) -> str | None:
 _PROTOCOLS: dict[str, Protocol] = {"tcp": "tcp", "http": "http", "http2": "http2", "grpc": "grpc"}
 
 
+def as_protocol(value: str) -> Protocol:
+    """The protocol a `kuma.io/protocol` value names; tcp when unknown."""
+    return _PROTOCOLS.get(value.lower(), "tcp")
+
+
 def protocol_of(tags: Mapping[str, Any]) -> Protocol:
     """The protocol a `kuma.io/protocol` tag names; tcp when absent or unknown."""
-    return _PROTOCOLS.get(str(tags.get(PROTOCOL_TAG, "tcp")).lower(), "tcp")
-
-
-def _service_protocol(instances: Sequence[LocalInstance]) -> Protocol:
-    counts = Counter(protocol_of(i.tags) for i in instances)
-    return counts.most_common(1)[0][0] if counts else "tcp"
+    return as_protocol(str(tags.get(PROTOCOL_TAG, "tcp")))
 
 
 def _local(instances: Sequence[LocalInstance], zone: str) -> list[Endpoint]:
@@ -184,7 +183,7 @@ class _Builder:
                         policies=self.policies(entry.service),
                         also_port_80=port_80 and port != HTTP_PORT,
                         zone=zone,
-                        protocol=_service_protocol(entry.local),
+                        protocol=as_protocol(entry.protocol),
                     )
                 )
         return out
@@ -213,7 +212,7 @@ class _Builder:
             policies=self.policies(service),
             zone=pinned,
             kind=OutboundKind.EXPLICIT,
-            protocol=_service_protocol(entry.local) if entry is not None else "tcp",
+            protocol="tcp" if entry is None else as_protocol(entry.protocol),
         )
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from meshfed.resources.model import LABEL_ZONE, Resource
-from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
+from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, as_list, dig
 
 SERVICE_PORT_TAG = "meshfed.io/service-port"
 DEFAULT_SERVICE_ADDRESS = "127.0.0.1"
@@ -74,6 +74,14 @@ class ServiceEntry:
     local: tuple[LocalInstance, ...]
     remote: tuple[RemoteIngress, ...]
     port: int | None  # the application port callers use; None: no instance says
+    # kuma.io/protocol values of its instances in every zone ("tcp" for untagged ones)
+    protocols: frozenset[str] = frozenset()
+
+    @property
+    def protocol(self) -> str:
+        """The protocol callers speak to it: the instances' one when they all agree, else
+        "tcp" (Kuma expects every instance of a service to declare the same protocol)."""
+        return next(iter(self.protocols)) if len(self.protocols) == 1 else "tcp"
 
     def zones(self, local_zone: str) -> list[str]:
         """The zones with instances of the service, the local one first."""
@@ -183,7 +191,10 @@ def _dial_address(ingress: Resource) -> tuple[str, int] | None:
 
 
 def _remote(
-    ingresses: Iterable[Resource], zone: str, online: Predicate
+    ingresses: Iterable[Resource],
+    zone: str,
+    online: Predicate,
+    protocols: dict[tuple[str, str], set[str]],
 ) -> dict[tuple[str, str], tuple[list[RemoteIngress], Counter[int]]]:
     """(mesh, service) -> (ingress endpoints, advertised service ports weighted by instances)."""
     out: dict[tuple[str, str], tuple[list[RemoteIngress], Counter[int]]] = {}
@@ -209,6 +220,7 @@ def _remote(
             if not isinstance(name, str) or not isinstance(instances, int) or instances <= 0:
                 continue
             per_service[(mesh, name)] += instances
+            protocols.setdefault((mesh, name), set()).add(str(tags.get(PROTOCOL_TAG, "tcp")))
             port = str(tags.get(SERVICE_PORT_TAG, ""))
             if port.isdigit() and 0 < int(port) <= 65535:
                 ports.setdefault((mesh, name), Counter())[int(port)] += instances
@@ -240,7 +252,11 @@ def build_catalog(
     """The catalog of `zone` from its own Dataplanes and every ZoneIngress it knows (its own
     is recognised by its zone and skipped)."""
     local = local_instances(dataplanes, zone, online)
-    remote = _remote(ingresses, zone, ingress_online)
+    protocols: dict[tuple[str, str], set[str]] = {
+        key: {i.tags.get(PROTOCOL_TAG, "tcp") for i in instances}
+        for key, instances in local.items()
+    }
+    remote = _remote(ingresses, zone, ingress_online, protocols)
     entries: list[ServiceEntry] = []
     for key in sorted(local.keys() | remote.keys()):
         instances = local.get(key, [])
@@ -253,6 +269,7 @@ def build_catalog(
                 local=tuple(instances),
                 remote=tuple(endpoints),
                 port=_choose_port(counts),
+                protocols=frozenset(protocols.get(key, ())),
             )
         )
     return Catalog(zone, entries)

@@ -25,14 +25,26 @@ class Family:
 
     name: str
     documentation: str
-    kind: Literal["counter", "gauge"]
+    kind: Literal["counter", "gauge", "histogram"]
     labels: tuple[str, ...] = ()
     samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    # histogram: (label values, upper bounds, count per bucket (not cumulative, +Inf last), sum)
+    buckets: list[tuple[tuple[str, ...], Sequence[float], Sequence[int], float]] = field(
+        default_factory=list
+    )
 
     def add(self, values: Sequence[str], value: float) -> None:
         if len(values) != len(self.labels):
             raise ValueError(f"{self.name}: {len(self.labels)} label values expected")
         self.samples.append((tuple(values), value))
+
+    def observed(
+        self, values: Sequence[str], bounds: Sequence[float], counts: Sequence[int], total: float
+    ) -> None:
+        """One histogram series: `counts[i]` observations in bucket i (+Inf last)."""
+        if len(values) != len(self.labels) or len(counts) != len(bounds) + 1:
+            raise ValueError(f"{self.name}: label values or bucket counts do not fit")
+        self.buckets.append((tuple(values), tuple(bounds), tuple(counts), total))
 
 
 def counter(name: str, documentation: str, labels: Sequence[str] = ()) -> Family:
@@ -41,6 +53,10 @@ def counter(name: str, documentation: str, labels: Sequence[str] = ()) -> Family
 
 def gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> Family:
     return Family(name, documentation, "gauge", tuple(labels))
+
+
+def histogram(name: str, documentation: str, labels: Sequence[str] = ()) -> Family:
+    return Family(name, documentation, "histogram", tuple(labels))
 
 
 class Collector(Protocol):
@@ -65,15 +81,23 @@ def render(families: Iterable[Family]) -> bytes:
         name = f.name + "_total" if f.kind == "counter" else f.name
         out.append(f"# HELP {name} {_escape_help(f.documentation)}\n# TYPE {name} {f.kind}\n")
         for values, value in f.samples:
-            if f.labels:
-                pairs = ",".join(
-                    f'{k}="{_escape_label(v)}"'
-                    for k, v in sorted(zip(f.labels, values, strict=True))
-                )
-                out.append(f"{name}{{{pairs}}} {go_float(value)}\n")
-            else:
-                out.append(f"{name} {go_float(value)}\n")
+            out.append(_sample(name, list(zip(f.labels, values, strict=True)), value))
+        for values, bounds, counts, total in f.buckets:
+            pairs = list(zip(f.labels, values, strict=True))
+            running = 0
+            for bound, n in zip([*bounds, math.inf], counts, strict=True):
+                running += n
+                out.append(_sample(f"{name}_bucket", [*pairs, ("le", go_float(bound))], running))
+            out.append(_sample(f"{name}_count", pairs, running))
+            out.append(_sample(f"{name}_sum", pairs, total))
     return "".join(out).encode("utf-8")
+
+
+def _sample(name: str, pairs: list[tuple[str, str]], value: float) -> str:
+    if not pairs:
+        return f"{name} {go_float(value)}\n"
+    text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(pairs))
+    return f"{name}{{{text}}} {go_float(value)}\n"
 
 
 def go_float(value: float) -> str:

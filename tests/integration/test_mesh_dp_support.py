@@ -97,13 +97,17 @@ class Scenario:
     def mesh(self) -> Resource:
         return mesh_resource(MESH, mtls=self.mtls)
 
-    def add_instance(self, name: str, zone: str, service: str) -> Instance:
+    def add_instance(
+        self, name: str, zone: str, service: str, tags: dict[str, str] | None = None
+    ) -> Instance:
         address = self.addresses.next()
         app_address = self.addresses.next()
         port, app_port = free_port(address), free_port(app_address)
         dp = dataplane(
             name,
-            inbound(service, port, servicePort=app_port, serviceAddress=app_address),
+            inbound(
+                service, port, servicePort=app_port, serviceAddress=app_address, tags=tags or {}
+            ),
             address=address,
         )
         inst = Instance(name, zone, service, address, port, app_address, app_port, dp)

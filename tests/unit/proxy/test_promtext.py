@@ -81,3 +81,22 @@ def test_a_sample_with_the_wrong_number_of_labels_is_refused() -> None:
         assert "2 label values" in str(exc)
     else:
         raise AssertionError("accepted a sample with too few label values")
+
+
+def test_histograms_match_prometheus_client() -> None:
+    from prometheus_client.core import HistogramMetricFamily
+
+    from meshfed.proxy.promtext import histogram
+
+    h = histogram("meshfed_x_seconds", "latency", ["service"])
+    h.observed(["web"], (0.1, 1.0), (2, 0, 1), 3.5)
+
+    class Same:
+        def collect(self) -> Iterator[Metric]:
+            m = HistogramMetricFamily("meshfed_x_seconds", "latency", labels=["service"])
+            m.add_metric(["web"], [("0.1", 2), ("1.0", 2), ("+Inf", 3)], 3.5)
+            yield m
+
+    registry = CollectorRegistry()
+    registry.register(Same())
+    assert render([h]) == generate_latest(registry)

@@ -1,0 +1,335 @@
+"""HTTP/1.1 messages as events, parsed by httptools (llhttp). Pure: bytes in, events out.
+
+A parser is fed whatever a connection reads and returns what it completed: a head
+(`RequestHead` / `ResponseHead`), body bytes (chunked framing already removed), `END` when
+the message is complete, and `Upgraded(rest)` when the connection stops being HTTP (an
+Upgrade request, a 101 response): `rest` is what followed the head in the same read.
+
+Requests are parsed strictly (llhttp's defaults: no leniencies), so request smuggling
+shapes (Content-Length with Transfer-Encoding, a non-final chunked, bad chunk sizes) are
+errors; `ProtocolError` carries the status the sidecar answers with (400, or 431 for a head
+above `MAX_HEAD`). Trailers are parsed and dropped.
+
+Responses need the request's method: llhttp cannot be told that a response to HEAD has no
+body, so `ResponseParser` ends the message at its head itself and counts any bytes that
+follow as `stray` (the connection is then not reused). A body delimited by the end of the
+connection ends at `eof()`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import httptools
+
+MAX_HEAD = 64 * 1024  # request line or status line plus headers
+
+
+class Framing(enum.Enum):
+    NONE = "none"  # no body
+    LENGTH = "length"  # Content-Length
+    CHUNKED = "chunked"
+    CLOSE = "close"  # until the connection ends (responses only)
+
+
+class ProtocolError(Exception):
+    """The peer broke HTTP/1.1; `status` is what a server answers (400 or 431)."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: str  # "1.0" or "1.1"
+    headers: Headers
+    keep_alive: bool
+    upgrade: bool  # an Upgrade request (or CONNECT)
+    framing: Framing
+    length: int | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        return _get(self.headers, name)
+
+    @property
+    def expects_continue(self) -> bool:
+        value = self.header(b"expect")
+        return value is not None and value.strip().lower() == b"100-continue"
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: str
+    headers: Headers
+    keep_alive: bool
+    framing: Framing
+    length: int | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        return _get(self.headers, name)
+
+
+class _End:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+
+
+@dataclass(slots=True)
+class Upgraded:
+    rest: bytes
+
+
+Event = RequestHead | ResponseHead | bytes | _End | Upgraded
+
+
+def _get(headers: Headers, name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
+def _framing(headers: Headers, response: bool) -> tuple[Framing, int | None]:
+    te = _get(headers, b"transfer-encoding")
+    if te is not None:
+        last = te.split(b",")[-1].strip().lower()
+        if last == b"chunked":
+            return Framing.CHUNKED, None
+        if not response:  # llhttp refuses these requests already; kept for safety
+            raise ProtocolError("Transfer-Encoding without a final chunked")
+        return Framing.CLOSE, None
+    cl = _get(headers, b"content-length")
+    if cl is not None:
+        try:
+            length = int(cl.strip())
+        except ValueError:
+            raise ProtocolError("bad Content-Length") from None
+        if length < 0:
+            raise ProtocolError("bad Content-Length")
+        return (Framing.LENGTH if length else Framing.NONE), length
+    return (Framing.CLOSE if response else Framing.NONE), None
+
+
+class _Parser:
+    """What requests and responses share: header collection with a size cap, events."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._headers: Headers = []
+        self._size = 0
+        self._in_message = False
+
+    def _count(self, n: int) -> None:
+        self._size += n
+        if self._size > MAX_HEAD:
+            raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._size = 0
+        self._in_message = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self.events.append(END)
+
+    def _take(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
+
+def _callback_error(exc: httptools.HttpParserError) -> ProtocolError:
+    cause = exc.__context__
+    if isinstance(cause, ProtocolError):
+        return cause
+    return ProtocolError(f"malformed HTTP: {exc}")
+
+
+class RequestParser(_Parser):
+    """Requests of one connection, in order (pipelined ones too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._url = b""
+        self._p = httptools.HttpRequestParser(self)
+        self.upgraded = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        self._url += url
+
+    def on_headers_complete(self) -> None:
+        p = self._p
+        framing, length = _framing(self._headers, response=False)
+        self.events.append(
+            RequestHead(
+                method=p.get_method(),
+                target=self._url,
+                version=p.get_http_version(),
+                headers=self._headers,
+                keep_alive=p.should_keep_alive(),
+                upgrade=p.should_upgrade(),
+                framing=framing,
+                length=length,
+            )
+        )
+
+    def feed(self, data: bytes) -> list[Event]:
+        """The events `data` completes; raises ProtocolError (the events before it are lost:
+        the connection ends with the error)."""
+        if self.upgraded:
+            return [data]
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.events.append(Upgraded(data[int(exc.args[0]) :]))
+        except httptools.HttpParserCallbackError as exc:
+            raise _callback_error(exc) from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(f"malformed HTTP: {exc}") from None
+        return self._take()
+
+    def eof(self) -> list[Event]:
+        """The connection ended: fine between requests, an error inside one."""
+        if self._in_message and not self.upgraded:
+            raise ProtocolError("connection closed inside a request")
+        return []
+
+
+@dataclass(slots=True)
+class _ResponseState:
+    head: ResponseHead | None = None
+    done: bool = False
+    stray: int = 0
+    skip_body: bool = False
+
+
+class ResponseParser(_Parser):
+    """The response(s) to one request: any 1xx, then the final one."""
+
+    def __init__(self, method: bytes) -> None:
+        super().__init__()
+        self._method = method
+        self._status = b""
+        self._p = httptools.HttpResponseParser(self)
+        self.state = _ResponseState()
+        self.upgraded = False
+
+    @property
+    def stray(self) -> int:
+        """Bytes that followed the response (a server bug): the connection is not reused."""
+        return self.state.stray
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._status = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status))
+        self._status += status
+
+    def on_headers_complete(self) -> None:
+        p = self._p
+        status = p.get_status_code()
+        no_body = status < 200 or status in (204, 304) or self._method == b"HEAD"
+        if no_body:
+            framing, length = Framing.NONE, None
+            cl = _get(self._headers, b"content-length")
+            if cl is not None and cl.strip().isdigit():
+                length = int(cl.strip())
+        else:
+            framing, length = _framing(self._headers, response=True)
+        head = ResponseHead(
+            status=status,
+            reason=self._status,
+            version=p.get_http_version(),
+            headers=self._headers,
+            keep_alive=p.should_keep_alive(),
+            framing=framing,
+            length=length,
+        )
+        self.events.append(head)
+        if status >= 200:
+            self.state.head = head
+        if self._method == b"HEAD" and status >= 200:
+            # llhttp would wait for Content-Length bytes: end the message here.
+            self.state.skip_body = True
+            self.events.append(END)
+            self.state.done = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.state.skip_body or self.state.done:
+            self.state.stray += len(body)
+            return
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if self.state.skip_body:
+            self.state.skip_body = False
+            return
+        if self.state.done:
+            return
+        self.events.append(END)
+        if self.state.head is not None:
+            self.state.done = True
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self.upgraded:
+            return [data]
+        if self.state.done and not self.state.skip_body:
+            self.state.stray += len(data)
+            return []
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.events.append(Upgraded(data[int(exc.args[0]) :]))
+        except httptools.HttpParserCallbackError as exc:
+            raise _callback_error(exc) from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(f"malformed HTTP response: {exc}") from None
+        return self._take()
+
+    def eof(self) -> list[Event]:
+        """The upstream closed: ends a body delimited by the close; an error mid-message."""
+        if self.upgraded or self.state.done:
+            return []
+        head = self.state.head
+        if head is not None and head.framing is Framing.CLOSE:
+            self.state.done = True
+            return [END]
+        if self._in_message or head is not None:
+            raise ProtocolError("upstream closed the connection inside a response")
+        return []

@@ -1,0 +1,99 @@
+"""Idle keep-alive upstream connections, per endpoint.
+
+A connection goes back to the pool only when its last exchange ended cleanly on both
+sides (see proxy.py); it leaves when taken, when the upstream closes it, after
+`IDLE_TIMEOUT` unused, or when the pool is closed.
+
+`spread`: another zone's ingress passes each TLS connection whole to one instance behind
+it, so one pooled connection would pin every request to one instance. For such an endpoint
+the pool opens up to `spread` connections (its weight: the instances behind it) before
+reusing any, and reuses the idle ones in turn (oldest first), so requests go round the
+instances as a new connection per request would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+from mesh_dp.http.conn import Conn
+
+IDLE_TIMEOUT = 30.0  # below the usual server keep-alive timeouts (nginx: 75s, Envoy: 1h)
+MAX_IDLE_PER_ENDPOINT = 64
+
+
+class Pool:
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Hashable, list[Conn]] = {}
+        self._timers: dict[Conn, asyncio.TimerHandle] = {}
+        self.open = 0  # connections opened through this pool and not closed yet
+        self._open_by_key: dict[Hashable, int] = {}
+
+    def idle_count(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+    def take(self, key: Hashable, spread: int = 1) -> Conn | None:
+        """An idle connection to `key`, or None: open a new one."""
+        if self._open_by_key.get(key, 0) < spread:
+            return None
+        conns = self._idle.get(key)
+        while conns:
+            conn = conns.pop(0)
+            timer = self._timers.pop(conn, None)
+            if timer is not None:
+                timer.cancel()
+            if conn.reusable():
+                return conn
+            conn.close()
+        return None
+
+    def track(self, key: Hashable, conn: Conn) -> None:
+        """Counts a newly opened connection until it is lost."""
+        self.open += 1
+        self._open_by_key[key] = self._open_by_key.get(key, 0) + 1
+
+        def lost(conn: Conn) -> None:
+            self.open -= 1
+            left = self._open_by_key[key] - 1
+            if left:
+                self._open_by_key[key] = left
+            else:
+                del self._open_by_key[key]
+            self._drop(conn)
+
+        conn.on_lost.append(lost)
+
+    def give(self, key: Hashable, conn: Conn) -> None:
+        conns = self._idle.setdefault(key, [])
+        if not conn.reusable() or len(conns) >= MAX_IDLE_PER_ENDPOINT:
+            conn.close()
+            return
+        conn.expect_nothing()
+        conns.append(conn)
+        loop = asyncio.get_running_loop()
+        self._timers[conn] = loop.call_later(self.idle_timeout, self._expire, key, conn)
+
+    def _expire(self, key: Hashable, conn: Conn) -> None:
+        self._timers.pop(conn, None)
+        conns = self._idle.get(key, [])
+        if conn in conns:
+            conns.remove(conn)
+        conn.close()
+
+    def _drop(self, conn: Conn) -> None:
+        timer = self._timers.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
+        for conns in self._idle.values():
+            if conn in conns:
+                conns.remove(conn)
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._idle.clear()
+        self._timers.clear()

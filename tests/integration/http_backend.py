@@ -1,0 +1,118 @@
+"""An HTTP/1.1 test application for the sidecar's HTTP tests (run as a module; no tests).
+
+    python -m tests.integration.http_backend --address HOST:PORT --name NAME
+
+Built on http.server (keep-alive, `Expect: 100-continue` handled by the standard library):
+- `GET /who`: JSON with the instance name and the client address (which connection);
+- `POST /echo`: the request body back (Content-Length or chunked request bodies); with
+  `?chunked=1` the answer is chunked too;
+- `GET /chunks?n=N`: N chunks of `chunk-<i>\\n`, chunked;
+- `GET /status/N`: status N, empty body;
+- `GET /ws` with `Upgrade: websocket`: 101, then every byte echoed back (a tunnel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socketserver
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    name = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length", "0"))
+        return self.rfile.read(length)
+
+    def _chunked(self, parts: list[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for p in parts:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while data := self.connection.recv(65536):
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
+        if url.path == "/chunks":
+            n = int(query.get("n", ["3"])[0])
+            self._chunked([b"chunk-%d\n" % i for i in range(n)])
+            return
+        if url.path.startswith("/status/"):
+            self._send(int(url.path.rsplit("/", 1)[1]), b"")
+            return
+        body = {
+            "name": self.name,
+            "client": f"{self.client_address[0]}:{self.client_address[1]}",
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+        }
+        self._send(200, json.dumps(body).encode())
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1234")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        body = self._body()
+        if "chunked=1" in url.query:
+            self._chunked([body[i : i + 1000] for i in range(0, len(body), 1000)])
+            return
+        self._send(200, body, "application/octet-stream")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    host, port = args.address.rsplit(":", 1)
+    Handler.name = args.name
+    socketserver.TCPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server.daemon_threads = True
+    print(f"listening on {args.address}", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
