@@ -324,8 +324,11 @@ def test_protocols_come_from_the_kuma_protocol_tag(leaf: Leaf) -> None:
     cfg = build(leaf, dataplane=grpc_web, catalog=catalog)
     assert [i.protocol for i in cfg.inbounds] == ["grpc"]
     by_service = {o.service: o.protocol for o in cfg.outbounds if o.zone is None}
-    # the most common tag among the service's instances
-    assert by_service == {"backend": "http", "web": "grpc"}
+    # instances that disagree fall back to tcp (Kuma expects one protocol per service)
+    assert by_service == {"backend": "tcp", "web": "grpc"}
+    agreeing = build_catalog("zone-1", [grpc_web, *http_backends[:2]], [Z2_INGRESS])
+    cfg = build(leaf, dataplane=grpc_web, catalog=agreeing)
+    assert {o.service: o.protocol for o in cfg.outbounds if o.zone is None}["backend"] == "http"
     untagged = build(leaf)
     assert {o.protocol for o in untagged.outbounds} == {"tcp"}
     assert [i.protocol for i in untagged.inbounds] == ["tcp"]
