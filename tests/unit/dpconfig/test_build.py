@@ -326,7 +326,7 @@ def test_protocols_come_from_the_kuma_protocol_tag(leaf: Leaf) -> None:
     by_service = {o.service: o.protocol for o in cfg.outbounds if o.zone is None}
     # instances that disagree fall back to tcp (Kuma expects one protocol per service)
     assert by_service == {"backend": "tcp", "web": "grpc"}
-    agreeing = build_catalog("zone-1", [grpc_web, *http_backends[:2]], [Z2_INGRESS])
+    agreeing = build_catalog("zone-1", [grpc_web, *http_backends[:2]], [])
     cfg = build(leaf, dataplane=grpc_web, catalog=agreeing)
     assert {o.service: o.protocol for o in cfg.outbounds if o.zone is None}["backend"] == "http"
     untagged = build(leaf)
