@@ -27,8 +27,15 @@ _LONG_UNITS = {**_GO_UNITS, "d": 24 * 3600 * 1_000_000_000, "y": 365 * 24 * 3600
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-zµμ]+)")
 
 
+# The common case, whole numbers ("10s", "1m30s", "500ms"), read without Decimal.
+_WHOLE = re.compile(r"(?:\d+(?:ns|us|µs|μs|ms|s|m|h))+")
+_WHOLE_PART = re.compile(r"(\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
 def parse_duration(text: str, *, long_units: bool = False) -> int | None:
     """Go's time.ParseDuration: "1h30m", "500ms", "-1.5s", "0". Nanoseconds, or None if bad."""
+    if _WHOLE.fullmatch(text):
+        return sum(int(n) * _GO_UNITS[u] for n, u in _WHOLE_PART.findall(text))
     units = _LONG_UNITS if long_units else _GO_UNITS
     s = text
     sign = 1

@@ -127,21 +127,58 @@ def one_of_text(values: Sequence[str]) -> str:
     return "must be one of " + ", ".join(values)
 
 
+def _overrides(cls: type[Model], method: str) -> bool:
+    mine: Any = getattr(cls, method)
+    base: Any = getattr(Model, method)
+    return mine.__func__ is not base.__func__
+
+
 class Model(BaseModel):
     """A Kuma object: camelCase, closed, strict, with meshfed's error rules (module doc)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=True, frozen=True)
+    # defer_build: a model's validator is built on its first use, so a process that validates
+    # one type does not pay for building all of them (the cold sync of a zone, decision 71).
+    model_config = ConfigDict(
+        alias_generator=to_camel, extra="forbid", strict=True, frozen=True, defer_build=True
+    )
 
     # Kuma fields meshfed refuses, by alias, with the reason (reported for any value).
     refused: ClassVar[Mapping[str, str]] = {}
     # At least one of these (aliases) must be set.
     at_least_one: ClassVar[tuple[str, ...]] = ()
     _aliases: ClassVar[tuple[str, ...]] = ()
+    _has_rules: ClassVar[bool] = False
+    _static: ClassVar[bool] = True  # gate, required_in and refused_in are the defaults
+    _refused_keys: ClassVar[frozenset[str]] = frozenset()
+    _one_of: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         cls._aliases = tuple(f.alias or name for name, f in cls.model_fields.items())
+        cls._has_rules = _overrides(cls, "rules")
+        cls._static = not any(_overrides(cls, m) for m in ("gate", "required_in", "refused_in"))
+        cls._refused_keys = frozenset(cls.refused)
+        cls._one_of = frozenset(cls.at_least_one)
+
+    @classmethod
+    def _plain(cls, data: dict[str, Any]) -> bool:
+        """Whether pydantic alone can judge `data`: no null, nothing refused, nothing
+        required by the document's values missing, `at_least_one` met. Then a valid document
+        costs one pass (the fast path); any problem is reported by the full pass."""
+        if None in data.values():
+            return False
+        if cls._static:
+            return cls._refused_keys.isdisjoint(data) and (
+                not cls._one_of or not cls._one_of.isdisjoint(data)
+            )
+        if cls.gate(data):
+            return False
+        if not cls.refused_in(data).keys().isdisjoint(data):
+            return False
+        if any(n not in data for n in cls.required_in(data)):
+            return False
+        return not cls.at_least_one or not data.keys().isdisjoint(cls.at_least_one)
 
     @classmethod
     def gate(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
@@ -168,8 +205,17 @@ class Model(BaseModel):
     def _meshfed_rules(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
         if isinstance(data, cls):
             return data
-        if not isinstance(data, dict):
-            raise PydanticCustomError(_KIND, "{reason}", {"reason": "must be an object"})
+        if type(data) is not dict:
+            if not isinstance(data, dict):
+                raise PydanticCustomError(_KIND, "{reason}", {"reason": "must be an object"})
+        elif cls._plain(data):
+            try:
+                quick = handler(data)
+            except PydanticError:
+                pass  # the full pass below reports every problem, in meshfed's words
+            else:
+                if not cls._has_rules or not cls.rules(data):
+                    return quick
         order = {k: i for i, k in enumerate(data)}
         body = {k: v for k, v in data.items() if v is not None}
         stop = cls.gate(body)

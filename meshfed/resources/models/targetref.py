@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -76,6 +77,15 @@ class TargetRef(Model):
     mesh: str | None = None
 
     @classmethod
+    def _plain(cls, data: dict[str, Any]) -> bool:
+        kind = data.get("kind")
+        if kind not in cls.kinds or None in data.values():
+            return False
+        if kind in _NAMED_KINDS and "name" not in data:
+            return False
+        return _refused_keys(cls, kind).isdisjoint(data)
+
+    @classmethod
     def gate(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
         kind = data.get("kind")
         allowed = one_of_text(cls.kinds)
@@ -95,7 +105,10 @@ class TargetRef(Model):
 
     @classmethod
     def refused_in(cls, data: dict[str, Any]) -> Mapping[str, str]:
-        kind = str(data.get("kind"))
+        return _refused_for(cls, str(data.get("kind")))
+
+    @classmethod
+    def refused_for_kind(cls, kind: str) -> Mapping[str, str]:
         takes = _KIND_FIELDS[kind]
         out = {
             f: f"must not be set with kind {kind}"
@@ -121,6 +134,16 @@ class TargetRef(Model):
                 if isinstance(v, str) and _SELECTOR_ONLY.fullmatch(v):
                     out.append(problem(("tags", map_key(str(k))), _TAG_VALUE_RULE))
         return out
+
+
+@cache
+def _refused_for(cls: type[TargetRef], kind: str) -> Mapping[str, str]:
+    return cls.refused_for_kind(kind)
+
+
+@cache
+def _refused_keys(cls: type[TargetRef], kind: str) -> frozenset[str]:
+    return frozenset(_refused_for(cls, kind))
 
 
 class TopLevelRef(TargetRef):
