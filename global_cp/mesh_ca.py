@@ -39,10 +39,10 @@ from meshfed.pki.ca import (
 from meshfed.pki.ca_names import cert_secret_name, enabled_builtin_backend, key_secret_name
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Meta, Resource
-from meshfed.resources.schema import parse_duration
 from meshfed.resources.types.common import dig
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.secret import SECRET
+from meshfed.resources.values import parse_duration
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from meshfed.store.mirror import StoreMirror
 

@@ -29,8 +29,8 @@ from meshfed.pki.ca_names import cert_secret_name, enabled_builtin_backend, key_
 from meshfed.pki.leaf import DEFAULT_LEAF_VALIDITY, Leaf, issue_leaf
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import Resource
-from meshfed.resources.schema import parse_duration
 from meshfed.resources.types.common import dig
+from meshfed.resources.values import parse_duration
 
 ROTATION_FRACTION: Final = 0.8
 # Never rotate sooner than this after issuing, whatever the validity: a tiny validity must

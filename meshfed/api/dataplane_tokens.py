@@ -29,9 +29,9 @@ from meshfed.api.routes import Access, Operation, RouteTable, ref
 from meshfed.auth import keyring
 from meshfed.auth.tokens import MAX_VALIDITY, DataplaneClaims, TokenKind, issue
 from meshfed.resources.errors import FieldError
-from meshfed.resources.schema import parse_duration
 from meshfed.resources.types.common import SERVICE_TAG
 from meshfed.resources.types.mesh import MESH
+from meshfed.resources.values import parse_duration
 
 DATAPLANE_TOKEN_PATH: Final = "/tokens/dataplane"
 MAX_TAGS: Final = 64  # per token, and values per tag (meshfed.auth.tokens reads no more)

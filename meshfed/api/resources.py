@@ -33,6 +33,7 @@ from meshfed.resources.model import (
     Resource,
     now_rfc3339,
 )
+from meshfed.resources.models.jsonschema import spec_schemas
 from meshfed.resources.types.mesh import MESH
 from meshfed.store.base import (
     AlreadyExistsError,
@@ -349,8 +350,11 @@ _ERROR = ref("Error")
 
 def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
     """Adds list/get/put/delete routes (and their schemas) for every registered type."""
+    bodies, definitions = spec_schemas(ctx.registry)
+    for name, definition in definitions.items():
+        routes.schema(name, definition)
     for desc in ctx.registry:
-        schema = routes.schema(desc.name, resource_schema(desc))
+        schema = routes.schema(desc.name, resource_schema(desc, bodies.get(desc.name)))
         list_schema = routes.schema(
             desc.name + "List",
             {
@@ -454,8 +458,9 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
         )
 
 
-def resource_schema(desc: TypeDescriptor) -> dict[str, Any]:
-    """The generic shape of a resource; field-level rules are enforced by the validators."""
+def resource_schema(desc: TypeDescriptor, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A resource: its meta fields, and its body's schema generated from the type's model
+    (under `spec`, or Kuma's top-level fields)."""
     props: dict[str, Any] = {
         "type": {"const": desc.name},
         "name": {"type": "string"},
@@ -473,7 +478,13 @@ def resource_schema(desc: TypeDescriptor) -> dict[str, Any]:
         "properties": props,
         "required": required,
     }
+    body = body or {"type": "object"}
     if desc.spec_wrapped:
-        props["spec"] = {"type": "object"}
+        props["spec"] = body
         schema["additionalProperties"] = False
+    elif "properties" in body:
+        props.update(body["properties"])
+        required += [f for f in body.get("required", ()) if f not in required]
+        if body.get("additionalProperties") is False:
+            schema["additionalProperties"] = False
     return schema

@@ -20,7 +20,7 @@ from meshfed.auth.credentials import ensure_signing_key
 from meshfed.auth.tokens import MAX_VALIDITY, TokenKind, ZoneClaims, ZoneScope, issue
 from meshfed.resources.codec import check_name
 from meshfed.resources.errors import FieldError
-from meshfed.resources.schema import parse_duration
+from meshfed.resources.values import parse_duration
 from meshfed.store.base import ResourceStore
 
 DEFAULT_SCOPE: tuple[ZoneScope, ...] = (ZoneScope.KDS, ZoneScope.INGRESS)

@@ -17,27 +17,31 @@ What each enforced field means (the set itself is in meshfed/policy/enforced.py)
   (sample `leastRequest.choiceCount` endpoints, take the one with fewest active
   connections); `localityAwareness.disabled: true`: all zones are equal, by weight.
 
-Fields outside that set are ignored here; the API refuses them once enforcement is on.
+Each type's merged `default` (Kuma merges them as JSON, meshfed/policy/merge.py) is read
+through its model (meshfed/resources/models/policies.py), which holds Kuma's defaults: there
+is one declaration of each field and its default. Fields outside the enforced set are
+refused by the API, so none reaches here.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from meshfed.dpconfig.model import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LEAST_REQUEST_CHOICES,
-    DEFAULT_MAX_CONNECT_ATTEMPTS,
-    DEFAULT_MAX_CONNECTIONS,
-    HealthCheck,
-    LbAlgorithm,
-    OutboundPolicies,
-)
+from meshfed.dpconfig.model import HealthCheck, LbAlgorithm, OutboundPolicies
 from meshfed.policy.rules import Matched, outbound_conf
-from meshfed.resources.schema import parse_duration
-from meshfed.resources.types.common import dig
+from meshfed.resources.errors import ValidationError
+from meshfed.resources.models.base import Model, parse
+from meshfed.resources.models.load_balancing import LoadBalancingConf
+from meshfed.resources.models.policies import (
+    CircuitBreakerConf,
+    HealthCheckConf,
+    RetryConf,
+    TimeoutConf,
+)
+
+log = logging.getLogger("meshfed.dpconfig")
 
 MESH_TIMEOUT = "MeshTimeout"
 MESH_RETRY = "MeshRetry"
@@ -52,69 +56,65 @@ OUTBOUND_TYPES = (
     MESH_LOAD_BALANCING_STRATEGY,
 )
 
-# Kuma's MeshHealthCheck defaults.
-HC_INTERVAL = 60.0
-HC_TIMEOUT = 15.0
-HC_UNHEALTHY_THRESHOLD = 5
-HC_HEALTHY_THRESHOLD = 1
+C = TypeVar("C", bound=Model)
 
 
-def _seconds(value: Any, default: float) -> float:
-    ns = parse_duration(value) if isinstance(value, str) else None
-    return default if ns is None or ns < 0 else ns / 1e9
-
-
-def _count(value: Any, default: int, lo: int = 1) -> int:
-    return (
-        value if isinstance(value, int) and not isinstance(value, bool) and value >= lo else default
-    )
+def read_conf(model: type[C], conf: dict[str, Any], type_name: str) -> C:
+    """A merged `default` as its model; Kuma's defaults when nothing matched. A merge of valid
+    confs that breaks a cross-field rule (possible: Kuma merges as JSON) counts as unset, with
+    a warning naming the problems, rather than failing the whole dataplane's config."""
+    if conf:
+        try:
+            return parse(model, conf)
+        except ValidationError as exc:
+            log.warning("merged %s default is not valid, using defaults: %s", type_name, exc)
+    return model.model_construct()
 
 
 def _health_check(conf: dict[str, Any]) -> HealthCheck | None:
-    if not conf or dig(conf, "tcp", "disabled") is True:
+    if not conf:
+        return None  # no MeshHealthCheck: no checks
+    hc = read_conf(HealthCheckConf, conf, MESH_HEALTH_CHECK)
+    if hc.tcp is not None and hc.tcp.disabled:
         return None
     return HealthCheck(
-        interval=_seconds(conf.get("interval"), HC_INTERVAL) or HC_INTERVAL,
-        timeout=_seconds(conf.get("timeout"), HC_TIMEOUT) or HC_TIMEOUT,
-        unhealthy_threshold=_count(conf.get("unhealthyThreshold"), HC_UNHEALTHY_THRESHOLD),
-        healthy_threshold=_count(conf.get("healthyThreshold"), HC_HEALTHY_THRESHOLD),
+        interval=hc.interval.total_seconds(),
+        timeout=hc.timeout.total_seconds(),
+        unhealthy_threshold=hc.unhealthy_threshold,
+        healthy_threshold=hc.healthy_threshold,
     )
 
 
-def _load_balancer(value: Any) -> LbAlgorithm:
+def _load_balancer(lb: LoadBalancingConf) -> LbAlgorithm:
     try:
-        return LbAlgorithm(value)
-    except ValueError:
-        return LbAlgorithm.ROUND_ROBIN  # unenforced algorithms (RingHash, Maglev) fall back
+        return LbAlgorithm(lb.algorithm)
+    except ValueError:  # RingHash, Maglev: refused by the API; stored before the gate, ignored
+        return LbAlgorithm.ROUND_ROBIN
 
 
 def outbound_policies(matched: Mapping[str, Sequence[Matched]], service: str) -> OutboundPolicies:
     """The enforced settings for the outbound to `service`, from the policies of each type
     already matched to the dataplane (rules.match), keyed by type name."""
     merged = {t: outbound_conf(matched.get(t, ()), service) for t in OUTBOUND_TYPES}
-    timeout = merged[MESH_TIMEOUT].conf
-    lb = merged[MESH_LOAD_BALANCING_STRATEGY].conf
+    timeout = read_conf(TimeoutConf, merged[MESH_TIMEOUT].conf, MESH_TIMEOUT)
+    retry = read_conf(RetryConf, merged[MESH_RETRY].conf, MESH_RETRY)
+    breaker = read_conf(CircuitBreakerConf, merged[MESH_CIRCUIT_BREAKER].conf, MESH_CIRCUIT_BREAKER)
+    lb = read_conf(
+        LoadBalancingConf,
+        merged[MESH_LOAD_BALANCING_STRATEGY].conf,
+        MESH_LOAD_BALANCING_STRATEGY,
+    )
     sources: list[str] = []
     for t in OUTBOUND_TYPES:
         sources += [s for s in merged[t].sources if s not in sources]
     return OutboundPolicies(
-        connect_timeout=_seconds(timeout.get("connectionTimeout"), DEFAULT_CONNECT_TIMEOUT)
-        or DEFAULT_CONNECT_TIMEOUT,
-        idle_timeout=_seconds(timeout.get("idleTimeout"), DEFAULT_IDLE_TIMEOUT),
-        max_connect_attempts=_count(
-            dig(merged[MESH_RETRY].conf, "tcp", "maxConnectAttempt"), DEFAULT_MAX_CONNECT_ATTEMPTS
-        ),
+        connect_timeout=timeout.connection_timeout.total_seconds(),
+        idle_timeout=timeout.idle_timeout.total_seconds(),
+        max_connect_attempts=retry.max_connect_attempt,
         health_check=_health_check(merged[MESH_HEALTH_CHECK].conf),
-        max_connections=_count(
-            dig(merged[MESH_CIRCUIT_BREAKER].conf, "connectionLimits", "maxConnections"),
-            DEFAULT_MAX_CONNECTIONS,
-        ),
-        load_balancer=_load_balancer(dig(lb, "loadBalancer", "type")),
-        least_request_choices=_count(
-            dig(lb, "loadBalancer", "leastRequest", "choiceCount"),
-            DEFAULT_LEAST_REQUEST_CHOICES,
-            lo=2,
-        ),
-        locality_aware=dig(lb, "localityAwareness", "disabled") is not True,
+        max_connections=breaker.max_connections,
+        load_balancer=_load_balancer(lb),
+        least_request_choices=lb.least_request_choices,
+        locality_aware=lb.locality_aware,
         sources=tuple(sources),
     )

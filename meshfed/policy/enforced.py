@@ -30,9 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from meshfed.resources.errors import FieldError
+from meshfed.resources.errors import FieldError, index, join, key
 from meshfed.resources.model import Resource
-from meshfed.resources.schema import index, join, key
 from meshfed.resources.types.common import SERVICE_TAG, as_list
 from meshfed.resources.types.targetref import MESH_SERVICE_SUBSET, MESH_SUBSET
 

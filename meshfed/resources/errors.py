@@ -23,3 +23,19 @@ class ValidationError(Exception):
 class DeleteRefusedError(Exception):
     """A delete that something still depends on (a zone that is connected): the message says
     what to do first. The API answers 409 Conflict; the caller's logic knows nothing of HTTP."""
+
+
+# --- field paths: `spec` + `to` -> `spec.to`, then `[0]`, then `['kuma.io/service']` -----
+
+
+def join(path: str, name: str) -> str:
+    """`spec` + `to` -> `spec.to`; the root path is the empty string."""
+    return f"{path}.{name}" if path else name
+
+
+def index(path: str, i: int) -> str:
+    return f"{path}[{i}]"
+
+
+def key(path: str, k: str) -> str:
+    return f"{path}[{k!r}]"

@@ -1,81 +1,19 @@
-"""Pieces shared by several types: Kuma's tag rules, ports, addresses and table columns."""
+"""Pieces shared by several types, pydantic-free: Kuma's tag names, the service-name rule and
+table columns (their value types are in meshfed/resources/models/common.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from meshfed.resources.descriptors import Column
-from meshfed.resources.errors import FieldError
 from meshfed.resources.model import Resource
-from meshfed.resources.schema import (
-    Check,
-    Custom,
-    Int,
-    MapOf,
-    Str,
-    is_address,
-    join,
-    key,
-)
 
 SERVICE_TAG = "kuma.io/service"
 PROTOCOL_TAG = "kuma.io/protocol"
 NOT_SUPPORTED = "is not supported by meshfed"
-
-PORT = Int(1, 65535)
-ADDRESS = Str(predicate=is_address, message="must be an IP address or a hostname")
-
-
-def _dialable(value: Any, path: str) -> list[FieldError]:
-    errors = ADDRESS.check(value, path)
-    if errors or not isinstance(value, str):
-        return errors
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        return []  # a host name
-    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
-        kind = "an unspecified" if ip.is_unspecified else "a multicast or broadcast"
-        return [
-            FieldError(
-                path,
-                f"must be an address other proxies can dial, not {kind} address ({value})",
-            )
-        ]
-    return []
-
-
-# An address other proxies connect to (a Dataplane's): 0.0.0.0, ::, multicast are refused.
-DIALABLE_ADDRESS = Custom(_dialable)
-# A reference to another resource by name (mesh, service): Kuma's name character set.
-NAME = Str(
-    pattern=r"[0-9a-z._-]+",
-    message="must consist of lower case alphanumeric characters, '-', '.' and '_'",
-)
-
-# Kuma's tag character sets: keys may hold '/', ':'; selector values may also be '*' or hold '/'.
-_TAG_KEY = Str(
-    pattern=r"[a-zA-Z0-9.\-_:/]+",
-    message="must be non-empty and consist of alphanumeric characters, '.', '-', '_', ':', '/'",
-)
-_TAG_VALUE = Str(
-    pattern=r"[a-zA-Z0-9.\-_:]+",
-    message="must be non-empty and consist of alphanumeric characters, '.', '-', '_', ':'",
-)
-_SELECTOR_VALUE = Str(
-    pattern=r"[a-zA-Z0-9.\-_:/]+|\*",
-    message="must be '*' or consist of alphanumeric characters, '.', '-', '_', ':', '/'",
-)
-
-TAGS = MapOf(_TAG_VALUE, keys=_TAG_KEY)
-SELECTOR_TAGS = MapOf(_SELECTOR_VALUE, keys=_TAG_KEY)
-LABELS = MapOf(Str(), keys=Str(non_empty=True))
-
-_PROTOCOLS = ("tcp", "http", "http2", "grpc")
 
 # A service name becomes a key of the zone's VirtualIPs (at most 253 characters) and DNS names
 # (`<service>.mesh`, and Kuma's variant with each `_` read as `.`): the same limits hold here,
@@ -103,44 +41,6 @@ def service_name_problem(service: str) -> str | None:
             f"(a DNS label); {long_part[:20]}... has {len(long_part)}"
         )
     return None
-
-
-def _service_tags(value: Any, path: str) -> list[FieldError]:
-    errors = TAGS.check(value, path)
-    if not isinstance(value, dict):
-        return errors
-    if SERVICE_TAG not in value:
-        errors.append(FieldError(path, f"must contain the {SERVICE_TAG!r} tag"))
-    service = value.get(SERVICE_TAG)
-    if isinstance(service, str) and _TAG_VALUE.check(service, "") == []:
-        problem = service_name_problem(service)
-        if problem is not None:
-            errors.append(FieldError(key(path, SERVICE_TAG), problem))
-    proto = value.get(PROTOCOL_TAG)
-    if isinstance(proto, str) and proto not in _PROTOCOLS:
-        errors.append(
-            FieldError(key(path, PROTOCOL_TAG), "must be one of " + ", ".join(_PROTOCOLS))
-        )
-    return errors
-
-
-# Tags of a dataplane inbound/outbound or an advertised service: kuma.io/service is mandatory.
-SERVICE_TAGS = Custom(_service_tags)
-
-
-def advertised_pair(address_field: str, port_field: str) -> Check:
-    """Kuma's rule: an advertised address and port are set together or not at all."""
-
-    def check(obj: dict[str, Any], path: str) -> list[FieldError]:
-        has_addr = obj.get(address_field) is not None
-        has_port = obj.get(port_field) is not None
-        if has_addr == has_port:
-            return []
-        missing = port_field if has_addr else address_field
-        present = address_field if has_addr else port_field
-        return [FieldError(join(path, missing), f"is required when {present} is set")]
-
-    return check
 
 
 # --- table columns -----------------------------------------------------------------------

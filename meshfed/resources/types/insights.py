@@ -7,10 +7,9 @@ the shape (an object) is checked.
 from __future__ import annotations
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
-from meshfed.resources.schema import Obj, as_validator
 from meshfed.resources.types.common import AGE_COLUMN, MESH_COLUMN, NAME_COLUMN
 
-_STATUS = as_validator(Obj({}, open=True))
+_STATUS = "meshfed.resources.models.system:InsightSpec"
 
 ZONE_INSIGHT = TypeDescriptor(
     name="ZoneInsight",
@@ -19,7 +18,7 @@ ZONE_INSIGHT = TypeDescriptor(
     spec_wrapped=False,
     owner=Mode.GLOBAL,
     system_only=True,
-    validate=_STATUS,
+    model=_STATUS,
     columns=(NAME_COLUMN, AGE_COLUMN),
     description="A zone's KDS connection history and per-type sync state.",
 )
@@ -32,7 +31,7 @@ DATAPLANE_INSIGHT = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL}),
     system_only=True,
-    validate=_STATUS,
+    model=_STATUS,
     columns=(NAME_COLUMN, MESH_COLUMN, AGE_COLUMN),
     description="A dataplane's connection to its zone control plane and its health.",
 )
@@ -45,7 +44,7 @@ ZONE_INGRESS_INSIGHT = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL}),
     system_only=True,
-    validate=_STATUS,
+    model=_STATUS,
     columns=(NAME_COLUMN, AGE_COLUMN),
     description="A zone ingress's connection to its zone control plane and its health.",
 )

@@ -13,13 +13,9 @@ import re
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
 from meshfed.resources.model import Resource
-from meshfed.resources.schema import Obj, Str, as_validator, is_base64
 from meshfed.resources.types.common import AGE_COLUMN, MESH_COLUMN, NAME_COLUMN
 
-SECRET_SCHEMA = Obj(
-    {"data": Str(predicate=is_base64, message="must be base64-encoded (standard alphabet)")},
-    required=("data",),
-)
+_MODEL = "meshfed.resources.models.system:SecretSpec"
 
 SECRET = TypeDescriptor(
     name="Secret",
@@ -29,7 +25,7 @@ SECRET = TypeDescriptor(
     owner=Mode.GLOBAL,
     kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
     short_names=("secret",),
-    validate=as_validator(SECRET_SCHEMA),
+    model=_MODEL,
     # Never a DATA column: tables must not print key material.
     columns=(NAME_COLUMN, MESH_COLUMN, AGE_COLUMN),
     description="Mesh-scoped secret data (base64), e.g. the mesh CA.",
@@ -54,7 +50,7 @@ GLOBAL_SECRET = TypeDescriptor(
     owner=Mode.GLOBAL,
     kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
     short_names=("global-secret", "globalsecret"),
-    validate=as_validator(SECRET_SCHEMA),
+    model=_MODEL,
     columns=(NAME_COLUMN, AGE_COLUMN),
     description="Secret data (base64) of no mesh: token signing keys, revocation lists, the "
     "bootstrap admin token. Only public keys and revocation lists are synced to zones.",

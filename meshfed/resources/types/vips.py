@@ -18,7 +18,6 @@ from typing import Any
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
 from meshfed.resources.model import LABEL_ZONE
-from meshfed.resources.schema import ListOf, MapOf, Obj, Str, as_validator
 from meshfed.resources.types.common import (
     AGE_COLUMN,
     MESH_COLUMN,
@@ -35,38 +34,6 @@ def _is_ipv4(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _is_ipv4_network(text: str) -> bool:
-    try:
-        ipaddress.IPv4Network(text)
-    except ValueError:
-        return False
-    return True
-
-
-_VIP = Str(predicate=_is_ipv4, message="must be an IPv4 address")
-_LABEL = Str(non_empty=True, max_len=253)
-
-VIRTUAL_IPS_SCHEMA = Obj(
-    {
-        "cidr": Str(
-            predicate=_is_ipv4_network, message="must be an IPv4 network, e.g. 127.1.0.0/16"
-        ),
-        "cursor": _VIP,
-        "services": MapOf(
-            Obj({"vip": _VIP, "zones": MapOf(_VIP, keys=_LABEL)}),
-            keys=_LABEL,
-        ),
-        "reserved": ListOf(
-            Obj(
-                {"service": _LABEL, "zone": _LABEL, "vip": _VIP, "since": Str()},
-                required=("service", "vip"),
-            )
-        ),
-    },
-    required=("cidr",),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +123,7 @@ VIRTUAL_IPS = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL}),
     short_names=("vips", "vip"),
-    validate=as_validator(VIRTUAL_IPS_SCHEMA),
+    model="meshfed.resources.models.system:VirtualIpsSpec",
     system_only=True,
     columns=(
         NAME_COLUMN,

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
-from meshfed.resources.schema import Bool, Obj, as_validator
 from meshfed.resources.types.common import AGE_COLUMN, NAME_COLUMN, column
-
-# `enabled` defaults to true: a disabled zone is refused by the global's KDS server.
-ZONE_SCHEMA = Obj({"enabled": Bool()})
 
 
 def zone_enabled(spec: dict[str, object]) -> bool:
@@ -22,7 +18,7 @@ ZONE = TypeDescriptor(
     spec_wrapped=False,
     owner=Mode.GLOBAL,
     short_names=("zone",),
-    validate=as_validator(ZONE_SCHEMA),
+    model="meshfed.resources.models.system:ZoneSpec",
     columns=(
         NAME_COLUMN,
         column("ENABLED", lambda r: str(zone_enabled(r.spec)).lower()),

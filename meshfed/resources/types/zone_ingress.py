@@ -5,48 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
-from meshfed.resources.schema import Bool, Int, ListOf, Obj, Str, as_validator
 from meshfed.resources.types.common import (
-    ADDRESS,
     AGE_COLUMN,
-    NAME,
     NAME_COLUMN,
-    PORT,
-    SERVICE_TAGS,
-    advertised_pair,
     as_list,
     column,
     dig,
-)
-
-# Other zones reach the ingress on its advertised address when it is behind NAT or a LB.
-ZONE_INGRESS_SCHEMA = Obj(
-    {
-        "zone": Str(),
-        "networking": Obj(
-            {
-                "address": ADDRESS,
-                "port": PORT,
-                "advertisedAddress": ADDRESS,
-                "advertisedPort": PORT,
-                "admin": Obj({"port": PORT}),
-            },
-            required=("address", "port"),
-            checks=(advertised_pair("advertisedAddress", "advertisedPort"),),
-        ),
-        "availableServices": ListOf(
-            Obj(
-                {
-                    "tags": SERVICE_TAGS,
-                    "instances": Int(0, 2**32 - 1),
-                    "mesh": NAME,
-                    "externalService": Bool(),
-                },
-                required=("tags",),
-            )
-        ),
-    },
-    required=("networking",),
 )
 
 
@@ -68,7 +32,7 @@ ZONE_INGRESS = TypeDescriptor(
     owner=Mode.ZONE,
     kds=frozenset({KdsFlag.ZONE_TO_GLOBAL, KdsFlag.SYNCED_ACROSS_ZONES}),
     short_names=("zi", "zoneingress"),
-    validate=as_validator(ZONE_INGRESS_SCHEMA),
+    model="meshfed.resources.models.proxies:ZoneIngressSpec",
     columns=(
         NAME_COLUMN,
         column("ZONE", lambda r: str(r.spec.get("zone") or "-")),

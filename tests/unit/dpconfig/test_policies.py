@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from meshfed.dpconfig.model import HealthCheck, LbAlgorithm, OutboundPolicies
-from meshfed.dpconfig.policies import outbound_policies
+from meshfed.dpconfig.policies import outbound_policies, read_conf
 from meshfed.policy.rules import Matched, match
 from meshfed.policy.targetref import view_of
 from meshfed.resources.model import Resource
+from meshfed.resources.models.policies import RetryConf
 from tests.unit.policy.factories import MESH_REF, dataplane, inbound, policy, svc, to
 
 VIEW = view_of(dataplane("web-1", inbound("web", 8080)), "zone-1")
@@ -117,3 +120,15 @@ def test_algorithms_the_sidecar_does_not_have_fall_back_to_round_robin() -> None
     got = outbound_policies(matched(maglev), "x")
     assert got.load_balancer is LbAlgorithm.ROUND_ROBIN
     assert got.locality_aware
+
+
+def test_a_merge_that_breaks_a_rule_falls_back_to_the_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each entry is valid; Kuma's JSON merge of the two is not (maxInterval < baseInterval).
+    # The MeshRetry conf counts as unset, with a warning; the rest still applies.
+    conf = {"http": {"backOff": {"baseInterval": "10s", "maxInterval": "1s"}}}
+    with caplog.at_level("WARNING", logger="meshfed.dpconfig"):
+        got = read_conf(RetryConf, conf, "MeshRetry")
+    assert got.max_connect_attempt == 5 and got.http is None
+    assert "merged MeshRetry default is not valid" in caplog.text
