@@ -1,5 +1,5 @@
 """What both proxies (mesh-dp and zone-ingress) run on: the control-plane client (`cpclient`)
-over a small h2 gRPC client (`h2grpc`), the static-config mode (`static_config`), the admin
+over a small h2 gRPC client (`h2state`, driven by `h2grpc`), the static-config mode (`static_config`), the admin
 endpoint (`admin`) with its Prometheus text (`promtext`), the ClientHello parser
 (`clienthello`) and the byte pump (`pump`).
 
