@@ -13,7 +13,7 @@ from aiohttp import web
 from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.paging import next_url, page_params
 from meshfed.api.resources import LIST_QUERY
-from meshfed.api.routes import Handler, Operation, RouteTable, ref
+from meshfed.api.routes import RESOURCE_PATH, Handler, Operation, RouteTable, ref
 from meshfed.resources.descriptors import KdsFlag, Scope, TypeDescriptor
 from meshfed.resources.types.zone import ZONE
 
@@ -59,6 +59,7 @@ def _add_global_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "One zone with its KDS connection and sync state",
             "KDS",
             responses={200: ("ZoneOverview", _OBJECT), 404: ("No such zone", _ERROR)},
+            path_schemas=RESOURCE_PATH,
         ),
         _zone_overview,
     )
@@ -77,6 +78,7 @@ def _add_global_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"Which zones hold which version of this {desc.name}",
                 "KDS",
                 responses={200: ("Sync status", _OBJECT), 404: ("Not found", _ERROR)},
+                path_schemas=RESOURCE_PATH,
             ),
             _sync_handler(desc),
         )

@@ -108,6 +108,7 @@ def add_user_token_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 404: ("Unknown kind", ref("Error")),
             },
             access=Access.ADMIN,
+            path_schemas={"kind": {"type": "string", "enum": sorted(ROTATABLE)}},
         ),
         _signing_key,
     )
