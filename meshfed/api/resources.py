@@ -9,6 +9,7 @@ this side accepts writes for, and the 405 says where to apply the others.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,7 @@ from meshfed.store.base import (
 )
 
 log = logging.getLogger("meshfed.api.resources")
+_ETAG_CHARS = re.compile(r"[\x21\x23-\x7e]+")
 PUT_ATTEMPTS = 5  # read-check-write rounds of one PUT that keeps losing races
 
 
@@ -74,7 +76,9 @@ def parse_if_match(request: web.Request) -> str | None:
         return value
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if not value or '"' in value or "," in value:
+    # One entity tag of printable ASCII (RFC 9110's etagc, less obs-text): anything else is
+    # not a version this API sent, and must not be echoed back in an error's detail.
+    if _ETAG_CHARS.fullmatch(value) is None or "," in value:
         raise bad_request(
             "invalid If-Match header",
             [FieldError("If-Match", 'must be one version as returned in ETag, e.g. "42"')],
