@@ -19,6 +19,15 @@ from meshfed.resources.types.zone import ZONE
 
 _ERROR = ref("Error")
 _OBJECT: dict[str, Any] = {"type": "object"}
+_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["total", "items", "next"],
+    "properties": {
+        "total": {"type": "integer"},
+        "items": {"type": "array", "items": _OBJECT},
+        "next": {"type": ["string", "null"], "format": "uri"},
+    },
+}
 
 
 def add_federation_routes(routes: RouteTable, ctx: ApiContext) -> None:
@@ -47,7 +56,7 @@ def _add_global_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "Every zone with its KDS connection and sync state (ZoneOverview)",
             "KDS",
             LIST_QUERY,
-            responses={200: ("A page of ZoneOverview", _OBJECT), 400: ("Bad query", _ERROR)},
+            responses={200: ("A page of ZoneOverview", _PAGE), 400: ("Bad query", _ERROR)},
         ),
         _zone_overviews,
     )

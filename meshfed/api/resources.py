@@ -469,7 +469,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 desc.name,
                 (_IF_MATCH,),
                 responses={
-                    200: ("Deleted", {"type": "object"}),
+                    200: ("Deleted", {"type": "object", "maxProperties": 0}),
                     400: ("Bad If-Match", _ERROR),
                     404: ("Not found", _ERROR),
                     405: write_errors[405],

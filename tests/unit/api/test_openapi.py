@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from meshfed.api.app import build_app
@@ -18,6 +19,7 @@ from meshfed.resources.codec import is_name
 from meshfed.resources.descriptors import Mode
 from meshfed.resources.types import default_registry
 from meshfed.store.memory import MemoryStore
+from tests.unit.api.conftest import Api, mesh
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -70,3 +72,23 @@ def test_resource_paths_declare_names_if_match_and_etag() -> None:
     for value in ("default", "a.b-c", "0", "x" * 253, "A", "a..b", "-a", "a_b", "x" * 254):
         declared = pattern.search(value) is not None and len(value) <= name["maxLength"]
         assert declared == is_name(value), value
+
+
+async def test_system_answers_match_their_declared_schemas(api: Api) -> None:
+    """The schemas written by hand for the non-resource answers hold for real answers."""
+    doc = document(Mode.GLOBAL)
+    checks = [("/", "get"), ("/_resources", "get"), ("/ready", "get")]
+    for path, method in checks:
+        schema = doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        status, body = await api.json(method.upper(), path)
+        assert status == 200
+        jsonschema_rs.validator_for(schema["schema"]).validate(body)
+    resp = await api.client.post("/tokens/signing-keys/user")
+    declared = doc["paths"]["/tokens/signing-keys/{kind}"]["post"]["responses"]["201"]
+    jsonschema_rs.validator_for(declared["content"]["application/json"]["schema"]).validate(
+        await resp.json()
+    )
+    assert (await api.put("/meshes/other", mesh("other"))).status == 201
+    status, body = await api.json("DELETE", "/meshes/other")
+    declared = doc["paths"]["/meshes/{name}"]["delete"]["responses"]["200"]
+    jsonschema_rs.validator_for(declared["content"]["application/json"]["schema"]).validate(body)
