@@ -502,3 +502,16 @@ async def test_an_offset_naming_an_unencodable_key_is_a_400_on_sqlite(
     assert resp.status == 400, body
     assert_std_error(body, 400)
     assert fields(body) == ["offset"]
+
+
+@pytest.mark.parametrize("value", ["9999999999999999h", "99999999999999999999999s"])
+async def test_a_duration_beyond_any_clock_is_never_a_500(seeded: Api, value: str) -> None:
+    """Found by the OpenAPI conformance test (issue 12) against typed models: a well-formed
+    duration too large for a timedelta overflowed in validation and answered 500."""
+    doc = timeout("huge")
+    doc["spec"]["to"][0]["default"]["idleTimeout"] = value
+    resp = await seeded.put(f"{MT}/huge", doc)
+    body = await resp.json()
+    assert resp.status in (201, 400), body
+    if resp.status == 400:
+        assert fields(body) == ["spec.to[0].default.idleTimeout"]
