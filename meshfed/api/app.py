@@ -5,6 +5,8 @@ global side: a zone control plane builds the same app with `Mode.ZONE`. The KDS 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from meshfed import PRODUCT, __version__
@@ -24,7 +26,49 @@ from meshfed.api.watch import add_watch_route
 from meshfed.api.zone_tokens import add_zone_token_route
 from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
-from meshfed.resources.descriptors import Mode
+from meshfed.resources.descriptors import KdsFlag, Mode, Scope
+
+_STRING: dict[str, Any] = {"type": "string"}
+INDEX_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["product", "version", "instanceId", "mode", "hostname"],
+    "properties": {
+        "product": _STRING,
+        "version": _STRING,
+        "instanceId": _STRING,
+        "mode": {"enum": [str(m) for m in Mode]},
+        "hostname": _STRING,
+        "zone": _STRING,
+    },
+}
+RESOURCE_TYPES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resources"],
+    "properties": {
+        "resources": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "path", "scope", "readOnly", "owner", "kds", "shortNames"],
+                "properties": {
+                    "name": _STRING,
+                    "path": _STRING,
+                    "scope": {"enum": [str(s) for s in Scope]},
+                    "readOnly": {"type": "boolean"},
+                    "owner": {"enum": [str(m) for m in Mode]},
+                    "kds": {"type": "array", "items": {"enum": [str(f) for f in KdsFlag]}},
+                    "shortNames": {"type": "array", "items": _STRING},
+                    "description": _STRING,
+                },
+            },
+        }
+    },
+}
+READY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ready"}},
+}
 
 
 def build_app(ctx: ApiContext) -> web.Application:
@@ -48,7 +92,7 @@ def build_app(ctx: ApiContext) -> web.Application:
             "getIndex",
             "Product, version, instance and mode of this control plane",
             "System",
-            responses={200: ("Server information", {"type": "object"})},
+            responses={200: ("Server information", INDEX_SCHEMA)},
         ),
         _index,
     )
@@ -59,7 +103,7 @@ def build_app(ctx: ApiContext) -> web.Application:
             "getResourceTypes",
             "The resource types this API serves",
             "System",
-            responses={200: ("Type descriptors", {"type": "object"})},
+            responses={200: ("Type descriptors", RESOURCE_TYPES_SCHEMA)},
         ),
         _resources,
     )
@@ -70,7 +114,7 @@ def build_app(ctx: ApiContext) -> web.Application:
             "getReady",
             "Readiness: the store is open and default resources exist",
             "System",
-            responses={200: ("Ready", {"type": "object"}), 503: ("Not ready", ref("Error"))},
+            responses={200: ("Ready", READY_SCHEMA), 503: ("Not ready", ref("Error"))},
         ),
         _ready,
     )
