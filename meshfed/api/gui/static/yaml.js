@@ -1,7 +1,10 @@
 // JSON to YAML for display (what `meshctl get -o yaml` prints), without a library.
 
-const PLAIN = /^[A-Za-z_./][A-Za-z0-9_./ -]*$/;
-const RESERVED = /^(true|false|null|yes|no|on|off|~|-?[0-9][0-9_.eE+-]*)$/i;
+// Plain (unquoted) only when no YAML reader could take it for another type: booleans, null,
+// numbers and dates are quoted.
+const PLAIN = /^[A-Za-z0-9_./][A-Za-z0-9_./ -]*$/;
+const RESERVED =
+  /^(true|false|null|yes|no|on|off|y|n|~|[-+]?[0-9._]*[0-9][0-9._eE+-]*|\.(inf|nan)|[0-9]{4}-[0-9]{2}-[0-9]{2}.*)$/i;
 
 function scalar(value) {
   if (value === null || value === undefined) return "null";
