@@ -117,8 +117,7 @@ class Page:
 
     async def screenshot(self, path: Path) -> Path:
         shot = await self.send("Page.captureScreenshot", {"format": "png"})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        await asyncio.to_thread(_write, path, base64.b64decode(shot["data"]))
         return path
 
     async def close(self) -> None:
@@ -128,10 +127,15 @@ class Page:
         await self._ws.close()
 
 
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 @contextlib.asynccontextmanager
 async def browser(procs: Procs, chromium: str, profile: Path) -> Any:
     """A fresh headless Chromium and one blank tab with Runtime, Log and Page enabled."""
-    profile.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(profile.mkdir, parents=True, exist_ok=True)
     proc = procs.start("chromium", [chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"])
     port_file = profile / "DevToolsActivePort"
 
