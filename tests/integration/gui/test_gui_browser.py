@@ -1,6 +1,8 @@
 """The web GUI in headless Chromium against a real global and two zones (issue 15).
 
-Signs in with the admin token (after an invalid one is refused with the sign-in prompt),
+The federation runs real sidecars (web in zone-1, backend in zone-2) and zone-2's ingress, so
+the pages show connected proxies, certificate expiry and a service reached across zones. It
+signs in with the admin token (after an invalid one is refused with the sign-in prompt),
 visits every page of the global's GUI and of a zone's, checks each shows live data, applies
 a policy through the API and waits until the zone x version matrix shows both zones holding
 it, without a reload; no console error, exception or CSP violation on the way. Screenshots of
@@ -17,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.federation_support import Cluster, dataplane, timeout_policy
+from tests.integration.federation_support import timeout_policy
+from tests.integration.test_cross_zone_support import Mesh
 from tests.integration.gui.cdp import Page, browser, chromium_or_skip
 from tests.support import Procs
 
@@ -27,11 +30,13 @@ PAGES = ("overview", "zones", "services", "policies", "dataplanes")
 
 
 @pytest.fixture
-def cluster(procs: Procs, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster.create(procs, tmp_path / "cluster")
-    c.start()
-    c.wait_online()
-    yield c
+def mesh(procs: Procs, tmp_path: Path) -> Iterator[Mesh]:
+    m = Mesh.start(procs, tmp_path / "federation")
+    m.glob.put("/meshes/default/meshtimeouts/gui-t1", timeout_policy("gui-t1"))
+    m.workload("zone-1", "web-1", "web", reachable=("backend",))
+    m.workload("zone-2", "backend-1", "backend")
+    m.ingress("zone-2")
+    yield m
 
 
 def js(value: str) -> str:
@@ -64,14 +69,11 @@ def cell(selector: str) -> str:
 
 
 async def test_gui_shows_live_federation_state_and_a_new_policy_reaches_the_matrix(
-    cluster: Cluster, procs: Procs, tmp_path: Path
+    mesh: Mesh, procs: Procs, tmp_path: Path
 ) -> None:
     chromium = chromium_or_skip()
     started = time.monotonic()
-    glob, z1, z2 = cluster.glob.http, cluster.zones["zone-1"].http, cluster.zones["zone-2"].http
-    z1.put("/meshes/default/dataplanes/web-1", dataplane("web-1", "web"))
-    z2.put("/meshes/default/dataplanes/backend-1", dataplane("backend-1", "backend"))
-    glob.put("/meshes/default/meshtimeouts/gui-t1", timeout_policy("gui-t1"))
+    cluster, glob = mesh.cluster, mesh.glob
     token = cluster.admin_token()
     shots = tmp_path / "screenshots"
 
@@ -97,7 +99,7 @@ async def test_gui_shows_live_federation_state_and_a_new_policy_reaches_the_matr
 
         await show(page, "overview")
         await page.wait(f"{cell('[data-tile=zones] .value')} === '2 / 2'", "2 of 2 zones online")
-        assert await page.eval(cell("[data-tile=dataplanes] .value")) == "0 / 2"  # no proxies
+        await page.wait(f"{cell('[data-tile=dataplanes] .value')} === '2 / 2'", "2 sidecars")
         assert await page.eval(cell("#policy-types [data-type=MeshTimeout] td.num")) == "1"
         await page.screenshot(shots / "global-1-overview.png")
 
@@ -122,11 +124,20 @@ async def test_gui_shows_live_federation_state_and_a_new_policy_reaches_the_matr
         )
         backend = "#services tr[data-service='default/backend'] td[data-zone='zone-2']"
         assert "1/1 ready" in await page.eval(cell(backend))
+        # zone-1 reaches backend through zone-2's ingress: it gave backend a VIP of its own.
+        backend_z1 = "#services tr[data-service='default/backend'] td[data-zone='zone-1']"
+        await page.wait(f"/VIP \\d+\\./.test({cell(backend_z1)})", "backend's VIP in zone-1")
         await page.screenshot(shots / "global-3-services.png")
 
         await show(page, "dataplanes")
         for name in ("web-1", "backend-1"):
             row = f"#dataplanes tr[data-dataplane^='default/{name}.']"
+            # The sidecar is connected and its certificate's expiry is known (a <time>).
+            await page.wait(
+                f"/online/.test({cell(row)}) && "
+                f"document.querySelector({js(row + ' td.expiry time')}) !== null",
+                f"{name} online with its certificate expiry",
+            )
             assert "MeshTimeout gui-t1" in await page.eval(cell(row)), name
         await page.screenshot(shots / "global-4-dataplanes.png")
 

@@ -220,7 +220,7 @@ export async function dataplanes(ctx) {
     h("td", {}, h("ul", { class: "plain" }, dp.inbounds.map((inbound) =>
       h("li", {}, `${inbound.service}:${inbound.port} `,
         inbound.ready ? badge("ready", "ok") : badge("not ready", "bad"))))),
-    h("td", {}, when(dp.certExpiry)),
+    h("td", { class: "expiry" }, when(dp.certExpiry)),
     h("td", { class: "policies" }, matched[i].items.length
       ? h("ul", { class: "plain" }, matched[i].items.map((p) => h("li", {}, `${p.type} ${p.displayName}`)))
       : h("span", { class: "none" }, "none"))));
