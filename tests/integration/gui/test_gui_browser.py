@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from tests.integration.federation_support import timeout_policy
-from tests.integration.test_cross_zone_support import Mesh
 from tests.integration.gui.cdp import Page, browser, chromium_or_skip
+from tests.integration.test_cross_zone_support import Mesh
 from tests.support import Procs
 
 pytestmark = pytest.mark.integration
