@@ -36,6 +36,89 @@ def policy_types(registry: Registry) -> list[TypeDescriptor]:
     return [d for d in registry if d.name in _POLICY_NAMES]
 
 
+_STR = {"type": "string"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+POLICY_TYPES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["policies"],
+    "properties": {
+        "policies": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "path", "readOnly", "isTargetRefBased"],
+                "properties": {
+                    "name": _STR,
+                    "path": _STR,
+                    "readOnly": {"type": "boolean"},
+                    "isTargetRefBased": {"type": "boolean"},
+                    "shortNames": {"type": "array", "items": _STR},
+                    "description": _STR,
+                },
+            },
+        }
+    },
+}
+MESH_SYNC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["mesh", "total", "items"],
+    "properties": {
+        "mesh": _STR,
+        "total": {"type": "integer"},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "mesh", "name", "version", "zones"],
+                "properties": {
+                    "type": _STR,
+                    "mesh": _STR,
+                    "name": _STR,
+                    "version": _STR,
+                    "zones": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["zone", "state", "version", "inSync", "lastError"],
+                            "properties": {
+                                "zone": _STR,
+                                "state": {"enum": ["online", "offline"]},
+                                "version": _NULLABLE_STR,
+                                "inSync": {"type": "boolean"},
+                                "lastError": _NULLABLE_STR,
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+DATAPLANE_POLICIES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["mesh", "dataplane", "zone", "items"],
+    "properties": {
+        "mesh": _STR,
+        "dataplane": _STR,
+        "zone": _NULLABLE_STR,
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "name", "displayName", "targetRef", "inbounds"],
+                "properties": {
+                    "type": _STR,
+                    "name": _STR,
+                    "displayName": _STR,
+                    "targetRef": _OBJECT,
+                    "inbounds": {"type": "array", "items": {"type": "integer"}},
+                },
+            },
+        },
+    },
+}
+
+
 def add_policy_view_routes(routes: RouteTable, ctx: ApiContext) -> None:
     routes.add(
         Operation(
@@ -44,10 +127,11 @@ def add_policy_view_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "listPolicyTypes",
             "The policy types this control plane serves (Kuma's /policies)",
             "Policies",
-            responses={200: ("Policy types", _OBJECT)},
+            responses={200: ("Policy types", routes.schema("PolicyTypes", POLICY_TYPES_SCHEMA))},
         ),
         _policy_types,
     )
+    matched = routes.schema("DataplanePolicies", DATAPLANE_POLICIES_SCHEMA)
     routes.add(
         Operation(
             "GET",
@@ -55,11 +139,12 @@ def add_policy_view_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "getDataplanePolicies",
             "The policies that select this Dataplane, least priority first",
             "Policies",
-            responses={200: ("Matched policies", _OBJECT), 404: ("No such dataplane", _ERROR)},
+            responses={200: ("Matched policies", matched), 404: ("No such dataplane", _ERROR)},
         ),
         _dataplane_policies,
     )
     if ctx.federation is not None:
+        matrix = routes.schema("MeshPolicySync", MESH_SYNC_SCHEMA)
         routes.add(
             Operation(
                 "GET",
@@ -67,7 +152,7 @@ def add_policy_view_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 "getMeshPolicySync",
                 "Every policy of the mesh with the version each zone holds",
                 "KDS",
-                responses={200: ("Zone x version matrix", _OBJECT), 404: ("No such mesh", _ERROR)},
+                responses={200: ("Zone x version matrix", matrix), 404: ("No such mesh", _ERROR)},
             ),
             _mesh_sync,
         )

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshfed.api.policy_views import matched_policies
+import jsonschema_rs
+
+from meshfed.api.policy_views import (
+    DATAPLANE_POLICIES_SCHEMA,
+    MESH_SYNC_SCHEMA,
+    POLICY_TYPES_SCHEMA,
+    matched_policies,
+)
 from meshfed.resources.codec import resource_from_dict
 from meshfed.resources.descriptors import Mode, TypeDescriptor
 from meshfed.resources.model import Resource
@@ -40,6 +47,7 @@ def res(body: dict[str, Any]) -> Resource:
 async def test_policies_lists_the_policy_types_with_their_paths(api: Api) -> None:
     status, body = await api.json("GET", "/policies")
     assert status == 200
+    jsonschema_rs.validate(POLICY_TYPES_SCHEMA, body)  # what /openapi.json declares
     assert [p["name"] for p in body["policies"]] == [d.name for d in POLICIES]
     by_name = {p["name"]: p for p in body["policies"]}
     assert by_name["MeshTimeout"]["path"] == "meshtimeouts"
@@ -79,6 +87,7 @@ async def test_dataplane_policies_endpoint_answers_the_match_and_404s() -> None:
         await api.store.create(res(to_service("only-backend", "backend")))
         status, body = await api.json("GET", "/meshes/default/dataplanes/web-1/_policies")
         assert status == 200, body
+        jsonschema_rs.validate(DATAPLANE_POLICIES_SCHEMA, body)
         assert body["zone"] == "zone-1"
         assert [(p["type"], p["name"]) for p in body["items"]] == [("MeshTimeout", "everyone")]
         status, body = await api.json("GET", "/meshes/default/dataplanes/nope/_policies")
@@ -100,7 +109,14 @@ class FakeFederation:
 
     async def sync_status(self, desc: TypeDescriptor, res: Resource) -> dict[str, Any]:
         self.asked.append((desc.name, res.mesh, res.name))
-        return {"type": desc.name, "mesh": res.mesh, "name": res.name, "version": "v", "zones": []}
+        zone = {"zone": "z", "state": "online", "version": None, "inSync": False, "lastError": None}
+        return {
+            "type": desc.name,
+            "mesh": res.mesh,
+            "name": res.name,
+            "version": "v",
+            "zones": [zone],
+        }
 
 
 async def test_mesh_sync_is_the_sync_status_of_every_policy_of_the_mesh() -> None:
@@ -115,6 +131,7 @@ async def test_mesh_sync_is_the_sync_status_of_every_policy_of_the_mesh() -> Non
             ).ok
         status, body = await api.json("GET", "/meshes/default/policies/_sync")
         assert status == 200, body
+        jsonschema_rs.validate(MESH_SYNC_SCHEMA, body)
         assert body["mesh"] == "default" and body["total"] == 2
         assert [(i["type"], i["name"]) for i in body["items"]] == [
             ("MeshTimeout", "a"),
