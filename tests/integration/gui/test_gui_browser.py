@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,14 +44,26 @@ def js(value: str) -> str:
     return json.dumps(value)
 
 
-async def sign_in(page: Page, url: str, token: str) -> None:
-    await page.goto(f"{url}/gui")
+def user_token(api: str, admin: str, name: str, groups: list[str]) -> str:
+    """`POST /tokens/user` with the admin token: a token of `groups` (not admin)."""
+    body = json.dumps({"name": name, "groups": groups, "validFor": "1h"}).encode()
+    req = urllib.request.Request(f"{api}/tokens/user", data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {admin}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(resp.read().decode()).strip()
+
+
+async def sign_in(page: Page, url: str, token: str, live: str = "live") -> None:
+    """Signs in at `url`'s GUI (the page shown, when "") and waits for the watch state."""
+    if url:
+        await page.goto(f"{url}/gui")
     await page.wait("document.getElementById('main')?.dataset.page === 'login'", "login prompt")
     await page.eval(
         f"document.getElementById('token').value = {js(token)};"
         "document.getElementById('login').requestSubmit(); true"
     )
-    await page.wait("document.body.dataset.live === 'live'", "the watch stream live")
+    await page.wait(f"document.body.dataset.live === {js(live)}", f"the watch stream {live}")
 
 
 async def show(page: Page, name: str) -> None:
@@ -184,4 +197,18 @@ async def test_gui_shows_live_federation_state_and_a_new_policy_reaches_the_matr
         )
 
         assert page.errors == []
+
+        # A read-only user token: every page, not live (the watch is admin only).
+        viewer = user_token(glob.base, token, "viewer", ["team-a"])
+        await page.goto(f"{cluster.glob.url}/gui")  # this tab's global session: still admin
+        await page.wait("document.body.dataset.live === 'live'", "signed in from sessionStorage")
+        await page.eval("document.getElementById('logout').click(); true")
+        await sign_in(page, "", viewer, live="forbidden")
+        for name in PAGES:
+            await show(page, name)
+            assert await page.eval("document.querySelector('[role=alert]') === null"), name
+        assert "admin" in await page.eval(cell("#live"))
+        await page.screenshot(shots / "global-6-read-only.png")
+        # The browser logs the 403 of /_watch; nothing else went wrong.
+        assert [e for e in page.errors if "403" not in e] == [], page.errors
     print(f"GUI screenshots in {shots} ({time.monotonic() - started:.1f}s in the browser test)")

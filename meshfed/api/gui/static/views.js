@@ -1,5 +1,6 @@
 // One function per page: reads what it shows through the API, returns its DOM.
 
+import { ApiError } from "./api.js";
 import * as data from "./data.js";
 import { UNKNOWN, badge, empty, h, num, table, text, when } from "./dom.js";
 import { toYaml } from "./yaml.js";
@@ -19,14 +20,24 @@ function stateBadge(state) {
   return badge(state, "bad");
 }
 
+// A zone's KDS status; null for a standalone zone (no global: no /_kds).
+async function kdsStatus(api) {
+  try {
+    return await api.get("/_kds");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return null;
+    throw err;
+  }
+}
+
 async function zoneCounts(ctx) {
   if (ctx.mode === "global") {
     const zones = await ctx.api.items("/zones+insights");
     const online = zones.filter((z) => z.zoneInsight.state === "online").length;
     return ratio(online, zones.length);
   }
-  const kds = await ctx.api.get("/_kds");
-  return `${ctx.zone}: ${kds.state}`;
+  const kds = await kdsStatus(ctx.api);
+  return `${ctx.zone}: ${kds ? kds.state : "standalone"}`;
 }
 
 async function policyCounts(ctx) {
@@ -108,7 +119,11 @@ export async function zones(ctx) {
 }
 
 async function zoneKds(ctx) {
-  const kds = await ctx.api.get("/_kds");
+  const kds = await kdsStatus(ctx.api);
+  if (kds === null) {
+    return h("section", {}, h("h1", {}, `Zone ${ctx.zone}`),
+      h("p", { id: "standalone" }, "A standalone zone: it has no global control plane."));
+  }
   const rows = [];
   for (const [type, s] of Object.entries(kds.received || {}).sort()) {
     rows.push(h("tr", { "data-type": type }, h("td", {}, "global \u2192 zone"), h("td", {}, type),
