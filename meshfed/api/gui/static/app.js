@@ -2,13 +2,14 @@
 
 import { Api, Unauthorized } from "./api.js";
 import { badge, h } from "./dom.js";
-import { PAGES } from "./views.js";
+import { policyTypes } from "./data.js";
+import { PAGES, WATCHED } from "./views.js";
 
 const TOKEN_KEY = "meshfed.token";
-const DEBOUNCE_MS = 250;
+const DEBOUNCE_MS = 250; // at most one re-read per this interval, however many changes
 const $ = (id) => document.getElementById(id);
 
-let session = null; // {api, mode, zone, stop: AbortController}
+let session = null; // {api, mode, zone, policyTypes: Set, stop: AbortController}
 let rendering = false;
 let again = false;
 let timer = null;
@@ -72,13 +73,30 @@ async function start(token) {
     else showLogin(`The control plane did not answer: ${err.message}`);
     return;
   }
-  session = { api, mode: info.mode, zone: info.zone || null, stop: new AbortController() };
+  let types;
+  try {
+    types = new Set((await policyTypes(api)).map((t) => t.name));
+  } catch (err) {
+    showLogin(`The control plane did not answer: ${err.message}`);
+    return;
+  }
+  if (session) session.stop.abort();
+  session = {
+    api,
+    mode: info.mode,
+    zone: info.zone || null,
+    policyTypes: types,
+    stop: new AbortController(),
+  };
   $("cp").textContent = info.mode === "global" ? "global control plane" : `zone ${info.zone}`;
   $("nav").hidden = false;
   $("logout").hidden = false;
   await render();
   const current = session;
-  api.watch(() => schedule(), (state) => {
+  if (!current) return; // the first read was refused: signed out
+  api.watch((event) => {
+    if (shows(current, event.type)) schedule();
+  }, (state) => {
     if (current !== session) return;
     setLive(state);
     if (state === "live") schedule(); // after a (re)connect: changes may have been missed
@@ -87,9 +105,20 @@ async function start(token) {
   });
 }
 
+// Whether a change of `type` can change the page shown.
+function shows(current, type) {
+  const watched = WATCHED[page()];
+  if (!watched) return true;
+  return watched.has(type) || (watched.has("policy") && current.policyTypes.has(type));
+}
+
+// A burst of changes costs one re-read: the first schedules it, the others join it.
 function schedule() {
-  clearTimeout(timer);
-  timer = setTimeout(() => render(), DEBOUNCE_MS);
+  if (timer !== null) return;
+  timer = setTimeout(() => {
+    timer = null;
+    render();
+  }, DEBOUNCE_MS);
 }
 
 async function render() {

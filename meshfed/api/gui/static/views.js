@@ -244,3 +244,13 @@ export async function dataplanes(ctx) {
 }
 
 export const PAGES = { overview, zones, services, policies, dataplanes };
+
+// The store changes each page shows (a type name, or "policy" for every policy type); a page
+// is re-read only for these. null: every change.
+export const WATCHED = {
+  overview: null,
+  zones: new Set(["Zone", "ZoneInsight"]),
+  services: new Set(["Mesh", "Dataplane", "VirtualIPs", "ZoneIngress", "ZoneIngressInsight"]),
+  policies: new Set(["Mesh", "Zone", "ZoneInsight", "policy"]),
+  dataplanes: new Set(["Mesh", "Dataplane", "DataplaneInsight", "policy"]),
+};
