@@ -15,8 +15,10 @@ from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.dataplane_tokens import add_dataplane_token_routes
 from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.federation import add_federation_routes
+from meshfed.api.gui import add_gui_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
 from meshfed.api.openapi import openapi_document
+from meshfed.api.policy_views import add_policy_view_routes
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
@@ -158,6 +160,8 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
     add_unsupported_routes(routes)
+    add_policy_view_routes(routes, ctx)  # GUI views: policy types, zone x version, per dataplane
+    add_gui_routes(routes)  # /gui: the web GUI's static files
     if ctx.mode is Mode.GLOBAL:
         add_zone_token_route(routes)  # the zone-token signing keys live on the global only
     add_dataplane_token_routes(routes)
