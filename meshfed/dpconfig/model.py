@@ -61,6 +61,7 @@ __all__ = [
     "Encoded",
     "Endpoint",
     "HealthCheck",
+    "HttpRetry",
     "Inbound",
     "IngressConfig",
     "IngressService",
@@ -131,6 +132,24 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 DEFAULT_MAX_CONNECT_ATTEMPTS = 5
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_LEAST_REQUEST_CHOICES = 2
+# MeshTimeout http (Kuma's defaults; 0: off) and MeshRetry http (Kuma's default policy
+# mesh-retry-all-default; retryOn unset is Kuma's default list).
+DEFAULT_REQUEST_TIMEOUT = 15.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 1800.0
+DEFAULT_HTTP_RETRIES = 5
+DEFAULT_PER_TRY_TIMEOUT = 16.0
+DEFAULT_BACKOFF_BASE = 0.025  # maxInterval defaults to 10 x baseInterval
+DEFAULT_HTTP_RETRY_ON = ("GatewayError", "ConnectFailure", "RefusedStream")
+
+
+class HttpRetry(Message, frozen=True):
+    """MeshRetry `http` for one outbound (mesh_dp/http/retry.py says what each does)."""
+
+    num_retries: Annotated[int, msgspec.Meta(ge=0, le=UINT32)] = DEFAULT_HTTP_RETRIES
+    per_try_timeout: Seconds = DEFAULT_PER_TRY_TIMEOUT  # 0: none
+    base_interval: Seconds = DEFAULT_BACKOFF_BASE
+    max_interval: Seconds = 10 * DEFAULT_BACKOFF_BASE
+    retry_on: tuple[str, ...] = DEFAULT_HTTP_RETRY_ON  # Kuma's names and status codes
 
 
 class OutboundPolicies(Message, frozen=True):
@@ -147,6 +166,13 @@ class OutboundPolicies(Message, frozen=True):
         DEFAULT_LEAST_REQUEST_CHOICES
     )
     locality_aware: bool = True  # local zone first (MeshLoadBalancingStrategy)
+    # MeshTimeout http, seconds, 0: off (mesh_dp/http/timeouts.py)
+    request_timeout: Seconds = DEFAULT_REQUEST_TIMEOUT
+    stream_idle_timeout: Seconds = DEFAULT_STREAM_IDLE_TIMEOUT
+    max_stream_duration: Seconds = 0.0
+    max_connection_duration: Seconds = 0.0
+    request_headers_timeout: Seconds = 0.0
+    http_retry: HttpRetry = HttpRetry()  # MeshRetry http
     sources: tuple[str, ...] = ()  # policies that set any of these, `Type/name`
 
 

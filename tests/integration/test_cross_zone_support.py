@@ -230,6 +230,8 @@ class Mesh:
         *,
         reachable: Sequence[str] = (),
         wait: bool = True,
+        app_module: str = "mesh_dp.echo",
+        protocol: str | None = None,
     ) -> Workload:
         """An echo app with its sidecar; `reachable`: the services its sidecar binds VIPs of
         (none by default, so many sidecars can share this host)."""
@@ -245,7 +247,7 @@ class Mesh:
             [
                 sys.executable,
                 "-m",
-                "mesh_dp.echo",
+                app_module,
                 "--address",
                 f"{app_address}:{app_port}",
                 "--name",
@@ -267,7 +269,8 @@ class Mesh:
                         "port": port,
                         "servicePort": app_port,
                         "serviceAddress": app_address,
-                        "tags": {"kuma.io/service": service},
+                        "tags": {"kuma.io/service": service}
+                        | ({"kuma.io/protocol": protocol} if protocol else {}),
                     }
                 ],
                 "transparentProxying": {"reachableServices": list(reachable)},
