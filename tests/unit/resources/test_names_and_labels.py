@@ -198,3 +198,26 @@ def test_ca_backend_names_must_fit_the_secret_names_and_labels_they_make(backend
         "mtls": {"enabledBackend": backend, "backends": [{"name": backend, "type": "builtin"}]},
     }
     assert "mtls.backends[0].name" in refused_fields(doc)
+
+
+def test_the_shadow_effect_label_is_refused_not_ignored() -> None:
+    doc = {
+        "type": "MeshTimeout",
+        "mesh": "default",
+        "name": "preview",
+        "labels": {"kuma.io/effect": "shadow"},
+        "spec": {
+            "targetRef": {"kind": "Mesh"},
+            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "20s"}}],
+        },
+    }
+    with pytest.raises(ValidationError) as exc:
+        resource_from_dict(doc, default_registry())
+    assert [(e.field, e.reason) for e in exc.value.errors] == [
+        (
+            "labels['kuma.io/effect']",
+            "not supported: meshfed has no shadow mode, so the policy would take effect",
+        )
+    ]
+    del doc["labels"]
+    assert resource_from_dict(doc, default_registry()).meta.name == "preview"
