@@ -153,13 +153,17 @@ class Balancer:
     def _hashed(
         self, group: list[EndpointState], tried: Collection[EndpointState], key: int
     ) -> EndpointState | None:
-        """The group's owner of `key`; the table covers the tried endpoints too, so a key
-        keeps its endpoint across retries and only moves past those already tried."""
+        """The owner of `key` among the group. The table covers every endpoint of the
+        group's level, so a key moves only when its own endpoint is unusable (unavailable,
+        or tried already by this request)."""
         lv = locality.level(group[0].endpoint)
-        members = group + [t for t in tried if locality.level(t.endpoint) == lv]
-        members.sort(key=lambda s: s.key)
-        table = self._table(members)
-        index = table.lookup(key, lambda i: not any(members[i] is t for t in tried))
+        aware = self.policies.locality_aware
+        members = sorted(
+            (s for s in self.states if not aware or locality.level(s.endpoint) == lv),
+            key=lambda s: s.key,
+        )
+        usable = {id(s) for s in group}
+        index = self._table(members).lookup(key, lambda i: id(members[i]) in usable)
         return None if index is None else members[index]
 
     def _table(self, members: list[EndpointState]) -> HashTable:
