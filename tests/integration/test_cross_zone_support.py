@@ -230,6 +230,7 @@ class Mesh:
         *,
         reachable: Sequence[str] = (),
         wait: bool = True,
+        tags: dict[str, str] | None = None,
     ) -> Workload:
         """An echo app with its sidecar; `reachable`: the services its sidecar binds VIPs of
         (none by default, so many sidecars can share this host)."""
@@ -267,7 +268,7 @@ class Mesh:
                         "port": port,
                         "servicePort": app_port,
                         "serviceAddress": app_address,
-                        "tags": {"kuma.io/service": service},
+                        "tags": {**(tags or {}), "kuma.io/service": service},
                     }
                 ],
                 "transparentProxying": {"reachableServices": list(reachable)},
