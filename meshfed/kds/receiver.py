@@ -105,6 +105,9 @@ class Receiver:
                 changes.upserts = [r for r in changes.upserts if (r.mesh, r.name) != key]
             changes.upserts.append(res)
             changes.versions[key] = wire.version
+        for key in resp.removed:
+            if not key.name:  # a store cannot look it up: applying it would drop the stream
+                failed[key] = f"remove of a {resp.type} without a name"
         changes.removes = [k for k in dict.fromkeys(resp.removed) if k not in failed]
 
         if not failed:

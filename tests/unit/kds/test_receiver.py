@@ -113,3 +113,18 @@ def test_subscribe_requests_one_per_type_with_held_versions() -> None:
     assert all(r.is_subscribe for r in reqs.values())
     assert reqs[MTP].initial_resource_versions == {Key("m", "a"): "v1"}
     assert reqs["MeshTimeout"].initial_resource_versions == {}
+
+
+def test_a_remove_without_a_name_is_nacked_not_applied() -> None:
+    """Found by tests/fuzz/test_kds_receive.py: the store refuses to look up an empty name,
+    so applying such a remove raised and dropped the stream, and the peer resent it forever."""
+    rcv = Receiver([MTP])
+    changes, reply = rcv.handle_response(
+        _resp(to_wire(res(MTP, "a")), removed=[Key("default", ""), Key("default", "b")]),
+        accept_all,
+    )
+    assert changes.removes == [Key("default", "b")]
+    assert [r.name for r in changes.upserts] == ["a"]
+    assert reply.error_detail is not None
+    [failed] = reply.error_detail.failed
+    assert failed.key == Key("default", "") and "without a name" in failed.reason
