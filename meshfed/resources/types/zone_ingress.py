@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from meshfed.resources.descriptors import KdsFlag, Mode, Scope, TypeDescriptor
-from meshfed.resources.schema import Bool, Int, ListOf, Obj, Str, as_validator
+from meshfed.resources.errors import FieldError
+from meshfed.resources.schema import Bool, Int, ListOf, Obj, Str, as_validator, join
 from meshfed.resources.types.common import (
     ADDRESS,
     AGE_COLUMN,
+    DIALABLE_ADDRESS,
     NAME,
     NAME_COLUMN,
     PORT,
@@ -19,6 +21,16 @@ from meshfed.resources.types.common import (
     dig,
 )
 
+
+def _dialed_address(obj: dict[str, Any], path: str) -> list[FieldError]:
+    """Other zones dial `advertisedAddress` if set, else `address`: that one must be dialable
+    (issue 16: `address: 0.0.0.0` was accepted and advertised). `address` alone may be
+    0.0.0.0 when an advertised address says where to reach the ingress."""
+    if obj.get("advertisedAddress") is not None:
+        return []
+    return DIALABLE_ADDRESS.check(obj.get("address"), join(path, "address"))
+
+
 # Other zones reach the ingress on its advertised address when it is behind NAT or a LB.
 ZONE_INGRESS_SCHEMA = Obj(
     {
@@ -27,12 +39,12 @@ ZONE_INGRESS_SCHEMA = Obj(
             {
                 "address": ADDRESS,
                 "port": PORT,
-                "advertisedAddress": ADDRESS,
+                "advertisedAddress": DIALABLE_ADDRESS,
                 "advertisedPort": PORT,
                 "admin": Obj({"port": PORT}),
             },
             required=("address", "port"),
-            checks=(advertised_pair("advertisedAddress", "advertisedPort"),),
+            checks=(advertised_pair("advertisedAddress", "advertisedPort"), _dialed_address),
         ),
         "availableServices": ListOf(
             Obj(
