@@ -221,3 +221,23 @@ def test_the_shadow_effect_label_is_refused_not_ignored() -> None:
     ]
     del doc["labels"]
     assert resource_from_dict(doc, default_registry()).meta.name == "preview"
+# ---- ZoneIngress addresses (issue 16: 0.0.0.0 was accepted and advertised to other zones) ----
+
+
+def zone_ingress(**networking: object) -> dict[str, object]:
+    return {"type": "ZoneIngress", "name": "zi", "networking": {"port": 10001, **networking}}
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "224.0.0.1"])
+def test_an_undialable_zone_ingress_address_is_refused(address: str) -> None:
+    reason = refused_fields(zone_ingress(address=address))["networking.address"]
+    assert address in reason and "dial" in reason
+    doc = zone_ingress(address="10.0.0.1", advertisedAddress=address, advertisedPort=1)
+    assert "networking.advertisedAddress" in refused_fields(doc)
+
+
+def test_a_zone_ingress_may_listen_on_any_address_behind_an_advertised_one() -> None:
+    resource_from_dict(
+        zone_ingress(address="0.0.0.0", advertisedAddress="203.0.113.7", advertisedPort=443), REG
+    )
+    resource_from_dict(zone_ingress(address="10.0.0.1"), REG)
