@@ -221,6 +221,8 @@ def test_the_shadow_effect_label_is_refused_not_ignored() -> None:
     ]
     del doc["labels"]
     assert resource_from_dict(doc, default_registry()).meta.name == "preview"
+
+
 # ---- ZoneIngress addresses (issue 16: 0.0.0.0 was accepted and advertised to other zones) ----
 
 
