@@ -120,8 +120,9 @@ class IngressNetworking(Model):
         has_addr, has_port = "advertisedAddress" in data, "advertisedPort" in data
         if has_addr == has_port:
             address = data.get("address")
-            checked = not has_addr and isinstance(address, str) and is_address(address)
-            reason = undialable(address) if checked else None  # (bad syntax: the type says)
+            if has_addr or not isinstance(address, str) or not is_address(address):
+                return []  # (a malformed address: its type says so)
+            reason = undialable(address)
             return [] if reason is None else [problem(("address",), reason)]
         missing, present = (
             ("advertisedPort", "advertisedAddress")
