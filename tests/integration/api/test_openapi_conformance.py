@@ -228,7 +228,7 @@ def refusal_failures(base: str, tokens: dict[str, str | None]) -> list[str]:
         for result in schema.get_all_operations():
             op = result.ok()
             admin = op.definition.raw["x-meshfed-access"] == "admin"
-            params = {"mesh": "default", "name": "refused", "kind": "user"}
+            params = {"mesh": "default", "name": "refused", "kind": "user", "file": "app.js"}
             path_parameters = {k: v for k, v in params.items() if "{" + k + "}" in op.path}
             body = {} if "requestBody" in op.definition.raw else NOT_SET
             media = "application/json" if body is not NOT_SET else None
