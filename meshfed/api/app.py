@@ -14,6 +14,7 @@ from meshfed.api.auth import ApiAuth
 from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.dataplane_tokens import add_dataplane_token_routes
 from meshfed.api.errors import ApiError, error_middleware
+from meshfed.api.explain import add_explain_routes
 from meshfed.api.federation import add_federation_routes
 from meshfed.api.gui import add_gui_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
@@ -159,6 +160,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
+    add_explain_routes(routes, ctx)  # GET /meshes/{mesh}/_explain: why a call passes or not
     add_unsupported_routes(routes)
     add_policy_view_routes(routes, ctx)  # GUI views: policy types, zone x version, per dataplane
     add_gui_routes(routes)  # /gui: the web GUI's static files
