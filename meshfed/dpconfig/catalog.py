@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from meshfed.resources.model import LABEL_ZONE, Resource
-from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, as_list, dig
+from meshfed.resources.models.proxies import DataplaneSpec, ZoneIngressSpec
+from meshfed.resources.typed import spec_as
+from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG
 
 SERVICE_PORT_TAG = "meshfed.io/service-port"
 DEFAULT_SERVICE_ADDRESS = "127.0.0.1"
@@ -119,31 +121,27 @@ class Catalog:
 
 
 def _inbounds(dataplane: Resource, zone: str) -> Iterator[LocalInstance]:
-    """The healthy, well-formed inbounds of one dataplane."""
-    networking = dig(dataplane.spec, "networking")
-    default_address = dig(networking, "address")
-    for index, raw in enumerate(as_list(dig(networking, "inbound"))):
-        if not isinstance(raw, dict) or dig(raw, "health", "ready") is False:
+    """The healthy inbounds of one dataplane (none if its body does not fit the model)."""
+    spec = spec_as(dataplane, DataplaneSpec)
+    if spec is None:
+        return
+    networking = spec.networking
+    for index, inbound in enumerate(networking.inbound or ()):
+        if inbound.health is not None and inbound.health.ready is False:
             continue
-        tags, port = raw.get("tags"), raw.get("port")
-        address = raw.get("address") or default_address
-        if not (isinstance(tags, dict) and isinstance(tags.get(SERVICE_TAG), str)):
-            continue
-        if not isinstance(port, int) or not isinstance(address, str):
-            continue
-        service_port = raw.get("servicePort")
-        service_address = raw.get("serviceAddress")
-        effective = {str(k): str(v) for k, v in tags.items()}
+        effective = dict(inbound.tags)
         effective.setdefault(LABEL_ZONE, zone)
         yield LocalInstance(
             dataplane=dataplane.meta.name,
             inbound=index,
-            address=address,
-            port=port,
+            address=inbound.address or networking.address,
+            port=inbound.port,
             service_address=(
-                service_address if isinstance(service_address, str) else DEFAULT_SERVICE_ADDRESS
+                DEFAULT_SERVICE_ADDRESS
+                if inbound.service_address is None
+                else inbound.service_address
             ),
-            service_port=service_port if isinstance(service_port, int) else port,
+            service_port=inbound.port if inbound.service_port is None else inbound.service_port,
             tags=effective,
         )
 
@@ -180,14 +178,11 @@ def available_services(
     ]
 
 
-def _dial_address(ingress: Resource) -> tuple[str, int] | None:
-    net = dig(ingress.spec, "networking")
-    address, port = dig(net, "advertisedAddress"), dig(net, "advertisedPort")
-    if not (isinstance(address, str) and isinstance(port, int)):
-        address, port = dig(net, "address"), dig(net, "port")
-    if isinstance(address, str) and isinstance(port, int):
-        return address, port
-    return None
+def _dial_address(ingress: ZoneIngressSpec) -> tuple[str, int]:
+    net = ingress.networking
+    if net.advertised_address is not None and net.advertised_port is not None:
+        return net.advertised_address, net.advertised_port
+    return net.address, net.port
 
 
 def _remote(
@@ -199,29 +194,23 @@ def _remote(
     """(mesh, service) -> (ingress endpoints, advertised service ports weighted by instances)."""
     out: dict[tuple[str, str], tuple[list[RemoteIngress], Counter[int]]] = {}
     for ingress in ingresses:
-        their_zone = ingress.spec.get("zone")
-        if ingress.type != "ZoneIngress" or not isinstance(their_zone, str):
+        if ingress.type != "ZoneIngress":
             continue
-        dial = _dial_address(ingress)
-        if not their_zone or their_zone == zone or dial is None or not online(ingress):
+        spec = spec_as(ingress, ZoneIngressSpec)
+        if spec is None or not spec.zone or spec.zone == zone or not online(ingress):
             continue
+        their_zone, dial = spec.zone, _dial_address(spec)
         per_service: Counter[tuple[str, str]] = Counter()
         ports: dict[tuple[str, str], Counter[int]] = {}
-        for svc in as_list(ingress.spec.get("availableServices")):
-            mesh, tags = dig(svc, "mesh"), dig(svc, "tags")
-            if (
-                not isinstance(mesh, str)
-                or not isinstance(tags, dict)
-                or svc.get("externalService")
-            ):
+        for svc in spec.available_services or ():
+            mesh, tags = svc.mesh, svc.tags
+            instances = 1 if svc.instances is None else svc.instances
+            if mesh is None or svc.external_service or instances <= 0:
                 continue
-            name = tags.get(SERVICE_TAG)
-            instances = svc.get("instances", 1)
-            if not isinstance(name, str) or not isinstance(instances, int) or instances <= 0:
-                continue
+            name = tags[SERVICE_TAG]
             per_service[(mesh, name)] += instances
-            protocols.setdefault((mesh, name), set()).add(str(tags.get(PROTOCOL_TAG, "tcp")))
-            port = str(tags.get(SERVICE_PORT_TAG, ""))
+            protocols.setdefault((mesh, name), set()).add(tags.get(PROTOCOL_TAG, "tcp"))
+            port = tags.get(SERVICE_PORT_TAG, "")
             if port.isdigit() and 0 < int(port) <= 65535:
                 ports.setdefault((mesh, name), Counter())[int(port)] += instances
         for key, instances in per_service.items():

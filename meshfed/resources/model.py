@@ -58,6 +58,12 @@ class Resource:
     type: str
     meta: Meta
     spec: dict[str, Any] = field(default_factory=dict)
+    # The body as its pydantic model, made on the first typed read (meshfed.resources.typed)
+    # and kept with the `spec` it was read from: (spec, model class, object or None if the
+    # body does not fit the model). A cache, not part of the value: not compared, not copied.
+    typed_cache: tuple[Any, Any, Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def name(self) -> str:

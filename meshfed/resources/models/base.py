@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -45,6 +46,28 @@ _MAP_KEY = "\x1f"
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
+
+# Set while `read_stored` reads a body that was validated where it entered the system: the
+# checks meshfed adds in Python (cross-field rules, patterns, tag and address rules) are
+# skipped; pydantic's structure (types, required fields, unknown fields, nested models) and
+# conversions (durations, decimals, defaults) are kept.
+_STORED: ContextVar[bool] = ContextVar("meshfed_stored_body", default=False)
+
+
+def reading_stored() -> bool:
+    """Whether the body being read was validated already (`read_stored`)."""
+    return _STORED.get()
+
+
+def read_stored(model: type[M], body: Any) -> M:
+    """`body`, validated when it was stored, as `model`: typed, defaults filled in, without
+    repeating meshfed's own checks (about 3x faster on a Dataplane). Raises pydantic's
+    ValidationError if its structure does not fit (written by an older version)."""
+    token = _STORED.set(True)
+    try:
+        return model.model_validate(body)
+    finally:
+        _STORED.reset(token)
 
 
 def problem(loc: Loc, reason: str, value: Any = None) -> InitErrorDetails:
@@ -207,6 +230,10 @@ class Model(BaseModel):
     def _meshfed_rules(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
         if isinstance(data, cls):
             return data
+        if type(data) is dict and _STORED.get():
+            if None in data.values():
+                data = {k: v for k, v in data.items() if v is not None}
+            return handler(data)
         if type(data) is not dict:
             if not isinstance(data, dict):
                 raise PydanticCustomError(_KIND, "{reason}", {"reason": "must be an object"})
@@ -328,6 +355,8 @@ class Text:
         message = self.message or (f"must match {self.pattern}" if self.pattern else "is not valid")
 
         def check(value: str) -> str:
+            if _STORED.get():
+                return value
             if self.non_empty and not value:
                 raise PydanticCustomError(_KIND, "{reason}", {"reason": "must not be empty"})
             if self.max_len is not None and len(value) > self.max_len:
@@ -497,6 +526,8 @@ class Also:
         rule = self.rule
 
         def wrap(value: Any, nxt: Callable[[Any], Any]) -> Any:
+            if _STORED.get():
+                return nxt(value)
             details: list[InitErrorDetails] = []
             result = None
             try:
@@ -524,6 +555,8 @@ class Keyed:
         minimum = self.min_items
 
         def wrap(value: Any, nxt: Callable[[Any], Any]) -> Any:
+            if _STORED.get():
+                return nxt(value)
             if not isinstance(value, dict):
                 reason = "must be a map of keys to values"
                 raise PydanticCustomError(_KIND, "{reason}", {"reason": reason})

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
-from meshfed.resources.models.base import Also, Keyed, Range, Text, map_key, problem
+from meshfed.resources.models.base import (
+    Also,
+    Keyed,
+    Range,
+    Text,
+    map_key,
+    problem,
+    reading_stored,
+)
 from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, service_name_problem
 from meshfed.resources.values import is_address
 
@@ -51,6 +59,8 @@ class _Dialable:
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
         def check(value: str) -> str:
+            if reading_stored():
+                return value
             reason = undialable(value)
             if reason is None:
                 return value

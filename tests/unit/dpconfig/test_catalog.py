@@ -226,3 +226,12 @@ def test_malformed_resources_are_skipped_not_fatal() -> None:
     catalog = build_catalog(ZONE, [broken, no_address], [odd_ingress])
     assert len(catalog) == 0
     assert available_services([broken, no_address], ZONE) == []
+
+
+def test_a_stored_body_that_does_not_fit_its_model_offers_nothing() -> None:
+    # Stored bodies are validated where they enter; one an older version wrote in another
+    # shape is read as nothing, not half of it.
+    odd = dataplane("odd", inbound("odd", 18080), address="127.0.0.30")
+    odd.spec["networking"]["inbound"].append({"port": "18081", "tags": {"kuma.io/service": "x"}})
+    catalog = build_catalog(ZONE, [odd, WEB], [])
+    assert [e.service for e in catalog] == ["web"]
