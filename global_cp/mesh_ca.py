@@ -36,13 +36,16 @@ from meshfed.pki.ca import (
     ca_to_secret_data,
     create_mesh_ca,
 )
-from meshfed.pki.ca_names import cert_secret_name, enabled_builtin_backend, key_secret_name
+from meshfed.pki.ca_names import (
+    UnreadableMesh,
+    cert_secret_name,
+    enabled_builtin_backend,
+    key_secret_name,
+)
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Meta, Resource
-from meshfed.resources.types.common import dig
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.secret import SECRET
-from meshfed.resources.values import parse_duration
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from meshfed.store.cache import StoreCache
 from meshfed.store.mirror import resource_view
@@ -70,11 +73,15 @@ class CaPlan:
 def plan_for(mesh: Resource) -> CaPlan | None:
     """What CA `mesh` needs (None: no builtin mTLS); MeshCaError for settings it cannot honour
     (the validator refuses them, but a stored Mesh may predate it)."""
-    backend = enabled_builtin_backend(mesh)
+    try:
+        backend = enabled_builtin_backend(mesh)
+    except UnreadableMesh as exc:
+        raise MeshCaError(str(exc)) from None
     if backend is None:
         return None
-    where = f"mtls.backends[{backend['name']}].conf.caCert"
-    bits = dig(backend, "conf", "caCert", "RSAbits")
+    where = f"mtls.backends[{backend.name}].conf.caCert"
+    ca_cert = backend.conf.ca_cert if backend.conf else None
+    bits = ca_cert.rsa_bits if ca_cert else None
     if bits is None:
         algorithm = KeyAlgorithm.ECDSA_P256
     elif bits == 2048:
@@ -84,13 +91,9 @@ def plan_for(mesh: Resource) -> CaPlan | None:
     else:
         raise MeshCaError(f"{where}.RSAbits: {bits!r} is not 2048 or 4096")
     validity = DEFAULT_CA_VALIDITY
-    expiration = dig(backend, "conf", "caCert", "expiration")
-    if expiration is not None:
-        nanos = parse_duration(expiration, long_units=True) if isinstance(expiration, str) else None
-        if nanos is None or nanos <= 0:
-            raise MeshCaError(f"{where}.expiration: {expiration!r} is not a positive duration")
-        validity = dt.timedelta(microseconds=nanos // 1000)
-    return CaPlan(mesh.meta.name, str(backend["name"]), algorithm, validity)
+    if ca_cert and ca_cert.expiration is not None:
+        validity = ca_cert.expiration
+    return CaPlan(mesh.meta.name, backend.name, algorithm, validity)
 
 
 def ca_secrets(plan: CaPlan, ca: MeshCA) -> tuple[Resource, Resource]:

@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from meshfed.pki.ca import MeshCA, ca_from_secret_data, utcnow
-from meshfed.pki.ca_names import cert_secret_name, enabled_builtin_backend, key_secret_name
+from meshfed.pki.ca_names import (
+    UnreadableMesh,
+    cert_secret_name,
+    enabled_builtin_backend,
+    key_secret_name,
+)
 from meshfed.pki.leaf import DEFAULT_LEAF_VALIDITY, Leaf, issue_leaf
 from meshfed.pki.spiffe import PkiError
 from meshfed.resources.model import Resource
-from meshfed.resources.types.common import dig
-from meshfed.resources.values import parse_duration
 
 ROTATION_FRACTION: Final = 0.8
 # Never rotate sooner than this after issuing, whatever the validity: a tiny validity must
@@ -47,15 +50,18 @@ class CertError(Exception):
 def mesh_ca(mesh: Resource, secrets: Mapping[str, Resource]) -> MeshCA | None:
     """The CA of `mesh` from its Secrets (`secrets`: name -> Secret of that mesh); None when
     the mesh has no builtin mTLS. CertError when the CA has not arrived or is unusable."""
-    backend = enabled_builtin_backend(mesh)
+    try:
+        backend = enabled_builtin_backend(mesh)
+    except UnreadableMesh as exc:
+        raise CertError(str(exc)) from None
     if backend is None:
         return None
     name = mesh.meta.name
-    cert = secrets.get(cert_secret_name(name, str(backend["name"])))
-    key = secrets.get(key_secret_name(name, str(backend["name"])))
+    cert = secrets.get(cert_secret_name(name, backend.name))
+    key = secrets.get(key_secret_name(name, backend.name))
     if cert is None or key is None:
         raise CertError(
-            f"mesh {name!r} has mTLS on (backend {backend['name']!r}) but its CA has not "
+            f"mesh {name!r} has mTLS on (backend {backend.name!r}) but its CA has not "
             "reached this zone yet (it is created at the global and synced)"
         )
     try:
@@ -70,11 +76,8 @@ def mesh_ca(mesh: Resource, secrets: Mapping[str, Resource]) -> MeshCA | None:
 def leaf_validity(mesh: Resource, default: dt.timedelta) -> dt.timedelta:
     """The enabled backend's `dpCert.rotation.expiration`, else `default`."""
     backend = enabled_builtin_backend(mesh)
-    raw = dig(backend, "dpCert", "rotation", "expiration") if backend else None
-    nanos = parse_duration(raw, long_units=True) if isinstance(raw, str) else None
-    if nanos is None or nanos <= 0:
-        return default
-    return dt.timedelta(microseconds=nanos // 1000)
+    rotation = backend.dp_cert.rotation if backend and backend.dp_cert else None
+    return rotation.expiration if rotation and rotation.expiration else default
 
 
 def rotation_time(issued_at: dt.datetime, not_after: dt.datetime) -> dt.datetime:
@@ -159,7 +162,7 @@ class CertIssuer:
         record.last_regeneration = now
         record.expiration = not_after
         backend = enabled_builtin_backend(mesh)
-        record.backend = str(backend["name"]) if backend else ""
+        record.backend = backend.name if backend else ""
         self.issued_total += 1
         return leaf
 

@@ -28,7 +28,8 @@ from typing import Final
 
 from meshfed.auth.tokens import MAX_TOKEN_BYTES, DataplaneClaims, ZoneClaims, ZoneScope
 from meshfed.resources.model import Resource
-from meshfed.resources.types.common import as_list, dig
+from meshfed.resources.models.proxies import DataplaneSpec
+from meshfed.resources.typed import spec_as, unfit_reason
 
 AUTHORIZATION: Final = "authorization"  # gRPC metadata keys are lower case
 
@@ -74,11 +75,12 @@ def claimed_mesh(token: str) -> str | None:
     return mesh if isinstance(mesh, str) and 0 < len(mesh) <= 253 else None
 
 
-def _inbound_tags(dataplane: Resource) -> list[dict[str, object]]:
-    return [
-        tags if isinstance(tags := dig(i, "tags"), dict) else {}
-        for i in as_list(dig(dataplane.spec, "networking", "inbound"))
-    ]
+def _inbound_tags(dataplane: Resource) -> list[dict[str, str]] | None:
+    """The tags of each inbound; None if the body does not fit the model."""
+    spec = spec_as(dataplane, DataplaneSpec)
+    if spec is None:
+        return None
+    return [i.tags for i in spec.networking.inbound or ()]
 
 
 def dataplane_refusal(claims: DataplaneClaims, dataplane: Resource) -> str | None:
@@ -94,14 +96,16 @@ def dataplane_refusal(claims: DataplaneClaims, dataplane: Resource) -> str | Non
             f"{dataplane.meta.name!r}"
         )
     inbounds = _inbound_tags(dataplane)
+    if inbounds is None:
+        return f"the Dataplane is not valid: {unfit_reason(dataplane, DataplaneSpec)}"
     if not inbounds:
         return "the Dataplane has no inbound for the token to cover"
     for tag in sorted(claims.tags):
         allowed = claims.tags[tag]
         for index, tags in enumerate(inbounds):
             value = tags.get(tag)
-            if not isinstance(value, str) or value not in allowed:
-                shown = "no value" if not isinstance(value, str) else repr(value)
+            if value is None or value not in allowed:
+                shown = "no value" if value is None else repr(value)
                 return (
                     f"inbound[{index}] has {tag}={shown}, which the dataplane token does not "
                     f"allow (allowed: {', '.join(allowed)})"

@@ -57,3 +57,17 @@ def spec_as(resource: Resource, model: type[M]) -> M | None:
         value = None
     resource.typed_cache = (resource.spec, model, value)
     return value
+
+
+def unfit_reason(resource: Resource, model: type[BaseModel]) -> str:
+    """Why `resource.spec` does not fit `model` ("path: reason; ..."), for a reader's error
+    message once `spec_as` said None; "" if it fits."""
+    from pydantic import ValidationError as PydanticError
+
+    from meshfed.resources.models.base import field_errors, read_stored
+
+    try:
+        read_stored(model, resource.spec)
+    except PydanticError as exc:
+        return "; ".join(f"{e.field}: {e.reason}" for e in field_errors(exc, ""))
+    return ""

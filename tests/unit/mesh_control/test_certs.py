@@ -58,6 +58,12 @@ def test_the_ca_comes_from_the_secrets(ca: MeshCA) -> None:
     )
     with pytest.raises(CertError, match="has not reached this zone"):
         mesh_ca(m, {})
+    # A stored Mesh whose body does not fit the model (an older version's): whether it has
+    # mTLS cannot be told, so no CA is assumed; the error names the field.
+    odd = mesh()
+    odd.spec["mtls"]["backends"][0]["dpCert"] = {"rotation": {"expiration": "never"}}
+    with pytest.raises(CertError, match=r"backends\[0\]\.dpCert\.rotation\.expiration"):
+        mesh_ca(odd, {})
     found = mesh_ca(m, secrets_of(m, ca))
     assert found is not None and found.cert == ca.cert
     broken = secrets_of(m, ca)
