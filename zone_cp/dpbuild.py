@@ -25,7 +25,9 @@ from meshfed.dpconfig.protocol import ProxyType
 from meshfed.pki.ca import MeshCA
 from meshfed.policy.targetref import view_of
 from meshfed.resources.model import Resource
-from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
+from meshfed.resources.models.proxies import DataplaneSpec
+from meshfed.resources.typed import spec_as
+from meshfed.resources.types.common import SERVICE_TAG
 from zone_cp.certs import CertError, CertIssuer, mesh_ca
 
 ServiceKey = tuple[str, str]  # (mesh, service)
@@ -79,12 +81,9 @@ def wanted_services(dataplane: Resource, reachable: frozenset[str] | None) -> fr
     and its explicit outbounds' (None: every service of its mesh)."""
     if reachable is None:
         return None
-    explicit: set[str] = set()
-    for raw in as_list(dig(dataplane.spec, "networking", "outbound")):
-        service = dig(raw, "tags", SERVICE_TAG)
-        if isinstance(service, str):
-            explicit.add(service)
-    return reachable | explicit
+    spec = spec_as(dataplane, DataplaneSpec)
+    outbounds = (spec.networking.outbound or ()) if spec is not None else ()
+    return reachable | {o.tags[SERVICE_TAG] for o in outbounds}
 
 
 def narrowed(catalog: Catalog, mesh: str, services: Iterable[str]) -> Catalog:

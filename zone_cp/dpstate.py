@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -35,6 +35,8 @@ from meshfed.resources.model import (
     Meta,
     Resource,
 )
+from meshfed.resources.models.proxies import DataplaneSpec, Inbound
+from meshfed.resources.typed import spec_as
 from meshfed.resources.types.common import as_list, dig
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
 
@@ -61,7 +63,9 @@ def _labels(resource: Resource, zone: str) -> dict[str, str]:
 
 
 def without_health(dataplane: Resource) -> dict[str, Any]:
-    """The Dataplane's body with inbound health taken out (what the proxy controls)."""
+    """The Dataplane's body with inbound health taken out (what the proxy controls). This and
+    `with_health` edit the stored document itself, not its model: what is stored stays what
+    the proxy announced, byte for byte (a model dump would rewrite durations and order)."""
     spec = copy.deepcopy(dataplane.spec)
     for inbound in as_list(dig(spec, "networking", "inbound")):
         if isinstance(inbound, dict):
@@ -69,14 +73,19 @@ def without_health(dataplane: Resource) -> dict[str, Any]:
     return spec
 
 
+def _inbounds(dataplane: Resource) -> Sequence[Inbound]:
+    """The Dataplane's inbounds, typed; none if its body does not fit the model."""
+    spec = spec_as(dataplane, DataplaneSpec)
+    return (spec.networking.inbound or ()) if spec is not None else ()
+
+
 def health_of(dataplane: Resource) -> dict[int, bool]:
     """Inbound index -> ready, for the inbounds that say."""
-    out: dict[int, bool] = {}
-    for i, inbound in enumerate(as_list(dig(dataplane.spec, "networking", "inbound"))):
-        ready = dig(inbound, "health", "ready")
-        if isinstance(ready, bool):
-            out[i] = ready
-    return out
+    return {
+        i: inbound.health.ready
+        for i, inbound in enumerate(_inbounds(dataplane))
+        if inbound.health is not None and inbound.health.ready is not None
+    }
 
 
 def with_health(dataplane: Resource, ready: Mapping[int, bool], default: bool) -> Resource:
@@ -91,12 +100,11 @@ def with_health(dataplane: Resource, ready: Mapping[int, bool], default: bool) -
 def ready_by_port(dataplane: Resource, report: pb.Report) -> dict[int, bool]:
     """Inbound index -> ready from a sidecar's report (it names inbounds by port)."""
     by_port = {s.port: s.ready for s in report.inbounds}
-    out: dict[int, bool] = {}
-    for i, inbound in enumerate(as_list(dig(dataplane.spec, "networking", "inbound"))):
-        port = dig(inbound, "port")
-        if isinstance(port, int) and port in by_port:
-            out[i] = by_port[port]
-    return out
+    return {
+        i: by_port[inbound.port]
+        for i, inbound in enumerate(_inbounds(dataplane))
+        if inbound.port in by_port
+    }
 
 
 def registered_dataplane(announced: Resource, zone: str, stored: Resource | None) -> Resource:
