@@ -435,26 +435,34 @@ class HttpProxy:
                 return False
             framing = response_framing(final.framing, head.version)
             close = not head.keep_alive or framing is Framing.CLOSE or head.upgrade
-            down.write(response_bytes(final, framing, close=close))
+            # The head leaves with the body's first bytes when they are already here (one
+            # send, one TLS record), else before waiting for them.
+            held = response_bytes(final, framing, close=close)
             encoder = BodyEncoder(framing)
             while True:
+                if held and not up.ready():
+                    down.write(held)
+                    held = b""
                 try:
                     ev = await self._next_upstream(up, upload, sender)
                 except _Expired:
                     self.stats.timeouts += 1
+                    down.write(held)
                     down.abort()
                     return False
                 except ProtocolError:
                     ev = None
                 if ev is None:
+                    down.write(held)
                     down.abort()  # a cut body must not look complete
                     return False
                 if ev is END:
-                    down.write(encoder.end())
+                    down.write(held + encoder.end())
                     break
                 if isinstance(ev, bytes):
                     record.sent += len(ev)
-                    down.write(encoder.encode(ev))
+                    down.write(held + encoder.encode(ev))
+                    held = b""
                     await down.drain()
             self.cluster.finished(endpoint, final.status)
             complete = upload.done and upload.failed is None
