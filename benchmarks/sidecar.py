@@ -237,18 +237,23 @@ pid {tmp}/nginx-{name}.pid;
 error_log {tmp}/nginx-{name}.err warn;
 events {{ worker_connections 4096; }}
 """
-NGINX_APP = """
+NGINX_HTTP_OPEN = """
 http {{
     access_log off;
     keepalive_requests 1000000;
     default_type application/octet-stream;
     client_body_temp_path {tmp}/body;
+"""
+NGINX_APP = (
+    NGINX_HTTP_OPEN
+    + """
     server {{
         listen 127.0.0.1:{port};
         location / {{ return 200 "{body}"; }}
     }}
 }}
 """
+)
 NGINX_STREAM = """
 stream {{
     server {{
@@ -293,7 +298,10 @@ def start_app(procs: Procs) -> int:
     return port
 
 
-def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
+def start_meshfed(procs: Procs, ca: MeshCA, app_port: int, protocol: str = "tcp") -> Setup:
+    """web's sidecar (outbound `backend` on the returned port) and backend's sidecar (inbound
+    to the app); `protocol` is both services' kuma.io/protocol (tcp: byte relay, http: the
+    HTTP/1.1 proxy)."""
     inbound_port, outbound_port = free_port(), free_port()
     backend = SidecarConfig(
         mesh="default",
@@ -311,6 +319,7 @@ def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
                 "backend",
                 {},
                 allow_all("default"),
+                protocol=protocol,
             ),
         ),
         outbounds=(),
@@ -331,6 +340,7 @@ def start_meshfed(procs: Procs, ca: MeshCA, app_port: int) -> Setup:
                 "127.0.0.1",
                 outbound_port,
                 (Endpoint("127.0.0.1", inbound_port, "zone-1"),),
+                protocol=protocol,
             ),
         ),
         tls=tls(issue_leaf(ca, "web"), ca),
@@ -494,6 +504,13 @@ def rss_with_control_plane(procs: Procs, ca: MeshCA, services: int) -> dict[str,
 # --- report ---------------------------------------------------------------------------------
 
 
+def rss_line(what: str, mem: dict[str, float]) -> str:
+    return (
+        f"mesh-dp memory with {what}: RSS {mem['VmRSS']:.1f} MiB "
+        f"(private {mem['RssAnon']:.1f}, shared libraries {mem['RssFile']:.1f})"
+    )
+
+
 def report(results: list[Result], rss: dict[str, dict[str, float]]) -> None:
     print(
         f"{'path':8} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
@@ -521,10 +538,7 @@ def report(results: list[Result], rss: dict[str, dict[str, float]]) -> None:
         if key != "mesh_dp_memory_mib_100_outbounds":
             print(f"{key}: {value}")
     for mode, mem in rss.items():
-        print(
-            f"mesh-dp memory with 100 outbound services ({mode}): RSS {mem['VmRSS']:.1f} MiB "
-            f"(private {mem['RssAnon']:.1f}, shared libraries {mem['RssFile']:.1f})"
-        )
+        print(rss_line(f"100 outbound services ({mode})", mem))
     print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
 
 

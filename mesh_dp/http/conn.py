@@ -14,8 +14,9 @@ import collections
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from mesh_dp.http.parse import Event, ProtocolError, Upgraded
+from mesh_dp.http.parse import END, Event, ProtocolError, Upgraded
 from mesh_dp.relay import WRITE_HIGH_WATER, WRITE_LOW_WATER, ByteCounter
+from meshfed.aio import wait_for
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -143,6 +144,22 @@ class Conn(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.pop()
+
+    async def next_within(self, timeout: float | None) -> Event | None:
+        """`next()` waiting at most `timeout` seconds (None: no limit; TimeoutError). What is
+        already there comes back without arming a timer (a timer cannot fire before a
+        coroutine that does not suspend has returned, so the result is the same)."""
+        if timeout is None or self.ready():
+            return await self.next()
+        return await wait_for(self.next(), timeout)
+
+    def holds_end(self) -> bool:
+        """The END of the message being read is queued: the rest of its body is here."""
+        return END in self.events
+
+    def pop(self) -> Event:
+        """The next queued event (there must be one), without waiting."""
         ev = self.events.popleft()
         if isinstance(ev, bytes):
             self.queued -= len(ev)

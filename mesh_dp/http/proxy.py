@@ -205,7 +205,7 @@ class HttpProxy:
         idle = policy.response_timeout
         limit = policy.timeouts.request_headers
         if limit <= 0:
-            return await (wait_for(down.next(), idle) if idle > 0 else down.next())
+            return await down.next_within(idle if idle > 0 else None)
         first: float | None = None  # when the head's first byte came
         while True:
             if down.ready():
@@ -381,11 +381,9 @@ class HttpProxy:
         requestTimeout) also ends the wait, and the deadlines are read again."""
         while True:
             wait, kind = upload.deadlines.next_wait(self._clock())
-            if sender is None or sender.done():
-                if wait is None:
-                    return await up.next()
+            if sender is None or sender.done() or up.ready():
                 try:
-                    return await wait_for(up.next(), wait)
+                    return await up.next_within(wait)
                 except TimeoutError:
                     raise _Expired(kind) from None
             nxt = asyncio.ensure_future(up.next())
@@ -413,15 +411,19 @@ class HttpProxy:
         endpoint.active += 1
         parser = ResponseParser(head.method)
         up.expect(parser)
-        up.write(request_bytes(head))
+        whole = upload.done  # the body (if any) was sent whole before: a retry
+        if not whole and self._body_queued(down, head, upload):
+            up.write(request_bytes(head) + self._queued_body(down, head, upload))
+        else:
+            up.write(request_bytes(head))
         sender: asyncio.Task[None] | None = None
         if not upload.done:
             sender = asyncio.create_task(self._upload(down, up, head, upload))
-        elif head.framing is not Framing.NONE and upload.replay is not None:
+        elif whole and head.framing is not Framing.NONE and upload.replay is not None:
             up.write(_encoded(head, upload.replay.chunks, end=True))  # a retry of a whole body
         responded = False
         try:
-            may_replay = reused and sender is None  # nothing of the request is lost yet
+            may_replay = reused and whole  # nothing of the request is lost yet
             final = await self._final_head(down, up, head, upload, may_replay, sender)
             if final.status != 101 and retry.after_status(final.status, final.headers):
                 self.cluster.finished(endpoint, final.status)
@@ -433,26 +435,34 @@ class HttpProxy:
                 return False
             framing = response_framing(final.framing, head.version)
             close = not head.keep_alive or framing is Framing.CLOSE or head.upgrade
-            down.write(response_bytes(final, framing, close=close))
+            # The head leaves with the body's first bytes when they are already here (one
+            # send, one TLS record), else before waiting for them.
+            held = response_bytes(final, framing, close=close)
             encoder = BodyEncoder(framing)
             while True:
+                if held and not up.ready():
+                    down.write(held)
+                    held = b""
                 try:
                     ev = await self._next_upstream(up, upload, sender)
                 except _Expired:
                     self.stats.timeouts += 1
+                    down.write(held)
                     down.abort()
                     return False
                 except ProtocolError:
                     ev = None
                 if ev is None:
+                    down.write(held)
                     down.abort()  # a cut body must not look complete
                     return False
                 if ev is END:
-                    down.write(encoder.end())
+                    down.write(held + encoder.end())
                     break
                 if isinstance(ev, bytes):
                     record.sent += len(ev)
-                    down.write(encoder.encode(ev))
+                    down.write(held + encoder.encode(ev))
+                    held = b""
                     await down.drain()
             self.cluster.finished(endpoint, final.status)
             complete = upload.done and upload.failed is None
@@ -531,7 +541,7 @@ class HttpProxy:
         idle = upload.deadlines.timeouts.stream_idle
         try:
             while True:
-                ev = await (wait_for(down.next(), idle) if idle > 0 else down.next())
+                ev = await down.next_within(idle if idle > 0 else None)
                 if ev is None:
                     upload.client_gone = True
                     up.abort()
@@ -554,6 +564,31 @@ class HttpProxy:
             up.abort()
         except ConnectionError:
             up.abort()
+
+    @staticmethod
+    def _body_queued(down: Conn, head: RequestHead, upload: _Upload) -> bool:
+        """The rest of the request body is already read (a small request's usual case)."""
+        replay = upload.replay
+        return not head.upgrade and not (replay and replay.chunks) and down.holds_end()
+
+    def _queued_body(self, down: Conn, head: RequestHead, upload: _Upload) -> bytes:
+        """The queued body, framed, sent with the head instead of by `_upload` from a second
+        task: no task and no two-way wait per small request, and one send. What `_upload`
+        would do, without waiting: the client connection's queue (conn.HIGH_WATER) bounds it."""
+        encoder = BodyEncoder(head.framing)
+        replay = upload.replay
+        out: list[bytes] = []
+        while True:
+            ev = down.pop()
+            if ev is END:
+                out.append(encoder.end())
+                upload.done = True
+                upload.deadlines.request_complete(self._clock())
+                return b"".join(out)
+            if isinstance(ev, bytes):
+                if replay is not None:
+                    replay.add(ev)
+                out.append(encoder.encode(ev))
 
     async def _switch(self, down: Conn, up: Conn, response: ResponseHead) -> None:
         """101: relay the head, then bytes both ways until one side ends."""
