@@ -46,7 +46,7 @@ def openapi_document(routes: RouteTable, title: str, version: str) -> dict[str, 
         "info": {"title": title, "version": version},
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {"Error": ERROR_SCHEMA, **routes.schemas},
+            "schemas": {"Error": ERROR_SCHEMA, **routes.components()},
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

@@ -369,11 +369,15 @@ _ETAG = {"description": "The resource's version, for If-Match", "schema": {"type
 
 def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
     """Adds list/get/put/delete routes (and their schemas) for every registered type."""
-    bodies, definitions = spec_schemas(ctx.registry)
-    for name, definition in definitions.items():
-        routes.schema(name, definition)
+
+    def schemas() -> dict[str, dict[str, Any]]:
+        bodies, definitions = spec_schemas(ctx.registry)
+        types = {d.name: resource_schema(d, bodies.get(d.name)) for d in ctx.registry}
+        return {**definitions, **types}
+
+    routes.schemas_later(schemas)
     for desc in ctx.registry:
-        schema = routes.schema(desc.name, resource_schema(desc, bodies.get(desc.name)))
+        schema = ref(desc.name)
         list_schema = routes.schema(
             desc.name + "List",
             {

@@ -74,6 +74,9 @@ class RouteTable:
         self.operations: list[Operation] = []
         self._by_route: dict[tuple[str, str], Operation] = {}
         self.schemas: dict[str, dict[str, Any]] = {}
+        # Component schemas made on first use of /openapi.json: generating every type's JSON
+        # Schema from its model takes ~0.2 s, which no process should pay at start.
+        self._later: list[Callable[[], dict[str, dict[str, Any]]]] = []
 
     def add(self, op: Operation, handler: Handler) -> None:
         if any(o.operation_id == op.operation_id for o in self.operations):
@@ -91,6 +94,16 @@ class RouteTable:
         """Registers a component schema; returns a $ref to it."""
         self.schemas[name] = schema
         return ref(name)
+
+    def schemas_later(self, make: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        """Registers component schemas that `make` returns when the document is first built."""
+        self._later.append(make)
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """Every component schema (making the deferred ones now, once)."""
+        while self._later:
+            self.schemas.update(self._later.pop(0)())
+        return self.schemas
 
 
 def ref(name: str) -> dict[str, Any]:
