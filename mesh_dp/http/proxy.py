@@ -43,6 +43,7 @@ from mesh_dp.http.accesslog import Record
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.errors import error_response, status_of
 from mesh_dp.http.headers import BodyEncoder, request_bytes, response_bytes, response_framing
+from mesh_dp.http.limits import Limits
 from mesh_dp.http.parse import (
     END,
     Framing,
@@ -101,7 +102,8 @@ class UpstreamCluster(Protocol):
 
     def connect_succeeded(self, endpoint: EndpointState) -> None: ...
 
-    def finished(self, endpoint: EndpointState, status: int) -> None: ...
+    def finished(self, endpoint: EndpointState, status: int) -> None:
+        """The attempt's outcome: the final status, 0 when it got no answer (reset, timeout)."""
 
 
 class _Failed(Exception):
@@ -134,8 +136,10 @@ class HttpProxy:
         *,
         access_log: Callable[[Record], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits | None = None,
     ) -> None:
         self.cluster = cluster
+        self.limits = limits or Limits()  # MeshCircuitBreaker request limits
         self.stats = stats
         self.direction = direction
         self.access_log = access_log
@@ -212,6 +216,27 @@ class HttpProxy:
         tried: list[EndpointState] = []
         policy = self.cluster.policy()
         retried = False
+        if not self.limits.try_acquire_request():
+            raise _Failed(
+                "circuit-open",
+                f"{self.cluster.name}: {self.limits.requests} requests in flight "
+                "(MeshCircuitBreaker maxRequests)",
+            )
+        try:
+            return await self._attempts(down, head, record, upload, policy, tried, retried)
+        finally:
+            self.limits.release_request()
+
+    async def _attempts(
+        self,
+        down: Conn,
+        head: RequestHead,
+        record: Record,
+        upload: _Upload,
+        policy: RequestPolicy,
+        tried: list[EndpointState],
+        retried: bool,
+    ) -> bool:
         while True:
             up, endpoint, reused = await self._acquire(head, policy, tried)
             record.upstream = endpoint.label
@@ -219,6 +244,10 @@ class HttpProxy:
                 return await self._round_trip(
                     down, up, endpoint, head, policy, record, upload, reused
                 )
+            except _Failed as failure:
+                if failure.kind in ("upstream-reset", "timeout"):
+                    self.cluster.finished(endpoint, 0)  # a local-origin failure (outlier.py)
+                raise
             except _Retry:
                 if retried:
                     raise _Failed("upstream-reset", "the upstream closed the connection") from None
@@ -239,10 +268,14 @@ class HttpProxy:
             if conn is not None:
                 return conn, endpoint, True
             if cluster.pool.open >= policy.max_connections:
+                cluster.pool.evict_idle()  # an idle one to another endpoint makes room
+                await self._pending(policy)
+                continue  # a connection was freed: choose again
+            if self.limits.pools_full(cluster.pool.pools, cluster.pool.has(endpoint.key)):
                 raise _Failed(
                     "circuit-open",
-                    f"{cluster.name}: {policy.max_connections} upstream connections open "
-                    "(MeshCircuitBreaker maxConnections)",
+                    f"{cluster.name}: connections open to {cluster.pool.pools} endpoints "
+                    "(MeshCircuitBreaker maxConnectionPools)",
                 )
             if tried:
                 self.stats.retries += 1
@@ -260,6 +293,25 @@ class HttpProxy:
         if not errors:
             raise _Failed("no-healthy-endpoint", f"{cluster.name} has no endpoint")
         raise _Failed("connect-failed", f"{cluster.name}: " + "; ".join(errors))
+
+    async def _pending(self, policy: RequestPolicy) -> None:
+        """maxConnections are open: wait as a pending request (limits.py) for one to be
+        freed, at most connectTimeout."""
+        name = self.cluster.name
+        try:
+            queued = await self.limits.wait_pending(policy.connect_timeout)
+        except TimeoutError:
+            raise _Failed(
+                "circuit-open",
+                f"{name}: no connection freed in {policy.connect_timeout}s "
+                f"({policy.max_connections} open: MeshCircuitBreaker maxConnections)",
+            ) from None
+        if not queued:
+            raise _Failed(
+                "circuit-open",
+                f"{name}: {policy.max_connections} upstream connections open and "
+                f"{self.limits.pending} requests waiting (MeshCircuitBreaker maxPendingRequests)",
+            )
 
     async def _next_upstream(self, up: Conn, policy: RequestPolicy) -> object:
         if policy.response_timeout > 0:

@@ -61,6 +61,7 @@ __all__ = [
     "Encoded",
     "Endpoint",
     "HealthCheck",
+    "HttpCheck",
     "Inbound",
     "IngressConfig",
     "IngressService",
@@ -69,6 +70,7 @@ __all__ = [
     "Outbound",
     "OutboundKind",
     "OutboundPolicies",
+    "Outlier",
     "Protocol",
     "SidecarConfig",
     "Tls",
@@ -115,13 +117,55 @@ class Endpoint(Message, frozen=True):
             raise ValueError("sni: is required when viaIngress is true")
 
 
+HeaderPair = tuple[str, str]
+
+
+class HttpCheck(Message, frozen=True):
+    """MeshHealthCheck `http`: GET `path` over mTLS to the endpoint; healthy when the status
+    is one of `expectedStatuses` (Kuma's defaults: "/", 200)."""
+
+    path: str = "/"
+    expected_statuses: tuple[int, ...] = (200,)
+    set_headers: tuple[HeaderPair, ...] = ()  # requestHeadersToAdd.set: replace
+    add_headers: tuple[HeaderPair, ...] = ()  # requestHeadersToAdd.add: append
+
+
 class HealthCheck(Message, frozen=True):
-    """Active TCP connect checks of each endpoint (MeshHealthCheck)."""
+    """Active checks of each endpoint (MeshHealthCheck): an HTTP check when `http` is set and
+    the outbound speaks http, else a TCP connect when `tcp` is true, else none."""
 
     interval: Seconds  # between checks
-    timeout: Seconds  # a connect may take
+    timeout: Seconds  # a check may take
     unhealthy_threshold: Count  # failures in a row that mark an endpoint unhealthy
     healthy_threshold: Count  # successes in a row that mark it healthy again
+    tcp: bool = True
+    http: HttpCheck | None = None
+
+
+class SuccessRate(Message, frozen=True):
+    minimum_hosts: Count = 5
+    request_volume: Count = 100
+    standard_deviation_factor: float = 1.9
+
+
+class FailurePercentage(Message, frozen=True):
+    minimum_hosts: Count = 5
+    request_volume: Count = 50
+    threshold: Annotated[int, msgspec.Meta(ge=0, le=100)] = 85
+
+
+class Outlier(Message, frozen=True):
+    """MeshCircuitBreaker `outlierDetection` (Envoy's defaults); a detector left None is off."""
+
+    interval: Seconds = 10.0
+    base_ejection_time: Seconds = 30.0
+    max_ejection_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+    split_external_and_local_errors: bool = False
+    total_failures: Count | None = None  # consecutive 5xx (local errors too unless split)
+    gateway_failures: Count | None = None  # consecutive 502/503/504
+    local_origin_failures: Count | None = None  # consecutive connect failures (split only)
+    success_rate: SuccessRate | None = None
+    failure_percentage: FailurePercentage | None = None
 
 
 # Defaults when no policy sets a field: the values of the policies Kuma creates with a mesh
@@ -131,6 +175,9 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 DEFAULT_MAX_CONNECT_ATTEMPTS = 5
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_LEAST_REQUEST_CHOICES = 2
+DEFAULT_MAX_PENDING_REQUESTS = 1024  # Envoy's circuit-breaker defaults
+DEFAULT_MAX_REQUESTS = 1024
+DEFAULT_MAX_RETRIES = 3
 
 
 class OutboundPolicies(Message, frozen=True):
@@ -147,6 +194,12 @@ class OutboundPolicies(Message, frozen=True):
         DEFAULT_LEAST_REQUEST_CHOICES
     )
     locality_aware: bool = True  # local zone first (MeshLoadBalancingStrategy)
+    # MeshCircuitBreaker connectionLimits of HTTP requests (mesh_dp/http/limits.py)
+    max_pending_requests: Count = DEFAULT_MAX_PENDING_REQUESTS  # waiting for a connection
+    max_requests: Count = DEFAULT_MAX_REQUESTS  # in flight at once
+    max_retries: Count = DEFAULT_MAX_RETRIES  # retries in flight at once
+    max_connection_pools: Count = UINT32  # endpoints with open connections at once
+    outlier: Outlier | None = None  # passive ejection (mesh_dp/http/outlier.py)
     sources: tuple[str, ...] = ()  # policies that set any of these, `Type/name`
 
 

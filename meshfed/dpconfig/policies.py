@@ -29,13 +29,23 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from meshfed.dpconfig.model import HealthCheck, LbAlgorithm, OutboundPolicies
+from meshfed.dpconfig.model import (
+    FailurePercentage,
+    HealthCheck,
+    HttpCheck,
+    LbAlgorithm,
+    OutboundPolicies,
+    Outlier,
+    SuccessRate,
+)
 from meshfed.policy.rules import Matched, outbound_conf
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.models.base import Model, parse
 from meshfed.resources.models.load_balancing import LoadBalancingConf
 from meshfed.resources.models.policies import (
     CircuitBreakerConf,
+    Consecutive,
+    Detectors,
     HealthCheckConf,
     RetryConf,
     TimeoutConf,
@@ -71,18 +81,100 @@ def read_conf(model: type[C], conf: dict[str, Any], type_name: str) -> C:
     return model.model_construct()
 
 
+def _http_check(hc: HealthCheckConf) -> HttpCheck | None:
+    http = hc.http
+    if http is None or http.disabled:
+        return None
+    headers = http.request_headers_to_add
+    return HttpCheck(
+        path=http.path or "/",
+        expected_statuses=tuple(http.expected_statuses or (200,)),
+        set_headers=tuple((h.name, h.value) for h in (headers and headers.set) or ()),
+        add_headers=tuple((h.name, h.value) for h in (headers and headers.add) or ()),
+    )
+
+
 def _health_check(conf: dict[str, Any]) -> HealthCheck | None:
     if not conf:
         return None  # no MeshHealthCheck: no checks
     hc = read_conf(HealthCheckConf, conf, MESH_HEALTH_CHECK)
-    if hc.tcp is not None and hc.tcp.disabled:
+    tcp = hc.tcp is None or not hc.tcp.disabled
+    http = _http_check(hc)
+    if not tcp and http is None:
         return None
     return HealthCheck(
         interval=hc.interval.total_seconds(),
         timeout=hc.timeout.total_seconds(),
         unhealthy_threshold=hc.unhealthy_threshold,
         healthy_threshold=hc.healthy_threshold,
+        tcp=tcp,
+        http=http,
     )
+
+
+def _outlier(breaker: CircuitBreakerConf) -> Outlier | None:
+    od = breaker.outlier_detection
+    if od is None or od.disabled:
+        return None
+    d = od.detectors or Detectors()
+    base = Outlier()
+    sr, fp = d.success_rate, d.failure_percentage
+    return Outlier(
+        interval=od.interval.total_seconds() if od.interval else base.interval,
+        base_ejection_time=(
+            od.base_ejection_time.total_seconds()
+            if od.base_ejection_time
+            else base.base_ejection_time
+        ),
+        max_ejection_percent=_or(od.max_ejection_percent, base.max_ejection_percent),
+        split_external_and_local_errors=bool(od.split_external_and_local_errors),
+        total_failures=_consecutive(d.total_failures),
+        gateway_failures=_consecutive(d.gateway_failures),
+        local_origin_failures=_consecutive(d.local_origin_failures),
+        success_rate=None
+        if not sr
+        else SuccessRate(
+            minimum_hosts=sr.minimum_hosts or SuccessRate().minimum_hosts,
+            request_volume=sr.request_volume or SuccessRate().request_volume,
+            standard_deviation_factor=float(
+                sr.standard_deviation_factor or SuccessRate().standard_deviation_factor
+            ),
+        ),
+        failure_percentage=None
+        if not fp
+        else FailurePercentage(
+            minimum_hosts=fp.minimum_hosts or FailurePercentage().minimum_hosts,
+            request_volume=fp.request_volume or FailurePercentage().request_volume,
+            threshold=FailurePercentage().threshold if fp.threshold is None else fp.threshold,
+        ),
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+DEFAULT_CONSECUTIVE = 5  # Envoy's consecutive_5xx / gateway / local-origin default
+
+
+def _consecutive(detector: Consecutive | None) -> int | None:
+    if detector is None:
+        return None
+    return detector.consecutive or DEFAULT_CONSECUTIVE
+
+
+def _limits(breaker: CircuitBreakerConf) -> dict[str, int]:
+    """The request limits the merged conf sets (OutboundPolicies' defaults for the rest)."""
+    limits = breaker.connection_limits
+    if limits is None:
+        return {}
+    fields = {
+        "max_pending_requests": limits.max_pending_requests,
+        "max_requests": limits.max_requests,
+        "max_retries": limits.max_retries,
+        "max_connection_pools": limits.max_connection_pools,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _load_balancer(lb: LoadBalancingConf) -> LbAlgorithm:
@@ -116,5 +208,7 @@ def outbound_policies(matched: Mapping[str, Sequence[Matched]], service: str) ->
         load_balancer=_load_balancer(lb),
         least_request_choices=lb.least_request_choices,
         locality_aware=lb.locality_aware,
+        outlier=_outlier(breaker),
         sources=tuple(sources),
+        **_limits(breaker),
     )

@@ -14,8 +14,14 @@ REST, dry runs and KDS all refuse the same fields.
 | MeshTimeout               | to[]    | connectionTimeout, idleTimeout                         |
 | MeshRetry                 | to[]    | tcp.maxConnectAttempt                                  |
 | MeshHealthCheck           | to[]    | interval, timeout, unhealthyThreshold,                 |
-|                           |         | healthyThreshold, tcp.disabled (TCP connect checks)    |
-| MeshCircuitBreaker        | to[]    | connectionLimits.maxConnections                        |
+|                           |         | healthyThreshold, tcp.disabled (TCP connect checks),   |
+|                           |         | http.disabled / path / expectedStatuses /              |
+|                           |         | requestHeadersToAdd (HTTP checks of http services)     |
+| MeshCircuitBreaker        | to[]    | connectionLimits.maxConnections, maxPendingRequests,   |
+|                           |         | maxRequests, maxRetries, maxConnectionPools;           |
+|                           |         | outlierDetection.disabled, interval, baseEjectionTime, |
+|                           |         | maxEjectionPercent, splitExternalAndLocalErrors,       |
+|                           |         | detectors (all five; not healthyPanicThreshold)        |
 | MeshLoadBalancingStrategy | to[]    | loadBalancer.type RoundRobin / Random / LeastRequest,  |
 |                           |         | loadBalancer.leastRequest.choiceCount,                 |
 |                           |         | localityAwareness.disabled                             |
@@ -82,9 +88,33 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
             "unhealthyThreshold": ANY,
             "healthyThreshold": ANY,
             "tcp": {"disabled": ANY},
+            "http": {
+                "disabled": ANY,
+                "path": ANY,
+                "expectedStatuses": ANY,
+                "requestHeadersToAdd": ANY,
+            },
         }
     ),
-    "MeshCircuitBreaker": Enforced(to={"connectionLimits": {"maxConnections": ANY}}),
+    "MeshCircuitBreaker": Enforced(
+        to={
+            "connectionLimits": {
+                "maxConnections": ANY,
+                "maxPendingRequests": ANY,
+                "maxRequests": ANY,
+                "maxRetries": ANY,
+                "maxConnectionPools": ANY,
+            },
+            "outlierDetection": {
+                "disabled": ANY,
+                "interval": ANY,
+                "baseEjectionTime": ANY,
+                "maxEjectionPercent": ANY,
+                "splitExternalAndLocalErrors": ANY,
+                "detectors": ANY,
+            },
+        }
+    ),
     "MeshLoadBalancingStrategy": Enforced(
         to={
             "loadBalancer": {

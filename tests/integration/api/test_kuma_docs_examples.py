@@ -37,7 +37,6 @@ REQUIRED = "is required"
 # A MeshService selected by labels: the 400 also says `name` is required, which Kuma does not
 # require when `labels` is given.
 BY_LABELS = {"spec.to[0].targetRef.name": REQUIRED, "spec.to[0].targetRef.labels": NOT_SUPPORTED}
-OUTLIER = {"spec.to[0].default.outlierDetection": NOT_ENFORCED}
 LOCAL_ZONE = {"spec.to[0].default.localityAwareness.localZone": NOT_ENFORCED}
 
 # The documented examples the global still refuses, each with every field its 400 names and a
@@ -61,30 +60,8 @@ PENDING: dict[str, dict[str, str]] = {
     "meshtimeout/intro-consumer-policy-ns2.yaml": BY_LABELS,
     # 13: MeshRetry http
     "meshretry/retry-http.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
-    # 13: MeshHealthCheck http (the fallback example only disables it)
-    "meshhealthcheck/web-to-backend-http.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
-    "meshhealthcheck/protocol-fallback.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
     # not in issue 13: gRPC health checks
     "meshhealthcheck/grpc-cart-to-payment.yaml": {"spec.to[0].default.grpc": NOT_ENFORCED},
-    # 13: MeshCircuitBreaker connection limits of HTTP requests
-    "meshcircuitbreaker/web-to-backend.yaml": {
-        "spec.to[0].default.connectionLimits.maxPendingRequests": NOT_ENFORCED,
-        "spec.to[0].default.connectionLimits.maxRetries": NOT_ENFORCED,
-        "spec.to[0].default.connectionLimits.maxRequests": NOT_ENFORCED,
-    },
-    # 13: MeshCircuitBreaker outlierDetection, one example per detector and mode
-    **{
-        f"meshcircuitbreaker/outlier-{detector}.yaml": OUTLIER
-        for detector in (
-            "total-failures",
-            "total-failures-split",
-            "gateway-failures",
-            "gateway-failures-split",
-            "local-origin-failures",
-            "success-rate",
-            "failure-percentage",
-        )
-    },
     # 13: MeshLoadBalancingStrategy RingHash and localZone affinity
     "meshloadbalancingstrategy/ring-hash.yaml": {
         "spec.to[0].default.loadBalancer.type": NOT_ENFORCED,
