@@ -19,7 +19,7 @@ import json
 import random
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import yaml
 from cryptography import x509
 from dnslib import RCODE, DNSRecord
 
+from meshfed.resources.types import default_registry
 from tests.integration.federation_support import Cluster, Http, Node
 from tests.integration.test_mesh_dp_support import Addresses, admin_json
 from tests.integration.token_support import dataplane_token, write_token, zone_token
@@ -136,6 +137,8 @@ class Workload:
     app: Proc
     sidecar: Proc
     admin: int
+    app_address: str = ""  # where the application listens (tests talk to it directly)
+    app_port: int = 0
 
     def stats(self) -> Any:
         return admin_json(self.admin)
@@ -210,7 +213,7 @@ class Mesh:
         return self.cluster.glob.http
 
     def apply(self, doc: dict[str, Any]) -> None:
-        plural = {"MeshTrafficPermission": "meshtrafficpermissions"}[doc["type"]]
+        plural = default_registry().get(doc["type"]).plural
         self.glob.put(f"/meshes/{MESH}/{plural}/{doc['name']}", doc)
 
     def dataplane_token(self, service: str, name: str = "") -> str:
@@ -230,9 +233,13 @@ class Mesh:
         *,
         reachable: Sequence[str] = (),
         wait: bool = True,
+        tags: Mapping[str, str] | None = None,
+        app: str = "mesh_dp.echo",
     ) -> Workload:
-        """An echo app with its sidecar; `reachable`: the services its sidecar binds VIPs of
-        (none by default, so many sidecars can share this host)."""
+        """An app with its sidecar; `reachable`: the services its sidecar binds VIPs of
+        (none by default, so many sidecars can share this host); `tags`: more inbound tags
+        (`kuma.io/protocol: http`); `app`: the application's module (`--address`, `--name`;
+        `--zone` for mesh_dp.echo)."""
         address, app_address = self.addresses.next(), self.addresses.next()
         # Instances of a service share their app port (each has its own address), so the
         # service has one port callers use. A random high port on a fresh address is free.
@@ -240,22 +247,21 @@ class Mesh:
             self.app_ports[service] = common_free_port([app_address])
         app_port = self.app_ports[service]
         port = free_port(address)
-        app = self.procs.start(
+        proc = self.procs.start(
             f"app-{name}",
             [
                 sys.executable,
                 "-m",
-                "mesh_dp.echo",
+                app,
                 "--address",
                 f"{app_address}:{app_port}",
                 "--name",
                 name,
-                "--zone",
-                zone,
+                *(["--zone", zone] if app == "mesh_dp.echo" else []),
             ],
         )
-        wait_until(lambda: port_open(app_address, app_port) or not app.alive(), what=name)
-        assert app.alive(), app.log()
+        wait_until(lambda: port_open(app_address, app_port) or not proc.alive(), what=name)
+        assert proc.alive(), proc.log()
         dataplane = {
             "type": "Dataplane",
             "mesh": MESH,
@@ -267,7 +273,7 @@ class Mesh:
                         "port": port,
                         "servicePort": app_port,
                         "serviceAddress": app_address,
-                        "tags": {"kuma.io/service": service},
+                        "tags": {"kuma.io/service": service, **(tags or {})},
                     }
                 ],
                 "transparentProxying": {"reachableServices": list(reachable)},
@@ -296,7 +302,8 @@ class Mesh:
                 "1s",
             ],
         )
-        w = Workload(name, zone, service, address, port, app, sidecar, admin)
+        w = Workload(name, zone, service, address, port, proc, sidecar, admin)
+        w.app_address, w.app_port = app_address, app_port
         if wait:
             wait_until(lambda: _ready(admin) or not sidecar.alive(), timeout=20, what=name)
             assert sidecar.alive(), sidecar.log()
