@@ -280,7 +280,9 @@ class SidecarCollector:
             "meshfed_dp_http_timeouts", "Requests the upstream did not answer in time", labels
         )
         ejections = counter(
-            "meshfed_dp_http_ejections", "Endpoints ejected (a failed connect, or outlier detection)", labels
+            "meshfed_dp_http_ejections",
+            "Endpoints ejected (failed connect, outlier)",
+            labels,
         )
         series: list[tuple[list[str], HttpStats]] = [
             (["inbound", s.service, s.address, str(s.port)], s.http) for s in self._inbounds()
