@@ -12,16 +12,18 @@ does). For one request (`_exchange`):
 2. **Connection** — an idle pooled connection to that endpoint, else a new one
    (`UpstreamCluster.open`: TCP + mTLS + peer identity check), bounded by
    `RequestPolicy.connect_timeout`, up to `max_connect_attempts` endpoints
-   (`UpstreamCluster.connect_failed` is the passive-ejection hook). Circuit breaking plugs in
-   before opening: `max_connections` caps open upstream connections (503 circuit-open);
-   `maxPendingRequests`/`maxRequests` belong at the same point.
+   (`UpstreamCluster.connect_failed` is the passive-ejection hook). Circuit breaking
+   (limits.py): `maxRequests` is taken for the whole request; at `max_connections` the
+   request waits as a pending one; `maxConnectionPools` before a new endpoint's first
+   connection. Over a limit: 503 circuit-open.
 3. **Round trip** — the head goes up (hop-by-hop rules: headers.py), the body streams up
    in a second task while the response is read (so `Expect: 100-continue` and early
    responses work), 1xx responses are relayed, the final one streams down. A reused
    connection that closes before answering a bodyless request is retried once on a fresh
    connection (the usual keep-alive race). Timeouts plug in at `_next_upstream` (today the
    outbound's idleTimeout bounds each wait: 504), retries of whole requests (MeshRetry
-   http) around `_attempt`, outlier detection at `UpstreamCluster.finished(status)`.
+   http) around `_attempt`; outlier detection reads `UpstreamCluster.finished(status)` (0: the
+   attempt got no answer, a reset or timeout).
 4. **Accounting** — `HttpStats.observe(record)` and the access log line.
 
 A 101 answer to an Upgrade request turns both connections into a byte tunnel.

@@ -7,12 +7,18 @@ What each enforced field means (the set itself is in meshfed/policy/enforced.py)
   bytes in either direction (`0s`: never).
 - MeshRetry `tcp.maxConnectAttempt`: how many endpoints to try for one accepted connection
   before giving up (a refused or timed-out connect moves on to the next choice).
-- MeshHealthCheck: TCP connect checks of each endpoint every `interval` (each may take
-  `timeout`); `unhealthyThreshold` failures in a row take an endpoint out of the choices,
-  `healthyThreshold` successes bring it back; `tcp.disabled: true` turns checks off.
+- MeshHealthCheck: checks of each endpoint every `interval` (each may take `timeout`);
+  `unhealthyThreshold` failures in a row take an endpoint out of the choices,
+  `healthyThreshold` successes bring it back. `http` (path, expectedStatuses,
+  requestHeadersToAdd; Kuma's defaults "/" and [200]) checks http outbounds with a GET over
+  mTLS; others get a TCP connect unless `tcp.disabled: true`; both off: no checks.
   Kuma's defaults fill what the merged conf leaves out (1m, 15s, 5, 1).
 - MeshCircuitBreaker `connectionLimits.maxConnections`: connections open at once through
-  this outbound; more are refused at accept.
+  this outbound; more are refused at accept (tcp) or wait as pending requests (http).
+  `maxPendingRequests`, `maxRequests`, `maxRetries`, `maxConnectionPools`: HTTP request
+  limits with Envoy's meaning and defaults (mesh_dp/http/limits.py). `outlierDetection`:
+  passive ejection per endpoint (mesh_dp/http/outlier.py); only the detectors set run, a
+  detector's `consecutive` defaults to Envoy's 5.
 - MeshLoadBalancingStrategy `loadBalancer.type`: RoundRobin, Random, or LeastRequest
   (sample `leastRequest.choiceCount` endpoints, take the one with fewest active
   connections); `localityAwareness.disabled: true`: all zones are equal, by weight.
