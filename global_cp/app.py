@@ -15,6 +15,7 @@ import socket
 from contextlib import suppress
 from typing import Any
 
+from global_cp import mesh_ca
 from global_cp.federation import Federation, KdsSettings
 from global_cp.mesh_ca import MeshCaJob
 from global_cp.replicas import Replicas, for_store
@@ -23,12 +24,14 @@ from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer, server_tls
 from meshfed.api.services import global_services
+from meshfed.auth import mesh_keys
 from meshfed.auth.bootstrap import bootstrap_credentials
 from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
+from meshfed.kds.naming import types_global_to_zone
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import (
     CA_FILE_NAME,
@@ -40,10 +43,12 @@ from meshfed.kds.tls import (
     ensure_kds_ca,
     write_ca_file,
 )
+from meshfed.kds.views import global_mirror_types
 from meshfed.pki.server_cert import server_names
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore, StoreError
+from meshfed.store.cache import StoreCache
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
 
@@ -57,6 +62,7 @@ class GlobalControlPlane:
         self.registry = registry or default_registry()
         self.mode = Mode.GLOBAL
         self.store: ResourceStore | None = None
+        self.cache: StoreCache | None = None  # the process's one store cache (decision 80)
         self.api: ApiContext | None = None
         self.federation: Federation | None = None
         self.replicas: Replicas | None = None
@@ -80,6 +86,10 @@ class GlobalControlPlane:
             log.info("first start: created Mesh %r", DEFAULT_MESH)
         await self._credentials()
         kds_tls = await self._kds_tls()
+        # One cache of the store for KDS, the mesh CA and the key job (one watch, one copy).
+        types = [*global_mirror_types(types_global_to_zone(self.registry))]
+        self.cache = cache = StoreCache(self.store, [*types, *mesh_ca.WATCHED, *mesh_keys.WATCHED])
+        await cache.start()
 
         self.api = ApiContext(
             store=self.store,
@@ -109,6 +119,7 @@ class GlobalControlPlane:
             ),
             self.api.instance_id,
             self.replicas,
+            cache,
         )
         self.api.federation = self.federation.views
         self.api.before_delete = self.federation.deletion.before_delete
@@ -121,11 +132,11 @@ class GlobalControlPlane:
         leader.add_job("zone-insight-sweep", self.sweep.run, every=s.zone_insight_flush)
         # Once per term, following the store until the term ends: every Mesh with builtin
         # mTLS gets its CA (global_cp.mesh_ca; safe even if two replicas overlap).
-        self.mesh_ca = MeshCaJob(self.store)
+        self.mesh_ca = MeshCaJob(self.store, cache)
         leader.add_job("mesh-ca", self.mesh_ca.run)
         # And every Mesh gets its dataplane-token signing key (synced to the zones, which
         # verify and issue their sidecars' tokens with it).
-        self.dataplane_keys = DataplaneKeyJob(self.store)
+        self.dataplane_keys = DataplaneKeyJob(self.store, cache)
         leader.add_job("dataplane-token-keys", self.dataplane_keys.run)
         # Once per term too: resources left without their Mesh (meshfed.store.orphans).
         self.orphans = OrphanSweeper(self.store, self.registry)
@@ -233,6 +244,9 @@ class GlobalControlPlane:
         if self.replicas is not None:
             with suppress(StoreError):
                 await self.replicas.stop()
+        if self.cache is not None:
+            await self.cache.stop()
+            self.cache = None
         if self.store is not None:
             await self.store.close()
             self.store = None

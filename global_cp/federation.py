@@ -1,6 +1,7 @@
 """The global's side of the federation: the KDS server and the parts behind it, wired.
 
-One StoreMirror (one store watch) feeds every zone's stream; each zone's view filters it.
+One view of the process's store cache (one store watch) feeds every zone's stream; each
+zone's view filters it.
 The parts, one role each, share what the replica knows of its zones (`global_cp.zone_book`):
 - `global_cp.zone_lifecycle`: the KdsServer's GlobalHooks (what each zone gets, where its
   inventory goes, Zone auto-creation, disabled and deleted zones);
@@ -41,6 +42,7 @@ from meshfed.kds.tls import ServerTls
 from meshfed.kds.views import global_mirror
 from meshfed.resources.descriptors import Registry
 from meshfed.store.base import ResourceStore
+from meshfed.store.cache import StoreCache
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,13 @@ class Federation:
         settings: KdsSettings,
         instance_id: str,
         replicas: Replicas | None = None,
+        cache: StoreCache | None = None,
     ) -> None:
+        """`cache`: the process's store cache (None: a cache of its own)."""
         self._settings = settings
         self.down_types = types_global_to_zone(registry)
         self.up_types = types_zone_to_global(registry)
-        self.mirror = global_mirror(store, self.down_types)
+        self.mirror = global_mirror(store, self.down_types, cache)
         self.replicas = replicas or SoleReplica(instance_id)
         self.zones = ZoneBook(store, registry, self.mirror, self.down_types)
         self.insights = ZoneInsightWriter(

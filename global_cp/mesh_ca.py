@@ -44,7 +44,8 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.secret import SECRET
 from meshfed.resources.values import parse_duration
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
-from meshfed.store.mirror import StoreMirror
+from meshfed.store.cache import StoreCache
+from meshfed.store.mirror import resource_view
 
 log = logging.getLogger("global_cp.mesh_ca")
 
@@ -154,18 +155,23 @@ async def ensure_ca(store: ResourceStore, plan: CaPlan) -> bool:
     return True
 
 
+WATCHED: Final = (MESH.name, SECRET.name)  # what the job reads from the store cache
+
+
 class MeshCaJob:
     """Follows Meshes and Secrets; ensures the CA of every Mesh with builtin mTLS."""
 
-    def __init__(self, store: ResourceStore) -> None:
+    def __init__(self, store: ResourceStore, cache: StoreCache | None = None) -> None:
+        """`cache`: the process's store cache (None: one of its own, for each term)."""
         self._store = store
+        self._cache = cache
         self.created = 0  # CAs this replica created
         self.failures = 0
         self.problems: dict[str, str] = {}  # mesh -> why its CA cannot be made
 
     async def run(self) -> None:
         """Runs until cancelled (the end of the leader's term)."""
-        mirror = StoreMirror(self._store, (MESH.name, SECRET.name), lambda res: res)
+        mirror = resource_view(self._store, WATCHED, self._cache)
         dirty = asyncio.Event()
         unlisten = mirror.listen(lambda type_name, key, res: dirty.set())
         await mirror.start()

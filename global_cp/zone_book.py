@@ -22,7 +22,7 @@ from meshfed.resources.descriptors import Registry
 from meshfed.resources.model import Key, Resource
 from meshfed.resources.types.insights import ZONE_INSIGHT
 from meshfed.store.base import NotFoundError, ResourceStore
-from meshfed.store.mirror import StoreMirror
+from meshfed.store.cache import CacheView
 
 
 class ZoneBook:
@@ -30,7 +30,7 @@ class ZoneBook:
         self,
         store: ResourceStore,
         registry: Registry,
-        mirror: StoreMirror[WireResource],
+        mirror: CacheView[WireResource],
         down_types: Sequence[str],
     ) -> None:
         self._store = store

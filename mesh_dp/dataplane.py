@@ -11,8 +11,11 @@ Dataplane, and sends beside it in its Hello: zone-cp then builds only those serv
 outbounds. The sidecar also binds only those VIPs itself, in case its zone-cp is older and
 sends every service. `--reachable-services` adds to it.
 
-Everything is checked with the same validators the API uses, so a mistake is reported at
-start, naming the field, instead of as a refusal from the control plane.
+The sidecar checks here what it needs itself (the document's envelope: type, name, mesh;
+the inbound flags; the reachable services) and leaves the spec to zone-cp, which validates
+the Hello with the API's validators and refuses a bad one with BAD_REQUEST naming the field:
+mesh-dp then exits with that reason. Validating the spec here would load pydantic into every
+sidecar (13 MiB of its 40 MB budget, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def build_dataplane(
             )
     registry = default_registry()
     try:
-        resource = resource_from_dict(doc, registry, expected_type="Dataplane")
+        resource = resource_from_dict(doc, registry, expected_type="Dataplane", validate=False)
     except ValidationError as exc:
         detail = "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in exc.errors)
         raise DataplaneError(f"not a valid Dataplane: {detail}") from None

@@ -44,6 +44,8 @@ from mesh_dp.http.outlier import OutlierDetector
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy, RequestPolicy
+from mesh_dp.http.retry import RetryPolicy
+from mesh_dp.http.timeouts import HttpTimeouts
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import OutboundStats
 from mesh_dp.tlsconf import TlsContexts
@@ -99,6 +101,7 @@ class _Cluster:
         self.pool.on_free = self.limits.freed
         self.outlier: OutlierDetector | None = None
         self._next_tick = 0.0
+        self._policy: tuple[OutboundPolicies, RequestPolicy] | None = None
 
     def update(self, policies: OutboundPolicies) -> None:
         """New policies or endpoints: limits and outlier settings from the next request."""
@@ -146,12 +149,9 @@ class _Cluster:
 
     def policy(self) -> RequestPolicy:
         p = self.listener.outbound.policies
-        return RequestPolicy(
-            connect_timeout=p.connect_timeout,
-            max_connect_attempts=p.max_connect_attempts,
-            response_timeout=p.idle_timeout,
-            max_connections=p.max_connections,
-        )
+        if self._policy is None or self._policy[0] is not p:
+            self._policy = p, request_policy(p)
+        return self._policy[1]
 
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
         return self.listener.balancer.choose(self.listener.clock(), tried)
@@ -180,6 +180,31 @@ class _Cluster:
         if status >= 500:
             endpoint.server_errors += 1
         self._outlier_result(endpoint, status, ok=True)
+
+
+def request_policy(p: OutboundPolicies) -> RequestPolicy:
+    """What the HTTP pipeline enforces per request, from the outbound's policies."""
+    r = p.http_retry
+    return RequestPolicy(
+        connect_timeout=p.connect_timeout,
+        max_connect_attempts=p.max_connect_attempts,
+        response_timeout=p.idle_timeout,
+        max_connections=p.max_connections,
+        timeouts=HttpTimeouts(
+            request=p.request_timeout,
+            stream_idle=p.stream_idle_timeout,
+            max_stream=p.max_stream_duration,
+            max_connection=p.max_connection_duration,
+            request_headers=p.request_headers_timeout,
+        ),
+        retry=RetryPolicy.from_retry_on(
+            r.retry_on,
+            num_retries=r.num_retries,
+            per_try_timeout=r.per_try_timeout,
+            base_interval=r.base_interval,
+            max_interval=r.max_interval,
+        ),
+    )
 
 
 class OutboundListener:

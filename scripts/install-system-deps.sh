@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs the system programs the tests talk to for real (dig, etcd, curl), if missing.
+# Installs the system programs the tests talk to for real (dig, etcd, curl, chromium), if missing.
 # Benchmarks need more (dnsmasq, dnsperf, nginx, wrk): `scripts/install-system-deps.sh --bench`.
 set -euo pipefail
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # the demo test pastes a curl command
+# The web GUI's browser test drives headless Chromium (tests/integration/gui/).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ "${1:-}" = "--bench" ]; then
   command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
   command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)

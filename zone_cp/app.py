@@ -17,6 +17,7 @@ from typing import Any
 
 from meshfed.api.context import ApiContext
 from meshfed.api.server import ApiServer, server_tls
+from meshfed.auth import mesh_keys
 from meshfed.auth.bootstrap import bootstrap_credentials
 from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
@@ -24,19 +25,23 @@ from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
 from meshfed.kds.auth import read_token_file
+from meshfed.kds.naming import types_zone_to_global
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import ClientTls, zone_tls
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
 from meshfed.store.base import ResourceStore
+from meshfed.store.cache import StoreCache
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
 from meshfed.store.etcd_lease import LeaderElection
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
 from zone_cp.certs import CertIssuer
 from zone_cp.dns_wiring import ZoneDns
+from zone_cp.dppusher import WATCHED as DPSERVER_TYPES
 from zone_cp.dpserver import DataplaneServer
 from zone_cp.kds import ZoneKds
+from zone_cp.services import WATCHED as SERVICES_TYPES
 from zone_cp.services import ZoneServices
 from zone_cp.settings import ZoneSettings
 
@@ -50,6 +55,7 @@ class ZoneControlPlane:
         self.settings = settings
         self.registry = registry or default_registry()
         self.store: ResourceStore | None = None
+        self.cache: StoreCache | None = None  # the process's one store cache (decision 80)
         self.api: ApiContext | None = None
         self.kds: ZoneKds | None = None
         self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
@@ -84,6 +90,9 @@ class ZoneControlPlane:
             await bootstrap_credentials(
                 self.store, (TokenKind.ZONE,), s.api_security.admin_token_file
             )
+        # One cache of the store for KDS, the catalog, the dataplane server and the key job.
+        self.cache = StoreCache(self.store, self._cache_types())
+        await self.cache.start()
         self.api = ApiContext(
             store=self.store,
             registry=self.registry,
@@ -123,7 +132,7 @@ class ZoneControlPlane:
             sweeper = OrphanSweeper(self.store, self.registry)
             self._orphans = asyncio.create_task(sweeper.run(), name="orphan-sweep")
             # No global to make every Mesh's dataplane-token key either.
-            keys = DataplaneKeyJob(self.store)
+            keys = DataplaneKeyJob(self.store, self.cache)
             self._dataplane_keys = asyncio.create_task(keys.run(), name="dataplane-token-keys")
         tls = server_tls(s.api_security.api_tls_cert, s.api_security.api_tls_key)
         self._server = ApiServer(self.api, s.api_address, "zone_cp.access", tls)
@@ -136,6 +145,15 @@ class ZoneControlPlane:
             self.api.instance_id,
         )
 
+    def _cache_types(self) -> list[str]:
+        """Every type a part of this process reads from the store cache."""
+        types = [*SERVICES_TYPES, *DPSERVER_TYPES]
+        if self.settings.global_kds:
+            types += types_zone_to_global(self.registry)
+        else:
+            types += mesh_keys.WATCHED
+        return types
+
     async def _start_services(self, api: ApiContext) -> None:
         """Catalog, VIPs and DNS; the first table is complete before DNS answers."""
         assert self.store is not None
@@ -143,7 +161,7 @@ class ZoneControlPlane:
         # Replicas sharing an etcd store: the leader allocates VIPs, the others follow it.
         replicated = bool(s.global_kds) and isinstance(self.store, EtcdStore)
         self.services = services = ZoneServices(
-            self.store, s.zone, s.vip_cidr, writer=not replicated
+            self.store, s.zone, s.vip_cidr, writer=not replicated, cache=self.cache
         )
         await services.start()
         self.dns = dns = ZoneDns(
@@ -183,6 +201,7 @@ class ZoneControlPlane:
             max_receive_bytes=s.dp_max_message_bytes,
             # Replicas sharing a store may hold each other's proxies: no crash sweep there.
             stale_after=None if isinstance(self.store, EtcdStore) else 30.0,
+            cache=self.cache,
         )
         address = await server.start(s.dp_server_address)
         api.collectors.append(server.collector())
@@ -231,6 +250,7 @@ class ZoneControlPlane:
             stale_timeout=s.kds_stale_timeout,
             tls=self._tls,
             token_file=s.zone_token_file,
+            cache=self.cache,
         )
 
     async def _run_kds(self) -> None:
@@ -284,6 +304,9 @@ class ZoneControlPlane:
         if self.services is not None:
             await self.services.stop()
             self.services = None
+        if self.cache is not None:
+            await self.cache.stop()
+            self.cache = None
         if self.store is not None:
             await self.store.close()
             self.store = None

@@ -63,7 +63,8 @@ from meshfed.resources.model import Key, Resource
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.mesh import MESH
 from meshfed.store.base import ResourceStore, StoreError
-from meshfed.store.mirror import StoreMirror
+from meshfed.store.cache import StoreCache
+from meshfed.store.mirror import resource_view
 from zone_cp import dpstate
 from zone_cp.certs import CertIssuer
 from zone_cp.dpinsights import InsightWriter
@@ -107,7 +108,9 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         stale_after: float | None = 30.0,
         debounce: float = DEBOUNCE,
         max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
+        cache: StoreCache | None = None,
     ) -> None:
+        """`cache`: the process's store cache (None: a cache of its own)."""
         self.zone = zone
         self.max_receive_bytes = max_receive_bytes
         self.issuer = issuer
@@ -115,7 +118,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._registry = registry or default_registry()
         self._insight_flush = insight_flush
         self._stale_after = stale_after
-        self._mirror = StoreMirror(store, WATCHED, lambda res: res)
+        self._mirror = resource_view(store, WATCHED, cache)
         self._dataplane_tokens = Verifier(store, TokenKind.DATAPLANE)
         self._zone_tokens = Verifier(store, TokenKind.ZONE)
         records = Records(store, zone)

@@ -2,9 +2,9 @@
 
 Down (global -> zone): what arrives is stored as sent (`kuma.io/origin: global`); the
 Receiver starts from the versions already in the store, so a restarted zone resumes instead
-of downloading everything again. Up (zone -> global): one store watch (a StoreMirror) feeds
-the zone's own Dataplanes, ZoneIngresses and insights to the stream, never the copies the
-global sent. While the global is unreachable the client retries with jittered exponential
+of downloading everything again. Up (zone -> global): one view of the process's store cache
+feeds the zone's own Dataplanes, ZoneIngresses and insights to the stream, never the copies
+the global sent. While the global is unreachable the client retries with jittered exponential
 backoff and the zone keeps everything it has. Every session is TLS (unless --kds-insecure)
 and presents the zone token, read from its file at each session.
 """
@@ -30,6 +30,7 @@ from meshfed.kds.tls import ClientTls
 from meshfed.kds.views import ZoneView, zone_mirror
 from meshfed.resources.descriptors import Registry
 from meshfed.store.base import ResourceStore
+from meshfed.store.cache import StoreCache
 
 log = logging.getLogger("zone_cp.kds")
 
@@ -53,8 +54,10 @@ class ZoneKds:
         stale_timeout: float,
         tls: ClientTls | None,
         token_file: Path | None,
+        cache: StoreCache | None = None,
     ) -> None:
-        """`tls` None: plaintext (--kds-insecure); `token_file`: the zone token."""
+        """`tls` None: plaintext (--kds-insecure); `token_file`: the zone token; `cache`: the
+        process's store cache (None: a cache of its own)."""
         self._store = store
         self._registry = registry
         self.zone = zone
@@ -67,7 +70,7 @@ class ZoneKds:
         self._token_file = token_file
         self.down_types = types_global_to_zone(registry)
         self.up_types = types_zone_to_global(registry)
-        self.mirror = zone_mirror(store, self.up_types, zone)
+        self.mirror = zone_mirror(store, self.up_types, zone, cache)
         self.client: KdsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -53,7 +53,8 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.vips import VIRTUAL_IPS
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import ConflictError, NotFoundError, ResourceStore, StoreError
-from meshfed.store.mirror import StoreMirror
+from meshfed.store.cache import StoreCache
+from meshfed.store.mirror import resource_view
 from zone_cp import dpstate
 from zone_cp.catalog import ingress_updates, own_available_services, zone_catalog
 from zone_cp.dns import NameSet
@@ -106,7 +107,9 @@ class ZoneServices:
         *,
         online: Predicate = _always,
         writer: bool = True,
+        cache: StoreCache | None = None,
     ) -> None:
+        """`cache`: the process's store cache (None: a cache of its own)."""
         self._store = store
         self.zone = zone
         self.cidr = cidr
@@ -114,7 +117,7 @@ class ZoneServices:
         self.writer = writer
         self._reload = True  # read the VIPs from the store before the next writing pass
         self.book = VipBook(cidr)
-        self._mirror = StoreMirror(store, WATCHED, lambda res: res)
+        self._mirror = resource_view(store, WATCHED, cache)
         self._snapshot = ServiceSnapshot(zone, Catalog(zone, []), {}, NameSet())
         self._listeners: list[SnapshotListener] = []
         self._written: dict[str, dict[str, Any]] = {}  # mesh -> VirtualIPs spec in the store

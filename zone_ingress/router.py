@@ -5,9 +5,14 @@ service of one mesh (only healthy ones: zone-cp leaves out instances that are no
 The SNI must be one of ours (`meshfed.dpconfig.sni`: `<service>.<mesh>.sni.mesh`) and name a
 service the table has; anything else is refused before a byte goes anywhere.
 
-Each connection gets every endpoint of its service, starting one further along than the
-previous connection (round robin), so the server can fall over to the next endpoint when a
-connect fails without another lookup.
+Each connection gets every endpoint of its service, fewest open connections first and, among
+equals, starting one further along than the previous connection (round robin), so the server
+can fall over to the next endpoint when a connect fails without another lookup. Fewest first
+because callers keep connections alive: a caller's sidecar pools one connection per instance
+behind this ingress (mesh_dp/http/pool.py) and must get a different instance on each, which
+round robin alone does not give when other callers' connections interleave. An endpoint
+whose last connect failed goes last until a connect to it succeeds again (with no
+connections it would otherwise always come first).
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ class Router:
         self.config = config
         self._table = config.by_sni()
         self._turn: dict[str, int] = {}
+        self._open: dict[tuple[str, int], int] = {}  # open connections per endpoint
+        self._failing: set[tuple[str, int]] = set()  # last connect failed
 
     def update(self, config: IngressConfig) -> None:
         """A new table; round-robin positions of services that stay are kept."""
         self.config = config
         self._table = config.by_sni()
         self._turn = {k: v for k, v in self._turn.items() if k in self._table}
+        listed = {(e.address, e.port) for s in self._table.values() for e in s.endpoints}
+        self._failing &= listed  # an endpoint that leaves and comes back starts afresh
 
     def route(self, sni: str) -> Route:
         key = sni.lower().removesuffix(".")
@@ -64,4 +73,29 @@ class Router:
             )
         turn = self._turn.get(key, 0)
         self._turn[key] = (turn + 1) % len(endpoints)
-        return Route(service, endpoints[turn:] + endpoints[:turn])
+        turned = endpoints[turn:] + endpoints[:turn]
+        # sorted() is stable: round robin among the endpoints with as few connections
+        ordered = sorted(turned, key=self._load)
+        return Route(service, tuple(ordered))
+
+    def _load(self, endpoint: Endpoint) -> tuple[bool, int]:
+        key = (endpoint.address, endpoint.port)
+        return key in self._failing, self._open.get(key, 0)
+
+    def opened(self, endpoint: Endpoint) -> None:
+        """A connection to `endpoint` is open (counted until `closed`)."""
+        key = (endpoint.address, endpoint.port)
+        self._open[key] = self._open.get(key, 0) + 1
+        self._failing.discard(key)
+
+    def failed(self, endpoint: Endpoint) -> None:
+        """A connect to `endpoint` failed: it goes last until one succeeds."""
+        self._failing.add((endpoint.address, endpoint.port))
+
+    def closed(self, endpoint: Endpoint) -> None:
+        key = (endpoint.address, endpoint.port)
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)

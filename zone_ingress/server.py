@@ -219,6 +219,7 @@ class _Connection:
         "reading",
         "relay",
         "resolving",
+        "router",
         "server",
         "service",
         "targets",
@@ -237,7 +238,8 @@ class _Connection:
         self.upstream: socket.socket | None = None
         self.reading = False  # the caller's socket, for the hello
         self.writing = False  # the upstream socket, for its connect
-        self.endpoint: Endpoint | None = None  # being connected to
+        self.endpoint: Endpoint | None = None  # being connected to, then connected to
+        self.router: Router | None = None  # counts this connection to `endpoint` while set
         # what is left to try, last first: (endpoint, address family or None for a hostname,
         # socket address)
         self.targets: list[tuple[Endpoint, int | None, tuple[Any, ...]]] = []
@@ -349,10 +351,10 @@ class _Connection:
             self._count_failure(e, os.strerror(err))
             return False
         self.upstream = sock
+        self.endpoint = e
         if err == 0:
             self._connected()
             return True
-        self.endpoint = e
         self._unwatch()  # the caller's bytes wait in the kernel meanwhile
         self.timer = self.loop.call_later(self.server.connect_timeout, self._connect_timeout)
         self.loop.add_writer(sock.fileno(), self._on_connect)
@@ -386,6 +388,8 @@ class _Connection:
     def _count_failure(self, e: Endpoint, reason: str) -> None:
         assert self.service is not None
         self.service.connect_failures += 1
+        if self.server.router is not None:
+            self.server.router.failed(e)
         self.errors.append(f"{e.address}:{e.port}: {reason}")
 
     # --- step 4: pump -------------------------------------------------------------------
@@ -395,6 +399,9 @@ class _Connection:
         assert upstream is not None and stats is not None
         with contextlib.suppress(OSError):
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.server.router is not None and self.endpoint is not None:
+            self.router = self.server.router
+            self.router.opened(self.endpoint)
         live = PumpStats()
         stats.connections_total += 1
         stats.active += 1
@@ -442,6 +449,9 @@ class _Connection:
             self.writing = False
 
     def _close(self) -> None:
+        if self.router is not None and self.endpoint is not None:
+            self.router.closed(self.endpoint)
+            self.router = None
         self._unwatch()
         self._cancel_timer()
         if self.resolving is not None:

@@ -46,6 +46,7 @@ class Conn(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._read_paused = False
         self.on_lost: list[Callable[[Conn], None]] = []
+        self.opened_at = 0.0  # when an upstream connection was opened (maxConnectionDuration)
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -115,6 +116,20 @@ class Conn(asyncio.Protocol):
     def ready(self) -> bool:
         """An event (or the end, or an error) is there without waiting."""
         return bool(self.events) or self.eof or self.error is not None
+
+    def in_message(self) -> bool:
+        """Bytes of a message came and the message is not complete yet."""
+        return bool(getattr(self.parser, "in_message", False))
+
+    async def wait(self) -> None:
+        """Until something arrives: bytes (even no whole event), the end, or an error."""
+        if self.ready():
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     async def next(self) -> Event | None:
         """The next event; None at the end of the connection; raises ProtocolError."""

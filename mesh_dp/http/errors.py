@@ -13,7 +13,8 @@ answer from the application's, and a short text body saying what happened:
 | circuit-open         | 503    | MeshCircuitBreaker: the upstream connection cap is reached |
 | connect-failed       | 502    | every connect attempt failed (refused, TLS, wrong identity) |
 | upstream-reset       | 502    | the upstream closed or broke HTTP before answering     |
-| timeout              | 504    | no answer within the timeout                           |
+| timeout              | 504    | a MeshTimeout deadline passed before the response head |
+| request-headers-timeout | 408 | the head took over requestHeadersTimeout (then a close) |
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ KINDS: dict[str, tuple[int, bytes]] = {
     "connect-failed": (502, b"Bad Gateway"),
     "upstream-reset": (502, b"Bad Gateway"),
     "timeout": (504, b"Gateway Timeout"),
+    "request-headers-timeout": (408, b"Request Timeout"),
 }
 
 

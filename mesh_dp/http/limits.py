@@ -4,13 +4,13 @@
 - `maxPendingRequests`: requests waiting for an upstream connection because
   `maxConnections` are open (`wait_pending`); a pending request waits at most the outbound's
   connectionTimeout, then fails as a connect timeout would.
-- `maxRetries`: retries in flight at once. The retry module calls `try_acquire_retry()`
-  before sending a request again (False: do not retry, answer with what the last attempt
-  got) and `release_retry()` when that attempt ends.
+- `maxRetries`: MeshRetry retries in flight at once. The request pipeline (proxy.py) calls
+  `try_acquire_retry()` when it decides to retry (False: do not retry, answer with what the
+  last attempt got) and `release_retry()` when that attempt ends.
 - `maxConnectionPools`: endpoints with open connections at once (`pools_full`).
 - `maxConnections` itself is counted by the pool (mesh_dp/http/pool.py).
 
-Over a limit the sidecar answers 503 with `x-meshfed-error: circuit-open` (mesh_dp/http/
+Over another limit the sidecar answers 503 with `x-meshfed-error: circuit-open` (mesh_dp/http/
 errors.py) and counts it in `overflows`. Counters only: the caller pairs each acquire with
 its release (try/finally).
 """

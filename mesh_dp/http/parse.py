@@ -155,6 +155,11 @@ class _Parser:
         self._in_message = False
         self.events.append(END)
 
+    @property
+    def in_message(self) -> bool:
+        """The first byte of a message came, its end has not (requestHeadersTimeout)."""
+        return self._in_message
+
     def _take(self) -> list[Event]:
         out, self.events = self.events, []
         return out

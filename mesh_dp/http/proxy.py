@@ -13,17 +13,19 @@ does). For one request (`_exchange`):
    (`UpstreamCluster.open`: TCP + mTLS + peer identity check), bounded by
    `RequestPolicy.connect_timeout`, up to `max_connect_attempts` endpoints
    (`UpstreamCluster.connect_failed` is the passive-ejection hook). Circuit breaking
-   (limits.py): `maxRequests` is taken for the whole request; at `max_connections` the
-   request waits as a pending one; `maxConnectionPools` before a new endpoint's first
-   connection. Over a limit: 503 circuit-open.
+   (limits.py): `maxRequests` is taken for the whole request, its retries included (Envoy
+   counts active requests); at `max_connections` the request waits as a pending one;
+   `maxConnectionPools` before a new endpoint's first connection; `maxRetries` before each
+   MeshRetry retry (over it, the last answer stands). Over the other limits: 503
+   circuit-open.
 3. **Round trip** — the head goes up (hop-by-hop rules: headers.py), the body streams up
    in a second task while the response is read (so `Expect: 100-continue` and early
    responses work), 1xx responses are relayed, the final one streams down. A reused
    connection that closes before answering a bodyless request is retried once on a fresh
    connection (the usual keep-alive race). Timeouts plug in at `_next_upstream` (today the
    outbound's idleTimeout bounds each wait: 504), retries of whole requests (MeshRetry
-   http) around `_attempt`; outlier detection reads `UpstreamCluster.finished(status)` (0: the
-   attempt got no answer, a reset or timeout).
+   http) around `_attempt`; outlier detection reads `UpstreamCluster.finished(status)` for
+   every attempt (0: the attempt got no answer, a reset or timeout).
 4. **Accounting** — `HttpStats.observe(record)` and the access log line.
 
 A 101 answer to an Upgrade request turns both connections into a byte tunnel.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -56,12 +59,17 @@ from mesh_dp.http.parse import (
     Upgraded,
 )
 from mesh_dp.http.pool import Pool
+from mesh_dp.http.retry import Failure, Replay, RetryPolicy, RetryState
+from mesh_dp.http.timeouts import Deadlines, Expiry, HttpTimeouts
 from mesh_dp.relay import describe
 from meshfed.aio import wait_for
 from meshfed.pki.spiffe import PkiError
 
 log = logging.getLogger("mesh_dp.http")
 
+FIRST = asyncio.FIRST_COMPLETED
+NO_TIMEOUTS = HttpTimeouts()
+NO_RETRIES = RetryPolicy()
 CONNECT_ERRORS = (OSError, TimeoutError, ssl.SSLError, PkiError)
 
 
@@ -72,8 +80,10 @@ class RequestPolicy:
 
     connect_timeout: float
     max_connect_attempts: int
-    response_timeout: float  # longest wait for an upstream byte (0: none)
+    response_timeout: float  # longest quiet time of a keep-alive client (0: none)
     max_connections: int  # open upstream connections at once
+    timeouts: HttpTimeouts = NO_TIMEOUTS  # MeshTimeout http (timeouts.py)
+    retry: RetryPolicy = NO_RETRIES  # MeshRetry http (retry.py)
 
 
 class HttpStatsSink(Protocol):
@@ -109,24 +119,42 @@ class UpstreamCluster(Protocol):
 
 
 class _Failed(Exception):
-    """The sidecar answers the request itself with `kind`."""
+    """The sidecar answers the request itself with `kind`; `failure`: how the attempt failed,
+    when MeshRetry may try again (retry.py)."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, failure: Failure | None = None) -> None:
         super().__init__(detail)
         self.kind = kind
+        self.failure = failure
 
 
 class _Retry(Exception):
     """A reused connection died before answering: try again on a fresh one."""
 
 
+class _RetryStatus(Exception):
+    """The answer's status asks MeshRetry for another attempt (its connection is dropped)."""
+
+
+class _Expired(Exception):
+    def __init__(self, kind: Expiry | None) -> None:
+        super().__init__(kind.value if kind else "timeout")
+        self.kind = kind
+
+
 @dataclass(slots=True)
 class _Upload:
-    """The request body's progress, shared by the two halves of a round trip."""
+    """The request body's progress, shared by the two halves of a round trip and by the
+    attempts of one request."""
 
+    deadlines: Deadlines
     done: bool = False
     failed: ProtocolError | None = None
     client_gone: bool = False
+    client_idle: bool = False  # the client was quiet for streamIdleTimeout mid-body
+    continued: bool = False  # a 100 Continue was relayed to the client
+    replay: Replay | None = None  # the body kept for a retry
+    retry_slot: bool = False  # the current attempt is a retry holding a maxRetries slot
 
 
 class HttpProxy:
@@ -138,6 +166,7 @@ class HttpProxy:
         *,
         access_log: Callable[[Record], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
         limits: Limits | None = None,
     ) -> None:
         self.cluster = cluster
@@ -146,17 +175,26 @@ class HttpProxy:
         self.direction = direction
         self.access_log = access_log
         self._clock = clock
+        self._rng = rng or random.Random()
 
     async def serve(self, down: Conn) -> None:
         """Answers the connection's requests until it ends or must close."""
         try:
             while True:
-                idle = self.cluster.policy().response_timeout
+                policy = self.cluster.policy()
                 try:
-                    # A keep-alive client quiet for idleTimeout is closed, as a TCP link is.
-                    ev = await (wait_for(down.next(), idle) if idle > 0 else down.next())
+                    ev = await self._next_request(down, policy)
                 except ProtocolError as exc:
                     self._refuse(down, exc)
+                    return
+                except _Expired:
+                    kind = "request-headers-timeout"
+                    down.write(
+                        error_response(kind, "request head not received in time", close=True)
+                    )
+                    record = Record(self.direction, self.cluster.name, error=kind)
+                    record.status = status_of(kind)
+                    self.account(record)
                     return
                 except TimeoutError:
                     return
@@ -168,6 +206,30 @@ class HttpProxy:
             pass  # the client left
         finally:
             down.close()
+
+    async def _next_request(self, down: Conn, policy: RequestPolicy) -> object:
+        """The next request head. A keep-alive client quiet for idleTimeout is closed, as a
+        TCP link is (TimeoutError); MeshTimeout requestHeadersTimeout bounds the time from a
+        request's first byte to the end of its head (_Expired)."""
+        idle = policy.response_timeout
+        limit = policy.timeouts.request_headers
+        if limit <= 0:
+            return await (wait_for(down.next(), idle) if idle > 0 else down.next())
+        first: float | None = None  # when the head's first byte came
+        while True:
+            if down.ready():
+                return await down.next()
+            if first is None and down.in_message():
+                first = self._clock()
+            wait = (idle or None) if first is None else first + limit - self._clock()
+            if wait is not None and wait <= 0:
+                raise _Expired(None)
+            try:
+                await wait_for(down.wait(), wait)
+            except TimeoutError:
+                if first is None:
+                    raise
+                raise _Expired(None) from None
 
     def _refuse(self, down: Conn, exc: ProtocolError) -> None:
         kind = "header-too-large" if exc.status == 431 else "bad-request"
@@ -184,13 +246,16 @@ class HttpProxy:
     async def _exchange(self, down: Conn, head: RequestHead) -> bool:
         record = Record(self.direction, self.cluster.name, head.method, head.target, head.version)
         start = self._clock()
-        upload = _Upload(done=head.framing is Framing.NONE)
+        policy = self.cluster.policy()
+        deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, start)
+        upload = _Upload(deadlines, done=head.framing is Framing.NONE)
         try:
             if upload.done:
                 await self._request_end(down, head)
+                deadlines.request_complete(self._clock())
             if head.method == b"CONNECT":
                 raise _Failed("method-not-allowed", "CONNECT is not proxied")
-            return await self._attempt(down, head, record, upload)
+            return await self._attempt(down, head, record, upload, policy)
         except _Failed as failure:
             whole = upload.done and not head.upgrade
             keep = whole and head.keep_alive
@@ -213,62 +278,110 @@ class HttpProxy:
             raise ConnectionResetError("request ended early")
 
     async def _attempt(
-        self, down: Conn, head: RequestHead, record: Record, upload: _Upload
-    ) -> bool:
-        tried: list[EndpointState] = []
-        policy = self.cluster.policy()
-        retried = False
-        if not self.limits.try_acquire_request():
-            raise _Failed(
-                "circuit-open",
-                f"{self.cluster.name}: {self.limits.requests} requests in flight "
-                "(MeshCircuitBreaker maxRequests)",
-            )
-        try:
-            return await self._attempts(down, head, record, upload, policy, tried, retried)
-        finally:
-            self.limits.release_request()
-
-    async def _attempts(
         self,
         down: Conn,
         head: RequestHead,
         record: Record,
         upload: _Upload,
         policy: RequestPolicy,
-        tried: list[EndpointState],
-        retried: bool,
     ) -> bool:
+        """Attempts until one is answered, or fails without MeshRetry asking for another. The
+        whole request, retries included, holds one maxRequests slot (Envoy's active
+        requests)."""
+        if not self.limits.try_acquire_request():
+            raise _Failed(
+                "circuit-open",
+                f"{self.cluster.name}: {self.limits.requests} requests in flight "
+                "(MeshCircuitBreaker maxRequests)",
+            )
+        retry = RetryState.for_request(policy.retry, head.method, head.upgrade)
+        upload.replay = retry.replay
+        used: list[EndpointState] = []  # endpoints of earlier attempts: a retry avoids them
+        try:
+            while True:
+                upload.deadlines.new_try(self._clock())
+                try:
+                    return await self._try_once(down, head, policy, record, upload, used, retry)
+                except _RetryStatus:
+                    pass  # _round_trip took the retry's maxRetries slot
+                except _Failed as failed:
+                    gone = upload.client_gone or upload.failed is not None or upload.client_idle
+                    if failed.failure is None or gone or not retry.after_failure(failed.failure):
+                        raise
+                    if not self._retry_slot(upload):
+                        raise  # maxRetries retries in flight: this failure is the answer
+                self.stats.retries += 1
+                wait = retry.next_backoff(self._rng)
+                left = upload.deadlines.retry_time_left(self._clock())
+                if left is not None and wait >= left:
+                    await asyncio.sleep(max(0.0, left))
+                    self.stats.timeouts += 1
+                    raise _Failed("timeout", f"{self.cluster.name}: requestTimeout expired")
+                await asyncio.sleep(wait)
+        finally:
+            self.limits.release_request()
+            if upload.retry_slot:
+                upload.retry_slot = False
+                self.limits.release_retry()
+
+    def _retry_slot(self, upload: _Upload) -> bool:
+        """Takes a maxRetries slot for the next attempt, after giving back the one the ending
+        attempt held (Envoy's order); False: no retry."""
+        if upload.retry_slot:
+            upload.retry_slot = False
+            self.limits.release_retry()
+        upload.retry_slot = self.limits.try_acquire_retry()
+        return upload.retry_slot
+
+    async def _try_once(
+        self,
+        down: Conn,
+        head: RequestHead,
+        policy: RequestPolicy,
+        record: Record,
+        upload: _Upload,
+        used: list[EndpointState],
+        retry: RetryState,
+    ) -> bool:
+        replayed = False
         while True:
-            up, endpoint, reused = await self._acquire(head, policy, tried)
+            up, endpoint, reused = await self._acquire(head, policy, used)
+            used.append(endpoint)
             record.upstream = endpoint.label
             try:
                 return await self._round_trip(
-                    down, up, endpoint, head, policy, record, upload, reused
+                    down, up, endpoint, head, policy, record, upload, reused, retry
                 )
             except _Failed as failure:
-                if failure.kind in ("upstream-reset", "timeout"):
+                if failure.kind in ("upstream-reset", "timeout") and not upload.client_idle:
                     self.cluster.finished(endpoint, 0)  # a local-origin failure (outlier.py)
                 raise
             except _Retry:
-                if retried:
-                    raise _Failed("upstream-reset", "the upstream closed the connection") from None
-                retried = True
+                if replayed:
+                    raise _Failed(
+                        "upstream-reset", "the upstream closed the connection", Failure.REFUSED
+                    ) from None
+                replayed = True
                 self.stats.retries += 1
 
     async def _acquire(
-        self, head: RequestHead, policy: RequestPolicy, tried: list[EndpointState]
+        self, head: RequestHead, policy: RequestPolicy, used: Sequence[EndpointState]
     ) -> tuple[Conn, EndpointState, bool]:
         cluster = self.cluster
         errors: list[str] = []
+        tried: list[EndpointState] = []
         while len(tried) < policy.max_connect_attempts:
-            endpoint = cluster.choose(head, tried)
+            endpoint = cluster.choose(head, [*used, *tried]) if used else None
+            if endpoint is None:
+                endpoint = cluster.choose(head, tried)  # a retry may reuse an endpoint
             if endpoint is None:
                 break
             spread = endpoint.endpoint.weight if endpoint.endpoint.via_ingress else 1
             conn = cluster.pool.take(endpoint.key, spread)
-            if conn is not None:
+            if conn is not None and not self._too_old(conn, policy):
                 return conn, endpoint, True
+            if conn is not None:
+                conn.close()  # past maxConnectionDuration
             if cluster.pool.open >= policy.max_connections:
                 cluster.pool.evict_idle()  # an idle one to another endpoint makes room
                 await self._pending(policy)
@@ -289,12 +402,13 @@ class HttpProxy:
                 errors.append(f"{endpoint.label}: {reason}")
                 cluster.connect_failed(endpoint)
                 continue
+            conn.opened_at = self._clock()
             cluster.connect_succeeded(endpoint)
             cluster.pool.track(endpoint.key, conn)
             return conn, endpoint, False
         if not errors:
             raise _Failed("no-healthy-endpoint", f"{cluster.name} has no endpoint")
-        raise _Failed("connect-failed", f"{cluster.name}: " + "; ".join(errors))
+        raise _Failed("connect-failed", f"{cluster.name}: " + "; ".join(errors), Failure.CONNECT)
 
     async def _pending(self, policy: RequestPolicy) -> None:
         """maxConnections are open: wait as a pending request (limits.py) for one to be
@@ -315,10 +429,35 @@ class HttpProxy:
                 f"{self.limits.pending} requests waiting (MeshCircuitBreaker maxPendingRequests)",
             )
 
-    async def _next_upstream(self, up: Conn, policy: RequestPolicy) -> object:
-        if policy.response_timeout > 0:
-            return await wait_for(up.next(), policy.response_timeout)
-        return await up.next()
+    def _too_old(self, conn: Conn, policy: RequestPolicy) -> bool:
+        """MeshTimeout maxConnectionDuration: an upstream connection is not used past it."""
+        limit = policy.timeouts.max_connection
+        return limit > 0 and self._clock() - conn.opened_at >= limit
+
+    async def _next_upstream(
+        self, up: Conn, upload: _Upload, sender: asyncio.Task[None] | None
+    ) -> object:
+        """The next upstream event within the request's deadlines (timeouts.py); _Expired
+        names the one that passed. While the body still streams up, its end (which starts
+        requestTimeout) also ends the wait, and the deadlines are read again."""
+        while True:
+            wait, kind = upload.deadlines.next_wait(self._clock())
+            if sender is None or sender.done():
+                if wait is None:
+                    return await up.next()
+                try:
+                    return await wait_for(up.next(), wait)
+                except TimeoutError:
+                    raise _Expired(kind) from None
+            nxt = asyncio.ensure_future(up.next())
+            done, _ = await asyncio.wait({nxt, sender}, timeout=wait, return_when=FIRST)
+            if nxt not in done:
+                nxt.cancel()
+                await asyncio.wait({nxt})
+            if not nxt.cancelled():
+                return nxt.result()
+            if not done:
+                raise _Expired(kind)
 
     async def _round_trip(
         self,
@@ -330,6 +469,7 @@ class HttpProxy:
         record: Record,
         upload: _Upload,
         reused: bool,
+        retry: RetryState,
     ) -> bool:
         endpoint.active += 1
         parser = ResponseParser(head.method)
@@ -337,11 +477,20 @@ class HttpProxy:
         up.write(request_bytes(head))
         sender: asyncio.Task[None] | None = None
         if not upload.done:
-            sender = asyncio.create_task(self._upload(down, up, head, record, upload))
+            sender = asyncio.create_task(self._upload(down, up, head, upload))
+        elif head.framing is not Framing.NONE and upload.replay is not None:
+            up.write(_encoded(head, upload.replay.chunks, end=True))  # a retry of a whole body
         responded = False
         try:
-            retry = reused and sender is None  # nothing of the request is lost yet
-            final = await self._final_head(down, up, head, policy, upload, retry)
+            may_replay = reused and sender is None  # nothing of the request is lost yet
+            final = await self._final_head(down, up, head, upload, may_replay, sender)
+            self.cluster.finished(endpoint, final.status)  # Envoy's outlier input: the head
+            if (
+                final.status != 101
+                and retry.after_status(final.status, final.headers)
+                and self._retry_slot(upload)  # else maxRetries are in flight: relay this one
+            ):
+                raise _RetryStatus
             responded = True
             record.status = final.status
             if final.status == 101:
@@ -353,8 +502,8 @@ class HttpProxy:
             encoder = BodyEncoder(framing)
             while True:
                 try:
-                    ev = await self._next_upstream(up, policy)
-                except TimeoutError:
+                    ev = await self._next_upstream(up, upload, sender)
+                except _Expired:
                     self.stats.timeouts += 1
                     down.abort()
                     return False
@@ -370,9 +519,9 @@ class HttpProxy:
                     record.sent += len(ev)
                     down.write(encoder.encode(ev))
                     await down.drain()
-            self.cluster.finished(endpoint, final.status)
             complete = upload.done and upload.failed is None
-            if final.keep_alive and complete and parser.stray == 0:
+            reusable = final.keep_alive and complete and parser.stray == 0
+            if reusable and not self._too_old(up, policy):
                 self.cluster.pool.give(endpoint.key, up)
             else:
                 up.close()
@@ -394,46 +543,59 @@ class HttpProxy:
         down: Conn,
         up: Conn,
         head: RequestHead,
-        policy: RequestPolicy,
         upload: _Upload,
-        may_retry: bool,
+        may_replay: bool,
+        sender: asyncio.Task[None] | None,
     ) -> ResponseHead:
-        """Relays 1xx responses; returns the final head (or a 101)."""
+        """Relays 1xx responses (a 100 Continue once per request); returns the final head
+        (or a 101)."""
         got_any = False
+        name = self.cluster.name
         while True:
             try:
-                ev = await self._next_upstream(up, policy)
-            except TimeoutError:
+                ev = await self._next_upstream(up, upload, sender)
+            except _Expired as exc:
                 self.stats.timeouts += 1
-                raise _Failed(
-                    "timeout", f"no answer from {self.cluster.name} in {policy.response_timeout}s"
-                ) from None
+                if exc.kind is Expiry.TRY:
+                    raise _Failed(
+                        "timeout", f"no answer from {name}: perTryTimeout", Failure.TIMEOUT
+                    ) from None
+                raise _Failed("timeout", f"no answer from {name}: {exc}") from None
             except ProtocolError as exc:
-                raise _Failed("upstream-reset", f"bad response: {exc}") from None
+                raise _Failed("upstream-reset", f"bad response: {exc}", Failure.RESET) from None
             if ev is None:
                 if upload.failed is not None:
                     raise _Failed("bad-request", str(upload.failed))
                 if upload.client_gone:
                     raise ConnectionResetError("client left during the request body")
-                if not got_any and may_retry:
+                if upload.client_idle:
+                    raise _Failed("timeout", "the request body stalled: streamIdleTimeout")
+                if not got_any and may_replay:
                     raise _Retry
-                raise _Failed("upstream-reset", "the upstream closed the connection")
+                failure = Failure.RESET if got_any else Failure.REFUSED
+                raise _Failed("upstream-reset", "the upstream closed the connection", failure)
             got_any = True
             if isinstance(ev, ResponseHead):
                 if ev.status == 101 and not head.upgrade:
                     raise _Failed("upstream-reset", "101 to a request that asked no upgrade")
                 if ev.status >= 200 or ev.status == 101:
                     return ev
+                if ev.status == 100 and upload.continued:
+                    continue  # a retry's 100: the client has had one
+                upload.continued = upload.continued or ev.status == 100
                 down.write(response_bytes(ev, Framing.NONE, close=False))
                 await down.drain()
 
-    async def _upload(
-        self, down: Conn, up: Conn, head: RequestHead, record: Record, upload: _Upload
-    ) -> None:
+    async def _upload(self, down: Conn, up: Conn, head: RequestHead, upload: _Upload) -> None:
+        """Streams the request body up (after what a retry replays); keeps it for retries."""
         encoder = BodyEncoder(head.framing)
+        replay = upload.replay
+        if replay is not None and replay.chunks:
+            up.write(_encoded(head, replay.chunks, end=False, encoder=encoder))
+        idle = upload.deadlines.timeouts.stream_idle
         try:
             while True:
-                ev = await down.next()
+                ev = await (wait_for(down.next(), idle) if idle > 0 else down.next())
                 if ev is None:
                     upload.client_gone = True
                     up.abort()
@@ -441,12 +603,18 @@ class HttpProxy:
                 if ev is END:
                     up.write(encoder.end())
                     upload.done = True
+                    upload.deadlines.request_complete(self._clock())
                     return
                 if isinstance(ev, bytes):
+                    if replay is not None:
+                        replay.add(ev)
                     up.write(encoder.encode(ev))
                     await up.drain()
         except ProtocolError as exc:
             upload.failed = exc
+            up.abort()
+        except TimeoutError:
+            upload.client_idle = True
             up.abort()
         except ConnectionError:
             up.abort()
@@ -470,6 +638,15 @@ class HttpProxy:
             await asyncio.gather(*pumps, return_exceptions=True)
             up.close()
             down.close()
+
+
+def _encoded(
+    head: RequestHead, chunks: list[bytes], *, end: bool, encoder: BodyEncoder | None = None
+) -> bytes:
+    """The kept body of a request, framed as its head says (a retry sends it again)."""
+    enc = encoder or BodyEncoder(head.framing)
+    out = b"".join(enc.encode(c) for c in chunks)
+    return out + enc.end() if end else out
 
 
 async def _upgraded(conn: Conn) -> bytes:

@@ -5,6 +5,8 @@ global side: a zone control plane builds the same app with `Mode.ZONE`. The KDS 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from meshfed import PRODUCT, __version__
@@ -13,8 +15,10 @@ from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.dataplane_tokens import add_dataplane_token_routes
 from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.federation import add_federation_routes
+from meshfed.api.gui import add_gui_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
 from meshfed.api.openapi import openapi_document
+from meshfed.api.policy_views import add_policy_view_routes
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
 from meshfed.api.services import add_services_routes
@@ -24,7 +28,49 @@ from meshfed.api.watch import add_watch_route
 from meshfed.api.zone_tokens import add_zone_token_route
 from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
-from meshfed.resources.descriptors import Mode
+from meshfed.resources.descriptors import KdsFlag, Mode, Scope
+
+_STRING: dict[str, Any] = {"type": "string"}
+INDEX_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["product", "version", "instanceId", "mode", "hostname"],
+    "properties": {
+        "product": _STRING,
+        "version": _STRING,
+        "instanceId": _STRING,
+        "mode": {"enum": [str(m) for m in Mode]},
+        "hostname": _STRING,
+        "zone": _STRING,
+    },
+}
+RESOURCE_TYPES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resources"],
+    "properties": {
+        "resources": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "path", "scope", "readOnly", "owner", "kds", "shortNames"],
+                "properties": {
+                    "name": _STRING,
+                    "path": _STRING,
+                    "scope": {"enum": [str(s) for s in Scope]},
+                    "readOnly": {"type": "boolean"},
+                    "owner": {"enum": [str(m) for m in Mode]},
+                    "kds": {"type": "array", "items": {"enum": [str(f) for f in KdsFlag]}},
+                    "shortNames": {"type": "array", "items": _STRING},
+                    "description": _STRING,
+                },
+            },
+        }
+    },
+}
+READY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ready"}},
+}
 
 
 def build_app(ctx: ApiContext) -> web.Application:
@@ -48,7 +94,7 @@ def build_app(ctx: ApiContext) -> web.Application:
             "getIndex",
             "Product, version, instance and mode of this control plane",
             "System",
-            responses={200: ("Server information", {"type": "object"})},
+            responses={200: ("Server information", INDEX_SCHEMA)},
         ),
         _index,
     )
@@ -59,7 +105,7 @@ def build_app(ctx: ApiContext) -> web.Application:
             "getResourceTypes",
             "The resource types this API serves",
             "System",
-            responses={200: ("Type descriptors", {"type": "object"})},
+            responses={200: ("Type descriptors", RESOURCE_TYPES_SCHEMA)},
         ),
         _resources,
     )
@@ -70,7 +116,7 @@ def build_app(ctx: ApiContext) -> web.Application:
             "getReady",
             "Readiness: the store is open and default resources exist",
             "System",
-            responses={200: ("Ready", {"type": "object"}), 503: ("Not ready", ref("Error"))},
+            responses={200: ("Ready", READY_SCHEMA), 503: ("Not ready", ref("Error"))},
         ),
         _ready,
     )
@@ -114,6 +160,8 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_federation_routes(routes, ctx)
     add_services_routes(routes, ctx)
     add_unsupported_routes(routes)
+    add_policy_view_routes(routes, ctx)  # GUI views: policy types, zone x version, per dataplane
+    add_gui_routes(routes)  # /gui: the web GUI's static files
     if ctx.mode is Mode.GLOBAL:
         add_zone_token_route(routes)  # the zone-token signing keys live on the global only
     add_dataplane_token_routes(routes)

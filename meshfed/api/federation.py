@@ -13,12 +13,21 @@ from aiohttp import web
 from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.paging import next_url, page_params
 from meshfed.api.resources import LIST_QUERY
-from meshfed.api.routes import Handler, Operation, RouteTable, ref
+from meshfed.api.routes import RESOURCE_PATH, Handler, Operation, RouteTable, ref
 from meshfed.resources.descriptors import KdsFlag, Scope, TypeDescriptor
 from meshfed.resources.types.zone import ZONE
 
 _ERROR = ref("Error")
 _OBJECT: dict[str, Any] = {"type": "object"}
+_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["total", "items", "next"],
+    "properties": {
+        "total": {"type": "integer"},
+        "items": {"type": "array", "items": _OBJECT},
+        "next": {"type": ["string", "null"], "format": "uri"},
+    },
+}
 
 
 def add_federation_routes(routes: RouteTable, ctx: ApiContext) -> None:
@@ -47,7 +56,7 @@ def _add_global_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "Every zone with its KDS connection and sync state (ZoneOverview)",
             "KDS",
             LIST_QUERY,
-            responses={200: ("A page of ZoneOverview", _OBJECT), 400: ("Bad query", _ERROR)},
+            responses={200: ("A page of ZoneOverview", _PAGE), 400: ("Bad query", _ERROR)},
         ),
         _zone_overviews,
     )
@@ -59,6 +68,7 @@ def _add_global_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "One zone with its KDS connection and sync state",
             "KDS",
             responses={200: ("ZoneOverview", _OBJECT), 404: ("No such zone", _ERROR)},
+            path_schemas=RESOURCE_PATH,
         ),
         _zone_overview,
     )
@@ -77,6 +87,7 @@ def _add_global_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"Which zones hold which version of this {desc.name}",
                 "KDS",
                 responses={200: ("Sync status", _OBJECT), 404: ("Not found", _ERROR)},
+                path_schemas=RESOURCE_PATH,
             ),
             _sync_handler(desc),
         )

@@ -54,24 +54,38 @@ def openapi_document(routes: RouteTable, title: str, version: str) -> dict[str, 
 
 def _operation(op: Operation) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": p,
+            "in": "path",
+            "required": True,
+            "schema": op.path_schemas.get(p, {"type": "string"}),
+        }
         for p in op.path_params
     ]
     params += [
-        {"name": q.name, "in": "query", "description": q.description, "schema": q.schema}
+        {"name": q.name, "in": q.location, "description": q.description, "schema": q.schema}
         for q in op.query
     ]
+    responses = dict(op.responses)
+    # What every operation may answer besides its own: a token that is sent but invalid is
+    # refused on every route (meshfed.api.auth), an admin route refuses other users, and a
+    # body is read by meshfed.api.body (its 400/413/415).
+    responses.setdefault(401, ("No valid user token", _ERROR))
+    if op.required_access is not Access.PUBLIC:
+        responses.setdefault(403, ("The user is not an admin", _ERROR))
+    if op.request_schema is not None:
+        responses.setdefault(400, ("The body is not one valid document", _ERROR))
+        responses.setdefault(413, ("Body too large", _ERROR))
+        responses.setdefault(415, ("Body is not JSON or YAML", _ERROR))
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
         "tags": [op.tag],
         "responses": {
-            str(status): (
-                {"description": desc, "content": {"application/json": {"schema": schema}}}
-                if schema is not None
-                else {"description": desc}
+            str(status): _response(
+                desc, schema, {**_HEADERS.get(status, {}), **op.response_headers.get(status, {})}
             )
-            for status, (desc, schema) in sorted(op.responses.items())
+            for status, (desc, schema) in sorted(responses.items())
         },
     }
     # Public: anonymous allowed (`{}`), a token optional; admin: the bearer token required.
@@ -80,8 +94,6 @@ def _operation(op: Operation) -> dict[str, Any]:
         out["security"] = [{}, {BEARER: []}]
     else:
         out["security"] = [{BEARER: []}]
-        out["responses"].setdefault("401", {"description": "No valid user token"})
-        out["responses"].setdefault("403", {"description": "The user is not an admin"})
     if params:
         out["parameters"] = params
     if op.request_schema is not None:
@@ -90,4 +102,35 @@ def _operation(op: Operation) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": media, "application/yaml": media},
         }
+    return out
+
+
+_ERROR: dict[str, Any] = {"$ref": "#/components/schemas/Error"}
+# Headers some statuses always carry (meshfed.api.auth, meshfed.api.resources).
+_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with (Bearer)",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    405: {
+        "Allow": {
+            "description": "The methods this side serves here",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def _response(
+    desc: str, schema: dict[str, Any] | None, headers: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": desc}
+    if schema is not None:
+        out["content"] = {"application/json": {"schema": schema}}
+    if headers:
+        out["headers"] = headers
     return out

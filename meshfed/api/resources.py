@@ -9,6 +9,7 @@ this side accepts writes for, and the 405 says where to apply the others.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,15 @@ from meshfed.api.context import CONTEXT, ApiContext
 from meshfed.api.errors import ApiError, bad_request
 from meshfed.api.paging import next_url as page_next_url
 from meshfed.api.paging import page_params
-from meshfed.api.routes import Access, Handler, Operation, QueryParam, RouteTable, ref
+from meshfed.api.routes import (
+    RESOURCE_PATH,
+    Access,
+    Handler,
+    Operation,
+    QueryParam,
+    RouteTable,
+    ref,
+)
 from meshfed.api.secret_hooks import after_secret_change, check_secret_write
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
@@ -45,6 +54,7 @@ from meshfed.store.base import (
 )
 
 log = logging.getLogger("meshfed.api.resources")
+_ETAG_CHARS = re.compile(r"[\x21\x23-\x7e]+")
 PUT_ATTEMPTS = 5  # read-check-write rounds of one PUT that keeps losing races
 
 
@@ -67,7 +77,9 @@ def parse_if_match(request: web.Request) -> str | None:
         return value
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if not value or '"' in value or "," in value:
+    # One entity tag of printable ASCII (RFC 9110's etagc, less obs-text): anything else is
+    # not a version this API sent, and must not be echoed back in an error's detail.
+    if _ETAG_CHARS.fullmatch(value) is None or "," in value:
         raise bad_request(
             "invalid If-Match header",
             [FieldError("If-Match", 'must be one version as returned in ETag, e.g. "42"')],
@@ -345,7 +357,14 @@ LIST_QUERY = (
 _DRY_RUN = QueryParam(
     "dryRun", "Validate and return the would-be result without storing.", {"type": "boolean"}
 )
+_IF_MATCH = QueryParam(
+    "If-Match",
+    'Only if the stored version is this one (its ETag, e.g. "42"; "*": any existing version).',
+    location="header",
+)
 _ERROR = ref("Error")
+# The version of the resource returned (not sent by a dry run, which stores nothing).
+_ETAG = {"description": "The resource's version, for If-Match", "schema": {"type": "string"}}
 
 
 def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
@@ -400,6 +419,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 LIST_QUERY,
                 responses={200: ("A page of resources", list_schema), 400: ("Bad query", _ERROR)},
                 access=read_access,
+                path_schemas=RESOURCE_PATH,
             ),
             _list_handler(desc, across_meshes=False),
         )
@@ -411,14 +431,16 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"Get one {desc.name} (ETag: its version)",
                 desc.name,
                 responses={200: ("The resource", schema), 404: ("Not found", _ERROR)},
+                response_headers={200: {"ETag": {**_ETAG, "required": True}}},
                 access=read_access,
+                path_schemas=RESOURCE_PATH,
             ),
             _get_handler(desc),
         )
         write_errors: dict[int, tuple[str, dict[str, Any] | None]] = {
-            400: ("Invalid resource, URL mismatch or unknown mesh", _ERROR),
-            405: ("This side does not own the type", _ERROR),
-            409: ("If-Match version is stale", _ERROR),
+            400: ("Invalid resource, URL mismatch, unknown mesh or bad If-Match", _ERROR),
+            405: ("This side does not own the type, or the resource is a synced copy", _ERROR),
+            409: ("If-Match version is stale, or the deletion is refused", _ERROR),
         }
         routes.add(
             Operation(
@@ -427,7 +449,7 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"put{desc.name}",
                 f"Create or replace a {desc.name} (If-Match for optimistic concurrency)",
                 desc.name,
-                (_DRY_RUN,),
+                (_DRY_RUN, _IF_MATCH),
                 request_schema=schema,
                 responses={
                     200: ("Updated", schema),
@@ -436,6 +458,8 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                     413: ("Body too large", _ERROR),
                     415: ("Body is not JSON or YAML", _ERROR),
                 },
+                response_headers={200: {"ETag": _ETAG}, 201: {"ETag": _ETAG}},
+                path_schemas=RESOURCE_PATH,
             ),
             _put_handler(desc),
         )
@@ -447,12 +471,15 @@ def add_resource_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 f"delete{desc.name}",
                 f"Delete a {desc.name}{cascade}",
                 desc.name,
+                (_IF_MATCH,),
                 responses={
-                    200: ("Deleted", {"type": "object"}),
+                    200: ("Deleted", {"type": "object", "maxProperties": 0}),
+                    400: ("Bad If-Match", _ERROR),
                     404: ("Not found", _ERROR),
                     405: write_errors[405],
                     409: write_errors[409],
                 },
+                path_schemas=RESOURCE_PATH,
             ),
             _delete_handler(desc),
         )

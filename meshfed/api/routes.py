@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from meshfed.resources.codec import MAX_NAME, NAME_RE
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
@@ -27,9 +29,12 @@ class Access(enum.StrEnum):
 
 @dataclass(frozen=True)
 class QueryParam:
+    """A query parameter (or, with location "header", a request header) of an operation."""
+
     name: str
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    location: str = "query"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class Operation:
     request_schema: dict[str, Any] | None = None  # a JSON schema, usually a $ref
     # status -> (description, JSON schema of the body or None)
     responses: dict[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+    # status -> header name -> its OpenAPI header object (e.g. the ETag of a 200)
+    response_headers: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # path parameter -> its JSON schema (default: any string)
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     # None: reads (GET) are public, everything else is admin. Secret data says ADMIN for reads.
     access: Access | None = None
 
@@ -87,5 +96,15 @@ class RouteTable:
 def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
+
+# A resource name in a path (Kuma's rule, meshfed.resources.codec): what a PUT accepts and
+# every stored name follows; a GET or DELETE of another name answers 404.
+NAME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME,
+    "pattern": f"^{NAME_RE.pattern}$",
+}
+RESOURCE_PATH: dict[str, dict[str, Any]] = {"mesh": NAME_SCHEMA, "name": NAME_SCHEMA}
 
 ROUTES: web.AppKey[RouteTable] = web.AppKey("meshfed_api_routes", RouteTable)

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from meshfed.api.context import CONTEXT, ApiContext
-from meshfed.api.routes import Operation, RouteTable, ref
+from meshfed.api.routes import RESOURCE_PATH, Operation, RouteTable, ref
 from meshfed.dpconfig.catalog import local_instances
 from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.dataplane import DATAPLANE
@@ -44,6 +44,7 @@ def add_services_routes(routes: RouteTable, ctx: ApiContext) -> None:
                 200: ("Services of the mesh", {"type": "object"}),
                 404: ("No such mesh", ref("Error")),
             },
+            path_schemas=RESOURCE_PATH,
         ),
         _services,
     )

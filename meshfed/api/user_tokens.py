@@ -104,10 +104,18 @@ def add_user_token_routes(routes: RouteTable, ctx: ApiContext) -> None:
             "Add the next signing key of zone or user tokens (rotation)",
             "Tokens",
             responses={
-                201: ("The new key's name", {"type": "object"}),
+                201: (
+                    "The new key's name",
+                    {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}},
+                    },
+                ),
                 404: ("Unknown kind", ref("Error")),
             },
             access=Access.ADMIN,
+            path_schemas={"kind": {"type": "string", "enum": sorted(ROTATABLE)}},
         ),
         _signing_key,
     )

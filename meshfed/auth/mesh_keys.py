@@ -12,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Final
 
 from meshfed.auth import keyring
 from meshfed.auth.credentials import ensure_signing_key
 from meshfed.auth.tokens import TokenKind
 from meshfed.resources.model import Resource
 from meshfed.store.base import ResourceStore, StoreError
-from meshfed.store.mirror import StoreMirror
+from meshfed.store.cache import StoreCache
+from meshfed.store.mirror import resource_view
 
 log = logging.getLogger("meshfed.auth")
 
 MESH = "Mesh"
 SECRET = "Secret"
 RETRY = 2.0
+WATCHED: Final = (MESH, SECRET)  # what the job reads from the store cache
 
 
 def meshes_without_key(meshes: list[Resource], secrets: list[Resource]) -> list[str]:
@@ -38,13 +41,15 @@ def meshes_without_key(meshes: list[Resource], secrets: list[Resource]) -> list[
 class DataplaneKeyJob:
     """Follows Meshes and Secrets until cancelled; makes the missing dataplane-token keys."""
 
-    def __init__(self, store: ResourceStore) -> None:
+    def __init__(self, store: ResourceStore, cache: StoreCache | None = None) -> None:
+        """`cache`: the process's store cache (None: one of its own, for each run)."""
         self._store = store
+        self._cache = cache
         self.created = 0
         self.failures = 0
 
     async def run(self) -> None:
-        mirror = StoreMirror(self._store, (MESH, SECRET), lambda res: res)
+        mirror = resource_view(self._store, WATCHED, self._cache)
         dirty = asyncio.Event()
         unlisten = mirror.listen(lambda *_: dirty.set())
         await mirror.start()

@@ -62,6 +62,7 @@ __all__ = [
     "Endpoint",
     "HealthCheck",
     "HttpCheck",
+    "HttpRetry",
     "Inbound",
     "IngressConfig",
     "IngressService",
@@ -178,6 +179,24 @@ DEFAULT_LEAST_REQUEST_CHOICES = 2
 DEFAULT_MAX_PENDING_REQUESTS = 1024  # Envoy's circuit-breaker defaults
 DEFAULT_MAX_REQUESTS = 1024
 DEFAULT_MAX_RETRIES = 3
+# MeshTimeout http (Kuma's defaults; 0: off) and MeshRetry http (Kuma's default policy
+# mesh-retry-all-default; retryOn unset is Kuma's default list).
+DEFAULT_REQUEST_TIMEOUT = 15.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 1800.0
+DEFAULT_HTTP_RETRIES = 5
+DEFAULT_PER_TRY_TIMEOUT = 16.0
+DEFAULT_BACKOFF_BASE = 0.025  # maxInterval defaults to 10 x baseInterval
+DEFAULT_HTTP_RETRY_ON = ("GatewayError", "ConnectFailure", "RefusedStream")
+
+
+class HttpRetry(Message, frozen=True):
+    """MeshRetry `http` for one outbound (mesh_dp/http/retry.py says what each does)."""
+
+    num_retries: Annotated[int, msgspec.Meta(ge=0, le=UINT32)] = DEFAULT_HTTP_RETRIES
+    per_try_timeout: Seconds = DEFAULT_PER_TRY_TIMEOUT  # 0: none
+    base_interval: Seconds = DEFAULT_BACKOFF_BASE
+    max_interval: Seconds = 10 * DEFAULT_BACKOFF_BASE
+    retry_on: tuple[str, ...] = DEFAULT_HTTP_RETRY_ON  # Kuma's names and status codes
 
 
 class OutboundPolicies(Message, frozen=True):
@@ -200,6 +219,13 @@ class OutboundPolicies(Message, frozen=True):
     max_retries: Count = DEFAULT_MAX_RETRIES  # retries in flight at once
     max_connection_pools: Count = UINT32  # endpoints with open connections at once
     outlier: Outlier | None = None  # passive ejection (mesh_dp/http/outlier.py)
+    # MeshTimeout http, seconds, 0: off (mesh_dp/http/timeouts.py)
+    request_timeout: Seconds = DEFAULT_REQUEST_TIMEOUT
+    stream_idle_timeout: Seconds = DEFAULT_STREAM_IDLE_TIMEOUT
+    max_stream_duration: Seconds = 0.0
+    max_connection_duration: Seconds = 0.0
+    request_headers_timeout: Seconds = 0.0
+    http_retry: HttpRetry = HttpRetry()  # MeshRetry http
     sources: tuple[str, ...] = ()  # policies that set any of these, `Type/name`
 
 

@@ -33,12 +33,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any, TypedDict, TypeVar
 
 from meshfed.dpconfig.model import (
+    DEFAULT_HTTP_RETRY_ON,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_STREAM_IDLE_TIMEOUT,
     FailurePercentage,
     HealthCheck,
     HttpCheck,
+    HttpRetry,
     LbAlgorithm,
     OutboundPolicies,
     Outlier,
@@ -53,6 +58,7 @@ from meshfed.resources.models.policies import (
     Consecutive,
     Detectors,
     HealthCheckConf,
+    HttpTimeouts,
     RetryConf,
     TimeoutConf,
 )
@@ -183,6 +189,46 @@ def _limits(breaker: CircuitBreakerConf) -> dict[str, int]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _seconds(value: timedelta | None, default: float = 0.0) -> float:
+    return default if value is None else value.total_seconds()
+
+
+class _HttpTimeoutFields(TypedDict):
+    request_timeout: float
+    stream_idle_timeout: float
+    max_stream_duration: float
+    max_connection_duration: float
+    request_headers_timeout: float
+
+
+def _http_timeouts(http: HttpTimeouts | None) -> _HttpTimeoutFields:
+    """MeshTimeout `http` as OutboundPolicies fields; Kuma's defaults for what is unset."""
+    h = http or HttpTimeouts.model_construct()
+    return _HttpTimeoutFields(
+        request_timeout=_seconds(h.request_timeout, DEFAULT_REQUEST_TIMEOUT),
+        stream_idle_timeout=_seconds(h.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT),
+        max_stream_duration=_seconds(h.max_stream_duration),
+        max_connection_duration=_seconds(h.max_connection_duration),
+        request_headers_timeout=_seconds(h.request_headers_timeout),
+    )
+
+
+def _http_retry(retry: RetryConf) -> HttpRetry:
+    """MeshRetry `http`; the fields it leaves out keep Kuma's default policy's values."""
+    h = retry.http
+    if h is None:
+        return HttpRetry()
+    default = HttpRetry()
+    base = _seconds(h.back_off.base_interval if h.back_off else None, default.base_interval)
+    return HttpRetry(
+        num_retries=default.num_retries if h.num_retries is None else h.num_retries,
+        per_try_timeout=_seconds(h.per_try_timeout, default.per_try_timeout),
+        base_interval=base,
+        max_interval=_seconds(h.back_off.max_interval if h.back_off else None, 10 * base),
+        retry_on=tuple(h.retry_on) if h.retry_on else DEFAULT_HTTP_RETRY_ON,
+    )
+
+
 def _load_balancer(lb: LoadBalancingConf) -> LbAlgorithm:
     try:
         return LbAlgorithm(lb.algorithm)
@@ -215,6 +261,8 @@ def outbound_policies(matched: Mapping[str, Sequence[Matched]], service: str) ->
         least_request_choices=lb.least_request_choices,
         locality_aware=lb.locality_aware,
         outlier=_outlier(breaker),
+        **_http_timeouts(timeout.http),
+        http_retry=_http_retry(retry),
         sources=tuple(sources),
         **_limits(breaker),
     )

@@ -2,8 +2,9 @@
 
 `GlobalView` is what one zone should hold (policies, meshes, secrets and other zones'
 ingresses), `ZoneView` a zone's own inventory; both are ResourceSources over a
-`StoreMirror` (meshfed.store.mirror) that keeps ONE store watch per process and the wire form
-of each resource, encoded once and shared by every stream (`global_mirror`, `zone_mirror`).
+view of the process's one store cache (meshfed.store.cache: ONE store watch per process)
+holding the wire form of each resource, encoded once and shared by every stream
+(`global_mirror`, `zone_mirror`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, ORIGIN_ZONE, Key, 
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.zone import ZONE, zone_enabled
 from meshfed.store.base import ResourceStore
-from meshfed.store.mirror import StoreMirror
+from meshfed.store.cache import CacheView, StoreCache
+from meshfed.store.mirror import encoded_view
 
 
 class _View:
     """A filtered ResourceSource over a mirror."""
 
-    def __init__(self, mirror: StoreMirror[WireResource], types: Sequence[str]) -> None:
+    def __init__(self, mirror: CacheView[WireResource], types: Sequence[str]) -> None:
         self._mirror = mirror
         self._types = frozenset(types)
         # Per type, the version of each resource this peer should hold, kept current from the
@@ -119,7 +121,7 @@ class GlobalView(_View):
     """
 
     def __init__(
-        self, mirror: StoreMirror[WireResource], registry: Registry, zone: str, types: Sequence[str]
+        self, mirror: CacheView[WireResource], registry: Registry, zone: str, types: Sequence[str]
     ) -> None:
         super().__init__(mirror, types)
         self._registry = registry
@@ -171,7 +173,7 @@ class ZoneView(_View):
     """What a zone sends up: its own inventory, never the copies the global sent it."""
 
     def __init__(
-        self, mirror: StoreMirror[WireResource], registry: Registry, types: Sequence[str]
+        self, mirror: CacheView[WireResource], registry: Registry, types: Sequence[str]
     ) -> None:
         super().__init__(mirror, types)
         self._registry = registry
@@ -180,18 +182,29 @@ class ZoneView(_View):
         return sends_to_global(self._registry.get(type_name), res)
 
 
-def global_mirror(store: ResourceStore, down_types: Sequence[str]) -> StoreMirror[WireResource]:
-    """The global's mirror: the types it sends, plus Zone (whether a zone is enabled)."""
-    return StoreMirror(
-        store, [*down_types, ZONE.name], lambda res: to_wire(outgoing_from_global(res))
+def global_mirror_types(down_types: Sequence[str]) -> list[str]:
+    """What the global's KDS reads: the types it sends, plus Zone (whether a zone is enabled)."""
+    return [*down_types, ZONE.name]
+
+
+def global_mirror(
+    store: ResourceStore, down_types: Sequence[str], cache: StoreCache | None = None
+) -> CacheView[WireResource]:
+    """The global's KDS view of the process's store cache (or, no cache given, its own)."""
+    return encoded_view(
+        store,
+        global_mirror_types(down_types),
+        lambda res: to_wire(outgoing_from_global(res)),
+        cache,
     )
 
 
 def zone_mirror(
-    store: ResourceStore, up_types: Sequence[str], zone: str
-) -> StoreMirror[WireResource]:
-    return StoreMirror(
+    store: ResourceStore, up_types: Sequence[str], zone: str, cache: StoreCache | None = None
+) -> CacheView[WireResource]:
+    return encoded_view(
         store,
         up_types,
         lambda res: to_wire(with_ingress_zone(outgoing_from_zone(res, zone), zone)),
+        cache,
     )

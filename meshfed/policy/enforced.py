@@ -11,8 +11,14 @@ REST, dry runs and KDS all refuse the same fields.
 | MeshTrafficPermission     | from[]  | action (callers by Mesh, MeshService, or MeshSubset /  |
 |                           |         | MeshServiceSubset with no tag but kuma.io/service)     |
 |                           | rules[] | allow, deny, allowWithShadowDeny (spiffeID Exact/Prefix)|
-| MeshTimeout               | to[]    | connectionTimeout, idleTimeout                         |
-| MeshRetry                 | to[]    | tcp.maxConnectAttempt                                  |
+| MeshTimeout               | to[]    | connectionTimeout, idleTimeout, http.requestTimeout,   |
+|                           |         | http.streamIdleTimeout, http.maxStreamDuration,        |
+|                           |         | http.maxConnectionDuration, http.requestHeadersTimeout |
+| MeshRetry                 | to[]    | tcp.maxConnectAttempt, http.numRetries,                |
+|                           |         | http.perTryTimeout, http.backOff (baseInterval,        |
+|                           |         | maxInterval), http.retryOn (every value but            |
+|                           |         | Http3PostConnectFailure; bodies above 64 KiB are not   |
+|                           |         | retried: mesh_dp/http/retry.py)                        |
 | MeshHealthCheck           | to[]    | interval, timeout, unhealthyThreshold,                 |
 |                           |         | healthyThreshold, tcp.disabled (TCP connect checks),   |
 |                           |         | http.disabled / path / expectedStatuses /              |
@@ -61,8 +67,44 @@ class OneOf:
     values: tuple[str, ...]
 
 
-# A field tree: name -> ANY, OneOf, or the tree of an object's fields.
-Fields = Mapping[str, "_AnyValue | OneOf | Fields"]
+@dataclass(frozen=True)
+class EachOf:
+    """A list field: each item must be one of `values`, or an HTTP status code as a string
+    when `status_codes`."""
+
+    values: tuple[str, ...]
+    status_codes: bool = False
+
+    def allows(self, item: Any) -> bool:
+        if item in self.values:
+            return True
+        return self.status_codes and isinstance(item, str) and item.isdigit()
+
+
+# A field tree: name -> ANY, OneOf, EachOf, or the tree of an object's fields.
+Fields = Mapping[str, "_AnyValue | OneOf | EachOf | Fields"]
+
+HTTP_TIMEOUTS: Final = (
+    "requestTimeout",
+    "streamIdleTimeout",
+    "maxStreamDuration",
+    "maxConnectionDuration",
+    "requestHeadersTimeout",
+)
+HTTP_RETRY_ON: Final = (
+    "5xx",
+    "5XX",
+    "GatewayError",
+    "Reset",
+    "Retriable4xx",
+    "ConnectFailure",
+    "EnvoyRatelimited",
+    "RefusedStream",
+    *(
+        f"HttpMethod{m}"
+        for m in ("Connect", "Delete", "Get", "Head", "Options", "Patch", "Post", "Put", "Trace")
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +121,24 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
         from_={"action": ANY},
         rules={"allow": ANY, "deny": ANY, "allowWithShadowDeny": ANY},
     ),
-    "MeshTimeout": Enforced(to={"connectionTimeout": ANY, "idleTimeout": ANY}),
-    "MeshRetry": Enforced(to={"tcp": {"maxConnectAttempt": ANY}}),
+    "MeshTimeout": Enforced(
+        to={
+            "connectionTimeout": ANY,
+            "idleTimeout": ANY,
+            "http": {name: ANY for name in HTTP_TIMEOUTS},
+        }
+    ),
+    "MeshRetry": Enforced(
+        to={
+            "tcp": {"maxConnectAttempt": ANY},
+            "http": {
+                "numRetries": ANY,
+                "perTryTimeout": ANY,
+                "backOff": {"baseInterval": ANY, "maxInterval": ANY},
+                "retryOn": EachOf(HTTP_RETRY_ON, status_codes=True),
+            },
+        }
+    ),
     "MeshHealthCheck": Enforced(
         to={
             "interval": ANY,
@@ -154,6 +212,12 @@ def _check_fields(value: Any, allowed: Fields, path: str) -> list[FieldError]:
                         f"{sub!r} {NOT_ENFORCED}: use one of {', '.join(rule.values)}",
                     )
                 )
+        elif isinstance(rule, EachOf):
+            errors += [
+                FieldError(index(where, i), f"{item!r} {NOT_ENFORCED}")
+                for i, item in enumerate(sub if isinstance(sub, list) else [])
+                if not rule.allows(item)
+            ]
         elif not isinstance(rule, _AnyValue):
             errors += _check_fields(sub, rule, where)
     return errors

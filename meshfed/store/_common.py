@@ -77,10 +77,20 @@ def decode_offset(offset: str) -> tuple[str, str]:
         not isinstance(value, list)
         or len(value) != 3
         or value[0] != _OFFSET_TAG
-        or not all(isinstance(v, str) for v in value[1:])
+        or not all(isinstance(v, str) and _is_utf8(v) for v in value[1:])
     ):
         raise bad
     return value[1], value[2]
+
+
+def _is_utf8(text: str) -> bool:
+    """False for JSON's lone surrogates ("\\ud800"): no stored name has one, and a backend that
+    encodes the key (SQLite, etcd) would fail on it with an error that is not the client's."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,12 @@ Built on http.server (keep-alive, `Expect: 100-continue` handled by the standard
 - `GET /ws` with `Upgrade: websocket`: 101, then every byte echoed back (a tunnel);
 - `GET /health`: the status set by `PUT /control/health/N` (200 at first);
 - `PUT /control/fail/N`: every later GET but /health and /control answers N (0: normally);
-- `GET /sleep/S`: answers after S seconds; `GET /control`: JSON with the requests in flight.
+- `GET /sleep/S`: answers after S seconds; `GET /control`: JSON with the requests in flight;
+- `GET /slow?ms=N`: answers after N milliseconds (with `&status=S`: status S, empty body);
+- `GET` or `POST /flaky/N`: every other request to that path (the first, third, ...) gets
+  status N, the others 200 with the instance's JSON (a deterministic 50 % failure).
+
+`--zone` is accepted and ignored (the cross-zone support passes it to every application).
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     name = ""
     control = {"health": 200, "fail": 0, "inflight": 0}
+    hits: dict[str, int] = {}
     lock = threading.Lock()
+
+    def _flaky(self, path: str) -> bool:
+        """True when this request to a /flaky/N path must fail (every other one)."""
+        with self.lock:
+            n = self.hits.get(path, 0)
+            self.hits[path] = n + 1
+        return n % 2 == 0
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -111,6 +124,14 @@ class Handler(BaseHTTPRequestHandler):
             n = int(query.get("n", ["3"])[0])
             self._chunked([b"chunk-%d\n" % i for i in range(n)])
             return
+        if url.path == "/slow":
+            time.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
+            if "status" in query:
+                self._send(int(query["status"][0]), b"")
+                return
+        if url.path.startswith("/flaky/") and self._flaky(url.path):
+            self._send(int(url.path.rsplit("/", 1)[1]), b"")
+            return
         if url.path.startswith("/status/"):
             self._send(int(url.path.rsplit("/", 1)[1]), b"")
             return
@@ -130,6 +151,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         body = self._body()
+        if url.path.startswith("/flaky/") and self._flaky(url.path):
+            self._send(int(url.path.rsplit("/", 1)[1]), b"")
+            return
         if "chunked=1" in url.query:
             self._chunked([body[i : i + 1000] for i in range(0, len(body), 1000)])
             return
@@ -140,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--zone", default="")
     args = parser.parse_args()
     host, port = args.address.rsplit(":", 1)
     Handler.name = args.name

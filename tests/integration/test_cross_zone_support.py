@@ -19,7 +19,7 @@ import json
 import random
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,13 +233,12 @@ class Mesh:
         *,
         reachable: Sequence[str] = (),
         wait: bool = True,
-        tags: Mapping[str, str] | None = None,
-        app: str = "mesh_dp.echo",
+        app_module: str = "mesh_dp.echo",
+        protocol: str | None = None,
     ) -> Workload:
         """An app with its sidecar; `reachable`: the services its sidecar binds VIPs of
-        (none by default, so many sidecars can share this host); `tags`: more inbound tags
-        (`kuma.io/protocol: http`); `app`: the application's module (`--address`, `--name`;
-        `--zone` for mesh_dp.echo)."""
+        (none by default, so many sidecars can share this host); `app_module`: the
+        application (`--address`, `--name`, `--zone`); `protocol`: `kuma.io/protocol`."""
         address, app_address = self.addresses.next(), self.addresses.next()
         # Instances of a service share their app port (each has its own address), so the
         # service has one port callers use. A random high port on a fresh address is free.
@@ -247,21 +246,22 @@ class Mesh:
             self.app_ports[service] = common_free_port([app_address])
         app_port = self.app_ports[service]
         port = free_port(address)
-        proc = self.procs.start(
+        app = self.procs.start(
             f"app-{name}",
             [
                 sys.executable,
                 "-m",
-                app,
+                app_module,
                 "--address",
                 f"{app_address}:{app_port}",
                 "--name",
                 name,
-                *(["--zone", zone] if app == "mesh_dp.echo" else []),
+                "--zone",
+                zone,
             ],
         )
-        wait_until(lambda: port_open(app_address, app_port) or not proc.alive(), what=name)
-        assert proc.alive(), proc.log()
+        wait_until(lambda: port_open(app_address, app_port) or not app.alive(), what=name)
+        assert app.alive(), app.log()
         dataplane = {
             "type": "Dataplane",
             "mesh": MESH,
@@ -273,7 +273,8 @@ class Mesh:
                         "port": port,
                         "servicePort": app_port,
                         "serviceAddress": app_address,
-                        "tags": {"kuma.io/service": service, **(tags or {})},
+                        "tags": {"kuma.io/service": service}
+                        | ({"kuma.io/protocol": protocol} if protocol else {}),
                     }
                 ],
                 "transparentProxying": {"reachableServices": list(reachable)},
@@ -302,7 +303,7 @@ class Mesh:
                 "1s",
             ],
         )
-        w = Workload(name, zone, service, address, port, proc, sidecar, admin)
+        w = Workload(name, zone, service, address, port, app, sidecar, admin)
         w.app_address, w.app_port = app_address, app_port
         if wait:
             wait_until(lambda: _ready(admin) or not sidecar.alive(), timeout=20, what=name)

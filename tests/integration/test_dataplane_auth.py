@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from meshfed._gen import dataplane_pb2_grpc as pb_grpc
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
 from tests.integration.test_cross_zone_support import Mesh, Workload, allow, get
-from tests.support import Procs, wait_until
+from tests.support import Procs, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +129,38 @@ def test_an_anonymous_hello_gets_no_certificate(procs: Procs, tmp_path: Path) ->
     assert answer["instance"] == "backend-1"
     assert "spiffe://default/web" in backend.callers()
     assert web.sidecar.alive()
+
+
+def test_a_bad_dataplane_is_refused_by_zone_cp_and_the_sidecar_says_why(
+    procs: Procs, tmp_path: Path
+) -> None:
+    """The sidecar leaves the spec to zone-cp (mesh_dp/dataplane.py): a spec problem comes
+    back as BAD_REQUEST naming the field, and mesh-dp exits 1 with that reason."""
+    mesh = Mesh.start(procs, tmp_path, ("zone-1",), global_args=("--api-localhost-is-admin",))
+    zone = mesh.zones["zone-1"]
+    dp = tmp_path / "bad.yaml"
+    dp.write_text(
+        "type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: "
+        f"{mesh.addresses.next()}\n  inbound: [{{port: 70000, tags: {{kuma.io/service: web}}}}]\n"
+    )
+    token = tmp_path / "web.token"
+    token.write_text(mesh.dataplane_token("web", "web-1"))
+    result = subprocess.run(
+        [
+            procs.script("mesh-dp"),
+            "run",
+            "--cp",
+            zone.cp_url,
+            "--dataplane-file",
+            str(dp),
+            "--dataplane-token-file",
+            str(token),
+            "--admin-address",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result
+    assert "networking.inbound[0].port" in result.stderr, result.stderr

@@ -357,17 +357,8 @@ def test_command_line_errors_are_clear(procs: Procs, tmp_path: Path) -> None:
     assert "give --cp grpc://HOST:PORT" in fails()
     cp = f"grpc://127.0.0.1:{free_port()}"  # never dialled: each run fails before connecting
     dp = tmp_path / "dp.yaml"
-    dp.write_text("type: Dataplane\nname: web\nnetworking:\n  address: 127.0.0.1\n")
-    assert "networking.inbound: must have at least 1 item" in fails(
-        "--cp", cp, "--dataplane-file", str(dp)
-    )
-    dp.write_text(
-        "name: web\nnetworking:\n  address: 127.0.0.1\n  inbound: [{port: 1, tags: "
-        "{kuma.io/service: web}}]\n  transparentProxying: {redirectPortInbound: 15006}\n"
-    )
-    assert "transparentProxying.redirectPortInbound: not supported" in fails(
-        "--cp", cp, "--dataplane-file", str(dp)
-    )
+    dp.write_text("type: Mesh\nname: web\n")
+    assert "type: must be 'Dataplane'" in fails("--cp", cp, "--dataplane-file", str(dp))
     missing = tmp_path / "missing.json"
     assert f"cannot read {missing}" in fails("--config-file", str(missing))
     dp.write_text(

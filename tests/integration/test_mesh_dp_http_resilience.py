@@ -27,7 +27,6 @@ from tests.support import Procs, wait_until
 
 pytestmark = pytest.mark.integration
 
-HTTP = {"kuma.io/protocol": "http"}
 BACKEND = {"kind": "MeshService", "name": "backend"}
 
 
@@ -108,9 +107,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         mesh.apply(allow("web-to-backend", "backend", "web"))
         app = "tests.integration.http_backend"
         backends = [
-            mesh.workload("zone-1", f"backend-{i}", "backend", tags=HTTP, app=app) for i in (1, 2)
+            mesh.workload("zone-1", f"backend-{i}", "backend", protocol="http", app_module=app)
+            for i in (1, 2)
         ]
-        web = mesh.workload("zone-1", "web-1", "web", reachable=["backend"], tags=HTTP, app=app)
+        web = mesh.workload(
+            "zone-1", "web-1", "web", reachable=["backend"], protocol="http", app_module=app
+        )
         vip, port = mesh.target("zone-1", "backend")
         w = World(mesh, web, backends, vip, port)
         wait_until(
@@ -185,15 +187,17 @@ def test_outlier_detection_ejects_a_5xx_instance_and_brings_it_back(world: World
     )
     w.wait_policies(lambda p: p.get("outlier") is not None, "outlier detection")
     before = w.outbound()["http"]["ejections"]
+    # 500: Kuma's default MeshRetry retries gateway errors (502-504) only, so every failure
+    # reaches the caller.
 
-    w.control(b2, "fail", 503)
+    w.control(b2, "fail", 500)
     try:
         statuses = []
         while w.endpoint(b2)["outlierEjectedFor"] == 0:
             statuses.append(w.call()[0])
             assert len(statuses) < 20, statuses
         ejected_at = time.monotonic()
-        assert statuses.count(503) == 3, statuses  # the third failure in a row ejects
+        assert statuses.count(500) == 3, statuses  # the third failure in a row ejects
         assert w.outbound()["http"]["ejections"] == before + 1
         # Out for baseEjectionTime: every answer comes from backend-1.
         w.control(b2, "fail", 0)
@@ -206,10 +210,10 @@ def test_outlier_detection_ejects_a_5xx_instance_and_brings_it_back(world: World
     # Deleted: a failing instance stays in the rotation.
     w.delete("meshcircuitbreakers", "backend-outliers")
     w.wait_policies(lambda p: p.get("outlier") is None, "no outlier detection")
-    w.control(b2, "fail", 503)
+    w.control(b2, "fail", 500)
     try:
         statuses = [w.call()[0] for _ in range(12)]
-        assert statuses.count(503) == 6, statuses  # round robin: every other request
+        assert statuses.count(500) == 6, statuses  # round robin: every other request
         assert w.endpoint(b2)["outlierEjectedFor"] == 0
     finally:
         w.control(b2, "fail", 0)
@@ -247,3 +251,50 @@ def test_max_requests_answers_the_third_concurrent_request_with_503(world: World
     w.wait_policies(lambda p: p.get("maxRequests") != 2, "default limits")
     status, headers = third_while_two_sleep()
     assert status == 200, headers
+
+
+def test_max_retries_caps_the_retries_in_flight(world: World) -> None:
+    """MeshRetry asks for two retries of every 5xx; a burst of four requests that all fail
+    (each attempt takes 0.8 s) retries only as many requests at once as maxRetries allows:
+    the others get the backend's 503 itself, not a circuit-open answer."""
+    w = world
+    path = "/slow?ms=800&status=503"
+
+    def burst_retries() -> int:
+        before = int(w.outbound()["http"]["retries"])
+        results: list[tuple[int, dict[str, str]]] = []
+
+        def one() -> None:
+            status, _, headers = w.call(path)
+            results.append((status, headers))
+
+        callers = [threading.Thread(target=one) for _ in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(15)
+        assert [s for s, _ in results] == [503] * 4, results
+        assert not [h for _, h in results if "x-meshfed-error" in h], results
+        return int(w.outbound()["http"]["retries"]) - before
+
+    retry = {"http": {"numRetries": 2, "retryOn": ["5xx"], "backOff": {"baseInterval": "1ms"}}}
+    w.apply("MeshRetry", "backend-retry", retry)
+    w.apply("MeshCircuitBreaker", "backend-retries", {"connectionLimits": {"maxRetries": 1}})
+    w.wait_policies(
+        lambda p: p.get("maxRetries") == 1 and p.get("httpRetry", {}).get("numRetries") == 2,
+        "maxRetries 1 and numRetries 2",
+    )
+    try:
+        # One request holds the only slot through both its retries; three are not retried.
+        assert burst_retries() == 2
+        w.delete("meshcircuitbreakers", "backend-retries")
+        w.wait_policies(lambda p: p.get("maxRetries") != 1, "Envoy's default maxRetries")
+        # Envoy's default, 3 retries in flight: three requests retry twice each.
+        assert burst_retries() == 6
+    finally:
+        for plural, name in (
+            ("meshcircuitbreakers", "backend-retries"),
+            ("meshretries", "backend-retry"),
+        ):
+            w.mesh.glob.call("DELETE", f"/meshes/{MESH}/{plural}/{name}")
+    w.wait_policies(lambda p: "httpRetry" not in p or p["httpRetry"]["numRetries"] != 2, "gone")

@@ -37,6 +37,8 @@ from meshfed.resources.values import parse_duration
 
 NOT_SUPPORTED = "is not supported by meshfed"
 
+# Kuma parses durations as Go's time.Duration: int64 nanoseconds.
+_MAX_DURATION_NS = 2**63 - 1
 _KIND = "meshfed"
 # Marks a map key in an error location ("tags" then "['kuma.io/service']"), not a field.
 _MAP_KEY = "\x1f"
@@ -418,6 +420,8 @@ class GoDuration:
                 reason = "must not be negative"
             elif self.positive and ns == 0:
                 reason = "must be greater than zero"
+            elif ns > _MAX_DURATION_NS:
+                reason = "is too long: Go durations end at 2562047h (int64 nanoseconds)"
             if reason is not None:
                 raise PydanticCustomError(_KIND, "{reason}", {"reason": reason})
             assert ns is not None

@@ -48,8 +48,6 @@ LOCAL_ZONE = {"spec.to[0].default.localityAwareness.localZone": NOT_ENFORCED}
 # Kuma's `kuma.io/effect: shadow` label, which meshfed stores but does not act on (the policy
 # takes effect); once the API refuses that label, the fixture belongs here.
 PENDING: dict[str, dict[str, str]] = {
-    # 13: MeshTimeout http
-    "meshtimeout/timeout-global.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
     # not in issue 13: inbound (`rules`) MeshTimeout is not enforced by the sidecar
     "meshtimeout/inbound-timeout.yaml": {"spec.rules": NOT_ENFORCED},
     "meshtimeout/inbound-timeout-port-http.yaml": {"spec.rules": NOT_ENFORCED},
@@ -58,8 +56,6 @@ PENDING: dict[str, dict[str, str]] = {
     "meshtimeout/intro-timeout-to-redis-consumer.yaml": BY_LABELS,
     "meshtimeout/intro-consumer-policy-ns1.yaml": BY_LABELS,
     "meshtimeout/intro-consumer-policy-ns2.yaml": BY_LABELS,
-    # 13: MeshRetry http
-    "meshretry/retry-http.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
     # not in issue 13: gRPC health checks
     "meshhealthcheck/grpc-cart-to-payment.yaml": {"spec.to[0].default.grpc": NOT_ENFORCED},
     # 13: MeshLoadBalancingStrategy RingHash and localZone affinity

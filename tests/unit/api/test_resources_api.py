@@ -5,6 +5,7 @@ Every rejected request also checks that the store is unchanged (same revision, s
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 
 from meshfed.resources.descriptors import Mode
 from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, Meta, Resource
+from tests.inprocess_federation import SqliteApi
 from tests.unit.api.conftest import Api, assert_std_error, fields, mesh, start_api, timeout
 
 MT = "/meshes/default/meshtimeouts"
@@ -359,6 +361,17 @@ async def test_if_match(seeded: Api) -> None:
     assert resp.status == 200
 
 
+@pytest.mark.parametrize("value", ['"\u00e9"', "\u00ff", '"1 2"', '""', "W/", '"\t"'])
+async def test_an_if_match_that_is_not_one_ascii_version_is_a_400(seeded: Api, value: str) -> None:
+    """Found probing the API for issue 12: a non-ASCII If-Match was compared as a version
+    (409) and echoed back, undecodable bytes included, in the error's detail."""
+    for method, kwargs in (("PUT", {"json": timeout("t1")}), ("DELETE", {})):
+        body = await rejected(
+            seeded, method, f"{MT}/t1", 400, headers={"If-Match": value}, **kwargs
+        )
+        assert fields(body) == ["If-Match"]
+
+
 # ---- dry run -------------------------------------------------------------------------------
 
 
@@ -475,3 +488,30 @@ async def test_unknown_path_and_method_in_kuma_format(seeded: Api) -> None:
     assert "POST" in body["detail"]
     # No name-level routes across meshes: those need a mesh in the path.
     await rejected(seeded, "PUT", "/meshtimeouts/t1", 404, json=timeout("t1"))
+
+
+async def test_an_offset_naming_an_unencodable_key_is_a_400_on_sqlite(
+    sqlite_api: SqliteApi,
+) -> None:
+    """Found probing the API for issue 12: a well-formed offset (base64 JSON) holding a lone
+    surrogate reached SQLite's parameter binding and answered 500."""
+    _, client = sqlite_api
+    raw = json.dumps(["k1", "\ud800", "x"]).encode()
+    resp = await client.get("/meshes", params={"offset": base64.urlsafe_b64encode(raw).decode()})
+    body = await resp.json()
+    assert resp.status == 400, body
+    assert_std_error(body, 400)
+    assert fields(body) == ["offset"]
+
+
+@pytest.mark.parametrize("value", ["9999999999999999h", "99999999999999999999999s"])
+async def test_a_duration_beyond_any_clock_is_never_a_500(seeded: Api, value: str) -> None:
+    """Found by the OpenAPI conformance test (issue 12) against typed models: a well-formed
+    duration too large for a timedelta overflowed in validation and answered 500."""
+    doc = timeout("huge")
+    doc["spec"]["to"][0]["default"]["idleTimeout"] = value
+    resp = await seeded.put(f"{MT}/huge", doc)
+    body = await resp.json()
+    assert resp.status in (201, 400), body
+    if resp.status == 400:
+        assert fields(body) == ["spec.to[0].default.idleTimeout"]

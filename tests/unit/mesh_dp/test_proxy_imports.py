@@ -1,7 +1,8 @@
 """The proxies' memory budget (40 MB, docs/benchmarks.md) depends on what they import: grpcio,
-cryptography and prometheus_client each cost 3-10 MiB and are left to the control planes (and
-PyJWT with them: the proxies send their token, zone-cp checks it). A
-fresh interpreter loads everything a running sidecar or ingress loads (both modes) and must
+cryptography, prometheus_client and pydantic each cost 3-13 MiB and are left to the control
+planes (and PyJWT with them: the proxies send their token, zone-cp checks it; and pydantic:
+zone-cp validates the proxy's own resource). A fresh
+interpreter loads everything a running sidecar or ingress loads (both modes) and must
 not find them."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-HEAVY = ("grpc", "cryptography", "prometheus_client", "aiohttp", "jwt")
+HEAVY = ("grpc", "cryptography", "prometheus_client", "aiohttp", "jwt", "pydantic")
 
 PROBE = """
 import sys

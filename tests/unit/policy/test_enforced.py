@@ -62,9 +62,53 @@ FULLY_ENFORCED = [
         "MeshTimeout",
         "timeouts",
         MESH_REF,
-        to=[to(svc("backend"), {"connectionTimeout": "2s", "idleTimeout": "0s"})],
+        to=[
+            to(
+                svc("backend"),
+                {
+                    "connectionTimeout": "2s",
+                    "idleTimeout": "0s",
+                    "http": {
+                        "requestTimeout": "2s",
+                        "streamIdleTimeout": "1m",
+                        "maxStreamDuration": "10m",
+                        "maxConnectionDuration": "1h",
+                        "requestHeadersTimeout": "500ms",
+                    },
+                },
+            )
+        ],
     ),
-    policy("MeshRetry", "retry", MESH_REF, to=[to(MESH_REF, {"tcp": {"maxConnectAttempt": 3}})]),
+    policy(
+        "MeshRetry",
+        "retry",
+        MESH_REF,
+        to=[
+            to(
+                MESH_REF,
+                {
+                    "tcp": {"maxConnectAttempt": 3},
+                    "http": {
+                        "numRetries": 3,
+                        "perTryTimeout": "1s",
+                        "backOff": {"baseInterval": "10ms", "maxInterval": "1s"},
+                        "retryOn": [
+                            "5xx",
+                            "5XX",
+                            "GatewayError",
+                            "Reset",
+                            "Retriable4xx",
+                            "ConnectFailure",
+                            "EnvoyRatelimited",
+                            "RefusedStream",
+                            "HttpMethodGet",
+                            "503",
+                        ],
+                    },
+                },
+            )
+        ],
+    ),
     policy(
         "MeshHealthCheck",
         "hc",
@@ -122,12 +166,12 @@ def test_every_policy_type_has_an_enforced_set() -> None:
     [
         (
             loose_policy(
-                "MeshTimeout",
-                "http",
+                "MeshRetry",
+                "grpc",
                 MESH_REF,
-                to=[to(MESH_REF, {"idleTimeout": "1m", "http": {"requestTimeout": "1s"}})],
+                to=[to(MESH_REF, {"http": {"numRetries": 1}, "grpc": {"numRetries": 1}})],
             ),
-            [("spec.to[0].default.http", "connectionTimeout, idleTimeout")],
+            [("spec.to[0].default.grpc", "enforced here: tcp, http")],
         ),
         (
             loose_policy(
@@ -146,9 +190,26 @@ def test_every_policy_type_has_an_enforced_set() -> None:
         ),
         (
             loose_policy(
-                "MeshRetry", "http", MESH_REF, to=[to(MESH_REF, {"http": {"numRetries": 3}})]
+                "MeshRetry",
+                "http",
+                MESH_REF,
+                to=[
+                    to(
+                        MESH_REF,
+                        {
+                            "http": {
+                                "numRetries": 3,
+                                "retryOn": ["5xx", "503", "Http3PostConnectFailure"],
+                                "hostSelection": [{"predicate": "OmitPreviousHosts"}],
+                            }
+                        },
+                    )
+                ],
             ),
-            [("spec.to[0].default.http", "enforced here: tcp")],
+            [
+                ("spec.to[0].default.http.retryOn[2]", "'Http3PostConnectFailure' is not"),
+                ("spec.to[0].default.http.hostSelection", "enforced here: numRetries"),
+            ],
         ),
         (
             loose_policy(
@@ -292,11 +353,14 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         "deny-observability",
         "disable-la-to-backend",
         "full-rules",
+        "headers-timeout",
         "mesh-circuit-breaker-all-default",
         "no-outlier-detection",
         "shadow-deny-legacy",
         "tcp-timeout",
+        "timeout-global",
         "web-to-backend-check",
         "web-to-backend-circuit-breaker",
+        "web-to-backend-retry-http",
         "web-to-backend-retry-tcp",
     }

@@ -24,7 +24,9 @@ from meshfed.dpconfig.protocol import (
     parse_ingress_config,
 )
 from meshfed.proxy.cpclient import Apply, ConfigClient, ConfigSession, Refusal, Refused, Reply
+from meshfed.proxy.h2state import GrpcMessages, frame
 from tests.support import async_wait_until
+from tests.unit.proxy.test_h2grpc_peers import GRPC_HEADERS, Peer, goaway, h2_server
 
 CONFIG_A = IngressConfig(zone="zone-2", ingress="ingress-1", services=()).stamped()
 CONFIG_B = IngressConfig(zone="zone-2", ingress="ingress-2", services=()).stamped()
@@ -281,3 +283,49 @@ async def _true(value: bool) -> bool:
 def test_parse_errors_are_config_format_errors() -> None:
     with pytest.raises(ConfigFormatError):
         parse_ingress_config(broken_config())
+
+
+# --- a control plane going away gracefully (issue 16) --------------------------------------
+
+
+async def test_a_graceful_goaway_finishes_the_stream_then_reconnects() -> None:
+    """The server drains: the config sent after its GOAWAY is applied and ACKed on the same
+    stream, the stream ends OK, and the client opens a new connection (it used to fail the
+    stream at the GOAWAY and lose what followed)."""
+    connections: list[Peer] = []
+
+    def sent_by_client(peer: Peer) -> list[pb.DpMessage]:
+        return [pb.DpMessage.FromString(m) for m in GrpcMessages(1 << 20).feed(bytes(peer.data))]
+
+    async def acked(peer: Peer, version: str) -> None:
+        async def done() -> bool:
+            return any(m.ack.version == version for m in sent_by_client(peer))
+
+        await async_wait_until(done, timeout=10, what=f"ACK of {version}")
+
+    async def script(peer: Peer) -> None:
+        connections.append(peer)
+        peer.conn.send_headers(peer.stream_id, GRPC_HEADERS)
+        if len(connections) > 1:
+            peer.flush()
+            return  # the second connection: held open
+        peer.conn.send_data(peer.stream_id, frame(config_message(CONFIG_A).SerializeToString()))
+        peer.flush()
+        await acked(peer, CONFIG_A.version)
+        peer.writer.write(goaway(peer.stream_id))
+        peer.conn.send_data(peer.stream_id, frame(config_message(CONFIG_B).SerializeToString()))
+        peer.flush()
+        await acked(peer, CONFIG_B.version)
+        peer.conn.send_headers(peer.stream_id, [(b"grpc-status", b"0")], end_stream=True)
+        peer.flush()
+
+    proxy = Proxy()
+    async with h2_server(script) as target:
+        c = client(target, proxy)
+        async with running(c):
+            await async_wait_until(
+                lambda: _true(len(connections) == 2), timeout=10, what="a second connection"
+            )
+            assert proxy.applied == [CONFIG_A, CONFIG_B]
+            assert c.last_error == "the control plane ended the stream"
+            assert sent_by_client(connections[1])[0].WhichOneof("message") == "hello"

@@ -87,34 +87,28 @@ REFUSED: dict[str, list[str]] = {
         "spec.to[0].default.loadBalancer.type",
         "spec.to[0].default.loadBalancer.ringHash",
     ],
-    "MeshRetry/web-to-backend-retry-http": [
-        "spec.to[0].default.http",
-    ],
     "MeshRetry/web-to-backend-retry-grpc": [
         "spec.to[0].default.grpc",
     ],
     "MeshRetry/mesh-retry-all-default": [
-        "spec.to[0].default.http",
         "spec.to[0].default.grpc",
     ],
     "MeshRetry/retry-on-codes": [
-        "spec.to[0].default.http",
+        "spec.to[0].default.http.rateLimitedBackOff",
     ],
     "MeshRetry/retry-host-selection": [
-        "spec.to[0].default.http",
-    ],
-    "MeshTimeout/timeout-global": [
-        "spec.to[0].default.http",
+        "spec.to[0].default.http.retriableResponseHeaders",
+        "spec.to[0].default.http.retriableRequestHeaders",
+        "spec.to[0].default.http.hostSelection",
+        "spec.to[0].default.http.hostSelectionMaxAttempts",
     ],
     "MeshTimeout/inbound-timeout": [
         "spec.from",
     ],
     "MeshTimeout/timeout-inbound-outbound": [
-        "spec.to[0].default.http",
         "spec.from",
     ],
     "MeshTimeout/mesh-timeout-all-default": [
-        "spec.to[0].default.http",
         "spec.from",
     ],
     "MeshTimeout/backend-inbound": [
@@ -122,9 +116,6 @@ REFUSED: dict[str, list[str]] = {
     ],
     "MeshTimeout/inbound-timeout-tcp-port": [
         "spec.rules",
-    ],
-    "MeshTimeout/headers-timeout": [
-        "spec.to[0].default.http",
     ],
     "MeshTrafficPermission/example-with-tags": [
         "spec.from[0].targetRef.tags['kuma.io/zone']",

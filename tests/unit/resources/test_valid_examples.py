@@ -310,7 +310,6 @@ NOT_ENFORCED_FIELDS = {
         "meshServices",
     ],
     "mesh-retry": ["spec.to[0].default.grpc"],
-    "mesh-timeout": ["spec.to[0].default.http"],
 }
 
 

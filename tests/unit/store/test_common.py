@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,6 +29,14 @@ def test_any_string_is_either_an_offset_or_a_clear_error(offset: str) -> None:
         assert "invalid offset" in str(exc)
     else:
         assert isinstance(mesh, str) and isinstance(name, str)
+
+
+@pytest.mark.parametrize("mesh, name", [("\ud800", "a"), ("a", "\udc80x")])
+def test_an_offset_naming_a_lone_surrogate_is_invalid(mesh: str, name: str) -> None:
+    # Well-formed JSON, but no key can hold it: SQLite and etcd fail to encode it (was a 500).
+    raw = json.dumps(["k1", mesh, name]).encode()
+    with pytest.raises(InvalidOffsetError):
+        decode_offset(base64.urlsafe_b64encode(raw).decode())
 
 
 def test_long_garbage_is_truncated_in_the_message() -> None:

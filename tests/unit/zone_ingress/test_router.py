@@ -47,3 +47,31 @@ def test_update_keeps_positions_of_services_that_stay() -> None:
     assert r.route(SNI).endpoints[0] == E2
     with pytest.raises(RouteError):
         r.route(other_sni)
+
+
+def test_fewest_open_connections_first_then_round_robin() -> None:
+    """A caller that pools a connection per instance gets a different instance on each, even
+    when another caller's connection took the round-robin turn in between."""
+    r = Router(table(E1, E2))
+    first = r.route(SNI).endpoints[0]
+    r.opened(first)
+    r.route(SNI)  # another caller's turn, never connected
+    second = r.route(SNI).endpoints[0]  # round robin alone would give `first` again
+    assert second != first
+    r.opened(second)
+    r.opened(second)
+    assert r.route(SNI).endpoints == (first, second)  # fewest first, the rest to fall back on
+    r.closed(second)
+    r.closed(second)
+    r.update(table(E1, E2))  # counts survive a new table
+    assert r.route(SNI).endpoints[0] == second
+
+
+def test_an_endpoint_that_failed_goes_last_until_a_connect_succeeds() -> None:
+    r = Router(table(E1, E2))
+    r.opened(E2)
+    r.failed(E1)  # no connections, but refused: not first
+    assert [r.route(SNI).endpoints for _ in range(2)] == [(E2, E1), (E2, E1)]
+    r.opened(E1)
+    r.closed(E1)
+    assert r.route(SNI).endpoints == (E1, E2)

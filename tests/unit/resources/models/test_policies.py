@@ -152,10 +152,10 @@ def test_typed_reads_with_kuma_defaults() -> None:
 
 
 def test_declared_is_not_accepted_the_gate_still_refuses() -> None:
-    desc = default_registry().get("MeshTimeout")
-    body = {"to": [{"targetRef": MESH, "default": {"http": {"requestTimeout": "2s"}}}]}
+    desc = default_registry().get("MeshRetry")
+    body = {"to": [{"targetRef": MESH, "default": {"grpc": {"numRetries": 2}}}]}
     assert [(e.field, e.reason.split(" (")[0]) for e in desc.validate(body, "spec")] == [
-        ("spec.to[0].default.http", "is not enforced by meshfed's sidecar")
+        ("spec.to[0].default.grpc", "is not enforced by meshfed's sidecar")
     ]
 
 

@@ -1,5 +1,7 @@
-"""mesh_dp/h2grpc.py against odd and misbehaving peers: each failure is an RpcError, never a
-hang, a dead receive task or a corrupted stream.
+"""meshfed/proxy/h2grpc.py (the asyncio driver of h2state) against odd and misbehaving peers:
+each failure is an RpcError, never a hang, a dead receive task or a corrupted stream; a server
+going away gracefully lets the call finish; a peer that floods PINGs and reads nothing is
+dropped once our unsent bytes pass the bound.
 
 The peers are real: a grpcio server, or a scripted HTTP/2 server on the `h2` library (for the
 misbehaving peers grpcio cannot play). Each test has a deadline, so a hang shows as a failure.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,10 +20,11 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
+from hyperframe.frame import GoAwayFrame, PingFrame
 
 from meshfed.proxy.h2grpc import WINDOW, BidiCall, GrpcMessages, RpcError, frame
 from tests.support import async_wait_until
-from tests.unit.proxy.test_h2grpc import grpc_server
+from tests.unit.proxy.test_h2grpc import grpc_server, raw_server
 
 PATH = "/test.Echo/Stream"
 GRPC_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
@@ -80,15 +84,13 @@ async def h2_server(script: Script, ack_data: bool = True) -> AsyncIterator[str]
         await peer.requested.wait()
         await script(peer)
 
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with raw_server(on_connect) as target:
+        try:
+            yield target
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
@@ -263,3 +265,106 @@ async def test_a_reset_stream_maps_to_grpc_status(code: int, status: str) -> Non
             assert err.value.code == status
         finally:
             await call.close()
+
+
+# --- a graceful GOAWAY lets the open call finish (issue 16) ---------------------------------
+
+
+def goaway(last_stream_id: int, error_code: int = 0) -> bytes:
+    return GoAwayFrame(0, last_stream_id=last_stream_id, error_code=error_code).serialize()
+
+
+async def test_a_graceful_goaway_lets_the_call_finish() -> None:
+    async def drain_then_finish(peer: Peer) -> None:
+        peer.conn.send_headers(peer.stream_id, GRPC_HEADERS)
+        peer.conn.send_data(peer.stream_id, frame(b"before"))
+        peer.flush()
+        # One write: the GOAWAY and the frames after it arrive in the same read.
+        peer.writer.write(goaway(peer.stream_id))
+        peer.conn.send_data(peer.stream_id, frame(b"after"))
+        peer.conn.send_headers(peer.stream_id, [(b"grpc-status", b"0")], end_stream=True)
+        peer.flush()
+
+    async with h2_server(drain_then_finish) as target:
+        call = BidiCall(target, PATH, max_message=1024, keepalive=60)
+        await call.start()
+        try:
+            assert await asyncio.wait_for(call.read(), 5) == b"before"
+            assert await asyncio.wait_for(call.read(), 5) == b"after"
+            assert await asyncio.wait_for(call.read(), 5) is None
+            assert call.draining
+        finally:
+            await call.close()
+
+
+@pytest.mark.parametrize(
+    ("last", "code"), [(0, 0), (1, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)], ids=["before", "error"]
+)
+async def test_a_goaway_that_drops_the_call_is_unavailable(last: int, code: int) -> None:
+    async def go(peer: Peer) -> None:
+        peer.conn.send_headers(peer.stream_id, GRPC_HEADERS)
+        peer.flush()
+        peer.writer.write(goaway(last, code))
+
+    async with h2_server(go) as target:
+        call = BidiCall(target, PATH, max_message=1024, keepalive=60)
+        await call.start()
+        try:
+            with pytest.raises(RpcError, match=r"UNAVAILABLE: .*GOAWAY"):
+                await asyncio.wait_for(call.read(), 5)
+        finally:
+            await call.close()
+
+
+# --- a peer flooding PINGs while reading nothing is dropped (issue 16) --------------------
+
+
+async def test_a_ping_flood_from_a_peer_that_does_not_read_is_bounded() -> None:
+    outcome: list[BaseException] = []
+    pings = b"".join(
+        PingFrame(0, opaque_data=i.to_bytes(8, "big")).serialize() for i in range(4096)
+    )
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A server preface, then PINGs until the client drops us; never a byte read.
+        writer.write(h2_server_preface())
+        try:
+            while True:
+                writer.write(pings)
+                await writer.drain()
+        except OSError as exc:
+            outcome.append(exc)
+
+    # A small receive buffer (inherited by the accepted socket): the kernel holds little of
+    # what the client writes, so the client's own bound is what is tested.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(flood, sock=listener)
+    port = listener.getsockname()[1]
+    # A bound lower than the default (tests/unit/proxy/test_h2state.py checks that one): h2
+    # answers some 40,000 PINGs a second, and the test need not take a minute.
+    call = BidiCall(f"127.0.0.1:{port}", PATH, max_message=1024, keepalive=60, max_unsent=1 << 16)
+    try:
+        await call.start()
+        with pytest.raises(RpcError, match=r"UNAVAILABLE: .*does not read"):
+            await asyncio.wait_for(call.read(), 60)
+        assert call._writer is not None
+        assert call._writer.transport.get_write_buffer_size() <= 2 << 20
+        await async_wait_until(_true_if(outcome), timeout=10, what="the flooding peer dropped")
+    finally:
+        await call.close()
+        server.close()
+
+
+def h2_server_preface() -> bytes:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    return conn.data_to_send()
+
+
+def _true_if(items: list[BaseException]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(items)
+
+    return check
