@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Only folders that exist in this checkout (git keeps no empty ones).
 LINT_PATHS := $(wildcard $(PACKAGES) tests benchmarks scripts)
 
-.PHONY: up test venv system-deps lint lock lock-check fmt proto proto-check unit integration bench-deps clean
+.PHONY: up test venv system-deps lint lock lock-check fmt proto proto-check unit integration soak fuzz bench-deps clean
 
 # Installs come from the locks in requirements/ (exact versions and hashes), never from the
 # ranges in pyproject.toml, so an upstream release cannot change an unchanged tree's result.
@@ -71,6 +71,16 @@ unit: $(STAMP)
 
 integration: $(STAMP) system-deps
 	$(PY) -m pytest -q tests/integration tests/e2e
+
+# The long versions of the chaos and load suites (`make test` runs them bounded; tests/bounds.py):
+# a 30 s global outage, 50 zone flaps, a 20 s SIGSTOP, 50 API clients for 60 s.
+soak: $(STAMP) system-deps
+	MESHFED_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/chaos tests/load
+
+# The fuzz properties with many more examples than in `make test` (FUZZ_EXAMPLES to change).
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	MESHFED_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider -p no:timeout $(PYTEST_ARGS) tests/fuzz
 
 bench-deps:
 	bash scripts/install-system-deps.sh --bench

@@ -78,6 +78,7 @@ def received_stat(ins: ReceiveInsight) -> dict[str, Any]:
         "responsesRejected": ins.nacks_sent,
         "resourcesApplied": ins.resources_applied,
         "removalsApplied": ins.removals_applied,
+        "rejected": dict(ins.rejected),
         "lastError": ins.last_nack_error or None,
         "lastErrorTime": rfc3339(ins.last_nack_time),
     }

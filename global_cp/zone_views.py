@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from global_cp.insights import ZoneRecord, rfc3339
+from global_cp.insights import ZoneRecord, epoch, rfc3339
 from global_cp.replicas import Replicas
 from global_cp.zone_book import ZoneBook
 from global_cp.zone_liveness import newest_subscription, remote_record, serving_replica, stored_stat
@@ -80,20 +80,7 @@ class ZoneViews:
                 continue
             rec, session, remote = await self.zone_state(zone.name)
             if remote is not None:
-                # Served by another replica, which alone knows the versions the zone holds;
-                # its last flush says whether the zone lacked anything of this type.
-                stat = stored_stat(remote, desc.name)
-                rejected = stat.get("rejected")
-                error = rejected.get(str(key)) if isinstance(rejected, dict) else None
-                answers.append(
-                    {
-                        "zone": zone.name,
-                        "state": "online",
-                        "version": None,
-                        "inSync": not stat.get("pending") and error is None,
-                        "lastError": error,
-                    }
-                )
+                answers.append(_remote_answer(zone.name, remote, desc.name, res, version))
                 continue
             held = zones.held(rec, session, desc.name).get(key)
             last_error = None
@@ -144,3 +131,30 @@ class ZoneViews:
                 online = True  # cannot tell: believe the store rather than flap to offline
         now = time.time()
         return remote_record(zone, stored.spec, online, now), None, stored.spec if online else None
+
+
+def _remote_answer(
+    zone: str, remote: dict[str, Any], type_name: str, res: Resource, version: str
+) -> dict[str, Any]:
+    """A zone served by another replica, which alone knows the versions the zone holds, as of
+    that replica's last insight flush (issue 16: this answered `version: null`). The zone
+    holds `version` when that flush came after the resource's last change and then had
+    nothing of the type pending or refused; otherwise the version is unknown here (null) and
+    `servedBy` names the replica whose `_sync` knows it."""
+    stat = stored_stat(remote, type_name)
+    rejected = stat.get("rejected")
+    error = rejected.get(str(Key(res.mesh, res.name))) if isinstance(rejected, dict) else None
+    status = (newest_subscription(remote) or {}).get("status")
+    flushed = epoch(status.get("lastUpdateTime")) if isinstance(status, dict) else None
+    changed = epoch(res.meta.modification_time or res.meta.creation_time)
+    current = flushed is not None and changed is not None and flushed >= changed
+    in_sync = current and not stat.get("pending") and error is None
+    return {
+        "zone": zone,
+        "state": "online",
+        "version": version if in_sync else None,
+        "inSync": in_sync,
+        "lastError": error,
+        "servedBy": serving_replica(remote),
+        "asOf": rfc3339(flushed),
+    }

@@ -5,14 +5,18 @@ Order of preference, as Envoy does it for Kuma:
 
 1. Priority: with locality awareness (the default), endpoints of the sidecar's own zone come
    first and other zones (their ingresses) are used only when no local endpoint is
-   available. `localityAware=False` puts every endpoint in one group, by weight.
+   available, in the crossZone failover order the control plane wrote as each endpoint's
+   `priority`, leaving a level below `failoverThreshold` (mesh_dp/locality.py).
+   `localityAware=False` puts every endpoint in one group, by weight.
 2. Availability: an endpoint is available unless active health checks say it is unhealthy
    or it is ejected after a failed connect (passive marking: ejected for `EJECT_BASE`
    seconds, doubling with each failure in a row up to `EJECT_MAX`; a successful connect
    clears it). When nothing is available anywhere, every endpoint not yet tried for this
    connection is a candidate again ("panic" routing, as Envoy): refusing outright would turn
    a wrong health verdict into an outage.
-3. Algorithm within the chosen group: RoundRobin (smooth weighted round robin, so a remote
+3. Algorithm within the chosen group (in the local zone, the affinity group drawn by
+   weight first): RingHash / Maglev (mesh_dp/http/hashing.py: the request's key picks the
+   endpoint; no key: random), RoundRobin (smooth weighted round robin, so a remote
    zone's ingress with weight 3 gets three turns per cycle), Random (weighted), or
    LeastRequest (sample `choiceCount` endpoints without replacement, take the one with the
    fewest open connections; the first sampled wins ties).
@@ -27,11 +31,12 @@ import random
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from mesh_dp import locality
+from mesh_dp.http.hashing import HashTable, Maglev, Ring
 from meshfed.dpconfig.model import (
     Endpoint,
     HealthCheck,
     LbAlgorithm,
-    Locality,
     OutboundPolicies,
 )
 
@@ -39,6 +44,8 @@ EJECT_BASE = 0.5  # seconds an endpoint is skipped after one failed connect
 EJECT_MAX = 30.0
 
 EndpointKey = tuple[str, int, str]  # address, port, sni: what makes a different upstream
+HASHED = (LbAlgorithm.RING_HASH, LbAlgorithm.MAGLEV)
+TABLES_KEPT = 4  # hash tables cached per outbound (one per set of usable endpoints)
 
 
 def endpoint_key(e: Endpoint) -> EndpointKey:
@@ -92,6 +99,7 @@ class Balancer:
         self._rng = rng or random.Random()
         self.policies = policies
         self.states: list[EndpointState] = [EndpointState(e) for e in _unique(endpoints)]
+        self._tables: dict[tuple[object, ...], HashTable] = {}
 
     def update(self, endpoints: Sequence[Endpoint], policies: OutboundPolicies) -> None:
         """New endpoints and policies; endpoints that stay keep their state."""
@@ -108,29 +116,80 @@ class Balancer:
             for s in states:  # no checks any more: nothing can keep an endpoint out
                 s.healthy, s.hc_failures, s.hc_successes = True, 0, 0
         self.states = states
+        if (
+            policies.hash != self.policies.hash
+            or policies.load_balancer != self.policies.load_balancer
+        ):
+            self._tables.clear()
         self.policies = policies
 
-    def choose(self, now: float, tried: Collection[EndpointState] = ()) -> EndpointState | None:
-        """The endpoint for the next connect attempt, or None when every one was tried."""
+    def choose(
+        self, now: float, tried: Collection[EndpointState] = (), key: int | None = None
+    ) -> EndpointState | None:
+        """The endpoint for the next connect attempt, or None when every one was tried.
+        `key`: the request's hash (RingHash / Maglev), None when it has none."""
         candidates = [s for s in self.states if not any(s is t for t in tried)]
         if not candidates:
             return None
-        group = self._group([s for s in candidates if s.available(now)])
+        group = self._group(candidates, now)
         if not group:
-            group = self._group(candidates)  # panic: nothing is available, try anyway
+            # panic: nothing is available, try anyway
+            group = (
+                candidates if not self.policies.locality_aware else locality.first_level(candidates)
+            )
+        if key is not None and self.policies.load_balancer in HASHED:
+            hashed = self._hashed(group, tried, key)
+            if hashed is not None:
+                return hashed
         return self._pick(group)
 
-    def _group(self, states: list[EndpointState]) -> list[EndpointState]:
-        """The highest-priority non-empty group."""
+    def _group(self, candidates: list[EndpointState], now: float) -> list[EndpointState]:
+        """The available candidates of the level to use (mesh_dp/locality.py)."""
         if not self.policies.locality_aware:
-            return states
-        local = [s for s in states if s.endpoint.locality is Locality.LOCAL]
-        return local or states
+            return [s for s in candidates if s.available(now)]
+        return locality.priority_group(
+            self.states, candidates, lambda s: s.available(now), self.policies.failover_threshold
+        )
+
+    def _hashed(
+        self, group: list[EndpointState], tried: Collection[EndpointState], key: int
+    ) -> EndpointState | None:
+        """The owner of `key` among the group. The table covers every endpoint of the
+        group's level, so a key moves only when its own endpoint is unusable (unavailable,
+        or tried already by this request)."""
+        lv = locality.level(group[0].endpoint)
+        aware = self.policies.locality_aware
+        members = sorted(
+            (s for s in self.states if not aware or locality.level(s.endpoint) == lv),
+            key=lambda s: s.key,
+        )
+        usable = {id(s) for s in group}
+        index = self._table(members).lookup(key, lambda i: id(members[i]) in usable)
+        return None if index is None else members[index]
+
+    def _table(self, members: list[EndpointState]) -> HashTable:
+        p = self.policies
+        cache_key = (p.load_balancer, p.hash, tuple((s.key, s.endpoint.weight) for s in members))
+        table = self._tables.get(cache_key)
+        if table is None:
+            names = [f"{a}:{port}/{sni}" for a, port, sni in (s.key for s in members)]
+            weights = [s.endpoint.weight for s in members]
+            kind = Maglev if p.load_balancer is LbAlgorithm.MAGLEV else Ring
+            table = kind(names, weights, p.hash)
+            if len(self._tables) >= TABLES_KEPT:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[cache_key] = table
+        return table
 
     def _pick(self, group: list[EndpointState]) -> EndpointState:
         algorithm = self.policies.load_balancer
+        affinity = self.policies.affinity_weights
+        if affinity and locality.level(group[0].endpoint) == (0, 0):
+            group = locality.affinity_group(group, affinity, self._rng)
         if len(group) == 1:
             return group[0]
+        if algorithm in HASHED:  # no key: Envoy picks at random
+            return self._rng.choice(group)
         if algorithm is LbAlgorithm.RANDOM:
             weights = [max(1, s.endpoint.weight) for s in group]
             return self._rng.choices(group, weights)[0]

@@ -39,6 +39,7 @@ from mesh_dp.balancer import Balancer, EndpointState
 from mesh_dp.http import health
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.conn import Conn
+from mesh_dp.http.hashing import CALLER, peer_host, request_hash
 from mesh_dp.http.limits import Caps, Limits
 from mesh_dp.http.outlier import OutlierDetector
 from mesh_dp.http.parse import RequestHead, RequestParser
@@ -154,7 +155,9 @@ class _Cluster:
         return self._policy[1]
 
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
-        return self.listener.balancer.choose(self.listener.clock(), tried)
+        listener = self.listener
+        key = request_hash(listener.outbound.policies.hash.policies, request, CALLER.get())
+        return listener.balancer.choose(listener.clock(), tried, key)
 
     async def open(self, endpoint: EndpointState, timeout: float) -> Conn:
         listener = self.listener
@@ -333,6 +336,7 @@ class OutboundListener:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve_http(self, client: Conn, stats: OutboundStats) -> None:
+        CALLER.set(peer_host(client.transport))  # this task serves this one connection
         try:
             await self.http.serve(client)
         finally:
@@ -343,9 +347,11 @@ class OutboundListener:
         policies = outbound.policies
         tried: list[EndpointState] = []
         errors: list[str] = []
+        # TCP: only Connection sourceIP can give a key (no request); without one, random
+        key = request_hash(policies.hash.policies, None, peer_host(client.transport))
         try:
             for _ in range(policies.max_connect_attempts):
-                state = self.balancer.choose(self._clock(), tried)
+                state = self.balancer.choose(self._clock(), tried, key)
                 if state is None:
                     break
                 tried.append(state)

@@ -11,7 +11,9 @@ runs on a timer. A pass, in order:
 3. publishes an immutable `ServiceSnapshot` to listeners (the DNS server swaps its table);
 4. writes the own ZoneIngresses whose `availableServices` changed (they reach the other zones
    through the global); an ingress whose proxy is disconnected (its ZoneIngressInsight's last
-   subscription is closed, zone_cp.dpstate) advertises nothing until it reconnects.
+   subscription is closed, zone_cp.dpstate) for longer than INGRESS_RESTART_GRACE advertises
+   nothing until it reconnects. Within the grace it keeps advertising, so a restarting ingress
+   does not make every other zone drop and re-add its services (issue 16).
 
 A failed pass (the store refused a write) is logged and retried with a growing delay; the
 snapshot in use stays the last good one.
@@ -32,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -98,6 +101,25 @@ def _key_text(key: VipKey) -> str:
     return f"{key.service} (mesh {key.mesh}{where})"
 
 
+# How long an own ingress may be disconnected and still advertise its services: long enough
+# for a restart (a zone-ingress process is serving again in about 1 s, measured on an idle
+# machine; 3 s leaves room for a loaded one), short enough that other zones stop sending to a
+# dead ingress within about 4 s (the grace, plus one trip through the global).
+INGRESS_RESTART_GRACE: Final = 3.0
+
+
+def _disconnected_at(insight: Resource) -> float | None:
+    """When the proxy's last subscription closed (seconds since the epoch), if it says."""
+    subs = dpstate.previous_subscriptions(insight)
+    text = subs[-1].get("disconnectTime") if subs else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
 class ZoneServices:
     def __init__(
         self,
@@ -108,9 +130,12 @@ class ZoneServices:
         online: Predicate = _always,
         writer: bool = True,
         cache: StoreCache | None = None,
+        ingress_grace: float = INGRESS_RESTART_GRACE,
     ) -> None:
         """`cache`: the process's store cache (None: a cache of its own)."""
         self._store = store
+        self.ingress_grace = ingress_grace
+        self._grace_timer: asyncio.TimerHandle | None = None
         self.zone = zone
         self.cidr = cidr
         self.online = online
@@ -140,6 +165,9 @@ class ZoneServices:
         self._task = asyncio.create_task(self._run(), name="zone-services")
 
     async def stop(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -251,13 +279,27 @@ class ZoneServices:
         self.last_pass_seconds = time.perf_counter() - started
 
     def _offline_ingresses(self) -> frozenset[str]:
-        """Own ingresses whose proxy is disconnected (an insight is only ever the zone's own:
-        ZoneIngressInsight goes up to the global, never down)."""
-        return frozenset(
-            r.meta.name
-            for r, _ in self._mirror.entries(ZONE_INGRESS_INSIGHT.name)
-            if dpstate.proxy_disconnected(r)
-        )
+        """Own ingresses whose proxy has been disconnected for the grace period (an insight is
+        only ever the zone's own: ZoneIngressInsight goes up to the global, never down). One
+        still within its grace gets a pass when the grace ends."""
+        now = time.time()
+        offline: set[str] = set()
+        wake: float | None = None
+        for r, _ in self._mirror.entries(ZONE_INGRESS_INSIGHT.name):
+            if not dpstate.proxy_disconnected(r):
+                continue
+            since = _disconnected_at(r)
+            left = self.ingress_grace - (now - since) if since is not None else 0.0
+            if left <= 0:
+                offline.add(r.meta.name)
+            else:
+                wake = left if wake is None else min(wake, left)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if wake is not None:
+            self._grace_timer = asyncio.get_running_loop().call_later(wake, self.invalidate)
+        return frozenset(offline)
 
     def _follow(self, catalog: Catalog) -> None:
         """A replica that does not write: the leader's stored VIPs for what the catalog has."""

@@ -38,6 +38,8 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from meshfed.dpconfig.catalog import (
     DEFAULT_SERVICE_ADDRESS,
     Catalog,
@@ -45,6 +47,7 @@ from meshfed.dpconfig.catalog import (
     ServiceEntry,
     VipKey,
 )
+from meshfed.dpconfig.locality import LocalityPlan, plan_of
 from meshfed.dpconfig.model import (
     Endpoint,
     Inbound,
@@ -58,13 +61,19 @@ from meshfed.dpconfig.model import (
     SidecarConfig,
     Tls,
 )
-from meshfed.dpconfig.policies import OUTBOUND_TYPES, outbound_policies
+from meshfed.dpconfig.policies import OUTBOUND_TYPES, load_balancing_conf, outbound_policies
 from meshfed.dpconfig.sni import SniError, encode_sni
 from meshfed.pki.leaf import Leaf
 from meshfed.pki.spiffe import PkiError, service_id
 from meshfed.policy.permissions import compile_permissions
 from meshfed.policy.rules import Matched, match
-from meshfed.policy.targetref import DataplaneView, tags_match, view_of
+from meshfed.policy.targetref import (
+    DataplaneView,
+    ServiceLabels,
+    service_labels,
+    tags_match,
+    view_of,
+)
 from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, as_list, dig
 
@@ -118,19 +127,33 @@ def protocol_of(tags: Mapping[str, Any]) -> Protocol:
     return as_protocol(str(tags.get(PROTOCOL_TAG, "tcp")))
 
 
-def _local(instances: Sequence[LocalInstance], zone: str) -> list[Endpoint]:
-    return [Endpoint(i.address, i.port, zone) for i in instances]
+def _local(
+    instances: Sequence[LocalInstance], zone: str, plan: LocalityPlan | None = None
+) -> list[Endpoint]:
+    return [
+        Endpoint(i.address, i.port, zone, affinity=plan.affinity(i.tags) if plan else 0)
+        for i in instances
+    ]
 
 
-def _remote(entry: ServiceEntry, local_zone: str) -> list[Endpoint]:
+def _remote(
+    entry: ServiceEntry, local_zone: str, plan: LocalityPlan | None = None
+) -> list[Endpoint]:
+    """Other zones' ingresses; with a `plan`, in its failover order and only the zones it
+    reaches (without one: a `<service>.<zone>.mesh` outbound, which names its zone)."""
     sni = _sni(entry.service, entry.mesh)
     if sni is None:
         return []
-    return [
-        Endpoint(r.address, r.port, r.zone, r.instances, Locality.REMOTE, True, sni)
-        for r in entry.remote
-        if r.zone != local_zone
-    ]
+    zones = {r.zone for r in entry.remote}
+    out: list[Endpoint] = []
+    for r in entry.remote:
+        priority = 0 if plan is None else plan.zone_priority(r.zone, zones)
+        if r.zone == local_zone or priority is None:
+            continue
+        out.append(
+            Endpoint(r.address, r.port, r.zone, r.instances, Locality.REMOTE, True, sni, priority)
+        )
+    return out
 
 
 class _Builder:
@@ -150,16 +173,40 @@ class _Builder:
         self.catalog = catalog
         self.matched = matched
         self._policies: dict[str, OutboundPolicies] = {}
+        self._plans: dict[str, LocalityPlan] = {}
+        # the caller's tags for localZone affinity: its inbounds', the first one's first
+        self.caller: dict[str, str] = {}
+        for inbound in reversed(view.inbounds):
+            self.caller.update(inbound.tags)
+
+    def labels(self, service: str) -> ServiceLabels:
+        entry = self.catalog.get(self.view.mesh, service)
+        zones = entry.zones(self.zone) if entry is not None else ()
+        return service_labels(self.view.mesh, service, zones)
+
+    def plan(self, service: str) -> LocalityPlan:
+        if service not in self._plans:
+            conf = load_balancing_conf(self.matched, service, self.labels(service))
+            self._plans[service] = plan_of(conf, self.zone, self.caller)
+        return self._plans[service]
 
     def policies(self, service: str) -> OutboundPolicies:
         if service not in self._policies:
-            self._policies[service] = outbound_policies(self.matched, service)
+            plan = self.plan(service)
+            self._policies[service] = msgspec.structs.replace(
+                outbound_policies(self.matched, service, self.labels(service)),
+                locality_aware=plan.aware,
+                failover_threshold=plan.threshold,
+                affinity_weights=plan.affinity_weights,
+            )
         return self._policies[service]
 
     def endpoints(self, entry: ServiceEntry, zone: str | None = None) -> tuple[Endpoint, ...]:
-        found = _local(entry.local, self.zone) if zone in (None, self.zone) else []
+        plan = self.plan(entry.service)
+        found = _local(entry.local, self.zone, plan) if zone in (None, self.zone) else []
         if self.mtls:
-            found += [e for e in _remote(entry, self.zone) if zone in (None, e.zone)]
+            remote = _remote(entry, self.zone, plan if zone is None else None)
+            found += [e for e in remote if zone in (None, e.zone)]
         return tuple(found)
 
     def vip_outbounds(
@@ -199,11 +246,13 @@ class _Builder:
         entry = self.catalog.get(self.view.mesh, service)
         endpoints: list[Endpoint] = []
         if entry is not None:
+            plan = self.plan(service)
             if pinned in (None, self.zone):
                 chosen = [i for i in entry.local if tags_match(subset, i.tags)]
-                endpoints += _local(chosen, self.zone)
+                endpoints += _local(chosen, self.zone, plan)
             if self.mtls and not subset:
-                endpoints += [e for e in _remote(entry, self.zone) if pinned in (None, e.zone)]
+                remote = _remote(entry, self.zone, plan if pinned is None else None)
+                endpoints += [e for e in remote if pinned in (None, e.zone)]
         return Outbound(
             service=service,
             address=address if isinstance(address, str) else DEFAULT_SERVICE_ADDRESS,

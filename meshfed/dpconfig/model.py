@@ -60,6 +60,8 @@ __all__ = [
     "ConfigFormatError",
     "Encoded",
     "Endpoint",
+    "HashConf",
+    "HashPolicy",
     "HealthCheck",
     "HttpCheck",
     "HttpRetry",
@@ -93,6 +95,8 @@ class LbAlgorithm(enum.StrEnum):
     ROUND_ROBIN = "RoundRobin"
     RANDOM = "Random"
     LEAST_REQUEST = "LeastRequest"
+    RING_HASH = "RingHash"
+    MAGLEV = "Maglev"
 
 
 class OutboundKind(enum.StrEnum):
@@ -112,6 +116,10 @@ class Endpoint(Message, frozen=True):
     locality: Locality = Locality.LOCAL
     via_ingress: bool = False
     sni: str = ""  # set when via_ingress
+    # Locality (meshfed/dpconfig/locality.py): lower priorities are used first; `affinity`
+    # indexes OutboundPolicies.affinityWeights (local endpoints sharing the caller's tags).
+    priority: Annotated[int, msgspec.Meta(ge=0, le=UINT32)] = 0
+    affinity: Annotated[int, msgspec.Meta(ge=0, le=UINT32)] = 0
 
     def __post_init__(self) -> None:
         if self.via_ingress and not self.sni:
@@ -167,6 +175,28 @@ class Outlier(Message, frozen=True):
     local_origin_failures: Count | None = None  # consecutive connect failures (split only)
     success_rate: SuccessRate | None = None
     failure_percentage: FailurePercentage | None = None
+
+
+HashKind = Literal["Header", "Cookie", "Connection", "QueryParameter"]
+
+
+class HashPolicy(Message, frozen=True):
+    """One MeshLoadBalancingStrategy hash policy (mesh_dp/http/hashing.py computes it)."""
+
+    type: HashKind
+    name: str = ""  # the header, cookie or query parameter
+    terminal: bool = False  # a key found here ends the list
+    source_ip: bool = False  # Connection: hash the caller's address
+
+
+class HashConf(Message, frozen=True):
+    """RingHash / Maglev parameters (Envoy's defaults when a policy leaves them out; the
+    largest ring meshfed's model allows is 8M)."""
+
+    policies: tuple[HashPolicy, ...] = ()
+    min_ring_size: Annotated[int, msgspec.Meta(ge=1, le=8_000_000)] = 1024
+    max_ring_size: Annotated[int, msgspec.Meta(ge=1, le=8_000_000)] = 8_000_000
+    table_size: Annotated[int, msgspec.Meta(ge=1, le=5_000_011)] = 65537
 
 
 # Defaults when no policy sets a field: the values of the policies Kuma creates with a mesh
@@ -226,6 +256,10 @@ class OutboundPolicies(Message, frozen=True):
     max_connection_duration: Seconds = 0.0
     request_headers_timeout: Seconds = 0.0
     http_retry: HttpRetry = HttpRetry()  # MeshRetry http
+    # leave a priority when fewer than this % of its endpoints are available (0: when none is)
+    failover_threshold: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.0
+    affinity_weights: tuple[Count, ...] = ()  # per Endpoint.affinity group of the local zone
+    hash: HashConf = HashConf()  # RingHash / Maglev
     sources: tuple[str, ...] = ()  # policies that set any of these, `Type/name`
 
 

@@ -21,7 +21,9 @@ What each enforced field means (the set itself is in meshfed/policy/enforced.py)
   detector's `consecutive` defaults to Envoy's 5.
 - MeshLoadBalancingStrategy `loadBalancer.type`: RoundRobin, Random, or LeastRequest
   (sample `leastRequest.choiceCount` endpoints, take the one with fewest active
-  connections); `localityAwareness.disabled: true`: all zones are equal, by weight.
+  connections), RingHash (`minRingSize`, `maxRingSize`) or Maglev (`tableSize`) with
+  `hashPolicies` (mesh_dp/http/hashing.py); `localityAwareness` (`disabled`, `localZone`,
+  `crossZone`): meshfed/dpconfig/locality.py.
 
 Each type's merged `default` (Kuma merges them as JSON, meshfed/policy/merge.py) is read
 through its model (meshfed/resources/models/policies.py), which holds Kuma's defaults: there
@@ -34,13 +36,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypeVar
+
+import msgspec
 
 from meshfed.dpconfig.model import (
     DEFAULT_HTTP_RETRY_ON,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STREAM_IDLE_TIMEOUT,
     FailurePercentage,
+    HashConf,
+    HashPolicy,
     HealthCheck,
     HttpCheck,
     HttpRetry,
@@ -50,9 +56,10 @@ from meshfed.dpconfig.model import (
     SuccessRate,
 )
 from meshfed.policy.rules import Matched, outbound_conf
+from meshfed.policy.targetref import ServiceLabels
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.models.base import Model, parse
-from meshfed.resources.models.load_balancing import LoadBalancingConf
+from meshfed.resources.models.load_balancing import LoadBalancingConf, Maglev, RingHash
 from meshfed.resources.models.policies import (
     CircuitBreakerConf,
     Consecutive,
@@ -193,18 +200,11 @@ def _seconds(value: timedelta | None, default: float = 0.0) -> float:
     return default if value is None else value.total_seconds()
 
 
-class _HttpTimeoutFields(TypedDict):
-    request_timeout: float
-    stream_idle_timeout: float
-    max_stream_duration: float
-    max_connection_duration: float
-    request_headers_timeout: float
-
-
-def _http_timeouts(http: HttpTimeouts | None) -> _HttpTimeoutFields:
-    """MeshTimeout `http` as OutboundPolicies fields; Kuma's defaults for what is unset."""
+def _http_timeouts(http: HttpTimeouts | None, policies: OutboundPolicies) -> OutboundPolicies:
+    """MeshTimeout `http` on OutboundPolicies; Kuma's defaults for what is unset."""
     h = http or HttpTimeouts.model_construct()
-    return _HttpTimeoutFields(
+    return msgspec.structs.replace(
+        policies,
         request_timeout=_seconds(h.request_timeout, DEFAULT_REQUEST_TIMEOUT),
         stream_idle_timeout=_seconds(h.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT),
         max_stream_duration=_seconds(h.max_stream_duration),
@@ -229,17 +229,53 @@ def _http_retry(retry: RetryConf) -> HttpRetry:
     )
 
 
-def _load_balancer(lb: LoadBalancingConf) -> LbAlgorithm:
-    try:
-        return LbAlgorithm(lb.algorithm)
-    except ValueError:  # RingHash, Maglev: refused by the API; stored before the gate, ignored
-        return LbAlgorithm.ROUND_ROBIN
+def _hash_conf(lb: LoadBalancingConf) -> HashConf:
+    """RingHash / Maglev parameters and hash policies (FilterState is refused by the API)."""
+    params: RingHash | Maglev | None = None
+    if lb.load_balancer is not None:
+        params = lb.load_balancer.ring_hash or lb.load_balancer.maglev
+    if params is None:
+        return HashConf()
+    policies = tuple(
+        HashPolicy(
+            type=p.type,
+            name=(
+                (p.header.name if p.header else "")
+                or (p.cookie.name if p.cookie else "")
+                or (p.query_parameter.name if p.query_parameter else "")
+            ),
+            terminal=bool(p.terminal),
+            source_ip=bool(p.connection and p.connection.source_ip),
+        )
+        for p in params.hash_policies or ()
+        if p.type != "FilterState"
+    )
+    base = HashConf(policies=policies)
+    if isinstance(params, RingHash):
+        return HashConf(
+            policies=policies,
+            min_ring_size=params.min_ring_size or base.min_ring_size,
+            max_ring_size=params.max_ring_size or base.max_ring_size,
+        )
+    return HashConf(policies=policies, table_size=params.table_size or base.table_size)
 
 
-def outbound_policies(matched: Mapping[str, Sequence[Matched]], service: str) -> OutboundPolicies:
-    """The enforced settings for the outbound to `service`, from the policies of each type
-    already matched to the dataplane (rules.match), keyed by type name."""
-    merged = {t: outbound_conf(matched.get(t, ()), service) for t in OUTBOUND_TYPES}
+def load_balancing_conf(
+    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+) -> LoadBalancingConf:
+    """The merged MeshLoadBalancingStrategy `default` for the outbound to `service`."""
+    merged = outbound_conf(matched.get(MESH_LOAD_BALANCING_STRATEGY, ()), service, labels)
+    return read_conf(LoadBalancingConf, merged.conf, MESH_LOAD_BALANCING_STRATEGY)
+
+
+def outbound_policies(
+    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+) -> OutboundPolicies:
+    """The enforced settings for the outbound to `service` (with `labels`, for targetRefs
+    selecting a MeshService by labels), from the policies of each type already matched to
+    the dataplane (rules.match), keyed by type name. Locality fields are the builder's
+    (meshfed/dpconfig/locality.py: they depend on the caller's zone and tags)."""
+    merged = {t: outbound_conf(matched.get(t, ()), service, labels) for t in OUTBOUND_TYPES}
     timeout = read_conf(TimeoutConf, merged[MESH_TIMEOUT].conf, MESH_TIMEOUT)
     retry = read_conf(RetryConf, merged[MESH_RETRY].conf, MESH_RETRY)
     breaker = read_conf(CircuitBreakerConf, merged[MESH_CIRCUIT_BREAKER].conf, MESH_CIRCUIT_BREAKER)
@@ -251,18 +287,19 @@ def outbound_policies(matched: Mapping[str, Sequence[Matched]], service: str) ->
     sources: list[str] = []
     for t in OUTBOUND_TYPES:
         sources += [s for s in merged[t].sources if s not in sources]
-    return OutboundPolicies(
+    policies = OutboundPolicies(
         connect_timeout=timeout.connection_timeout.total_seconds(),
         idle_timeout=timeout.idle_timeout.total_seconds(),
         max_connect_attempts=retry.max_connect_attempt,
         health_check=_health_check(merged[MESH_HEALTH_CHECK].conf),
         max_connections=breaker.max_connections,
-        load_balancer=_load_balancer(lb),
+        load_balancer=LbAlgorithm(lb.algorithm),
+        hash=_hash_conf(lb),
         least_request_choices=lb.least_request_choices,
         locality_aware=lb.locality_aware,
         outlier=_outlier(breaker),
-        **_http_timeouts(timeout.http),
         http_retry=_http_retry(retry),
         sources=tuple(sources),
-        **_limits(breaker),
     )
+    policies = msgspec.structs.replace(policies, **_limits(breaker))
+    return _http_timeouts(timeout.http, policies)

@@ -54,6 +54,9 @@ class ReceiveInsight:
     last_received_time: float | None = None
     last_nack_time: float | None = None
     last_nack_error: str = ""
+    # Each resource refused and not since accepted or removed: key -> why (issue 16: the
+    # count alone did not say which resource was wrong, nor why).
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,4 +68,5 @@ class ReceiveInsight:
             "lastReceivedTime": self.last_received_time,
             "lastNackTime": self.last_nack_time,
             "lastNackError": self.last_nack_error,
+            "rejected": dict(self.rejected),
         }

@@ -24,7 +24,14 @@ from meshfed.kds.stream import ReceiveSide
 from meshfed.resources.codec import check_labels, check_name
 from meshfed.resources.descriptors import Registry, Scope
 from meshfed.resources.errors import FieldError
-from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, ORIGIN_GLOBAL, ORIGIN_ZONE, Resource
+from meshfed.resources.model import (
+    LABEL_ORIGIN,
+    LABEL_ZONE,
+    ORIGIN_GLOBAL,
+    ORIGIN_ZONE,
+    Key,
+    Resource,
+)
 from meshfed.store.base import ResourceStore, StoreKey
 
 log = logging.getLogger("meshfed.kds")
@@ -68,8 +75,9 @@ async def _apply(
     removes: Sequence[tuple[str, str]],
     may_change: Callable[[Resource], bool],
     refused: Callable[[Resource], None],
-) -> None:
-    """Writes one change set as one store batch, touching only what `may_change` allows.
+) -> set[int]:
+    """Writes one change set as one store batch, touching only what `may_change` allows;
+    returns the positions in `upserts` it refused to write (another owner holds the key).
 
     Each written key must still have the version read here (absent for a new one): a
     concurrent local write makes the batch fail with nothing written, and so this apply and
@@ -79,11 +87,13 @@ async def _apply(
     puts: list[Resource] = []
     deletes: list[StoreKey] = []
     expected: dict[StoreKey, str | None] = {}
-    for res in upserts:
+    not_written: set[int] = set()
+    for i, res in enumerate(upserts):
         existing = current.get((res.mesh, res.name))
         if existing is not None:
             if not may_change(existing):
                 refused(res)
+                not_written.add(i)
                 continue
             if existing.meta.labels == res.meta.labels and existing.spec == res.spec:
                 continue  # already stored as sent: no write, no event
@@ -96,6 +106,18 @@ async def _apply(
             expected[existing.key] = existing.meta.version
     if puts or deletes:
         await store.write_batch(puts, deletes, expected=expected)
+    return not_written
+
+
+def _forget(changes: ChangeSet, not_written: set[int]) -> None:
+    """Takes what was not written out of `changes`, so the receiver never counts it as held
+    (it would tell the peer, on the next subscribe, that it has a version it does not)."""
+    if not not_written:
+        return
+    for i in not_written:
+        res = changes.upserts[i]
+        changes.versions.pop(Key(res.mesh, res.name), None)
+    changes.upserts = [r for i, r in enumerate(changes.upserts) if i not in not_written]
 
 
 async def global_receive_side(
@@ -123,7 +145,9 @@ async def global_receive_side(
     async def apply(changes: ChangeSet) -> None:
         upserts = [with_ingress_zone(stored_at_global(r, zone), zone) for r in changes.upserts]
         removes = [(k.mesh, zone_resource_name(k.name, k.mesh, zone)) for k in changes.removes]
-        await _apply(store, changes.type, upserts, removes, owned_by_zone, refused)
+        _forget(
+            changes, await _apply(store, changes.type, upserts, removes, owned_by_zone, refused)
+        )
 
     return ReceiveSide(receiver=receiver, apply=apply, validate=check)
 
@@ -153,6 +177,9 @@ async def zone_receive_side(
 
     async def apply(changes: ChangeSet) -> None:
         removes = [(k.mesh, k.name) for k in changes.removes]
-        await _apply(store, changes.type, changes.upserts, removes, from_global, refused)
+        _forget(
+            changes,
+            await _apply(store, changes.type, changes.upserts, removes, from_global, refused),
+        )
 
     return ReceiveSide(receiver=receiver, apply=apply, validate=check)

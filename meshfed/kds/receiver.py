@@ -105,14 +105,18 @@ class Receiver:
                 changes.upserts = [r for r in changes.upserts if (r.mesh, r.name) != key]
             changes.upserts.append(res)
             changes.versions[key] = wire.version
+        for key in resp.removed:
+            if not key.name:  # a store cannot look it up: applying it would drop the stream
+                failed[key] = f"remove of a {resp.type} without a name"
         changes.removes = [k for k in dict.fromkeys(resp.removed) if k not in failed]
 
+        for key, reason in failed.items():
+            insight.rejected[str(key)] = _short(reason)
         if not failed:
             insight.acks_sent += 1
             return changes, SyncRequest(resp.type, resp.nonce)
-        names = ", ".join(str(k) for k in failed)
         detail = ErrorDetail(
-            message=f"{len(failed)} {resp.type} resource(s) rejected: {names}",
+            message=nack_message(resp.type, failed),
             failed=[FailedResource(k, reason) for k, reason in failed.items()],
         )
         insight.nacks_sent += 1
@@ -129,6 +133,8 @@ class Receiver:
         for key in changes.removes:
             held.pop(key, None)
         insight = self._insight[changes.type]
+        for key in (*changes.versions, *changes.removes):
+            insight.rejected.pop(str(key), None)  # accepted or gone since: no longer refused
         insight.resources_applied += len(changes.upserts)
         insight.removals_applied += len(changes.removes)
 
@@ -137,6 +143,31 @@ class Receiver:
 
     def insight(self, type_name: str) -> ReceiveInsight:
         return self._insight[type_name]
+
+
+# A NACK names every refused resource with its reason, each reason cut to this length and the
+# whole message to MAX_NACK_MESSAGE, so a response of thousands of bad resources stays small.
+MAX_REASON = 300
+MAX_NACK_MESSAGE = 4096
+
+
+def _short(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+
+
+def nack_message(type_name: str, failed: Mapping[Key, str]) -> str:
+    """`2 Dataplane resource(s) rejected: 'a' in mesh 'default': <why>; ...`, bounded."""
+    head = f"{len(failed)} {type_name} resource(s) rejected: "
+    parts: list[str] = []
+    size = len(head)
+    for key, reason in failed.items():
+        part = f"{key}: {_short(reason)}"
+        if size + len(part) + 2 > MAX_NACK_MESSAGE:
+            parts.append(f"and {len(failed) - len(parts)} more")
+            break
+        parts.append(part)
+        size += len(part) + 2
+    return head + "; ".join(parts)
 
 
 def _check(type_name: str, name: str, version: str) -> str | None:

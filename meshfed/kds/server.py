@@ -56,6 +56,10 @@ ZONE_TO_GLOBAL = "zone-to-global"
 Context = grpc.aio.ServicerContext[Any, Any]
 __all__ = ["ACCEPTED", "CLIENT_INSTANCE", "KdsServer", "ZoneRejected", "ZoneSession"]
 ACCEPTED = "kds-accepted"  # initial metadata of a stream the global accepted
+# How long a refused stream waits for the client's first message before ending (see
+# `_read_first`): a client that writes at once has written by then; one that waits to be
+# accepted (zone-cp) sends nothing, and is refused this much later.
+REFUSAL_READ_WAIT = 0.25
 
 
 async def end_call(context: Context, code: grpc.StatusCode, details: str) -> None:
@@ -232,6 +236,7 @@ class KdsServer(pb_grpc.KDSServicer):
         session = self._session(zone)
         refusal = self._other_instance(session, instance)
         if refusal:
+            await _read_first(context)
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, refusal)
         if instance and session.instance and instance != session.instance:
             session.close(f"replaced by instance {instance} of zone {zone!r}")
@@ -328,3 +333,17 @@ class KdsServer(pb_grpc.KDSServicer):
                     f"(timeout {self._stale_timeout:g}s): closing the stale stream"
                 )
                 return
+
+
+async def _read_first(context: Any) -> None:
+    """Takes the client's first message, if it comes within REFUSAL_READ_WAIT, before a stream
+    is refused. A client that writes without waiting to be accepted otherwise races the
+    refusal: when the status arrives first, grpc fails the client's write in the client's own
+    core ("Internal error from Core", `Failed "execute_batch": SendMessageOperation`) and
+    that local INTERNAL replaces the ALREADY_EXISTS the server sent (issue 16; seen in about 1
+    of 50 eager streams). Read first, the write has completed when the status is sent."""
+    try:
+        async with asyncio.timeout(REFUSAL_READ_WAIT):
+            await context.read()
+    except Exception:  # nothing came, or the client went away: refuse all the same
+        return

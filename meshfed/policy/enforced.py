@@ -28,11 +28,16 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | outlierDetection.disabled, interval, baseEjectionTime, |
 |                           |         | maxEjectionPercent, splitExternalAndLocalErrors,       |
 |                           |         | detectors (all five; not healthyPanicThreshold)        |
-| MeshLoadBalancingStrategy | to[]    | loadBalancer.type RoundRobin / Random / LeastRequest,  |
-|                           |         | loadBalancer.leastRequest.choiceCount,                 |
-|                           |         | localityAwareness.disabled                             |
+| MeshLoadBalancingStrategy | to[]    | loadBalancer.type RoundRobin / Random / LeastRequest / |
+|                           |         | RingHash / Maglev, leastRequest.choiceCount,           |
+|                           |         | ringHash (hashFunction XXHash, minRingSize,            |
+|                           |         | maxRingSize), maglev.tableSize, hashPolicies (Header,  |
+|                           |         | Cookie name, Connection sourceIP, QueryParameter,      |
+|                           |         | terminal), localityAwareness (disabled, localZone      |
+|                           |         | affinityTags, crossZone failover, failoverThreshold)   |
 
-Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane).
+Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane),
+a MeshService by `name` or by `labels` (meshfed/policy/targetref.py).
 What the enforced fields mean for the sidecar is in meshfed/dpconfig/policies.py.
 """
 
@@ -116,6 +121,17 @@ class Enforced:
     rules: Fields | None = None
 
 
+# One RingHash / Maglev hash policy (mesh_dp/http/hashing.py). A cookie is hashed when the
+# request has it; generating one (`ttl`, `path`) is not done.
+_HASH_POLICY: Final[Fields] = {
+    "type": OneOf(("Header", "Cookie", "Connection", "QueryParameter")),
+    "terminal": ANY,
+    "header": ANY,
+    "cookie": {"name": ANY},
+    "connection": ANY,
+    "queryParameter": ANY,
+}
+
 ENFORCED: Final[Mapping[str, Enforced]] = {
     "MeshTrafficPermission": Enforced(
         from_={"action": ANY},
@@ -176,12 +192,24 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
     "MeshLoadBalancingStrategy": Enforced(
         to={
             "loadBalancer": {
-                "type": OneOf(("RoundRobin", "Random", "LeastRequest")),
+                "type": OneOf(("RoundRobin", "Random", "LeastRequest", "RingHash", "Maglev")),
                 "roundRobin": {},
                 "random": {},
                 "leastRequest": {"choiceCount": ANY},
+                "ringHash": {
+                    # no xxHash in the standard library: a stable BLAKE2b-64 stands for it
+                    "hashFunction": OneOf(("XXHash",)),
+                    "minRingSize": ANY,
+                    "maxRingSize": ANY,
+                    "hashPolicies": _HASH_POLICY,
+                },
+                "maglev": {"tableSize": ANY, "hashPolicies": _HASH_POLICY},
             },
-            "localityAwareness": {"disabled": ANY},
+            "localityAwareness": {
+                "disabled": ANY,
+                "localZone": {"affinityTags": ANY},
+                "crossZone": {"failover": ANY, "failoverThreshold": ANY},
+            },
         }
     ),
 }
@@ -218,7 +246,12 @@ def _check_fields(value: Any, allowed: Fields, path: str) -> list[FieldError]:
                 for i, item in enumerate(sub if isinstance(sub, list) else [])
                 if not rule.allows(item)
             ]
-        elif not isinstance(rule, _AnyValue):
+        elif isinstance(rule, _AnyValue):
+            continue
+        elif isinstance(sub, list):  # a list of objects: each against the tree
+            for i, item in enumerate(sub):
+                errors += _check_fields(item, rule, index(where, i))
+        else:
             errors += _check_fields(sub, rule, where)
     return errors
 

@@ -26,10 +26,12 @@ from typing import Any
 from meshfed.policy.merge import merge_confs
 from meshfed.policy.targetref import (
     DataplaneView,
+    ServiceLabels,
     dataplane_rank,
     kind_of,
     kind_rank,
     selected_inbounds,
+    selects_service,
 )
 from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, ORIGIN_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list
@@ -131,15 +133,20 @@ def merge_entries(selected: Iterable[Entry]) -> Merged:
     return Merged(merge_confs(e.default for e in chosen), tuple(sources))
 
 
-def to_selects(ref: dict[str, Any], service: str) -> bool:
-    """A `to[]` targetRef selects outbound `service`: Mesh, or MeshService by name."""
+def to_selects(ref: dict[str, Any], service: str, labels: ServiceLabels | None = None) -> bool:
+    """A `to[]` targetRef selects outbound `service`: Mesh, or MeshService by name or by
+    labels (the service's `labels`, targetref.service_labels)."""
     kind = kind_of(ref)
-    return kind == MESH or (kind == MESH_SERVICE and ref.get("name") == service)
+    return kind == MESH or (kind == MESH_SERVICE and selects_service(ref, service, labels))
 
 
-def outbound_conf(matched: Sequence[Matched], service: str) -> Merged:
+def outbound_conf(
+    matched: Sequence[Matched], service: str, labels: ServiceLabels | None = None
+) -> Merged:
     """The merged `to[]` default of one policy type for the outbound to `service`."""
-    return merge_entries(e for e in entries(matched, "to") if to_selects(e.target_ref, service))
+    return merge_entries(
+        e for e in entries(matched, "to") if to_selects(e.target_ref, service, labels)
+    )
 
 
 def caller_subset(ref: dict[str, Any]) -> dict[str, str] | None:

@@ -2,7 +2,8 @@
 
 - `Mesh` (or no targetRef): the whole proxy.
 - `MeshSubset{tags}`: the inbounds whose tags include all `tags` (no tags: the whole proxy).
-- `MeshService{name}`: the inbounds whose `kuma.io/service` is `name`.
+- `MeshService{name}`: the inbounds whose `kuma.io/service` is `name`;
+  `MeshService{labels}` (Kuma 2.9+): the inbounds whose service has all those labels.
 - `MeshServiceSubset{name, tags}`: those of them whose tags also include `tags`.
 - `Dataplane{name}` / `Dataplane{labels}` / `Dataplane{}`: the proxy with that name (its
   `kuma.io/display-name` label if it has one, as on a global), with all those labels, or any
@@ -13,13 +14,20 @@ An inbound's tags for matching include `kuma.io/zone: <its zone>`, as in Kuma, s
 `MeshSubset{kuma.io/zone: east}` selects every proxy of zone `east`. A selector value `*`
 matches any value of a present tag.
 
+A service's labels are those Kuma's MeshService generator gives the MeshService of a
+Universal zone (`service_labels`): `kuma.io/display-name` (its `kuma.io/service` name),
+`kuma.io/mesh`, `kuma.io/zone` (each zone it has instances in: a selector naming one of them
+matches), `kuma.io/origin: zone`, `kuma.io/env: universal` and `kuma.io/managed-by:
+meshservice-generator`. The instances' tags are not labels (the generator does not copy
+them), and Kubernetes labels (`k8s.kuma.io/namespace`, ...) never match in Universal.
+
 Outbound (`to`) policies apply to the proxy when at least one inbound is selected; inbound
 (`from`, `rules`) policies apply to the selected inbounds only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +50,43 @@ KIND_RANK: Mapping[str, int] = {
     DATAPLANE: 4,
 }
 WILDCARD = "*"
+
+# label -> the values a service has for it (several zones for kuma.io/zone)
+ServiceLabels = Mapping[str, frozenset[str]]
+LABEL_MESH = "kuma.io/mesh"
+
+
+def service_labels(mesh: str, service: str, zones: Iterable[str]) -> ServiceLabels:
+    """The labels of `service`'s MeshServices in `zones` (see the module docstring)."""
+    return {
+        LABEL_DISPLAY_NAME: frozenset({service}),
+        LABEL_MESH: frozenset({mesh}),
+        LABEL_ZONE: frozenset(zones),
+        "kuma.io/origin": frozenset({"zone"}),
+        "kuma.io/env": frozenset({"universal"}),
+        "kuma.io/managed-by": frozenset({"meshservice-generator"}),
+    }
+
+
+def labels_select(selector: Any, labels: ServiceLabels) -> bool:
+    """Every selector label is one of the service's values for it (any value for `*`)."""
+    if not isinstance(selector, dict):
+        return False
+    for key, want in selector.items():
+        have = labels.get(key, frozenset())
+        if not have or (want != WILDCARD and want not in have):
+            return False
+    return True
+
+
+def selects_service(ref: dict[str, Any], service: str, labels: ServiceLabels | None) -> bool:
+    """A MeshService targetRef selects `service`: by `name`, or by `labels` (matched
+    against `labels`, or the name alone when the caller knows no more)."""
+    if isinstance(ref.get("name"), str):
+        return bool(ref.get("name") == service)
+    if labels is None:
+        labels = {LABEL_DISPLAY_NAME: frozenset({service})}
+    return labels_select(ref.get("labels"), labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +188,10 @@ def _section(ref: dict[str, Any], dp: DataplaneView, chosen: frozenset[int]) -> 
     return chosen & {i.index for i in dp.inbounds if str(i.port) == section}
 
 
+def _inbound_labels(dp: DataplaneView, inbound: InboundView) -> ServiceLabels:
+    return service_labels(dp.mesh, inbound.service, (inbound.tags.get(LABEL_ZONE, ""),))
+
+
 def selected_inbounds(ref: Any, dp: DataplaneView) -> frozenset[int]:
     """Indices of the inbounds `ref` selects; empty when it does not select this proxy."""
     if ref is None:
@@ -154,11 +203,16 @@ def selected_inbounds(ref: Any, dp: DataplaneView) -> frozenset[int]:
         return dp.all_inbounds
     if kind == MESH_SUBSET:
         return frozenset(i.index for i in dp.inbounds if tags_match(ref.get("tags"), i.tags))
-    if kind in (MESH_SERVICE, MESH_SERVICE_SUBSET):
-        name = ref.get("name")
-        selector = ref.get("tags") if kind == MESH_SERVICE_SUBSET else None
+    if kind == MESH_SERVICE:
         return frozenset(
-            i.index for i in dp.inbounds if i.service == name and tags_match(selector, i.tags)
+            i.index for i in dp.inbounds if selects_service(ref, i.service, _inbound_labels(dp, i))
+        )
+    if kind == MESH_SERVICE_SUBSET:
+        name = ref.get("name")
+        return frozenset(
+            i.index
+            for i in dp.inbounds
+            if i.service == name and tags_match(ref.get("tags"), i.tags)
         )
     if kind == DATAPLANE:
         name = ref.get("name")

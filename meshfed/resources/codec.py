@@ -34,6 +34,11 @@ _LABEL_NAME_RULE = (
 # kuma.io/display-name holds a resource name (set by the control plane on zone resources),
 # which may be longer than a label value: it follows the name rule instead.
 NAME_VALUED_LABELS = frozenset({LABEL_DISPLAY_NAME})
+# Kuma's `kuma.io/effect: shadow` previews a policy without applying it
+# (https://kuma.io/docs/latest/policies/introduction/). meshfed has no shadow mode: storing the
+# label would apply the policy for real, so it is refused until something acts on it.
+EFFECT_LABEL = "kuma.io/effect"
+EFFECT_REFUSED = "not supported: meshfed has no shadow mode, so the policy would take effect"
 
 
 def resource_to_dict(res: Resource, desc: TypeDescriptor) -> dict[str, Any]:
@@ -149,6 +154,8 @@ def resource_from_dict(
         mesh = ""
     labels = data.get("labels") or {}
     errors += check_labels(labels)
+    if isinstance(labels, dict) and EFFECT_LABEL in labels:
+        errors.append(FieldError(f"labels[{EFFECT_LABEL!r}]", EFFECT_REFUSED))
     for tkey in ("creationTime", "modificationTime"):
         if tkey in data and not isinstance(data[tkey], str):
             errors.append(FieldError(tkey, "must be an RFC 3339 timestamp string"))

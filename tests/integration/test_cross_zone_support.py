@@ -235,6 +235,7 @@ class Mesh:
         wait: bool = True,
         app_module: str = "mesh_dp.echo",
         protocol: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> Workload:
         """An app with its sidecar; `reachable`: the services its sidecar binds VIPs of
         (none by default, so many sidecars can share this host); `app_module`: the
@@ -273,7 +274,7 @@ class Mesh:
                         "port": port,
                         "servicePort": app_port,
                         "serviceAddress": app_address,
-                        "tags": {"kuma.io/service": service}
+                        "tags": {**(tags or {}), "kuma.io/service": service}
                         | ({"kuma.io/protocol": protocol} if protocol else {}),
                     }
                 ],

@@ -254,9 +254,18 @@ def test_every_replica_answers_for_zones_connected_to_the_other(ha: Deployment) 
     assert z2["state"] == "online"
     assert z2["subscriptions"][-1]["globalInstanceId"] == ha.instance(F)
     # `_sync` through the replica that does not serve the zone.
-    sync = ha.http(F).get(f"{mt_path('through-f')}/_sync")
-    zone1 = next(z for z in sync["zones"] if z["zone"] == "zone-1")
+    # It answers the version zone-1 holds as of L's last flush (it used to say null), and
+    # which replica serves zone-1.
+    ha.http(F).put(mt_path("sync-check"), timeout_policy("sync-check"))
+
+    def zone1_sync() -> dict[str, Any] | None:
+        sync = ha.http(F).get(f"{mt_path('sync-check')}/_sync")
+        zone1 = next(z for z in sync["zones"] if z["zone"] == "zone-1")
+        return zone1 if zone1["version"] == sync["version"] else None
+
+    zone1 = eventually(zone1_sync, what="zone-1's version through F")
     assert zone1["state"] == "online" and zone1["inSync"] is True
+    assert zone1["servedBy"] == ha.instance(L) and zone1["asOf"]
     # A zone connected to the other replica is still connected: no deletion.
     status, body = ha.http(F).call("DELETE", "/zones/zone-1")
     assert status == 409, body

@@ -34,19 +34,25 @@ def _dialable(text: str) -> bool:
     )
 
 
+def undialable(value: str) -> str | None:
+    """Why other proxies cannot dial `value`, or None when they can."""
+    if not is_address(value):
+        return "must be an IP address or a hostname"
+    if _dialable(value):
+        return None
+    ip = ipaddress.ip_address(value)
+    kind = "an unspecified" if ip.is_unspecified else "a multicast or broadcast"
+    return f"must be an address other proxies can dial, not {kind} address ({value})"
+
+
 @dataclass(frozen=True)
 class _Dialable:
     """An address other proxies connect to (a Dataplane's): 0.0.0.0, ::, multicast refused."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
         def check(value: str) -> str:
-            if not is_address(value):
-                reason = "must be an IP address or a hostname"
-            elif not _dialable(value):
-                ip = ipaddress.ip_address(value)
-                kind = "an unspecified" if ip.is_unspecified else "a multicast or broadcast"
-                reason = f"must be an address other proxies can dial, not {kind} address ({value})"
-            else:
+            reason = undialable(value)
+            if reason is None:
                 return value
             raise PydanticCustomError("meshfed", "{reason}", {"reason": reason})
 

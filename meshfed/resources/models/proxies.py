@@ -20,8 +20,10 @@ from meshfed.resources.models.common import (
     PositiveUint32,
     ServiceTags,
     Uint32,
+    undialable,
 )
 from meshfed.resources.models.policies import PositiveDuration
+from meshfed.resources.values import is_address
 
 
 class Health(Model):
@@ -104,18 +106,24 @@ class DataplaneSpec(Model):
 
 
 class IngressNetworking(Model):
-    address: Address
+    address: Address  # may be 0.0.0.0 behind an advertised address (rules)
     port: Port
-    advertised_address: Address | None = None
+    advertised_address: DialableAddress | None = None
     advertised_port: Port | None = None
     admin: Admin | None = None
 
     @classmethod
     def rules(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
-        """Kuma's rule: an advertised address and port are set together or not at all."""
+        """Kuma's rule: an advertised address and port are set together or not at all; and
+        other zones dial `advertisedAddress` if set, else `address`, so that one must be
+        dialable (issue 16: `address: 0.0.0.0` was accepted and advertised)."""
         has_addr, has_port = "advertisedAddress" in data, "advertisedPort" in data
         if has_addr == has_port:
-            return []
+            address = data.get("address")
+            if has_addr or not isinstance(address, str) or not is_address(address):
+                return []  # (a malformed address: its type says so)
+            reason = undialable(address)
+            return [] if reason is None else [problem(("address",), reason)]
         missing, present = (
             ("advertisedPort", "advertisedAddress")
             if has_addr

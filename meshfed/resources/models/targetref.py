@@ -52,7 +52,6 @@ _ALWAYS_REFUSED: Mapping[str, str] = {
     "namespace": f"{NOT_SUPPORTED}: meshfed runs in Universal mode, without Kubernetes namespaces",
     "mesh": f"{NOT_SUPPORTED}: a policy can only target its own mesh",
 }
-_SERVICE_LABELS = f"{NOT_SUPPORTED}: select a service by its kuma.io/service name with 'name'"
 _PORT_NAMES = f"{NOT_SUPPORTED}: services have no named ports (there are no MeshService resources)"
 _OUTBOUND_SECTION = "can only be used with inbound policies (those with from or rules)"
 # Selector values a MeshSubset (a proxy's own tags) must not hold: '*' and those with '/'.
@@ -81,7 +80,7 @@ class TargetRef(Model):
         kind = data.get("kind")
         if kind not in cls.kinds or None in data.values():
             return False
-        if kind in _NAMED_KINDS and "name" not in data:
+        if cls.required_in(data):
             return False
         return _refused_keys(cls, kind).isdisjoint(data)
 
@@ -101,7 +100,11 @@ class TargetRef(Model):
 
     @classmethod
     def required_in(cls, data: dict[str, Any]) -> tuple[str, ...]:
-        return ("name",) if data.get("kind") in _NAMED_KINDS else ()
+        """A MeshService by `name` or by `labels` (Kuma 2.9+); a MeshServiceSubset by name."""
+        kind = data.get("kind")
+        if kind == MESH_SERVICE and "labels" in data:
+            return ()
+        return ("name",) if kind in _NAMED_KINDS and "name" not in data else ()
 
     @classmethod
     def refused_in(cls, data: dict[str, Any]) -> Mapping[str, str]:
@@ -116,7 +119,6 @@ class TargetRef(Model):
             if f not in takes or (f == "proxyTypes" and not cls.top_level)
         }
         if kind == MESH_SERVICE:
-            out["labels"] = _SERVICE_LABELS
             out["sectionName"] = _PORT_NAMES
         elif kind == DATAPLANE and not cls.inbound:
             out["sectionName"] = _OUTBOUND_SECTION
@@ -126,7 +128,7 @@ class TargetRef(Model):
     def rules(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
         kind = data.get("kind")
         out: list[InitErrorDetails] = []
-        if kind == DATAPLANE and "name" in data and "labels" in data:
+        if kind in (DATAPLANE, MESH_SERVICE) and "name" in data and "labels" in data:
             out.append(problem(("labels",), "either labels or name must be specified"))
         tags = data.get("tags")
         if kind == MESH_SUBSET and isinstance(tags, dict):

@@ -198,8 +198,8 @@ def mutate(path: list[Any], value: Any) -> dict[str, Any]:
         ),
         (
             ["outbounds", 0, "policies", "loadBalancer"],
-            "Maglev",
-            "policies.loadBalancer: Invalid enum value 'Maglev'",
+            "WeightedLeastRequest",
+            "policies.loadBalancer: Invalid enum value 'WeightedLeastRequest'",
         ),
         (["outbounds", 0, "policies", "healthCheck", "interval"], "5s", "healthCheck.interval"),
         (["outbounds", 0, "policies", "leastRequestChoices"], 1, "leastRequestChoices"),

@@ -108,18 +108,32 @@ def test_health_checks_default_and_can_be_turned_off() -> None:
     assert off.health_check is None
 
 
-def test_algorithms_the_sidecar_does_not_have_fall_back_to_round_robin() -> None:
-    # The API refuses them (enforcement gate); one stored before must not break a config.
+def test_maglev_and_its_hash_policies_reach_the_sidecar_config() -> None:
+    lb = {
+        "type": "Maglev",
+        "maglev": {
+            "tableSize": 1021,
+            "hashPolicies": [
+                {"type": "Header", "header": {"name": "x-user"}, "terminal": True},
+                {"type": "Connection", "connection": {"sourceIP": True}},
+                {"type": "QueryParameter", "queryParameter": {"name": "q"}},
+                {"type": "Cookie", "cookie": {"name": "session"}},
+            ],
+        },
+    }
     maglev = policy(
-        "MeshLoadBalancingStrategy",
-        "maglev",
-        MESH_REF,
-        enforced=False,
-        to=[to(MESH_REF, {"loadBalancer": {"type": "Maglev"}})],
+        "MeshLoadBalancingStrategy", "maglev", MESH_REF, to=[to(MESH_REF, {"loadBalancer": lb})]
     )
     got = outbound_policies(matched(maglev), "x")
-    assert got.load_balancer is LbAlgorithm.ROUND_ROBIN
-    assert got.locality_aware
+    assert got.load_balancer is LbAlgorithm.MAGLEV
+    assert got.hash.table_size == 1021
+    assert [(p.type, p.name, p.terminal, p.source_ip) for p in got.hash.policies] == [
+        ("Header", "x-user", True, False),
+        ("Connection", "", False, True),
+        ("QueryParameter", "q", False, False),
+        ("Cookie", "session", False, False),
+    ]
+    assert outbound_policies(matched(), "x").hash.policies == ()
 
 
 def test_a_merge_that_breaks_a_rule_falls_back_to_the_defaults(

@@ -27,6 +27,7 @@ def test_status_totals_and_errors_come_from_the_engines_counters() -> None:
     sent.last_nack_time = 1_700_000_000.0
     sent.last_sent_time = 1_700_000_001.0
     got = ReceiveInsight(responses_received=4, acks_sent=4, resources_applied=9)
+    got.rejected["'dp' in mesh 'default'"] = "networking.address: 0.0.0.0 is not allowed"
     status = subscription_status(
         {"MeshTimeout": SentType(sent, pending=1), "Mesh": SentType(SendInsight(), 0)},
         {"Dataplane": got},
@@ -42,6 +43,7 @@ def test_status_totals_and_errors_come_from_the_engines_counters() -> None:
     assert mt["lastErrorTime"] == rfc3339(1_700_000_000.0)
     assert status["stat"]["Mesh"]["lastError"] is None
     assert status["received"]["total"]["resourcesApplied"] == 9
+    assert status["received"]["stat"]["Dataplane"]["rejected"] == got.rejected  # per resource
     assert status["lastUpdateTime"] == rfc3339(1_700_000_001.0)
     # No activity, no update time: an idle zone's stored insight does not change.
     assert subscription_status({"Mesh": SentType(SendInsight(), 0)}, {})["lastUpdateTime"] is None

@@ -113,3 +113,53 @@ def test_subscribe_requests_one_per_type_with_held_versions() -> None:
     assert all(r.is_subscribe for r in reqs.values())
     assert reqs[MTP].initial_resource_versions == {Key("m", "a"): "v1"}
     assert reqs["MeshTimeout"].initial_resource_versions == {}
+
+
+def test_a_remove_without_a_name_is_nacked_not_applied() -> None:
+    """Found by tests/fuzz/test_kds_receive.py: the store refuses to look up an empty name,
+    so applying such a remove raised and dropped the stream, and the peer resent it forever."""
+    rcv = Receiver([MTP])
+    changes, reply = rcv.handle_response(
+        _resp(to_wire(res(MTP, "a")), removed=[Key("default", ""), Key("default", "b")]),
+        accept_all,
+    )
+    assert changes.removes == [Key("default", "b")]
+    assert [r.name for r in changes.upserts] == ["a"]
+    assert reply.error_detail is not None
+    [failed] = reply.error_detail.failed
+    assert failed.key == Key("default", "") and "without a name" in failed.reason
+
+
+def test_a_refused_resource_is_named_with_its_reason_until_accepted() -> None:
+    """Issue 16: the NACK, the log and ZoneInsight said only "1 VirtualIPs resource(s)
+    rejected: 'zone-1'"; each refused resource now carries its reason, until it is fixed."""
+
+    def refuse_long(r: Resource) -> str | None:
+        return "key 'x…x.mesh' is longer than 253 characters" if r.name == "bad" else None
+
+    rcv = Receiver([MTP])
+    changes, reply = rcv.handle_response(
+        _resp(to_wire(res(MTP, "bad")), to_wire(res(MTP, "good"))), refuse_long
+    )
+    rcv.commit(changes)
+    assert reply.error_detail is not None
+    message = reply.error_detail.message
+    assert message.startswith("1 MeshTrafficPermission resource(s) rejected: 'bad' in mesh")
+    assert "longer than 253 characters" in message
+    insight = rcv.insight(MTP)
+    assert insight.last_nack_error == message
+    assert insight.rejected == {"'bad' in mesh 'default'": refuse_long(res(MTP, "bad"))}
+    assert insight.to_json()["rejected"] == insight.rejected
+
+    changes, reply = rcv.handle_response(_resp(to_wire(res(MTP, "bad", x=2))), accept_all)
+    rcv.commit(changes)
+    assert reply.error_detail is None and rcv.insight(MTP).rejected == {}
+
+
+def test_a_nack_of_many_resources_stays_bounded() -> None:
+    rcv = Receiver([MTP])
+    many = [to_wire(res(MTP, f"r{i}")) for i in range(2000)]
+    _, reply = rcv.handle_response(_resp(*many), lambda r: "no " * 200)
+    assert reply.error_detail is not None and len(reply.error_detail.failed) == 2000
+    assert len(reply.error_detail.message) <= 4096 + 40
+    assert reply.error_detail.message.endswith("more")

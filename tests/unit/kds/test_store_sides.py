@@ -247,6 +247,11 @@ async def test_zone_stores_the_globals_copies_and_never_touches_its_own(
     await side.apply(changes("ZoneIngress", copy, removes=(Key("", "zi-own"),)))
     own = await store.get("ZoneIngress", "", "zi-own")
     assert own.meta.labels == ZONE_1 and own.spec["networking"]["port"] == 10001
+    # What was not written is not held: the receiver must not tell the global it has it.
+    refused = ChangeSet("ZoneIngress", [copy], versions={Key("", "zi-own"): "v1"})
+    await side.apply(refused)
+    side.receiver.commit(refused)
+    assert side.receiver.held("ZoneIngress") == {} and refused.upserts == []
 
     await side.apply(changes("MeshTimeout", policy("p")))
     again = await zone_receive_side(store, REG, DOWN)

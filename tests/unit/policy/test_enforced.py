@@ -253,16 +253,34 @@ def test_every_policy_type_has_an_enforced_set() -> None:
                     to(
                         MESH_REF,
                         {
-                            "loadBalancer": {"type": "RingHash", "ringHash": {"minRingSize": 8}},
+                            "loadBalancer": {
+                                "type": "RingHash",
+                                "ringHash": {
+                                    "minRingSize": 8,
+                                    "hashFunction": "MurmurHash2",
+                                    "hashPolicies": [
+                                        {"type": "Header", "header": {"name": "x"}},
+                                        {"type": "FilterState", "filterState": {"key": "k"}},
+                                        {"type": "Cookie", "cookie": {"name": "c", "ttl": "1s"}},
+                                    ],
+                                },
+                            },
                             "localityAwareness": {"localZone": {"affinityTags": [{"key": "k"}]}},
                         },
                     )
                 ],
             ),
             [
-                ("spec.to[0].default.loadBalancer.type", "use one of RoundRobin, Random"),
-                ("spec.to[0].default.loadBalancer.ringHash", "roundRobin"),
-                ("spec.to[0].default.localityAwareness.localZone", "disabled"),
+                ("spec.to[0].default.loadBalancer.ringHash.hashFunction", "use one of XXHash"),
+                (
+                    "spec.to[0].default.loadBalancer.ringHash.hashPolicies[1].type",
+                    "use one of Header, Cookie, Connection, QueryParameter",
+                ),
+                (
+                    "spec.to[0].default.loadBalancer.ringHash.hashPolicies[1].filterState",
+                    "terminal",
+                ),
+                ("spec.to[0].default.loadBalancer.ringHash.hashPolicies[2].cookie.ttl", "name"),
             ],
         ),
         (
@@ -354,8 +372,12 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         "disable-la-to-backend",
         "full-rules",
         "headers-timeout",
+        "local-zone-affinity-backend",
+        "local-zone-affinity-cross-backend",
+        "local-zone-affinity-cross-dc",
         "mesh-circuit-breaker-all-default",
         "no-outlier-detection",
+        "ring-hash",
         "shadow-deny-legacy",
         "tcp-timeout",
         "timeout-global",

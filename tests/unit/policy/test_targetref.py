@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
-from meshfed.policy.rules import match, sort_policies
-from meshfed.policy.targetref import selected_inbounds, view_of
+from meshfed.policy.rules import match, sort_policies, to_selects
+from meshfed.policy.targetref import selected_inbounds, service_labels, view_of
 from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN
 from tests.unit.policy.factories import MESH_REF, dataplane, inbound, mtp, svc
 
 ZONE = "zone-1"
+ZONE_L = "kuma.io/zone"
 
 # One proxy with three inbounds: two services, one of them with two versions.
 DP = dataplane(
@@ -40,6 +41,13 @@ VIEW = view_of(DP, ZONE)
         (svc("backend"), {0, 1}),
         (svc("admin"), {2}),
         (svc("web"), set()),
+        # MeshService by labels (Kuma 2.9+): the service's MeshService labels, not its tags
+        ({"kind": "MeshService", "labels": {LABEL_DISPLAY_NAME: "admin"}}, {2}),
+        ({"kind": "MeshService", "labels": {LABEL_DISPLAY_NAME: "backend", ZONE_L: ZONE}}, {0, 1}),
+        ({"kind": "MeshService", "labels": {LABEL_DISPLAY_NAME: "backend", ZONE_L: "z9"}}, set()),
+        ({"kind": "MeshService", "labels": {"kuma.io/mesh": "default", ZONE_L: "*"}}, {0, 1, 2}),
+        ({"kind": "MeshService", "labels": {"k8s.kuma.io/namespace": "kuma-demo"}}, set()),
+        ({"kind": "MeshService", "labels": {"env": "prod"}}, set()),
         ({"kind": "MeshServiceSubset", "name": "backend", "tags": {"version": "v1"}}, {0}),
         ({"kind": "MeshServiceSubset", "name": "backend", "tags": {"version": "*"}}, {0, 1}),
         ({"kind": "MeshServiceSubset", "name": "admin", "tags": {"version": "*"}}, set()),
@@ -139,3 +147,14 @@ def test_match_keeps_only_policies_selecting_an_inbound() -> None:
 
 
 RULES = [{"default": {"allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default/"}}]}}]
+
+
+def test_to_selects_a_service_by_labels_against_its_zones() -> None:
+    labels = service_labels("default", "backend", ("zone-1", "zone-2"))
+    by = {"kind": "MeshService", "labels": {LABEL_DISPLAY_NAME: "backend", ZONE_L: "zone-2"}}
+    assert to_selects(by, "backend", labels)
+    assert not to_selects(by, "web", service_labels("default", "web", ("zone-2",)))
+    assert not to_selects({**by, "labels": {ZONE_L: "zone-3"}}, "backend", labels)
+    assert to_selects({"kind": "MeshService", "name": "backend"}, "backend", labels)
+    # without the catalog's labels, only the display name is known
+    assert to_selects({"kind": "MeshService", "labels": {LABEL_DISPLAY_NAME: "x"}}, "x")

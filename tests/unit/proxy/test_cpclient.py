@@ -309,11 +309,15 @@ async def test_a_graceful_goaway_finishes_the_stream_then_reconnects() -> None:
         if len(connections) > 1:
             peer.flush()
             return  # the second connection: held open
-        peer.conn.send_data(peer.stream_id, frame(config_message(CONFIG_A).SerializeToString()))
+        peer.conn.send_data(
+            peer.stream_id, frame(config_message(encode_config(CONFIG_A)).SerializeToString())
+        )
         peer.flush()
         await acked(peer, CONFIG_A.version)
         peer.writer.write(goaway(peer.stream_id))
-        peer.conn.send_data(peer.stream_id, frame(config_message(CONFIG_B).SerializeToString()))
+        peer.conn.send_data(
+            peer.stream_id, frame(config_message(encode_config(CONFIG_B)).SerializeToString())
+        )
         peer.flush()
         await acked(peer, CONFIG_B.version)
         peer.conn.send_headers(peer.stream_id, [(b"grpc-status", b"0")], end_stream=True)

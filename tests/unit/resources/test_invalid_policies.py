@@ -126,7 +126,7 @@ targetRef:
   name: everything
   namespace: kuma-demo
 to:
-  - targetRef: {kind: MeshService, labels: {app: b}}
+  - targetRef: {kind: MeshService, name: a, labels: {app: b}}
     default: {idleTimeout: 1s}
   - targetRef: {kind: Mesh, proxyTypes: [Sidecar]}
     default: {idleTimeout: 1s}
@@ -143,11 +143,7 @@ from:
             "is not supported by meshfed: meshfed runs in Universal mode, without Kubernetes "
             "namespaces",
         ),
-        ("spec.to[0].targetRef.name", "is required"),
-        (
-            "spec.to[0].targetRef.labels",
-            "is not supported by meshfed: select a service by its kuma.io/service name with 'name'",
-        ),
+        ("spec.to[0].targetRef.labels", "either labels or name must be specified"),
         ("spec.to[1].targetRef.proxyTypes", "must not be set with kind Mesh"),
         ("spec.from[0].targetRef.tags", "must not be set with kind Mesh"),
     ]

@@ -63,29 +63,16 @@ REFUSED: dict[str, list[str]] = {
         "spec.to[0].default.healthyPanicThreshold",
         "spec.to[0].default.grpc",
     ],
-    "MeshLoadBalancingStrategy/ring-hash": [
-        "spec.to[0].default.loadBalancer.type",
-        "spec.to[0].default.loadBalancer.ringHash",
-    ],
-    "MeshLoadBalancingStrategy/local-zone-affinity-backend": [
-        "spec.to[0].default.localityAwareness.localZone",
-        "spec.to[0].default.localityAwareness.crossZone",
-    ],
-    "MeshLoadBalancingStrategy/local-zone-affinity-cross-backend": [
-        "spec.to[0].default.localityAwareness.crossZone",
-    ],
-    "MeshLoadBalancingStrategy/local-zone-affinity-cross-dc": [
-        "spec.to[0].default.localityAwareness.localZone",
-        "spec.to[0].default.localityAwareness.crossZone",
-    ],
+    # a generated cookie (ttl, path), FilterState and MurmurHash2 are not done
     "MeshLoadBalancingStrategy/least-request": [
         "spec.to[0].default.loadBalancer.leastRequest.activeRequestBias",
-        "spec.to[1].default.loadBalancer.type",
-        "spec.to[1].default.loadBalancer.maglev",
+        "spec.to[1].default.loadBalancer.maglev.hashPolicies[0].cookie.ttl",
+        "spec.to[1].default.loadBalancer.maglev.hashPolicies[0].cookie.path",
+        "spec.to[1].default.loadBalancer.maglev.hashPolicies[3].type",
+        "spec.to[1].default.loadBalancer.maglev.hashPolicies[3].filterState",
     ],
     "MeshLoadBalancingStrategy/ring-hash-all-options": [
-        "spec.to[0].default.loadBalancer.type",
-        "spec.to[0].default.loadBalancer.ringHash",
+        "spec.to[0].default.loadBalancer.ringHash.hashFunction",
     ],
     "MeshRetry/web-to-backend-retry-grpc": [
         "spec.to[0].default.grpc",

@@ -198,3 +198,48 @@ def test_ca_backend_names_must_fit_the_secret_names_and_labels_they_make(backend
         "mtls": {"enabledBackend": backend, "backends": [{"name": backend, "type": "builtin"}]},
     }
     assert "mtls.backends[0].name" in refused_fields(doc)
+
+
+def test_the_shadow_effect_label_is_refused_not_ignored() -> None:
+    doc = {
+        "type": "MeshTimeout",
+        "mesh": "default",
+        "name": "preview",
+        "labels": {"kuma.io/effect": "shadow"},
+        "spec": {
+            "targetRef": {"kind": "Mesh"},
+            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "20s"}}],
+        },
+    }
+    with pytest.raises(ValidationError) as exc:
+        resource_from_dict(doc, default_registry())
+    assert [(e.field, e.reason) for e in exc.value.errors] == [
+        (
+            "labels['kuma.io/effect']",
+            "not supported: meshfed has no shadow mode, so the policy would take effect",
+        )
+    ]
+    del doc["labels"]
+    assert resource_from_dict(doc, default_registry()).meta.name == "preview"
+
+
+# ---- ZoneIngress addresses (issue 16: 0.0.0.0 was accepted and advertised to other zones) ----
+
+
+def zone_ingress(**networking: object) -> dict[str, object]:
+    return {"type": "ZoneIngress", "name": "zi", "networking": {"port": 10001, **networking}}
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "224.0.0.1"])
+def test_an_undialable_zone_ingress_address_is_refused(address: str) -> None:
+    reason = refused_fields(zone_ingress(address=address))["networking.address"]
+    assert address in reason and "dial" in reason
+    doc = zone_ingress(address="10.0.0.1", advertisedAddress=address, advertisedPort=1)
+    assert "networking.advertisedAddress" in refused_fields(doc)
+
+
+def test_a_zone_ingress_may_listen_on_any_address_behind_an_advertised_one() -> None:
+    resource_from_dict(
+        zone_ingress(address="0.0.0.0", advertisedAddress="203.0.113.7", advertisedPort=443), REG
+    )
+    resource_from_dict(zone_ingress(address="10.0.0.1"), REG)

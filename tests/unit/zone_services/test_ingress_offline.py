@@ -4,13 +4,14 @@ no endpoint through it, and ZoneServices following the insights in a real (memor
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from meshfed.resources.model import Meta, Resource
+from meshfed.resources.model import Meta, Resource, now_rfc3339
 from meshfed.store.memory import MemoryStore
 from tests.support import async_wait_until
 from zone_cp import dpstate
@@ -171,6 +172,50 @@ async def test_a_restart_keeps_what_the_insights_say() -> None:
     try:
         assert await advertised(store, "zi-up") == ["backend"]
         assert await advertised(store, "zi-down") == []
+    finally:
+        await zs.stop()
+        await store.close()
+
+
+def closed_now(insight_res: Resource) -> Resource:
+    """The insight with its last subscription closed now (a real time, not "t1")."""
+    subs = dpstate.previous_subscriptions(insight_res)
+    subs[-1]["disconnectTime"] = now_rfc3339()
+    return insight_res
+
+
+async def test_a_restarting_ingress_keeps_advertising_within_the_grace() -> None:
+    """Issue 16: an ingress that restarts made every other zone drop and re-add its services.
+    Disconnected for less than the grace it still advertises; reconnected within it, its
+    availableServices are never emptied; disconnected for longer, they are."""
+    store = MemoryStore()
+    await store.create(Resource("Mesh", Meta(name="default")))
+    await store.create(dataplane("b-1", "backend"))
+    await store.create(ingress("zi-1"))
+    await store.create(insight("zi-1", False))
+    zs = ZoneServices(store, ZONE, CIDR, ingress_grace=1.0)
+    await zs.start()
+    seen: list[list[str]] = []
+
+    async def sample(seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            seen.append(await advertised(store, "zi-1"))
+            await asyncio.sleep(0.02)
+
+    try:
+        await until_advertised(store, "zi-1", ["backend"], "zi-1 advertises")
+        await store.update(closed_now(insight("zi-1", False, True)))  # the restart begins
+        await sample(0.4)
+        await store.update(insight("zi-1", False, True, False))  # back within the grace
+        await sample(1.2)  # past the grace: never emptied meanwhile
+        assert seen and all(s == ["backend"] for s in seen), seen
+
+        # A death: disconnected for longer than the grace, emptied once the grace is over.
+        began = asyncio.get_running_loop().time()
+        await store.update(closed_now(insight("zi-1", False, True, False, True)))
+        await until_advertised(store, "zi-1", [], "zi-1 emptied after the grace")
+        assert asyncio.get_running_loop().time() - began >= 0.8
     finally:
         await zs.stop()
         await store.close()

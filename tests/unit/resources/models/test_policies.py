@@ -159,21 +159,19 @@ def test_declared_is_not_accepted_the_gate_still_refuses() -> None:
     ]
 
 
-def test_meshservice_selected_by_labels_is_refused_with_a_reason() -> None:
-    body = {
-        "to": [
-            {
-                "targetRef": {"kind": "MeshService", "labels": {"app": "x"}},
-                "default": {"tcp": {"maxConnectAttempt": 2}},
-            }
-        ]
-    }
+def test_meshservice_is_selected_by_name_or_by_labels() -> None:
+    def body(ref: dict[str, object]) -> dict[str, object]:
+        return {"to": [{"targetRef": ref, "default": {"tcp": {"maxConnectAttempt": 2}}}]}
+
+    parse(MeshRetrySpec, body({"kind": "MeshService", "labels": {"app": "x"}}), "spec")
+    parse(MeshRetrySpec, body({"kind": "MeshService", "name": "x"}), "spec")
     with pytest.raises(ValidationError) as info:
-        parse(MeshRetrySpec, body, "spec")
+        parse(MeshRetrySpec, body({"kind": "MeshService"}), "spec")
     assert [(e.field, e.reason) for e in info.value.errors] == [
-        ("spec.to[0].targetRef.name", "is required"),
-        (
-            "spec.to[0].targetRef.labels",
-            "is not supported by meshfed: select a service by its kuma.io/service name with 'name'",
-        ),
+        ("spec.to[0].targetRef.name", "is required")
+    ]
+    with pytest.raises(ValidationError) as info:
+        parse(MeshRetrySpec, body({"kind": "MeshService", "name": "x", "labels": {}}), "spec")
+    assert [(e.field, e.reason) for e in info.value.errors] == [
+        ("spec.to[0].targetRef.labels", "either labels or name must be specified")
     ]
