@@ -65,6 +65,7 @@ class EndpointState:
     # Passive marking: failed connects in a row and until when the endpoint is skipped.
     connect_failures_in_row: int = 0
     ejected_until: float = 0.0
+    outlier_until: float = 0.0  # ejected by outlier detection (mesh_dp/http/outlier.py)
     # Counters for metrics.
     attempts: int = 0
     failures: int = 0
@@ -85,7 +86,7 @@ class EndpointState:
         return f"{base} ({e.zone} via ingress)" if e.via_ingress else base
 
     def available(self, now: float) -> bool:
-        return self.healthy and now >= self.ejected_until
+        return self.healthy and now >= self.ejected_until and now >= self.outlier_until
 
 
 class Balancer:

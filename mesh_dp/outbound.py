@@ -17,9 +17,9 @@ Per accepted connection:
 The application's bytes wait in the kernel (reading is paused) until the upstream is
 ready, so nothing is lost or duplicated across attempts.
 
-MeshHealthCheck runs here too: a TCP connect to every endpoint each `interval`, and the
-balancer's thresholds turn results into healthy/unhealthy (HTTP checks plug in at
-`_probe`).
+MeshHealthCheck runs here too: each `interval`, every endpoint gets a check (an HTTP GET
+over mTLS for an http outbound with an `http` check, mesh_dp/http/health.py; else a TCP
+connect), and the balancer's thresholds turn results into healthy/unhealthy.
 
 An outbound whose protocol is `http` parses instead (mesh_dp/http/proxy.py): the steps
 above happen per request, not per connection, on pooled keep-alive upstream connections;
@@ -33,12 +33,15 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from mesh_dp.balancer import Balancer, EndpointState
+from mesh_dp.http import health
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.hashing import CALLER, peer_host, request_hash
+from mesh_dp.http.limits import Caps, Limits
+from mesh_dp.http.outlier import OutlierDetector
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy, RequestPolicy
@@ -48,7 +51,7 @@ from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import OutboundStats
 from mesh_dp.tlsconf import TlsContexts
 from meshfed.aio import wait_for
-from meshfed.dpconfig.model import Outbound, OutboundPolicies
+from meshfed.dpconfig.model import HealthCheck, Outbound, OutboundPolicies
 from meshfed.pki.spiffe import PkiError, service_id
 from meshfed.pki.tls import check_peer_id
 
@@ -83,13 +86,63 @@ def _factory(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
     return lambda: protocol
 
 
+def _caps(p: OutboundPolicies) -> Caps:
+    return Caps(p.max_pending_requests, p.max_requests, p.max_retries, p.max_connection_pools)
+
+
 class _Cluster:
-    """The HTTP pipeline's view of an outbound: its balancer, policies and pool."""
+    """The HTTP pipeline's view of an outbound: its balancer, policies, pool, request limits
+    and outlier detection (fed by connects and answers; its interval work runs on the first
+    result after each `interval`, so an idle outbound costs nothing)."""
 
     def __init__(self, listener: OutboundListener) -> None:
         self.listener = listener
         self.pool = Pool()
+        self.limits = Limits(_caps(listener.outbound.policies))
+        self.pool.on_free = self.limits.freed
+        self.outlier: OutlierDetector | None = None
+        self._next_tick = 0.0
         self._policy: tuple[OutboundPolicies, RequestPolicy] | None = None
+
+    def update(self, policies: OutboundPolicies) -> None:
+        """New policies or endpoints: limits and outlier settings from the next request."""
+        self.limits.caps = _caps(policies)
+        states = self.listener.balancer.states
+        if policies.outlier is None:
+            self.outlier = None
+            for s in states:
+                s.outlier_until = 0.0
+        elif self.outlier is None:
+            self.outlier = OutlierDetector(policies.outlier, [s.key for s in states])
+            self._next_tick = self.listener.clock() + policies.outlier.interval
+        else:
+            self.outlier.update(policies.outlier, [s.key for s in states])
+
+    def _outlier_result(self, endpoint: EndpointState, status: int | None, ok: bool) -> None:
+        od = self.outlier
+        if od is None:
+            return
+        now = self.listener.clock()
+        ejected: list[Hashable]
+        if status is None:
+            ejected = [endpoint.key] if od.local(endpoint.key, ok, now) else []
+        else:
+            ejected = [endpoint.key] if od.response(endpoint.key, status, now) else []
+        if now >= self._next_tick:
+            self._next_tick = now + od.config.interval
+            ejected += od.tick(now)
+        for state in self.listener.balancer.states:
+            record = od.hosts.get(state.key)
+            if record is not None:
+                state.outlier_until = record.ejected_until
+        for key in ejected:
+            self.listener.stats.http.ejections += 1
+            log.warning(
+                "outbound %s: endpoint %s ejected (outlier detection) until +%.1fs",
+                self.listener.name,
+                key,
+                od.hosts[key].ejected_until - now,
+            )
 
     @property
     def name(self) -> str:
@@ -116,14 +169,20 @@ class _Cluster:
     def connect_failed(self, endpoint: EndpointState) -> None:
         self.listener.balancer.connect_failed(endpoint, self.listener.clock())
         self.listener.stats.http.ejections += 1
+        self._outlier_result(endpoint, None, ok=False)
 
     def connect_succeeded(self, endpoint: EndpointState) -> None:
         self.listener.balancer.connect_succeeded(endpoint)
+        self._outlier_result(endpoint, None, ok=True)
 
     def finished(self, endpoint: EndpointState, status: int) -> None:
+        if status == 0:  # no answer: a local-origin failure
+            self._outlier_result(endpoint, None, ok=False)
+            return
         endpoint.requests += 1
         if status >= 500:
             endpoint.server_errors += 1
+        self._outlier_result(endpoint, status, ok=True)
 
 
 def request_policy(p: OutboundPolicies) -> RequestPolicy:
@@ -168,8 +227,12 @@ class OutboundListener:
         self._contexts = contexts
         self._clock = clock
         self.clock = clock
-        self.http = HttpProxy(_Cluster(self), stats.http, "outbound", access_log=access_log)
         self.balancer = Balancer(outbound.endpoints, outbound.policies)
+        self.cluster = _Cluster(self)
+        self.cluster.update(outbound.policies)
+        self.http = HttpProxy(
+            self.cluster, stats.http, "outbound", access_log=access_log, limits=self.cluster.limits
+        )
         stats.endpoints = lambda: list(self.balancer.states)
         self._servers: dict[int, asyncio.Server] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,6 +280,7 @@ class OutboundListener:
             stats.endpoints = lambda: list(self.balancer.states)
             self.http.stats = stats.http
         self.balancer.update(outbound.endpoints, outbound.policies)
+        self.cluster.update(outbound.policies)
         if outbound.policies.health_check != old_hc:
             self._restart_health_checks()
         idle = outbound.policies.idle_timeout
@@ -381,7 +445,7 @@ class OutboundListener:
             if hc is None:
                 return
             states = list(self.balancer.states)
-            results = await asyncio.gather(*(self._probe(s, hc.timeout) for s in states))
+            results = await asyncio.gather(*(self._probe(s, hc) for s in states))
             for state, ok in zip(states, results, strict=True):
                 if self.balancer.health_result(state, ok):
                     log.warning(
@@ -392,8 +456,13 @@ class OutboundListener:
                     )
             await asyncio.sleep(hc.interval)
 
-    async def _probe(self, state: EndpointState, timeout: float) -> bool:
+    async def _probe(self, state: EndpointState, hc: HealthCheck) -> bool:
+        if hc.http is not None and self.outbound.protocol == "http":
+            return await self._http_probe(state, hc, hc.http)
+        if not hc.tcp:
+            return True  # an http-only check of a tcp outbound: nothing to check
         loop = asyncio.get_running_loop()
+        timeout = hc.timeout
         e = state.endpoint
         try:
             transport, _ = await wait_for(
@@ -404,3 +473,14 @@ class OutboundListener:
         with contextlib.suppress(OSError):
             transport.close()
         return True
+
+    async def _http_probe(
+        self, state: EndpointState, hc: HealthCheck, check: health.HttpCheck
+    ) -> bool:
+        """GET the check's path over mTLS, as a request would go (health.py)."""
+        conn = Conn(None)
+        try:
+            await wait_for(self.open(state, self.outbound, lambda: conn), hc.timeout)
+        except (OSError, TimeoutError, ssl.SSLError, PkiError):
+            return False
+        return await health.probe(conn, check, self.outbound.service, hc.timeout)

@@ -33,7 +33,7 @@ class HttpStats:
     latency_sum: float = 0.0
     retries: int = 0  # another endpoint or a fresh connection after a failed attempt
     timeouts: int = 0  # no upstream byte within the timeout (504 or a cut response)
-    ejections: int = 0  # endpoints skipped after a failed connect (passive ejection)
+    ejections: int = 0  # endpoints ejected: a failed connect, or outlier detection
 
     def observe(self, record: Record) -> None:
         self.statuses[f"{record.status // 100}xx" if record.status else "none"] += 1
@@ -140,6 +140,7 @@ class OutboundStats:
                     "checks": s.checks,
                     "changedAfter": s.changed_after,
                     "ejectedFor": round(max(0.0, s.ejected_until - now), 3),
+                    "outlierEjectedFor": round(max(0.0, s.outlier_until - now), 3),
                     "active": s.active,
                     "attempts": s.attempts,
                     "failures": s.failures,
@@ -279,7 +280,9 @@ class SidecarCollector:
             "meshfed_dp_http_timeouts", "Requests the upstream did not answer in time", labels
         )
         ejections = counter(
-            "meshfed_dp_http_ejections", "Endpoints ejected after a failed connect", labels
+            "meshfed_dp_http_ejections",
+            "Endpoints ejected (failed connect, outlier)",
+            labels,
         )
         series: list[tuple[list[str], HttpStats]] = [
             (["inbound", s.service, s.address, str(s.port)], s.http) for s in self._inbounds()

@@ -14,7 +14,7 @@ instances as a new connection per request would have.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from mesh_dp.http.conn import Conn
 
@@ -29,6 +29,19 @@ class Pool:
         self._timers: dict[Conn, asyncio.TimerHandle] = {}
         self.open = 0  # connections opened through this pool and not closed yet
         self._open_by_key: dict[Hashable, int] = {}
+        self.on_free: Callable[[], None] | None = None  # a connection is idle or closed
+
+    @property
+    def pools(self) -> int:
+        """Endpoints with open connections (MeshCircuitBreaker maxConnectionPools)."""
+        return len(self._open_by_key)
+
+    def has(self, key: Hashable) -> bool:
+        return key in self._open_by_key
+
+    def _freed(self) -> None:
+        if self.on_free is not None:
+            self.on_free()
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())
@@ -61,6 +74,7 @@ class Pool:
             else:
                 del self._open_by_key[key]
             self._drop(conn)
+            self._freed()
 
         conn.on_lost.append(lost)
 
@@ -73,6 +87,20 @@ class Pool:
         conns.append(conn)
         loop = asyncio.get_running_loop()
         self._timers[conn] = loop.call_later(self.idle_timeout, self._expire, key, conn)
+        self._freed()
+
+    def evict_idle(self) -> bool:
+        """Closes one idle connection (to any endpoint), making room under maxConnections
+        for a connection to another; False when none is idle."""
+        for conns in self._idle.values():
+            if conns:
+                conn = conns.pop(0)
+                timer = self._timers.pop(conn, None)
+                if timer is not None:
+                    timer.cancel()
+                conn.close()
+                return True
+        return False
 
     def _expire(self, key: Hashable, conn: Conn) -> None:
         self._timers.pop(conn, None)

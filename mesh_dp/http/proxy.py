@@ -12,16 +12,20 @@ does). For one request (`_exchange`):
 2. **Connection** — an idle pooled connection to that endpoint, else a new one
    (`UpstreamCluster.open`: TCP + mTLS + peer identity check), bounded by
    `RequestPolicy.connect_timeout`, up to `max_connect_attempts` endpoints
-   (`UpstreamCluster.connect_failed` is the passive-ejection hook). Circuit breaking plugs in
-   before opening: `max_connections` caps open upstream connections (503 circuit-open);
-   `maxPendingRequests`/`maxRequests` belong at the same point.
+   (`UpstreamCluster.connect_failed` is the passive-ejection hook). Circuit breaking
+   (limits.py): `maxRequests` is taken for the whole request, its retries included (Envoy
+   counts active requests); at `max_connections` the request waits as a pending one;
+   `maxConnectionPools` before a new endpoint's first connection; `maxRetries` before each
+   MeshRetry retry (over it, the last answer stands). Over the other limits: 503
+   circuit-open.
 3. **Round trip** — the head goes up (hop-by-hop rules: headers.py), the body streams up
    in a second task while the response is read (so `Expect: 100-continue` and early
    responses work), 1xx responses are relayed, the final one streams down. A reused
    connection that closes before answering a bodyless request is retried once on a fresh
    connection (the usual keep-alive race). Timeouts plug in at `_next_upstream` (today the
    outbound's idleTimeout bounds each wait: 504), retries of whole requests (MeshRetry
-   http) around `_attempt`, outlier detection at `UpstreamCluster.finished(status)`.
+   http) around `_attempt`; outlier detection reads `UpstreamCluster.finished(status)` for
+   every attempt (0: the attempt got no answer, a reset or timeout).
 4. **Accounting** — `HttpStats.observe(record)` and the access log line.
 
 A 101 answer to an Upgrade request turns both connections into a byte tunnel.
@@ -44,6 +48,7 @@ from mesh_dp.http.accesslog import Record
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.errors import error_response, status_of
 from mesh_dp.http.headers import BodyEncoder, request_bytes, response_bytes, response_framing
+from mesh_dp.http.limits import Limits
 from mesh_dp.http.parse import (
     END,
     Framing,
@@ -109,7 +114,8 @@ class UpstreamCluster(Protocol):
 
     def connect_succeeded(self, endpoint: EndpointState) -> None: ...
 
-    def finished(self, endpoint: EndpointState, status: int) -> None: ...
+    def finished(self, endpoint: EndpointState, status: int) -> None:
+        """The attempt's outcome: the final status, 0 when it got no answer (reset, timeout)."""
 
 
 class _Failed(Exception):
@@ -148,6 +154,7 @@ class _Upload:
     client_idle: bool = False  # the client was quiet for streamIdleTimeout mid-body
     continued: bool = False  # a 100 Continue was relayed to the client
     replay: Replay | None = None  # the body kept for a retry
+    retry_slot: bool = False  # the current attempt is a retry holding a maxRetries slot
 
 
 class HttpProxy:
@@ -160,8 +167,10 @@ class HttpProxy:
         access_log: Callable[[Record], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.cluster = cluster
+        self.limits = limits or Limits()  # MeshCircuitBreaker request limits
         self.stats = stats
         self.direction = direction
         self.access_log = access_log
@@ -276,28 +285,53 @@ class HttpProxy:
         upload: _Upload,
         policy: RequestPolicy,
     ) -> bool:
-        """Attempts until one is answered, or fails without MeshRetry asking for another."""
+        """Attempts until one is answered, or fails without MeshRetry asking for another. The
+        whole request, retries included, holds one maxRequests slot (Envoy's active
+        requests)."""
+        if not self.limits.try_acquire_request():
+            raise _Failed(
+                "circuit-open",
+                f"{self.cluster.name}: {self.limits.requests} requests in flight "
+                "(MeshCircuitBreaker maxRequests)",
+            )
         retry = RetryState.for_request(policy.retry, head.method, head.upgrade)
         upload.replay = retry.replay
         used: list[EndpointState] = []  # endpoints of earlier attempts: a retry avoids them
-        while True:
-            upload.deadlines.new_try(self._clock())
-            try:
-                return await self._try_once(down, head, policy, record, upload, used, retry)
-            except _RetryStatus:
-                pass
-            except _Failed as failed:
-                gone = upload.client_gone or upload.failed is not None or upload.client_idle
-                if failed.failure is None or gone or not retry.after_failure(failed.failure):
-                    raise
-            self.stats.retries += 1
-            wait = retry.next_backoff(self._rng)
-            left = upload.deadlines.retry_time_left(self._clock())
-            if left is not None and wait >= left:
-                await asyncio.sleep(max(0.0, left))
-                self.stats.timeouts += 1
-                raise _Failed("timeout", f"{self.cluster.name}: requestTimeout expired")
-            await asyncio.sleep(wait)
+        try:
+            while True:
+                upload.deadlines.new_try(self._clock())
+                try:
+                    return await self._try_once(down, head, policy, record, upload, used, retry)
+                except _RetryStatus:
+                    pass  # _round_trip took the retry's maxRetries slot
+                except _Failed as failed:
+                    gone = upload.client_gone or upload.failed is not None or upload.client_idle
+                    if failed.failure is None or gone or not retry.after_failure(failed.failure):
+                        raise
+                    if not self._retry_slot(upload):
+                        raise  # maxRetries retries in flight: this failure is the answer
+                self.stats.retries += 1
+                wait = retry.next_backoff(self._rng)
+                left = upload.deadlines.retry_time_left(self._clock())
+                if left is not None and wait >= left:
+                    await asyncio.sleep(max(0.0, left))
+                    self.stats.timeouts += 1
+                    raise _Failed("timeout", f"{self.cluster.name}: requestTimeout expired")
+                await asyncio.sleep(wait)
+        finally:
+            self.limits.release_request()
+            if upload.retry_slot:
+                upload.retry_slot = False
+                self.limits.release_retry()
+
+    def _retry_slot(self, upload: _Upload) -> bool:
+        """Takes a maxRetries slot for the next attempt, after giving back the one the ending
+        attempt held (Envoy's order); False: no retry."""
+        if upload.retry_slot:
+            upload.retry_slot = False
+            self.limits.release_retry()
+        upload.retry_slot = self.limits.try_acquire_retry()
+        return upload.retry_slot
 
     async def _try_once(
         self,
@@ -318,6 +352,10 @@ class HttpProxy:
                 return await self._round_trip(
                     down, up, endpoint, head, policy, record, upload, reused, retry
                 )
+            except _Failed as failure:
+                if failure.kind in ("upstream-reset", "timeout") and not upload.client_idle:
+                    self.cluster.finished(endpoint, 0)  # a local-origin failure (outlier.py)
+                raise
             except _Retry:
                 if replayed:
                     raise _Failed(
@@ -345,10 +383,14 @@ class HttpProxy:
             if conn is not None:
                 conn.close()  # past maxConnectionDuration
             if cluster.pool.open >= policy.max_connections:
+                cluster.pool.evict_idle()  # an idle one to another endpoint makes room
+                await self._pending(policy)
+                continue  # a connection was freed: choose again
+            if self.limits.pools_full(cluster.pool.pools, cluster.pool.has(endpoint.key)):
                 raise _Failed(
                     "circuit-open",
-                    f"{cluster.name}: {policy.max_connections} upstream connections open "
-                    "(MeshCircuitBreaker maxConnections)",
+                    f"{cluster.name}: connections open to {cluster.pool.pools} endpoints "
+                    "(MeshCircuitBreaker maxConnectionPools)",
                 )
             if tried:
                 self.stats.retries += 1
@@ -367,6 +409,25 @@ class HttpProxy:
         if not errors:
             raise _Failed("no-healthy-endpoint", f"{cluster.name} has no endpoint")
         raise _Failed("connect-failed", f"{cluster.name}: " + "; ".join(errors), Failure.CONNECT)
+
+    async def _pending(self, policy: RequestPolicy) -> None:
+        """maxConnections are open: wait as a pending request (limits.py) for one to be
+        freed, at most connectTimeout."""
+        name = self.cluster.name
+        try:
+            queued = await self.limits.wait_pending(policy.connect_timeout)
+        except TimeoutError:
+            raise _Failed(
+                "circuit-open",
+                f"{name}: no connection freed in {policy.connect_timeout}s "
+                f"({policy.max_connections} open: MeshCircuitBreaker maxConnections)",
+            ) from None
+        if not queued:
+            raise _Failed(
+                "circuit-open",
+                f"{name}: {policy.max_connections} upstream connections open and "
+                f"{self.limits.pending} requests waiting (MeshCircuitBreaker maxPendingRequests)",
+            )
 
     def _too_old(self, conn: Conn, policy: RequestPolicy) -> bool:
         """MeshTimeout maxConnectionDuration: an upstream connection is not used past it."""
@@ -425,8 +486,12 @@ class HttpProxy:
         try:
             may_replay = reused and whole  # nothing of the request is lost yet
             final = await self._final_head(down, up, head, upload, may_replay, sender)
-            if final.status != 101 and retry.after_status(final.status, final.headers):
-                self.cluster.finished(endpoint, final.status)
+            self.cluster.finished(endpoint, final.status)  # Envoy's outlier input: the head
+            if (
+                final.status != 101
+                and retry.after_status(final.status, final.headers)
+                and self._retry_slot(upload)  # else maxRetries are in flight: relay this one
+            ):
                 raise _RetryStatus
             responded = True
             record.status = final.status
@@ -464,7 +529,6 @@ class HttpProxy:
                     down.write(held + encoder.encode(ev))
                     held = b""
                     await down.drain()
-            self.cluster.finished(endpoint, final.status)
             complete = upload.done and upload.failed is None
             reusable = final.keep_alive and complete and parser.stray == 0
             if reusable and not self._too_old(up, policy):

@@ -63,6 +63,7 @@ __all__ = [
     "HashConf",
     "HashPolicy",
     "HealthCheck",
+    "HttpCheck",
     "HttpRetry",
     "Inbound",
     "IngressConfig",
@@ -72,6 +73,7 @@ __all__ = [
     "Outbound",
     "OutboundKind",
     "OutboundPolicies",
+    "Outlier",
     "Protocol",
     "SidecarConfig",
     "Tls",
@@ -124,13 +126,55 @@ class Endpoint(Message, frozen=True):
             raise ValueError("sni: is required when viaIngress is true")
 
 
+HeaderPair = tuple[str, str]
+
+
+class HttpCheck(Message, frozen=True):
+    """MeshHealthCheck `http`: GET `path` over mTLS to the endpoint; healthy when the status
+    is one of `expectedStatuses` (Kuma's defaults: "/", 200)."""
+
+    path: str = "/"
+    expected_statuses: tuple[int, ...] = (200,)
+    set_headers: tuple[HeaderPair, ...] = ()  # requestHeadersToAdd.set: replace
+    add_headers: tuple[HeaderPair, ...] = ()  # requestHeadersToAdd.add: append
+
+
 class HealthCheck(Message, frozen=True):
-    """Active TCP connect checks of each endpoint (MeshHealthCheck)."""
+    """Active checks of each endpoint (MeshHealthCheck): an HTTP check when `http` is set and
+    the outbound speaks http, else a TCP connect when `tcp` is true, else none."""
 
     interval: Seconds  # between checks
-    timeout: Seconds  # a connect may take
+    timeout: Seconds  # a check may take
     unhealthy_threshold: Count  # failures in a row that mark an endpoint unhealthy
     healthy_threshold: Count  # successes in a row that mark it healthy again
+    tcp: bool = True
+    http: HttpCheck | None = None
+
+
+class SuccessRate(Message, frozen=True):
+    minimum_hosts: Count = 5
+    request_volume: Count = 100
+    standard_deviation_factor: float = 1.9
+
+
+class FailurePercentage(Message, frozen=True):
+    minimum_hosts: Count = 5
+    request_volume: Count = 50
+    threshold: Annotated[int, msgspec.Meta(ge=0, le=100)] = 85
+
+
+class Outlier(Message, frozen=True):
+    """MeshCircuitBreaker `outlierDetection` (Envoy's defaults); a detector left None is off."""
+
+    interval: Seconds = 10.0
+    base_ejection_time: Seconds = 30.0
+    max_ejection_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+    split_external_and_local_errors: bool = False
+    total_failures: Count | None = None  # consecutive 5xx (local errors too unless split)
+    gateway_failures: Count | None = None  # consecutive 502/503/504
+    local_origin_failures: Count | None = None  # consecutive connect failures (split only)
+    success_rate: SuccessRate | None = None
+    failure_percentage: FailurePercentage | None = None
 
 
 HashKind = Literal["Header", "Cookie", "Connection", "QueryParameter"]
@@ -162,6 +206,9 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 DEFAULT_MAX_CONNECT_ATTEMPTS = 5
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_LEAST_REQUEST_CHOICES = 2
+DEFAULT_MAX_PENDING_REQUESTS = 1024  # Envoy's circuit-breaker defaults
+DEFAULT_MAX_REQUESTS = 1024
+DEFAULT_MAX_RETRIES = 3
 # MeshTimeout http (Kuma's defaults; 0: off) and MeshRetry http (Kuma's default policy
 # mesh-retry-all-default; retryOn unset is Kuma's default list).
 DEFAULT_REQUEST_TIMEOUT = 15.0
@@ -196,6 +243,12 @@ class OutboundPolicies(Message, frozen=True):
         DEFAULT_LEAST_REQUEST_CHOICES
     )
     locality_aware: bool = True  # local zone first (MeshLoadBalancingStrategy)
+    # MeshCircuitBreaker connectionLimits of HTTP requests (mesh_dp/http/limits.py)
+    max_pending_requests: Count = DEFAULT_MAX_PENDING_REQUESTS  # waiting for a connection
+    max_requests: Count = DEFAULT_MAX_REQUESTS  # in flight at once
+    max_retries: Count = DEFAULT_MAX_RETRIES  # retries in flight at once
+    max_connection_pools: Count = UINT32  # endpoints with open connections at once
+    outlier: Outlier | None = None  # passive ejection (mesh_dp/http/outlier.py)
     # MeshTimeout http, seconds, 0: off (mesh_dp/http/timeouts.py)
     request_timeout: Seconds = DEFAULT_REQUEST_TIMEOUT
     stream_idle_timeout: Seconds = DEFAULT_STREAM_IDLE_TIMEOUT

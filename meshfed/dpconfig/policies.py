@@ -7,12 +7,18 @@ What each enforced field means (the set itself is in meshfed/policy/enforced.py)
   bytes in either direction (`0s`: never).
 - MeshRetry `tcp.maxConnectAttempt`: how many endpoints to try for one accepted connection
   before giving up (a refused or timed-out connect moves on to the next choice).
-- MeshHealthCheck: TCP connect checks of each endpoint every `interval` (each may take
-  `timeout`); `unhealthyThreshold` failures in a row take an endpoint out of the choices,
-  `healthyThreshold` successes bring it back; `tcp.disabled: true` turns checks off.
+- MeshHealthCheck: checks of each endpoint every `interval` (each may take `timeout`);
+  `unhealthyThreshold` failures in a row take an endpoint out of the choices,
+  `healthyThreshold` successes bring it back. `http` (path, expectedStatuses,
+  requestHeadersToAdd; Kuma's defaults "/" and [200]) checks http outbounds with a GET over
+  mTLS; others get a TCP connect unless `tcp.disabled: true`; both off: no checks.
   Kuma's defaults fill what the merged conf leaves out (1m, 15s, 5, 1).
 - MeshCircuitBreaker `connectionLimits.maxConnections`: connections open at once through
-  this outbound; more are refused at accept.
+  this outbound; more are refused at accept (tcp) or wait as pending requests (http).
+  `maxPendingRequests`, `maxRequests`, `maxRetries`, `maxConnectionPools`: HTTP request
+  limits with Envoy's meaning and defaults (mesh_dp/http/limits.py). `outlierDetection`:
+  passive ejection per endpoint (mesh_dp/http/outlier.py); only the detectors set run, a
+  detector's `consecutive` defaults to Envoy's 5.
 - MeshLoadBalancingStrategy `loadBalancer.type`: RoundRobin, Random, or LeastRequest
   (sample `leastRequest.choiceCount` endpoints, take the one with fewest active
   connections), RingHash (`minRingSize`, `maxRingSize`) or Maglev (`tableSize`) with
@@ -38,12 +44,16 @@ from meshfed.dpconfig.model import (
     DEFAULT_HTTP_RETRY_ON,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_STREAM_IDLE_TIMEOUT,
+    FailurePercentage,
     HashConf,
     HashPolicy,
     HealthCheck,
+    HttpCheck,
     HttpRetry,
     LbAlgorithm,
     OutboundPolicies,
+    Outlier,
+    SuccessRate,
 )
 from meshfed.policy.rules import Matched, outbound_conf
 from meshfed.policy.targetref import ServiceLabels
@@ -52,6 +62,8 @@ from meshfed.resources.models.base import Model, parse
 from meshfed.resources.models.load_balancing import LoadBalancingConf, Maglev, RingHash
 from meshfed.resources.models.policies import (
     CircuitBreakerConf,
+    Consecutive,
+    Detectors,
     HealthCheckConf,
     HttpTimeouts,
     RetryConf,
@@ -88,18 +100,100 @@ def read_conf(model: type[C], conf: dict[str, Any], type_name: str) -> C:
     return model.model_construct()
 
 
+def _http_check(hc: HealthCheckConf) -> HttpCheck | None:
+    http = hc.http
+    if http is None or http.disabled:
+        return None
+    headers = http.request_headers_to_add
+    return HttpCheck(
+        path=http.path or "/",
+        expected_statuses=tuple(http.expected_statuses or (200,)),
+        set_headers=tuple((h.name, h.value) for h in (headers and headers.set) or ()),
+        add_headers=tuple((h.name, h.value) for h in (headers and headers.add) or ()),
+    )
+
+
 def _health_check(conf: dict[str, Any]) -> HealthCheck | None:
     if not conf:
         return None  # no MeshHealthCheck: no checks
     hc = read_conf(HealthCheckConf, conf, MESH_HEALTH_CHECK)
-    if hc.tcp is not None and hc.tcp.disabled:
+    tcp = hc.tcp is None or not hc.tcp.disabled
+    http = _http_check(hc)
+    if not tcp and http is None:
         return None
     return HealthCheck(
         interval=hc.interval.total_seconds(),
         timeout=hc.timeout.total_seconds(),
         unhealthy_threshold=hc.unhealthy_threshold,
         healthy_threshold=hc.healthy_threshold,
+        tcp=tcp,
+        http=http,
     )
+
+
+def _outlier(breaker: CircuitBreakerConf) -> Outlier | None:
+    od = breaker.outlier_detection
+    if od is None or od.disabled:
+        return None
+    d = od.detectors or Detectors()
+    base = Outlier()
+    sr, fp = d.success_rate, d.failure_percentage
+    return Outlier(
+        interval=od.interval.total_seconds() if od.interval else base.interval,
+        base_ejection_time=(
+            od.base_ejection_time.total_seconds()
+            if od.base_ejection_time
+            else base.base_ejection_time
+        ),
+        max_ejection_percent=_or(od.max_ejection_percent, base.max_ejection_percent),
+        split_external_and_local_errors=bool(od.split_external_and_local_errors),
+        total_failures=_consecutive(d.total_failures),
+        gateway_failures=_consecutive(d.gateway_failures),
+        local_origin_failures=_consecutive(d.local_origin_failures),
+        success_rate=None
+        if not sr
+        else SuccessRate(
+            minimum_hosts=sr.minimum_hosts or SuccessRate().minimum_hosts,
+            request_volume=sr.request_volume or SuccessRate().request_volume,
+            standard_deviation_factor=float(
+                sr.standard_deviation_factor or SuccessRate().standard_deviation_factor
+            ),
+        ),
+        failure_percentage=None
+        if not fp
+        else FailurePercentage(
+            minimum_hosts=fp.minimum_hosts or FailurePercentage().minimum_hosts,
+            request_volume=fp.request_volume or FailurePercentage().request_volume,
+            threshold=FailurePercentage().threshold if fp.threshold is None else fp.threshold,
+        ),
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+DEFAULT_CONSECUTIVE = 5  # Envoy's consecutive_5xx / gateway / local-origin default
+
+
+def _consecutive(detector: Consecutive | None) -> int | None:
+    if detector is None:
+        return None
+    return detector.consecutive or DEFAULT_CONSECUTIVE
+
+
+def _limits(breaker: CircuitBreakerConf) -> dict[str, int]:
+    """The request limits the merged conf sets (OutboundPolicies' defaults for the rest)."""
+    limits = breaker.connection_limits
+    if limits is None:
+        return {}
+    fields = {
+        "max_pending_requests": limits.max_pending_requests,
+        "max_requests": limits.max_requests,
+        "max_retries": limits.max_retries,
+        "max_connection_pools": limits.max_connection_pools,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _seconds(value: timedelta | None, default: float = 0.0) -> float:
@@ -203,7 +297,9 @@ def outbound_policies(
         hash=_hash_conf(lb),
         least_request_choices=lb.least_request_choices,
         locality_aware=lb.locality_aware,
+        outlier=_outlier(breaker),
         http_retry=_http_retry(retry),
         sources=tuple(sources),
     )
+    policies = msgspec.structs.replace(policies, **_limits(breaker))
     return _http_timeouts(timeout.http, policies)

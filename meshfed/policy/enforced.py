@@ -20,8 +20,14 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | Http3PostConnectFailure; bodies above 64 KiB are not   |
 |                           |         | retried: mesh_dp/http/retry.py)                        |
 | MeshHealthCheck           | to[]    | interval, timeout, unhealthyThreshold,                 |
-|                           |         | healthyThreshold, tcp.disabled (TCP connect checks)    |
-| MeshCircuitBreaker        | to[]    | connectionLimits.maxConnections                        |
+|                           |         | healthyThreshold, tcp.disabled (TCP connect checks),   |
+|                           |         | http.disabled / path / expectedStatuses /              |
+|                           |         | requestHeadersToAdd (HTTP checks of http services)     |
+| MeshCircuitBreaker        | to[]    | connectionLimits.maxConnections, maxPendingRequests,   |
+|                           |         | maxRequests, maxRetries, maxConnectionPools;           |
+|                           |         | outlierDetection.disabled, interval, baseEjectionTime, |
+|                           |         | maxEjectionPercent, splitExternalAndLocalErrors,       |
+|                           |         | detectors (all five; not healthyPanicThreshold)        |
 | MeshLoadBalancingStrategy | to[]    | loadBalancer.type RoundRobin / Random / LeastRequest / |
 |                           |         | RingHash / Maglev, leastRequest.choiceCount,           |
 |                           |         | ringHash (hashFunction XXHash, minRingSize,            |
@@ -156,9 +162,33 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
             "unhealthyThreshold": ANY,
             "healthyThreshold": ANY,
             "tcp": {"disabled": ANY},
+            "http": {
+                "disabled": ANY,
+                "path": ANY,
+                "expectedStatuses": ANY,
+                "requestHeadersToAdd": ANY,
+            },
         }
     ),
-    "MeshCircuitBreaker": Enforced(to={"connectionLimits": {"maxConnections": ANY}}),
+    "MeshCircuitBreaker": Enforced(
+        to={
+            "connectionLimits": {
+                "maxConnections": ANY,
+                "maxPendingRequests": ANY,
+                "maxRequests": ANY,
+                "maxRetries": ANY,
+                "maxConnectionPools": ANY,
+            },
+            "outlierDetection": {
+                "disabled": ANY,
+                "interval": ANY,
+                "baseEjectionTime": ANY,
+                "maxEjectionPercent": ANY,
+                "splitExternalAndLocalErrors": ANY,
+                "detectors": ANY,
+            },
+        }
+    ),
     "MeshLoadBalancingStrategy": Enforced(
         to={
             "loadBalancer": {

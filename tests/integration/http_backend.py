@@ -9,7 +9,10 @@ Built on http.server (keep-alive, `Expect: 100-continue` handled by the standard
 - `GET /chunks?n=N`: N chunks of `chunk-<i>\\n`, chunked;
 - `GET /status/N`: status N, empty body;
 - `GET /ws` with `Upgrade: websocket`: 101, then every byte echoed back (a tunnel);
-- `GET /slow?ms=N`: answers after N milliseconds;
+- `GET /health`: the status set by `PUT /control/health/N` (200 at first);
+- `PUT /control/fail/N`: every later GET but /health and /control answers N (0: normally);
+- `GET /sleep/S`: answers after S seconds; `GET /control`: JSON with the requests in flight;
+- `GET /slow?ms=N`: answers after N milliseconds (with `&status=S`: status S, empty body);
 - `GET` or `POST /flaky/N`: every other request to that path (the first, third, ...) gets
   status N, the others 200 with the instance's JSON (a deterministic 50 % failure).
 
@@ -31,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     name = ""
+    control = {"health": 200, "fail": 0, "inflight": 0}
     hits: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -74,9 +78,38 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
+    def do_PUT(self) -> None:
+        parts = urlsplit(self.path).path.split("/")  # /control/<what>/<n>
+        if len(parts) == 4 and parts[1] == "control" and parts[2] in ("health", "fail"):
+            self.control[parts[2]] = int(parts[3])
+            self._send(200, json.dumps(self.control).encode())
+            return
+        self._send(404, b"")
+
     def do_GET(self) -> None:
+        counted = not self.path.startswith("/control")
+        with self.lock:
+            self.control["inflight"] += counted
+        try:
+            self._get()
+        finally:
+            with self.lock:
+                self.control["inflight"] -= counted
+
+    def _get(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
+        if url.path == "/control":
+            self._send(200, json.dumps(self.control).encode())
+            return
+        if url.path == "/health":
+            self._send(self.control["health"], json.dumps({"name": self.name}).encode())
+            return
+        if self.control["fail"]:
+            self._send(self.control["fail"], json.dumps({"name": self.name}).encode())
+            return
+        if url.path.startswith("/sleep/"):
+            time.sleep(float(url.path.rsplit("/", 1)[1]))
         if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             self.send_response(101)
             self.send_header("Upgrade", "websocket")
@@ -93,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if url.path == "/slow":
             time.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
+            if "status" in query:
+                self._send(int(query["status"][0]), b"")
+                return
         if url.path.startswith("/flaky/") and self._flaky(url.path):
             self._send(int(url.path.rsplit("/", 1)[1]), b"")
             return

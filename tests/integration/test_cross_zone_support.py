@@ -28,6 +28,7 @@ import yaml
 from cryptography import x509
 from dnslib import RCODE, DNSRecord
 
+from meshfed.resources.types import default_registry
 from tests.integration.federation_support import Cluster, Http, Node
 from tests.integration.test_mesh_dp_support import Addresses, admin_json
 from tests.integration.token_support import dataplane_token, write_token, zone_token
@@ -136,6 +137,8 @@ class Workload:
     app: Proc
     sidecar: Proc
     admin: int
+    app_address: str = ""  # where the application listens (tests talk to it directly)
+    app_port: int = 0
 
     def stats(self) -> Any:
         return admin_json(self.admin)
@@ -210,7 +213,7 @@ class Mesh:
         return self.cluster.glob.http
 
     def apply(self, doc: dict[str, Any]) -> None:
-        plural = {"MeshTrafficPermission": "meshtrafficpermissions"}[doc["type"]]
+        plural = default_registry().get(doc["type"]).plural
         self.glob.put(f"/meshes/{MESH}/{plural}/{doc['name']}", doc)
 
     def dataplane_token(self, service: str, name: str = "") -> str:
@@ -234,8 +237,9 @@ class Mesh:
         protocol: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> Workload:
-        """An echo app with its sidecar; `reachable`: the services its sidecar binds VIPs of
-        (none by default, so many sidecars can share this host)."""
+        """An app with its sidecar; `reachable`: the services its sidecar binds VIPs of
+        (none by default, so many sidecars can share this host); `app_module`: the
+        application (`--address`, `--name`, `--zone`); `protocol`: `kuma.io/protocol`."""
         address, app_address = self.addresses.next(), self.addresses.next()
         # Instances of a service share their app port (each has its own address), so the
         # service has one port callers use. A random high port on a fresh address is free.
@@ -301,6 +305,7 @@ class Mesh:
             ],
         )
         w = Workload(name, zone, service, address, port, app, sidecar, admin)
+        w.app_address, w.app_port = app_address, app_port
         if wait:
             wait_until(lambda: _ready(admin) or not sidecar.alive(), timeout=20, what=name)
             assert sidecar.alive(), sidecar.log()

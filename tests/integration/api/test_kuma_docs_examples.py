@@ -32,7 +32,6 @@ FOLLOWS = re.compile(r'# follows: (https://kuma\.io/docs/\S+/), example "(.+?)"(
 MESHES = ("default", "my-mesh")  # every mesh a fixture names ("default" the global makes)
 DOC_KEYS = {"type", "name", "mesh", "spec"}
 TIMES = {"creationTime", "modificationTime"}
-OUTLIER = {"spec.to[0].default.outlierDetection": NOT_ENFORCED}
 
 # The documented examples the global still refuses, each with every field its 400 names and a
 # fragment of that field's reason. The HTTP policy work of issue 13 empties the entries marked
@@ -47,30 +46,8 @@ PENDING: dict[str, dict[str, str]] = {
     # not in issue 13: inbound (`rules`) MeshTimeout is not enforced by the sidecar
     "meshtimeout/inbound-timeout.yaml": {"spec.rules": NOT_ENFORCED},
     "meshtimeout/inbound-timeout-port-http.yaml": {"spec.rules": NOT_ENFORCED},
-    # 13: MeshHealthCheck http (the fallback example only disables it)
-    "meshhealthcheck/web-to-backend-http.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
-    "meshhealthcheck/protocol-fallback.yaml": {"spec.to[0].default.http": NOT_ENFORCED},
     # not in issue 13: gRPC health checks
     "meshhealthcheck/grpc-cart-to-payment.yaml": {"spec.to[0].default.grpc": NOT_ENFORCED},
-    # 13: MeshCircuitBreaker connection limits of HTTP requests
-    "meshcircuitbreaker/web-to-backend.yaml": {
-        "spec.to[0].default.connectionLimits.maxPendingRequests": NOT_ENFORCED,
-        "spec.to[0].default.connectionLimits.maxRetries": NOT_ENFORCED,
-        "spec.to[0].default.connectionLimits.maxRequests": NOT_ENFORCED,
-    },
-    # 13: MeshCircuitBreaker outlierDetection, one example per detector and mode
-    **{
-        f"meshcircuitbreaker/outlier-{detector}.yaml": OUTLIER
-        for detector in (
-            "total-failures",
-            "total-failures-split",
-            "gateway-failures",
-            "gateway-failures-split",
-            "local-origin-failures",
-            "success-rate",
-            "failure-percentage",
-        )
-    },
     # issue 17 ("policies on any tag"): callers named by tags other than kuma.io/service
     "meshtrafficpermission/zone-allow-env-deny.yaml": {
         "spec.from[0].targetRef.tags['kuma.io/zone']": NOT_ENFORCED,

@@ -218,11 +218,12 @@ def test_every_policy_type_has_an_enforced_set() -> None:
                 MESH_REF,
                 to=[
                     to(MESH_REF, {"interval": "1s", "tcp": {}}),
-                    to(svc("x"), {"http": {"path": "/health"}, "tcp": {"send": "aGk="}}),
+                    to(svc("x"), {"grpc": {"serviceName": "h"}, "tcp": {"send": "aGk="}}),
+                    to(svc("y"), {"http": {"path": "/health", "expectedStatuses": [200]}}),
                 ],
             ),
             [
-                ("spec.to[1].default.http", "interval"),
+                ("spec.to[1].default.grpc", "interval"),
                 ("spec.to[1].default.tcp.send", "enforced here: disabled"),
             ],
         ),
@@ -236,15 +237,12 @@ def test_every_policy_type_has_an_enforced_set() -> None:
                         MESH_REF,
                         {
                             "connectionLimits": {"maxConnections": 5, "maxPendingRequests": 2},
-                            "outlierDetection": {"disabled": False},
+                            "outlierDetection": {"disabled": False, "healthyPanicThreshold": 50},
                         },
                     )
                 ],
             ),
-            [
-                ("spec.to[0].default.connectionLimits.maxPendingRequests", "maxConnections"),
-                ("spec.to[0].default.outlierDetection", "connectionLimits"),
-            ],
+            [("spec.to[0].default.outlierDetection.healthyPanicThreshold", "detectors")],
         ),
         (
             loose_policy(
@@ -377,10 +375,14 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         "local-zone-affinity-backend",
         "local-zone-affinity-cross-backend",
         "local-zone-affinity-cross-dc",
+        "mesh-circuit-breaker-all-default",
+        "no-outlier-detection",
         "ring-hash",
         "shadow-deny-legacy",
         "tcp-timeout",
         "timeout-global",
+        "web-to-backend-check",
+        "web-to-backend-circuit-breaker",
         "web-to-backend-retry-http",
         "web-to-backend-retry-tcp",
     }

@@ -309,8 +309,6 @@ NOT_ENFORCED_FIELDS = {
         "constraints.dataplaneProxy",
         "meshServices",
     ],
-    "mesh-circuit-breaker": ["spec.to[0].default.connectionLimits.maxConnectionPools"],
-    "mesh-health-check": ["spec.to[0].default.http"],
     "mesh-retry": ["spec.to[0].default.grpc"],
 }
 
