@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from meshctl.up.demo import SIDECAR_ADMIN_PORT, zone_address
 from meshctl.up.procs import pid_alive
-from tests.support import VENV_BIN, Procs, port_open, wait_until
+from tests.support import VENV_BIN, Procs, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,8 +41,6 @@ def answered(command: str, zone: str) -> bool:
 
 
 def test_demo_prints_a_command_that_calls_backend(procs: Procs, tmp_path: Path) -> None:
-    if port_open(zone_address(0, 2), SIDECAR_ADMIN_PORT):
-        pytest.skip("another `meshctl up --demo` is running on this machine")
     data = tmp_path / "up"
     up = procs.start(
         "up",
