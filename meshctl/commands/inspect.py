@@ -5,8 +5,8 @@
 The table condenses a ZoneOverview: online/offline, whether the zone holds the global's
 current version of everything (else how many resources are pending), when its newest KDS
 subscription connected and, for an offline zone, when it disconnected, response totals, and
-the most recent NACK. Zones are listed by the global only: asked of a zone's API, it says so. `-o json|yaml` prints the
-overviews as the API returned them.
+the most recent NACK. Zones are listed by the global only: asked of a zone's API, it says so.
+`-o json|yaml` prints the overviews as the API returned them.
 
 `services`: the services of a mesh from `GET /meshes/{mesh}/services`. Against a zone: the
 zones that have each service, its VIP in this zone and its zone-pinned VIPs; against the
