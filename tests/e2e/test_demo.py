@@ -1,20 +1,24 @@
 """`meshctl up --demo` end to end, as a user runs it: start it, paste the command it prints,
 see backend answer from zone-1 (local first) and, pinned, from zone-2 through the ingress;
-then Ctrl-C (SIGTERM) stops all thirteen processes."""
+then Ctrl-C (SIGTERM) stops all thirteen processes. Two demos run side by side in ranges of
+their own, and a demo workload that cannot start fails `up --demo` in one line."""
 
 from __future__ import annotations
 
 import json
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from meshctl.up.procs import pid_alive
-from tests.support import VENV_BIN, Procs, wait_until
+from meshctl.up.demo import APP_PORT, DEMO_NET_LAST, DemoNet
+from meshctl.up.launch import demo_claim_path
+from meshctl.up.procs import DataDirLock, pid_alive
+from tests.support import VENV_BIN, Proc, Procs, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,32 +39,38 @@ def paste(command: str) -> dict[str, Any] | None:
     return answer
 
 
+def resolve(command: str) -> str:
+    """The VIP the `dig` inside a printed command answers."""
+    found = re.search(r"\$\((dig [^)]*)\)", command)
+    assert found is not None, command
+    done = subprocess.run(
+        ["bash", "-c", found.group(1)], capture_output=True, text=True, timeout=15, check=False
+    )
+    return done.stdout.strip()
+
+
 def answered(command: str, zone: str) -> bool:
     answer = paste(command)
     return answer is not None and answer["zone"] == zone
 
 
-def test_demo_prints_a_command_that_calls_backend(procs: Procs, tmp_path: Path) -> None:
-    data = tmp_path / "up"
-    up = procs.start(
-        "up",
-        [
-            str(VENV_BIN / "meshctl"),
-            "up",
-            "--demo",
-            "--data-dir",
-            str(data),
-            "--global-api-port",
-            "0",
-            "--global-kds-port",
-            "0",
-            "--no-status",
-        ],
-    )
+def start_demo(procs: Procs, data: Path, name: str = "up", *extra: str) -> Proc:
+    argv = [str(VENV_BIN / "meshctl"), "up", "--demo", "--data-dir", str(data), "--no-status"]
+    return procs.start(name, [*argv, "--global-api-port", "0", "--global-kds-port", "0", *extra])
+
+
+def printed_commands(up: Proc) -> tuple[str, str]:
     wait_until(lambda: "demo: Mesh default has builtin mTLS" in up.log(), timeout=60)
     lines = [m.group(1) for line in up.log().splitlines() if (m := COMMAND.search(line))]
     local, pinned = lines[:2]
     assert "backend.mesh" in local and "backend.zone-2.mesh" in pinned
+    return local, pinned
+
+
+def test_demo_prints_a_command_that_calls_backend(procs: Procs, tmp_path: Path) -> None:
+    data = tmp_path / "up"
+    up = start_demo(procs, data)
+    local, pinned = printed_commands(up)
 
     # Until zone-1's own instance is up, zone-2 may answer; then local first, always.
     wait_until(lambda: answered(local, "zone-1"), timeout=60, interval=0.5, what="backend.mesh")
@@ -86,3 +96,55 @@ def test_demo_prints_a_command_that_calls_backend(procs: Procs, tmp_path: Path) 
     up.signal(signal.SIGTERM)
     assert up.popen.wait(60) == 0
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_two_demos_run_side_by_side(procs: Procs, tmp_path: Path) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    ups = [start_demo(procs, first, "one"), start_demo(procs, second, "two")]
+    commands = [printed_commands(up)[0] for up in ups]
+    nets = [json.loads((d / "state.json").read_text())["demoNetwork"] for d in (first, second)]
+    assert nets[0] != nets[1]
+    for command in commands:  # each calls its own backend through its own DNS and VIP
+        wait_until(lambda c=command: answered(c, "zone-1"), timeout=90, interval=0.5)
+    vips = {resolve(c) for c in commands}
+    assert len(vips) == 2 and all(vips), vips
+    for data, net in zip((first, second), nets, strict=True):
+        status = subprocess.run(
+            [str(VENV_BIN / "meshctl"), "up", "status", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert f"demo addresses and VIPs in {net}" in status.stdout
+        prefix = net.split(".0.0/")[0]
+        assert f"http://{prefix}.0.2:9901" in status.stdout  # web-1's admin
+    for up in ups:
+        up.signal(signal.SIGTERM)
+    assert [up.popen.wait(60) for up in ups] == [0, 0]
+
+
+def free_claim() -> DemoNet:
+    """A range no running demo claims (from the top, away from where `up` starts looking)."""
+    for octet in range(DEMO_NET_LAST, DEMO_NET_LAST - 20, -1):
+        lock = DataDirLock(demo_claim_path(DemoNet(octet)))
+        if lock.acquire():
+            lock.release()
+            return DemoNet(octet)
+    raise AssertionError("no unclaimed demo range")
+
+
+def test_a_workload_that_cannot_start_fails_up_in_one_line(procs: Procs, tmp_path: Path) -> None:
+    net = free_claim()
+    address = net.address(1, 1)  # app-backend-z2-1
+    with socket.socket() as squatter:
+        squatter.bind((address, APP_PORT))
+        squatter.listen()
+        up = start_demo(procs, tmp_path / "up", "up", "--demo-net", str(net.octet))
+        assert up.popen.wait(90) == 1
+    log = up.log()
+    why = f"app-backend-z2-1 could not start: echo backend-z2-1: cannot listen on {address}:"
+    assert why in log
+    assert log.rstrip().splitlines()[-1].startswith("up ")
+    assert f"failed: {why}" in log.rstrip().splitlines()[-1]
+    assert "Traceback" not in log
