@@ -6,6 +6,7 @@ their own, and a demo workload that cannot start fails `up --demo` in one line."
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -15,9 +16,13 @@ from typing import Any
 
 import pytest
 
+from mesh_dp.http.pool import IDLE_TIMEOUT
+from meshctl import config
 from meshctl.up.demo import APP_PORT, DEMO_NET_LAST, DemoNet
 from meshctl.up.launch import demo_claim_path
 from meshctl.up.procs import DataDirLock, pid_alive
+from tests.integration.test_up import all_running, zones_connected
+from tests.integration.test_up_credentials import ALLOW_WEB, BACKEND_1
 from tests.support import VENV_BIN, Proc, Procs, wait_until
 
 pytestmark = [
@@ -148,3 +153,70 @@ def test_a_workload_that_cannot_start_fails_up_in_one_line(procs: Procs, tmp_pat
     assert log.rstrip().splitlines()[-1].startswith("up ")
     assert f"failed: {why}" in log.rstrip().splitlines()[-1]
     assert "Traceback" not in log
+
+
+def test_the_readme_in_order_with_reset(procs: Procs, tmp_path: Path) -> None:
+    """The README's first section (allow-web, backend-1), then `up --reset --demo` as it says:
+    local first, and deleting the demo's permission refuses calls."""
+    cfg = tmp_path / "meshctl.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFED_API")}
+    env["MESHCTL_CONFIG"] = str(cfg)
+
+    def meshctl(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(VENV_BIN / "meshctl"), *args]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=env, check=False
+        )
+
+    data = tmp_path / "up"
+    base = [str(VENV_BIN / "meshctl"), "up", "--data-dir", str(data), "--no-status"]
+    base += ["--global-api-port", "0", "--global-kds-port", "0"]
+    first = procs.start("first", base, env=env)
+    comps = wait_until(lambda: all_running(data / "state.json"), timeout=30, what="first up")
+    wait_until(lambda: zones_connected(comps["global"]["api"]), timeout=30)
+    (tmp_path / "allow-web.yaml").write_text(ALLOW_WEB)
+    (tmp_path / "backend-1.yaml").write_text(BACKEND_1)
+    wait_until(lambda: meshctl("apply", "-f", str(tmp_path / "allow-web.yaml")).returncode == 0)
+    zone1 = ["--api", comps["zone-1"]["api"]]
+    backend = str(tmp_path / "backend-1.yaml")
+    wait_until(lambda: meshctl(*zone1, "apply", "-f", backend).returncode == 0, timeout=30)
+    first.signal(signal.SIGTERM)
+    assert first.popen.wait(30) == 0
+
+    up = procs.start("up", [*base, "--reset", "--demo"], env=env)
+    local, _ = printed_commands(up)
+    assert "--reset: removed the previous data" in up.log()
+    token = (data / "global" / "admin-token").read_text().strip()
+    wait_until(lambda: config.load(cfg).current == "up" and _token(cfg) == token, timeout=30)
+    listed = meshctl("get", "mtp")
+    assert listed.returncode == 0, listed.stderr
+    assert "allow-web" not in listed.stdout and "web-to-backend" in listed.stdout
+    wait_until(lambda: answered(local, "zone-1"), timeout=90, interval=0.5, what="local first")
+    assert all(answered(local, "zone-1") for _ in range(5))
+    assert "backend-1" not in meshctl("get", "dataplanes").stdout
+
+    deleted = meshctl("delete", "mtp", "web-to-backend")
+    assert deleted.returncode == 0, deleted.stderr
+    status = local.replace("curl -s ", "curl -s -o /dev/null -w '%{http_code}' ").removesuffix(
+        "; echo"
+    )
+    codes: list[str] = []
+
+    def refused() -> bool:
+        done = subprocess.run(
+            ["bash", "-c", status], capture_output=True, text=True, timeout=15, check=False
+        )
+        codes.append(done.stdout)
+        return done.stdout == "403"
+
+    # The permission is checked per connection (README): web's pooled connection to backend
+    # must go idle first, so the calls are spaced by more than the pool's idle timeout.
+    wait_until(refused, timeout=4 * IDLE_TIMEOUT, interval=IDLE_TIMEOUT + 2, what="403")
+    assert codes[-1] == "403", codes
+    up.signal(signal.SIGTERM)
+    assert up.popen.wait(60) == 0
+
+
+def _token(cfg: Path) -> str | None:
+    planes = {cp.name: cp for cp in config.load(cfg).control_planes}
+    return planes["up"].token if "up" in planes else None
