@@ -8,7 +8,8 @@
 - `tcp`: writes `<name> <zone>\\n` on connect, then echoes every byte back; an EOF from the
   client is answered with an EOF once everything is echoed.
 
-It runs until SIGTERM or SIGINT.
+It runs until SIGTERM or SIGINT. An address it cannot listen on ends it with one line naming
+the address and the reason, and exit status 1 (`meshctl up --demo` shows that line).
 """
 
 from __future__ import annotations
@@ -150,8 +151,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         address = parse_address(args.address)
     except ValueError as exc:
         parser.error(f"--address: {exc}")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(address.host, address.port, args.name, args.zone, args.mode))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(address.host, address.port, args.name, args.zone, args.mode))
+    except OSError as exc:  # bind: in use, not a local address, permission
+        reason = exc.strerror or str(exc)
+        print(f"echo {args.name}: cannot listen on {args.address}: {reason}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(0)
 
 

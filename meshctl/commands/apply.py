@@ -2,7 +2,9 @@
 
 Every valid document is applied even when others fail (each failure is reported with the
 server's reasons and the exit code is 1), because a file of policies is usually independent
-resources. A file that does not parse at all applies nothing.
+resources; nothing is rolled back. After a failure, a summary on stderr says which documents
+were applied and which were not, so a partial apply is never mistaken for none or all. A file
+that does not parse at all applies nothing.
 """
 
 from __future__ import annotations
@@ -173,25 +175,43 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     docs = load(args.files, parse_variables(args.vars), ctx.stdin)
     client = ctx.client()
     suffix = " (dry run)" if args.dry_run else ""
-    failed = 0
+    applied: list[str] = []
+    failed: list[str] = []
     for doc in docs:
         try:
             target = target_of(doc.data, ctx.registry)
         except CliError as exc:
-            failed += 1
+            failed.append(doc.where)
             _report(ctx.stderr, f"{doc.where}: {exc.message}", exc)
             continue
         try:
             outcome = apply_one(client, target, doc.data, args.dry_run)
         except ApiUnreachable:
+            if applied:
+                not_applied = [*failed, f"{target.label} ({doc.where})"]
+                print(summary(applied, not_applied, len(docs)), file=ctx.stderr)
             raise  # no other document would get through either
         except CliError as exc:
-            failed += 1
+            failed.append(f"{target.label} ({doc.where})")
             _report(ctx.stderr, f"{target.label} ({doc.where}): {exc.message}", exc)
             continue
+        applied.append(f"{target.label} {outcome}")
         print(f"{target.label} {outcome}{suffix}", file=ctx.stdout)
         ctx.stdout.flush()
+    if failed:
+        print(summary(applied, failed, len(docs)), file=ctx.stderr)
     return 1 if failed else 0
+
+
+def summary(applied: list[str], failed: list[str], total: int) -> str:
+    """What a partly failed apply did: every valid document went through, nothing rolled back."""
+    lines = [
+        f"{len(applied)} of {total} documents applied ({len(failed)} failed; apply goes on past "
+        "a failing document and rolls nothing back)",
+        f"  applied: {', '.join(applied) or 'none'}",
+        f"  not applied: {', '.join(failed)}",
+    ]
+    return "\n".join(lines)
 
 
 def _report(stream: TextIO, message: str, exc: CliError) -> None:

@@ -4,8 +4,9 @@
 
 The table condenses a ZoneOverview: online/offline, whether the zone holds the global's
 current version of everything (else how many resources are pending), when its newest KDS
-subscription connected, response totals, and the most recent NACK. `-o json|yaml` prints the
-overviews as the API returned them.
+subscription connected and, for an offline zone, when it disconnected, response totals, and
+the most recent NACK. Zones are listed by the global only: asked of a zone's API, it says so.
+`-o json|yaml` prints the overviews as the API returned them.
 
 `services`: the services of a mesh from `GET /meshes/{mesh}/services`. Against a zone: the
 zones that have each service, its VIP in this zone and its zone-pinned VIPs; against the
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from meshctl.client import ApiError
 from meshctl.commands.common import DEFAULT_MESH
 from meshctl.context import Context
 from meshctl.errors import CliError
@@ -32,7 +34,15 @@ from meshctl.output import (
 )
 
 ZONES_PATH = "/zones+insights"
-ZONE_HEADERS = ["NAME", "STATUS", "SYNC", "LAST CONNECTED", "SENT/ACKED/NACKED", "LAST ERROR"]
+ZONE_HEADERS = [
+    "NAME",
+    "STATUS",
+    "SYNC",
+    "LAST CONNECTED",
+    "DISCONNECTED",
+    "SENT/ACKED/NACKED",
+    "LAST ERROR",
+]
 ERROR_CHARS = 60
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _TOTAL_KEYS = ("responsesSent", "responsesAcknowledged", "responsesRejected")
@@ -105,6 +115,15 @@ def last_connected_cell(insight: Mapping[str, Any], now: datetime) -> str:
     return "-" if age == "-" else f"{age} ago"
 
 
+def disconnected_cell(insight: Mapping[str, Any], now: datetime) -> str:
+    """An offline zone: how long ago its newest subscription ended ("-" while online)."""
+    subs = _subscriptions(insight)
+    if status_cell(insight) == "online" or not subs:
+        return "-"
+    age = format_age(subs[-1].get("disconnectTime"), now)
+    return "-" if age == "-" else f"{age} ago"
+
+
 def totals_cell(insight: Mapping[str, Any]) -> str:
     """Sent/ACKed/NACKed summed over every subscription the global still remembers."""
     sums = [0, 0, 0]
@@ -143,6 +162,7 @@ def zones_table(items: list[dict[str, Any]], now: datetime) -> str:
                 status_cell(insight),
                 sync_cell(insight),
                 last_connected_cell(insight, now),
+                disconnected_cell(insight, now),
                 totals_cell(insight),
                 last_error_cell(insight),
             ]
@@ -151,7 +171,15 @@ def zones_table(items: list[dict[str, Any]], now: datetime) -> str:
 
 
 def run_zones(args: argparse.Namespace, ctx: Context) -> int:
-    items = ctx.client().list_all(ZONES_PATH)
+    try:
+        items = ctx.client().list_all(ZONES_PATH)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise CliError(
+            f"zones are listed by the global; {ctx.api_url} has no {ZONES_PATH} (a zone's API)",
+            details=["leave out --api (meshctl up makes the global current), or --api GLOBAL"],
+        ) from None
     if args.output == "json":
         ctx.stdout.write(dump_json(items))
     elif args.output == "yaml":

@@ -14,11 +14,15 @@ from meshctl.context import Context
 from meshctl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from meshctl.output import render_table
 from meshctl.up import control, procs
+from meshctl.up.demo import DEMO_NET_FIRST, DEMO_NET_LAST, DemoNet
 from meshctl.up.launch import DEFAULT_DATA_DIR, UpOptions, launch, state_path
 from meshctl.up.state import StateFileError, UpState, read_state
 from meshctl.up.status import exit_text
 
 MAX_ZONES = 64
+# Every address a component has, so nobody needs to read state.json (an app's API is the
+# app itself; a proxy's ADMIN serves its /ready).
+STATUS_HEADERS = ["NAME", "ROLE", "STATE", "PID", "API", "KDS", "DNS", "DP SERVER", "ADMIN"]
 
 
 def zone_count(text: str) -> int:
@@ -41,6 +45,13 @@ def port_number(text: str) -> int:
     if 0 < value < 1024:
         raise argparse.ArgumentTypeError(f"{value} is a privileged port; use 1024 or above")
     return value
+
+
+def demo_octet(text: str) -> int:
+    try:
+        return DemoNet(int(text)).octet
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(
@@ -110,6 +121,21 @@ def register(
         "permission web -> backend; prints a command that calls backend.mesh (needs 2+ zones)",
     )
     p.add_argument(
+        "--demo-net",
+        type=demo_octet,
+        default=None,
+        metavar="N",
+        help="with --demo: put its workloads, ingresses and VIPs in 127.N.0.0/16 as given "
+        f"({DEMO_NET_FIRST}-{DEMO_NET_LAST}; default: the first range no other demo uses and "
+        "where none of its ports is bound)",
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="start from empty data: remove the stores, tokens, logs and remembered ports of "
+        "earlier runs on the data directory first (e.g. before following the README's demo)",
+    )
+    p.add_argument(
         "--stop-timeout",
         type=positive_float,
         default=10.0,
@@ -119,7 +145,12 @@ def register(
     p.set_defaults(func=run)
     actions = p.add_subparsers(dest="up_action", metavar="ACTION")
     for action, text in (
-        ("restart", "restart a component of the running up (same argv, ports and data)"),
+        (
+            "restart",
+            "restart a component of the running up (same argv, ports and data); succeeds once "
+            "it is ready, else fails with its exit status and last log lines",
+        ),
+        ("start", "start a stopped component of the running up; succeeds once it is ready"),
         ("stop", "stop a component of the running up (the others keep running)"),
     ):
         a = actions.add_parser(action, parents=[locate, wait], help=text, description=text)
@@ -141,6 +172,8 @@ def _locate(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.demo_net is not None and not args.demo:
+        raise CliError("--demo-net is for --demo", EXIT_USAGE)
     data_dir, _ = _locate(args)
     opts = UpOptions(
         zones=args.zones,
@@ -152,6 +185,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         show_status=not args.no_status,
         stop_timeout=args.stop_timeout,
         demo=args.demo,
+        demo_net=args.demo_net,
+        reset=args.reset,
         config_path=ctx.config_path,
     )
     return launch(opts, ctx.stdout)
@@ -172,14 +207,14 @@ def run_action(args: argparse.Namespace, ctx: Context) -> int:
     state = _read(args)
     if not procs.is_locked(Path(state.data_dir)):
         raise CliError(f"meshctl up is not running on {state.data_dir}")
+    request = control.Request(args.up_action, args.component, ctx.timeout)
     try:
-        reply = control.send(
-            state.control, control.Request(args.up_action, args.component), ctx.timeout
-        )
+        reply = control.send(state.control, request, ctx.timeout)
     except control.ControlError as exc:
         raise CliError(str(exc)) from None
     if not reply.ok:
-        raise CliError(reply.message, EXIT_USAGE if "no component" in reply.message else 1)
+        head, *lines = reply.message.splitlines()
+        raise CliError(head, EXIT_USAGE if "no component" in head else 1, lines)
     print(reply.message, file=ctx.stdout)
     return 0
 
@@ -193,11 +228,14 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
         print(
             f"meshctl up is not running (last pid {state.pid}) on {state.data_dir}", file=ctx.stdout
         )
+    if state.demo_network:
+        print(f"demo addresses and VIPs in {state.demo_network}", file=ctx.stdout)
     rows = []
     for comp in state.components:
         live = procs.liveness(comp, procs.runs)
         shown = exit_text(comp.exit_code) if live == "exited" else live
         pid = str(comp.pid) if live in ("running", "gone") and comp.pid is not None else "-"
-        rows.append([comp.name, comp.role, shown, pid, comp.api or "-", comp.kds or "-"])
-    ctx.stdout.write(render_table(["NAME", "ROLE", "STATE", "PID", "API", "KDS"], rows))
+        addresses = (comp.api, comp.kds, comp.dns, comp.dp, comp.admin)
+        rows.append([comp.name, comp.role, shown, pid, *(a or "-" for a in addresses)])
+    ctx.stdout.write(render_table(STATUS_HEADERS, rows))
     return 0 if up_running else EXIT_FAILED

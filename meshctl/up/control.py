@@ -2,8 +2,9 @@
 
 `meshctl up restart|stop COMPONENT` connects to the Unix socket named in the state file and
 sends `{"command": "restart", "component": "global"}`; the supervisor answers
-`{"ok": true, "message": "..."}` once the action is done. A Unix socket under the data
-directory keeps it private to the user and needs no port.
+`{"ok": true, "message": "..."}` once the action is done: for `start` and `restart`, once the
+component is ready (or has failed), within the `timeout` the client says it waits. A Unix
+socket under the data directory keeps it private to the user and needs no port.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("restart", "stop")
+COMMANDS = ("restart", "start", "stop")
+DEFAULT_WAIT = 30.0
 MAX_LINE = 65536
 # sun_path holds 108 bytes on Linux; leave room for the terminating NUL and then some.
 _MAX_SOCKET_PATH = 100
@@ -34,6 +36,7 @@ class ControlError(Exception):
 class Request:
     command: str
     component: str
+    timeout: float = DEFAULT_WAIT  # how long the client waits for the reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,11 @@ def socket_path(data_dir: Path) -> Path:
 
 def encode(value: Request | Reply) -> bytes:
     if isinstance(value, Request):
-        data: dict[str, Any] = {"command": value.command, "component": value.component}
+        data: dict[str, Any] = {
+            "command": value.command,
+            "component": value.component,
+            "timeout": value.timeout,
+        }
     else:
         data = {"ok": value.ok, "message": value.message}
     return json.dumps(data).encode() + b"\n"
@@ -76,7 +83,10 @@ def decode_request(line: bytes) -> Request:
         raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
     if not isinstance(component, str) or not component:
         raise ValueError("'component' must be a non-empty string")
-    return Request(command, component)
+    timeout = data.get("timeout", DEFAULT_WAIT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError("'timeout' must be a positive number of seconds")
+    return Request(command, component, float(timeout))
 
 
 def decode_reply(line: bytes) -> Reply:

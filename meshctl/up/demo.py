@@ -10,11 +10,14 @@ What it adds (all real processes, supervised like the control planes):
 - at the global: Mesh `default` with builtin mTLS (its CA is created there and synced to the
   zones) and a MeshTrafficPermission allowing web -> backend.
 
-Every workload has its own loopback address (127.200+i.0.n for the i-th zone), so fixed ports
-serve them all: the app on 8080, its sidecar's inbound on 18080, the sidecar's admin on 9901,
-an ingress on 10001 (admin 9902). The sidecars and ingresses get their configs from their
-zone-cp over the config stream, so they keep retrying until the zone and the mesh CA are
-there; the resources are applied as soon as the global answers.
+Every workload has its own loopback address, so fixed ports serve them all: the app on 8080,
+its sidecar's inbound on 18080, the sidecar's admin on 9901, an ingress on 10001 (admin 9902).
+A demo lives in one 127.N.0.0/16 (`DemoNet`): 127.N.i.h for the i-th zone's workloads and
+ingress, 127.N.128+i.0/24 for its VIPs. `up` takes the first N from 200 that no other demo
+claims and where none of those listeners is bound, so two demos on one host run side by side.
+The sidecars and ingresses get their configs from their zone-cp over the config stream, so they
+keep retrying until the zone and the mesh CA are there; the resources are applied as soon as
+the global answers.
 
 Every sidecar and ingress authenticates to its zone-cp: once the global answers, the demo
 issues their tokens with the global's admin token (meshctl/up/tokens.py) into
@@ -28,6 +31,7 @@ DNS and calling it through web's sidecar (the answer names the zone that served 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +61,9 @@ SIDECAR_ADMIN_PORT: Final = 9901
 INGRESS_PORT: Final = 10001
 INGRESS_ADMIN_PORT: Final = 9902
 INGRESS_HOST: Final = 100  # last octet of a zone's ingress address
+DEMO_NET_FIRST: Final = 200  # second octets tried for a demo's 127.N.0.0/16, in order
+DEMO_NET_LAST: Final = 254
+_VIP_OCTET: Final = 128  # 127.N.128+i.0/24: the i-th zone's VIPs
 APPLY_TIMEOUT: Final = 60.0
 
 DEMO_RESOURCES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
@@ -107,21 +114,78 @@ class Workload:
     reachable: tuple[str, ...] = ()  # services whose VIPs its sidecar binds
 
 
-def zone_address(zone_index: int, host: int) -> str:
-    return f"127.{200 + zone_index}.0.{host}"
+@dataclass(frozen=True, slots=True)
+class DemoNet:
+    """The 127.N.0.0/16 one demo's addresses come from (N = `octet`)."""
+
+    octet: int
+
+    def __post_init__(self) -> None:
+        if not DEMO_NET_FIRST <= self.octet <= DEMO_NET_LAST:
+            raise ValueError(f"must be from {DEMO_NET_FIRST} to {DEMO_NET_LAST}, got {self.octet}")
+
+    @property
+    def cidr(self) -> str:
+        return f"127.{self.octet}.0.0/16"
+
+    def address(self, zone_index: int, host: int) -> str:
+        return f"127.{self.octet}.{zone_index}.{host}"
+
+    def vip_cidr(self, zone_index: int) -> ipaddress.IPv4Network:
+        """The zone's VIP range: web's sidecar binds backend's VIP, so two demos' VIPs must
+        differ as much as their workloads' addresses."""
+        return ipaddress.IPv4Network(f"127.{self.octet}.{_VIP_OCTET + zone_index}.0/24")
 
 
-def workloads(zones: Sequence[str]) -> list[Workload]:
+def workloads(zones: Sequence[str], net: DemoNet) -> list[Workload]:
     """zone-1: backend-z1-1 and web-1; zone-2: backend-z2-1 and backend-z2-2."""
     if len(zones) < 2:
         raise CliError("--demo needs at least 2 zones (it calls from zone-1 into zone-2)")
     z1, z2 = zones[0], zones[1]
     return [
-        Workload(z2, "backend-z2-1", "backend", zone_address(1, 1)),
-        Workload(z2, "backend-z2-2", "backend", zone_address(1, 2)),
-        Workload(z1, "backend-z1-1", "backend", zone_address(0, 1)),
-        Workload(z1, "web-1", "web", zone_address(0, 2), reachable=("backend",)),
+        Workload(z2, "backend-z2-1", "backend", net.address(1, 1)),
+        Workload(z2, "backend-z2-2", "backend", net.address(1, 2)),
+        Workload(z1, "backend-z1-1", "backend", net.address(0, 1)),
+        Workload(z1, "web-1", "web", net.address(0, 2), reachable=("backend",)),
     ]
+
+
+def listeners(zones: Sequence[str], net: DemoNet) -> list[tuple[str, int]]:
+    """Every (address, port) the demo in `net` listens on, VIPs' first hosts included: a
+    range where one of them is bound belongs to something else."""
+    out = [
+        (w.address, port)
+        for w in workloads(zones, net)
+        for port in (APP_PORT, INBOUND_PORT, SIDECAR_ADMIN_PORT)
+    ]
+    for index in range(2):
+        ingress = net.address(index, INGRESS_HOST)
+        out += [(ingress, INGRESS_PORT), (ingress, INGRESS_ADMIN_PORT)]
+        out.append((str(next(net.vip_cidr(index).hosts())), APP_PORT))
+    return out
+
+
+def choose_net(
+    zones: Sequence[str],
+    remembered: int | None,
+    claim: Callable[[DemoNet], bool],
+    is_free: Callable[[str, int], bool],
+) -> DemoNet:
+    """The first range (the remembered one first) that this `up` can claim (no other live demo
+    holds it) and where nothing listens on the demo's addresses; `claim` keeps the range
+    claimed for the caller once it says True. Raises CliError when none is left."""
+    order = list(range(DEMO_NET_FIRST, DEMO_NET_LAST + 1))
+    if remembered in order:
+        order.remove(remembered)
+        order.insert(0, remembered)
+    for octet in order:
+        net = DemoNet(octet)
+        if all(is_free(host, port) for host, port in listeners(zones, net)) and claim(net):
+            return net
+    raise CliError(
+        f"no free range for the demo in 127.{DEMO_NET_FIRST}-{DEMO_NET_LAST}.0.0/16",
+        details=["stop another `meshctl up --demo` (`meshctl up status` lists its addresses)"],
+    )
 
 
 def dataplane(w: Workload) -> dict[str, Any]:
@@ -147,25 +211,33 @@ def dataplane(w: Workload) -> dict[str, Any]:
     }
 
 
-def _record(name: str, zone: str, argv: list[str], api: str, data_dir: Path) -> ComponentRecord:
+def _record(
+    name: str, zone: str, argv: list[str], data_dir: Path, *, api: str = "", admin: str = ""
+) -> ComponentRecord:
+    """An app has an `api` (the echo server itself), a proxy an `admin` (its /ready)."""
     return ComponentRecord(
         name=name,
         role=ROLE_DEMO,
         zone=zone,
         argv=argv,
         api=api,
+        admin=admin or None,
         data_dir=str(data_dir / "demo"),
         log=str(data_dir / "logs" / f"{name}.log"),
     )
 
 
 def demo_components(
-    zones: Sequence[str], data_dir: Path, dp_servers: Mapping[str, str], programs: DemoPrograms
+    zones: Sequence[str],
+    data_dir: Path,
+    dp_servers: Mapping[str, str],
+    programs: DemoPrograms,
+    net: DemoNet,
 ) -> list[ComponentRecord]:
     """The demo's processes, apps before their sidecars; `dp_servers`: zone -> the
     grpc:// address of its config server."""
     out: list[ComponentRecord] = []
-    for w in workloads(zones):
+    for w in workloads(zones, net):
         out.append(
             _record(
                 f"app-{w.name}",
@@ -181,8 +253,8 @@ def demo_components(
                     "--zone",
                     w.zone,
                 ],
-                "",
                 data_dir,
+                api=f"http://{w.address}:{APP_PORT}",
             )
         )
         out.append(
@@ -201,12 +273,12 @@ def demo_components(
                     "--dataplane-token-file",
                     str(proxy_token_file(data_dir, w.name)),
                 ],
-                f"http://{w.address}:{SIDECAR_ADMIN_PORT}",
                 data_dir,
+                admin=f"http://{w.address}:{SIDECAR_ADMIN_PORT}",
             )
         )
     for index, zone in enumerate(zones[:2]):
-        address = zone_address(index, INGRESS_HOST)
+        address = net.address(index, INGRESS_HOST)
         out.append(
             _record(
                 f"ingress-{zone}",
@@ -227,8 +299,8 @@ def demo_components(
                     "--zone-token-file",
                     str(proxy_token_file(data_dir, f"ingress-{zone}")),
                 ],
-                f"http://{address}:{INGRESS_ADMIN_PORT}",
                 data_dir,
+                admin=f"http://{address}:{INGRESS_ADMIN_PORT}",
             )
         )
     return out
@@ -311,7 +383,7 @@ async def issue_tokens(
 ) -> None:
     """Each sidecar's dataplane token (its service and name only) and each ingress's zone
     token (scope ingress, its zone), written where their `--*-token-file` points."""
-    for w in workloads(zones):
+    for w in workloads(zones, DemoNet(DEMO_NET_FIRST)):  # names and services: any range
         body = {
             "mesh": MESH,
             "tags": {"kuma.io/service": [w.service]},

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from meshctl.up import control, procs
 from meshctl.up.config_record import record_when_written
 from meshctl.up.console import Console
 from meshctl.up.credentials import admin_token_path, zone_token_path
-from meshctl.up.demo import apply_resources, try_commands
+from meshctl.up.demo import DemoNet, apply_resources, choose_net, try_commands
 from meshctl.up.plan import GLOBAL, find_demo_programs, find_programs, plan_components
 from meshctl.up.ports import (
     GLOBAL_API,
@@ -41,6 +42,7 @@ from meshctl.up.supervisor import Supervisor, SupervisorConfig
 DEFAULT_DATA_DIR = ".meshfed/up"
 STATE_NAME = "state.json"
 PORTS_NAME = "ports.json"
+DEMO_NET_KEY = "demo.net"  # in PORTS_NAME: the second octet of the demo's range last time
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class UpOptions:
     global_api_port: int = 5681  # preferred when free; 0 = any free port
     global_kds_port: int = 5685
     demo: bool = False  # also run the demo workloads (meshctl/up/demo.py)
+    demo_net: int | None = None  # the demo's 127.N.0.0/16 as given (None: the first free one)
+    reset: bool = False  # start from empty data: every component's store, logs and tokens go
     # meshctl's configuration, where the global is recorded with its admin token (None: not)
     config_path: Path | None = None
 
@@ -81,16 +85,20 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
                 "or give this one another --data-dir",
             ],
         )
+    claims: list[procs.DataDirLock] = []
     try:
         programs = find_programs()
         demo = find_demo_programs() if opts.demo else None
         stopped = _stop_leftovers(state_file, opts.stop_timeout)
+        if opts.reset:
+            stopped.append(_reset(data_dir, state_file))
         zones = zone_names(opts.zones)
         ports_file = data_dir / PORTS_NAME
+        remembered = read_remembered(ports_file)
         try:
             ports = choose_ports(
                 port_keys(zones),
-                read_remembered(ports_file),
+                remembered,
                 opts.base_port,
                 tcp_port_free,
                 pick_free_port,
@@ -98,11 +106,21 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             )
         except PortError as exc:
             raise CliError(str(exc)) from None
-        write_remembered(ports_file, ports)
-        components = plan_components(zones, data_dir, ports, programs, demo)
+        net = None
+        if opts.demo:
+            net = _demo_net(zones, opts.demo_net, remembered.get(DEMO_NET_KEY), claims)
+        write_remembered(ports_file, ports | ({DEMO_NET_KEY: net.octet} if net else {}))
+        components = plan_components(zones, data_dir, ports, programs, demo, net)
         console = _console(stdout, [c.name for c in components])
         console.notice(*stopped)
         console.notice(*_banner(components, data_dir, state_file, opts))
+        wanted = opts.global_api_port
+        if wanted and opts.base_port == 0 and ports[GLOBAL_API] != wanted:
+            console.notice(
+                f"port {wanted} is in use: the global's API took {components[0].api} "
+                f"(`meshctl` finds it through its configuration; the next `up` takes {wanted} "
+                "again once it is free)"
+            )
         config = SupervisorConfig(
             state_file=state_file,
             control_path=control.socket_path(data_dir),
@@ -111,7 +129,9 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             admin_token_file=admin_token_path(data_dir / GLOBAL),
             zone_tokens={z: zone_token_path(data_dir / z) for z in zones},
         )
-        supervisor = Supervisor(config, components, console, data_dir)
+        supervisor = Supervisor(
+            config, components, console, data_dir, demo_network=net.cidr if net else None
+        )
         demo_job = None
         if opts.demo:
             demo_job = functools.partial(
@@ -128,7 +148,56 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
             )
         return asyncio.run(_supervise(supervisor, demo_job, recorder))
     finally:
+        for claim in claims:
+            claim.release()
         lock.release()
+
+
+def _reset(data_dir: Path, state_file: Path) -> str:
+    """`--reset`: removes everything a previous run left in the data directory (stores, logs,
+    tokens, remembered ports, the state file) but the lock this run holds."""
+    for entry in data_dir.iterdir():
+        if entry.name == procs.LOCK_NAME:
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as exc:
+            raise CliError(f"--reset: cannot remove {entry}: {exc.strerror or exc}") from None
+    with contextlib.suppress(FileNotFoundError):
+        state_file.unlink()
+    return f"--reset: removed the previous data in {data_dir}; starting from empty stores"
+
+
+def demo_claim_path(net: DemoNet) -> Path:
+    """One lock file per range, shared by every `up` of this user on the host."""
+    return Path(tempfile.gettempdir()) / f"meshctl-up-demo-127.{net.octet}.lock"
+
+
+def _demo_net(
+    zones: list[str], given: int | None, remembered: int | None, claims: list[procs.DataDirLock]
+) -> DemoNet:
+    """The demo's range: `given` as is (a busy address then shows as a workload that cannot
+    start), else the first free one; claimed (flock) until this `up` ends."""
+
+    def claim(net: DemoNet) -> bool:
+        lock = procs.DataDirLock(demo_claim_path(net))
+        if not lock.acquire():
+            return False
+        claims.append(lock)
+        return True
+
+    if given is not None:
+        net = DemoNet(given)
+        if not claim(net):
+            raise CliError(
+                f"another `meshctl up --demo` uses {net.cidr}",
+                details=["leave out --demo-net to take a free range"],
+            )
+        return net
+    return choose_net(zones, remembered, claim, lambda host, port: tcp_port_free(port, host))
 
 
 async def _supervise(

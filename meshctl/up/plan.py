@@ -14,7 +14,7 @@ from pathlib import Path
 
 from meshctl.errors import CliError
 from meshctl.up.credentials import admin_token_path, kds_ca_path, zone_token_path
-from meshctl.up.demo import DemoPrograms, demo_components, python_program
+from meshctl.up.demo import DemoNet, DemoPrograms, demo_components, python_program
 from meshctl.up.ports import (
     GLOBAL_API,
     GLOBAL_KDS,
@@ -60,9 +60,11 @@ def plan_components(
     ports: Mapping[str, int],
     programs: Programs,
     demo: DemoPrograms | None = None,
+    demo_net: DemoNet | None = None,
 ) -> list[ComponentRecord]:
     """The global first, then the zones: the order they start and are shown in. With `demo`
-    (`--demo`), the demo's apps, sidecars and ingresses follow (meshctl/up/demo.py).
+    (`--demo`), the demo's apps, sidecars and ingresses follow (meshctl/up/demo.py), in
+    `demo_net`, which then holds the first two zones' VIP ranges too.
 
     KDS is TLS: the global writes its KDS CA certificate and admin token into its directory;
     each zone is pinned to that CA and presents the token `up` issues it
@@ -95,7 +97,12 @@ def plan_components(
             log=str(data_dir / "logs" / f"{GLOBAL}.log"),
         )
     ]
+    if demo is not None and demo_net is None:
+        raise ValueError("the demo needs its DemoNet")
     for index, zone in enumerate(zones):
+        vips = zone_vip_cidr(index)
+        if demo_net is not None and index < 2:
+            vips = demo_net.vip_cidr(index)
         api_port = ports[zone_api_key(zone)]
         dns = f"{HOST}:{ports[zone_dns_key(zone)]}"
         dp = f"{HOST}:{ports[zone_dp_key(zone)]}"
@@ -121,7 +128,7 @@ def plan_components(
                     "--dns-address",
                     dns,
                     "--vip-cidr",
-                    str(zone_vip_cidr(index)),
+                    str(vips),
                     "--dp-server-address",
                     dp,
                     "--zone-token-file",
@@ -136,7 +143,7 @@ def plan_components(
                 log=str(data_dir / "logs" / f"{zone}.log"),
             )
         )
-    if demo is not None:
+    if demo is not None and demo_net is not None:
         dp_servers = {c.zone: c.dp for c in components if c.zone and c.dp}
-        components += demo_components(zones, data_dir, dp_servers, demo)
+        components += demo_components(zones, data_dir, dp_servers, demo, demo_net)
     return components

@@ -1,9 +1,11 @@
 """Which loopback ports the components listen on, remembered per data directory.
 
-Zones keep dialling the global's KDS address they were started with, and users keep the API
-address they exported; so a later `meshctl up` on the same data directory takes the same ports
-again when they are free. An explicit `--base-port` lays ports out from that base instead
-(global API, global KDS, then one API per zone) and fails clearly when one is taken.
+The global's API and KDS prefer Kuma's defaults (5681, 5685) at every start when they are free:
+a fallback port taken once because 5681 was busy must not stick, or `meshctl` (which looks at
+5681 by default) would miss the global forever after. Other ports are remembered per data
+directory, so a later `meshctl up` takes the same zone ports again when they are free. An
+explicit `--base-port` lays ports out from that base instead (global API, global KDS, then one
+API per zone) and fails clearly when one is taken.
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ def choose_ports(
     pick_free: Callable[[set[int]], int],
     preferred: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """A port per key: base + position when `base` > 0, else the remembered port when it is
-    still free, else the preferred one (Kuma's defaults for the global, so `meshctl` finds
-    the API without being told) when free, else any free port. No two keys share a port."""
+    """A port per key: base + position when `base` > 0, else the preferred one (Kuma's
+    defaults for the global, so `meshctl` finds the API without being told) when free, else
+    the remembered port when still free, else any free port. No two keys share a port."""
     chosen: dict[str, int] = {}
     if base:
         if base + len(keys) - 1 > 65535:
@@ -83,7 +85,7 @@ def choose_ports(
         return chosen
     taken: set[int] = set()
     for key in keys:
-        for candidate in (remembered.get(key), (preferred or {}).get(key)):
+        for candidate in ((preferred or {}).get(key), remembered.get(key)):
             if candidate and candidate not in taken and is_free(candidate):
                 port = candidate
                 break

@@ -39,6 +39,7 @@ class ComponentRecord:
     zone: str | None = None
     dns: str | None = None  # a zone's DNS server, HOST:PORT
     dp: str | None = None  # a zone's dataplane config server, grpc://HOST:PORT
+    admin: str | None = None  # a demo proxy's admin server, http://HOST:PORT (its /ready)
     pid: int | None = None
     state: str = EXITED
     exit_code: int | None = None  # beyond the contract: why an exited component stopped
@@ -54,6 +55,8 @@ class ComponentRecord:
             out["dns"] = self.dns
         if self.dp is not None:
             out["dpServer"] = self.dp
+        if self.admin is not None:
+            out["admin"] = self.admin
         out |= {"dataDir": self.data_dir, "log": self.log, "argv": list(self.argv)}
         if self.state == EXITED and self.exit_code is not None:
             out["exitCode"] = self.exit_code
@@ -79,6 +82,7 @@ class ComponentRecord:
             zone=_optional_text(data, "zone", where),
             dns=_optional_text(data, "dns", where),
             dp=_optional_text(data, "dpServer", where),
+            admin=_optional_text(data, "admin", where),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             state=_optional_text(data, "state", where) or EXITED,
             exit_code=exit_code
@@ -93,14 +97,19 @@ class UpState:
     data_dir: str
     control: str
     components: list[ComponentRecord] = field(default_factory=list)
+    # `--demo`: the 127.N.0.0/16 its workloads, ingresses and VIPs live in (meshctl/up/demo.py)
+    demo_network: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "pid": self.pid,
             "dataDir": self.data_dir,
             "control": self.control,
-            "components": [c.to_dict() for c in self.components],
         }
+        if self.demo_network is not None:
+            out["demoNetwork"] = self.demo_network
+        out["components"] = [c.to_dict() for c in self.components]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> UpState:
@@ -116,6 +125,7 @@ class UpState:
             pid=pid,
             data_dir=_text(data, "dataDir", where),
             control=_text(data, "control", where),
+            demo_network=_optional_text(data, "demoNetwork", where),
             components=[
                 ComponentRecord.from_dict(c, f"{where}: component {i + 1}")
                 for i, c in enumerate(components)

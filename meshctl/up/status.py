@@ -10,9 +10,11 @@ hold no clocks or ages, so a line changes only when the situation does.
 from __future__ import annotations
 
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
 
 CONNECTED = "connected"
 SYNCING = "syncing"
@@ -43,6 +45,26 @@ def exit_text(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+def ready_url(rec: ComponentRecord) -> str:
+    """What says a component is ready: a control plane's API `/ready` (store open, defaults
+    created), a proxy's admin `/ready` (it holds a config from its zone), an app's own answer.
+    Empty when it has nothing to ask (then running is all there is)."""
+    if rec.role in (ROLE_GLOBAL, ROLE_ZONE) and rec.api:
+        return f"{rec.api}/ready"
+    if rec.admin:
+        return f"{rec.admin}/ready"
+    return f"{rec.api}/" if rec.api else ""
+
+
+def last_line(lines: Iterable[str]) -> str:
+    """The last non-blank line a process printed (usually why it exited)."""
+    found = ""
+    for line in lines:
+        if line.strip():
+            found = line.strip()
+    return found
 
 
 def short(text: Any, limit: int = _ERROR_CHARS) -> str:

@@ -36,9 +36,19 @@ from meshctl.up.state import (
     UpState,
     write_state,
 )
-from meshctl.up.status import ComponentProbe, exit_text, status_lines, zone_state
+from meshctl.up.status import (
+    ComponentProbe,
+    exit_text,
+    last_line,
+    ready_url,
+    status_lines,
+    zone_state,
+)
 
 TAIL_LINES = 10
+# How long a `--demo` workload has to become ready at startup before `up` says so (sidecars
+# wait for their zone, its mesh CA and their token, so this is generous).
+WORKLOAD_START_TIMEOUT = 120.0
 # A component whose API has not answered since it started is "starting" for this long, then
 # "not answering": a slow first start (SQLite, imports) is not worth an alarm.
 STARTUP_GRACE = 15.0
@@ -83,6 +93,7 @@ class Supervisor:
         components: list[ComponentRecord],
         console: Console,
         data_dir: Path,
+        demo_network: str | None = None,
     ) -> None:
         self.config = config
         self.console = console
@@ -92,7 +103,9 @@ class Supervisor:
             data_dir=str(data_dir),
             control=str(config.control_path),
             components=components,
+            demo_network=demo_network,
         )
+        self._failed: str | None = None  # why `up` ends with exit code 1 (a demo that failed)
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -115,6 +128,7 @@ class Supervisor:
             loop.add_signal_handler(sig, on_signal)
         server: asyncio.AbstractServer | None = None
         poller: asyncio.Task[None] | None = None
+        watcher: asyncio.Task[None] | None = None
         try:
             self._save()
             try:
@@ -127,16 +141,20 @@ class Supervisor:
                 if child.record.role == ROLE_GLOBAL:
                     await self._wait_listening(child)
                     await self._issue_zone_tokens(child)
+            workloads = [c for c in self.children if c.record.role not in (ROLE_GLOBAL, ROLE_ZONE)]
+            if workloads:
+                watcher = asyncio.create_task(self._watch_workloads_start(workloads))
             if self.config.show_status:
                 poller = asyncio.create_task(self._poll_loop())
             await stop.wait()
         finally:
             self._stopping = True
             self.console.notice("stopping every component")
-            if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+            for task in (poller, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if server is not None:
                 server.close()
             await self._stop_all()
@@ -146,8 +164,10 @@ class Supervisor:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self.console.notice("all components stopped")
+            if self._failed is not None:
+                self.console.notice(f"failed: {self._failed}")
             self.console.close()
-        return 0
+        return 0 if self._failed is None else 1
 
     def stop(self) -> None:
         """Asks `run` to stop every component and return (what SIGINT/SIGTERM do)."""
@@ -257,6 +277,51 @@ class Supervisor:
                 await writer.wait_closed()
             return
 
+    async def _watch_workloads_start(self, workloads: list[Child]) -> None:
+        """`--demo`: a workload that exits before it was ever ready cannot start (a taken
+        address, a missing program): `up` says why in one line and stops with exit code 1,
+        rather than leave a demo up that will not answer."""
+
+        async def one(child: Child) -> None:
+            deadline = time.monotonic() + WORKLOAD_START_TIMEOUT
+            failure = await self._wait_ready(child, deadline)
+            if failure is None or self._stopping or child.expected_exit:
+                return
+            if child.running:  # slow, not broken: said once, `up` goes on
+                self.console.notice(f"{child.record.name} is not ready yet: {failure}")
+                return
+            line = last_line(child.tail) or exit_text(child.record.exit_code)
+            self._failed = f"{child.record.name} could not start: {line}"
+            self.console.notice(self._failed)
+            self.stop()
+
+        await asyncio.gather(*(one(c) for c in workloads))
+
+    async def _wait_ready(self, child: Child, deadline: float) -> str | None:
+        """None once `child` answers its readiness URL (meshctl/up/state.py: `ready_url`);
+        else why not: it exited (its exit status) or the deadline passed."""
+        url = ready_url(child.record)
+        url += ("&" if "?" in url else "?") + POLL_MARKER if url else ""
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                if not child.running:
+                    if child.pump is not None:  # its last lines and exit status, complete
+                        await asyncio.wait({child.pump}, timeout=5)
+                    return exit_text(child.record.exit_code)
+                if not url:
+                    return None
+                try:
+                    async with session.get(url) as resp:
+                        if resp.status == 200:
+                            return None
+                        last = f"{url} answers HTTP {resp.status}"
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    last = f"{url}: {type(exc).__name__}"
+                if time.monotonic() >= deadline:
+                    return f"not ready ({last})"
+                await asyncio.sleep(0.1)
+
     async def _issue_zone_tokens(self, glob: Child) -> None:
         """One zone token per zone, through the global's API with its admin token; a failure
         is shown (the zones will then say they cannot authenticate) and `up` goes on."""
@@ -297,6 +362,8 @@ class Supervisor:
             names = ", ".join(c.record.name for c in self.children)
             return control.Reply(False, f"no component {request.component!r}; known: {names}")
         name = child.record.name
+        # Answer before the client gives up: it waits `request.timeout` in all.
+        deadline = time.monotonic() + max(1.0, request.timeout - 1.0)
         async with child.lock:
             if request.command == "stop":
                 if not child.running:
@@ -304,14 +371,26 @@ class Supervisor:
                 self.console.notice(f"stopping {name} (asked through the control socket)")
                 await self._stop(child)
                 return control.Reply(True, f"{name} stopped")
-            self.console.notice(f"restarting {name} (asked through the control socket)")
+            if request.command == "start" and child.running:
+                failure = await self._wait_ready(child, deadline)
+                return self._ready_reply(child, failure, "is already running")
+            self.console.notice(f"{request.command}ing {name} (asked through the control socket)")
             await self._stop(child)
             if self._stopping:
                 return control.Reply(False, "meshctl up is shutting down")
             await self._spawn(child)
-            if not child.running:
-                return control.Reply(False, f"{name} did not start; see {child.record.log}")
-            return control.Reply(True, f"{name} restarted (pid {child.record.pid})")
+            failure = await self._wait_ready(child, deadline)
+            done = "restarted" if request.command == "restart" else "started"
+            return self._ready_reply(child, failure, done)
+
+    def _ready_reply(self, child: Child, failure: str | None, done: str) -> control.Reply:
+        """Success only for a running, ready component; else why, with its last lines."""
+        rec = child.record
+        if failure is None:
+            return control.Reply(True, f"{rec.name} {done} and ready (pid {rec.pid})")
+        head = f"{rec.name} {failure}" if child.running else f"{rec.name} did not start: {failure}"
+        lines = [f"{head}; its last lines (all in {rec.log}):", *child.tail]
+        return control.Reply(False, "\n".join(lines))
 
     # ---- status ------------------------------------------------------------------------
 

@@ -287,6 +287,14 @@ def test_invalid_policy_prints_field_paths_and_stores_nothing(ctl: Ctl) -> None:
     assert any(x.startswith("  spec.targetRef.kind: ") for x in lines)
     assert any('MeshTrafficPermission "bad-kind" (document 3 of <stdin>)' in x for x in lines)
     assert ctl.json("get", "mtp") == []
+    # The summary says what went through and what did not (nothing is rolled back).
+    assert lines[-3:] == [
+        "1 of 3 documents applied (2 failed; apply goes on past a failing document and rolls "
+        "nothing back)",
+        '  applied: MeshRetry "retry-2" created',
+        '  not applied: MeshTrafficPermission "bad" (document 1 of <stdin>), '
+        'MeshTrafficPermission "bad-kind" (document 3 of <stdin>)',
+    ]
 
 
 def test_unknown_type_in_a_document_and_on_the_command_line(ctl: Ctl) -> None:

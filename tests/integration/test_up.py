@@ -140,7 +140,7 @@ def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_pa
     # Restart it: same argv and ports, zones reconnect.
     restarted = meshctl("up", "restart", "global", "--data-dir", str(data))
     assert restarted.returncode == 0, restarted.stderr
-    assert restarted.stdout.startswith("global restarted (pid ")
+    assert restarted.stdout.startswith("global restarted and ready (pid ")
     new_glob = components(state_file)["global"]
     assert new_glob["pid"] != glob["pid"] and new_glob["state"] == "running"
     assert (new_glob["api"], new_glob["kds"], new_glob["argv"]) == (

@@ -12,10 +12,13 @@ import pytest
 from mesh_dp.dataplane import build_dataplane
 from meshctl.errors import CliError
 from meshctl.up.demo import (
+    DemoNet,
     DemoPrograms,
     apply_resources,
+    choose_net,
     dataplane,
     demo_components,
+    listeners,
     try_commands,
     workloads,
 )
@@ -35,11 +38,12 @@ from tests.unit.api.conftest import Api, mesh, start_api
 PORTS = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
 PORTS |= {"zone-1.dns": 5005, "zone-2.dns": 5006, "zone-1.dp": 5007, "zone-2.dp": 5008}
 DEMO = DemoPrograms("/bin/python", "/bin/mesh-dp", "/bin/zone-ingress")
+NET = DemoNet(200)
 
 
 def test_the_demo_follows_the_control_planes() -> None:
     comps = plan_components(
-        ["zone-1", "zone-2"], Path("/d"), PORTS, Programs("/bin/g", "/bin/z"), DEMO
+        ["zone-1", "zone-2"], Path("/d"), PORTS, Programs("/bin/g", "/bin/z"), DEMO, NET
     )
     assert [c.name for c in comps] == [
         "global",
@@ -72,7 +76,7 @@ def test_the_demo_follows_the_control_planes() -> None:
         "-m",
         "mesh_dp.echo",
         "--address",
-        "127.201.0.1:8080",
+        "127.200.1.1:8080",
         "--name",
         "backend-z2-1",
         "--zone",
@@ -80,30 +84,64 @@ def test_the_demo_follows_the_control_planes() -> None:
     ]
     assert demo["ingress-zone-2"].argv[-8:] == [
         "--address",
-        "127.201.0.100",
+        "127.200.1.100",
         "--port",
         "10001",
         "--admin-address",
-        "127.201.0.100:9902",
+        "127.200.1.100:9902",
         "--zone-token-file",
         "/d/demo/tokens/ingress-zone-2.token",
     ]
     assert (web.log, web.data_dir) == ("/d/logs/web-1.log", "/d/demo")
+    assert (web.admin, demo["app-web-1"].api) == (
+        "http://127.200.0.2:9901",
+        "http://127.200.0.2:8080",
+    )
+    # The first two zones' VIPs are in the demo's range too (web's sidecar binds them).
+    zone_vips = [c.argv[c.argv.index("--vip-cidr") + 1] for c in comps[1:3]]
+    assert zone_vips == ["127.200.128.0/24", "127.200.129.0/24"]
 
 
 def test_only_web_binds_vips_and_every_dataplane_is_valid() -> None:
-    for w in workloads(["zone-1", "zone-2"]):
+    for w in workloads(["zone-1", "zone-2"], NET):
         spec = build_dataplane(document=dataplane(w))  # what mesh-dp checks at start
         assert spec.reachable == (frozenset({"backend"}) if w.name == "web-1" else frozenset())
         assert spec.resource.spec["networking"]["inbound"][0]["servicePort"] == 8080
-    comps = demo_components(["a", "b"], Path("/d"), {"a": "grpc://x:1", "b": "grpc://y:2"}, DEMO)
+    comps = demo_components(
+        ["a", "b"], Path("/d"), {"a": "grpc://x:1", "b": "grpc://y:2"}, DEMO, NET
+    )
     inline = json.loads(next(c for c in comps if c.name == "web-1").argv[5])
     assert inline["networking"]["transparentProxying"] == {"reachableServices": ["backend"]}
 
 
 def test_one_zone_is_not_enough() -> None:
     with pytest.raises(CliError, match="at least 2 zones"):
-        workloads(["zone-1"])
+        workloads(["zone-1"], NET)
+
+
+def test_the_first_free_unclaimed_range_is_taken() -> None:
+    zones = ["zone-1", "zone-2"]
+    claimed = {200}  # another demo's claim
+    busy = {("127.201.1.2", 18080)}  # something else listens in 127.201/16
+    taken: list[int] = []
+
+    def claim(net: DemoNet) -> bool:
+        if net.octet in claimed:
+            return False
+        taken.append(net.octet)
+        return True
+
+    def is_free(host: str, port: int) -> bool:
+        return (host, port) not in busy
+
+    assert choose_net(zones, None, claim, is_free) == DemoNet(202)
+    assert taken == [202]  # a range is claimed only once its ports are free
+    assert choose_net(zones, 230, claim, is_free) == DemoNet(230)  # remembered first
+    assert ("127.200.128.1", 8080) in listeners(zones, NET)  # zone-1's first VIP
+    with pytest.raises(CliError, match="no free range"):
+        choose_net(zones, None, lambda net: False, is_free)
+    with pytest.raises(ValueError, match="from 200 to 254"):
+        DemoNet(1)
 
 
 def test_the_one_liner() -> None:
@@ -151,7 +189,7 @@ async def test_the_resources_are_accepted_by_the_global(api: Api, tmp_path: Path
     # Every proxy's token, readable by this user only, naming only its own service.
     secrets = (await api.store.list("Secret", mesh="default")).items
     dp_keys = keyring.trusted_keys(TokenKind.DATAPLANE, secrets, "default")
-    for w in workloads(zones):
+    for w in workloads(zones, NET):
         path = proxy_token_file(data_dir, w.name)
         assert path.stat().st_mode & 0o777 == 0o600
         claims = verify(path.read_text(), TokenKind.DATAPLANE, dp_keys).claims

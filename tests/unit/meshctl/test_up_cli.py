@@ -84,6 +84,7 @@ def _write(tmp_path: Path, state_file: Path) -> None:
             pid=_dead_pid(),
             data_dir=str(tmp_path),
             control=str(tmp_path / "up.sock"),
+            demo_network="127.200.0.0/16",
             components=[
                 ComponentRecord(
                     name="global",
@@ -102,10 +103,24 @@ def _write(tmp_path: Path, state_file: Path) -> None:
                     zone="zone-1",
                     argv=["zone-cp", "run"],
                     api="http://127.0.0.1:3",
+                    dns="127.0.0.1:4",
+                    dp="grpc://127.0.0.1:5",
                     data_dir="",
                     log="",
                     state=EXITED,
                     exit_code=-9,
+                ),
+                ComponentRecord(
+                    name="web-1",
+                    role="demo",
+                    zone="zone-1",
+                    argv=["mesh-dp", "run"],
+                    api="",
+                    admin="http://127.200.0.2:9901",
+                    data_dir="",
+                    log="",
+                    state=EXITED,
+                    exit_code=1,
                 ),
             ],
         ),
@@ -119,22 +134,33 @@ def test_status_of_a_dead_up_shows_what_is_gone(tmp_path: Path) -> None:
     assert code == 1
     lines = out.splitlines()
     assert lines[0] == f"meshctl up is not running (last pid {_dead_pid()}) on {tmp_path}"
-    assert lines[1].split() == ["NAME", "ROLE", "STATE", "PID", "API", "KDS"]
-    assert lines[2].split() == [
+    assert lines[1] == "demo addresses and VIPs in 127.200.0.0/16"
+    headers = ["NAME", "ROLE", "STATE", "PID", "API", "KDS", "DNS", "DP", "SERVER", "ADMIN"]
+    assert lines[2].split() == headers
+    assert lines[3].split() == [
         "global",
         "global",
         "gone",
         str(_dead_pid()),
         "http://127.0.0.1:1",
         "grpc://127.0.0.1:2",
+        *["-"] * 3,
     ]
-    assert lines[3].split() == [
+    assert lines[4].split() == [
         "zone-1",
         "zone",
         *["killed", "by", "SIGKILL"],
         "-",
         "http://127.0.0.1:3",
         "-",
+        "127.0.0.1:4",
+        "grpc://127.0.0.1:5",
+        "-",
+    ]
+    assert lines[5].split() == [
+        *["web-1", "demo", "exited", "with", "code", "1", "-"],
+        *["-"] * 4,
+        "http://127.200.0.2:9901",
     ]
 
 

@@ -72,7 +72,7 @@ async def test_real_socket_round_trip(tmp_path: Path) -> None:
 
         answer = await asyncio.to_thread(raw, b'{"command": "x"}\n')
         assert control.decode_reply(answer) == Reply(
-            False, "bad request: unknown command 'x'; expected one of restart, stop"
+            False, "bad request: unknown command 'x'; expected one of restart, start, stop"
         )
         assert seen == [Request("stop", "g")]
     finally:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshctl.commands.inspect import (
+    disconnected_cell,
     last_connected_cell,
     last_error_cell,
     sync_cell,
@@ -96,6 +97,7 @@ def test_table_of_two_zones() -> None:
             "STATUS": "online",
             "SYNC": "4 pending",
             "LAST CONNECTED": "44s ago",
+            "DISCONNECTED": "-",
             "SENT/ACKED/NACKED": "13/11/2",
             "LAST ERROR": "MeshTimeout: spec.to[0]: bad duration",
         },
@@ -104,10 +106,19 @@ def test_table_of_two_zones() -> None:
             "STATUS": "offline",
             "SYNC": "in sync",
             "LAST CONNECTED": "never",
+            "DISCONNECTED": "-",
             "SENT/ACKED/NACKED": "0/0/0",
             "LAST ERROR": "-",
         },
     ]
+
+
+def test_an_offline_zone_shows_when_it_disconnected() -> None:
+    gone = sub("2024-05-01T11:00:00Z", (1, 1, 0), {})
+    gone["disconnectTime"] = "2024-05-01T11:58:00Z"
+    insight = {"state": "offline", "subscriptions": [gone]}
+    assert disconnected_cell(insight, NOW) == "2m ago"
+    assert disconnected_cell({**insight, "state": "online"}, NOW) == "-"
 
 
 def test_last_error_is_truncated_and_ties_go_to_the_newest_subscription() -> None:

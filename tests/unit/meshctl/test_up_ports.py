@@ -127,8 +127,15 @@ def test_preferred_global_ports_are_taken_when_free_and_nothing_is_remembered() 
     assert ports["zone-1.api"] == 40000
 
 
-def test_remembered_ports_win_over_preferred_and_busy_preferred_falls_back() -> None:
-    k = FakeKernel(busy=frozenset({5685}))
+def test_a_free_preferred_port_wins_over_a_remembered_fallback() -> None:
+    """5681 was busy once, so 41000 was remembered; once 5681 is free it is taken again."""
+    k = FakeKernel()
+    ports = choose_ports(KEYS, {"global.api": 41000}, 0, k.is_free, k.pick, preferred=PREFERRED)
+    assert ports["global.api"] == 5681
+
+
+def test_busy_preferred_falls_back_to_remembered_then_any() -> None:
+    k = FakeKernel(busy=frozenset({5681, 5685}))
     ports = choose_ports(KEYS, {"global.api": 41000}, 0, k.is_free, k.pick, preferred=PREFERRED)
     assert ports["global.api"] == 41000
     assert ports["global.kds"] == 40000

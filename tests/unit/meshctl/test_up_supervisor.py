@@ -13,9 +13,17 @@ from meshctl.up import control, procs
 from meshctl.up.console import Console
 from meshctl.up.state import EXITED, RUNNING, ComponentRecord, read_state
 from meshctl.up.supervisor import Supervisor, SupervisorConfig
-from tests.support import async_wait_until
+from tests.support import async_wait_until, free_port
 
 SLEEPER = "import sys, time; print('hello from', sys.argv[1], flush=True); time.sleep(60)"
+# A control plane stand-in that is ready: answers 200 on every path (its /ready) on argv[2].
+READY = (
+    "import http.server, sys; print('hello from', sys.argv[1], flush=True)\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self): self.send_response(200); self.end_headers()\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[2])), H).serve_forever()"
+)
 CRASHER = "print('boom 1'); print('boom 2'); raise SystemExit(3)"
 STUBBORN = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -23,12 +31,14 @@ STUBBORN = (
 )
 
 
-def _component(tmp_path: Path, name: str, role: str, code: str, *args: str) -> ComponentRecord:
+def _component(
+    tmp_path: Path, name: str, role: str, code: str, *args: str, api: str = ""
+) -> ComponentRecord:
     return ComponentRecord(
         name=name,
         role=role,
         argv=[sys.executable, "-c", code, *args],
-        api="http://127.0.0.1:9",  # unused: status polling is off
+        api=api,  # its /ready says when a start or restart succeeded; none: running is enough
         data_dir=str(tmp_path / name),
         log=str(tmp_path / "logs" / f"{name}.log"),
     )
@@ -36,9 +46,12 @@ def _component(tmp_path: Path, name: str, role: str, code: str, *args: str) -> C
 
 async def test_supervision_end_to_end(tmp_path: Path) -> None:
     out = io.StringIO()
+    port = free_port()
     components = [
-        _component(tmp_path, "global", "global", SLEEPER, "global"),
-        _component(tmp_path, "zone-1", "zone", CRASHER),
+        _component(
+            tmp_path, "global", "global", READY, "global", str(port), api=f"http://127.0.0.1:{port}"
+        ),
+        _component(tmp_path, "zone-1", "zone", CRASHER, api=f"http://127.0.0.1:{free_port()}"),
         _component(tmp_path, "zone-2", "zone", STUBBORN),
     ]
     config = SupervisorConfig(
@@ -80,9 +93,15 @@ async def test_supervision_end_to_end(tmp_path: Path) -> None:
     log_text = await asyncio.to_thread(Path(components[1].log).read_text)
     assert log_text.count("\nboom 1\n") == 1
 
-    # Restart the crashed zone: it runs (and crashes) again, with the same argv.
+    # Restart the crashed zone: it runs (and crashes) again, with the same argv; the restart
+    # fails with its exit status and last lines.
     reply = await ask("restart", "zone-1")
-    assert reply.ok and reply.message.startswith("zone-1 restarted (pid ")
+    assert not reply.ok
+    assert reply.message.splitlines() == [
+        f"zone-1 did not start: exited with code 3; its last lines (all in {components[1].log}):",
+        "boom 1",
+        "boom 2",
+    ]
     await async_wait_until(lambda: output_has("zone-1 | boom 2", times=2))
     assert (await ask("restart", "nope")) == control.Reply(
         False, "no component 'nope'; known: global, zone-1, zone-2"
@@ -97,9 +116,10 @@ async def test_supervision_end_to_end(tmp_path: Path) -> None:
     assert stubborn_pid is not None and procs.pid_alive(stubborn_pid)
     assert "global unexpectedly" not in out.getvalue()
 
-    # Bring it back: a new process with the same command line.
-    reply = await ask("restart", "global")
-    assert reply.ok
+    # Bring it back: a new process with the same command line, ready when the reply says so.
+    reply = await ask("start", "global")
+    assert reply.ok and reply.message.startswith("global started and ready (pid "), reply
+    assert (await ask("start", "global")).message.startswith("global is already running")
     second_global = state()["global"].pid
     assert second_global not in (None, first_global)
     await async_wait_until(lambda: output_has("global | hello from", times=2))
@@ -135,6 +155,8 @@ async def test_a_program_that_cannot_start_is_reported(tmp_path: Path) -> None:
     reply = await asyncio.to_thread(
         control.send, str(config.control_path), control.Request("restart", "global"), 10.0
     )
-    assert reply == control.Reply(False, f"global did not start; see {broken.log}")
+    assert reply == control.Reply(
+        False, f"global did not start: not running; its last lines (all in {broken.log}):"
+    )
     sup.stop()
     assert await asyncio.wait_for(runner, 10) == 0
