@@ -14,9 +14,10 @@ Per accepted connection, in this order (nothing reaches the application before s
 With mTLS off on the mesh, step 1 and 2 are skipped: plain TCP is forwarded as is.
 
 An inbound whose protocol is `http` parses the caller's requests (mesh_dp/http/proxy.py)
-and forwards them over pooled keep-alive connections to the application; the permission
-check stays per connection, and a denied caller gets 403 (`x-meshfed-error:
-permission-denied`) for its first request instead of a bare close.
+and forwards them over pooled keep-alive connections to the application; the permission is
+checked when the connection opens and again per request once the permissions change (a
+caller's sidecar keeps its connection alive), and a denied caller gets 403
+(`x-meshfed-error: permission-denied`) instead of a bare close.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from collections.abc import Callable, Sequence
 from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.conn import Conn
-from mesh_dp.http.errors import error_response, status_of
 from mesh_dp.http.parse import ProtocolError, RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy, RequestPolicy
@@ -214,51 +214,60 @@ class InboundListener:
             return
         if client.transport is None:  # the peer left as the handshake finished
             return
-        if contexts is not None and not self._authorize(client, inbound):
-            if isinstance(client, Conn):
-                await self._deny_http(client)
-            else:
-                client.close(abort=True)
-            return
+        caller: str | None = None
+        if contexts is not None:
+            caller = self._caller(client)
+            if not self._authorize(caller, inbound):
+                if isinstance(client, Conn):
+                    await self._deny_http(client)
+                else:
+                    client.close(abort=True)
+                return
         if isinstance(client, Conn):
-            await self._serve_http(client)
+            await self._serve_http(client, None if contexts is None else self._checker(caller))
         else:
             await self._forward(client, inbound)
 
-    async def _serve_http(self, client: Conn) -> None:
+    async def _serve_http(self, client: Conn, allowed: Callable[[], bool] | None) -> None:
         self.stats.active += 1
         try:
-            await self.http.serve(client)
+            await self.http.serve(client, allowed)
         finally:
             self.stats.active -= 1
 
+    def _checker(self, caller: str | None) -> Callable[[], bool]:
+        """Whether `caller` may still call, per request: re-evaluated only when the inbound's
+        permissions changed (a new config), so kept-alive connections follow the policy."""
+        checked = self.inbound.permissions
+        verdict = True
+
+        def allowed() -> bool:
+            nonlocal checked, verdict
+            permissions = self.inbound.permissions
+            if permissions is not checked:
+                checked = permissions
+                verdict = self._authorize(caller, self.inbound)
+            return verdict
+
+        return allowed
+
     async def _deny_http(self, client: Conn) -> None:
-        """Answers the first request 403 and closes (the verdict holds for the connection)."""
+        """Answers the first request 403 and closes."""
         with contextlib.suppress(ProtocolError, TimeoutError):
             await wait_for(client.next(), self._handshake_timeout)
-        client.write(
-            error_response(
-                "permission-denied", "MeshTrafficPermission denies the caller", close=True
-            )
-        )
-        self.http.account(
-            Record(
-                "inbound",
-                self.inbound.service,
-                status=status_of("permission-denied"),
-                error="permission-denied",
-            )
-        )
+        self.http.deny(client)
         client.close()
 
-    def _authorize(self, client: Side | Conn, inbound: Inbound) -> bool:
+    def _caller(self, client: Side | Conn) -> str | None:
+        """The caller's SPIFFE ID from its verified certificate; None without a usable one."""
         assert client.transport is not None
-        caller: str | None
         try:
-            caller = peer_spiffe_id(client.transport.get_extra_info("ssl_object"))
+            return peer_spiffe_id(client.transport.get_extra_info("ssl_object"))
         except PeerIdentityError as exc:
             log.info("inbound %s: caller has no usable identity: %s", self.where, exc)
-            caller = None
+            return None
+
+    def _authorize(self, caller: str | None, inbound: Inbound) -> bool:
         verdict = inbound.permissions.evaluate(caller)
         name = caller or "(none)"
         if not verdict.allowed:

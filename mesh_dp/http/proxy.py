@@ -177,8 +177,10 @@ class HttpProxy:
         self._clock = clock
         self._rng = rng or random.Random()
 
-    async def serve(self, down: Conn) -> None:
-        """Answers the connection's requests until it ends or must close."""
+    async def serve(self, down: Conn, allowed: Callable[[], bool] | None = None) -> None:
+        """Answers the connection's requests until it ends or must close. `allowed` (inbound,
+        with mTLS) is asked before each request: a MeshTrafficPermission change applies to
+        the next request of a kept-alive connection, not only to new connections."""
         try:
             while True:
                 policy = self.cluster.policy()
@@ -200,6 +202,9 @@ class HttpProxy:
                     return
                 if not isinstance(ev, RequestHead):
                     return  # the end (None); nothing else can come before a head
+                if allowed is not None and not allowed():
+                    self.deny(down)
+                    return
                 if not await self._exchange(down, ev):
                     return
         except ConnectionError:
@@ -230,6 +235,12 @@ class HttpProxy:
                 if first is None:
                     raise
                 raise _Expired(None) from None
+
+    def deny(self, down: Conn) -> None:
+        """403 for a caller MeshTrafficPermission denies; the connection closes."""
+        kind = "permission-denied"
+        down.write(error_response(kind, "MeshTrafficPermission denies the caller", close=True))
+        self.account(Record(self.direction, self.cluster.name, status=status_of(kind), error=kind))
 
     def _refuse(self, down: Conn, exc: ProtocolError) -> None:
         kind = "header-too-large" if exc.status == 431 else "bad-request"

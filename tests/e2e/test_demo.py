@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from mesh_dp.http.pool import IDLE_TIMEOUT
 from meshctl import config
 from meshctl.up.demo import APP_PORT, DEMO_NET_LAST, DemoNet
 from meshctl.up.launch import demo_claim_path
@@ -209,9 +208,10 @@ def test_the_readme_in_order_with_reset(procs: Procs, tmp_path: Path) -> None:
         codes.append(done.stdout)
         return done.stdout == "403"
 
-    # The permission is checked per connection (README): web's pooled connection to backend
-    # must go idle first, so the calls are spaced by more than the pool's idle timeout.
-    wait_until(refused, timeout=4 * IDLE_TIMEOUT, interval=IDLE_TIMEOUT + 2, what="403")
+    # The permission is checked per HTTP request (README): the deletion reaches backend's
+    # sidecar over KDS and its dataplane config, then the next call on web's pooled
+    # connection is refused.
+    wait_until(refused, timeout=30, interval=0.5, what="403")
     assert codes[-1] == "403", codes
     up.signal(signal.SIGTERM)
     assert up.popen.wait(60) == 0

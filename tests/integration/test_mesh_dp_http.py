@@ -338,3 +338,26 @@ def test_idle_timeout_closes_a_quiet_keep_alive_client(procs: Procs, tmp_path: P
         started = time.monotonic()
         assert sock.recv(1) == b""  # then closed by the sidecar once quiet for idleTimeout
         assert 0.5 < time.monotonic() - started < 5
+
+
+def test_a_permission_change_applies_to_the_next_request_of_a_kept_alive_connection(
+    procs: Procs, tmp_path: Path
+) -> None:
+    """MeshTrafficPermission is asked per HTTP request (as Envoy's HTTP RBAC filter does): the
+    caller's sidecar keeps its upstream connection alive, and a deleted permission must not
+    keep allowing calls on it until it idles out."""
+    m = http_mesh(procs, tmp_path, 1)
+    callee = m.scenario.instances["backend-1"]
+    with m.connect() as sock:
+        sock.sendall(get("/who"))
+        assert Reader(sock).response()[0] == 200
+    opened = m.backends[0].inbound()["connectionsTotal"]
+    m.scenario.set_policies("MeshTrafficPermission", [])
+    m.backends[0].reload(m.scenario.callee_config(callee))
+    with m.connect() as sock:
+        sock.sendall(get("/who"))
+        status, headers, body = Reader(sock).response()
+    assert status == 403 and headers["x-meshfed-error"] == "permission-denied", body
+    # the same upstream connection carried it: no new connection reached the callee
+    assert m.backends[0].inbound()["connectionsTotal"] == opened
+    assert m.backends[0].inbound()["denied"] == {"spiffe://default/web": 1}
