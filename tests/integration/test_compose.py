@@ -21,6 +21,7 @@ import sys
 import tomllib
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pytest
 import yaml
 
 from global_cp.settings import CONFIG as GLOBAL_CONFIG
+from global_cp.settings import check_settings as check_global
 from mesh_dp.dataplane import build_dataplane
 from mesh_dp.settings import CONFIG as SIDECAR_CONFIG
 from meshctl.client import API_ENV, TOKEN_ENV
@@ -55,6 +57,7 @@ from tests.integration.compose_support import (
 )
 from tests.support import REPO, VENV_BIN, free_port, wait_until
 from zone_cp.settings import CONFIG as ZONE_CONFIG
+from zone_cp.settings import check_settings as check_zone
 from zone_ingress.settings import CONFIG as INGRESS_CONFIG
 
 CONFIGS: dict[str, Config[Any]] = {
@@ -63,6 +66,8 @@ CONFIGS: dict[str, Config[Any]] = {
     "zone-ingress": INGRESS_CONFIG,
     "mesh-dp": SIDECAR_CONFIG,
 }
+# The checks a program runs on its settings at start, beyond each value's own parser.
+CHECKS: dict[str, Callable[[Any], None]] = {"global-cp": check_global, "zone-cp": check_zone}
 ZONES = ("zone-1", "zone-2")
 DNS_PORT = 53  # Docker's `dns:` takes an address, and resolvers ask port 53
 
@@ -144,7 +149,9 @@ def test_every_command_flag_and_variable_exists_in_the_programs_help() -> None:
             assert set(env) <= help_.env, f"{name}: {sorted(set(env) - help_.env)}"
             # The values parse with the program's own settings (addresses, CIDRs, durations).
             config = CONFIGS[program]
-            config.resolve(config.parser().parse_args(args[2:]), env)
+            settings = config.resolve(config.parser().parse_args(args[2:]), env)
+            if program in CHECKS:
+                CHECKS[program](settings)
         elif program == "python":
             assert args[1] == "-m"
             help_ = program_help("python", "-m", args[2])
