@@ -14,14 +14,21 @@ LINT_PATHS := $(wildcard $(PACKAGES) tests benchmarks scripts)
 # Installs come from the locks in requirements/ (exact versions and hashes), never from the
 # ranges in pyproject.toml, so an upstream release cannot change an unchanged tree's result.
 # `make up` needs only the programs' lock; `make test` adds the dev lock on top (same versions).
+# A line per step; on a terminal pip shows its own progress (each package, download bars),
+# elsewhere (CI, `make test`'s log) it stays quiet.
+QUIET_UNLESS_TTY = q=; [ -t 1 ] || q=-q;
+
 $(MAIN_STAMP): requirements/main.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/main.txt
+	@test -x $(PY) || { echo "creating $(VENV) (first run only)…"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing runtime dependencies from requirements/main.txt (first run only)…"
+	@$(QUIET_UNLESS_TTY) $(PY) -m pip install $$q --require-hashes --no-deps -r requirements/main.txt
+	@echo "installing meshfed itself (editable)…"
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 $(STAMP): $(MAIN_STAMP) requirements/dev.txt
-	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/dev.txt
+	@echo "installing test and lint tools from requirements/dev.txt (first run only)…"
+	@$(QUIET_UNLESS_TTY) $(PY) -m pip install $$q --require-hashes --no-deps -r requirements/dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

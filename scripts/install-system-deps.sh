@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system programs the tests talk to for real (dig, etcd, curl, chromium), if missing.
+# Installs the system programs the tests talk to for real (dig, etcd, curl, chromium,
+# docker-compose), if missing.
 # Benchmarks need more (dnsmasq, dnsperf, nginx, wrk): `scripts/install-system-deps.sh --bench`.
 set -euo pipefail
 need=()
@@ -9,6 +10,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)  # the demo test pastes a curl c
 # The web GUI's browser test drives headless Chromium (tests/integration/gui/).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# compose/docker-compose.yaml is validated with `docker-compose config` (no engine needed).
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ "${1:-}" = "--bench" ]; then
   command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
   command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
