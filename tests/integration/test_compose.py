@@ -33,7 +33,15 @@ from global_cp.settings import check_settings as check_global
 from mesh_dp.dataplane import build_dataplane
 from mesh_dp.settings import CONFIG as SIDECAR_CONFIG
 from meshctl.client import API_ENV, TOKEN_ENV
-from meshctl.up.demo import APP_PORT, DEMO_RESOURCES, INBOUND_PORT, INGRESS_PORT, workloads
+from meshctl.up.demo import (
+    APP_PORT,
+    DEMO_NET_FIRST,
+    DEMO_RESOURCES,
+    INBOUND_PORT,
+    INGRESS_PORT,
+    DemoNet,
+    workloads,
+)
 from meshfed.config import Config
 from tests.integration.compose_support import (
     BOOTSTRAP,
@@ -341,7 +349,10 @@ def test_credentials_come_from_the_bootstrap() -> None:
 
 
 def test_it_deploys_the_demo_of_meshctl_up() -> None:
-    want = {(w.name, w.service, w.zone, w.reachable) for w in workloads(list(ZONES))}
+    want = {
+        (w.name, w.service, w.zone, w.reachable)
+        for w in workloads(list(ZONES), DemoNet(DEMO_NET_FIRST))
+    }
     got = set()
     for service in _sidecars().values():
         doc = _dataplane(service)
