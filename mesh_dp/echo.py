@@ -4,7 +4,8 @@
 
 - `http` (default): HTTP/1.1 with keep-alive. Every response is JSON naming the instance and
   zone with the request's method, path and body size; `POST /echo` answers with the
-  request body itself instead.
+  request body itself instead, and `GET /delay/<ms>` answers after that many milliseconds (at
+  most 60000): a slow backend, to watch a MeshTimeout act on a call.
 - `tcp`: writes `<name> <zone>\\n` on connect, then echoes every byte back; an EOF from the
   client is answered with an EOF once everything is echoed.
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,6 +50,16 @@ class TcpEcho(asyncio.Protocol):
         return True
 
 
+_DELAY = re.compile(r"/delay/(\d{1,5})(?:[/?]|$)")
+MAX_DELAY_MS = 60_000
+
+
+def _delay_ms(path: str) -> int | None:
+    """The milliseconds `GET /delay/<ms>` asks to wait, or None for any other path."""
+    m = _DELAY.match(path)
+    return None if m is None else min(int(m.group(1)), MAX_DELAY_MS)
+
+
 class HttpEcho(asyncio.Protocol):
     """Just enough HTTP/1.1 for tests and benchmarks: Content-Length bodies, keep-alive."""
 
@@ -56,6 +68,7 @@ class HttpEcho(asyncio.Protocol):
         self.zone = zone
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.waiting: asyncio.TimerHandle | None = None  # a /delay answer still to come
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but implement it.
@@ -63,8 +76,14 @@ class HttpEcho(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while self.transport is not None and self._one_request():
+        while self.transport is not None and self.waiting is None and self._one_request():
             pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiting is not None:
+            self.waiting.cancel()
+            self.waiting = None
 
     def _one_request(self) -> bool:
         assert self.transport is not None
@@ -104,8 +123,22 @@ class HttpEcho(asyncio.Protocol):
                 "bodyBytes": len(body),
             }
             payload, kind = json.dumps(answer).encode() + b"\n", "application/json"
+        delay = _delay_ms(path) if method == "GET" else None
+        if delay is not None:
+            self.waiting = asyncio.get_running_loop().call_later(
+                delay / 1000, self._answer_later, payload, kind, keep
+            )
+            return False  # later requests wait: answers go out in order
         self._respond(200, payload, kind, keep)
         return keep
+
+    def _answer_later(self, payload: bytes, kind: str, keep: bool) -> None:
+        self.waiting = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._respond(200, payload, kind, keep)
+        if keep:
+            self.data_received(b"")  # the requests that came meanwhile
 
     def _respond(self, status: int, body: bytes, kind: str, keep: bool) -> None:
         assert self.transport is not None

@@ -31,6 +31,20 @@ pytestmark = [
 COMMAND = re.compile(r"(curl -s http://\$\(dig .*)$")
 
 
+# The MeshTimeout of the README's demo section, applied as written there.
+README_TIMEOUT = """\
+type: MeshTimeout
+mesh: default
+name: backend-timeout
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        http: {requestTimeout: 1s}
+"""
+
+
 def paste(command: str) -> dict[str, Any] | None:
     """Runs a printed command in a shell, as a user would; its JSON answer or None."""
     done = subprocess.run(
@@ -193,6 +207,29 @@ def test_the_readme_in_order_with_reset(procs: Procs, tmp_path: Path) -> None:
     wait_until(lambda: answered(local, "zone-1"), timeout=90, interval=0.5, what="local first")
     assert all(answered(local, "zone-1") for _ in range(5))
     assert "backend-1" not in meshctl("get", "dataplanes").stdout
+
+    # A policy at the global changes a call (README): MeshTimeout http.requestTimeout 1s
+    # answers a 2 s call with 504 from web's sidecar; deleted, the call succeeds again.
+    timeout_yaml = tmp_path / "backend-timeout.yaml"
+    timeout_yaml.write_text(README_TIMEOUT)
+    applied = meshctl("apply", "-f", str(timeout_yaml))
+    assert applied.returncode == 0, applied.stderr
+    slow = local.replace("curl -s ", "curl -s -o /dev/null -w '%{http_code}' ").removesuffix(
+        "; echo"
+    )
+    assert ":8080/" in slow, slow
+    slow = slow.replace(":8080/", ":8080/delay/2000")
+
+    def slow_status() -> str:
+        done = subprocess.run(
+            ["bash", "-c", slow], capture_output=True, text=True, timeout=15, check=False
+        )
+        return done.stdout
+
+    wait_until(lambda: slow_status() == "504", timeout=30, interval=0.5, what="504")
+    removed = meshctl("delete", "meshtimeout", "backend-timeout")
+    assert removed.returncode == 0, removed.stderr
+    wait_until(lambda: slow_status() == "200", timeout=30, interval=0.5, what="200 again")
 
     deleted = meshctl("delete", "mtp", "web-to-backend")
     assert deleted.returncode == 0, deleted.stderr
