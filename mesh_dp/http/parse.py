@@ -129,6 +129,7 @@ class _Parser:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.upgraded = False  # after a 101 or CONNECT: the bytes are no longer HTTP
         self._headers: Headers = []
         self._size = 0
         self._in_message = False
@@ -164,6 +165,24 @@ class _Parser:
         out, self.events = self.events, []
         return out
 
+    def _parse(
+        self,
+        parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
+        data: bytes,
+        what: str,
+    ) -> list[Event]:
+        """Feeds httptools; an Upgrade hands the rest of `data` over as raw bytes."""
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.events.append(Upgraded(data[int(exc.args[0]) :]))
+        except httptools.HttpParserCallbackError as exc:
+            raise _callback_error(exc) from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(f"malformed HTTP{what}: {exc}") from None
+        return self._take()
+
 
 def _callback_error(exc: httptools.HttpParserError) -> ProtocolError:
     cause = exc.__context__
@@ -179,7 +198,6 @@ class RequestParser(_Parser):
         super().__init__()
         self._url = b""
         self._p = httptools.HttpRequestParser(self)
-        self.upgraded = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -210,16 +228,7 @@ class RequestParser(_Parser):
         the connection ends with the error)."""
         if self.upgraded:
             return [data]
-        try:
-            self._p.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self.upgraded = True
-            self.events.append(Upgraded(data[int(exc.args[0]) :]))
-        except httptools.HttpParserCallbackError as exc:
-            raise _callback_error(exc) from None
-        except httptools.HttpParserError as exc:
-            raise ProtocolError(f"malformed HTTP: {exc}") from None
-        return self._take()
+        return self._parse(self._p, data, "")
 
     def eof(self) -> list[Event]:
         """The connection ended: fine between requests, an error inside one."""
@@ -245,7 +254,6 @@ class ResponseParser(_Parser):
         self._status = b""
         self._p = httptools.HttpResponseParser(self)
         self.state = _ResponseState()
-        self.upgraded = False
 
     @property
     def stray(self) -> int:
@@ -316,16 +324,7 @@ class ResponseParser(_Parser):
         if self.state.done and not self.state.skip_body:
             self.state.stray += len(data)
             return []
-        try:
-            self._p.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self.upgraded = True
-            self.events.append(Upgraded(data[int(exc.args[0]) :]))
-        except httptools.HttpParserCallbackError as exc:
-            raise _callback_error(exc) from None
-        except httptools.HttpParserError as exc:
-            raise ProtocolError(f"malformed HTTP response: {exc}") from None
-        return self._take()
+        return self._parse(self._p, data, " response")
 
     def eof(self) -> list[Event]:
         """The upstream closed: ends a body delimited by the close; an error mid-message."""
