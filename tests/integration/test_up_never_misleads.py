@@ -20,7 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 def listening(port: int) -> socket.socket:
+    """SO_REUSEADDR like the servers themselves: a stopped component's port can still hold
+    TIME_WAIT connections, which only a listener (not they) should keep us off."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen()
     return sock
