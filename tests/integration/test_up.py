@@ -189,7 +189,11 @@ def test_up_runs_stops_restarts_and_shuts_down_a_federation(procs: Procs, tmp_pa
         again.kill()
         assert all(pid_alive(pid) for pid in orphans)
         third = start_up(procs, data)
-        wait_until(lambda: read_state(state_file)["pid"] == third.pid and all_running(state_file))
+        wait_until(
+            lambda: read_state(state_file)["pid"] == third.pid and all_running(state_file),
+            timeout=30,  # stops three orphans, then starts three components
+            what="the third up running after stopping the orphans",
+        )
         assert third.log().count("left running by a previous run: stopped") == 3
         assert not any(pid_alive(pid) for pid in orphans)
         assert components(state_file)["global"]["api"] == glob["api"]
