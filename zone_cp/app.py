@@ -214,6 +214,7 @@ class ZoneControlPlane:
             # by presence (_start_replica) instead.
             stale_after=None if isinstance(self.store, EtcdStore) else 30.0,
             cache=self.cache,
+            keepalive=(s.dp_keepalive_interval, s.dp_keepalive_timeout),
         )
         address = await server.start(s.dp_server_address)
         api.collectors.append(server.collector())
