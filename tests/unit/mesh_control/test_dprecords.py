@@ -88,3 +88,18 @@ async def test_a_proxy_that_reconnects_during_the_sweep_is_left_to_its_new_repli
     insight = await store.get("DataplaneInsight", "default", "web-1")
     assert dpstate.previous_subscriptions(insight)[-1]["controlPlaneInstanceId"] == "cp-b"
     assert not dpstate.held_by_gone(insight, {"cp-b"})
+
+
+async def test_replicas_sweep_only_what_a_dead_replica_held(store: MemoryStore) -> None:
+    """Zone replicas on etcd: proxies held by a live replica are that replica's, whatever
+    this one knows; only the dead replica's are closed."""
+    records = Records(store, ZONE)
+    await connected(records, "on-a", "cp-a")  # a live replica
+    await connected(records, "on-dead", "cp-dead")
+    await connected(records, "on-me", "cp-me")
+    swept = await records.close_stale({"cp-me", "cp-a"}, live={("default", "on-me")})
+    assert (swept.closed, swept.clean) == (1, True)
+    for name, ready in (("on-a", True), ("on-dead", False), ("on-me", True)):
+        dp = await store.get("Dataplane", "default", name)
+        assert dpstate.health_of(dp) == {0: ready}, name
+    assert (await records.close_stale({"cp-me", "cp-a"}, live=set())).closed == 0
