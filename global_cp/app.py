@@ -18,7 +18,6 @@ from typing import Any
 from global_cp import mesh_ca
 from global_cp.federation import Federation, KdsSettings
 from global_cp.mesh_ca import MeshCaJob
-from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
 from global_cp.zone_liveness import InsightSweep
 from meshfed.api.context import ApiContext
@@ -31,6 +30,7 @@ from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
+from meshfed.ha.presence import Replicas, for_store
 from meshfed.kds.naming import types_global_to_zone
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import (
@@ -53,7 +53,7 @@ from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
 
 log = logging.getLogger("global_cp")
-LEADER_KEY = "global/leader"  # under the etcd store's prefix
+ROLE = "global"  # the presence and election keys under the etcd store's prefix
 
 
 class GlobalControlPlane:
@@ -102,7 +102,7 @@ class GlobalControlPlane:
             self.store,
             self.api.instance_id,
             ttl=s.etcd_lease_ttl,
-            key=LEADER_KEY,
+            role=ROLE,
             info={"hostname": self.api.hostname},
         )
         await self.replicas.start()

@@ -24,7 +24,6 @@ from typing import Any
 
 import grpc
 
-from global_cp.replicas import Replicas, SoleReplica
 from global_cp.zone_book import ZoneBook
 from global_cp.zone_deletion import ZoneDeletion
 from global_cp.zone_insight_writer import ZoneInsightWriter
@@ -34,6 +33,7 @@ from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.auth.credentials import Verifier
 from meshfed.auth.tokens import TokenKind
 from meshfed.config import Address
+from meshfed.ha.presence import Replicas, SoleReplica
 from meshfed.kds.auth import KdsAuthenticator
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
 from meshfed.kds.server import KdsServer

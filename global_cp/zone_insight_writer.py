@@ -14,10 +14,10 @@ import logging
 from typing import Any
 
 from global_cp.insights import ZoneRecord
-from global_cp.replicas import Replicas
 from global_cp.zone_book import ZoneBook
 from global_cp.zone_liveness import insight_resource, merge_insight, newest_subscription
 from meshfed.aio import wait_for
+from meshfed.ha.presence import Replicas
 from meshfed.store.base import AlreadyExistsError, ConflictError, ResourceStore, StoreError
 
 log = logging.getLogger("global_cp.kds")

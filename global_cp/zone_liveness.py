@@ -11,7 +11,7 @@ Rules (the functions here are pure, except the leader's sweep at the bottom):
   be open. The zone is online when the newest subscription is open and its replica is alive
   (`serving_replica`): a replica never calls a zone offline because it is connected elsewhere.
 - A replica that dies writes nothing more. Its presence key expires with its lease
-  (`global_cp.replicas`) and the leader closes its open subscriptions (`InsightSweep`), which is
+  (`meshfed.ha.presence`) and the leader closes its open subscriptions (`InsightSweep`), which is
   also where the insights of deleted zones are removed. Nobody else ever closes a subscription
   of a live replica.
 """
@@ -24,18 +24,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from global_cp.insights import MAX_SUBSCRIPTIONS, ZoneRecord, epoch, rfc3339
-from global_cp.replicas import Replicas
+from meshfed.ha.presence import DeadReplicaSweep, Replicas
 from meshfed.resources.model import LABEL_ORIGIN, ORIGIN_GLOBAL, Meta, Resource
 from meshfed.resources.types.insights import ZONE_INSIGHT
 from meshfed.resources.types.zone import ZONE
 from meshfed.store.base import ConflictError, NotFoundError, ResourceStore
 
 log = logging.getLogger("global_cp.kds")
-
-# The sweep reads every insight only when the set of live replicas changed since its last
-# pass (that is when subscriptions become orphans), or when the last pass left something to
-# retry, and anyway this often (a replica may have come and gone between two passes).
-FULL_PASS_EVERY = 30.0
 
 
 def _subscriptions(body: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -145,31 +140,23 @@ class InsightSweep:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._replicas = replicas
         self._still_leader = still_leader
         self._clock = clock
         self.marked_offline = 0  # subscriptions closed, over this replica's life
         self.removed = 0  # insights of deleted zones
-        self.passes = 0  # full passes over the insights
-        self._last: tuple[frozenset[str], float] | None = None  # alive set, time of a clean pass
+        self._sweep = DeadReplicaSweep(replicas, self._pass, clock)
+
+    @property
+    def passes(self) -> int:
+        """Full passes over the insights."""
+        return self._sweep.passes
 
     async def run(self) -> None:
-        alive = await self._replicas.alive() | {self._replicas.identity}
-        now = self._clock()
-        if (
-            self._last is not None
-            and self._last[0] == alive
-            and now - self._last[1] < FULL_PASS_EVERY
-        ):
-            return
-        if await self._pass(alive, now):
-            self._last = (alive, now)
-        else:
-            self._last = None
+        await self._sweep.run()
 
-    async def _pass(self, alive: frozenset[str], now: float) -> bool:
+    async def _pass(self, alive: frozenset[str]) -> bool:
         """One look at every insight; False if it stopped early or something needs a retry."""
-        self.passes += 1
+        now = self._clock()
         clean = True
         # Insights first, zones second: a zone's insight is written after its Zone exists, so
         # every insight listed here whose Zone is missing below belongs to a deleted zone.

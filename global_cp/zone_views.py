@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from global_cp.insights import ZoneRecord, epoch, rfc3339
-from global_cp.replicas import Replicas
 from global_cp.zone_book import ZoneBook
 from global_cp.zone_liveness import newest_subscription, remote_record, serving_replica, stored_stat
+from meshfed.ha.presence import Replicas
 from meshfed.kds.messages import to_wire
 from meshfed.kds.naming import outgoing_from_global
 from meshfed.kds.server import ZoneSession

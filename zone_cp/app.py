@@ -24,16 +24,16 @@ from meshfed.auth.tokens import TokenKind
 from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
+from meshfed.ha.presence import DeadReplicaSweep, Replicas, for_store
 from meshfed.kds.auth import read_token_file
 from meshfed.kds.naming import types_zone_to_global
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import ClientTls, zone_tls
 from meshfed.resources.descriptors import Mode, Registry
 from meshfed.resources.types import default_registry
-from meshfed.store.base import ResourceStore
+from meshfed.store.base import ResourceStore, StoreError
 from meshfed.store.cache import StoreCache
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
-from meshfed.store.etcd_lease import LeaderElection
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
 from zone_cp.certs import CertIssuer
@@ -46,7 +46,8 @@ from zone_cp.services import ZoneServices
 from zone_cp.settings import ZoneSettings
 
 log = logging.getLogger("zone_cp")
-ZONE_LEADER_KEY = "zone-cp/leader"  # under the etcd store's prefix
+ZONE_ROLE = "zone-cp"  # the presence and election keys under the etcd store's prefix
+DP_SWEEP_EVERY = 1.0  # the leader's look at the live replicas (one etcd range when unchanged)
 STANDBY = "standby"  # `/_kds` state of a replica that is not the zone's leader
 
 
@@ -59,6 +60,8 @@ class ZoneControlPlane:
         self.api: ApiContext | None = None
         self.kds: ZoneKds | None = None
         self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
+        self.replicas: Replicas | None = None  # etcd store: the zone's live replicas
+        self.dp_sweep: DeadReplicaSweep | None = None
         self.services: ZoneServices | None = None
         self.dns: ZoneDns | None = None
         self.dpserver: DataplaneServer | None = None
@@ -103,23 +106,12 @@ class ZoneControlPlane:
         )
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
+        if isinstance(self.store, EtcdStore):
+            await self._start_replica(self.api)
         if s.global_kds:
             self.api.kds_status = self._kds_status
             urls = ",".join(grpc_url(t, self._tls is not None) for t in s.global_kds)
-            if isinstance(self.store, EtcdStore):
-                # Replicas of one zone share its store; one of them talks to the global, or
-                # the global would see the zone's streams replace each other.
-                election = LeaderElection(
-                    self.store.connection,
-                    f"{self.store.prefix}/{ZONE_LEADER_KEY}",
-                    self.api.instance_id,
-                    ttl=s.etcd_lease_ttl,
-                )
-                self.leader = Leader(election)
-                self.leader.add_job("kds-client", self._run_kds)
-                self.leader.add_job("zone-services", self._write_services)
-                self.api.leader_status = self.leader.status
-                await self.leader.start()
+            if self.leader is not None:
                 log.info("zone %s: KDS client for the global at %s, when leader", s.zone, urls)
             else:
                 self.kds = self._new_kds()
@@ -144,6 +136,25 @@ class ZoneControlPlane:
             api,
             self.api.instance_id,
         )
+
+    async def _start_replica(self, api: ApiContext) -> None:
+        """Replicas of one zone share its etcd store: each keeps its presence; the elected
+        leader talks to the global (or the global would see the zone's streams replace each
+        other), writes VIPs, and closes what dead replicas' proxies left marked connected."""
+        assert self.store is not None and self.dpserver is not None
+        s = self.settings
+        self.replicas, election = for_store(
+            self.store, api.instance_id, ttl=s.etcd_lease_ttl, role=ZONE_ROLE
+        )
+        await self.replicas.start()
+        self.leader = leader = Leader(election)
+        if s.global_kds:
+            leader.add_job("kds-client", self._run_kds)
+            leader.add_job("zone-services", self._write_services)
+        self.dp_sweep = DeadReplicaSweep(self.replicas, self.dpserver.registration.sweep)
+        leader.add_job("dp-crash-sweep", self.dp_sweep.run, every=DP_SWEEP_EVERY)
+        api.leader_status = leader.status
+        await leader.start()
 
     def _cache_types(self) -> list[str]:
         """Every type a part of this process reads from the store cache."""
@@ -199,9 +210,11 @@ class ZoneControlPlane:
             registry=self.registry,
             insight_flush=s.dp_insight_flush,
             max_receive_bytes=s.dp_max_message_bytes,
-            # Replicas sharing a store may hold each other's proxies: no crash sweep there.
+            # Replicas sharing a store may hold each other's proxies: their leader sweeps
+            # by presence (_start_replica) instead.
             stale_after=None if isinstance(self.store, EtcdStore) else 30.0,
             cache=self.cache,
+            keepalive=(s.dp_keepalive_interval, s.dp_keepalive_timeout),
         )
         address = await server.start(s.dp_server_address)
         api.collectors.append(server.collector())
@@ -298,6 +311,9 @@ class ZoneControlPlane:
         if self.dpserver is not None:
             await self.dpserver.stop()
             self.dpserver = None
+        if self.replicas is not None:  # after the proxies' streams: the leader sweeps them now
+            with suppress(StoreError, OSError):
+                await self.replicas.stop()
         if self.dns is not None:
             await self.dns.close()
             self.dns = None

@@ -6,15 +6,17 @@ skips writes that would change nothing (every write is synced up to the global b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.resources.model import Resource, now_rfc3339
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
-from meshfed.store.base import AlreadyExistsError, NotFoundError, ResourceStore
+from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from zone_cp import dpstate
 
 log = logging.getLogger("zone_cp.dpserver")
@@ -73,45 +75,89 @@ class Records:
 
     async def close_stale(
         self,
-        instance: str,
+        alive: Collection[str],
         live: Collection[tuple[str, str]],
         live_ingresses: Collection[str] = (),
-    ) -> int:
-        """Proxies still marked connected to another instance (a previous life of this one)
-        and not live here (`live`: dataplanes' (mesh, name); `live_ingresses`: names): their
-        subscription closed, a dataplane's inbounds marked not ready. A closed ingress
-        subscription is what makes zone_cp.services stop advertising through it."""
-        closed_count = 0
-        for insight in (await self._store.list(DATAPLANE_INSIGHT.name)).items:
-            if (insight.mesh, insight.name) in live:
-                continue
-            if not dpstate.connected_elsewhere(insight, instance):
-                continue
-            dataplane = await self.get(DATAPLANE.name, insight.mesh, insight.name)
-            if dataplane is not None:
-                await self.put(dpstate.with_health(dataplane, {}, default=False), dataplane)
-            await self._close_subscription(insight)
-            closed_count += 1
-            log.info(
-                "dataplane %s (mesh %s) did not reconnect after a restart: marked offline",
-                insight.name,
-                insight.mesh,
-            )
-        for insight in (await self._store.list(ZONE_INGRESS_INSIGHT.name)).items:
-            if insight.name in live_ingresses:
-                continue
-            if not dpstate.connected_elsewhere(insight, instance):
-                continue
-            await self._close_subscription(insight)
-            closed_count += 1
-            log.info(
-                "zone ingress %s did not reconnect after a restart: marked offline", insight.name
-            )
-        return closed_count
+    ) -> Swept:
+        """Proxies still marked connected to a zone-cp instance not among `alive` (a previous
+        life of this one, a replica that died) and not live here (`live`: dataplanes' (mesh,
+        name); `live_ingresses`: names): their subscription closed, a dataplane's inbounds
+        marked not ready. A closed ingress subscription is what makes zone_cp.services stop
+        advertising through it.
 
-    async def _close_subscription(self, insight: Resource) -> None:
+        Each proxy's writes are compare-and-swap on what was read: a proxy that reconnected
+        (to another replica) meanwhile is left to that replica, its health put back, and the
+        pass is not `clean` (the caller looks again)."""
+        swept = Swept()
+        for insight in (await self._store.list(DATAPLANE_INSIGHT.name)).items:
+            if (insight.mesh, insight.name) in live or not dpstate.held_by_gone(insight, alive):
+                continue
+            if await self._close_dataplane(insight):
+                swept.closed += 1
+                log.info(
+                    "dataplane %s (mesh %s): its zone-cp %s is gone: marked offline",
+                    insight.name,
+                    insight.mesh,
+                    _instance(insight),
+                )
+            else:
+                swept.clean = False
+        for insight in (await self._store.list(ZONE_INGRESS_INSIGHT.name)).items:
+            if insight.name in live_ingresses or not dpstate.held_by_gone(insight, alive):
+                continue
+            if await self._close_subscription(insight):
+                swept.closed += 1
+                log.info(
+                    "zone ingress %s: its zone-cp %s is gone: marked offline",
+                    insight.name,
+                    _instance(insight),
+                )
+            else:
+                swept.clean = False
+        return swept
+
+    async def _close_dataplane(self, insight: Resource) -> bool:
+        """Not ready first, then the subscription closed: a proxy registering in between reads
+        the new health, or its insight write makes the close fail and the health go back."""
+        dataplane = await self.get(DATAPLANE.name, insight.mesh, insight.name)
+        written: Resource | None = None
+        if dataplane is not None:
+            offline = dpstate.with_health(dataplane, {}, default=False)
+            if offline.spec != dataplane.spec:
+                try:
+                    written = await self._store.update(
+                        offline, expected_version=dataplane.meta.version
+                    )
+                except (ConflictError, NotFoundError):
+                    return False
+        if await self._close_subscription(insight):
+            return True
+        if written is not None and dataplane is not None:
+            with contextlib.suppress(ConflictError, NotFoundError):
+                await self._store.update(dataplane, expected_version=written.meta.version)
+        return False
+
+    async def _close_subscription(self, insight: Resource) -> bool:
+        """False if the insight changed since it was read (its proxy reconnected)."""
         closed = insight.clone()
         subs = dpstate.previous_subscriptions(closed)
         subs[-1] = {**subs[-1], "disconnectTime": now_rfc3339()}
         closed.spec["subscriptions"] = subs
-        await self.put(closed, insight)
+        try:
+            await self._store.update(closed, expected_version=insight.meta.version)
+        except (ConflictError, NotFoundError):
+            return False
+        return True
+
+
+@dataclass
+class Swept:
+    """What one crash-sweep pass did: proxies closed; False `clean`: some changed meanwhile."""
+
+    closed: int = 0
+    clean: bool = True
+
+
+def _instance(insight: Resource) -> str:
+    subs = dpstate.previous_subscriptions(insight)
+    return str(subs[-1].get("controlPlaneInstanceId")) if subs else "?"

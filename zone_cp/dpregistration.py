@@ -10,7 +10,9 @@ marked when zone-cp itself stops (proxies reconnect, services should not flap me
 For a zone ingress the closed subscription alone makes zone_cp.services empty its
 `availableServices` (other zones stop sending to it) until it reconnects (decision 35).
 Crash sweep: after a crash nothing marked anyone offline; `close_stale` closes, some time
-after the start, what is still marked connected to a previous instance.
+after the start, what is still marked connected to a previous instance. Replicas of a zone on
+etcd sweep instead on the leader, as soon as a replica's presence lease is gone
+(zone_cp.dpsweep).
 """
 
 from __future__ import annotations
@@ -141,10 +143,18 @@ class Registration:
         await self._records.set_health(session.resource, ready)
 
     async def close_stale(self, after: float) -> None:
-        """After a crash: proxies still marked connected to an instance that is gone."""
+        """After a crash: proxies still marked connected to an instance that is gone (one
+        process per zone: every instance but this one)."""
         await asyncio.sleep(after)
+        await self.sweep(frozenset({self.instance_id}))
+
+    async def sweep(self, alive: frozenset[str]) -> bool:
+        """Closes what is marked connected to an instance not in `alive` and not live here
+        (zone_cp.dpsweep runs it on the leader replica); False if a pass must look again."""
         live, ingresses = live_proxies(self.sessions.values())
-        self.stale_closed += await self._records.close_stale(self.instance_id, live, ingresses)
+        swept = await self._records.close_stale(alive | {self.instance_id}, live, ingresses)
+        self.stale_closed += swept.closed
+        return swept.clean
 
 
 def takeover_refusal(current: Session, announced: Resource) -> str | None:

@@ -20,6 +20,9 @@ Dataplane or ZoneIngress. This module handles the stream and wires the parts beh
   zone (etcd) skip the sweep: another live replica may hold the stream.
 - configs (zone_cp.dppusher `ConfigPusher`): built and sent when they change, certificates
   rotated when due.
+- liveness: every connection is pinged (`keepalive`, --dp-keepalive-interval/-timeout); a
+  proxy that does not answer (hung, SIGSTOPped: its TCP connection stays open) loses its
+  stream, which marks it offline like any disconnection; it reconnects when it resumes.
 - answers: ACK/NACK per version (a NACK is logged with the proxy's reason and shown in the
   insight); Reports update inbound readiness in the stored Dataplane (the catalog follows)
   and the insight, which zone_cp.dpinsights writes.
@@ -83,6 +86,7 @@ HELLO_TIMEOUT: Final = 10.0
 # RESOURCE_EXHAUSTED before any of it is parsed.
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # as meshfed.proxy.cpclient
 DEFAULT_MAX_RECEIVE_BYTES: Final = 4 * 1024 * 1024
+KEEPALIVE: Final = (15.0, 10.0)  # as meshfed.kds.stream.grpc_options (--dp-keepalive-*)
 Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS_OF: Final = {
     pb.Error.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
@@ -109,8 +113,11 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         debounce: float = DEBOUNCE,
         max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
         cache: StoreCache | None = None,
+        keepalive: tuple[float, float] = KEEPALIVE,
     ) -> None:
-        """`cache`: the process's store cache (None: a cache of its own)."""
+        """`cache`: the process's store cache (None: a cache of its own); `keepalive`: ping
+        interval and answer timeout (seconds)."""
+        self.keepalive = keepalive
         self.zone = zone
         self.max_receive_bytes = max_receive_bytes
         self.issuer = issuer
@@ -154,10 +161,21 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self._unlisten.append(self.pusher.follow_services())
         # No SO_REUSEPORT: a second zone-cp on the same port must fail, not share proxies.
         receive = "grpc.max_receive_message_length"
+        ours = {
+            receive: self.max_receive_bytes,
+            "grpc.so_reuseport": 0,
+            # A proxy that hangs keeps its connection open (the kernel still ACKs), so only an
+            # unanswered ping shows it: its stream ends and it is marked offline (issue 16).
+            "grpc.keepalive_time_ms": round(self.keepalive[0] * 1000),
+            "grpc.keepalive_timeout_ms": round(self.keepalive[1] * 1000),
+            # grpcio 1.85 sends the keepalive pings but closes the connection of an
+            # unanswered one only with this set too (measured: without it a frozen peer's
+            # stream stayed open until the peer died).
+            "grpc.http2.ping_timeout_ms": round(self.keepalive[1] * 1000),
+        }
         options: list[tuple[str, int]] = [
-            *(o for o in grpc_options(MAX_MESSAGE_BYTES) if o[0] != receive),
-            (receive, self.max_receive_bytes),
-            ("grpc.so_reuseport", 0),
+            *(o for o in grpc_options(MAX_MESSAGE_BYTES) if o[0] not in ours),
+            *ours.items(),
         ]
         server = grpc.aio.server(options=options)
         pb_grpc.add_DataplaneConfigServicer_to_server(self, server)

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -243,11 +243,11 @@ def proxy_disconnected(insight: Resource | None) -> bool:
     return bool(subs) and "disconnectTime" in subs[-1]
 
 
-def connected_elsewhere(stored: Resource | None, instance: str) -> bool:
-    """The insight says the proxy's last connection is open on another zone-cp instance (a
-    previous life of this one after a crash, or another replica)."""
+def held_by_gone(stored: Resource | None, alive: Collection[str]) -> bool:
+    """The insight says the proxy's last connection is open on a zone-cp instance that is not
+    among `alive` (a previous life of this one after a crash, or a replica that died)."""
     subs = previous_subscriptions(stored)
     if not subs:
         return False
     last = subs[-1]
-    return "disconnectTime" not in last and last.get("controlPlaneInstanceId") != instance
+    return "disconnectTime" not in last and last.get("controlPlaneInstanceId") not in alive

@@ -195,6 +195,27 @@ class ZoneSettings:
             metavar="DURATION",
         ),
     ]
+    dp_keepalive_interval: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "15s",
+            "How often the dataplane config server pings each connected proxy (HTTP/2 PING); "
+            "with --dp-keepalive-timeout, how soon a proxy that hangs (frozen, its connection "
+            "still open) is taken for gone and marked offline",
+            metavar="DURATION",
+        ),
+    ]
+    dp_keepalive_timeout: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "10s",
+            "How long a proxy has to answer a keepalive ping before its stream is ended and "
+            "its dataplane marked not ready (DNS and other zones stop routing to it)",
+            metavar="DURATION",
+        ),
+    ]
     api_security: ApiSecurity
     log_level: LogLevel
 

@@ -4,6 +4,8 @@ takes over within the lease TTL (real etcd, global-cp and zone-cp processes)."""
 
 from __future__ import annotations
 
+import ipaddress
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from tests.integration.federation_support import (
     zone_security_args,
     zone_token_path,
 )
+from tests.integration.test_cross_zone_support import Mesh as MeshOnCluster
+from tests.integration.test_cross_zone_support import Zone
 from tests.support import Procs, free_port
 from tests.unit.store.etcd_server import EtcdServer
 
@@ -39,7 +43,7 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     server.stop()
 
 
-def zone_replica(procs: Procs, cluster: Cluster, etcd: EtcdServer, name: str) -> Node:
+def zone_replica(procs: Procs, cluster: Cluster, etcd: EtcdServer, name: str, *extra: str) -> Node:
     port = free_port()
     argv = [
         procs.script("zone-cp"),
@@ -60,6 +64,7 @@ def zone_replica(procs: Procs, cluster: Cluster, etcd: EtcdServer, name: str) ->
         f"{LEASE_TTL}s",
         *zone_security_args(cluster.root, "zone-1"),  # the replicas share zone-1's token
         *FAST_ZONE,
+        *extra,
     ]
     if not zone_token_path(cluster.root, "zone-1").exists():
         provision_zone(cluster.root, cluster.glob.http.port, "zone-1")
@@ -107,3 +112,70 @@ def test_one_zone_replica_talks_to_the_global_and_the_other_takes_over(
     # Resumed from the store the first replica left: nothing but p2 came down again.
     received = second.http.get("/_kds")["received"]["MeshTimeout"]
     assert received["resourcesApplied"] == 1
+
+
+def dp_state(node: Node, name: str) -> tuple[bool | None, str | None]:
+    """(inbound ready, the zone-cp instance of its open subscription; None: closed)."""
+    dp = node.http.get(f"/meshes/default/dataplanes/{name}")
+    ready = dp["networking"]["inbound"][0].get("health", {}).get("ready")
+    code, insight = node.http.call("GET", f"/meshes/default/dataplane-insights/{name}")
+    last = insight["subscriptions"][-1] if code == 200 else {}
+    instance = None if "disconnectTime" in last else last.get("controlPlaneInstanceId")
+    return ready, instance
+
+
+def test_the_leader_sweeps_the_proxies_of_a_killed_replica_and_another_takes_them_over(
+    procs: Procs, tmp_path: Path, etcd: EtcdServer
+) -> None:
+    """Issue 16: a proxy registered through a replica that was SIGKILLed stayed marked
+    connected (and ready) until it reconnected. Now the leader closes it once the dead
+    replica's presence lease is gone, and a replica it reconnects to takes it over."""
+    cluster = Cluster.create(procs, tmp_path, zone_names=())
+    cluster.start()
+    dp_ports = {name: free_port() for name in ("zone-1-a", "zone-1-b")}
+    replicas = {
+        name: zone_replica(
+            procs,
+            cluster,
+            etcd,
+            name,
+            "--dp-server-address",
+            f"127.0.0.1:{port}",
+        )
+        for name, port in dp_ports.items()
+    }
+    a, b = replicas["zone-1-a"], replicas["zone-1-b"]
+    for node in (a, b):
+        _wait_ready(node)
+    eventually(lambda: b.http.accepts_admin(), what="the global's keys in the zone")
+    # The proxy connects to the replica that is not the leader: the leader must survive it.
+    leader_id = b.http.get("/_leader")["leaderId"]
+    a_id, b_id = a.http.get("/")["instanceId"], b.http.get("/")["instanceId"]
+    victim, survivor = (a, b) if leader_id == b_id else (b, a)
+    victim_id = a_id if victim is a else b_id
+    unused = ipaddress.IPv4Network("0.0.0.0/32")  # DNS and VIPs: not what this test looks at
+    zones = {"zone-1": Zone("zone-1", victim, 0, dp_ports[victim.name], unused)}
+    mesh = MeshOnCluster(procs, tmp_path, cluster, zones)
+    web = mesh.workload("zone-1", "web-1", "web")
+    eventually(lambda: dp_state(survivor, "web-1") == (True, victim_id), what="web-1 ready")
+
+    assert victim.proc is not None
+    victim.proc.kill()
+    killed = time.monotonic()
+    web.sidecar.kill()  # its proxy is gone too (a pod on the dead replica's node)
+    eventually(
+        lambda: dp_state(survivor, "web-1") == (False, None),
+        timeout=LEASE_TTL + 15,
+        what="web-1 swept offline by the surviving replica",
+    )
+    swept_in = time.monotonic() - killed
+    assert survivor.http.get("/_leader")["leader"] is True
+    jobs = survivor.http.get("/_leader")["jobs"]
+    assert jobs["dp-crash-sweep"]["runs"] > 0
+
+    # The proxy comes back through the survivor: that replica holds it, ready again.
+    argv = list(web.sidecar.argv)
+    argv[argv.index("--cp") + 1] = f"grpc://127.0.0.1:{dp_ports[survivor.name]}"
+    procs.start("web-1-again", argv)
+    eventually(lambda: dp_state(survivor, "web-1") == (True, b_id if survivor is b else a_id))
+    print(f"swept {swept_in:.1f}s after the SIGKILL (lease TTL {LEASE_TTL}s)")

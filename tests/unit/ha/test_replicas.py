@@ -8,8 +8,8 @@ from pathlib import Path
 from aetcd import rpc
 
 from global_cp.app import create_default_mesh
-from global_cp.replicas import EtcdReplicas, SoleReplica, for_store
 from meshfed.ha.leader import SoleElection
+from meshfed.ha.presence import EtcdReplicas, SoleReplica, for_store
 from meshfed.kds.naming import types_global_to_zone
 from meshfed.kds.views import global_mirror
 from meshfed.resources.codec import resource_from_dict
@@ -74,10 +74,10 @@ async def test_a_replica_whose_presence_lapsed_registers_again(
 async def test_the_store_decides_between_etcd_presence_and_a_sole_replica(
     etcd_stores: list[EtcdStore], tmp_path: Path
 ) -> None:
-    replicas, election = for_store(etcd_stores[0], "x", ttl=3, key="global/leader")
+    replicas, election = for_store(etcd_stores[0], "x", ttl=3, role="global")
     assert isinstance(replicas, EtcdReplicas) and isinstance(election, LeaderElection)
     assert election.ttl == 3
-    sole, election2 = for_store(MemoryStore(), "x", ttl=3, key="global/leader")
+    sole, election2 = for_store(MemoryStore(), "x", ttl=3, role="global")
     assert isinstance(sole, SoleReplica) and isinstance(election2, SoleElection)
     assert await sole.alive() == frozenset({"x"}) and (await sole.describe())[0]["instanceId"]
 

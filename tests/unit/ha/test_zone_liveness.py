@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from global_cp.insights import MAX_SUBSCRIPTIONS, rfc3339
-from global_cp.replicas import SoleReplica
 from global_cp.zone_liveness import (
-    FULL_PASS_EVERY,
     InsightSweep,
     close_orphans,
     insight_resource,
@@ -16,6 +14,7 @@ from global_cp.zone_liveness import (
     serving_replica,
     stored_stat,
 )
+from meshfed.ha.presence import FULL_PASS_EVERY, SoleReplica
 from meshfed.resources.model import Meta, Resource
 from meshfed.resources.types.insights import ZONE_INSIGHT
 from meshfed.resources.types.zone import ZONE

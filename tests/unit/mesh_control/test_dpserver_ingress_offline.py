@@ -111,13 +111,13 @@ async def test_the_crash_sweep_closes_an_ingress_that_did_not_reconnect(
         sub = dpstate.Subscription(f"{name}-sub", instance, "t0", "v").to_json()
         await records.write_insight("ingress", "", name, [sub], None, None)
 
-    assert await records.close_stale("new-cp", live=set(), live_ingresses={"back"}) == 1
+    assert (await records.close_stale({"new-cp"}, live=set(), live_ingresses={"back"})).closed == 1
     closed = {
         name: dpstate.proxy_disconnected(await store.get("ZoneIngressInsight", "", name))
         for name in ("gone", "back", "mine")
     }
     assert closed == {"gone": True, "back": False, "mine": False}
-    assert await records.close_stale("new-cp", live=set()) == 1  # "back" went away since
+    assert (await records.close_stale({"new-cp"}, live=set())).closed == 1  # "back" went away since
 
 
 class SlowInsights(MemoryStore):

@@ -90,8 +90,9 @@ def test_insight_keeps_the_last_subscriptions_and_the_report() -> None:
     assert last["status"]["total"]["responsesSent"] == 2
     assert last["version"] == {"meshfedDp": {"version": "meshfed-mesh-dp/0.1.0"}}
     assert insight.spec["report"]["inbounds"][0]["bytesSent"] == 5
-    assert dpstate.connected_elsewhere(insight, "cp-1")
-    assert not dpstate.connected_elsewhere(insight, "cp-2")
+    assert dpstate.held_by_gone(insight, {"cp-1"})
+    assert dpstate.held_by_gone(insight, set())
+    assert not dpstate.held_by_gone(insight, {"cp-1", "cp-2"})
     closed = dpstate.insight_resource("ingress", "", "zi", ZONE, subs)
     assert closed.type == "ZoneIngressInsight"
-    assert not dpstate.connected_elsewhere(closed, "cp-9")
+    assert not dpstate.held_by_gone(closed, {"cp-9"})

@@ -1,11 +1,13 @@
-"""Which global-cp replicas are alive: the presence of each one, kept by a lease.
+"""Which replicas of a control plane are alive: the presence of each one, kept by a lease.
 
-A zone's streams end on one replica; the other replicas learn about the zone from its stored
-ZoneInsight, whose newest subscription names the replica holding the streams. That is only
-true while that replica lives: a replica that was killed never writes "disconnected". So each
-replica keeps a key `<prefix>/global/replicas/<instance id>` attached to its own lease; when
-the replica dies the lease expires and the key goes. A subscription held by a replica that
-has no key any more is over (`global_cp.zone_liveness`).
+A stream (a zone's KDS streams at the global, a proxy's config stream at a zone) ends on one
+replica; the other replicas learn about it from a stored insight whose newest subscription
+names the replica holding it. That is only true while that replica lives: a replica that was
+killed never writes "disconnected". So each replica keeps a key
+`<prefix>/<role>/replicas/<instance id>` (role `global` or `zone-cp`) attached to its own
+lease; when the replica dies the lease expires and the key goes. A subscription held by a
+replica that has no key any more is over: the leader closes it (`global_cp.zone_liveness`
+for zones, `zone_cp.dpsweep` for proxies).
 
 On SQLite and memory stores there is one process: `SoleReplica`.
 """
@@ -17,6 +19,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aetcd import rpc
@@ -28,10 +31,14 @@ from meshfed.store.base import ResourceStore, StoreError
 from meshfed.store.etcd import EtcdStore
 from meshfed.store.etcd_lease import LeaderElection, Lease
 
-log = logging.getLogger("global_cp.replicas")
+log = logging.getLogger("meshfed.ha.presence")
 
 CACHE_SECONDS = 0.2  # an overview of many zones asks once, not once per zone
 RETRY_DELAY = 0.5
+# A sweep reads everything it owns only when the set of live replicas changed since its last
+# pass (that is when subscriptions become orphans), or when the last pass left something to
+# retry, and anyway this often (a replica may have come and gone between two passes).
+FULL_PASS_EVERY = 30.0
 
 
 class Replicas(Protocol):
@@ -79,9 +86,10 @@ class EtcdReplicas:
         *,
         ttl: int,
         info: dict[str, Any] | None = None,
+        role: str = "global",
     ) -> None:
         self._conn = conn
-        self._prefix = f"{root.rstrip('/')}/global/replicas/".encode()
+        self._prefix = f"{root.rstrip('/')}/{role}/replicas/".encode()
         self.identity = identity
         self.registrations = 0
         self._ttl = ttl
@@ -170,18 +178,53 @@ class EtcdReplicas:
 
 
 def for_store(
-    store: ResourceStore, identity: str, *, ttl: int, key: str, info: dict[str, Any] | None = None
+    store: ResourceStore,
+    identity: str,
+    *,
+    ttl: int,
+    role: str,
+    info: dict[str, Any] | None = None,
 ) -> tuple[Replicas, Election]:
     """Presence and election fitting the store: through etcd when it is shared, else sole.
 
-    `key` names the election under the store's prefix (e.g. "global/leader").
+    `role` ("global", "zone-cp") names both under the store's prefix: the presence keys at
+    `<role>/replicas/`, the election at `<role>/leader`.
     """
     if isinstance(store, EtcdStore):
         replicas: Replicas = EtcdReplicas(
-            store.connection, store.prefix, identity, ttl=ttl, info=info
+            store.connection, store.prefix, identity, ttl=ttl, info=info, role=role
         )
         election: Election = LeaderElection(
-            store.connection, f"{store.prefix}/{key}", identity, ttl=ttl
+            store.connection, f"{store.prefix}/{role}/leader", identity, ttl=ttl
         )
         return replicas, election
     return SoleReplica(identity, info), SoleElection(identity)
+
+
+class DeadReplicaSweep:
+    """The leader's job over what dead replicas held: `sweep(alive)` (the live replicas' ids,
+    this one included) closes what the others left open and answers whether the pass was
+    clean (False: something changed meanwhile, look again next run)."""
+
+    def __init__(
+        self,
+        replicas: Replicas,
+        sweep: Callable[[frozenset[str]], Awaitable[bool]],
+        clock: Callable[[], float] = time.time,
+        full_pass_every: float = FULL_PASS_EVERY,
+    ) -> None:
+        self._replicas = replicas
+        self._sweep = sweep
+        self._clock = clock
+        self._full_pass_every = full_pass_every
+        self.passes = 0  # full passes, over this replica's life
+        self._last: tuple[frozenset[str], float] | None = None  # alive set, time of a clean pass
+
+    async def run(self) -> None:
+        alive = await self._replicas.alive() | {self._replicas.identity}
+        now = self._clock()
+        last = self._last
+        if last is not None and last[0] == alive and now - last[1] < self._full_pass_every:
+            return
+        self.passes += 1
+        self._last = (alive, now) if await self._sweep(alive) else None
