@@ -51,6 +51,7 @@ from meshfed.store.base import ResourceStore, StoreError
 from meshfed.store.cache import StoreCache
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
+from meshfed.store.timing import store_histogram, time_store
 
 log = logging.getLogger("global_cp")
 LEADER_KEY = "global/leader"  # under the etcd store's prefix
@@ -75,7 +76,10 @@ class GlobalControlPlane:
 
     async def start(self) -> None:
         s = self.settings
-        self.store = await open_configured_store(s.store, s.data_dir, s.etcd)
+        store_timings = store_histogram()
+        self.store = time_store(
+            await open_configured_store(s.store, s.data_dir, s.etcd), store_timings
+        )
         log.info(
             "opened %s store%s at revision %d",
             s.store,
@@ -121,6 +125,7 @@ class GlobalControlPlane:
             self.replicas,
             cache,
         )
+        self.api.collectors += [store_timings, self.federation.metrics.registry]
         self.api.federation = self.federation.views
         self.api.before_delete = self.federation.deletion.before_delete
         self.api.after_delete = self.federation.deletion.after_delete

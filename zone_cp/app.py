@@ -25,6 +25,7 @@ from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
 from meshfed.kds.auth import read_token_file
+from meshfed.kds.metrics import KdsMetrics
 from meshfed.kds.naming import types_zone_to_global
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import ClientTls, zone_tls
@@ -36,6 +37,7 @@ from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
 from meshfed.store.etcd_lease import LeaderElection
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
+from meshfed.store.timing import store_histogram, time_store
 from zone_cp.certs import CertIssuer
 from zone_cp.dns_wiring import ZoneDns
 from zone_cp.dppusher import WATCHED as DPSERVER_TYPES
@@ -58,6 +60,7 @@ class ZoneControlPlane:
         self.cache: StoreCache | None = None  # the process's one store cache (decision 80)
         self.api: ApiContext | None = None
         self.kds: ZoneKds | None = None
+        self.kds_metrics = KdsMetrics()  # every KDS client's streams, on /metrics
         self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
         self.services: ZoneServices | None = None
         self.dns: ZoneDns | None = None
@@ -72,7 +75,11 @@ class ZoneControlPlane:
         if s.global_kds:
             self._kds_security()
         prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
-        self.store = await open_configured_store(s.store, s.data_dir, s.etcd, default_prefix=prefix)
+        store_timings = store_histogram()
+        self.store = time_store(
+            await open_configured_store(s.store, s.data_dir, s.etcd, default_prefix=prefix),
+            store_timings,
+        )
         log.info(
             "zone %s: opened %s store%s at revision %d",
             s.zone,
@@ -101,6 +108,7 @@ class ZoneControlPlane:
             max_body_bytes=s.max_body_bytes,
             localhost_is_admin=s.api_security.api_localhost_is_admin,
         )
+        self.api.collectors += [store_timings, self.kds_metrics.registry]
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
         if s.global_kds:
@@ -251,6 +259,7 @@ class ZoneControlPlane:
             tls=self._tls,
             token_file=s.zone_token_file,
             cache=self.cache,
+            metrics=self.kds_metrics,
         )
 
     async def _run_kds(self) -> None:
