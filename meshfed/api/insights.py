@@ -8,7 +8,8 @@
   counts are left out: meshfed has none of those.
 - `GET /meshes/{mesh}/dataplanes+insights` (global and zone): Kuma's DataplaneOverview list,
   each Dataplane with its DataplaneInsight (`dataplaneInsight` is `{}` for a Dataplane no
-  proxy ever connected for).
+  proxy ever connected for) and, beyond Kuma's fields, its `state` as counted below, so
+  clients (`meshctl inspect dataplanes`) do not each derive it again.
 
 The states follow the insights the proxies' control plane writes: a proxy is online while
 its newest subscription is open; online with an inbound not ready is partially degraded;
@@ -174,7 +175,7 @@ def global_insight(inv: Inventory, created_at: str) -> dict[str, Any]:
 
 
 def dataplane_overview(dataplane: Resource, insight: Resource | None) -> dict[str, Any]:
-    """Kuma's DataplaneOverview."""
+    """Kuma's DataplaneOverview, plus the `state` the counts use."""
     return {
         "type": "DataplaneOverview",
         "mesh": dataplane.meta.mesh,
@@ -184,6 +185,7 @@ def dataplane_overview(dataplane: Resource, insight: Resource | None) -> dict[st
         "labels": dict(dataplane.meta.labels),
         "dataplane": dataplane.spec,
         "dataplaneInsight": insight.spec if insight is not None else {},
+        "state": dataplane_state(dataplane, insight),
     }
 
 
@@ -271,8 +273,9 @@ OVERVIEW_PAGE_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["type", "mesh", "name", "dataplane", "dataplaneInsight"],
+                "required": ["type", "mesh", "name", "dataplane", "dataplaneInsight", "state"],
                 "properties": {
+                    "state": {"enum": [ONLINE, OFFLINE, DEGRADED]},
                     "type": {"const": "DataplaneOverview"},
                     "mesh": {"type": "string"},
                     "name": {"type": "string"},
