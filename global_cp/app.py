@@ -17,6 +17,7 @@ from typing import Any
 
 from global_cp import mesh_ca
 from global_cp.federation import Federation, KdsSettings
+from global_cp.kds_lag import KdsLagCollector
 from global_cp.mesh_ca import MeshCaJob
 from global_cp.replicas import Replicas, for_store
 from global_cp.settings import GlobalSettings
@@ -125,7 +126,11 @@ class GlobalControlPlane:
             self.replicas,
             cache,
         )
-        self.api.collectors += [store_timings, self.federation.metrics.registry]
+        self.api.collectors += [
+            store_timings,
+            self.federation.metrics.registry,
+            KdsLagCollector(self.federation.zones),
+        ]
         self.api.federation = self.federation.views
         self.api.before_delete = self.federation.deletion.before_delete
         self.api.after_delete = self.federation.deletion.after_delete

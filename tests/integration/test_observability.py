@@ -87,6 +87,9 @@ def test_metrics_insight_json_logs_and_inspect(procs: Procs, tmp_path: Path) -> 
     ):
         assert sample(after, name, **kds, **extra) > sample(before, name, **kds, **extra), name
     assert sample(after, "meshfed_kds_propagation_seconds_sum", **kds) > 0
+    assert sample(after, "meshfed_kds_zone_connected", zone="zone-1") == 1
+    lag = ("meshfed_kds_pending_resources", frozenset(kds.items()))
+    assert after[lag] == 0  # ACKed: nothing of the type pending
     write = {"operation": "write_batch", "result": "ok"}
     assert sample(after, "meshfed_store_operation_duration_seconds_count", **write) > sample(
         before, "meshfed_store_operation_duration_seconds_count", **write
