@@ -156,8 +156,9 @@ class ZoneKds:
         while True:
             changed = client.state_changed
             await changed.wait()
+            fields = {"event": client.state, "zone": self.zone}
             if client.state == CONNECTED:
                 url = grpc_url(client.target, self.tls is not None)
-                log.info("connected to the global at %s", url)
+                log.info("connected to the global at %s", url, extra={**fields, "global": url})
             else:
-                log.info("KDS %s", client.state)
+                log.info("KDS %s", client.state, extra=fields)

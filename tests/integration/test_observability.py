@@ -132,9 +132,12 @@ def test_metrics_insight_json_logs_and_inspect(procs: Procs, tmp_path: Path) -> 
     run = meshctl(zone, "inspect", "meshes")
     assert run.returncode != 0 and "meshes are counted by the global" in run.stderr
 
-    for node, connected in ((cluster.glob, "zone-connected"), (cluster.zones["zone-1"], None)):
+    # One JSON object per line, and the KDS connection named with its zone as a field.
+    for node, connected in (
+        (cluster.glob, "zone-connected"),
+        (cluster.zones["zone-1"], "connected"),
+    ):
         assert node.proc is not None
         lines = json_lines(node.proc.log())
         assert lines and all({"time", "level", "logger", "message"} <= ln.keys() for ln in lines)
-        if connected:
-            assert any(ln.get("event") == connected and ln.get("zone") == "zone-1" for ln in lines)
+        assert any(ln.get("event") == connected and ln.get("zone") == "zone-1" for ln in lines)

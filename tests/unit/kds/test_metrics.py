@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+
+import pytest
 
 from meshfed.backoff import Backoff
 from meshfed.kds.client import KdsClient
@@ -84,7 +87,10 @@ def test_the_receiving_side_counts_responses_resources_bytes_and_replies() -> No
     assert value(m, "meshfed_kds_replies_sent_total", **labels, result="nack") == 1
 
 
-async def test_both_ends_count_what_passes_over_a_real_stream() -> None:
+async def test_both_ends_count_what_passes_over_a_real_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="meshfed.kds")
     port = free_port()
     hooks = Hooks()
     hooks.source.put(MTP, policy("good"))
@@ -125,6 +131,11 @@ async def test_both_ends_count_what_passes_over_a_real_stream() -> None:
         == value(at_zone, "meshfed_kds_response_bytes_received_total", **labels)
         > 0
     )
+    # Each end logs the NACK once, naming zone, type and reason as fields (--log-format json).
+    for event in ("nack-received", "nack-sent"):
+        [record] = [r for r in caplog.records if getattr(r, "event", None) == event]
+        assert (record.zone, record.type) == ("zone-1", MTP)  # type: ignore[attr-defined]
+        assert "'bad'" in record.reason  # type: ignore[attr-defined]
     for m in (at_global, at_zone):
         for direction in ("global-to-zone", "zone-to-global"):
             assert (
