@@ -117,6 +117,34 @@ def write_time(text: str) -> float | None:
         return None
 
 
+class _Sent:
+    """The sending side's series of one zone and type, looked up once per stream (a
+    `labels()` call takes a lock and a dict lookup: most of the cost of counting)."""
+
+    def __init__(self, m: KdsMetrics, zone: str, type_name: str) -> None:
+        labels = (zone, type_name)
+        self.responses = m.responses_sent.labels(*labels)
+        self.bytes = m.bytes_sent.labels(*labels)
+        self.upserts = m.resources_sent.labels(*labels, UPSERT)
+        self.removes = m.resources_sent.labels(*labels, REMOVE)
+        self.acks = m.replies_received.labels(*labels, ACK)
+        self.nacks = m.replies_received.labels(*labels, NACK)
+        self.propagation = m.propagation.labels(*labels)
+
+
+class _Received:
+    """The receiving side's series of one zone and type (see `_Sent`)."""
+
+    def __init__(self, m: KdsMetrics, zone: str, type_name: str) -> None:
+        labels = (zone, type_name)
+        self.responses = m.responses_received.labels(*labels)
+        self.bytes = m.bytes_received.labels(*labels)
+        self.upserts = m.resources_received.labels(*labels, UPSERT)
+        self.removes = m.resources_received.labels(*labels, REMOVE)
+        self.acks = m.replies_sent.labels(*labels, ACK)
+        self.nacks = m.replies_sent.labels(*labels, NACK)
+
+
 class StreamMetrics:
     """One stream of one zone, fed by the stream loops; remembers, per type, the write times
     of what is in flight until the peer answers."""
@@ -126,37 +154,52 @@ class StreamMetrics:
         self.zone = zone
         self.started = metrics.clock()
         self._in_flight: dict[str, list[float]] = {}
+        self._sent: dict[str, _Sent] = {}
+        self._received: dict[str, _Received] = {}
+
+    def _out(self, type_name: str) -> _Sent:
+        series = self._sent.get(type_name)
+        if series is None:
+            series = self._sent[type_name] = _Sent(self._m, self.zone, type_name)
+        return series
+
+    def _in(self, type_name: str) -> _Received:
+        series = self._received.get(type_name)
+        if series is None:
+            series = self._received[type_name] = _Received(self._m, self.zone, type_name)
+        return series
 
     def response_sent(self, resp: SyncResponse, size: int) -> None:
-        m, labels = self._m, (self.zone, resp.type)
-        m.responses_sent.labels(*labels).inc()
-        m.bytes_sent.labels(*labels).inc(size)
+        series = self._out(resp.type)
+        series.responses.inc()
+        series.bytes.inc(size)
         if resp.resources:
-            m.resources_sent.labels(*labels, UPSERT).inc(len(resp.resources))
+            series.upserts.inc(len(resp.resources))
         if resp.removed:
-            m.resources_sent.labels(*labels, REMOVE).inc(len(resp.removed))
+            series.removes.inc(len(resp.removed))
         written = (write_time(r.modification_time) for r in resp.resources)
         self._in_flight[resp.type] = [t for t in written if t is not None and t >= self.started]
 
     def reply_received(self, type_name: str, nack: bool) -> None:
         """The peer answered the response in flight of a type (not a stale reply)."""
-        self._m.replies_received.labels(self.zone, type_name, NACK if nack else ACK).inc()
+        series = self._out(type_name)
+        (series.nacks if nack else series.acks).inc()
         written = self._in_flight.pop(type_name, [])
         if nack or not written:
             return
         now = self._m.clock()
-        histogram = self._m.propagation.labels(self.zone, type_name)
         for when in written:
-            histogram.observe(max(0.0, now - when))
+            series.propagation.observe(max(0.0, now - when))
 
     def response_received(self, resp: SyncResponse, size: int) -> None:
-        m, labels = self._m, (self.zone, resp.type)
-        m.responses_received.labels(*labels).inc()
-        m.bytes_received.labels(*labels).inc(size)
+        series = self._in(resp.type)
+        series.responses.inc()
+        series.bytes.inc(size)
         if resp.resources:
-            m.resources_received.labels(*labels, UPSERT).inc(len(resp.resources))
+            series.upserts.inc(len(resp.resources))
         if resp.removed:
-            m.resources_received.labels(*labels, REMOVE).inc(len(resp.removed))
+            series.removes.inc(len(resp.removed))
 
     def reply_sent(self, type_name: str, nack: bool) -> None:
-        self._m.replies_sent.labels(self.zone, type_name, NACK if nack else ACK).inc()
+        series = self._in(type_name)
+        (series.nacks if nack else series.acks).inc()
