@@ -17,6 +17,7 @@ from typing import Any
 
 from global_cp import mesh_ca
 from global_cp.federation import Federation, KdsSettings
+from global_cp.kds_lag import KdsLagCollector
 from global_cp.mesh_ca import MeshCaJob
 from global_cp.settings import GlobalSettings
 from global_cp.zone_liveness import InsightSweep
@@ -51,6 +52,7 @@ from meshfed.store.base import ResourceStore, StoreError
 from meshfed.store.cache import StoreCache
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
+from meshfed.store.timing import store_histogram, time_store
 
 log = logging.getLogger("global_cp")
 ROLE = "global"  # the presence and election keys under the etcd store's prefix
@@ -75,7 +77,10 @@ class GlobalControlPlane:
 
     async def start(self) -> None:
         s = self.settings
-        self.store = await open_configured_store(s.store, s.data_dir, s.etcd)
+        store_timings = store_histogram()
+        self.store = time_store(
+            await open_configured_store(s.store, s.data_dir, s.etcd), store_timings
+        )
         log.info(
             "opened %s store%s at revision %d",
             s.store,
@@ -121,6 +126,11 @@ class GlobalControlPlane:
             self.replicas,
             cache,
         )
+        self.api.collectors += [
+            store_timings,
+            self.federation.metrics.registry,
+            KdsLagCollector(self.federation.zones),
+        ]
         self.api.federation = self.federation.views
         self.api.before_delete = self.federation.deletion.before_delete
         self.api.after_delete = self.federation.deletion.after_delete

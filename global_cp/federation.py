@@ -35,6 +35,7 @@ from meshfed.auth.tokens import TokenKind
 from meshfed.config import Address
 from meshfed.ha.presence import Replicas, SoleReplica
 from meshfed.kds.auth import KdsAuthenticator
+from meshfed.kds.metrics import KdsMetrics
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
 from meshfed.kds.server import KdsServer
 from meshfed.kds.stream import grpc_options
@@ -78,6 +79,7 @@ class Federation:
         self.lifecycle = ZoneLifecycle(
             store, registry, self.zones, self.insights, self.up_types, instance_id
         )
+        self.metrics = KdsMetrics()  # on the API's /metrics (meshfed.kds.metrics)
         # Every KDS call proves its zone with a zone token before anything else happens.
         self.kds = KdsServer(
             self.lifecycle,
@@ -86,6 +88,7 @@ class Federation:
             health_interval=settings.health_interval,
             stale_timeout=settings.offline_timeout,
             max_message_size=settings.max_message_bytes,
+            metrics=self.metrics,
         )
         self.zones.sessions = self.kds.sessions
         self.views = ZoneViews(store, self.zones, self.replicas, instance_id)

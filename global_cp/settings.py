@@ -12,6 +12,7 @@ from meshfed.auth.options import ApiSecurity, check_api_tls
 from meshfed.config import (
     Address,
     Config,
+    LogFormat,
     LogLevel,
     Option,
     parse_address,
@@ -98,6 +99,7 @@ class GlobalSettings:
     ]
     api_security: ApiSecurity
     log_level: LogLevel
+    log_format: LogFormat
 
 
 CONFIG = Config(

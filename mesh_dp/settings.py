@@ -10,6 +10,7 @@ from typing import Annotated
 from meshfed.config import (
     Address,
     Config,
+    LogFormat,
     LogLevel,
     Option,
     parse_bool,
@@ -135,6 +136,7 @@ class SidecarSettings:
         ),
     ]
     log_level: LogLevel
+    log_format: LogFormat
 
 
 CONFIG = Config(

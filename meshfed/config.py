@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +222,18 @@ LogLevel = Annotated[
     str, Option(choice_parser(*LOG_LEVELS), "info", "Log verbosity: " + ", ".join(LOG_LEVELS))
 ]
 
+LOG_FORMATS = ("text", "json")
+
+LogFormat = Annotated[
+    str,
+    Option(
+        choice_parser(*LOG_FORMATS),
+        "text",
+        "Log line format: text (one readable line per event) or json (one JSON object per "
+        "line: time, level, logger, message and the event's own fields)",
+    ),
+]
+
 
 # ---- the option set of one program ---------------------------------------------------------
 
@@ -373,11 +387,47 @@ def _show(default: Any) -> str:
     return str(default)
 
 
-def configure_logging(level: str) -> None:
-    """One readable line per event on stderr (timestamps, level, logger), for every program."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        force=True,
-    )
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+# What every LogRecord carries; anything else on a record came from `extra=` (its fields).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: `time` (RFC 3339, UTC, milliseconds), `level`, `logger`,
+    `message`, then the fields the call passed as `extra=` (`zone`, `type`, `reason`, ...),
+    and `exception` with the traceback when there is one. Values JSON cannot hold are
+    written as their str(); the four fixed keys always win over a field of the same name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            k: v
+            for k, v in record.__dict__.items()
+            if k not in _RECORD_ATTRIBUTES and not k.startswith("_")
+        }
+        when = time.gmtime(record.created)
+        millis = int(record.msecs)
+        out["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", when) + f".{millis:03d}Z"
+        out["level"] = record.levelname.lower()
+        out["logger"] = record.name
+        out["message"] = record.getMessage()
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One line per event on stderr, for every program: readable text (timestamp, level,
+    logger, message), or with `json` one object per line for a log collector."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)

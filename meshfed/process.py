@@ -29,6 +29,9 @@ class HasLogLevel(Protocol):
     @property
     def log_level(self) -> str: ...
 
+    @property
+    def log_format(self) -> str: ...
+
 
 S = TypeVar("S", bound=HasLogLevel)
 
@@ -56,7 +59,7 @@ def load_settings(
             check(settings)
         except ConfigError as exc:
             parser.error(str(exc))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 

@@ -26,6 +26,7 @@ from meshfed.config import Address
 from meshfed.ha.leader import Leader
 from meshfed.ha.presence import DeadReplicaSweep, Replicas, for_store
 from meshfed.kds.auth import read_token_file
+from meshfed.kds.metrics import KdsMetrics
 from meshfed.kds.naming import types_zone_to_global
 from meshfed.kds.options import grpc_url
 from meshfed.kds.tls import ClientTls, zone_tls
@@ -36,6 +37,7 @@ from meshfed.store.cache import StoreCache
 from meshfed.store.etcd import DEFAULT_PREFIX, EtcdStore
 from meshfed.store.factory import open_configured_store
 from meshfed.store.orphans import OrphanSweeper
+from meshfed.store.timing import store_histogram, time_store
 from zone_cp.certs import CertIssuer
 from zone_cp.dns_wiring import ZoneDns
 from zone_cp.dppusher import WATCHED as DPSERVER_TYPES
@@ -59,6 +61,7 @@ class ZoneControlPlane:
         self.cache: StoreCache | None = None  # the process's one store cache (decision 80)
         self.api: ApiContext | None = None
         self.kds: ZoneKds | None = None
+        self.kds_metrics = KdsMetrics()  # every KDS client's streams, on /metrics
         self.leader: Leader | None = None  # etcd store: only the leader replica runs KDS
         self.replicas: Replicas | None = None  # etcd store: the zone's live replicas
         self.dp_sweep: DeadReplicaSweep | None = None
@@ -75,7 +78,11 @@ class ZoneControlPlane:
         if s.global_kds:
             self._kds_security()
         prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
-        self.store = await open_configured_store(s.store, s.data_dir, s.etcd, default_prefix=prefix)
+        store_timings = store_histogram()
+        self.store = time_store(
+            await open_configured_store(s.store, s.data_dir, s.etcd, default_prefix=prefix),
+            store_timings,
+        )
         log.info(
             "zone %s: opened %s store%s at revision %d",
             s.zone,
@@ -104,6 +111,7 @@ class ZoneControlPlane:
             max_body_bytes=s.max_body_bytes,
             localhost_is_admin=s.api_security.api_localhost_is_admin,
         )
+        self.api.collectors += [store_timings, self.kds_metrics.registry]
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
         if isinstance(self.store, EtcdStore):
@@ -264,6 +272,7 @@ class ZoneControlPlane:
             tls=self._tls,
             token_file=s.zone_token_file,
             cache=self.cache,
+            metrics=self.kds_metrics,
         )
 
     async def _run_kds(self) -> None:

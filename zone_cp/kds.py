@@ -23,6 +23,7 @@ from meshfed.backoff import Backoff
 from meshfed.config import Address
 from meshfed.kds.auth import read_token_file
 from meshfed.kds.client import CONNECTED, KdsClient
+from meshfed.kds.metrics import KdsMetrics
 from meshfed.kds.naming import types_global_to_zone, types_zone_to_global
 from meshfed.kds.options import grpc_url
 from meshfed.kds.receive import zone_receive_side
@@ -55,9 +56,11 @@ class ZoneKds:
         tls: ClientTls | None,
         token_file: Path | None,
         cache: StoreCache | None = None,
+        metrics: KdsMetrics | None = None,
     ) -> None:
         """`tls` None: plaintext (--kds-insecure); `token_file`: the zone token; `cache`: the
-        process's store cache (None: a cache of its own)."""
+        process's store cache (None: a cache of its own); `metrics`: the process's KDS
+        counters (they outlive this client: a replica makes one per leader term)."""
         self._store = store
         self._registry = registry
         self.zone = zone
@@ -71,6 +74,7 @@ class ZoneKds:
         self.down_types = types_global_to_zone(registry)
         self.up_types = types_zone_to_global(registry)
         self.mirror = zone_mirror(store, self.up_types, zone, cache)
+        self.metrics = metrics
         self.client: KdsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -91,6 +95,7 @@ class ZoneKds:
             backoff=Backoff(initial=0.1, maximum=self._reconnect_max),
             tls=self.tls,
             token=self._token,
+            metrics=self.metrics,
         )
         self._tasks = [
             asyncio.create_task(self.client.run(), name="kds-client"),
@@ -151,8 +156,9 @@ class ZoneKds:
         while True:
             changed = client.state_changed
             await changed.wait()
+            fields = {"event": client.state, "zone": self.zone}
             if client.state == CONNECTED:
                 url = grpc_url(client.target, self.tls is not None)
-                log.info("connected to the global at %s", url)
+                log.info("connected to the global at %s", url, extra={**fields, "global": url})
             else:
-                log.info("KDS %s", client.state)
+                log.info("KDS %s", client.state, extra=fields)

@@ -18,6 +18,7 @@ from meshfed.config import (
     Address,
     Config,
     ConfigError,
+    LogFormat,
     LogLevel,
     Option,
     parse_address,
@@ -218,6 +219,7 @@ class ZoneSettings:
     ]
     api_security: ApiSecurity
     log_level: LogLevel
+    log_format: LogFormat
 
 
 CONFIG = Config(

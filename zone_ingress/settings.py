@@ -11,6 +11,7 @@ from typing import Annotated
 from meshfed.config import (
     Address,
     Config,
+    LogFormat,
     LogLevel,
     Option,
     int_parser,
@@ -111,6 +112,7 @@ class IngressSettings:
         ),
     ]
     log_level: LogLevel
+    log_format: LogFormat
 
 
 CONFIG = Config(

@@ -1,4 +1,4 @@
-"""`meshctl inspect zones|services`: live state beyond stored resources.
+"""`meshctl inspect zones|services|dataplanes|meshes`: live state beyond stored resources.
 
 `zones`: each zone's connection and sync lag, from `/zones+insights`.
 
@@ -11,14 +11,19 @@ the most recent NACK. Zones are listed by the global only: asked of a zone's API
 `services`: the services of a mesh from `GET /meshes/{mesh}/services`. Against a zone: the
 zones that have each service, its VIP in this zone and its zone-pinned VIPs; against the
 global: instances per zone and each zone's VIP for it.
+
+`dataplanes`: kumactl's columns from `GET /meshes/{mesh}/dataplanes+insights`, plus the zone
+(the global lists every zone's) and the state the API computed (online, offline,
+partiallyDegraded). `meshes`: each mesh's mTLS backend, dataplanes and services
+online/total and policies per type, from the global's `GET /global-insight`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from meshctl.client import ApiError
 from meshctl.commands.common import DEFAULT_MESH
@@ -33,6 +38,7 @@ from meshctl.output import (
     render_table,
 )
 
+T = TypeVar("T")
 ZONES_PATH = "/zones+insights"
 ZONE_HEADERS = [
     "NAME",
@@ -78,6 +84,26 @@ def register(
     services.add_argument("-m", "--mesh", default=DEFAULT_MESH, help="mesh (default: default)")
     services.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     services.set_defaults(func=run_services)
+    dataplanes = what.add_parser(
+        "dataplanes",
+        parents=[common],
+        help="the dataplanes of a mesh: zone, state, config updates, certificate",
+        description="Each Dataplane of the mesh with its zone, tags, state (online, offline, "
+        "partiallyDegraded), connection and config-update ages and counts, certificate "
+        "regeneration and expiry, and proxy version (kumactl's columns).",
+    )
+    dataplanes.add_argument("-m", "--mesh", default=DEFAULT_MESH, help="mesh (default: default)")
+    dataplanes.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    dataplanes.set_defaults(func=run_dataplanes)
+    meshes = what.add_parser(
+        "meshes",
+        parents=[common],
+        help="each mesh's mTLS, dataplanes and services online/total, policies (at the global)",
+        description="Each mesh with its mTLS backend, dataplanes and services online/total, "
+        "and its policies in total and per type, from the global's /global-insight.",
+    )
+    meshes.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    meshes.set_defaults(func=run_meshes)
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
@@ -170,16 +196,21 @@ def zones_table(items: list[dict[str, Any]], now: datetime) -> str:
     return render_table(ZONE_HEADERS, rows)
 
 
-def run_zones(args: argparse.Namespace, ctx: Context) -> int:
+def _at_global(ctx: Context, path: str, what: str, read: Callable[[str], T]) -> T:
+    """Reads `path`, which only the global serves: a zone's 404 says where to ask instead."""
     try:
-        items = ctx.client().list_all(ZONES_PATH)
+        return read(path)
     except ApiError as exc:
         if exc.status != 404:
             raise
         raise CliError(
-            f"zones are listed by the global; {ctx.api_url} has no {ZONES_PATH} (a zone's API)",
+            f"{what} by the global; {ctx.api_url} has no {path} (a zone's API)",
             details=["leave out --api (meshctl up makes the global current), or --api GLOBAL"],
         ) from None
+
+
+def run_zones(args: argparse.Namespace, ctx: Context) -> int:
+    items = _at_global(ctx, ZONES_PATH, "zones are listed", ctx.client().list_all)
     if args.output == "json":
         ctx.stdout.write(dump_json(items))
     elif args.output == "yaml":
@@ -251,4 +282,137 @@ def run_services(args: argparse.Namespace, ctx: Context) -> int:
     else:
         where = f" in zone {body['zone']}" if body.get("zone") else ""
         print(f"No services in mesh {args.mesh}{where}.", file=ctx.stderr)
+    return 0
+
+
+# -- dataplanes -------------------------------------------------------------------------------
+
+DATAPLANE_HEADERS = [
+    "MESH",
+    "NAME",
+    "ZONE",
+    "TAGS",
+    "STATUS",
+    "LAST CONNECTED AGO",
+    "LAST UPDATED AGO",
+    "TOTAL UPDATES",
+    "TOTAL ERRORS",
+    "CERT REGENERATED AGO",
+    "CERT EXPIRATION",
+    "CERT REGENERATIONS",
+    "CERT BACKEND",
+    "DP VERSION",
+]
+ZONE_LABEL = "kuma.io/zone"
+
+
+def tags_cell(dataplane: Mapping[str, Any]) -> str:
+    """Every inbound's tags, `key=value` sorted and without repeats (as kumactl)."""
+    pairs: set[str] = set()
+    inbound = _dict(dataplane.get("networking")).get("inbound")
+    for item in inbound if isinstance(inbound, list) else []:
+        pairs.update(f"{k}={v}" for k, v in _dict(_dict(item).get("tags")).items())
+    return " ".join(sorted(pairs)) or "-"
+
+
+def _ago(value: Any, now: datetime, never: str = "never") -> str:
+    age = format_age(value, now)
+    return never if age == "-" else age
+
+
+def dataplane_row(item: Mapping[str, Any], now: datetime) -> list[str]:
+    insight = _dict(item.get("dataplaneInsight"))
+    subs = _subscriptions(insight)
+    last = subs[-1] if subs else {}
+    status = _dict(last.get("status"))
+    updates = errors = 0
+    for sub in subs:
+        total = _dict(_dict(sub.get("status")).get("total"))
+        updates += _int(total.get("responsesSent"))
+        errors += _int(total.get("responsesRejected"))
+    mtls = _dict(insight.get("mTLS"))
+    expiry = parse_time(mtls.get("certificateExpirationTime"))
+    version = _dict(_dict(_dict(last.get("version")).get("meshfedDp"))).get("version")
+    return [
+        str(item.get("mesh", "")),
+        str(item.get("name", "")),
+        str(_dict(item.get("labels")).get(ZONE_LABEL) or "-"),
+        tags_cell(_dict(item.get("dataplane"))),
+        str(item.get("state") or "-"),
+        _ago(last.get("connectTime"), now),
+        _ago(status.get("lastUpdateTime"), now),
+        str(updates),
+        str(errors),
+        _ago(mtls.get("lastCertificateRegeneration"), now),
+        expiry.strftime("%Y-%m-%d %H:%M:%S") if expiry is not None else "-",
+        str(_int(mtls.get("certificateRegenerations"))),
+        str(mtls.get("issuedBackend") or "-"),
+        str(version or "-"),
+    ]
+
+
+def dataplanes_table(items: list[dict[str, Any]], now: datetime) -> str:
+    return render_table(DATAPLANE_HEADERS, [dataplane_row(i, now) for i in items])
+
+
+def run_dataplanes(args: argparse.Namespace, ctx: Context) -> int:
+    items = ctx.client().list_all(f"/meshes/{args.mesh}/dataplanes+insights")
+    if args.output == "json":
+        ctx.stdout.write(dump_json(items))
+    elif args.output == "yaml":
+        ctx.stdout.write(dump_yaml(items))
+    elif items:
+        ctx.stdout.write(dataplanes_table(items, ctx.now()))
+    else:
+        print(f"No dataplanes in mesh {args.mesh}.", file=ctx.stderr)
+    return 0
+
+
+# -- meshes -----------------------------------------------------------------------------------
+
+GLOBAL_INSIGHT_PATH = "/global-insight"
+MESH_HEADERS = ["MESH", "MTLS", "DATAPLANES", "SERVICES", "POLICIES"]
+
+
+def _online_total(value: Any) -> str:
+    counts = _dict(value)
+    return f"{_int(counts.get('online'))}/{_int(counts.get('total'))}"
+
+
+def meshes_table(insight: Mapping[str, Any]) -> str:
+    """One row per mesh; then one column per policy type some mesh has (kumactl shows a
+    column per type; the types no mesh uses would only be zeros)."""
+    by_mesh = {k: _dict(v) for k, v in _dict(_dict(insight.get("meshes")).get("byMesh")).items()}
+    types = sorted(
+        {t for m in by_mesh.values() for t in _dict(_dict(m.get("policies")).get("byType"))}
+    )
+    rows = []
+    for name, mesh in sorted(by_mesh.items()):
+        policies = _dict(mesh.get("policies"))
+        per_type = _dict(policies.get("byType"))
+        rows.append(
+            [
+                name,
+                str(mesh.get("mtls") or "off"),
+                _online_total(mesh.get("dataplanes")),
+                _online_total(mesh.get("services")),
+                str(_int(policies.get("total"))),
+                *(str(_int(per_type.get(t))) for t in types),
+            ]
+        )
+    return render_table([*MESH_HEADERS, *(t.upper() for t in types)], rows)
+
+
+def run_meshes(args: argparse.Namespace, ctx: Context) -> int:
+    insight = _at_global(ctx, GLOBAL_INSIGHT_PATH, "meshes are counted", ctx.client().get)
+    if not isinstance(insight, dict):
+        raise CliError("unexpected answer from /global-insight: not an object")
+    if args.output == "json":
+        ctx.stdout.write(dump_json(insight))
+    elif args.output == "yaml":
+        ctx.stdout.write(dump_yaml(insight))
+    elif _dict(_dict(insight.get("meshes")).get("byMesh")):
+        ctx.stdout.write(meshes_table(insight))
+    else:
+        print("No meshes found.", file=ctx.stderr)
     return 0

@@ -17,6 +17,7 @@ from meshfed.api.errors import ApiError, error_middleware
 from meshfed.api.explain import add_explain_routes
 from meshfed.api.federation import add_federation_routes
 from meshfed.api.gui import add_gui_routes
+from meshfed.api.insights import add_insight_routes
 from meshfed.api.metrics import METRICS, ApiMetrics
 from meshfed.api.openapi import openapi_document
 from meshfed.api.policy_views import add_policy_view_routes
@@ -159,6 +160,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_resource_routes(routes, ctx)
     add_watch_route(routes)
     add_federation_routes(routes, ctx)
+    add_insight_routes(routes, ctx)  # /global-insight, /meshes/{mesh}/dataplanes+insights
     add_services_routes(routes, ctx)
     add_explain_routes(routes, ctx)  # GET /meshes/{mesh}/_explain: why a call passes or not
     add_unsupported_routes(routes)

@@ -43,7 +43,9 @@ from meshfed.aio import wait_for
 from meshfed.backoff import Backoff
 from meshfed.kds.auth import AUTHORIZATION, CLIENT_INSTANCE
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE, KdsProtocolError
+from meshfed.kds.metrics import KdsMetrics
 from meshfed.kds.sender import Sender
+from meshfed.kds.server import GLOBAL_TO_ZONE, ZONE_TO_GLOBAL
 from meshfed.kds.stream import (
     CLIENT_ID,
     Liveness,
@@ -82,10 +84,12 @@ class KdsClient:
         token: str | Callable[[], str] = "",
         clock: Callable[[], float] = time.time,
         instance_id: str | None = None,
+        metrics: KdsMetrics | None = None,
     ) -> None:
         """`target`: "host:port" of the global's KDS server, or of each of its replicas;
         `tls`: how to check the global (None: plaintext); `token`: the zone token, or how to
-        read it at each session; `instance_id`: this process (default: random)."""
+        read it at each session; `instance_id`: this process (default: random); `metrics`:
+        where the streams are counted, labelled with this zone (None: nowhere)."""
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise ValueError("KdsClient needs at least one target")
@@ -101,6 +105,7 @@ class KdsClient:
         self._tls = tls
         self._token = token
         self._clock = clock
+        self._metrics = metrics
         self.state = DISCONNECTED
         self.sender: Sender | None = None  # the current session's zone -> global engine
         self.sessions = 0
@@ -137,6 +142,7 @@ class KdsClient:
                 self.last_error,
                 self.target,
                 delay,
+                extra={"event": "disconnected", "zone": self.zone, "reason": self.last_error},
             )
             await asyncio.sleep(delay)
 
@@ -164,10 +170,20 @@ class KdsClient:
             up_call = stub.ZoneToGlobalSync(None, metadata=metadata)
             self.sender = Sender(self._up_types, max_message_size=self._max)
             accepted = asyncio.Event()
+            m = self._metrics
             await first_completed(
-                run_receiver(_AfterAccept(down_call, accepted), self.down, liveness=liveness),
+                run_receiver(
+                    _AfterAccept(down_call, accepted),
+                    self.down,
+                    liveness=liveness,
+                    metrics=m.stream(self.zone, GLOBAL_TO_ZONE) if m is not None else None,
+                ),
                 run_sender(
-                    _AfterAccept(up_call, accepted), self.sender, self._source, liveness=liveness
+                    _AfterAccept(up_call, accepted),
+                    self.sender,
+                    self._source,
+                    liveness=liveness,
+                    metrics=m.stream(self.zone, ZONE_TO_GLOBAL) if m is not None else None,
                 ),
                 self._heartbeat(stub, metadata),
                 self._accepted(accepted, down_call, up_call),

@@ -38,6 +38,7 @@ from meshfed._gen import kds_pb2_grpc as pb_grpc
 from meshfed.aio import wait_for
 from meshfed.kds.auth import CLIENT_INSTANCE, KdsAuthenticator, KdsRequest, Refusal
 from meshfed.kds.messages import DEFAULT_MAX_MESSAGE_SIZE
+from meshfed.kds.metrics import KdsMetrics, StreamMetrics
 from meshfed.kds.receiver import Receiver
 from meshfed.kds.sender import Sender
 from meshfed.kds.stream import (
@@ -150,8 +151,11 @@ class KdsServer(pb_grpc.KDSServicer):
         stale_timeout: float = 30.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         clock: Callable[[], float] = time.time,
+        metrics: KdsMetrics | None = None,
     ) -> None:
+        """`metrics`: where each zone's streams are counted (None: nowhere)."""
         self._hooks = hooks
+        self._metrics = metrics
         self._auth = authenticator
         self._down_types = list(down_types)
         self._health_interval = health_interval
@@ -177,7 +181,8 @@ class KdsServer(pb_grpc.KDSServicer):
             sender = Sender(self._down_types, max_message_size=self._max)
             session.down = sender
             source = await self._hooks.down_source(session.zone)
-            await run_sender(context, sender, source, liveness=session.liveness)
+            metrics = self._stream_metrics(session.zone, GLOBAL_TO_ZONE)
+            await run_sender(context, sender, source, liveness=session.liveness, metrics=metrics)
 
         await self._serve(context, GLOBAL_TO_ZONE, body)
 
@@ -187,7 +192,8 @@ class KdsServer(pb_grpc.KDSServicer):
         async def body(session: ZoneSession) -> None:
             side = await self._hooks.up_side(session.zone)
             session.up = side.receiver
-            await run_receiver(context, side, liveness=session.liveness)
+            metrics = self._stream_metrics(session.zone, ZONE_TO_GLOBAL)
+            await run_receiver(context, side, liveness=session.liveness, metrics=metrics)
 
         await self._serve(context, ZONE_TO_GLOBAL, body)
 
@@ -208,6 +214,9 @@ class KdsServer(pb_grpc.KDSServicer):
         return pb.HealthCheckResponse(interval_ms=max(1, round(self._health_interval * 1000)))
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _stream_metrics(self, zone: str, direction: str) -> StreamMetrics | None:
+        return self._metrics.stream(zone, direction) if self._metrics is not None else None
 
     async def _admit(self, context: Context) -> KdsRequest:
         """The authenticated zone of a call, or the call is aborted with why not."""
@@ -278,12 +287,24 @@ class KdsServer(pb_grpc.KDSServicer):
         if refused:
             await end_call(context, grpc.StatusCode.PERMISSION_DENIED, refused)
         elif failure is not None:
-            log.warning("zone %s: %s stream failed: %r", zone, direction, failure)
+            log.warning(
+                "zone %s: %s stream failed: %r",
+                zone,
+                direction,
+                failure,
+                extra={"event": "stream-failed", "zone": zone, "reason": str(failure)},
+            )
             await end_call(
                 context, grpc.StatusCode.INTERNAL, f"{direction} stream failed: {failure}"
             )
         elif stopped.is_set():
-            log.info("zone %s: closing %s stream: %s", zone, direction, reason)
+            log.info(
+                "zone %s: closing %s stream: %s",
+                zone,
+                direction,
+                reason,
+                extra={"event": "stream-closed", "zone": zone, "reason": reason},
+            )
             await end_call(context, grpc.StatusCode.UNAVAILABLE, reason)
 
     def _other_instance(self, session: ZoneSession, instance: str) -> str:
@@ -311,12 +332,20 @@ class KdsServer(pb_grpc.KDSServicer):
         await self._hooks.zone_connected(session.zone)  # may raise ZoneRejected
         session.connected_time = self._clock()
         session.announced = True
-        log.info("zone %s connected", session.zone)
+        log.info(
+            "zone %s connected",
+            session.zone,
+            extra={"event": "zone-connected", "zone": session.zone, "instance": session.instance},
+        )
 
     async def _disconnected(self, session: ZoneSession) -> None:
         session.announced = False
         session.disconnected_time = self._clock()
-        log.info("zone %s disconnected", session.zone)
+        log.info(
+            "zone %s disconnected",
+            session.zone,
+            extra={"event": "zone-disconnected", "zone": session.zone},
+        )
         try:
             await self._hooks.zone_disconnected(session.zone)
         except Exception as exc:  # bookkeeping must not turn a disconnect into a crash

@@ -48,6 +48,7 @@ from meshfed._gen import kds_pb2 as pb
 from meshfed.aio import first_completed as first_completed  # re-exported: its old home
 from meshfed.kds.convert import request_from_pb, request_to_pb, response_from_pb, response_to_pb
 from meshfed.kds.messages import KdsProtocolError, SyncRequest, WireResource
+from meshfed.kds.metrics import StreamMetrics
 from meshfed.kds.receiver import ChangeSet, Receiver, Validate
 from meshfed.kds.sender import Sender
 from meshfed.resources.model import Key
@@ -144,8 +145,10 @@ async def run_sender(
     source: ResourceSource,
     *,
     liveness: Liveness | None = None,
+    metrics: StreamMetrics | None = None,
 ) -> None:
-    """Sends `source` to the peer until the stream ends (returns) or fails (raises)."""
+    """Sends `source` to the peer until the stream ends (returns) or fails (raises);
+    `metrics` counts what passes (meshfed.kds.metrics)."""
     types = set(sender.types)
     # Every type is (re)loaded first; changes queue behind the load in commit order.
     queue: deque[SourceChange] = deque(SourceChange(t, None) for t in sender.types)
@@ -167,9 +170,14 @@ async def run_sender(
             if liveness is not None:
                 liveness.touch()
             try:
-                sender.handle_request(request_from_pb(msg))
+                req = request_from_pb(msg)
+                answers = not req.is_subscribe and sender.in_flight(req.type)
+                sender.handle_request(req)
             except KdsProtocolError as exc:
                 log.warning("ignoring a request from the peer: %s", exc)
+            else:
+                if answers and not sender.in_flight(req.type):  # not a stale reply
+                    _replied(req, metrics)
             wake.set()
 
     async def writer() -> None:
@@ -189,7 +197,10 @@ async def run_sender(
             for type_name in sender.ready_types():
                 resp = sender.next_response(type_name)
                 if resp is not None:
-                    await duplex.write(response_to_pb(resp))
+                    message = response_to_pb(resp)
+                    if metrics is not None:
+                        metrics.response_sent(resp, message.ByteSize())
+                    await duplex.write(message)
 
     unlisten = source.listen(on_change)
     try:
@@ -199,10 +210,35 @@ async def run_sender(
         sender.disconnect()
 
 
+def _replied(req: SyncRequest, metrics: StreamMetrics | None) -> None:
+    """The peer answered what was in flight: counted, and a NACK logged with its reason."""
+    if metrics is not None:
+        metrics.reply_received(req.type, req.error_detail is not None)
+    if req.error_detail is not None:
+        zone = metrics.zone if metrics is not None else ""
+        log.warning(
+            "zone %s NACKed %s: %s",
+            zone or "?",
+            req.type,
+            req.error_detail.message,
+            extra={
+                "event": "nack-received",
+                "zone": zone,
+                "type": req.type,
+                "reason": req.error_detail.message,
+            },
+        )
+
+
 async def run_receiver(
-    duplex: Duplex, side: ReceiveSide, *, liveness: Liveness | None = None
+    duplex: Duplex,
+    side: ReceiveSide,
+    *,
+    liveness: Liveness | None = None,
+    metrics: StreamMetrics | None = None,
 ) -> None:
-    """Subscribes, then applies what arrives and answers it, until the stream ends or fails."""
+    """Subscribes, then applies what arrives and answers it, until the stream ends or fails;
+    `metrics` counts what passes (meshfed.kds.metrics)."""
     outbox: asyncio.Queue[SyncRequest] = asyncio.Queue()
     for req in side.receiver.subscribe_requests():
         outbox.put_nowait(req)
@@ -216,12 +252,30 @@ async def run_receiver(
                 raise KdsProtocolError(f"expected a SyncResponse, got {type(msg).__name__}")
             if liveness is not None:
                 liveness.touch()
-            changes, reply = side.receiver.handle_response(response_from_pb(msg), side.validate)
+            resp = response_from_pb(msg)
+            if metrics is not None:
+                metrics.response_received(resp, msg.ByteSize())
+            changes, reply = side.receiver.handle_response(resp, side.validate)
             if not changes.empty:
                 await side.apply(changes)  # raises: nothing committed, nothing answered
             side.receiver.commit(changes)
+            nack = reply.error_detail is not None
             if reply.error_detail is not None:
-                log.warning("rejected %s: %s", reply.type, reply.error_detail.message)
+                zone = metrics.zone if metrics is not None else ""
+                log.warning(
+                    "rejected %s%s: %s",
+                    reply.type,
+                    f" (zone {zone})" if zone else "",
+                    reply.error_detail.message,
+                    extra={
+                        "event": "nack-sent",
+                        "zone": zone,
+                        "type": reply.type,
+                        "reason": reply.error_detail.message,
+                    },
+                )
+            if metrics is not None:
+                metrics.reply_sent(reply.type, nack)
             outbox.put_nowait(reply)
 
     async def writer() -> None:

@@ -4,6 +4,7 @@ clear line and the documented exit status."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated
 
-from meshfed.config import Config, LogLevel, Option, parse_str
+from meshfed.config import Config, LogFormat, LogLevel, Option, parse_str
 from meshfed.process import load_settings, run_program, run_until_stopped
 
 log = logging.getLogger("demo")
@@ -31,6 +32,7 @@ log = logging.getLogger("demo")
 @dataclass(frozen=True)
 class Settings:
     log_level: LogLevel
+    log_format: LogFormat
     fail: Annotated[str, Option(parse_str, "", "")]
 
 
@@ -128,3 +130,12 @@ def test_a_bad_option_value_exits_2_and_help_documents_run(child: Path) -> None:
     result = run(child, "--help")
     assert result.returncode == 0, result
     assert "run: start the demo (the default)" in " ".join(result.stdout.split())
+
+
+def test_log_format_json_writes_one_object_per_line(child: Path) -> None:
+    result = run(child, "--log-format", "json", "--fail", "start")
+    assert result.returncode == 1, result
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"time", "level", "logger", "message"} <= lines[0].keys()
+    failed = [line for line in lines if line["message"].startswith("cannot start")]
+    assert failed and failed[0]["level"] == "error" and failed[0]["logger"] == "demo"
