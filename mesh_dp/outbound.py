@@ -38,13 +38,14 @@ from collections.abc import Callable, Hashable, Sequence
 from mesh_dp.balancer import Balancer, EndpointState
 from mesh_dp.http import health
 from mesh_dp.http.accesslog import Record
+from mesh_dp.http.attempt import RequestPolicy
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.hashing import CALLER, peer_host, request_hash
 from mesh_dp.http.limits import Caps, Limits
 from mesh_dp.http.outlier import OutlierDetector
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
-from mesh_dp.http.proxy import HttpProxy, RequestPolicy
+from mesh_dp.http.proxy import HttpProxy
 from mesh_dp.http.retry import RetryPolicy
 from mesh_dp.http.timeouts import HttpTimeouts
 from mesh_dp.relay import Link, Side, describe

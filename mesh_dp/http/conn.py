@@ -48,6 +48,10 @@ class Conn(asyncio.Protocol):
         self._read_paused = False
         self.on_lost: list[Callable[[Conn], None]] = []
         self.opened_at = 0.0  # when an upstream connection was opened (maxConnectionDuration)
+        # The callback path (fast.py): called instead of waking a waiting coroutine, and
+        # when the transport can take writes again.
+        self.notify: Callable[[], None] | None = None
+        self.writable: Callable[[], None] | None = None
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -107,10 +111,20 @@ class Conn(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self.writable is not None:
+            self.writable()
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's write buffer is above its high-water mark."""
+        return self._drain is not None and not self._drain.done()
 
     # --- for the pipeline -----------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self.notify is not None:
+            self.notify()
+            return
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
