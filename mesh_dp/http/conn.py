@@ -52,6 +52,7 @@ class Conn(asyncio.Protocol):
         # when the transport can take writes again.
         self.notify: Callable[[], None] | None = None
         self.writable: Callable[[], None] | None = None
+        self.kept: Parser | None = None  # the last response parser, for the next response
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class Lane:
         self.reused = True
         self.got_any = False
         self.paused_up = False
+        self._on_up_cb = self._guarded(self._on_up)
 
     async def run(self) -> Handed:
         """Serves requests until one needs the coroutine path or the connection is over."""
@@ -223,9 +224,12 @@ class Lane:
         self.final, self.encoder, self.got_any = None, None, False
         self.record.upstream = endpoint.label
         endpoint.active += 1
-        self.parser = ResponseParser(self.head.method)
-        up.expect(self.parser)
-        up.notify = self._guarded(self._on_up)
+        parser = up.kept
+        if not (isinstance(parser, ResponseParser) and parser.reset(self.head.method)):
+            parser = up.kept = ResponseParser(self.head.method)
+        self.parser = parser
+        up.expect(parser)
+        up.notify = self._on_up_cb
         up.write(data)
         self._last = self.clock()
         self._arm(self._request_deadline()[0])
