@@ -257,7 +257,7 @@ class OutboundListener:
         server = await loop.create_server(self._protocol, self.outbound.address, port, backlog=1024)
         self._servers[port] = server
 
-    def _protocol(self) -> asyncio.Protocol:
+    def _protocol(self) -> asyncio.BaseProtocol:
         """Per accepted connection: the protocol of the config at that moment."""
         if self.outbound.protocol == "http":
             return _HttpAccepted(self)
@@ -388,7 +388,7 @@ class OutboundListener:
         client.close(abort=True)
 
     async def open(
-        self, state: EndpointState, outbound: Outbound, factory: Callable[[], asyncio.Protocol]
+        self, state: EndpointState, outbound: Outbound, factory: Callable[[], asyncio.BaseProtocol]
     ) -> None:
         """Connects `factory()`'s protocol to the endpoint: TCP, then mTLS checking that the
         server is the service (the caller bounds the time)."""

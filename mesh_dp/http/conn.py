@@ -30,7 +30,13 @@ class Parser(Protocol):
     def eof(self) -> list[Event]: ...
 
 
-class Conn(asyncio.Protocol):
+# One read buffer for every connection: a read is copied out of it before anything else
+# runs. As a BufferedProtocol, a TLS connection's plaintext is decrypted straight into it
+# (the event loop's TLS otherwise allocates 256 KiB per read attempt).
+_READ = memoryview(bytearray(256 * 1024))
+
+
+class Conn(asyncio.BufferedProtocol):
     """`downstream`: the accepted side (its bytes count into `counter` as received)."""
 
     def __init__(self, parser: Parser | None, *, counter: ByteCounter | None = None) -> None:
@@ -59,6 +65,12 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t = self.transport = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.counter is not None:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mesh_dp.http")
 
 Handed = Slow | Resume | None  # None: the client connection is over
+WHOLE_BODY = 64 * 1024  # a Content-Length body up to this is read whole, then sent with the head
 
 
 class Lane:
@@ -88,10 +89,13 @@ class Lane:
         self.got_any = False
         self.paused_up = False
         self._on_up_cb = self._guarded(self._on_up)
+        self._waiting: RequestHead | None = None  # a head whose body is still coming
+        self._head_at = 0.0  # when it came
 
     async def run(self) -> Handed:
         """Serves requests until one needs the coroutine path or the connection is over."""
         self._done = self.loop.create_future()
+        self._waiting = None
         self.down.notify = self._guarded(self._pump)
         self.down.writable = self._guarded(self._down_writable)
         self._last = self.clock()
@@ -156,17 +160,29 @@ class Lane:
         if not isinstance(head, RequestHead):
             self._finish(Slow())
             return
-        if not self._plain(head):
+        if head is not self._waiting:
+            self._waiting = None
+        verdict = self._plain(head)
+        if verdict is None:  # the rest of its body is on its way
+            if self._waiting is None:
+                self._waiting, self._head_at = head, self._last
+            self._arm(self._body_deadline()[0])
+            return
+        if not verdict:
             self._finish(Slow())
             return
         self._start(head)
 
-    def _plain(self, head: RequestHead) -> bool:
-        """The request can go the callback way: whole, plain, allowed, within maxRequests."""
+    def _plain(self, head: RequestHead) -> bool | None:
+        """The request can go the callback way: whole, plain, allowed, within maxRequests.
+        None: not yet, a body of up to WHOLE_BODY bytes is still coming."""
         if head.upgrade or head.method == b"CONNECT" or head.expects_continue:
             return False
         if head.framing is not Framing.NONE and not self.down.holds_end():
-            return False  # the body still streams in: proxy.py streams it up
+            small = head.framing is Framing.LENGTH and (head.length or 0) <= WHOLE_BODY
+            if small and not self.down.eof:
+                return None
+            return False  # the body streams in: proxy.py streams it up
         if self.allowed is not None and not self.allowed():
             return False
         limits = self.proxy.limits
@@ -189,9 +205,11 @@ class Lane:
             return
         # The request is ours from here on.
         now = self.clock()
-        self.start = now
+        self.start = self._head_at if self._waiting is head else now
+        self._waiting = None
         record = Record(proxy.direction, cluster.name, head.method, head.target, head.version)
-        upload = Upload(Deadlines(policy.timeouts, policy.retry.per_try_timeout, now), done=True)
+        deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, self.start)
+        upload = Upload(deadlines, done=True)
         retry = RetryState.for_request(policy.retry, head.method, False)
         upload.replay = replay = retry.replay
         proxy.limits.try_acquire_request()  # room was checked in _plain
@@ -433,6 +451,34 @@ class Lane:
                 best, kind = at, what
         return best, kind
 
+    def _body_deadline(self) -> tuple[float | None, Expiry | None]:
+        """While a request body comes in: streamIdleTimeout since the client's last byte,
+        maxStreamDuration since the head (what proxy.py's upload enforces)."""
+        t = self.proxy.cluster.policy().timeouts
+        best: float | None = None
+        kind: Expiry | None = None
+        if t.stream_idle > 0:
+            best, kind = self._last + t.stream_idle, Expiry.STREAM_IDLE
+        if t.max_stream > 0 and (best is None or self._head_at + t.max_stream <= best):
+            best, kind = self._head_at + t.max_stream, Expiry.STREAM_DURATION
+        return best, kind
+
+    def _body_stalled(self, kind: Expiry | None) -> None:
+        """The client stopped sending the body (or took too long): the answer proxy.py
+        gives, and the connection closes."""
+        head, proxy = self._waiting, self.proxy
+        assert head is not None
+        if kind is Expiry.STREAM_IDLE:
+            failed = Failed("timeout", "the request body stalled: streamIdleTimeout")
+        else:
+            proxy.stats.timeouts += 1
+            failed = no_answer(proxy.cluster.name, kind)
+        record = Record(proxy.direction, proxy.cluster.name, head.method, head.target, head.version)
+        proxy.answer(self.down, head, record, failed, whole=False)
+        record.duration = self.clock() - self._head_at
+        proxy.account(record)
+        self._finish(None)
+
     def _arm(self, at: float | None) -> None:
         """The timer fires at `at` or earlier (then re-arms): a later deadline keeps the
         timer already armed, so most requests create no timer."""
@@ -450,6 +496,13 @@ class Lane:
         if self._done is None or self._done.done():
             return
         now = self.clock()
+        if self.up is None and self._waiting is not None:
+            at, kind = self._body_deadline()
+            if at is not None and at <= now:
+                self._body_stalled(kind)
+            else:
+                self._arm(at)
+            return
         if self.up is None:
             at = self._idle_deadline()
             if at is not None and at <= now:
