@@ -103,6 +103,15 @@ class Balancer:
         self.policies = policies
         self.states: list[EndpointState] = [EndpointState(e) for e in _unique(endpoints)]
         self._tables: dict[tuple[object, ...], HashTable] = {}
+        self._one_level: tuple[object, bool] = (None, False)
+
+    def _single_level(self) -> bool:
+        """Every endpoint is at one locality level (then the level walk has nothing to
+        choose); kept per `states` list, which `update` replaces."""
+        if self._one_level[0] is not self.states:
+            levels = {locality.level(s.endpoint) for s in self.states}
+            self._one_level = (self.states, len(levels) <= 1)
+        return self._one_level[1]
 
     def update(self, endpoints: Sequence[Endpoint], policies: OutboundPolicies) -> None:
         """New endpoints and policies; endpoints that stay keep their state."""
@@ -151,7 +160,7 @@ class Balancer:
 
     def _group(self, candidates: list[EndpointState], now: float) -> list[EndpointState]:
         """The available candidates of the level to use (mesh_dp/locality.py)."""
-        if not self.policies.locality_aware:
+        if not self.policies.locality_aware or self._single_level():
             return [s for s in candidates if s.available(now)]
         return locality.priority_group(
             self.states, candidates, lambda s: s.available(now), self.policies.failover_threshold

@@ -222,7 +222,12 @@ class _Parser:
         te, cl = fields.get(b"transfer-encoding"), fields.get(b"content-length")
         if cl is not None and b"," in cl:
             cl = cl.split(b",", 1)[0]  # the first one, as `_get` reads it
-        if b"connection" in fields and _names_fields([fields[b"connection"]]):
+        connection = fields.get(b"connection")
+        if (
+            connection is not None
+            and connection.strip() not in _CONNECTION_OPTIONS
+            and (_names_fields([connection]))
+        ):
             hop = None  # it names other fields: headers.py's general rule
         self._expect = b"expect" in fields
         return (*_framing(te, cl, response), raw if hop is not None else b"", hop)
