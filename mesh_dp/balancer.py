@@ -73,6 +73,7 @@ class EndpointState:
     requests: int = 0  # HTTP responses relayed from it
     server_errors: int = 0  # ... of which 5xx (what outlier detection will read)
     smooth_weight: int = field(default=0)  # smooth weighted round robin's running weight
+    _label: tuple[object, str] = field(default=(None, ""), repr=False, compare=False)
 
     @property
     def key(self) -> EndpointKey:
@@ -80,10 +81,12 @@ class EndpointState:
 
     @property
     def label(self) -> str:
-        """How metrics and logs name the endpoint."""
+        """How metrics and logs name the endpoint (read per request: kept)."""
         e = self.endpoint
-        base = f"{e.address}:{e.port}"
-        return f"{base} ({e.zone} via ingress)" if e.via_ingress else base
+        if self._label[0] is not e:
+            base = f"{e.address}:{e.port}"
+            self._label = e, f"{base} ({e.zone} via ingress)" if e.via_ingress else base
+        return self._label[1]
 
     def available(self, now: float) -> bool:
         return self.healthy and now >= self.ejected_until and now >= self.outlier_until
@@ -100,6 +103,15 @@ class Balancer:
         self.policies = policies
         self.states: list[EndpointState] = [EndpointState(e) for e in _unique(endpoints)]
         self._tables: dict[tuple[object, ...], HashTable] = {}
+        self._one_level: tuple[object, bool] = (None, False)
+
+    def _single_level(self) -> bool:
+        """Every endpoint is at one locality level (then the level walk has nothing to
+        choose); kept per `states` list, which `update` replaces."""
+        if self._one_level[0] is not self.states:
+            levels = {locality.level(s.endpoint) for s in self.states}
+            self._one_level = (self.states, len(levels) <= 1)
+        return self._one_level[1]
 
     def update(self, endpoints: Sequence[Endpoint], policies: OutboundPolicies) -> None:
         """New endpoints and policies; endpoints that stay keep their state."""
@@ -128,7 +140,10 @@ class Balancer:
     ) -> EndpointState | None:
         """The endpoint for the next connect attempt, or None when every one was tried.
         `key`: the request's hash (RingHash / Maglev), None when it has none."""
-        candidates = [s for s in self.states if not any(s is t for t in tried)]
+        if tried:
+            candidates = [s for s in self.states if not any(s is t for t in tried)]
+        else:
+            candidates = list(self.states)
         if not candidates:
             return None
         group = self._group(candidates, now)
@@ -145,7 +160,7 @@ class Balancer:
 
     def _group(self, candidates: list[EndpointState], now: float) -> list[EndpointState]:
         """The available candidates of the level to use (mesh_dp/locality.py)."""
-        if not self.policies.locality_aware:
+        if not self.policies.locality_aware or self._single_level():
             return [s for s in candidates if s.available(now)]
         return locality.priority_group(
             self.states, candidates, lambda s: s.available(now), self.policies.failover_threshold

@@ -31,10 +31,11 @@ from collections.abc import Callable, Sequence
 
 from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
+from mesh_dp.http.attempt import RequestPolicy
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.parse import ProtocolError, RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
-from mesh_dp.http.proxy import HttpProxy, RequestPolicy
+from mesh_dp.http.proxy import HttpProxy
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import InboundStats
 from mesh_dp.tlsconf import TlsContexts

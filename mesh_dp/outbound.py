@@ -38,13 +38,14 @@ from collections.abc import Callable, Hashable, Sequence
 from mesh_dp.balancer import Balancer, EndpointState
 from mesh_dp.http import health
 from mesh_dp.http.accesslog import Record
+from mesh_dp.http.attempt import RequestPolicy
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.hashing import CALLER, peer_host, request_hash
 from mesh_dp.http.limits import Caps, Limits
 from mesh_dp.http.outlier import OutlierDetector
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
-from mesh_dp.http.proxy import HttpProxy, RequestPolicy
+from mesh_dp.http.proxy import HttpProxy
 from mesh_dp.http.retry import RetryPolicy
 from mesh_dp.http.timeouts import HttpTimeouts
 from mesh_dp.relay import Link, Side, describe
@@ -256,7 +257,7 @@ class OutboundListener:
         server = await loop.create_server(self._protocol, self.outbound.address, port, backlog=1024)
         self._servers[port] = server
 
-    def _protocol(self) -> asyncio.Protocol:
+    def _protocol(self) -> asyncio.BaseProtocol:
         """Per accepted connection: the protocol of the config at that moment."""
         if self.outbound.protocol == "http":
             return _HttpAccepted(self)
@@ -387,7 +388,7 @@ class OutboundListener:
         client.close(abort=True)
 
     async def open(
-        self, state: EndpointState, outbound: Outbound, factory: Callable[[], asyncio.Protocol]
+        self, state: EndpointState, outbound: Outbound, factory: Callable[[], asyncio.BaseProtocol]
     ) -> None:
         """Connects `factory()`'s protocol to the endpoint: TCP, then mTLS checking that the
         server is the service (the caller bounds the time)."""

@@ -23,6 +23,9 @@ from meshfed.proxy.promtext import Family, counter, gauge, histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 @dataclass
 class HttpStats:
     """Per-request counters of an HTTP listener (outbound: per upstream service)."""
@@ -36,7 +39,11 @@ class HttpStats:
     ejections: int = 0  # endpoints ejected: a failed connect, or outlier detection
 
     def observe(self, record: Record) -> None:
-        self.statuses[f"{record.status // 100}xx" if record.status else "none"] += 1
+        status = record.status
+        if 0 <= status < 600:
+            self.statuses[_CLASSES[status // 100] if status else "none"] += 1
+        else:
+            self.statuses[f"{status // 100}xx"] += 1
         if record.error:
             self.errors[record.error] += 1
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, record.duration)] += 1

@@ -30,7 +30,13 @@ class Parser(Protocol):
     def eof(self) -> list[Event]: ...
 
 
-class Conn(asyncio.Protocol):
+# One read buffer for every connection: a read is copied out of it before anything else
+# runs. As a BufferedProtocol, a TLS connection's plaintext is decrypted straight into it
+# (the event loop's TLS otherwise allocates 256 KiB per read attempt).
+_READ = memoryview(bytearray(256 * 1024))
+
+
+class Conn(asyncio.BufferedProtocol):
     """`downstream`: the accepted side (its bytes count into `counter` as received)."""
 
     def __init__(self, parser: Parser | None, *, counter: ByteCounter | None = None) -> None:
@@ -48,12 +54,23 @@ class Conn(asyncio.Protocol):
         self._read_paused = False
         self.on_lost: list[Callable[[Conn], None]] = []
         self.opened_at = 0.0  # when an upstream connection was opened (maxConnectionDuration)
+        # The callback path (fast.py): called instead of waking a waiting coroutine, and
+        # when the transport can take writes again.
+        self.notify: Callable[[], None] | None = None
+        self.writable: Callable[[], None] | None = None
+        self.kept: Parser | None = None  # the last response parser, for the next response
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t = self.transport = cast(asyncio.Transport, transport)
         t.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.counter is not None:
@@ -107,10 +124,20 @@ class Conn(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self.writable is not None:
+            self.writable()
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's write buffer is above its high-water mark."""
+        return self._drain is not None and not self._drain.done()
 
     # --- for the pipeline -----------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self.notify is not None:
+            self.notify()
+            return
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

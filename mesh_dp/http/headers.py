@@ -8,25 +8,18 @@ is `Trailer`), and a response body that ends with its connection is sent to an H
 client chunked, so the client's connection can stay open. An Upgrade request keeps its
 `Upgrade` field and says `Connection: upgrade` again; so does the 101 answering it.
 
+A head parsed from one read comes with its bytes as received (parse.py: `raw`, `hop`): when
+the rules above change nothing but the hop-by-hop lines, those are cut out of the received
+bytes instead of rebuilding the head field by field (the common case, and the cheaper one).
+
 Every message the sidecar sends upstream is HTTP/1.1 with keep-alive; what the client
 asked for (`Connection: close`, HTTP/1.0) applies to the client's connection only.
 """
 
 from __future__ import annotations
 
-from mesh_dp.http.parse import Framing, Headers, RequestHead, ResponseHead
+from mesh_dp.http.parse import HOP_BY_HOP, Framing, Headers, RequestHead, ResponseHead
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"trailer",
-    }
-)
 LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -67,8 +60,30 @@ def response_framing(upstream: Framing, client_version: str) -> Framing:
     return upstream
 
 
+def _without_hop(raw: bytes, hop: tuple[bytes, ...]) -> bytes:
+    """`raw` (a head as received) without the lines of the fields named in `hop`. The parser
+    accepted the head strictly, so each field is one line starting with its name."""
+    low = raw.lower()
+    for name in hop:
+        needle = b"\r\n" + name + b":"
+        at = low.find(needle)
+        while at >= 0:
+            end = low.find(b"\r\n", at + 2)
+            raw, low = raw[:at] + raw[end:], low[:at] + low[end:]
+            at = low.find(needle, at)
+    return raw
+
+
 def request_bytes(head: RequestHead) -> bytes:
     """The head sent upstream for `head` (always HTTP/1.1, keep-alive)."""
+    if (
+        head.hop is not None
+        and head.raw
+        and head.version == "1.1"
+        and not head.upgrade
+        and head.framing is not Framing.CHUNKED
+    ):
+        return _without_hop(head.raw, head.hop) if head.hop else head.raw
     upgrade = head.upgrade and head.header(b"upgrade") is not None
     headers = end_to_end(head.headers, keep_upgrade=upgrade)
     lines = [b"%s %s HTTP/1.1\r\n" % (head.method, head.target), *_lines(headers)]
@@ -82,6 +97,16 @@ def request_bytes(head: RequestHead) -> bytes:
 
 def response_bytes(head: ResponseHead, framing: Framing, *, close: bool) -> bytes:
     """The head sent to the client; `close`: this response ends the client's connection."""
+    if (
+        head.hop is not None
+        and head.raw
+        and head.version == "1.1"
+        and framing is head.framing
+        and framing is not Framing.CHUNKED
+        and head.status != 101
+    ):
+        raw = _without_hop(head.raw, head.hop) if head.hop else head.raw
+        return raw[:-2] + b"Connection: close\r\n\r\n" if close and head.status >= 200 else raw
     upgrade = head.status == 101
     headers = end_to_end(head.headers, keep_upgrade=upgrade)
     if framing is not head.framing and framing is Framing.CHUNKED:

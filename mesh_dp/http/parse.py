@@ -19,11 +19,37 @@ connection ends at `eof()`.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 import httptools
 
 MAX_HEAD = 64 * 1024  # request line or status line plus headers
+
+# RFC 9110 §7.6.1: the fields a proxy does not forward (headers.py applies the rule).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"trailer",
+    }
+)
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
+# The fields a head is scanned for (lowercased): hop-by-hop, framing, Expect.
+_NOTED = re.compile(
+    rb"\r\n(" + b"|".join(sorted(HOP_BY_HOP | {b"content-length", b"expect"})) + rb"):([^\r]*)"
+)
+
+
+def _names_fields(values: list[bytes]) -> bool:
+    """A `Connection` field names other fields (not only keep-alive, close, upgrade)."""
+    return any(
+        t.strip().lower() not in _CONNECTION_OPTIONS for v in values for t in v.split(b",") if t
+    )
 
 
 class Framing(enum.Enum):
@@ -54,12 +80,17 @@ class RequestHead:
     upgrade: bool  # an Upgrade request (or CONNECT)
     framing: Framing
     length: int | None = None
+    raw: bytes = b""  # the head as received (see `_Parser`), b"" when not known
+    hop: tuple[bytes, ...] | None = None  # its hop-by-hop fields' names (None: not known)
+    expect: bool | None = None  # it has an Expect field (None: not known)
 
     def header(self, name: bytes) -> bytes | None:
         return _get(self.headers, name)
 
     @property
     def expects_continue(self) -> bool:
+        if self.expect is False:
+            return False
         value = self.header(b"expect")
         return value is not None and value.strip().lower() == b"100-continue"
 
@@ -73,6 +104,8 @@ class ResponseHead:
     keep_alive: bool
     framing: Framing
     length: int | None = None
+    raw: bytes = b""
+    hop: tuple[bytes, ...] | None = None
 
     def header(self, name: bytes) -> bytes | None:
         return _get(self.headers, name)
@@ -103,8 +136,8 @@ def _get(headers: Headers, name: bytes) -> bytes | None:
     return None
 
 
-def _framing(headers: Headers, response: bool) -> tuple[Framing, int | None]:
-    te = _get(headers, b"transfer-encoding")
+def _framing(te: bytes | None, cl: bytes | None, response: bool) -> tuple[Framing, int | None]:
+    """The body's framing from the first Transfer-Encoding and Content-Length fields."""
     if te is not None:
         last = te.split(b",")[-1].strip().lower()
         if last == b"chunked":
@@ -112,7 +145,6 @@ def _framing(headers: Headers, response: bool) -> tuple[Framing, int | None]:
         if not response:  # llhttp refuses these requests already; kept for safety
             raise ProtocolError("Transfer-Encoding without a final chunked")
         return Framing.CLOSE, None
-    cl = _get(headers, b"content-length")
     if cl is not None:
         try:
             length = int(cl.strip())
@@ -125,7 +157,12 @@ def _framing(headers: Headers, response: bool) -> tuple[Framing, int | None]:
 
 
 class _Parser:
-    """What requests and responses share: header collection with a size cap, events."""
+    """What requests and responses share: header collection with a size cap, events.
+
+    A message whose first byte is the first byte of a read (the usual case: one message
+    per read) keeps its head's bytes as received (`raw`), and the positions of its
+    hop-by-hop fields (`hop`), so a proxy can forward the head without rebuilding it
+    (headers.py); `hop` is None when a `Connection` field names other fields."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -133,26 +170,74 @@ class _Parser:
         self._headers: Headers = []
         self._size = 0
         self._in_message = False
-
-    def _count(self, n: int) -> None:
-        self._size += n
-        if self._size > MAX_HEAD:
-            raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
+        self._data = b""  # what is being fed
+        self._fresh = False  # nothing of `_data` was consumed yet
+        self._raw_src: bytes | None = None  # the read the message began at the start of
+        self._in_head = False  # a head began and has not ended
+        self._head_fed = 0  # bytes read since it began (an upper bound of its size)
+        self._line = 0  # the size of the request or status line
+        self._expect: bool | None = None  # the head has an Expect field (None: not known)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._headers = []
         self._size = 0
         self._in_message = True
+        self._raw_src = self._data if self._fresh else None
+        self._fresh = False
+        self._in_head = True
+        self._head_fed = 0
+        self._line = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        self._headers.append((name, value))
+        self._headers.append((name, value))  # sizes are checked per read (_parse)
+
+    def header_value(self, name: bytes) -> bytes | None:
+        return _get(self._headers, name)
+
+    def _head_done(self) -> tuple[Framing, int | None, bytes, tuple[bytes, ...] | None]:
+        """At the end of a head: its size checked, its framing, and (when the message began
+        at the start of this read) its bytes as received with its hop-by-hop field names.
+        The fields that matter are found in the received bytes by C-level searches rather
+        than field by field."""
+        self._in_head = False
+        data = self._data
+        headers = self._headers
+        response = isinstance(self, ResponseParser)
+        end = data.find(b"\r\n\r\n") if self._raw_src is data else -1
+        if end < 0 or data[:1] in (b"\r", b"\n"):
+            size = sum(len(n) + len(v) + 4 for n, v in headers) + self._line
+            if size > MAX_HEAD:
+                raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
+            te, cl = _get(headers, b"transfer-encoding"), _get(headers, b"content-length")
+            self._expect = None
+            return (*_framing(te, cl, response), b"", None)
+        raw = data[: end + 4]
+        if len(raw) > MAX_HEAD:
+            raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
+        fields: dict[bytes, bytes] = {}
+        for name, value in _NOTED.findall(raw.lower()):
+            fields[name] = value if name not in fields else fields[name] + b"," + value
+        hop: tuple[bytes, ...] | None = tuple(n for n in fields if n in HOP_BY_HOP)
+        te, cl = fields.get(b"transfer-encoding"), fields.get(b"content-length")
+        if cl is not None and b"," in cl:
+            cl = cl.split(b",", 1)[0]  # the first one, as `_get` reads it
+        connection = fields.get(b"connection")
+        if (
+            connection is not None
+            and connection.strip() not in _CONNECTION_OPTIONS
+            and (_names_fields([connection]))
+        ):
+            hop = None  # it names other fields: headers.py's general rule
+        self._expect = b"expect" in fields
+        return (*_framing(te, cl, response), raw if hop is not None else b"", hop)
 
     def on_body(self, body: bytes) -> None:
+        self._fresh = False
         self.events.append(body)
 
     def on_message_complete(self) -> None:
+        self._fresh = False
         self._in_message = False
         self.events.append(END)
 
@@ -172,8 +257,14 @@ class _Parser:
         what: str,
     ) -> list[Event]:
         """Feeds httptools; an Upgrade hands the rest of `data` over as raw bytes."""
+        self._data = data
+        self._fresh = True
         try:
             parser.feed_data(data)
+            if self._in_head:
+                self._head_fed += len(data)
+                if self._head_fed > MAX_HEAD:
+                    raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
         except httptools.HttpParserUpgrade as exc:
             self.upgraded = True
             self.events.append(Upgraded(data[int(exc.args[0]) :]))
@@ -181,6 +272,8 @@ class _Parser:
             raise _callback_error(exc) from None
         except httptools.HttpParserError as exc:
             raise ProtocolError(f"malformed HTTP{what}: {exc}") from None
+        finally:
+            self._data = b""
         return self._take()
 
 
@@ -204,12 +297,12 @@ class RequestParser(_Parser):
         self._url = b""
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self._line += len(url)
         self._url += url
 
     def on_headers_complete(self) -> None:
         p = self._p
-        framing, length = _framing(self._headers, response=False)
+        framing, length, raw, hop = self._head_done()
         self.events.append(
             RequestHead(
                 method=p.get_method(),
@@ -220,6 +313,9 @@ class RequestParser(_Parser):
                 upgrade=p.should_upgrade(),
                 framing=framing,
                 length=length,
+                raw=raw,
+                hop=hop,
+                expect=self._expect,
             )
         )
 
@@ -255,6 +351,18 @@ class ResponseParser(_Parser):
         self._p = httptools.HttpResponseParser(self)
         self.state = _ResponseState()
 
+    def reset(self, method: bytes) -> bool:
+        """Readies this parser for the next response on its connection, instead of a new
+        one; False when the last response did not end cleanly (then use a new parser)."""
+        st = self.state
+        if not st.done or st.stray or self.upgraded or self._in_message:
+            return False
+        if self._method == b"HEAD" or method == b"HEAD":
+            return False  # llhttp still waits for the body the HEAD response announced
+        self._method = method
+        self.state = _ResponseState()
+        return True
+
     @property
     def stray(self) -> int:
         """Bytes that followed the response (a server bug): the connection is not reused."""
@@ -269,20 +377,19 @@ class ResponseParser(_Parser):
         self._status = b""
 
     def on_status(self, status: bytes) -> None:
-        self._count(len(status))
+        self._line += len(status)
         self._status += status
 
     def on_headers_complete(self) -> None:
         p = self._p
         status = p.get_status_code()
         no_body = status < 200 or status in (204, 304) or self._method == b"HEAD"
+        framing, length, raw, hop = self._head_done()
         if no_body:
             framing, length = Framing.NONE, None
-            cl = _get(self._headers, b"content-length")
+            cl = self.header_value(b"content-length")
             if cl is not None and cl.strip().isdigit():
                 length = int(cl.strip())
-        else:
-            framing, length = _framing(self._headers, response=True)
         head = ResponseHead(
             status=status,
             reason=self._status,
@@ -291,6 +398,8 @@ class ResponseParser(_Parser):
             keep_alive=p.should_keep_alive(),
             framing=framing,
             length=length,
+            raw=raw,
+            hop=hop,
         )
         self.events.append(head)
         if status >= 200:
@@ -302,12 +411,14 @@ class ResponseParser(_Parser):
             self.state.done = True
 
     def on_body(self, body: bytes) -> None:
+        self._fresh = False
         if self.state.skip_body or self.state.done:
             self.state.stray += len(body)
             return
         self.events.append(body)
 
     def on_message_complete(self) -> None:
+        self._fresh = False
         self._in_message = False
         if self.state.skip_body:
             self.state.skip_body = False

@@ -14,6 +14,7 @@ instances as a new connection per request would have.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable
 
 from mesh_dp.http.conn import Conn
@@ -23,10 +24,14 @@ MAX_IDLE_PER_ENDPOINT = 64
 
 
 class Pool:
+    """Idle connections expire by one sweep timer per pool, not a timer per connection (a
+    connection goes in and out of the pool once per request)."""
+
     def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.idle_timeout = idle_timeout
         self._idle: dict[Hashable, list[Conn]] = {}
-        self._timers: dict[Conn, asyncio.TimerHandle] = {}
+        self._since: dict[Conn, float] = {}  # idle connection -> when it went idle
+        self._sweep: asyncio.TimerHandle | None = None
         self.open = 0  # connections opened through this pool and not closed yet
         self._open_by_key: dict[Hashable, int] = {}
         self.on_free: Callable[[], None] | None = None  # a connection is idle or closed
@@ -53,9 +58,7 @@ class Pool:
         conns = self._idle.get(key)
         while conns:
             conn = conns.pop(0)
-            timer = self._timers.pop(conn, None)
-            if timer is not None:
-                timer.cancel()
+            self._since.pop(conn, None)
             if conn.reusable():
                 return conn
             conn.close()
@@ -85,8 +88,10 @@ class Pool:
             return
         conn.expect_nothing()
         conns.append(conn)
-        loop = asyncio.get_running_loop()
-        self._timers[conn] = loop.call_later(self.idle_timeout, self._expire, key, conn)
+        self._since[conn] = time.monotonic()
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(self.idle_timeout, self._expire)
         self._freed()
 
     def evict_idle(self) -> bool:
@@ -95,24 +100,27 @@ class Pool:
         for conns in self._idle.values():
             if conns:
                 conn = conns.pop(0)
-                timer = self._timers.pop(conn, None)
-                if timer is not None:
-                    timer.cancel()
+                self._since.pop(conn, None)
                 conn.close()
                 return True
         return False
 
-    def _expire(self, key: Hashable, conn: Conn) -> None:
-        self._timers.pop(conn, None)
-        conns = self._idle.get(key, [])
-        if conn in conns:
-            conns.remove(conn)
-        conn.close()
+    def _expire(self) -> None:
+        """Closes the connections idle for `idle_timeout`; re-arms for the next one."""
+        self._sweep = None
+        now = time.monotonic()
+        for conns in self._idle.values():
+            for conn in [c for c in conns if self._since.get(c, now) + self.idle_timeout <= now]:
+                conns.remove(conn)
+                self._since.pop(conn, None)
+                conn.close()
+        if self._since:
+            first = min(self._since.values())
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(max(0.0, first + self.idle_timeout - now), self._expire)
 
     def _drop(self, conn: Conn) -> None:
-        timer = self._timers.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        self._since.pop(conn, None)
         for conns in self._idle.values():
             if conn in conns:
                 conns.remove(conn)
@@ -121,7 +129,8 @@ class Pool:
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
-        for timer in self._timers.values():
-            timer.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         self._idle.clear()
-        self._timers.clear()
+        self._since.clear()

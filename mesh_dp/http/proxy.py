@@ -40,13 +40,23 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
+from mesh_dp.http.attempt import (
+    Expired,
+    Failed,
+    RequestPolicy,
+    Resume,
+    Retry,
+    RetryStatus,
+    Upload,
+    no_answer,
+)
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.errors import error_response, status_of
+from mesh_dp.http.fast import Lane
 from mesh_dp.http.headers import BodyEncoder, request_bytes, response_bytes, response_framing
 from mesh_dp.http.limits import Limits
 from mesh_dp.http.parse import (
@@ -59,8 +69,8 @@ from mesh_dp.http.parse import (
     Upgraded,
 )
 from mesh_dp.http.pool import Pool
-from mesh_dp.http.retry import Failure, Replay, RetryPolicy, RetryState
-from mesh_dp.http.timeouts import Deadlines, Expiry, HttpTimeouts
+from mesh_dp.http.retry import Failure, RetryState
+from mesh_dp.http.timeouts import Deadlines
 from mesh_dp.relay import describe
 from meshfed.aio import wait_for
 from meshfed.pki.spiffe import PkiError
@@ -68,22 +78,7 @@ from meshfed.pki.spiffe import PkiError
 log = logging.getLogger("mesh_dp.http")
 
 FIRST = asyncio.FIRST_COMPLETED
-NO_TIMEOUTS = HttpTimeouts()
-NO_RETRIES = RetryPolicy()
 CONNECT_ERRORS = (OSError, TimeoutError, ssl.SSLError, PkiError)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestPolicy:
-    """Per-request limits, read once per request. MeshTimeout/MeshRetry `http` fields join
-    here (requestTimeout, perTryTimeout, numRetries, backOff...)."""
-
-    connect_timeout: float
-    max_connect_attempts: int
-    response_timeout: float  # longest quiet time of a keep-alive client (0: none)
-    max_connections: int  # open upstream connections at once
-    timeouts: HttpTimeouts = NO_TIMEOUTS  # MeshTimeout http (timeouts.py)
-    retry: RetryPolicy = NO_RETRIES  # MeshRetry http (retry.py)
 
 
 class HttpStatsSink(Protocol):
@@ -118,45 +113,6 @@ class UpstreamCluster(Protocol):
         """The attempt's outcome: the final status, 0 when it got no answer (reset, timeout)."""
 
 
-class _Failed(Exception):
-    """The sidecar answers the request itself with `kind`; `failure`: how the attempt failed,
-    when MeshRetry may try again (retry.py)."""
-
-    def __init__(self, kind: str, detail: str, failure: Failure | None = None) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.failure = failure
-
-
-class _Retry(Exception):
-    """A reused connection died before answering: try again on a fresh one."""
-
-
-class _RetryStatus(Exception):
-    """The answer's status asks MeshRetry for another attempt (its connection is dropped)."""
-
-
-class _Expired(Exception):
-    def __init__(self, kind: Expiry | None) -> None:
-        super().__init__(kind.value if kind else "timeout")
-        self.kind = kind
-
-
-@dataclass(slots=True)
-class _Upload:
-    """The request body's progress, shared by the two halves of a round trip and by the
-    attempts of one request."""
-
-    deadlines: Deadlines
-    done: bool = False
-    failed: ProtocolError | None = None
-    client_gone: bool = False
-    client_idle: bool = False  # the client was quiet for streamIdleTimeout mid-body
-    continued: bool = False  # a 100 Continue was relayed to the client
-    replay: Replay | None = None  # the body kept for a retry
-    retry_slot: bool = False  # the current attempt is a retry holding a maxRetries slot
-
-
 class HttpProxy:
     def __init__(
         self,
@@ -168,7 +124,9 @@ class HttpProxy:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         limits: Limits | None = None,
+        fast: bool = True,
     ) -> None:
+        self.fast = fast  # plain requests served from callbacks (fast.py)
         self.cluster = cluster
         self.limits = limits or Limits()  # MeshCircuitBreaker request limits
         self.stats = stats
@@ -180,42 +138,61 @@ class HttpProxy:
     async def serve(self, down: Conn, allowed: Callable[[], bool] | None = None) -> None:
         """Answers the connection's requests until it ends or must close. `allowed` (inbound,
         with mTLS) is asked before each request: a MeshTrafficPermission change applies to
-        the next request of a kept-alive connection, not only to new connections."""
+        the next request of a kept-alive connection, not only to new connections.
+
+        The common request is served from the connections' callbacks (fast.py); this
+        coroutine waits meanwhile, and takes a request over when the callback path leaves
+        it (anything but a plain request on a pooled connection, or a retry)."""
+        lane = Lane(self, down, allowed) if self.fast else None
         try:
             while True:
-                policy = self.cluster.policy()
-                try:
-                    ev = await self._next_request(down, policy)
-                except ProtocolError as exc:
-                    self._refuse(down, exc)
-                    return
-                except _Expired:
-                    kind = "request-headers-timeout"
-                    down.write(
-                        error_response(kind, "request head not received in time", close=True)
-                    )
-                    record = Record(self.direction, self.cluster.name, error=kind)
-                    record.status = status_of(kind)
-                    self.account(record)
-                    return
-                except TimeoutError:
-                    return
-                if not isinstance(ev, RequestHead):
-                    return  # the end (None); nothing else can come before a head
-                if allowed is not None and not allowed():
-                    self.deny(down)
-                    return
-                if not await self._exchange(down, ev):
+                hint: EndpointState | None = None
+                if lane is not None:
+                    handed = await lane.run()
+                    if handed is None:
+                        return
+                    if isinstance(handed, Resume):
+                        if not await self._exchange(down, handed.head, resume=handed):
+                            return
+                        continue
+                    hint = handed.hint
+                if not await self._serve_one(down, allowed, hint):
                     return
         except ConnectionError:
             pass  # the client left
         finally:
             down.close()
 
+    async def _serve_one(
+        self, down: Conn, allowed: Callable[[], bool] | None, hint: EndpointState | None
+    ) -> bool:
+        """The next request through the coroutine path; False: the connection ends."""
+        policy = self.cluster.policy()
+        try:
+            ev = await self._next_request(down, policy)
+        except ProtocolError as exc:
+            self._refuse(down, exc)
+            return False
+        except Expired:
+            kind = "request-headers-timeout"
+            down.write(error_response(kind, "request head not received in time", close=True))
+            record = Record(self.direction, self.cluster.name, error=kind)
+            record.status = status_of(kind)
+            self.account(record)
+            return False
+        except TimeoutError:
+            return False
+        if not isinstance(ev, RequestHead):
+            return False  # the end (None); nothing else can come before a head
+        if allowed is not None and not allowed():
+            self.deny(down)
+            return False
+        return await self._exchange(down, ev, hint=hint)
+
     async def _next_request(self, down: Conn, policy: RequestPolicy) -> object:
         """The next request head. A keep-alive client quiet for idleTimeout is closed, as a
         TCP link is (TimeoutError); MeshTimeout requestHeadersTimeout bounds the time from a
-        request's first byte to the end of its head (_Expired)."""
+        request's first byte to the end of its head (Expired)."""
         idle = policy.response_timeout
         limit = policy.timeouts.request_headers
         if limit <= 0:
@@ -228,13 +205,13 @@ class HttpProxy:
                 first = self._clock()
             wait = (idle or None) if first is None else first + limit - self._clock()
             if wait is not None and wait <= 0:
-                raise _Expired(None)
+                raise Expired(None)
             try:
                 await wait_for(down.wait(), wait)
             except TimeoutError:
                 if first is None:
                     raise
-                raise _Expired(None) from None
+                raise Expired(None) from None
 
     def deny(self, down: Conn) -> None:
         """403 for a caller MeshTrafficPermission denies; the connection closes."""
@@ -254,33 +231,56 @@ class HttpProxy:
         if self.access_log is not None:
             self.access_log(record)
 
-    async def _exchange(self, down: Conn, head: RequestHead) -> bool:
-        record = Record(self.direction, self.cluster.name, head.method, head.target, head.version)
-        start = self._clock()
-        policy = self.cluster.policy()
-        deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, start)
-        upload = _Upload(deadlines, done=head.framing is Framing.NONE)
-        try:
-            if upload.done:
-                await self._request_end(down, head)
-                deadlines.request_complete(self._clock())
-            if head.method == b"CONNECT":
-                raise _Failed("method-not-allowed", "CONNECT is not proxied")
-            return await self._attempt(down, head, record, upload, policy)
-        except _Failed as failure:
-            whole = upload.done and not head.upgrade
-            keep = whole and head.keep_alive
-            down.write(
-                error_response(
-                    failure.kind, str(failure), close=not keep, head_only=head.method == b"HEAD"
-                )
+    async def _exchange(
+        self,
+        down: Conn,
+        head: RequestHead,
+        *,
+        hint: EndpointState | None = None,
+        resume: Resume | None = None,
+    ) -> bool:
+        if resume is not None:
+            record, start, policy, upload = (
+                resume.record,
+                resume.start,
+                resume.policy,
+                resume.upload,
             )
-            record.status, record.error = status_of(failure.kind), failure.kind
-            log.info("%s %s: %s: %s", self.direction, self.cluster.name, failure.kind, failure)
-            return keep
+        else:
+            record = Record(
+                self.direction, self.cluster.name, head.method, head.target, head.version
+            )
+            start = self._clock()
+            policy = self.cluster.policy()
+            deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, start)
+            upload = Upload(deadlines, done=head.framing is Framing.NONE)
+        try:
+            if resume is None:
+                if upload.done:
+                    await self._request_end(down, head)
+                    upload.deadlines.request_complete(self._clock())
+                if head.method == b"CONNECT":
+                    raise Failed("method-not-allowed", "CONNECT is not proxied")
+            return await self._attempt(down, head, record, upload, policy, hint, resume)
+        except Failed as failure:
+            return self.answer(down, head, record, failure, whole=upload.done)
         finally:
             record.duration = self._clock() - start
             self.account(record)
+
+    def answer(
+        self, down: Conn, head: RequestHead, record: Record, failure: Failed, *, whole: bool
+    ) -> bool:
+        """The sidecar's own answer to a request that got none; False: the connection ends."""
+        keep = whole and not head.upgrade and head.keep_alive
+        down.write(
+            error_response(
+                failure.kind, str(failure), close=not keep, head_only=head.method == b"HEAD"
+            )
+        )
+        record.status, record.error = status_of(failure.kind), failure.kind
+        log.info("%s %s: %s: %s", self.direction, self.cluster.name, failure.kind, failure)
+        return keep
 
     async def _request_end(self, down: Conn, head: RequestHead) -> None:
         """Takes the END (and for an Upgrade request, the `Upgraded`) of a bodyless request."""
@@ -293,41 +293,52 @@ class HttpProxy:
         down: Conn,
         head: RequestHead,
         record: Record,
-        upload: _Upload,
+        upload: Upload,
         policy: RequestPolicy,
+        hint: EndpointState | None = None,
+        resume: Resume | None = None,
     ) -> bool:
         """Attempts until one is answered, or fails without MeshRetry asking for another. The
         whole request, retries included, holds one maxRequests slot (Envoy's active
-        requests)."""
-        if not self.limits.try_acquire_request():
-            raise _Failed(
-                "circuit-open",
-                f"{self.cluster.name}: {self.limits.requests} requests in flight "
-                "(MeshCircuitBreaker maxRequests)",
-            )
-        retry = RetryState.for_request(policy.retry, head.method, head.upgrade)
-        upload.replay = retry.replay
-        used: list[EndpointState] = []  # endpoints of earlier attempts: a retry avoids them
+        requests). `resume`: the callback path made the first attempt (fast.py)."""
+        outcome: Failed | Retry | RetryStatus | None = None
+        if resume is not None:
+            retry, used, outcome = resume.retry, resume.used, resume.outcome
+        else:
+            if not self.limits.try_acquire_request():
+                raise Failed(
+                    "circuit-open",
+                    f"{self.cluster.name}: {self.limits.requests} requests in flight "
+                    "(MeshCircuitBreaker maxRequests)",
+                )
+            retry = RetryState.for_request(policy.retry, head.method, head.upgrade)
+            upload.replay = retry.replay
+            used = []  # endpoints of earlier attempts: a retry avoids them
         try:
             while True:
-                upload.deadlines.new_try(self._clock())
-                try:
-                    return await self._try_once(down, head, policy, record, upload, used, retry)
-                except _RetryStatus:
-                    pass  # _round_trip took the retry's maxRetries slot
-                except _Failed as failed:
-                    gone = upload.client_gone or upload.failed is not None or upload.client_idle
-                    if failed.failure is None or gone or not retry.after_failure(failed.failure):
-                        raise
-                    if not self._retry_slot(upload):
-                        raise  # maxRetries retries in flight: this failure is the answer
+                if isinstance(outcome, Failed):
+                    if not self._may_retry(outcome, upload, retry):
+                        raise outcome
+                elif not isinstance(outcome, RetryStatus):  # RetryStatus: the slot is taken
+                    if outcome is None:
+                        upload.deadlines.new_try(self._clock())
+                    try:
+                        return await self._try_once(
+                            down, head, policy, record, upload, used, retry, hint, outcome
+                        )
+                    except RetryStatus:
+                        pass  # _round_trip took the retry's maxRetries slot
+                    except Failed as failed:
+                        if not self._may_retry(failed, upload, retry):
+                            raise
+                outcome, hint = None, None
                 self.stats.retries += 1
                 wait = retry.next_backoff(self._rng)
                 left = upload.deadlines.retry_time_left(self._clock())
                 if left is not None and wait >= left:
                     await asyncio.sleep(max(0.0, left))
                     self.stats.timeouts += 1
-                    raise _Failed("timeout", f"{self.cluster.name}: requestTimeout expired")
+                    raise Failed("timeout", f"{self.cluster.name}: requestTimeout expired")
                 await asyncio.sleep(wait)
         finally:
             self.limits.release_request()
@@ -335,7 +346,14 @@ class HttpProxy:
                 upload.retry_slot = False
                 self.limits.release_retry()
 
-    def _retry_slot(self, upload: _Upload) -> bool:
+    def _may_retry(self, failed: Failed, upload: Upload, retry: RetryState) -> bool:
+        """MeshRetry tries again after `failed` (and a maxRetries slot is taken for it)."""
+        gone = upload.client_gone or upload.failed is not None or upload.client_idle
+        if failed.failure is None or gone or not retry.after_failure(failed.failure):
+            return False
+        return self._retry_slot(upload)  # else maxRetries retries in flight: this is the answer
+
+    def _retry_slot(self, upload: Upload) -> bool:
         """Takes a maxRetries slot for the next attempt, after giving back the one the ending
         attempt held (Envoy's order); False: no retry."""
         if upload.retry_slot:
@@ -350,39 +368,50 @@ class HttpProxy:
         head: RequestHead,
         policy: RequestPolicy,
         record: Record,
-        upload: _Upload,
+        upload: Upload,
         used: list[EndpointState],
         retry: RetryState,
+        hint: EndpointState | None = None,
+        replayed: Retry | None = None,
     ) -> bool:
-        replayed = False
+        """One attempt; `replayed`: the callback path's attempt on a reused connection died
+        unanswered (this attempt's one fresh-connection replay is spent)."""
         while True:
-            up, endpoint, reused = await self._acquire(head, policy, used)
+            up, endpoint, reused = await self._acquire(head, policy, used, hint)
+            hint = None
             used.append(endpoint)
             record.upstream = endpoint.label
             try:
                 return await self._round_trip(
                     down, up, endpoint, head, policy, record, upload, reused, retry
                 )
-            except _Failed as failure:
+            except Failed as failure:
                 if failure.kind in ("upstream-reset", "timeout") and not upload.client_idle:
                     self.cluster.finished(endpoint, 0)  # a local-origin failure (outlier.py)
                 raise
-            except _Retry:
+            except Retry as exc:
                 if replayed:
-                    raise _Failed(
+                    raise Failed(
                         "upstream-reset", "the upstream closed the connection", Failure.REFUSED
                     ) from None
-                replayed = True
+                replayed = exc
                 self.stats.retries += 1
 
     async def _acquire(
-        self, head: RequestHead, policy: RequestPolicy, used: Sequence[EndpointState]
+        self,
+        head: RequestHead,
+        policy: RequestPolicy,
+        used: Sequence[EndpointState],
+        hint: EndpointState | None = None,
     ) -> tuple[Conn, EndpointState, bool]:
+        """A connection for the attempt; `hint`: the first choice, already made."""
         cluster = self.cluster
         errors: list[str] = []
         tried: list[EndpointState] = []
         while len(tried) < policy.max_connect_attempts:
-            endpoint = cluster.choose(head, [*used, *tried]) if used else None
+            endpoint, hint = hint, None
+            if endpoint is None and used:
+                endpoint = cluster.choose(head, [*used, *tried])
             if endpoint is None:
                 endpoint = cluster.choose(head, tried)  # a retry may reuse an endpoint
             if endpoint is None:
@@ -398,7 +427,7 @@ class HttpProxy:
                 await self._pending(policy)
                 continue  # a connection was freed: choose again
             if self.limits.pools_full(cluster.pool.pools, cluster.pool.has(endpoint.key)):
-                raise _Failed(
+                raise Failed(
                     "circuit-open",
                     f"{cluster.name}: connections open to {cluster.pool.pools} endpoints "
                     "(MeshCircuitBreaker maxConnectionPools)",
@@ -418,8 +447,8 @@ class HttpProxy:
             cluster.pool.track(endpoint.key, conn)
             return conn, endpoint, False
         if not errors:
-            raise _Failed("no-healthy-endpoint", f"{cluster.name} has no endpoint")
-        raise _Failed("connect-failed", f"{cluster.name}: " + "; ".join(errors), Failure.CONNECT)
+            raise Failed("no-healthy-endpoint", f"{cluster.name} has no endpoint")
+        raise Failed("connect-failed", f"{cluster.name}: " + "; ".join(errors), Failure.CONNECT)
 
     async def _pending(self, policy: RequestPolicy) -> None:
         """maxConnections are open: wait as a pending request (limits.py) for one to be
@@ -428,13 +457,13 @@ class HttpProxy:
         try:
             queued = await self.limits.wait_pending(policy.connect_timeout)
         except TimeoutError:
-            raise _Failed(
+            raise Failed(
                 "circuit-open",
                 f"{name}: no connection freed in {policy.connect_timeout}s "
                 f"({policy.max_connections} open: MeshCircuitBreaker maxConnections)",
             ) from None
         if not queued:
-            raise _Failed(
+            raise Failed(
                 "circuit-open",
                 f"{name}: {policy.max_connections} upstream connections open and "
                 f"{self.limits.pending} requests waiting (MeshCircuitBreaker maxPendingRequests)",
@@ -446,9 +475,9 @@ class HttpProxy:
         return limit > 0 and self._clock() - conn.opened_at >= limit
 
     async def _next_upstream(
-        self, up: Conn, upload: _Upload, sender: asyncio.Task[None] | None
+        self, up: Conn, upload: Upload, sender: asyncio.Task[None] | None
     ) -> object:
-        """The next upstream event within the request's deadlines (timeouts.py); _Expired
+        """The next upstream event within the request's deadlines (timeouts.py); Expired
         names the one that passed. While the body still streams up, its end (which starts
         requestTimeout) also ends the wait, and the deadlines are read again."""
         while True:
@@ -457,7 +486,7 @@ class HttpProxy:
                 try:
                     return await up.next_within(wait)
                 except TimeoutError:
-                    raise _Expired(kind) from None
+                    raise Expired(kind) from None
             nxt = asyncio.ensure_future(up.next())
             done, _ = await asyncio.wait({nxt, sender}, timeout=wait, return_when=FIRST)
             if nxt not in done:
@@ -466,7 +495,7 @@ class HttpProxy:
             if not nxt.cancelled():
                 return nxt.result()
             if not done:
-                raise _Expired(kind)
+                raise Expired(kind)
 
     async def _round_trip(
         self,
@@ -476,7 +505,7 @@ class HttpProxy:
         head: RequestHead,
         policy: RequestPolicy,
         record: Record,
-        upload: _Upload,
+        upload: Upload,
         reused: bool,
         retry: RetryState,
     ) -> bool:
@@ -503,7 +532,7 @@ class HttpProxy:
                 and retry.after_status(final.status, final.headers)
                 and self._retry_slot(upload)  # else maxRetries are in flight: relay this one
             ):
-                raise _RetryStatus
+                raise RetryStatus
             responded = True
             record.status = final.status
             if final.status == 101:
@@ -521,7 +550,7 @@ class HttpProxy:
                     held = b""
                 try:
                     ev = await self._next_upstream(up, upload, sender)
-                except _Expired:
+                except Expired:
                     self.stats.timeouts += 1
                     down.write(held)
                     down.abort()
@@ -564,7 +593,7 @@ class HttpProxy:
         down: Conn,
         up: Conn,
         head: RequestHead,
-        upload: _Upload,
+        upload: Upload,
         may_replay: bool,
         sender: asyncio.Task[None] | None,
     ) -> ResponseHead:
@@ -575,30 +604,26 @@ class HttpProxy:
         while True:
             try:
                 ev = await self._next_upstream(up, upload, sender)
-            except _Expired as exc:
+            except Expired as exc:
                 self.stats.timeouts += 1
-                if exc.kind is Expiry.TRY:
-                    raise _Failed(
-                        "timeout", f"no answer from {name}: perTryTimeout", Failure.TIMEOUT
-                    ) from None
-                raise _Failed("timeout", f"no answer from {name}: {exc}") from None
+                raise no_answer(name, exc.kind) from None
             except ProtocolError as exc:
-                raise _Failed("upstream-reset", f"bad response: {exc}", Failure.RESET) from None
+                raise Failed("upstream-reset", f"bad response: {exc}", Failure.RESET) from None
             if ev is None:
                 if upload.failed is not None:
-                    raise _Failed("bad-request", str(upload.failed))
+                    raise Failed("bad-request", str(upload.failed))
                 if upload.client_gone:
                     raise ConnectionResetError("client left during the request body")
                 if upload.client_idle:
-                    raise _Failed("timeout", "the request body stalled: streamIdleTimeout")
+                    raise Failed("timeout", "the request body stalled: streamIdleTimeout")
                 if not got_any and may_replay:
-                    raise _Retry
+                    raise Retry
                 failure = Failure.RESET if got_any else Failure.REFUSED
-                raise _Failed("upstream-reset", "the upstream closed the connection", failure)
+                raise Failed("upstream-reset", "the upstream closed the connection", failure)
             got_any = True
             if isinstance(ev, ResponseHead):
                 if ev.status == 101 and not head.upgrade:
-                    raise _Failed("upstream-reset", "101 to a request that asked no upgrade")
+                    raise Failed("upstream-reset", "101 to a request that asked no upgrade")
                 if ev.status >= 200 or ev.status == 101:
                     return ev
                 if ev.status == 100 and upload.continued:
@@ -607,7 +632,7 @@ class HttpProxy:
                 down.write(response_bytes(ev, Framing.NONE, close=False))
                 await down.drain()
 
-    async def _upload(self, down: Conn, up: Conn, head: RequestHead, upload: _Upload) -> None:
+    async def _upload(self, down: Conn, up: Conn, head: RequestHead, upload: Upload) -> None:
         """Streams the request body up (after what a retry replays); keeps it for retries."""
         encoder = BodyEncoder(head.framing)
         replay = upload.replay
@@ -641,12 +666,12 @@ class HttpProxy:
             up.abort()
 
     @staticmethod
-    def _body_queued(down: Conn, head: RequestHead, upload: _Upload) -> bool:
+    def _body_queued(down: Conn, head: RequestHead, upload: Upload) -> bool:
         """The rest of the request body is already read (a small request's usual case)."""
         replay = upload.replay
         return not head.upgrade and not (replay and replay.chunks) and down.holds_end()
 
-    def _queued_body(self, down: Conn, head: RequestHead, upload: _Upload) -> bytes:
+    def _queued_body(self, down: Conn, head: RequestHead, upload: Upload) -> bytes:
         """The queued body, framed, sent with the head instead of by `_upload` from a second
         task: no task and no two-way wait per small request, and one send. What `_upload`
         would do, without waiting: the client connection's queue (conn.HIGH_WATER) bounds it."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from mesh_dp.http.errors import KINDS, error_response
 from mesh_dp.http.headers import (
     BodyEncoder,
@@ -10,7 +14,14 @@ from mesh_dp.http.headers import (
     response_bytes,
     response_framing,
 )
-from mesh_dp.http.parse import END, Framing, RequestHead, RequestParser, ResponseParser
+from mesh_dp.http.parse import (
+    END,
+    Framing,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    ResponseParser,
+)
 
 
 def request(raw: bytes) -> RequestHead:
@@ -80,3 +91,42 @@ def test_error_responses_name_the_sidecar_and_parse() -> None:
         assert head.header(b"injected") is None  # type: ignore[union-attr]
         assert events[-1] is END
     assert error_response("timeout", "x", close=False, head_only=True).endswith(b"\r\n\r\n")
+
+
+HEADS = [
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-A:  b \r\n\r\nhi",
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+    b"TE: trailers\r\nX-B: 1\r\nconnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Private\r\nX-Private: 1\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+]
+
+
+def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    parsed = RequestParser().feed(head)[0]
+    assert isinstance(parsed, RequestHead)
+    return parsed.headers
+
+
+@pytest.mark.parametrize("raw", HEADS)
+def test_a_head_forwarded_as_received_equals_the_rebuilt_one(raw: bytes) -> None:
+    """The received bytes minus the hop-by-hop lines (parse.py `raw`) carry the same request
+    line and fields as the head rebuilt field by field."""
+    head = request(raw)
+    rebuilt = request_bytes(dataclasses.replace(head, raw=b"", hop=None))
+    assert request_bytes(head).split(b"\r\n", 1)[0] == rebuilt.split(b"\r\n", 1)[0]
+    assert _fields(request_bytes(head)) == _fields(rebuilt)
+
+
+def test_a_response_forwarded_as_received_equals_the_rebuilt_one() -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\nContent-Length: 2\r\n"
+        b'ETag: "e"\r\n\r\nok'
+    )
+    head = ResponseParser(b"GET").feed(raw)[0]
+    assert isinstance(head, ResponseHead) and head.raw and head.hop == (b"connection",)
+    for close in (False, True):
+        fast = response_bytes(head, Framing.LENGTH, close=close)
+        slow = response_bytes(dataclasses.replace(head, raw=b""), Framing.LENGTH, close=close)
+        assert fast == slow

@@ -83,6 +83,22 @@ def test_a_head_above_the_limit_is_431() -> None:
     assert err.value.status == 431
 
 
+def test_a_head_above_the_limit_is_431_when_it_comes_in_pieces_too() -> None:
+    """Sizes are checked per read while a head is incomplete (no callback per field)."""
+    parser = RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(ProtocolError) as err:
+        for _ in range(MAX_HEAD // 1000 + 2):
+            parser.feed(b"X-Many: " + b"a" * 990 + b"\r\n")
+    assert err.value.status == 431
+    # ...and a head completed in a later read than it began is measured whole
+    parser = RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD - 100))
+    with pytest.raises(ProtocolError) as err:
+        parser.feed(b"a" * 200 + b"\r\n\r\n")
+    assert err.value.status == 431
+
+
 def test_upgrade_hands_over_the_rest() -> None:
     p = RequestParser()
     events = p.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframe")
@@ -163,3 +179,16 @@ def test_any_bytes_give_events_or_a_protocol_error(data: bytes, step: int) -> No
         p.eof()
     except ProtocolError as exc:
         assert exc.status in (400, 431)
+
+
+def test_a_response_parser_is_reused_only_after_a_clean_response() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    parser = ResponseParser(b"GET")
+    assert not parser.reset(b"GET")  # nothing ended yet
+    assert parser.feed(ok)[-1] is END
+    assert parser.reset(b"POST")
+    events = parser.feed(ok)
+    assert isinstance(events[0], ResponseHead) and events[-1] is END
+    head = ResponseParser(b"HEAD")
+    head.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    assert head.done and not head.reset(b"GET")  # llhttp still waits for 5 bytes
