@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from meshfed._gen import dataplane_pb2 as pb
@@ -29,7 +29,13 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
 from zone_cp.certs import CertError, CertIssuer
-from zone_cp.dpbuild import BuildInputs, Unavailable, build_config, changed_services
+from zone_cp.dpbuild import (
+    BuildInputs,
+    ServiceKey,
+    Unavailable,
+    build_config,
+    changed_services,
+)
 from zone_cp.dpsession import Session, SessionKey
 from zone_cp.services import ServiceSnapshot, ZoneServices
 
@@ -137,7 +143,12 @@ class ConfigPusher:
         """Rebuild the proxies whose services changed (a sidecar that calls two services
         of a thousand is not rebuilt when another one scales)."""
         old, self._seen = self._seen, snapshot
-        changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
+        if snapshot.changed is not None and snapshot.generation == old.generation + 1:
+            changed: Collection[ServiceKey] = snapshot.changed  # the catalog's own account
+        else:
+            changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
+        if not changed:
+            return
         for key, session in self._sessions.items():
             if session.wants.affected_by(changed):
                 self.invalidate(key)
