@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import cpu_seconds
+import grpc
+from _support import cpu_seconds, free_port
 from kds_propagation import (
     Deployment,
     Node,
@@ -47,7 +48,14 @@ from kds_propagation import (
     wait_ready,
 )
 
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message
+
 TARGET_RATE = 500.0
+STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
+TOKEN_SERVICES = 64
+STREAM_TIMEOUT = 30.0
+INBOUND_PORT = 8080  # kuma.io/service values one dataplane token may carry
 FILL_CONCURRENCY = 32
 POLL_S = 0.05
 
@@ -59,7 +67,7 @@ def dataplane(i: int, services: int) -> dict[str, Any]:
         "name": f"dp-{i}",
         "networking": {
             "address": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
-            "inbound": [{"port": 8080, "tags": {"kuma.io/service": f"svc-{i % services}"}}],
+            "inbound": [{"port": INBOUND_PORT, "tags": {"kuma.io/service": f"svc-{i % services}"}}],
         },
     }
 
@@ -83,6 +91,104 @@ async def put_dataplanes(
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
+class Streams:
+    """Sidecars registering through the zone's dataplane server as mesh-dp does: a stream
+    with a dataplane token, a Hello with the Dataplane and the two services it calls; the
+    registration is done when its first config arrives. The streams stay open (a sidecar
+    stays connected), their later configs read and dropped, until `close`."""
+
+    def __init__(self, target: str, tokens: list[str], services: int, clients: int) -> None:
+        self._channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
+        self._tokens = tokens
+        self._services = services
+        self._open: list[asyncio.Task[None]] = []
+
+    async def register(self, first: int, count: int) -> None:
+        queue = iter(range(first, first + count))
+
+        async def client(channel: grpc.aio.Channel) -> None:
+            stub = channel.stream_stream(
+                STREAM_PATH,
+                request_serializer=pb.DpMessage.SerializeToString,
+                response_deserializer=pb.CpMessage.FromString,
+            )
+            for i in queue:
+                configured = asyncio.get_running_loop().create_future()
+                self._open.append(asyncio.create_task(self._stream(stub, i, configured)))
+                try:
+                    await asyncio.wait_for(configured, STREAM_TIMEOUT)
+                except TimeoutError:
+                    raise RuntimeError(f"dp-{i}: no config in {STREAM_TIMEOUT:g} s") from None
+
+        await asyncio.gather(*(client(c) for c in self._channels))
+
+    async def _stream(
+        self,
+        stub: grpc.aio.StreamStreamMultiCallable[pb.DpMessage, pb.CpMessage],
+        i: int,
+        configured: asyncio.Future[None],
+    ) -> None:
+        s = self._services
+        calls = {f"svc-{(i + 1) % s}", f"svc-{(i + 2) % s}"}
+        token = self._tokens[(i % s) // TOKEN_SERVICES]
+        hello = hello_message(ProxyType.SIDECAR, dataplane(i, s), reachable=calls)
+        call = stub(None, metadata=(("authorization", f"Bearer {token}"),))
+        try:
+            await call.write(hello)
+            async for msg in call:
+                assert isinstance(msg, pb.CpMessage)
+                kind = msg.WhichOneof("message")
+                if kind == "error" and not configured.done():
+                    configured.set_exception(RuntimeError(f"dp-{i}: {msg.error}"))
+                elif kind == "config":
+                    # Applied, and the application answers: the inbound becomes ready.
+                    await call.write(ack_message(msg.config.version))
+                    status = pb.InboundStatus(port=INBOUND_PORT, ready=True)
+                    report = pb.Report(inbounds=[status], config_version=msg.config.version)
+                    await call.write(pb.DpMessage(report=report))
+                    if not configured.done():
+                        configured.set_result(None)
+        except grpc.aio.AioRpcError as exc:
+            if not configured.done():
+                configured.set_exception(RuntimeError(f"dp-{i}: {exc.code()} {exc.details()}"))
+        except Exception as exc:
+            if not configured.done():
+                configured.set_exception(RuntimeError(f"dp-{i}: {exc!r}"))
+            raise
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        for task in self._open:
+            task.cancel()
+        await asyncio.gather(*self._open, return_exceptions=True)
+        self._open = []
+        for channel in self._channels:
+            await channel.close(None)
+
+
+async def dataplane_tokens(
+    http: aiohttp.ClientSession, zone: Node, services: int, timeout: float = 60
+) -> list[str]:
+    """One token per TOKEN_SERVICES services (the zone answers 400 until the mesh's signing
+    key has come from the global)."""
+    tokens = []
+    deadline = time.monotonic() + timeout
+    for first in range(0, services, TOKEN_SERVICES):
+        names = [f"svc-{j}" for j in range(first, min(services, first + TOKEN_SERVICES))]
+        body = {"mesh": "default", "tags": {"kuma.io/service": names}, "validFor": "24h"}
+        while True:
+            async with http.post(f"{zone.api}/tokens/dataplane", json=body) as resp:
+                text = await resp.text()
+                if resp.status == 200:
+                    tokens.append(text.strip())
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no dataplane token: {resp.status} {text}")
+            await asyncio.sleep(POLL_S)
+    return tokens
+
+
 async def instances(http: aiohttp.ClientSession, zone: Node) -> int:
     async with http.get(f"{zone.api}/meshes/default/services") as resp:
         body = await resp.json()
@@ -100,22 +206,30 @@ async def wait_instances(
 
 
 async def phase(
-    http: aiohttp.ClientSession, zone: Node, present: int, args: argparse.Namespace
+    http: aiohttp.ClientSession,
+    zone: Node,
+    present: int,
+    args: argparse.Namespace,
+    streams: Streams | None,
 ) -> dict[str, Any]:
     load_before = load_average()
     cpu_before = cpu_seconds(zone.pid)
     started = time.perf_counter()
-    await put_dataplanes(http, zone, present, args.changes, args.services, args.clients)
+    if streams is None:
+        await put_dataplanes(http, zone, present, args.changes, args.services, args.clients)
+    else:
+        await streams.register(present, args.changes)
     api_s = time.perf_counter() - started
     await wait_instances(http, zone, present + args.changes)
     total_s = time.perf_counter() - started
     cpu = cpu_seconds(zone.pid) - cpu_before
     return {
+        "via": args.via,
         "present": present,
         "changes": args.changes,
         "clients": args.clients,
         "registrations_per_s": round(args.changes / total_s, 1),
-        "api_put_rate_per_s": round(args.changes / api_s, 1),
+        "acknowledged_rate_per_s": round(args.changes / api_s, 1),
         "zone_cpu_ms_per_change": round(1000 * cpu / args.changes, 2),
         "zone_rss_mib": round(rss_kib(zone.pid)["VmRSS"] / 1024, 1),
         "load_average_1m": round(max(load_before, load_average()), 2),
@@ -124,12 +238,13 @@ async def phase(
 
 def print_phase(res: dict[str, Any]) -> None:
     verdict = "meets" if res["registrations_per_s"] >= TARGET_RATE else "MISSES"
+    alone = "API PUTs answered" if res["via"] == "api" else "first configs received"
     print(
-        f"{res['present']:>6} present: {res['changes']} registrations by {res['clients']} "
-        f"clients at {res['registrations_per_s']}/s into the catalog ({verdict} >= "
-        f"{TARGET_RATE:g}/s; API alone {res['api_put_rate_per_s']}/s); zone CPU "
-        f"{res['zone_cpu_ms_per_change']} ms per registration; zone RSS {res['zone_rss_mib']} "
-        f"MiB; load {res['load_average_1m']}",
+        f"{res['present']:>6} present: {res['changes']} registrations ({res['via']}) by "
+        f"{res['clients']} clients at {res['registrations_per_s']}/s into the catalog "
+        f"({verdict} >= {TARGET_RATE:g}/s; {alone} at {res['acknowledged_rate_per_s']}/s); "
+        f"zone CPU {res['zone_cpu_ms_per_change']} ms per registration; zone RSS "
+        f"{res['zone_rss_mib']} MiB; load {res['load_average_1m']}",
         flush=True,
     )
 
@@ -155,6 +270,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             await wait_ready(http, dep.global_)
             http.headers["Authorization"] = f"Bearer {dep.admin_token()}"
             zone = dep.zone("zone-1", 0)
+            dp_server = f"127.0.0.1:{free_port()}"
+            zone.env["MESHFED_DP_SERVER_ADDRESS"] = dp_server
             if args.profile:
                 profiled(zone, args.profile.resolve())
             await issue_zone_token(http, dep, zone.name)
@@ -182,6 +299,9 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     if r.status not in (200, 201):
                         raise RuntimeError(f"PUT ZoneIngress: {r.status} {await r.text()}")
             print(f"deployment: global + 1 zone up (logs in {root})", flush=True)
+            tokens = []
+            if args.via == "streams":
+                tokens = await dataplane_tokens(http, zone, args.services)
             phases = []
             have = 0
             for present in sorted(args.present):
@@ -197,7 +317,14 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     )
                     have = present
                 # The measured Dataplanes get numbers past every later phase's fill.
-                res = await phase(http, zone, have, args)
+                streams = None
+                if args.via == "streams":
+                    streams = Streams(dp_server, tokens, args.services, args.clients)
+                try:
+                    res = await phase(http, zone, have, args, streams)
+                finally:
+                    if streams is not None:
+                        await streams.close()
                 print_phase(res)
                 phases.append(res)
                 # Remove them again so the next fill starts from a known count.
@@ -242,6 +369,12 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=400, help="registrations measured")
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--via",
+        choices=("api", "streams"),
+        default="api",
+        help="register through the zone's API (Dataplane PUT) or its dataplane server",
+    )
     parser.add_argument(
         "--no-ingress", action="store_true", help="no own ZoneIngress (nothing to advertise)"
     )
