@@ -2,7 +2,9 @@
 
 One task rebuilds: a store change (Mesh, Secret, policies) or a new proxy marks proxies dirty
 (`invalidate`), a new service snapshot marks those whose services changed (zone_cp.dpbuild
-`Wants`), a certificate due for rotation marks its proxy; after a short debounce every dirty
+`Wants`, found through a `WantsIndex` rather than by asking every proxy: decision 118), a
+certificate due for rotation marks its proxy (the first due time is kept as configs are
+pushed, not scanned for on every pass); after a short debounce every dirty
 proxy's config is rebuilt from inputs gathered once for the pass, encoded once, and sent if
 the hash of those bytes (the config version) changed: the bytes hashed are the bytes sent
 (decision 75). A config that cannot be built (no CA yet, the mesh deleted) is answered once

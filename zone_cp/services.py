@@ -1,19 +1,26 @@
 """The zone's services, kept current from its store: catalog, stable VIPs, DNS names, and the
 `availableServices` of its own ingresses.
 
-One store watch (a StoreMirror of Mesh, Dataplane and ZoneIngress) marks the state dirty; one
-task recomputes everything from the mirror, so a burst of changes costs one pass and nothing
-runs on a timer. A pass, in order:
+One store watch (a StoreMirror of Mesh, Dataplane and ZoneIngress) marks the state dirty and
+keeps the newest state of each changed Dataplane and ZoneIngress; one task applies them, so a
+burst of changes costs one pass (delayed by at most the pass before it). A pass costs the
+services the changes touch, not the zone's size (issue 19, decision 117): the catalog is kept
+by `zone_cp.catalog.ZoneCatalog`; only a Mesh change, a cache reload, a failed pass or
+`invalidate` reads everything again. A pass, in order:
 
-1. builds the catalog (`zone_cp.catalog`) and syncs the VIP book with the keys it needs;
+1. updates the catalog; syncs the VIP book only when the VIP keys it needs changed (a service
+   or a zone of it came or went);
 2. persists the VIPs that changed (VirtualIPs, one resource per mesh, synced to the global)
    *before* DNS can answer with them, so an address handed to a client survives a crash;
-3. publishes an immutable `ServiceSnapshot` to listeners (the DNS server swaps its table);
-4. writes the own ZoneIngresses whose `availableServices` changed (they reach the other zones
-   through the global); an ingress whose proxy is disconnected (its ZoneIngressInsight's last
-   subscription is closed, zone_cp.dpstate) for longer than INGRESS_RESTART_GRACE advertises
-   nothing until it reconnects. Within the grace it keeps advertising, so a restarting ingress
-   does not make every other zone drop and re-add its services (issue 16).
+3. publishes an immutable `ServiceSnapshot` to listeners, naming the services that changed
+   (the DNS server swaps its table only when the names changed; the config pusher rebuilds
+   only the proxies that call a changed service);
+4. writes the own ZoneIngresses whose `availableServices` changed, at most once per
+   ADVERTISE_INTERVAL (they reach the other zones through the global); an ingress whose proxy
+   is disconnected (its ZoneIngressInsight's last subscription is closed, zone_cp.dpstate)
+   for longer than INGRESS_RESTART_GRACE advertises nothing until it reconnects. Within the
+   grace it keeps advertising, so a restarting ingress does not make every other zone drop
+   and re-add its services (issue 16).
 
 A failed pass (the store refused a write) is logged and retried with a growing delay; the
 snapshot in use stays the last good one.
