@@ -408,7 +408,7 @@ class ZoneServices:
         (None: unknown). The VIPs, and with them the DNS names, are shared with the last
         snapshot when equal, so a listener can tell by identity that they did not change."""
         old = self._snapshot
-        if vips == old.vips:
+        if vips is old.vips or vips == old.vips:  # `is`: most passes, without comparing
             vips, names = old.vips, old.names
         else:
             names = zone_names(vips)
