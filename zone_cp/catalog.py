@@ -16,11 +16,19 @@ global`, the other zones' ZoneIngresses relayed by the global. The catalog is bu
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Container, Iterable
+from dataclasses import replace
 from typing import Any
 
-from meshfed.dpconfig.catalog import Catalog, Predicate, available_services, build_catalog
+from meshfed.dpconfig.catalog import (
+    Catalog,
+    CatalogIndex,
+    Predicate,
+    ServiceKey,
+    VipKey,
+    available_services,
+    build_catalog,
+)
 from meshfed.resources.model import LABEL_ORIGIN, LABEL_ZONE, ORIGIN_GLOBAL, Resource
 
 
@@ -88,8 +96,76 @@ def ingress_updates(
         current = ingress.spec.get("availableServices") or []
         if ingress.spec.get("zone") == zone and current == wanted:
             continue
-        updated = ingress.clone()
-        updated.spec["zone"] = zone
-        updated.spec["availableServices"] = copy.deepcopy(wanted)
+        # The spec is copied shallowly: `wanted` is a new list nobody else changes, and
+        # deep-copying the old advertisement (every service of the zone) would cost more
+        # than the rest of the pass.
+        spec = {**ingress.spec, "zone": zone, "availableServices": wanted}
+        updated = Resource(
+            ingress.type, replace(ingress.meta, labels=dict(ingress.meta.labels)), spec
+        )
         out.append(updated)
     return out
+
+
+class ZoneCatalog:
+    """`zone_catalog`, `own_available_services` and the catalog's VIP keys, kept current one
+    store change at a time (meshfed.dpconfig.catalog.CatalogIndex): a Dataplane or ZoneIngress
+    change costs the services it touches, not the zone's size. A change of the mesh set (or
+    of what `online` answers) needs `reset`, which reads everything again."""
+
+    def __init__(self, zone: str, online: Predicate = _always) -> None:
+        self.zone = zone
+        self.online = online
+        self.meshes: frozenset[str] = frozenset()
+        self._index = CatalogIndex(zone, online=online)
+        self._vip_keys: dict[ServiceKey, tuple[VipKey, ...]] = {}
+        self._keys_changed = False
+
+    def reset(
+        self, meshes: Iterable[str], dataplanes: Iterable[Resource], ingresses: Iterable[Resource]
+    ) -> None:
+        self.meshes = frozenset(meshes)
+        self._index = CatalogIndex(self.zone, online=self.online)
+        self._vip_keys = {}
+        self._keys_changed = True
+        for res in [*dataplanes, *ingresses]:
+            self.put(res.type, res.meta.mesh, res.meta.name, res)
+
+    def put(self, type_name: str, mesh: str, name: str, res: Resource | None) -> None:
+        """The store's new state of one Dataplane or ZoneIngress (None: deleted)."""
+        if type_name == "Dataplane" and res is not None and mesh in self.meshes:
+            self._index.put(res)
+        elif type_name == "ZoneIngress" and res is not None and is_relayed(res):
+            self._index.put(remote_ingress(res))
+        else:
+            self._index.remove(type_name, mesh, name)
+
+    def catalog(self) -> Catalog:
+        return self._index.catalog()
+
+    def available(self) -> list[dict[str, Any]]:
+        return self._index.available()
+
+    def take_changed(self) -> set[ServiceKey]:
+        """The services whose entry changed since the last call; notes whether the VIP keys
+        changed with them (`take_vip_keys`)."""
+        changed = self._index.take_changed()
+        for key in changed:
+            entry = self._index.entry(*key)
+            keys: tuple[VipKey, ...] = ()
+            if entry is not None:
+                keys = (VipKey(*key), *(VipKey(*key, z) for z in entry.zones(self.zone)))
+            if self._vip_keys.get(key, ()) != keys:
+                self._keys_changed = True
+                if keys:
+                    self._vip_keys[key] = keys
+                else:
+                    del self._vip_keys[key]
+        return changed
+
+    def take_vip_keys(self) -> list[VipKey] | None:
+        """Every VIP key the catalog needs if they changed since the last call, else None."""
+        if not self._keys_changed:
+            return None
+        self._keys_changed = False
+        return [k for keys in self._vip_keys.values() for k in keys]

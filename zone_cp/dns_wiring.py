@@ -117,6 +117,7 @@ class ZoneDns:
             tcp_idle_timeout=tcp_idle_timeout,
         )
         self._reported: tuple[list[str], list[str]] = ([], [])
+        self._names: NameSet | None = None  # of the last update
 
     @property
     def address(self) -> Address:
@@ -135,7 +136,11 @@ class ZoneDns:
         return self.address
 
     def update(self, names: NameSet) -> None:
-        """Swaps in a table for `names` (one assignment: queries see the old or the new)."""
+        """Swaps in a table for `names` (one assignment: queries see the old or the new); the
+        very NameSet of the last update (a catalog change that moved no VIP) costs nothing."""
+        if names is self._names:
+            return
+        self._names = names
         try:
             table = DnsTable(names.pairs(), forwarding=self._forwarding)
         except ValueError as exc:  # a name DNS cannot carry: keep answering the old table

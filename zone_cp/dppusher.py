@@ -2,7 +2,9 @@
 
 One task rebuilds: a store change (Mesh, Secret, policies) or a new proxy marks proxies dirty
 (`invalidate`), a new service snapshot marks those whose services changed (zone_cp.dpbuild
-`Wants`), a certificate due for rotation marks its proxy; after a short debounce every dirty
+`Wants`, found through a `WantsIndex` rather than by asking every proxy: decision 118), a
+certificate due for rotation marks its proxy (the first due time is kept as configs are
+pushed, not scanned for on every pass); after a short debounce every dirty
 proxy's config is rebuilt from inputs gathered once for the pass, encoded once, and sent if
 the hash of those bytes (the config version) changed: the bytes hashed are the bytes sent
 (decision 75). A config that cannot be built (no CA yet, the mesh deleted) is answered once
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from meshfed._gen import dataplane_pb2 as pb
@@ -29,7 +31,14 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
 from zone_cp.certs import CertError, CertIssuer
-from zone_cp.dpbuild import BuildInputs, Unavailable, build_config, changed_services
+from zone_cp.dpbuild import (
+    BuildInputs,
+    ServiceKey,
+    Unavailable,
+    Wants,
+    build_config,
+    changed_services,
+)
 from zone_cp.dpsession import Session, SessionKey
 from zone_cp.services import ServiceSnapshot, ZoneServices
 
@@ -55,26 +64,84 @@ class DirtySet:
         else:
             self._keys.add(key)
 
-    def take(self, live: Iterable[SessionKey]) -> set[SessionKey]:
-        """The dirty keys still connected, leaving the set empty."""
-        live = set(live)
-        keys = live if self._all else self._keys & live
+    def take(self, live: Collection[SessionKey]) -> set[SessionKey]:
+        """The dirty keys still connected, leaving the set empty (costs the dirty keys, not
+        every proxy, unless everyone is dirty)."""
+        keys = set(live) if self._all else {k for k in self._keys if k in live}
         self._keys, self._all = set(), False
         return keys
+
+
+class WantsIndex:
+    """Which proxies a set of changed services concerns, found without asking every proxy
+    (`Wants.affected_by` of each, which a catalog change in a zone of 10,000 sidecars would
+    otherwise cost): sidecars by the services they call, those that call their whole mesh by
+    mesh, and the ingresses (every change concerns them)."""
+
+    def __init__(self) -> None:
+        self._wants: dict[SessionKey, Wants] = {}
+        self._by_service: dict[ServiceKey, set[SessionKey]] = {}
+        self._by_mesh: dict[str, set[SessionKey]] = {}
+        self._ingresses: set[SessionKey] = set()
+
+    def __len__(self) -> int:
+        return len(self._wants)
+
+    def get(self, key: SessionKey) -> Wants | None:
+        return self._wants.get(key)
+
+    def put(self, key: SessionKey, wants: Wants) -> None:
+        self.discard(key)
+        self._wants[key] = wants
+        for group in self._groups(wants):
+            group.add(key)
+
+    def discard(self, key: SessionKey) -> None:
+        wants = self._wants.pop(key, None)
+        if wants is None:
+            return
+        for group in self._groups(wants):
+            group.discard(key)
+        if wants.services is not None:
+            for service in wants.services:
+                if not self._by_service.get((wants.mesh, service), True):
+                    del self._by_service[(wants.mesh, service)]
+
+    def _groups(self, wants: Wants) -> list[set[SessionKey]]:
+        if wants.kind is ProxyType.INGRESS:
+            return [self._ingresses]
+        if wants.services is None:
+            return [self._by_mesh.setdefault(wants.mesh, set())]
+        return [self._by_service.setdefault((wants.mesh, s), set()) for s in wants.services]
+
+    def affected(self, changed: Collection[ServiceKey]) -> set[SessionKey]:
+        """The proxies whose Wants are `affected_by(changed)`."""
+        if not changed:
+            return set()
+        out = set(self._ingresses)
+        for mesh in {m for m, _ in changed}:
+            out |= self._by_mesh.get(mesh, set())
+        for key in changed:
+            out |= self._by_service.get(key, set())
+        return out
+
+
+def earliest_rotation(sessions: Iterable[Session], rotate_at: RotateAt) -> dt.datetime | None:
+    """When the first sidecar certificate is due (None: none)."""
+    times = [
+        t
+        for s in sessions
+        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None
+    ]
+    return min(times) if times else None
 
 
 def next_rotation(
     sessions: Iterable[Session], rotate_at: RotateAt, now: dt.datetime
 ) -> float | None:
     """Seconds until the first sidecar certificate is due (0 if one is overdue; None: none)."""
-    times = [
-        t
-        for s in sessions
-        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None
-    ]
-    if not times:
-        return None
-    return max(0.0, (min(times) - now).total_seconds())
+    first = earliest_rotation(sessions, rotate_at)
+    return None if first is None else max(0.0, (first - now).total_seconds())
 
 
 def due_for_rotation(
@@ -119,6 +186,11 @@ class ConfigPusher:
         self._debounce = debounce
         self._seen: ServiceSnapshot = services.snapshot  # the last snapshot diffed
         self._dirty = DirtySet()
+        self._wants = WantsIndex()  # of the sessions, kept by `invalidate` and `forget`
+        # When the first certificate is due, kept as configs are pushed (a leaf is issued
+        # only there); it may be early (a proxy left), never late. Unknown: scan everyone.
+        self._rotation: dt.datetime | None = None
+        self._rotation_known = False
         self._wake = asyncio.Event()
         self.configs_sent = 0
         self.passes = 0
@@ -129,30 +201,66 @@ class ConfigPusher:
         return self._services.listen(self._on_snapshot)
 
     def invalidate(self, key: SessionKey | None = None) -> None:
-        """Rebuild soon: one proxy's config (`key`) or everyone's."""
+        """Rebuild soon: one proxy's config (`key`, which also (re)indexes what it wants: a
+        proxy registering) or everyone's."""
+        if key is not None:
+            session = self._sessions.get(key)
+            if session is None:
+                self._wants.discard(key)
+            else:
+                self._wants.put(key, session.wants)
         self._dirty.add(key)
         self._wake.set()
+
+    def forget(self, key: SessionKey) -> None:
+        """A proxy's session ended."""
+        if key not in self._sessions:
+            self._wants.discard(key)
 
     def _on_snapshot(self, snapshot: ServiceSnapshot) -> None:
         """Rebuild the proxies whose services changed (a sidecar that calls two services
         of a thousand is not rebuilt when another one scales)."""
         old, self._seen = self._seen, snapshot
-        changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
-        for key, session in self._sessions.items():
-            if session.wants.affected_by(changed):
+        if snapshot.changed is not None and snapshot.generation == old.generation + 1:
+            changed: Collection[ServiceKey] = snapshot.changed  # the catalog's own account
+        else:
+            changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
+        if not changed:
+            return
+        sessions = self._sessions
+        if len(self._wants) != len(sessions):  # sessions changed without telling: re-index
+            self._wants = WantsIndex()
+            for key, session in sessions.items():
+                self._wants.put(key, session.wants)
+        for key in self._wants.affected(changed):
+            live = sessions.get(key)
+            if live is None:
+                self._wants.discard(key)
+                continue
+            if live.wants != self._wants.get(key):
+                self._wants.put(key, live.wants)
+            if live.wants.affected_by(changed):
                 self.invalidate(key)
 
     async def run(self) -> None:
         sessions, rotate_at = self._sessions, self._issuer.rotate_at
         while True:
-            timeout = next_rotation(sessions.values(), rotate_at, dt.datetime.now(dt.UTC))
+            if not self._rotation_known:
+                self._rotation = earliest_rotation(sessions.values(), rotate_at)
+                self._rotation_known = True
+            timeout = None
+            if self._rotation is not None:
+                timeout = max(0.0, (self._rotation - dt.datetime.now(dt.UTC)).total_seconds())
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._wake.wait(), timeout)
             if self._debounce:
                 await asyncio.sleep(self._debounce)
             self._wake.clear()
             keys = self._dirty.take(sessions)
-            keys |= due_for_rotation(sessions, rotate_at, dt.datetime.now(dt.UTC))
+            now = dt.datetime.now(dt.UTC)
+            if self._rotation is not None and self._rotation <= now:
+                keys |= due_for_rotation(sessions, rotate_at, now)
+                self._rotation_known = False  # scanned again once their new leaves exist
             if not keys:
                 continue
             self.passes += 1
@@ -167,6 +275,9 @@ class ConfigPusher:
                 session = sessions.get(key)
                 if session is not None:
                     self._push(session, inputs)
+                    due = rotate_at(session.mesh, session.name)
+                    if due is not None and (self._rotation is None or due < self._rotation):
+                        self._rotation = due
 
     def _inputs(self) -> BuildInputs:
         return BuildInputs.of(

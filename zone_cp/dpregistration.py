@@ -48,6 +48,7 @@ class Registration:
         *,
         mesh_exists: Callable[[str], bool],
         on_registered: Callable[[SessionKey], None],
+        on_closed: Callable[[SessionKey], None] | None = None,
     ) -> None:
         self._records = records
         self._insights = insights
@@ -55,6 +56,7 @@ class Registration:
         self.instance_id = instance_id
         self._mesh_exists = mesh_exists
         self._on_registered = on_registered
+        self._on_closed = on_closed  # a live session ended (not called when replaced)
         self.sessions: dict[SessionKey, Session] = {}
         self._lock = asyncio.Lock()
         self._recording: set[asyncio.Task[None]] = set()  # disconnections being written
@@ -112,6 +114,8 @@ class Registration:
     async def unregister(self, session: Session) -> None:
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+            if self._on_closed is not None:
+                self._on_closed(session.key)
         else:
             return  # replaced: the newer session owns the resource
         if self.stopping:

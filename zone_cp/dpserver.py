@@ -137,6 +137,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             instance_id,
             mesh_exists=self._mesh_exists,
             on_registered=self.invalidate,
+            on_closed=lambda key: self.pusher.forget(key),
         )
         self.sessions = self.registration.sessions
         self.pusher = ConfigPusher(

@@ -1,19 +1,26 @@
 """The zone's services, kept current from its store: catalog, stable VIPs, DNS names, and the
 `availableServices` of its own ingresses.
 
-One store watch (a StoreMirror of Mesh, Dataplane and ZoneIngress) marks the state dirty; one
-task recomputes everything from the mirror, so a burst of changes costs one pass and nothing
-runs on a timer. A pass, in order:
+One store watch (a StoreMirror of Mesh, Dataplane and ZoneIngress) marks the state dirty and
+keeps the newest state of each changed Dataplane and ZoneIngress; one task applies them, so a
+burst of changes costs one pass (delayed by at most the pass before it). A pass costs the
+services the changes touch, not the zone's size (issue 19, decision 117): the catalog is kept
+by `zone_cp.catalog.ZoneCatalog`; only a Mesh change, a cache reload, a failed pass or
+`invalidate` reads everything again. A pass, in order:
 
-1. builds the catalog (`zone_cp.catalog`) and syncs the VIP book with the keys it needs;
+1. updates the catalog; syncs the VIP book only when the VIP keys it needs changed (a service
+   or a zone of it came or went);
 2. persists the VIPs that changed (VirtualIPs, one resource per mesh, synced to the global)
    *before* DNS can answer with them, so an address handed to a client survives a crash;
-3. publishes an immutable `ServiceSnapshot` to listeners (the DNS server swaps its table);
-4. writes the own ZoneIngresses whose `availableServices` changed (they reach the other zones
-   through the global); an ingress whose proxy is disconnected (its ZoneIngressInsight's last
-   subscription is closed, zone_cp.dpstate) for longer than INGRESS_RESTART_GRACE advertises
-   nothing until it reconnects. Within the grace it keeps advertising, so a restarting ingress
-   does not make every other zone drop and re-add its services (issue 16).
+3. publishes an immutable `ServiceSnapshot` to listeners, naming the services that changed
+   (the DNS server swaps its table only when the names changed; the config pusher rebuilds
+   only the proxies that call a changed service);
+4. writes the own ZoneIngresses whose `availableServices` changed, at most once per
+   ADVERTISE_INTERVAL (they reach the other zones through the global); an ingress whose proxy
+   is disconnected (its ZoneIngressInsight's last subscription is closed, zone_cp.dpstate)
+   for longer than INGRESS_RESTART_GRACE advertises nothing until it reconnects. Within the
+   grace it keeps advertising, so a restarting ingress does not make every other zone drop
+   and re-add its services (issue 16).
 
 A failed pass (the store refused a write) is logged and retried with a growing delay; the
 snapshot in use stays the last good one.
@@ -30,6 +37,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,12 +48,13 @@ from typing import Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from meshfed.dpconfig.catalog import Catalog, Predicate, VipKey
+from meshfed.dpconfig.catalog import Catalog, Predicate, ServiceKey, VipKey
 from meshfed.resources.model import (
     LABEL_ORIGIN,
     LABEL_ZONE,
     ORIGIN_GLOBAL,
     ORIGIN_ZONE,
+    Key,
     Meta,
     Resource,
     now_rfc3339,
@@ -59,7 +68,7 @@ from meshfed.store.base import ConflictError, NotFoundError, ResourceStore, Stor
 from meshfed.store.cache import StoreCache
 from meshfed.store.mirror import resource_view
 from zone_cp import dpstate
-from zone_cp.catalog import ingress_updates, own_available_services, zone_catalog
+from zone_cp.catalog import ZoneCatalog, ingress_updates, is_relayed
 from zone_cp.dns import NameSet
 from zone_cp.dns_wiring import names_by_vip, zone_names
 from zone_cp.vipbook import VipBook
@@ -91,6 +100,9 @@ class ServiceSnapshot:
     names: NameSet  # DNS name -> VIP
     generation: int = 0
     unallocated: tuple[VipKey, ...] = field(default=())
+    # The services whose catalog entry or VIPs differ from the previous generation's (None:
+    # unknown, diff the two): spares every listener a diff of the whole catalog.
+    changed: frozenset[ServiceKey] | None = None
 
 
 SnapshotListener = Callable[[ServiceSnapshot], None]
@@ -106,6 +118,12 @@ def _key_text(key: VipKey) -> str:
 # machine; 3 s leaves room for a loaded one), short enough that other zones stop sending to a
 # dead ingress within about 4 s (the grace, plus one trip through the global).
 INGRESS_RESTART_GRACE: Final = 3.0
+# Own ingresses' availableServices are written at most this often: the advertisement lists
+# every service of the zone (and travels to the global and every other zone), so a burst of
+# registrations must cost one write per interval, not one per pass. The newest counts win;
+# a change after a quiet interval is written at once. Kuma also refreshes it periodically
+# (`ingressUpdateInterval`, 1 s by default, in kuma-cp's configuration reference).
+ADVERTISE_INTERVAL: Final = 0.25
 
 
 def _disconnected_at(insight: Resource) -> float | None:
@@ -131,11 +149,15 @@ class ZoneServices:
         writer: bool = True,
         cache: StoreCache | None = None,
         ingress_grace: float = INGRESS_RESTART_GRACE,
+        advertise_interval: float = ADVERTISE_INTERVAL,
     ) -> None:
         """`cache`: the process's store cache (None: a cache of its own)."""
         self._store = store
         self.ingress_grace = ingress_grace
         self._grace_timer: asyncio.TimerHandle | None = None
+        self.advertise_interval = advertise_interval
+        self._advertised_at = -math.inf  # time.monotonic() of the last ingress write
+        self._advertise_timer: asyncio.TimerHandle | None = None
         self.zone = zone
         self.cidr = cidr
         self.online = online
@@ -147,6 +169,11 @@ class ZoneServices:
         self._listeners: list[SnapshotListener] = []
         self._written: dict[str, dict[str, Any]] = {}  # mesh -> VirtualIPs spec in the store
         self._offline: frozenset[str] = frozenset()  # own ingresses seen disconnected by a pass
+        self._catalog = ZoneCatalog(zone, online)
+        self._pending: dict[tuple[str, Key], Resource | None] = {}  # store changes to apply
+        self._full = True  # the next pass reads everything (first pass, mesh change, reload)
+        self._vips: dict[VipKey, str] | None = None  # book.active() as last published
+        self._vips_synced = False  # the book has been synced with the catalog's VIP keys
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
@@ -165,9 +192,10 @@ class ZoneServices:
         self._task = asyncio.create_task(self._run(), name="zone-services")
 
     async def stop(self) -> None:
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
-            self._grace_timer = None
+        for timer in (self._grace_timer, self._advertise_timer):
+            if timer is not None:
+                timer.cancel()
+        self._grace_timer = self._advertise_timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,7 +220,8 @@ class ZoneServices:
         return unlisten
 
     def invalidate(self) -> None:
-        """Recompute soon: something outside the store changed (e.g. `online`)."""
+        """Recompute everything soon: something outside the store changed (e.g. `online`)."""
+        self._full = True
         self._dirty.set()
 
     def set_writer(self, writer: bool) -> None:
@@ -213,8 +242,13 @@ class ZoneServices:
             and res is not None
             and dpstate.proxy_disconnected(res) == (res.meta.name in self._offline)
         )
-        if not unchanged:
-            self._dirty.set()
+        if unchanged:
+            return
+        if type_name in (DATAPLANE.name, ZONE_INGRESS.name) and isinstance(key, Key):
+            self._pending[(type_name, key)] = res  # the newest state wins
+        elif type_name == MESH.name or key is None:
+            self._full = True  # a mesh came or went, or the cache reloaded: read everything
+        self._dirty.set()
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
@@ -226,6 +260,7 @@ class ZoneServices:
                 delay = RETRY_FIRST
             except Exception as exc:
                 self.failures += 1
+                self._full = True  # the next pass must not trust what this one half did
                 log.error(
                     "services not updated (retrying in %.1fs): %s",
                     delay,
@@ -236,22 +271,79 @@ class ZoneServices:
                 delay = min(delay * 2, RETRY_MAX)
                 self._dirty.set()
 
+    def _update_catalog(self) -> set[ServiceKey] | None:
+        """Brings the catalog up to date: the pending changes only, or everything when a
+        full pass is due. Returns the services that changed (None: a full pass)."""
+        if self._full:
+            self._full = False
+            self._pending.clear()
+            self._catalog.online = self.online
+            self._catalog.reset(
+                (r.name for r, _ in self._mirror.entries(MESH.name)),
+                (r for r, _ in self._mirror.entries(DATAPLANE.name)),
+                (r for r, _ in self._mirror.entries(ZONE_INGRESS.name)),
+            )
+            self._catalog.take_changed()
+            return None
+        pending, self._pending = self._pending, {}
+        for (type_name, key), res in pending.items():
+            self._catalog.put(type_name, key.mesh, key.name, res)
+        return self._catalog.take_changed()
+
     async def _pass(self) -> None:
         started = time.perf_counter()
-        meshes = {r.name for r, _ in self._mirror.entries(MESH.name)}
-        dataplanes = [r for r, _ in self._mirror.entries(DATAPLANE.name)]
-        ingresses = [r for r, _ in self._mirror.entries(ZONE_INGRESS.name)]
-        catalog = zone_catalog(self.zone, meshes, dataplanes, ingresses, self.online)
+        changed = self._update_catalog()
+        catalog = self._catalog.catalog()
+        meshes = self._catalog.meshes
         if not self.writer:
             self._follow(catalog)
+            self._vips_synced = False  # a writer again must sync the book
             self.passes += 1
             self.last_pass_seconds = time.perf_counter() - started
             return
         if self._reload:
             self._load_vips()
             self._reload = False
+            self._vips_synced = False
+        wanted = self._catalog.take_vip_keys()
+        if wanted is not None or not self._vips_synced:
+            if wanted is None:
+                wanted = catalog.vip_keys()
+            self._sync_vips(wanted, meshes)
+            await self._persist_vips()
+            self._vips_synced = True
+        vips = self._vips if self._vips is not None else self.book.active()
+        self._publish(catalog, vips, tuple(self.book.unallocated), changed)
+        self._offline = offline = self._offline_ingresses()
+        own = self._own_ingresses()
+        if own:  # the advertisement costs the zone's services: only for an ingress to write
+            await self._advertise(own, offline)
+        self.passes += 1
+        self.last_pass_seconds = time.perf_counter() - started
+
+    async def _advertise(self, own: list[Resource], offline: frozenset[str]) -> None:
+        """Writes the own ingresses' advertisement, or has a pass do it when the interval
+        since the last write has passed."""
+        wait = self._advertised_at + self.advertise_interval - time.monotonic()
+        if wait > 0:
+            if self._advertise_timer is None:
+                self._advertise_timer = asyncio.get_running_loop().call_later(
+                    wait, self._advertise_due
+                )
+            return
+        updates = ingress_updates(self.zone, own, self._catalog.available(), offline)
+        if updates:
+            self._advertised_at = time.monotonic()
+            await self._write_ingresses(updates)
+
+    def _advertise_due(self) -> None:
+        self._advertise_timer = None
+        self._dirty.set()
+
+    def _sync_vips(self, wanted: list[VipKey], meshes: frozenset[str]) -> None:
         before = set(self.book.unallocated)
-        result = self.book.sync(catalog.vip_keys(), meshes, now_rfc3339())
+        result = self.book.sync(wanted, meshes, now_rfc3339())
+        self._vips = None
         if result.changed:
             log.info(
                 "VIPs: %d new, %d back, %d reserved, %d released",
@@ -270,13 +362,9 @@ class ZoneServices:
                 shown,
                 f" and {more} more" if more > 0 else "",
             )
-        await self._persist_vips()
-        self._publish(catalog, self.book.active(), tuple(result.unallocated))
-        available = own_available_services(self.zone, meshes, dataplanes, self.online)
-        self._offline = offline = self._offline_ingresses()
-        await self._write_ingresses(ingress_updates(self.zone, ingresses, available, offline))
-        self.passes += 1
-        self.last_pass_seconds = time.perf_counter() - started
+
+    def _own_ingresses(self) -> list[Resource]:
+        return [r for r, _ in self._mirror.entries(ZONE_INGRESS.name) if not is_relayed(r)]
 
     def _offline_ingresses(self) -> frozenset[str]:
         """Own ingresses whose proxy has been disconnected for the grace period (an insight is
@@ -310,15 +398,35 @@ class ZoneServices:
         self._publish(catalog, vips, ())
 
     def _publish(
-        self, catalog: Catalog, vips: dict[VipKey, str], unallocated: tuple[VipKey, ...]
+        self,
+        catalog: Catalog,
+        vips: dict[VipKey, str],
+        unallocated: tuple[VipKey, ...],
+        changed: set[ServiceKey] | None = None,
     ) -> None:
+        """A new snapshot; `changed`: the services whose entry changed since the last one
+        (None: unknown). The VIPs, and with them the DNS names, are shared with the last
+        snapshot when equal, so a listener can tell by identity that they did not change."""
+        old = self._snapshot
+        if vips is old.vips or vips == old.vips:  # `is`: most passes, without comparing
+            vips, names = old.vips, old.names
+        else:
+            names = zone_names(vips)
+            if changed is not None:
+                changed = changed | {
+                    (k.mesh, k.service)
+                    for k in old.vips.keys() | vips.keys()
+                    if old.vips.get(k) != vips.get(k)
+                }
+        self._vips = vips
         snapshot = ServiceSnapshot(
             self.zone,
             catalog,
             vips,
-            zone_names(vips),
-            self._snapshot.generation + 1,
+            names,
+            old.generation + 1,
             unallocated,
+            None if changed is None else frozenset(changed),
         )
         self._snapshot = snapshot
         for listener in list(self._listeners):

@@ -98,6 +98,13 @@ class Catalog:
         self.zone = zone
         self._entries = {(e.mesh, e.service): e for e in entries}
 
+    @classmethod
+    def of_entries(cls, zone: str, entries: dict[tuple[str, str], ServiceEntry]) -> Catalog:
+        """A catalog over an already keyed dict, which it then owns (no copy)."""
+        catalog = cls(zone, ())
+        catalog._entries = entries
+        return catalog
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -157,7 +164,7 @@ def local_instances(
         for inst in _inbounds(dp, zone):
             out.setdefault((dp.meta.mesh, inst.tags[SERVICE_TAG]), []).append(inst)
     for instances in out.values():
-        instances.sort(key=lambda i: (i.address, i.port, i.dataplane, i.inbound))
+        instances.sort(key=_instance_order)
     return out
 
 
@@ -165,16 +172,30 @@ def available_services(
     dataplanes: Iterable[Resource], zone: str, online: Predicate = _always
 ) -> list[dict[str, Any]]:
     """The zone's ZoneIngress `availableServices`: instances grouped by mesh and tags."""
-    counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    counts: Counter[AvailableKey] = Counter()
     for (mesh, _service), instances in local_instances(dataplanes, zone, online).items():
         for inst in instances:
-            tags = {**inst.tags, SERVICE_PORT_TAG: str(inst.service_port)}
-            counts[(mesh, tuple(sorted(tags.items())))] += 1
+            counts[_available_key(mesh, inst)] += 1
+    return _available_list(counts)
+
+
+AvailableKey = tuple[str, tuple[tuple[str, str], ...]]  # (mesh, sorted tags with the port)
+
+
+def _available_key(mesh: str, inst: LocalInstance) -> AvailableKey:
+    tags = {**inst.tags, SERVICE_PORT_TAG: str(inst.service_port)}
+    return (mesh, tuple(sorted(tags.items())))
+
+
+def _available_order(key: AvailableKey) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """By mesh, then service, then tags."""
+    return (key[0], dict(key[1])[SERVICE_TAG], key[1])
+
+
+def _available_list(counts: Mapping[AvailableKey, int]) -> list[dict[str, Any]]:
     return [
-        {"tags": dict(tags), "instances": n, "mesh": mesh}
-        for (mesh, tags), n in sorted(
-            counts.items(), key=lambda kv: (kv[0][0], dict(kv[0][1])[SERVICE_TAG], kv[0][1])
-        )
+        {"tags": dict(tags), "instances": counts[(mesh, tags)], "mesh": mesh}
+        for mesh, tags in sorted(counts, key=_available_order)
     ]
 
 
@@ -183,6 +204,42 @@ def _dial_address(ingress: ZoneIngressSpec) -> tuple[str, int]:
     if net.advertised_address is not None and net.advertised_port is not None:
         return net.advertised_address, net.advertised_port
     return net.address, net.port
+
+
+def _ingress_services(
+    ingress: Resource, zone: str, online: Predicate
+) -> dict[tuple[str, str], tuple[RemoteIngress, Counter[int], set[str]]]:
+    """What one ingress of another zone offers: (mesh, service) -> (its endpoint there, the
+    advertised service ports weighted by instances, the protocols). Empty for an ingress of
+    this zone, without a zone, offline or not fitting the model."""
+    if ingress.type != "ZoneIngress":
+        return {}
+    spec = spec_as(ingress, ZoneIngressSpec)
+    if spec is None or not spec.zone or spec.zone == zone or not online(ingress):
+        return {}
+    per_service: Counter[tuple[str, str]] = Counter()
+    ports: dict[tuple[str, str], Counter[int]] = {}
+    protocols: dict[tuple[str, str], set[str]] = {}
+    for svc in spec.available_services or ():
+        mesh, tags = svc.mesh, svc.tags
+        instances = 1 if svc.instances is None else svc.instances
+        if mesh is None or svc.external_service or instances <= 0:
+            continue
+        name = tags[SERVICE_TAG]
+        per_service[(mesh, name)] += instances
+        protocols.setdefault((mesh, name), set()).add(tags.get(PROTOCOL_TAG, "tcp"))
+        port = tags.get(SERVICE_PORT_TAG, "")
+        if port.isdigit() and 0 < int(port) <= 65535:
+            ports.setdefault((mesh, name), Counter())[int(port)] += instances
+    their_zone, dial = spec.zone, _dial_address(spec)
+    return {
+        key: (
+            RemoteIngress(their_zone, ingress.meta.name, dial[0], dial[1], instances),
+            ports.get(key, Counter()),
+            protocols[key],
+        )
+        for key, instances in per_service.items()
+    }
 
 
 def _remote(
@@ -194,34 +251,22 @@ def _remote(
     """(mesh, service) -> (ingress endpoints, advertised service ports weighted by instances)."""
     out: dict[tuple[str, str], tuple[list[RemoteIngress], Counter[int]]] = {}
     for ingress in ingresses:
-        if ingress.type != "ZoneIngress":
-            continue
-        spec = spec_as(ingress, ZoneIngressSpec)
-        if spec is None or not spec.zone or spec.zone == zone or not online(ingress):
-            continue
-        their_zone, dial = spec.zone, _dial_address(spec)
-        per_service: Counter[tuple[str, str]] = Counter()
-        ports: dict[tuple[str, str], Counter[int]] = {}
-        for svc in spec.available_services or ():
-            mesh, tags = svc.mesh, svc.tags
-            instances = 1 if svc.instances is None else svc.instances
-            if mesh is None or svc.external_service or instances <= 0:
-                continue
-            name = tags[SERVICE_TAG]
-            per_service[(mesh, name)] += instances
-            protocols.setdefault((mesh, name), set()).add(tags.get(PROTOCOL_TAG, "tcp"))
-            port = tags.get(SERVICE_PORT_TAG, "")
-            if port.isdigit() and 0 < int(port) <= 65535:
-                ports.setdefault((mesh, name), Counter())[int(port)] += instances
-        for key, instances in per_service.items():
+        for key, (endpoint, ports, protos) in _ingress_services(ingress, zone, online).items():
+            protocols.setdefault(key, set()).update(protos)
             endpoints, port_counts = out.setdefault(key, ([], Counter()))
-            endpoints.append(
-                RemoteIngress(their_zone, ingress.meta.name, dial[0], dial[1], instances)
-            )
-            port_counts.update(ports.get(key, Counter()))
+            endpoints.append(endpoint)
+            port_counts.update(ports)
     for endpoints, _ in out.values():
-        endpoints.sort(key=lambda r: (r.zone, r.ingress))
+        endpoints.sort(key=_endpoint_order)
     return out
+
+
+def _endpoint_order(r: RemoteIngress) -> tuple[str, str]:
+    return (r.zone, r.ingress)
+
+
+def _instance_order(i: LocalInstance) -> tuple[str, int, str, int]:
+    return (i.address, i.port, i.dataplane, i.inbound)
 
 
 def _choose_port(counts: Counter[int]) -> int | None:
@@ -262,3 +307,155 @@ def build_catalog(
             )
         )
     return Catalog(zone, entries)
+
+
+ServiceKey = tuple[str, str]  # (mesh, service)
+_Remote = tuple[RemoteIngress, Counter[int], set[str]]
+
+
+class CatalogIndex:
+    """The catalog and the own `availableServices` kept current one resource at a time, so a
+    Dataplane or ZoneIngress change costs the instances of the services it touches, not the
+    zone's size (issue 19). `catalog()` and `available()` equal `build_catalog` and
+    `available_services` over the resources put (tests/unit/dpconfig/test_catalog_index.py).
+
+    Resources are identified by (type, mesh, name); `put` replaces, `remove` forgets. The
+    predicates are read when a resource is put: a change of what they answer needs a new index.
+    """
+
+    def __init__(
+        self, zone: str, *, online: Predicate = _always, ingress_online: Predicate = _always
+    ) -> None:
+        self.zone = zone
+        self._online = online
+        self._ingress_online = ingress_online
+        self._dataplanes: dict[tuple[str, str], list[LocalInstance]] = {}
+        self._ingresses: dict[str, dict[ServiceKey, _Remote]] = {}
+        self._local: dict[ServiceKey, dict[tuple[str, str], list[LocalInstance]]] = {}
+        self._remote: dict[ServiceKey, dict[str, _Remote]] = {}
+        self._entries: dict[ServiceKey, ServiceEntry] = {}
+        self._counts: Counter[AvailableKey] = Counter()
+        self._order: dict[AvailableKey, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+        self._stale: set[ServiceKey] = set()  # entries to recompute
+        self._changed: set[ServiceKey] = set()  # entries that differ since `take_changed`
+        self._available: list[dict[str, Any]] | None = []  # None: recompute
+
+    def put(self, resource: Resource) -> None:
+        """Adds or replaces a Dataplane or a ZoneIngress (other types are ignored)."""
+        if resource.type == "Dataplane":
+            self._put_dataplane((resource.meta.mesh, resource.meta.name), resource)
+        elif resource.type == "ZoneIngress":
+            self._put_ingress(resource.meta.name, resource)
+
+    def remove(self, type_name: str, mesh: str, name: str) -> None:
+        if type_name == "Dataplane":
+            self._put_dataplane((mesh, name), None)
+        elif type_name == "ZoneIngress":
+            self._put_ingress(name, None)
+
+    def _put_dataplane(self, dp: tuple[str, str], resource: Resource | None) -> None:
+        mesh = dp[0]
+        for inst in self._dataplanes.pop(dp, ()):
+            key = (mesh, inst.tags[SERVICE_TAG])
+            self._stale.add(key)
+            of_key = self._local.get(key)
+            if of_key is not None and of_key.pop(dp, None) is not None and not of_key:
+                del self._local[key]
+            self._count(mesh, inst, -1)
+        if resource is None or not self._online(resource):
+            return
+        instances = list(_inbounds(resource, self.zone))
+        if not instances:
+            return
+        self._dataplanes[dp] = instances
+        for inst in instances:
+            key = (mesh, inst.tags[SERVICE_TAG])
+            self._stale.add(key)
+            self._local.setdefault(key, {}).setdefault(dp, []).append(inst)
+            self._count(mesh, inst, 1)
+
+    def _count(self, mesh: str, inst: LocalInstance, delta: int) -> None:
+        key = _available_key(mesh, inst)
+        n = self._counts[key] + delta
+        if n:
+            self._counts[key] = n
+            if key not in self._order:
+                self._order[key] = _available_order(key)
+        else:
+            del self._counts[key]
+            del self._order[key]
+        self._available = None
+
+    def _put_ingress(self, name: str, resource: Resource | None) -> None:
+        for key in self._ingresses.pop(name, {}):
+            self._stale.add(key)
+            of_key = self._remote[key]
+            del of_key[name]
+            if not of_key:
+                del self._remote[key]
+        if resource is None:
+            return
+        offered = _ingress_services(resource, self.zone, self._ingress_online)
+        if offered:
+            self._ingresses[name] = offered
+        for key, remote in offered.items():
+            self._stale.add(key)
+            self._remote.setdefault(key, {})[name] = remote
+
+    def _refresh(self) -> None:
+        for key in self._stale:
+            entry = self._entry(key)
+            if entry == self._entries.get(key):
+                continue
+            self._changed.add(key)
+            if entry is None:
+                del self._entries[key]
+            else:
+                self._entries[key] = entry
+        self._stale.clear()
+
+    def _entry(self, key: ServiceKey) -> ServiceEntry | None:
+        instances = sorted(
+            (i for insts in self._local.get(key, {}).values() for i in insts), key=_instance_order
+        )
+        remotes = self._remote.get(key, {}).values()
+        if not instances and not remotes:
+            return None
+        protocols = {i.tags.get(PROTOCOL_TAG, "tcp") for i in instances}
+        ports: Counter[int] = Counter()
+        for _, advertised, protos in remotes:
+            protocols |= protos
+            ports.update(advertised)
+        return ServiceEntry(
+            mesh=key[0],
+            service=key[1],
+            local=tuple(instances),
+            remote=tuple(sorted((r for r, _, _ in remotes), key=_endpoint_order)),
+            port=_choose_port(Counter(i.service_port for i in instances) + ports),
+            protocols=frozenset(protocols),
+        )
+
+    def catalog(self) -> Catalog:
+        """The catalog now (a new immutable Catalog; unchanged entries are shared)."""
+        self._refresh()
+        return Catalog.of_entries(self.zone, dict(self._entries))
+
+    def take_changed(self) -> set[ServiceKey]:
+        """The (mesh, service) pairs whose entry changed since the last call."""
+        self._refresh()
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def entry(self, mesh: str, service: str) -> ServiceEntry | None:
+        self._refresh()
+        return self._entries.get((mesh, service))
+
+    def available(self) -> list[dict[str, Any]]:
+        """The own ingresses' `availableServices` (recomputed only after a change of counts)."""
+        if self._available is None:
+            ordered = sorted(self._counts, key=self._order.__getitem__)
+            self._available = [
+                {"tags": dict(tags), "instances": self._counts[(mesh, tags)], "mesh": mesh}
+                for mesh, tags in ordered
+            ]
+        return self._available

@@ -1,0 +1,400 @@
+"""Dataplane churn in one zone: registrations per second through the zone's API, and the zone's
+CPU per registration, with N Dataplanes already present (issue 19).
+
+    .venv/bin/python benchmarks/zone_churn.py [--present 1000,2000] [--changes 400] \
+        [--services 500] [--clients 8] [--profile FILE] [--json FILE]
+
+One global-cp and one zone-cp (embedded SQLite stores, KDS over TLS with a zone token, as
+`benchmarks/kds_propagation.py` deploys them). For each N of `--present`, in increasing order:
+the zone is filled up to N Dataplanes (32 PUTs at a time, not measured), then `--changes` new
+Dataplanes are PUT by `--clients` concurrent clients, measured:
+
+- registrations/s: changes / (time from the first PUT until the zone's catalog counts every
+  instance, `GET /meshes/default/services`): the API's rate AND the catalog keeping up;
+- zone CPU per registration: the zone-cp process's CPU time (utime + stime from /proc) over the
+  same interval divided by the changes; flat from 1k to 10k when a change costs a constant.
+
+Each Dataplane has one inbound of service `svc-<i mod --services>`; the zone has its own
+ZoneIngress (unless `--no-ingress`), whose `availableServices` it keeps current and syncs to
+the global. The load average is printed
+with each phase: on a shared machine wall times swing with the neighbours, CPU time much less.
+`--profile FILE` runs the zone under cProfile (pstats written to FILE when it stops).
+Issue 19's target: >= 500 registrations/s with 10,000 Dataplanes present; CPU per change
+within 2x from 1k to 10k. Not a test: prints numbers, exits 0 unless the deployment fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from _support import cpu_seconds, free_port
+from kds_propagation import (
+    Deployment,
+    Node,
+    issue_zone_token,
+    load_average,
+    rss_kib,
+    wait_connected,
+    wait_ready,
+)
+
+from meshfed._gen import dataplane_pb2 as pb
+from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message
+
+TARGET_RATE = 500.0
+STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
+TOKEN_SERVICES = 64
+STREAM_TIMEOUT = 30.0
+INBOUND_PORT = 8080  # kuma.io/service values one dataplane token may carry
+FILL_CONCURRENCY = 32
+POLL_S = 0.05
+
+
+def dataplane(i: int, services: int) -> dict[str, Any]:
+    return {
+        "type": "Dataplane",
+        "mesh": "default",
+        "name": f"dp-{i}",
+        "networking": {
+            "address": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
+            "inbound": [{"port": INBOUND_PORT, "tags": {"kuma.io/service": f"svc-{i % services}"}}],
+        },
+    }
+
+
+async def put_dataplanes(
+    http: aiohttp.ClientSession, zone: Node, first: int, count: int, services: int, clients: int
+) -> None:
+    """PUTs dp-<first> .. dp-<first+count-1> with `clients` requests in flight."""
+    queue = iter(range(first, first + count))
+
+    async def client() -> None:
+        for i in queue:
+            doc = dataplane(i, services)
+            async with http.put(
+                f"{zone.api}/meshes/default/dataplanes/{doc['name']}", json=doc
+            ) as r:
+                if r.status not in (200, 201):
+                    raise RuntimeError(f"PUT {doc['name']}: {r.status} {await r.text()}")
+                await r.read()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+class Streams:
+    """Sidecars registering through the zone's dataplane server as mesh-dp does: a stream
+    with a dataplane token, a Hello with the Dataplane and the two services it calls; the
+    registration is done when its first config arrives. The streams stay open (a sidecar
+    stays connected), their later configs read and dropped, until `close`."""
+
+    def __init__(self, target: str, tokens: list[str], services: int, clients: int) -> None:
+        self._channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
+        self._tokens = tokens
+        self._services = services
+        self._open: list[asyncio.Task[None]] = []
+
+    async def register(self, first: int, count: int) -> None:
+        queue = iter(range(first, first + count))
+
+        async def client(channel: grpc.aio.Channel) -> None:
+            stub = channel.stream_stream(
+                STREAM_PATH,
+                request_serializer=pb.DpMessage.SerializeToString,
+                response_deserializer=pb.CpMessage.FromString,
+            )
+            for i in queue:
+                configured = asyncio.get_running_loop().create_future()
+                self._open.append(asyncio.create_task(self._stream(stub, i, configured)))
+                try:
+                    await asyncio.wait_for(configured, STREAM_TIMEOUT)
+                except TimeoutError:
+                    raise RuntimeError(f"dp-{i}: no config in {STREAM_TIMEOUT:g} s") from None
+
+        await asyncio.gather(*(client(c) for c in self._channels))
+
+    async def _stream(
+        self,
+        stub: grpc.aio.StreamStreamMultiCallable[pb.DpMessage, pb.CpMessage],
+        i: int,
+        configured: asyncio.Future[None],
+    ) -> None:
+        s = self._services
+        calls = {f"svc-{(i + 1) % s}", f"svc-{(i + 2) % s}"}
+        token = self._tokens[(i % s) // TOKEN_SERVICES]
+        hello = hello_message(ProxyType.SIDECAR, dataplane(i, s), reachable=calls)
+        call = stub(None, metadata=(("authorization", f"Bearer {token}"),))
+        try:
+            await call.write(hello)
+            async for msg in call:
+                assert isinstance(msg, pb.CpMessage)
+                kind = msg.WhichOneof("message")
+                if kind == "error" and not configured.done():
+                    configured.set_exception(RuntimeError(f"dp-{i}: {msg.error}"))
+                elif kind == "config":
+                    # Applied, and the application answers: the inbound becomes ready.
+                    await call.write(ack_message(msg.config.version))
+                    status = pb.InboundStatus(port=INBOUND_PORT, ready=True)
+                    report = pb.Report(inbounds=[status], config_version=msg.config.version)
+                    await call.write(pb.DpMessage(report=report))
+                    if not configured.done():
+                        configured.set_result(None)
+        except grpc.aio.AioRpcError as exc:
+            if not configured.done():
+                configured.set_exception(RuntimeError(f"dp-{i}: {exc.code()} {exc.details()}"))
+        except Exception as exc:
+            if not configured.done():
+                configured.set_exception(RuntimeError(f"dp-{i}: {exc!r}"))
+            raise
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        for task in self._open:
+            task.cancel()
+        await asyncio.gather(*self._open, return_exceptions=True)
+        self._open = []
+        for channel in self._channels:
+            await channel.close(None)
+
+
+async def dataplane_tokens(
+    http: aiohttp.ClientSession, zone: Node, services: int, timeout: float = 60
+) -> list[str]:
+    """One token per TOKEN_SERVICES services (the zone answers 400 until the mesh's signing
+    key has come from the global)."""
+    tokens = []
+    deadline = time.monotonic() + timeout
+    for first in range(0, services, TOKEN_SERVICES):
+        names = [f"svc-{j}" for j in range(first, min(services, first + TOKEN_SERVICES))]
+        body = {"mesh": "default", "tags": {"kuma.io/service": names}, "validFor": "24h"}
+        while True:
+            async with http.post(f"{zone.api}/tokens/dataplane", json=body) as resp:
+                text = await resp.text()
+                if resp.status == 200:
+                    tokens.append(text.strip())
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no dataplane token: {resp.status} {text}")
+            await asyncio.sleep(POLL_S)
+    return tokens
+
+
+async def instances(http: aiohttp.ClientSession, zone: Node) -> int:
+    async with http.get(f"{zone.api}/meshes/default/services") as resp:
+        body = await resp.json()
+    return sum(int(item["instances"]) for item in body["items"])
+
+
+async def wait_instances(
+    http: aiohttp.ClientSession, zone: Node, want: int, timeout: float = 600
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := await instances(http, zone)) < want:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the zone's catalog counts {seen} instances, not {want}")
+        await asyncio.sleep(POLL_S)
+
+
+async def phase(
+    http: aiohttp.ClientSession,
+    zone: Node,
+    present: int,
+    args: argparse.Namespace,
+    streams: Streams | None,
+) -> dict[str, Any]:
+    load_before = load_average()
+    cpu_before = cpu_seconds(zone.pid)
+    started = time.perf_counter()
+    if streams is None:
+        await put_dataplanes(http, zone, present, args.changes, args.services, args.clients)
+    else:
+        await streams.register(present, args.changes)
+    api_s = time.perf_counter() - started
+    await wait_instances(http, zone, present + args.changes)
+    total_s = time.perf_counter() - started
+    cpu = cpu_seconds(zone.pid) - cpu_before
+    return {
+        "via": args.via,
+        "present": present,
+        "changes": args.changes,
+        "clients": args.clients,
+        "registrations_per_s": round(args.changes / total_s, 1),
+        "acknowledged_rate_per_s": round(args.changes / api_s, 1),
+        "zone_cpu_ms_per_change": round(1000 * cpu / args.changes, 2),
+        "zone_rss_mib": round(rss_kib(zone.pid)["VmRSS"] / 1024, 1),
+        "load_average_1m": round(max(load_before, load_average()), 2),
+    }
+
+
+def print_phase(res: dict[str, Any]) -> None:
+    verdict = "meets" if res["registrations_per_s"] >= TARGET_RATE else "MISSES"
+    alone = "API PUTs answered" if res["via"] == "api" else "first configs received"
+    print(
+        f"{res['present']:>6} present: {res['changes']} registrations ({res['via']}) by "
+        f"{res['clients']} clients at {res['registrations_per_s']}/s into the catalog "
+        f"({verdict} >= {TARGET_RATE:g}/s; {alone} at {res['acknowledged_rate_per_s']}/s); "
+        f"zone CPU {res['zone_cpu_ms_per_change']} ms per registration; zone RSS "
+        f"{res['zone_rss_mib']} MiB; load {res['load_average_1m']}",
+        flush=True,
+    )
+
+
+def profiled(node: Node, out: Path) -> None:
+    """Runs the node's program under cProfile instead (pstats to `out` when it stops)."""
+    module = {"zone-cp": "zone_cp.main", "global-cp": "global_cp.main"}[Path(node.argv[0]).name]
+    code = (
+        "import cProfile, sys; from importlib import import_module; "
+        f"sys.argv = {node.argv!r}; main = import_module({module!r}).main; "
+        f"cProfile.run('main()', {str(out)!r})"
+    )
+    node.argv = [sys.executable, "-c", code]
+
+
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    dep = Deployment.create(root)
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        try:
+            dep.global_.start()
+            await wait_ready(http, dep.global_)
+            http.headers["Authorization"] = f"Bearer {dep.admin_token()}"
+            zone = dep.zone("zone-1", 0)
+            dp_server = f"127.0.0.1:{free_port()}"
+            zone.env["MESHFED_DP_SERVER_ADDRESS"] = dp_server
+            if args.profile:
+                profiled(zone, args.profile.resolve())
+            await issue_zone_token(http, dep, zone.name)
+            zone.start()
+            await wait_ready(http, zone)
+            await wait_connected(http, zone)
+            # The default Mesh comes from the global; the zone takes Dataplanes once it has it.
+            deadline = time.monotonic() + 60
+            while True:
+                async with http.get(f"{zone.api}/meshes/default") as resp:
+                    if resp.status == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the zone never received the default Mesh")
+                await asyncio.sleep(POLL_S)
+            if not args.no_ingress:
+                # The zone's own ingress, whose availableServices the zone keeps current (and
+                # sends to the global) as the Dataplanes come.
+                doc = {
+                    "type": "ZoneIngress",
+                    "name": "zone-1-ingress",
+                    "networking": {"address": "127.0.0.1", "port": 10001},
+                }
+                async with http.put(f"{zone.api}/zoneingresses/{doc['name']}", json=doc) as r:
+                    if r.status not in (200, 201):
+                        raise RuntimeError(f"PUT ZoneIngress: {r.status} {await r.text()}")
+            print(f"deployment: global + 1 zone up (logs in {root})", flush=True)
+            tokens = []
+            if args.via == "streams":
+                tokens = await dataplane_tokens(http, zone, args.services)
+            phases = []
+            have = 0
+            for present in sorted(args.present):
+                if present > have:
+                    fill = time.perf_counter()
+                    await put_dataplanes(
+                        http, zone, have, present - have, args.services, FILL_CONCURRENCY
+                    )
+                    await wait_instances(http, zone, present)
+                    print(
+                        f"filled to {present} Dataplanes in {time.perf_counter() - fill:.1f} s",
+                        flush=True,
+                    )
+                    have = present
+                # The measured Dataplanes get numbers past every later phase's fill.
+                streams = None
+                if args.via == "streams":
+                    streams = Streams(dp_server, tokens, args.services, args.clients)
+                try:
+                    res = await phase(http, zone, have, args, streams)
+                finally:
+                    if streams is not None:
+                        await streams.close()
+                print_phase(res)
+                phases.append(res)
+                # Remove them again so the next fill starts from a known count.
+                await delete_dataplanes(http, zone, have, args.changes, args.clients)
+                await wait_instances_exactly(http, zone, have)
+            return {"phases": phases}
+        finally:
+            dep.stop()
+
+
+async def delete_dataplanes(
+    http: aiohttp.ClientSession, zone: Node, first: int, count: int, clients: int
+) -> None:
+    queue = iter(range(first, first + count))
+
+    async def client() -> None:
+        for i in queue:
+            async with http.delete(f"{zone.api}/meshes/default/dataplanes/dp-{i}") as r:
+                await r.read()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+async def wait_instances_exactly(
+    http: aiohttp.ClientSession, zone: Node, want: int, timeout: float = 600
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := await instances(http, zone)) != want:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the zone's catalog counts {seen} instances, not {want}")
+        await asyncio.sleep(POLL_S)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--present",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[200, 1000],
+        help="comma-separated Dataplane counts present before each measured phase",
+    )
+    parser.add_argument("--changes", type=int, default=400, help="registrations measured")
+    parser.add_argument("--services", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--via",
+        choices=("api", "streams"),
+        default="api",
+        help="register through the zone's API (Dataplane PUT) or its dataplane server",
+    )
+    parser.add_argument(
+        "--no-ingress", action="store_true", help="no own ZoneIngress (nothing to advertise)"
+    )
+    parser.add_argument("--profile", type=Path, help="run the zone under cProfile, pstats here")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--keep", action="store_true", help="keep data and logs")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="meshfed-churn-bench-"))
+    try:
+        results = asyncio.run(run(args, root))
+    except RuntimeError as exc:
+        print(f"benchmark failed: {exc}\nlogs and data kept in {root}", file=sys.stderr)
+        return 1
+    results["load_average_end"] = load_average()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
