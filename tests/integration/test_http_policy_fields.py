@@ -1,0 +1,361 @@
+"""MeshTimeout, MeshRetry and MeshCircuitBreaker `http` fields, each applied at the global,
+seen changing real traffic through web's sidecar in a zone, then deleted: the default
+returns (issue 13's acceptance, for the fields tests/integration/test_http_timeout_retry.py
+and test_mesh_dp_http_resilience.py leave out).
+
+One set of processes for the module (tests/integration/test_http_world_support.py): web
+calls `backend` (two instances), `queue` (one) and `pools` (two) over mTLS. `queue` and
+`pools` serve one test each: what they check depends on the caller's pool of upstream
+connections, which every other test fills.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_http_world_support import (
+    APP,
+    ZONE,
+    World,
+    arrivals,
+    control,
+    start_world,
+)
+from tests.support import Procs, wait_until
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = "MeshTimeout"
+RETRY = "MeshRetry"
+BREAKER = "MeshCircuitBreaker"
+
+
+@dataclass
+class Answer:
+    status: int
+    error: str  # x-meshfed-error: the sidecar answered itself
+    name: str  # the instance that answered /who
+    complete: bool  # the body arrived whole (False: the sidecar cut it)
+    took: float  # seconds, request to the end of the body (or its cut)
+
+
+def fetch(host: str, port: int, path: str) -> Answer:
+    """One GET on a new connection to web's sidecar."""
+    start = time.monotonic()
+    conn = http.client.HTTPConnection(host, port, timeout=15)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        error = resp.getheader("x-meshfed-error", "")
+        try:
+            body, complete = resp.read(), True
+        except (http.client.IncompleteRead, ConnectionError):
+            body, complete = b"", False
+        name = body.split(b'"name": "', 1)[-1].split(b'"', 1)[0].decode() if body else ""
+        return Answer(resp.status, error, name, complete, time.monotonic() - start)
+    finally:
+        conn.close()
+
+
+def together(*calls: Callable[[], Answer]) -> list[Answer]:
+    """The calls at once, each on its own connection; their answers in order."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures: list[Future[Answer]] = [pool.submit(c) for c in calls]
+        return [f.result(timeout=30) for f in futures]
+
+
+@pytest.fixture(scope="module", name="w")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root: Path = tmp_path_factory.mktemp("fields")
+    procs = Procs(root)
+    try:
+        w = start_world(procs, root, reachable=["queue", "pools"])
+        for name, service in (("queue-1", "queue"), ("pools-1", "pools"), ("pools-2", "pools")):
+            w.others[name] = w.mesh.workload(ZONE, name, service, protocol="http", app_module=APP)
+        yield w
+    except BaseException:
+        print(procs.dump_logs())
+        raise
+    finally:
+        procs.stop_all()
+
+
+def get(w: World, path: str, service: str = "backend") -> Callable[[], Answer]:
+    if service == "backend":
+        return lambda: fetch(w.vip, w.port, path)
+    vip, port = w.mesh.target(ZONE, service)
+    return lambda: fetch(vip, port, path)
+
+
+# -- MeshTimeout -------------------------------------------------------------------------------
+
+
+def test_stream_idle_timeout_bounds_the_quiet_time_not_the_whole_exchange(w: World) -> None:
+    slow_head, stall, trickle = (
+        get(w, "/slow?ms=1800"),  # the head after 1.8 s of silence
+        get(w, "/chunks?n=2&ms=1800"),  # the head, then 1.8 s of silence
+        get(w, "/chunks?n=8&ms=300"),  # a byte every 0.3 s for 2.4 s
+    )
+    w.enforce(TIMEOUT, "idle", {"http": {"streamIdleTimeout": "1s"}})
+    head, mid, steady = together(slow_head, stall, trickle)
+    assert (head.status, head.error) == (504, "timeout"), head
+    assert 0.9 <= head.took < 1.7, head
+    assert mid.status == 200 and not mid.complete, mid  # cut after the head
+    assert 0.9 <= mid.took < 1.7, mid
+    assert steady.status == 200 and steady.complete, steady  # never quiet for 1 s
+    assert steady.took >= 2.3, steady
+
+    w.withdraw(TIMEOUT, "idle")  # Kuma's default: 30 min
+    head, mid = together(slow_head, stall)
+    assert head.status == 200 and head.complete, head
+    assert mid.status == 200 and mid.complete, mid
+
+
+def test_max_stream_duration_cuts_an_exchange_that_is_never_idle(w: World) -> None:
+    slow_head, trickle = get(w, "/slow?ms=2500"), get(w, "/chunks?n=9&ms=300")
+    w.enforce(TIMEOUT, "duration", {"http": {"maxStreamDuration": "1500ms"}})
+    head, steady = together(slow_head, trickle)
+    assert (head.status, head.error) == (504, "timeout"), head
+    assert 1.4 <= head.took < 2.3, head
+    assert steady.status == 200 and not steady.complete, steady
+    assert 1.4 <= steady.took < 2.3, steady
+
+    w.withdraw(TIMEOUT, "duration")  # Kuma's default: no limit
+    (steady,) = together(trickle)
+    assert steady.status == 200 and steady.complete, steady
+    assert steady.took >= 2.6, steady
+
+
+def _new_upstream_connections(w: World, run_for: float) -> tuple[int, int]:
+    """Requests through web for `run_for` seconds, one after the other: (requests, mTLS
+    connections the backends' sidecars accepted meanwhile)."""
+
+    def accepted() -> int:
+        return sum(int(b.stats()["inbounds"][0]["connectionsTotal"]) for b in w.backends)
+
+    before, n = accepted(), 0
+    end = time.monotonic() + run_for
+    while time.monotonic() < end:
+        assert fetch(w.vip, w.port, "/who").status == 200
+        n += 1
+    return n, accepted() - before
+
+
+def test_max_connection_duration_retires_upstream_connections(w: World) -> None:
+    w.enforce(TIMEOUT, "conn-age", {"http": {"maxConnectionDuration": "500ms"}})
+    requests, opened = _new_upstream_connections(w, 2.0)
+    # Each instance's connection is replaced about every 0.5 s: 3 or 4 each; a connection
+    # per request would be many more.
+    assert 4 <= opened <= requests // 2, (requests, opened)
+
+    w.withdraw(TIMEOUT, "conn-age")  # Kuma's default: no limit, connections are kept
+    requests, opened = _new_upstream_connections(w, 2.0)
+    assert opened <= 2, (requests, opened)
+
+
+def _partial_head(w: World) -> socket.socket:
+    sock = socket.create_connection((w.vip, w.port), timeout=5)
+    sock.sendall(b"GET /who HTTP/1.1\r\nHost: backend\r\n")  # the head's end never comes
+    return sock
+
+
+def test_request_headers_timeout_answers_408_to_a_slow_head(w: World) -> None:
+    w.enforce(TIMEOUT, "head", {"http": {"requestHeadersTimeout": "1s"}})
+    start = time.monotonic()
+    with _partial_head(w) as sock:
+        sock.settimeout(5)
+        answer = sock.recv(4096)
+        took = time.monotonic() - start
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"x-meshfed-error: request-headers-timeout" in answer, answer
+        assert 0.9 <= took < 2.0, took
+        wait_until(lambda: sock.recv(4096) == b"", timeout=5, what="closed")
+
+    w.withdraw(TIMEOUT, "head")  # Kuma's default: no limit
+    with _partial_head(w) as sock:
+        sock.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)  # 1.5 s and still waiting for the rest of the head
+        sock.settimeout(5)
+        sock.sendall(b"\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+# -- MeshRetry ---------------------------------------------------------------------------------
+
+
+def test_per_try_timeout_moves_a_slow_attempt_to_the_other_instance(w: World) -> None:
+    slow = w.backends[1]  # backend-2 takes 2 s to answer anything
+    control(slow, "delay", 2000)
+    try:
+        w.enforce(RETRY, "per-try", {"http": {"perTryTimeout": "500ms"}})
+        before = len(arrivals([slow], "/who"))
+        answers = [fetch(w.vip, w.port, "/who") for _ in range(4)]
+        assert [(a.status, a.name) for a in answers] == [(200, "backend-1")] * 4, answers
+        assert all(a.took < 1.5 for a in answers), answers  # ~0.5 s on backend-2, then 1
+        assert len(arrivals([slow], "/who")) - before >= 2  # round robin sent some there
+
+        w.withdraw(RETRY, "per-try")  # Kuma's default: 16 s (above the 15 s request timeout)
+        answers = together(get(w, "/who"), get(w, "/who"))
+        by_slow = [a for a in answers if a.name == "backend-2"]
+        assert [a.status for a in answers] == [200, 200], answers
+        assert by_slow and by_slow[0].took >= 1.9, answers
+    finally:
+        control(slow, "delay", 0)
+
+
+def _gaps(w: World, targets: list[str]) -> list[list[float]]:
+    """Each target's arrivals at the backends as the gaps between its attempts."""
+    out = []
+    for target in targets:
+        times = arrivals(w.backends, target)
+        out.append([b - a for a, b in pairwise(times)])
+    return out
+
+
+def test_back_off_spaces_the_attempts_at_the_backend(w: World) -> None:
+    """Envoy's fully jittered back-off: before retry N a wait drawn in [0, (2^N - 1) x
+    baseInterval), capped at maxInterval. Three requests answered 503 by every attempt, at
+    once (Envoy's default maxRetries is 3 in flight), give a dozen gaps to look at."""
+    slack = 0.3  # scheduling on a loaded machine
+    base, cap = 0.4, 0.5
+    w.enforce(
+        RETRY,
+        "back-off",
+        {
+            "http": {
+                "numRetries": 4,
+                "retryOn": ["503"],
+                "backOff": {"baseInterval": "400ms", "maxInterval": "500ms"},
+            }
+        },
+    )
+    targets = [f"/status/503?back-off={i}" for i in range(3)]
+    answers = together(*(get(w, t) for t in targets))
+    assert [a.status for a in answers] == [503] * 3, answers
+    gaps = _gaps(w, targets)
+    assert [len(g) for g in gaps] == [4] * 3, gaps  # numRetries 4: five attempts each
+    flat = [g for each in gaps for g in each]
+    # maxInterval: without it the third and fourth waits could reach 2.8 s and 6 s.
+    assert max(flat) <= cap + slack, gaps
+    # baseInterval: twelve waits drawn up to 0.4-0.5 s; Kuma's default (25 ms base, 250 ms
+    # cap) could not add up to this. Below 1.2 s has odds under 1 in 10^4.
+    assert sum(flat) >= 1.2, gaps
+    assert all(g[0] <= base + slack for g in gaps), gaps
+
+    w.withdraw(RETRY, "back-off")  # Kuma's default: 5 retries of gateway errors, 25 ms base
+    targets = [f"/status/503?default={i}" for i in range(3)]
+    answers = together(*(get(w, t) for t in targets))
+    assert [a.status for a in answers] == [503] * 3, answers
+    for each in _gaps(w, targets):
+        assert len(each) == 5, each
+        ceilings = [min((2**n - 1) * 0.025, 0.25) for n in range(1, 6)]
+        assert all(g <= c + slack / 2 for g, c in zip(each, ceilings, strict=True)), each
+
+
+# -- MeshCircuitBreaker ------------------------------------------------------------------------
+
+
+def test_max_pending_requests_queues_one_and_refuses_the_next(w: World) -> None:
+    queue = w.others["queue-1"]
+    hold, quick = get(w, "/sleep/1.5", "queue"), get(w, "/who", "queue")
+
+    def while_one_holds_the_connection() -> tuple[Answer, list[Answer]]:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(hold)
+            wait_until(lambda: control(queue, "inflight")["inflight"] == 1, timeout=10)
+            others = together(quick, quick)
+            return first.result(timeout=15), others
+
+    limits = {"maxConnections": 1, "maxPendingRequests": 1}
+    w.enforce(BREAKER, "queue", {"connectionLimits": limits}, "queue")
+    first, others = while_one_holds_the_connection()
+    assert first.status == 200, first
+    refused = [a for a in others if a.status == 503]
+    queued = [a for a in others if a.status == 200]
+    assert len(refused) == len(queued) == 1, others
+    assert refused[0].error == "circuit-open", refused
+    assert refused[0].took < 1.0 <= queued[0].took, others  # at once / after the first
+
+    w.withdraw(BREAKER, "queue", "queue")  # Envoy's defaults: 1024 connections, 1024 pending
+    first, others = while_one_holds_the_connection()
+    assert [first.status] + [a.status for a in others] == [200] * 3, (first, others)
+    assert all(a.took < 1.0 for a in others), others
+
+
+def test_max_connection_pools_keeps_the_other_instance_out(w: World) -> None:
+    call = get(w, "/who", "pools")
+    w.enforce(BREAKER, "pools", {"connectionLimits": {"maxConnectionPools": 1}}, "pools")
+    answers = [call() for _ in range(6)]
+    served = {a.name for a in answers if a.status == 200}
+    refused = [a for a in answers if a.status == 503]
+    assert len(served) == 1, answers  # the first instance reached has the only pool
+    assert len(refused) >= 2 and {a.error for a in refused} == {"circuit-open"}, answers
+
+    w.withdraw(BREAKER, "pools", "pools")  # Envoy's default: no limit
+    answers = [call() for _ in range(6)]
+    assert {a.status for a in answers} == {200}, answers
+    assert {a.name for a in answers} == {"pools-1", "pools-2"}, answers
+
+
+def _ejects_the_failing_instance(w: World, name: str, detector: dict[str, object]) -> None:
+    """backend-2 answers 500 to everything; with only `detector` on, it is ejected at an
+    interval's end and traffic goes to backend-1; without the policy it stays in."""
+    failing = w.backends[1]
+    outlier = {
+        "interval": "1s",
+        "baseEjectionTime": "30s",  # out for the rest of the test: deleting brings it back
+        "maxEjectionPercent": 50,
+        "detectors": detector,
+    }
+    w.enforce(BREAKER, name, {"outlierDetection": outlier})
+    before = w.outbound()["http"]["ejections"]
+    control(failing, "fail", 500)  # not retried: Kuma's default retries gateway errors
+    try:
+
+        def ejected() -> bool:
+            fetch(w.vip, w.port, "/who")
+            return float(w.endpoint(failing)["outlierEjectedFor"]) > 0
+
+        wait_until(ejected, timeout=10, interval=0.01, what="backend-2 ejected")
+        assert w.outbound()["http"]["ejections"] == before + 1
+        answers = [fetch(w.vip, w.port, "/who") for _ in range(6)]
+        assert [(a.status, a.name) for a in answers] == [(200, "backend-1")] * 6, answers
+
+        w.withdraw(BREAKER, name)  # no outlier detection: the failing instance is back
+        statuses = [fetch(w.vip, w.port, "/who").status for _ in range(6)]
+        assert sorted(statuses) == [200] * 3 + [500] * 3, statuses  # round robin
+    finally:
+        control(failing, "fail", 0)
+
+
+def test_failure_percentage_ejects_an_instance_failing_over_the_threshold(w: World) -> None:
+    _ejects_the_failing_instance(
+        w,
+        "failure-percentage",
+        {"failurePercentage": {"requestVolume": 4, "minimumHosts": 2, "threshold": 50}},
+    )
+
+
+def test_success_rate_ejects_an_instance_far_below_the_mean(w: World) -> None:
+    # Two hosts at 100 % and 0 %: mean 50, deviation 50, floor 50 - 0.5 x 50 = 25.
+    _ejects_the_failing_instance(
+        w,
+        "success-rate",
+        {
+            "successRate": {
+                "requestVolume": 4,
+                "minimumHosts": 2,
+                "standardDeviationFactor": "0.5",
+            }
+        },
+    )
