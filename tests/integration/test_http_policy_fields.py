@@ -29,6 +29,7 @@ from tests.integration.test_http_world_support import (
     arrivals,
     control,
     start_world,
+    wait_ready,
 )
 from tests.support import Procs, wait_until
 
@@ -80,7 +81,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         w = start_world(procs, root, reachable=["queue", "pools"])
         for name, service in (("queue-1", "queue"), ("pools-1", "pools"), ("pools-2", "pools")):
-            w.others[name] = w.mesh.workload(ZONE, name, service, protocol="http", app_module=APP)
+            w.others[name] = w.mesh.workload(
+                ZONE, name, service, protocol="http", app_module=APP, wait=False
+            )
+        wait_ready(list(w.others.values()))
         yield w
     except BaseException:
         print(procs.dump_logs())
@@ -101,18 +105,18 @@ def get(w: World, path: str, service: str = "backend") -> Callable[[], Answer]:
 
 def test_stream_idle_timeout_bounds_the_quiet_time_not_the_whole_exchange(w: World) -> None:
     slow_head, stall, trickle = (
-        get(w, "/slow?ms=1800"),  # the head after 1.8 s of silence
-        get(w, "/chunks?n=2&ms=1800"),  # the head, then 1.8 s of silence
-        get(w, "/chunks?n=8&ms=300"),  # a byte every 0.3 s for 2.4 s
+        get(w, "/slow?ms=1600"),  # the head after 1.6 s of silence
+        get(w, "/chunks?n=2&ms=1600"),  # the head, then 1.6 s of silence
+        get(w, "/chunks?n=6&ms=250"),  # a byte every 0.25 s for 1.5 s
     )
     w.enforce(TIMEOUT, "idle", {"http": {"streamIdleTimeout": "1s"}})
     head, mid, steady = together(slow_head, stall, trickle)
     assert (head.status, head.error) == (504, "timeout"), head
-    assert 0.9 <= head.took < 1.7, head
+    assert 0.9 <= head.took < 1.55, head
     assert mid.status == 200 and not mid.complete, mid  # cut after the head
-    assert 0.9 <= mid.took < 1.7, mid
+    assert 0.9 <= mid.took < 1.55, mid
     assert steady.status == 200 and steady.complete, steady  # never quiet for 1 s
-    assert steady.took >= 2.3, steady
+    assert steady.took >= 1.4, steady
 
     w.withdraw(TIMEOUT, "idle")  # Kuma's default: 30 min
     head, mid = together(slow_head, stall)
@@ -121,18 +125,18 @@ def test_stream_idle_timeout_bounds_the_quiet_time_not_the_whole_exchange(w: Wor
 
 
 def test_max_stream_duration_cuts_an_exchange_that_is_never_idle(w: World) -> None:
-    slow_head, trickle = get(w, "/slow?ms=2500"), get(w, "/chunks?n=9&ms=300")
-    w.enforce(TIMEOUT, "duration", {"http": {"maxStreamDuration": "1500ms"}})
+    slow_head, trickle = get(w, "/slow?ms=1800"), get(w, "/chunks?n=8&ms=250")
+    w.enforce(TIMEOUT, "duration", {"http": {"maxStreamDuration": "1s"}})
     head, steady = together(slow_head, trickle)
     assert (head.status, head.error) == (504, "timeout"), head
-    assert 1.4 <= head.took < 2.3, head
-    assert steady.status == 200 and not steady.complete, steady
-    assert 1.4 <= steady.took < 2.3, steady
+    assert 0.9 <= head.took < 1.7, head
+    assert steady.status == 200 and not steady.complete, steady  # cut after a second
+    assert 0.9 <= steady.took < 1.7, steady
 
     w.withdraw(TIMEOUT, "duration")  # Kuma's default: no limit
     (steady,) = together(trickle)
     assert steady.status == 200 and steady.complete, steady
-    assert steady.took >= 2.6, steady
+    assert steady.took >= 1.9, steady
 
 
 def _new_upstream_connections(w: World, run_for: float) -> tuple[int, int]:
@@ -151,14 +155,14 @@ def _new_upstream_connections(w: World, run_for: float) -> tuple[int, int]:
 
 
 def test_max_connection_duration_retires_upstream_connections(w: World) -> None:
-    w.enforce(TIMEOUT, "conn-age", {"http": {"maxConnectionDuration": "500ms"}})
-    requests, opened = _new_upstream_connections(w, 2.0)
-    # Each instance's connection is replaced about every 0.5 s: 3 or 4 each; a connection
+    w.enforce(TIMEOUT, "conn-age", {"http": {"maxConnectionDuration": "400ms"}})
+    requests, opened = _new_upstream_connections(w, 1.5)
+    # Each instance's connection is replaced about every 0.4 s: 3 or 4 each; a connection
     # per request would be many more.
     assert 4 <= opened <= requests // 2, (requests, opened)
 
     w.withdraw(TIMEOUT, "conn-age")  # Kuma's default: no limit, connections are kept
-    requests, opened = _new_upstream_connections(w, 2.0)
+    requests, opened = _new_upstream_connections(w, 1.5)
     assert opened <= 2, (requests, opened)
 
 
@@ -224,41 +228,36 @@ def _gaps(w: World, targets: list[str]) -> list[list[float]]:
 
 def test_back_off_spaces_the_attempts_at_the_backend(w: World) -> None:
     """Envoy's fully jittered back-off: before retry N a wait drawn in [0, (2^N - 1) x
-    baseInterval), capped at maxInterval. Three requests answered 503 by every attempt, at
-    once (Envoy's default maxRetries is 3 in flight), give a dozen gaps to look at."""
-    slack = 0.3  # scheduling on a loaded machine
-    base, cap = 0.4, 0.5
-    w.enforce(
-        RETRY,
-        "back-off",
-        {
-            "http": {
-                "numRetries": 4,
-                "retryOn": ["503"],
-                "backOff": {"baseInterval": "400ms", "maxInterval": "500ms"},
-            }
-        },
-    )
-    targets = [f"/status/503?back-off={i}" for i in range(3)]
+    baseInterval), capped at maxInterval. Eight requests answered 503 by every attempt, at
+    once (a MeshCircuitBreaker lets them all retry), give 32 waits to look at."""
+    slack = 0.4  # scheduling on a loaded machine
+    retry = {
+        "numRetries": 4,
+        "retryOn": ["503"],
+        "backOff": {"baseInterval": "400ms", "maxInterval": "500ms"},
+    }
+    w.enforce(BREAKER, "back-off-retries", {"connectionLimits": {"maxRetries": 8}})
+    w.enforce(RETRY, "back-off", {"http": retry})
+    targets = [f"/status/503?back-off={i}" for i in range(8)]
     answers = together(*(get(w, t) for t in targets))
-    assert [a.status for a in answers] == [503] * 3, answers
+    assert [a.status for a in answers] == [503] * 8, answers
     gaps = _gaps(w, targets)
-    assert [len(g) for g in gaps] == [4] * 3, gaps  # numRetries 4: five attempts each
+    assert [len(g) for g in gaps] == [4] * 8, gaps  # numRetries 4: five attempts each
     flat = [g for each in gaps for g in each]
-    # maxInterval: without it the third and fourth waits could reach 2.8 s and 6 s.
-    assert max(flat) <= cap + slack, gaps
-    # baseInterval: twelve waits drawn up to 0.4-0.5 s; Kuma's default (25 ms base, 250 ms
-    # cap) could not add up to this. Below 1.2 s has odds under 1 in 10^4.
-    assert sum(flat) >= 1.2, gaps
-    assert all(g[0] <= base + slack for g in gaps), gaps
+    # maxInterval: uncapped, the third and fourth waits would be drawn up to 2.8 s and 4 s.
+    assert max(flat) <= 0.5 + slack, gaps
+    # baseInterval: the waits average about 0.24 s; with Kuma's default (25 ms base, 250 ms
+    # cap) they would average 0.07 s. Under 0.14 s has odds below 1 in 10^4.
+    assert sum(flat) / len(flat) >= 0.14, gaps
 
     w.withdraw(RETRY, "back-off")  # Kuma's default: 5 retries of gateway errors, 25 ms base
+    w.withdraw(BREAKER, "back-off-retries")  # Envoy's default: 3 retries at once
     targets = [f"/status/503?default={i}" for i in range(3)]
     answers = together(*(get(w, t) for t in targets))
     assert [a.status for a in answers] == [503] * 3, answers
+    ceilings = [min((2**n - 1) * 0.025, 0.25) for n in range(1, 6)]
     for each in _gaps(w, targets):
         assert len(each) == 5, each
-        ceilings = [min((2**n - 1) * 0.025, 0.25) for n in range(1, 6)]
         assert all(g <= c + slack / 2 for g, c in zip(each, ceilings, strict=True)), each
 
 

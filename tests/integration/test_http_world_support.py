@@ -143,6 +143,20 @@ class World:
         wait_until(lambda: check(self.policies(service)), timeout=20, interval=0.05, what=what)
 
 
+def wait_ready(workloads: Sequence[Workload]) -> None:
+    """Until every sidecar says it is ready (they start at once: `workload(wait=False)`)."""
+
+    def ready(w: Workload) -> bool:
+        assert w.sidecar.alive(), w.sidecar.log()
+        try:
+            return bool(admin_json(w.admin, "/ready")["ready"])
+        except OSError:
+            return False
+
+    for w in workloads:
+        wait_until(lambda: ready(w), timeout=20, what=f"{w.name} ready")  # noqa: B023
+
+
 def start_world(
     procs: Procs, root: Path, *, backends: int = 2, reachable: Sequence[str] = ()
 ) -> World:
@@ -152,12 +166,19 @@ def start_world(
     for service in (BACKEND, *reachable):
         mesh.apply(allow(f"web-to-{service}", service, "web"))
     instances = [
-        mesh.workload(ZONE, f"backend-{i}", BACKEND, protocol="http", app_module=APP)
+        mesh.workload(ZONE, f"backend-{i}", BACKEND, protocol="http", app_module=APP, wait=False)
         for i in range(1, backends + 1)
     ]
     web = mesh.workload(
-        ZONE, "web-1", "web", reachable=[BACKEND, *reachable], protocol="http", app_module=APP
+        ZONE,
+        "web-1",
+        "web",
+        reachable=[BACKEND, *reachable],
+        protocol="http",
+        app_module=APP,
+        wait=False,
     )
+    wait_ready([*instances, web])
     vip, port = mesh.target(ZONE, BACKEND)
     w = World(mesh, web, instances, vip, port)
     everyone = {b.name for b in instances}
