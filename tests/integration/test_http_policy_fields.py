@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_cross_zone_support import MESH
 from tests.integration.test_http_world_support import (
     APP,
     ZONE,
@@ -31,6 +32,7 @@ from tests.integration.test_http_world_support import (
     start_world,
     wait_ready,
 )
+from tests.integration.test_mesh_dp_support import admin_json
 from tests.support import Procs, wait_until
 
 pytestmark = pytest.mark.integration
@@ -358,3 +360,67 @@ def test_success_rate_ejects_an_instance_far_below_the_mean(w: World) -> None:
             }
         },
     )
+
+
+# -- MeshTimeout rules (inbound) ---------------------------------------------------------------
+
+
+def _inbound(w: World, key: str) -> int:
+    """A counter of the backends' inbounds, summed (`active`: caller connections open)."""
+    return sum(int(b.stats()["inbounds"][0][key]) for b in w.backends)
+
+
+def _inbound_timeouts(w: World) -> int:
+    return sum(int(b.stats()["inbounds"][0]["http"]["timeouts"]) for b in w.backends)
+
+
+def test_inbound_rules_bound_the_exchange_with_the_application(w: World) -> None:
+    """A `rules` MeshTimeout on backend's inbounds: backend's own sidecar cuts an answer that
+    streams past requestTimeout (web's outbound would allow 15 s), and closes a caller's
+    connection quiet for idleTimeout (web keeps it in its pool otherwise)."""
+    name = "backend-inbound"
+    doc = {
+        "type": TIMEOUT,
+        "name": name,
+        "mesh": MESH,
+        "spec": {
+            "targetRef": {"kind": "MeshService", "name": "backend"},
+            "rules": [{"default": {"idleTimeout": "500ms", "http": {"requestTimeout": "1s"}}}],
+        },
+    }
+    trickle = get(w, "/chunks?n=4&ms=500")  # 2 s of body
+    w.mesh.apply(doc)
+    source = f"{TIMEOUT}/{name}"
+    for b in w.backends:
+        wait_until(
+            lambda: (
+                admin_json(b.admin, "/config")["inbounds"][0]["timeouts"]["sources"]  # noqa: B023
+                == [source]
+            ),
+            timeout=20,
+            what=f"{source} at {b.name}",
+        )
+    before = _inbound_timeouts(w)
+    (cut,) = together(trickle)
+    assert cut.status == 200 and not cut.complete, cut
+    assert 0.9 <= cut.took < 1.7, cut
+    assert _inbound_timeouts(w) == before + 1  # the backend's sidecar timed it out
+    # A kept-alive caller quiet for idleTimeout after a request is closed by the backend's
+    # sidecar (a connection already waiting when the policy came keeps its old wait).
+    assert {fetch(w.vip, w.port, "/who").status for _ in range(4)} == {200}
+    wait_until(lambda: _inbound(w, "active") == 0, timeout=5, interval=0.05, what="closed")
+
+    w.mesh.glob.delete(f"/meshes/{MESH}/meshtimeouts/{name}")
+    for b in w.backends:
+        wait_until(
+            lambda: admin_json(b.admin, "/config")["inbounds"][0]["timeouts"]["sources"] == [],  # noqa: B023
+            timeout=20,
+            what=f"{source} gone from {b.name}",
+        )
+    (whole,) = together(trickle)
+    assert whole.status == 200 and whole.complete and whole.took >= 1.9, whole
+    assert fetch(w.vip, w.port, "/who").status == 200  # both instances have a caller now
+    assert _inbound(w, "active") >= 1
+    end = time.monotonic() + 1.5  # three idleTimeouts of the deleted policy
+    while time.monotonic() < end:
+        assert _inbound(w, "active") >= 1, "a kept-alive caller connection was closed"
