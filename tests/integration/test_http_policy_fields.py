@@ -4,9 +4,9 @@ returns (issue 13's acceptance, for the fields tests/integration/test_http_timeo
 and test_mesh_dp_http_resilience.py leave out).
 
 One set of processes for the module (tests/integration/test_http_world_support.py): web
-calls `backend` (two instances), `queue` (one) and `pools` (two) over mTLS. `queue` and
-`pools` serve one test each: what they check depends on the caller's pool of upstream
-connections, which every other test fills.
+calls `backend` (two instances), `queue` (one) and `pools` (two) over mTLS, and `plain`
+(one, `tcp`). `queue` and `pools` serve one test each: what they check depends on the
+caller's pool of upstream connections, which every other test fills.
 """
 
 from __future__ import annotations
@@ -81,10 +81,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root: Path = tmp_path_factory.mktemp("fields")
     procs = Procs(root)
     try:
-        w = start_world(procs, root, reachable=["queue", "pools"])
-        for name, service in (("queue-1", "queue"), ("pools-1", "pools"), ("pools-2", "pools")):
+        w = start_world(procs, root, reachable=["queue", "pools", "plain"])
+        for name, service, protocol in (
+            ("queue-1", "queue", "http"),
+            ("pools-1", "pools", "http"),
+            ("pools-2", "pools", "http"),
+            ("plain-1", "plain", None),  # tcp: its sidecars relay bytes
+        ):
             w.others[name] = w.mesh.workload(
-                ZONE, name, service, protocol="http", app_module=APP, wait=False
+                ZONE, name, service, protocol=protocol, app_module=APP, wait=False
             )
         wait_ready(list(w.others.values()))
         yield w
@@ -129,11 +134,15 @@ def test_stream_idle_timeout_bounds_the_quiet_time_not_the_whole_exchange(w: Wor
 def test_max_stream_duration_cuts_an_exchange_that_is_never_idle(w: World) -> None:
     slow_head, trickle = get(w, "/slow?ms=1800"), get(w, "/chunks?n=8&ms=250")
     w.enforce(TIMEOUT, "duration", {"http": {"maxStreamDuration": "1s"}})
+    kept, opened = _inbound(w, "active"), _opened(w)
     head, steady = together(slow_head, trickle)
     assert (head.status, head.error) == (504, "timeout"), head
     assert 0.9 <= head.took < 1.7, head
     assert steady.status == 200 and not steady.complete, steady  # cut after a second
     assert 0.9 <= steady.took < 1.7, steady
+    # Both upstream connections were given up, not left open (or pooled) mid-exchange.
+    expected = kept + _opened(w) - opened - 2
+    wait_until(lambda: _inbound(w, "active") == expected, timeout=5, what="both closed")
 
     w.withdraw(TIMEOUT, "duration")  # Kuma's default: no limit
     (steady,) = together(trickle)
@@ -365,9 +374,27 @@ def test_success_rate_ejects_an_instance_far_below_the_mean(w: World) -> None:
 # -- MeshTimeout rules (inbound) ---------------------------------------------------------------
 
 
+def inbound_rules(name: str, service: str, default: dict[str, object]) -> dict[str, object]:
+    """A MeshTimeout with `rules` for the inbounds of `service`'s instances."""
+    return {
+        "type": TIMEOUT,
+        "name": name,
+        "mesh": MESH,
+        "spec": {
+            "targetRef": {"kind": "MeshService", "name": service},
+            "rules": [{"default": default}],
+        },
+    }
+
+
 def _inbound(w: World, key: str) -> int:
     """A counter of the backends' inbounds, summed (`active`: caller connections open)."""
     return sum(int(b.stats()["inbounds"][0][key]) for b in w.backends)
+
+
+def _opened(w: World) -> int:
+    """Connections web's sidecar opened to backend's instances so far."""
+    return sum(int(e["connections"]) for e in w.outbound()["endpoints"])
 
 
 def _inbound_timeouts(w: World) -> int:
@@ -379,15 +406,7 @@ def test_inbound_rules_bound_the_exchange_with_the_application(w: World) -> None
     streams past requestTimeout (web's outbound would allow 15 s), and closes a caller's
     connection quiet for idleTimeout (web keeps it in its pool otherwise)."""
     name = "backend-inbound"
-    doc = {
-        "type": TIMEOUT,
-        "name": name,
-        "mesh": MESH,
-        "spec": {
-            "targetRef": {"kind": "MeshService", "name": "backend"},
-            "rules": [{"default": {"idleTimeout": "500ms", "http": {"requestTimeout": "1s"}}}],
-        },
-    }
+    doc = inbound_rules(name, "backend", {"idleTimeout": "500ms", "http": {"requestTimeout": "1s"}})
     trickle = get(w, "/chunks?n=4&ms=500")  # 2 s of body
     w.mesh.apply(doc)
     source = f"{TIMEOUT}/{name}"
@@ -406,8 +425,11 @@ def test_inbound_rules_bound_the_exchange_with_the_application(w: World) -> None
     assert 0.9 <= cut.took < 1.7, cut
     assert _inbound_timeouts(w) == before + 1  # the backend's sidecar timed it out
     # A kept-alive caller quiet for idleTimeout after a request is closed by the backend's
-    # sidecar (a connection already waiting when the policy came keeps its old wait).
-    assert {fetch(w.vip, w.port, "/who").status for _ in range(4)} == {200}
+    # sidecar. A connection already waiting when the policy came keeps its old wait, so
+    # sixteen overlapping requests first put every connection web pooled (no earlier test
+    # had more than eight at once) and some new ones to use.
+    overlapping = together(*[get(w, "/slow?ms=700")] * 16)
+    assert {a.status for a in overlapping} == {200}, overlapping
     wait_until(lambda: _inbound(w, "active") == 0, timeout=5, interval=0.05, what="closed")
 
     w.mesh.glob.delete(f"/meshes/{MESH}/meshtimeouts/{name}")
@@ -424,3 +446,39 @@ def test_inbound_rules_bound_the_exchange_with_the_application(w: World) -> None
     end = time.monotonic() + 1.5  # three idleTimeouts of the deleted policy
     while time.monotonic() < end:
         assert _inbound(w, "active") >= 1, "a kept-alive caller connection was closed"
+
+
+def _quiet_after_an_answer(w: World) -> socket.socket:
+    """A TCP connection through web to `plain` that got one HTTP answer and is now quiet."""
+    sock = socket.create_connection(w.mesh.target(ZONE, "plain"), timeout=5)
+    sock.sendall(b"GET /who HTTP/1.1\r\nHost: plain\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"}"):
+        chunk = sock.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    return sock
+
+
+def test_inbound_rules_close_a_quiet_tcp_connection(w: World) -> None:
+    plain = w.others["plain-1"]
+    name = "plain-inbound"
+    doc = inbound_rules(name, "plain", {"idleTimeout": "500ms"})
+
+    def sources() -> list[str]:
+        return list(admin_json(plain.admin, "/config")["inbounds"][0]["timeouts"]["sources"])
+
+    w.mesh.apply(doc)
+    wait_until(lambda: sources() == [f"{TIMEOUT}/{name}"], timeout=20, what="at plain's sidecar")
+    with _quiet_after_an_answer(w) as sock:
+        quiet_since = time.monotonic()
+        assert sock.recv(4096) == b""  # plain's sidecar closed the link, web's followed
+        assert 0.4 <= time.monotonic() - quiet_since < 2.0
+
+    w.mesh.glob.delete(f"/meshes/{MESH}/meshtimeouts/{name}")
+    wait_until(lambda: sources() == [], timeout=20, what="gone from plain's sidecar")
+    with _quiet_after_an_answer(w) as sock:
+        sock.settimeout(1.5)  # three of the deleted idleTimeouts
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)
