@@ -36,16 +36,16 @@ from mesh_dp.http.conn import Conn
 from mesh_dp.http.parse import ProtocolError, RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy
+from mesh_dp.http.timeouts import HttpTimeouts
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import InboundStats
 from mesh_dp.tlsconf import TlsContexts
 from meshfed.aio import wait_for
-from meshfed.dpconfig.model import Endpoint, Inbound
+from meshfed.dpconfig.model import Endpoint, Inbound, InboundTimeouts
 from meshfed.pki.tls import PeerIdentityError, peer_spiffe_id
 
 log = logging.getLogger("mesh_dp.inbound")
 
-APP_CONNECT_TIMEOUT = 5.0
 APP_MAX_CONNECTIONS = 1 << 20  # the application is not circuit-broken by its own sidecar
 
 
@@ -57,13 +57,18 @@ class _AppCluster:
         self.listener = listener
         self.pool = Pool()
         self._state: EndpointState | None = None
+        self._policy: tuple[InboundTimeouts, RequestPolicy] | None = None
 
     @property
     def name(self) -> str:
         return self.listener.inbound.service
 
     def policy(self) -> RequestPolicy:
-        return RequestPolicy(APP_CONNECT_TIMEOUT, 1, 0.0, APP_MAX_CONNECTIONS)
+        """The inbound's MeshTimeout `rules` (InboundTimeouts), read again when they change."""
+        t = self.listener.inbound.timeouts
+        if self._policy is None or self._policy[0] is not t:
+            self._policy = t, app_policy(t)
+        return self._policy[1]
 
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
         i = self.listener.inbound
@@ -89,6 +94,24 @@ class _AppCluster:
 
     def finished(self, endpoint: EndpointState, status: int) -> None:
         endpoint.requests += 1
+
+
+def app_policy(t: InboundTimeouts) -> RequestPolicy:
+    """What the HTTP pipeline enforces per request on an inbound: its MeshTimeout `rules`
+    (idleTimeout bounds a kept-alive caller's quiet time); no retries, no limits."""
+    return RequestPolicy(
+        connect_timeout=t.connect_timeout,
+        max_connect_attempts=1,
+        response_timeout=t.idle_timeout,
+        max_connections=APP_MAX_CONNECTIONS,
+        timeouts=HttpTimeouts(
+            request=t.request_timeout,
+            stream_idle=t.stream_idle_timeout,
+            max_stream=t.max_stream_duration,
+            max_connection=t.max_connection_duration,
+            request_headers=t.request_headers_timeout,
+        ),
+    )
 
 
 def listening_socket(address: str, port: int) -> socket.socket:
@@ -288,7 +311,7 @@ class InboundListener:
         try:
             await wait_for(
                 loop.create_connection(lambda: app, inbound.service_address, inbound.service_port),
-                APP_CONNECT_TIMEOUT,
+                inbound.timeouts.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
             self.stats.app_failures += 1
@@ -302,7 +325,7 @@ class InboundListener:
             client.close(abort=True)
             return
         self.stats.active += 1
-        link = Link(client, app, on_close=self._closed)
+        link = Link(client, app, on_close=self._closed, idle_timeout=inbound.timeouts.idle_timeout)
         self.links.add(link)
         link.start()
 

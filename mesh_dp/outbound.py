@@ -325,12 +325,11 @@ class OutboundListener:
         task.add_done_callback(self._tasks.discard)
 
     def accepted_http(self, client: Conn) -> None:
+        """Every client connection is served: for HTTP, maxConnections bounds the upstream
+        connections, and a request finding them all busy waits as a pending one
+        (maxPendingRequests, mesh_dp/http/limits.py), as in Envoy."""
         stats = self.stats
         stats.connections_total += 1
-        if stats.active >= self.outbound.policies.max_connections:
-            stats.overflow += 1
-            client.abort()
-            return
         stats.active += 1
         task = asyncio.create_task(self._serve_http(client, stats))
         self._tasks.add(task)

@@ -554,12 +554,14 @@ class HttpProxy:
                     self.stats.timeouts += 1
                     down.write(held)
                     down.abort()
+                    up.abort()  # mid-response: never reusable, and it must leave the pool
                     return False
                 except ProtocolError:
                     ev = None
                 if ev is None:
                     down.write(held)
                     down.abort()  # a cut body must not look complete
+                    up.abort()
                     return False
                 if ev is END:
                     down.write(held + encoder.end())

@@ -61,7 +61,13 @@ from meshfed.dpconfig.model import (
     SidecarConfig,
     Tls,
 )
-from meshfed.dpconfig.policies import OUTBOUND_TYPES, load_balancing_conf, outbound_policies
+from meshfed.dpconfig.policies import (
+    MESH_TIMEOUT,
+    OUTBOUND_TYPES,
+    inbound_timeouts,
+    load_balancing_conf,
+    outbound_policies,
+)
 from meshfed.dpconfig.sni import SniError, encode_sni
 from meshfed.pki.leaf import Leaf
 from meshfed.pki.spiffe import PkiError, service_id
@@ -269,6 +275,7 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
     raw_inbounds = as_list(dig(dataplane.spec, "networking", "inbound"))
     default_address = dig(dataplane.spec, "networking", "address")
     matched_mtp = b.matched.get(MESH_TRAFFIC_PERMISSION, ())
+    matched_mt = b.matched.get(MESH_TIMEOUT, ())
     out: list[Inbound] = []
     for view in b.view.inbounds:
         raw = raw_inbounds[view.index]
@@ -291,6 +298,7 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
                     matched_mtp, view.index, b.view.mesh, mtls_enabled=b.mtls
                 ),
                 protocol=protocol_of(tags),
+                timeouts=inbound_timeouts(matched_mt, view.index),
             )
         )
     return out

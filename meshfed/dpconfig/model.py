@@ -263,6 +263,22 @@ class OutboundPolicies(Message, frozen=True):
     sources: tuple[str, ...] = ()  # policies that set any of these, `Type/name`
 
 
+class InboundTimeouts(Message, frozen=True):
+    """MeshTimeout `rules` of one inbound (meshfed/dpconfig/policies.py): the connect to the
+    application, the caller connection's quiet time and the HTTP exchanges with the
+    application. The defaults (no `rules` policy) are what the inbound did before: a 5 s
+    connect, nothing else bounded (0: off)."""
+
+    connect_timeout: Seconds = DEFAULT_CONNECT_TIMEOUT
+    idle_timeout: Seconds = 0.0
+    request_timeout: Seconds = 0.0
+    stream_idle_timeout: Seconds = 0.0
+    max_stream_duration: Seconds = 0.0
+    max_connection_duration: Seconds = 0.0
+    request_headers_timeout: Seconds = 0.0
+    sources: tuple[str, ...] = ()  # the policies that set them, `Type/name`
+
+
 class Inbound(Message, frozen=True):
     name: str  # the inbound's name, "" if unnamed
     address: str  # where the sidecar listens (mTLS when the mesh has it)
@@ -273,6 +289,7 @@ class Inbound(Message, frozen=True):
     tags: dict[str, str]
     permissions: Permissions
     protocol: Protocol = "tcp"
+    timeouts: InboundTimeouts = InboundTimeouts()
 
 
 class Outbound(Message, frozen=True):

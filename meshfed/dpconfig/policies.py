@@ -4,7 +4,12 @@ What each enforced field means (the set itself is in meshfed/policy/enforced.py)
 
 - MeshTimeout `connectionTimeout`: how long a connect to one endpoint (TCP and the TLS
   handshake) may take; `idleTimeout`: close a proxied connection after this long with no
-  bytes in either direction (`0s`: never).
+  bytes in either direction (`0s`: never). Its `rules` (inbound_timeouts) bound an inbound
+  the same way, the application standing for the endpoint: the connect to it, the caller
+  connection's quiet time, and on an `http` inbound each exchange with the application
+  (requestTimeout, streamIdleTimeout, maxStreamDuration, requestHeadersTimeout) and the age
+  of the pooled connections to it (maxConnectionDuration), as Kuma sets them on the
+  inbound's listener and local cluster.
 - MeshRetry `tcp.maxConnectAttempt`: how many endpoints to try for one accepted connection
   before giving up (a refused or timed-out connect moves on to the next choice).
 - MeshHealthCheck: checks of each endpoint every `interval` (each may take `timeout`);
@@ -50,12 +55,13 @@ from meshfed.dpconfig.model import (
     HealthCheck,
     HttpCheck,
     HttpRetry,
+    InboundTimeouts,
     LbAlgorithm,
     OutboundPolicies,
     Outlier,
     SuccessRate,
 )
-from meshfed.policy.rules import Matched, outbound_conf
+from meshfed.policy.rules import Matched, entries, merge_entries, outbound_conf
 from meshfed.policy.targetref import ServiceLabels
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.models.base import Model, parse
@@ -200,16 +206,38 @@ def _seconds(value: timedelta | None, default: float = 0.0) -> float:
     return default if value is None else value.total_seconds()
 
 
+def _http_seconds(http: HttpTimeouts | None) -> dict[str, float]:
+    """MeshTimeout `http` in seconds, by the field names of OutboundPolicies and
+    InboundTimeouts; Kuma's defaults for what is unset."""
+    h = http or HttpTimeouts.model_construct()
+    return {
+        "request_timeout": _seconds(h.request_timeout, DEFAULT_REQUEST_TIMEOUT),
+        "stream_idle_timeout": _seconds(h.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT),
+        "max_stream_duration": _seconds(h.max_stream_duration),
+        "max_connection_duration": _seconds(h.max_connection_duration),
+        "request_headers_timeout": _seconds(h.request_headers_timeout),
+    }
+
+
 def _http_timeouts(http: HttpTimeouts | None, policies: OutboundPolicies) -> OutboundPolicies:
     """MeshTimeout `http` on OutboundPolicies; Kuma's defaults for what is unset."""
-    h = http or HttpTimeouts.model_construct()
-    return msgspec.structs.replace(
-        policies,
-        request_timeout=_seconds(h.request_timeout, DEFAULT_REQUEST_TIMEOUT),
-        stream_idle_timeout=_seconds(h.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT),
-        max_stream_duration=_seconds(h.max_stream_duration),
-        max_connection_duration=_seconds(h.max_connection_duration),
-        request_headers_timeout=_seconds(h.request_headers_timeout),
+    return msgspec.structs.replace(policies, **_http_seconds(http))
+
+
+def inbound_timeouts(matched: Sequence[Matched], inbound: int) -> InboundTimeouts:
+    """MeshTimeout `rules` for the inbound at index `inbound`, from the MeshTimeouts matched
+    to the dataplane (their top-level targetRef selects the inbound). Without any, the
+    inbound keeps its own defaults (InboundTimeouts()); with one, the fields it leaves out
+    take Kuma's defaults, as on an outbound."""
+    merged = merge_entries(entries(matched, "rules", inbound))
+    if merged.empty:
+        return InboundTimeouts()
+    conf = read_conf(TimeoutConf, merged.conf, MESH_TIMEOUT)
+    return InboundTimeouts(
+        connect_timeout=conf.connection_timeout.total_seconds(),
+        idle_timeout=conf.idle_timeout.total_seconds(),
+        sources=merged.sources,
+        **_http_seconds(conf.http),
     )
 
 

@@ -11,8 +11,8 @@ REST, dry runs and KDS all refuse the same fields.
 | MeshTrafficPermission     | from[]  | action (callers by Mesh, MeshService, or MeshSubset /  |
 |                           |         | MeshServiceSubset with no tag but kuma.io/service)     |
 |                           | rules[] | allow, deny, allowWithShadowDeny (spiffeID Exact/Prefix)|
-| MeshTimeout               | to[]    | connectionTimeout, idleTimeout, http.requestTimeout,   |
-|                           |         | http.streamIdleTimeout, http.maxStreamDuration,        |
+| MeshTimeout               | to[],   | connectionTimeout, idleTimeout, http.requestTimeout,   |
+|                           | rules[] | http.streamIdleTimeout, http.maxStreamDuration,        |
 |                           |         | http.maxConnectionDuration, http.requestHeadersTimeout |
 | MeshRetry                 | to[]    | tcp.maxConnectAttempt, http.numRetries,                |
 |                           |         | http.perTryTimeout, http.backOff (baseInterval,        |
@@ -142,7 +142,14 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
             "connectionTimeout": ANY,
             "idleTimeout": ANY,
             "http": {name: ANY for name in HTTP_TIMEOUTS},
-        }
+        },
+        # inbound: the connect to the application, the caller's quiet time, the HTTP
+        # exchanges with the application (meshfed/dpconfig/policies.py, inbound_timeouts)
+        rules={
+            "connectionTimeout": ANY,
+            "idleTimeout": ANY,
+            "http": {name: ANY for name in HTTP_TIMEOUTS},
+        },
     ),
     "MeshRetry": Enforced(
         to={

@@ -6,12 +6,17 @@ Built on http.server (keep-alive, `Expect: 100-continue` handled by the standard
 - `GET /who`: JSON with the instance name and the client address (which connection);
 - `POST /echo`: the request body back (Content-Length or chunked request bodies); with
   `?chunked=1` the answer is chunked too;
-- `GET /chunks?n=N`: N chunks of `chunk-<i>\\n`, chunked;
+- `GET /chunks?n=N`: N chunks of `chunk-<i>\\n`, chunked (with `&ms=M`: M ms apart, the
+  first too);
 - `GET /status/N`: status N, empty body;
 - `GET /ws` with `Upgrade: websocket`: 101, then every byte echoed back (a tunnel);
 - `GET /health`: the status set by `PUT /control/health/N` (200 at first);
 - `PUT /control/fail/N`: every later GET but /health and /control answers N (0: normally);
+- `PUT /control/delay/MS`: every later GET but /health and /control waits MS ms first;
 - `GET /sleep/S`: answers after S seconds; `GET /control`: JSON with the requests in flight;
+- `GET /control/arrivals`: JSON, for each request target (path and query) the
+  `time.monotonic()` of every GET to it but /control (the clock is the host's, shared by
+  processes: a test merges the lists of several instances);
 - `GET /slow?ms=N`: answers after N milliseconds (with `&status=S`: status S, empty body);
 - `GET` or `POST /flaky/N`: every other request to that path (the first, third, ...) gets
   status N, the others 200 with the instance's JSON (a deterministic 50 % failure).
@@ -34,8 +39,9 @@ from urllib.parse import parse_qs, urlsplit
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     name = ""
-    control = {"health": 200, "fail": 0, "inflight": 0}
+    control = {"health": 200, "fail": 0, "inflight": 0, "delay": 0}
     hits: dict[str, int] = {}
+    arrivals: dict[str, list[float]] = {}
     lock = threading.Lock()
 
     def _flaky(self, path: str) -> bool:
@@ -69,18 +75,20 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         return self.rfile.read(length)
 
-    def _chunked(self, parts: list[bytes]) -> None:
+    def _chunked(self, parts: list[bytes], pause: float = 0.0) -> None:
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self.wfile.flush()
         for p in parts:
+            time.sleep(pause)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
     def do_PUT(self) -> None:
         parts = urlsplit(self.path).path.split("/")  # /control/<what>/<n>
-        if len(parts) == 4 and parts[1] == "control" and parts[2] in ("health", "fail"):
+        if len(parts) == 4 and parts[1] == "control" and parts[2] in ("health", "fail", "delay"):
             self.control[parts[2]] = int(parts[3])
             self._send(200, json.dumps(self.control).encode())
             return
@@ -90,6 +98,8 @@ class Handler(BaseHTTPRequestHandler):
         counted = not self.path.startswith("/control")
         with self.lock:
             self.control["inflight"] += counted
+            if counted:
+                self.arrivals.setdefault(self.path, []).append(time.monotonic())
         try:
             self._get()
         finally:
@@ -102,12 +112,19 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/control":
             self._send(200, json.dumps(self.control).encode())
             return
+        if url.path == "/control/arrivals":
+            with self.lock:
+                body = json.dumps(self.arrivals).encode()
+            self._send(200, body)
+            return
         if url.path == "/health":
             self._send(self.control["health"], json.dumps({"name": self.name}).encode())
             return
         if self.control["fail"]:
             self._send(self.control["fail"], json.dumps({"name": self.name}).encode())
             return
+        if self.control["delay"]:
+            time.sleep(self.control["delay"] / 1000)
         if url.path.startswith("/sleep/"):
             time.sleep(float(url.path.rsplit("/", 1)[1]))
         if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
@@ -122,7 +139,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if url.path == "/chunks":
             n = int(query.get("n", ["3"])[0])
-            self._chunked([b"chunk-%d\n" % i for i in range(n)])
+            pause = int(query.get("ms", ["0"])[0]) / 1000
+            self._chunked([b"chunk-%d\n" % i for i in range(n)], pause)
             return
         if url.path == "/slow":
             time.sleep(int(query.get("ms", ["1000"])[0]) / 1000)

@@ -10,92 +10,18 @@ the default come back.
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.test_cross_zone_support import MESH, Mesh, Workload, allow
-from tests.integration.test_mesh_dp_support import admin_json
+from tests.integration.test_cross_zone_support import MESH
+from tests.integration.test_http_world_support import World, start_world
 from tests.support import Procs, wait_until
 
 pytestmark = pytest.mark.integration
-
-BACKEND = {"kind": "MeshService", "name": "backend"}
-
-
-@dataclass
-class World:
-    mesh: Mesh
-    web: Workload
-    backends: list[Workload]
-    vip: str
-    port: int
-
-    def call(self, path: str = "/who") -> tuple[int, str, dict[str, str]]:
-        """One request through web's sidecar: status, answering instance, headers."""
-        conn = http.client.HTTPConnection(self.vip, self.port, timeout=10)
-        try:
-            conn.request("GET", path, headers={"Host": "backend"})
-            resp = conn.getresponse()
-            body = resp.read()
-            headers = {k.lower(): v for k, v in resp.getheaders()}
-        finally:
-            conn.close()
-        try:
-            name = str(json.loads(body).get("name", ""))
-        except ValueError:
-            name = ""
-        return resp.status, name, headers
-
-    def names(self, n: int = 12) -> list[str]:
-        return [self.call()[1] for _ in range(n)]
-
-    def control(self, backend: Workload, what: str, value: int | None = None) -> Any:
-        conn = http.client.HTTPConnection(backend.app_address, backend.app_port, timeout=5)
-        try:
-            if value is None:
-                conn.request("GET", "/control")
-            else:
-                conn.request("PUT", f"/control/{what}/{value}")
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
-
-    def outbound(self) -> Any:
-        return next(o for o in self.web.stats()["outbounds"] if o["service"] == "backend")
-
-    def endpoint(self, backend: Workload) -> Any:
-        return next(e for e in self.outbound()["endpoints"] if e["port"] == backend.port)
-
-    def policies(self) -> Any:
-        config = admin_json(self.web.admin, "/config")
-        return next(o for o in config["outbounds"] if o["service"] == "backend")["policies"]
-
-    def apply(self, kind: str, name: str, default: dict[str, Any]) -> None:
-        self.mesh.apply(
-            {
-                "type": kind,
-                "name": name,
-                "mesh": MESH,
-                "spec": {
-                    "targetRef": {"kind": "Mesh"},
-                    "to": [{"targetRef": BACKEND, "default": default}],
-                },
-            }
-        )
-
-    def delete(self, plural: str, name: str) -> None:
-        self.mesh.glob.delete(f"/meshes/{MESH}/{plural}/{name}")
-
-    def wait_policies(self, check: Callable[[Any], bool], what: str) -> None:
-        wait_until(lambda: check(self.policies()), timeout=20, interval=0.1, what=what)
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +29,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root: Path = tmp_path_factory.mktemp("resilience")
     procs = Procs(root)
     try:
-        mesh = Mesh.start(procs, root, zone_names=("zone-1",))
-        mesh.apply(allow("web-to-backend", "backend", "web"))
-        app = "tests.integration.http_backend"
-        backends = [
-            mesh.workload("zone-1", f"backend-{i}", "backend", protocol="http", app_module=app)
-            for i in (1, 2)
-        ]
-        web = mesh.workload(
-            "zone-1", "web-1", "web", reachable=["backend"], protocol="http", app_module=app
-        )
-        vip, port = mesh.target("zone-1", "backend")
-        w = World(mesh, web, backends, vip, port)
-        wait_until(
-            lambda: set(w.names(6)) == {"backend-1", "backend-2"}, timeout=20, what="both answer"
-        )
+        w = start_world(procs, root)
         yield w
     except BaseException:
         print(procs.dump_logs())

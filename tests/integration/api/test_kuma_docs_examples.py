@@ -43,9 +43,6 @@ PENDING: dict[str, dict[str, str]] = {
     "meshtimeout/intro-shadow-frontend-timeouts.yaml": {
         "labels['kuma.io/effect']": "no shadow mode"
     },
-    # not in issue 13: inbound (`rules`) MeshTimeout is not enforced by the sidecar
-    "meshtimeout/inbound-timeout.yaml": {"spec.rules": NOT_ENFORCED},
-    "meshtimeout/inbound-timeout-port-http.yaml": {"spec.rules": NOT_ENFORCED},
     # not in issue 13: gRPC health checks
     "meshhealthcheck/grpc-cart-to-payment.yaml": {"spec.to[0].default.grpc": NOT_ENFORCED},
     # issue 17 ("policies on any tag"): callers named by tags other than kuma.io/service

@@ -98,12 +98,6 @@ REFUSED: dict[str, list[str]] = {
     "MeshTimeout/mesh-timeout-all-default": [
         "spec.from",
     ],
-    "MeshTimeout/backend-inbound": [
-        "spec.rules",
-    ],
-    "MeshTimeout/inbound-timeout-tcp-port": [
-        "spec.rules",
-    ],
     "MeshTrafficPermission/example-with-tags": [
         "spec.from[0].targetRef.tags['kuma.io/zone']",
         "spec.from[1].targetRef.tags['env']",
