@@ -35,6 +35,10 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | Cookie name, Connection sourceIP, QueryParameter,      |
 |                           |         | terminal), localityAwareness (disabled, localZone      |
 |                           |         | affinityTags, crossZone failover, failoverThreshold)   |
+| MeshHTTPRoute,            | to[]    | nothing yet (issue 14: the whole section is refused)   |
+| MeshTCPRoute              |         |                                                        |
+| MeshFaultInjection,       | from[], | nothing yet (each `default` field is refused)          |
+| MeshRateLimit             | rules[] |                                                        |
 
 Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane),
 a MeshService by `name` or by `labels` (meshfed/policy/targetref.py).
@@ -219,6 +223,11 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
             },
         }
     ),
+    # Issue 14: Kuma's schemas are in, the sidecar does not act on them yet.
+    "MeshHTTPRoute": Enforced(),
+    "MeshTCPRoute": Enforced(),
+    "MeshFaultInjection": Enforced(from_={}, rules={}),
+    "MeshRateLimit": Enforced(from_={}, rules={}),
 }
 
 _SECTIONS: Final = (("to", "to"), ("from_", "from"), ("rules", "rules"))

@@ -38,7 +38,6 @@ def _t(name: str, plural: str, support: Support, reason: str) -> UnsupportedType
 
 
 _YET, _NEVER = Support.NOT_YET, Support.NEVER
-_HTTP = "the sidecar is a TCP proxy (HTTP passes through as bytes)"
 _LEGACY = "Kuma's legacy policy, replaced by the targetRef policies; use"
 _OBSERVABILITY = "sidecars export Prometheus metrics on /metrics; no other observability backends"
 
@@ -55,27 +54,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         "meshgatewayroutes",
         _NEVER,
         "Kuma's legacy gateway route; there are no built-in gateways",
-    ),
-    _t("MeshHTTPRoute", "meshhttproutes", _YET, f"{_HTTP}, so it cannot route requests"),
-    _t(
-        "MeshTCPRoute",
-        "meshtcproutes",
-        _YET,
-        "connections go to the service they are "
-        "addressed to; there is no traffic splitting or redirection",
-    ),
-    _t(
-        "MeshFaultInjection",
-        "meshfaultinjections",
-        _YET,
-        f"{_HTTP}, so it cannot inject faults into responses",
-    ),
-    _t(
-        "MeshRateLimit",
-        "meshratelimits",
-        _YET,
-        "sidecars do not limit request or connection "
-        "rates (MeshCircuitBreaker connectionLimits.maxConnections bounds connections)",
     ),
     _t("MeshAccessLog", "meshaccesslogs", _YET, _OBSERVABILITY),
     _t("MeshMetric", "meshmetrics", _YET, _OBSERVABILITY),

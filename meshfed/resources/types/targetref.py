@@ -25,7 +25,7 @@ TOP_LEVEL_KINDS = (MESH, MESH_SUBSET, MESH_SERVICE, MESH_SERVICE_SUBSET, DATAPLA
 UNSUPPORTED_KINDS = {
     "MeshGateway": f"{NOT_SUPPORTED} (there are no built-in gateways)",
     "MeshGatewayRoute": f"{NOT_SUPPORTED} (there are no built-in gateways)",
-    "MeshHTTPRoute": f"{NOT_SUPPORTED} (there are no MeshHTTPRoute resources)",
+    "MeshHTTPRoute": f"{NOT_SUPPORTED} (policies cannot target routes yet)",
     "MeshExternalService": f"{NOT_SUPPORTED} (there are no external services)",
     "MeshMultiZoneService": (
         f"{NOT_SUPPORTED} (services are reachable across zones by name already)"

@@ -100,7 +100,7 @@ from:
             "targetRef: {kind: MeshHTTPRoute, name: r}\n"
             "to: [{targetRef: {kind: Mesh}, default: {idleTimeout: 1s}}]",
             "spec.targetRef.kind",
-            "MeshHTTPRoute is not supported by meshfed (there are no MeshHTTPRoute resources); "
+            "MeshHTTPRoute is not supported by meshfed (policies cannot target routes yet); "
             "must be one of Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane",
         ),
         (

@@ -15,7 +15,7 @@ from meshfed.policy.enforced import NOT_ENFORCED
 from meshfed.resources.codec import resource_from_dict, resource_to_dict
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.types import default_registry
-from meshfed.resources.types.policies import POLICIES
+from meshfed.resources.types.policies import NOT_YET_ENFORCED, POLICIES
 from tests.unit.policy.factories import schema_registry
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "kuma"
@@ -138,13 +138,14 @@ def test_api_accepts_only_what_the_sidecar_enforces(label: str, doc: dict[str, A
 
 def test_some_documented_policies_of_every_type_are_accepted() -> None:
     accepted = {doc["type"] for _, doc in DOCS if f"{doc['type']}/{doc['name']}" not in REFUSED}
-    assert accepted == {d.name for d in POLICIES}
+    assert accepted == {d.name for d in POLICIES if d not in NOT_YET_ENFORCED}
 
 
 def test_fixtures_cover_every_policy_and_section() -> None:
     per_type = Counter(doc["type"] for _, doc in DOCS)
     for desc in POLICIES:
-        assert per_type[desc.name] >= 4, desc.name
+        if desc not in NOT_YET_ENFORCED:  # their documented examples: tests/fixtures/kuma-docs
+            assert per_type[desc.name] >= 4, desc.name
     sections: dict[str, set[str]] = {}
     for _, doc in DOCS:
         sections.setdefault(doc["type"], set()).update(

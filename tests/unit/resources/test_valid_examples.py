@@ -297,6 +297,153 @@ spec:
         type: Random
         random: {}
 """,
+    "mesh-http-route": """\
+type: MeshHTTPRoute
+mesh: default
+name: backend-split
+spec:
+  targetRef:
+    kind: Dataplane
+    labels:
+      app: frontend
+  to:
+  - targetRef:
+      kind: MeshService
+      name: backend
+    rules:
+    - matches:
+      - path:
+          type: PathPrefix
+          value: /v2
+        method: GET
+        headers:
+        - type: Exact
+          name: x-canary
+          value: 'true'
+        queryParams:
+        - type: RegularExpression
+          name: user
+          value: ^a.*
+      default:
+        filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set:
+            - name: x-route
+              value: v2
+            remove:
+            - x-debug
+        - type: URLRewrite
+          urlRewrite:
+            hostname: backend.internal
+            path:
+              type: ReplacePrefixMatch
+              replacePrefixMatch: /
+        - type: RequestMirror
+          requestMirror:
+            percentage: '12.5'
+            backendRef:
+              kind: MeshServiceSubset
+              name: backend
+              tags:
+                version: v3
+        backendRefs:
+        - kind: MeshServiceSubset
+          name: backend
+          tags:
+            kuma.io/zone: zone-1
+          weight: 90
+        - kind: MeshServiceSubset
+          name: backend
+          tags:
+            kuma.io/zone: zone-2
+          weight: 10
+    - matches:
+      - path:
+          type: Exact
+          value: /old
+      default:
+        filters:
+        - type: RequestRedirect
+          requestRedirect:
+            scheme: https
+            hostname: example.com
+            port: 8443
+            statusCode: 301
+""",
+    "mesh-tcp-route": """\
+type: MeshTCPRoute
+mesh: default
+name: tcp-split
+spec:
+  to:
+  - targetRef:
+      kind: MeshService
+      name: redis
+    rules:
+    - default:
+        backendRefs:
+        - kind: MeshService
+          name: redis
+          weight: 50
+        - kind: MeshServiceSubset
+          name: redis
+          tags:
+            kuma.io/zone: zone-2
+          weight: 50
+""",
+    "mesh-fault-injection": """\
+type: MeshFaultInjection
+mesh: default
+name: chaos
+spec:
+  targetRef:
+    kind: MeshService
+    name: backend
+  from:
+  - targetRef:
+      kind: MeshSubset
+      tags:
+        kuma.io/service: web
+    default:
+      http:
+      - abort:
+          httpStatus: 503
+          percentage: 50
+        delay:
+          value: 250ms
+          percentage: '2.5'
+      - responseBandwidth:
+          limit: 10kbps
+          percentage: 100
+""",
+    "mesh-rate-limit": """\
+type: MeshRateLimit
+mesh: default
+name: limits
+spec:
+  targetRef:
+    kind: Dataplane
+    labels:
+      app: backend
+  rules:
+  - default:
+      local:
+        http:
+          requestRate:
+            num: 10
+            interval: 1s
+          onRateLimit:
+            status: 429
+            headers:
+              add:
+              - name: x-limited
+                value: 'yes'
+        tcp:
+          connectionRate:
+            num: 100
+            interval: 100ms
+""",
 }
 
 
@@ -310,6 +457,11 @@ NOT_ENFORCED_FIELDS = {
         "meshServices",
     ],
     "mesh-retry": ["spec.to[0].default.grpc"],
+    # issue 14: Kuma's shape, not enforced by the sidecar yet
+    "mesh-http-route": ["spec.to"],
+    "mesh-tcp-route": ["spec.to"],
+    "mesh-fault-injection": ["spec.from[0].default.http"],
+    "mesh-rate-limit": ["spec.rules[0].default.local"],
 }
 
 
