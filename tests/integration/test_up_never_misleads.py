@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_up import MESHCTL, components, meshctl, read_state
+from tests.integration.test_up import MESHCTL, components, get_json, meshctl, read_state
 from tests.support import Procs, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -58,6 +58,11 @@ def test_up_ports_readiness_and_addresses(procs: Procs, tmp_path: Path) -> None:
     finally:
         blocker.close()
 
+    # "running" is the process; its API answers once it is ready.
+    wait_until(
+        lambda: get_json(f"{zone['api']}/ready") is not None, timeout=30, what="zone-1 ready"
+    )
+
     # `up status`: every address, without reading state.json.
     status = meshctl("up", "status", "--data-dir", str(data))
     assert status.returncode == 0, status.stderr
@@ -96,7 +101,11 @@ def test_up_ports_readiness_and_addresses(procs: Procs, tmp_path: Path) -> None:
     up.signal(signal.SIGTERM)
     assert up.popen.wait(30) == 0
     again = procs.start("again", argv)
-    wait_until(lambda: read_state(state_file)["pid"] == again.pid and running(state_file, 2))
+    wait_until(
+        lambda: read_state(state_file)["pid"] == again.pid and running(state_file, 2),
+        timeout=30,
+        what="the next up running",
+    )
     assert components(state_file)["global"]["api"] == f"http://127.0.0.1:{preferred}"
     assert f"global API http://127.0.0.1:{preferred}" in again.log()
     assert "is in use" not in again.log()
