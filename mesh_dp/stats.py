@@ -326,5 +326,7 @@ class CertificateCollector:
             except ValueError:  # the config's expiresAt is not RFC 3339: nothing to report
                 pass
             else:
+                if not_after.tzinfo is None:
+                    not_after = not_after.replace(tzinfo=dt.UTC)  # RFC 3339 without offset
                 expiry.add([contexts.identity], not_after.timestamp())
         yield expiry
