@@ -42,6 +42,8 @@ from meshfed.kds.stream import grpc_options
 from meshfed.kds.tls import ServerTls
 from meshfed.kds.views import global_mirror
 from meshfed.resources.descriptors import Registry
+from meshfed.resources.model import Key, Resource
+from meshfed.resources.types.zone import ZONE
 from meshfed.store.base import ResourceStore
 from meshfed.store.cache import StoreCache
 
@@ -98,9 +100,14 @@ class Federation:
         self._unlisten: Any = None
         self.address: Address | None = None
 
+    def _on_mirror(self, type_name: str, key: Key | None, res: Resource | None) -> None:
+        self.lifecycle.on_mirror(type_name, key, res)
+        if type_name == ZONE.name and res is None and key is not None:
+            self.metrics.forget(key.name)  # on every replica, whichever served the DELETE
+
     async def start(self) -> Address:
         await self.mirror.start()
-        self._unlisten = self.mirror.listen(self.lifecycle.on_mirror)
+        self._unlisten = self.mirror.listen(self._on_mirror)
         # No SO_REUSEPORT (gRPC's default): a second global on the same port must fail to
         # start, not silently take half of the zones.
         options = [*grpc_options(self._settings.max_message_bytes), ("grpc.so_reuseport", 0)]

@@ -3,7 +3,8 @@
 `meshfed_kds_pending_resources{zone,type}`: resources of a type the zone does not hold at the
 global's current version (or holds and should drop), for each zone with a stream open to
 this replica: the same number ZoneInsight's `pending` shows. `meshfed_kds_zone_connected
-{zone}`: 1 while this replica serves a stream of the zone, 0 for a zone it served before.
+{zone}`: 1 while this replica serves a stream of the zone, 0 for a zone it served before
+(none once the Zone is deleted).
 The counters of what went over the streams are meshfed.kds.metrics'.
 """
 
@@ -15,6 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from global_cp.zone_book import ZoneBook
+from meshfed.resources.model import Key
+from meshfed.resources.types.zone import ZONE
 
 
 class KdsLagCollector(Collector):
@@ -35,6 +38,8 @@ class KdsLagCollector(Collector):
             labels=["zone"],
         )
         for zone, session in sorted(zones.sessions.items()):
+            if not session.connected and zones.mirror.get(ZONE.name, Key("", zone)) is None:
+                continue  # a deleted zone (its session object outlives it in the KdsServer)
             connected.add_metric([zone], 1.0 if session.connected else 0.0)
             down = session.down
             if not session.connected or down is None:

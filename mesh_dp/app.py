@@ -20,7 +20,7 @@ from mesh_dp.dataplane import (
 from mesh_dp.http.accesslog import Record, format_line
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
-from mesh_dp.stats import SidecarCollector
+from mesh_dp.stats import CertificateCollector, SidecarCollector
 from meshfed.dpconfig.model import ConfigFormatError, SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_sidecar_config
 from meshfed.process import install_signals
@@ -148,7 +148,8 @@ class App:
                 self.sidecar.inbound_stats,
                 self.sidecar.outbound_stats,
                 lambda: self.sidecar.version,
-            )
+            ),
+            CertificateCollector(lambda: self.sidecar.contexts),
         )
         self.admin = AdminServer(
             settings.admin_address,

@@ -8,6 +8,7 @@ port) keeps counting into the same object, so totals never go back.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
 from mesh_dp.relay import ByteCounter
+from mesh_dp.tlsconf import TlsContexts
 from meshfed.proxy.promtext import Family, counter, gauge, histogram
 
 # Request latency buckets, seconds (Prometheus' defaults plus 1 ms and 2.5 ms).
@@ -309,3 +311,29 @@ class SidecarCollector:
             timeouts.add(key, h.timeouts)
             ejections.add(key, h.ejections)
         yield from (requests, latency, errors, retries, timeouts, ejections)
+
+
+class CertificateCollector:
+    """When the sidecar's leaf certificate expires, as Prometheus has it: seconds since the
+    epoch (alert on `... - time() < 3600`). No series before a certificate is loaded."""
+
+    def __init__(self, contexts: Callable[[], TlsContexts | None]) -> None:
+        self._contexts = contexts
+
+    def collect(self) -> Iterator[Family]:
+        expiry = gauge(
+            "meshfed_dp_certificate_expiry_timestamp_seconds",
+            "notAfter of the leaf certificate in use, seconds since the epoch",
+            ["identity"],
+        )
+        contexts = self._contexts()
+        if contexts is not None:
+            try:
+                not_after = dt.datetime.fromisoformat(contexts.not_after)
+            except ValueError:  # the config's expiresAt is not RFC 3339: nothing to report
+                pass
+            else:
+                if not_after.tzinfo is None:
+                    not_after = not_after.replace(tzinfo=dt.UTC)  # RFC 3339 without offset
+                expiry.add([contexts.identity], not_after.timestamp())
+        yield expiry

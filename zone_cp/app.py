@@ -112,6 +112,8 @@ class ZoneControlPlane:
             localhost_is_admin=s.api_security.api_localhost_is_admin,
         )
         self.api.collectors += [store_timings, self.kds_metrics.registry]
+        if self._tls is not None and self._tls.ca_pem is not None:
+            self.api.pinned_cas.append(("kds", "kds-ca-file", self._tls.ca_pem))
         await self._start_services(self.api)
         await self._start_dp_server(self.api)
         if isinstance(self.store, EtcdStore):

@@ -65,6 +65,9 @@ class ApiContext:
     # More Prometheus collectors for `/metrics` (zone DNS and VIPs), and more fields for
     # `GET /` (a zone's DNS address).
     collectors: list[Collector] = field(default_factory=list)
+    # CA certificates held outside the store, (ca, name, PEM), whose expiry `/metrics` shows
+    # (a zone's pinned KDS CA file).
+    pinned_cas: list[tuple[str, str, bytes]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     # Kuma's behaviour, on request only: a caller on a loopback address is an admin.
     localhost_is_admin: bool = False

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from meshfed.api.ca_expiry import CaExpiry
 from meshfed.api.context import CONTEXT
 
 # Methods outside this set share one label value: clients cannot grow the series count.
@@ -40,6 +41,7 @@ class ApiMetrics:
             ["type"],
             registry=self.registry,
         )
+        self.ca_expiry = CaExpiry(self.registry)
 
     def middleware(self) -> Any:
         @web.middleware
@@ -68,6 +70,7 @@ class ApiMetrics:
         for desc in ctx.registry:
             page = await ctx.store.list(desc.name, None, size=1)
             self.resources.labels(desc.name).set(page.total)
+        await self.ca_expiry.refresh(ctx.store, ctx.pinned_cas)
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -101,6 +101,23 @@ class KdsMetrics:
             registry=self.registry,
         )
 
+    def forget(self, zone: str) -> None:
+        """Drop every series of a deleted zone (a stream still closing counts into series no
+        longer exported)."""
+        for metric in (
+            self.responses_sent,
+            self.responses_received,
+            self.replies_received,
+            self.replies_sent,
+            self.resources_sent,
+            self.resources_received,
+            self.bytes_sent,
+            self.bytes_received,
+            self.streams,
+            self.propagation,
+        ):
+            metric.remove_by_labels({"zone": zone})
+
     def stream(self, zone: str, direction: str) -> StreamMetrics:
         """A stream of `zone` starts (counted now)."""
         self.streams.labels(zone, direction).inc()

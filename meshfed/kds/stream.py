@@ -294,6 +294,9 @@ def grpc_options(max_message_size: int) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", limit),
         ("grpc.keepalive_time_ms", 15_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # grpcio 1.85 closes the connection of an unanswered ping only with this set too
+        # (decision 121; zone_cp/dpserver.py, decision 116).
+        ("grpc.http2.ping_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),

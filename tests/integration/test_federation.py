@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,11 @@ def _deleted(http: Any, zone: str) -> bool:
     return bool(http.call("DELETE", f"/zones/{zone}")[0] == 200)
 
 
+def _metrics(http: Any) -> str:
+    with urllib.request.urlopen(http.base + "/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
 def _dp_pb(name: str, spec: bytes, labels: dict[str, str] | None = None) -> pb.KdsResource:
     return pb.KdsResource(name=name, mesh="default", version="v1", labels=labels or {}, spec=spec)
 
@@ -312,9 +318,18 @@ async def test_bad_kds_input_gets_a_nack_or_a_clear_stream_error_and_never_a_cra
     assert g.alive()
     eventually_ok = await asyncio.to_thread(cluster.zone_state, "zone-1")
     assert eventually_ok["state"] == "online"
+    zones = ('zone="zone-raw"', 'zone="zone-huge"')
+    text = await asyncio.to_thread(_metrics, g.http)
+    assert all(z in text for z in zones)  # their KDS series
     for zone in ("zone-raw", "zone-huge"):
         deleted = functools.partial(asyncio.to_thread, _deleted, g.http, zone)
         await async_wait_until(deleted, what=f"delete {zone}")
+
+    async def series_gone() -> bool:
+        text = await asyncio.to_thread(_metrics, g.http)
+        return not any(z in text for z in zones) and 'zone="zone-1"' in text
+
+    await async_wait_until(series_gone, what="the deleted zones' KDS series leave /metrics")
     status, _ = await asyncio.to_thread(g.http.call, "GET", f"/meshes/default/dataplanes/{stored}")
     assert status == 404  # deleting the zone removed its inventory
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from zone_cp.dns.answers import Action, Forward
-from zone_cp.dns.stats import DnsStats
+from zone_cp.dns.stats import DnsStats, answer_slot
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class UdpBatchReader:
         bufs = self._buf_view
         u32 = self._msg_u32
         iov = self._iov_u64
-        rcodes = stats.rcodes
+        answers = stats.answers
         slot = self._slot
         sent = 0
         for i, base, flags_at, len_at, iov_len_at in self._slots[:count]:
@@ -199,7 +199,7 @@ class UdpBatchReader:
             query = bytes(bufs[base : base + u32[len_at]])
             action = respond(query)
             if type(action) is bytes:
-                rcodes[action[3] & 0x0F] += 1
+                answers[answer_slot(action)] += 1
                 size = len(action)
                 if size > slot:
                     self._send_one(action, i)

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from zone_cp.dns import batchio
 from zone_cp.dns.answers import Action, DnsTable, Forward, truncate_for_udp
-from zone_cp.dns.stats import DnsStats
+from zone_cp.dns.stats import NO_QUESTION, OTHER_QTYPE, DnsStats, answer_slot
 from zone_cp.dns.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,34 @@ _UDP_RCVBUF: Final = 4 * 1024 * 1024
 __all__ = ["DEFAULT_PORT", "DnsServer", "DnsStats", "DnsStatsCollector"]
 
 
+_QTYPE_NAMES: Final = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    12: "PTR",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    41: "OPT",
+    64: "SVCB",
+    65: "HTTPS",
+    255: "ANY",
+    OTHER_QTYPE: "other",
+    NO_QUESTION: "none",
+}
+
+
+def _qtype_name(qtype: int) -> str:
+    """Mnemonic, else RFC 3597's `TYPE<n>` (`other` above 255, `none`: no question)."""
+    return _QTYPE_NAMES.get(qtype) or f"TYPE{qtype}"
+
+
+def _rcode_name(code: int) -> str:
+    return _RCODE_NAMES[code] if code < len(_RCODE_NAMES) else str(code)
+
+
 class DnsStatsCollector(Collector):
     """Exposes a server's `DnsStats` (and its upstream's failures) as Prometheus metrics."""
 
@@ -54,15 +82,24 @@ class DnsStatsCollector(Collector):
         queries.add_metric(["udp"], stats.queries_udp)
         queries.add_metric(["tcp"], stats.queries_tcp)
         yield queries
+        by_rcode = [0] * 16
+        by_type = CounterMetricFamily(
+            "meshfed_dns_answers",
+            "DNS responses sent, by question type and rcode",
+            labels=["qtype", "rcode"],
+        )
+        for slot, count in enumerate(stats.answers):
+            if count:
+                by_rcode[slot & 0x0F] += count
+                by_type.add_metric([_qtype_name(slot >> 4), _rcode_name(slot & 0x0F)], count)
         answers = CounterMetricFamily(
             "meshfed_dns_responses", "DNS responses sent, by rcode", labels=["rcode"]
         )
-        for code, count in enumerate(stats.rcodes):
-            if code < len(_RCODE_NAMES):
-                answers.add_metric([_RCODE_NAMES[code]], count)
-            elif count:
-                answers.add_metric([str(code)], count)
+        for code, count in enumerate(by_rcode):
+            if code < len(_RCODE_NAMES) or count:
+                answers.add_metric([_rcode_name(code)], count)
         yield answers
+        yield by_type
         yield CounterMetricFamily(
             "meshfed_dns_dropped", "DNS packets dropped without an answer", value=stats.dropped
         )
@@ -120,7 +157,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         try:
             action = self._server.table.respond(data)
             if type(action) is bytes:
-                stats.rcodes[action[3] & 0x0F] += 1
+                stats.answers[answer_slot(action)] += 1
                 self._transport.sendto(action, addr)  # type: ignore[union-attr]
             elif type(action) is Forward:
                 self._server.forward_udp(data, addr, action.udp_size)
@@ -292,7 +329,7 @@ class DnsServer:
         if len(reply) > udp_size:
             reply = truncate_for_udp(reply, udp_size)
             self.stats.truncated += 1
-        self.stats.rcodes[reply[3] & 0x0F] += 1
+        self.stats.answers[answer_slot(reply)] += 1
         if self._udp_transport is not None:
             self._udp_transport.sendto(reply, addr)
         elif self._udp_sock is not None:
@@ -375,7 +412,7 @@ class DnsServer:
                     log.debug("error answering over TCP", exc_info=True)
                     reply = None
                 if reply is not None:
-                    self.stats.rcodes[reply[3] & 0x0F] += 1
+                    self.stats.answers[answer_slot(reply)] += 1
                     writer.write(struct.pack(">H", len(reply)) + reply)
                     await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):

@@ -236,6 +236,22 @@ async def test_metrics_collector(start: Start) -> None:
     assert 'meshfed_dns_responses_total{rcode="NXDOMAIN"} 1.0' in text
     assert 'meshfed_dns_responses_total{rcode="REFUSED"} 1.0' in text
     assert "meshfed_dns_names 2.0" in text
+    assert 'meshfed_dns_answers_total{qtype="A",rcode="NOERROR"} 2.0' in text
+    assert 'meshfed_dns_answers_total{qtype="A",rcode="NXDOMAIN"} 1.0' in text
+
+
+async def test_answers_are_counted_by_question_type(start: Start) -> None:
+    server = await start(DnsTable(RECORDS))
+    await udp_ask(server.address, query("backend.mesh", qtype="AAAA"))
+    await udp_ask(server.address, query("backend.mesh", qtype="SRV"))
+    await udp_ask(server.address, query("backend.mesh", qtype=4000))
+    await udp_ask(server.address, b"\x00\x07\x01\x00\x00\x02" + b"\x00" * 6)  # two questions
+    registry = CollectorRegistry()
+    registry.register(DnsStatsCollector(server))
+    text = generate_latest(registry).decode()
+    for qtype in ("AAAA", "SRV", "other"):
+        assert f'meshfed_dns_answers_total{{qtype="{qtype}",rcode="NOERROR"}} 1.0' in text, qtype
+    assert 'meshfed_dns_answers_total{qtype="none",rcode="FORMERR"} 1.0' in text
 
 
 # --- forwarding -------------------------------------------------------------------------------

@@ -42,6 +42,20 @@ def value(m: KdsMetrics, name: str, **labels: str) -> float:
 T0 = 1767225600.0
 
 
+def test_a_forgotten_zone_leaves_no_series_and_others_keep_theirs() -> None:
+    m = KdsMetrics(Clock(T0))
+    for zone in ("gone", "kept"):
+        stream = m.stream(zone, "global-to-zone")
+        stream.response_sent(SyncResponse(MTP, [written_at("p", "")], [], "1"), 10)
+        stream.reply_received(MTP, nack=True)
+        m.stream(zone, "zone-to-global").response_received(SyncResponse(UP[0], [], [], "1"), 5)
+    m.forget("gone")
+    zones = {s.labels["zone"] for f in m.registry.collect() for s in f.samples}
+    assert zones == {"kept"}
+    stream.reply_sent(UP[0], nack=False)  # the kept zone's live series still count
+    assert value(m, "meshfed_kds_replies_sent_total", zone="kept", type=UP[0], result="ack") == 1
+
+
 def test_an_ack_observes_the_time_from_each_write_made_while_the_stream_was_open() -> None:
     clock = Clock(T0 + 5)
     m = KdsMetrics(clock)
