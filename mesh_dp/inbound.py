@@ -47,6 +47,8 @@ log = logging.getLogger("mesh_dp.inbound")
 
 APP_CONNECT_TIMEOUT = 5.0
 APP_MAX_CONNECTIONS = 1 << 20  # the application is not circuit-broken by its own sidecar
+# Built once: the pipeline reads it several times per request.
+APP_POLICY = RequestPolicy(APP_CONNECT_TIMEOUT, 1, 0.0, APP_MAX_CONNECTIONS)
 
 
 class _AppCluster:
@@ -63,7 +65,7 @@ class _AppCluster:
         return self.listener.inbound.service
 
     def policy(self) -> RequestPolicy:
-        return RequestPolicy(APP_CONNECT_TIMEOUT, 1, 0.0, APP_MAX_CONNECTIONS)
+        return APP_POLICY
 
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
         i = self.listener.inbound
