@@ -438,6 +438,9 @@ class Lane:
         upload = self.upload
         assert upload is not None
         d = upload.deadlines
+        t = d.timeouts
+        if d.stream is None and d.attempt is None and d.request is None and t.stream_idle <= 0:
+            return None, None  # no MeshTimeout: nothing to arm
         best: float | None = None
         kind: Expiry | None = None
         if d.timeouts.stream_idle > 0:
