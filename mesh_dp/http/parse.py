@@ -45,14 +45,13 @@ _NOTED = re.compile(
 )
 
 
-# A head framed without llhttp (`_Parser._plain`): HTTP/1.1; a known method with an
-# origin-form target or `*` (llhttp checks the other forms) or a 2xx-5xx status; field names
-# that are tokens directly followed by ':'; values of visible ASCII, space, tab or obs-text
-# (no NUL, no bare CR or LF, no obs-fold); up to the first empty line.
+# A head framed without llhttp (`_Parser._plain`): HTTP/1.1, a known method or a 2xx-5xx
+# status, field names that are tokens directly followed by ':', values of visible ASCII,
+# space, tab or obs-text (no NUL, no bare CR or LF, no obs-fold), up to the first empty line.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PLAIN_FIELDS = rb"(?:" + _TOKEN + rb":[\t -~\x80-\xff]*\r\n)*\r\n"
 _PLAIN_REQUEST = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[!-~]*|\*) HTTP/1\.1\r\n" + _PLAIN_FIELDS
+    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) ([!-~]+) HTTP/1\.1\r\n" + _PLAIN_FIELDS
 )
 _PLAIN_RESPONSE = re.compile(
     rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t -~\x80-\xff]*)\r\n" + _PLAIN_FIELDS
