@@ -45,22 +45,6 @@ _NOTED = re.compile(
 )
 
 
-# A head framed without llhttp (`_Parser._plain`): HTTP/1.1, a known method or a 2xx-5xx
-# status, field names that are tokens directly followed by ':', values of visible ASCII,
-# space, tab or obs-text (no NUL, no bare CR or LF, no obs-fold), up to the first empty line.
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_PLAIN_FIELDS = rb"(?:" + _TOKEN + rb":[\t -~\x80-\xff]*\r\n)*\r\n"
-_PLAIN_REQUEST = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) ([!-~]+) HTTP/1\.1\r\n" + _PLAIN_FIELDS
-)
-_PLAIN_RESPONSE = re.compile(
-    rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t -~\x80-\xff]*)\r\n" + _PLAIN_FIELDS
-)
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):[\t ]*([\t -~\x80-\xff]*)\r\n")
-# Fields that send a head to llhttp whatever their value (framing, upgrade, keep-alive).
-_NOT_PLAIN = frozenset({b"transfer-encoding", b"upgrade", b"proxy-connection"})
-
-
 def _names_fields(values: list[bytes]) -> bool:
     """A `Connection` field names other fields (not only keep-alive, close, upgrade)."""
     return any(
@@ -152,37 +136,6 @@ def _get(headers: Headers, name: bytes) -> bytes | None:
     return None
 
 
-def _plain_fields(
-    data: bytes, pos: int, end: int
-) -> tuple[Headers, tuple[bytes, ...], bool, int | None] | None:
-    """The fields of a head that matched a `_PLAIN_*` pattern (`data[pos:end]`, its request
-    or status line included): the list, the hop-by-hop names, whether Expect is there, the
-    Content-Length. None when the framing is not plain: a second Content-Length, one not all
-    digits, Transfer-Encoding, Upgrade, Proxy-Connection, or a Connection other than
-    keep-alive (llhttp then decides, errors included)."""
-    hop: list[bytes] = []
-    expect = False
-    cl: bytes | None = None
-    for name, value in _NOTED.findall(data[pos:end].lower()):
-        if name == b"content-length":
-            if cl is not None:
-                return None
-            cl = value.strip(b" \t")
-            if not cl.isdigit() or len(cl) > 15:
-                return None
-        elif name in _NOT_PLAIN:
-            return None
-        elif name == b"expect":
-            expect = True
-        else:
-            if name == b"connection" and value.strip(b" \t") != b"keep-alive":
-                return None
-            if name not in hop:
-                hop.append(name)
-    headers = _FIELD.findall(data, data.index(b"\r\n", pos) + 2, end)
-    return headers, tuple(hop), expect, None if cl is None else int(cl)
-
-
 def _framing(te: bytes | None, cl: bytes | None, response: bool) -> tuple[Framing, int | None]:
     """The body's framing from the first Transfer-Encoding and Content-Length fields."""
     if te is not None:
@@ -224,36 +177,6 @@ class _Parser:
         self._head_fed = 0  # bytes read since it began (an upper bound of its size)
         self._line = 0  # the size of the request or status line
         self._expect: bool | None = None  # the head has an Expect field (None: not known)
-        self._left = 0  # body bytes still to come of a message framed without llhttp
-
-    # Framing without llhttp: a head whose framing cannot be read two ways (see `_plain`) is
-    # taken from one regex match and its body counted, with no callback per field.
-    def _plain(self, data: bytes, pos: int) -> int:
-        """Takes the plain message starting at `pos` (at a message boundary: llhttp is
-        between messages); the position after what it took, or -1 (not plain, or not whole
-        in `data`: llhttp parses it)."""
-        return -1
-
-    def _body(self, data: bytes, pos: int) -> int:
-        """Body bytes of a plain message, up to its Content-Length."""
-        n = min(self._left, len(data) - pos)
-        if n:
-            self.events.append(data if n == len(data) else data[pos : pos + n])
-            self._left -= n
-            pos += n
-        return pos if self._left else self._plain_end(data, pos)
-
-    def _plain_end(self, data: bytes, pos: int) -> int:
-        self._in_message = False
-        self.events.append(END)
-        return pos
-
-    def _plain_start(self, data: bytes, pos: int, length: int | None) -> int:
-        if length:
-            self._in_message = True
-            self._left = length
-            return self._body(data, pos)
-        return self._plain_end(data, pos)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -334,16 +257,6 @@ class _Parser:
         what: str,
     ) -> list[Event]:
         """Feeds httptools; an Upgrade hands the rest of `data` over as raw bytes."""
-        pos = self._body(data, 0) if self._left else 0
-        while pos < len(data) and not self._in_message:
-            at = self._plain(data, pos)
-            if at < 0:
-                break
-            pos = at
-        if pos:
-            if pos >= len(data) or self._left:
-                return self._take()
-            data = data[pos:]
         self._data = data
         self._fresh = True
         try:
@@ -382,34 +295,6 @@ class RequestParser(_Parser):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._url = b""
-
-    def _plain(self, data: bytes, pos: int) -> int:
-        end = data.find(b"\r\n\r\n", pos) + 4
-        if end < 4 or end - pos > MAX_HEAD:
-            return -1
-        m = _PLAIN_REQUEST.match(data, pos, end)
-        if m is None or m.end() != end:
-            return -1
-        fields = _plain_fields(data, pos, end)
-        if fields is None:
-            return -1
-        headers, hop, expect, length = fields
-        self.events.append(
-            RequestHead(
-                method=m[1],
-                target=m[2],
-                version="1.1",
-                headers=headers,
-                keep_alive=True,
-                upgrade=False,
-                framing=Framing.LENGTH if length else Framing.NONE,
-                length=length,
-                raw=data[pos:end],
-                hop=hop,
-                expect=expect,
-            )
-        )
-        return self._plain_start(data, end, length)
 
     def on_url(self, url: bytes) -> None:
         self._line += len(url)
@@ -490,45 +375,6 @@ class ResponseParser(_Parser):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._status = b""
-
-    def _plain(self, data: bytes, pos: int) -> int:
-        """A final response with a Content-Length body (not to HEAD, not 204 or 304)."""
-        if self.state.done or self._method == b"HEAD":
-            return -1
-        end = data.find(b"\r\n\r\n", pos) + 4
-        if end < 4 or end - pos > MAX_HEAD:
-            return -1
-        m = _PLAIN_RESPONSE.match(data, pos, end)
-        if m is None or m.end() != end:
-            return -1
-        status = int(m[1])
-        fields = None if status in (204, 304) else _plain_fields(data, pos, end)
-        if fields is None or fields[3] is None or len(data) - end > fields[3]:
-            return -1  # bytes after the response in this read: llhttp says what they are
-        headers, hop, _, length = fields
-        head = ResponseHead(
-            status=status,
-            reason=m[2],
-            version="1.1",
-            headers=headers,
-            keep_alive=True,
-            framing=Framing.LENGTH if length else Framing.NONE,
-            length=length,
-            raw=data[pos:end],
-            hop=hop,
-        )
-        self.events.append(head)
-        self.state.head = head
-        return self._plain_start(data, end, length)
-
-    def _plain_end(self, data: bytes, pos: int) -> int:
-        """The response is complete: bytes after it in a later read are stray (the
-        connection is not reused; llhttp, having seen no head, cannot say more)."""
-        self._in_message = False
-        self.events.append(END)
-        self.state.done = True
-        self.state.stray += len(data) - pos
-        return len(data)
 
     def on_status(self, status: bytes) -> None:
         self._line += len(status)
