@@ -19,6 +19,10 @@ ZoneIngress (unless `--no-ingress`), whose `availableServices` it keeps current 
 the global. The load average is printed
 with each phase: on a shared machine wall times swing with the neighbours, CPU time much less.
 `--profile FILE` runs the zone under cProfile (pstats written to FILE when it stops).
+`--fanout` (with `--via streams`): after each phase, with its sidecars still connected and
+quiet, one new endpoint of svc-0 is PUT; printed: how long until every connected sidecar that
+calls svc-0 received a new config (issue 19 item 2: <= 1 s with 1,000 connected), and how
+many that do not call it received one anyway (should be none).
 Issue 19's target: >= 500 registrations/s with 10,000 Dataplanes present; CPU per change
 within 2x from 1k to 10k. Not a test: prints numbers, exits 0 unless the deployment fails.
 """
@@ -58,6 +62,8 @@ STREAM_TIMEOUT = 30.0
 INBOUND_PORT = 8080  # kuma.io/service values one dataplane token may carry
 FILL_CONCURRENCY = 32
 POLL_S = 0.05
+FANOUT_QUIET_S = 1.0  # no config for this long before the fan-out change
+FANOUT_WATCH_S = 2.0  # how long after it a config counts as caused by it
 
 
 def dataplane(i: int, services: int) -> dict[str, Any]:
@@ -102,6 +108,7 @@ class Streams:
         self._tokens = tokens
         self._services = services
         self._open: list[asyncio.Task[None]] = []
+        self.configs: dict[int, list[float]] = {}  # sidecar -> when each config arrived
 
     async def register(self, first: int, count: int) -> None:
         queue = iter(range(first, first + count))
@@ -129,7 +136,7 @@ class Streams:
         configured: asyncio.Future[None],
     ) -> None:
         s = self._services
-        calls = {f"svc-{(i + 1) % s}", f"svc-{(i + 2) % s}"}
+        calls = calls_of(i, s)
         token = self._tokens[(i % s) // TOKEN_SERVICES]
         hello = hello_message(ProxyType.SIDECAR, dataplane(i, s), reachable=calls)
         call = stub(None, metadata=(("authorization", f"Bearer {token}"),))
@@ -141,6 +148,7 @@ class Streams:
                 if kind == "error" and not configured.done():
                     configured.set_exception(RuntimeError(f"dp-{i}: {msg.error}"))
                 elif kind == "config":
+                    self.configs.setdefault(i, []).append(time.monotonic())
                     # Applied, and the application answers: the inbound becomes ready.
                     await call.write(ack_message(msg.config.version))
                     status = pb.InboundStatus(port=INBOUND_PORT, ready=True)
@@ -158,6 +166,17 @@ class Streams:
         finally:
             call.cancel()
 
+    def last_config(self) -> float:
+        return max((times[-1] for times in self.configs.values()), default=0.0)
+
+    async def quiet(self, quiet_s: float, timeout: float = 120) -> None:
+        """Waits until no sidecar has received a config for `quiet_s`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - self.last_config() < quiet_s:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"configs still arriving after {timeout:g} s")
+            await asyncio.sleep(POLL_S)
+
     async def close(self) -> None:
         for task in self._open:
             task.cancel()
@@ -165,6 +184,62 @@ class Streams:
         self._open = []
         for channel in self._channels:
             await channel.close(None)
+
+
+def calls_of(i: int, services: int) -> set[str]:
+    """The two services sidecar i calls (its Hello's reachable services)."""
+    return {f"svc-{(i + 1) % services}", f"svc-{(i + 2) % services}"}
+
+
+async def fanout(
+    http: aiohttp.ClientSession, zone: Node, streams: Streams, first: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Issue 19 item 2: with the phase's sidecars connected (and quiet), one new endpoint of
+    svc-0 (a Dataplane PUT through the API): how long until every sidecar that calls svc-0
+    has a new config, and how many of the others got one within FANOUT_WATCH_S."""
+    target = "svc-0"
+    connected = range(first, first + args.changes)
+    callers = {i for i in connected if target in calls_of(i, args.services)}
+    await streams.quiet(FANOUT_QUIET_S)
+    doc = dataplane(0, args.services) | {"name": "fanout-probe"}
+    doc["networking"]["address"] = "10.255.255.254"
+    started = time.monotonic()
+    async with http.put(f"{zone.api}/meshes/default/dataplanes/fanout-probe", json=doc) as r:
+        if r.status not in (200, 201):
+            raise RuntimeError(f"PUT fanout-probe: {r.status} {await r.text()}")
+
+    def after(i: int) -> float | None:
+        return next((t for t in streams.configs.get(i, ()) if t > started), None)
+
+    deadline = started + 30
+    while True:  # polled: the streams only append arrival times
+        if all(after(i) is not None for i in callers) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(max(0.0, started + FANOUT_WATCH_S - time.monotonic()))
+    latencies = sorted(t - started for i in callers if (t := after(i)) is not None)
+    others = sum(1 for i in connected if i not in callers and after(i) is not None)
+    async with http.delete(f"{zone.api}/meshes/default/dataplanes/fanout-probe") as r:
+        await r.read()
+    return {
+        "connected": len(connected),
+        "callers": len(callers),
+        "callers_updated": len(latencies),
+        "p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
+        "max_s": round(latencies[-1], 3) if latencies else None,
+        "others_updated": others,
+    }
+
+
+def print_fanout(res: dict[str, Any]) -> None:
+    ok = res["callers_updated"] == res["callers"] and (res["max_s"] or 99) <= 1.0
+    print(
+        f"fan-out: {res['connected']} sidecars connected; one new svc-0 endpoint reached "
+        f"{res['callers_updated']} of its {res['callers']} callers, p50 {res['p50_s']} s, max "
+        f"{res['max_s']} s ({'meets' if ok else 'MISSES'} <= 1 s); "
+        f"{res['others_updated']} other sidecars got a config ({FANOUT_WATCH_S:g} s watched)",
+        flush=True,
+    )
 
 
 async def dataplane_tokens(
@@ -322,10 +397,14 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     streams = Streams(dp_server, tokens, args.services, args.clients)
                 try:
                     res = await phase(http, zone, have, args, streams)
+                    print_phase(res)
+                    if streams is not None and args.fanout:
+                        res["fanout"] = await fanout(http, zone, streams, have, args)
+                        print_fanout(res["fanout"])
+                        await wait_instances_exactly(http, zone, have + args.changes)
                 finally:
                     if streams is not None:
                         await streams.close()
-                print_phase(res)
                 phases.append(res)
                 # Remove them again so the next fill starts from a known count.
                 await delete_dataplanes(http, zone, have, args.changes, args.clients)
@@ -374,6 +453,11 @@ def main() -> int:
         choices=("api", "streams"),
         default="api",
         help="register through the zone's API (Dataplane PUT) or its dataplane server",
+    )
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="with --via streams: after each phase, time one endpoint change's fan-out",
     )
     parser.add_argument(
         "--no-ingress", action="store_true", help="no own ZoneIngress (nothing to advertise)"

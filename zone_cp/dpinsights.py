@@ -12,12 +12,16 @@ import logging
 from collections.abc import Callable, Iterable
 
 from meshfed.dpconfig.protocol import ProxyType
+from meshfed.resources.model import Resource
 from meshfed.store.base import StoreError
+from zone_cp import dpstate
 from zone_cp.certs import CertIssuer
-from zone_cp.dprecords import Records
+from zone_cp.dprecords import Records, changes
 from zone_cp.dpsession import Session
 
 log = logging.getLogger("zone_cp.dpserver")
+
+FLUSH_BATCH = 256  # insights per read and write of a periodic flush
 
 
 class InsightWriter:
@@ -27,29 +31,40 @@ class InsightWriter:
 
     async def write(self, session: Session) -> None:
         """The session's insight as it is now: its subscriptions, certificate and report."""
+        insight = self.resource(session)
+        await self._records.put(insight, await self._records.get(*insight.key))
+
+    def resource(self, session: Session) -> Resource:
+        """The session's insight as it is now (what `write` stores); marks it written."""
         session.insight_dirty = False
         mtls = None
         if session.kind is ProxyType.SIDECAR:
             record = self._issuer.record(session.mesh, session.name)
             mtls = None if record is None else record.to_json()
-        await self._records.write_insight(
+        return dpstate.insight_resource(
             str(session.kind),
             session.mesh,
             session.name,
+            self._records.zone,
             [*session.history, session.subscription.to_json()],
-            mtls,
-            session.report,
+            mtls=mtls,
+            report=session.report,
         )
 
     async def flush(self, sessions: Iterable[Session]) -> None:
-        """Writes the insights that changed since they were last written."""
-        for session in list(sessions):
-            if session.insight_dirty:
-                try:
-                    await self.write(session)
-                except StoreError as exc:
+        """Writes the insights that changed since they were last written, a batch at a time
+        (one read and one write for each)."""
+        dirty = [s for s in list(sessions) if s.insight_dirty]
+        for start in range(0, len(dirty), FLUSH_BATCH):
+            chunk = dirty[start : start + FLUSH_BATCH]
+            insights = [self.resource(s) for s in chunk]
+            try:
+                stored = await self._records.read([i.key for i in insights])
+                await self._records.write([i for i in insights if changes(i, stored.get(i.key))])
+            except StoreError as exc:
+                for session in chunk:
                     session.insight_dirty = True
-                    log.warning("%s: insight not written: %s", session.describe(), exc)
+                log.warning("%d insights not written: %s", len(chunk), exc)
 
     async def run(self, sessions: Callable[[], Iterable[Session]], interval: float) -> None:
         while True:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,40 +16,48 @@ from meshfed._gen import dataplane_pb2 as pb
 from meshfed.resources.model import Resource, now_rfc3339
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
-from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
+from meshfed.store.base import (
+    ConflictError,
+    NotFoundError,
+    ResourceStore,
+    StoreError,
+    StoreKey,
+)
 from zone_cp import dpstate
+from zone_cp.dpbatch import Coalescer, unique_runs
 
 log = logging.getLogger("zone_cp.dpserver")
 
 
 class Records:
+    """Reads and writes go through coalescers: what concurrent registrations and reports
+    read is one `get_many`, what they write one `write_batch` (decision 123)."""
+
     def __init__(self, store: ResourceStore, zone: str) -> None:
         self._store = store
         self.zone = zone
+        self._reads: Coalescer[Sequence[StoreKey], dict[StoreKey, Resource]] = Coalescer(
+            self._read_many
+        )
+        self._writes: Coalescer[Sequence[Resource], None] = Coalescer(self._write_many)
 
     async def get(self, type_name: str, mesh: str, name: str) -> Resource | None:
-        try:
-            return await self._store.get(type_name, mesh, name)
-        except NotFoundError:
-            return None
+        key = (type_name, mesh, name)
+        return (await self.read([key])).get(key)
+
+    async def read(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        """The resources stored at `keys` (absent ones left out)."""
+        return await self._reads.submit(keys)
+
+    async def write(self, puts: Sequence[Resource]) -> None:
+        """Upserts `puts` together (last write wins, as `put` always did)."""
+        if puts:
+            await self._writes.submit(puts)
 
     async def put(self, resource: Resource, stored: Resource | None) -> None:
         """Create or replace (`stored`: what the store held), unless nothing would change."""
-        if (
-            stored is not None
-            and stored.spec == resource.spec
-            and stored.meta.labels == resource.meta.labels
-        ):
-            return
-        try:
-            if stored is None:
-                await self._store.create(resource)
-            else:
-                await self._store.update(resource)
-        except NotFoundError:
-            await self._store.create(resource)
-        except AlreadyExistsError:
-            await self._store.update(resource)
+        if changes(resource, stored):
+            await self.write([resource])
 
     async def register(self, resource: Resource, stored: Resource | None) -> None:
         await self.put(resource, stored)
@@ -58,6 +66,33 @@ class Records:
         """The stored Dataplane with this readiness (inbounds not in `ready`: not ready)."""
         wanted = dpstate.with_health(registered, ready, default=False)
         await self.put(wanted, await self.get(DATAPLANE.name, registered.mesh, registered.name))
+
+    async def _read_many(
+        self, requests: list[Sequence[StoreKey]]
+    ) -> list[dict[StoreKey, Resource] | Exception]:
+        keys = list(dict.fromkeys(key for request in requests for key in request))
+        found = await self._store.get_many(keys)
+        return [{k: found[k] for k in request if k in found} for request in requests]
+
+    async def _write_many(self, requests: list[Sequence[Resource]]) -> list[Exception | None]:
+        """One write_batch per run of requests without a key twice; a failed batch of several
+        is retried one request at a time, so a failure is only its own request's."""
+        answers: list[Exception | None] = [None] * len(requests)
+        for run in unique_runs(requests):
+            puts = [r for i in run for r in requests[i]]
+            try:
+                await self._store.write_batch(puts, [])
+                continue
+            except (StoreError, ValueError) as exc:
+                if len(run) == 1:
+                    answers[run[0]] = exc
+                    continue
+            for i in run:
+                try:
+                    await self._store.write_batch(list(requests[i]), [])
+                except (StoreError, ValueError) as exc:
+                    answers[i] = exc
+        return answers
 
     async def write_insight(
         self,
@@ -148,6 +183,13 @@ class Records:
         except (ConflictError, NotFoundError):
             return False
         return True
+
+
+def changes(resource: Resource, stored: Resource | None) -> bool:
+    """Whether writing `resource` over `stored` changes what is stored."""
+    return (
+        stored is None or stored.spec != resource.spec or stored.meta.labels != resource.meta.labels
+    )
 
 
 @dataclass

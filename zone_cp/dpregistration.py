@@ -30,9 +30,10 @@ from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INS
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import StoreError
 from zone_cp import dpstate
+from zone_cp.dpbatch import KeyedLock
 from zone_cp.dpbuild import Wants
 from zone_cp.dpinsights import InsightWriter
-from zone_cp.dprecords import Records
+from zone_cp.dprecords import Records, changes
 from zone_cp.dpsession import Session, SessionKey
 
 log = logging.getLogger("zone_cp.dpserver")
@@ -58,16 +59,20 @@ class Registration:
         self._on_registered = on_registered
         self._on_closed = on_closed  # a live session ended (not called when replaced)
         self.sessions: dict[SessionKey, Session] = {}
-        self._lock = asyncio.Lock()
+        self._registering = KeyedLock()  # one registration at a time per proxy
         self._recording: set[asyncio.Task[None]] = set()  # disconnections being written
         self.stopping = False  # zone-cp stops: disconnections mark no one offline
         self.stale_closed = 0
 
     async def register(self, hello: Hello) -> Session:
         """Stores the proxy's resource and insight, then (with no await after it, so a
-        cancelled registration leaves nothing behind) makes it a live session."""
+        cancelled registration leaves nothing behind) makes it a live session.
+
+        Proxies of different names register concurrently, their reads and writes coalesced
+        with the others' by Records (one read and one write each); the same name waits for
+        the registration before it (decision 123)."""
         announced = hello.resource
-        async with self._lock:
+        async with self._registering.hold(announced.key):
             current = self.sessions.get(announced.key)
             replaced: list[dict[str, Any]] = []
             if current is not None:
@@ -80,18 +85,22 @@ class Registration:
                 current.subscription.disconnect_time = now_rfc3339()
                 replaced = [*current.history, current.subscription.to_json()]
                 current.stop("replaced by a newer stream of the same proxy")
-            if hello.proxy_type is ProxyType.SIDECAR:
-                if not self._mesh_exists(announced.mesh):
-                    raise dpstate.Refused(dpstate.no_mesh(announced.mesh, self.zone))
-                stored = await self._records.get(DATAPLANE.name, announced.mesh, announced.name)
+            sidecar = hello.proxy_type is ProxyType.SIDECAR
+            if sidecar and not self._mesh_exists(announced.mesh):
+                raise dpstate.Refused(dpstate.no_mesh(announced.mesh, self.zone))
+            kind, insight_type = (
+                (DATAPLANE, DATAPLANE_INSIGHT) if sidecar else (ZONE_INGRESS, ZONE_INGRESS_INSIGHT)
+            )
+            mesh = announced.mesh if sidecar else ""
+            key = (kind.name, mesh, announced.name)
+            insight_key = (insight_type.name, mesh, announced.name)
+            found = await self._records.read([key, insight_key])
+            stored = found.get(key)
+            if sidecar:
                 resource = dpstate.registered_dataplane(announced, self.zone, stored)
-                insight_type = DATAPLANE_INSIGHT.name
             else:
-                stored = await self._records.get(ZONE_INGRESS.name, "", announced.name)
                 resource = dpstate.registered_ingress(announced, self.zone, stored)
-                insight_type = ZONE_INGRESS_INSIGHT.name
-            await self._records.register(resource, stored)
-            old_insight = await self._records.get(insight_type, resource.mesh, resource.name)
+            old_insight = found.get(insight_key)
             history = replaced or dpstate.previous_subscriptions(old_insight)
             session = Session(
                 hello=hello,
@@ -106,7 +115,10 @@ class Registration:
                 history=history,
                 ready=dpstate.health_of(resource),
             )
-            await self._insights.write(session)
+            insight = self._insights.resource(session)
+            await self._records.write(
+                [r for r, was in ((resource, stored), (insight, old_insight)) if changes(r, was)]
+            )
             self.sessions[resource.key] = session
         self._on_registered(session.key)
         return session

@@ -23,8 +23,8 @@ from meshfed.auth.tokens import (
     TokenKind,
     UserClaims,
     Verified,
+    VerifiedTokens,
     issue,
-    verify,
 )
 from meshfed.resources.model import Resource
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
@@ -158,6 +158,7 @@ class Verifier:
         self._stale_grace = stale_grace
         self._cache: dict[str, tuple[float, KeySet]] = {}
         self._reading: dict[str, asyncio.Future[KeySet]] = {}
+        self.verified = VerifiedTokens(kind)
 
     async def trusted(self, mesh: str = "") -> KeySet:
         hit = self._cache.get(mesh)
@@ -187,7 +188,7 @@ class Verifier:
             trusted = await self.trusted(mesh)
         except Exception as exc:  # the store is down: refuse, never crash the caller
             raise TokenError(f"cannot read the {self.kind}-token keys: {exc}") from exc
-        return verify(token, self.kind, trusted)
+        return self.verified.verify(token, trusted, scope=mesh)
 
 
 def _retrieve(done: asyncio.Future[KeySet]) -> None:

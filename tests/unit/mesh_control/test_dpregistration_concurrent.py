@@ -1,0 +1,118 @@
+"""Registrations that arrive together (a rolling restart): each proxy stored with its insight,
+their writes coalesced into few store batches, and the per-name rules unchanged: the same
+Dataplane again takes over, a different one with the same name is refused (decision 123)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import pytest
+
+from meshfed.dpconfig.protocol import Hello, ProxyType
+from meshfed.resources.model import Resource
+from meshfed.store.base import Requirement, StoreKey
+from meshfed.store.memory import MemoryStore
+from tests.unit.mesh_control.dpsession_factories import web_dataplane
+from zone_cp import dpstate
+from zone_cp.certs import CertIssuer
+from zone_cp.dpinsights import InsightWriter
+from zone_cp.dprecords import Records
+from zone_cp.dpregistration import Registration
+from zone_cp.dpsession import SessionKey
+
+ZONE = "zone-1"
+
+
+class CountingStore(MemoryStore):
+    """Counts the store's write batches (what each registration used to make several of)."""
+
+    batches = 0
+
+    async def write_batch(
+        self,
+        puts: Sequence[Resource],
+        deletes: Sequence[StoreKey],
+        *,
+        expected: Mapping[StoreKey, str | None] | None = None,
+        require: Sequence[Requirement] = (),
+    ) -> list[Resource]:
+        self.batches += 1
+        return await super().write_batch(puts, deletes, expected=expected, require=require)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[CountingStore]:
+    s = CountingStore()
+    yield s
+    await s.close()
+
+
+def registration(store: CountingStore, registered: list[SessionKey]) -> Registration:
+    records = Records(store, ZONE)
+    return Registration(
+        records,
+        InsightWriter(records, CertIssuer()),
+        ZONE,
+        "cp-1",
+        mesh_exists=lambda mesh: mesh == "default",
+        on_registered=registered.append,
+    )
+
+
+def hello(resource: Resource) -> Hello:
+    return Hello(ProxyType.SIDECAR, resource, "test")
+
+
+async def test_concurrent_registrations_share_store_batches(store: CountingStore) -> None:
+    registered: list[SessionKey] = []
+    reg = registration(store, registered)
+    names = [f"web-{i}" for i in range(50)]
+    await asyncio.gather(*(reg.register(hello(web_dataplane(n))) for n in names))
+    assert sorted(s.name for s in reg.sessions.values()) == sorted(names)
+    assert len(registered) == 50
+    for name in names:
+        assert (await store.get("Dataplane", "default", name)).meta.labels
+        insight = await store.get("DataplaneInsight", "default", name)
+        assert insight.spec["subscriptions"][-1]["controlPlaneInstanceId"] == "cp-1"
+    assert store.batches < 10  # one each (100 resources) before; coalesced now
+
+
+async def test_the_same_name_concurrently_one_wins_a_different_one_is_refused(
+    store: CountingStore,
+) -> None:
+    reg = registration(store, [])
+    first = web_dataplane("web-1")
+    other = web_dataplane("web-1", port=8081)
+    results = await asyncio.gather(
+        reg.register(hello(first)), reg.register(hello(other)), return_exceptions=True
+    )
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], dpstate.Refused)
+    [session] = reg.sessions.values()
+    assert session is results[0]
+
+
+async def test_the_same_proxy_again_concurrently_takes_over(store: CountingStore) -> None:
+    reg = registration(store, [])
+    dp = web_dataplane("web-1")
+    old, new = await asyncio.gather(reg.register(hello(dp)), reg.register(hello(dp)))
+    assert reg.sessions[new.key] is new
+    assert old.stopped.is_set()  # replaced without marking anything offline
+    insight = await store.get("DataplaneInsight", "default", "web-1")
+    subs = insight.spec["subscriptions"]
+    assert len(subs) == 2 and "disconnectTime" in subs[0] and "disconnectTime" not in subs[1]
+
+
+async def test_health_reported_then_a_reconnect_keeps_it(store: CountingStore) -> None:
+    reg = registration(store, [])
+    dp = web_dataplane("web-1")
+    session = await reg.register(hello(dp))
+    await reg.set_ready(session, {0: True, 1: True})
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: True, 1: True}
+    again = await reg.register(hello(dp))
+    assert again.ready == {0: True, 1: True}
+    await reg.unregister(again)
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: False, 1: False}  # offline once it disconnects
