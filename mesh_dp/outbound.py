@@ -16,10 +16,11 @@ Per accepted connection:
 
 With a MeshTCPRoute the outbound has `splits`: before step 2 each new connection draws one
 split by weight (balancer.pick_split) and steps 2-3 use that split's endpoints, its own
-balancer (state kept per split across updates) and its service's identity in the check. An
-http outbound with splits is relayed as TCP, the split drawn per connection (Kuma routes a
-service by MeshTCPRoute when no MeshHTTPRoute applies; per-request HTTP features of that
-outbound wait for MeshHTTPRoute, decision 124). Health checks cover every split's endpoints.
+balancer (state kept per split across updates) and its service's identity in the check. On
+an http outbound the split is drawn per request instead (Kuma applies a MeshTCPRoute to an
+HTTP service when no MeshHTTPRoute does, and Envoy draws weighted clusters per request); a
+retry stays in the split of the request's first attempt. Health checks and outlier detection
+cover every split's endpoints.
 
 The application's bytes wait in the kernel (reading is paused) until the upstream is
 ready, so nothing is lost or duplicated across attempts.
@@ -116,7 +117,7 @@ class _Cluster:
     def update(self, policies: OutboundPolicies) -> None:
         """New policies or endpoints: limits and outlier settings from the next request."""
         self.limits.caps = _caps(policies)
-        states = self.listener.balancer.states
+        states = self.listener.all_states()
         if policies.outlier is None:
             self.outlier = None
             for s in states:
@@ -140,7 +141,7 @@ class _Cluster:
         if now >= self._next_tick:
             self._next_tick = now + od.config.interval
             ejected += od.tick(now)
-        for state in self.listener.balancer.states:
+        for state in self.listener.all_states():
             record = od.hosts.get(state.key)
             if record is not None:
                 state.outlier_until = record.ejected_until
@@ -166,13 +167,15 @@ class _Cluster:
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
         listener = self.listener
         key = request_hash(listener.outbound.policies.hash.policies, request, CALLER.get())
-        return listener.balancer.choose(listener.clock(), tried, key)
+        route = listener.route(tried[0] if tried else None)
+        return None if route is None else route[1].choose(listener.clock(), tried, key)
 
     async def open(self, endpoint: EndpointState, timeout: float) -> Conn:
         listener = self.listener
         listener.balancer.attempt(endpoint)
         conn = Conn(None)
-        await wait_for(listener.open(endpoint, listener.outbound, lambda: conn), timeout)
+        service = listener.service_of(endpoint)
+        await wait_for(listener.open(endpoint, listener.outbound, lambda: conn, service), timeout)
         return conn
 
     def connect_failed(self, endpoint: EndpointState) -> None:
@@ -282,12 +285,27 @@ class OutboundListener:
                 balancer.update(split.endpoints, outbound.policies)
             self.splits[key] = balancer
 
-    def route(self) -> tuple[str, Balancer] | None:
-        """Where a new connection goes: the outbound's service and balancer, or a split's
-        drawn by weight; None when every split has weight 0."""
+    def _holding(self, state: EndpointState) -> tuple[str, Balancer] | None:
+        for service, balancer in self._balancers():
+            if any(s is state for s in balancer.states):
+                return service, balancer
+        return None
+
+    def service_of(self, state: EndpointState) -> str:
+        """The service an endpoint serves: its split's (the outbound's when not routed)."""
+        holder = self._holding(state)
+        return self.outbound.service if holder is None else holder[0]
+
+    def route(self, tried: EndpointState | None = None) -> tuple[str, Balancer] | None:
+        """Where a new connection (an HTTP request) goes: the outbound's service and
+        balancer, or a split's drawn by weight, the split holding `tried` for a retry; None
+        when every split has weight 0."""
         outbound = self.outbound
         if not outbound.splits:
             return outbound.service, self.balancer
+        holder = None if tried is None else self._holding(tried)
+        if holder is not None:
+            return holder
         chosen = pick_split([s.weight for s in outbound.splits], self._rng)
         if chosen is None:
             return None
@@ -313,7 +331,7 @@ class OutboundListener:
 
     def _protocol(self) -> asyncio.BaseProtocol:
         """Per accepted connection: the protocol of the config at that moment."""
-        if self.outbound.protocol == "http" and not self.outbound.splits:
+        if self.outbound.protocol == "http":
             return _HttpAccepted(self)
         return _Accepted(self)
 

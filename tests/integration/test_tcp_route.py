@@ -8,6 +8,8 @@ binomial count either side (failure odds about 6e-5 each)."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import math
 import time
 from collections import Counter
@@ -126,3 +128,39 @@ def test_tcp_route_splits_shift_zones_and_go_away(procs: Procs, tmp_path: Path) 
     wait_until(lambda: splits(web, vip) == [], timeout=5, interval=0.02, what="no split")
     assert time.monotonic() - deleted < 1.0
     assert set(answers(vip, port, 50)) == {local}
+
+
+def test_tcp_route_on_an_http_service_splits_each_request(procs: Procs, tmp_path: Path) -> None:
+    """Without a MeshHTTPRoute, a MeshTCPRoute routes an http service too: per request, so
+    one keep-alive connection sees both splits."""
+    mesh = Mesh.start(procs, tmp_path, zone_names=("zone-1",))
+    mesh.apply(allow("web-to-backend", "backend", "web"))
+    mesh.apply(allow("web-to-backend-next", "backend-next", "web"))
+    mesh.workload("zone-1", "backend-1", "backend", protocol="http")
+    mesh.workload("zone-1", "backend-next-1", "backend-next", protocol="http")
+    web = mesh.workload("zone-1", "web-1", "web", reachable=["backend", "backend-next"])
+    vip, port = mesh.target("zone-1", "backend")
+    mesh.target("zone-1", "backend-next")
+    wait_until(lambda: try_get(vip, port) is not None, timeout=20, what="backend answers")
+    mesh.apply(
+        tcp_route(
+            "split",
+            [
+                {"kind": "MeshService", "name": "backend", "weight": 1},
+                {"kind": "MeshService", "name": "backend-next", "weight": 3},
+            ],
+        )
+    )
+    wait_until(lambda: len(splits(web, vip) or []) == 2, timeout=10, what="the split")
+    conn = http.client.HTTPConnection(vip, port, timeout=5)
+    got: Counter[str] = Counter()
+    try:
+        for _ in range(CALLS):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            got[json.loads(resp.read())["instance"]] += 1
+    finally:
+        conn.close()
+    assert set(got) == {"backend-1", "backend-next-1"}, got
+    assert within(got["backend-next-1"], CALLS, 0.75), got
