@@ -1,7 +1,8 @@
 """MeshTCPRoute on real traffic across two zones (issue 14, decision 124): web (zone-1) calls
 backend.mesh over TCP; a route applied at the global splits its connections between backend
 and backend-next, then shifts 10 % to zone-2 (through zone-2's ingress); deleting the route
-restores the default (the local backend) within a second.
+restores the default (the local backend) within a second. An http service (api) is split per
+request by its own route: one keep-alive connection sees both of its splits.
 
 Each call is a new connection, so each draws a split. Bounds are 4 standard deviations of the
 binomial count either side (failure odds about 6e-5 each)."""
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 CALLS = 400
 
 
-def tcp_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+def tcp_route(name: str, refs: list[dict[str, Any]], service: str = "backend") -> dict[str, Any]:
     return {
         "type": "MeshTCPRoute",
         "name": name,
@@ -36,7 +37,7 @@ def tcp_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
             "targetRef": {"kind": "MeshService", "name": "web"},
             "to": [
                 {
-                    "targetRef": {"kind": "MeshService", "name": "backend"},
+                    "targetRef": {"kind": "MeshService", "name": service},
                     "rules": [{"default": {"backendRefs": refs}}],
                 }
             ],
@@ -64,17 +65,38 @@ def answers(vip: str, port: int, n: int = CALLS) -> Counter[tuple[str, str]]:
     return Counter((a["instance"], a["zone"]) for a in (get(vip, port) for _ in range(n)))
 
 
+def keep_alive_answers(vip: str, port: int, n: int = CALLS) -> Counter[str]:
+    """Who answered each of `n` requests on one keep-alive connection."""
+    conn = http.client.HTTPConnection(vip, port, timeout=5)
+    got: Counter[str] = Counter()
+    try:
+        for _ in range(n):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            got[json.loads(resp.read())["instance"]] += 1
+    finally:
+        conn.close()
+    return got
+
+
 def test_tcp_route_splits_shift_zones_and_go_away(procs: Procs, tmp_path: Path) -> None:
     mesh = Mesh.start(procs, tmp_path)
     mesh.apply(allow("web-to-backend", "backend", "web"))
-    mesh.apply(allow("web-to-backend-next", "backend-next", "web"))
+    services = ["backend", "backend-next", "api", "api-next"]
+    for service in services[1:]:
+        mesh.apply(allow(f"web-to-{service}", service, "web"))
     mesh.workload("zone-1", "backend-1", "backend")
     mesh.workload("zone-1", "backend-next-1", "backend-next")
+    mesh.workload("zone-1", "api-1", "api", protocol="http")
+    mesh.workload("zone-1", "api-next-1", "api-next", protocol="http")
     mesh.workload("zone-2", "backend-z2", "backend")
     mesh.ingress("zone-2")
-    web = mesh.workload("zone-1", "web-1", "web", reachable=["backend", "backend-next"])
+    web = mesh.workload("zone-1", "web-1", "web", reachable=services)
     vip, port = mesh.target("zone-1", "backend", zones=["zone-1", "zone-2"])
-    mesh.target("zone-1", "backend-next")
+    api_vip, api_port = mesh.target("zone-1", "api")
+    for service in services[1::2]:
+        mesh.target("zone-1", service)
     local, next_, remote = (
         ("backend-1", "zone-1"),
         ("backend-next-1", "zone-1"),
@@ -93,10 +115,21 @@ def test_tcp_route_splits_shift_zones_and_go_away(procs: Procs, tmp_path: Path) 
             ],
         )
     )
+    api_split = [
+        {"kind": "MeshService", "name": "api", "weight": 1},
+        {"kind": "MeshService", "name": "api-next", "weight": 3},
+    ]
+    mesh.apply(tcp_route("api-split", api_split, "api"))
     wait_until(lambda: len(splits(web, vip) or []) == 2, timeout=10, what="the split")
     got = answers(vip, port)
     assert set(got) == {local, next_}, got
     assert within(got[next_], CALLS, 0.5), got
+
+    # The http service: per request, on one keep-alive connection.
+    wait_until(lambda: len(splits(web, api_vip) or []) == 2, timeout=10, what="the api split")
+    by_request = keep_alive_answers(api_vip, api_port)
+    assert set(by_request) == {"api-1", "api-next-1"}, by_request
+    assert within(by_request["api-next-1"], CALLS, 0.75), by_request
 
     # 90 % backend (the local zone first), 10 % pinned to zone-2 through its ingress.
     mesh.apply(
@@ -128,39 +161,3 @@ def test_tcp_route_splits_shift_zones_and_go_away(procs: Procs, tmp_path: Path) 
     wait_until(lambda: splits(web, vip) == [], timeout=5, interval=0.02, what="no split")
     assert time.monotonic() - deleted < 1.0
     assert set(answers(vip, port, 50)) == {local}
-
-
-def test_tcp_route_on_an_http_service_splits_each_request(procs: Procs, tmp_path: Path) -> None:
-    """Without a MeshHTTPRoute, a MeshTCPRoute routes an http service too: per request, so
-    one keep-alive connection sees both splits."""
-    mesh = Mesh.start(procs, tmp_path, zone_names=("zone-1",))
-    mesh.apply(allow("web-to-backend", "backend", "web"))
-    mesh.apply(allow("web-to-backend-next", "backend-next", "web"))
-    mesh.workload("zone-1", "backend-1", "backend", protocol="http")
-    mesh.workload("zone-1", "backend-next-1", "backend-next", protocol="http")
-    web = mesh.workload("zone-1", "web-1", "web", reachable=["backend", "backend-next"])
-    vip, port = mesh.target("zone-1", "backend")
-    mesh.target("zone-1", "backend-next")
-    wait_until(lambda: try_get(vip, port) is not None, timeout=20, what="backend answers")
-    mesh.apply(
-        tcp_route(
-            "split",
-            [
-                {"kind": "MeshService", "name": "backend", "weight": 1},
-                {"kind": "MeshService", "name": "backend-next", "weight": 3},
-            ],
-        )
-    )
-    wait_until(lambda: len(splits(web, vip) or []) == 2, timeout=10, what="the split")
-    conn = http.client.HTTPConnection(vip, port, timeout=5)
-    got: Counter[str] = Counter()
-    try:
-        for _ in range(CALLS):
-            conn.request("GET", "/")
-            resp = conn.getresponse()
-            assert resp.status == 200
-            got[json.loads(resp.read())["instance"]] += 1
-    finally:
-        conn.close()
-    assert set(got) == {"backend-1", "backend-next-1"}, got
-    assert within(got["backend-next-1"], CALLS, 0.75), got
