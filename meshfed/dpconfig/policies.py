@@ -47,7 +47,7 @@ refused by the API, so none reaches here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -73,7 +73,7 @@ from meshfed.dpconfig.model import (
 from meshfed.policy.rules import Entry, Matched, entries, merge_entries, outbound_conf, to_selects
 from meshfed.policy.targetref import WILDCARD, ServiceLabels, kind_rank
 from meshfed.resources.errors import ValidationError
-from meshfed.resources.model import LABEL_ZONE
+from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshfed.resources.models.base import Model, parse
 from meshfed.resources.models.load_balancing import LoadBalancingConf, Maglev, RingHash
 from meshfed.resources.models.policies import (
@@ -428,3 +428,58 @@ def tcp_route(
         return None
     backends = tuple(route_backend(r) for r in refs if isinstance(r, dict))
     return TcpRoute(backends, merged.sources)
+
+
+ANY_SERVICE = "*"  # a ref whose service is known only with the catalog (labels)
+
+
+def _ref_service(ref: Any) -> str:
+    """The service a MeshService(Subset) ref names: by `name`, or its display-name label;
+    ANY_SERVICE when only the catalog can tell."""
+    if not isinstance(ref, dict):
+        return ANY_SERVICE
+    name = ref.get("name")
+    if isinstance(name, str):
+        return name
+    labels = ref.get("labels")
+    shown = labels.get(LABEL_DISPLAY_NAME) if isinstance(labels, dict) else None
+    return shown if isinstance(shown, str) and shown != WILDCARD else ANY_SERVICE
+
+
+def route_targets(routes: Iterable[Resource]) -> dict[str, set[str]]:
+    """For zone-cp's narrowed catalogs and rebuilds: each service a MeshTCPRoute sends to
+    (its backendRefs), mapped to the services it routes (its `to[]`), over every route given
+    (matched or not: a superset is safe). ANY_SERVICE stands for a ref by labels alone."""
+    out: dict[str, set[str]] = {}
+    for route in routes:
+        for to in as_list(route.spec.get("to")):
+            if not isinstance(to, dict):
+                continue
+            routed = _ref_service(to.get("targetRef"))
+            for rule in as_list(to.get("rules")):
+                default = rule.get("default") if isinstance(rule, dict) else None
+                refs = default.get("backendRefs") if isinstance(default, dict) else None
+                for ref in refs if isinstance(refs, list) else []:
+                    out.setdefault(_ref_service(ref), set()).add(routed)
+    return out
+
+
+def routed_services(service: str, routes: Iterable[Resource]) -> set[str]:
+    """The services whose outbounds a MeshTCPRoute may send to `service` (ANY_SERVICE: any):
+    a sidecar calling one of them depends on `service`'s endpoints too."""
+    targets = route_targets(routes)
+    return targets.get(service, set()) | targets.get(ANY_SERVICE, set())
+
+
+def with_route_backends(
+    wanted: frozenset[str], routes: Iterable[Resource]
+) -> frozenset[str] | None:
+    """`wanted` (the services a sidecar calls) with every service a route of them sends to;
+    None (every service) when a route sends by labels alone."""
+    out = set(wanted)
+    for backend, routed in route_targets(routes).items():
+        if ANY_SERVICE in routed or routed & wanted:
+            if backend == ANY_SERVICE:
+                return None
+            out.add(backend)
+    return frozenset(out)

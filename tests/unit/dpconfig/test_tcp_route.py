@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from meshfed.dpconfig.model import Endpoint, Locality, OutboundKind, Split
-from meshfed.dpconfig.policies import RouteBackend, route_backend, tcp_route
+from meshfed.dpconfig.policies import (
+    ANY_SERVICE,
+    RouteBackend,
+    route_backend,
+    route_targets,
+    routed_services,
+    tcp_route,
+    with_route_backends,
+)
 from meshfed.pki.leaf import Leaf
 from meshfed.policy.rules import Matched, match
 from meshfed.policy.targetref import view_of
@@ -113,3 +121,23 @@ def test_an_explicit_outbound_of_the_whole_service_is_routed(leaf: Leaf) -> None
     cfg = build(leaf, dataplane=web, policies=policies)
     (explicit,) = (o for o in cfg.outbounds if o.kind is OutboundKind.EXPLICIT)
     assert [s.service for s in explicit.splits] == ["web"]
+
+
+def test_what_a_sidecar_depends_on_through_routes() -> None:
+    """zone-cp narrows a sidecar's catalog to the services it calls and rebuilds it when one
+    changes: a route's backends count as called by the callers of the routed service."""
+    by_labels = {"kind": "MeshService", "labels": {"kuma.io/display-name": "web"}}
+    anything = {"kind": "MeshService", "labels": {"team": "a"}}
+    routes = [route("r1", [svc("backend"), by_labels]), route("r2", [svc("next")])]
+    assert route_targets(routes) == {
+        "backend": {"backend"},
+        "web": {"backend"},
+        "next": {"backend"},
+    }
+    assert with_route_backends(frozenset({"backend"}), routes) == {"backend", "web", "next"}
+    assert with_route_backends(frozenset({"api"}), routes) == {"api"}
+    assert with_route_backends(frozenset({"backend"}), [route("r3", [anything])]) is None
+    assert routed_services("next", routes) == {"backend"}
+    assert routed_services("api", routes) == set()
+    assert routed_services("api", [route("r3", [anything])]) == {"backend"}
+    assert route_targets([route("r3", [anything])]) == {ANY_SERVICE: {"backend"}}
