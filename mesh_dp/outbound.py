@@ -19,7 +19,7 @@ split by weight (balancer.pick_split) and steps 2-3 use that split's endpoints, 
 balancer (state kept per split across updates) and its service's identity in the check. On
 an http outbound the split is drawn per request instead (Kuma applies a MeshTCPRoute to an
 HTTP service when no MeshHTTPRoute does, and Envoy draws weighted clusters per request); a
-retry stays in the split of the request's first attempt. Health checks and outlier detection
+retry first looks in the split of its earlier attempts. Health checks and outlier detection
 cover every split's endpoints.
 
 The application's bytes wait in the kernel (reading is paused) until the upstream is
