@@ -21,8 +21,15 @@ Order of preference, as Envoy does it for Kuma:
    LeastRequest (sample `choiceCount` endpoints without replacement, take the one with the
    fewest open connections; the first sampled wins ties).
 
-One balancer lives per outbound listener; `update` carries endpoint state (health, ejection,
-open connections, counters) over to a new config where the endpoint is still present.
+0. Split (MeshTCPRoute): an outbound with `splits` first draws one split per new connection,
+   at random in proportion to the weights (`pick_split`, as Envoy's weighted clusters do),
+   then walks 1-3 above among that split's endpoints with the split's own balancer. Random
+   rather than smooth round robin: callers behind several sidecars see the documented shares
+   without the sidecars having to coordinate, and a burst of connections is not lock-step.
+
+One balancer lives per outbound listener (and one per split); `update` carries endpoint
+state (health, ejection, open connections, counters) over to a new config where the
+endpoint is still present.
 """
 
 from __future__ import annotations
@@ -273,6 +280,20 @@ def _smooth_round_robin(group: list[EndpointState]) -> EndpointState:
     assert best is not None
     best.smooth_weight -= total
     return best
+
+
+def pick_split(weights: Sequence[int], rng: random.Random) -> int | None:
+    """The index of the split a new connection takes, drawn in proportion to `weights`
+    (a weight 0 is never drawn); None when every weight is 0."""
+    total = sum(weights)
+    if total <= 0:
+        return None
+    point = rng.randrange(total)
+    for i, weight in enumerate(weights):
+        if point < weight:
+            return i
+        point -= weight
+    raise AssertionError("unreachable: point < total")
 
 
 def _unique(endpoints: Iterable[Endpoint]) -> list[Endpoint]:

@@ -14,6 +14,14 @@ Per accepted connection:
 3. Relay both ways; MeshTimeout `idleTimeout` closes the connection after that long
    without a byte.
 
+With a MeshTCPRoute the outbound has `splits`: before step 2 each new connection draws one
+split by weight (balancer.pick_split) and steps 2-3 use that split's endpoints, its own
+balancer (state kept per split across updates) and its service's identity in the check. On
+an http outbound the split is drawn per request instead (Kuma applies a MeshTCPRoute to an
+HTTP service when no MeshHTTPRoute does, and Envoy draws weighted clusters per request); a
+retry first looks in the split of its earlier attempts. Health checks and outlier detection
+cover every split's endpoints.
+
 The application's bytes wait in the kernel (reading is paused) until the upstream is
 ready, so nothing is lost or duplicated across attempts.
 
@@ -31,11 +39,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable, Hashable, Sequence
 
-from mesh_dp.balancer import Balancer, EndpointState
+from mesh_dp.balancer import Balancer, EndpointState, pick_split
 from mesh_dp.http import health
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.attempt import RequestPolicy
@@ -52,7 +61,7 @@ from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import OutboundStats
 from mesh_dp.tlsconf import TlsContexts
 from meshfed.aio import wait_for
-from meshfed.dpconfig.model import HealthCheck, Outbound, OutboundPolicies
+from meshfed.dpconfig.model import HealthCheck, Outbound, OutboundPolicies, Split
 from meshfed.pki.spiffe import PkiError, service_id
 from meshfed.pki.tls import check_peer_id
 
@@ -108,7 +117,7 @@ class _Cluster:
     def update(self, policies: OutboundPolicies) -> None:
         """New policies or endpoints: limits and outlier settings from the next request."""
         self.limits.caps = _caps(policies)
-        states = self.listener.balancer.states
+        states = self.listener.all_states()
         if policies.outlier is None:
             self.outlier = None
             for s in states:
@@ -132,7 +141,7 @@ class _Cluster:
         if now >= self._next_tick:
             self._next_tick = now + od.config.interval
             ejected += od.tick(now)
-        for state in self.listener.balancer.states:
+        for state in self.listener.all_states():
             record = od.hosts.get(state.key)
             if record is not None:
                 state.outlier_until = record.ejected_until
@@ -158,13 +167,15 @@ class _Cluster:
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
         listener = self.listener
         key = request_hash(listener.outbound.policies.hash.policies, request, CALLER.get())
-        return listener.balancer.choose(listener.clock(), tried, key)
+        route = listener.route(tried[0] if tried else None)
+        return None if route is None else route[1].choose(listener.clock(), tried, key)
 
     async def open(self, endpoint: EndpointState, timeout: float) -> Conn:
         listener = self.listener
         listener.balancer.attempt(endpoint)
         conn = Conn(None)
-        await wait_for(listener.open(endpoint, listener.outbound, lambda: conn), timeout)
+        service = listener.service_of(endpoint)
+        await wait_for(listener.open(endpoint, listener.outbound, lambda: conn, service), timeout)
         return conn
 
     def connect_failed(self, endpoint: EndpointState) -> None:
@@ -211,6 +222,13 @@ def request_policy(p: OutboundPolicies) -> RequestPolicy:
     )
 
 
+SplitKey = tuple[int, str, str | None]  # position, service, pinned zone
+
+
+def _split_key(i: int, split: Split) -> SplitKey:
+    return (i, split.service, split.zone)
+
+
 class OutboundListener:
     def __init__(
         self,
@@ -229,16 +247,70 @@ class OutboundListener:
         self._clock = clock
         self.clock = clock
         self.balancer = Balancer(outbound.endpoints, outbound.policies)
+        self._rng = random.Random()
+        # MeshTCPRoute: one balancer per split, by position, service and zone
+        self.splits: dict[SplitKey, Balancer] = {}
+        self._update_splits(outbound)
         self.cluster = _Cluster(self)
         self.cluster.update(outbound.policies)
         self.http = HttpProxy(
             self.cluster, stats.http, "outbound", access_log=access_log, limits=self.cluster.limits
         )
-        stats.endpoints = lambda: list(self.balancer.states)
+        stats.endpoints = self.all_states
         self._servers: dict[int, asyncio.Server] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._hc_task: asyncio.Task[None] | None = None
         self.links: set[Link] = set()
+
+    def all_states(self) -> list[EndpointState]:
+        """Every endpoint the outbound can use: its own, or its splits' when routed."""
+        return [s for _, b in self._balancers() for s in b.states]
+
+    def _balancers(self) -> list[tuple[str, Balancer]]:
+        """The balancers in use with the service each reaches."""
+        if not self.outbound.splits:
+            return [(self.outbound.service, self.balancer)]
+        return [(key[1], b) for key, b in self.splits.items()]
+
+    def _update_splits(self, outbound: Outbound) -> None:
+        """A balancer per split; a split that stays (same position, service and zone)
+        keeps its balancer and so its endpoints' state."""
+        old, self.splits = self.splits, {}
+        for i, split in enumerate(outbound.splits):
+            key = _split_key(i, split)
+            balancer = old.get(key)
+            if balancer is None:
+                balancer = Balancer(split.endpoints, outbound.policies, self._rng)
+            else:
+                balancer.update(split.endpoints, outbound.policies)
+            self.splits[key] = balancer
+
+    def _holding(self, state: EndpointState) -> tuple[str, Balancer] | None:
+        for service, balancer in self._balancers():
+            if any(s is state for s in balancer.states):
+                return service, balancer
+        return None
+
+    def service_of(self, state: EndpointState) -> str:
+        """The service an endpoint serves: its split's (the outbound's when not routed)."""
+        holder = self._holding(state)
+        return self.outbound.service if holder is None else holder[0]
+
+    def route(self, tried: EndpointState | None = None) -> tuple[str, Balancer] | None:
+        """Where a new connection (an HTTP request) goes: the outbound's service and
+        balancer, or a split's drawn by weight, the split holding `tried` for a retry; None
+        when every split has weight 0."""
+        outbound = self.outbound
+        if not outbound.splits:
+            return outbound.service, self.balancer
+        holder = None if tried is None else self._holding(tried)
+        if holder is not None:
+            return holder
+        chosen = pick_split([s.weight for s in outbound.splits], self._rng)
+        if chosen is None:
+            return None
+        split = outbound.splits[chosen]
+        return split.service, self.splits[_split_key(chosen, split)]
 
     @property
     def name(self) -> str:
@@ -274,15 +346,16 @@ class OutboundListener:
     def update(self, outbound: Outbound, stats: OutboundStats) -> None:
         """New endpoints or policies for the same address and port: from the next connection
         on. `stats` differ when the address now belongs to another service."""
-        old_hc = self.outbound.policies.health_check
+        old_hc, old_splits = self.outbound.policies.health_check, self.outbound.splits
         self.outbound = outbound
         if stats is not self.stats:
             self.stats = stats
-            stats.endpoints = lambda: list(self.balancer.states)
+            stats.endpoints = self.all_states
             self.http.stats = stats.http
         self.balancer.update(outbound.endpoints, outbound.policies)
+        self._update_splits(outbound)
         self.cluster.update(outbound.policies)
-        if outbound.policies.health_check != old_hc:
+        if outbound.policies.health_check != old_hc or outbound.splits != old_splits:
             self._restart_health_checks()
         idle = outbound.policies.idle_timeout
         for link in self.links:
@@ -349,26 +422,32 @@ class OutboundListener:
         errors: list[str] = []
         # TCP: only Connection sourceIP can give a key (no request); without one, random
         key = request_hash(policies.hash.policies, None, peer_host(client.transport))
+        route = self.route()
+        if route is None:  # every split weighs 0: the route sends nowhere
+            self._no_endpoint(client, stats, "every split has weight 0")
+            return
+        service, balancer = route
         try:
             for _ in range(policies.max_connect_attempts):
-                state = self.balancer.choose(self._clock(), tried, key)
+                state = balancer.choose(self._clock(), tried, key)
                 if state is None:
                     break
                 tried.append(state)
-                self.balancer.attempt(state)
+                balancer.attempt(state)
                 state.active += 1  # counts for LeastRequest while connecting, too
                 try:
                     upstream = Side(downstream=False)
                     await wait_for(
-                        self.open(state, outbound, _factory(upstream)), policies.connect_timeout
+                        self.open(state, outbound, _factory(upstream), service),
+                        policies.connect_timeout,
                     )
                 except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
                     reason = describe(exc) if not isinstance(exc, TimeoutError) else "timed out"
                     errors.append(f"{state.label}: {reason}")
                     state.active -= 1
-                    self.balancer.connect_failed(state, self._clock())
+                    balancer.connect_failed(state, self._clock())
                     continue
-                self.balancer.connect_succeeded(state)
+                balancer.connect_succeeded(state)
                 self._link(client, upstream, state, stats)
                 return
         except asyncio.CancelledError:
@@ -377,20 +456,23 @@ class OutboundListener:
             client.close(abort=True)
             stats.active -= 1
             raise
+        self._no_endpoint(client, stats, "; ".join(errors) or "no endpoints")
+
+    def _no_endpoint(self, client: Side, stats: OutboundStats, why: str) -> None:
         stats.no_endpoint += 1
         stats.active -= 1
-        log.warning(
-            "outbound %s: no endpoint could be reached (%s)",
-            self.name,
-            "; ".join(errors) or "no endpoints",
-        )
+        log.warning("outbound %s: no endpoint could be reached (%s)", self.name, why)
         client.close(abort=True)
 
     async def open(
-        self, state: EndpointState, outbound: Outbound, factory: Callable[[], asyncio.BaseProtocol]
+        self,
+        state: EndpointState,
+        outbound: Outbound,
+        factory: Callable[[], asyncio.BaseProtocol],
+        service: str | None = None,
     ) -> None:
         """Connects `factory()`'s protocol to the endpoint: TCP, then mTLS checking that the
-        server is the service (the caller bounds the time)."""
+        server is `service` (the outbound's by default; the caller bounds the time)."""
         loop = asyncio.get_running_loop()
         endpoint = state.endpoint
         contexts = self._contexts()
@@ -407,7 +489,8 @@ class OutboundListener:
         )
         try:
             check_peer_id(
-                transport.get_extra_info("ssl_object"), service_id(self.mesh, outbound.service)
+                transport.get_extra_info("ssl_object"),
+                service_id(self.mesh, service or outbound.service),
             )
         except PkiError:
             transport.abort()
@@ -444,10 +527,10 @@ class OutboundListener:
             hc = self.balancer.policies.health_check
             if hc is None:
                 return
-            states = list(self.balancer.states)
-            results = await asyncio.gather(*(self._probe(s, hc) for s in states))
-            for state, ok in zip(states, results, strict=True):
-                if self.balancer.health_result(state, ok):
+            checked = [(svc, b, s) for svc, b in self._balancers() for s in b.states]
+            results = await asyncio.gather(*(self._probe(s, hc, svc) for svc, _, s in checked))
+            for (_, balancer, state), ok in zip(checked, results, strict=True):
+                if balancer.health_result(state, ok):
                     log.warning(
                         "outbound %s: endpoint %s is now %s",
                         self.name,
@@ -456,9 +539,9 @@ class OutboundListener:
                     )
             await asyncio.sleep(hc.interval)
 
-    async def _probe(self, state: EndpointState, hc: HealthCheck) -> bool:
+    async def _probe(self, state: EndpointState, hc: HealthCheck, service: str) -> bool:
         if hc.http is not None and self.outbound.protocol == "http":
-            return await self._http_probe(state, hc, hc.http)
+            return await self._http_probe(state, hc, hc.http, service)
         if not hc.tcp:
             return True  # an http-only check of a tcp outbound: nothing to check
         loop = asyncio.get_running_loop()
@@ -475,12 +558,12 @@ class OutboundListener:
         return True
 
     async def _http_probe(
-        self, state: EndpointState, hc: HealthCheck, check: health.HttpCheck
+        self, state: EndpointState, hc: HealthCheck, check: health.HttpCheck, service: str
     ) -> bool:
         """GET the check's path over mTLS, as a request would go (health.py)."""
         conn = Conn(None)
         try:
-            await wait_for(self.open(state, self.outbound, lambda: conn), hc.timeout)
+            await wait_for(self.open(state, self.outbound, lambda: conn, service), hc.timeout)
         except (OSError, TimeoutError, ssl.SSLError, PkiError):
             return False
-        return await health.probe(conn, check, self.outbound.service, hc.timeout)
+        return await health.probe(conn, check, service, hc.timeout)

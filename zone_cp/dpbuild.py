@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from meshfed.dpconfig.build import build_ingress_config, build_sidecar_config
 from meshfed.dpconfig.catalog import Catalog, VipKey
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig
+from meshfed.dpconfig.policies import MESH_TCP_ROUTE, with_route_backends
 from meshfed.dpconfig.protocol import ProxyType
 from meshfed.pki.ca import MeshCA
 from meshfed.policy.targetref import view_of
@@ -156,6 +157,9 @@ def build_config(
             raise Unavailable(f"dataplane {resource.name!r} has no usable inbound")
         leaf = issuer.leaf_for(mesh, ca, resource.name, view.inbounds[0].service)
     wanted = wanted_services(resource, reachable)
+    policies = inputs.policies.get(resource.mesh, {})
+    if wanted is not None:  # and the services a MeshTCPRoute sends those calls to
+        wanted = with_route_backends(wanted, policies.get(MESH_TCP_ROUTE, ()))
     if wanted is not None:
         catalog = narrowed(catalog, resource.mesh, wanted)
     return build_sidecar_config(
@@ -164,7 +168,7 @@ def build_config(
         mesh,
         catalog,
         vips,
-        inputs.policies.get(resource.mesh, {}),
+        policies,
         leaf,
         reachable=reachable,
     )

@@ -25,6 +25,7 @@ from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import wait_for
 from meshfed.dpconfig.build import BuildError
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig, encode_config
+from meshfed.dpconfig.policies import ANY_SERVICE, MESH_TCP_ROUTE, routed_services
 from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
 from meshfed.resources.model import Resource
 from meshfed.resources.types.mesh import MESH
@@ -227,6 +228,7 @@ class ConfigPusher:
             changed = changed_services(old.catalog, old.vips, snapshot.catalog, snapshot.vips)
         if not changed:
             return
+        changed = self._with_routed(changed, snapshot)
         sessions = self._sessions
         if len(self._wants) != len(sessions):  # sessions changed without telling: re-index
             self._wants = WantsIndex()
@@ -241,6 +243,23 @@ class ConfigPusher:
                 self._wants.put(key, live.wants)
             if live.wants.affected_by(changed):
                 self.invalidate(key)
+
+    def _with_routed(
+        self, changed: Collection[ServiceKey], snapshot: ServiceSnapshot
+    ) -> Collection[ServiceKey]:
+        """`changed` and the services a MeshTCPRoute sends to a changed one: their callers'
+        configs hold its endpoints too (decision 124)."""
+        routes = self._resources(MESH_TCP_ROUTE)
+        if not routes:
+            return changed
+        out = set(changed)
+        for mesh, service in changed:
+            for routed in routed_services(service, (r for r in routes if r.mesh == mesh)):
+                if routed == ANY_SERVICE:
+                    out |= {(mesh, e.service) for e in snapshot.catalog.services(mesh)}
+                else:
+                    out.add((mesh, routed))
+        return out
 
     async def run(self) -> None:
         sessions, rotate_at = self._sessions, self._issuer.rotate_at

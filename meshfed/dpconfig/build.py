@@ -17,6 +17,12 @@
   with the SNI naming service and mesh and its instance count as weight. Without mTLS there
   is no cross-zone path (the ingress routes on the SNI of a TLS ClientHello; Kuma #4336);
 - per outbound, the enforced fields of the policies that match (dpconfig/policies.py);
+- per outbound of a service a MeshTCPRoute routes (not a zone-pinned one, whose caller chose
+  the zone, nor an explicit one with subset tags), one `Split` per backendRef: its weight and
+  the endpoints it resolves to, chosen as an explicit outbound's (a service's endpoints; a
+  `kuma.io/zone` pin keeps that zone's; subset tags keep local instances only, the ingress
+  routing by service and mesh alone). A ref naming no known service (or labels selecting
+  none or several) gets no endpoints: its share of connections is closed;
 - `tls` from `cert` (an issued meshfed.pki.Leaf) when the mesh has mTLS;
 - `protocol`: an inbound's `kuma.io/protocol` tag; an outbound's, the tag its service's local
   instances carry most (ties: the first in order); tcp when absent or not one the sidecar
@@ -59,14 +65,18 @@ from meshfed.dpconfig.model import (
     OutboundPolicies,
     Protocol,
     SidecarConfig,
+    Split,
     Tls,
 )
 from meshfed.dpconfig.policies import (
+    MESH_TCP_ROUTE,
     MESH_TIMEOUT,
     OUTBOUND_TYPES,
+    RouteBackend,
     inbound_timeouts,
     load_balancing_conf,
     outbound_policies,
+    tcp_route,
 )
 from meshfed.dpconfig.sni import SniError, encode_sni
 from meshfed.pki.leaf import Leaf
@@ -76,6 +86,7 @@ from meshfed.policy.rules import Matched, match
 from meshfed.policy.targetref import (
     DataplaneView,
     ServiceLabels,
+    labels_select,
     service_labels,
     tags_match,
     view_of,
@@ -179,6 +190,7 @@ class _Builder:
         self.catalog = catalog
         self.matched = matched
         self._policies: dict[str, OutboundPolicies] = {}
+        self._routes: dict[str, tuple[tuple[Split, ...], tuple[str, ...]]] = {}
         self._plans: dict[str, LocalityPlan] = {}
         # the caller's tags for localZone affinity: its inbounds', the first one's first
         self.caller: dict[str, str] = {}
@@ -207,6 +219,52 @@ class _Builder:
             )
         return self._policies[service]
 
+    def subset(
+        self, entry: ServiceEntry, subset: Mapping[str, str], pinned: str | None
+    ) -> list[Endpoint]:
+        """`entry`'s endpoints in the `pinned` zone (all when None) whose instances carry
+        the `subset` tags: local ones only when there are tags (the ingress routes by
+        service and mesh, it cannot pick instances by tag)."""
+        plan = self.plan(entry.service)
+        endpoints: list[Endpoint] = []
+        if pinned in (None, self.zone):
+            chosen = [i for i in entry.local if tags_match(subset, i.tags)]
+            endpoints += _local(chosen, self.zone, plan)
+        if self.mtls and not subset:
+            remote = _remote(entry, self.zone, plan if pinned is None else None)
+            endpoints += [e for e in remote if pinned in (None, e.zone)]
+        return endpoints
+
+    def split(self, backend: RouteBackend) -> Split:
+        """One backendRef's share and the endpoints it resolves to (none when it names no
+        known service, or its labels select none or several)."""
+        if backend.name is not None:
+            names = [backend.name]
+        else:
+            names = [
+                e.service
+                for e in self.catalog.services(self.view.mesh)
+                if labels_select(backend.labels, self.labels(e.service))
+            ]
+        entry = self.catalog.get(self.view.mesh, names[0]) if len(names) == 1 else None
+        if entry is None:
+            service = names[0] if len(names) == 1 else ""
+            return Split(service, backend.weight, (), backend.zone)
+        endpoints = self.subset(entry, backend.tags, backend.zone)
+        return Split(entry.service, backend.weight, tuple(endpoints), backend.zone)
+
+    def route(self, service: str) -> tuple[tuple[Split, ...], tuple[str, ...]]:
+        """The splits of `service`'s outbounds and the routes they come from (none: no
+        MeshTCPRoute routes it)."""
+        if service not in self._routes:
+            route = tcp_route(self.matched, service, self.labels(service))
+            self._routes[service] = (
+                ((), ())
+                if route is None
+                else (tuple(self.split(b) for b in route.backends), route.sources)
+            )
+        return self._routes[service]
+
     def endpoints(self, entry: ServiceEntry, zone: str | None = None) -> tuple[Endpoint, ...]:
         plan = self.plan(entry.service)
         found = _local(entry.local, self.zone, plan) if zone in (None, self.zone) else []
@@ -227,6 +285,7 @@ class _Builder:
                 vip = vips.get(VipKey(entry.mesh, entry.service, zone))
                 if vip is None:
                     continue
+                splits, route = self.route(entry.service) if zone is None else ((), ())
                 out.append(
                     Outbound(
                         service=entry.service,
@@ -237,6 +296,8 @@ class _Builder:
                         also_port_80=port_80 and port != HTTP_PORT,
                         zone=zone,
                         protocol=as_protocol(entry.protocol),
+                        splits=splits,
+                        route=route,
                     )
                 )
         return out
@@ -250,15 +311,8 @@ class _Builder:
         subset = {str(k): str(v) for k, v in tags.items() if k != SERVICE_TAG}
         pinned = subset.pop(LABEL_ZONE, None)
         entry = self.catalog.get(self.view.mesh, service)
-        endpoints: list[Endpoint] = []
-        if entry is not None:
-            plan = self.plan(service)
-            if pinned in (None, self.zone):
-                chosen = [i for i in entry.local if tags_match(subset, i.tags)]
-                endpoints += _local(chosen, self.zone, plan)
-            if self.mtls and not subset:
-                remote = _remote(entry, self.zone, plan if pinned is None else None)
-                endpoints += [e for e in remote if pinned in (None, e.zone)]
+        endpoints = [] if entry is None else self.subset(entry, subset, pinned)
+        splits, route = self.route(service) if pinned is None and not subset else ((), ())
         return Outbound(
             service=service,
             address=address if isinstance(address, str) else DEFAULT_SERVICE_ADDRESS,
@@ -268,6 +322,8 @@ class _Builder:
             zone=pinned,
             kind=OutboundKind.EXPLICIT,
             protocol="tcp" if entry is None else as_protocol(entry.protocol),
+            splits=splits,
+            route=route,
         )
 
 
@@ -350,7 +406,8 @@ def build_sidecar_config(
             f"no SPIFFE identity for dataplane {dataplane.meta.name!r}: {exc}"
         ) from None
     matched = {
-        t: match(policies.get(t, ()), view) for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION)
+        t: match(policies.get(t, ()), view)
+        for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION, MESH_TCP_ROUTE)
     }
     b = _Builder(view, zone, mtls, catalog, matched)
     outbounds = sorted(

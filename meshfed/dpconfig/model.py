@@ -76,6 +76,7 @@ __all__ = [
     "Outlier",
     "Protocol",
     "SidecarConfig",
+    "Split",
     "Tls",
     "content_version",
     "encode_config",
@@ -292,6 +293,17 @@ class Inbound(Message, frozen=True):
     timeouts: InboundTimeouts = InboundTimeouts()
 
 
+class Split(Message, frozen=True):
+    """One MeshTCPRoute backendRef of an outbound: a share of its new connections (`weight`
+    of the splits' total; 0: never) goes to `service`'s `endpoints` (the sidecar checks the
+    server is `spiffe://<mesh>/<service>`). No endpoints: that share is closed at once."""
+
+    service: str
+    weight: Annotated[int, msgspec.Meta(ge=0, le=UINT32)]
+    endpoints: tuple[Endpoint, ...] = ()
+    zone: str | None = None  # the zone its backendRef pins
+
+
 class Outbound(Message, frozen=True):
     service: str
     address: str  # the VIP, or the explicit outbound's address
@@ -302,6 +314,10 @@ class Outbound(Message, frozen=True):
     zone: str | None = None  # only this zone's endpoints (`<service>.<zone>.mesh`)
     kind: OutboundKind = OutboundKind.VIP
     protocol: Protocol = "tcp"
+    # MeshTCPRoute (meshfed/dpconfig/policies.py, tcp_route): when set, each new connection
+    # picks one split by weight and `endpoints` are not used; `route` names the policies.
+    splits: tuple[Split, ...] = ()
+    route: tuple[str, ...] = ()
 
 
 class Tls(Message, frozen=True):

@@ -30,6 +30,14 @@ What each enforced field means (the set itself is in meshfed/policy/enforced.py)
   `hashPolicies` (mesh_dp/http/hashing.py); `localityAwareness` (`disabled`, `localZone`,
   `crossZone`): meshfed/dpconfig/locality.py.
 
+MeshTCPRoute (tcp_route): the route of an outbound is the `to[].rules[0].default` of the
+matched MeshTCPRoutes whose `to[].targetRef` selects its service, merged as every other
+`default` (least specific first; `backendRefs` is a list, so the most specific one replaces it
+whole, as Kuma's rule merge does). Each backendRef becomes a RouteBackend: a service by `name`
+or by `labels`, a subset of its instances by `tags` (MeshServiceSubset), a zone pinned by the
+`kuma.io/zone` tag or label, and its `weight` (Kuma's default 1). The builder turns each into a
+weighted endpoint set (meshfed/dpconfig/build.py).
+
 Each type's merged `default` (Kuma merges them as JSON, meshfed/policy/merge.py) is read
 through its model (meshfed/resources/models/policies.py), which holds Kuma's defaults: there
 is one declaration of each field and its default. Fields outside the enforced set are
@@ -39,7 +47,8 @@ refused by the API, so none reaches here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -61,9 +70,10 @@ from meshfed.dpconfig.model import (
     Outlier,
     SuccessRate,
 )
-from meshfed.policy.rules import Matched, entries, merge_entries, outbound_conf
-from meshfed.policy.targetref import ServiceLabels
+from meshfed.policy.rules import Entry, Matched, entries, merge_entries, outbound_conf, to_selects
+from meshfed.policy.targetref import WILDCARD, ServiceLabels, kind_rank
 from meshfed.resources.errors import ValidationError
+from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshfed.resources.models.base import Model, parse
 from meshfed.resources.models.load_balancing import LoadBalancingConf, Maglev, RingHash
 from meshfed.resources.models.policies import (
@@ -75,6 +85,8 @@ from meshfed.resources.models.policies import (
     RetryConf,
     TimeoutConf,
 )
+from meshfed.resources.types.common import SERVICE_TAG, as_list
+from meshfed.resources.types.targetref import MESH, MESH_SERVICE_SUBSET
 
 log = logging.getLogger("meshfed.dpconfig")
 
@@ -90,6 +102,9 @@ OUTBOUND_TYPES = (
     MESH_CIRCUIT_BREAKER,
     MESH_LOAD_BALANCING_STRATEGY,
 )
+
+MESH_TCP_ROUTE = "MeshTCPRoute"
+DEFAULT_BACKEND_WEIGHT = 1  # Kuma's default backendRef weight
 
 C = TypeVar("C", bound=Model)
 
@@ -331,3 +346,140 @@ def outbound_policies(
     )
     policies = msgspec.structs.replace(policies, **_limits(breaker))
     return _http_timeouts(timeout.http, policies)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteBackend:
+    """One backendRef of a MeshTCPRoute, as far as it resolves without the catalog."""
+
+    weight: int
+    name: str | None = None  # the service, when named
+    labels: dict[str, str] = field(default_factory=dict)  # MeshService labels, when not
+    tags: dict[str, str] = field(default_factory=dict)  # the subset (no service, no zone tag)
+    zone: str | None = None  # the pinned zone
+
+
+@dataclass(frozen=True, slots=True)
+class TcpRoute:
+    """The effective MeshTCPRoute of one outbound and the policies it came from."""
+
+    backends: tuple[RouteBackend, ...]
+    sources: tuple[str, ...]
+
+
+def _route_entries(matched: Sequence[Matched]) -> Iterator[Entry]:
+    """The `to[]` entries of matched routes with their one rule's `default` as the entry's,
+    in merge order (rules.entries' order: by the entry's targetRef kind, stably)."""
+    out: list[Entry] = []
+    for m in matched:
+        for raw in as_list(m.policy.spec.get("to")):
+            if not isinstance(raw, dict):
+                continue
+            ref = raw.get("targetRef")
+            rules = as_list(raw.get("rules"))
+            default = rules[0].get("default") if rules and isinstance(rules[0], dict) else None
+            out.append(
+                Entry(
+                    ref if isinstance(ref, dict) else {"kind": MESH},
+                    default if isinstance(default, dict) else {},
+                    m.policy,
+                )
+            )
+    out.sort(key=lambda e: kind_rank(e.target_ref))
+    yield from out
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def route_backend(ref: Mapping[str, Any]) -> RouteBackend:
+    """A backendRef as a RouteBackend. A subset's `kuma.io/service` tag equal to its name
+    adds nothing and is dropped (another value selects no instance, as in Kuma)."""
+    weight = ref.get("weight")
+    name = ref.get("name") if isinstance(ref.get("name"), str) else None
+    labels = _str_map(ref.get("labels"))
+    tags = _str_map(ref.get("tags")) if ref.get("kind") == MESH_SERVICE_SUBSET else {}
+    if name is not None and tags.get(SERVICE_TAG) == name:
+        del tags[SERVICE_TAG]
+    zone = tags.pop(LABEL_ZONE, None)
+    if zone is None and labels.get(LABEL_ZONE, WILDCARD) != WILDCARD:
+        zone = labels[LABEL_ZONE]
+    return RouteBackend(
+        weight=weight if isinstance(weight, int) else DEFAULT_BACKEND_WEIGHT,
+        name=name,
+        labels=labels,
+        tags=tags,
+        zone=zone,
+    )
+
+
+def tcp_route(
+    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+) -> TcpRoute | None:
+    """The MeshTCPRoute of the outbound to `service`; None when no route selects it."""
+    merged = merge_entries(
+        e
+        for e in _route_entries(matched.get(MESH_TCP_ROUTE, ()))
+        if to_selects(e.target_ref, service, labels)
+    )
+    refs = merged.conf.get("backendRefs")
+    if merged.empty or not isinstance(refs, list) or not refs:
+        return None
+    backends = tuple(route_backend(r) for r in refs if isinstance(r, dict))
+    return TcpRoute(backends, merged.sources)
+
+
+ANY_SERVICE = "*"  # a ref whose service is known only with the catalog (labels)
+
+
+def _ref_service(ref: Any) -> str:
+    """The service a MeshService(Subset) ref names: by `name`, or its display-name label;
+    ANY_SERVICE when only the catalog can tell."""
+    if not isinstance(ref, dict):
+        return ANY_SERVICE
+    name = ref.get("name")
+    if isinstance(name, str):
+        return name
+    labels = ref.get("labels")
+    shown = labels.get(LABEL_DISPLAY_NAME) if isinstance(labels, dict) else None
+    return shown if isinstance(shown, str) and shown != WILDCARD else ANY_SERVICE
+
+
+def route_targets(routes: Iterable[Resource]) -> dict[str, set[str]]:
+    """For zone-cp's narrowed catalogs and rebuilds: each service a MeshTCPRoute sends to
+    (its backendRefs), mapped to the services it routes (its `to[]`), over every route given
+    (matched or not: a superset is safe). ANY_SERVICE stands for a ref by labels alone."""
+    out: dict[str, set[str]] = {}
+    for route in routes:
+        for to in as_list(route.spec.get("to")):
+            if not isinstance(to, dict):
+                continue
+            routed = _ref_service(to.get("targetRef"))
+            for rule in as_list(to.get("rules")):
+                default = rule.get("default") if isinstance(rule, dict) else None
+                refs = default.get("backendRefs") if isinstance(default, dict) else None
+                for ref in refs if isinstance(refs, list) else []:
+                    out.setdefault(_ref_service(ref), set()).add(routed)
+    return out
+
+
+def routed_services(service: str, routes: Iterable[Resource]) -> set[str]:
+    """The services whose outbounds a MeshTCPRoute may send to `service` (ANY_SERVICE: any):
+    a sidecar calling one of them depends on `service`'s endpoints too."""
+    targets = route_targets(routes)
+    return targets.get(service, set()) | targets.get(ANY_SERVICE, set())
+
+
+def with_route_backends(
+    wanted: frozenset[str], routes: Iterable[Resource]
+) -> frozenset[str] | None:
+    """`wanted` (the services a sidecar calls) with every service a route of them sends to;
+    None (every service) when a route sends by labels alone."""
+    out = set(wanted)
+    for backend, routed in route_targets(routes).items():
+        if ANY_SERVICE in routed or routed & wanted:
+            if backend == ANY_SERVICE:
+                return None
+            out.add(backend)
+    return frozenset(out)

@@ -35,8 +35,11 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | Cookie name, Connection sourceIP, QueryParameter,      |
 |                           |         | terminal), localityAwareness (disabled, localZone      |
 |                           |         | affinityTags, crossZone failover, failoverThreshold)   |
-| MeshHTTPRoute,            | to[]    | nothing yet (issue 14: the whole section is refused)   |
-| MeshTCPRoute              |         |                                                        |
+| MeshTCPRoute              | to[]    | rules[].default.backendRefs: kind MeshService (name or |
+|                           |         | labels) / MeshServiceSubset (tags), weight; a subset   |
+|                           |         | pinned to a zone by `kuma.io/zone` may carry no other  |
+|                           |         | tag (another zone's ingress cannot pick by tag)        |
+| MeshHTTPRoute             | to[]    | nothing yet (issue 14: the whole section is refused)   |
 | MeshFaultInjection,       | from[], | nothing yet (each `default` field is refused)          |
 | MeshRateLimit             | rules[] |                                                        |
 
@@ -52,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from meshfed.resources.errors import FieldError, index, join, key
-from meshfed.resources.model import Resource
+from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list
 from meshfed.resources.types.targetref import MESH_SERVICE_SUBSET, MESH_SUBSET
 
@@ -123,6 +126,8 @@ class Enforced:
     to: Fields | None = None
     from_: Fields | None = None
     rules: Fields | None = None
+    # a route: `to[]` holds `rules[].default` rather than `default` (MeshTCPRoute)
+    routes: bool = False
 
 
 # One RingHash / Maglev hash policy (mesh_dp/http/hashing.py). A cookie is hashed when the
@@ -224,8 +229,20 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
         }
     ),
     # Issue 14: Kuma's schemas are in, the sidecar does not act on them yet.
+    # meshfed/dpconfig/policies.py (tcp_route) and build.py: one weighted endpoint set each
+    "MeshTCPRoute": Enforced(
+        to={
+            "backendRefs": {
+                "kind": ANY,
+                "name": ANY,
+                "labels": ANY,
+                "tags": ANY,
+                "weight": ANY,
+            }
+        },
+        routes=True,
+    ),
     "MeshHTTPRoute": Enforced(),
-    "MeshTCPRoute": Enforced(),
     "MeshFaultInjection": Enforced(from_={}, rules={}),
     "MeshRateLimit": Enforced(from_={}, rules={}),
 }
@@ -289,6 +306,42 @@ def _caller_tags(ref: Any, path: str) -> list[FieldError]:
     ]
 
 
+ZONE_SUBSET: Final = (
+    f"{NOT_ENFORCED}: a MeshServiceSubset pinned to a zone by {LABEL_ZONE} takes no other "
+    "tag (callers in other zones reach it through its zone ingress, which routes by service "
+    "and mesh only, not by tags)"
+)
+
+
+def _zone_subsets(default: Any, path: str) -> list[FieldError]:
+    """A backendRef subset that would need another zone's ingress to pick instances by tag."""
+    refs = default.get("backendRefs") if isinstance(default, dict) else None
+    errors: list[FieldError] = []
+    for i, ref in enumerate(refs if isinstance(refs, list) else []):
+        if not isinstance(ref, dict) or ref.get("kind") != MESH_SERVICE_SUBSET:
+            continue
+        tags = ref.get("tags")
+        if not isinstance(tags, dict):
+            continue
+        if LABEL_ZONE in tags:
+            errors += [
+                FieldError(key(join(index(join(path, "backendRefs"), i), "tags"), k), ZONE_SUBSET)
+                for k in tags
+                if k not in (LABEL_ZONE, SERVICE_TAG)
+            ]
+    return errors
+
+
+def _route_defaults(item: dict[str, Any], at: str) -> list[tuple[Any, str]]:
+    """The `rules[].default` blocks of a route's `to[]` entry, with their paths."""
+    rules = item.get("rules")
+    return [
+        (rule.get("default"), join(index(join(at, "rules"), j), "default"))
+        for j, rule in enumerate(rules if isinstance(rules, list) else [])
+        if isinstance(rule, dict)
+    ]
+
+
 def unenforced_fields(policy: Resource) -> list[FieldError]:
     """Every field of `policy` the sidecar would not act on, with its path (`spec.to[0]...`).
 
@@ -312,6 +365,11 @@ def unenforced_fields(policy: Resource) -> list[FieldError]:
             if not isinstance(item, dict):
                 continue
             at = index(path, i)
+            if enforced.routes:
+                for default, where in _route_defaults(item, at):
+                    errors += _check_fields(default, fields, where)
+                    errors += _zone_subsets(default, where)
+                continue
             errors += _check_fields(item.get("default"), fields, join(at, "default"))
             if section == "from":
                 errors += _caller_tags(item.get("targetRef"), join(at, "targetRef"))

@@ -66,8 +66,6 @@ PENDING.update(
         "meshhttproute/traffic-modifications.yaml": _ROUTES_SECTION,
         "meshhttproute/traffic-mirror.yaml": _ROUTES_SECTION,
         "meshhttproute/meshtimeout-route-to-backend-v2.yaml": _ROUTES_SECTION,
-        "meshtcproute/traffic-split.yaml": _ROUTES_SECTION,
-        "meshtcproute/traffic-redirection.yaml": _ROUTES_SECTION,
         "meshfaultinjection/abort-from-frontend.yaml": _FROM_HTTP,
         "meshfaultinjection/list-of-faults-from-frontend.yaml": _FROM_HTTP,
         "meshfaultinjection/rules-abort-from-frontend.yaml": _RULES_HTTP,

@@ -9,7 +9,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh_dp.balancer import EJECT_BASE, EJECT_MAX, Balancer, EndpointState
+from mesh_dp.balancer import EJECT_BASE, EJECT_MAX, Balancer, EndpointState, pick_split
 from meshfed.dpconfig.model import Endpoint, HealthCheck, LbAlgorithm, Locality, OutboundPolicies
 
 HC = HealthCheck(interval=1.0, timeout=1.0, unhealthy_threshold=2, healthy_threshold=3)
@@ -179,3 +179,12 @@ def test_every_attempt_sequence_tries_each_endpoint_once(
             assert all(t.available(0.0) for t in tried)
         tried.append(s)
     assert len(tried) == len(b.states)
+
+
+def test_pick_split_draws_in_proportion_to_weight() -> None:
+    rng = random.Random(7)
+    counts = Counter(pick_split([1, 0, 3], rng) for _ in range(4000))
+    assert counts[1] == 0 and set(counts) == {0, 2}
+    assert 900 <= counts[0] <= 1100  # 1000 expected, sd ~27
+    assert pick_split([0, 0], rng) is None
+    assert pick_split([], rng) is None

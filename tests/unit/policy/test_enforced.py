@@ -363,6 +363,10 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         doc["name"] for _, doc in fixtures() if not unenforced_fields(resource(doc, enforced=False))
     }
     assert clean == {
+        "backend-next-by-labels",
+        "backend-zone-2-canary",
+        "tcp-route-1",
+        "tcp-route-2",
         "allow-all",
         "allow-orders",
         "allow-orders-dataplane",

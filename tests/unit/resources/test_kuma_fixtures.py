@@ -35,6 +35,9 @@ DOCS = load_all()
 # sidecar would not act on (HTTP-level settings of a TCP proxy, inbound sections it does not
 # enforce, callers by tags a certificate does not carry, ...).
 REFUSED: dict[str, list[str]] = {
+    "MeshTCPRoute/zone-2-v2": [
+        "spec.to[0].rules[0].default.backendRefs[0].tags['version']",
+    ],
     "MeshCircuitBreaker/backend-inbound-outlier-detection": [
         "spec.from",
     ],
@@ -158,6 +161,7 @@ def test_fixtures_cover_every_policy_and_section() -> None:
         "MeshHealthCheck": {"to"},
         "MeshCircuitBreaker": {"to", "from", "rules"},
         "MeshLoadBalancingStrategy": {"to"},
+        "MeshTCPRoute": {"to"},
     }
 
 
