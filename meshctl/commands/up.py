@@ -7,6 +7,9 @@ through its state file (`--data-dir` or `--state-file` as given to it).
 from __future__ import annotations
 
 import argparse
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from meshctl.commands.common import positive_float
@@ -16,8 +19,9 @@ from meshctl.output import render_table
 from meshctl.up import control, procs
 from meshctl.up.demo import DEMO_NET_FIRST, DEMO_NET_LAST, DemoNet
 from meshctl.up.launch import DEFAULT_DATA_DIR, UpOptions, launch, state_path
-from meshctl.up.state import StateFileError, UpState, read_state
-from meshctl.up.status import exit_text
+from meshctl.up.state import ComponentRecord, StateFileError, UpState, read_state
+from meshctl.up.status import ready_url, state_text
+from meshctl.up.supervisor import POLL_MARKER
 
 MAX_ZONES = 64
 # Every address a component has, so nobody needs to read state.json (an app's API is the
@@ -219,6 +223,19 @@ def run_action(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def answers_ready(rec: ComponentRecord, timeout: float = 1.0) -> bool:
+    """Whether the component's readiness URL answers 200 now (nothing to ask: ready)."""
+    url = ready_url(rec)
+    if not url:
+        return True
+    url += ("&" if "?" in url else "?") + POLL_MARKER
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def run_status(args: argparse.Namespace, ctx: Context) -> int:
     state = _read(args)
     up_running = procs.is_locked(Path(state.data_dir))
@@ -231,9 +248,12 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
     if state.demo_network:
         print(f"demo addresses and VIPs in {state.demo_network}", file=ctx.stdout)
     rows = []
-    for comp in state.components:
-        live = procs.liveness(comp, procs.runs)
-        shown = exit_text(comp.exit_code) if live == "exited" else live
+    lives = [procs.liveness(comp, procs.runs) for comp in state.components]
+    asked = [c for c, live in zip(state.components, lives, strict=True) if live == "running"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ready = dict(zip((c.name for c in asked), pool.map(answers_ready, asked), strict=True))
+    for comp, live in zip(state.components, lives, strict=True):
+        shown = state_text(live, comp.exit_code, ready.get(comp.name, False))
         pid = str(comp.pid) if live in ("running", "gone") and comp.pid is not None else "-"
         addresses = (comp.api, comp.kds, comp.dns, comp.dp, comp.admin)
         rows.append([comp.name, comp.role, shown, pid, *(a or "-" for a in addresses)])

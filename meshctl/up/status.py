@@ -47,6 +47,17 @@ def exit_text(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def state_text(live: str, exit_code: int | None, ready: bool) -> str:
+    """The STATE column of `meshctl up status`: a live process is `running` only once its
+    readiness URL answers, `starting` before (a zone still opening its store or a proxy
+    without its first config must not look usable)."""
+    if live == "exited":
+        return exit_text(exit_code)
+    if live == "running" and not ready:
+        return "starting"
+    return live
+
+
 def ready_url(rec: ComponentRecord) -> str:
     """What says a component is ready: a control plane's API `/ready` (store open, defaults
     created), a proxy's admin `/ready` (it holds a config from its zone), an app's own answer.

@@ -6,8 +6,14 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
+from meshctl.commands.up import answers_ready
 from meshctl.main import run
 from meshctl.up import procs
 from meshctl.up.state import EXITED, RUNNING, ComponentRecord, UpState, write_state
@@ -176,3 +182,72 @@ def test_inspect_zones_against_no_api() -> None:
     code, out, err = _run("inspect", "zones", "--api", api)
     assert (code, out) == (1, "")
     assert f"cannot reach the meshfed API at {api}" in err
+
+
+class _Ready(BaseHTTPRequestHandler):
+    """Answers /ready with the status the test sets (200 ready, 503 still starting)."""
+
+    status = 200
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ready_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_status_asks_each_component_whether_it_is_ready(ready_server: str) -> None:
+    rec = ComponentRecord(
+        name="zone-1",
+        role="zone",
+        zone="zone-1",
+        argv=["zone-cp", "run"],
+        api=ready_server,
+        data_dir="",
+        log="",
+        state=RUNNING,
+    )
+    _Ready.status = 200
+    assert answers_ready(rec)
+    assert _Ready.seen[-1] == "/ready?by=meshctl-up"  # marked, so logs can leave it out
+    _Ready.status = 503
+    assert not answers_ready(rec)
+    closed = ComponentRecord(
+        name="zone-2",
+        role="zone",
+        zone="zone-2",
+        argv=["zone-cp", "run"],
+        api=f"http://127.0.0.1:{free_port()}",
+        data_dir="",
+        log="",
+        state=RUNNING,
+    )
+    assert not answers_ready(closed, timeout=2)
+    app = ComponentRecord(
+        name="app",
+        role="demo",
+        zone="zone-1",
+        argv=["app"],
+        api="",
+        data_dir="",
+        log="",
+        state=RUNNING,
+    )
+    assert answers_ready(app)  # nothing to ask: running is all there is

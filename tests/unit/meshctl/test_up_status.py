@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from meshctl.up.status import ComponentProbe, exit_text, short, status_lines
+from meshctl.up.status import ComponentProbe, exit_text, short, state_text, status_lines
 
 
 def overview(name: str, state: str = "online", in_sync: bool = True, pending: Any = 0) -> Any:
@@ -111,3 +111,11 @@ def test_exit_text(code: int | None, text: str) -> None:
 def test_short() -> None:
     assert short("a\n  b") == "a b"
     assert short("x" * 100, 10) == "xxxxxxx..."
+
+
+def test_a_live_process_is_running_only_once_ready() -> None:
+    assert state_text("running", None, ready=True) == "running"
+    assert state_text("running", None, ready=False) == "starting"
+    assert state_text("gone", None, ready=False) == "gone"
+    assert state_text("exited", -9, ready=False) == "killed by SIGKILL"
+    assert state_text("exited", 0, ready=True) == "stopped"
