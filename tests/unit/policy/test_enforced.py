@@ -364,6 +364,10 @@ def test_kuma_examples_within_the_enforced_set() -> None:
     }
     assert clean == {
         "backend-next-by-labels",
+        "http-split",
+        "http-route-modifications",
+        "http-route-mirror",
+        "route-to-backend-v2",
         "backend-zone-2-canary",
         "tcp-route-1",
         "tcp-route-2",
