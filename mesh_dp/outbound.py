@@ -374,6 +374,8 @@ class OutboundListener:
         if rule is None or found is None or not rule.filters:
             return None
         action = apply(rule, head)
+        if action.head is not head:
+            self.router.pin(action.head, found)
         mirrors = [
             (f, flt.request_mirror)
             for f, flt in enumerate(rule.filters)

@@ -38,6 +38,7 @@ from meshfed.dpconfig.model import (
 __all__ = ["Action", "Filtering", "Router", "modify", "redirect_response", "rewritten"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+PINNED_MAX = 256  # requests in flight whose filters changed them, per outbound (at most)
 _REASONS = {
     301: b"Moved Permanently",
     302: b"Found",
@@ -153,6 +154,9 @@ class Router:
         self._compiled = [_Compiled(r.match) for r in self.rules]
         self.filtered = any(r.filters for r in self.rules)  # some rule has filters
         self._last: tuple[RequestHead, int | None] | None = None
+        # requests changed by their rule's filters, by identity: a retry's choice must not
+        # match the rewritten request again (bounded: the oldest go first)
+        self._pinned: dict[int, tuple[RequestHead, int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -162,9 +166,18 @@ class Router:
         last = self._last
         if last is not None and last[0] is head:  # asked again for the same request
             return last[1]
+        pinned = self._pinned.get(id(head))
+        if pinned is not None and pinned[0] is head:
+            return pinned[1]
         found = next((i for i, c in enumerate(self._compiled) if c.holds(head)), None)
         self._last = (head, found)
         return found
+
+    def pin(self, head: RequestHead, rule: int) -> None:
+        """`head` (a request as a rule's filters changed it) belongs to `rule`."""
+        if len(self._pinned) >= PINNED_MAX:
+            del self._pinned[next(iter(self._pinned))]
+        self._pinned[id(head)] = (head, rule)
 
 
 # --- filters ---------------------------------------------------------------------------------

@@ -155,3 +155,19 @@ def test_redirects() -> None:
 
 def test_a_mirror_copy_says_it_is_one() -> None:
     assert mirrored(head()).header(b"host") == b"backend-shadow:8080"
+
+
+def test_a_request_changed_by_its_rule_stays_with_that_rule() -> None:
+    rewrite = {
+        "type": "URLRewrite",
+        "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/b"}},
+    }
+    router = Router([rule({"path": {"type": "Exact", "value": "/a"}}, rewrite),
+                     rule({"path": {"type": "Exact", "value": "/b"}})])  # fmt: skip
+    first = head("/a")
+    assert router.match(first) == 0
+    sent = apply(router.rules[0], first).head
+    assert router.match(sent) == 1  # as a new request it would match the other rule
+    router.pin(sent, 0)
+    router.match(head("/b"))  # another request in between
+    assert router.match(sent) == 0  # a retry of the rewritten request keeps its rule
