@@ -311,9 +311,21 @@ class Split(Message, frozen=True):
 # Kuma's JSON shapes of a rule's match and filters, a backendRef resolved to a Split.
 
 
+def _regex(kind: str, value: str) -> None:
+    """A RegularExpression the sidecar cannot compile is a bad config (NACKed), not a crash."""
+    if kind == "RegularExpression":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"value: not a regular expression: {exc}") from None
+
+
 class PathMatch(Message, frozen=True):
     type: Literal["Exact", "PathPrefix", "RegularExpression"]
     value: str
+
+    def __post_init__(self) -> None:
+        _regex(self.type, self.value)
 
 
 class HeaderMatch(Message, frozen=True):
@@ -321,11 +333,17 @@ class HeaderMatch(Message, frozen=True):
     type: Literal["Exact", "Present", "RegularExpression", "Absent", "Prefix"] = "Exact"
     value: str = ""
 
+    def __post_init__(self) -> None:
+        _regex(self.type, self.value)
+
 
 class QueryMatch(Message, frozen=True):
     type: Literal["Exact", "RegularExpression"]
     name: str
     value: str
+
+    def __post_init__(self) -> None:
+        _regex(self.type, self.value)
 
 
 class HttpMatch(Message, frozen=True):
