@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import ssl
@@ -50,12 +51,14 @@ from mesh_dp.http.accesslog import Record
 from mesh_dp.http.attempt import RequestPolicy
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.hashing import CALLER, peer_host, request_hash
+from mesh_dp.http.headers import request_bytes
 from mesh_dp.http.limits import Caps, Limits
 from mesh_dp.http.outlier import OutlierDetector
-from mesh_dp.http.parse import RequestHead, RequestParser
+from mesh_dp.http.parse import RequestHead, RequestParser, ResponseParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy
 from mesh_dp.http.retry import RetryPolicy
+from mesh_dp.http.route import Action, Router, apply, mirrored
 from mesh_dp.http.timeouts import HttpTimeouts
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import OutboundStats
@@ -167,7 +170,7 @@ class _Cluster:
     def choose(self, request: RequestHead, tried: Sequence[EndpointState]) -> EndpointState | None:
         listener = self.listener
         key = request_hash(listener.outbound.policies.hash.policies, request, CALLER.get())
-        route = listener.route(tried[0] if tried else None)
+        route = listener.route(tried[0] if tried else None, request)
         return None if route is None else route[1].choose(listener.clock(), tried, key)
 
     async def open(self, endpoint: EndpointState, timeout: float) -> Conn:
@@ -223,6 +226,8 @@ def request_policy(p: OutboundPolicies) -> RequestPolicy:
 
 
 SplitKey = tuple[int, str, str | None]  # position, service, pinned zone
+# MeshHTTPRoute: rule, position (-1 - f: the mirror of the rule's filter f), service, zone
+RuleKey = tuple[int, int, str, str | None]
 
 
 def _split_key(i: int, split: Split) -> SplitKey:
@@ -251,11 +256,16 @@ class OutboundListener:
         # MeshTCPRoute: one balancer per split, by position, service and zone
         self.splits: dict[SplitKey, Balancer] = {}
         self._update_splits(outbound)
+        # MeshHTTPRoute: the rules' matcher and one balancer per split and mirror
+        self.router = Router(outbound.http_rules)
+        self.rule_splits: dict[RuleKey, Balancer] = {}
+        self._update_rules(outbound)
         self.cluster = _Cluster(self)
         self.cluster.update(outbound.policies)
         self.http = HttpProxy(
             self.cluster, stats.http, "outbound", access_log=access_log, limits=self.cluster.limits
         )
+        self.http.routes = self if self.router.filtered else None
         stats.endpoints = self.all_states
         self._servers: dict[int, asyncio.Server] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -268,9 +278,32 @@ class OutboundListener:
 
     def _balancers(self) -> list[tuple[str, Balancer]]:
         """The balancers in use with the service each reaches."""
+        out = [(key[2], b) for key, b in self.rule_splits.items()]
         if not self.outbound.splits:
-            return [(self.outbound.service, self.balancer)]
+            return [(self.outbound.service, self.balancer), *out]
         return [(key[1], b) for key, b in self.splits.items()]
+
+    def _update_rules(self, outbound: Outbound) -> None:
+        """MeshHTTPRoute: a balancer per rule split and per mirror, kept (with its endpoints'
+        state) while rule, position, service and zone stay."""
+        if outbound.http_rules != self.router.rules:
+            self.router = Router(outbound.http_rules)
+        old, self.rule_splits = self.rule_splits, {}
+        for r, rule in enumerate(outbound.http_rules):
+            sets = list(enumerate(rule.splits))
+            sets += [
+                (-1 - f, flt.request_mirror.backend)
+                for f, flt in enumerate(rule.filters)
+                if flt.request_mirror is not None
+            ]
+            for i, split in sets:
+                key = (r, i, split.service, split.zone)
+                balancer = old.get(key)
+                if balancer is None:
+                    balancer = Balancer(split.endpoints, outbound.policies, self._rng)
+                else:
+                    balancer.update(split.endpoints, outbound.policies)
+                self.rule_splits[key] = balancer
 
     def _update_splits(self, outbound: Outbound) -> None:
         """A balancer per split; a split that stays (same position, service and zone)
@@ -296,21 +329,97 @@ class OutboundListener:
         holder = self._holding(state)
         return self.outbound.service if holder is None else holder[0]
 
-    def route(self, tried: EndpointState | None = None) -> tuple[str, Balancer] | None:
+    def route(
+        self, tried: EndpointState | None = None, request: RequestHead | None = None
+    ) -> tuple[str, Balancer] | None:
         """Where a new connection (an HTTP request) goes: the outbound's service and
-        balancer, or a split's drawn by weight, the split holding `tried` for a retry; None
-        when every split has weight 0."""
+        balancer, or a split's drawn by weight (a MeshHTTPRoute's: of the first rule the
+        request matches), the split holding `tried` for a retry; None when every split has
+        weight 0."""
         outbound = self.outbound
-        if not outbound.splits:
+        if not outbound.splits and not outbound.http_rules:
             return outbound.service, self.balancer
         holder = None if tried is None else self._holding(tried)
         if holder is not None:
             return holder
+        if outbound.http_rules:
+            return self._rule_route(request)
         chosen = pick_split([s.weight for s in outbound.splits], self._rng)
         if chosen is None:
             return None
         split = outbound.splits[chosen]
         return split.service, self.splits[_split_key(chosen, split)]
+
+    def _rule_route(self, request: RequestHead | None) -> tuple[str, Balancer] | None:
+        outbound = self.outbound
+        found = None if request is None else self.router.match(request)
+        rule = None if found is None else outbound.http_rules[found]
+        if found is None or rule is None or not rule.splits:  # none, or without backendRefs
+            return outbound.service, self.balancer
+        chosen = pick_split([s.weight for s in rule.splits], self._rng)
+        if chosen is None:
+            return None
+        split = rule.splits[chosen]
+        return split.service, self.rule_splits[(found, chosen, split.service, split.zone)]
+
+    # --- MeshHTTPRoute filters (route.Filtering, asked by the HTTP pipeline) ------------
+
+    def wants(self, head: RequestHead) -> bool:
+        found = self.router.match(head)
+        return found is not None and bool(self.outbound.http_rules[found].filters)
+
+    def filtered(self, head: RequestHead) -> Action | None:
+        found = self.router.match(head)
+        rule = None if found is None else self.outbound.http_rules[found]
+        if rule is None or found is None or not rule.filters:
+            return None
+        action = apply(rule, head)
+        if action.head is not head:
+            self.router.pin(action.head, found)
+        mirrors = [
+            (f, flt.request_mirror)
+            for f, flt in enumerate(rule.filters)
+            if flt.request_mirror is not None
+            and self._rng.random() * 100 < flt.request_mirror.percentage
+        ]
+        if action.redirect is not None or not mirrors:
+            return action
+
+        def mirror(sent: RequestHead, body: bytes) -> None:
+            for f, m in mirrors:
+                self._mirror((found, -1 - f, m.backend.service, m.backend.zone), sent, body)
+
+        return dataclasses.replace(action, mirror=mirror)
+
+    def _mirror(self, key: RuleKey, head: RequestHead, body: bytes) -> None:
+        """Sends a copy of a request to the mirror's backend; its answer is dropped and
+        nothing of it reaches the caller."""
+        balancer = self.rule_splits.get(key)
+        state = None if balancer is None else balancer.choose(self._clock(), [], None)
+        if state is None:
+            log.debug("outbound %s: no endpoint to mirror to (%s)", self.name, key[2])
+            return
+        data = request_bytes(mirrored(head)) + body
+        task = asyncio.create_task(self._send_copy(state, key[2], head.method, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_copy(
+        self, state: EndpointState, service: str, method: bytes, data: bytes
+    ) -> None:
+        conn = Conn(None)
+        policies = self.outbound.policies
+        try:
+            await wait_for(
+                self.open(state, self.outbound, lambda: conn, service), policies.connect_timeout
+            )
+            conn.expect(ResponseParser(method))
+            conn.write(data)
+            await wait_for(health.final_status(conn), policies.request_timeout or None)
+        except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
+            log.debug("outbound %s: mirror to %s: %s", self.name, state.label, describe(exc))
+        finally:
+            conn.abort()
 
     @property
     def name(self) -> str:
@@ -354,8 +463,15 @@ class OutboundListener:
             self.http.stats = stats.http
         self.balancer.update(outbound.endpoints, outbound.policies)
         self._update_splits(outbound)
+        old_rules = self.router.rules
+        self._update_rules(outbound)
+        self.http.routes = self if self.router.filtered else None
         self.cluster.update(outbound.policies)
-        if outbound.policies.health_check != old_hc or outbound.splits != old_splits:
+        if (
+            outbound.policies.health_check != old_hc
+            or outbound.splits != old_splits
+            or outbound.http_rules != old_rules
+        ):
             self._restart_health_checks()
         idle = outbound.policies.idle_timeout
         for link in self.links:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from meshfed.dpconfig.build import build_ingress_config, build_sidecar_config
 from meshfed.dpconfig.catalog import Catalog, VipKey
+from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig
 from meshfed.dpconfig.policies import MESH_TCP_ROUTE, with_route_backends
 from meshfed.dpconfig.protocol import ProxyType
@@ -158,8 +159,9 @@ def build_config(
         leaf = issuer.leaf_for(mesh, ca, resource.name, view.inbounds[0].service)
     wanted = wanted_services(resource, reachable)
     policies = inputs.policies.get(resource.mesh, {})
-    if wanted is not None:  # and the services a MeshTCPRoute sends those calls to
-        wanted = with_route_backends(wanted, policies.get(MESH_TCP_ROUTE, ()))
+    if wanted is not None:  # and the services routes send those calls to
+        routes = (*policies.get(MESH_TCP_ROUTE, ()), *policies.get(MESH_HTTP_ROUTE, ()))
+        wanted = with_route_backends(wanted, routes)
     if wanted is not None:
         catalog = narrowed(catalog, resource.mesh, wanted)
     return build_sidecar_config(

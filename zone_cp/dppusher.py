@@ -24,6 +24,7 @@ from typing import Final
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import wait_for
 from meshfed.dpconfig.build import BuildError
+from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig, encode_config
 from meshfed.dpconfig.policies import ANY_SERVICE, MESH_TCP_ROUTE, routed_services
 from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
@@ -247,9 +248,9 @@ class ConfigPusher:
     def _with_routed(
         self, changed: Collection[ServiceKey], snapshot: ServiceSnapshot
     ) -> Collection[ServiceKey]:
-        """`changed` and the services a MeshTCPRoute sends to a changed one: their callers'
+        """`changed` and the services a route (TCP, HTTP) sends to a changed one: their callers'
         configs hold its endpoints too (decision 124)."""
-        routes = self._resources(MESH_TCP_ROUTE)
+        routes = [*self._resources(MESH_TCP_ROUTE), *self._resources(MESH_HTTP_ROUTE)]
         if not routes:
             return changed
         out = set(changed)

@@ -4,11 +4,12 @@ coroutine path. No I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
-from mesh_dp.http.parse import ProtocolError, RequestHead
+from mesh_dp.http.parse import ProtocolError, RequestHead, ResponseHead
 from mesh_dp.http.retry import Failure, Replay, RetryPolicy, RetryState
 from mesh_dp.http.timeouts import Deadlines, Expiry, HttpTimeouts
 
@@ -73,6 +74,8 @@ class Upload:
     continued: bool = False  # a 100 Continue was relayed to the client
     replay: Replay | None = None  # the body kept for a retry
     retry_slot: bool = False  # the current attempt is a retry holding a maxRetries slot
+    # MeshHTTPRoute ResponseHeaderModifier: the final response head as it goes down
+    respond: Callable[[ResponseHead], ResponseHead] | None = None
 
 
 @dataclass(slots=True)

@@ -183,6 +183,9 @@ class Lane:
             if small and not self.down.eof:
                 return None
             return False  # the body streams in: proxy.py streams it up
+        routes = self.proxy.routes
+        if routes is not None and routes.wants(head):
+            return False  # a MeshHTTPRoute rule's filters: proxy.py applies them
         if self.allowed is not None and not self.allowed():
             return False
         limits = self.proxy.limits

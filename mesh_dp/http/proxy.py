@@ -70,6 +70,7 @@ from mesh_dp.http.parse import (
 )
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.retry import Failure, RetryState
+from mesh_dp.http.route import Action, Filtering
 from mesh_dp.http.timeouts import Deadlines
 from mesh_dp.relay import describe
 from meshfed.aio import wait_for
@@ -134,6 +135,7 @@ class HttpProxy:
         self.access_log = access_log
         self._clock = clock
         self._rng = rng or random.Random()
+        self.routes: Filtering | None = None  # MeshHTTPRoute filters (route.py), outbound
 
     async def serve(self, down: Conn, allowed: Callable[[], bool] | None = None) -> None:
         """Answers the connection's requests until it ends or must close. `allowed` (inbound,
@@ -261,12 +263,58 @@ class HttpProxy:
                     upload.deadlines.request_complete(self._clock())
                 if head.method == b"CONNECT":
                     raise Failed("method-not-allowed", "CONNECT is not proxied")
+                action = None if self.routes is None else self.routes.filtered(head)
+                if action is not None and action.redirect is not None:
+                    return self._redirect(down, head, record, upload, action)
+                if action is not None:
+                    head, hint = self._routed(down, head, action, upload, hint)
             return await self._attempt(down, head, record, upload, policy, hint, resume)
         except Failed as failure:
             return self.answer(down, head, record, failure, whole=upload.done)
         finally:
             record.duration = self._clock() - start
             self.account(record)
+
+    def _routed(
+        self,
+        down: Conn,
+        head: RequestHead,
+        action: Action,
+        upload: Upload,
+        hint: EndpointState | None,
+    ) -> tuple[RequestHead, EndpointState]:
+        """A request whose MeshHTTPRoute rule has filters: its split is drawn by the request
+        as it came, then it goes on as the filters changed it (route.py)."""
+        if hint is None:
+            hint = self.cluster.choose(head, [])
+            if hint is None:
+                raise Failed("no-healthy-endpoint", f"{self.cluster.name} has no endpoint")
+        if action.mirror is not None:
+            body = _whole_body(down, head, upload)
+            if body is not None:  # a body still streaming in is not mirrored
+                action.mirror(action.head, body)
+        if action.response:
+            upload.respond = action.respond
+        return action.head, hint
+
+    def _redirect(
+        self, down: Conn, head: RequestHead, record: Record, upload: Upload, action: Action
+    ) -> bool:
+        """A RequestRedirect: answered here; the body, when whole, is dropped (else the
+        connection closes after the answer)."""
+        assert action.redirect is not None
+        keep = head.keep_alive and not head.upgrade
+        if not upload.done and down.holds_end():
+            while down.pop() is not END:
+                pass
+        elif not upload.done:
+            keep = False
+        answer = action.redirect
+        if not keep and head.keep_alive:
+            answer = answer[:-2] + b"connection: close\r\n\r\n"
+        down.write(answer)
+        record.status = action.status
+        return keep
 
     def answer(
         self, down: Conn, head: RequestHead, record: Record, failure: Failed, *, whole: bool
@@ -538,6 +586,8 @@ class HttpProxy:
             if final.status == 101:
                 await self._switch(down, up, final)
                 return False
+            if upload.respond is not None:
+                final = upload.respond(final)
             framing = response_framing(final.framing, head.version)
             close = not head.keep_alive or framing is Framing.CLOSE or head.upgrade
             # The head leaves with the body's first bytes when they are already here (one
@@ -711,6 +761,21 @@ class HttpProxy:
             await asyncio.gather(*pumps, return_exceptions=True)
             up.close()
             down.close()
+
+
+def _whole_body(down: Conn, head: RequestHead, upload: Upload) -> bytes | None:
+    """The request body, framed, when it is all here (a bodyless one: b""); None otherwise."""
+    if upload.done:
+        return b""
+    if not down.holds_end():
+        return None
+    chunks: list[bytes] = []
+    for ev in down.events:
+        if ev is END:
+            break
+        if isinstance(ev, bytes):
+            chunks.append(ev)
+    return _encoded(head, chunks, end=True)
 
 
 def _encoded(

@@ -53,9 +53,11 @@ from meshfed.dpconfig.catalog import (
     ServiceEntry,
     VipKey,
 )
+from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE, config_rules, http_route
 from meshfed.dpconfig.locality import LocalityPlan, plan_of
 from meshfed.dpconfig.model import (
     Endpoint,
+    HttpRule,
     Inbound,
     IngressConfig,
     IngressService,
@@ -191,6 +193,7 @@ class _Builder:
         self.matched = matched
         self._policies: dict[str, OutboundPolicies] = {}
         self._routes: dict[str, tuple[tuple[Split, ...], tuple[str, ...]]] = {}
+        self._http_routes: dict[str, tuple[tuple[HttpRule, ...], tuple[str, ...]]] = {}
         self._plans: dict[str, LocalityPlan] = {}
         # the caller's tags for localZone affinity: its inbounds', the first one's first
         self.caller: dict[str, str] = {}
@@ -265,6 +268,24 @@ class _Builder:
             )
         return self._routes[service]
 
+    def http_route(self, service: str) -> tuple[tuple[HttpRule, ...], tuple[str, ...]]:
+        """The MeshHTTPRoute rules of `service`'s http outbounds and their routes (none: no
+        MeshHTTPRoute routes it); they win over a MeshTCPRoute (decision 125)."""
+        if service not in self._http_routes:
+            route = http_route(self.matched, service, self.labels(service))
+            self._http_routes[service] = (
+                ((), ()) if route is None else (config_rules(route, self.split), route.sources)
+            )
+        return self._http_routes[service]
+
+    def routing(self, service: str, protocol: Protocol) -> dict[str, Any]:
+        """The route fields of an outbound that may be routed (not pinned to a zone)."""
+        rules, sources = self.http_route(service) if protocol == "http" else ((), ())
+        if rules:
+            return {"http_rules": rules, "route": sources}
+        splits, route = self.route(service)
+        return {"splits": splits, "route": route}
+
     def endpoints(self, entry: ServiceEntry, zone: str | None = None) -> tuple[Endpoint, ...]:
         plan = self.plan(entry.service)
         found = _local(entry.local, self.zone, plan) if zone in (None, self.zone) else []
@@ -285,7 +306,8 @@ class _Builder:
                 vip = vips.get(VipKey(entry.mesh, entry.service, zone))
                 if vip is None:
                     continue
-                splits, route = self.route(entry.service) if zone is None else ((), ())
+                protocol = as_protocol(entry.protocol)
+                routing = self.routing(entry.service, protocol) if zone is None else {}
                 out.append(
                     Outbound(
                         service=entry.service,
@@ -295,9 +317,8 @@ class _Builder:
                         policies=self.policies(entry.service),
                         also_port_80=port_80 and port != HTTP_PORT,
                         zone=zone,
-                        protocol=as_protocol(entry.protocol),
-                        splits=splits,
-                        route=route,
+                        protocol=protocol,
+                        **routing,
                     )
                 )
         return out
@@ -312,7 +333,8 @@ class _Builder:
         pinned = subset.pop(LABEL_ZONE, None)
         entry = self.catalog.get(self.view.mesh, service)
         endpoints = [] if entry is None else self.subset(entry, subset, pinned)
-        splits, route = self.route(service) if pinned is None and not subset else ((), ())
+        protocol = "tcp" if entry is None else as_protocol(entry.protocol)
+        routing = self.routing(service, protocol) if pinned is None and not subset else {}
         return Outbound(
             service=service,
             address=address if isinstance(address, str) else DEFAULT_SERVICE_ADDRESS,
@@ -321,9 +343,8 @@ class _Builder:
             policies=self.policies(service),
             zone=pinned,
             kind=OutboundKind.EXPLICIT,
-            protocol="tcp" if entry is None else as_protocol(entry.protocol),
-            splits=splits,
-            route=route,
+            protocol=protocol,
+            **routing,
         )
 
 
@@ -407,7 +428,7 @@ def build_sidecar_config(
         ) from None
     matched = {
         t: match(policies.get(t, ()), view)
-        for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION, MESH_TCP_ROUTE)
+        for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION, MESH_TCP_ROUTE, MESH_HTTP_ROUTE)
     }
     b = _Builder(view, zone, mtls, catalog, matched)
     outbounds = sorted(

@@ -64,7 +64,10 @@ __all__ = [
     "HashPolicy",
     "HealthCheck",
     "HttpCheck",
+    "HttpFilter",
+    "HttpMatch",
     "HttpRetry",
+    "HttpRule",
     "Inbound",
     "IngressConfig",
     "IngressService",
@@ -304,6 +307,115 @@ class Split(Message, frozen=True):
     zone: str | None = None  # the zone its backendRef pins
 
 
+# MeshHTTPRoute (meshfed/dpconfig/http_route.py merges, mesh_dp/http/route.py evaluates):
+# Kuma's JSON shapes of a rule's match and filters, a backendRef resolved to a Split.
+
+
+def _regex(kind: str, value: str) -> None:
+    """A RegularExpression the sidecar cannot compile is a bad config (NACKed), not a crash."""
+    if kind == "RegularExpression":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"value: not a regular expression: {exc}") from None
+
+
+class PathMatch(Message, frozen=True):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"]
+    value: str
+
+    def __post_init__(self) -> None:
+        _regex(self.type, self.value)
+
+
+class HeaderMatch(Message, frozen=True):
+    name: str  # lower case
+    type: Literal["Exact", "Present", "RegularExpression", "Absent", "Prefix"] = "Exact"
+    value: str = ""
+
+    def __post_init__(self) -> None:
+        _regex(self.type, self.value)
+
+
+class QueryMatch(Message, frozen=True):
+    type: Literal["Exact", "RegularExpression"]
+    name: str
+    value: str
+
+    def __post_init__(self) -> None:
+        _regex(self.type, self.value)
+
+
+class HttpMatch(Message, frozen=True):
+    """Every field set must match (regular expressions: Python's `re`, full match)."""
+
+    path: PathMatch | None = None
+    method: str | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[QueryMatch, ...] = ()
+
+
+class HeaderKV(Message, frozen=True):
+    name: str
+    value: str
+
+
+class HeaderModifier(Message, frozen=True):
+    set: tuple[HeaderKV, ...] = ()  # replace every value
+    add: tuple[HeaderKV, ...] = ()  # one more field
+    remove: tuple[str, ...] = ()
+
+
+class PathRewrite(Message, frozen=True):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+class RequestRedirect(Message, frozen=True):
+    scheme: str | None = None
+    hostname: str | None = None
+    path: PathRewrite | None = None
+    port: Port | None = None
+    status_code: Annotated[int, msgspec.Meta(ge=300, le=399)] = 302
+
+
+class UrlRewrite(Message, frozen=True):
+    hostname: str | None = None
+    path: PathRewrite | None = None
+
+
+class RequestMirror(Message, frozen=True):
+    """A copy of `percentage` % of the requests goes to `backend` (its answer is dropped)."""
+
+    backend: Split
+    percentage: Annotated[float, msgspec.Meta(ge=0, le=100)] = 100.0
+
+
+class HttpFilter(Message, frozen=True):
+    type: Literal[
+        "RequestHeaderModifier",
+        "ResponseHeaderModifier",
+        "RequestRedirect",
+        "URLRewrite",
+        "RequestMirror",
+    ]
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_redirect: RequestRedirect | None = None
+    url_rewrite: UrlRewrite | None = None
+    request_mirror: RequestMirror | None = None
+
+
+class HttpRule(Message, frozen=True):
+    """One match of a merged MeshHTTPRoute rule, in precedence order: a request matching it
+    gets `filters` and goes to one of `splits` by weight (none: the outbound's service)."""
+
+    match: HttpMatch
+    filters: tuple[HttpFilter, ...] = ()
+    splits: tuple[Split, ...] = ()
+
+
 class Outbound(Message, frozen=True):
     service: str
     address: str  # the VIP, or the explicit outbound's address
@@ -318,6 +430,9 @@ class Outbound(Message, frozen=True):
     # picks one split by weight and `endpoints` are not used; `route` names the policies.
     splits: tuple[Split, ...] = ()
     route: tuple[str, ...] = ()
+    # MeshHTTPRoute (http outbounds): the first rule matching a request decides (no match:
+    # `endpoints`); when set, `splits` is empty (an HTTP route wins over a TCP route).
+    http_rules: tuple[HttpRule, ...] = ()
 
 
 class Tls(Message, frozen=True):

@@ -446,10 +446,21 @@ def _ref_service(ref: Any) -> str:
     return shown if isinstance(shown, str) and shown != WILDCARD else ANY_SERVICE
 
 
+def _mirrors(default: Any) -> list[Any]:
+    """The backendRefs of a MeshHTTPRoute rule's RequestMirror filters."""
+    filters = default.get("filters") if isinstance(default, dict) else None
+    return [
+        f["requestMirror"].get("backendRef")
+        for f in (filters if isinstance(filters, list) else [])
+        if isinstance(f, dict) and isinstance(f.get("requestMirror"), dict)
+    ]
+
+
 def route_targets(routes: Iterable[Resource]) -> dict[str, set[str]]:
-    """For zone-cp's narrowed catalogs and rebuilds: each service a MeshTCPRoute sends to
-    (its backendRefs), mapped to the services it routes (its `to[]`), over every route given
-    (matched or not: a superset is safe). ANY_SERVICE stands for a ref by labels alone."""
+    """For zone-cp's narrowed catalogs and rebuilds: each service a MeshTCPRoute or
+    MeshHTTPRoute sends to (its backendRefs, a mirror's), mapped to the services it routes
+    (its `to[]`), over every route given (matched or not: a superset is safe). ANY_SERVICE
+    stands for a ref by labels alone."""
     out: dict[str, set[str]] = {}
     for route in routes:
         for to in as_list(route.spec.get("to")):
@@ -459,7 +470,8 @@ def route_targets(routes: Iterable[Resource]) -> dict[str, set[str]]:
             for rule in as_list(to.get("rules")):
                 default = rule.get("default") if isinstance(rule, dict) else None
                 refs = default.get("backendRefs") if isinstance(default, dict) else None
-                for ref in refs if isinstance(refs, list) else []:
+                refs = [*(refs if isinstance(refs, list) else []), *_mirrors(default)]
+                for ref in refs:
                     out.setdefault(_ref_service(ref), set()).add(routed)
     return out
 

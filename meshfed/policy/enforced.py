@@ -39,7 +39,13 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | labels) / MeshServiceSubset (tags), weight; a subset   |
 |                           |         | pinned to a zone by `kuma.io/zone` may carry no other  |
 |                           |         | tag (another zone's ingress cannot pick by tag)        |
-| MeshHTTPRoute             | to[]    | nothing yet (issue 14: the whole section is refused)   |
+| MeshHTTPRoute             | to[]    | rules[].matches (all of Kuma's; regular expressions    |
+|                           |         | must compile with Python's `re`, the sidecar's engine),|
+|                           |         | rules[].default.backendRefs as MeshTCPRoute's, filters:|
+|                           |         | RequestHeaderModifier, ResponseHeaderModifier,         |
+|                           |         | RequestRedirect, URLRewrite (hostname, path),          |
+|                           |         | RequestMirror (percentage, backendRef kind/name/labels/|
+|                           |         | tags) (mesh_dp/http/route.py)                          |
 | MeshFaultInjection,       | from[], | nothing yet (each `default` field is refused)          |
 | MeshRateLimit             | rules[] |                                                        |
 
@@ -50,6 +56,7 @@ What the enforced fields mean for the sidecar is in meshfed/dpconfig/policies.py
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -141,6 +148,9 @@ _HASH_POLICY: Final[Fields] = {
     "queryParameter": ANY,
 }
 
+# A route's backendRef: one weighted endpoint set (meshfed/dpconfig/build.py)
+_BACKEND_REF: Final[Fields] = {"kind": ANY, "name": ANY, "labels": ANY, "tags": ANY, "weight": ANY}
+
 ENFORCED: Final[Mapping[str, Enforced]] = {
     "MeshTrafficPermission": Enforced(
         from_={"action": ANY},
@@ -230,19 +240,25 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
     ),
     # Issue 14: Kuma's schemas are in, the sidecar does not act on them yet.
     # meshfed/dpconfig/policies.py (tcp_route) and build.py: one weighted endpoint set each
-    "MeshTCPRoute": Enforced(
+    "MeshTCPRoute": Enforced(to={"backendRefs": _BACKEND_REF}, routes=True),
+    # meshfed/dpconfig/http_route.py merges and orders, mesh_dp/http/route.py evaluates
+    "MeshHTTPRoute": Enforced(
         to={
-            "backendRefs": {
-                "kind": ANY,
-                "name": ANY,
-                "labels": ANY,
-                "tags": ANY,
-                "weight": ANY,
-            }
+            "backendRefs": _BACKEND_REF,
+            "filters": {
+                "type": ANY,
+                "requestHeaderModifier": ANY,
+                "responseHeaderModifier": ANY,
+                "requestRedirect": ANY,
+                "urlRewrite": {"hostname": ANY, "path": ANY, "hostToBackendHostname": ANY},
+                "requestMirror": {
+                    "percentage": ANY,
+                    "backendRef": {"kind": ANY, "name": ANY, "labels": ANY, "tags": ANY},
+                },
+            },
         },
         routes=True,
     ),
-    "MeshHTTPRoute": Enforced(),
     "MeshFaultInjection": Enforced(from_={}, rules={}),
     "MeshRateLimit": Enforced(from_={}, rules={}),
 }
@@ -342,6 +358,41 @@ def _route_defaults(item: dict[str, Any], at: str) -> list[tuple[Any, str]]:
     ]
 
 
+RE_SYNTAX: Final = f"{NOT_ENFORCED}: its regular expression engine (Python's re) cannot compile it"
+
+
+def _regex_error(value: Any, where: str) -> list[FieldError]:
+    if not isinstance(value, str):
+        return []
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return [FieldError(where, f"{RE_SYNTAX}: {exc}")]
+    return []
+
+
+def _regexes(item: dict[str, Any], at: str) -> list[FieldError]:
+    """A MeshHTTPRoute match's regular expressions must compile where they are evaluated:
+    Kuma's are RE2, meshfed's sidecar uses Python's `re` (decision 125)."""
+    errors: list[FieldError] = []
+    for j, rule in enumerate(as_list(item.get("rules"))):
+        matches = rule.get("matches") if isinstance(rule, dict) else None
+        for k, m in enumerate(matches if isinstance(matches, list) else []):
+            if not isinstance(m, dict):
+                continue
+            where = index(join(index(join(at, "rules"), j), "matches"), k)
+            path = m.get("path")
+            if isinstance(path, dict) and path.get("type") == "RegularExpression":
+                errors += _regex_error(path.get("value"), join(join(where, "path"), "value"))
+            for field in ("headers", "queryParams"):
+                for n, h in enumerate(as_list(m.get(field))):
+                    if isinstance(h, dict) and h.get("type") == "RegularExpression":
+                        errors += _regex_error(
+                            h.get("value"), join(index(join(where, field), n), "value")
+                        )
+    return errors
+
+
 def unenforced_fields(policy: Resource) -> list[FieldError]:
     """Every field of `policy` the sidecar would not act on, with its path (`spec.to[0]...`).
 
@@ -369,6 +420,7 @@ def unenforced_fields(policy: Resource) -> list[FieldError]:
                 for default, where in _route_defaults(item, at):
                     errors += _check_fields(default, fields, where)
                     errors += _zone_subsets(default, where)
+                errors += _regexes(item, at)
                 continue
             errors += _check_fields(item.get("default"), fields, join(at, "default"))
             if section == "from":

@@ -141,7 +141,6 @@ MESH_RATE_LIMIT = _policy(
 )
 # The policy types whose every field the gate still refuses (no documented example applies).
 NOT_YET_ENFORCED: tuple[TypeDescriptor, ...] = (
-    MESH_HTTP_ROUTE,
     MESH_FAULT_INJECTION,
     MESH_RATE_LIMIT,
 )
@@ -154,6 +153,7 @@ POLICIES: tuple[TypeDescriptor, ...] = (
     MESH_CIRCUIT_BREAKER,
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_TCP_ROUTE,
+    MESH_HTTP_ROUTE,
     *NOT_YET_ENFORCED,
 )
 

@@ -62,10 +62,6 @@ _RULES_HTTP = {"spec.rules[0].default.http": NOT_ENFORCED}
 _RULES_LOCAL = {"spec.rules[0].default.local": NOT_ENFORCED}
 PENDING.update(
     {
-        "meshhttproute/http-split.yaml": _ROUTES_SECTION,
-        "meshhttproute/traffic-modifications.yaml": _ROUTES_SECTION,
-        "meshhttproute/traffic-mirror.yaml": _ROUTES_SECTION,
-        "meshhttproute/meshtimeout-route-to-backend-v2.yaml": _ROUTES_SECTION,
         "meshfaultinjection/abort-from-frontend.yaml": _FROM_HTTP,
         "meshfaultinjection/list-of-faults-from-frontend.yaml": _FROM_HTTP,
         "meshfaultinjection/rules-abort-from-frontend.yaml": _RULES_HTTP,

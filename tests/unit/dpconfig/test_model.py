@@ -251,3 +251,33 @@ def test_any_damage_is_a_config_format_error(junk: Any, path: list[int]) -> None
     except ConfigFormatError:
         return  # the only failure allowed
     assert isinstance(cfg, SidecarConfig)
+
+
+@pytest.mark.parametrize(
+    ("match", "where"),
+    [
+        ({"path": {"type": "RegularExpression", "value": "(x"}}, "match.path.value"),
+        ({"headers": [{"name": "a", "type": "RegularExpression", "value": "[b-a]"}]},
+         "match.headers[0].value"),
+        ({"queryParams": [{"name": "q", "type": "RegularExpression", "value": "*"}]},
+         "match.queryParams[0].value"),
+    ],
+)  # fmt: skip
+def test_a_route_regex_the_sidecar_cannot_compile_is_a_bad_config(
+    match: dict[str, Any], where: str
+) -> None:
+    outbound = {"service": "b", "address": "127.0.0.1", "port": 80}
+    doc = {
+        "mesh": "m",
+        "zone": "z",
+        "dataplane": "d",
+        "identity": "i",
+        "mtlsEnabled": False,
+        "outbounds": [{**outbound, "httpRules": [{"match": match}]}],
+    }
+    with pytest.raises(ConfigFormatError) as info:
+        SidecarConfig.from_json(doc)
+    assert str(info.value).startswith(f"outbounds[0].httpRules[0].{where}: not a regular")
+    ok = {"path": {"type": "RegularExpression", "value": "/v[0-9]+"}}
+    doc["outbounds"] = [{**outbound, "httpRules": [{"match": ok}]}]
+    assert SidecarConfig.from_json(doc).outbounds[0].http_rules[0].match.path is not None

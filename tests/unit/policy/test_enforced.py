@@ -364,6 +364,10 @@ def test_kuma_examples_within_the_enforced_set() -> None:
     }
     assert clean == {
         "backend-next-by-labels",
+        "http-split",
+        "http-route-modifications",
+        "http-route-mirror",
+        "route-to-backend-v2",
         "backend-zone-2-canary",
         "tcp-route-1",
         "tcp-route-2",
@@ -392,3 +396,43 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         "web-to-backend-retry-http",
         "web-to-backend-retry-tcp",
     }
+
+
+def _http_route(match: dict[str, Any], default: dict[str, Any]) -> Any:
+    rules = [{"matches": [match], "default": default}]
+    return policy(
+        "MeshHTTPRoute", "r", MESH_REF, to=[{"targetRef": svc("b"), "rules": rules}], enforced=False
+    )
+
+
+def test_http_routes_enforce_every_match_and_filter() -> None:
+    set_a = {"set": [{"name": "a", "value": "1"}]}
+    full = {"type": "ReplaceFullPath", "replaceFullPath": "/"}
+    rewrite = {"hostname": "h", "hostToBackendHostname": False, "path": full}
+    every_filter = [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": set_a},
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["a"]}},
+        {"type": "URLRewrite", "urlRewrite": rewrite},
+        {"type": "RequestMirror", "requestMirror": {"percentage": 5, "backendRef": svc("c")}},
+    ]
+    match = {
+        "path": {"type": "RegularExpression", "value": "/v[0-9]+"},
+        "method": "GET",
+        "headers": [{"type": "Prefix", "name": "x", "value": "y"}],
+        "queryParams": [{"type": "RegularExpression", "name": "q", "value": "a|b"}],
+    }
+    assert unenforced_fields(_http_route(match, {"filters": every_filter})) == []
+    redirect = {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "port": 8443}}
+    assert unenforced_fields(_http_route({}, {"filters": [redirect]})) == []
+
+
+def test_http_route_regexes_must_compile_with_the_sidecars_engine() -> None:
+    match = {
+        "path": {"type": "RegularExpression", "value": "/(unclosed"},
+        "headers": [{"type": "RegularExpression", "name": "x", "value": "[z-a]"}],
+        "queryParams": [{"type": "RegularExpression", "name": "q", "value": "ok"}],
+    }
+    errors = unenforced_fields(_http_route(match, {}))
+    at = "spec.to[0].rules[0].matches[0]"
+    assert [e.field for e in errors] == [f"{at}.path.value", f"{at}.headers[0].value"]
+    assert all("Python's re" in e.reason and NOT_ENFORCED in e.reason for e in errors)

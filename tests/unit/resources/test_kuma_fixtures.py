@@ -35,6 +35,7 @@ DOCS = load_all()
 # sidecar would not act on (HTTP-level settings of a TCP proxy, inbound sections it does not
 # enforce, callers by tags a certificate does not carry, ...).
 REFUSED: dict[str, list[str]] = {
+    "MeshHTTPRoute/bad-regex": ["spec.to[0].rules[0].matches[0].path.value"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",
     ],
@@ -162,6 +163,7 @@ def test_fixtures_cover_every_policy_and_section() -> None:
         "MeshCircuitBreaker": {"to", "from", "rules"},
         "MeshLoadBalancingStrategy": {"to"},
         "MeshTCPRoute": {"to"},
+        "MeshHTTPRoute": {"to"},
     }
 
 
