@@ -97,7 +97,7 @@ def with_health(dataplane: Resource, ready: Mapping[int, bool], default: bool) -
     spec = dict(dataplane.spec)
     networking = spec.get("networking")
     raw = networking.get("inbound") if isinstance(networking, dict) else None
-    if isinstance(raw, list):
+    if isinstance(networking, dict) and isinstance(raw, list):
         spec["networking"] = {
             **networking,
             "inbound": [
