@@ -283,12 +283,14 @@ async def wait_instances(
 async def phase(
     http: aiohttp.ClientSession,
     zone: Node,
+    global_pid: int,
     present: int,
     args: argparse.Namespace,
     streams: Streams | None,
 ) -> dict[str, Any]:
     load_before = load_average()
     cpu_before = cpu_seconds(zone.pid)
+    global_before, own_before = cpu_seconds(global_pid), time.process_time()
     started = time.perf_counter()
     if streams is None:
         await put_dataplanes(http, zone, present, args.changes, args.services, args.clients)
@@ -298,6 +300,7 @@ async def phase(
     await wait_instances(http, zone, present + args.changes)
     total_s = time.perf_counter() - started
     cpu = cpu_seconds(zone.pid) - cpu_before
+    global_cpu, own_cpu = cpu_seconds(global_pid) - global_before, time.process_time() - own_before
     return {
         "via": args.via,
         "present": present,
@@ -307,6 +310,13 @@ async def phase(
         "acknowledged_rate_per_s": round(args.changes / api_s, 1),
         "zone_cpu_ms_per_change": round(1000 * cpu / args.changes, 2),
         "zone_rss_mib": round(rss_kib(zone.pid)["VmRSS"] / 1024, 1),
+        # How busy the machine was with this benchmark: zone, global and the clients here,
+        # in cores (CPU seconds per second of the phase).
+        "cores": {
+            "zone": round(cpu / total_s, 2),
+            "global": round(global_cpu / total_s, 2),
+            "clients": round(own_cpu / total_s, 2),
+        },
         "load_average_1m": round(max(load_before, load_average()), 2),
     }
 
@@ -319,18 +329,21 @@ def print_phase(res: dict[str, Any]) -> None:
         f"{res['clients']} clients at {res['registrations_per_s']}/s into the catalog "
         f"({verdict} >= {TARGET_RATE:g}/s; {alone} at {res['acknowledged_rate_per_s']}/s); "
         f"zone CPU {res['zone_cpu_ms_per_change']} ms per registration; zone RSS "
-        f"{res['zone_rss_mib']} MiB; load {res['load_average_1m']}",
+        f"{res['zone_rss_mib']} MiB; cores used: {res['cores']}; load {res['load_average_1m']}",
         flush=True,
     )
 
 
 def profiled(node: Node, out: Path) -> None:
-    """Runs the node's program under cProfile instead (pstats to `out` when it stops)."""
+    """Runs the node's program under cProfile instead (pstats to `out` when it stops). Timed
+    by the main thread's CPU clock: on a shared machine a wall clock charges a function with
+    the time the scheduler gave other processes, or the GIL other threads."""
     module = {"zone-cp": "zone_cp.main", "global-cp": "global_cp.main"}[Path(node.argv[0]).name]
     code = (
-        "import cProfile, sys; from importlib import import_module; "
+        "import cProfile, sys, time; from importlib import import_module; "
         f"sys.argv = {node.argv!r}; main = import_module({module!r}).main; "
-        f"cProfile.run('main()', {str(out)!r})"
+        "p = cProfile.Profile(time.thread_time)\n"
+        f"try:\n    p.run('main()')\nfinally:\n    p.dump_stats({str(out)!r})\n"
     )
     node.argv = [sys.executable, "-c", code]
 
@@ -396,7 +409,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 if args.via == "streams":
                     streams = Streams(dp_server, tokens, args.services, args.clients)
                 try:
-                    res = await phase(http, zone, have, args, streams)
+                    res = await phase(http, zone, dep.global_.pid, have, args, streams)
                     print_phase(res)
                     if streams is not None and args.fanout:
                         res["fanout"] = await fanout(http, zone, streams, have, args)

@@ -10,6 +10,8 @@ policy's name and mesh (the answer's `sources`): a zone's policies are the store
 objects, replaced, never edited, when a policy changes (meshfed.store.cache), so a change is
 a new key. An entry holds the policies it was computed from, so the identities in its key
 cannot be reused by other objects while it is kept. Bounded: the oldest entries go first.
+A `matched` mapping must not change once asked about (a build makes its own): the key part
+it gives is computed once for the consecutive questions about it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class OutboundMemo:
         self._max = max_entries
         # key -> (the answer, the policies the key's identities are of)
         self._entries: dict[Hashable, tuple[Any, tuple[Any, ...]]] = {}
+        # The last `matched` asked about (kept: its id stays its own) and its key part.
+        self._last: tuple[object, tuple[Matched, ...], Hashable] = (None, (), ())
         self.hits = 0
         self.misses = 0
 
@@ -61,17 +65,17 @@ class OutboundMemo:
         service: str,
         labels: ServiceLabels | None,
     ) -> T:
-        # Every matched type, not only those `compute` reads today: a field added to it
-        # that reads another type cannot be answered from a stale entry.
-        held = tuple(m for t in sorted(matched) for m in matched[t])
-        key = (
-            compute,
-            service,
-            None if labels is None else frozenset(labels.items()),
-            tuple(
+        if matched is not self._last[0]:  # a build asks for each of its outbounds in turn
+            # Every matched type, not only those `compute` reads today: a field added to it
+            # that reads another type cannot be answered from a stale entry.
+            held = tuple(m for t in sorted(matched) for m in matched[t])
+            identity: Hashable = tuple(
                 (t, tuple(_identity(m) for m in matched[t])) for t in sorted(matched) if matched[t]
-            ),
-        )
+            )
+            self._last = (matched, held, identity)
+        _, held, identity = self._last
+        labelled = None if labels is None else frozenset(labels.items())
+        key = (compute, service, labelled, identity)
         found = self._entries.get(key)
         if found is not None:
             self.hits += 1
@@ -86,6 +90,7 @@ class OutboundMemo:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._last = (None, (), ())
 
 
 def _identity(m: Matched) -> tuple[int, int, str, str, frozenset[int]]:
