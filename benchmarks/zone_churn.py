@@ -336,8 +336,11 @@ async def rolling_restart(
             counts = {s: c for s, (c, _) in (await zone_counts(http, node)).items() if c}
             wrong = {s: (c, expected.get(s)) for s, c in counts.items() if c != expected.get(s)}
             missing = sorted(expected.keys() - counts.keys())
-            print(f"  {name} disagrees: {len(wrong)} wrong {list(wrong.items())[:5]}, "
-                  f"missing {missing[:5]}", flush=True)
+            print(
+                f"  {name} disagrees: {len(wrong)} wrong {list(wrong.items())[:5]}, "
+                f"missing {missing[:5]}",
+                flush=True,
+            )
     times = [t for t in after.values() if t is not None]
     slowest = max(times) if len(times) == len(after) else None
     return {
