@@ -465,7 +465,8 @@ def profiled(node: Node, out: Path) -> None:
     the time the scheduler gave other processes, or the GIL other threads."""
     module = {"zone-cp": "zone_cp.main", "global-cp": "global_cp.main"}[Path(node.argv[0]).name]
     code = (
-        "import cProfile, sys, time; from importlib import import_module; "
+        # Not the working directory first (-c puts it there): PYTHONPATH picks the code.
+        "import cProfile, sys, time; sys.path.remove(''); from importlib import import_module; "
         f"sys.argv = {node.argv!r}; main = import_module({module!r}).main; "
         "p = cProfile.Profile(time.thread_time)\n"
         f"try:\n    p.run('main()')\nfinally:\n    p.dump_stats({str(out)!r})\n"
