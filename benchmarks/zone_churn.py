@@ -2,7 +2,8 @@
 CPU per registration, with N Dataplanes already present (issue 19).
 
     .venv/bin/python benchmarks/zone_churn.py [--present 1000,2000] [--changes 400] \
-        [--services 500] [--clients 8] [--profile FILE] [--json FILE]
+        [--services 500] [--clients 8] [--via api|streams] [--fanout] [--restart N] \
+        [--profile FILE] [--json FILE]
 
 One global-cp and one zone-cp (embedded SQLite stores, KDS over TLS with a zone token, as
 `benchmarks/kds_propagation.py` deploys them). For each N of `--present`, in increasing order:
@@ -23,6 +24,11 @@ with each phase: on a shared machine wall times swing with the neighbours, CPU t
 quiet, one new endpoint of svc-0 is PUT; printed: how long until every connected sidecar that
 calls svc-0 received a new config (issue 19 item 2: <= 1 s with 1,000 connected), and how
 many that do not call it received one anyway (should be none).
+`--restart N` (with `--via streams`; starts zone-2 and gives both zones a DNS port): after
+each phase, N of its sidecars are restarted (stream cancelled, a new one), then printed: how
+long after the last restart zone-1's catalog, the global's and zone-2's count every
+instance again and both zones' DNS answer every service with its VIP (issue 19: <= 5 s).
+Each phase also prints the cores the zone, the global and this process's clients used.
 Issue 19's target: >= 500 registrations/s with 10,000 Dataplanes present; CPU per change
 within 2x from 1k to 10k. Not a test: prints numbers, exits 0 unless the deployment fails.
 """
