@@ -33,16 +33,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 from _support import cpu_seconds
 from kds_propagation import (
     Deployment,
@@ -118,6 +121,17 @@ def dataplane_doc(zone: str, j: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class OwnConnection(ClientTls):
+    """The zone's TLS settings, and a connection of its own: gRPC shares one connection
+    between a process's channels to the same target, which real zones, each its own process,
+    never do (100 zones' keepalive pings on one connection draw a GOAWAY too_many_pings)."""
+
+    async def credentials(self, target: str) -> tuple[grpc.ChannelCredentials, list[Any]]:
+        credentials, options = await super().credentials(target)
+        return credentials, [*options, ("grpc.use_local_subchannel_pool", 1)]
+
+
 class SimZone:
     """One zone: its store (own inventory, and what the global sends) and its KDS client.
     `seen` records when each (type, name, version marker) was first stored."""
@@ -151,7 +165,7 @@ class SimZone:
             max_message_bytes=MAX_MESSAGE,
             reconnect_max=2.0,
             stale_timeout=60.0,
-            tls=ClientTls(ca_pem=ca),
+            tls=OwnConnection(ca_pem=ca),
             token_file=self._dep.token_file(self.name),
         )
         await self.kds.start()
@@ -170,6 +184,11 @@ class SimZone:
                     first = (res.spec.get("availableServices") or [{}])[0]
                     self.ingresses[zone] = int(first.get("instances", 0))
             self.changed.set()
+
+    @property
+    def sessions(self) -> int:
+        """KDS sessions so far (1: never reconnected)."""
+        return self.kds.client.sessions if self.kds is not None and self.kds.client else 0
 
     @property
     def connected(self) -> bool:
@@ -276,7 +295,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 f"initial sync {initial_s:.1f} s (global CPU {initial_cpu:.1f} s, this "
                 f"process {own_cpu:.1f} s); global RSS {rss['VmRSS'] // 1024} MiB (peak "
                 f"{rss['VmHWM'] // 1024} MiB); all {len(zones)} connected: "
-                f"{all(z.connected for z in zones)}; load {load_average()}",
+                f"{all(z.connected for z in zones)}, sessions beyond the first: "
+                f"{sum(z.sessions - 1 for z in zones)}; load {load_average()}",
                 flush=True,
             )
 
@@ -317,8 +337,11 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 f"load {load_average()}",
                 flush=True,
             )
+            reconnects = sum(z.sessions - 1 for z in zones)
+            print(f"sessions beyond the first, all zones, at the end: {reconnects}", flush=True)
             return {
                 "zones": args.zones,
+                "reconnects": reconnects,
                 "dataplanes_per_zone": args.dataplanes,
                 "policies": args.policies,
                 "initial_sync_s": round(initial_s, 2),
@@ -344,6 +367,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep data and logs")
     args = parser.parse_args()
+    # The zones' clients log each reconnect; counted and printed instead.
+    logging.basicConfig(level=logging.ERROR)
     root = Path(tempfile.mkdtemp(prefix="meshfed-scale-bench-"))
     try:
         results = asyncio.run(run(args, root))
