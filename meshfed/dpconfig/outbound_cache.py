@@ -1,17 +1,17 @@
 """A memo of `policies.outbound_policies` and `policies.load_balancing_conf` shared by the
-configs a zone builds (issue 19).
+configs a zone builds (issue 19, decision 132).
 
-Both depend only on the policies of each outbound type matched to the dataplane, the service
-and its labels; every sidecar of a service, and every caller with the same matched policies,
-gets the same answer. Building it again for each new sidecar (a pydantic model per type, per
-outbound) was a fifth of a zone's CPU per registration through dataplane streams
-(docs/benchmarks.md). The key is the identity of each matched policy and its body, with the
-policy's name and mesh (the answer's `sources`): a zone's policies are the store cache's
-objects, replaced, never edited, when a policy changes (meshfed.store.cache), so a change is
-a new key. An entry holds the policies it was computed from, so the identities in its key
-cannot be reused by other objects while it is kept. Bounded: the oldest entries go first.
-A `matched` mapping must not change once asked about (a build makes its own): the key part
-it gives is computed once for the consecutive questions about it.
+Both depend only on the policies matched to the dataplane, the service and its labels: every
+sidecar of a service, and every caller with the same matched policies, gets the same answer.
+Building it again for each new sidecar (a pydantic model per type, per outbound) was 13 % of
+a zone's main thread under cProfile per registration through dataplane streams
+(docs/benchmarks.md). The key is the identity of each matched policy and its body, with its
+name, mesh and selected inbounds: a zone's policies are the store cache's objects, replaced,
+never edited, when a policy changes (meshfed.store.cache), so a change is a new key. An entry
+holds the policies it was computed from, so the identities in its key cannot be reused by
+other objects while it is kept. Bounded: the oldest entries go first. A `matched` mapping
+must not change once asked about (a build makes its own): the key part it gives is computed
+once for the consecutive questions about it.
 """
 
 from __future__ import annotations

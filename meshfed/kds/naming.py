@@ -82,7 +82,8 @@ def outgoing_from_zone(res: Resource, zone: str) -> Resource:
 
     Its body is `res`'s, shared, not copied: it is only encoded (`with_ingress_zone` copies
     before it sets anything). A deep copy of each Dataplane and insight on its way to the
-    global was a tenth of a zone's CPU under registration churn (docs/benchmarks.md)."""
+    global was the largest item of a zone's profile under registration churn
+    (docs/benchmarks.md)."""
     labels = {
         **res.meta.labels,
         LABEL_ORIGIN: ORIGIN_ZONE,
