@@ -2,7 +2,8 @@
 CPU per registration, with N Dataplanes already present (issue 19).
 
     .venv/bin/python benchmarks/zone_churn.py [--present 1000,2000] [--changes 400] \
-        [--services 500] [--clients 8] [--profile FILE] [--json FILE]
+        [--services 500] [--clients 8] [--via api|streams] [--fanout] [--restart N] \
+        [--profile FILE] [--json FILE]
 
 One global-cp and one zone-cp (embedded SQLite stores, KDS over TLS with a zone token, as
 `benchmarks/kds_propagation.py` deploys them). For each N of `--present`, in increasing order:
@@ -23,6 +24,11 @@ with each phase: on a shared machine wall times swing with the neighbours, CPU t
 quiet, one new endpoint of svc-0 is PUT; printed: how long until every connected sidecar that
 calls svc-0 received a new config (issue 19 item 2: <= 1 s with 1,000 connected), and how
 many that do not call it received one anyway (should be none).
+`--restart N` (with `--via streams`; starts zone-2 and gives both zones a DNS port): after
+each phase, N of its sidecars are restarted (stream cancelled, a new one), then printed: how
+long after the last restart zone-1's catalog, the global's and zone-2's count every
+instance again and both zones' DNS answer every service with its VIP (issue 19: <= 5 s).
+Each phase also prints the cores the zone, the global and this process's clients used.
 Issue 19's target: >= 500 registrations/s with 10,000 Dataplanes present; CPU per change
 within 2x from 1k to 10k. Not a test: prints numbers, exits 0 unless the deployment fails.
 """
@@ -42,6 +48,7 @@ from typing import Any
 import aiohttp
 import grpc
 from _support import cpu_seconds, free_port
+from dnslib import DNSRecord
 from kds_propagation import (
     Deployment,
     Node,
@@ -107,27 +114,38 @@ class Streams:
         self._channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
         self._tokens = tokens
         self._services = services
-        self._open: list[asyncio.Task[None]] = []
+        self._open: dict[int, asyncio.Task[None]] = {}  # sidecar -> its stream
         self.configs: dict[int, list[float]] = {}  # sidecar -> when each config arrived
 
-    async def register(self, first: int, count: int) -> None:
+    async def register(self, first: int, count: int) -> float:
+        """Connects sidecars first .. first+count-1, `clients` at a time, each until its
+        first config; one already connected is restarted (its stream cancelled, as when
+        mesh-dp dies, then a new one). Returns when the last one was (re)connected."""
         queue = iter(range(first, first + count))
+        last = 0.0
 
         async def client(channel: grpc.aio.Channel) -> None:
+            nonlocal last
             stub = channel.stream_stream(
                 STREAM_PATH,
                 request_serializer=pb.DpMessage.SerializeToString,
                 response_deserializer=pb.CpMessage.FromString,
             )
             for i in queue:
+                old = self._open.pop(i, None)
+                if old is not None:
+                    old.cancel()
+                    await asyncio.gather(old, return_exceptions=True)
                 configured = asyncio.get_running_loop().create_future()
-                self._open.append(asyncio.create_task(self._stream(stub, i, configured)))
+                last = time.monotonic()
+                self._open[i] = asyncio.create_task(self._stream(stub, i, configured))
                 try:
                     await asyncio.wait_for(configured, STREAM_TIMEOUT)
                 except TimeoutError:
                     raise RuntimeError(f"dp-{i}: no config in {STREAM_TIMEOUT:g} s") from None
 
         await asyncio.gather(*(client(c) for c in self._channels))
+        return last
 
     async def _stream(
         self,
@@ -178,10 +196,10 @@ class Streams:
             await asyncio.sleep(POLL_S)
 
     async def close(self) -> None:
-        for task in self._open:
+        for task in self._open.values():
             task.cancel()
-        await asyncio.gather(*self._open, return_exceptions=True)
-        self._open = []
+        await asyncio.gather(*self._open.values(), return_exceptions=True)
+        self._open = {}
         for channel in self._channels:
             await channel.close(None)
 
@@ -242,6 +260,119 @@ def print_fanout(res: dict[str, Any]) -> None:
     )
 
 
+ZONE = "zone-1"
+OTHER_ZONE = "zone-2"
+RESTART_TARGET_S = 5.0  # issue 19: converged within 5 s of the last restart
+
+
+async def zone_counts(http: aiohttp.ClientSession, node: Node) -> dict[str, tuple[int, str]]:
+    """Per service, the instances `node` (a zone, or the global) counts in zone-1, and the VIP
+    it answers `<service>.mesh` with ("" on the global, which has no DNS)."""
+    async with http.get(f"{node.api}/meshes/default/services") as resp:
+        body = await resp.json()
+    out = {}
+    for item in body["items"]:
+        count = sum(z["instances"] for z in item["zones"] if z["zone"] == ZONE)
+        out[item["service"]] = (count, item.get("vip") or "")
+    return out
+
+
+def dns_agrees(port: int, vips: dict[str, tuple[int, str]]) -> bool:
+    """Whether the zone DNS on `port` answers every `<service>.mesh` with the VIP its API
+    lists (synchronous: a few hundred UDP round trips on loopback)."""
+    for service, (_, vip) in vips.items():
+        question = DNSRecord.question(f"{service}.mesh")
+        try:
+            reply = DNSRecord.parse(question.send("127.0.0.1", port, timeout=1.0))
+        except OSError:
+            return False
+        if not vip or [str(r.rdata) for r in reply.rr] != [vip]:
+            return False
+    return True
+
+
+async def converged(
+    http: aiohttp.ClientSession,
+    views: dict[str, tuple[Node, int | None]],
+    expected: dict[str, int],
+    since: float,
+    timeout: float = 30,
+) -> dict[str, float | None]:
+    """Seconds from `since` until each view (name -> node and its DNS port, None for the
+    global) counts `expected` instances of every zone-1 service and, for a zone, its DNS
+    answers every name with the VIP it lists; None if not within `timeout`."""
+    done: dict[str, float | None] = dict.fromkeys(views)
+    deadline = since + timeout
+    while any(t is None for t in done.values()) and time.monotonic() < deadline:
+        for name, (node, dns_port) in views.items():
+            if done[name] is not None:
+                continue
+            counts = await zone_counts(http, node)
+            agree = {s: c for s, (c, _) in counts.items() if c} == expected
+            if agree and dns_port is not None:
+                agree = dns_agrees(dns_port, {s: counts[s] for s in expected})
+            if agree:
+                done[name] = round(time.monotonic() - since, 3)
+        await asyncio.sleep(POLL_S)
+    return done
+
+
+async def rolling_restart(
+    http: aiohttp.ClientSession,
+    views: dict[str, tuple[Node, int | None]],
+    streams: Streams,
+    first: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Issue 19: restarts `--restart` of the phase's sidecars (`--clients` at a time: stream
+    cancelled, new stream, until its first config), then times, from when the last one
+    reconnected, until zone-1, the global and zone-2 (and both zones' DNS) agree again on
+    every zone-1 service's instances."""
+    zone1 = views[ZONE][0]
+    expected = {s: c for s, (c, _) in (await zone_counts(http, zone1)).items() if c}
+    before = await converged(http, views, expected, time.monotonic())
+    if any(t is None for t in before.values()):
+        raise RuntimeError(f"the views never agreed before the restart: {before}")
+    started = time.monotonic()
+    last = await streams.register(first, args.restart)
+    restart_s = time.monotonic() - started
+    after = await converged(http, views, expected, last)
+    for name, (node, _) in views.items():
+        if after[name] is None:
+            counts = {s: c for s, (c, _) in (await zone_counts(http, node)).items() if c}
+            wrong = {s: (c, expected.get(s)) for s, c in counts.items() if c != expected.get(s)}
+            missing = sorted(expected.keys() - counts.keys())
+            print(
+                f"  {name} disagrees: {len(wrong)} wrong {list(wrong.items())[:5]}, "
+                f"missing {missing[:5]}",
+                flush=True,
+            )
+    times = [t for t in after.values() if t is not None]
+    slowest = max(times) if len(times) == len(after) else None
+    return {
+        "restarted": args.restart,
+        "instances": sum(expected.values()),
+        "restart_s": round(restart_s, 2),
+        "restarts_per_s": round(args.restart / restart_s, 1),
+        "converged_s": after,
+        "all_converged_s": slowest,
+        "load_average_1m": load_average(),
+    }
+
+
+def print_restart(res: dict[str, Any]) -> None:
+    slowest = res["all_converged_s"]
+    ok = slowest is not None and slowest <= RESTART_TARGET_S
+    print(
+        f"rolling restart: {res['restarted']} sidecars restarted in {res['restart_s']} s "
+        f"({res['restarts_per_s']}/s); from the last restart until zone-1, the global and "
+        f"zone-2 (with both zones' DNS) agree on the {res['instances']} instances: {slowest} s "
+        f"({'meets' if ok else 'MISSES'} <= {RESTART_TARGET_S:g} s; each: "
+        f"{res['converged_s']}); load {res['load_average_1m']}",
+        flush=True,
+    )
+
+
 async def dataplane_tokens(
     http: aiohttp.ClientSession, zone: Node, services: int, timeout: float = 60
 ) -> list[str]:
@@ -283,12 +414,14 @@ async def wait_instances(
 async def phase(
     http: aiohttp.ClientSession,
     zone: Node,
+    global_pid: int,
     present: int,
     args: argparse.Namespace,
     streams: Streams | None,
 ) -> dict[str, Any]:
     load_before = load_average()
     cpu_before = cpu_seconds(zone.pid)
+    global_before, own_before = cpu_seconds(global_pid), time.process_time()
     started = time.perf_counter()
     if streams is None:
         await put_dataplanes(http, zone, present, args.changes, args.services, args.clients)
@@ -298,6 +431,7 @@ async def phase(
     await wait_instances(http, zone, present + args.changes)
     total_s = time.perf_counter() - started
     cpu = cpu_seconds(zone.pid) - cpu_before
+    global_cpu, own_cpu = cpu_seconds(global_pid) - global_before, time.process_time() - own_before
     return {
         "via": args.via,
         "present": present,
@@ -307,6 +441,13 @@ async def phase(
         "acknowledged_rate_per_s": round(args.changes / api_s, 1),
         "zone_cpu_ms_per_change": round(1000 * cpu / args.changes, 2),
         "zone_rss_mib": round(rss_kib(zone.pid)["VmRSS"] / 1024, 1),
+        # How busy the machine was with this benchmark: zone, global and the clients here,
+        # in cores (CPU seconds per second of the phase).
+        "cores": {
+            "zone": round(cpu / total_s, 2),
+            "global": round(global_cpu / total_s, 2),
+            "clients": round(own_cpu / total_s, 2),
+        },
         "load_average_1m": round(max(load_before, load_average()), 2),
     }
 
@@ -319,18 +460,22 @@ def print_phase(res: dict[str, Any]) -> None:
         f"{res['clients']} clients at {res['registrations_per_s']}/s into the catalog "
         f"({verdict} >= {TARGET_RATE:g}/s; {alone} at {res['acknowledged_rate_per_s']}/s); "
         f"zone CPU {res['zone_cpu_ms_per_change']} ms per registration; zone RSS "
-        f"{res['zone_rss_mib']} MiB; load {res['load_average_1m']}",
+        f"{res['zone_rss_mib']} MiB; cores used: {res['cores']}; load {res['load_average_1m']}",
         flush=True,
     )
 
 
 def profiled(node: Node, out: Path) -> None:
-    """Runs the node's program under cProfile instead (pstats to `out` when it stops)."""
+    """Runs the node's program under cProfile instead (pstats to `out` when it stops). Timed
+    by the main thread's CPU clock: on a shared machine a wall clock charges a function with
+    the time the scheduler gave other processes, or the GIL other threads."""
     module = {"zone-cp": "zone_cp.main", "global-cp": "global_cp.main"}[Path(node.argv[0]).name]
     code = (
-        "import cProfile, sys; from importlib import import_module; "
+        # Not the working directory first (-c puts it there): PYTHONPATH picks the code.
+        "import cProfile, sys, time; sys.path.remove(''); from importlib import import_module; "
         f"sys.argv = {node.argv!r}; main = import_module({module!r}).main; "
-        f"cProfile.run('main()', {str(out)!r})"
+        "p = cProfile.Profile(time.thread_time)\n"
+        f"try:\n    p.run('main()')\nfinally:\n    p.dump_stats({str(out)!r})\n"
     )
     node.argv = [sys.executable, "-c", code]
 
@@ -344,15 +489,21 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             dep.global_.start()
             await wait_ready(http, dep.global_)
             http.headers["Authorization"] = f"Bearer {dep.admin_token()}"
-            zone = dep.zone("zone-1", 0)
+            zone = dep.zone(ZONE, 0)
             dp_server = f"127.0.0.1:{free_port()}"
             zone.env["MESHFED_DP_SERVER_ADDRESS"] = dp_server
             if args.profile:
                 profiled(zone, args.profile.resolve())
-            await issue_zone_token(http, dep, zone.name)
-            zone.start()
-            await wait_ready(http, zone)
-            await wait_connected(http, zone)
+            # With --restart, zone-2 is the other zone whose view of zone-1 must converge.
+            views: dict[str, tuple[Node, int | None]] = {"global": (dep.global_, None)}
+            for node in [zone, dep.zone(OTHER_ZONE, 1)] if args.restart else [zone]:
+                dns_port = free_port()
+                node.env["MESHFED_DNS_ADDRESS"] = f"127.0.0.1:{dns_port}"
+                views[node.name] = (node, dns_port)
+                await issue_zone_token(http, dep, node.name)
+                node.start()
+                await wait_ready(http, node)
+                await wait_connected(http, node)
             # The default Mesh comes from the global; the zone takes Dataplanes once it has it.
             deadline = time.monotonic() + 60
             while True:
@@ -396,12 +547,15 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 if args.via == "streams":
                     streams = Streams(dp_server, tokens, args.services, args.clients)
                 try:
-                    res = await phase(http, zone, have, args, streams)
+                    res = await phase(http, zone, dep.global_.pid, have, args, streams)
                     print_phase(res)
                     if streams is not None and args.fanout:
                         res["fanout"] = await fanout(http, zone, streams, have, args)
                         print_fanout(res["fanout"])
                         await wait_instances_exactly(http, zone, have + args.changes)
+                    if streams is not None and args.restart:
+                        res["restart"] = await rolling_restart(http, views, streams, have, args)
+                        print_restart(res["restart"])
                 finally:
                     if streams is not None:
                         await streams.close()
@@ -460,12 +614,21 @@ def main() -> int:
         help="with --via streams: after each phase, time one endpoint change's fan-out",
     )
     parser.add_argument(
+        "--restart",
+        type=int,
+        default=0,
+        help="with --via streams: after each phase, restart this many of its sidecars (at "
+        "most --changes) and time until every view of zone-1 agrees again (starts zone-2)",
+    )
+    parser.add_argument(
         "--no-ingress", action="store_true", help="no own ZoneIngress (nothing to advertise)"
     )
     parser.add_argument("--profile", type=Path, help="run the zone under cProfile, pstats here")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep data and logs")
     args = parser.parse_args()
+    if args.restart and (args.via != "streams" or args.restart > args.changes):
+        parser.error("--restart needs --via streams and at most --changes sidecars")
     root = Path(tempfile.mkdtemp(prefix="meshfed-churn-bench-"))
     try:
         results = asyncio.run(run(args, root))

@@ -147,6 +147,16 @@ class Registration:
             await asyncio.gather(*self._recording, return_exceptions=True)
 
     async def _record_disconnection(self, session: Session) -> None:
+        # Ordered with the registrations of the same proxy (decision 131): its new stream (a
+        # restart) registers after this is written; one that registered first owns the
+        # resource and its insight, and this writes nothing, or its offline health would
+        # land after the newcomer read the stored health, and the proxy stay not ready.
+        async with self._registering.hold(session.key):
+            if session.key in self.sessions:
+                return
+            await self._write_disconnection(session)
+
+    async def _write_disconnection(self, session: Session) -> None:
         try:
             if session.kind is ProxyType.SIDECAR:
                 await self.set_ready(session, {})

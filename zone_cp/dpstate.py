@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from meshfed._gen import dataplane_pb2 as pb
@@ -89,12 +89,29 @@ def health_of(dataplane: Resource) -> dict[int, bool]:
 
 
 def with_health(dataplane: Resource, ready: Mapping[int, bool], default: bool) -> Resource:
-    """A copy with `health.ready` set on every inbound (by index; `default` for the others)."""
-    out = dataplane.clone()
-    for i, inbound in enumerate(as_list(dig(out.spec, "networking", "inbound"))):
-        if isinstance(inbound, dict):
-            inbound["health"] = {"ready": ready.get(i, default)}
-    return out
+    """A copy with `health.ready` set on every inbound (by index; `default` for the others).
+
+    Only the path to the inbounds is copied, the rest of the body is shared with
+    `dataplane` (resources are not edited in place once built; a deep copy per write was
+    2 % of a zone's CPU under registration churn)."""
+    spec = dict(dataplane.spec)
+    networking = spec.get("networking")
+    raw = networking.get("inbound") if isinstance(networking, dict) else None
+    if isinstance(networking, dict) and isinstance(raw, list):
+        spec["networking"] = {
+            **networking,
+            "inbound": [
+                {**inbound, "health": {"ready": ready.get(i, default)}}
+                if isinstance(inbound, dict)
+                else inbound
+                for i, inbound in enumerate(raw)
+            ],
+        }
+    return Resource(
+        type=dataplane.type,
+        meta=replace(dataplane.meta, labels=dict(dataplane.meta.labels)),
+        spec=spec,
+    )
 
 
 def ready_by_port(dataplane: Resource, report: pb.Report) -> dict[int, bool]:

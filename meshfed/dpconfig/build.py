@@ -70,14 +70,13 @@ from meshfed.dpconfig.model import (
     Split,
     Tls,
 )
+from meshfed.dpconfig.outbound_cache import MEMO
 from meshfed.dpconfig.policies import (
     MESH_TCP_ROUTE,
     MESH_TIMEOUT,
     OUTBOUND_TYPES,
     RouteBackend,
     inbound_timeouts,
-    load_balancing_conf,
-    outbound_policies,
     tcp_route,
 )
 from meshfed.dpconfig.sni import SniError, encode_sni
@@ -207,7 +206,7 @@ class _Builder:
 
     def plan(self, service: str) -> LocalityPlan:
         if service not in self._plans:
-            conf = load_balancing_conf(self.matched, service, self.labels(service))
+            conf = MEMO.load_balancing_conf(self.matched, service, self.labels(service))
             self._plans[service] = plan_of(conf, self.zone, self.caller)
         return self._plans[service]
 
@@ -215,7 +214,7 @@ class _Builder:
         if service not in self._policies:
             plan = self.plan(service)
             self._policies[service] = msgspec.structs.replace(
-                outbound_policies(self.matched, service, self.labels(service)),
+                MEMO.outbound_policies(self.matched, service, self.labels(service)),
                 locality_aware=plan.aware,
                 failover_threshold=plan.threshold,
                 affinity_weights=plan.affinity_weights,

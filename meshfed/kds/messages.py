@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from meshfed.resources.model import Key, Meta, Resource
+from meshfed.resources.model import Key, Meta, Resource, content_hash
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024  # Kuma's default, both ways
 
@@ -80,15 +80,15 @@ class SyncRequest:
 
 def to_wire(res: Resource) -> WireResource:
     """The form a resource is sent in; callers can cache it and share it between streams."""
-    spec = json.dumps(res.spec, sort_keys=True, separators=(",", ":")).encode()
+    text = json.dumps(res.spec, sort_keys=True, separators=(",", ":"))
     return WireResource(
         name=res.meta.name,
         mesh=res.meta.mesh,
-        version=res.content_hash(),
+        version=content_hash(res.meta.labels, text),
         labels=dict(res.meta.labels),
         creation_time=res.meta.creation_time,
         modification_time=res.meta.modification_time,
-        spec=spec,
+        spec=text.encode(),
     )
 
 

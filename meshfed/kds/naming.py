@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 
 from meshfed.resources.descriptors import KdsFlag, Registry, TypeDescriptor
 from meshfed.resources.model import (
@@ -77,13 +78,24 @@ def zone_resource_name(name: str, mesh: str, zone: str) -> str:
 
 
 def outgoing_from_zone(res: Resource, zone: str) -> Resource:
-    """The form a zone sends its resource in (what its KDS version is computed over)."""
-    out = res.clone()
-    out.meta.labels[LABEL_ORIGIN] = ORIGIN_ZONE
-    out.meta.labels[LABEL_ZONE] = zone
-    out.meta.labels[LABEL_DISPLAY_NAME] = res.meta.name
-    out.meta.version = ""
-    return out
+    """The form a zone sends its resource in (what its KDS version is computed over).
+
+    Its body is `res`'s, shared, not copied: it is only encoded (`with_ingress_zone` copies
+    before it sets anything). A deep copy of each Dataplane and insight on its way to the
+    global was the largest item of a zone's profile under registration churn
+    (docs/benchmarks.md)."""
+    labels = {
+        **res.meta.labels,
+        LABEL_ORIGIN: ORIGIN_ZONE,
+        LABEL_ZONE: zone,
+        LABEL_DISPLAY_NAME: res.meta.name,
+    }
+    return _relabelled(res, labels)
+
+
+def _relabelled(res: Resource, labels: dict[str, str]) -> Resource:
+    """`res` with these labels and no store version, its body shared."""
+    return Resource(type=res.type, meta=replace(res.meta, labels=labels, version=""), spec=res.spec)
 
 
 def stored_at_global(res: Resource, zone: str) -> Resource:
@@ -117,11 +129,9 @@ def held_at_global(resources: Iterable[Resource], zone: str) -> dict[str, dict[K
 
 
 def outgoing_from_global(res: Resource) -> Resource:
-    """The form the global sends a resource in; the zone stores exactly this."""
-    out = res.clone()
-    out.meta.labels[LABEL_ORIGIN] = ORIGIN_GLOBAL
-    out.meta.version = ""
-    return out
+    """The form the global sends a resource in; the zone stores exactly this. Its body is
+    `res`'s, shared: it is only encoded."""
+    return _relabelled(res, {**res.meta.labels, LABEL_ORIGIN: ORIGIN_GLOBAL})
 
 
 def held_in_zone(resources: Iterable[Resource]) -> dict[str, dict[Key, str]]:
@@ -134,7 +144,8 @@ def held_in_zone(resources: Iterable[Resource]) -> dict[str, dict[Key, str]]:
 
 
 def with_ingress_zone(res: Resource, zone: str) -> Resource:
-    """Sets a ZoneIngress's `zone` (Kuma: "set by the global") on `res`, a copy, in place.
+    """Sets a ZoneIngress's `zone` (Kuma: "set by the global") on `res`, a copy, replacing its
+    body with a copy that has it (the body may be shared with the stored resource).
 
     The global sets it from the stream, so a zone cannot claim another zone's; the zone sets
     the same value in the form it sends (its KDS version is computed over it), so the copy the
@@ -142,5 +153,5 @@ def with_ingress_zone(res: Resource, zone: str) -> Resource:
     exactly what the zone has, and nothing is sent again.
     """
     if res.type == ZONE_INGRESS.name and res.spec.get("zone") != zone:
-        res.spec["zone"] = zone
+        res.spec = {**res.spec, "zone": zone}
     return res

@@ -86,7 +86,16 @@ class Resource:
 
     def content_hash(self) -> str:
         """Hash of what the user controls (labels and body): KDS's per-resource version."""
-        payload = json.dumps(
-            {"labels": self.meta.labels, "spec": self.spec}, sort_keys=True, separators=(",", ":")
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return content_hash(self.meta.labels, _canonical(self.spec))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(labels: dict[str, str], spec_json: str) -> str:
+    """`Resource.content_hash` from the labels and the body already encoded canonically
+    (sorted keys, no spaces): KDS encodes the body once for both the wire and the version.
+    The payload is the canonical JSON of {"labels": ..., "spec": ...}, byte for byte."""
+    payload = f'{{"labels":{_canonical(labels)},"spec":{spec_json}}}'
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

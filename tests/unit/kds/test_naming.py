@@ -108,3 +108,33 @@ def test_routing_rules() -> None:
     relayed = Resource("ZoneIngress", Meta(name="zi.abc", labels={LABEL_ORIGIN: "global"}))
     assert not naming.sends_to_global(zi, relayed)
     assert not naming.sends_to_global(mtp, Resource("MeshTrafficPermission", Meta(name="p")))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=5), _JSON, max_size=4),
+)
+def test_wire_version_is_the_content_hash(labels: dict[str, str], spec: dict[str, object]) -> None:
+    """to_wire encodes the body once for both the wire and the version: the version stays
+    the stored copy's content_hash (what a restarted receiver rebuilds), byte for byte."""
+    res = Resource("Dataplane", Meta(name="dp", mesh="default", labels=labels), dict(spec))
+    assert to_wire(res).version == res.content_hash()
+
+
+def test_outgoing_forms_share_the_body_but_never_change_the_original() -> None:
+    ingress = Resource("ZoneIngress", Meta(name="zi", labels={"a": "b"}), {"zone": "z", "n": [1]})
+    out = naming.with_ingress_zone(naming.outgoing_from_zone(ingress, "zone-1"), "zone-1")
+    assert out.spec == {"zone": "zone-1", "n": [1]}
+    assert ingress.spec == {"zone": "z", "n": [1]} and ingress.meta.labels == {"a": "b"}
+    down = naming.outgoing_from_global(ingress)
+    assert down.meta.labels == {"a": "b", LABEL_ORIGIN: "global"}
+    assert ingress.meta.labels == {"a": "b"}

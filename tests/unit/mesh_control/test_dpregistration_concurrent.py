@@ -116,3 +116,20 @@ async def test_health_reported_then_a_reconnect_keeps_it(store: CountingStore) -
     await reg.unregister(again)
     stored = await store.get("Dataplane", "default", "web-1")
     assert dpstate.health_of(stored) == {0: False, 1: False}  # offline once it disconnects
+
+
+async def test_a_restart_racing_its_old_streams_disconnection_stays_consistent(
+    store: CountingStore,
+) -> None:
+    """A restarted sidecar's new stream registers while its old stream's disconnection is
+    being written: what the new session believes about its inbounds' health is what is
+    stored (the offline write must not land after the new registration read the ready one:
+    the sidecar would then report ready, change nothing, and stay not ready; decision 131)."""
+    reg = registration(store, [])
+    dp = web_dataplane("web-1")
+    old = await reg.register(hello(dp))
+    await reg.set_ready(old, {0: True, 1: True})
+    _, new = await asyncio.gather(reg.unregister(old), reg.register(hello(dp)))
+    assert reg.sessions[new.key] is new
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {i: new.ready.get(i, False) for i in (0, 1)}
