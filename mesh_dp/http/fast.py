@@ -185,6 +185,8 @@ class Lane:
             return False  # the body streams in: proxy.py streams it up
         if self.allowed is not None and not self.allowed():
             return False
+        if self.proxy.traffic is not None:  # a rate limit or faults: proxy.py applies them
+            return False
         limits = self.proxy.limits
         return limits.requests < limits.caps.max_requests
 

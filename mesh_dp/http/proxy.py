@@ -57,6 +57,7 @@ from mesh_dp.http.attempt import (
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.errors import error_response, status_of
 from mesh_dp.http.fast import Lane
+from mesh_dp.http.faults import InboundTraffic
 from mesh_dp.http.headers import BodyEncoder, request_bytes, response_bytes, response_framing
 from mesh_dp.http.limits import Limits
 from mesh_dp.http.parse import (
@@ -134,6 +135,8 @@ class HttpProxy:
         self.access_log = access_log
         self._clock = clock
         self._rng = rng or random.Random()
+        # An inbound's MeshRateLimit and MeshFaultInjection (faults.py); None: none applies
+        self.traffic: InboundTraffic | None = None
 
     async def serve(self, down: Conn, allowed: Callable[[], bool] | None = None) -> None:
         """Answers the connection's requests until it ends or must close. `allowed` (inbound,
@@ -261,6 +264,10 @@ class HttpProxy:
                     upload.deadlines.request_complete(self._clock())
                 if head.method == b"CONNECT":
                     raise Failed("method-not-allowed", "CONNECT is not proxied")
+                if self.traffic is not None:
+                    answered = await self.traffic.apply(down, head, record, whole=upload.done)
+                    if answered is not None:
+                        return answered
             return await self._attempt(down, head, record, upload, policy, hint, resume)
         except Failed as failure:
             return self.answer(down, head, record, failure, whole=upload.done)

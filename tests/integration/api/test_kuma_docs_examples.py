@@ -57,22 +57,12 @@ PENDING: dict[str, dict[str, str]] = {
 # test_routes.py), but the sidecar enforces none of these types' fields yet, so the gate names
 # the section (routes) or each `default` field; the sidecar work empties these entries.
 _ROUTES_SECTION = {"spec.to": NOT_ENFORCED}
-_FROM_HTTP = {"spec.from[0].default.http": NOT_ENFORCED}
-_RULES_HTTP = {"spec.rules[0].default.http": NOT_ENFORCED}
-_RULES_LOCAL = {"spec.rules[0].default.local": NOT_ENFORCED}
 PENDING.update(
     {
         "meshhttproute/http-split.yaml": _ROUTES_SECTION,
         "meshhttproute/traffic-modifications.yaml": _ROUTES_SECTION,
         "meshhttproute/traffic-mirror.yaml": _ROUTES_SECTION,
         "meshhttproute/meshtimeout-route-to-backend-v2.yaml": _ROUTES_SECTION,
-        "meshfaultinjection/abort-from-frontend.yaml": _FROM_HTTP,
-        "meshfaultinjection/list-of-faults-from-frontend.yaml": _FROM_HTTP,
-        "meshfaultinjection/rules-abort-from-frontend.yaml": _RULES_HTTP,
-        "meshfaultinjection/rules-delay-from-frontend.yaml": _RULES_HTTP,
-        "meshfaultinjection/rules-list-of-faults-from-frontend.yaml": _RULES_HTTP,
-        "meshratelimit/http-rate-limit.yaml": _RULES_LOCAL,
-        "meshratelimit/tcp-rate-limit.yaml": _RULES_LOCAL,
     }
 )
 

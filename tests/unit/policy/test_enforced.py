@@ -363,6 +363,12 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         doc["name"] for _, doc in fixtures() if not unenforced_fields(resource(doc, enforced=False))
     }
     assert clean == {
+        "backend-from-mesh",
+        "backend-rate-limit",
+        "backend-tcp-rate-limit",
+        "default-fault-injection",
+        "list-of-faults",
+        "rules-list-of-faults",
         "backend-next-by-labels",
         "backend-zone-2-canary",
         "tcp-route-1",

@@ -459,8 +459,7 @@ NOT_ENFORCED_FIELDS = {
     "mesh-retry": ["spec.to[0].default.grpc"],
     # issue 14: Kuma's shape, not enforced by the sidecar yet
     "mesh-http-route": ["spec.to"],
-    "mesh-fault-injection": ["spec.from[0].default.http"],
-    "mesh-rate-limit": ["spec.rules[0].default.local"],
+    "mesh-fault-injection": ["spec.from[0].default.http[1].responseBandwidth"],
 }
 
 
