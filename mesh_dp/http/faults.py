@@ -9,7 +9,9 @@ Before a request goes to the application, in Envoy's filter order on Kuma's inbo
    delay with `delay.percentage`, then its abort with `abort.percentage`; an abort ends the
    chain, so a later fault's percentage counts the requests the earlier ones let through
    (Kuma: 70 % aborts then 50 % aborts give 70 % and 15 %). Delays add up, then an abort
-   answers `abort.httpStatus`.
+   answers `abort.httpStatus`; a request not aborted may get a `responseBandwidth` (the
+   lowest drawn): its response body leaves at that many bits per second, in slices of
+   1/16 s worth of bytes (`Pace`, as Envoy's response rate limit).
 
 The sidecar's own answers carry `x-meshfed-error` (`rate-limited`, `fault-abort`) like its
 other errors (errors.py). `choose` and `limited_response` are pure; the random source is
@@ -50,6 +52,7 @@ class Injected:
 
     delay: float = 0.0
     abort: int | None = None
+    bandwidth: int | None = None  # bits per second of the response body
 
 
 NOTHING = Injected()
@@ -58,12 +61,46 @@ NOTHING = Injected()
 def choose(faults: Iterable[HttpFault], rng: Callable[[], float]) -> Injected:
     """The faults one request gets; `rng()` draws uniformly from [0, 1) per percentage."""
     delay = 0.0
+    bandwidth: int | None = None
     for fault in faults:
         if fault.delay is not None and rng() * 100 < fault.delay.percentage:
             delay += fault.delay.seconds
         if fault.abort is not None and rng() * 100 < fault.abort.percentage:
             return Injected(delay, fault.abort.status)
-    return Injected(delay) if delay else NOTHING
+        slow = fault.response_bandwidth
+        if slow is not None and rng() * 100 < slow.percentage:
+            bps = slow.bits_per_second
+            bandwidth = bps if bandwidth is None else min(bandwidth, bps)
+    if not delay and bandwidth is None:
+        return NOTHING
+    return Injected(delay, None, bandwidth)
+
+
+class Pace:
+    """When each slice of a response body may leave so that it leaves at `bits_per_second`:
+    slices of 1/16 s worth of bytes (Envoy's), the first at once."""
+
+    SLICES_PER_SECOND = 16
+
+    def __init__(self, bits_per_second: int, clock: Callable[[], float]) -> None:
+        self.bytes_per_second = bits_per_second / 8
+        self.slice = max(1, int(self.bytes_per_second / self.SLICES_PER_SECOND))
+        self._clock = clock
+        self._start: float | None = None
+        self._sent = 0
+
+    def wait_before(self, n: int) -> float:
+        """Seconds to wait before sending the next `n` bytes (then counted as sent)."""
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._sent / self.bytes_per_second
+        self._sent += n
+        return max(0.0, due - now)
+
+
+# The pace of the response of the request this task serves (None: not limited).
+_PACE: contextvars.ContextVar[Pace | None] = contextvars.ContextVar("pace", default=None)
 
 
 def _clean(value: str) -> bool:
@@ -137,6 +174,7 @@ class InboundTraffic:
     ) -> None:
         self._inbound = inbound
         self._rng = rng or random.Random().random
+        self._clock = clock
         self.requests = Buckets(clock)
         self.aborted = 0  # requests answered by a fault (logs, tests)
 
@@ -146,6 +184,7 @@ class InboundTraffic:
         """None: the request goes on. Else the sidecar answered it (the rate limit or an
         abort) and the value says whether the connection stays open."""
         inbound = self._inbound()
+        _PACE.set(None)
         keep = whole and head.keep_alive and not head.upgrade
         head_only = head.method == b"HEAD"
         rl = inbound.rate_limit
@@ -159,6 +198,8 @@ class InboundTraffic:
         if injected.delay > 0:
             await asyncio.sleep(injected.delay)
         if injected.abort is None:
+            if injected.bandwidth is not None:
+                _PACE.set(Pace(injected.bandwidth, self._clock))
             return None
         self.aborted += 1
         down.write(
@@ -166,3 +207,20 @@ class InboundTraffic:
         )
         record.status, record.error = injected.abort, FAULT_ABORT
         return keep
+
+    def paced(self) -> bool:
+        """Whether the response of the request this task serves has a responseBandwidth."""
+        return _PACE.get() is not None
+
+    async def write_paced(self, down: Conn, data: bytes) -> None:
+        """Writes `data` (response body bytes) to the caller, slice by slice, at the pace."""
+        pace = _PACE.get()
+        assert pace is not None
+        view = memoryview(data)
+        for at in range(0, len(data), pace.slice):
+            piece = view[at : at + pace.slice]
+            wait = pace.wait_before(len(piece))
+            if wait > 0:
+                await asyncio.sleep(wait)
+            down.write(bytes(piece))
+            await down.drain()

@@ -575,9 +575,12 @@ class HttpProxy:
                     break
                 if isinstance(ev, bytes):
                     record.sent += len(ev)
-                    down.write(held + encoder.encode(ev))
+                    if self.traffic is not None and self.traffic.paced():
+                        await self.traffic.write_paced(down, held + encoder.encode(ev))
+                    else:
+                        down.write(held + encoder.encode(ev))
+                        await down.drain()
                     held = b""
-                    await down.drain()
             complete = upload.done and upload.failed is None
             reusable = final.keep_alive and complete and parser.stray == 0
             if reusable and not self._too_old(up, policy):

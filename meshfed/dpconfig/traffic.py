@@ -33,6 +33,7 @@ DEFAULT_RATE_LIMIT_STATUS = 429  # Kuma's (and Envoy's local rate limit's) defau
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 Status = Annotated[int, msgspec.Meta(ge=100, le=599)]
 Positive = Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+BitRate = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=float(2**32))]
 
 
@@ -50,11 +51,20 @@ class Delay(_Message, frozen=True):
     percentage: Percent
 
 
+class Bandwidth(_Message, frozen=True):
+    """`responseBandwidth`: the response body at most `bits_per_second` (`10kbps`: 10,000)."""
+
+    bits_per_second: BitRate
+    percentage: Percent
+
+
 class HttpFault(_Message, frozen=True):
-    """One item of a MeshFaultInjection `http` list: Envoy's fault filter, delay then abort."""
+    """One item of a MeshFaultInjection `http` list: Envoy's fault filter, delay then abort,
+    then the response's bandwidth."""
 
     abort: Abort | None = None
     delay: Delay | None = None
+    response_bandwidth: Bandwidth | None = None
 
 
 Faults = tuple[HttpFault, ...]

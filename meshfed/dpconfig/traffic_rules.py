@@ -9,6 +9,7 @@ from typing import Any
 from meshfed.dpconfig.traffic import (
     DEFAULT_RATE_LIMIT_STATUS,
     Abort,
+    Bandwidth,
     Delay,
     FaultRule,
     Faults,
@@ -44,8 +45,23 @@ def _fault_list(conf: Any) -> Faults | None:
             abort = Abort(fault.abort.http_status, float(fault.abort.percentage))
         if fault.delay is not None:
             delay = Delay(fault.delay.value.total_seconds(), float(fault.delay.percentage))
-        out.append(HttpFault(abort=abort, delay=delay))
+        bandwidth = None
+        if fault.response_bandwidth is not None:
+            limit = fault.response_bandwidth.limit
+            bandwidth = Bandwidth(
+                bits_per_second(limit), float(fault.response_bandwidth.percentage)
+            )
+        out.append(HttpFault(abort=abort, delay=delay, response_bandwidth=bandwidth))
     return tuple(out)
+
+
+_UNITS = {"k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def bits_per_second(limit: str) -> int:
+    """A validated `responseBandwidth.limit` (`10kbps`, `50 Mbps`) in bits per second (SI)."""
+    text = limit.replace(" ", "").removesuffix("bps")
+    return max(1, min(int(text[:-1]) * _UNITS[text[-1]], 2**53))
 
 
 def _matchers(raw: Any) -> tuple[SpiffeMatch, ...]:

@@ -40,8 +40,8 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | pinned to a zone by `kuma.io/zone` may carry no other  |
 |                           |         | tag (another zone's ingress cannot pick by tag)        |
 | MeshHTTPRoute             | to[]    | nothing yet (issue 14: the whole section is refused)   |
-| MeshFaultInjection        | from[], | http[].abort, http[].delay (not responseBandwidth);    |
-|                           | rules[] | callers by service (from[]) or SPIFFE ID (rules[])     |
+| MeshFaultInjection        | from[], | http[].abort, delay, responseBandwidth; callers by     |
+|                           | rules[] | service (from[]) or SPIFFE ID (rules[])                |
 | MeshRateLimit             | from[], | local.http (disabled, requestRate, onRateLimit status, |
 |                           | rules[] | headers set/add), local.tcp (disabled, connectionRate);|
 |                           |         | not `rules[].matches` (one bucket per inbound)         |
@@ -147,7 +147,7 @@ _HASH_POLICY: Final[Fields] = {
 }
 
 # MeshFaultInjection: Envoy's fault filter per item, delay then abort (mesh_dp/http/faults.py)
-_FAULTS: Final[Fields] = {"http": {"abort": ANY, "delay": ANY}}
+_FAULTS: Final[Fields] = {"http": {"abort": ANY, "delay": ANY, "responseBandwidth": ANY}}
 # MeshRateLimit: Envoy's local rate limits, one token bucket per inbound (mesh_dp/ratelimit.py)
 _RATE_LIMIT: Final[Fields] = {
     "local": {

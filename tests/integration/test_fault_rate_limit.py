@@ -196,3 +196,31 @@ def test_abort_half_of_the_callers_requests_then_delay_then_none(w: World) -> No
         conn.close()
     assert all(status == 200 for status, _, _ in answers), answers
     assert sorted(took for _, _, took in answers)[10] < 0.3, answers  # no delay any more
+
+
+def test_response_bandwidth_paces_the_body(w: World) -> None:
+    backend = w.backends[0]
+    narrow = {"http": [{"responseBandwidth": {"limit": "16kbps", "percentage": 100}}]}
+    apply(w, backend, FAULTS, "narrow", {"rules": [{"default": narrow}]})
+    body = bytes(range(256)) * 8  # 2,048 bytes at 2,000 bytes/s: about a second
+    conn = http.client.HTTPConnection(w.vip, w.port, timeout=10)
+    try:
+        start = time.monotonic()
+        conn.request("POST", "/echo", body=body, headers={"Host": "backend"})
+        resp = conn.getresponse()
+        got = resp.read()
+        took = time.monotonic() - start
+    finally:
+        conn.close()
+    assert resp.status == 200 and got == body
+    assert took >= 0.8, took
+
+    delete(w, backend, FAULTS, "narrow", "meshfaultinjections")
+    conn = http.client.HTTPConnection(w.vip, w.port, timeout=10)
+    try:
+        start = time.monotonic()
+        conn.request("POST", "/echo", body=body, headers={"Host": "backend"})
+        assert conn.getresponse().read() == body
+        assert time.monotonic() - start < 0.8
+    finally:
+        conn.close()

@@ -10,13 +10,14 @@ import msgspec
 from meshfed.dpconfig.model import Inbound
 from meshfed.dpconfig.traffic import (
     Abort,
+    Bandwidth,
     Delay,
     HttpFault,
     InboundFaults,
     InboundRateLimit,
     Rate,
 )
-from meshfed.dpconfig.traffic_rules import compile_faults, compile_rate_limit
+from meshfed.dpconfig.traffic_rules import bits_per_second, compile_faults, compile_rate_limit
 from meshfed.policy.rules import match
 from meshfed.policy.targetref import view_of
 from tests.unit.policy.factories import MESH, MESH_REF, dataplane, inbound, policy, subset
@@ -131,3 +132,13 @@ def test_the_inbound_config_carries_them_and_round_trips() -> None:
     assert msgspec.json.decode(msgspec.json.encode(faults), type=InboundFaults) == faults
     assert msgspec.json.decode(msgspec.json.encode(limit), type=InboundRateLimit) == limit
     assert "faults" in Inbound.__struct_fields__ and "rate_limit" in Inbound.__struct_fields__
+
+
+def test_bandwidth_limits_in_bits_per_second() -> None:
+    assert bits_per_second("10kbps") == 10_000
+    assert bits_per_second("50 Mbps") == 50_000_000
+    assert bits_per_second("1Gbps") == 10**9
+    assert bits_per_second("0kbps") == 1  # never zero: a body would never end
+    slow = {"responseBandwidth": {"limit": "8kbps", "percentage": 25}}
+    got = compile_faults(match([fi("bw", from_=[frm(MESH_REF, slow)])], VIEW), 0, MESH)
+    assert got.for_caller(FRONTEND) == (HttpFault(response_bandwidth=Bandwidth(8_000, 25.0)),)

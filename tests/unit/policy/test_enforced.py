@@ -364,6 +364,7 @@ def test_kuma_examples_within_the_enforced_set() -> None:
     }
     assert clean == {
         "backend-from-mesh",
+        "bandwidth",
         "backend-rate-limit",
         "backend-tcp-rate-limit",
         "default-fault-injection",

@@ -35,7 +35,6 @@ DOCS = load_all()
 # sidecar would not act on (HTTP-level settings of a TCP proxy, inbound sections it does not
 # enforce, callers by tags a certificate does not carry, ...).
 REFUSED: dict[str, list[str]] = {
-    "MeshFaultInjection/bandwidth": ["spec.from[0].default.http[0].responseBandwidth"],
     "MeshRateLimit/per-caller": ["spec.rules[0].matches"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",

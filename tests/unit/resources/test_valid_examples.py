@@ -459,7 +459,6 @@ NOT_ENFORCED_FIELDS = {
     "mesh-retry": ["spec.to[0].default.grpc"],
     # issue 14: Kuma's shape, not enforced by the sidecar yet
     "mesh-http-route": ["spec.to"],
-    "mesh-fault-injection": ["spec.from[0].default.http[1].responseBandwidth"],
 }
 
 

@@ -5,9 +5,23 @@ from __future__ import annotations
 import itertools
 import random
 
-from mesh_dp.http.faults import NOTHING, Injected, choose, limited_response, sidecar_response
+from mesh_dp.http.faults import (
+    NOTHING,
+    Injected,
+    Pace,
+    choose,
+    limited_response,
+    sidecar_response,
+)
 from mesh_dp.http.parse import ResponseParser
-from meshfed.dpconfig.traffic import Abort, Delay, HttpFault, InboundRateLimit, Rate
+from meshfed.dpconfig.traffic import (
+    Abort,
+    Bandwidth,
+    Delay,
+    HttpFault,
+    InboundRateLimit,
+    Rate,
+)
 
 
 def draws(*values: float):  # type: ignore[no-untyped-def]
@@ -98,3 +112,26 @@ def test_any_status_has_a_reason_line() -> None:
         assert sidecar_response(status, "fault-abort", close=True, head_only=True).startswith(
             b"HTTP/1.1 %d " % status
         )
+
+
+def test_bandwidth_is_drawn_unless_aborted_and_the_lowest_wins() -> None:
+    faults = [
+        HttpFault(response_bandwidth=Bandwidth(80_000, 100.0)),
+        HttpFault(abort=Abort(500, 50.0), response_bandwidth=Bandwidth(8_000, 50.0)),
+    ]
+    assert choose(faults, draws(0.0, 0.9, 0.1)) == Injected(0.0, None, 8_000)
+    assert choose(faults, draws(0.0, 0.9, 0.9)) == Injected(0.0, None, 80_000)
+    assert choose(faults, draws(0.0, 0.1)) == Injected(0.0, 500, None)
+
+
+def test_pace_sends_slices_on_a_grid_from_the_first() -> None:
+    now = [10.0]
+    pace = Pace(16_000, lambda: now[0])  # 2,000 bytes/s: slices of 125 bytes
+    assert pace.slice == 125
+    assert pace.wait_before(125) == 0.0
+    assert pace.wait_before(125) == 0.0625
+    now[0] += 0.0625
+    assert pace.wait_before(125) == 0.0625
+    now[0] += 2.0  # the application was slow: no wait owed
+    assert pace.wait_before(125) == 0.0
+    assert Pace(8, lambda: 0.0).slice == 1  # a byte a second: one byte at a time
