@@ -5,6 +5,7 @@ the same chain as benchmarks/sidecar_http.py (wrk -> web sidecar -> mTLS -> back
 - `none`: no such policy (the callback path, fast.py, serves every request);
 - `rate-limit`: a MeshRateLimit that never triggers (10^9 requests per second);
 - `faults-other`: a MeshFaultInjection whose faults are for another caller only;
+- `none-other` (with `--compare-with DIR`): `none` on the mesh_dp package in DIR;
 
 run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
 warm-up. Prints requests/s, p50/p99 and the proxies' CPU per request, and each variant's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -62,6 +64,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--body", type=int, default=1024, help="request and response bytes")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="also run `none` with the mesh_dp package found in DIR (an A/B of the code: "
+        "`git archive <commit> mesh_dp | tar -x -C DIR`)",
+    )
     args = parser.parse_args()
     found = nginx_binary()
     if shutil.which("wrk") is None or found is None:
@@ -80,6 +88,12 @@ def main() -> None:
             for name, extra in VARIANTS.items()
             if name in args.variants.split(",")
         }
+        if args.compare_with:
+            os.environ["PYTHONPATH"] = args.compare_with  # inherited by the sidecars
+            try:
+                setups["none-other"] = start_meshfed(procs, ca, app_port, "http")
+            finally:
+                del os.environ["PYTHONPATH"]
         names = list(setups)
         for rnd in range(args.rounds):
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:

@@ -28,14 +28,18 @@ class TokenBucket:
         self._tokens = num
         self._filled_at = clock()
 
-    def take(self) -> bool:
-        """A token if one is left (True), after the fills due by now."""
+    def peek(self) -> bool:
+        """Whether a token is left, after the fills due by now (none is taken)."""
         now = self._clock()
         if now - self._filled_at >= self.interval:
             fills = int((now - self._filled_at) // self.interval) if self.interval > 0 else 1
             self._filled_at += fills * self.interval
             self._tokens = self.num
-        if self._tokens > 0:
+        return self._tokens > 0
+
+    def take(self) -> bool:
+        """A token if one is left (True), after the fills due by now."""
+        if self.peek():
             self._tokens -= 1
             return True
         return False
@@ -58,6 +62,11 @@ class Buckets:
                 None if rate is None else TokenBucket(rate.num, rate.interval, self._clock)
             )
         return self._bucket
+
+    def has_room(self, rate: Rate | None) -> bool:
+        """Whether `admit` would let one more pass now (nothing is taken)."""
+        bucket = self.bucket(rate)
+        return bucket is None or bucket.peek()
 
     def admit(self, rate: Rate | None) -> bool:
         """Whether one more request or connection may pass under `rate`."""

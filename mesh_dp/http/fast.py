@@ -185,7 +185,8 @@ class Lane:
             return False  # the body streams in: proxy.py streams it up
         if self.allowed is not None and not self.allowed():
             return False
-        if self.proxy.traffic is not None:  # a rate limit or faults: proxy.py applies them
+        traffic = self.proxy.traffic  # MeshRateLimit, MeshFaultInjection (faults.py)
+        if traffic is not None and not traffic.fast(self.ctx):
             return False
         limits = self.proxy.limits
         return limits.requests < limits.caps.max_requests
@@ -206,6 +207,8 @@ class Lane:
             self._finish(Slow(endpoint))  # proxy.py opens a connection to it
             return
         # The request is ours from here on.
+        if proxy.traffic is not None:
+            proxy.traffic.take()
         now = self.clock()
         self.start = self._head_at if self._waiting is head else now
         self._waiting = None

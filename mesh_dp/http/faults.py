@@ -34,7 +34,7 @@ from mesh_dp.http.errors import ERROR_HEADER
 from mesh_dp.http.parse import RequestHead
 from mesh_dp.ratelimit import Buckets
 from meshfed.dpconfig.model import Inbound
-from meshfed.dpconfig.traffic import HttpFault, InboundRateLimit
+from meshfed.dpconfig.traffic import Faults, HttpFault, InboundFaults, InboundRateLimit
 
 # The verified SPIFFE ID of the caller of the inbound connection this task serves.
 CALLER_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller_id", default=None)
@@ -43,6 +43,7 @@ RATE_LIMITED = "rate-limited"
 FAULT_ABORT = "fault-abort"
 # Headers a policy may not set on the sidecar's answer: they frame the response.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+_CALLERS_KEPT = 1024  # callers whose faults are remembered (then the memo starts over)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,10 @@ def applies(inbound: Inbound) -> bool:
 
 
 class InboundTraffic:
-    """One HTTP inbound's request rate limit and faults (proxy.py calls `apply` per request
-    before the first attempt; fast.py leaves requests to it while it is set)."""
+    """One HTTP inbound's request rate limit and faults. proxy.py calls `apply` per request
+    before the first attempt. fast.py keeps a request when `fast` says nothing would happen
+    to it (a token is left, no fault is for its caller) and then takes its token (`take`)
+    once it sends the request; else it leaves the request to proxy.py."""
 
     def __init__(
         self,
@@ -177,6 +180,31 @@ class InboundTraffic:
         self._clock = clock
         self.requests = Buckets(clock)
         self.aborted = 0  # requests answered by a fault (logs, tests)
+        # the faults per caller of the current InboundFaults, looked up once per caller
+        self._faults: InboundFaults | None = None
+        self._by_caller: dict[str | None, Faults] = {}
+
+    def faults_for(self, faults: InboundFaults, caller: str | None) -> Faults:
+        if faults is not self._faults:
+            self._faults, self._by_caller = faults, {}
+        found = self._by_caller.get(caller)
+        if found is None:
+            if len(self._by_caller) >= _CALLERS_KEPT:
+                self._by_caller.clear()
+            found = self._by_caller[caller] = faults.for_caller(caller)
+        return found
+
+    def fast(self, ctx: contextvars.Context) -> bool:
+        """Whether the callback path may serve the next request of the connection whose
+        serving task's context is `ctx`: no fault for its caller, a token left."""
+        inbound = self._inbound()
+        if inbound.faults.sources and self.faults_for(inbound.faults, ctx.get(CALLER_ID)):
+            return False
+        return self.requests.has_room(inbound.rate_limit.http)
+
+    def take(self) -> None:
+        """The callback path sends a request `fast` allowed: its token."""
+        self.requests.admit(self._inbound().rate_limit.http)
 
     async def apply(
         self, down: Conn, head: RequestHead, record: Record, *, whole: bool
@@ -194,7 +222,7 @@ class InboundTraffic:
             return keep
         if not inbound.faults.sources:
             return None
-        injected = choose(inbound.faults.for_caller(CALLER_ID.get()), self._rng)
+        injected = choose(self.faults_for(inbound.faults, CALLER_ID.get()), self._rng)
         if injected.delay > 0:
             await asyncio.sleep(injected.delay)
         if injected.abort is None:

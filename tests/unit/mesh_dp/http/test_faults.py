@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import random
 
 from mesh_dp.http.faults import (
+    CALLER_ID,
     NOTHING,
+    InboundTraffic,
     Injected,
     Pace,
     choose,
@@ -14,14 +17,17 @@ from mesh_dp.http.faults import (
     sidecar_response,
 )
 from mesh_dp.http.parse import ResponseParser
+from meshfed.dpconfig.model import Inbound
 from meshfed.dpconfig.traffic import (
     Abort,
     Bandwidth,
     Delay,
     HttpFault,
+    InboundFaults,
     InboundRateLimit,
     Rate,
 )
+from meshfed.policy.permissions import Permissions
 
 
 def draws(*values: float):  # type: ignore[no-untyped-def]
@@ -135,3 +141,51 @@ def test_pace_sends_slices_on_a_grid_from_the_first() -> None:
     now[0] += 2.0  # the application was slow: no wait owed
     assert pace.wait_before(125) == 0.0
     assert Pace(8, lambda: 0.0).slice == 1  # a byte a second: one byte at a time
+
+
+def inbound(faults: InboundFaults, rate: InboundRateLimit) -> Inbound:
+    return Inbound(
+        "",
+        "127.0.0.1",
+        8080,
+        "127.0.0.1",
+        80,
+        "backend",
+        {},
+        Permissions(mesh="default"),
+        protocol="http",
+        faults=faults,
+        rate_limit=rate,
+    )
+
+
+def with_caller(caller: str | None) -> contextvars.Context:
+    ctx = contextvars.copy_context()
+    ctx.run(CALLER_ID.set, caller)
+    return ctx
+
+
+def test_the_callback_path_keeps_requests_no_fault_is_for() -> None:
+    faults = InboundFaults(
+        mesh="default",
+        services={"web": (HttpFault(abort=Abort(503, 50.0)),)},
+        sources=("MeshFaultInjection/f",),
+    )
+    traffic = InboundTraffic(lambda: inbound(faults, InboundRateLimit()))
+    assert not traffic.fast(with_caller("spiffe://default/web"))
+    assert traffic.fast(with_caller("spiffe://default/other"))
+    assert traffic.fast(with_caller(None))
+
+
+def test_the_callback_path_takes_tokens_while_they_last() -> None:
+    now = [0.0]
+    limit = InboundRateLimit(http=Rate(2, 60.0), sources=("MeshRateLimit/r",))
+    traffic = InboundTraffic(lambda: inbound(InboundFaults(), limit), clock=lambda: now[0])
+    ctx = with_caller("spiffe://default/web")
+    for _ in range(2):
+        assert traffic.fast(ctx)
+        traffic.take()
+    assert not traffic.fast(ctx)  # proxy.py answers it (onRateLimit)
+    assert traffic.requests.limited == 0  # counted there, once
+    now[0] += 60.0
+    assert traffic.fast(ctx)
