@@ -298,10 +298,12 @@ def start_app(procs: Procs) -> int:
     return port
 
 
-def start_meshfed(procs: Procs, ca: MeshCA, app_port: int, protocol: str = "tcp") -> Setup:
+def start_meshfed(
+    procs: Procs, ca: MeshCA, app_port: int, protocol: str = "tcp", **inbound: Any
+) -> Setup:
     """web's sidecar (outbound `backend` on the returned port) and backend's sidecar (inbound
     to the app); `protocol` is both services' kuma.io/protocol (tcp: byte relay, http: the
-    HTTP/1.1 proxy)."""
+    HTTP/1.1 proxy); `inbound`: more fields of backend's Inbound (its policies)."""
     inbound_port, outbound_port = free_port(), free_port()
     backend = SidecarConfig(
         mesh="default",
@@ -320,6 +322,7 @@ def start_meshfed(procs: Procs, ca: MeshCA, app_port: int, protocol: str = "tcp"
                 {},
                 allow_all("default"),
                 protocol=protocol,
+                **inbound,
             ),
         ),
         outbounds=(),

@@ -33,10 +33,12 @@ from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.attempt import RequestPolicy
 from mesh_dp.http.conn import Conn
+from mesh_dp.http.faults import CALLER_ID, InboundTraffic, applies
 from mesh_dp.http.parse import ProtocolError, RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy
 from mesh_dp.http.timeouts import HttpTimeouts
+from mesh_dp.ratelimit import Buckets
 from mesh_dp.relay import Link, Side, describe
 from mesh_dp.stats import InboundStats
 from mesh_dp.tlsconf import TlsContexts
@@ -153,6 +155,10 @@ class InboundListener:
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.links: set[Link] = set()
+        # MeshRateLimit and MeshFaultInjection (decision 128)
+        self.traffic = InboundTraffic(lambda: self.inbound)
+        self.connection_rate = Buckets()
+        self.update(inbound)
 
     @property
     def stats(self) -> InboundStats:
@@ -173,8 +179,10 @@ class InboundListener:
         self._accept_task = asyncio.create_task(self._accept_loop(self._sock))
 
     def update(self, inbound: Inbound) -> None:
-        """Same address and port, new permissions or application address: for new connections."""
+        """Same address and port, new permissions or application address: for new connections;
+        a new rate limit or faults: for the next request."""
         self.inbound = inbound
+        self.http.traffic = self.traffic if applies(inbound) else None
 
     def close(self) -> None:
         """Stops accepting; open connections finish on their own."""
@@ -199,6 +207,10 @@ class InboundListener:
                 await asyncio.sleep(0.1)
                 continue
             self.stats.connections_total += 1
+            if not self.connection_rate.admit(self.inbound.rate_limit.tcp):
+                log.debug("inbound %s: MeshRateLimit connectionRate: closed", self.where)
+                conn.close()  # Envoy's local rate limit closes it before anything is read
+                continue
             task = asyncio.create_task(self._handle(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -241,6 +253,7 @@ class InboundListener:
         caller: str | None = None
         if contexts is not None:
             caller = self._caller(client)
+            CALLER_ID.set(caller)  # this task serves this one connection (faults.py)
             if not self._authorize(caller, inbound):
                 if isinstance(client, Conn):
                     await self._deny_http(client)

@@ -188,6 +188,9 @@ class Lane:
             return False  # a MeshHTTPRoute rule's filters: proxy.py applies them
         if self.allowed is not None and not self.allowed():
             return False
+        traffic = self.proxy.traffic  # MeshRateLimit, MeshFaultInjection (faults.py)
+        if traffic is not None and not traffic.fast(self.ctx):
+            return False
         limits = self.proxy.limits
         return limits.requests < limits.caps.max_requests
 
@@ -207,6 +210,8 @@ class Lane:
             self._finish(Slow(endpoint))  # proxy.py opens a connection to it
             return
         # The request is ours from here on.
+        if proxy.traffic is not None:
+            proxy.traffic.take()
         now = self.clock()
         self.start = self._head_at if self._waiting is head else now
         self._waiting = None

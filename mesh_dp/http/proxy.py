@@ -57,6 +57,7 @@ from mesh_dp.http.attempt import (
 from mesh_dp.http.conn import Conn
 from mesh_dp.http.errors import error_response, status_of
 from mesh_dp.http.fast import Lane
+from mesh_dp.http.faults import InboundTraffic
 from mesh_dp.http.headers import BodyEncoder, request_bytes, response_bytes, response_framing
 from mesh_dp.http.limits import Limits
 from mesh_dp.http.parse import (
@@ -136,6 +137,8 @@ class HttpProxy:
         self._clock = clock
         self._rng = rng or random.Random()
         self.routes: Filtering | None = None  # MeshHTTPRoute filters (route.py), outbound
+        # An inbound's MeshRateLimit and MeshFaultInjection (faults.py); None: none applies
+        self.traffic: InboundTraffic | None = None
 
     async def serve(self, down: Conn, allowed: Callable[[], bool] | None = None) -> None:
         """Answers the connection's requests until it ends or must close. `allowed` (inbound,
@@ -268,6 +271,10 @@ class HttpProxy:
                     return self._redirect(down, head, record, upload, action)
                 if action is not None:
                     head, hint = self._routed(down, head, action, upload, hint)
+                if self.traffic is not None:
+                    answered = await self.traffic.apply(down, head, record, whole=upload.done)
+                    if answered is not None:
+                        return answered
             return await self._attempt(down, head, record, upload, policy, hint, resume)
         except Failed as failure:
             return self.answer(down, head, record, failure, whole=upload.done)
@@ -618,9 +625,12 @@ class HttpProxy:
                     break
                 if isinstance(ev, bytes):
                     record.sent += len(ev)
-                    down.write(held + encoder.encode(ev))
+                    if self.traffic is not None and self.traffic.paced():
+                        await self.traffic.write_paced(down, held + encoder.encode(ev))
+                    else:
+                        down.write(held + encoder.encode(ev))
+                        await down.drain()
                     held = b""
-                    await down.drain()
             complete = upload.done and upload.failed is None
             reusable = final.keep_alive and complete and parser.stray == 0
             if reusable and not self._too_old(up, policy):

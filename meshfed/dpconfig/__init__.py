@@ -6,6 +6,8 @@
   zone's ZoneIngress `availableServices`;
 - build.py: `build_sidecar_config`, `build_ingress_config` (pure);
 - policies.py: the enforced policy fields of an outbound;
+- traffic.py, traffic_rules.py: an inbound's MeshFaultInjection and MeshRateLimit (the
+  config's messages; their merge from the matched policies);
 - protocol.py: the DataplaneConfig stream messages (proto/dataplane.proto);
 - sni.py: the SNI naming a service and its mesh on cross-zone connections (the configs
   carry it; zone-ingress decodes it).

@@ -80,6 +80,12 @@ from meshfed.dpconfig.policies import (
     tcp_route,
 )
 from meshfed.dpconfig.sni import SniError, encode_sni
+from meshfed.dpconfig.traffic_rules import (
+    MESH_FAULT_INJECTION,
+    MESH_RATE_LIMIT,
+    compile_faults,
+    compile_rate_limit,
+)
 from meshfed.pki.leaf import Leaf
 from meshfed.pki.spiffe import PkiError, service_id
 from meshfed.policy.permissions import compile_permissions
@@ -375,6 +381,10 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
                 ),
                 protocol=protocol_of(tags),
                 timeouts=inbound_timeouts(matched_mt, view.index),
+                faults=compile_faults(
+                    b.matched.get(MESH_FAULT_INJECTION, ()), view.index, b.view.mesh
+                ),
+                rate_limit=compile_rate_limit(b.matched.get(MESH_RATE_LIMIT, ()), view.index),
             )
         )
     return out
@@ -429,6 +439,8 @@ def build_sidecar_config(
         t: match(policies.get(t, ()), view)
         for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION, MESH_TCP_ROUTE, MESH_HTTP_ROUTE)
     }
+    for t in (MESH_FAULT_INJECTION, MESH_RATE_LIMIT):  # inbound only (traffic_rules.py)
+        matched[t] = match(policies.get(t, ()), view)
     b = _Builder(view, zone, mtls, catalog, matched)
     outbounds = sorted(
         b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")

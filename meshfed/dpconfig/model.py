@@ -45,6 +45,7 @@ from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
 
 import msgspec
 
+from meshfed.dpconfig.traffic import InboundFaults, InboundRateLimit
 from meshfed.policy.permissions import Permissions
 
 PORT_MAX = 65535
@@ -294,6 +295,9 @@ class Inbound(Message, frozen=True):
     permissions: Permissions
     protocol: Protocol = "tcp"
     timeouts: InboundTimeouts = InboundTimeouts()
+    # MeshFaultInjection, MeshRateLimit (meshfed/dpconfig/traffic.py)
+    faults: InboundFaults = InboundFaults()
+    rate_limit: InboundRateLimit = InboundRateLimit()
 
 
 class Split(Message, frozen=True):

@@ -46,8 +46,11 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | RequestRedirect, URLRewrite (hostname, path),          |
 |                           |         | RequestMirror (percentage, backendRef kind/name/labels/|
 |                           |         | tags) (mesh_dp/http/route.py)                          |
-| MeshFaultInjection,       | from[], | nothing yet (each `default` field is refused)          |
-| MeshRateLimit             | rules[] |                                                        |
+| MeshFaultInjection        | from[], | http[].abort, delay, responseBandwidth; callers by     |
+|                           | rules[] | service (from[]) or SPIFFE ID (rules[])                |
+| MeshRateLimit             | from[], | local.http (disabled, requestRate, onRateLimit status, |
+|                           | rules[] | headers set/add), local.tcp (disabled, connectionRate);|
+|                           |         | not `rules[].matches` (one bucket per inbound)         |
 
 Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane),
 a MeshService by `name` or by `labels` (meshfed/policy/targetref.py).
@@ -135,6 +138,8 @@ class Enforced:
     rules: Fields | None = None
     # a route: `to[]` holds `rules[].default` rather than `default` (MeshTCPRoute)
     routes: bool = False
+    # `rules[].matches` (callers by SPIFFE ID) is acted on
+    rule_matches: bool = True
 
 
 # One RingHash / Maglev hash policy (mesh_dp/http/hashing.py). A cookie is hashed when the
@@ -150,6 +155,19 @@ _HASH_POLICY: Final[Fields] = {
 
 # A route's backendRef: one weighted endpoint set (meshfed/dpconfig/build.py)
 _BACKEND_REF: Final[Fields] = {"kind": ANY, "name": ANY, "labels": ANY, "tags": ANY, "weight": ANY}
+# MeshFaultInjection: Envoy's fault filter per item, delay then abort (mesh_dp/http/faults.py)
+_FAULTS: Final[Fields] = {"http": {"abort": ANY, "delay": ANY, "responseBandwidth": ANY}}
+# MeshRateLimit: Envoy's local rate limits, one token bucket per inbound (mesh_dp/ratelimit.py)
+_RATE_LIMIT: Final[Fields] = {
+    "local": {
+        "http": {
+            "disabled": ANY,
+            "requestRate": ANY,
+            "onRateLimit": {"status": ANY, "headers": {"set": ANY, "add": ANY}},
+        },
+        "tcp": {"disabled": ANY, "connectionRate": ANY},
+    }
+}
 
 ENFORCED: Final[Mapping[str, Enforced]] = {
     "MeshTrafficPermission": Enforced(
@@ -259,8 +277,9 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
         },
         routes=True,
     ),
-    "MeshFaultInjection": Enforced(from_={}, rules={}),
-    "MeshRateLimit": Enforced(from_={}, rules={}),
+    # meshfed/dpconfig/traffic_rules.py, mesh_dp/http/faults.py, mesh_dp/ratelimit.py
+    "MeshFaultInjection": Enforced(from_=_FAULTS, rules=_FAULTS),
+    "MeshRateLimit": Enforced(from_=_RATE_LIMIT, rules=_RATE_LIMIT, rule_matches=False),
 }
 
 _SECTIONS: Final = (("to", "to"), ("from_", "from"), ("rules", "rules"))
@@ -348,6 +367,11 @@ def _zone_subsets(default: Any, path: str) -> list[FieldError]:
     return errors
 
 
+RULE_MATCHES: Final = (
+    f"{NOT_ENFORCED}: one token bucket serves every caller of an inbound (leave `matches` out)"
+)
+
+
 def _route_defaults(item: dict[str, Any], at: str) -> list[tuple[Any, str]]:
     """The `rules[].default` blocks of a route's `to[]` entry, with their paths."""
     rules = item.get("rules")
@@ -423,6 +447,8 @@ def unenforced_fields(policy: Resource) -> list[FieldError]:
                 errors += _regexes(item, at)
                 continue
             errors += _check_fields(item.get("default"), fields, join(at, "default"))
+            if section == "rules" and not enforced.rule_matches and item.get("matches"):
+                errors.append(FieldError(join(at, "matches"), RULE_MATCHES))
             if section == "from":
                 errors += _caller_tags(item.get("targetRef"), join(at, "targetRef"))
     return errors

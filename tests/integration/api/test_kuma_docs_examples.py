@@ -53,26 +53,6 @@ PENDING: dict[str, dict[str, str]] = {
 }
 
 
-# Issue 14: Kuma's schema is in (each of these passes the model: tests/unit/resources/models/
-# test_routes.py), but the sidecar enforces none of these types' fields yet, so the gate names
-# the section (routes) or each `default` field; the sidecar work empties these entries.
-_ROUTES_SECTION = {"spec.to": NOT_ENFORCED}
-_FROM_HTTP = {"spec.from[0].default.http": NOT_ENFORCED}
-_RULES_HTTP = {"spec.rules[0].default.http": NOT_ENFORCED}
-_RULES_LOCAL = {"spec.rules[0].default.local": NOT_ENFORCED}
-PENDING.update(
-    {
-        "meshfaultinjection/abort-from-frontend.yaml": _FROM_HTTP,
-        "meshfaultinjection/list-of-faults-from-frontend.yaml": _FROM_HTTP,
-        "meshfaultinjection/rules-abort-from-frontend.yaml": _RULES_HTTP,
-        "meshfaultinjection/rules-delay-from-frontend.yaml": _RULES_HTTP,
-        "meshfaultinjection/rules-list-of-faults-from-frontend.yaml": _RULES_HTTP,
-        "meshratelimit/http-rate-limit.yaml": _RULES_LOCAL,
-        "meshratelimit/tcp-rate-limit.yaml": _RULES_LOCAL,
-    }
-)
-
-
 def fixture_names() -> list[str]:
     return sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*.yaml"))
 

@@ -363,6 +363,13 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         doc["name"] for _, doc in fixtures() if not unenforced_fields(resource(doc, enforced=False))
     }
     assert clean == {
+        "backend-from-mesh",
+        "bandwidth",
+        "backend-rate-limit",
+        "backend-tcp-rate-limit",
+        "default-fault-injection",
+        "list-of-faults",
+        "rules-list-of-faults",
         "backend-next-by-labels",
         "http-split",
         "http-route-modifications",

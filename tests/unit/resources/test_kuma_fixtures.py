@@ -36,6 +36,7 @@ DOCS = load_all()
 # enforce, callers by tags a certificate does not carry, ...).
 REFUSED: dict[str, list[str]] = {
     "MeshHTTPRoute/bad-regex": ["spec.to[0].rules[0].matches[0].path.value"],
+    "MeshRateLimit/per-caller": ["spec.rules[0].matches"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",
     ],
@@ -164,6 +165,8 @@ def test_fixtures_cover_every_policy_and_section() -> None:
         "MeshLoadBalancingStrategy": {"to"},
         "MeshTCPRoute": {"to"},
         "MeshHTTPRoute": {"to"},
+        "MeshFaultInjection": {"from", "rules"},
+        "MeshRateLimit": {"from", "rules"},
     }
 
 

@@ -457,9 +457,6 @@ NOT_ENFORCED_FIELDS = {
         "meshServices",
     ],
     "mesh-retry": ["spec.to[0].default.grpc"],
-    # issue 14: Kuma's shape, not enforced by the sidecar yet
-    "mesh-fault-injection": ["spec.from[0].default.http"],
-    "mesh-rate-limit": ["spec.rules[0].default.local"],
 }
 
 

@@ -1,0 +1,125 @@
+"""What MeshRateLimit and MeshFaultInjection on an HTTP inbound cost mesh-dp (decision 128):
+the same chain as benchmarks/sidecar_http.py (wrk -> web sidecar -> mTLS -> backend sidecar
+-> nginx app), with backend's inbound carrying
+
+- `none`: no such policy (the callback path, fast.py, serves every request);
+- `rate-limit`: a MeshRateLimit that never triggers (10^9 requests per second);
+- `faults-other`: a MeshFaultInjection whose faults are for another caller only;
+- `none-other` (with `--compare-with DIR`): `none` on the mesh_dp package in DIR;
+
+run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
+warm-up. Prints requests/s, p50/p99 and the proxies' CPU per request, and each variant's
+median ratio to `none`.
+
+    .venv/bin/python benchmarks/sidecar_inbound_policies.py [--duration 5] [--rounds 3]
+        [--connections 16] [--body 1024] [--variants none,rate-limit,faults-other]
+
+Needs wrk and nginx (`scripts/install-system-deps.sh --bench`). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sidecar import Result, measure, nginx_binary, running, start_meshfed
+from sidecar_http import lua, start_app
+
+from meshfed.dpconfig.traffic import (
+    Abort,
+    HttpFault,
+    InboundFaults,
+    InboundRateLimit,
+    Rate,
+)
+from meshfed.pki.ca import create_mesh_ca
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "rate-limit": {
+        "rate_limit": InboundRateLimit(http=Rate(10**9, 1.0), sources=("MeshRateLimit/bench",))
+    },
+    "faults-other": {
+        "faults": InboundFaults(
+            mesh="default",
+            services={"other": (HttpFault(abort=Abort(503, 100.0)),)},
+            sources=("MeshFaultInjection/bench",),
+        )
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--body", type=int, default=1024, help="request and response bytes")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="also run `none` with the mesh_dp package found in DIR (an A/B of the code: "
+        "`git archive <commit> mesh_dp | tar -x -C DIR`)",
+    )
+    args = parser.parse_args()
+    found = nginx_binary()
+    if shutil.which("wrk") is None or found is None:
+        sys.exit("wrk and nginx needed: scripts/install-system-deps.sh --bench")
+    ca = create_mesh_ca("default")
+    results: list[Result] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
+        running(Path(tmp_dir)) as procs,
+    ):
+        script = procs.tmp / "post.lua"
+        script.write_text(lua(args.body))
+        app_port = start_app(procs, found[0], [args.body])
+        setups = {
+            name: start_meshfed(procs, ca, app_port, "http", **extra)
+            for name, extra in VARIANTS.items()
+            if name in args.variants.split(",")
+        }
+        if args.compare_with:
+            os.environ["PYTHONPATH"] = args.compare_with  # inherited by the sidecars
+            try:
+                setups["none-other"] = start_meshfed(procs, ca, app_port, "http")
+            finally:
+                del os.environ["PYTHONPATH"]
+        names = list(setups)
+        for rnd in range(args.rounds):
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                s = setups[name]
+                run = measure(name, rnd, s.port, s.pids, args, script)
+                results.append(run)
+                procs.check()
+    print(
+        f"{'variant':13} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
+    )
+    for r in results:
+        print(
+            f"{r.path:13} {r.round:5d} {r.rps:9.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
+            f"{r.proxy_cpu_us_per_request:10.1f}"
+        )
+    base = {r.round: r.rps for r in results if r.path == "none"}
+    summary: dict[str, list[float]] = {}
+    for name in names:
+        if name == "none":
+            continue
+        ratio = [r.rps / base[r.round] for r in results if r.path == name and base.get(r.round)]
+        summary[f"{name}_rps_ratio"] = [round(x, 2) for x in ratio]
+        if ratio:
+            print(f"{name}: req/s {statistics.median(ratio):.2f}x none (median of rounds)")
+    print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()
