@@ -363,6 +363,14 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         doc["name"] for _, doc in fixtures() if not unenforced_fields(resource(doc, enforced=False))
     }
     assert clean == {
+        "default-logging-outgoing-traffic",
+        "incoming-plain",
+        "tcp-json",
+        "rules-inbound",
+        "metrics-default",
+        "metrics-apps",
+        "metrics-profiles",
+        "metrics-exclude",
         "backend-next-by-labels",
         "backend-zone-2-canary",
         "tcp-route-1",

@@ -35,6 +35,16 @@ DOCS = load_all()
 # sidecar would not act on (HTTP-level settings of a TCP proxy, inbound sections it does not
 # enforce, callers by tags a certificate does not carry, ...).
 REFUSED: dict[str, list[str]] = {
+    "MeshAccessLog/otel": [
+        "spec.from[0].default.backends[0].type",
+        "spec.from[0].default.backends[0].openTelemetry",
+    ],
+    "MeshAccessLog/response-flags": ["spec.to[0].default.backends[0].file.format.plain"],
+    "MeshMetric/metrics-otel": [
+        "spec.default.backends[0].type",
+        "spec.default.backends[0].openTelemetry",
+    ],
+    "MeshMetric/metrics-client": ["spec.default.backends[0].prometheus.clientId"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",
     ],
@@ -162,6 +172,8 @@ def test_fixtures_cover_every_policy_and_section() -> None:
         "MeshCircuitBreaker": {"to", "from", "rules"},
         "MeshLoadBalancingStrategy": {"to"},
         "MeshTCPRoute": {"to"},
+        "MeshAccessLog": {"to", "from", "rules"},
+        "MeshMetric": set(),
     }
 
 
