@@ -150,6 +150,7 @@ class App:
                 lambda: self.sidecar.version,
             ),
             CertificateCollector(lambda: self.sidecar.contexts),
+            self.sidecar.logs,
         )
         self.admin = AdminServer(
             settings.admin_address,

@@ -153,6 +153,8 @@ class InboundListener:
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.links: set[Link] = set()
+        # MeshAccessLog of TCP connections: (link, destination service, upstream)
+        self.tcp_log: Callable[[Link, str, str], None] | None = None
 
     @property
     def stats(self) -> InboundStats:
@@ -240,7 +242,7 @@ class InboundListener:
             return
         caller: str | None = None
         if contexts is not None:
-            caller = self._caller(client)
+            caller = client.peer = self._caller(client)
             if not self._authorize(caller, inbound):
                 if isinstance(client, Conn):
                     await self._deny_http(client)
@@ -332,6 +334,9 @@ class InboundListener:
     def _closed(self, link: Link, reason: str) -> None:
         self.stats.active -= 1
         self.links.discard(link)
+        if self.tcp_log is not None:
+            i = self.inbound
+            self.tcp_log(link, i.service, f"{i.service_address}:{i.service_port}")
         log.debug("inbound %s: connection closed (%s)", self.where, reason)
 
     async def aclose(self) -> None:

@@ -68,6 +68,14 @@ from meshfed.dpconfig.model import (
     Split,
     Tls,
 )
+from meshfed.dpconfig.observability import (
+    MESH_ACCESS_LOG,
+    MESH_METRIC,
+    AccessLog,
+    inbound_access_logs,
+    metrics,
+    outbound_access_logs,
+)
 from meshfed.dpconfig.policies import (
     MESH_TCP_ROUTE,
     MESH_TIMEOUT,
@@ -298,6 +306,7 @@ class _Builder:
                         protocol=as_protocol(entry.protocol),
                         splits=splits,
                         route=route,
+                        access_logs=self.access_logs(entry.service),
                     )
                 )
         return out
@@ -324,7 +333,12 @@ class _Builder:
             protocol="tcp" if entry is None else as_protocol(entry.protocol),
             splits=splits,
             route=route,
+            access_logs=self.access_logs(service),
         )
+
+    def access_logs(self, service: str) -> tuple[AccessLog, ...]:
+        matched = self.matched.get(MESH_ACCESS_LOG, ())
+        return outbound_access_logs(matched, service, self.labels(service)) if matched else ()
 
 
 def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
@@ -355,6 +369,7 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
                 ),
                 protocol=protocol_of(tags),
                 timeouts=inbound_timeouts(matched_mt, view.index),
+                access_logs=inbound_access_logs(b.matched.get(MESH_ACCESS_LOG, ()), view.index),
             )
         )
     return out
@@ -409,6 +424,7 @@ def build_sidecar_config(
         t: match(policies.get(t, ()), view)
         for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION, MESH_TCP_ROUTE)
     }
+    matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
     b = _Builder(view, zone, mtls, catalog, matched)
     outbounds = sorted(
         b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")
@@ -425,6 +441,7 @@ def build_sidecar_config(
         inbounds=tuple(_inbounds(dataplane, b)),
         outbounds=tuple(outbounds),
         tls=_tls(cert, identity, mesh.meta.name) if mtls else None,
+        metrics=metrics(matched[MESH_METRIC], dig(dataplane.spec, "networking", "address")),
     )
 
 

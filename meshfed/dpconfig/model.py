@@ -45,6 +45,7 @@ from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
 
 import msgspec
 
+from meshfed.dpconfig.observability import AccessLog, Metrics
 from meshfed.policy.permissions import Permissions
 
 PORT_MAX = 65535
@@ -291,6 +292,7 @@ class Inbound(Message, frozen=True):
     permissions: Permissions
     protocol: Protocol = "tcp"
     timeouts: InboundTimeouts = InboundTimeouts()
+    access_logs: tuple[AccessLog, ...] = ()  # MeshAccessLog (meshfed/dpconfig/observability.py)
 
 
 class Split(Message, frozen=True):
@@ -318,6 +320,7 @@ class Outbound(Message, frozen=True):
     # picks one split by weight and `endpoints` are not used; `route` names the policies.
     splits: tuple[Split, ...] = ()
     route: tuple[str, ...] = ()
+    access_logs: tuple[AccessLog, ...] = ()  # MeshAccessLog (meshfed/dpconfig/observability.py)
 
 
 class Tls(Message, frozen=True):
@@ -387,6 +390,7 @@ class SidecarConfig(_Config, frozen=True):
     outbounds: tuple[Outbound, ...] = ()
     tls: Tls | None = None
     version: str = ""
+    metrics: Metrics | None = None  # MeshMetric (meshfed/dpconfig/observability.py)
 
     def __post_init__(self) -> None:
         if self.mtls_enabled and self.tls is None:

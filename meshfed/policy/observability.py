@@ -75,7 +75,8 @@ def tokens(text: str) -> list[Token]:
         if (name in NEEDS_ARG) != bool(arg):
             want = "needs an argument" if name in NEEDS_ARG else "takes no argument"
             raise FormatError(
-                f"command operator %{name}% {want}: it is not enforced by meshfed's sidecar otherwise"
+                f"command operator %{name}% {want}: "
+                "it is not enforced by meshfed's sidecar otherwise"
             )
         out.append(Op(name, arg or "", int(limit) if limit else 0))
     if pos < len(text):

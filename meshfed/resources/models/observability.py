@@ -23,7 +23,7 @@ from pydantic_core import InitErrorDetails
 from meshfed.resources.models.base import Choice, Model, by_type, problem
 from meshfed.resources.models.common import NonEmpty, Port
 from meshfed.resources.models.policies import DecimalPercent, Duration, PolicySpec
-from meshfed.resources.models.targetref import FromMeshRef, ToRef, TopLevelRef
+from meshfed.resources.models.targetref import FromMeshRef, TopLevelRef, ToRef
 
 # --- MeshAccessLog ---------------------------------------------------------------------------
 
