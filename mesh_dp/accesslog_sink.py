@@ -236,17 +236,17 @@ class AccessLogs:
 
     def collect(self) -> list[Family]:
         written = counter(
-            "meshfed_sidecar_access_log_lines",
+            "meshfed_dp_access_log_lines",
             "Access-log lines written, per MeshAccessLog destination.",
             ("kind", "target"),
         )
         dropped = counter(
-            "meshfed_sidecar_access_log_dropped",
+            "meshfed_dp_access_log_dropped",
             "Access-log lines dropped (queue full, destination failing), per destination.",
             ("kind", "target"),
         )
         queued = gauge(
-            "meshfed_sidecar_access_log_queued",
+            "meshfed_dp_access_log_queued",
             "Access-log lines waiting to be written, per destination.",
             ("kind", "target"),
         )

@@ -2,7 +2,7 @@
 series. Pure: text in, text out (mesh_dp/metrics_endpoint.py serves it).
 
 Profiles (Kuma's `appendProfiles`, Basic when none is given) over meshfed's families:
-`Basic` is the mesh's own series (`meshfed_sidecar_*`: traffic, certificates, access logs),
+`Basic` is the mesh's own series (`meshfed_dp_*`: traffic, certificates, access logs),
 `All` adds the process series (`process_*`), `None` is nothing. Then `exclude` removes
 families whose name matches a selector and `include` brings back any family (even excluded),
 Kuma's order. `includeUnused: false` (Kuma's default) drops counter samples still at 0 and
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from meshfed.dpconfig.observability import Metrics, Selector
 
-BASIC_PREFIX = "meshfed_sidecar_"
+BASIC_PREFIX = "meshfed_dp_"
 
 _LE = re.compile(r'(,?)le="[^"]*"')
 

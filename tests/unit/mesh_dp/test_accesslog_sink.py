@@ -85,5 +85,5 @@ def test_sinks_per_listener_and_their_metrics(tmp_path: Path) -> None:
     wait_until(lambda: path.read_text() == "frontend->web -\n", 5, what="the inbound line")
     assert len(stdout) == 1
     text = render(logs.collect()).decode()
-    assert f'meshfed_sidecar_access_log_lines_total{{kind="file",target="{path}"}} 1.0' in text
-    assert 'meshfed_sidecar_access_log_dropped_total{kind="file"' in text
+    assert f'meshfed_dp_access_log_lines_total{{kind="file",target="{path}"}} 1.0' in text
+    assert 'meshfed_dp_access_log_dropped_total{kind="file"' in text

@@ -8,14 +8,14 @@ from meshfed.proxy.promtext import counter, gauge, histogram, render
 
 
 def text() -> str:
-    used = counter("meshfed_sidecar_requests", "r", ("service",))
+    used = counter("meshfed_dp_requests", "r", ("service",))
     used.add(("backend",), 3)
     used.add(("idle",), 0)
-    never = counter("meshfed_sidecar_errors", "e")
+    never = counter("meshfed_dp_errors", "e")
     never.add((), 0)
-    g = gauge("meshfed_sidecar_active", "a")
+    g = gauge("meshfed_dp_active", "a")
     g.add((), 0)
-    h = histogram("meshfed_sidecar_latency_seconds", "l", ("service",))
+    h = histogram("meshfed_dp_latency_seconds", "l", ("service",))
     h.observed(("backend",), (0.1, 1.0), (1, 0, 0), 0.05)
     h.observed(("idle",), (0.1, 1.0), (0, 0, 0), 0.0)
     p = gauge("process_open_fds", "f")
@@ -34,11 +34,11 @@ def m(**kw: object) -> Metrics:
 def test_basic_profile_drops_process_series_and_unused_samples() -> None:
     out = select(text(), m())
     assert names(out) == [
-        "meshfed_sidecar_requests_total",
-        "meshfed_sidecar_active",
-        "meshfed_sidecar_latency_seconds",
+        "meshfed_dp_requests_total",
+        "meshfed_dp_active",
+        "meshfed_dp_latency_seconds",
     ]
-    assert 'meshfed_sidecar_requests_total{service="backend"} 3.0' in out
+    assert 'meshfed_dp_requests_total{service="backend"} 3.0' in out
     assert "idle" not in out  # a counter at 0 and an empty histogram series: unused
 
 
@@ -52,14 +52,14 @@ def test_none_with_include_and_exclude() -> None:
     out = select(
         text(),
         m(
-            exclude=(Selector("Regex", "meshfed_sidecar_.*_total"),),
+            exclude=(Selector("Regex", "meshfed_dp_.*_total"),),
             include=(Selector("Contains", "requests"),),
         ),
     )
     assert names(out) == [
-        "meshfed_sidecar_requests_total",
-        "meshfed_sidecar_active",
-        "meshfed_sidecar_latency_seconds",
+        "meshfed_dp_requests_total",
+        "meshfed_dp_active",
+        "meshfed_dp_latency_seconds",
     ]
-    out = select(text(), m(exclude=(Selector("Prefix", "meshfed_sidecar_l"),)))
+    out = select(text(), m(exclude=(Selector("Prefix", "meshfed_dp_l"),)))
     assert "latency" not in out

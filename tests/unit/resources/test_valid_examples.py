@@ -498,7 +498,7 @@ spec:
           match: .*_bucket
         include:
         - type: Prefix
-          match: meshfed_sidecar_
+          match: meshfed_dp_
     applications:
     - name: app
       path: /metrics/prometheus
