@@ -3,8 +3,8 @@ format's command operators (meshfed/policy/observability.py parses them). Pure: 
 
 Plain: the operators replaced in the text, `-` for a value that does not exist (`""` with
 omitEmptyValues), one line (CR/LF in values are escaped). Json: one object per line, in
-the given key order; a value that is one numeric operator alone is a number; missing values
-are null, left out with omitEmptyValues. Without a format, Kuma's default formats (HTTP, and
+the given key order, every value a string as in Kuma's example output; a value that does not
+exist is null, left out with omitEmptyValues. Without a format, Kuma's default formats (HTTP, and
 TCP for connections) with the operators meshfed fills in.
 """
 
@@ -135,17 +135,16 @@ def compile_format(fmt: LogFormat) -> Formatter:
         pairs = [(k, tokens(v)) for k, v in fmt.json]
 
         def as_json(e: Event) -> str:
-            obj: dict[str, Value] = {}
+            obj: dict[str, str | None] = {}
             for k, parts in pairs:
                 if len(parts) == 1 and isinstance(parts[0], Op):
                     v = value(parts[0], e)
+                    text = None if v is None or v == "" else str(v)
                 else:
-                    v = _render(parts, e, "-")
-                if v is None or v == "":
-                    if fmt.omit_empty_values:
-                        continue
-                    v = None
-                obj[k] = v
+                    text = _render(parts, e, "-")
+                if text is None and fmt.omit_empty_values:
+                    continue
+                obj[k] = text
             return json.dumps(obj, separators=(",", ":"))
 
         return as_json

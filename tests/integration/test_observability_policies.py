@@ -186,9 +186,9 @@ def test_access_log_lines_on_both_sides_to_a_file_and_a_collector(w: World) -> N
         (j["direction"], j["source"], j["destination"], j["path"], j["status"])
         for j in w.collector.json_lines()
     }
-    assert ("OUTBOUND", "web", "backend", "/one-request", 200) in seen
-    assert ("INBOUND", "web", "backend", "/one-request", 200) in seen
-    assert all(j["sent"] > 0 for j in w.collector.json_lines())
+    assert ("OUTBOUND", "web", "backend", "/one-request", "200") in seen
+    assert ("INBOUND", "web", "backend", "/one-request", "200") in seen
+    assert all(int(j["sent"]) > 0 for j in w.collector.json_lines())
 
     # One TCP connection: one line per side when it closes, no HTTP values.
     assert get(w.db_vip, w.db_port)["instance"] == "db-1"

@@ -125,6 +125,7 @@ class Profiles(Model):
 
 
 class MetricSidecar(Model):
+    regex: str | None = None  # Kuma's older filter (profiles replace it)
     include_unused: bool | None = None
     profiles: Profiles | None = None
 
