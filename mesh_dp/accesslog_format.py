@@ -53,9 +53,17 @@ class Event:
 Value = str | int | None
 
 
+_SECOND: list[tuple[int, str]] = [(-1, "")]  # the last second formatted (one writer each)
+
+
 def _start(e: Event) -> Value:
-    stamp = dt.datetime.fromtimestamp(e.start, dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    """RFC 3339 UTC with milliseconds; the date and time of day computed once per second."""
+    second = int(e.start // 1)
+    cached = _SECOND[0]
+    if cached[0] != second:
+        stamp = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        cached = _SECOND[0] = (second, stamp)
+    return f"{cached[1]}{round((e.start - second) * 1e6) // 1000 % 1000:03d}Z"
 
 
 def _received(e: Event) -> Value:
@@ -66,24 +74,31 @@ def _received(e: Event) -> Value:
     return e.head.length if e.head.framing is Framing.LENGTH else None  # chunked: unknown
 
 
-def _header(e: Event, names: str) -> Value:
+def _request_field(name: str) -> Callable[[RequestHead], bytes | None]:
+    low = name.strip().lower()
+    if low == ":method":
+        return lambda h: h.method
+    if low == ":path":
+        return lambda h: h.target
+    wire = b"host" if low == ":authority" else low.encode("latin-1", errors="replace")
+    return lambda h: h.header(wire)
+
+
+def _header(names: str) -> Callable[[Event], Value]:
     """REQ(a?b): the first of the headers present (Envoy's alternates)."""
-    head = e.head
-    if head is None:
+    getters = [_request_field(n) for n in names.split("?")]
+
+    def get(e: Event) -> Value:
+        head = e.head
+        if head is None:
+            return None
+        for field in getters:
+            raw = field(head)
+            if raw:
+                return raw.decode("latin-1")
         return None
-    for name in names.split("?"):
-        low = name.strip().lower()
-        if low == ":method":
-            raw: bytes | None = head.method
-        elif low == ":path":
-            raw = head.target
-        elif low == ":authority":
-            raw = head.header(b"host")
-        else:
-            raw = head.header(low.encode("latin-1", errors="replace"))
-        if raw:
-            return raw.decode("latin-1")
-    return None
+
+    return get
 
 
 _FIELDS: dict[str, Callable[[Event], Value]] = {
@@ -101,25 +116,45 @@ _FIELDS: dict[str, Callable[[Event], Value]] = {
 }
 
 
+Getter = Callable[[Event], Value]
+
+
+def getter(op: Op) -> Getter:
+    """One operator as a function of the event; its value None: it does not exist."""
+    get = _header(op.arg) if op.name == "REQ" else _FIELDS[op.name]
+    if not op.limit:
+        return get
+    limit = op.limit
+
+    def cut(e: Event) -> Value:
+        got = get(e)
+        return got[:limit] if isinstance(got, str) else got
+
+    return cut
+
+
 def value(op: Op, e: Event) -> Value:
-    """One operator's value for `e`; None: it does not exist for this event."""
-    got = _header(e, op.arg) if op.name == "REQ" else _FIELDS[op.name](e)
-    if op.limit and isinstance(got, str):
-        return got[: op.limit]
-    return got
+    return getter(op)(e)
 
 
 def _escape(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n") if "\n" in text or "\r" in text else text
 
 
-def _render(parts: Sequence[Token], e: Event, empty: str) -> str:
+Part = str | Getter
+
+
+def _compiled(parts: Sequence[Token]) -> list[Part]:
+    return [p if isinstance(p, str) else getter(p) for p in parts]
+
+
+def _render(parts: Sequence[Part], e: Event, empty: str) -> str:
     out: list[str] = []
     for p in parts:
         if isinstance(p, str):
             out.append(p)
         else:
-            v = value(p, e)
+            v = p(e)
             out.append(empty if v is None or v == "" else _escape(str(v)))
     return "".join(out)
 
@@ -132,13 +167,13 @@ def compile_format(fmt: LogFormat) -> Formatter:
     FormatError for an operator the control plane would have refused)."""
     empty = "" if fmt.omit_empty_values else "-"
     if fmt.json:
-        pairs = [(k, tokens(v)) for k, v in fmt.json]
+        pairs = [(k, _compiled(tokens(v))) for k, v in fmt.json]
 
         def as_json(e: Event) -> str:
             obj: dict[str, str | None] = {}
             for k, parts in pairs:
-                if len(parts) == 1 and isinstance(parts[0], Op):
-                    v = value(parts[0], e)
+                if len(parts) == 1 and not isinstance(parts[0], str):
+                    v = parts[0](e)
                     text = None if v is None or v == "" else str(v)
                 else:
                     text = _render(parts, e, "-")
@@ -149,7 +184,7 @@ def compile_format(fmt: LogFormat) -> Formatter:
 
         return as_json
     if fmt.plain:
-        parts = tokens(fmt.plain)
+        parts = _compiled(tokens(fmt.plain))
         return lambda e: _render(parts, e, empty)
-    http, tcp = tokens(DEFAULT_HTTP), tokens(DEFAULT_TCP)
+    http, tcp = _compiled(tokens(DEFAULT_HTTP)), _compiled(tokens(DEFAULT_TCP))
     return lambda e: _render(http if e.head is not None else tcp, e, empty)

@@ -1,11 +1,12 @@
 """MeshAccessLog output: lines to files and TCP collectors, never on the data path.
 
-A request (connection) that ends hands its `Event` and the backend's formatter to the
-backend's bounded queue (`put_nowait`: a full queue drops the line and counts it); one thread
-per destination formats and writes what it finds, in batches. A file is opened for appending
-once and reopened after an error; a TCP collector gets one connection, reconnected (at most
-once a second) when it fails, the lines of a failed write counted as dropped. So a slow disk
-or a collector that is down costs the data path one queue operation per line.
+A request (connection) that ends appends its `Event` and the backend's formatter to the
+destination's bounded deque (full: the line is dropped and counted); one thread per
+destination takes what it finds every POLL seconds, formats and writes it in batches. The
+request path takes no lock and wakes nobody (a deque append is atomic). A file is opened for
+appending once and reopened after an error; a TCP collector gets one connection, reconnected
+(at most once a second) when it fails; while it is down, lines are dropped unformatted and
+counted. So a slow disk or a collector that is down costs the data path one append.
 
 `AccessLogs.attach` gives each listener of a config its sinks (the HTTP pipeline's
 `access_log`, the listeners' `tcp_log`); destinations no config names any more are closed.
@@ -13,9 +14,9 @@ or a collector that is down costs the data path one queue operation per line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
-import queue
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ log = logging.getLogger("mesh_dp.accesslog")
 
 QUEUE_LINES = 10_000  # per destination
 BATCH = 512
+POLL = 0.02  # seconds between the writer's looks at an empty queue
 RECONNECT_SECONDS = 1.0
 TCP_TIMEOUT = 2.0
 
@@ -45,7 +47,9 @@ class Destination:
 
     def __init__(self, kind: str, target: str, capacity: int = QUEUE_LINES) -> None:
         self.kind, self.target = kind, target
-        self.queue: queue.Queue[Item | None] = queue.Queue(capacity)
+        self.capacity = capacity
+        self.queue: collections.deque[Item] = collections.deque()
+        self.closing = False
         self.written = 0
         self.dropped = 0
         self._file: Any = None
@@ -57,43 +61,42 @@ class Destination:
         self._thread.start()
 
     def offer(self, formatter: Formatter, event: Event) -> None:
-        try:
-            self.queue.put_nowait((formatter, event))
-        except queue.Full:
+        if len(self.queue) >= self.capacity:
             self.dropped += 1
+        else:
+            self.queue.append((formatter, event))
 
     def close(self) -> None:
         """Writes what is queued, then the thread ends (it is a daemon: exit does not wait)."""
-        try:
-            self.queue.put_nowait(None)
-        except queue.Full:
-            threading.Thread(target=self.queue.put, args=(None,), daemon=True).start()
+        self.closing = True
+
+    def _take(self) -> list[Item]:
+        q, items = self.queue, list[Item]()
+        while q and len(items) < BATCH:
+            items.append(q.popleft())
+        return items
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
-            items = [item]
-            while item is not None and len(items) < BATCH:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                items.append(item)
-            done = items[-1] is None
+            items = self._take()
+            if not items:
+                if self.closing:
+                    self._shut()
+                    return
+                time.sleep(POLL)
+                continue
+            if self.kind == "tcp" and self._connected() is None:
+                self.dropped += len(items)  # the collector is down: nothing to format for
+                continue
             lines = []
-            for it in items:
-                if it is None:
-                    continue
+            for fmt, event in items:
                 try:
-                    lines.append(it[0](it[1]) + "\n")
+                    lines.append(fmt(event) + "\n")
                 except Exception:  # a formatting bug must not end the writer
                     log.exception("access log %s %s: cannot format a line", self.kind, self.target)
                     self.dropped += 1
             if lines:
                 self._write("".join(lines).encode("utf-8", errors="replace"), len(lines))
-            if done:
-                self._shut()
-                return
 
     def _write(self, data: bytes, n: int) -> None:
         try:
@@ -253,5 +256,5 @@ class AccessLogs:
         for (kind, target), d in sorted(self.destinations.items()):
             written.add((kind, target), d.written)
             dropped.add((kind, target), d.dropped)
-            queued.add((kind, target), d.queue.qsize())
+            queued.add((kind, target), len(d.queue))
         return [written, dropped, queued]
