@@ -18,6 +18,7 @@ from mesh_dp.dataplane import (
     parse_services,
 )
 from mesh_dp.http.accesslog import Record, format_line
+from mesh_dp.metrics_endpoint import MetricsEndpoints
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import CertificateCollector, SidecarCollector
@@ -121,7 +122,7 @@ class App:
         self.static: StaticConfig[SidecarConfig] | None = None
         if settings.config_file is not None:
             self.static = StaticConfig(
-                settings.config_file, parse_static, self.sidecar.apply, (ApplyError,)
+                settings.config_file, parse_static, self._apply, (ApplyError,)
             )
         else:
             assert self.spec is not None and settings.cp is not None
@@ -136,7 +137,7 @@ class App:
                     ProxyType.SIDECAR, document, proxy_version=PROXY_VERSION, reachable=wanted
                 ),
                 parse=parse_sidecar_config,
-                apply=self.sidecar.apply,
+                apply=self._apply,
                 apply_errors=(ApplyError,),
                 report=self.sidecar.report,
                 running_version=lambda: self.sidecar.version,
@@ -150,12 +151,20 @@ class App:
                 lambda: self.sidecar.version,
             ),
             CertificateCollector(lambda: self.sidecar.contexts),
+            self.sidecar.logs,
         )
         self.admin = AdminServer(
             settings.admin_address,
             {"/ready": self._ready, "/stats": self._stats, "/config": self._config},
             registry,
         )
+        self.metrics = MetricsEndpoints(registry.render)  # MeshMetric's Prometheus backends
+
+    async def _apply(self, config: SidecarConfig) -> None:
+        """The sidecar takes the config (atomic, or ApplyError), then the MeshMetric
+        listeners follow it."""
+        await self.sidecar.apply(config)
+        await self.metrics.update(config.metrics)
 
     def _health_changed(self) -> None:
         if self.client is not None:
@@ -210,6 +219,7 @@ class App:
             return await self._run_client(self.client, stop)
         finally:
             await self.sidecar.stop()
+            await self.metrics.close()
             await self.admin.stop()
 
     async def _run_static(self, static: StaticConfig[SidecarConfig], stop: asyncio.Event) -> int:

@@ -159,6 +159,8 @@ class InboundListener:
         self.traffic = InboundTraffic(lambda: self.inbound)
         self.connection_rate = Buckets()
         self.update(inbound)
+        # MeshAccessLog of TCP connections: (link, destination service, upstream)
+        self.tcp_log: Callable[[Link, str, str], None] | None = None
 
     @property
     def stats(self) -> InboundStats:
@@ -252,7 +254,7 @@ class InboundListener:
             return
         caller: str | None = None
         if contexts is not None:
-            caller = self._caller(client)
+            caller = client.peer = self._caller(client)
             CALLER_ID.set(caller)  # this task serves this one connection (faults.py)
             if not self._authorize(caller, inbound):
                 if isinstance(client, Conn):
@@ -345,6 +347,9 @@ class InboundListener:
     def _closed(self, link: Link, reason: str) -> None:
         self.stats.active -= 1
         self.links.discard(link)
+        if self.tcp_log is not None:
+            i = self.inbound
+            self.tcp_log(link, i.service, f"{i.service_address}:{i.service_port}")
         log.debug("inbound %s: connection closed (%s)", self.where, reason)
 
     async def aclose(self) -> None:

@@ -271,6 +271,8 @@ class OutboundListener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._hc_task: asyncio.Task[None] | None = None
         self.links: set[Link] = set()
+        # MeshAccessLog of TCP connections: (link, destination service, upstream)
+        self.tcp_log: Callable[[Link, str, str], None] | None = None
 
     def all_states(self) -> list[EndpointState]:
         """Every endpoint the outbound can use: its own, or its splits' when routed."""
@@ -621,6 +623,8 @@ class OutboundListener:
             self.links.discard(link)
             if reason.startswith("idle"):
                 stats.idle_closed += 1
+            if self.tcp_log is not None:
+                self.tcp_log(link, self.service_of(state), state.label)
             log.debug("outbound %s: connection closed (%s)", self.name, reason)
 
         link = Link(

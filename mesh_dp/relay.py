@@ -52,6 +52,7 @@ class Side(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.eof = False
         self.lost = False
+        self.peer: str | None = None  # the caller's SPIFFE ID (an inbound's, for access logs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but implement it.
@@ -121,6 +122,9 @@ class Link:
         "last_activity",
         "on_close",
         "reason",
+        "received",
+        "sent",
+        "started",
     )
 
     def __init__(
@@ -139,6 +143,8 @@ class Link:
         self.on_close = on_close
         self.reason = ""
         self.last_activity = time.monotonic()
+        self.started = time.time()  # wall clock, for access logs
+        self.received = self.sent = 0  # bytes from / to side `a` (for access logs)
         a.link = b.link = self
 
     def start(self) -> None:
@@ -165,6 +171,10 @@ class Link:
     def forward(self, side: Side, data: bytes) -> None:
         self.last_activity = time.monotonic()
         peer = self.b if side is self.a else self.a
+        if side is self.a:
+            self.received += len(data)
+        else:
+            self.sent += len(data)
         counter = side.counter or peer.counter
         if counter is not None:
             if side.downstream:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
+from mesh_dp.accesslog_sink import AccessLogs
 from mesh_dp.http.accesslog import Record
 from mesh_dp.inbound import InboundListener
 from mesh_dp.outbound import OutboundListener
@@ -88,6 +89,7 @@ class Sidecar:
         access_log: Callable[[Record], None] | None = None,
     ) -> None:
         self.access_log = access_log
+        self.logs = AccessLogs(access_log)  # MeshAccessLog, with `--access-log`
         self.reachable = None if reachable is None else frozenset(reachable)
         self.handshake_timeout = handshake_timeout
         self.probe_interval = probe_interval
@@ -239,6 +241,7 @@ class Sidecar:
         self.contexts = contexts
         old = self.version
         self.config = config
+        self._attach_logs(config)
         log.info(
             "applied config %s (was %s): %d inbound(s), %d outbound listener(s)",
             config.version or "(unversioned)",
@@ -246,6 +249,20 @@ class Sidecar:
             len(self.inbounds),
             len(self.outbounds),
         )
+
+    def _attach_logs(self, config: SidecarConfig) -> None:
+        """Each listener's MeshAccessLog sinks for `config` (accesslog_sink.py)."""
+        mesh, logs = config.mesh, self.logs
+        own = config.inbounds[0].service if config.inbounds else ""
+        for inbound in self.inbounds.values():
+            i = inbound.inbound
+            inbound.http.access_log = logs.http_sink(i.access_logs, mesh, "", i.service)
+            inbound.tcp_log = logs.tcp_sink(i.access_logs, "inbound", mesh, "")
+        for outbound in self.outbounds.values():
+            o = outbound.outbound
+            outbound.http.access_log = logs.http_sink(o.access_logs, mesh, own, o.service)
+            outbound.tcp_log = logs.tcp_sink(o.access_logs, "outbound", mesh, own)
+        logs.retain(config)
 
     def _inbound_stat(self, inbound: Inbound) -> InboundStats:
         key = (inbound.address, inbound.port, inbound.service)

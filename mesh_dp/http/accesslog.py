@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mesh_dp.http.parse import RequestHead
 
 MAX_TARGET = 256
 
@@ -30,6 +34,8 @@ class Record:
     duration: float = 0.0  # seconds
     upstream: str = ""
     error: str = ""
+    head: RequestHead | None = None  # the request (MeshAccessLog %REQ(...)%)
+    peer: str | None = None  # the caller's SPIFFE ID (inbound, with mTLS)
 
 
 def _safe(raw: bytes, limit: int) -> str:

@@ -59,6 +59,7 @@ class Conn(asyncio.BufferedProtocol):
         self.notify: Callable[[], None] | None = None
         self.writable: Callable[[], None] | None = None
         self.kept: Parser | None = None  # the last response parser, for the next response
+        self.peer: str | None = None  # the caller's SPIFFE ID (an inbound's, for access logs)
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 

@@ -216,6 +216,7 @@ class Lane:
         self.start = self._head_at if self._waiting is head else now
         self._waiting = None
         record = Record(proxy.direction, cluster.name, head.method, head.target, head.version)
+        record.head, record.peer = head, down.peer
         deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, self.start)
         upload = Upload(deadlines, done=True)
         retry = RetryState.for_request(policy.retry, head.method, False)
@@ -485,6 +486,7 @@ class Lane:
             proxy.stats.timeouts += 1
             failed = no_answer(proxy.cluster.name, kind)
         record = Record(proxy.direction, proxy.cluster.name, head.method, head.target, head.version)
+        record.head, record.peer = head, self.down.peer
         proxy.answer(self.down, head, record, failed, whole=False)
         record.duration = self.clock() - self._head_at
         proxy.account(record)

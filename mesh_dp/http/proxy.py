@@ -255,6 +255,7 @@ class HttpProxy:
             record = Record(
                 self.direction, self.cluster.name, head.method, head.target, head.version
             )
+            record.head, record.peer = head, down.peer
             start = self._clock()
             policy = self.cluster.policy()
             deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, start)

@@ -70,6 +70,14 @@ from meshfed.dpconfig.model import (
     Split,
     Tls,
 )
+from meshfed.dpconfig.observability import (
+    MESH_ACCESS_LOG,
+    MESH_METRIC,
+    AccessLog,
+    inbound_access_logs,
+    metrics,
+    outbound_access_logs,
+)
 from meshfed.dpconfig.outbound_cache import MEMO
 from meshfed.dpconfig.policies import (
     MESH_TCP_ROUTE,
@@ -324,6 +332,7 @@ class _Builder:
                         zone=zone,
                         protocol=protocol,
                         **routing,
+                        access_logs=self.access_logs(entry.service),
                     )
                 )
         return out
@@ -350,7 +359,12 @@ class _Builder:
             kind=OutboundKind.EXPLICIT,
             protocol=protocol,
             **routing,
+            access_logs=self.access_logs(service),
         )
+
+    def access_logs(self, service: str) -> tuple[AccessLog, ...]:
+        matched = self.matched.get(MESH_ACCESS_LOG, ())
+        return outbound_access_logs(matched, service, self.labels(service)) if matched else ()
 
 
 def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
@@ -385,6 +399,7 @@ def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
                     b.matched.get(MESH_FAULT_INJECTION, ()), view.index, b.view.mesh
                 ),
                 rate_limit=compile_rate_limit(b.matched.get(MESH_RATE_LIMIT, ()), view.index),
+                access_logs=inbound_access_logs(b.matched.get(MESH_ACCESS_LOG, ()), view.index),
             )
         )
     return out
@@ -441,6 +456,7 @@ def build_sidecar_config(
     }
     for t in (MESH_FAULT_INJECTION, MESH_RATE_LIMIT):  # inbound only (traffic_rules.py)
         matched[t] = match(policies.get(t, ()), view)
+    matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
     b = _Builder(view, zone, mtls, catalog, matched)
     outbounds = sorted(
         b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")
@@ -457,6 +473,7 @@ def build_sidecar_config(
         inbounds=tuple(_inbounds(dataplane, b)),
         outbounds=tuple(outbounds),
         tls=_tls(cert, identity, mesh.meta.name) if mtls else None,
+        metrics=metrics(matched[MESH_METRIC], dig(dataplane.spec, "networking", "address")),
     )
 
 

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
 
 import msgspec
 
+from meshfed.dpconfig.observability import AccessLog, Metrics
 from meshfed.dpconfig.traffic import InboundFaults, InboundRateLimit
 from meshfed.policy.permissions import Permissions
 
@@ -298,6 +299,7 @@ class Inbound(Message, frozen=True):
     # MeshFaultInjection, MeshRateLimit (meshfed/dpconfig/traffic.py)
     faults: InboundFaults = InboundFaults()
     rate_limit: InboundRateLimit = InboundRateLimit()
+    access_logs: tuple[AccessLog, ...] = ()  # MeshAccessLog (meshfed/dpconfig/observability.py)
 
 
 class Split(Message, frozen=True):
@@ -437,6 +439,7 @@ class Outbound(Message, frozen=True):
     # MeshHTTPRoute (http outbounds): the first rule matching a request decides (no match:
     # `endpoints`); when set, `splits` is empty (an HTTP route wins over a TCP route).
     http_rules: tuple[HttpRule, ...] = ()
+    access_logs: tuple[AccessLog, ...] = ()  # MeshAccessLog (meshfed/dpconfig/observability.py)
 
 
 class Tls(Message, frozen=True):
@@ -506,6 +509,7 @@ class SidecarConfig(_Config, frozen=True):
     outbounds: tuple[Outbound, ...] = ()
     tls: Tls | None = None
     version: str = ""
+    metrics: Metrics | None = None  # MeshMetric (meshfed/dpconfig/observability.py)
 
     def __post_init__(self) -> None:
         if self.mtls_enabled and self.tls is None:

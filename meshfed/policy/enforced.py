@@ -51,6 +51,12 @@ REST, dry runs and KDS all refuse the same fields.
 | MeshRateLimit             | from[], | local.http (disabled, requestRate, onRateLimit status, |
 |                           | rules[] | headers set/add), local.tcp (disabled, connectionRate);|
 |                           |         | not `rules[].matches` (one bucket per inbound)         |
+| MeshAccessLog             | to[],   | backends File (path, format) and Tcp (address, format);|
+|                           | from[], | format Plain / Json with the placeholders of           |
+|                           | rules[] | meshfed/policy/observability.py, omitEmptyValues       |
+| MeshMetric                | default | backends Prometheus (port, path, tls Disabled),        |
+|                           |         | applications, sidecar (includeUnused, profiles)        |
+| MeshTrace                 | default | nothing yet                                            |
 
 Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane),
 a MeshService by `name` or by `labels` (meshfed/policy/targetref.py).
@@ -64,6 +70,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from meshfed.policy.observability import access_log_formats
 from meshfed.resources.errors import FieldError, index, join, key
 from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list
@@ -140,6 +147,7 @@ class Enforced:
     routes: bool = False
     # `rules[].matches` (callers by SPIFFE ID) is acted on
     rule_matches: bool = True
+    default: Fields | None = None  # the top-level `default` (MeshMetric, MeshTrace)
 
 
 # One RingHash / Maglev hash policy (mesh_dp/http/hashing.py). A cookie is hashed when the
@@ -167,6 +175,25 @@ _RATE_LIMIT: Final[Fields] = {
         },
         "tcp": {"disabled": ANY, "connectionRate": ANY},
     }
+}
+_LOG_FORMAT: Final[Fields] = {"type": ANY, "plain": ANY, "json": ANY, "omitEmptyValues": ANY}
+_ACCESS_LOG: Final[Fields] = {
+    "backends": {
+        "type": OneOf(("File", "Tcp")),
+        "file": {"path": ANY, "format": _LOG_FORMAT},
+        "tcp": {"address": ANY, "format": _LOG_FORMAT},
+    }
+}
+_METRIC: Final[Fields] = {
+    "sidecar": {
+        "includeUnused": ANY,
+        "profiles": {"appendProfiles": ANY, "exclude": ANY, "include": ANY},
+    },
+    "applications": {"name": ANY, "path": ANY, "port": ANY, "address": ANY},
+    "backends": {
+        "type": OneOf(("Prometheus",)),
+        "prometheus": {"port": ANY, "path": ANY, "tls": {"mode": OneOf(("Disabled",))}},
+    },
 }
 
 ENFORCED: Final[Mapping[str, Enforced]] = {
@@ -280,6 +307,10 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
     # meshfed/dpconfig/traffic_rules.py, mesh_dp/http/faults.py, mesh_dp/ratelimit.py
     "MeshFaultInjection": Enforced(from_=_FAULTS, rules=_FAULTS),
     "MeshRateLimit": Enforced(from_=_RATE_LIMIT, rules=_RATE_LIMIT, rule_matches=False),
+    # Issue 18 (meshfed/policy/observability.py): access logs to files and TCP collectors
+    "MeshAccessLog": Enforced(to=_ACCESS_LOG, from_=_ACCESS_LOG, rules=_ACCESS_LOG),
+    "MeshMetric": Enforced(default=_METRIC),
+    "MeshTrace": Enforced(default={}),
 }
 
 _SECTIONS: Final = (("to", "to"), ("from_", "from"), ("rules", "rules"))
@@ -451,4 +482,8 @@ def unenforced_fields(policy: Resource) -> list[FieldError]:
                 errors.append(FieldError(join(at, "matches"), RULE_MATCHES))
             if section == "from":
                 errors += _caller_tags(item.get("targetRef"), join(at, "targetRef"))
+    if enforced.default is not None and policy.spec.get("default") is not None:
+        errors += _check_fields(policy.spec.get("default"), enforced.default, "spec.default")
+    if policy.type == "MeshAccessLog":
+        errors += access_log_formats(policy.spec)
     return errors

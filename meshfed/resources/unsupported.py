@@ -39,7 +39,6 @@ def _t(name: str, plural: str, support: Support, reason: str) -> UnsupportedType
 
 _YET, _NEVER = Support.NOT_YET, Support.NEVER
 _LEGACY = "Kuma's legacy policy, replaced by the targetRef policies; use"
-_OBSERVABILITY = "sidecars export Prometheus metrics on /metrics; no other observability backends"
 
 UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
     _t(
@@ -55,9 +54,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         _NEVER,
         "Kuma's legacy gateway route; there are no built-in gateways",
     ),
-    _t("MeshAccessLog", "meshaccesslogs", _YET, _OBSERVABILITY),
-    _t("MeshMetric", "meshmetrics", _YET, _OBSERVABILITY),
-    _t("MeshTrace", "meshtraces", _YET, _OBSERVABILITY),
     _t(
         "MeshTLS",
         "meshtlses",

@@ -139,8 +139,21 @@ MESH_RATE_LIMIT = _policy(
     ("from", "rules"),
     _ROUTES,
 )
+# Issue 18: meshfed/resources/models/observability.py; MeshTrace stays refused whole.
+_OBSERVABILITY = "meshfed.resources.models.observability:"
+MESH_ACCESS_LOG = _policy(
+    "MeshAccessLog",
+    "mal",
+    "Access logs of requests and connections.",
+    ("to", "from", "rules"),
+    _OBSERVABILITY,
+)
+MESH_METRIC = _policy(
+    "MeshMetric", "mm", "Where and which metrics sidecars expose.", (), _OBSERVABILITY
+)
+MESH_TRACE = _policy("MeshTrace", "mtr", "Distributed tracing.", (), _OBSERVABILITY)
 # The policy types whose every field the gate still refuses (no documented example applies).
-NOT_YET_ENFORCED: tuple[TypeDescriptor, ...] = ()
+NOT_YET_ENFORCED: tuple[TypeDescriptor, ...] = (MESH_TRACE,)
 
 POLICIES: tuple[TypeDescriptor, ...] = (
     MESH_TRAFFIC_PERMISSION,
@@ -151,6 +164,8 @@ POLICIES: tuple[TypeDescriptor, ...] = (
     MESH_LOAD_BALANCING_STRATEGY,
     MESH_TCP_ROUTE,
     MESH_HTTP_ROUTE,
+    MESH_ACCESS_LOG,
+    MESH_METRIC,
     *NOT_YET_ENFORCED,
     MESH_FAULT_INJECTION,
     MESH_RATE_LIMIT,

@@ -53,6 +53,18 @@ PENDING: dict[str, dict[str, str]] = {
 }
 
 
+# Issue 18: the sidecar writes access logs to files and TCP collectors, not OTLP.
+PENDING["meshaccesslog/multiple-backends.yaml"] = {
+    "spec.from[0].default.backends[2].type": NOT_ENFORCED,
+    "spec.from[0].default.backends[2].openTelemetry": NOT_ENFORCED,
+}
+# no monitoring-assignment discovery (clientId), no TLS on the metrics listener yet
+PENDING["meshmetric/custom-default.yaml"] = {
+    "spec.default.backends[0].prometheus.clientId": NOT_ENFORCED,
+    "spec.default.backends[0].prometheus.tls.mode": NOT_ENFORCED,
+}
+
+
 def fixture_names() -> list[str]:
     return sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*.yaml"))
 
