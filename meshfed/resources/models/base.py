@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, NoReturn, TypeVar, get_args
+from typing import Any, ClassVar, NoReturn, TypeVar, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -524,6 +524,10 @@ class Also:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
         inner = handler(source)
         rule = self.rule
+        # the rule sees only the container it was written for (a list where a dict is
+        # expected is the type error pydantic reports, not the rule's to read)
+        origin = get_origin(source)
+        expected: type | tuple[type, ...] = origin if origin in (dict, list) else (dict, list)
 
         def wrap(value: Any, nxt: Callable[[Any], Any]) -> Any:
             if _STORED.get():
@@ -534,7 +538,7 @@ class Also:
                 result = nxt(value)
             except PydanticError as exc:
                 details += reworded(exc)
-            if isinstance(value, dict | list):
+            if isinstance(value, expected):
                 details += rule(value)
             if details:
                 fail(details)

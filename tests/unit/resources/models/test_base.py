@@ -25,6 +25,7 @@ from meshfed.resources.models.base import (
     parse,
     problem,
 )
+from meshfed.resources.models.common import ServiceTags
 
 
 def pairs(
@@ -167,3 +168,16 @@ def test_parse_raises_the_api_error_with_paths() -> None:
     with pytest.raises(ValidationError) as info:
         parse(Item, {"name": 1, "port": 1}, "spec")
     assert [(e.field, e.reason) for e in info.value.errors] == [("spec.name", "must be a string")]
+
+
+def test_a_container_rule_never_reads_the_wrong_container() -> None:
+    """Found by `make fuzz`: a Dataplane inbound's tags given as a list reached the tags rule,
+    which read it as a map: an AttributeError instead of a validation error (parse_hello)."""
+
+    class Tagged(Model):
+        tags: ServiceTags | None = None
+
+    assert pairs(Tagged, {"tags": ["kuma.io/service"]}) == [
+        ("tags", "must be a map of keys to values")
+    ]
+    assert pairs(Tagged, {"tags": {}}) == [("tags", "must contain the 'kuma.io/service' tag")]
