@@ -106,11 +106,13 @@ async def test_answers_well_under_a_second_for_a_large_mesh(api: Api) -> None:
                 },
             },
         )
-    start = time.monotonic()
+    # CPU time, not wall time: the bound is on the work (one pass each), which a loaded
+    # machine does not change; a 1 s wall-clock bound failed at load average 13.
+    start = time.process_time()
     status, body = await api.json("GET", PATH, params={"from": "svc-1", "to": "backend"})
-    elapsed = time.monotonic() - start
+    elapsed = time.process_time() - start
 
     assert status == 200, body
     assert body["zone"] == "zone-1"
     assert elapsed < 1.0, elapsed
-    print(f"explain over 2,000 dataplanes, 500 policies: {elapsed * 1000:.0f} ms")
+    print(f"explain over 2,000 dataplanes, 500 policies: {elapsed * 1000:.0f} ms of CPU")
