@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -299,12 +299,20 @@ def start_app(procs: Procs) -> int:
 
 
 def start_meshfed(
-    procs: Procs, ca: MeshCA, app_port: int, protocol: str = "tcp", **inbound: Any
+    procs: Procs,
+    ca: MeshCA,
+    app_port: int,
+    protocol: str = "tcp",
+    outbound: Callable[[Endpoint], dict[str, Any]] | None = None,
+    **inbound: Any,
 ) -> Setup:
     """web's sidecar (outbound `backend` on the returned port) and backend's sidecar (inbound
     to the app); `protocol` is both services' kuma.io/protocol (tcp: byte relay, http: the
-    HTTP/1.1 proxy); `inbound`: more fields of backend's Inbound (its policies)."""
+    HTTP/1.1 proxy); `outbound`: more fields of web's Outbound given backend's endpoint (e.g.
+    MeshHTTPRoute rules whose splits name it);
+    `inbound`: more fields of backend's Inbound (its policies)."""
     inbound_port, outbound_port = free_port(), free_port()
+    target = Endpoint("127.0.0.1", inbound_port, "zone-1")
     backend = SidecarConfig(
         mesh="default",
         zone="zone-1",
@@ -342,8 +350,9 @@ def start_meshfed(
                 "backend",
                 "127.0.0.1",
                 outbound_port,
-                (Endpoint("127.0.0.1", inbound_port, "zone-1"),),
+                (target,),
                 protocol=protocol,
+                **(outbound(target) if outbound else {}),
             ),
         ),
         tls=tls(issue_leaf(ca, "web"), ca),

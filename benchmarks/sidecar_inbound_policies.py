@@ -1,10 +1,13 @@
-"""What MeshRateLimit and MeshFaultInjection on an HTTP inbound cost mesh-dp (decision 128):
-the same chain as benchmarks/sidecar_http.py (wrk -> web sidecar -> mTLS -> backend sidecar
--> nginx app), with backend's inbound carrying
+"""What MeshRateLimit and MeshFaultInjection on an HTTP inbound (decision 128) and
+MeshHTTPRoute on the outbound (decision 125) cost mesh-dp: the same chain as
+benchmarks/sidecar_http.py (wrk -> web sidecar -> mTLS -> backend sidecar -> nginx app), with
 
 - `none`: no such policy (the callback path, fast.py, serves every request);
-- `rate-limit`: a MeshRateLimit that never triggers (10^9 requests per second);
-- `faults-other`: a MeshFaultInjection whose faults are for another caller only;
+- `rate-limit`: a MeshRateLimit that never triggers (10^9 requests per second) on backend;
+- `faults-other`: a MeshFaultInjection on backend whose faults are for another caller only;
+- `route-and-limit` (issue 14's benchmark case): web's outbound carries a MeshHTTPRoute of 10
+  path rules (nine that never match, then `/` with backend's endpoint as its one backendRef:
+  every request walks all ten) and backend the never-triggering MeshRateLimit;
 - `none-other` (with `--compare-with DIR`): `none` on the mesh_dp package in DIR;
 
 run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
@@ -33,6 +36,7 @@ from typing import Any
 from sidecar import Result, measure, nginx_binary, running, start_meshfed
 from sidecar_http import lua, start_app
 
+from meshfed.dpconfig.model import Endpoint, HttpMatch, HttpRule, PathMatch, Split
 from meshfed.dpconfig.traffic import (
     Abort,
     HttpFault,
@@ -42,11 +46,22 @@ from meshfed.dpconfig.traffic import (
 )
 from meshfed.pki.ca import create_mesh_ca
 
+NEVER = InboundRateLimit(http=Rate(10**9, 1.0), sources=("MeshRateLimit/bench",))
+
+
+def ten_rules(endpoint: Endpoint) -> tuple[HttpRule, ...]:
+    """Nine PathPrefix rules no request of the run matches, then `/` to backend itself."""
+    missed = tuple(
+        HttpRule(HttpMatch(path=PathMatch("PathPrefix", f"/never-{i}"))) for i in range(9)
+    )
+    split = Split("backend", 1, (endpoint,))
+    return (*missed, HttpRule(HttpMatch(path=PathMatch("PathPrefix", "/")), splits=(split,)))
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {},
-    "rate-limit": {
-        "rate_limit": InboundRateLimit(http=Rate(10**9, 1.0), sources=("MeshRateLimit/bench",))
-    },
+    "rate-limit": {"rate_limit": NEVER},
+    "route-and-limit": {"outbound": lambda e: {"http_rules": ten_rules(e)}, "rate_limit": NEVER},
     "faults-other": {
         "faults": InboundFaults(
             mesh="default",
