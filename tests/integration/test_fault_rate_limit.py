@@ -66,8 +66,11 @@ def apply(w: World, target: Workload, kind: str, name: str, spec: dict[str, Any]
 
 
 def delete(w: World, target: Workload, kind: str, name: str, plural: str) -> None:
+    """Deleted at the global; the sidecar is back to the default within a second (issue 14)."""
     w.delete(plural, name)
+    deleted = time.monotonic()
     _wait(target, kind, name, present=False)
+    assert time.monotonic() - deleted < 1.0, f"{kind}/{name} left {target.name} late"
 
 
 def _wait(target: Workload, kind: str, name: str, *, present: bool) -> None:
