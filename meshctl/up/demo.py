@@ -8,7 +8,9 @@ What it adds (all real processes, supervised like the control planes):
 - zone-1: one more `backend` instance, a client `web` with a sidecar (the only one that binds
   VIPs: it is the one a user calls through), and a zone-ingress;
 - at the global: Mesh `default` with builtin mTLS (its CA is created there and synced to the
-  zones) and a MeshTrafficPermission allowing web -> backend.
+  zones), a MeshTrafficPermission allowing web -> backend, a MeshAccessLog writing every
+  sidecar's requests to `<up dir>/demo/access.log` and a MeshMetric serving each sidecar's
+  metrics for Prometheus on its address, port 5670.
 
 Every workload has its own loopback address, so fixed ports serve them all: the app on 8080,
 its sidecar's inbound on 18080, the sidecar's admin on 9901, an ingress on 10001 (admin 9902).
@@ -96,6 +98,57 @@ DEMO_RESOURCES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
         },
     ),
 )
+
+
+METRICS_PORT: Final = 5670  # Kuma's default port for a MeshMetric Prometheus backend
+ACCESS_LOG: Final = "access.log"  # in `<up dir>/demo/`, one file all the sidecars append to
+
+
+def access_log_path(data_dir: Path) -> Path:
+    return data_dir / "demo" / ACCESS_LOG
+
+
+def observability_resources(log_file: Path) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """A MeshAccessLog (every sidecar's requests, both directions, to `log_file`) and a
+    MeshMetric (each sidecar serves its metrics for Prometheus on its own address, port
+    METRICS_PORT), as Kuma's examples do (issue 18). Not in DEMO_RESOURCES: the file's path is
+    this `up`'s, and the compose deployment reads DEMO_RESOURCES as they are."""
+    backends = [{"type": "File", "file": {"path": str(log_file)}}]
+    everyone = {"kind": "Mesh"}
+    return (
+        (
+            f"/meshes/{MESH}/meshaccesslogs/demo-access-log",
+            {
+                "type": "MeshAccessLog",
+                "name": "demo-access-log",
+                "mesh": MESH,
+                "spec": {
+                    "targetRef": everyone,
+                    "from": [{"targetRef": everyone, "default": {"backends": backends}}],
+                    "to": [{"targetRef": everyone, "default": {"backends": backends}}],
+                },
+            },
+        ),
+        (
+            f"/meshes/{MESH}/meshmetrics/demo-metrics",
+            {
+                "type": "MeshMetric",
+                "name": "demo-metrics",
+                "mesh": MESH,
+                "spec": {
+                    "targetRef": everyone,
+                    "default": {
+                        "backends": [
+                            {
+                                "type": "Prometheus",
+                                "prometheus": {"port": METRICS_PORT, "path": "/metrics"},
+                            }
+                        ]
+                    },
+                },
+            },
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +381,7 @@ async def apply_resources(
     *,
     data_dir: Path | None = None,
     zones: Sequence[str] = (),
+    net: DemoNet | None = None,
 ) -> bool:
     """PUTs the demo's Mesh and permission to the global as soon as it answers, then (with
     `data_dir`) issues the proxies' tokens into their files; True when all of it worked. The
@@ -344,7 +398,8 @@ async def apply_resources(
     headers = {} if admin is None else {"Authorization": f"Bearer {admin}"}
     client_timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
-        for path, body in DEMO_RESOURCES:
+        extra = () if data_dir is None else observability_resources(access_log_path(data_dir))
+        for path, body in (*DEMO_RESOURCES, *extra):
             while True:
                 try:
                     async with session.put(api + path, json=body, headers=headers) as resp:
@@ -370,6 +425,16 @@ async def apply_resources(
         "demo: Mesh default has builtin mTLS and web may call backend; the sidecars get "
         "their certificates from their zones"
     )
+    if data_dir is not None:
+        web = next(
+            w for w in workloads(zones, net or DemoNet(DEMO_NET_FIRST)) if w.service == "web"
+        )
+        notice(
+            f"demo: MeshAccessLog demo-access-log: every request, both sides, in "
+            f"{access_log_path(data_dir)}; MeshMetric demo-metrics: each sidecar's metrics on "
+            f"its address, port {METRICS_PORT}, e.g. curl -s http://{web.address}:{METRICS_PORT}"
+            "/metrics"
+        )
     return True
 
 

@@ -135,7 +135,12 @@ def launch(opts: UpOptions, stdout: TextIO) -> int:
         demo_job = None
         if opts.demo:
             demo_job = functools.partial(
-                apply_resources, components[0].api, console.notice, data_dir=data_dir, zones=zones
+                apply_resources,
+                components[0].api,
+                console.notice,
+                data_dir=data_dir,
+                zones=zones,
+                net=net,
             )
         recorder = None
         if opts.config_path is not None:

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,23 @@ def test_demo_prints_a_command_that_calls_backend(procs: Procs, tmp_path: Path) 
         return seen == {"backend-z2-1", "backend-z2-2"}
 
     wait_until(both_instances_answered, timeout=60, interval=0.2, what="both zone-2 instances")
+
+    # The demo's MeshAccessLog: both sides of web -> backend in one file; its MeshMetric:
+    # web's sidecar serves its metrics for Prometheus where the banner says.
+    access_log = data / "demo" / "access.log"
+
+    def logged_both_sides() -> bool:
+        lines = access_log.read_text().splitlines() if access_log.exists() else []
+        ours = [line for line in lines if '"web" "backend"' in line]
+        # Kuma's default format ends with the upstream host: the app (port 8080) on backend's
+        # side, backend's sidecar or zone-2's ingress on web's
+        return {line.endswith(':8080"') for line in ours} == {True, False}
+
+    wait_until(logged_both_sides, timeout=10, what="web -> backend in the demo's access log")
+    found = re.search(r"curl -s (http://\S+:5670/metrics)", up.log())
+    assert found is not None, up.log()[-2000:]
+    with urllib.request.urlopen(found.group(1), timeout=10) as resp:
+        assert b"meshfed_dp_" in resp.read()
 
     state = json.loads((data / "state.json").read_text())
     assert len(state["components"]) == 13

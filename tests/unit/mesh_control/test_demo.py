@@ -184,7 +184,14 @@ async def test_the_resources_are_accepted_by_the_global(api: Api, tmp_path: Path
     assert stored.spec["mtls"]["enabledBackend"] == "ca-1"
     mtp = await api.store.get("MeshTrafficPermission", "default", "web-to-backend")
     assert mtp.spec["from"][0]["targetRef"] == {"kind": "MeshService", "name": "web"}
-    assert notes and "builtin mTLS" in notes[-1], notes
+    assert any("builtin mTLS" in n for n in notes), notes
+    log = await api.store.get("MeshAccessLog", "default", "demo-access-log")
+    file = {"type": "File", "file": {"path": str(data_dir / "demo" / "access.log")}}
+    assert log.spec["from"][0]["default"]["backends"] == [file]
+    assert log.spec["to"][0]["default"]["backends"] == [file]
+    metric = await api.store.get("MeshMetric", "default", "demo-metrics")
+    assert metric.spec["default"]["backends"][0]["prometheus"]["port"] == 5670
+    assert str(data_dir / "demo" / "access.log") in notes[-1] and ":5670/metrics" in notes[-1]
 
     # Every proxy's token, readable by this user only, naming only its own service.
     secrets = (await api.store.list("Secret", mesh="default")).items
