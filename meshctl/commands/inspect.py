@@ -1,4 +1,5 @@
-"""`meshctl inspect zones|services|dataplanes|meshes`: live state beyond stored resources.
+"""`meshctl inspect zones|services|dataplanes|meshes|dataplane NAME`: live state beyond stored
+resources (`dataplane NAME`: meshctl/commands/inspect_rules.py).
 
 `zones`: each zone's connection and sync lag, from `/zones+insights`.
 
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from meshctl.client import ApiError
 from meshctl.commands.common import DEFAULT_MESH
+from meshctl.commands.inspect_rules import register_dataplane
 from meshctl.context import Context
 from meshctl.errors import CliError
 from meshctl.output import (
@@ -95,6 +97,7 @@ def register(
     dataplanes.add_argument("-m", "--mesh", default=DEFAULT_MESH, help="mesh (default: default)")
     dataplanes.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
     dataplanes.set_defaults(func=run_dataplanes)
+    register_dataplane(what, common)  # inspect dataplane NAME: the rules view
     meshes = what.add_parser(
         "meshes",
         parents=[common],

@@ -23,6 +23,7 @@ from meshfed.api.openapi import openapi_document
 from meshfed.api.policy_views import add_policy_view_routes
 from meshfed.api.resources import add_resource_routes
 from meshfed.api.routes import ROUTES, Operation, RouteTable, ref
+from meshfed.api.rules import add_rules_route
 from meshfed.api.services import add_services_routes
 from meshfed.api.unsupported import add_unsupported_routes
 from meshfed.api.user_tokens import add_user_token_routes
@@ -165,6 +166,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     add_explain_routes(routes, ctx)  # GET /meshes/{mesh}/_explain: why a call passes or not
     add_unsupported_routes(routes)
     add_policy_view_routes(routes, ctx)  # GUI views: policy types, zone x version, per dataplane
+    add_rules_route(routes)  # GET /meshes/{mesh}/dataplanes/{name}/_rules: merged confs
     add_gui_routes(routes)  # /gui: the web GUI's static files
     if ctx.mode is Mode.GLOBAL:
         add_zone_token_route(routes)  # the zone-token signing keys live on the global only
