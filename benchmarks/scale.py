@@ -220,6 +220,12 @@ class SimZone:
         client = self.kds.client if self.kds is not None else None
         return self.earlier_reconnects + (max(0, client.sessions - 1) if client else 0)
 
+    @property
+    def last_error(self) -> str:
+        """Why the client's last session ended ("" if none did)."""
+        client = self.kds.client if self.kds is not None else None
+        return (client.last_error or "") if client is not None else ""
+
     async def disconnect(self) -> None:
         """Stop the KDS client, keep the store: `start` then resumes as a restarted zone-cp
         with a persistent store does."""
@@ -382,6 +388,7 @@ class Worker:
         if op == "stats":
             return {
                 "reconnects": {n: z.reconnects for n, z in self.zones.items()},
+                "errors": {n: z.last_error for n, z in self.zones.items() if z.reconnects},
                 "cpu_s": time.process_time(),
             }
         raise RuntimeError(f"unknown command {op!r}")
@@ -475,10 +482,16 @@ async def timed_rounds(
 
 
 async def stats(workers: Sequence[WorkerProcess]) -> tuple[dict[str, int], float]:
+    """Reconnects per zone (and why the last one's session ended, printed), workers' CPU."""
     replies = await everyone(workers, "stats")
     per_zone: dict[str, int] = {}
+    errors: dict[str, str] = {}
     for reply in replies:
         per_zone.update(reply["reconnects"])
+        errors.update(reply["errors"])
+    for reason in sorted(set(errors.values())):
+        zones = [z for z, e in errors.items() if e == reason]
+        print(f"  {len(zones)} zones' last session ended: {reason}", flush=True)
     return per_zone, sum(r["cpu_s"] for r in replies)
 
 
