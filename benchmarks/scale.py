@@ -1,7 +1,7 @@
 """One global-cp and N zones spread over K worker processes: what the global carries (issue 19).
 
     .venv/bin/python benchmarks/scale.py [--zones 20] [--dataplanes 100] [--policies 100] \
-        [--rounds 20] [--workers K] [--changes 10] [--json FILE]
+        [--rounds 20] [--workers K] [--ramp M] [--changes 10] [--json FILE]
 
 The global-cp is a real process (embedded SQLite store, KDS over TLS, admin token), as
 `benchmarks/kds_propagation.py` deploys it. Each zone is the zone control plane's own KDS
@@ -16,8 +16,9 @@ simulator). Each zone holds its own inventory: `--dataplanes` Dataplanes (servic
 `svc-<zone>-<j mod 10>`) and its ZoneIngress, whose `availableServices` (what every other
 zone receives) counts them. Measured:
 
-- initial sync: from starting the N zones until each holds every policy and every other
-  zone's ingress, and the global every zone's Dataplanes;
+- initial sync: from starting the N zones (all at once, or `--ramp` M at a time, each group
+  once the global holds the previous one's Dataplanes) until each holds every policy and
+  every other zone's ingress, and the global every zone's Dataplanes;
 - global RSS then (issue 19: <= 1 GB at 100 zones);
 - policy change: `--rounds` times, a MeshTimeout PUT through the global's API, until each
   zone has stored it (its Receiver stores, then ACKs): p50/p99 over zones x rounds
@@ -43,6 +44,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -308,7 +310,7 @@ class Worker:
             await asyncio.gather(*(z.fill() for z in self.zones.values()))
             return {}
         if op == "start":
-            await asyncio.gather(*(z.start() for z in self.zones.values()))
+            await asyncio.gather(*(self.zones[n].start() for n in cmd["names"]))
             return {}
         if op == "synced":
             zones = list(self.zones.values())
@@ -489,9 +491,14 @@ async def stats(workers: Sequence[WorkerProcess]) -> tuple[dict[str, int], float
     for reply in replies:
         per_zone.update(reply["reconnects"])
         errors.update(reply["errors"])
-    for reason in sorted(set(errors.values())):
-        zones = [z for z, e in errors.items() if e == reason]
-        print(f"  {len(zones)} zones' last session ended: {reason}", flush=True)
+    reasons: dict[str, list[str]] = {}
+    for error in errors.values():
+        reason = re.sub(r"'zone-\d+' for [\d.]+s", "'<zone>' for <n>s", error)
+        reasons.setdefault(reason, []).append(error)
+    for reason, each in sorted(reasons.items()):
+        idle = sorted(float(m) for e in each for m in re.findall(r"for ([\d.]+)s", e))
+        span = f" (<n>: {idle[0]:g} to {idle[-1]:g})" if idle else ""
+        print(f"  {len(each)} zones' last session ended: {reason}{span}", flush=True)
     return per_zone, sum(r["cpu_s"] for r in replies)
 
 
@@ -523,13 +530,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             cpu0 = cpu_seconds(dep.global_.pid)
             _, own0 = await stats(workers)
             started = time.monotonic()
-            await everyone(workers, "start")
+            step = args.ramp or args.zones
+            for first_zone in range(0, args.zones, step):
+                group = set(names[first_zone : first_zone + step])
+                await asyncio.gather(
+                    *(w.ask("start", names=[n for n in w.names if n in group]) for w in workers)
+                )
+                want = (first_zone + len(group)) * args.dataplanes
+                while await global_dataplanes(http, dep) < want:
+                    if time.monotonic() - started > TIMEOUT_S:
+                        raise RuntimeError("the global never held every zone's Dataplanes")
+                    await asyncio.sleep(POLL_S)
             await everyone(workers, "synced", policies=policies, names=names)
-            want = args.zones * args.dataplanes
-            while await global_dataplanes(http, dep) < want:
-                if time.monotonic() - started > TIMEOUT_S:
-                    raise RuntimeError("the global never held every zone's Dataplanes")
-                await asyncio.sleep(POLL_S)
             initial_s = time.monotonic() - started
             initial_cpu = cpu_seconds(dep.global_.pid) - cpu0
             at_sync, own1 = await stats(workers)
@@ -669,6 +681,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument(
         "--workers", type=int, help="processes that run the zones (default: max(2, zones // 25))"
+    )
+    parser.add_argument(
+        "--ramp",
+        type=int,
+        default=0,
+        help="start the zones this many at a time, each group once the global holds its "
+        "Dataplanes (default: all at once)",
     )
     parser.add_argument(
         "--changes", type=int, default=10, help="policies changed while zone-1 is away"
