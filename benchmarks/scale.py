@@ -483,7 +483,9 @@ async def timed_rounds(
     return out
 
 
-async def stats(workers: Sequence[WorkerProcess]) -> tuple[dict[str, int], float]:
+async def stats(
+    workers: Sequence[WorkerProcess],
+) -> tuple[dict[str, int], float, dict[str, str]]:
     """Reconnects per zone (and why the last one's session ended, printed), workers' CPU."""
     replies = await everyone(workers, "stats")
     per_zone: dict[str, int] = {}
@@ -499,7 +501,7 @@ async def stats(workers: Sequence[WorkerProcess]) -> tuple[dict[str, int], float
         idle = sorted(float(m) for e in each for m in re.findall(r"for ([\d.]+)s", e))
         span = f" (<n>: {idle[0]:g} to {idle[-1]:g})" if idle else ""
         print(f"  {len(each)} zones' last session ended: {reason}{span}", flush=True)
-    return per_zone, sum(r["cpu_s"] for r in replies)
+    return per_zone, sum(r["cpu_s"] for r in replies), errors
 
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -528,7 +530,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 workers.append(await WorkerProcess.spawn(target, args.dataplanes, names[w::k]))
             await asyncio.gather(*(w.ask("fill", names=w.names) for w in workers))
             cpu0 = cpu_seconds(dep.global_.pid)
-            _, own0 = await stats(workers)
+            _, own0, _ = await stats(workers)
             started = time.monotonic()
             step = args.ramp or args.zones
             for first_zone in range(0, args.zones, step):
@@ -544,7 +546,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             await everyone(workers, "synced", policies=policies, names=names)
             initial_s = time.monotonic() - started
             initial_cpu = cpu_seconds(dep.global_.pid) - cpu0
-            at_sync, own1 = await stats(workers)
+            at_sync, own1, _ = await stats(workers)
             rss = rss_kib(dep.global_.pid)
             print(
                 f"{args.zones} zones x {args.dataplanes} Dataplanes, {args.policies} policies, "
@@ -626,18 +628,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 flush=True,
             )
 
-            reconnects, _ = await stats(workers)
+            reconnects, _, errors = await stats(workers)
             total = sum(reconnects.values())
             during_sync = sum(at_sync.values())
             valid = total == 0
             flagged = {z: n for z, n in reconnects.items() if n}
-            stale = [line for line in dep.global_.log().splitlines() if "stale stream" in line]
+            stale = [e for e in errors.values() if "stale stream" in e]
             verdict = (
                 "VALID"
                 if valid
                 else f"NOT VALID: {during_sync} during the initial sync, "
                 f"{total - during_sync} during the measurements ({flagged}); the global "
-                f"closed {len(stale)} streams as stale"
+                f"closed {len(stale)} of their last sessions as stale"
                 + (f", e.g. {stale[0][-160:]!r}" if stale else "")
             )
             print(f"unplanned reconnects: {total}; {verdict}; load {load_average()}", flush=True)
