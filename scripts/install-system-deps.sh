@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system programs the tests talk to for real (dig, etcd, curl, chromium,
-# docker-compose), if missing.
+# docker-compose, prometheus), if missing.
 # Benchmarks need more (dnsmasq, dnsperf, nginx, wrk): `scripts/install-system-deps.sh --bench`.
 set -euo pipefail
 need=()
@@ -12,6 +12,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # compose/docker-compose.yaml is validated with `docker-compose config` (no engine needed).
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# A real Prometheus scrapes the sidecars where a MeshMetric says (issue 18).
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
   command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
   command -v dnsperf >/dev/null 2>&1 || need+=(dnsperf)
