@@ -115,11 +115,11 @@ def set_targets(root: Path, targets: dict[str, str]) -> None:
 def test_prometheus_scrapes_every_sidecar_where_the_mesh_metric_says(
     tmp_path: Path, procs: Procs
 ) -> None:
-    mesh = Mesh.start(procs, tmp_path)
-    # Started first so it stops last (by PID, in reverse): web's sidecar has closed its pooled
-    # connections by then and the ingress's drain on SIGTERM ends at once.
-    mesh.ingress("zone-2")
     prom = start_prometheus(procs, tmp_path)
+    mesh = Mesh.start(procs, tmp_path)
+    # Started before the sidecars so it stops after them (by PID, in reverse): web's sidecar has
+    # closed its pooled connections by then and the ingress's drain on SIGTERM ends at once.
+    mesh.ingress("zone-2")
     # Applied before the sidecars start, so it travels to both zones while they come up. The
     # sidecars listen on fresh loopback addresses (one /24 per test) where nothing else binds:
     # a port free on 127.0.0.1 and never handed out again in this run is free there too.
