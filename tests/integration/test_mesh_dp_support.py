@@ -354,6 +354,8 @@ class Launcher:
                 f"127.0.0.1:{admin}",
                 "--log-level",
                 "debug",
+                "--drain-timeout",  # teardown: no 30 s drain (a test's `extra` may set its own)
+                "1s",
                 *extra,
             ],
         )
