@@ -20,7 +20,13 @@ from meshfed.dpconfig.traffic import (
 )
 from meshfed.policy.merge import merge_confs
 from meshfed.policy.permissions import MatchType, SpiffeMatch
-from meshfed.policy.rules import Matched, caller_subset, entries, inbound_conf, source_of
+from meshfed.policy.rules import (
+    Matched,
+    callers_by_service,
+    entries,
+    inbound_conf,
+    source_of,
+)
 from meshfed.resources.errors import ValidationError
 from meshfed.resources.models.base import parse
 from meshfed.resources.models.routes import FaultInjectionConf, RateLimitConf
@@ -83,15 +89,10 @@ def _add(sources: list[str], name: str) -> None:
 
 def compile_faults(matched: Sequence[Matched], inbound: int, mesh: str) -> InboundFaults:
     """The MeshFaultInjections matched to a dataplane (rules.match) for one of its inbounds."""
-    named: set[str] = set()
-    for e in entries(matched, "from", inbound):
-        subset = caller_subset(e.target_ref)
-        if subset is not None and set(subset) == {SERVICE_TAG}:  # the gate refuses other tags
-            named.add(subset[SERVICE_TAG])
     anyone = inbound_conf(matched, inbound, {})
     sources = list(anyone.sources)
     services: dict[str, Faults] = {}
-    for service in sorted(named):
+    for service in callers_by_service(matched, inbound):  # the gate refuses other tags
         merged = inbound_conf(matched, inbound, {SERVICE_TAG: service})
         faults = _fault_list(merged.conf)
         if faults is not None:

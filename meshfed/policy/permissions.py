@@ -34,7 +34,13 @@ from typing import Any
 import msgspec
 
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id
-from meshfed.policy.rules import Matched, caller_subset, entries, inbound_conf, source_of
+from meshfed.policy.rules import (
+    Matched,
+    callers_by_service,
+    entries,
+    inbound_conf,
+    source_of,
+)
 from meshfed.resources.types.common import SERVICE_TAG, as_list
 
 
@@ -158,16 +164,10 @@ def compile_permissions(
     inbounds (its index in networking.inbound)."""
     if not mtls_enabled:
         return Permissions(mesh=mesh, enforced=False)
-    named: set[str] = set()
-    for e in entries(matched, "from", inbound):
-        subset = caller_subset(e.target_ref)
-        # Only a subset naming the service alone can match a caller known by its service.
-        if subset is not None and set(subset) == {SERVICE_TAG}:
-            named.add(subset[SERVICE_TAG])
     anyone = inbound_conf(matched, inbound, {})
     sources = list(anyone.sources)
     services: dict[str, Action] = {}
-    for service in sorted(named):
+    for service in callers_by_service(matched, inbound):
         merged = inbound_conf(matched, inbound, {SERVICE_TAG: service})
         action = _action(merged.conf)
         if action is not None:

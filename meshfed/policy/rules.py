@@ -170,6 +170,17 @@ def caller_subset(ref: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
+def callers_by_service(matched: Sequence[Matched], inbound: int) -> list[str]:
+    """The caller services `from[]` names for `inbound`, sorted: only a subset naming the
+    service alone can match a caller a sidecar knows by its certificate (its service)."""
+    named: set[str] = set()
+    for e in entries(matched, "from", inbound):
+        subset = caller_subset(e.target_ref)
+        if subset is not None and set(subset) == {SERVICE_TAG}:
+            named.add(subset[SERVICE_TAG])
+    return sorted(named)
+
+
 def inbound_conf(matched: Sequence[Matched], inbound: int, caller: dict[str, str]) -> Merged:
     """The merged `from[]` default for a caller with tags `caller` at one inbound."""
 
