@@ -37,6 +37,8 @@ from zone_cp.dprecords import Records, changes
 from zone_cp.dpsession import Session, SessionKey
 
 log = logging.getLogger("zone_cp.dpserver")
+# How long a stop waits for the disconnection writes of proxies that left just before.
+DRAIN_TIMEOUT = 2.0
 
 
 class Registration:
@@ -141,10 +143,23 @@ class Registration:
         task.add_done_callback(self._recording.discard)
         await asyncio.shield(task)
 
-    async def drain(self) -> None:
-        """Waits for the disconnections seen so far to be written (before the store goes)."""
-        if self._recording:
-            await asyncio.gather(*self._recording, return_exceptions=True)
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Waits for the disconnections seen so far to be written (before the store goes),
+        at most `timeout`: with the store unreachable a stop must not hang on them (the
+        leader's crash sweep marks those proxies once this replica's presence lapses)."""
+        if not self._recording:
+            return
+        _, pending = await asyncio.wait(set(self._recording), timeout=timeout)
+        if pending:
+            log.warning(
+                "stopping with %d disconnection(s) not recorded (the store did not answer "
+                "within %.0fs); the zone's crash sweep records them",
+                len(pending),
+                timeout,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _record_disconnection(self, session: Session) -> None:
         # Ordered with the registrations of the same proxy (decision 131): its new stream (a

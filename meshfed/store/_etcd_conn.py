@@ -252,10 +252,15 @@ class EtcdConnection:
         *,
         idempotent: bool,
         what: str,
+        timeout: float | None = None,
     ) -> Any:
-        """Sends a unary request; maps every gRPC failure to a StoreError saying what failed."""
+        """Sends a unary request; maps every gRPC failure to a StoreError saying what failed.
+
+        `timeout` shortens the connection's deadline for a call that may give up early."""
         loop = asyncio.get_running_loop()
         deadline = self._deadline()
+        if timeout is not None:
+            deadline = min(deadline, loop.time() + timeout)
         reauthenticated = False
         while True:
             stubs = await self.ready(deadline)

@@ -32,6 +32,9 @@ log = logging.getLogger("meshfed.store.etcd.lease")
 
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 _RETRY_DELAY = 0.1
+# A revoke only saves waiting out the TTL (the lease expires on its own), so a stop with etcd
+# unreachable gives up on it quickly instead of holding the process for the full call deadline.
+REVOKE_TIMEOUT = 1.0
 
 
 class Lease:
@@ -103,6 +106,10 @@ class Lease:
                 log.info("etcd lease %x keepalive interrupted: %s", self.id, exc.details())
             except (ConnectionError, StoreError, TimeoutError) as exc:
                 log.info("etcd lease %x keepalive interrupted: %s", self.id, exc or "timeout")
+            except asyncio.InvalidStateError:
+                # grpc raises this (not an AioRpcError) on a write to a stream etcd has already
+                # ended; it used to end this task, so the lease lapsed with nobody told.
+                log.info("etcd lease %x keepalive interrupted: the stream ended", self.id)
             finally:
                 if call is not None:
                     call.cancel()
@@ -124,6 +131,7 @@ class Lease:
                 rpc.LeaseRevokeRequest(ID=self.id),
                 idempotent=True,
                 what="lease revoke",
+                timeout=REVOKE_TIMEOUT,
             )
 
 

@@ -113,6 +113,17 @@ def test_one_zone_replica_talks_to_the_global_and_the_other_takes_over(
     received = second.http.get("/_kds")["received"]["MeshTimeout"]
     assert received["resourcesApplied"] == 1
 
+    # A replica stopped while etcd is down still stops promptly: its resign, presence and
+    # lease revocations are bounded (the leases expire on their own anyway). It used to wait
+    # out the etcd client's 10 s deadline per call and be SIGKILLed.
+    etcd.stop()
+    assert second.proc is not None
+    started = time.monotonic()
+    code = second.proc.stop(timeout=8)
+    took = time.monotonic() - started
+    assert took < 5, f"the replica took {took:.1f}s to stop with etcd down"
+    assert code == 0, second.proc.log()[-2000:]
+
 
 def dp_state(node: Node, name: str) -> tuple[bool | None, str | None]:
     """(inbound ready, the zone-cp instance of its open subscription; None: closed)."""
@@ -176,6 +187,18 @@ def test_the_leader_sweeps_the_proxies_of_a_killed_replica_and_another_takes_the
     # The proxy comes back through the survivor: that replica holds it, ready again.
     argv = list(web.sidecar.argv)
     argv[argv.index("--cp") + 1] = f"grpc://127.0.0.1:{dp_ports[survivor.name]}"
-    procs.start("web-1-again", argv)
+    again = procs.start("web-1-again", argv)
     eventually(lambda: dp_state(survivor, "web-1") == (True, b_id if survivor is b else a_id))
     print(f"swept {swept_in:.1f}s after the SIGKILL (lease TTL {LEASE_TTL}s)")
+
+    # etcd goes, then the proxy: its disconnection cannot be written. A stop of the replica
+    # then waits for that write a bounded time, not the etcd client's 10 s deadline.
+    etcd.stop()
+    again.stop()
+    assert survivor.proc is not None
+    started = time.monotonic()
+    code = survivor.proc.stop(timeout=9)
+    took = time.monotonic() - started
+    assert took < 6, f"the replica took {took:.1f}s to stop with etcd down"
+    assert code == 0, survivor.proc.log()[-2000:]
+    assert "disconnection(s) not recorded" in survivor.proc.log()

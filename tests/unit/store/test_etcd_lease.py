@@ -10,12 +10,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aetcd import rpc
 
 from meshfed.store._etcd_conn import EtcdConnection
-from meshfed.store.etcd_lease import LeaderElection, Lease
+from meshfed.store.etcd_lease import REVOKE_TIMEOUT, LeaderElection, Lease
 from tests.support import Proc, Procs, async_wait_until, wait_until
 from tests.unit.store.etcd_server import EtcdServer
 
@@ -111,6 +112,26 @@ async def test_lease_lives_past_its_ttl_on_one_stream(
     await lease.revoke()
     assert lease.lost.is_set() and lease.remaining() == 0.0
     assert await ttl_at_etcd(conn, lease) == -1  # etcd: no such lease
+
+
+async def test_revoking_a_lease_whose_etcd_is_gone_gives_up_quickly(tmp_path: Path) -> None:
+    """A stop while etcd is unreachable: revoke() (called on every shutdown) gives up within
+    REVOKE_TIMEOUT, not the connection's 10 s deadline, and raises nothing (the lease expires
+    on its own). tests/integration/test_ha_zone.py checks a whole zone-cp's stop."""
+    server = EtcdServer(tmp_path / "etcd", tmp_path)
+    server.start()
+    connection = EtcdConnection(server.endpoint)
+    try:
+        await connection.open()
+        lease = await Lease.grant(connection, 10)
+        server.stop()
+        started = time.monotonic()
+        await lease.revoke()
+        assert time.monotonic() - started < REVOKE_TIMEOUT + 1.0
+        assert lease.lost_reason == "revoked"
+    finally:
+        server.stop()
+        await connection.close()
 
 
 async def test_bad_ttl(conn: EtcdConnection) -> None:
