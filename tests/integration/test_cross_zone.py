@@ -191,7 +191,7 @@ def test_local_first_failover_and_a_dead_global(procs: Procs, tmp_path: Path) ->
 
 
 def test_certificate_rotation_under_a_long_lived_connection(procs: Procs, tmp_path: Path) -> None:
-    mesh = Mesh.start(procs, tmp_path, ("zone-1",), zone_args=("--dp-cert-validity", "10s"))
+    mesh = Mesh.start(procs, tmp_path, ("zone-1",), zone_args=("--dp-cert-validity", "4s"))
     mesh.apply(allow("web-to-backend", "backend", "web"))
     backend = mesh.workload("zone-1", "backend-1", "backend")
     web = mesh.workload("zone-1", "web-1", "web", reachable=["backend"])
@@ -203,7 +203,7 @@ def test_certificate_rotation_under_a_long_lived_connection(procs: Procs, tmp_pa
     conn = http.client.HTTPConnection(vip, port, timeout=5)
     conn.connect()
     sock = conn.sock
-    deadline = time.monotonic() + 18  # two rotations (at 8 s and 16 s of each certificate)
+    deadline = time.monotonic() + 8  # two rotations (at 3.2 s and 6.4 s of each certificate)
     requests = 0
     while time.monotonic() < deadline:
         conn.request("GET", "/")
@@ -218,4 +218,4 @@ def test_certificate_rotation_under_a_long_lived_connection(procs: Procs, tmp_pa
     conn.close()
     assert len(serials) >= 3 and len(web_serials) >= 3, (serials, web_serials)
     assert backend.stats()["inbounds"][0]["connectionsTotal"] >= 1
-    assert requests > 50
+    assert requests > 20
