@@ -114,6 +114,7 @@ async def test_lease_lives_past_its_ttl_on_one_stream(
     assert await ttl_at_etcd(conn, lease) == -1  # etcd: no such lease
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 async def test_revoking_a_lease_whose_etcd_is_gone_gives_up_quickly(tmp_path: Path) -> None:
     """A stop while etcd is unreachable: revoke() (called on every shutdown) gives up within
     REVOKE_TIMEOUT, not the connection's 10 s deadline, and raises nothing (the lease expires
