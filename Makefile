@@ -69,8 +69,11 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	bash scripts/gen-proto.sh --check
 
+# Two workers (pytest-xdist), each taking whole test modules, so a module's shared federation
+# stays in one process; tests/support.free_port keeps the workers' ports apart.
+TEST_WORKERS ?= 2
 test: $(STAMP) system-deps lock-check lint proto-check
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 # The fast unit tests: those that start a real etcd are left out (`make test` runs everything).
 unit: $(STAMP)

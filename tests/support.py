@@ -29,6 +29,10 @@ def _ephemeral_range() -> tuple[int, int]:
 
 _EPHEMERAL = _ephemeral_range()
 _GIVEN: set[int] = set()
+# Under pytest-xdist (`make test` runs two workers) each worker takes its own residue class of
+# port numbers, so two workers never pick the same port in the moment before it is bound.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % _WORKERS
 # Kuma's and meshfed's default ports: never handed out, another meshfed may want them.
 _DEFAULTS = frozenset({5653, 5678, 5681, 5685, 9901, 10001})
 
@@ -39,13 +43,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     Taken below the kernel's ephemeral range: a process told to bind port 0 (a zone's DNS,
     a client's socket) gets its port from that range, so it can never take the port a test
     picked here for another listener before that listener binds it. No port is handed out
-    twice in one test run.
+    twice in one test run, nor by two xdist workers.
     """
     low = 15000 if _EPHEMERAL[0] > 16000 else 1024
     high = min(_EPHEMERAL[0], 65536) - 1
     for _ in range(1000):
         port = random.randint(low, high)
-        if port in _GIVEN or port in _DEFAULTS:
+        port -= (port - _WORKER) % _WORKERS
+        if port < low or port in _GIVEN or port in _DEFAULTS:
             continue
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:

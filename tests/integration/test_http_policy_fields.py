@@ -269,7 +269,7 @@ def test_back_off_spaces_the_attempts_at_the_backend(w: World) -> None:
     ceilings = [min((2**n - 1) * 0.025, 0.25) for n in range(1, 6)]
     for each in _gaps(w, targets):
         assert len(each) == 5, each
-        assert all(g <= c + slack / 2 for g, c in zip(each, ceilings, strict=True)), each
+        assert all(g <= c + slack for g, c in zip(each, ceilings, strict=True)), each
 
 
 # -- MeshCircuitBreaker ------------------------------------------------------------------------

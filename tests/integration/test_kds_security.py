@@ -92,7 +92,11 @@ class Fed:
 
 
 def start_fed(procs: Procs, root: Path, zones: tuple[str, ...] = ("zone-1",)) -> Fed:
-    cluster = Cluster.create(procs, root, zone_names=zones)
+    # Heartbeats every 1 s: the global then lets a second instance replace a zone only after
+    # 2.5 s of silence, so a loaded host cannot make the live zone look gone to the probes.
+    cluster = Cluster.create(
+        procs, root, zone_names=zones, global_args=("--zone-health-interval", "1s")
+    )
     cluster.start()
     cluster.wait_online()
     admin = TokenHttp(cluster.glob.http.port, read_admin_token(root))
