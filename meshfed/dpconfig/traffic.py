@@ -26,6 +26,8 @@ from typing import Annotated
 import msgspec
 
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id
+from meshfed.pki.tag_sans import NO_TAGS, TagSet
+from meshfed.policy.callers import selects
 from meshfed.policy.permissions import SpiffeMatch
 
 DEFAULT_RATE_LIMIT_STATUS = 429  # Kuma's (and Envoy's local rate limit's) default
@@ -82,6 +84,14 @@ class FaultRule(_Message, frozen=True):
         return caller is not None and any(m.matches(caller) for m in self.matches)
 
 
+class TaggedFaults(_Message, frozen=True):
+    """A `from[]` entry setting `http`, of an inbound whose callers are named by tags: the
+    tags it requires (with `kuma.io/service` for a service) and its faults."""
+
+    tags: dict[str, str]
+    faults: Faults
+
+
 class InboundFaults(_Message, frozen=True):
     """MeshFaultInjection of one inbound; `sources` empty: none applies."""
 
@@ -90,12 +100,22 @@ class InboundFaults(_Message, frozen=True):
     services: dict[str, Faults] = msgspec.field(default_factory=dict)  # from[] per caller
     rules: tuple[FaultRule, ...] = ()  # in merge order: the last selecting the caller wins
     sources: tuple[str, ...] = ()
+    # from[] in merge order when an entry names callers by tags (then default and services
+    # are unset): the last selecting the caller wins (meshfed/policy/callers.py)
+    tagged: tuple[TaggedFaults, ...] = ()
 
-    def for_caller(self, caller: str | None) -> Faults:
-        """The faults for a caller with this verified SPIFFE ID (None: no identity)."""
+    def for_caller(self, caller: str | None, tags: TagSet = NO_TAGS) -> Faults:
+        """The faults for a caller with this verified SPIFFE ID (None: no identity), whose
+        certificate vouches for `tags`."""
         for rule in reversed(self.rules):
             if rule.selects(caller):
                 return rule.faults
+        if self.tagged:
+            service = _service(caller, self.mesh)
+            for t in reversed(self.tagged):
+                if selects(t.tags, service, tags):  # `Mesh` selects even no identity
+                    return t.faults
+            return ()
         if caller is not None and self.services:
             try:
                 ident = parse_spiffe_id(caller)
@@ -106,6 +126,17 @@ class InboundFaults(_Message, frozen=True):
                 if found is not None:
                     return found
         return self.default or ()
+
+
+def _service(caller: str | None, mesh: str) -> str | None:
+    """The service of a caller of `mesh`; None for no identity or another mesh's."""
+    if caller is None:
+        return None
+    try:
+        ident = parse_spiffe_id(caller)
+    except PkiError:
+        return None
+    return ident.service if ident.mesh == mesh else None
 
 
 class Rate(_Message, frozen=True):
