@@ -9,6 +9,8 @@ import datetime as dt
 from cryptography import x509
 
 from global_cp.mesh_ca import ca_secrets, plan_for
+from meshfed.auth.proxies import dataplane_refusal
+from meshfed.auth.tokens import DataplaneClaims
 from meshfed.dpconfig.catalog import build_catalog
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType
@@ -73,3 +75,15 @@ def test_a_changed_registration_gets_a_new_certificate_with_its_new_tags() -> No
     assert ("version", "v2") in cert_tags(v2, issuer)
     assert ("version", "v1") not in cert_tags(v2, issuer)
     assert issuer.issued_total == 2
+
+
+def test_a_token_naming_a_tag_keeps_other_values_out_of_certificates() -> None:
+    # A tag is an authorization boundary once the dataplane token names it (security.md):
+    # a Dataplane claiming another value is refused before anything is stored or issued.
+    claims = DataplaneClaims(MESH.meta.name, {"kuma.io/service": ("web",), "version": ("v1",)})
+    v1 = dataplane("web-1", inbound("web", 8080, tags={"version": "v1"}))
+    v2 = dataplane("web-1", inbound("web", 8080, tags={"version": "v2"}))
+    assert dataplane_refusal(claims, v1) is None
+    assert ("version", "v1") in cert_tags(v1)
+    refusal = dataplane_refusal(claims, v2)
+    assert refusal is not None and "version='v2'" in refusal
