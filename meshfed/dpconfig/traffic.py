@@ -7,7 +7,8 @@ caller's verified SPIFFE ID, as for MeshTrafficPermission (meshfed/policy/permis
 - Faults: a `default` holds one field, the `http` list, which a merge replaces whole (Kuma's
   list rule), so the merged list for a caller is the one of the last entry, in merge order,
   that sets it and selects the caller. `from[]` is merged per caller service as
-  MeshTrafficPermission's (`services`, else `default` for any caller); `rules[]` come after
+  MeshTrafficPermission's (`services`, else `default` for any caller), or kept in merge
+  order when an entry names callers by tags (`tagged`, decision 153); `rules[]` come after
   `from[]` (they override it), each kept with its SPIFFE ID `matches` (none: every caller),
   and the last one selecting the caller wins (`InboundFaults.for_caller`).
 - Rate limit: `from[]` selects callers by Mesh only and a `rules[]` entry with `matches`
@@ -110,21 +111,16 @@ class InboundFaults(_Message, frozen=True):
         for rule in reversed(self.rules):
             if rule.selects(caller):
                 return rule.faults
+        service = _service(caller, self.mesh) if self.tagged or self.services else None
         if self.tagged:
-            service = _service(caller, self.mesh)
             for t in reversed(self.tagged):
                 if selects(t.tags, service, tags):  # `Mesh` selects even no identity
                     return t.faults
             return ()
-        if caller is not None and self.services:
-            try:
-                ident = parse_spiffe_id(caller)
-            except PkiError:
-                ident = None
-            if ident is not None and ident.mesh == self.mesh and ident.service is not None:
-                found = self.services.get(ident.service)
-                if found is not None:
-                    return found
+        if service is not None:
+            found = self.services.get(service)
+            if found is not None:
+                return found
         return self.default or ()
 
 
