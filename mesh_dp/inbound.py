@@ -5,7 +5,8 @@ Per accepted connection, in this order (nothing reaches the application before s
 1. TLS handshake with the sidecar's current server context, which requires a client
    certificate chaining to the mesh CA. No certificate, another CA's, or no TLS at all
    fails here (counted as a handshake failure).
-2. The caller's SPIFFE ID, read from its verified certificate, is evaluated against the
+2. The caller's SPIFFE ID and tags (`kuma://` URI SANs, meshfed/pki/tag_sans.py), read
+   from its verified certificate, are evaluated against the
    inbound's compiled MeshTrafficPermission. A deny closes the connection (counted per
    caller and logged); an allow is counted per caller, which is how an operator (or a test)
    sees who called.
@@ -33,7 +34,7 @@ from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.attempt import RequestPolicy
 from mesh_dp.http.conn import Conn
-from mesh_dp.http.faults import CALLER_ID, InboundTraffic, applies
+from mesh_dp.http.faults import CALLER_ID, CALLER_TAGS, InboundTraffic, applies
 from mesh_dp.http.parse import ProtocolError, RequestHead, RequestParser
 from mesh_dp.http.pool import Pool
 from mesh_dp.http.proxy import HttpProxy
@@ -44,7 +45,8 @@ from mesh_dp.stats import InboundStats
 from mesh_dp.tlsconf import TlsContexts
 from meshfed.aio import wait_for
 from meshfed.dpconfig.model import Endpoint, Inbound, InboundTimeouts
-from meshfed.pki.tls import PeerIdentityError, peer_spiffe_id
+from meshfed.pki.tag_sans import NO_TAGS, TagSet, tags_of
+from meshfed.pki.tls import PeerIdentityError, peer_identity_of, peer_uris
 
 log = logging.getLogger("mesh_dp.inbound")
 
@@ -253,17 +255,21 @@ class InboundListener:
         if client.transport is None:  # the peer left as the handshake finished
             return
         caller: str | None = None
+        tags = NO_TAGS
         if contexts is not None:
-            caller = client.peer = self._caller(client)
+            caller, tags = self._caller(client)
+            client.peer = caller
             CALLER_ID.set(caller)  # this task serves this one connection (faults.py)
-            if not self._authorize(caller, inbound):
+            CALLER_TAGS.set(tags)
+            if not self._authorize(caller, inbound, tags):
                 if isinstance(client, Conn):
                     await self._deny_http(client)
                 else:
                     client.close(abort=True)
                 return
         if isinstance(client, Conn):
-            await self._serve_http(client, None if contexts is None else self._checker(caller))
+            checker = None if contexts is None else self._checker(caller, tags)
+            await self._serve_http(client, checker)
         else:
             await self._forward(client, inbound)
 
@@ -274,7 +280,7 @@ class InboundListener:
         finally:
             self.stats.active -= 1
 
-    def _checker(self, caller: str | None) -> Callable[[], bool]:
+    def _checker(self, caller: str | None, tags: TagSet) -> Callable[[], bool]:
         """Whether `caller` may still call, per request: re-evaluated only when the inbound's
         permissions changed (a new config), so kept-alive connections follow the policy."""
         checked = self.inbound.permissions
@@ -285,7 +291,7 @@ class InboundListener:
             permissions = self.inbound.permissions
             if permissions is not checked:
                 checked = permissions
-                verdict = self._authorize(caller, self.inbound)
+                verdict = self._authorize(caller, self.inbound, tags)
             return verdict
 
         return allowed
@@ -297,17 +303,19 @@ class InboundListener:
         self.http.deny(client)
         client.close()
 
-    def _caller(self, client: Side | Conn) -> str | None:
-        """The caller's SPIFFE ID from its verified certificate; None without a usable one."""
+    def _caller(self, client: Side | Conn) -> tuple[str | None, TagSet]:
+        """The caller's SPIFFE ID and tags from its verified certificate; None and no tags
+        without a usable one."""
         assert client.transport is not None
         try:
-            return peer_spiffe_id(client.transport.get_extra_info("ssl_object"))
+            uris = peer_uris(client.transport.get_extra_info("ssl_object"))
+            return peer_identity_of(uris), tags_of(uris)
         except PeerIdentityError as exc:
             log.info("inbound %s: caller has no usable identity: %s", self.where, exc)
-            return None
+            return None, NO_TAGS
 
-    def _authorize(self, caller: str | None, inbound: Inbound) -> bool:
-        verdict = inbound.permissions.evaluate(caller)
+    def _authorize(self, caller: str | None, inbound: Inbound, tags: TagSet = NO_TAGS) -> bool:
+        verdict = inbound.permissions.evaluate(caller, tags)
         name = caller or "(none)"
         if not verdict.allowed:
             self.stats.denied[name] += 1

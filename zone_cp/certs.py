@@ -3,7 +3,8 @@
 The CA comes from the global as two Secrets (meshfed/pki/ca_names.py names them); every zone has
 the same one, so a certificate issued here verifies in every other zone. A leaf names
 `spiffe://<mesh>/<service>` (the service of the dataplane's first inbound, the identity its
-config carries), has its own P-256 key, and is valid for `validity` (zone-cp's
+config carries) and, as `kuma://<tag>/<value>`, the tags of that service's inbounds with this
+zone (decision 152), has its own P-256 key, and is valid for `validity` (zone-cp's
 `--dp-cert-validity`, default 24 h; a Mesh backend's `dpCert.rotation.expiration` overrides
 it, as in Kuma).
 
@@ -33,6 +34,7 @@ from meshfed.pki.ca_names import (
 )
 from meshfed.pki.leaf import DEFAULT_LEAF_VALIDITY, Leaf, issue_leaf
 from meshfed.pki.spiffe import PkiError
+from meshfed.pki.tag_sans import NO_TAGS, TagSet
 from meshfed.resources.model import Resource
 
 ROTATION_FRACTION: Final = 0.8
@@ -97,6 +99,7 @@ class Issued:
     validity: dt.timedelta
     issued_at: dt.datetime
     rotate_at: dt.datetime
+    tags: TagSet = NO_TAGS
 
 
 @dataclass
@@ -123,7 +126,7 @@ class CertRecord:
 
 class CertIssuer:
     """Leaves per dataplane, reissued when due, when the CA changes, or when the dataplane's
-    service or the validity changes."""
+    service, tags or the validity changes."""
 
     def __init__(self, validity: dt.timedelta = DEFAULT_LEAF_VALIDITY, clock: Clock = utcnow):
         if validity <= dt.timedelta(0):
@@ -134,8 +137,11 @@ class CertIssuer:
         self.records: dict[tuple[str, str], CertRecord] = {}
         self.issued_total = 0
 
-    def leaf_for(self, mesh: Resource, ca: MeshCA, dataplane: str, service: str) -> Leaf:
-        """A valid leaf for `dataplane` (a name in `mesh`) naming `service`."""
+    def leaf_for(
+        self, mesh: Resource, ca: MeshCA, dataplane: str, service: str, tags: TagSet = NO_TAGS
+    ) -> Leaf:
+        """A valid leaf for `dataplane` (a name in `mesh`) naming `service`, with `tags` as
+        `kuma://` URI SANs (meshfed/policy/callers.py `certified_tags` says which)."""
         key = (mesh.meta.name, dataplane)
         validity = leaf_validity(mesh, self.validity)
         fingerprint = _fingerprint(ca)
@@ -145,17 +151,18 @@ class CertIssuer:
             current is not None
             and current.ca == fingerprint
             and current.service == service
+            and current.tags == tags
             and current.validity == validity
             and now < current.rotate_at
         ):
             return current.leaf
         try:
-            leaf = issue_leaf(ca, service, validity=validity, now=now)
+            leaf = issue_leaf(ca, service, validity=validity, now=now, tags=tags)
         except PkiError as exc:
             raise CertError(f"cannot issue a certificate for {service!r}: {exc}") from None
         not_after = leaf.cert.not_valid_after_utc
         self._issued[key] = Issued(
-            leaf, fingerprint, service, validity, now, rotation_time(now, not_after)
+            leaf, fingerprint, service, validity, now, rotation_time(now, not_after), tags
         )
         record = self.records.setdefault(key, CertRecord())
         record.regenerations += 1

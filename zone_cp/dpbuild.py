@@ -25,6 +25,7 @@ from meshfed.dpconfig.model import IngressConfig, SidecarConfig
 from meshfed.dpconfig.policies import MESH_TCP_ROUTE, with_route_backends
 from meshfed.dpconfig.protocol import ProxyType
 from meshfed.pki.ca import MeshCA
+from meshfed.policy.callers import certified_tags
 from meshfed.policy.targetref import view_of
 from meshfed.resources.model import Resource
 from meshfed.resources.models.proxies import DataplaneSpec
@@ -156,7 +157,9 @@ def build_config(
         view = view_of(resource, zone)
         if not view.inbounds:
             raise Unavailable(f"dataplane {resource.name!r} has no usable inbound")
-        leaf = issuer.leaf_for(mesh, ca, resource.name, view.inbounds[0].service)
+        service = view.inbounds[0].service
+        tags = certified_tags(view, service, zone)
+        leaf = issuer.leaf_for(mesh, ca, resource.name, service, tags)
     wanted = wanted_services(resource, reachable)
     policies = inputs.policies.get(resource.mesh, {})
     if wanted is not None:  # and the services routes send those calls to

@@ -35,9 +35,12 @@ from mesh_dp.http.parse import RequestHead
 from mesh_dp.ratelimit import Buckets
 from meshfed.dpconfig.model import Inbound
 from meshfed.dpconfig.traffic import Faults, HttpFault, InboundFaults, InboundRateLimit
+from meshfed.pki.tag_sans import NO_TAGS, TagSet
 
 # The verified SPIFFE ID of the caller of the inbound connection this task serves.
 CALLER_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller_id", default=None)
+# ... and the tags its certificate vouches for (meshfed/pki/tag_sans.py)
+CALLER_TAGS: contextvars.ContextVar[TagSet] = contextvars.ContextVar("caller_tags", default=NO_TAGS)
 
 RATE_LIMITED = "rate-limited"
 FAULT_ABORT = "fault-abort"
@@ -182,23 +185,28 @@ class InboundTraffic:
         self.aborted = 0  # requests answered by a fault (logs, tests)
         # the faults per caller of the current InboundFaults, looked up once per caller
         self._faults: InboundFaults | None = None
-        self._by_caller: dict[str | None, Faults] = {}
+        self._by_caller: dict[tuple[str | None, TagSet], Faults] = {}
 
-    def faults_for(self, faults: InboundFaults, caller: str | None) -> Faults:
+    def faults_for(
+        self, faults: InboundFaults, caller: str | None, tags: TagSet = NO_TAGS
+    ) -> Faults:
         if faults is not self._faults:
             self._faults, self._by_caller = faults, {}
-        found = self._by_caller.get(caller)
+        found = self._by_caller.get((caller, tags))
         if found is None:
             if len(self._by_caller) >= _CALLERS_KEPT:
                 self._by_caller.clear()
-            found = self._by_caller[caller] = faults.for_caller(caller)
+            found = self._by_caller[caller, tags] = faults.for_caller(caller, tags)
         return found
 
     def fast(self, ctx: contextvars.Context) -> bool:
         """Whether the callback path may serve the next request of the connection whose
         serving task's context is `ctx`: no fault for its caller, a token left."""
         inbound = self._inbound()
-        if inbound.faults.sources and self.faults_for(inbound.faults, ctx.get(CALLER_ID)):
+        faults = inbound.faults
+        if faults.sources and self.faults_for(
+            faults, ctx.get(CALLER_ID), ctx.get(CALLER_TAGS, NO_TAGS)
+        ):
             return False
         return self.requests.has_room(inbound.rate_limit.http)
 
@@ -222,7 +230,8 @@ class InboundTraffic:
             return keep
         if not inbound.faults.sources:
             return None
-        injected = choose(self.faults_for(inbound.faults, CALLER_ID.get()), self._rng)
+        caller = CALLER_ID.get(), CALLER_TAGS.get()
+        injected = choose(self.faults_for(inbound.faults, *caller), self._rng)
         if injected.delay > 0:
             await asyncio.sleep(injected.delay)
         if injected.abort is None:

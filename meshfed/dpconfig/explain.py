@@ -42,6 +42,8 @@ from meshfed.dpconfig.catalog import Catalog, ServiceEntry, build_catalog
 from meshfed.dpconfig.model import Endpoint, OutboundPolicies
 from meshfed.dpconfig.policies import OUTBOUND_TYPES
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id, service_id
+from meshfed.pki.tag_sans import NO_TAGS, TagSet
+from meshfed.policy.callers import certified_tags, selects
 from meshfed.policy.permissions import Permissions, compile_permissions
 from meshfed.policy.rules import Matched, caller_subset, entries, match, source_of
 from meshfed.policy.targetref import view_of
@@ -508,8 +510,8 @@ class _Walk:
                 if inbound.service != self.destination:
                     continue
                 perms = compile_permissions(mtp, inbound.index, self.mesh, mtls_enabled=True)
-                verdict = perms.evaluate(identity)
-                why = _deciding(mtp, inbound.index, perms, identity)
+                verdict = perms.evaluate(identity, self._caller_tags())
+                why = _deciding(mtp, inbound.index, perms, identity, self._caller_tags())
                 (allowed if verdict.allowed else denied).setdefault(why, []).append(
                     f"{_display(dp)} ({z})"
                 )
@@ -533,6 +535,13 @@ class _Walk:
             )
         return Hop("permission", "ok", f"{identity} allowed: {'; '.join(allowed)}", facts)
 
+    def _caller_tags(self) -> TagSet:
+        """The tags the first caller's certificate carries (decision 152): what `from[]`
+        entries naming callers by tags see; none without a caller dataplane."""
+        if not self.callers or not self.zone:
+            return NO_TAGS
+        return certified_tags(view_of(self.callers[0], self.zone), self.source, self.zone)
+
     def policies(self) -> Hop:
         if self.builder is None:
             return Hop("policies", "skip", "no caller dataplane")
@@ -549,12 +558,18 @@ def _services_of(dp: Resource) -> Iterable[Any]:
             yield service
 
 
-def _deciding(matched: Sequence[Matched], inbound: int, perms: Permissions, identity: str) -> str:
+def _deciding(
+    matched: Sequence[Matched],
+    inbound: int,
+    perms: Permissions,
+    identity: str,
+    tags: TagSet = NO_TAGS,
+) -> str:
     """Which MeshTrafficPermission decides `identity`'s verdict at one inbound, and by which
     entry, following Permissions.evaluate: the first matching `rules[]` matcher (deny, then
     allowWithShadowDeny, then allow), else the last `from[]` entry that selects the caller
     and sets an action (the merge's winner), else none: denied by default."""
-    verdict = perms.evaluate(identity)
+    verdict = perms.evaluate(identity, tags)
     if verdict.reason.startswith("rules "):
         key = verdict.reason.split()[1]
         for e in entries(matched, "rules", inbound):
@@ -569,7 +584,7 @@ def _deciding(matched: Sequence[Matched], inbound: int, perms: Permissions, iden
         last = ""
         for e in entries(matched, "from", inbound):
             subset = caller_subset(e.target_ref)
-            if subset is None or any({SERVICE_TAG: service}.get(k) != v for k, v in subset.items()):
+            if subset is None or not selects(subset, service, tags):
                 continue
             action = e.default.get("action")
             if isinstance(action, str):

@@ -7,7 +7,8 @@ caller's verified SPIFFE ID, as for MeshTrafficPermission (meshfed/policy/permis
 - Faults: a `default` holds one field, the `http` list, which a merge replaces whole (Kuma's
   list rule), so the merged list for a caller is the one of the last entry, in merge order,
   that sets it and selects the caller. `from[]` is merged per caller service as
-  MeshTrafficPermission's (`services`, else `default` for any caller); `rules[]` come after
+  MeshTrafficPermission's (`services`, else `default` for any caller), or kept in merge
+  order when an entry names callers by tags (`tagged`, decision 153); `rules[]` come after
   `from[]` (they override it), each kept with its SPIFFE ID `matches` (none: every caller),
   and the last one selecting the caller wins (`InboundFaults.for_caller`).
 - Rate limit: `from[]` selects callers by Mesh only and a `rules[]` entry with `matches`
@@ -26,6 +27,8 @@ from typing import Annotated
 import msgspec
 
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id
+from meshfed.pki.tag_sans import NO_TAGS, TagSet
+from meshfed.policy.callers import selects
 from meshfed.policy.permissions import SpiffeMatch
 
 DEFAULT_RATE_LIMIT_STATUS = 429  # Kuma's (and Envoy's local rate limit's) default
@@ -82,6 +85,14 @@ class FaultRule(_Message, frozen=True):
         return caller is not None and any(m.matches(caller) for m in self.matches)
 
 
+class TaggedFaults(_Message, frozen=True):
+    """A `from[]` entry setting `http`, of an inbound whose callers are named by tags: the
+    tags it requires (with `kuma.io/service` for a service) and its faults."""
+
+    tags: dict[str, str]
+    faults: Faults
+
+
 class InboundFaults(_Message, frozen=True):
     """MeshFaultInjection of one inbound; `sources` empty: none applies."""
 
@@ -90,22 +101,38 @@ class InboundFaults(_Message, frozen=True):
     services: dict[str, Faults] = msgspec.field(default_factory=dict)  # from[] per caller
     rules: tuple[FaultRule, ...] = ()  # in merge order: the last selecting the caller wins
     sources: tuple[str, ...] = ()
+    # from[] in merge order when an entry names callers by tags (then default and services
+    # are unset): the last selecting the caller wins (meshfed/policy/callers.py)
+    tagged: tuple[TaggedFaults, ...] = ()
 
-    def for_caller(self, caller: str | None) -> Faults:
-        """The faults for a caller with this verified SPIFFE ID (None: no identity)."""
+    def for_caller(self, caller: str | None, tags: TagSet = NO_TAGS) -> Faults:
+        """The faults for a caller with this verified SPIFFE ID (None: no identity), whose
+        certificate vouches for `tags`."""
         for rule in reversed(self.rules):
             if rule.selects(caller):
                 return rule.faults
-        if caller is not None and self.services:
-            try:
-                ident = parse_spiffe_id(caller)
-            except PkiError:
-                ident = None
-            if ident is not None and ident.mesh == self.mesh and ident.service is not None:
-                found = self.services.get(ident.service)
-                if found is not None:
-                    return found
+        service = _service(caller, self.mesh) if self.tagged or self.services else None
+        if self.tagged:
+            for t in reversed(self.tagged):
+                if selects(t.tags, service, tags):  # `Mesh` selects even no identity
+                    return t.faults
+            return ()
+        if service is not None:
+            found = self.services.get(service)
+            if found is not None:
+                return found
         return self.default or ()
+
+
+def _service(caller: str | None, mesh: str) -> str | None:
+    """The service of a caller of `mesh`; None for no identity or another mesh's."""
+    if caller is None:
+        return None
+    try:
+        ident = parse_spiffe_id(caller)
+    except PkiError:
+        return None
+    return ident.service if ident.mesh == mesh else None
 
 
 class Rate(_Message, frozen=True):

@@ -17,10 +17,13 @@ from meshfed.dpconfig.traffic import (
     InboundFaults,
     InboundRateLimit,
     Rate,
+    TaggedFaults,
 )
+from meshfed.policy.callers import caller_entries
 from meshfed.policy.merge import merge_confs
 from meshfed.policy.permissions import MatchType, SpiffeMatch
 from meshfed.policy.rules import (
+    Entry,
     Matched,
     callers_by_service,
     entries,
@@ -89,10 +92,14 @@ def _add(sources: list[str], name: str) -> None:
 
 def compile_faults(matched: Sequence[Matched], inbound: int, mesh: str) -> InboundFaults:
     """The MeshFaultInjections matched to a dataplane (rules.match) for one of its inbounds."""
+    by_tags = caller_entries(matched, inbound)
     anyone = inbound_conf(matched, inbound, {})
     sources = list(anyone.sources)
     services: dict[str, Faults] = {}
-    for service in callers_by_service(matched, inbound):  # the gate refuses other tags
+    tagged = _tagged(by_tags)
+    for _, e in by_tags:
+        _add(sources, source_of(e.policy))
+    for service in () if by_tags else callers_by_service(matched, inbound):
         merged = inbound_conf(matched, inbound, {SERVICE_TAG: service})
         faults = _fault_list(merged.conf)
         if faults is not None:
@@ -113,11 +120,22 @@ def compile_faults(matched: Sequence[Matched], inbound: int, mesh: str) -> Inbou
         return InboundFaults()
     return InboundFaults(
         mesh=mesh,
-        default=_fault_list(anyone.conf),
+        default=None if by_tags else _fault_list(anyone.conf),
         services=services,
         rules=tuple(rules),
         sources=tuple(sources),
+        tagged=tagged,
     )
+
+
+def _tagged(by_tags: Sequence[tuple[dict[str, str], Entry]]) -> tuple[TaggedFaults, ...]:
+    """The entries that set `http`, in merge order (callers named by tags)."""
+    out: list[TaggedFaults] = []
+    for required, e in by_tags:
+        faults = _fault_list(e.default)
+        if faults is not None:
+            out.append(TaggedFaults(required, faults))
+    return tuple(out)
 
 
 def _headers(items: Any) -> tuple[tuple[str, str], ...]:

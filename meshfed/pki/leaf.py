@@ -8,7 +8,7 @@ than with RSA, whatever algorithm the CA uses.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshfed.pki.ca import CLOCK_SKEW, MeshCA, cert_pem, key_pem, utcnow
 from meshfed.pki.spiffe import PkiError, identity_of, service_id
+from meshfed.pki.tag_sans import tag_uris
 
 DEFAULT_LEAF_VALIDITY = dt.timedelta(hours=24)
 # Rotate when this share of the lifetime has passed, leaving time to retry a failed issue.
@@ -55,11 +56,13 @@ def issue_leaf(
     validity: dt.timedelta = DEFAULT_LEAF_VALIDITY,
     dns_names: Sequence[str] = (),
     now: dt.datetime | None = None,
+    tags: Iterable[tuple[str, str]] = (),
 ) -> Leaf:
     """A leaf for `service` in the CA's mesh, backdated by CLOCK_SKEW for slow peer clocks.
 
     `dns_names` can carry the service's SNI name; nothing here checks hostnames, but tools such
-    as `openssl s_client` show them.
+    as `openssl s_client` show them. `tags` become `kuma://<tag>/<value>` URI SANs
+    (meshfed/pki/tag_sans.py): the caller passes only tags it vouches for.
     """
     if validity <= dt.timedelta(0):
         raise PkiError("leaf validity must be positive")
@@ -68,6 +71,7 @@ def issue_leaf(
     not_after = min(now + validity, ca.cert.not_valid_after_utc)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    names += [x509.UniformResourceIdentifier(u) for u in tag_uris(tags)]
     names += [x509.DNSName(n) for n in dns_names]
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (

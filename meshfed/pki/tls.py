@@ -102,13 +102,22 @@ def peer_spiffe_id(conn: SslConnection) -> str:
     getpeercert() returns {} when the peer cert was not verified, and its dict form does not
     show URI SANs reliably, so the DER form is parsed instead.
     """
+    return peer_identity_of(peer_uris(conn))
+
+
+def peer_uris(conn: SslConnection) -> tuple[str, ...]:
+    """Every URI SAN of the verified peer certificate (its SPIFFE ID, its `kuma://` tags)."""
     der = conn.getpeercert(binary_form=True)
     if not der:
         raise PeerIdentityError("peer presented no certificate")
     try:
-        uris = certificate_facts(der).uris
+        return certificate_facts(der).uris
     except DerError as exc:
         raise PeerIdentityError(f"peer certificate does not parse: {exc}") from None
+
+
+def peer_identity_of(uris: Sequence[str]) -> str:
+    """The SPIFFE ID among a peer certificate's URI SANs (`peer_uris`)."""
     try:
         identity = single_identity(uris)
     except PkiError as exc:

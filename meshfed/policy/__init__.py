@@ -4,8 +4,10 @@ fields the sidecar enforces.
 
 - targetref.py: top-level targetRef -> selected inbounds of a dataplane;
 - rules.py: policy order, `to[]`/`from[]` entries and their merged defaults;
+- precedence.py: the order of top-level targetRef kinds (Kuma 2.14's);
+- callers.py: callers named by tags (the tags a certificate carries, how entries select them);
 - merge.py: JSON merge patch of `default` blocks;
-- permissions.py: MeshTrafficPermission -> `Permissions.evaluate(spiffe_id)`;
+- permissions.py: MeshTrafficPermission -> `Permissions.evaluate(spiffe_id, tags)`;
 - enforced.py: the enforced field set, and `unenforced_fields(policy)`.
 """
 

@@ -8,8 +8,9 @@ REST, dry runs and KDS all refuse the same fields.
 
 | policy                    | section | enforced `default` fields                              |
 |---------------------------|---------|--------------------------------------------------------|
-| MeshTrafficPermission     | from[]  | action (callers by Mesh, MeshService, or MeshSubset /  |
-|                           |         | MeshServiceSubset with no tag but kuma.io/service)     |
+| MeshTrafficPermission     | from[]  | action (callers by Mesh, MeshService, MeshSubset or    |
+|                           |         | MeshServiceSubset with any tags: meshfed/policy/       |
+|                           |         | callers.py; no '*' or '/' in a caller's tag value)     |
 |                           | rules[] | allow, deny, allowWithShadowDeny (spiffeID Exact/Prefix)|
 | MeshTimeout               | to[],   | connectionTimeout, idleTimeout, http.requestTimeout,   |
 |                           | rules[] | http.streamIdleTimeout, http.maxStreamDuration,        |
@@ -47,7 +48,7 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | RequestMirror (percentage, backendRef kind/name/labels/|
 |                           |         | tags) (mesh_dp/http/route.py)                          |
 | MeshFaultInjection        | from[], | http[].abort, delay, responseBandwidth; callers by     |
-|                           | rules[] | service (from[]) or SPIFFE ID (rules[])                |
+|                           | rules[] | service or tags (from[]) or SPIFFE ID (rules[])        |
 | MeshRateLimit             | from[], | local.http (disabled, requestRate, onRateLimit status, |
 |                           | rules[] | headers set/add), local.tcp (disabled, connectionRate);|
 |                           |         | not `rules[].matches` (one bucket per inbound)         |
@@ -355,20 +356,24 @@ def _check_fields(value: Any, allowed: Fields, path: str) -> list[FieldError]:
     return errors
 
 
+CALLER_TAG_VALUE: Final = (
+    f"{NOT_ENFORCED}: a caller's tags are matched exactly against its certificate's, and no "
+    "tag value is '*' or holds '/'"
+)
+
+
 def _caller_tags(ref: Any, path: str) -> list[FieldError]:
-    """A caller is known by its certificate, which names its service and nothing else."""
+    """A caller is known by its certificate: its service and its tags (decision 152), each
+    matched exactly, so a selector value no dataplane tag can have would select nobody."""
     if not isinstance(ref, dict) or ref.get("kind") not in (MESH_SUBSET, MESH_SERVICE_SUBSET):
         return []
     tags = ref.get("tags")
     if not isinstance(tags, dict):
         return []
     return [
-        FieldError(
-            key(join(path, "tags"), k),
-            f"{NOT_ENFORCED}: a caller is identified by its service ({SERVICE_TAG}) only",
-        )
-        for k in tags
-        if k != SERVICE_TAG
+        FieldError(key(join(path, "tags"), k), CALLER_TAG_VALUE)
+        for k, v in tags.items()
+        if isinstance(v, str) and (v == "*" or "/" in v)
     ]
 
 

@@ -18,10 +18,11 @@ Evaluation, first answer wins:
    (`Mesh`, `MeshSubset` without tags). `AllowWithShadowDeny` allows and logs.
 5. nothing matched: deny (Kuma's default when mTLS is on).
 
-A caller is known by its certificate only, which names its service and nothing else, so a
-`from[]` entry that requires other tags (`MeshSubset{env: dev}`,
-`MeshServiceSubset{name: web, tags: {version: v1}}`) selects no caller here; enforced.py
-lists such tags as not enforced, so the API can refuse them.
+A caller is known by its certificate only: its service (the SPIFFE ID) and the tags its
+control plane vouched for (`kuma://` URI SANs). When a `from[]` entry requires other tags
+(`MeshSubset{env: dev}`, `MeshServiceSubset{name: web, tags: {version: v1}}`), step 4 folds
+the inbound's entries in merge order instead (`tagged`, meshfed/policy/callers.py); a
+certificate without tag SANs matches no such entry.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from typing import Any
 import msgspec
 
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id
+from meshfed.pki.tag_sans import NO_TAGS, TagSet
+from meshfed.policy.callers import caller_entries, selects
 from meshfed.policy.rules import (
+    Entry,
     Matched,
     callers_by_service,
     entries,
@@ -82,6 +86,14 @@ class Verdict:
         return self.action is Action.ALLOW_WITH_SHADOW_DENY
 
 
+class TaggedAction(msgspec.Struct, frozen=True):
+    """One `from[]` entry of an inbound whose callers are named by tags: the tags it requires
+    (with `kuma.io/service` for a service) and its action."""
+
+    tags: dict[str, str]
+    action: Action
+
+
 class Permissions(msgspec.Struct, frozen=True, rename="camel"):
     """What an inbound lets in. `enforced` is False when the mesh has no mTLS. Part of the
     sidecar config (meshfed.dpconfig.model): its JSON form is this definition's."""
@@ -98,10 +110,13 @@ class Permissions(msgspec.Struct, frozen=True, rename="camel"):
     allow_with_shadow_deny: tuple[SpiffeMatch, ...] = ()
     # The policies that contributed (`MeshTrafficPermission/<name>`), for inspection.
     sources: tuple[str, ...] = ()
+    # from[] in merge order, when an entry names callers by tags (then default and services
+    # are unset): the last entry selecting the caller decides.
+    tagged: tuple[TaggedAction, ...] = ()
 
-    def evaluate(self, caller: str | None) -> Verdict:
+    def evaluate(self, caller: str | None, tags: TagSet = NO_TAGS) -> Verdict:
         """The verdict for a connection whose verified client identity is `caller` (None:
-        no certificate)."""
+        no certificate), whose certificate vouches for `tags`."""
         if not self.enforced:
             return Verdict(Action.ALLOW, "mTLS is off: traffic permissions are not enforced")
         if caller is None:
@@ -115,6 +130,11 @@ class Permissions(msgspec.Struct, frozen=True, rename="camel"):
                 if m.matches(caller):
                     return Verdict(verdict, f"rules {what} matches {m.type} {m.value}")
         service = self._service(caller)
+        if self.tagged:
+            for t in reversed(self.tagged):
+                if service is not None and selects(t.tags, service, tags):
+                    return Verdict(t.action, f"from[] for callers {t.tags}: {t.action}")
+            return Verdict(Action.DENY, f"no MeshTrafficPermission allows {caller}")
         if service is not None:
             action = self.services.get(service)
             if action is not None:
@@ -164,6 +184,9 @@ def compile_permissions(
     inbounds (its index in networking.inbound)."""
     if not mtls_enabled:
         return Permissions(mesh=mesh, enforced=False)
+    by_tags = caller_entries(matched, inbound)
+    if by_tags:
+        return _with_rules(_tagged(by_tags, mesh), matched, inbound)
     anyone = inbound_conf(matched, inbound, {})
     sources = list(anyone.sources)
     services: dict[str, Action] = {}
@@ -173,16 +196,40 @@ def compile_permissions(
         if action is not None:
             services[service] = action
         sources += [s for s in merged.sources if s not in sources]
+    return _with_rules(
+        Permissions(
+            mesh=mesh, default=_action(anyone.conf), services=services, sources=tuple(sources)
+        ),
+        matched,
+        inbound,
+    )
+
+
+def _tagged(by_tags: Sequence[tuple[dict[str, str], Entry]], mesh: str) -> Permissions:
+    """from[] kept as ordered entries (callers named by tags, meshfed/policy/callers.py)."""
+    tagged: list[TaggedAction] = []
+    sources: list[str] = []
+    for required, e in by_tags:
+        action = _action(e.default)
+        if action is not None:
+            tagged.append(TaggedAction(required, action))
+        name = source_of(e.policy)
+        if name not in sources:
+            sources.append(name)
+    return Permissions(mesh=mesh, tagged=tuple(tagged), sources=tuple(sources))
+
+
+def _with_rules(base: Permissions, matched: Sequence[Matched], inbound: int) -> Permissions:
+    """`base` (its from[] compiled) with the rules[] SPIFFE ID matchers and their sources."""
+    sources = list(base.sources)
     rule_entries = entries(matched, "rules", inbound)
     for e in rule_entries:
         name = source_of(e.policy)
         if name not in sources:
             sources.append(name)
     confs = [e.default for e in rule_entries]
-    return Permissions(
-        mesh=mesh,
-        default=_action(anyone.conf),
-        services=services,
+    return msgspec.structs.replace(
+        base,
         deny=_matchers(confs, "deny"),
         allow=_matchers(confs, "allow"),
         allow_with_shadow_deny=_matchers(confs, "allowWithShadowDeny"),

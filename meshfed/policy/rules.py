@@ -3,9 +3,10 @@ merged `default` for an outbound (`to[]`) or for the callers of an inbound (`fro
 
 Order (least priority first; later entries win field by field, see merge.py):
 
-1. policies by their top-level targetRef kind: Mesh < MeshSubset < MeshService <
-   MeshServiceSubset < Dataplane (Dataplane: labels < labels+sectionName < name <
-   name+sectionName); then origin (global < zone); then by name in *inverted*
+1. policies by their top-level targetRef kind, in Kuma 2.14's order (precedence.py: Mesh <
+   Dataplane < MeshSubset < MeshService < MeshServiceSubset; Dataplane: {} < labels <
+   labels+sectionName < name < name+sectionName); then origin (global < zone); then by
+   name in *inverted*
    lexicographic order, so on a tie `aaa` beats `zzz` (Kuma sorts the display names
    descending and lets the last one win);
 2. the entries of all matched policies are concatenated in that order, then sorted (stably)
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshfed.policy.merge import merge_confs
+from meshfed.policy.precedence import top_level_rank
 from meshfed.policy.targetref import (
     DataplaneView,
     ServiceLabels,
-    dataplane_rank,
     kind_of,
     kind_rank,
     selected_inbounds,
@@ -53,8 +54,7 @@ def sort_policies(policies: Iterable[Resource]) -> list[Resource]:
     return sorted(
         by_name,
         key=lambda p: (
-            kind_rank(p.spec.get("targetRef")),
-            dataplane_rank(p.spec.get("targetRef")),
+            *top_level_rank(p.spec.get("targetRef")),
             1 if p.meta.labels.get(LABEL_ORIGIN) == ORIGIN_ZONE else 0,
         ),
     )

@@ -7,7 +7,8 @@
 - `MeshServiceSubset{name, tags}`: those of them whose tags also include `tags`.
 - `Dataplane{name}` / `Dataplane{labels}` / `Dataplane{}`: the proxy with that name (its
   `kuma.io/display-name` label if it has one, as on a global), with all those labels, or any
-  proxy; `sectionName` narrows to the inbound with that name, or else with that port.
+  proxy; `sectionName` narrows to the inbound with that name, or else to the unnamed one with
+  that port (kuma.io/docs/2.14.x/policies/introduction/, "Using a sectionName").
 - `proxyTypes`: every meshfed dataplane is a `Sidecar`.
 
 An inbound's tags for matching include `kuma.io/zone: <its zone>`, as in Kuma, so that
@@ -164,15 +165,6 @@ def tags_match(selector: Any, tags: Mapping[str, str]) -> bool:
     return True
 
 
-def dataplane_rank(ref: Any) -> int:
-    """Kuma's order among Dataplane refs: labels < labels+section < name < name+section."""
-    if kind_of(ref) != DATAPLANE or not isinstance(ref, dict):
-        return 0
-    by_name = isinstance(ref.get("name"), str)
-    with_section = isinstance(ref.get("sectionName"), str)
-    return 2 * int(by_name) + int(with_section)
-
-
 def _proxy_types_match(ref: dict[str, Any]) -> bool:
     types = ref.get("proxyTypes")
     return not isinstance(types, list) or not types or "Sidecar" in types
@@ -185,7 +177,8 @@ def _section(ref: dict[str, Any], dp: DataplaneView, chosen: frozenset[int]) -> 
     by_name = {i.index for i in dp.inbounds if i.name == section}
     if by_name:
         return chosen & by_name
-    return chosen & {i.index for i in dp.inbounds if str(i.port) == section}
+    # Kuma: a number names the port of an inbound whose name is unset
+    return chosen & {i.index for i in dp.inbounds if not i.name and str(i.port) == section}
 
 
 def _inbound_labels(dp: DataplaneView, inbound: InboundView) -> ServiceLabels:

@@ -236,10 +236,12 @@ class Mesh:
         app_module: str = "mesh_dp.echo",
         protocol: str | None = None,
         tags: dict[str, str] | None = None,
+        outbounds: Sequence[dict[str, Any]] = (),
     ) -> Workload:
         """An app with its sidecar; `reachable`: the services its sidecar binds VIPs of
         (none by default, so many sidecars can share this host); `app_module`: the
-        application (`--address`, `--name`, `--zone`); `protocol`: `kuma.io/protocol`."""
+        application (`--address`, `--name`, `--zone`); `protocol`: `kuma.io/protocol`;
+        `outbounds`: the Dataplane's explicit `networking.outbound` entries."""
         address, app_address = self.addresses.next(), self.addresses.next()
         # Instances of a service share their app port (each has its own address), so the
         # service has one port callers use. A random high port on a fresh address is free.
@@ -263,7 +265,7 @@ class Mesh:
         )
         wait_until(lambda: port_open(app_address, app_port) or not app.alive(), what=name)
         assert app.alive(), app.log()
-        dataplane = {
+        dataplane: dict[str, Any] = {
             "type": "Dataplane",
             "mesh": MESH,
             "name": name,
@@ -281,6 +283,8 @@ class Mesh:
                 "transparentProxying": {"reachableServices": list(reachable)},
             },
         }
+        if outbounds:
+            dataplane["networking"]["outbound"] = list(outbounds)
         path = self.root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(dataplane))
         admin = free_port()

@@ -45,11 +45,6 @@ PENDING: dict[str, dict[str, str]] = {
     },
     # not in issue 13: gRPC health checks
     "meshhealthcheck/grpc-cart-to-payment.yaml": {"spec.to[0].default.grpc": NOT_ENFORCED},
-    # issue 17 ("policies on any tag"): callers named by tags other than kuma.io/service
-    "meshtrafficpermission/zone-allow-env-deny.yaml": {
-        "spec.from[0].targetRef.tags['kuma.io/zone']": NOT_ENFORCED,
-        "spec.from[1].targetRef.tags['env']": NOT_ENFORCED,
-    },
 }
 
 

@@ -288,20 +288,22 @@ def test_every_policy_type_has_an_enforced_set() -> None:
                 "tags",
                 MESH_REF,
                 from_=[
+                    # any tag names callers (decision 152) ...
                     frm({"kind": "MeshSubset", "tags": {"env": "dev"}}, "Deny"),
+                    # ... but not with a value no certificate's tag can have
                     frm(
                         {
                             "kind": "MeshServiceSubset",
                             "name": "web",
-                            "tags": {"version": "v1", "kuma.io/service": "web"},
+                            "tags": {"version": "*", "kuma.io/service": "web", "t": "a/b"},
                         },
                         "Allow",
                     ),
                 ],
             ),
             [
-                ("spec.from[0].targetRef.tags['env']", "identified by its service"),
-                ("spec.from[1].targetRef.tags['version']", "identified by its service"),
+                ("spec.from[1].targetRef.tags['version']", "no tag value is '*'"),
+                ("spec.from[1].targetRef.tags['t']", "no tag value is '*'"),
             ],
         ),
     ],
@@ -387,6 +389,8 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         "tcp-route-1",
         "tcp-route-2",
         "allow-all",
+        "all-client-kinds",  # callers by tags (decision 152)
+        "example-with-tags",
         "allow-orders",
         "allow-orders-dataplane",
         "allow-orders-legacy",

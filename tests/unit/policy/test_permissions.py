@@ -138,13 +138,12 @@ def test_several_policies_merge_into_one_table() -> None:
     }
 
 
-def test_callers_are_known_by_service_only() -> None:
-    # The API refuses these entries (enforcement gate); a stored one must still deny.
+def test_callers_named_by_tags_need_tags_in_their_certificate() -> None:
+    # decision 152: a caller's tags come from its certificate's kuma:// URI SANs
     p = perms(
         mtp(
             "tags",
             MESH_REF,
-            enforced=False,
             from_=[
                 frm(subset({"env": "dev"}), "Allow"),
                 frm(
@@ -158,10 +157,15 @@ def test_callers_are_known_by_service_only() -> None:
             ],
         )
     )
-    # None of these entries can be decided from a certificate that names only a service.
+    # None of these entries selects a certificate that names only a service.
     assert action(p, WEB) is Action.DENY
     assert action(p, ORDERS) is Action.DENY
-    assert p.default is None and not p.services
+    # (the last entry names two services: it selects nobody)
+    assert p.default is None and not p.services and len(p.tagged) == 3
+    assert p.evaluate(WEB, frozenset({("version", "v1")})).action is Action.ALLOW
+    assert p.evaluate(ORDERS, frozenset({("env", "prod")})).action is Action.ALLOW
+    assert p.evaluate(ORDERS, frozenset({("env", "dev")})).action is Action.ALLOW
+    assert p.evaluate(WEB, frozenset({("version", "v2")})).action is Action.DENY
 
 
 def test_mtls_off_lets_everything_in() -> None:

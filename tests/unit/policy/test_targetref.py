@@ -59,6 +59,8 @@ VIEW = view_of(DP, ZONE)
         ({"kind": "Dataplane", "labels": {"app": "backend"}, "sectionName": "admin"}, {2}),
         # sectionName names an inbound, or else is its port.
         ({"kind": "Dataplane", "name": "backend-1", "sectionName": "8081"}, {1}),
+        # ... of an unnamed inbound only (8080 is the inbound named "main")
+        ({"kind": "Dataplane", "sectionName": "8080"}, set()),
         ({"kind": "Dataplane", "sectionName": "nope"}, set()),
     ],
 )
@@ -107,19 +109,24 @@ def test_order_is_by_kind_then_inverted_name() -> None:
         mtp("mesh-b", MESH_REF, rules=RULES),
         mtp("mesh-a", MESH_REF, rules=RULES),
         mtp("mesh-c", None, rules=RULES),
+        mtp("dp-section", {"kind": "Dataplane", "sectionName": "x"}, rules=RULES),
+        mtp("dp-any", {"kind": "Dataplane"}, rules=RULES),
     ]
+    # Kuma 2.14's order (decision 154): Dataplane above Mesh, below the tag-based kinds.
     assert names(sort_policies(policies)) == [
         # Equal kinds: the lexicographically first name has the highest priority (last).
         "mesh-c",
         "mesh-b",
         "mesh-a",
-        "subset",
-        "ms",
-        "mss",
+        "dp-any",
         "dp-labels",
+        "dp-section",  # ties with dp-labels-section: inverted name order
         "dp-labels-section",
         "dp-name",
         "dp-name-section",
+        "subset",
+        "ms",
+        "mss",
     ]
 
 

@@ -113,15 +113,6 @@ REFUSED: dict[str, list[str]] = {
     "MeshTimeout/mesh-timeout-all-default": [
         "spec.from",
     ],
-    "MeshTrafficPermission/example-with-tags": [
-        "spec.from[0].targetRef.tags['kuma.io/zone']",
-        "spec.from[1].targetRef.tags['env']",
-    ],
-    "MeshTrafficPermission/all-client-kinds": [
-        "spec.from[1].targetRef.tags['kuma.io/zone']",
-        "spec.from[1].targetRef.tags['env']",
-        "spec.from[3].targetRef.tags['version']",
-    ],
 }
 
 
