@@ -83,6 +83,17 @@ class OtelLogDestination:
             self._export(items)
 
     def _export(self, items: list[Item]) -> None:
+        # lazy: protobuf, http.client and h2 only in a sidecar that exports
+        from mesh_dp.otlp.encode import logs_request
+        from mesh_dp.otlp.transport import ExportError, Sender
+
+        if self._sender is None:
+            self._sender = Sender(self.endpoint)
+        try:
+            self._sender.connect()
+        except ExportError as exc:
+            self._down(len(items), exc)
+            return
         records = []
         for render, event in items:
             try:
@@ -92,19 +103,16 @@ class OtelLogDestination:
                 self.dropped += 1
         if not records:
             return
-        # lazy: protobuf, http.client and h2 only in a sidecar that exports
-        from mesh_dp.otlp.encode import logs_request
-        from mesh_dp.otlp.transport import ExportError, Sender
-
         try:
-            if self._sender is None:
-                self._sender = Sender(self.endpoint)
             self._sender.send("logs", logs_request(self.resource, records, time.time_ns()))
             self.written += len(records)
         except ExportError as exc:
-            self.dropped += len(records)
-            self._retry_at = time.monotonic() + RETRY_SECONDS
-            log.warning("OTLP access log %s: %s", self.target, exc)
+            self._down(len(records), exc)
         except Exception:  # never let the exporter thread die
             self.dropped += len(records)
             log.exception("OTLP access log %s: export failed", self.target)
+
+    def _down(self, lost: int, exc: Exception) -> None:
+        self.dropped += lost
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        log.warning("OTLP access log %s: %s", self.target, exc)

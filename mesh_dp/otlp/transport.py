@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Final
 
 import h2.config
@@ -41,27 +42,40 @@ class _Http:
         self.endpoint, self.timeout = endpoint, timeout
         self._conn: http.client.HTTPConnection | None = None
 
-    def send(self, signal: str, body: bytes) -> None:
+    def connect(self) -> http.client.HTTPConnection:
         e = self.endpoint
         if self._conn is None:
             if e.scheme == "https":
-                self._conn = http.client.HTTPSConnection(
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                     e.host, e.port, timeout=self.timeout, context=ssl.create_default_context()
                 )
             else:
-                self._conn = http.client.HTTPConnection(e.host, e.port, timeout=self.timeout)
-        self._conn.request(
-            "POST",
-            f"{e.path}/v1/{signal}",
-            body,
-            {"Content-Type": "application/x-protobuf"},
-        )
-        resp = self._conn.getresponse()
-        resp.read()
+                conn = http.client.HTTPConnection(e.host, e.port, timeout=self.timeout)
+            conn.connect()
+            self._conn = conn
+        return self._conn
+
+    def send(self, signal: str, body: bytes) -> None:
+        e = self.endpoint
+        reused = self._conn is not None
+        try:
+            resp = self._post(f"{e.path}/v1/{signal}", body)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            self.close()  # the collector closed the idle kept-alive connection: once more
+            resp = self._post(f"{e.path}/v1/{signal}", body)
         if resp.status // 100 != 2:
             raise ExportError(f"{e.url(signal)} answered {resp.status} {resp.reason}")
         if resp.getheader("Connection", "").lower() == "close":
             self.close()
+
+    def _post(self, path: str, body: bytes) -> http.client.HTTPResponse:
+        conn = self.connect()
+        conn.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp
 
     def close(self) -> None:
         if self._conn is not None:
@@ -84,7 +98,7 @@ class _Grpc:
         self._sock: socket.socket | None = None
         self._h2: h2.connection.H2Connection | None = None
 
-    def _connect(self) -> tuple[socket.socket, h2.connection.H2Connection]:
+    def connect(self) -> tuple[socket.socket, h2.connection.H2Connection]:
         if self._sock is not None and self._h2 is not None:
             return self._sock, self._h2
         e = self.endpoint
@@ -109,7 +123,7 @@ class _Grpc:
         return events
 
     def send(self, signal: str, body: bytes) -> None:
-        sock, conn = self._connect()
+        sock, conn = self.connect()
         sid = conn.get_next_available_stream_id()
         e = self.endpoint
         conn.send_headers(
@@ -174,16 +188,24 @@ class Sender:
             _Grpc(endpoint, timeout) if endpoint.scheme == "grpc" else _Http(endpoint, timeout)
         )
 
+    def connect(self) -> None:
+        """Opens the connection if it is not open (ExportError if it cannot be), so an
+        exporter renders and encodes nothing for a collector that is down."""
+        self._call(lambda: self._impl.connect())
+
     def send(self, signal: str, body: bytes) -> None:
         """Delivers one export request; ExportError (the connection dropped) otherwise."""
+        self._call(lambda: self._impl.send(signal, body))
+
+    def _call(self, action: Callable[[], object]) -> None:
         try:
-            self._impl.send(signal, body)
+            action()
         except ExportError:
             self._impl.close()
             raise
         except (OSError, http.client.HTTPException, h2.exceptions.H2Error, ValueError) as exc:
             self._impl.close()
-            raise ExportError(f"{self.endpoint.url(signal)}: {exc}") from None
+            raise ExportError(f"{self.endpoint.url('')}: {exc}") from None
 
     def close(self) -> None:
         self._impl.close()
