@@ -107,7 +107,11 @@ def report(results: list[Result], names: list[str]) -> None:
         cpu = statistics.median(r.proxy_cpu_us_per_request for r in runs)
         rps = ", ".join(f"{r.rps:,.0f}" for r in runs)
         print(f"{name:<16} {rps:<44} {ratio:>12.3f} {cpu:>11.0f}")
-        summary[name] = {"median_ratio": ratio, "cpu_us": cpu, "errors": sum(r.errors for r in runs)}
+        summary[name] = {
+            "median_ratio": ratio,
+            "cpu_us": cpu,
+            "errors": sum(r.errors for r in runs),
+        }
     print(json.dumps({"summary": summary, "runs": [asdict(r) for r in results]}))
 
 
