@@ -10,6 +10,10 @@ to an earlier one once (Kuma merges MeshAccessLog backends by appending them).
 Metrics: the `default`s of the MeshMetrics selecting the Dataplane, merged as JSON (lists
 replaced whole, the most specific policy winning); None without any, and the sidecar serves
 its metrics on the admin endpoint only, as before.
+
+OpenTelemetry (decisions 142-144): an access-log backend of kind `otel` carries its body and
+attributes in its LogFormat; a MeshMetric's pushes, its Prometheus backends' ProvidedTLS and
+`sidecar.regex` are fields of `Metrics`.
 """
 
 from __future__ import annotations
