@@ -30,6 +30,7 @@ TIMEOUT: Final = 2.0  # seconds for connecting and for each read
 SERVICES: Final = {
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",  # for MeshTrace
 }
 
 
