@@ -72,6 +72,9 @@ def main() -> None:
         "tcp collector down": logs.http_sink(
             (AccessLog("tcp", "127.0.0.1:9", FORMAT),), "default", "web", "backend"
         ),
+        "otlp collector down": logs.http_sink(
+            (AccessLog("otel", "http://127.0.0.1:9", LogFormat()),), "default", "web", "backend"
+        ),
     }
     results: dict[str, float] = {}
     for name, sink in cases.items():
@@ -94,6 +97,16 @@ def main() -> None:
     )
     results["format one line (writer)"] = min(
         _timed(lambda: fmt(event), args.requests) for _ in range(args.repeat)
+    )
+    # what the OTLP exporter's thread spends on one record: render it, encode it in a batch
+    from mesh_dp.otlp.encode import logs_request
+    from mesh_dp.otlp.records import compile_record
+
+    render = compile_record(LogFormat())
+    batch = 1000
+    results["otlp render+encode (exporter)"] = min(
+        _timed(lambda: logs_request((), [render(event) for _ in range(batch)], 0), 20) / batch
+        for _ in range(args.repeat)
     )
     print(f"{'case':<26} us/request")
     for name, us in results.items():

@@ -25,6 +25,8 @@ from typing import Any
 
 from mesh_dp.accesslog_format import Event, Formatter, compile_format
 from mesh_dp.http.accesslog import Record
+from mesh_dp.otlp.logs import OtelLogDestination
+from mesh_dp.otlp.records import compile_record
 from mesh_dp.relay import Link
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.observability import AccessLog, LogFormat
@@ -40,6 +42,7 @@ TCP_TIMEOUT = 2.0
 
 DestKey = tuple[str, str]  # kind, target
 Item = tuple[Formatter, Event]
+Render = Callable[[Event], object]  # a Formatter, or an OTLP record's (mesh_dp/otlp/)
 
 
 class Destination:
@@ -147,23 +150,41 @@ def _service(spiffe_id: str | None) -> str:
     return spiffe_id.rsplit("/", 1)[-1]
 
 
+def log_resource(config: SidecarConfig) -> list[tuple[str, str]]:
+    """An OTLP LogRecord's resource: Kuma's (kuma.mesh, kuma.zone) and the attributes Envoy's
+    OpenTelemetry access logger adds (log_name, zone_name, cluster_name, node_name)."""
+    service = config.identity.rsplit("/", 1)[-1]
+    return [
+        ("kuma.mesh", config.mesh),
+        ("kuma.zone", config.zone),
+        ("service.name", service),
+        ("log_name", "MeshAccessLog"),
+        ("zone_name", config.zone),
+        ("cluster_name", service),
+        ("node_name", config.dataplane),
+    ]
+
+
 class AccessLogs:
     """The destinations the running config names and the sinks of each listener."""
 
     def __init__(self, stdout: Callable[[Record], None] | None = None) -> None:
         self.stdout = stdout  # `--access-log`
-        self.destinations: dict[DestKey, Destination] = {}
-        self._formatters: dict[LogFormat, Formatter] = {}
+        self.destinations: dict[DestKey, Destination | OtelLogDestination] = {}
+        self._formatters: dict[tuple[bool, LogFormat], Render] = {}
 
-    def _targets(self, logs: Iterable[AccessLog]) -> list[tuple[Formatter, Destination]]:
-        out = []
+    def _targets(self, logs: Iterable[AccessLog]) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
         for a in logs:
+            otel = a.kind == "otel"
             dest = self.destinations.get((a.kind, a.target))
             if dest is None:
-                dest = self.destinations[(a.kind, a.target)] = Destination(a.kind, a.target)
-            fmt = self._formatters.get(a.format)
+                dest = OtelLogDestination(a.target) if otel else Destination(a.kind, a.target)
+                self.destinations[(a.kind, a.target)] = dest
+            fmt = self._formatters.get((otel, a.format))
             if fmt is None:
-                fmt = self._formatters[a.format] = compile_format(a.format)
+                fmt = compile_record(a.format) if otel else compile_format(a.format)
+                self._formatters[(otel, a.format)] = fmt
             out.append((fmt, dest))
         return out
 
@@ -234,6 +255,9 @@ class AccessLogs:
         wanted = {(a.kind, a.target) for logs in parts for a in logs}
         for key in [k for k in self.destinations if k not in wanted]:
             self.destinations.pop(key).close()
+        for d in self.destinations.values():
+            if isinstance(d, OtelLogDestination):
+                d.resource = log_resource(config)
         if not wanted:
             self._formatters.clear()
 

@@ -19,6 +19,7 @@ from mesh_dp.dataplane import (
 )
 from mesh_dp.http.accesslog import Record, format_line
 from mesh_dp.metrics_endpoint import MetricsEndpoints
+from mesh_dp.otlp.metrics_push import MetricsPushes
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import CertificateCollector, SidecarCollector
@@ -144,6 +145,10 @@ class App:
                 report_interval=settings.report_interval,
                 token_file=settings.dataplane_token_file,
             )
+        self.metrics = MetricsEndpoints(  # MeshMetric's Prometheus backends
+            lambda: registry.render(), settings.metrics_cert_path, settings.metrics_key_path
+        )
+        self.pushes = MetricsPushes(self.metrics.parts)  # and its OpenTelemetry ones
         registry = metrics_registry(
             SidecarCollector(
                 self.sidecar.inbound_stats,
@@ -152,19 +157,20 @@ class App:
             ),
             CertificateCollector(lambda: self.sidecar.contexts),
             self.sidecar.logs,
+            self.pushes,
         )
         self.admin = AdminServer(
             settings.admin_address,
             {"/ready": self._ready, "/stats": self._stats, "/config": self._config},
             registry,
         )
-        self.metrics = MetricsEndpoints(registry.render)  # MeshMetric's Prometheus backends
 
     async def _apply(self, config: SidecarConfig) -> None:
         """The sidecar takes the config (atomic, or ApplyError), then the MeshMetric
         listeners follow it."""
         await self.sidecar.apply(config)
         await self.metrics.update(config.metrics)
+        await self.pushes.update(config)
 
     def _health_changed(self) -> None:
         if self.client is not None:
@@ -219,6 +225,7 @@ class App:
             return await self._run_client(self.client, stop)
         finally:
             await self.sidecar.stop()
+            await self.pushes.close()
             await self.metrics.close()
             await self.admin.stop()
 

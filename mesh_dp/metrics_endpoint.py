@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 from mesh_dp.metrics_filter import select
 from meshfed.aio import wait_for
@@ -59,11 +61,20 @@ async def scrape(app: App) -> bytes | None:
 class MetricsEndpoints:
     """The listeners of the running MeshMetric, serving `render()` filtered by it."""
 
-    def __init__(self, render: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        render: Callable[[], bytes],
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+    ) -> None:
+        """`cert_file`/`key_file`: what a ProvidedTLS backend serves with (decision 144)."""
         self._render = render
+        self._tls_files = (cert_file, key_file)
+        self.tls_fallbacks = 0  # ProvidedTLS backends served in plaintext (no certificate)
         self.metrics: Metrics | None = None
         self._servers: dict[EndpointKey, asyncio.Server] = {}
         self._paths: dict[int, str] = {}  # by port
+        self._tls: dict[EndpointKey, bool] = {}
         self.app_failures = 0
 
     @property
@@ -75,40 +86,67 @@ class MetricsEndpoints:
         logged and left out, the others serve."""
         self.metrics = metrics
         wanted: dict[EndpointKey, str] = {}
+        tls: dict[EndpointKey, bool] = {}
         if metrics is not None:
             for e in metrics.endpoints:
                 wanted.setdefault((metrics.address, e.port), e.path)
-        for key in [k for k in self._servers if k not in wanted]:
+                tls.setdefault((metrics.address, e.port), e.tls)
+        for key in [k for k in self._servers if k not in wanted or self._tls.get(k) != tls[k]]:
             self._servers.pop(key).close()
         self._paths = {port: path for (_, port), path in wanted.items()}
+        self._tls = tls
         for key in wanted:
             if key in self._servers:
                 continue
             try:
                 self._servers[key] = await asyncio.start_server(
-                    self._serve, key[0], key[1], reuse_address=True
+                    self._serve, key[0], key[1], reuse_address=True, ssl=self._context(tls[key])
                 )
             except OSError as exc:
                 log.error("MeshMetric: cannot serve metrics on %s:%d: %s", *key, exc)
 
+    def _context(self, tls: bool) -> ssl.SSLContext | None:
+        """ProvidedTLS: the sidecar's certificate files; without them, plaintext (Kuma's
+        fallback, logged and counted)."""
+        cert, key = self._tls_files
+        if not tls:
+            return None
+        if cert is None or key is None:
+            self.tls_fallbacks += 1
+            log.error(
+                "MeshMetric: tls mode ProvidedTLS, but no --metrics-cert-path and "
+                "--metrics-key-path: serving metrics in plaintext (Kuma's fallback)"
+            )
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        return context
+
     async def close(self) -> None:
         await self.update(None)
 
-    async def body(self) -> bytes:
-        """What a scrape gets: the sidecar's selected series, then each application's."""
+    async def parts(self) -> list[tuple[str, bytes]]:
+        """The sidecar's selected series ("" as name), then each answering application's
+        text under its name (`address:port` when it has none)."""
         m = self.metrics
         own = self._render()
         if m is None:
-            return own
-        parts = [select(own.decode("utf-8"), m).encode("utf-8")]
+            return [("", own)]
+        parts = [("", select(own.decode("utf-8"), m).encode("utf-8"))]
         found = await asyncio.gather(*(scrape(a) for a in m.applications))
         for app, body in zip(m.applications, found, strict=True):
             if body is None:
                 self.app_failures += 1
                 log.info("MeshMetric: %s:%d%s did not answer", app.address, app.port, app.path)
                 continue
-            parts.append(body if body.endswith(b"\n") or not body else body + b"\n")
-        return b"".join(parts)
+            name = app.name or f"{app.address}:{app.port}"
+            parts.append((name, body if body.endswith(b"\n") or not body else body + b"\n"))
+        return parts
+
+    async def body(self) -> bytes:
+        """What a scrape gets: the sidecar's selected series, then each application's."""
+        return b"".join(body for _, body in await self.parts())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

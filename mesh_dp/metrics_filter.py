@@ -7,7 +7,8 @@ Profiles (Kuma's `appendProfiles`, Basic when none is given) over meshfed's fami
 families whose name matches a selector and `include` brings back any family (even excluded),
 Kuma's order. `includeUnused: false` (Kuma's default) drops counter samples still at 0 and
 histogram series with no observation (Envoy's "used" is a stat written at least once; a
-meshfed counter at 0 has never counted); gauges stay.
+meshfed counter at 0 has never counted); gauges stay. Kuma's older `regex` (Envoy's
+`/stats?filter=`, applied before the rest) keeps the families whose name it matches anywhere.
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ def _used(f: _Family) -> list[str]:
 def select(text: str, m: Metrics) -> str:
     """The families and samples of `text` that MeshMetric `m` exposes."""
     out: list[str] = []
+    regex = re.compile(m.regex) if m.regex else None
     for f in _families(text):
+        if regex is not None and not regex.search(f.name):
+            continue  # Kuma's `sidecar.regex`: before everything, as Envoy's stats filter
         keep = _in_profiles(f.name, m.profiles) and not any(matches(s, f.name) for s in m.exclude)
         if not keep and not any(matches(s, f.name) for s in m.include):
             continue

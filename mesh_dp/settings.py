@@ -135,6 +135,25 @@ class SidecarSettings:
             "to stdout",
         ),
     ]
+    metrics_cert_path: Annotated[
+        Path | None,
+        Option(
+            parse_optional_path,
+            "",
+            "Certificate (PEM) a MeshMetric Prometheus backend with tls mode ProvidedTLS serves "
+            "with (Kuma's KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH)",
+            metavar="FILE",
+        ),
+    ]
+    metrics_key_path: Annotated[
+        Path | None,
+        Option(
+            parse_optional_path,
+            "",
+            "The key (PEM) of --metrics-cert-path",
+            metavar="FILE",
+        ),
+    ]
     log_level: LogLevel
     log_format: LogFormat
 

@@ -10,6 +10,10 @@ to an earlier one once (Kuma merges MeshAccessLog backends by appending them).
 Metrics: the `default`s of the MeshMetrics selecting the Dataplane, merged as JSON (lists
 replaced whole, the most specific policy winning); None without any, and the sidecar serves
 its metrics on the admin endpoint only, as before.
+
+OpenTelemetry (decisions 142-144): an access-log backend of kind `otel` carries its body and
+attributes in its LogFormat; a MeshMetric's pushes, its Prometheus backends' ProvidedTLS and
+`sidecar.regex` are fields of `Metrics`.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from meshfed.policy.merge import merge_confs
+from meshfed.policy.otlp import body_text
 from meshfed.policy.rules import Entry, Matched, entries, source_of, to_selects
 from meshfed.policy.targetref import ServiceLabels
 from meshfed.resources.types.common import as_list
+from meshfed.resources.values import parse_duration
 
 MESH_ACCESS_LOG = "MeshAccessLog"
 MESH_METRIC = "MeshMetric"
 DEFAULT_METRICS_PORT = 5670  # Kuma's Prometheus backend defaults
 DEFAULT_METRICS_PATH = "/metrics"
 DEFAULT_APP_ADDRESS = "127.0.0.1"
+DEFAULT_PUSH_SECONDS = 60.0  # Kuma's OpenTelemetry refreshInterval default
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
@@ -41,14 +48,15 @@ class LogFormat(_Part, frozen=True):
     """`plain` or `json` (key, format) pairs; neither: Kuma's default formats."""
 
     plain: str = ""
-    json: tuple[tuple[str, str], ...] = ()
+    json: tuple[tuple[str, str], ...] = ()  # otel: the attributes
     omit_empty_values: bool = False
+    body: str = ""  # otel: Kuma's `body` as JSON text ("": the default format as a string)
 
 
 class AccessLog(_Part, frozen=True):
-    """One backend: a `file` path or a `tcp` host:port, with its format."""
+    """One backend: a `file` path, a `tcp` host:port or an `otel` endpoint, with its format."""
 
-    kind: Literal["file", "tcp"]
+    kind: Literal["file", "tcp", "otel"]
     target: str
     format: LogFormat = LogFormat()
     source: str = ""  # the policy, `MeshAccessLog/name`
@@ -69,10 +77,20 @@ class App(_Part, frozen=True):
 
 
 class MetricsEndpoint(_Part, frozen=True):
-    """A Prometheus backend: the sidecar serves its metrics at http://address:port/path."""
+    """A Prometheus backend: the sidecar serves its metrics at http://address:port/path
+    (https with `tls`: Kuma's ProvidedTLS)."""
 
     port: Port = DEFAULT_METRICS_PORT
     path: str = DEFAULT_METRICS_PATH
+    tls: bool = False
+
+
+class MetricsPush(_Part, frozen=True):
+    """An OpenTelemetry backend: the sidecar pushes its metrics to `endpoint` every
+    `interval` seconds (meshfed/policy/otlp.py reads the endpoint)."""
+
+    endpoint: str
+    interval: float = DEFAULT_PUSH_SECONDS
 
 
 class Metrics(_Part, frozen=True):
@@ -84,6 +102,8 @@ class Metrics(_Part, frozen=True):
     exclude: tuple[Selector, ...] = ()
     include: tuple[Selector, ...] = ()
     sources: tuple[str, ...] = ()
+    pushes: tuple[MetricsPush, ...] = ()
+    regex: str = ""  # Kuma's `sidecar.regex`: families whose name it matches (search)
 
 
 def _format(raw: Any) -> LogFormat:
@@ -102,21 +122,33 @@ def _format(raw: Any) -> LogFormat:
     )
 
 
+def _otel_format(block: dict[str, Any]) -> LogFormat:
+    """An openTelemetry backend's body and attributes, carried in a LogFormat."""
+    pairs = tuple(
+        (str(p.get("key")), str(p.get("value")))
+        for p in as_list(block.get("attributes"))
+        if isinstance(p, dict)
+    )
+    return LogFormat(json=pairs, body=body_text(block.get("body")))
+
+
 def _backends(chosen: Iterable[Entry]) -> tuple[AccessLog, ...]:
     out: list[AccessLog] = []
     for e in chosen:
         for b in as_list(e.default.get("backends")):
             if not isinstance(b, dict):
                 continue
-            kinds: tuple[tuple[Literal["file", "tcp"], str], ...] = (
-                ("file", "path"),
-                ("tcp", "address"),
+            kinds: tuple[tuple[Literal["file", "tcp", "otel"], str, str], ...] = (
+                ("file", "file", "path"),
+                ("tcp", "tcp", "address"),
+                ("otel", "openTelemetry", "endpoint"),
             )
-            for kind, field in kinds:
-                block = b.get(kind)
+            for kind, name, field in kinds:
+                block = b.get(name)
                 if not isinstance(block, dict) or not isinstance(block.get(field), str):
                     continue
-                log = AccessLog(kind, block[field], _format(block.get("format")))
+                fmt = _otel_format(block) if kind == "otel" else _format(block.get("format"))
+                log = AccessLog(kind, block[field], fmt)
                 if all((o.kind, o.target, o.format) != (kind, log.target, log.format) for o in out):
                     out.append(msgspec.structs.replace(log, source=source_of(e.policy)))
     return tuple(out)
@@ -146,6 +178,15 @@ def _selectors(raw: Any) -> tuple[Selector, ...]:
     )
 
 
+def _push(otel: dict[str, Any]) -> list[MetricsPush]:
+    endpoint, every = otel.get("endpoint"), otel.get("refreshInterval")
+    if not isinstance(endpoint, str) or not endpoint:
+        return []
+    nanos = parse_duration(every) if isinstance(every, str) else None
+    seconds = nanos / 1e9 if nanos and nanos > 0 else DEFAULT_PUSH_SECONDS
+    return [MetricsPush(endpoint, seconds)]
+
+
 def metrics(matched: Sequence[Matched], address: str) -> Metrics | None:
     """The merged MeshMetric of a Dataplane (its policies matched least specific first)."""
     if not matched:
@@ -154,6 +195,7 @@ def metrics(matched: Sequence[Matched], address: str) -> Metrics | None:
         m.policy.spec.get("default") or {} for m in matched if isinstance(m.policy.spec, dict)
     )
     endpoints: list[MetricsEndpoint] = []
+    pushes: list[MetricsPush] = []
     for b in as_list(conf.get("backends")):
         prom = b.get("prometheus") if isinstance(b, dict) else None
         if isinstance(b, dict) and b.get("type") == "Prometheus":
@@ -162,8 +204,11 @@ def metrics(matched: Sequence[Matched], address: str) -> Metrics | None:
                 MetricsEndpoint(
                     port=prom.get("port") or DEFAULT_METRICS_PORT,
                     path=prom.get("path") or DEFAULT_METRICS_PATH,
+                    tls=_dict(prom.get("tls")).get("mode") == "ProvidedTLS",
                 )
             )
+        if isinstance(b, dict) and b.get("type") == "OpenTelemetry":
+            pushes += _push(_dict(b.get("openTelemetry")))
     apps = tuple(
         App(
             port=a["port"],
@@ -190,4 +235,6 @@ def metrics(matched: Sequence[Matched], address: str) -> Metrics | None:
         exclude=_selectors(profiles.get("exclude")),
         include=_selectors(profiles.get("include")),
         sources=tuple(source_of(m.policy) for m in matched),
+        pushes=tuple(pushes),
+        regex=regex if isinstance(regex := sidecar.get("regex"), str) else "",
     )

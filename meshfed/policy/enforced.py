@@ -54,9 +54,12 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | not `rules[].matches` (one bucket per inbound)         |
 | MeshAccessLog             | to[],   | backends File (path, format) and Tcp (address, format);|
 |                           | from[], | format Plain / Json with the placeholders of           |
-|                           | rules[] | meshfed/policy/observability.py, omitEmptyValues       |
-| MeshMetric                | default | backends Prometheus (port, path, tls Disabled),        |
-|                           |         | applications, sidecar (includeUnused, profiles)        |
+|                           | rules[] | meshfed/policy/observability.py, omitEmptyValues;      |
+|                           |         | OpenTelemetry (endpoint, body, attributes)             |
+| MeshMetric                | default | backends Prometheus (port, path, tls Disabled /        |
+|                           |         | ProvidedTLS), OpenTelemetry (endpoint,                 |
+|                           |         | refreshInterval); applications, sidecar (regex,        |
+|                           |         | includeUnused, profiles); not `clientId`               |
 | MeshTrace                 | default | nothing yet                                            |
 
 Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane),
@@ -72,6 +75,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from meshfed.policy.observability import access_log_formats
+from meshfed.policy.otlp import access_log_errors, metric_errors
 from meshfed.resources.errors import FieldError, index, join, key
 from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list
@@ -180,20 +184,29 @@ _RATE_LIMIT: Final[Fields] = {
 _LOG_FORMAT: Final[Fields] = {"type": ANY, "plain": ANY, "json": ANY, "omitEmptyValues": ANY}
 _ACCESS_LOG: Final[Fields] = {
     "backends": {
-        "type": OneOf(("File", "Tcp")),
+        "type": OneOf(("File", "Tcp", "OpenTelemetry")),
         "file": {"path": ANY, "format": _LOG_FORMAT},
         "tcp": {"address": ANY, "format": _LOG_FORMAT},
+        # OTLP LogRecords (meshfed/policy/otlp.py, mesh_dp/otlp/)
+        "openTelemetry": {"endpoint": ANY, "body": ANY, "attributes": ANY},
     }
 }
 _METRIC: Final[Fields] = {
     "sidecar": {
+        "regex": ANY,  # a family-name filter before the profiles (mesh_dp/metrics_filter.py)
         "includeUnused": ANY,
         "profiles": {"appendProfiles": ANY, "exclude": ANY, "include": ANY},
     },
     "applications": {"name": ANY, "path": ANY, "port": ANY, "address": ANY},
     "backends": {
-        "type": OneOf(("Prometheus",)),
-        "prometheus": {"port": ANY, "path": ANY, "tls": {"mode": OneOf(("Disabled",))}},
+        "type": OneOf(("Prometheus", "OpenTelemetry")),
+        # ProvidedTLS: the sidecar's --metrics-cert-file/--metrics-key-file (decision 144)
+        "prometheus": {
+            "port": ANY,
+            "path": ANY,
+            "tls": {"mode": OneOf(("Disabled", "ProvidedTLS"))},
+        },
+        "openTelemetry": {"endpoint": ANY, "refreshInterval": ANY},  # OTLP push
     },
 }
 
@@ -491,4 +504,7 @@ def unenforced_fields(policy: Resource) -> list[FieldError]:
         errors += _check_fields(policy.spec.get("default"), enforced.default, "spec.default")
     if policy.type == "MeshAccessLog":
         errors += access_log_formats(policy.spec)
+        errors += access_log_errors(policy.spec)
+    if policy.type == "MeshMetric":
+        errors += metric_errors(policy.spec)
     return errors

@@ -48,15 +48,10 @@ PENDING: dict[str, dict[str, str]] = {
 }
 
 
-# Issue 18: the sidecar writes access logs to files and TCP collectors, not OTLP.
-PENDING["meshaccesslog/multiple-backends.yaml"] = {
-    "spec.from[0].default.backends[2].type": NOT_ENFORCED,
-    "spec.from[0].default.backends[2].openTelemetry": NOT_ENFORCED,
-}
-# no monitoring-assignment discovery (clientId), no TLS on the metrics listener yet
+# Issue 18: no monitoring-assignment discovery, which `clientId` picks a Prometheus by
+# (decision 144)
 PENDING["meshmetric/custom-default.yaml"] = {
     "spec.default.backends[0].prometheus.clientId": NOT_ENFORCED,
-    "spec.default.backends[0].prometheus.tls.mode": NOT_ENFORCED,
 }
 
 

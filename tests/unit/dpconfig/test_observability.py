@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from meshfed.dpconfig.model import SidecarConfig
-from meshfed.dpconfig.observability import AccessLog, App, LogFormat, MetricsEndpoint, Selector
+from meshfed.dpconfig.observability import (
+    AccessLog,
+    App,
+    LogFormat,
+    MetricsEndpoint,
+    MetricsPush,
+    Selector,
+)
 from tests.unit.dpconfig.test_build import PLAIN_MESH, POLICIES, build
 from tests.unit.policy.factories import MESH_REF, policy, svc, to
 
@@ -113,3 +120,53 @@ def test_metrics_merge_the_selecting_policies_with_kuma_defaults() -> None:
     assert m.include_unused and m.profiles == ("All",)
     assert m.exclude == (Selector("Prefix", "process_"),)
     assert m.sources == ("MeshMetric/base", "MeshMetric/web")
+
+
+def test_otel_access_log_backends_carry_body_and_attributes() -> None:
+    otel = {
+        "type": "OpenTelemetry",
+        "openTelemetry": {
+            "endpoint": "otel-collector:4317",
+            "body": {"stringValue": "%KUMA_MESH%"},
+            "attributes": [{"key": "dst", "value": "%KUMA_DESTINATION_SERVICE%"}],
+        },
+    }
+    p = policy("MeshAccessLog", "otel", MESH_REF, to=[to(MESH_REF, {"backends": [otel, otel]})])
+    logs = {log for o in _build(p).outbounds for log in o.access_logs}
+    assert logs == {
+        AccessLog(
+            "otel",
+            "otel-collector:4317",
+            LogFormat(
+                json=(("dst", "%KUMA_DESTINATION_SERVICE%"),), body='{"stringValue":"%KUMA_MESH%"}'
+            ),
+            "MeshAccessLog/otel",
+        )
+    }
+
+
+def test_metrics_otel_pushes_tls_and_regex() -> None:
+    p = policy(
+        "MeshMetric",
+        "m",
+        MESH_REF,
+        default={
+            "sidecar": {"regex": "http_.*"},
+            "backends": [
+                {
+                    "type": "Prometheus",
+                    "prometheus": {"port": 5671, "tls": {"mode": "ProvidedTLS"}},
+                },
+                {"type": "OpenTelemetry", "openTelemetry": {"endpoint": "c:4317"}},
+                {
+                    "type": "OpenTelemetry",
+                    "openTelemetry": {"endpoint": "http://c:4318", "refreshInterval": "250ms"},
+                },
+            ],
+        },
+    )
+    m = _build(p).metrics
+    assert m is not None
+    assert m.endpoints == (MetricsEndpoint(5671, "/metrics", tls=True),)
+    assert m.pushes == (MetricsPush("c:4317", 60.0), MetricsPush("http://c:4318", 0.25))
+    assert m.regex == "http_.*"

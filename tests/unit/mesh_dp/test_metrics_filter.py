@@ -63,3 +63,8 @@ def test_none_with_include_and_exclude() -> None:
     ]
     out = select(text(), m(exclude=(Selector("Prefix", "meshfed_dp_l"),)))
     assert "latency" not in out
+
+
+def test_sidecar_regex_keeps_the_families_it_matches_before_the_profiles() -> None:
+    out = select(text(), m(regex="latency|requests", profiles=("All",), include_unused=True))
+    assert names(out) == ["meshfed_dp_requests_total", "meshfed_dp_latency_seconds"]

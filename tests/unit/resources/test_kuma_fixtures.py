@@ -37,15 +37,7 @@ DOCS = load_all()
 REFUSED: dict[str, list[str]] = {
     "MeshHTTPRoute/bad-regex": ["spec.to[0].rules[0].matches[0].path.value"],
     "MeshRateLimit/per-caller": ["spec.rules[0].matches"],
-    "MeshAccessLog/otel": [
-        "spec.from[0].default.backends[0].type",
-        "spec.from[0].default.backends[0].openTelemetry",
-    ],
     "MeshAccessLog/response-flags": ["spec.to[0].default.backends[0].file.format.plain"],
-    "MeshMetric/metrics-otel": [
-        "spec.default.backends[0].type",
-        "spec.default.backends[0].openTelemetry",
-    ],
     "MeshMetric/metrics-client": ["spec.default.backends[0].prometheus.clientId"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",

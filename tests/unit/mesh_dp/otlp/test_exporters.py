@@ -1,0 +1,89 @@
+"""The OTLP exporters against collectors on loopback (tests/otlp_receivers.py): OTLP/HTTP and
+OTLP/gRPC (the sidecar's h2 client against grpcio), the access-log destination's batches, and
+that a collector that is down or failing costs the caller one append and counted drops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mesh_dp.accesslog_format import Event
+from mesh_dp.otlp.logs import OtelLogDestination
+from mesh_dp.otlp.metrics_push import encode_parts
+from mesh_dp.otlp.records import compile_record
+from mesh_dp.otlp.transport import ExportError, Sender
+from meshfed.dpconfig.observability import LogFormat
+from meshfed.policy.otlp import parse_endpoint
+from tests.otlp_receivers import GrpcReceiver, HttpReceiver, attrs
+from tests.support import free_port, wait_until
+
+RENDER = compile_record(LogFormat(json=(("dst", "%KUMA_DESTINATION_SERVICE%"),)))
+PROM = b'# TYPE req_total counter\nreq_total{service="b"} 4\n'
+
+
+def event(i: int) -> Event:
+    return Event("outbound", "default", "web", f"s{i}", time.time(), 0.001)
+
+
+@pytest.fixture(params=["http", "grpc"])
+def receiver(request: pytest.FixtureRequest) -> Iterator[HttpReceiver | GrpcReceiver]:
+    r = HttpReceiver("/otlp") if request.param == "http" else GrpcReceiver()
+    yield r
+    r.stop()
+
+
+def test_a_destination_exports_every_record_in_order(receiver: HttpReceiver | GrpcReceiver) -> None:
+    dest = OtelLogDestination(receiver.endpoint)
+    dest.resource = [("kuma.zone", "zone-1")]
+    for i in range(300):
+        dest.offer(RENDER, event(i))
+    wait_until(lambda: dest.written == 300, 10, what="300 records exported")
+    got = receiver.got.records()
+    assert [attrs(rec)["dst"] for _, rec in got] == [f"s{i}" for i in range(300)]
+    assert got[0][0] == {"kuma.zone": "zone-1"}
+    assert dest.dropped == 0
+    dest.close()
+
+
+def test_metrics_and_large_bodies_go_through(receiver: HttpReceiver | GrpcReceiver) -> None:
+    sender = Sender(parse_endpoint(receiver.endpoint))
+    big = PROM + b"".join(b'x_total{i="%d"} 1\n' % i for i in range(20000))  # > h2 windows
+    for _ in range(2):  # the connection is kept
+        sender.send("metrics", encode_parts([("kuma.mesh", "m")], [("", big)], 1, 2))
+    points = [(name, p.as_double) for _, name, p in receiver.got.metric_points()]
+    assert ("req_total", 4.0) in points and len(points) == 2 * 20001
+    sender.close()
+
+
+def test_a_failing_collector_raises_export_error(receiver: HttpReceiver | GrpcReceiver) -> None:
+    receiver.got.fail = True
+    sender = Sender(parse_endpoint(receiver.endpoint))
+    with pytest.raises(ExportError):
+        sender.send("metrics", encode_parts([], [("", PROM)], 1, 2))
+
+
+@pytest.mark.parametrize("form", ["http://127.0.0.1:{}", "127.0.0.1:{}"])
+def test_a_collector_that_is_down_costs_one_append_and_counted_drops(form: str) -> None:
+    dest = OtelLogDestination(form.format(free_port()), capacity=1000)
+    started = time.perf_counter()
+    for i in range(5000):
+        dest.offer(RENDER, event(i))
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"5000 offers took {elapsed:.3f}s"
+    wait_until(lambda: dest.dropped + dest.written >= 4000 and not dest.queue, 10, what="drops")
+    assert dest.written == 0 and dest.dropped >= 4000
+    dest.close()
+
+
+def test_the_sidecar_loads_no_otel_protobufs_until_it_exports() -> None:
+    probe = (
+        "import sys, mesh_dp.app, mesh_dp.accesslog_sink, mesh_dp.otlp.logs, "
+        "mesh_dp.otlp.metrics_push, mesh_dp.otlp.records\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'http.client'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
