@@ -152,6 +152,7 @@ class App:
             ),
             CertificateCollector(lambda: self.sidecar.contexts),
             self.sidecar.logs,
+            self.sidecar.tracing,
         )
         self.admin = AdminServer(
             settings.admin_address,
