@@ -12,6 +12,7 @@ then only if the same draw is below `overall`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -55,6 +56,20 @@ def _hex(value: str, *lengths: int) -> bool:
     return len(value) in lengths and _HEX.issuperset(value) and value.strip("0") != ""
 
 
+# B3 ids: 16 or 32 hex (trace), 16 (span); checked on the raw bytes, decoded once matched
+_B3_TRACE_RE: Final = re.compile(rb"[0-9a-f]{16}(?:[0-9a-f]{16})?")
+_B3_SPAN_RE: Final = re.compile(rb"[0-9a-f]{16}")
+_ZEROS: Final = frozenset({b"0" * 16, b"0" * 32})
+
+
+def _b3_id(raw: bytes, pattern: re.Pattern[bytes]) -> str:
+    """The id in lowercase hex, "" when `raw` is not one (all zeros is not an id)."""
+    value = raw.strip().lower()
+    if pattern.fullmatch(value) is None or value in _ZEROS:
+        return ""
+    return value.decode()
+
+
 def parse_traceparent(value: bytes) -> Parent | None:
     """`00-<trace 32 hex>-<span 16 hex>-<flags 2 hex>`; a later version may add fields."""
     parts = value.strip().decode("latin-1").lower().split("-")
@@ -88,15 +103,16 @@ def parse_b3_single(value: bytes) -> Parent | None:
 
 
 def parse_b3_multi(found: dict[bytes, bytes]) -> Parent | None:
-    trace = found.get(B3_TRACE, b"").strip().decode("latin-1").lower()
-    span = found.get(B3_SPAN, b"").strip().decode("latin-1").lower()
-    if not _hex(trace, 16, 32) or not _hex(span, 16):
+    trace = _b3_id(found.get(B3_TRACE, b""), _B3_TRACE_RE)
+    span = _b3_id(found.get(B3_SPAN, b""), _B3_SPAN_RE)
+    if not trace or not span:
         return None
-    parent = found.get(B3_PARENT, b"").strip().decode("latin-1").lower()
-    sampled = _b3_sampled(found.get(B3_SAMPLED, b"").strip().decode("latin-1").lower())
+    parent = _b3_id(found[B3_PARENT], _B3_SPAN_RE) if B3_PARENT in found else ""
+    raw = found.get(B3_SAMPLED)
+    sampled = None if raw is None else _b3_sampled(raw.strip().decode("latin-1").lower())
     if found.get(B3_FLAGS, b"").strip() == b"1":
         sampled = True  # debug
-    return Parent(trace, span, parent if _hex(parent, 16) else "", sampled)
+    return Parent(trace, span, parent, sampled)
 
 
 _SEEN: Final = READ | WRITTEN

@@ -34,14 +34,17 @@ STYLES = {"zipkin": "b3", "otel": "w3c", "datadog": "datadog"}
 
 
 def inject(head: RequestHead, found: dict[bytes, bytes], new: list[tuple[bytes, bytes]]) -> None:
-    """`head` with the propagation headers it had (`found`) replaced by `new`."""
+    """`head` with the propagation headers it had (`found`) replaced by `new`; unchanged
+    when it already carries exactly these (a Zipkin server span sharing its caller's)."""
     stale = tuple(name for name in found if name in WRITTEN)
+    if len(stale) == len(new) and all(found.get(k) == v for k, v in new):
+        return
     if stale:
         head.headers[:] = [(k, v) for k, v in head.headers if k.lower() not in WRITTEN]
     head.headers.extend(new)
     if head.raw and head.hop is not None:
         raw = _without_hop(head.raw, stale) if stale else head.raw
-        head.raw = raw[:-2] + b"".join(b"%s: %s\r\n" % kv for kv in new) + b"\r\n"
+        head.raw = raw[:-2] + b"".join([b"%s: %s\r\n" % kv for kv in new]) + b"\r\n"
     else:
         head.raw, head.hop = b"", None
 
@@ -66,8 +69,13 @@ class Tracer:
         r = rng or random.Random()
         self._draw, self._bits = r.random, r.getrandbits
 
-    def _id(self, bits: int = 64) -> str:
-        return f"{self._bits(bits) or 1:0{bits // 4}x}"
+    def _id(self) -> str:
+        return "%016x" % (self._bits(64) or 1)
+
+    def _trace_id(self) -> str:
+        if self.wide:
+            return "%032x" % (self._bits(128) or 1)
+        return "%016x" % (self._bits(64) or 1)
 
     def start(self, record: Record, head: RequestHead) -> None:
         found = propagation(head.headers)
@@ -79,7 +87,7 @@ class Tracer:
             sampled = self.sampling.decide(self._draw() * 100.0, CLIENT_TRACE_ID in found)
         shared = False
         if parent is None:
-            trace_id, span_id, parent_id = self._id(128 if self.wide else 64), self._id(), ""
+            trace_id, span_id, parent_id = self._trace_id(), self._id(), ""
         elif self.listener.shared:  # Zipkin's shared span context: the caller's span, shared
             trace_id, span_id, parent_id = parent.trace_id, parent.span_id, parent.parent_id
             shared = True
