@@ -3,9 +3,11 @@ benchmarks/sidecar_http.py (wrk -> web sidecar -> mTLS -> backend sidecar -> ngi
 sidecars HTTP, with
 
 - `none`: no MeshTrace;
+- `none-again`: the same as `none`, started after the others (the spread between equal
+  chains on a shared machine);
 - `trace-down`: a MeshTrace on both sidecars (every request sampled, Kuma's default) whose
   Zipkin backend is down (a closed port): every request is traced and propagated, and every
-  span dropped;
+  span dropped (`trace-down-unsampled`: the same with `overall: 0`, propagation only);
 - `all-three` (`--variants`): MeshAccessLog (a file on each listener), MeshMetric (a
   Prometheus listener) and MeshTrace (Zipkin, to a collector run here) on both sidecars;
 
@@ -15,7 +17,7 @@ ratio to `none`, and after the runs every sidecar's RSS (`VmRSS`), with `--otel`
 MeshTrace whose backend is OpenTelemetry (OTLP/HTTP: the protobuf messages loaded).
 
     .venv/bin/python benchmarks/tracing.py [--duration 5] [--rounds 3] [--connections 16]
-        [--body 1024] [--variants none,trace-down,all-three] [--otel]
+        [--body 1024] [--variants none,none-again,trace-down,all-three] [--otel]
 
 Needs wrk and nginx (`scripts/install-system-deps.sh --bench`). Not a test.
 """
@@ -34,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sidecar import Result, free_port, measure, nginx_binary, running, start_meshfed
 from sidecar_http import lua, start_app
 
@@ -80,7 +83,11 @@ def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {
         "none": {},
         "trace-down": {"sidecar": {"tracing": down}},
+        "trace-down-unsampled": {
+            "sidecar": {"tracing": msgspec.structs.replace(down, overall=0.0)}
+        },
         "all-three": all_three("all-three", zipkin),
+        "none-again": {},  # a control: an equal chain, started after the others
     }
     if otel:
         out["all-three-otel"] = all_three("all-three-otel", otlp)

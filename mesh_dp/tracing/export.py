@@ -26,7 +26,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from mesh_dp.tracing.span import Listener, Request, Span
-from mesh_dp.tracing.tracer import Tracer
+from mesh_dp.tracing.tracer import Pending, Tracer, span_of
 from meshfed.dpconfig.model import Inbound, Outbound, SidecarConfig
 from meshfed.dpconfig.tracing import Tracing as TracingConf
 from meshfed.proxy.promtext import Family, counter, gauge
@@ -89,12 +89,13 @@ class Exporter:
     def __init__(self, conf: TracingConf, capacity: int = QUEUE_SPANS) -> None:
         self.conf = conf
         self.capacity = capacity
-        self.queue: collections.deque[Span] = collections.deque()
+        self.queue: collections.deque[Pending | Span] = collections.deque()
         self.closing = False
         self.exported = 0
         self.dropped = 0
         self.batches = 0
         self._retry_at = 0.0
+        self.failing = False  # the backend failed less than RETRY_SECONDS ago: spans dropped
         self._thread = threading.Thread(
             target=self._run, name=f"trace {conf.kind} {conf.url}", daemon=True
         )
@@ -104,8 +105,8 @@ class Exporter:
     def key(self) -> tuple[str, str]:
         return (self.conf.kind, self.conf.url)
 
-    def offer(self, span: Span) -> None:
-        if len(self.queue) >= self.capacity:
+    def offer(self, span: Pending | Span) -> None:
+        if self.failing or len(self.queue) >= self.capacity:
             self.dropped += 1
         else:
             self.queue.append(span)
@@ -114,8 +115,8 @@ class Exporter:
         """Sends what is queued, then the thread ends (a daemon: exit does not wait)."""
         self.closing = True
 
-    def _take(self) -> list[Span]:
-        q, items = self.queue, list[Span]()
+    def _take(self) -> list[Pending | Span]:
+        q, items = self.queue, list[Pending | Span]()
         while q and len(items) < BATCH:
             items.append(q.popleft())
         return items
@@ -127,19 +128,23 @@ class Exporter:
         try:
             while True:
                 items = self._take()
+                if self.failing and time.monotonic() >= self._retry_at:
+                    self.failing = False
                 if not items:
                     if self.closing:
                         return
                     time.sleep(POLL)
                     continue
-                if time.monotonic() < self._retry_at:
-                    self.dropped += len(items)  # the backend is failing: nothing to encode for
+                if self.failing:
+                    self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
                 try:
-                    send(encode(items, self.conf))
+                    spans = [i if isinstance(i, Span) else span_of(i) for i in items]
+                    send(encode(spans, self.conf))
                 except Exception as exc:  # a backend (or an encoding bug) must not end us
                     self.dropped += len(items)
                     self._retry_at = time.monotonic() + RETRY_SECONDS
+                    self.failing = True
                     log.warning("trace %s %s: %s", self.conf.kind, self.conf.url, exc)
                     continue
                 self.exported += len(items)

@@ -9,7 +9,7 @@ from mesh_dp.http.accesslog import Record
 from mesh_dp.http.headers import request_bytes
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.tracing.span import Listener, Span, name_of, tags_of
-from mesh_dp.tracing.tracer import Tracer
+from mesh_dp.tracing.tracer import Pending, Tracer, span_of
 from meshfed.dpconfig.tracing import TraceTag, Tracing
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -48,7 +48,11 @@ def tracer(
     spans: list[Span] = []
     t = Tracing(kind, "http://collector/x", "web", **conf)  # type: ignore[arg-type]
     shared = server and kind == "zipkin" and t.shared_span_context
-    return Tracer(t, listener(server, shared), spans.append, random.Random(seed)), spans
+
+    def offer(item: Pending) -> None:
+        spans.append(span_of(item))
+
+    return Tracer(t, listener(server, shared), offer, random.Random(seed)), spans
 
 
 def traced(t: Tracer, h: RequestHead) -> Record:
@@ -172,3 +176,13 @@ def test_a_head_without_its_bytes_is_rebuilt() -> None:
     fields = sent_fields(h)
     assert fields[b"x-datadog-trace-id"] != b"5"
     assert sum(k.lower() == b"x-datadog-trace-id" for k, _ in h.headers) == 1
+
+
+def test_datadog_writes_w3c_and_its_own_headers() -> None:
+    t, spans = tracer("datadog")
+    h = head()
+    traced(t, h)
+    (span,) = spans
+    fields = sent_fields(h)
+    assert fields[b"traceparent"] == f"00-{span.trace_id}-{span.span_id}-01".encode()
+    assert fields[b"x-datadog-parent-id"] == str(int(span.span_id, 16)).encode()
