@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sidecar import Result, free_port, measure, nginx_binary, running, start_meshfed
+from _support import free_port
+from sidecar import Result, measure, nginx_binary, running, start_meshfed
 from sidecar_http import lua, start_app
 
 from meshfed.dpconfig.observability import AccessLog, Metrics, MetricsEndpoint
