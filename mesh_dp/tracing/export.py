@@ -33,7 +33,7 @@ from meshfed.proxy.promtext import Family, counter, gauge
 
 log = logging.getLogger("mesh_dp.tracing")
 
-QUEUE_SPANS = 10_000
+QUEUE_SPANS = 2_000  # each holds its request until sent: this bounds the memory
 BATCH = 1_000
 POLL = 0.05  # seconds between the exporter's looks at an empty queue
 RETRY_SECONDS = 1.0
