@@ -304,13 +304,14 @@ def start_meshfed(
     app_port: int,
     protocol: str = "tcp",
     outbound: Callable[[Endpoint], dict[str, Any]] | None = None,
+    sidecar: dict[str, Any] | None = None,
     **inbound: Any,
 ) -> Setup:
     """web's sidecar (outbound `backend` on the returned port) and backend's sidecar (inbound
     to the app); `protocol` is both services' kuma.io/protocol (tcp: byte relay, http: the
     HTTP/1.1 proxy); `outbound`: more fields of web's Outbound given backend's endpoint (e.g.
-    MeshHTTPRoute rules whose splits name it);
-    `inbound`: more fields of backend's Inbound (its policies)."""
+    MeshHTTPRoute rules whose splits name it); `sidecar`: more fields of both SidecarConfigs
+    (MeshMetric, MeshTrace); `inbound`: more fields of backend's Inbound (its policies)."""
     inbound_port, outbound_port = free_port(), free_port()
     target = Endpoint("127.0.0.1", inbound_port, "zone-1")
     backend = SidecarConfig(
@@ -335,6 +336,7 @@ def start_meshfed(
         ),
         outbounds=(),
         tls=tls(issue_leaf(ca, "backend"), ca),
+        **(sidecar or {}),
     ).stamped()
     web = SidecarConfig(
         mesh="default",
@@ -356,6 +358,7 @@ def start_meshfed(
             ),
         ),
         tls=tls(issue_leaf(ca, "web"), ca),
+        **(sidecar or {}),
     ).stamped()
     pids = [mesh_dp(procs, "backend-sidecar", backend).pid, mesh_dp(procs, "web-sidecar", web).pid]
     wait_port(outbound_port)

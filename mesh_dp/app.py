@@ -158,6 +158,7 @@ class App:
             CertificateCollector(lambda: self.sidecar.contexts),
             self.sidecar.logs,
             self.pushes,
+            self.sidecar.tracing,
         )
         self.admin = AdminServer(
             settings.admin_address,

@@ -122,6 +122,8 @@ class HttpEcho(asyncio.Protocol):
                 "path": path,
                 "bodyBytes": len(body),
             }
+            if path == "/headers":  # what reached the application (MeshTrace's tests)
+                answer["headers"] = headers
             payload, kind = json.dumps(answer).encode() + b"\n", "application/json"
         delay = _delay_ms(path) if method == "GET" else None
         if delay is not None:

@@ -29,6 +29,7 @@ from mesh_dp.outbound import OutboundListener
 from mesh_dp.relay import describe
 from mesh_dp.stats import InboundStats, OutboundStats
 from mesh_dp.tlsconf import TlsConfigError, TlsContexts, build_contexts
+from mesh_dp.tracing.export import Tracing
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import wait_for
 from meshfed.dpconfig.model import Inbound, Outbound, OutboundKind, SidecarConfig
@@ -90,6 +91,7 @@ class Sidecar:
     ) -> None:
         self.access_log = access_log
         self.logs = AccessLogs(access_log)  # MeshAccessLog, with `--access-log`
+        self.tracing = Tracing()  # MeshTrace (mesh_dp/tracing/)
         self.reachable = None if reachable is None else frozenset(reachable)
         self.handshake_timeout = handshake_timeout
         self.probe_interval = probe_interval
@@ -242,6 +244,11 @@ class Sidecar:
         old = self.version
         self.config = config
         self._attach_logs(config)
+        self.tracing.attach(
+            config,
+            [(x, x.inbound) for x in self.inbounds.values()],
+            [(x, x.outbound) for x in self.outbounds.values()],
+        )
         log.info(
             "applied config %s (was %s): %d inbound(s), %d outbound listener(s)",
             config.version or "(unversioned)",

@@ -36,6 +36,7 @@ class Record:
     error: str = ""
     head: RequestHead | None = None  # the request (MeshAccessLog %REQ(...)%)
     peer: str | None = None  # the caller's SPIFFE ID (inbound, with mTLS)
+    trace: tuple[bytes, bytes, bytes, bool] | None = None  # a sampled MeshTrace span (tracing/)
 
 
 def _safe(raw: bytes, limit: int) -> str:

@@ -217,6 +217,8 @@ class Lane:
         self._waiting = None
         record = Record(proxy.direction, cluster.name, head.method, head.target, head.version)
         record.head, record.peer = head, down.peer
+        if proxy.tracer is not None:
+            proxy.tracer.start(record, head)
         deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, self.start)
         upload = Upload(deadlines, done=True)
         retry = RetryState.for_request(policy.retry, head.method, False)

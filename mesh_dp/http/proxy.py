@@ -40,7 +40,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mesh_dp.balancer import EndpointState
 from mesh_dp.http.accesslog import Record
@@ -76,6 +76,9 @@ from mesh_dp.http.timeouts import Deadlines
 from mesh_dp.relay import describe
 from meshfed.aio import wait_for
 from meshfed.pki.spiffe import PkiError
+
+if TYPE_CHECKING:
+    from mesh_dp.tracing.tracer import Tracer
 
 log = logging.getLogger("mesh_dp.http")
 
@@ -139,6 +142,7 @@ class HttpProxy:
         self.routes: Filtering | None = None  # MeshHTTPRoute filters (route.py), outbound
         # An inbound's MeshRateLimit and MeshFaultInjection (faults.py); None: none applies
         self.traffic: InboundTraffic | None = None
+        self.tracer: Tracer | None = None  # MeshTrace (mesh_dp/tracing/tracer.py); None: none
 
     async def serve(self, down: Conn, allowed: Callable[[], bool] | None = None) -> None:
         """Answers the connection's requests until it ends or must close. `allowed` (inbound,
@@ -235,6 +239,8 @@ class HttpProxy:
         self.stats.observe(record)
         if self.access_log is not None:
             self.access_log(record)
+        if record.trace is not None and self.tracer is not None:
+            self.tracer.finish(record)
 
     async def _exchange(
         self,
@@ -256,6 +262,8 @@ class HttpProxy:
                 self.direction, self.cluster.name, head.method, head.target, head.version
             )
             record.head, record.peer = head, down.peer
+            if self.tracer is not None:
+                self.tracer.start(record, head)
             start = self._clock()
             policy = self.cluster.policy()
             deadlines = Deadlines(policy.timeouts, policy.retry.per_try_timeout, start)

@@ -88,6 +88,7 @@ from meshfed.dpconfig.policies import (
     tcp_route,
 )
 from meshfed.dpconfig.sni import SniError, encode_sni
+from meshfed.dpconfig.tracing import MESH_TRACE, tracing
 from meshfed.dpconfig.traffic_rules import (
     MESH_FAULT_INJECTION,
     MESH_RATE_LIMIT,
@@ -457,6 +458,7 @@ def build_sidecar_config(
     for t in (MESH_FAULT_INJECTION, MESH_RATE_LIMIT):  # inbound only (traffic_rules.py)
         matched[t] = match(policies.get(t, ()), view)
     matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
+    matched[MESH_TRACE] = match(policies.get(MESH_TRACE, ()), view)
     b = _Builder(view, zone, mtls, catalog, matched)
     outbounds = sorted(
         b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")
@@ -474,6 +476,7 @@ def build_sidecar_config(
         outbounds=tuple(outbounds),
         tls=_tls(cert, identity, mesh.meta.name) if mtls else None,
         metrics=metrics(matched[MESH_METRIC], dig(dataplane.spec, "networking", "address")),
+        tracing=tracing(matched[MESH_TRACE], view.inbounds[0].service),
     )
 
 

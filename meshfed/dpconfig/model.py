@@ -46,6 +46,7 @@ from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
 import msgspec
 
 from meshfed.dpconfig.observability import AccessLog, Metrics
+from meshfed.dpconfig.tracing import Tracing
 from meshfed.dpconfig.traffic import InboundFaults, InboundRateLimit
 from meshfed.policy.permissions import Permissions
 
@@ -510,6 +511,7 @@ class SidecarConfig(_Config, frozen=True):
     tls: Tls | None = None
     version: str = ""
     metrics: Metrics | None = None  # MeshMetric (meshfed/dpconfig/observability.py)
+    tracing: Tracing | None = None  # MeshTrace (meshfed/dpconfig/tracing.py)
 
     def __post_init__(self) -> None:
         if self.mtls_enabled and self.tls is None:

@@ -60,7 +60,10 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | ProvidedTLS), OpenTelemetry (endpoint,                 |
 |                           |         | refreshInterval); applications, sidecar (regex,        |
 |                           |         | includeUnused, profiles); not `clientId`               |
-| MeshTrace                 | default | nothing yet                                            |
+| MeshTrace                 | default | backends Zipkin (url, traceId128bit, apiVersion        |
+|                           |         | httpJson, sharedSpanContext), Datadog (url,            |
+|                           |         | splitService), OpenTelemetry (endpoint); sampling      |
+|                           |         | overall / client / random; tags literal / header       |
 
 Top-level and `to[]` targetRefs are all enforced (matching happens in the control plane),
 a MeshService by `name` or by `labels` (meshfed/policy/targetref.py).
@@ -210,6 +213,23 @@ _METRIC: Final[Fields] = {
     },
 }
 
+# MeshTrace (meshfed/dpconfig/tracing.py, mesh_dp/tracing/): one backend; Zipkin as JSON only
+_TRACE: Final[Fields] = {
+    "backends": {
+        "type": ANY,
+        "zipkin": {
+            "url": ANY,
+            "traceId128bit": ANY,
+            "apiVersion": OneOf(("httpJson",)),
+            "sharedSpanContext": ANY,
+        },
+        "datadog": {"url": ANY, "splitService": ANY},
+        "openTelemetry": {"endpoint": ANY},
+    },
+    "sampling": {"overall": ANY, "client": ANY, "random": ANY},
+    "tags": {"name": ANY, "literal": ANY, "header": {"name": ANY, "default": ANY}},
+}
+
 ENFORCED: Final[Mapping[str, Enforced]] = {
     "MeshTrafficPermission": Enforced(
         from_={"action": ANY},
@@ -324,7 +344,7 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
     # Issue 18 (meshfed/policy/observability.py): access logs to files and TCP collectors
     "MeshAccessLog": Enforced(to=_ACCESS_LOG, from_=_ACCESS_LOG, rules=_ACCESS_LOG),
     "MeshMetric": Enforced(default=_METRIC),
-    "MeshTrace": Enforced(default={}),
+    "MeshTrace": Enforced(default=_TRACE),
 }
 
 _SECTIONS: Final = (("to", "to"), ("from_", "from"), ("rules", "rules"))

@@ -196,7 +196,7 @@ class MeshMetricSpec(_DefaultSpec):
 
 class Zipkin(Model):
     url: NonEmpty
-    trace_id128bit: bool | None = None
+    trace_id128bit: bool | None = Field(None, alias="traceId128bit")  # Kuma: lowercase b
     api_version: Annotated[Literal["httpJson", "httpProto"], Choice()] | None = None
     shared_span_context: bool | None = None
 

@@ -139,7 +139,7 @@ MESH_RATE_LIMIT = _policy(
     ("from", "rules"),
     _ROUTES,
 )
-# Issue 18: meshfed/resources/models/observability.py; MeshTrace stays refused whole.
+# Issue 18: meshfed/resources/models/observability.py.
 _OBSERVABILITY = "meshfed.resources.models.observability:"
 MESH_ACCESS_LOG = _policy(
     "MeshAccessLog",
@@ -153,7 +153,7 @@ MESH_METRIC = _policy(
 )
 MESH_TRACE = _policy("MeshTrace", "mtr", "Distributed tracing.", (), _OBSERVABILITY)
 # The policy types whose every field the gate still refuses (no documented example applies).
-NOT_YET_ENFORCED: tuple[TypeDescriptor, ...] = (MESH_TRACE,)
+NOT_YET_ENFORCED: tuple[TypeDescriptor, ...] = ()
 
 POLICIES: tuple[TypeDescriptor, ...] = (
     MESH_TRAFFIC_PERMISSION,
@@ -166,7 +166,7 @@ POLICIES: tuple[TypeDescriptor, ...] = (
     MESH_HTTP_ROUTE,
     MESH_ACCESS_LOG,
     MESH_METRIC,
-    *NOT_YET_ENFORCED,
+    MESH_TRACE,
     MESH_FAULT_INJECTION,
     MESH_RATE_LIMIT,
 )

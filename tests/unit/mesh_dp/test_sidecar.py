@@ -14,6 +14,7 @@ import pytest
 
 from mesh_dp.sidecar import ApplyError, Sidecar
 from meshfed.dpconfig.model import Endpoint, Inbound, Outbound, OutboundKind, SidecarConfig, Tls
+from meshfed.dpconfig.tracing import Tracing
 from meshfed.pki.ca import create_mesh_ca
 from meshfed.pki.leaf import issue_leaf
 from meshfed.policy.permissions import Permissions
@@ -174,3 +175,22 @@ async def test_report_carries_readiness_and_counters(app: int) -> None:
         assert svc.counters.connections_total == 1
         assert svc.counters.connections_rejected == 1
         assert changes  # readiness changed at least once
+
+
+async def test_meshtrace_attaches_a_tracer_per_listener_and_detaches(app: int) -> None:
+    backend, inb = vip_outbound("backend", A[10]), inbound(A[11], app)
+    traced = msgspec.structs.replace(
+        config(backend, inbounds=(inb,)),
+        tracing=Tracing("zipkin", f"http://127.0.0.1:{free_port()}/s", "web"),
+    )
+    async with sidecar() as s:
+        await s.apply(traced)
+        (o,), (i,) = s.outbounds.values(), s.inbounds.values()
+        assert o.http.tracer is not None and not o.http.tracer.listener.server
+        assert i.http.tracer is not None and i.http.tracer.listener.server
+        assert i.http.tracer.listener.shared  # Zipkin: Kuma's default shared span context
+        exporter = s.tracing.exporter
+        assert exporter is not None
+        await s.apply(config(backend, inbounds=(inb,)))
+        assert o.http.tracer is None and i.http.tracer is None
+        assert s.tracing.exporter is None and exporter.closing

@@ -39,6 +39,7 @@ REFUSED: dict[str, list[str]] = {
     "MeshRateLimit/per-caller": ["spec.rules[0].matches"],
     "MeshAccessLog/response-flags": ["spec.to[0].default.backends[0].file.format.plain"],
     "MeshMetric/metrics-client": ["spec.default.backends[0].prometheus.clientId"],
+    "MeshTrace/trace-zipkin-proto": ["spec.default.backends[0].zipkin.apiVersion"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",
     ],
@@ -162,6 +163,7 @@ def test_fixtures_cover_every_policy_and_section() -> None:
         "MeshRateLimit": {"from", "rules"},
         "MeshAccessLog": {"to", "from", "rules"},
         "MeshMetric": set(),
+        "MeshTrace": set(),
     }
 
 

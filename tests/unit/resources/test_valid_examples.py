@@ -545,8 +545,6 @@ NOT_ENFORCED_FIELDS = {
         "meshServices",
     ],
     "mesh-retry": ["spec.to[0].default.grpc"],
-    # issue 18: MeshTrace's shape only, not enforced by the sidecar yet
-    "mesh-trace": ["spec.default.backends", "spec.default.sampling", "spec.default.tags"],
 }
 
 

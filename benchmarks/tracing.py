@@ -1,0 +1,163 @@
+"""What MeshTrace costs mesh-dp (issue 18, decisions 139-141): the chain of
+benchmarks/sidecar_http.py (wrk -> web sidecar -> mTLS -> backend sidecar -> nginx app), both
+sidecars HTTP, with
+
+- `none`: no MeshTrace;
+- `none-again`: the same as `none`, started after the others (the spread between equal
+  chains on a shared machine);
+- `trace-down`: a MeshTrace on both sidecars (every request sampled, Kuma's default) whose
+  Zipkin backend is down (a closed port): every request is traced and propagated, and every
+  span dropped (`trace-down-unsampled`: the same with `overall: 0`, propagation only);
+- `all-three` (`--variants`): MeshAccessLog (a file on each listener), MeshMetric (a
+  Prometheus listener) and MeshTrace (Zipkin, to a collector run here) on both sidecars;
+
+run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
+warm-up. Prints requests/s, p50/p99, the proxies' CPU per request, each variant's median
+ratio to `none`, and after the runs every sidecar's RSS (`VmRSS`), with `--otel` also for a
+MeshTrace whose backend is OpenTelemetry (OTLP/HTTP: the protobuf messages loaded).
+
+    .venv/bin/python benchmarks/tracing.py [--duration 5] [--rounds 3] [--connections 16]
+        [--body 1024] [--variants none,none-again,trace-down,all-three] [--otel]
+
+Needs wrk and nginx (`scripts/install-system-deps.sh --bench`). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from _support import free_port
+from sidecar import Result, measure, nginx_binary, running, start_meshfed
+from sidecar_http import lua, start_app
+
+from meshfed.dpconfig.observability import AccessLog, Metrics, MetricsEndpoint
+from meshfed.dpconfig.tracing import Tracing
+from meshfed.pki.ca import create_mesh_ca
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """A collector that takes every batch and answers 202."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def collector() -> int:
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return port
+
+
+def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
+    down = Tracing("zipkin", f"http://127.0.0.1:{free_port()}/api/v2/spans", "bench")
+    up = collector()
+    zipkin = Tracing("zipkin", f"http://127.0.0.1:{up}/api/v2/spans", "bench")
+    otlp = Tracing("otel", f"http://127.0.0.1:{up}/v1/traces", "bench")
+
+    def all_three(name: str, tracing: Tracing) -> dict[str, Any]:
+        log = (AccessLog("file", str(tmp / f"{name}.log")),)
+        metrics = Metrics("127.0.0.1", (MetricsEndpoint(free_port()),))
+        return {
+            "sidecar": {"tracing": tracing, "metrics": metrics},
+            "access_logs": log,
+            "outbound": lambda _: {"access_logs": log},
+        }
+
+    out: dict[str, dict[str, Any]] = {
+        "none": {},
+        "trace-down": {"sidecar": {"tracing": down}},
+        "trace-down-unsampled": {
+            "sidecar": {"tracing": msgspec.structs.replace(down, overall=0.0)}
+        },
+        "all-three": all_three("all-three", zipkin),
+        "none-again": {},  # a control: an equal chain, started after the others
+    }
+    if otel:
+        out["all-three-otel"] = all_three("all-three-otel", otlp)
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--body", type=int, default=1024, help="request and response bytes")
+    parser.add_argument("--variants", default="none,trace-down,all-three")
+    parser.add_argument("--otel", action="store_true", help="also all three with OTLP/HTTP")
+    args = parser.parse_args()
+    found = nginx_binary()
+    if shutil.which("wrk") is None or found is None:
+        sys.exit("wrk and nginx needed: scripts/install-system-deps.sh --bench")
+    ca = create_mesh_ca("default")
+    results: list[Result] = []
+    rss: dict[str, list[float]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
+        running(Path(tmp_dir)) as procs,
+    ):
+        script = procs.tmp / "post.lua"
+        script.write_text(lua(args.body))
+        app_port = start_app(procs, found[0], [args.body])
+        wanted = args.variants.split(",") + (["all-three-otel"] if args.otel else [])
+        setups = {
+            name: start_meshfed(procs, ca, app_port, "http", **extra)
+            for name, extra in variants(procs.tmp, args.otel).items()
+            if name in wanted
+        }
+        names = list(setups)
+        for rnd in range(args.rounds):
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                s = setups[name]
+                results.append(measure(name, rnd, s.port, s.pids, args, script))
+                procs.check()
+        rss = {name: [round(rss_mib(p), 1) for p in s.pids] for name, s in setups.items()}
+    print(
+        f"{'variant':15} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
+    )
+    for r in results:
+        print(
+            f"{r.path:15} {r.round:5d} {r.rps:9.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
+            f"{r.proxy_cpu_us_per_request:10.1f}"
+        )
+    base = {r.round: r.rps for r in results if r.path == "none"}
+    summary: dict[str, Any] = {"rss_mib_backend_web": rss}
+    for name in names:
+        if name == "none":
+            continue
+        ratio = [r.rps / base[r.round] for r in results if r.path == name and base.get(r.round)]
+        summary[f"{name}_rps_ratio"] = [round(x, 3) for x in ratio]
+        if ratio:
+            print(f"{name}: req/s {statistics.median(ratio):.3f}x none (median of rounds)")
+    for name, (backend, web) in rss.items():
+        print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB")
+    print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

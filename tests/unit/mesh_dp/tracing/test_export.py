@@ -1,0 +1,127 @@
+"""MeshTrace exporters (mesh_dp/tracing/export.py and the formats): batches reach a Zipkin
+v2 JSON, an OTLP/HTTP, an OTLP/gRPC and a Datadog agent collector off the caller's thread;
+a full queue or a backend that is down drops spans and counts them instead of waiting."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import msgspec
+
+from mesh_dp.tracing import datadog, zipkin
+from mesh_dp.tracing.export import Exporter
+from mesh_dp.tracing.span import Listener, Span
+from meshfed.dpconfig.tracing import Tracing
+from tests.support import free_port, wait_until
+from tests.trace_collectors import GrpcCollector, HttpCollector, otlp_spans
+from tests.unit.mesh_dp.tracing.test_tracer import head
+
+CLIENT = Listener(False, "web", "backend", "backend", "default.web-1", "default", "zone-1")
+SERVER = Listener(True, "backend", "", "localhost:8080", "default.backend-1", "default", "zone-2")
+
+
+def span(listener: Listener, n: int = 1, parent: str = "", shared: bool = False) -> Span:
+    return Span(
+        listener, "a" * 32, f"{n:016x}", parent, 1700000000.0, 0.004, 200, head(), "", "", shared
+    )
+
+
+def test_zipkin_v2_json() -> None:
+    conf = Tracing("zipkin", "http://z:9411/api/v2/spans", "web")
+    req = zipkin.encode([span(CLIENT), span(SERVER, 2, parent="f" * 16, shared=True)], conf)
+    assert (req.method, req.url, req.headers["Content-Type"]) == (
+        "POST",
+        "http://z:9411/api/v2/spans",
+        "application/json",
+    )
+    client, server = json.loads(req.body)
+    assert client["kind"] == "CLIENT" and server["kind"] == "SERVER"
+    assert client["name"] == "egress backend:80" and server["name"] == "ingress"
+    assert client["timestamp"] == 1700000000000000 and client["duration"] == 4000
+    assert client["localEndpoint"] == {"serviceName": "web"}
+    assert "parentId" not in client and server["parentId"] == "f" * 16
+    assert server["shared"] is True and "shared" not in client
+    assert server["tags"]["upstream_cluster"] == "localhost:8080"
+
+
+def test_datadog_v04_with_split_services() -> None:
+    conf = Tracing("datadog", "http://agent:8126/", "web", split_service=True)
+    req = datadog.encode([span(CLIENT), span(SERVER, 2, parent="1" * 16)], conf)
+    assert (req.method, req.url) == ("PUT", "http://agent:8126/v0.4/traces")
+    (trace,) = msgspec.json.decode(req.body)
+    assert [s["service"] for s in trace] == ["web_OUTBOUND_backend", "backend_INBOUND"]
+    assert trace[0]["trace_id"] == int("a" * 16, 16) and trace[1]["parent_id"] == int("1" * 16, 16)
+    assert trace[0]["name"] == "envoy.proxy" and trace[0]["resource"] == "egress backend:80"
+    assert trace[0]["duration"] == 4_000_000
+
+
+def test_spans_reach_http_collectors_in_batches() -> None:
+    collector = HttpCollector(free_port()).start()
+    base = f"http://127.0.0.1:{collector.port}"
+    try:
+        for kind, url in (
+            ("zipkin", f"{base}/api/v2/spans"),
+            ("otel", f"{base}/v1/traces"),
+            ("datadog", base),
+        ):
+            collector.received.clear()
+            exporter = Exporter(Tracing(kind, url, "web"))  # type: ignore[arg-type]
+            for n in range(1, 301):
+                exporter.offer(span(CLIENT, n))
+            wait_until(lambda e=exporter: e.exported == 300, 10, what=f"{kind}: 300 spans")
+            assert exporter.dropped == 0
+            assert len(collector.received) < 300  # batched
+            exporter.close()
+        assert {r.path for r in collector.received} == {"/v0.4/traces"}  # the last: Datadog
+    finally:
+        collector.stop()
+
+
+def test_otlp_http_and_grpc_bodies_decode_with_the_opentelemetry_protobufs() -> None:
+    http = HttpCollector(free_port()).start()
+    grpc = GrpcCollector(free_port()).start()
+    try:
+        for url, got in (
+            (f"http://127.0.0.1:{http.port}/v1/traces", http.otlp_spans),
+            (f"127.0.0.1:{grpc.port}", grpc.spans),
+        ):
+            exporter = Exporter(Tracing("otel", url, "web"))
+            for n in range(1, 2001):  # more than one HTTP/2 flow-control window per batch
+                exporter.offer(span(CLIENT, n))
+            wait_until(lambda e=exporter: e.exported == 2000, 10, what=f"{url}: 2000 spans")
+            spans = got()
+            assert len(spans) == 2000
+            assert spans[0]["traceId"] == "a" * 32 and spans[0]["id"] == f"{1:016x}"
+            assert spans[0]["service"] == "web" and spans[0]["kind"] == 3  # CLIENT
+            assert spans[0]["tags"]["kuma.zone"] == "zone-1"
+            exporter.close()
+        assert all(r.headers["content-type"] == "application/x-protobuf" for r in http.received)
+        assert otlp_spans(http.received[0].body)
+    finally:
+        http.stop()
+        grpc.stop()
+
+
+def test_a_backend_that_is_down_or_a_full_queue_costs_drops() -> None:
+    exporter = Exporter(Tracing("zipkin", f"http://127.0.0.1:{free_port()}/s", "web"))
+    for n in range(1, 101):
+        exporter.offer(span(CLIENT, n))
+    wait_until(lambda: exporter.dropped == 100, 10, what="100 spans dropped")
+    assert exporter.exported == 0
+    exporter.close()
+    full = Exporter(Tracing("zipkin", "http://127.0.0.1:9/s", "web"), capacity=0)
+    full.offer(span(CLIENT))
+    assert full.dropped == 1 and not full.queue
+    full.close()
+
+
+def test_the_otlp_messages_are_loaded_only_for_an_opentelemetry_backend() -> None:
+    import subprocess
+
+    code = (
+        "import sys, mesh_dp.app, mesh_dp.tracing.export, mesh_dp.tracing.zipkin;"
+        "print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,188 @@
+"""The per-request hook (mesh_dp/tracing/tracer.py) and what the exporters derive from a
+span (span.py): ids, propagation written into the request sent on, sampling, tags."""
+
+from __future__ import annotations
+
+import random
+
+from mesh_dp.http.accesslog import Record
+from mesh_dp.http.headers import request_bytes
+from mesh_dp.http.parse import RequestHead, RequestParser
+from mesh_dp.tracing.span import Listener, Span, name_of, tags_of
+from mesh_dp.tracing.tracer import Pending, Tracer, span_of
+from meshfed.dpconfig.tracing import TraceTag, Tracing
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+TAGS = (
+    TraceTag("team", literal="core"),
+    TraceTag("env", header="x-env", default="prod"),
+    TraceTag("version", header="x-version"),
+)
+
+
+def head(*fields: bytes) -> RequestHead:
+    raw = b"GET /a?b=1 HTTP/1.1\r\nHost: backend:80\r\n" + b"".join(f + b"\r\n" for f in fields)
+    first = RequestParser().feed(raw + b"\r\n")[0]
+    assert isinstance(first, RequestHead)
+    return first
+
+
+def listener(server: bool, shared: bool = False) -> Listener:
+    return Listener(
+        server,
+        "web",
+        "" if server else "backend",
+        "localhost:8080" if server else "backend",
+        "default.web-1",
+        "default",
+        "zone-1",
+        TAGS,
+        shared,
+    )
+
+
+def tracer(
+    kind: str = "zipkin", server: bool = False, seed: int = 1, **conf: object
+) -> tuple[Tracer, list[Span]]:
+    spans: list[Span] = []
+    t = Tracing(kind, "http://collector/x", "web", **conf)  # type: ignore[arg-type]
+    shared = server and kind == "zipkin" and t.shared_span_context
+
+    def offer(item: Pending) -> None:
+        spans.append(span_of(item))
+
+    return Tracer(t, listener(server, shared), offer, random.Random(seed)), spans
+
+
+def traced(t: Tracer, h: RequestHead) -> Record:
+    record = Record("outbound", "backend", h.method, h.target, h.version)
+    record.head = h
+    t.start(record, h)
+    record.status, record.duration = 200, 0.002
+    if record.trace is not None:
+        t.finish(record)
+    return record
+
+
+def sent_fields(h: RequestHead) -> dict[bytes, bytes]:
+    """The fields of the head as the sidecar sends it on."""
+    again = RequestParser().feed(request_bytes(h))[0]
+    assert isinstance(again, RequestHead)
+    return {k.lower(): v for k, v in again.headers}
+
+
+def test_a_new_trace_is_started_and_propagated_in_b3() -> None:
+    t, spans = tracer()
+    h = head(b"X-Env: staging")
+    record = traced(t, h)
+    assert record.trace is not None
+    (span,) = spans
+    assert len(span.trace_id) == 16 and len(span.span_id) == 16 and span.parent_id == ""
+    fields = sent_fields(h)
+    assert fields[b"x-b3-traceid"] == span.trace_id.encode()
+    assert fields[b"x-b3-spanid"] == span.span_id.encode()
+    assert fields[b"x-b3-sampled"] == b"1"
+    assert h.raw  # spliced into the bytes as received: the fast path keeps them
+    assert name_of(span) == "egress backend:80"
+    tags = tags_of(span)
+    assert tags["component"] == "proxy" and tags["upstream_cluster"] == "backend"
+    assert tags["http.method"] == "GET" and tags["http.url"] == "http://backend:80/a?b=1"
+    assert tags["http.status_code"] == "200" and tags["node_id"] == "default.web-1"
+    assert (tags["kuma.mesh"], tags["kuma.zone"], tags["zone"]) == ("default", "zone-1", "zone-1")
+    assert (tags["team"], tags["env"]) == ("core", "staging")
+    assert "version" not in tags  # no header, no default: no tag
+
+
+def test_128_bit_trace_ids_when_asked_and_for_w3c() -> None:
+    t, spans = tracer(trace_id128bit=True)
+    traced(t, head())
+    assert len(spans[0].trace_id) == 32
+    t, spans = tracer("otel")
+    h = head()
+    traced(t, h)
+    (span,) = spans
+    assert len(span.trace_id) == 32
+    assert sent_fields(h)[b"traceparent"] == f"00-{span.trace_id}-{span.span_id}-01".encode()
+
+
+def test_a_callers_context_is_continued_and_replaced() -> None:
+    t, spans = tracer("otel", server=True)
+    h = head(f"traceparent: 00-{TRACE}-{SPAN}-01".encode(), b"tracestate: a=b")
+    traced(t, h)
+    (span,) = spans
+    assert (span.trace_id, span.parent_id) == (TRACE, SPAN)
+    assert span.span_id != SPAN
+    fields = sent_fields(h)
+    assert fields[b"traceparent"] == f"00-{TRACE}-{span.span_id}-01".encode()
+    assert fields[b"tracestate"] == b"a=b"  # passed on untouched
+    assert list(k.lower() for k, _ in h.headers).count(b"traceparent") == 1
+    assert name_of(span) == "ingress"
+
+
+def test_zipkins_shared_span_context_reuses_the_callers_span() -> None:
+    t, spans = tracer("zipkin", server=True)
+    h = head(
+        f"X-B3-TraceId: {TRACE}".encode(),
+        f"X-B3-SpanId: {SPAN}".encode(),
+        b"X-B3-ParentSpanId: " + b"c" * 16,
+        b"X-B3-Sampled: 1",
+    )
+    traced(t, h)
+    (span,) = spans
+    assert (span.trace_id, span.span_id, span.parent_id, span.shared) == (
+        TRACE,
+        SPAN,
+        "c" * 16,
+        True,
+    )
+    assert sent_fields(h)[b"x-b3-spanid"] == SPAN.encode()
+
+
+def test_the_callers_decision_is_kept() -> None:
+    t, spans = tracer("otel", overall=0)
+    h = head(f"traceparent: 00-{TRACE}-{SPAN}-01".encode())
+    traced(t, h)
+    assert len(spans) == 1  # sampled by the caller, though overall is 0
+    t, spans = tracer("otel")
+    h = head(f"traceparent: 00-{TRACE}-{SPAN}-00".encode())
+    assert traced(t, h).trace is None and spans == []
+    assert sent_fields(h)[b"traceparent"].endswith(b"-00")  # the callee learns it too
+
+
+def test_overall_10_keeps_10_percent_of_1000_requests_and_propagates_the_rest() -> None:
+    t, spans = tracer("zipkin", overall=10)
+    heads = [head() for _ in range(1000)]
+    for h in heads:
+        traced(t, h)
+    assert 50 <= len(spans) <= 150, len(spans)
+    unsampled = sum(sent_fields(h)[b"x-b3-sampled"] == b"0" for h in heads)
+    assert unsampled == 1000 - len(spans)
+
+
+def test_client_sampling_for_requests_with_x_client_trace_id() -> None:
+    t, spans = tracer("zipkin", client=100, random=0)
+    traced(t, head())
+    assert spans == []
+    traced(t, head(b"x-client-trace-id: abc"))
+    assert len(spans) == 1
+
+
+def test_a_head_without_its_bytes_is_rebuilt() -> None:
+    t, _ = tracer("datadog")
+    h = head(b"X-Datadog-Trace-Id: 5", b"Connection: keep-alive")
+    h.raw, h.hop = b"", None
+    traced(t, h)
+    fields = sent_fields(h)
+    assert fields[b"x-datadog-trace-id"] != b"5"
+    assert sum(k.lower() == b"x-datadog-trace-id" for k, _ in h.headers) == 1
+
+
+def test_datadog_writes_w3c_and_its_own_headers() -> None:
+    t, spans = tracer("datadog")
+    h = head()
+    traced(t, h)
+    (span,) = spans
+    fields = sent_fields(h)
+    assert fields[b"traceparent"] == f"00-{span.trace_id}-{span.span_id}-01".encode()
+    assert fields[b"x-datadog-parent-id"] == str(int(span.span_id, 16)).encode()
