@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import http.client
 import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from mesh_dp.tracing.span import Listener, Request, Span
@@ -30,6 +29,9 @@ from mesh_dp.tracing.tracer import Pending, Tracer, span_of
 from meshfed.dpconfig.model import Inbound, Outbound, SidecarConfig
 from meshfed.dpconfig.tracing import Tracing as TracingConf
 from meshfed.proxy.promtext import Family, counter, gauge
+
+if TYPE_CHECKING:
+    import http.client
 
 log = logging.getLogger("mesh_dp.tracing")
 
@@ -57,6 +59,8 @@ class HttpSender:
         where = (parts.scheme, parts.netloc)
         if self._conn is None or where != self._where:
             self.close()
+            import http.client  # only in an exporter's thread: a sidecar without one never loads it
+
             cls = (
                 http.client.HTTPSConnection
                 if parts.scheme == "https"
