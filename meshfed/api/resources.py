@@ -30,7 +30,11 @@ from meshfed.api.routes import (
     ref,
 )
 from meshfed.api.secret_hooks import after_secret_change, check_secret_write
-from meshfed.api.zone_origin import check_not_zone_copy, stamp_zone_origin
+from meshfed.api.zone_origin import (
+    check_not_zone_copy,
+    origin_label_errors,
+    stamp_zone_origin,
+)
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.errors import DeleteRefusedError, FieldError, ValidationError
@@ -162,6 +166,10 @@ async def parse_put_body(
         errors += exc.errors
     if resource is not None:
         errors += system_label_errors(ctx, resource)
+        missing_origin = origin_label_errors(ctx.mode, ctx.federated, desc, resource)
+        if missing_origin:  # a global copy's 405 says more than a missing label
+            check_not_synced_copy(ctx, desc, await _get_or_none(ctx.store, desc.name, mesh, name))
+            errors += missing_origin
     if desc.scope is Scope.MESH and not check_name(mesh, "mesh"):
         mesh_res = await _get_or_none(ctx.store, MESH.name, "", mesh)
         if mesh_res is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from meshfed.api.errors import ApiError
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
+from meshfed.resources.errors import FieldError
 from meshfed.resources.model import (
     LABEL_DISPLAY_NAME,
     LABEL_ORIGIN,
@@ -25,6 +26,24 @@ from meshfed.resources.model import (
 LABEL_MESH = "kuma.io/mesh"
 LABEL_ENV = "kuma.io/env"
 ENV_UNIVERSAL = "universal"
+
+
+def origin_label_errors(
+    mode: Mode, federated: bool, desc: TypeDescriptor, resource: Resource
+) -> list[FieldError]:
+    """Kuma's check on a federated zone: a policy applied there must carry `kuma.io/origin:
+    zone`, so that a policy meant for the global is not applied to one zone by mistake
+    (https://kuma.io/docs/latest/policies/applying-policies/). A standalone zone needs none.
+    (A wrong value is `system_label_errors`'.)"""
+    if mode is not Mode.ZONE or not federated or not desc.zone_origin:
+        return []
+    if LABEL_ORIGIN in resource.meta.labels:
+        return []
+    reason = (
+        f"must be set to {ORIGIN_ZONE!r} to apply a {desc.name} at a zone (it then applies in "
+        "this zone only); a policy for every zone is applied at the global control plane"
+    )
+    return [FieldError(f"labels[{LABEL_ORIGIN!r}]", reason)]
 
 
 def stamp_zone_origin(desc: TypeDescriptor, resource: Resource) -> None:

@@ -2,10 +2,10 @@
 
 One global and two zones, each zone with its own `backend` (tests/integration/http_backend.py,
 `kuma.io/protocol: http`) and a `web` caller behind real sidecars (no ingress: each zone calls
-its own backend). A MeshTimeout applied at zone-1's API (requestTimeout 500ms) makes a slow
-request from zone-1's caller time out, not zone-2's; the global lists it renamed and labelled
-with zone-1, shows it in web-1's inspect rules only, and refuses to change it; deleting it at
-zone-1 removes it from the global and from zone-1's sidecar.
+its own backend). A MeshTimeout applied at zone-1's API (requestTimeout 500ms) overrides the
+global's (10s) there: a slow request from zone-1's caller times out, not zone-2's; the global
+lists it renamed and labelled with zone-1, shows it in web-1's inspect rules only, and refuses
+to change it; deleting it at zone-1 removes it from the global and from zone-1's sidecar.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ APP = "tests.integration.http_backend"
 NAME = "slow-backend"
 MT = f"/meshes/{MESH}/meshtimeouts"
 STORED = zone_resource_name(NAME, MESH, "zone-1")
+ORIGIN_ZONE = {"kuma.io/origin": "zone"}
 
 
 @dataclass
@@ -72,10 +73,10 @@ def _ok(vip: str, port: int) -> bool:
         return False
 
 
-def timeout_doc(request_timeout: str) -> dict[str, Any]:
+def timeout_doc(request_timeout: str, name: str = NAME) -> dict[str, Any]:
     return {
         "type": "MeshTimeout",
-        "name": NAME,
+        "name": name,
         "mesh": MESH,
         "spec": {
             "targetRef": {"kind": "Mesh"},
@@ -114,12 +115,26 @@ def test_a_zone_timeout_changes_its_zone_only_shows_at_the_global_and_is_read_on
     world: World,
 ) -> None:
     z1, z2, g = world.zone("zone-1"), world.zone("zone-2"), world.mesh.glob
-    created = z1.put(f"{MT}/{NAME}", timeout_doc("500ms"))
+    web_1, web_2 = world.webs["zone-1"], world.webs["zone-2"]
+    # The global's timeout (10s) reaches both zones; the zone's (500ms) overrides it in zone-1.
+    g.put(f"{MT}/global-backend", timeout_doc("10s", "global-backend"))
+    for web in (web_1, web_2):
+        wait_until(
+            lambda w=web: "MeshTimeout/global-backend" in sources(w), timeout=20, what="global"
+        )
+    # A federated zone wants Kuma's origin label on a policy applied there.
+    status, body = z1.call("PUT", f"{MT}/{NAME}", timeout_doc("500ms"))
+    assert status == 400 and "must be set to 'zone'" in str(body), body
+    created = z1.put(f"{MT}/{NAME}", {**timeout_doc("500ms"), "labels": ORIGIN_ZONE})
     assert created["labels"]["kuma.io/origin"] == "zone"
     assert created["labels"]["kuma.io/zone"] == "zone-1"
     source = f"MeshTimeout/{NAME}"
-    web_1, web_2 = world.webs["zone-1"], world.webs["zone-2"]
     wait_until(lambda: source in sources(web_1), timeout=20, what="the policy at web-1")
+    assert sources(web_1) == ["MeshTimeout/global-backend", source]  # least priority first
+    # The global's copies stay read-only in a zone.
+    status, body = z1.call("PUT", f"{MT}/global-backend", timeout_doc("1s", "global-backend"))
+    assert status == 405 and "synced from the global control plane" in body["detail"], body
+    assert z1.call("DELETE", f"/meshes/{MESH}/meshtrafficpermissions/allow-web")[0] == 405
 
     # zone-1's caller times out; zone-2's caller waits for the answer.
     vip, port = world.targets["zone-1"]
@@ -160,3 +175,4 @@ def test_a_zone_timeout_changes_its_zone_only_shows_at_the_global_and_is_read_on
     z1.delete(f"{MT}/{NAME}")
     wait_until(lambda: g.call("GET", f"{MT}/{STORED}")[0] == 404, timeout=20, what="gone")
     wait_until(lambda: source not in sources(web_1), timeout=20, what="gone from web-1")
+    g.delete(f"{MT}/global-backend")

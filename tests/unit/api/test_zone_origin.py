@@ -87,6 +87,40 @@ async def test_a_zone_write_claiming_another_zone_or_the_global_is_refused(
         assert body["invalid_parameters"][0]["field"] == f"labels[{label!r}]"
 
 
+async def test_a_federated_zone_wants_the_origin_label_as_kuma_does() -> None:
+    api, client = await _with_mesh(Mode.ZONE, zone="zone-1", federated=True)
+    try:
+        body = await rejected(api, "PUT", f"{MT}/t1", 400, json=timeout("t1"))
+        [problem] = body["invalid_parameters"]
+        assert problem["field"] == "labels['kuma.io/origin']"
+        assert problem["reason"].startswith("must be set to 'zone' to apply a MeshTimeout")
+        labelled = timeout("t1", labels={"kuma.io/origin": "zone"})
+        resp = await api.put(f"{MT}/t1", labelled)
+        assert resp.status == 201 and (await resp.json())["labels"] == ZONE_LABELS
+        # A Dataplane is the zone's anyway: no label needed.
+        dp = {
+            "type": "Dataplane",
+            "name": "dp-1",
+            "mesh": "default",
+            "networking": {
+                "address": "127.0.0.1",
+                "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}],
+            },
+        }
+        assert (await api.put("/meshes/default/dataplanes/dp-1", dp)).status == 201
+        # The global's copy answers 405 (where it comes from) rather than the missing label.
+        copy = Resource(
+            "MeshTimeout",
+            Meta(name="g1", mesh="default", labels={"kuma.io/origin": "global"}),
+            timeout("g1")["spec"],
+        )
+        await api.store.create(copy)
+        await rejected(api, "PUT", f"{MT}/g1", 405, json=timeout("g1"))
+    finally:
+        await client.close()  # type: ignore[attr-defined]
+        await api.store.close()
+
+
 async def test_a_global_copy_stays_read_only_in_a_zone(zone_api: Api) -> None:
     copy = Resource(
         "MeshTimeout",
