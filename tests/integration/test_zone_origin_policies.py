@@ -22,6 +22,7 @@ from meshfed.kds.naming import zone_resource_name
 from tests.integration.federation_support import Http
 from tests.integration.test_cross_zone_support import MESH, Mesh, Workload, allow
 from tests.integration.test_http_timeout_retry import call, sources
+from tests.integration.test_http_world_support import wait_ready
 from tests.support import Procs, wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,10 +52,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         mesh = Mesh.start(procs, root, zone_names=("zone-1", "zone-2"))
         mesh.apply(allow("allow-web", BACKEND, "web"))
-        webs, targets = {}, {}
+        webs, targets, started = {}, {}, []
         for i, zone in enumerate(("zone-1", "zone-2"), start=1):
-            mesh.workload(zone, f"backend-{i}", BACKEND, app_module=APP, protocol="http")
-            webs[zone] = mesh.workload(zone, f"web-{i}", "web", reachable=[BACKEND])
+            started += [
+                mesh.workload(
+                    zone, f"backend-{i}", BACKEND, app_module=APP, protocol="http", wait=False
+                ),
+                mesh.workload(zone, f"web-{i}", "web", reachable=[BACKEND], wait=False),
+            ]
+            webs[zone] = started[-1]
+        wait_ready(started)  # the sidecars start at once
         for zone in webs:
             targets[zone] = vip, port = mesh.target(zone, BACKEND)
             wait_until(lambda v=vip, p=port: _ok(v, p), timeout=20, what=f"backend in {zone}")
@@ -145,7 +152,7 @@ def test_a_zone_timeout_changes_its_zone_only_shows_at_the_global_and_is_read_on
     assert call(vip, port, "/slow?ms=1500")[0] == 200
     assert source not in sources(web_2)
     assert z2.call("GET", f"{MT}/{NAME}")[0] == 404
-    assert [i["name"] for i in z2.items(MT)] == []
+    assert [i["name"] for i in z2.items(MT)] == ["global-backend"]  # only the global's
 
     # The global lists it renamed, labelled with its zone, and refuses to change it.
     got = wait_until(
