@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from meshfed.auth.credentials import ensure_signing_key
 from meshfed.auth.tokens import TokenKind, UserClaims, issue
@@ -29,8 +31,8 @@ ZONE_LABELS = {
 }
 
 
-async def _with_mesh(mode: Mode, **kw: object) -> tuple[Api, object]:
-    api, client = await start_api(mode, **kw)  # type: ignore[arg-type]
+async def _with_mesh(mode: Mode, **kw: Any) -> tuple[Api, TestClient[Any, Any]]:
+    api, client = await start_api(mode, **kw)
     # In a zone the Mesh is global-owned: seed it as KDS would, through the store.
     await api.store.create(Resource(type="Mesh", meta=Meta(name="default")))
     return api, client
@@ -42,7 +44,7 @@ async def zone_api() -> AsyncIterator[Api]:
     try:
         yield api
     finally:
-        await client.close()  # type: ignore[attr-defined]
+        await client.close()
         await api.store.close()
 
 
@@ -52,7 +54,7 @@ async def global_api() -> AsyncIterator[Api]:
     try:
         yield api
     finally:
-        await client.close()  # type: ignore[attr-defined]
+        await client.close()
         await api.store.close()
 
 
@@ -117,7 +119,7 @@ async def test_a_federated_zone_wants_the_origin_label_as_kuma_does() -> None:
         await api.store.create(copy)
         await rejected(api, "PUT", f"{MT}/g1", 405, json=timeout("g1"))
     finally:
-        await client.close()  # type: ignore[attr-defined]
+        await client.close()
         await api.store.close()
 
 
