@@ -108,6 +108,7 @@ class ZoneControlPlane:
             registry=self.registry,
             mode=Mode.ZONE,
             zone=s.zone,
+            federated=bool(s.global_kds),
             max_body_bytes=s.max_body_bytes,
             localhost_is_admin=s.api_security.api_localhost_is_admin,
         )

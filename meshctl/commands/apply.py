@@ -133,8 +133,9 @@ def classify(existing: dict[str, Any] | None, doc: dict[str, Any], desc: TypeDes
 def apply_one(client: ApiClient, target: Target, doc: dict[str, Any], dry_run: bool) -> Outcome:
     outcome = classify(client.get_or_none(target.path), doc, target.desc)
     if outcome == "unchanged":
-        # Nothing to write, but the server must still judge the document: applying a policy to a
-        # zone API has to say "apply it at the global", not "unchanged". A dry run stores nothing.
+        # Nothing to write, but the server must still judge the document: applying the global's
+        # copy of a policy to a zone API has to say it is read-only there, not "unchanged". A
+        # dry run stores nothing.
         client.put(target.path, doc, dry_run=True)
         return outcome
     status = client.put(target.path, doc, dry_run=dry_run)

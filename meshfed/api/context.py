@@ -49,6 +49,8 @@ class ApiContext:
     instance_id: str = ""
     # The zone this process serves (zone mode only): stamped as kuma.io/zone on local writes.
     zone: str | None = None
+    # Zone mode: connected to a global (a policy applied here must say `kuma.io/origin: zone`).
+    federated: bool = False
     # Set by the composition root once the store is open and default resources exist.
     ready: bool = False
     before_delete: BeforeDelete | None = None

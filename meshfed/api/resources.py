@@ -30,6 +30,11 @@ from meshfed.api.routes import (
     ref,
 )
 from meshfed.api.secret_hooks import after_secret_change, check_secret_write
+from meshfed.api.zone_origin import (
+    check_not_zone_copy,
+    origin_label_errors,
+    stamp_zone_origin,
+)
 from meshfed.resources.codec import check_name, resource_from_dict, resource_to_dict
 from meshfed.resources.descriptors import Mode, Scope, TypeDescriptor
 from meshfed.resources.errors import DeleteRefusedError, FieldError, ValidationError
@@ -113,7 +118,9 @@ def check_writable(desc: TypeDescriptor, mode: Mode) -> None:
 
 def check_not_synced_copy(ctx: ApiContext, desc: TypeDescriptor, res: Resource | None) -> None:
     """405 for a zone's copy of something the global sent (e.g. another zone's ingress): the
-    next sync would undo the change, so the zone API keeps such copies read-only."""
+    next sync would undo the change, so the zone API keeps such copies read-only (and the
+    global's API a zone's: `check_not_zone_copy`)."""
+    check_not_zone_copy(ctx.mode, desc, res)
     if ctx.mode is not Mode.ZONE or res is None:
         return
     if res.meta.labels.get(LABEL_ORIGIN) == ORIGIN_GLOBAL:
@@ -159,6 +166,10 @@ async def parse_put_body(
         errors += exc.errors
     if resource is not None:
         errors += system_label_errors(ctx, resource)
+        missing_origin = origin_label_errors(ctx.mode, ctx.federated, desc, resource)
+        if missing_origin:  # a global copy's 405 says more than a missing label
+            check_not_synced_copy(ctx, desc, await _get_or_none(ctx.store, desc.name, mesh, name))
+            errors += missing_origin
     if desc.scope is Scope.MESH and not check_name(mesh, "mesh"):
         mesh_res = await _get_or_none(ctx.store, MESH.name, "", mesh)
         if mesh_res is None:
@@ -244,6 +255,8 @@ def _put_handler(desc: TypeDescriptor) -> Handler:
         doc = await read_document(request, ctx.max_body_bytes)
         resource = await parse_put_body(ctx, desc, doc, mesh, name)
         _stamp(ctx, resource)
+        if ctx.mode is Mode.ZONE:
+            stamp_zone_origin(desc, resource)
         # Kuma's PUT is create-or-update: a resource created, changed or deleted by someone
         # else between our read and our write (or its Mesh changed) means read again, not
         # 409. Only a stale If-Match version is the client's conflict.

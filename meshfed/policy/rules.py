@@ -5,10 +5,9 @@ Order (least priority first; later entries win field by field, see merge.py):
 
 1. policies by their top-level targetRef kind, in Kuma 2.14's order (precedence.py: Mesh <
    Dataplane < MeshSubset < MeshService < MeshServiceSubset; Dataplane: {} < labels <
-   labels+sectionName < name < name+sectionName); then origin (global < zone); then by
-   name in *inverted*
-   lexicographic order, so on a tie `aaa` beats `zzz` (Kuma sorts the display names
-   descending and lets the last one win);
+   labels+sectionName < name < name+sectionName); then origin (global < zone) and policy
+   role (origin.py); then by name in *inverted* lexicographic order, so on a tie `aaa`
+   beats `zzz` (Kuma sorts the display names descending and lets the last one win);
 2. the entries of all matched policies are concatenated in that order, then sorted (stably)
    by the kind of the entry's own targetRef: for `to[]` Mesh < MeshService, for `from[]`
    Mesh < MeshSubset < MeshService < MeshServiceSubset. So a narrower selection of peers
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshfed.policy.merge import merge_confs
+from meshfed.policy.origin import applies_in_zone, origin_rank
 from meshfed.policy.precedence import top_level_rank
 from meshfed.policy.targetref import (
     DataplaneView,
@@ -34,7 +34,7 @@ from meshfed.policy.targetref import (
     selected_inbounds,
     selects_service,
 )
-from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ORIGIN, ORIGIN_ZONE, Resource
+from meshfed.resources.model import LABEL_DISPLAY_NAME, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list
 from meshfed.resources.types.targetref import MESH, MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_SUBSET
 
@@ -55,7 +55,7 @@ def sort_policies(policies: Iterable[Resource]) -> list[Resource]:
         by_name,
         key=lambda p: (
             *top_level_rank(p.spec.get("targetRef")),
-            1 if p.meta.labels.get(LABEL_ORIGIN) == ORIGIN_ZONE else 0,
+            *origin_rank(p),
         ),
     )
 
@@ -70,9 +70,10 @@ class Matched:
 
 def match(policies: Iterable[Resource], dp: DataplaneView) -> list[Matched]:
     """The policies of `dp`'s mesh that select at least one of its inbounds, least priority
-    first."""
+    first (a zone's policies only in that zone)."""
     out: list[Matched] = []
-    for policy in sort_policies(p for p in policies if p.meta.mesh == dp.mesh):
+    mine = (p for p in policies if p.meta.mesh == dp.mesh and applies_in_zone(p, dp.labels))
+    for policy in sort_policies(mine):
         chosen = selected_inbounds(policy.spec.get("targetRef"), dp)
         if chosen:
             out.append(Matched(policy, chosen))

@@ -78,6 +78,10 @@ class TypeDescriptor:
     sync_to_zones: Callable[[Resource], bool] | None = None
     # Holds key material: only admins may read it through the API.
     secret: bool = False
+    # A global-owned type a zone's API may also write (Kuma 2.6+ zone-originated policies):
+    # stored there `kuma.io/origin: zone`, applied in that zone, synced up read-only
+    # (meshfed/policy/origin.py, decisions 149-151).
+    zone_origin: bool = False
 
     def validate(self, body: dict[str, Any], prefix: str) -> list[FieldError]:
         """Every problem of `body`: the model's, then the gate's (one mistake, one error: a
@@ -106,7 +110,9 @@ class TypeDescriptor:
         return parse(load_model(self.model), body, "spec" if self.spec_wrapped else "")
 
     def writable_on(self, mode: Mode) -> bool:
-        return not self.system_only and self.owner == mode
+        if self.system_only:
+            return False
+        return self.owner == mode or (self.zone_origin and mode is Mode.ZONE)
 
     def to_json(self) -> dict[str, Any]:
         """The `/_resources` entry for this type."""

@@ -43,11 +43,19 @@ class Side:
     def __init__(self, mode: Mode, store: SqliteStore, client: TestClient[Any, Any]) -> None:
         self.mode, self.store, self.client = mode, store, client
 
-    def stamped(self) -> dict[str, str]:
-        """The system labels this side puts on what it stores."""
+    def stamped(self, doc: dict[str, Any]) -> dict[str, str]:
+        """The system labels this side puts on what it stores (a policy applied at a zone
+        gets Kuma's zone labels too: meshfed/api/zone_origin.py)."""
         if self.mode is Mode.GLOBAL:
             return {LABEL_ORIGIN: "global"}
-        return {LABEL_ORIGIN: "zone", LABEL_ZONE: ZONE}
+        labels = {LABEL_ORIGIN: "zone", LABEL_ZONE: ZONE}
+        if desc_of(doc).zone_origin:
+            labels |= {
+                "kuma.io/display-name": doc["name"],
+                "kuma.io/env": "universal",
+                "kuma.io/mesh": doc["mesh"],
+            }
+        return labels
 
     async def seed_mesh(self, name: str) -> None:
         """The Mesh a mesh-scoped resource needs (in a zone it comes from the global)."""
@@ -138,6 +146,11 @@ async def test_example_round_trips_through_api_and_sqlite(
             await _read_only(s, doc, stored_elsewhere=name not in NOT_ENFORCED_FIELDS)
             return
         status, body = await s.put_yaml(doc)
+        if mode is Mode.ZONE and (doc.get("labels") or {}).get(LABEL_ORIGIN) == "global":
+            # A zone may apply a policy (decision 149) but not claim the global wrote it.
+            assert status == 400, body
+            assert [p["field"] for p in body["invalid_parameters"]] == ["labels['kuma.io/origin']"]
+            return
         if name in NOT_ENFORCED_FIELDS:
             assert status == 400, body
             assert [p["field"] for p in body["invalid_parameters"]] == NOT_ENFORCED_FIELDS[name]
@@ -162,7 +175,7 @@ async def _round_trip(
     stored = await s.store.get(desc.name, doc.get("mesh", ""), doc["name"])
     assert resource_to_dict(stored, desc) == got
     # YAML -> API -> store -> API -> YAML: the same text, apart from what the server set.
-    back = as_sent(got, doc, s.stamped())
+    back = as_sent(got, doc, s.stamped(doc))
     if key_order:
         assert text(back) == text(without_times(doc))
     else:

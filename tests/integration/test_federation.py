@@ -75,10 +75,10 @@ def test_policy_applied_at_the_global_appears_in_both_zones_update_and_delete_pr
         copy = z.get(mt_path("prop"))
         assert copy["labels"] == {"kuma.io/origin": "global"}
 
-    # A zone never accepts the global's types: 405, saying where to apply it.
+    # A zone never changes the global's copy: 405, saying where it comes from.
     for z in zones:
         status, body = z.call("PUT", mt_path("prop"), timeout_policy("prop", idle="1s"))
-        assert status == 405 and "apply it at the global control plane" in body["detail"]
+        assert status == 405 and "synced from the global control plane" in body["detail"]
         assert z.call("DELETE", mt_path("prop"))[0] == 405
 
     updated = g.put(mt_path("prop"), timeout_policy("prop", idle="45s"))

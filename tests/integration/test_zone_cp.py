@@ -71,14 +71,15 @@ def test_standalone_zone_serves_its_own_types_and_keeps_them_across_restarts(
         == "zone-1"
     )
 
-    # Policies belong to the global: 405, saying where to apply them, and nothing stored.
-    status, body = http.call("PUT", mt_path("t1"), timeout_policy("t1"))
-    assert status == 405, body
-    assert "apply it at the global control plane" in body["detail"]
-    assert body["type"] == "/std-errors"
+    # A policy may be applied at a zone (Kuma 2.6+, decision 149): stored as the zone's.
+    got = http.put(mt_path("t1"), timeout_policy("t1"))
+    assert got["labels"]["kuma.io/origin"] == "zone" and got["labels"]["kuma.io/zone"] == "zone-1"
+    http.delete(mt_path("t1"))
+    assert http.call("GET", mt_path("t1"))[0] == 404
+    # A Mesh belongs to the global: 405, saying where to apply it.
     status, body = http.call("DELETE", "/meshes/default")
     assert status == 405 and "global control plane" in body["detail"]
-    assert http.call("GET", mt_path("t1"))[0] == 404
+    assert body["type"] == "/std-errors"
     # A zone has no KDS status when standalone, and no global-only routes.
     assert http.call("GET", "/_kds")[0] == 404
     assert http.call("GET", "/zones+insights")[0] == 404

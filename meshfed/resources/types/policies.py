@@ -86,7 +86,9 @@ def _policy(
         scope=Scope.MESH,
         spec_wrapped=True,
         owner=Mode.GLOBAL,
-        kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
+        # Kuma 2.6+: also applied at a zone, and synced up from there (decision 149).
+        kds=frozenset({KdsFlag.GLOBAL_TO_ZONE, KdsFlag.ZONE_TO_GLOBAL}),
+        zone_origin=True,
         short_names=(short,),
         model=f"{models}{name}Spec",
         gate=enforcement_gate(name),

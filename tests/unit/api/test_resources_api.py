@@ -148,10 +148,11 @@ async def test_zone_mode_stamps_origin_and_zone(api: Api) -> None:
         got = await resp.json()
         assert got["labels"] == {LABEL_ORIGIN: "zone", LABEL_ZONE: "zone-1"}
         assert got["networking"] == networking
-        # A policy is global-owned: the zone refuses it and says where to apply it.
-        body = await rejected(zone_api, "PUT", f"{MT}/t1", 405, json=timeout("t1"))
+        # A Mesh is global-owned: the zone refuses it and says where to apply it. (Policies
+        # may be applied in a zone: tests/unit/api/test_zone_origin.py.)
+        body = await rejected(zone_api, "PUT", "/meshes/m2", 405, json={"type": "Mesh"})
         assert body["detail"] == (
-            "MeshTimeout cannot be changed in a zone; apply it at the global control plane"
+            "Mesh cannot be changed in a zone; apply it at the global control plane"
         )
     finally:
         await client.close()

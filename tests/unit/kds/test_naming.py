@@ -30,7 +30,8 @@ def test_directions_come_from_the_descriptors() -> None:
     assert {"Mesh", "Secret", "MeshTrafficPermission", "MeshTimeout", "ZoneIngress"} <= down
     assert {"Dataplane", "DataplaneInsight", "ZoneIngress", "ZoneIngressInsight"} <= up
     assert not {"Dataplane", "DataplaneInsight", "Zone", "ZoneInsight"} & down
-    assert not {"Mesh", "Secret", "MeshTrafficPermission", "Zone", "ZoneInsight"} & up
+    assert not {"Mesh", "Secret", "Zone", "ZoneInsight"} & up
+    assert "MeshTrafficPermission" in up  # zone-originated policies (decision 149)
 
 
 def test_zone_names_do_not_collide_and_stay_valid() -> None:
@@ -107,7 +108,13 @@ def test_routing_rules() -> None:
     assert naming.sends_to_global(zi, Resource("ZoneIngress", Meta(name="mine")))
     relayed = Resource("ZoneIngress", Meta(name="zi.abc", labels={LABEL_ORIGIN: "global"}))
     assert not naming.sends_to_global(zi, relayed)
-    assert not naming.sends_to_global(mtp, Resource("MeshTrafficPermission", Meta(name="p")))
+    copy = Resource("MeshTrafficPermission", Meta(name="p", labels={LABEL_ORIGIN: "global"}))
+    assert not naming.sends_to_global(mtp, copy)
+    # a policy applied at the zone goes up, and never on to other zones (decision 149)
+    own = Resource("MeshTrafficPermission", Meta(name="p", labels={LABEL_ORIGIN: "zone"}))
+    assert naming.sends_to_global(mtp, own)
+    own.meta.labels[LABEL_ZONE] = "zone-1"
+    assert not naming.sends_to_zone(mtp, own, "zone-2")
 
 
 _JSON = st.recursive(
