@@ -80,12 +80,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         "every service is reachable across zones through zone ingresses",
     ),
     _t(
-        "MeshExternalService",
-        "meshexternalservices",
-        _YET,
-        "sidecars reach only services of the mesh",
-    ),
-    _t(
         "MeshPassthrough",
         "meshpassthroughs",
         _YET,

@@ -7,6 +7,7 @@ from functools import cache
 from meshfed.resources.descriptors import Registry, TypeDescriptor
 from meshfed.resources.types import (
     dataplane,
+    external,
     insights,
     mesh,
     policies,
@@ -28,6 +29,7 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     insights.ZONE_INGRESS_INSIGHT,
     vips.VIRTUAL_IPS,
     *policies.POLICIES,
+    external.MESH_EXTERNAL_SERVICE,
 )
 
 

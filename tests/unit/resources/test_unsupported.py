@@ -25,7 +25,6 @@ def test_the_types_named_in_the_issue_are_listed() -> None:
         "MeshIdentity",
         "MeshService",
         "MeshMultiZoneService",
-        "MeshExternalService",
         "HostnameGenerator",
         "ZoneEgress",
         "MeshPassthrough",

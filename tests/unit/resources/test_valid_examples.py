@@ -20,6 +20,34 @@ from tests.unit.policy.factories import schema_registry
 # Written in the order and style `resource_to_dict` + yaml.safe_dump produce, so that the
 # round trip must reproduce the text byte for byte.
 EXAMPLES: dict[str, str] = {
+    "mesh-external-service": """\
+type: MeshExternalService
+mesh: default
+name: httpbin
+spec:
+  match:
+    type: HostnameGenerator
+    port: 443
+    protocol: http
+  endpoints:
+  - address: httpbin.org
+    port: 443
+    priority: 0
+  tls:
+    enabled: true
+    version:
+      min: TLS12
+      max: TLS13
+    allowRenegotiation: false
+    verification:
+      mode: Secured
+      serverName: httpbin.org
+      subjectAltNames:
+      - type: Exact
+        value: httpbin.org
+      caCert:
+        secret: httpbin-ca
+""",
     "mesh-minimal": """\
 type: Mesh
 name: default
