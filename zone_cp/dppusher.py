@@ -24,11 +24,13 @@ from typing import Final
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import wait_for
 from meshfed.dpconfig.build import BuildError
+from meshfed.dpconfig.egress import EgressConfig
 from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig, encode_config
 from meshfed.dpconfig.policies import ANY_SERVICE, MESH_TCP_ROUTE, routed_services
 from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
 from meshfed.resources.model import Resource
+from meshfed.resources.types.external import MESH_EXTERNAL_SERVICE
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
@@ -42,13 +44,16 @@ from zone_cp.dpbuild import (
     changed_services,
 )
 from zone_cp.dpsession import Session, SessionKey
+from zone_cp.egress_build import build_egress_config
+from zone_cp.external_outbounds import with_external_outbounds
 from zone_cp.services import ServiceSnapshot, ZoneServices
 
 log = logging.getLogger("zone_cp.dpserver")
 
 DEBOUNCE: Final = 0.02  # a burst of store events costs one rebuild
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
-WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES)  # what a config is built from
+# what a config is built from (MeshExternalService: the egress's, and sidecars' outbounds)
+WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES, MESH_EXTERNAL_SERVICE.name)
 RotateAt = Callable[[str, str], dt.datetime | None]  # (mesh, name) -> when its cert is due
 
 
@@ -158,7 +163,7 @@ def due_for_rotation(
 
 
 def message_if_changed(
-    config: SidecarConfig | IngressConfig, sent: str
+    config: SidecarConfig | IngressConfig | EgressConfig, sent: str
 ) -> tuple[str, pb.CpMessage] | None:
     """(version, Config message) for a rebuilt config, None if `sent` is already its version.
     The config is encoded once: its version is the hash of the very bytes sent."""
@@ -303,22 +308,36 @@ class ConfigPusher:
         return BuildInputs.of(
             self._resources(MESH.name),
             self._resources(SECRET.name),
-            [r for t in POLICY_TYPES for r in self._resources(t)],
+            [r for t in (*POLICY_TYPES, MESH_EXTERNAL_SERVICE.name) for r in self._resources(t)],
         )
 
     def _push(self, session: Session, inputs: BuildInputs) -> None:
         snapshot = self._services.snapshot
         try:
-            config = build_config(
-                session.kind,
-                session.resource,
-                self.zone,
-                snapshot.catalog,
-                snapshot.vips,
-                inputs,
-                self._issuer,
-                reachable=session.hello.reachable,
-            )
+            config: SidecarConfig | IngressConfig | EgressConfig
+            if session.kind is ProxyType.EGRESS:
+                config = build_egress_config(session.resource, self.zone, inputs, self._issuer)
+            else:
+                config = build_config(
+                    session.kind,
+                    session.resource,
+                    self.zone,
+                    snapshot.catalog,
+                    snapshot.vips,
+                    inputs,
+                    self._issuer,
+                    reachable=session.hello.reachable,
+                )
+                if isinstance(config, SidecarConfig):
+                    config = with_external_outbounds(
+                        config,
+                        session.resource,
+                        self.zone,
+                        inputs.policies.get(session.mesh, {}),
+                        [s.resource for s in self._sessions.values() if s.kind is ProxyType.EGRESS],
+                        snapshot.vips,
+                        session.hello.reachable,
+                    )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))
             return

@@ -1,22 +1,32 @@
-"""zone-egress's composition root: the server, its admin endpoint, and its routing table
-(a static EgressConfig file; SIGHUP reloads it)."""
+"""zone-egress's composition root: the server, its admin endpoint, and where its routing
+table comes from (the zone control plane's config stream, or a static file)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.egress import EgressConfig
 from meshfed.dpconfig.model import ConfigFormatError
+from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_egress_config
 from meshfed.process import install_signals
 from meshfed.proxy.admin import AdminServer, metrics_registry
 from meshfed.proxy.static_config import StaticConfig
+from meshfed.resources.codec import resource_from_dict, resource_to_dict
+from meshfed.resources.errors import ValidationError
+from meshfed.resources.types import default_registry
 from zone_egress.server import EgressServer
 from zone_egress.settings import EgressSettings
 
+if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
+    from meshfed.proxy.cpclient import ConfigClient
+
 log = logging.getLogger("zone_egress")
+
+PROXY_VERSION = "meshfed-zone-egress/0.1.0"
 
 
 class StartError(Exception):
@@ -28,20 +38,66 @@ def parse_static(data: bytes) -> EgressConfig:
     return config if config.version else config.stamped()
 
 
+def egress_resource(settings: EgressSettings, port: int) -> dict[str, Any]:
+    """The ZoneEgress announced in the Hello (zone-cp validates it and sets `zone`)."""
+    doc = {
+        "type": "ZoneEgress",
+        "name": settings.name,
+        "networking": {"address": settings.address, "port": port},
+    }
+    registry = default_registry()
+    try:
+        # zone-cp validates the spec (pydantic stays out of the proxy, decision 71)
+        resource = resource_from_dict(doc, registry, expected_type="ZoneEgress", validate=False)
+    except ValidationError as exc:
+        detail = "; ".join(f"{e.field}: {e.reason}" for e in exc.errors)
+        raise StartError(f"not a valid ZoneEgress: {detail}") from None
+    return resource_to_dict(resource, registry.get("ZoneEgress"))
+
+
 class App:
     def __init__(self, settings: EgressSettings) -> None:
-        if settings.config_file is None:
+        if (settings.config_file is None) == (settings.cp is None):
             raise StartError(
-                "give --config-file FILE (an EgressConfig): the control-plane mode of the "
-                "egress is not built yet"
+                "give --cp grpc://HOST:PORT (the zone control plane) or --config-file, one of them"
             )
+        if settings.cp is not None and settings.zone_token_file is None:
+            raise StartError(
+                "give --zone-token-file FILE: the zone control plane accepts only proxies with "
+                "a token (a zone token of scope egress)"
+            )
+        if settings.config_file is not None and settings.zone_token_file is not None:
+            raise StartError(
+                "--zone-token-file is for --cp: a --config-file needs no control plane"
+            )
+        egress_resource(settings, settings.port or 1)  # fail early on a bad name or address
         self.settings = settings
         self.server = EgressServer(
             settings.address, settings.port, handshake_timeout=settings.handshake_timeout
         )
-        self.static: StaticConfig[EgressConfig] = StaticConfig(
-            settings.config_file, parse_static, self.server.apply, ()
-        )
+        self.static: StaticConfig[EgressConfig] | None = None
+        self.client: ConfigClient[EgressConfig] | None = None
+        if settings.config_file is not None:
+            self.static = StaticConfig(settings.config_file, parse_static, self.server.apply, ())
+        else:
+            assert settings.cp is not None
+            from meshfed.proxy.cpclient import ConfigClient
+
+            self.client = ConfigClient(
+                str(settings.cp),
+                hello=lambda: hello_message(
+                    ProxyType.EGRESS,
+                    egress_resource(settings, self.server.port),
+                    proxy_version=PROXY_VERSION,
+                ),
+                parse=parse_egress_config,
+                apply=self.server.apply,
+                apply_errors=(ConfigFormatError,),
+                report=lambda: pb.Report(config_version=self.server.version),
+                running_version=lambda: self.server.version,
+                report_interval=settings.report_interval,
+                token_file=settings.zone_token_file,
+            )
         self.admin = AdminServer(
             settings.admin_address,
             {"/ready": self._ready, "/stats": self._stats, "/config": self._config},
@@ -65,7 +121,9 @@ class App:
             "rejected": dict(self.server.rejected),
             "services": [s.to_json() for s in self.server.services.values()],
             "draining": self.draining,
-            "source": self.static.status(),
+            "source": self.client.status()
+            if self.client is not None
+            else (self.static.status() if self.static is not None else None),
         }
 
     def _config(self) -> tuple[int, dict[str, Any] | None]:
@@ -82,10 +140,11 @@ class App:
     async def run(self) -> int:
         stop = asyncio.Event()
         try:
-            try:
-                await self.static.load()
-            except ConfigFormatError as exc:
-                raise StartError(str(exc)) from None
+            if self.static is not None:
+                try:
+                    await self.static.load()
+                except ConfigFormatError as exc:
+                    raise StartError(str(exc)) from None
             try:
                 await self.server.start()
             except OSError as exc:
@@ -106,25 +165,45 @@ class App:
                 self.settings.admin_address.host,
                 self.admin.port,
             )
-            pending: set[asyncio.Task[bool]] = set()
-
-            def reload() -> None:
-                log.info("SIGHUP: reloading %s", self.static.path)
-                task = asyncio.create_task(self.static.reload())
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-
-            install_signals(stop, reload)
-            await stop.wait()
-            self.draining = True
-            self.server.stop_accepting()
-            cut = await self.server.drain(self.settings.drain_timeout)
-            log.info("drained; %d connection(s) cut at the deadline", cut)
-            for task in pending:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            return 0
+            return await self._serve(stop)
         finally:
             self.server.stop_accepting()
             await self.admin.stop()
+
+    async def _serve(self, stop: asyncio.Event) -> int:
+        from meshfed.proxy import cpclient
+
+        pending: set[asyncio.Task[bool]] = set()
+        static = self.static
+
+        def reload() -> None:
+            if static is None:
+                return
+            log.info("SIGHUP: reloading %s", static.path)
+            task = asyncio.create_task(static.reload())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        install_signals(stop, reload)
+        client_task = asyncio.create_task(self.client.run()) if self.client else None
+        waiters: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
+        if client_task is not None:
+            waiters.add(client_task)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if client_task is not None and client_task.done():
+            try:
+                client_task.result()
+            except cpclient.Refused as exc:
+                log.error("%s", exc)
+                code = 1
+        self.draining = True
+        self.server.stop_accepting()
+        cut = await self.server.drain(self.settings.drain_timeout)
+        log.info("drained; %d connection(s) cut at the deadline", cut)
+        for task in (*waiters, *pending):
+            task.cancel()
+        if client_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, cpclient.Refused):
+                await client_task
+        return code

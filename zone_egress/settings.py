@@ -16,8 +16,10 @@ from meshfed.config import (
     Option,
     int_parser,
     parse_duration,
+    parse_optional_path,
     parse_str,
 )
+from meshfed.kds.options import parse_grpc_target
 from meshfed.proxy.options import admin_address_option, config_file_option
 
 DEFAULT_PORT = 10002
@@ -25,6 +27,16 @@ DEFAULT_PORT = 10002
 
 @dataclass(frozen=True)
 class EgressSettings:
+    cp: Annotated[
+        Address | None,
+        Option(
+            parse_grpc_target,
+            "",
+            "Dataplane config server of the zone control plane, grpc://HOST:PORT; not needed with "
+            "--config-file",
+            metavar="URL",
+        ),
+    ]
     name: Annotated[
         str,
         Option(
@@ -38,6 +50,16 @@ class EgressSettings:
     port: Annotated[
         int, Option(int_parser(0, 65535), DEFAULT_PORT, "Port to listen on", metavar="PORT")
     ]
+    zone_token_file: Annotated[
+        Path | None,
+        Option(
+            parse_optional_path,
+            "",
+            "File holding a zone token of scope egress for this zone (issued at the global), "
+            "sent to the control plane at every connection (re-read then)",
+            metavar="FILE",
+        ),
+    ]
     config_file: Annotated[Path | None, config_file_option("EgressConfig")]
     admin_address: Annotated[Address, admin_address_option("127.0.0.1:9903")]
     handshake_timeout: Annotated[
@@ -46,6 +68,15 @@ class EgressSettings:
             parse_duration,
             "5s",
             "Longest TLS handshake with a sidecar; slower peers are closed (slowloris)",
+            metavar="DURATION",
+        ),
+    ]
+    report_interval: Annotated[
+        float,
+        Option(
+            parse_duration,
+            "10s",
+            "How often counters are reported to the control plane",
             metavar="DURATION",
         ),
     ]

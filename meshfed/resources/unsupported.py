@@ -105,16 +105,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         "Kuma's legacy DNS names for outbounds; zone DNS names are <service>.mesh",
     ),
     UnsupportedType(
-        "ZoneEgress",
-        "zoneegresses",
-        Scope.GLOBAL,
-        _YET,
-        "cross-zone traffic goes through zone ingresses; there is no egress",
-    ),
-    UnsupportedType(
-        "ZoneEgressInsight", "zoneegressinsights", Scope.GLOBAL, _YET, "there are no zone egresses"
-    ),
-    UnsupportedType(
         "HostnameGenerator",
         "hostnamegenerators",
         Scope.GLOBAL,

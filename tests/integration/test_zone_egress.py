@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from meshfed.dpconfig.sni import encode_sni
 from meshfed.pki.ca import MeshCA, create_mesh_ca
 from meshfed.pki.leaf import Leaf, issue_leaf
 from meshfed.pki.tls import check_peer_id, mtls_context
+from tests.integration.egress_support import TlsServer, external_server_context
 from tests.support import Procs, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.integration
@@ -45,58 +45,12 @@ def leaf_tls(leaf: Leaf, ca: MeshCA) -> dict[str, Any]:
     }
 
 
-class TlsServer:
-    """A one-thread-per-connection server on loopback: TLS with `ctx`, or plain TCP; answers
-    every request with `HTTP/1.1 200` and a body naming `name`."""
-
-    def __init__(self, name: str, ctx: ssl.SSLContext | None) -> None:
-        self.name = name
-        self.ctx = ctx
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(TIMEOUT)
-        try:
-            tls = self.ctx.wrap_socket(conn, server_side=True) if self.ctx else conn
-            with tls:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = tls.recv(4096)
-                    if not chunk:
-                        return
-                    data += chunk
-                body = f"hello from {self.name}".encode()
-                tls.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                    % (len(body), body)
-                )
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class World:
     def __init__(self, tmp: Path, procs: Procs) -> None:
         self.mesh_ca = create_mesh_ca(MESH)
         self.ext_ca = create_mesh_ca("ext")
         other_ca = create_mesh_ca("other")
-        server_leaf = issue_leaf(self.ext_ca, "api", dns_names=["ext.test"])
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self._files(tmp, "ext", server_leaf))
-        self.https = TlsServer("https", ctx)
+        self.https = TlsServer("https", external_server_context(self.ext_ca, tmp))
         self.plain = TlsServer("plain", None)
         allow_web = {"mesh": MESH, "services": {"web": "Allow"}}
 
@@ -158,13 +112,6 @@ class World:
         wait_until(lambda: port_open("127.0.0.1", self.port), timeout=TIMEOUT, what="egress")
         self.callers = {name: issue_leaf(self.mesh_ca, name) for name in ("web", "intruder")}
         self.tmp = tmp
-
-    @staticmethod
-    def _files(tmp: Path, name: str, leaf: Leaf) -> tuple[str, str]:
-        cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-        cert.write_bytes(leaf.cert_pem)
-        key.write_bytes(leaf.key_pem)
-        return str(cert), str(key)
 
     def call(self, service: str, caller: str = "web") -> bytes:
         """What a sidecar does: mTLS to the egress for `service`, one HTTP request."""

@@ -22,7 +22,7 @@ from meshfed.resources.models.base import (
     Text,
     problem,
 )
-from meshfed.resources.models.common import Port
+from meshfed.resources.models.common import DialableAddress, Port
 from meshfed.resources.values import is_address, is_base64
 
 UNIX_PREFIX = "unix://"
@@ -165,3 +165,20 @@ class MeshExternalServiceSpec(Model):
         if endpoints is None or (isinstance(endpoints, list) and not endpoints):
             return [problem(("endpoints",), "must have at least 1 item")]
         return []
+
+
+class EgressAdmin(Model):
+    port: Port | None = None
+
+
+class EgressNetworking(Model):
+    address: DialableAddress  # where the zone's sidecars dial the egress
+    port: Port
+    admin: EgressAdmin | None = None
+
+
+class ZoneEgressSpec(Model):
+    """Kuma's ZoneEgress (Universal): the zone-cp sets `zone` when the egress connects."""
+
+    zone: str | None = None
+    networking: EgressNetworking

@@ -14,6 +14,7 @@ from meshfed.resources.types import (
     secret,
     vips,
     zone,
+    zone_egress,
     zone_ingress,
 )
 
@@ -30,6 +31,8 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     vips.VIRTUAL_IPS,
     *policies.POLICIES,
     external.MESH_EXTERNAL_SERVICE,
+    zone_egress.ZONE_EGRESS,
+    zone_egress.ZONE_EGRESS_INSIGHT,
 )
 
 

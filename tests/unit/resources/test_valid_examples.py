@@ -216,6 +216,21 @@ spec:
     vip: 127.1.0.3
     since: '2024-05-01T10:00:00Z'
 """,
+    "zone-egress": """\
+type: ZoneEgress
+name: zone-1.egress
+zone: zone-1
+networking:
+  address: 192.168.0.2
+  port: 10002
+  admin:
+    port: 9903
+""",
+    "zone-egress-insight": """\
+type: ZoneEgressInsight
+name: zone-1.egress
+subscriptions: []
+""",
     "zone-ingress-insight": """\
 type: ZoneIngressInsight
 name: zone-1.ingress
