@@ -44,7 +44,7 @@ from zone_cp.dpbuild import (
     changed_services,
 )
 from zone_cp.dpsession import Session, SessionKey
-from zone_cp.egress_build import build_egress_config
+from zone_cp.egress_build import build_egress_config, egress_identity
 from zone_cp.external_outbounds import with_external_outbounds
 from zone_cp.services import ServiceSnapshot, ZoneServices
 
@@ -134,11 +134,11 @@ class WantsIndex:
 
 
 def earliest_rotation(sessions: Iterable[Session], rotate_at: RotateAt) -> dt.datetime | None:
-    """When the first sidecar certificate is due (None: none)."""
+    """When the first sidecar (or egress) certificate is due (None: none)."""
     times = [
         t
         for s in sessions
-        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None
+        if s.kind is not ProxyType.INGRESS and (t := rotate_at(s.mesh, s.name)) is not None
     ]
     return min(times) if times else None
 
@@ -154,11 +154,13 @@ def next_rotation(
 def due_for_rotation(
     sessions: Mapping[SessionKey, Session], rotate_at: RotateAt, now: dt.datetime
 ) -> set[SessionKey]:
-    """The sidecars whose certificate is due."""
+    """The sidecars (and egresses) whose certificate is due."""
     return {
         key
         for key, s in sessions.items()
-        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None and t <= now
+        if s.kind is not ProxyType.INGRESS
+        and (t := rotate_at(s.mesh, s.name)) is not None
+        and t <= now
     }
 
 
@@ -268,7 +270,7 @@ class ConfigPusher:
         return out
 
     async def run(self) -> None:
-        sessions, rotate_at = self._sessions, self._issuer.rotate_at
+        sessions, rotate_at = self._sessions, self._rotate_at
         while True:
             if not self._rotation_known:
                 self._rotation = earliest_rotation(sessions.values(), rotate_at)
@@ -303,6 +305,13 @@ class ConfigPusher:
                     due = rotate_at(session.mesh, session.name)
                     if due is not None and (self._rotation is None or due < self._rotation):
                         self._rotation = due
+
+    def _rotate_at(self, mesh: str, name: str) -> dt.datetime | None:
+        """When a proxy's certificate is due: a sidecar's leaf, or the first of an egress's
+        (one per external service; an egress has no mesh)."""
+        if mesh:
+            return self._issuer.rotate_at(mesh, name)
+        return self._issuer.first_rotation(egress_identity(name, ""))
 
     def _inputs(self) -> BuildInputs:
         return BuildInputs.of(

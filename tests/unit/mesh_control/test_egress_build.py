@@ -32,6 +32,7 @@ from zone_cp.certs import CertIssuer
 from zone_cp.dpbuild import BuildInputs, build_config
 from zone_cp.egress_build import (
     SourceError,
+    egress_identity,
     build_egress_config,
     external_permissions,
     read_source,
@@ -212,3 +213,15 @@ def test_sidecar_outbounds_go_to_the_egresses_with_the_services_sni_and_policies
 
 def test_kumas_default_hostname() -> None:
     assert kuma_hostname("HttpBin") == "httpbin.extsvc.mesh.local"
+
+
+def test_the_egress_leaves_rotate_like_a_sidecars() -> None:
+    now = [dt.datetime(2030, 1, 1, tzinfo=dt.UTC)]
+    issuer = CertIssuer(dt.timedelta(hours=1), clock=lambda: now[0])
+    inputs = BuildInputs.of([mesh_resource()], ca_secrets(), [external("api")])
+    first = build_egress_config(egress(), ZONE, inputs, issuer).services[0].tls.cert_pem
+    due = issuer.first_rotation(egress_identity("egress-1", ""))
+    assert due is not None and due < now[0] + dt.timedelta(hours=1)
+    assert build_egress_config(egress(), ZONE, inputs, issuer).services[0].tls.cert_pem == first
+    now[0] = due
+    assert build_egress_config(egress(), ZONE, inputs, issuer).services[0].tls.cert_pem != first
