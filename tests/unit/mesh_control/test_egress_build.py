@@ -32,8 +32,8 @@ from zone_cp.certs import CertIssuer
 from zone_cp.dpbuild import BuildInputs, build_config
 from zone_cp.egress_build import (
     SourceError,
-    egress_identity,
     build_egress_config,
+    egress_identity,
     external_permissions,
     read_source,
 )
