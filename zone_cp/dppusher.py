@@ -32,6 +32,7 @@ from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
 from meshfed.resources.model import Resource
 from meshfed.resources.types.external import MESH_EXTERNAL_SERVICE
 from meshfed.resources.types.mesh import MESH
+from meshfed.resources.types.passthrough import MESH_PASSTHROUGH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
 from zone_cp.certs import CertError, CertIssuer
@@ -45,15 +46,17 @@ from zone_cp.dpbuild import (
 )
 from zone_cp.dpsession import Session, SessionKey
 from zone_cp.egress_build import build_egress_config, egress_identity
-from zone_cp.external_outbounds import with_external_outbounds
+from zone_cp.external_outbounds import with_external_outbounds, with_passthrough
 from zone_cp.services import ServiceSnapshot, ZoneServices
 
 log = logging.getLogger("zone_cp.dpserver")
 
 DEBOUNCE: Final = 0.02  # a burst of store events costs one rebuild
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
-# what a config is built from (MeshExternalService: the egress's, and sidecars' outbounds)
-WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES, MESH_EXTERNAL_SERVICE.name)
+# what a config is built from (OUTSIDE_TYPES: traffic leaving the mesh, zone_cp.egress_build
+# and zone_cp.external_outbounds)
+OUTSIDE_TYPES: Final = (MESH_EXTERNAL_SERVICE.name, MESH_PASSTHROUGH.name)
+WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES, *OUTSIDE_TYPES)
 RotateAt = Callable[[str, str], dt.datetime | None]  # (mesh, name) -> when its cert is due
 
 
@@ -317,7 +320,7 @@ class ConfigPusher:
         return BuildInputs.of(
             self._resources(MESH.name),
             self._resources(SECRET.name),
-            [r for t in (*POLICY_TYPES, MESH_EXTERNAL_SERVICE.name) for r in self._resources(t)],
+            [r for t in (*POLICY_TYPES, *OUTSIDE_TYPES) for r in self._resources(t)],
         )
 
     def _push(self, session: Session, inputs: BuildInputs) -> None:
@@ -346,6 +349,13 @@ class ConfigPusher:
                         [s.resource for s in self._sessions.values() if s.kind is ProxyType.EGRESS],
                         snapshot.vips,
                         session.hello.reachable,
+                    )
+                    config = with_passthrough(
+                        config,
+                        session.resource,
+                        self.zone,
+                        inputs.meshes[session.mesh],
+                        inputs.policies.get(session.mesh, {}),
                     )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))

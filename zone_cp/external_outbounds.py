@@ -1,4 +1,5 @@
-"""A sidecar's outbounds to the MeshExternalServices of its mesh: each listens on the
+"""Traffic that leaves the mesh, in a sidecar's config: MeshPassthrough (`with_passthrough`),
+and its outbounds to the MeshExternalServices of its mesh: each listens on the
 service's VIP (meshfed/dpconfig/external.py) and `match.port`, and sends over mTLS to the
 zone's egresses with the SNI `encode_sni(<name>, <mesh>)`, checking that the egress speaks for
 `spiffe://<mesh>/<name>` (as for any service; the egress holds that leaf).
@@ -22,6 +23,7 @@ import msgspec
 from meshfed.dpconfig.catalog import VipKey
 from meshfed.dpconfig.external import external_vip_key
 from meshfed.dpconfig.model import Endpoint, Outbound, SidecarConfig
+from meshfed.dpconfig.passthrough import compile_passthrough
 from meshfed.dpconfig.policies import OUTBOUND_TYPES, outbound_policies
 from meshfed.dpconfig.sni import SniError, encode_sni
 from meshfed.policy.rules import match
@@ -32,6 +34,7 @@ from meshfed.resources.typed import spec_as
 from meshfed.resources.types.common import dig
 
 EXTERNAL_TYPE = "MeshExternalService"
+PASSTHROUGH_TYPE = "MeshPassthrough"
 
 
 def egress_endpoints(egresses: Sequence[Resource], zone: str, sni: str) -> tuple[Endpoint, ...]:
@@ -84,3 +87,16 @@ def with_external_outbounds(
     if not added:
         return config
     return msgspec.structs.replace(config, outbounds=(*config.outbounds, *added))
+
+
+def with_passthrough(
+    config: SidecarConfig,
+    dataplane: Resource,
+    zone: str,
+    mesh: Resource,
+    policies: Mapping[str, Sequence[Resource]],
+) -> SidecarConfig:
+    """`config` with what its passthrough proxy admits: the MeshPassthroughs selecting the
+    Dataplane, else the Mesh's `networking.outbound.passthrough` (decision 158)."""
+    matched = match(policies.get(PASSTHROUGH_TYPE, ()), view_of(dataplane, zone))
+    return msgspec.structs.replace(config, passthrough=compile_passthrough(matched, mesh))

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Literal, Self,
 import msgspec
 
 from meshfed.dpconfig.observability import AccessLog, Metrics
+from meshfed.dpconfig.passthrough import Passthrough
 from meshfed.dpconfig.traffic import InboundFaults, InboundRateLimit
 from meshfed.policy.permissions import Permissions
 
@@ -513,6 +514,8 @@ class SidecarConfig(_Config, frozen=True):
     tls: Tls | None = None
     version: str = ""
     metrics: Metrics | None = None  # MeshMetric (meshfed/dpconfig/observability.py)
+    # MeshPassthrough (meshfed/dpconfig/passthrough.py); None: nothing passes
+    passthrough: Passthrough | None = None
 
     def __post_init__(self) -> None:
         if self.mtls_enabled and self.tls is None:

@@ -79,13 +79,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         _YET,
         "every service is reachable across zones through zone ingresses",
     ),
-    _t(
-        "MeshPassthrough",
-        "meshpassthroughs",
-        _YET,
-        "sidecars reach only mesh services; which outside destinations they may reach "
-        "directly comes with the service-model work",
-    ),
     _t("TrafficPermission", "traffic-permissions", _NEVER, f"{_LEGACY} MeshTrafficPermission"),
     _t("TrafficRoute", "traffic-routes", _NEVER, f"{_LEGACY} MeshTCPRoute"),
     _t("HealthCheck", "health-checks", _NEVER, f"{_LEGACY} MeshHealthCheck"),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from meshfed.pki.ca import MeshCA
 from meshfed.pki.leaf import issue_leaf
+from tests.support import Procs
 
 TIMEOUT = 10.0
 EXTERNAL_NAME = "ext.test"  # the external server certificate's DNS name
@@ -67,3 +72,18 @@ class TlsServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextlib.contextmanager
+def module_processes(factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, Procs]]:
+    """A directory and the processes of one test module: every one stopped by PID at the
+    end, their logs printed when the module's setup or a test fails."""
+    root = factory.mktemp(name)
+    procs = Procs(root)
+    try:
+        yield root, procs
+    except BaseException:
+        print(procs.dump_logs())
+        raise
+    finally:
+        procs.stop_all()

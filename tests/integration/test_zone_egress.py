@@ -23,7 +23,11 @@ from meshfed.dpconfig.sni import encode_sni
 from meshfed.pki.ca import MeshCA, create_mesh_ca
 from meshfed.pki.leaf import Leaf, issue_leaf
 from meshfed.pki.tls import check_peer_id, mtls_context
-from tests.integration.egress_support import TlsServer, external_server_context
+from tests.integration.egress_support import (
+    TlsServer,
+    external_server_context,
+    module_processes,
+)
 from tests.support import Procs, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.integration
@@ -147,18 +151,13 @@ _DER = Encoding.DER
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("egress")
-    procs = Procs(tmp)
-    w = World(tmp, procs)
-    try:
-        yield w
-    except BaseException:
-        print(procs.dump_logs())
-        raise
-    finally:
-        procs.stop_all()
-        w.https.close()
-        w.plain.close()
+    with module_processes(tmp_path_factory, "egress") as (tmp, procs):
+        w = World(tmp, procs)
+        try:
+            yield w
+        finally:
+            w.https.close()
+            w.plain.close()
 
 
 def test_https_through_the_egress_with_verification(world: World) -> None:

@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 
 from meshfed.pki.ca import create_mesh_ca
-from tests.integration.egress_support import EXTERNAL_NAME, TlsServer, external_server_context
+from tests.integration.egress_support import (
+    EXTERNAL_NAME,
+    TlsServer,
+    external_server_context,
+    module_processes,
+)
 from tests.integration.test_cross_zone_support import MESH, Mesh, Workload, _ready
 from tests.integration.test_mesh_dp_support import admin_json
 from tests.integration.token_support import dataplane_token, write_token, zone_token
@@ -149,15 +154,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("egress-cp")
-    procs = Procs(root)
-    try:
+    with module_processes(tmp_path_factory, "egress-cp") as (root, procs):
         yield World(procs, root)
-    except BaseException:
-        print(procs.dump_logs())
-        raise
-    finally:
-        procs.stop_all()
 
 
 def egress_stats(world: World, name: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from meshfed.resources.types import (
     external,
     insights,
     mesh,
+    passthrough,
     policies,
     secret,
     vips,
@@ -31,6 +32,7 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     vips.VIRTUAL_IPS,
     *policies.POLICIES,
     external.MESH_EXTERNAL_SERVICE,
+    passthrough.MESH_PASSTHROUGH,
     zone_egress.ZONE_EGRESS,
     zone_egress.ZONE_EGRESS_INSIGHT,
 )

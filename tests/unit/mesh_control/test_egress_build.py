@@ -37,7 +37,7 @@ from zone_cp.egress_build import (
     external_permissions,
     read_source,
 )
-from zone_cp.external_outbounds import with_external_outbounds
+from zone_cp.external_outbounds import with_external_outbounds, with_passthrough
 
 ZONE = "zone-1"
 CA = create_mesh_ca("default")
@@ -225,3 +225,31 @@ def test_the_egress_leaves_rotate_like_a_sidecars() -> None:
     assert build_egress_config(egress(), ZONE, inputs, issuer).services[0].tls.cert_pem == first
     now[0] = due
     assert build_egress_config(egress(), ZONE, inputs, issuer).services[0].tls.cert_pem != first
+
+
+def test_sidecars_get_the_passthrough_of_their_policies_or_mesh() -> None:
+    config, web = sidecar()
+    by_mesh = with_passthrough(config, web, ZONE, mesh_resource(), {})
+    assert by_mesh.passthrough is not None and by_mesh.passthrough.mode == "All"
+    policy = resource(
+        {
+            "type": "MeshPassthrough",
+            "name": "p",
+            "mesh": "default",
+            "spec": {
+                "targetRef": {"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}},
+                "default": {
+                    "passthroughMode": "Matched",
+                    "appendMatch": [{"type": "CIDR", "value": "10.0.0.0/8", "protocol": "tcp"}],
+                },
+            },
+        }
+    )
+    out = with_passthrough(config, web, ZONE, mesh_resource(), {"MeshPassthrough": [policy]})
+    assert out.passthrough is not None and out.passthrough.mode == "Matched"
+    assert [m.value for m in out.passthrough.matches] == ["10.0.0.0/8"]
+    other = dataplane("db-1", inbound("db", 18001), address="127.0.9.2")
+    untouched = with_passthrough(
+        config, other, ZONE, mesh_resource(), {"MeshPassthrough": [policy]}
+    )
+    assert untouched.passthrough is not None and untouched.passthrough.mode == "All"

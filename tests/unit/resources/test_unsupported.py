@@ -26,7 +26,6 @@ def test_the_types_named_in_the_issue_are_listed() -> None:
         "MeshService",
         "MeshMultiZoneService",
         "HostnameGenerator",
-        "MeshPassthrough",
         "MeshGatewayRoute",
     ]:
         assert unsupported_type(name) is not None, name

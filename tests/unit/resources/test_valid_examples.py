@@ -20,6 +20,27 @@ from tests.unit.policy.factories import schema_registry
 # Written in the order and style `resource_to_dict` + yaml.safe_dump produce, so that the
 # round trip must reproduce the text byte for byte.
 EXAMPLES: dict[str, str] = {
+    "mesh-passthrough": """\
+type: MeshPassthrough
+mesh: default
+name: allow-some
+spec:
+  targetRef:
+    kind: Dataplane
+    labels:
+      app: demo-app
+  default:
+    passthroughMode: Matched
+    appendMatch:
+    - type: Domain
+      value: '*.wikipedia.org'
+      port: 443
+      protocol: tls
+    - type: CIDR
+      value: 10.250.0.0/16
+      port: 10000
+      protocol: tcp
+""",
     "mesh-external-service": """\
 type: MeshExternalService
 mesh: default
@@ -582,7 +603,6 @@ spec:
 NOT_ENFORCED_FIELDS = {
     "mesh-full": [
         "skipCreatingInitialPolicies",
-        "networking.outbound.passthrough",
         "routing.localityAwareLoadBalancing",
         "constraints.dataplaneProxy",
         "meshServices",
