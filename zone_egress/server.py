@@ -306,11 +306,13 @@ async def relay(
     idle_timeout: float,
     stats: ServiceStats,
 ) -> None:
-    """Copies both ways until the external side ends (or both do), or nothing moved either
-    way for `idle_timeout` (0: no limit)."""
+    """Copies both ways until the external side ends, or the caller ends and its end cannot
+    be passed on (TLS toward the service has no half-close), or nothing moved either way for
+    `idle_timeout` (0: no limit)."""
     last = [time.monotonic()]
 
-    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, outgoing: bool) -> None:
+    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, outgoing: bool) -> bool:
+        """True when `src` ended and `dst` was half-closed (the other way may go on)."""
         while True:
             try:
                 if idle_timeout:
@@ -320,12 +322,13 @@ async def relay(
             except TimeoutError:
                 if time.monotonic() - last[0] < idle_timeout:
                     continue  # the other way is busy
-                return
+                return False
             if not data:
                 if dst.can_write_eof():
                     with contextlib.suppress(OSError):
                         dst.write_eof()
-                return
+                        return True
+                return False
             last[0] = time.monotonic()
             if outgoing:
                 stats.bytes_out += len(data)
@@ -337,11 +340,14 @@ async def relay(
     out = asyncio.create_task(pump(reader, up_writer, True))
     back = asyncio.create_task(pump(up_reader, writer, False))
     try:
-        with contextlib.suppress(OSError, ConnectionError):
-            await back  # the external side's end (or idleness) ends the connection
+        done, _ = await asyncio.wait({out, back}, return_when=asyncio.FIRST_COMPLETED)
+        if back not in done and not out.exception() and out.result():
+            await asyncio.wait({back})  # the caller half-closed: the answer may still come
     finally:
-        out.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
-            await out
+        for task in (out, back):
+            task.cancel()
+        for task in (out, back):
+            with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
+                await task
         with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
             await writer.drain()
