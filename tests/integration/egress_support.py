@@ -32,14 +32,20 @@ def external_server_context(ca: MeshCA, tmp: Path) -> ssl.SSLContext:
 
 
 class TlsServer:
-    """A one-thread-per-connection server on loopback: TLS with `ctx`, or plain TCP; answers
-    every request with `HTTP/1.1 200` and a body naming `name`."""
+    """A one-thread-per-connection server on loopback (or on the unix socket `unix`): TLS
+    with `ctx`, or plain; answers every request with `HTTP/1.1 200` and a body naming `name`."""
 
-    def __init__(self, name: str, ctx: ssl.SSLContext | None) -> None:
+    def __init__(self, name: str, ctx: ssl.SSLContext | None, unix: Path | None = None) -> None:
         self.name = name
         self.ctx = ctx
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
+        if unix is None:
+            self.sock = socket.create_server(("127.0.0.1", 0))
+            self.port = int(self.sock.getsockname()[1])
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(str(unix))
+            self.sock.listen()
+            self.port = 0
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 

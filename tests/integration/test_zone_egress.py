@@ -56,6 +56,8 @@ class World:
         other_ca = create_mesh_ca("other")
         self.https = TlsServer("https", external_server_context(self.ext_ca, tmp))
         self.plain = TlsServer("plain", None)
+        self.unix_path = tmp / "ext.sock"
+        self.unix = TlsServer("unix", None, unix=self.unix_path)
         allow_web = {"mesh": MESH, "services": {"web": "Allow"}}
 
         def service(name: str, port: int, origin: dict[str, Any] | None) -> dict[str, Any]:
@@ -93,6 +95,10 @@ class World:
             ),
             service("ext-skip-all", self.https.port, {"serverName": "no.test", "mode": "SkipAll"}),
             service("ext-plain", self.plain.port, None),
+            {
+                **service("ext-unix", 0, None),
+                "endpoints": [{"address": f"unix://{self.unix_path}"}],
+            },
         ]
         config = tmp / "egress.json"
         config.write_text(
@@ -156,8 +162,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         try:
             yield w
         finally:
-            w.https.close()
-            w.plain.close()
+            for server in (w.https, w.plain, w.unix):
+                server.close()
 
 
 def test_https_through_the_egress_with_verification(world: World) -> None:
@@ -180,8 +186,9 @@ def test_san_matchers_and_skip_all(world: World) -> None:
     assert world.call("ext-skip-all").endswith(b"hello from https")
 
 
-def test_plain_tcp_endpoint(world: World) -> None:
+def test_plain_tcp_and_unix_socket_endpoints(world: World) -> None:
     assert world.call("ext-plain").endswith(b"hello from plain")
+    assert world.call("ext-unix").endswith(b"hello from unix")
 
 
 def test_a_caller_without_permission_is_refused_at_the_egress(world: World) -> None:

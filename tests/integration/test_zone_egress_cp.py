@@ -179,6 +179,13 @@ def egress_stats(world: World, name: str) -> dict[str, Any]:
 def test_the_egress_registers_and_gets_every_external_service(world: World) -> None:
     egresses = world.mesh.zones[ZONE].http.items("/zoneegresses")
     assert [(e["name"], e["zone"]) for e in egresses] == [("egress-1", ZONE)]
+
+    # synced up to the global, as Kuma's ZoneEgress is, labelled with its zone
+    def at_global() -> list[dict[str, Any]]:
+        return world.mesh.glob.items("/zoneegresses")
+
+    (synced,) = wait_until(at_global, timeout=20, what="the ZoneEgress at the global")
+    assert synced["labels"]["kuma.io/zone"] == ZONE
     config = admin_json(world.egress_admin, "/config")
     assert sorted(s["name"] for s in config["services"]) == sorted([*REACHABLE, "ext-guarded"])
 
