@@ -20,6 +20,7 @@ from mesh_dp.dataplane import (
 from mesh_dp.http.accesslog import Record, format_line
 from mesh_dp.metrics_endpoint import MetricsEndpoints
 from mesh_dp.otlp.metrics_push import MetricsPushes
+from mesh_dp.passthrough import PassthroughProxy
 from mesh_dp.settings import SidecarSettings
 from mesh_dp.sidecar import ApplyError, Sidecar
 from mesh_dp.stats import CertificateCollector, SidecarCollector
@@ -165,6 +166,14 @@ class App:
             {"/ready": self._ready, "/stats": self._stats, "/config": self._config},
             registry,
         )
+        address = settings.passthrough_address
+        self.passthrough = (
+            None
+            if address is None
+            else PassthroughProxy(
+                address.host, address.port, head_timeout=settings.handshake_timeout
+            )
+        )
 
     async def _apply(self, config: SidecarConfig) -> None:
         """The sidecar takes the config (atomic, or ApplyError), then the MeshMetric
@@ -172,6 +181,8 @@ class App:
         await self.sidecar.apply(config)
         await self.metrics.update(config.metrics)
         await self.pushes.update(config)
+        if self.passthrough is not None:
+            self.passthrough.update(config.passthrough)
 
     def _health_changed(self) -> None:
         if self.client is not None:
@@ -199,6 +210,7 @@ class App:
             },
             "inbounds": [s.to_json() for s in self.sidecar.inbound_stats()],
             "outbounds": [s.to_json() for s in self.sidecar.outbound_stats()],
+            "passthrough": None if self.passthrough is None else self.passthrough.stats(),
             "source": self.client.status() if self.client else self._static_status(),
         }
 
@@ -220,6 +232,14 @@ class App:
         log.info("admin endpoint on %s:%d", self.settings.admin_address.host, self.admin.port)
         stop = asyncio.Event()
         try:
+            if self.passthrough is not None:
+                try:
+                    await self.passthrough.start()
+                except OSError as exc:
+                    raise StartError(
+                        f"cannot serve the passthrough proxy on "
+                        f"{self.settings.passthrough_address}: {exc}"
+                    ) from None
             if self.static is not None:
                 return await self._run_static(self.static, stop)
             assert self.client is not None
@@ -227,6 +247,8 @@ class App:
         finally:
             await self.sidecar.stop()
             await self.pushes.close()
+            if self.passthrough is not None:
+                await self.passthrough.stop()
             await self.metrics.close()
             await self.admin.stop()
 

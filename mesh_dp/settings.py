@@ -13,6 +13,7 @@ from meshfed.config import (
     LogFormat,
     LogLevel,
     Option,
+    parse_address,
     parse_bool,
     parse_duration,
     parse_optional_path,
@@ -126,6 +127,16 @@ class SidecarSettings:
             metavar="DURATION",
         ),
     ]
+    passthrough_address: Annotated[
+        Address | None,
+        Option(
+            parse_optional_address,
+            "",
+            "Serve a passthrough proxy (HTTP CONNECT) here: applications that use it as their "
+            "proxy reach destinations outside the mesh that MeshPassthrough allows; empty: none",
+            metavar="HOST:PORT",
+        ),
+    ]
     access_log: Annotated[
         bool,
         Option(
@@ -156,6 +167,12 @@ class SidecarSettings:
     ]
     log_level: LogLevel
     log_format: LogFormat
+
+
+def parse_optional_address(value: object) -> Address | None:
+    """HOST:PORT, or empty for none."""
+    text = str(value).strip() if value is not None else ""
+    return parse_address(text) if text else None
 
 
 CONFIG = Config(

@@ -177,6 +177,12 @@ class CertIssuer:
         issued = self._issued.get((mesh, dataplane))
         return None if issued is None else issued.rotate_at
 
+    def first_rotation(self, prefix: str) -> dt.datetime | None:
+        """When the first leaf whose name starts with `prefix` is due (a zone egress holds
+        one per external service: zone_cp.egress_build.egress_identity)."""
+        times = [i.rotate_at for (_, name), i in self._issued.items() if name.startswith(prefix)]
+        return min(times) if times else None
+
     def record(self, mesh: str, dataplane: str) -> CertRecord | None:
         return self.records.get((mesh, dataplane))
 

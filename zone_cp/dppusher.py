@@ -24,12 +24,15 @@ from typing import Final
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.aio import wait_for
 from meshfed.dpconfig.build import BuildError
+from meshfed.dpconfig.egress import EgressConfig
 from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig, encode_config
 from meshfed.dpconfig.policies import ANY_SERVICE, MESH_TCP_ROUTE, routed_services
 from meshfed.dpconfig.protocol import ProxyType, config_message, error_message
 from meshfed.resources.model import Resource
+from meshfed.resources.types.external import MESH_EXTERNAL_SERVICE
 from meshfed.resources.types.mesh import MESH
+from meshfed.resources.types.passthrough import MESH_PASSTHROUGH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
 from zone_cp.certs import CertError, CertIssuer
@@ -42,13 +45,18 @@ from zone_cp.dpbuild import (
     changed_services,
 )
 from zone_cp.dpsession import Session, SessionKey
+from zone_cp.egress_build import build_egress_config, egress_identity
+from zone_cp.external_outbounds import with_external_outbounds, with_passthrough
 from zone_cp.services import ServiceSnapshot, ZoneServices
 
 log = logging.getLogger("zone_cp.dpserver")
 
 DEBOUNCE: Final = 0.02  # a burst of store events costs one rebuild
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
-WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES)  # what a config is built from
+# what a config is built from (OUTSIDE_TYPES: traffic leaving the mesh, zone_cp.egress_build
+# and zone_cp.external_outbounds)
+OUTSIDE_TYPES: Final = (MESH_EXTERNAL_SERVICE.name, MESH_PASSTHROUGH.name)
+WATCHED: Final = (MESH.name, SECRET.name, *POLICY_TYPES, *OUTSIDE_TYPES)
 RotateAt = Callable[[str, str], dt.datetime | None]  # (mesh, name) -> when its cert is due
 
 
@@ -129,11 +137,11 @@ class WantsIndex:
 
 
 def earliest_rotation(sessions: Iterable[Session], rotate_at: RotateAt) -> dt.datetime | None:
-    """When the first sidecar certificate is due (None: none)."""
+    """When the first sidecar (or egress) certificate is due (None: none)."""
     times = [
         t
         for s in sessions
-        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None
+        if s.kind is not ProxyType.INGRESS and (t := rotate_at(s.mesh, s.name)) is not None
     ]
     return min(times) if times else None
 
@@ -149,16 +157,18 @@ def next_rotation(
 def due_for_rotation(
     sessions: Mapping[SessionKey, Session], rotate_at: RotateAt, now: dt.datetime
 ) -> set[SessionKey]:
-    """The sidecars whose certificate is due."""
+    """The sidecars (and egresses) whose certificate is due."""
     return {
         key
         for key, s in sessions.items()
-        if s.kind is ProxyType.SIDECAR and (t := rotate_at(s.mesh, s.name)) is not None and t <= now
+        if s.kind is not ProxyType.INGRESS
+        and (t := rotate_at(s.mesh, s.name)) is not None
+        and t <= now
     }
 
 
 def message_if_changed(
-    config: SidecarConfig | IngressConfig, sent: str
+    config: SidecarConfig | IngressConfig | EgressConfig, sent: str
 ) -> tuple[str, pb.CpMessage] | None:
     """(version, Config message) for a rebuilt config, None if `sent` is already its version.
     The config is encoded once: its version is the hash of the very bytes sent."""
@@ -263,7 +273,7 @@ class ConfigPusher:
         return out
 
     async def run(self) -> None:
-        sessions, rotate_at = self._sessions, self._issuer.rotate_at
+        sessions, rotate_at = self._sessions, self._rotate_at
         while True:
             if not self._rotation_known:
                 self._rotation = earliest_rotation(sessions.values(), rotate_at)
@@ -299,26 +309,54 @@ class ConfigPusher:
                     if due is not None and (self._rotation is None or due < self._rotation):
                         self._rotation = due
 
+    def _rotate_at(self, mesh: str, name: str) -> dt.datetime | None:
+        """When a proxy's certificate is due: a sidecar's leaf, or the first of an egress's
+        (one per external service; an egress has no mesh)."""
+        if mesh:
+            return self._issuer.rotate_at(mesh, name)
+        return self._issuer.first_rotation(egress_identity(name, ""))
+
     def _inputs(self) -> BuildInputs:
         return BuildInputs.of(
             self._resources(MESH.name),
             self._resources(SECRET.name),
-            [r for t in POLICY_TYPES for r in self._resources(t)],
+            [r for t in (*POLICY_TYPES, *OUTSIDE_TYPES) for r in self._resources(t)],
         )
 
     def _push(self, session: Session, inputs: BuildInputs) -> None:
         snapshot = self._services.snapshot
         try:
-            config = build_config(
-                session.kind,
-                session.resource,
-                self.zone,
-                snapshot.catalog,
-                snapshot.vips,
-                inputs,
-                self._issuer,
-                reachable=session.hello.reachable,
-            )
+            config: SidecarConfig | IngressConfig | EgressConfig
+            if session.kind is ProxyType.EGRESS:
+                config = build_egress_config(session.resource, self.zone, inputs, self._issuer)
+            else:
+                config = build_config(
+                    session.kind,
+                    session.resource,
+                    self.zone,
+                    snapshot.catalog,
+                    snapshot.vips,
+                    inputs,
+                    self._issuer,
+                    reachable=session.hello.reachable,
+                )
+                if isinstance(config, SidecarConfig):
+                    config = with_external_outbounds(
+                        config,
+                        session.resource,
+                        self.zone,
+                        inputs.policies.get(session.mesh, {}),
+                        [s.resource for s in self._sessions.values() if s.kind is ProxyType.EGRESS],
+                        snapshot.vips,
+                        session.hello.reachable,
+                    )
+                    config = with_passthrough(
+                        config,
+                        session.resource,
+                        self.zone,
+                        inputs.meshes[session.mesh],
+                        inputs.policies.get(session.mesh, {}),
+                    )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))
             return

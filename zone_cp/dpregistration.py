@@ -27,6 +27,7 @@ from meshfed.dpconfig.protocol import Hello, ProxyType
 from meshfed.resources.model import Resource, now_rfc3339
 from meshfed.resources.types.dataplane import DATAPLANE
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
+from meshfed.resources.types.zone_egress import ZONE_EGRESS, ZONE_EGRESS_INSIGHT
 from meshfed.resources.types.zone_ingress import ZONE_INGRESS
 from meshfed.store.base import StoreError
 from zone_cp import dpstate
@@ -91,7 +92,11 @@ class Registration:
             if sidecar and not self._mesh_exists(announced.mesh):
                 raise dpstate.Refused(dpstate.no_mesh(announced.mesh, self.zone))
             kind, insight_type = (
-                (DATAPLANE, DATAPLANE_INSIGHT) if sidecar else (ZONE_INGRESS, ZONE_INGRESS_INSIGHT)
+                (DATAPLANE, DATAPLANE_INSIGHT)
+                if sidecar
+                else (ZONE_EGRESS, ZONE_EGRESS_INSIGHT)
+                if hello.proxy_type is ProxyType.EGRESS
+                else (ZONE_INGRESS, ZONE_INGRESS_INSIGHT)
             )
             mesh = announced.mesh if sidecar else ""
             key = (kind.name, mesh, announced.name)
@@ -100,6 +105,8 @@ class Registration:
             stored = found.get(key)
             if sidecar:
                 resource = dpstate.registered_dataplane(announced, self.zone, stored)
+            elif hello.proxy_type is ProxyType.EGRESS:
+                resource = dpstate.registered_egress(announced, self.zone)
             else:
                 resource = dpstate.registered_ingress(announced, self.zone, stored)
             old_insight = found.get(insight_key)

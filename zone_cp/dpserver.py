@@ -49,6 +49,7 @@ from meshfed.auth.proxies import (
     bearer_of,
     claimed_mesh,
     dataplane_refusal,
+    egress_refusal,
     ingress_refusal,
 )
 from meshfed.auth.tokens import DataplaneClaims, TokenError, TokenKind, ZoneClaims
@@ -65,6 +66,7 @@ from meshfed.resources.descriptors import Registry
 from meshfed.resources.model import Key, Resource
 from meshfed.resources.types import default_registry
 from meshfed.resources.types.mesh import MESH
+from meshfed.resources.types.zone_egress import ZONE_EGRESS
 from meshfed.store.base import ResourceStore, StoreError
 from meshfed.store.cache import StoreCache
 from meshfed.store.mirror import resource_view
@@ -136,8 +138,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             zone,
             instance_id,
             mesh_exists=self._mesh_exists,
-            on_registered=self.invalidate,
-            on_closed=lambda key: self.pusher.forget(key),
+            on_registered=self._registered,
+            on_closed=self._closed,
         )
         self.sessions = self.registration.sessions
         self.pusher = ConfigPusher(
@@ -222,6 +224,15 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             unlisten()
         self._unlisten = []
         await self._mirror.stop()
+
+    def _registered(self, key: SessionKey) -> None:
+        # sidecars' outbounds to external services list the connected egresses
+        self.invalidate(None if key[0] == ZONE_EGRESS.name else key)
+
+    def _closed(self, key: SessionKey) -> None:
+        self.pusher.forget(key)
+        if key[0] == ZONE_EGRESS.name:
+            self.invalidate()
 
     def invalidate(self, key: SessionKey | None = None) -> None:
         """Rebuild soon: one proxy's config (`key`) or everyone's."""
@@ -320,17 +331,19 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             assert isinstance(verified.claims, DataplaneClaims)
             reason = dataplane_refusal(verified.claims, resource)
         else:
+            proxy = f"zone-{hello.proxy_type}"
             if token is None:
                 return unauthenticated, (
-                    "no zone token: start zone-ingress with --zone-token-file (a zone token "
-                    f"of scope ingress for zone {self.zone!r})"
+                    f"no zone token: start {proxy} with --zone-token-file (a zone token "
+                    f"of scope {hello.proxy_type} for zone {self.zone!r})"
                 )
             try:
                 verified = await self._zone_tokens.verify(token)
             except TokenError as exc:
                 return unauthenticated, f"zone token refused: {exc}"
             assert isinstance(verified.claims, ZoneClaims)
-            reason = ingress_refusal(verified.claims, self.zone)
+            refusal = egress_refusal if hello.proxy_type is ProxyType.EGRESS else ingress_refusal
+            reason = refusal(verified.claims, self.zone)
         return None if reason is None else (pb.Error.PERMISSION_DENIED, reason)
 
     async def _refuse(self, context: Context, code: pb.Error.Code.ValueType, text: str) -> None:

@@ -56,7 +56,9 @@ class Session:
         return self.resource.meta.mesh
 
     def describe(self) -> str:
-        what = "dataplane" if self.kind is ProxyType.SIDECAR else "zone ingress"
+        what = {ProxyType.SIDECAR: "dataplane", ProxyType.EGRESS: "zone egress"}.get(
+            self.kind, "zone ingress"
+        )
         where = f" (mesh {self.mesh})" if self.mesh else ""
         return f"{what} {self.name}{where}"
 

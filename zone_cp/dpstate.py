@@ -39,6 +39,7 @@ from meshfed.resources.models.proxies import DataplaneSpec, Inbound
 from meshfed.resources.typed import spec_as
 from meshfed.resources.types.common import as_list, dig
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
+from meshfed.resources.types.zone_egress import ZONE_EGRESS_INSIGHT
 
 SUBSCRIPTIONS_KEPT: Final = 5
 
@@ -155,6 +156,15 @@ def registered_ingress(announced: Resource, zone: str, stored: Resource | None) 
     )
 
 
+def registered_egress(announced: Resource, zone: str) -> Resource:
+    """What to store for a zone egress that just connected: its ZoneEgress, in this zone."""
+    spec = copy.deepcopy(announced.spec)
+    spec["zone"] = zone
+    return Resource(
+        announced.type, Meta(name=announced.meta.name, labels=_labels(announced, zone)), spec
+    )
+
+
 # -- insights ----------------------------------------------------------------------------------
 
 
@@ -235,7 +245,9 @@ def insight_resource(
     report: pb.Report | None = None,
 ) -> Resource:
     """The DataplaneInsight (`proxy_type` SIDECAR) or ZoneIngressInsight of one proxy."""
-    desc = DATAPLANE_INSIGHT if proxy_type == "sidecar" else ZONE_INGRESS_INSIGHT
+    desc = {"sidecar": DATAPLANE_INSIGHT, "egress": ZONE_EGRESS_INSIGHT}.get(
+        proxy_type, ZONE_INGRESS_INSIGHT
+    )
     spec: dict[str, Any] = {"subscriptions": subscriptions[-SUBSCRIPTIONS_KEPT:]}
     if mtls is not None:
         spec["mTLS"] = mtls

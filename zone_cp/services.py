@@ -49,6 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from meshfed.dpconfig.catalog import Catalog, Predicate, ServiceKey, VipKey
+from meshfed.dpconfig.external import external_vip_key
 from meshfed.resources.model import (
     LABEL_ORIGIN,
     LABEL_ZONE,
@@ -60,6 +61,7 @@ from meshfed.resources.model import (
     now_rfc3339,
 )
 from meshfed.resources.types.dataplane import DATAPLANE
+from meshfed.resources.types.external import MESH_EXTERNAL_SERVICE
 from meshfed.resources.types.insights import ZONE_INGRESS_INSIGHT
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.vips import VIRTUAL_IPS
@@ -81,6 +83,7 @@ WATCHED: Final = (
     ZONE_INGRESS.name,
     VIRTUAL_IPS.name,
     ZONE_INGRESS_INSIGHT.name,
+    MESH_EXTERNAL_SERVICE.name,
 )
 RETRY_FIRST: Final = 0.1
 RETRY_MAX: Final = 5.0
@@ -244,6 +247,8 @@ class ZoneServices:
         )
         if unchanged:
             return
+        if type_name == MESH_EXTERNAL_SERVICE.name:
+            self._vips_synced = False  # its VIP comes or goes (zone_cp.services' external keys)
         if type_name in (DATAPLANE.name, ZONE_INGRESS.name) and isinstance(key, Key):
             self._pending[(type_name, key)] = res  # the newest state wins
         elif type_name == MESH.name or key is None:
@@ -309,7 +314,7 @@ class ZoneServices:
         if wanted is not None or not self._vips_synced:
             if wanted is None:
                 wanted = catalog.vip_keys()
-            self._sync_vips(wanted, meshes)
+            self._sync_vips([*wanted, *self._external_keys(meshes)], meshes)
             await self._persist_vips()
             self._vips_synced = True
         vips = self._vips if self._vips is not None else self.book.active()
@@ -363,6 +368,14 @@ class ZoneServices:
                 f" and {more} more" if more > 0 else "",
             )
 
+    def _external_keys(self, meshes: frozenset[str]) -> list[VipKey]:
+        """A VIP key per MeshExternalService of the zone's meshes (meshfed.dpconfig.external)."""
+        return sorted(
+            external_vip_key(r.mesh, r.name)
+            for r, _ in self._mirror.entries(MESH_EXTERNAL_SERVICE.name)
+            if r.mesh in meshes
+        )
+
     def _own_ingresses(self) -> list[Resource]:
         return [r for r, _ in self._mirror.entries(ZONE_INGRESS.name) if not is_relayed(r)]
 
@@ -393,7 +406,7 @@ class ZoneServices:
         """A replica that does not write: the leader's stored VIPs for what the catalog has."""
         book, _ = VipBook.from_specs(((r.mesh, r.spec) for r in self._stored_vips()), self.cidr)
         self.book = book
-        wanted = set(catalog.vip_keys())
+        wanted = set(catalog.vip_keys()) | set(self._external_keys(self._catalog.meshes))
         vips = {k: v for k, v in book.active().items() if k in wanted}
         self._publish(catalog, vips, ())
 

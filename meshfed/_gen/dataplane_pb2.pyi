@@ -47,6 +47,8 @@ class _ProxyTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProxyType.V
     """mesh-dp: resource is a Dataplane"""
     INGRESS: _ProxyType.ValueType  # 2
     """zone-ingress: resource is a ZoneIngress"""
+    EGRESS: _ProxyType.ValueType  # 3
+    """zone-egress: resource is a ZoneEgress (zone token of scope egress)"""
 
 class ProxyType(_ProxyType, metaclass=_ProxyTypeEnumTypeWrapper): ...
 
@@ -55,6 +57,8 @@ SIDECAR: ProxyType.ValueType  # 1
 """mesh-dp: resource is a Dataplane"""
 INGRESS: ProxyType.ValueType  # 2
 """zone-ingress: resource is a ZoneIngress"""
+EGRESS: ProxyType.ValueType  # 3
+"""zone-egress: resource is a ZoneEgress (zone token of scope egress)"""
 Global___ProxyType: _TypeAlias = ProxyType  # noqa: Y015
 
 @_typing.final

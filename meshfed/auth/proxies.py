@@ -122,3 +122,14 @@ def ingress_refusal(claims: ZoneClaims, zone: str) -> str | None:
     if claims.zone != zone:
         return f"the zone token is for zone {claims.zone!r}, not this zone {zone!r}"
     return None
+
+
+def egress_refusal(claims: ZoneClaims, zone: str) -> str | None:
+    """Why a zone egress with this (verified) zone token may not connect to `zone`'s
+    control plane; None: it may. Scope `egress` only: an ingress's token is refused."""
+    if ZoneScope.EGRESS not in claims.scope:
+        scopes = ", ".join(str(s) for s in claims.scope)
+        return f"the zone token has scope {scopes}, not egress"
+    if claims.zone != zone:
+        return f"the zone token is for zone {claims.zone!r}, not this zone {zone!r}"
+    return None

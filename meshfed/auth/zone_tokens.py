@@ -3,9 +3,9 @@ the signing.
 
 A zone token names one zone and its scopes (`kds`: the zone control plane's KDS streams;
 `ingress`/`egress`: that zone's proxies). The default scope is every component meshfed has
-(`kds` and `ingress`; meshfed has no zone egress), as Kuma's `kumactl generate zone-token`
+(`kds`, `ingress` and `egress`), as Kuma's `kumactl generate zone-token`
 defaults to all of its scopes (https://kuma.io/docs/latest/security/zone-authentication/):
-one token per zone covers its control plane and its ingress. An operator who wants to give
+one token per zone covers its control plane and its zone proxies. An operator who wants to give
 the ingress a token that cannot talk KDS asks for `--scope ingress`.
 """
 
@@ -23,7 +23,7 @@ from meshfed.resources.errors import FieldError
 from meshfed.resources.values import parse_duration
 from meshfed.store.base import ResourceStore
 
-DEFAULT_SCOPE: tuple[ZoneScope, ...] = (ZoneScope.KDS, ZoneScope.INGRESS)
+DEFAULT_SCOPE: tuple[ZoneScope, ...] = (ZoneScope.KDS, ZoneScope.INGRESS, ZoneScope.EGRESS)
 DEFAULT_VALIDITY = "720h"  # 30 days: rotate by issuing a new one and revoking the old
 _FIELDS = frozenset({"zone", "scope", "validFor"})
 

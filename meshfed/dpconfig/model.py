@@ -41,14 +41,18 @@ import enum
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Literal, Self, TypeVar, cast
 
 import msgspec
 
 from meshfed.dpconfig.observability import AccessLog, Metrics
+from meshfed.dpconfig.passthrough import Passthrough
 from meshfed.dpconfig.tracing import Tracing
 from meshfed.dpconfig.traffic import InboundFaults, InboundRateLimit
 from meshfed.policy.permissions import Permissions
+
+if TYPE_CHECKING:  # it builds on this module
+    from meshfed.dpconfig.egress import EgressConfig
 
 PORT_MAX = 65535
 UINT32 = 2**32 - 1
@@ -450,8 +454,8 @@ class Tls(Message, frozen=True):
     expires_at: str  # RFC 3339 UTC, when cert_pem stops being valid
 
 
-C = TypeVar("C", bound="SidecarConfig | IngressConfig")
-C_co = TypeVar("C_co", bound="SidecarConfig | IngressConfig", covariant=True)
+C = TypeVar("C", bound="SidecarConfig | IngressConfig | EgressConfig")
+C_co = TypeVar("C_co", bound="SidecarConfig | IngressConfig | EgressConfig", covariant=True)
 
 
 class _Config(Message, frozen=True):
@@ -459,7 +463,7 @@ class _Config(Message, frozen=True):
 
     def stamped(self) -> Self:
         """The same config with `version` set to its content hash (encodes it)."""
-        config = encode_config(cast("SidecarConfig | IngressConfig", self)).config
+        config = encode_config(cast("SidecarConfig | IngressConfig | EgressConfig", self)).config
         return cast(Self, config)
 
     def to_bytes(self) -> bytes:
@@ -512,6 +516,8 @@ class SidecarConfig(_Config, frozen=True):
     version: str = ""
     metrics: Metrics | None = None  # MeshMetric (meshfed/dpconfig/observability.py)
     tracing: Tracing | None = None  # MeshTrace (meshfed/dpconfig/tracing.py)
+    # MeshPassthrough (meshfed/dpconfig/passthrough.py); None: nothing passes
+    passthrough: Passthrough | None = None
 
     def __post_init__(self) -> None:
         if self.mtls_enabled and self.tls is None:

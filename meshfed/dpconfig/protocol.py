@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from meshfed._gen import dataplane_pb2 as pb
+from meshfed.dpconfig.egress import EgressConfig
 from meshfed.dpconfig.model import (
     ConfigFormatError,
     Encoded,
@@ -51,11 +52,16 @@ _SERVICE_NAME = re.compile(r"[a-zA-Z0-9.\-_:]+")
 class ProxyType(enum.StrEnum):
     SIDECAR = "sidecar"
     INGRESS = "ingress"
+    EGRESS = "egress"
 
 
-_TO_PB = {ProxyType.SIDECAR: pb.SIDECAR, ProxyType.INGRESS: pb.INGRESS}
+_TO_PB = {ProxyType.SIDECAR: pb.SIDECAR, ProxyType.INGRESS: pb.INGRESS, ProxyType.EGRESS: pb.EGRESS}
 _FROM_PB = {v: k for k, v in _TO_PB.items()}
-_RESOURCE_TYPE = {ProxyType.SIDECAR: "Dataplane", ProxyType.INGRESS: "ZoneIngress"}
+_RESOURCE_TYPE = {
+    ProxyType.SIDECAR: "Dataplane",
+    ProxyType.INGRESS: "ZoneIngress",
+    ProxyType.EGRESS: "ZoneEgress",
+}
 
 
 class ProtocolError(ValueError):
@@ -136,7 +142,7 @@ def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
     hello = msg.hello
     proxy_type = _FROM_PB.get(hello.proxy_type)
     if proxy_type is None:
-        raise ProtocolError("Hello.proxy_type must be SIDECAR or INGRESS")
+        raise ProtocolError("Hello.proxy_type must be SIDECAR, INGRESS or EGRESS")
     try:
         data = json.loads(hello.resource)
     except (ValueError, RecursionError) as exc:
@@ -154,18 +160,25 @@ def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
         raise ProtocolError(
             f"Hello.mesh {hello.mesh!r} differs from the Dataplane's mesh {resource.meta.mesh!r}"
         )
-    if proxy_type is ProxyType.INGRESS and hello.mesh:
-        raise ProtocolError("Hello.mesh must be empty for an INGRESS: ZoneIngress has no mesh")
+    if proxy_type is not ProxyType.SIDECAR and hello.mesh:
+        raise ProtocolError(
+            f"Hello.mesh must be empty for an {proxy_type.name}: "
+            f"{_RESOURCE_TYPE[proxy_type]} has no mesh"
+        )
     reachable = _parse_reachable(hello, proxy_type)
     return Hello(proxy_type, resource, hello.proxy_version, reachable)
 
 
-def config_message(encoded: Encoded[SidecarConfig | IngressConfig]) -> pb.CpMessage:
+def config_message(
+    encoded: Encoded[SidecarConfig | IngressConfig | EgressConfig]
+    | Encoded[SidecarConfig | IngressConfig]
+    | Encoded[EgressConfig],
+) -> pb.CpMessage:
     """The Config message of a config encoded once (model.encode_config)."""
     return pb.CpMessage(config=pb.Config(version=encoded.version, json=encoded.body))
 
 
-C = TypeVar("C", SidecarConfig, IngressConfig)
+C = TypeVar("C", SidecarConfig, IngressConfig, EgressConfig)
 
 
 def _parse_config(msg: pb.CpMessage, kind: type[C]) -> C:
@@ -190,6 +203,10 @@ def parse_sidecar_config(msg: pb.CpMessage) -> SidecarConfig:
 
 def parse_ingress_config(msg: pb.CpMessage) -> IngressConfig:
     return _parse_config(msg, IngressConfig)
+
+
+def parse_egress_config(msg: pb.CpMessage) -> EgressConfig:
+    return _parse_config(msg, EgressConfig)
 
 
 def ack_message(version: str) -> pb.DpMessage:

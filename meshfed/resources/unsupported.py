@@ -79,19 +79,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         _YET,
         "every service is reachable across zones through zone ingresses",
     ),
-    _t(
-        "MeshExternalService",
-        "meshexternalservices",
-        _YET,
-        "sidecars reach only services of the mesh",
-    ),
-    _t(
-        "MeshPassthrough",
-        "meshpassthroughs",
-        _YET,
-        "sidecars reach only mesh services; which outside destinations they may reach "
-        "directly comes with the service-model work",
-    ),
     _t("TrafficPermission", "traffic-permissions", _NEVER, f"{_LEGACY} MeshTrafficPermission"),
     _t("TrafficRoute", "traffic-routes", _NEVER, f"{_LEGACY} MeshTCPRoute"),
     _t("HealthCheck", "health-checks", _NEVER, f"{_LEGACY} MeshHealthCheck"),
@@ -109,16 +96,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         "virtual-outbounds",
         _NEVER,
         "Kuma's legacy DNS names for outbounds; zone DNS names are <service>.mesh",
-    ),
-    UnsupportedType(
-        "ZoneEgress",
-        "zoneegresses",
-        Scope.GLOBAL,
-        _YET,
-        "cross-zone traffic goes through zone ingresses; there is no egress",
-    ),
-    UnsupportedType(
-        "ZoneEgressInsight", "zoneegressinsights", Scope.GLOBAL, _YET, "there are no zone egresses"
     ),
     UnsupportedType(
         "HostnameGenerator",

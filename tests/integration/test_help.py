@@ -16,12 +16,14 @@ from meshctl.main import build_parser
 from meshfed.config import Config
 from tests.support import REPO, VENV_BIN
 from zone_cp.settings import CONFIG as ZONE_CONFIG
+from zone_egress.settings import CONFIG as EGRESS_CONFIG
 from zone_ingress.settings import CONFIG as INGRESS_CONFIG
 
 PROGRAMS: dict[str, Config[Any]] = {
     "global-cp": GLOBAL_CONFIG,
     "zone-cp": ZONE_CONFIG,
     "zone-ingress": INGRESS_CONFIG,
+    "zone-egress": EGRESS_CONFIG,
     "mesh-dp": SIDECAR_CONFIG,
 }
 

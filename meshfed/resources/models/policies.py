@@ -42,6 +42,7 @@ from meshfed.resources.models.targetref import (
     CallerRef,
     FromMeshRef,
     InboundTopLevelRef,
+    PermissionTopLevelRef,
     TopLevelRef,
     ToRef,
 )
@@ -453,7 +454,7 @@ class TrafficPermissionRule(Model):
 
 class MeshTrafficPermissionSpec(PolicySpec):
     sections = ("from", "rules")
-    target_ref: InboundTopLevelRef | None = None
+    target_ref: PermissionTopLevelRef | None = None
     from_: list[TrafficPermissionFrom] | None = Field(None, alias="from")
     rules_: list[TrafficPermissionRule] | None = Field(None, alias="rules")
 

@@ -27,6 +27,7 @@ from meshfed.resources.types.common import NOT_SUPPORTED
 from meshfed.resources.types.targetref import (
     DATAPLANE,
     MESH,
+    MESH_EXTERNAL_SERVICE,
     MESH_SERVICE,
     MESH_SERVICE_SUBSET,
     MESH_SUBSET,
@@ -46,8 +47,9 @@ _KIND_FIELDS: Mapping[str, frozenset[str]] = {
     MESH_SERVICE: frozenset({"name", "labels", "sectionName"}),
     MESH_SERVICE_SUBSET: frozenset({"name", "tags"}),
     DATAPLANE: frozenset({"name", "labels", "sectionName"}),
+    MESH_EXTERNAL_SERVICE: frozenset({"name"}),
 }
-_NAMED_KINDS = (MESH_SERVICE, MESH_SERVICE_SUBSET)
+_NAMED_KINDS = (MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_EXTERNAL_SERVICE)
 _ALWAYS_REFUSED: Mapping[str, str] = {
     "namespace": f"{NOT_SUPPORTED}: meshfed runs in Universal mode, without Kubernetes namespaces",
     "mesh": f"{NOT_SUPPORTED}: a policy can only target its own mesh",
@@ -92,7 +94,7 @@ class TargetRef(Model):
             return [problem(("kind",), f"is required; {allowed}")]
         if not isinstance(kind, str):
             return [problem(("kind",), f"must be a string; {allowed}", kind)]
-        if kind in UNSUPPORTED_KINDS:
+        if kind in UNSUPPORTED_KINDS and kind not in cls.kinds:
             return [problem(("kind",), f"{kind} {UNSUPPORTED_KINDS[kind]}; {allowed}", kind)]
         if kind not in cls.kinds:
             return [problem(("kind",), f"{kind!r} is not allowed here; {allowed}", kind)]
@@ -159,6 +161,16 @@ class InboundTopLevelRef(TopLevelRef):
     """Which proxies a policy with `from[]` or `rules[]` applies to (may pick one inbound)."""
 
     inbound = True
+
+
+class PermissionTopLevelRef(InboundTopLevelRef):
+    """A MeshTrafficPermission's: its proxies, or a MeshExternalService by name (the zone
+    egress enforces its `from[]`, Kuma 2.10+)."""
+
+    kinds = (*TOP_LEVEL_KINDS, MESH_EXTERNAL_SERVICE)
+    kind: Literal[  # type: ignore[assignment]
+        "Mesh", "MeshSubset", "MeshService", "MeshServiceSubset", "Dataplane", "MeshExternalService"
+    ]
 
 
 class ToRef(TargetRef):

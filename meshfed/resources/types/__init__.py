@@ -7,12 +7,15 @@ from functools import cache
 from meshfed.resources.descriptors import Registry, TypeDescriptor
 from meshfed.resources.types import (
     dataplane,
+    external,
     insights,
     mesh,
+    passthrough,
     policies,
     secret,
     vips,
     zone,
+    zone_egress,
     zone_ingress,
 )
 
@@ -28,6 +31,10 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     insights.ZONE_INGRESS_INSIGHT,
     vips.VIRTUAL_IPS,
     *policies.POLICIES,
+    external.MESH_EXTERNAL_SERVICE,
+    passthrough.MESH_PASSTHROUGH,
+    zone_egress.ZONE_EGRESS,
+    zone_egress.ZONE_EGRESS_INSIGHT,
 )
 
 

@@ -18,8 +18,6 @@ from meshfed.resources.types.common import AGE_COLUMN, NAME_COLUMN, column, dig
 MESH_NOT_ENFORCED = "is not enforced by meshfed"
 UNENFORCED_MESH_FIELDS: dict[tuple[str, ...], str] = {
     ("skipCreatingInitialPolicies",): "meshfed creates no initial default policies to skip",
-    ("networking", "outbound", "passthrough"): "sidecars do not intercept outbound traffic "
-    "(no transparent proxying), so traffic outside the mesh cannot be passed or blocked",
     ("routing", "localityAwareLoadBalancing"): "locality-aware load balancing is on by "
     "default and set per service with MeshLoadBalancingStrategy localityAwareness",
     ("constraints", "dataplaneProxy"): "Dataplanes are not checked against requirements or "

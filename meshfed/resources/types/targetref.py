@@ -18,6 +18,9 @@ MESH_SUBSET = "MeshSubset"
 MESH_SERVICE = "MeshService"
 MESH_SERVICE_SUBSET = "MeshServiceSubset"
 DATAPLANE = "Dataplane"
+# Only as the top-level targetRef of a MeshTrafficPermission: who may call an external
+# service through the zone egress (zone_cp/egress_build.py).
+MESH_EXTERNAL_SERVICE = "MeshExternalService"
 
 TOP_LEVEL_KINDS = (MESH, MESH_SUBSET, MESH_SERVICE, MESH_SERVICE_SUBSET, DATAPLANE)
 
@@ -26,7 +29,8 @@ UNSUPPORTED_KINDS = {
     "MeshGateway": f"{NOT_SUPPORTED} (there are no built-in gateways)",
     "MeshGatewayRoute": f"{NOT_SUPPORTED} (there are no built-in gateways)",
     "MeshHTTPRoute": f"{NOT_SUPPORTED} (policies cannot target routes yet)",
-    "MeshExternalService": f"{NOT_SUPPORTED} (there are no external services)",
+    "MeshExternalService": f"{NOT_SUPPORTED} here (only as the top-level targetRef of a "
+    "MeshTrafficPermission)",
     "MeshMultiZoneService": (
         f"{NOT_SUPPORTED} (services are reachable across zones by name already)"
     ),

@@ -77,8 +77,6 @@ async def test_a_long_valid_service_is_stored(zone_api: Api) -> None:
     ("fields_set", "field"),
     [
         ({"skipCreatingInitialPolicies": ["*"]}, "skipCreatingInitialPolicies"),
-        ({"networking": {"outbound": {"passthrough": False}}}, "networking.outbound.passthrough"),
-        ({"networking": {"outbound": {"passthrough": True}}}, "networking.outbound.passthrough"),
         ({"routing": {"localityAwareLoadBalancing": True}}, "routing.localityAwareLoadBalancing"),
         (
             {"constraints": {"dataplaneProxy": {"requirements": [{"tags": {"a": "b"}}]}}},

@@ -22,7 +22,7 @@ def test_the_request_defaults() -> None:
     assert parse_request({"zone": "zone-1"}) == ZoneTokenRequest(
         "zone-1", DEFAULT_SCOPE, dt.timedelta(hours=720)
     )
-    assert DEFAULT_SCOPE == (ZoneScope.KDS, ZoneScope.INGRESS)
+    assert DEFAULT_SCOPE == (ZoneScope.KDS, ZoneScope.INGRESS, ZoneScope.EGRESS)
     got = parse_request({"zone": "z", "scope": ["ingress", "ingress"], "validFor": "90m"})
     assert got == ZoneTokenRequest("z", (ZoneScope.INGRESS,), dt.timedelta(minutes=90))
 

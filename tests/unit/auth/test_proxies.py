@@ -16,6 +16,7 @@ from meshfed.auth.proxies import (
     bearer_of,
     claimed_mesh,
     dataplane_refusal,
+    egress_refusal,
     ingress_refusal,
 )
 from meshfed.auth.tokens import DataplaneClaims, ZoneClaims, ZoneScope
@@ -147,3 +148,13 @@ def test_fuzz_claimed_mesh(junk: object) -> None:
     text = junk if isinstance(junk, str) else _token(junk)
     mesh = claimed_mesh(text)
     assert mesh is None or isinstance(mesh, str)
+
+
+def test_egress_tokens() -> None:
+    assert egress_refusal(ZoneClaims("zone-1", (ZoneScope.EGRESS,)), "zone-1") is None
+    everything = ZoneClaims("zone-1", (ZoneScope.KDS, ZoneScope.INGRESS, ZoneScope.EGRESS))
+    assert egress_refusal(everything, "zone-1") is None
+    ingress = egress_refusal(ZoneClaims("zone-1", (ZoneScope.INGRESS,)), "zone-1")
+    assert ingress == "the zone token has scope ingress, not egress"
+    other = egress_refusal(ZoneClaims("zone-2", (ZoneScope.EGRESS,)), "zone-1")
+    assert other == "the zone token is for zone 'zone-2', not this zone 'zone-1'"

@@ -88,8 +88,11 @@ def raw_hello(**fields: Any) -> pb.DpMessage:
     [
         (pb.DpMessage(ack=pb.Ack(version="x")), "first message of a stream must be a Hello"),
         (pb.DpMessage(), "first message of a stream must be a Hello"),
-        (raw_hello(proxy_type=pb.PROXY_TYPE_UNSPECIFIED), "proxy_type must be SIDECAR or INGRESS"),
-        (raw_hello(proxy_type=7), "proxy_type must be SIDECAR or INGRESS"),
+        (
+            raw_hello(proxy_type=pb.PROXY_TYPE_UNSPECIFIED),
+            "proxy_type must be SIDECAR, INGRESS or EGRESS",
+        ),
+        (raw_hello(proxy_type=7), "proxy_type must be SIDECAR, INGRESS or EGRESS"),
         (raw_hello(resource=b"{nope"), "Hello.resource is not valid JSON"),
         (raw_hello(resource=b"\xff\xfe"), "Hello.resource is not valid JSON"),
         (raw_hello(resource=b"[]"), "not a valid Dataplane: a resource must be a JSON/YAML object"),

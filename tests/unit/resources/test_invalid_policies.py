@@ -50,7 +50,8 @@ from:
         (
             "spec.targetRef.kind",
             "MeshGatewayRoute is not supported by meshfed (there are no built-in gateways); "
-            "must be one of Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane",
+            "must be one of Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane, "
+            "MeshExternalService",
         ),
         ("spec.from[0].default.action", "must be one of Allow, Deny, AllowWithShadowDeny"),
         ("spec.from[1].targetRef.name", "is required"),
@@ -92,7 +93,9 @@ from:
             "MeshHealthCheck",
             "to: [{targetRef: {kind: MeshExternalService, name: a}, default: {tcp: {}}}]",
             "spec.to[0].targetRef.kind",
-            "MeshExternalService is not supported by meshfed (there are no external services); "
+            "MeshExternalService is not supported by meshfed here (only as the top-level "
+            "targetRef of a "
+            "MeshTrafficPermission); "
             "must be one of Mesh, MeshService",
         ),
         (

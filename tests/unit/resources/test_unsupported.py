@@ -25,10 +25,7 @@ def test_the_types_named_in_the_issue_are_listed() -> None:
         "MeshIdentity",
         "MeshService",
         "MeshMultiZoneService",
-        "MeshExternalService",
         "HostnameGenerator",
-        "ZoneEgress",
-        "MeshPassthrough",
         "MeshGatewayRoute",
     ]:
         assert unsupported_type(name) is not None, name

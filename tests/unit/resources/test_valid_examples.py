@@ -20,6 +20,55 @@ from tests.unit.policy.factories import schema_registry
 # Written in the order and style `resource_to_dict` + yaml.safe_dump produce, so that the
 # round trip must reproduce the text byte for byte.
 EXAMPLES: dict[str, str] = {
+    "mesh-passthrough": """\
+type: MeshPassthrough
+mesh: default
+name: allow-some
+spec:
+  targetRef:
+    kind: Dataplane
+    labels:
+      app: demo-app
+  default:
+    passthroughMode: Matched
+    appendMatch:
+    - type: Domain
+      value: '*.wikipedia.org'
+      port: 443
+      protocol: tls
+    - type: CIDR
+      value: 10.250.0.0/16
+      port: 10000
+      protocol: tcp
+""",
+    "mesh-external-service": """\
+type: MeshExternalService
+mesh: default
+name: httpbin
+spec:
+  match:
+    type: HostnameGenerator
+    port: 443
+    protocol: http
+  endpoints:
+  - address: httpbin.org
+    port: 443
+    priority: 0
+  tls:
+    enabled: true
+    version:
+      min: TLS12
+      max: TLS13
+    allowRenegotiation: false
+    verification:
+      mode: Secured
+      serverName: httpbin.org
+      subjectAltNames:
+      - type: Exact
+        value: httpbin.org
+      caCert:
+        secret: httpbin-ca
+""",
     "mesh-minimal": """\
 type: Mesh
 name: default
@@ -187,6 +236,21 @@ spec:
   - service: web
     vip: 127.1.0.3
     since: '2024-05-01T10:00:00Z'
+""",
+    "zone-egress": """\
+type: ZoneEgress
+name: zone-1.egress
+zone: zone-1
+networking:
+  address: 192.168.0.2
+  port: 10002
+  admin:
+    port: 9903
+""",
+    "zone-egress-insight": """\
+type: ZoneEgressInsight
+name: zone-1.egress
+subscriptions: []
 """,
     "zone-ingress-insight": """\
 type: ZoneIngressInsight
@@ -539,7 +603,6 @@ spec:
 NOT_ENFORCED_FIELDS = {
     "mesh-full": [
         "skipCreatingInitialPolicies",
-        "networking.outbound.passthrough",
         "routing.localityAwareLoadBalancing",
         "constraints.dataplaneProxy",
         "meshServices",

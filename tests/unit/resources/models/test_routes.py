@@ -245,7 +245,9 @@ def test_backend_refs_kinds_weights_and_zone_pins() -> None:
             "'Mesh' is not allowed here; must be one of MeshService, MeshServiceSubset"
         ),
         f"{at}[3].kind": (
-            "MeshExternalService is not supported by meshfed (there are no external services); "
+            "MeshExternalService is not supported by meshfed here (only as the top-level "
+            "targetRef of a "
+            "MeshTrafficPermission); "
             "must be one of MeshService, MeshServiceSubset"
         ),
         f"{at}[4].port": (

@@ -1,0 +1,18 @@
+"""Entry point of `zone-egress` (`zone-egress run ...`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshfed.process import load_settings, run_program
+from zone_egress.app import App, StartError
+from zone_egress.settings import CONFIG
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load_settings(CONFIG, "the egress", argv)
+    run_program("zone-egress", lambda: App(settings).run(), start_errors=(StartError,))
+
+
+if __name__ == "__main__":
+    main()
