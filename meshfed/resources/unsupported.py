@@ -68,18 +68,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         "identities are the SPIFFE IDs the Mesh's builtin CA issues per service",
     ),
     _t(
-        "MeshService",
-        "meshservices",
-        _YET,
-        "services come from the kuma.io/service tags of Dataplanes",
-    ),
-    _t(
-        "MeshMultiZoneService",
-        "meshmultizoneservices",
-        _YET,
-        "every service is reachable across zones through zone ingresses",
-    ),
-    _t(
         "MeshExternalService",
         "meshexternalservices",
         _YET,
@@ -119,13 +107,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
     ),
     UnsupportedType(
         "ZoneEgressInsight", "zoneegressinsights", Scope.GLOBAL, _YET, "there are no zone egresses"
-    ),
-    UnsupportedType(
-        "HostnameGenerator",
-        "hostnamegenerators",
-        Scope.GLOBAL,
-        _YET,
-        "zone DNS names are fixed: <service>.mesh and <service>.<zone>.mesh",
     ),
 )
 

@@ -11,6 +11,7 @@ from meshfed.resources.types import (
     mesh,
     policies,
     secret,
+    services,
     vips,
     zone,
     zone_ingress,
@@ -27,6 +28,7 @@ ALL_TYPES: tuple[TypeDescriptor, ...] = (
     zone_ingress.ZONE_INGRESS,
     insights.ZONE_INGRESS_INSIGHT,
     vips.VIRTUAL_IPS,
+    *services.SERVICE_TYPES,
     *policies.POLICIES,
 )
 

@@ -188,6 +188,56 @@ spec:
     vip: 127.1.0.3
     since: '2024-05-01T10:00:00Z'
 """,
+    "mesh-service": """\
+type: MeshService
+mesh: default
+name: redis
+labels:
+  team: db-operators
+spec:
+  selector:
+    dataplaneTags:
+      kuma.io/service: redis
+  ports:
+  - name: main
+    port: 6739
+    targetPort: 6739
+    appProtocol: tcp
+status:
+  addresses:
+  - hostname: redis.svc.mesh.local
+    origin: HostnameGenerator
+    hostnameGeneratorRef:
+      coreName: local-universal-mesh-service
+  vips:
+  - ip: 241.0.0.1
+  tls:
+    status: Ready
+""",
+    "mesh-multi-zone-service": """\
+type: MeshMultiZoneService
+mesh: default
+name: redis
+spec:
+  selector:
+    meshService:
+      matchLabels:
+        kuma.io/display-name: redis
+  ports:
+  - port: 6379
+    appProtocol: tcp
+""",
+    "hostname-generator": """\
+type: HostnameGenerator
+name: synced-universal-mesh-service
+spec:
+  selector:
+    meshService:
+      matchLabels:
+        kuma.io/origin: global
+        kuma.io/env: universal
+  template: '{{ .DisplayName }}.svc.{{ .Zone }}.mesh.local'
+""",
     "zone-ingress-insight": """\
 type: ZoneIngressInsight
 name: zone-1.ingress
@@ -542,7 +592,6 @@ NOT_ENFORCED_FIELDS = {
         "networking.outbound.passthrough",
         "routing.localityAwareLoadBalancing",
         "constraints.dataplaneProxy",
-        "meshServices",
     ],
     "mesh-retry": ["spec.to[0].default.grpc"],
     # issue 18: MeshTrace's shape only, not enforced by the sidecar yet
