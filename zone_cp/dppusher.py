@@ -318,6 +318,7 @@ class ConfigPusher:
                 inputs,
                 self._issuer,
                 reachable=session.hello.reachable,
+                targets=snapshot.targets,
             )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))

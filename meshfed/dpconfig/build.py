@@ -55,6 +55,7 @@ from meshfed.dpconfig.catalog import (
 )
 from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE, config_rules, http_route
 from meshfed.dpconfig.locality import LocalityPlan, plan_of
+from meshfed.dpconfig.meshservices import ServiceTarget, target_outbounds
 from meshfed.dpconfig.model import (
     Endpoint,
     HttpRule,
@@ -120,6 +121,12 @@ class BuildError(ValueError):
 def mtls_enabled(mesh: Resource) -> bool:
     backend = dig(mesh.spec, "mtls", "enabledBackend")
     return isinstance(backend, str) and bool(backend)
+
+
+def mesh_services_mode(mesh: Resource) -> str:
+    """The Mesh's `meshServices.mode` (Kuma's default: Disabled)."""
+    mode = dig(mesh.spec, "meshServices", "mode")
+    return mode if isinstance(mode, str) else "Disabled"
 
 
 def _rfc3339(when: dt.datetime) -> str:
@@ -427,6 +434,7 @@ def build_sidecar_config(
     *,
     reachable: Collection[str] | None = None,
     port_80: bool = True,
+    targets: Sequence[ServiceTarget] = (),
 ) -> SidecarConfig:
     """The config of one sidecar; see the module docstring for what goes in."""
     if dataplane.type != "Dataplane" or mesh.type != "Mesh":
@@ -458,9 +466,13 @@ def build_sidecar_config(
         matched[t] = match(policies.get(t, ()), view)
     matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
     b = _Builder(view, zone, mtls, catalog, matched)
-    outbounds = sorted(
-        b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")
-    )
+    mode = mesh_services_mode(mesh)
+    # Kuma's meshServices.mode: Exclusive leaves only MeshService destinations; with
+    # ReachableBackends a sidecar reaches the MeshServices of the services it announced.
+    tagged = [] if mode == "Exclusive" else b.vip_outbounds(vips, reachable, port_80)
+    outbounds = sorted(tagged, key=lambda o: (o.service, o.zone or ""))
+    wanted = reachable if mode != "ReachableBackends" else (reachable or ())
+    outbounds += target_outbounds(b, mesh.meta.name, targets, wanted)
     for i, raw in enumerate(as_list(dig(dataplane.spec, "networking", "outbound"))):
         outbounds.append(b.explicit_outbound(raw, f"networking.outbound[{i}]"))
     _check_listeners(outbounds)
