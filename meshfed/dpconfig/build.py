@@ -242,6 +242,18 @@ class _Builder:
             )
         return self._policies[service]
 
+    def port_policies(self, service: str, section: str) -> OutboundPolicies:
+        """`policies` for a MeshService port named `section` (`to[]` refs with that
+        `sectionName` apply too, issue 17)."""
+        base = self.policies(service)
+        ported = MEMO.outbound_policies(self.matched, service, self.labels(service), section)
+        return msgspec.structs.replace(
+            ported,
+            locality_aware=base.locality_aware,
+            failover_threshold=base.failover_threshold,
+            affinity_weights=base.affinity_weights,
+        )
+
     def subset(
         self, entry: ServiceEntry, subset: Mapping[str, str], pinned: str | None
     ) -> list[Endpoint]:
@@ -369,9 +381,11 @@ class _Builder:
             access_logs=self.access_logs(service),
         )
 
-    def access_logs(self, service: str) -> tuple[AccessLog, ...]:
+    def access_logs(self, service: str, section: str | None = None) -> tuple[AccessLog, ...]:
         matched = self.matched.get(MESH_ACCESS_LOG, ())
-        return outbound_access_logs(matched, service, self.labels(service)) if matched else ()
+        if not matched:
+            return ()
+        return outbound_access_logs(matched, service, self.labels(service), section)
 
 
 def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:

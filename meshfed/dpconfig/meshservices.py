@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 from meshfed.dpconfig.catalog import Catalog, ServiceEntry, VipKey
 from meshfed.dpconfig.model import Endpoint, Locality, Outbound, OutboundPolicies
 from meshfed.dpconfig.model import Protocol as Proto
+from meshfed.dpconfig.observability import AccessLog
 from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
 
@@ -215,7 +216,9 @@ class Resolver(Protocol):
         self, entry: ServiceEntry, subset: Mapping[str, str], pinned: str | None
     ) -> list[Endpoint]: ...
 
-    def policies(self, service: str) -> OutboundPolicies: ...
+    def port_policies(self, service: str, section: str) -> OutboundPolicies: ...
+
+    def access_logs(self, service: str, section: str | None = None) -> tuple[AccessLog, ...]: ...
 
 
 def _endpoints(b: Resolver, mesh: str, backend: Backend, port: int) -> list[Endpoint]:
@@ -254,9 +257,10 @@ def target_outbounds(
                     address=t.vip,
                     port=p.port,
                     endpoints=tuple(endpoints),
-                    policies=b.policies(service),
+                    policies=b.port_policies(service, p.name),
                     zone=t.zone,
                     protocol=p.protocol,
+                    access_logs=b.access_logs(service, p.name),
                 )
             )
     return out

@@ -17,6 +17,7 @@ from meshfed.dpconfig.model import Locality, SidecarConfig
 from meshfed.pki.leaf import Leaf
 from meshfed.resources.model import Meta, Resource
 from tests.unit.dpconfig.test_build import MESH, build, ca, leaf
+from tests.unit.policy.factories import MESH_REF, policy, to
 
 __all__ = ["ca", "leaf"]  # fixtures
 
@@ -104,3 +105,34 @@ def test_modes(leaf: Leaf) -> None:
     assert not any(o.address.startswith("127.1.1.") for o in reach.outbounds)
     reach = build(leaf, mesh=mesh_with("ReachableBackends"), targets=TARGETS, reachable={"backend"})
     assert sum(o.address.startswith("127.1.1.") for o in reach.outbounds) == 3
+
+
+def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
+    two_ports = Resource(
+        "MeshService",
+        Meta(name="backend", mesh="default"),
+        {
+            "spec": {
+                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
+                "ports": [
+                    {"name": "main", "port": 80, "targetPort": 18080},
+                    {"name": "admin", "port": 81, "targetPort": 18080},
+                ],
+            }
+        },
+    )
+    targets = resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+    ref = {"kind": "MeshService", "name": "backend", "sectionName": "main"}
+    timeouts = policy("MeshTimeout", "main-only", MESH_REF, to=[to(ref, {"idleTimeout": "7s"})])
+    config = build(
+        leaf,
+        mesh=mesh_with("Everywhere"),
+        targets=targets,
+        policies={"MeshTimeout": [timeouts]},
+    )
+    by_port = {o.port: o for o in config.outbounds if o.address == "127.1.1.1"}
+    assert by_port[80].policies.idle_timeout == 7.0
+    assert by_port[81].policies.idle_timeout == 3600.0  # Kuma's default
+    # the kuma.io/service outbound is no MeshService port: not selected either
+    classic = next(o for o in config.outbounds if o.address == "127.1.0.1" and o.zone is None)
+    assert classic.policies.idle_timeout == 3600.0
