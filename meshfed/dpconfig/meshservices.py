@@ -23,7 +23,7 @@ the endpoints the builder resolves (`Resolver`, implemented by meshfed.dpconfig.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from meshfed.dpconfig.catalog import Catalog, ServiceEntry, VipKey
@@ -73,6 +73,7 @@ class Backend:
     zone: str
     tags: tuple[tuple[str, str], ...] = ()
     target_ports: tuple[tuple[int, int | str | None], ...] = ()
+    dataplane: str | None = None  # selector.dataplaneRef: that one Dataplane's instances
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +129,16 @@ def _ports(spec: dict[str, Any]) -> tuple[TargetPort, ...]:
 
 def mesh_service_backend(res: Resource, local_zone: str) -> Backend | None:
     """What a MeshService selects, or None when its selector has no dataplaneTags."""
+    zone = res.meta.labels.get(LABEL_ZONE) or local_zone
+    targets = tuple((p.port, p.target_port) for p in _ports(_spec(res)))
+    ref = dig(_spec(res), "selector", "dataplaneRef", "name")
+    if isinstance(ref, str):
+        return Backend(None, zone, (), targets, ref)
     tags = dig(_spec(res), "selector", "dataplaneTags")
     if not isinstance(tags, dict) or not tags:
         return None
     service = tags.get(SERVICE_TAG)
     rest = tuple(sorted((str(k), str(v)) for k, v in tags.items() if k != SERVICE_TAG))
-    zone = res.meta.labels.get(LABEL_ZONE) or local_zone
-    targets = tuple((p.port, p.target_port) for p in _ports(_spec(res)))
     return Backend(service if isinstance(service, str) else None, zone, rest, targets)
 
 
@@ -224,13 +228,18 @@ class Resolver(Protocol):
 def _endpoints(b: Resolver, mesh: str, backend: Backend, port: int) -> list[Endpoint]:
     target = dict(backend.target_ports).get(port)
     tags = dict(backend.tags)
-    if backend.service is not None:
+    found: list[Endpoint] = []
+    if backend.dataplane is not None:  # one Dataplane: in its own zone only
+        if backend.zone == b.zone:
+            for each in b.catalog.services(mesh):
+                mine = tuple(i for i in each.local if i.dataplane == backend.dataplane)
+                if mine:
+                    found += b.subset(replace(each, local=mine, remote=()), tags, b.zone)
+    elif backend.service is not None:
         entry = b.catalog.get(mesh, backend.service)
         found = [] if entry is None else b.subset(entry, tags, backend.zone)
     elif backend.zone == b.zone:  # no service tag: the local instances carrying the tags
-        found = [e for entry in b.catalog.services(mesh) for e in b.subset(entry, tags, b.zone)]
-    else:
-        found = []
+        found = [e for each in b.catalog.services(mesh) for e in b.subset(each, tags, b.zone)]
     if isinstance(target, int):  # an inbound by port: local instances listening on it
         found = [e for e in found if e.locality is Locality.REMOTE or e.port == target]
     return found

@@ -45,9 +45,8 @@ class DataplaneRef(Model):
 
 class MeshServiceSelector(Model):
     refused = {
-        "dataplaneRef": f"{NOT_SUPPORTED}: a MeshService selects its Dataplanes by dataplaneTags",
         "dataplaneLabels": f"{NOT_SUPPORTED}: a MeshService selects its Dataplanes by "
-        "dataplaneTags (Universal)",
+        "dataplaneTags or dataplaneRef (Universal)",
     }
     dataplane_tags: DataplaneTags | None = None
     dataplane_ref: DataplaneRef | None = None
@@ -61,6 +60,13 @@ class MeshServicePort(Model):
     port: Port
     target_port: Port | NonEmpty | None = None
     app_protocol: AppProtocol = "tcp"
+
+    @classmethod
+    def rules(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
+        if isinstance(data.get("targetPort"), str):
+            reason = f"{NOT_SUPPORTED} yet: a targetPort naming an inbound; give its port number"
+            return [problem(("targetPort",), reason)]
+        return []
 
 
 class Identity(Model):

@@ -136,3 +136,14 @@ def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
     # the kuma.io/service outbound is no MeshService port: not selected either
     classic = next(o for o in config.outbounds if o.address == "127.1.0.1" and o.zone is None)
     assert classic.policies.idle_timeout == 3600.0
+
+
+def test_a_dataplane_ref_selects_that_dataplane_in_its_zone(leaf: Leaf) -> None:
+    one = Resource(
+        "MeshService",
+        Meta(name="backend", mesh="default"),
+        {"spec": {"selector": {"dataplaneRef": {"name": "backend-1"}}, "ports": [{"port": 80}]}},
+    )
+    targets = resolve_targets("zone-1", [one], [], TARGET_VIPS)
+    config = build(leaf, mesh=mesh_with("Everywhere"), targets=targets)
+    assert [e.address for e in outbound(config, "127.1.1.1").endpoints] == ["127.0.1.1"]
