@@ -225,11 +225,14 @@ class _Builder:
         zones = entry.zones(self.zone) if entry is not None else ()
         return service_labels(self.view.mesh, service, zones)
 
-    def plan(self, service: str) -> LocalityPlan:
-        if service not in self._plans:
-            conf = MEMO.load_balancing_conf(self.matched, service, self.labels(service))
-            self._plans[service] = plan_of(conf, self.zone, self.caller)
-        return self._plans[service]
+    def plan(self, service: str, section: str | None = None) -> LocalityPlan:
+        """The locality plan of `service`'s outbound (of its MeshService port `section`)."""
+        key = service if section is None else f"{service}\x00{section}"
+        if key not in self._plans:
+            labels = self.labels(service)
+            conf = MEMO.load_balancing_conf(self.matched, service, labels, section)
+            self._plans[key] = plan_of(conf, self.zone, self.caller)
+        return self._plans[key]
 
     def policies(self, service: str) -> OutboundPolicies:
         if service not in self._policies:
@@ -245,22 +248,26 @@ class _Builder:
     def port_policies(self, service: str, section: str) -> OutboundPolicies:
         """`policies` for a MeshService port named `section` (`to[]` refs with that
         `sectionName` apply too, issue 17)."""
-        base = self.policies(service)
+        plan = self.plan(service, section)
         ported = MEMO.outbound_policies(self.matched, service, self.labels(service), section)
         return msgspec.structs.replace(
             ported,
-            locality_aware=base.locality_aware,
-            failover_threshold=base.failover_threshold,
-            affinity_weights=base.affinity_weights,
+            locality_aware=plan.aware,
+            failover_threshold=plan.threshold,
+            affinity_weights=plan.affinity_weights,
         )
 
     def subset(
-        self, entry: ServiceEntry, subset: Mapping[str, str], pinned: str | None
+        self,
+        entry: ServiceEntry,
+        subset: Mapping[str, str],
+        pinned: str | None,
+        section: str | None = None,
     ) -> list[Endpoint]:
         """`entry`'s endpoints in the `pinned` zone (all when None) whose instances carry
         the `subset` tags: local ones only when there are tags (the ingress routes by
         service and mesh, it cannot pick instances by tag)."""
-        plan = self.plan(entry.service)
+        plan = self.plan(entry.service, section)
         endpoints: list[Endpoint] = []
         if pinned in (None, self.zone):
             chosen = [i for i in entry.local if tags_match(subset, i.tags)]

@@ -217,7 +217,11 @@ class Resolver(Protocol):
     catalog: Catalog
 
     def subset(
-        self, entry: ServiceEntry, subset: Mapping[str, str], pinned: str | None
+        self,
+        entry: ServiceEntry,
+        subset: Mapping[str, str],
+        pinned: str | None,
+        section: str | None = None,
     ) -> list[Endpoint]: ...
 
     def port_policies(self, service: str, section: str) -> OutboundPolicies: ...
@@ -225,8 +229,9 @@ class Resolver(Protocol):
     def access_logs(self, service: str, section: str | None = None) -> tuple[AccessLog, ...]: ...
 
 
-def _endpoints(b: Resolver, mesh: str, backend: Backend, port: int) -> list[Endpoint]:
-    target = dict(backend.target_ports).get(port)
+def _endpoints(b: Resolver, mesh: str, backend: Backend, port: TargetPort) -> list[Endpoint]:
+    target = dict(backend.target_ports).get(port.port)
+    section = port.name
     tags = dict(backend.tags)
     found: list[Endpoint] = []
     if backend.dataplane is not None:  # one Dataplane: in its own zone only
@@ -234,12 +239,15 @@ def _endpoints(b: Resolver, mesh: str, backend: Backend, port: int) -> list[Endp
             for each in b.catalog.services(mesh):
                 mine = tuple(i for i in each.local if i.dataplane == backend.dataplane)
                 if mine:
-                    found += b.subset(replace(each, local=mine, remote=()), tags, b.zone)
+                    only = replace(each, local=mine, remote=())
+                    found += b.subset(only, tags, b.zone, section)
     elif backend.service is not None:
         entry = b.catalog.get(mesh, backend.service)
-        found = [] if entry is None else b.subset(entry, tags, backend.zone)
+        found = [] if entry is None else b.subset(entry, tags, backend.zone, section)
     elif backend.zone == b.zone:  # no service tag: the local instances carrying the tags
-        found = [e for each in b.catalog.services(mesh) for e in b.subset(each, tags, b.zone)]
+        found = [
+            e for each in b.catalog.services(mesh) for e in b.subset(each, tags, b.zone, section)
+        ]
     if isinstance(target, int):  # an inbound by port: local instances listening on it
         found = [e for e in found if e.locality is Locality.REMOTE or e.port == target]
     return found
@@ -259,7 +267,7 @@ def target_outbounds(
             continue
         service = next(iter(sorted(t.services)), t.display_name)
         for p in t.ports:
-            endpoints = [e for bk in t.backends for e in _endpoints(b, mesh, bk, p.port)]
+            endpoints = [e for bk in t.backends for e in _endpoints(b, mesh, bk, p)]
             out.append(
                 Outbound(
                     service=service,

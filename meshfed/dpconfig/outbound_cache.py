@@ -57,8 +57,9 @@ class OutboundMemo:
         matched: Mapping[str, Sequence[Matched]],
         service: str,
         labels: ServiceLabels | None = None,
+        section: str | None = None,
     ) -> LoadBalancingConf:
-        return self._get(load_balancing_conf, matched, service, labels)
+        return self._get(load_balancing_conf, matched, service, labels, section)
 
     def _get(
         self,

@@ -304,10 +304,14 @@ def _hash_conf(lb: LoadBalancingConf) -> HashConf:
 
 
 def load_balancing_conf(
-    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+    matched: Mapping[str, Sequence[Matched]],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> LoadBalancingConf:
-    """The merged MeshLoadBalancingStrategy `default` for the outbound to `service`."""
-    merged = outbound_conf(matched.get(MESH_LOAD_BALANCING_STRATEGY, ()), service, labels)
+    """The merged MeshLoadBalancingStrategy `default` for the outbound to `service` (to its
+    MeshService port named `section`, when given)."""
+    merged = outbound_conf(matched.get(MESH_LOAD_BALANCING_STRATEGY, ()), service, labels, section)
     return read_conf(LoadBalancingConf, merged.conf, MESH_LOAD_BALANCING_STRATEGY)
 
 

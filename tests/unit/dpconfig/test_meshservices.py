@@ -133,6 +133,24 @@ def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
     by_port = {o.port: o for o in config.outbounds if o.address == "127.1.1.1"}
     assert by_port[80].policies.idle_timeout == 7.0
     assert by_port[81].policies.idle_timeout == 3600.0  # Kuma's default
+    # MeshLoadBalancingStrategy's locality fields follow the port too
+    lbs = policy(
+        "MeshLoadBalancingStrategy",
+        "main-lb",
+        MESH_REF,
+        to=[to(ref, {"localityAwareness": {"disabled": True}})],
+    )
+    config = build(
+        leaf,
+        mesh=mesh_with("Everywhere"),
+        targets=targets,
+        policies={"MeshTimeout": [timeouts], "MeshLoadBalancingStrategy": [lbs]},
+    )
+    by_port = {o.port: o for o in config.outbounds if o.address == "127.1.1.1"}
+    assert (by_port[80].policies.locality_aware, by_port[81].policies.locality_aware) == (
+        False,
+        True,
+    )
     # the kuma.io/service outbound is no MeshService port: not selected either
     classic = next(o for o in config.outbounds if o.address == "127.1.0.1" and o.zone is None)
     assert classic.policies.idle_timeout == 3600.0
