@@ -263,11 +263,12 @@ class _Builder:
         subset: Mapping[str, str],
         pinned: str | None,
         section: str | None = None,
+        owner: str | None = None,
     ) -> list[Endpoint]:
         """`entry`'s endpoints in the `pinned` zone (all when None) whose instances carry
         the `subset` tags: local ones only when there are tags (the ingress routes by
         service and mesh, it cannot pick instances by tag)."""
-        plan = self.plan(entry.service, section)
+        plan = self.plan(owner or entry.service, section)
         endpoints: list[Endpoint] = []
         if pinned in (None, self.zone):
             chosen = [i for i in entry.local if tags_match(subset, i.tags)]

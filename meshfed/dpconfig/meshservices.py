@@ -30,6 +30,7 @@ from meshfed.dpconfig.catalog import Catalog, ServiceEntry, VipKey
 from meshfed.dpconfig.model import Endpoint, Locality, Outbound, OutboundPolicies
 from meshfed.dpconfig.model import Protocol as Proto
 from meshfed.dpconfig.observability import AccessLog
+from meshfed.policy.rules import multi_zone_destination
 from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list, dig
 
@@ -222,6 +223,7 @@ class Resolver(Protocol):
         subset: Mapping[str, str],
         pinned: str | None,
         section: str | None = None,
+        owner: str | None = None,
     ) -> list[Endpoint]: ...
 
     def port_policies(self, service: str, section: str) -> OutboundPolicies: ...
@@ -229,7 +231,11 @@ class Resolver(Protocol):
     def access_logs(self, service: str, section: str | None = None) -> tuple[AccessLog, ...]: ...
 
 
-def _endpoints(b: Resolver, mesh: str, backend: Backend, port: TargetPort) -> list[Endpoint]:
+def _endpoints(
+    b: Resolver, mesh: str, backend: Backend, port: TargetPort, owner: str | None = None
+) -> list[Endpoint]:
+    """`backend`'s endpoints for `port`; `owner`: the MeshMultiZoneService destination whose
+    locality plan orders them (its crossZone failover, meshfed.policy.rules)."""
     target = dict(backend.target_ports).get(port.port)
     section = port.name
     tags = dict(backend.tags)
@@ -243,7 +249,11 @@ def _endpoints(b: Resolver, mesh: str, backend: Backend, port: TargetPort) -> li
                     found += b.subset(only, tags, b.zone, section)
     elif backend.service is not None:
         entry = b.catalog.get(mesh, backend.service)
-        found = [] if entry is None else b.subset(entry, tags, backend.zone, section)
+        if entry is not None and owner is None:
+            found = b.subset(entry, tags, backend.zone, section)
+        elif entry is not None:  # the zones the multi-zone plan reaches, in its order
+            every = b.subset(entry, tags, None, section, owner)
+            found = [e for e in every if (e.zone or b.zone) == backend.zone]
     elif backend.zone == b.zone:  # no service tag: the local instances carrying the tags
         found = [
             e for each in b.catalog.services(mesh) for e in b.subset(each, tags, b.zone, section)
@@ -266,18 +276,24 @@ def target_outbounds(
         if t.mesh != mesh or (reachable is not None and not t.services & set(reachable)):
             continue
         service = next(iter(sorted(t.services)), t.display_name)
+        multi = t.kind == MESH_MULTI_ZONE_SERVICE
+        # a MeshMultiZoneService takes the policies naming it, not its services' (Kuma)
+        owner = multi_zone_destination(t.name) if multi else None
         for p in t.ports:
-            endpoints = [e for bk in t.backends for e in _endpoints(b, mesh, bk, p)]
+            endpoints = [e for bk in t.backends for e in _endpoints(b, mesh, bk, p, owner)]
+            # one backend per zone: an instance is listed once even if two MeshServices
+            # of one zone select it
+            endpoints = list(dict.fromkeys(endpoints))
             out.append(
                 Outbound(
                     service=service,
                     address=t.vip,
                     port=p.port,
                     endpoints=tuple(endpoints),
-                    policies=b.port_policies(service, p.name),
+                    policies=b.port_policies(owner or service, p.name),
                     zone=t.zone,
                     protocol=p.protocol,
-                    access_logs=b.access_logs(service, p.name),
+                    access_logs=b.access_logs(owner or service, p.name),
                 )
             )
     return out

@@ -133,6 +133,15 @@ def merge_entries(selected: Iterable[Entry]) -> Merged:
     return Merged(merge_confs(e.default for e in chosen), tuple(sources))
 
 
+# A MeshMultiZoneService's outbound is asked about as this "service" (a `/` cannot be in a
+# kuma.io/service value): only `to[]` refs of that kind and name (and Mesh) select it.
+MULTI_ZONE_PREFIX = "MeshMultiZoneService/"
+
+
+def multi_zone_destination(name: str) -> str:
+    return MULTI_ZONE_PREFIX + name
+
+
 def to_selects(
     ref: dict[str, Any],
     service: str,
@@ -146,6 +155,9 @@ def to_selects(
     kind = kind_of(ref)
     if kind == MESH:
         return True
+    if kind == "MeshMultiZoneService":
+        named = service == multi_zone_destination(str(ref.get("name")))
+        return named and ref.get("sectionName") in (None, section)
     if kind != MESH_SERVICE or not selects_service(ref, service, labels):
         return False
     wanted = ref.get("sectionName")

@@ -46,6 +46,7 @@ _KIND_FIELDS: Mapping[str, frozenset[str]] = {
     MESH_SERVICE: frozenset({"name", "labels", "sectionName"}),
     MESH_SERVICE_SUBSET: frozenset({"name", "tags"}),
     DATAPLANE: frozenset({"name", "labels", "sectionName"}),
+    "MeshMultiZoneService": frozenset({"name", "sectionName"}),
 }
 _NAMED_KINDS = (MESH_SERVICE, MESH_SERVICE_SUBSET)
 _ALWAYS_REFUSED: Mapping[str, str] = {
@@ -97,7 +98,7 @@ class TargetRef(Model):
             return [problem(("kind",), f"is required; {allowed}")]
         if not isinstance(kind, str):
             return [problem(("kind",), f"must be a string; {allowed}", kind)]
-        if kind in UNSUPPORTED_KINDS:
+        if kind in UNSUPPORTED_KINDS and kind not in cls.kinds:
             return [problem(("kind",), f"{kind} {UNSUPPORTED_KINDS[kind]}; {allowed}", kind)]
         if kind not in cls.kinds:
             return [problem(("kind",), f"{kind!r} is not allowed here; {allowed}", kind)]
@@ -109,7 +110,8 @@ class TargetRef(Model):
         kind = data.get("kind")
         if kind == MESH_SERVICE and "labels" in data:
             return ()
-        return ("name",) if kind in _NAMED_KINDS and "name" not in data else ()
+        named = (*_NAMED_KINDS, "MeshMultiZoneService")
+        return ("name",) if kind in named and "name" not in data else ()
 
     @classmethod
     def refused_in(cls, data: dict[str, Any]) -> Mapping[str, str]:
@@ -169,9 +171,9 @@ class InboundTopLevelRef(TopLevelRef):
 class ToRef(TargetRef):
     """The destination of a `to[]` entry."""
 
-    kinds = (MESH, MESH_SERVICE)
+    kinds = (MESH, MESH_SERVICE, "MeshMultiZoneService")
     service_ports = True
-    kind: Literal["Mesh", "MeshService"]
+    kind: Literal["Mesh", "MeshService", "MeshMultiZoneService"]
 
 
 class FromMeshRef(TargetRef):

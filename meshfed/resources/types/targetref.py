@@ -27,9 +27,7 @@ UNSUPPORTED_KINDS = {
     "MeshGatewayRoute": f"{NOT_SUPPORTED} (there are no built-in gateways)",
     "MeshHTTPRoute": f"{NOT_SUPPORTED} (policies cannot target routes yet)",
     "MeshExternalService": f"{NOT_SUPPORTED} (there are no external services)",
-    "MeshMultiZoneService": (
-        f"{NOT_SUPPORTED} (services are reachable across zones by name already)"
-    ),
+    "MeshMultiZoneService": f"{NOT_SUPPORTED} here (a destination: name it in to[])",
 }
 
 

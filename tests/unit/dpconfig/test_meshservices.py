@@ -17,7 +17,7 @@ from meshfed.dpconfig.model import Locality, SidecarConfig
 from meshfed.pki.leaf import Leaf
 from meshfed.resources.model import Meta, Resource
 from tests.unit.dpconfig.test_build import MESH, build, ca, leaf
-from tests.unit.policy.factories import MESH_REF, policy, to
+from tests.unit.policy.factories import MESH_REF, policy, svc, to
 
 __all__ = ["ca", "leaf"]  # fixtures
 
@@ -165,3 +165,27 @@ def test_a_dataplane_ref_selects_that_dataplane_in_its_zone(leaf: Leaf) -> None:
     targets = resolve_targets("zone-1", [one], [], TARGET_VIPS)
     config = build(leaf, mesh=mesh_with("Everywhere"), targets=targets)
     assert [e.address for e in outbound(config, "127.1.1.1").endpoints] == ["127.0.1.1"]
+
+
+def test_policies_name_a_multi_zone_service_by_kind(leaf: Leaf) -> None:
+    mzs_ref = {"kind": "MeshMultiZoneService", "name": "backend"}
+    lbs = policy(
+        "MeshLoadBalancingStrategy",
+        "mzs-lb",
+        MESH_REF,
+        to=[to(mzs_ref, {"localityAwareness": {"disabled": True}})],
+    )
+    timeouts = policy(
+        "MeshTimeout", "svc", MESH_REF, to=[to(svc("backend"), {"idleTimeout": "9s"})]
+    )
+    config = build(
+        leaf,
+        mesh=mesh_with("Everywhere"),
+        targets=TARGETS,
+        policies={"MeshLoadBalancingStrategy": [lbs], "MeshTimeout": [timeouts]},
+    )
+    mz = outbound(config, "127.1.1.3")
+    ms = outbound(config, "127.1.1.1")
+    assert (mz.policies.locality_aware, ms.policies.locality_aware) == (False, True)
+    # a MeshService ref is not the MeshMultiZoneService's (Kuma): its own defaults
+    assert (mz.policies.idle_timeout, ms.policies.idle_timeout) == (3600.0, 9.0)
