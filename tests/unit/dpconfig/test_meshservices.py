@@ -59,6 +59,12 @@ def outbound(config: SidecarConfig, address: str) -> Any:
     return next(o for o in config.outbounds if o.address == address)
 
 
+def no_locality(name: str, ref: dict[str, Any]) -> Resource:
+    """A MeshLoadBalancingStrategy turning locality awareness off for `ref`."""
+    conf = {"localityAwareness": {"disabled": True}}
+    return policy("MeshLoadBalancingStrategy", name, MESH_REF, to=[to(ref, conf)])
+
+
 def mesh_with(mode: str) -> Resource:
     return Resource(MESH.type, MESH.meta, {**MESH.spec, "meshServices": {"mode": mode}})
 
@@ -134,12 +140,7 @@ def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
     assert by_port[80].policies.idle_timeout == 7.0
     assert by_port[81].policies.idle_timeout == 3600.0  # Kuma's default
     # MeshLoadBalancingStrategy's locality fields follow the port too
-    lbs = policy(
-        "MeshLoadBalancingStrategy",
-        "main-lb",
-        MESH_REF,
-        to=[to(ref, {"localityAwareness": {"disabled": True}})],
-    )
+    lbs = no_locality("main-lb", ref)
     config = build(
         leaf,
         mesh=mesh_with("Everywhere"),
@@ -169,12 +170,7 @@ def test_a_dataplane_ref_selects_that_dataplane_in_its_zone(leaf: Leaf) -> None:
 
 def test_policies_name_a_multi_zone_service_by_kind(leaf: Leaf) -> None:
     mzs_ref = {"kind": "MeshMultiZoneService", "name": "backend"}
-    lbs = policy(
-        "MeshLoadBalancingStrategy",
-        "mzs-lb",
-        MESH_REF,
-        to=[to(mzs_ref, {"localityAwareness": {"disabled": True}})],
-    )
+    lbs = no_locality("mzs-lb", mzs_ref)
     timeouts = policy(
         "MeshTimeout", "svc", MESH_REF, to=[to(svc("backend"), {"idleTimeout": "9s"})]
     )
