@@ -95,10 +95,13 @@ class ServiceTarget:
 
 
 def effective_labels(res: Resource, local_zone: str) -> dict[str, str]:
-    """A MeshService's labels as selectors see them: display name and zone filled in."""
+    """A MeshService's labels as selectors see them: display name, zone and environment
+    filled in (Kuma labels every resource created in a zone with them; meshfed's zones are
+    Universal)."""
     return {
         LABEL_DISPLAY_NAME: res.meta.name,
         LABEL_ZONE: local_zone,
+        "kuma.io/env": "universal",
         **res.meta.labels,
     }
 

@@ -42,8 +42,7 @@ def synced(name: str, zone: str, service: str) -> Resource:
         "kuma.io/origin": "global",
         "kuma.io/zone": zone,
         "kuma.io/display-name": service,
-        "kuma.io/env": "universal",
-    }
+    }  # no kuma.io/env (a user's MeshService): a Universal zone's all the same
     spec = {
         "spec": {
             "selector": {"dataplaneTags": {"kuma.io/service": service}},
