@@ -9,6 +9,9 @@
   no instance says) and also on port 80 when `port_80`; plus one per zone-pinned VIP
   (`VipKey(mesh, service, zone)`, the `<service>.<zone>.mesh` name) with that zone's
   endpoints only;
+- one outbound per port of every MeshService and MeshMultiZoneService target on its VIP
+  (meshfed/dpconfig/meshservices.py); the Mesh's `meshServices.mode` `Exclusive` drops the
+  `kuma.io/service` VIP outbounds above;
 - one outbound per explicit `networking.outbound` entry, on its address (default 127.0.0.1)
   and port. Its `kuma.io/service` tag names the service; `kuma.io/zone` pins a zone; any
   other tag selects local instances carrying it and excludes other zones, whose ingress
