@@ -28,7 +28,12 @@ from meshfed.auth import mesh_keys
 from meshfed.auth.bootstrap import bootstrap_credentials
 from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
-from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
+from meshfed.bootstrap import (
+    DEFAULT_MESH,
+    create_default_hostname_generators,
+    create_default_mesh,
+    store_location,
+)
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
 from meshfed.ha.presence import Replicas, for_store
@@ -89,6 +94,7 @@ class GlobalControlPlane:
         )
         if s.default_mesh and await create_default_mesh(self.store, self.registry):
             log.info("first start: created Mesh %r", DEFAULT_MESH)
+            await create_default_hostname_generators(self.store, self.registry)
         await self._credentials()
         kds_tls = await self._kds_tls()
         # One cache of the store for KDS, the mesh CA and the key job (one watch, one copy).

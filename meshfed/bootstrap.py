@@ -33,6 +33,51 @@ async def create_default_mesh(store: ResourceStore, registry: Registry) -> bool:
     return True
 
 
+# Kuma's default HostnameGenerators (kuma.io/docs/latest/networking/hostnamegenerator/,
+# "Defaults") for Universal zones: the global's are synced to every zone, where they name local
+# MeshServices, other zones' MeshServices and MeshMultiZoneServices.
+DEFAULT_HOSTNAME_GENERATORS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
+    (
+        "local-universal-mesh-service",
+        "meshService",
+        "{{ .DisplayName }}.svc.mesh.local",
+        {"kuma.io/origin": "zone"},
+    ),
+    (
+        "synced-universal-mesh-service",
+        "meshService",
+        "{{ .DisplayName }}.svc.{{ .Zone }}.mesh.local",
+        {"kuma.io/origin": "global", "kuma.io/env": "universal"},
+    ),
+    (
+        "synced-mesh-multi-zone-service",
+        "meshMultiZoneService",
+        "{{ .DisplayName }}.mzsvc.mesh.local",
+        {"kuma.io/origin": "global"},
+    ),
+)
+
+
+async def create_default_hostname_generators(store: ResourceStore, registry: Registry) -> int:
+    """Kuma's default HostnameGenerators, created with the default Mesh (on the first start
+    only: a user may delete or change them). Returns how many it created."""
+    created = 0
+    for name, kind, template, labels in DEFAULT_HOSTNAME_GENERATORS:
+        doc = {
+            "type": "HostnameGenerator",
+            "name": name,
+            "spec": {"selector": {kind: {"matchLabels": labels}}, "template": template},
+        }
+        generator = resource_from_dict(doc, registry)
+        generator.meta.labels[LABEL_ORIGIN] = ORIGIN_GLOBAL
+        try:
+            await store.create(generator)
+            created += 1
+        except AlreadyExistsError:  # another replica sharing the store was first
+            continue
+    return created
+
+
 def store_location(kind: str, data_dir: Path, endpoints: str, store: ResourceStore) -> str:
     """Where the store lives, for the start-up log line."""
     if isinstance(store, EtcdStore):

@@ -21,7 +21,12 @@ from meshfed.auth import mesh_keys
 from meshfed.auth.bootstrap import bootstrap_credentials
 from meshfed.auth.mesh_keys import DataplaneKeyJob
 from meshfed.auth.tokens import TokenKind
-from meshfed.bootstrap import DEFAULT_MESH, create_default_mesh, store_location
+from meshfed.bootstrap import (
+    DEFAULT_MESH,
+    create_default_hostname_generators,
+    create_default_mesh,
+    store_location,
+)
 from meshfed.config import Address
 from meshfed.ha.leader import Leader
 from meshfed.ha.presence import DeadReplicaSweep, Replicas, for_store
@@ -94,6 +99,7 @@ class ZoneControlPlane:
         # global would create (and, like it, only on the very first start).
         if not s.global_kds and await create_default_mesh(self.store, self.registry):
             log.info("standalone first start: created Mesh %r", DEFAULT_MESH)
+            await create_default_hostname_generators(self.store, self.registry)
         if not s.global_kds:
             # No global to sync token keys from: this zone issues its own, like a global (user
             # tokens for its API, zone tokens for its ingresses).

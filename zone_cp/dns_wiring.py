@@ -90,6 +90,15 @@ def zone_names(vips: Mapping[VipKey, str]) -> NameSet:
     return result
 
 
+# MeshService hostnames (issue 17, Kuma's `*.svc.mesh.local`, zone_cp.hostnames) live in a
+# second domain beside `mesh`, answered by the same server.
+LOCAL_DOMAIN: Final = "mesh.local"
+
+
+def _under_local(name: str) -> bool:
+    return name == LOCAL_DOMAIN or name.endswith("." + LOCAL_DOMAIN)
+
+
 def names_by_vip(names: NameSet) -> dict[str, list[str]]:
     """VIP -> the names answering with it, sorted (for the services API)."""
     out: dict[str, list[str]] = {}
@@ -141,8 +150,11 @@ class ZoneDns:
         if names is self._names:
             return
         self._names = names
+        local = [(n, v) for n, v in names.pairs() if _under_local(n)]
+        pairs = [(n, v) for n, v in names.pairs() if not _under_local(n)]
         try:
-            table = DnsTable(names.pairs(), forwarding=self._forwarding)
+            also = DnsTable(local, domain=LOCAL_DOMAIN, forwarding=self._forwarding)
+            table = DnsTable(pairs, forwarding=self._forwarding, also=also)
         except ValueError as exc:  # a name DNS cannot carry: keep answering the old table
             log.error("DNS table not updated: %s", exc)
             return

@@ -15,12 +15,13 @@ tells the config server which sidecars a catalog change concerns (`changed_servi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshfed.dpconfig.build import build_ingress_config, build_sidecar_config
 from meshfed.dpconfig.catalog import Catalog, VipKey
 from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE
+from meshfed.dpconfig.meshservices import ServiceTarget
 from meshfed.dpconfig.model import IngressConfig, SidecarConfig
 from meshfed.dpconfig.policies import MESH_TCP_ROUTE, with_route_backends
 from meshfed.dpconfig.protocol import ProxyType
@@ -143,6 +144,7 @@ def build_config(
     issuer: CertIssuer,
     *,
     reachable: frozenset[str] | None = None,
+    targets: Sequence[ServiceTarget] = (),
 ) -> SidecarConfig | IngressConfig:
     """The config of the proxy registered as `resource` (its Dataplane or ZoneIngress);
     `reachable`: the services a sidecar announced it calls (None: every one)."""
@@ -176,4 +178,5 @@ def build_config(
         policies,
         leaf,
         reachable=reachable,
+        targets=targets,
     )

@@ -339,6 +339,7 @@ class ConfigPusher:
                     inputs,
                     self._issuer,
                     reachable=session.hello.reachable,
+                    targets=snapshot.targets,
                 )
                 if isinstance(config, SidecarConfig):
                     config = with_external_outbounds(

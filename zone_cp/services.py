@@ -50,6 +50,7 @@ from prometheus_client.registry import Collector
 
 from meshfed.dpconfig.catalog import Catalog, Predicate, ServiceKey, VipKey
 from meshfed.dpconfig.external import external_vip_key
+from meshfed.dpconfig.meshservices import ServiceTarget, is_target_key
 from meshfed.resources.model import (
     LABEL_ORIGIN,
     LABEL_ZONE,
@@ -73,6 +74,8 @@ from zone_cp import dpstate
 from zone_cp.catalog import ZoneCatalog, ingress_updates, is_relayed
 from zone_cp.dns import NameSet
 from zone_cp.dns_wiring import names_by_vip, zone_names
+from zone_cp.service_targets import TYPES as TARGET_TYPES
+from zone_cp.service_targets import ServiceTargets
 from zone_cp.vipbook import VipBook
 
 log = logging.getLogger("zone_cp.services")
@@ -84,6 +87,7 @@ WATCHED: Final = (
     VIRTUAL_IPS.name,
     ZONE_INGRESS_INSIGHT.name,
     MESH_EXTERNAL_SERVICE.name,
+    *TARGET_TYPES,
 )
 RETRY_FIRST: Final = 0.1
 RETRY_MAX: Final = 5.0
@@ -106,6 +110,8 @@ class ServiceSnapshot:
     # The services whose catalog entry or VIPs differ from the previous generation's (None:
     # unknown, diff the two): spares every listener a diff of the whole catalog.
     changed: frozenset[ServiceKey] | None = None
+    # MeshServices and MeshMultiZoneServices with a VIP here (zone_cp.service_targets)
+    targets: tuple[ServiceTarget, ...] = ()
 
 
 SnapshotListener = Callable[[ServiceSnapshot], None]
@@ -173,6 +179,7 @@ class ZoneServices:
         self._written: dict[str, dict[str, Any]] = {}  # mesh -> VirtualIPs spec in the store
         self._offline: frozenset[str] = frozenset()  # own ingresses seen disconnected by a pass
         self._catalog = ZoneCatalog(zone, online)
+        self._targets = ServiceTargets(zone)
         self._pending: dict[tuple[str, Key], Resource | None] = {}  # store changes to apply
         self._full = True  # the next pass reads everything (first pass, mesh change, reload)
         self._vips: dict[VipKey, str] | None = None  # book.active() as last published
@@ -249,6 +256,7 @@ class ZoneServices:
             return
         if type_name == MESH_EXTERNAL_SERVICE.name:
             self._vips_synced = False  # its VIP comes or goes (zone_cp.services' external keys)
+        self._targets.on_change(type_name if key is not None else MESH.name)
         if type_name in (DATAPLANE.name, ZONE_INGRESS.name) and isinstance(key, Key):
             self._pending[(type_name, key)] = res  # the newest state wins
         elif type_name == MESH.name or key is None:
@@ -311,14 +319,16 @@ class ZoneServices:
             self._reload = False
             self._vips_synced = False
         wanted = self._catalog.take_vip_keys()
-        if wanted is not None or not self._vips_synced:
+        target_keys, targets_moved = self._targets.vip_keys(self._mirror, meshes)
+        if wanted is not None or not self._vips_synced or targets_moved:
             if wanted is None:
                 wanted = catalog.vip_keys()
-            self._sync_vips([*wanted, *self._external_keys(meshes)], meshes)
+            self._sync_vips([*wanted, *target_keys, *self._external_keys(meshes)], meshes)
             await self._persist_vips()
             self._vips_synced = True
         vips = self._vips if self._vips is not None else self.book.active()
         self._publish(catalog, vips, tuple(self.book.unallocated), changed)
+        await self._targets.write(self._store, self._mirror, self._snapshot.vips)
         self._offline = offline = self._offline_ingresses()
         own = self._own_ingresses()
         if own:  # the advertisement costs the zone's services: only for an ingress to write
@@ -406,7 +416,12 @@ class ZoneServices:
         """A replica that does not write: the leader's stored VIPs for what the catalog has."""
         book, _ = VipBook.from_specs(((r.mesh, r.spec) for r in self._stored_vips()), self.cidr)
         self.book = book
-        wanted = set(catalog.vip_keys()) | set(self._external_keys(self._catalog.meshes))
+        target_keys, _ = self._targets.vip_keys(self._mirror, self._catalog.meshes)
+        wanted = {
+            *catalog.vip_keys(),
+            *target_keys,
+            *self._external_keys(self._catalog.meshes),
+        }
         vips = {k: v for k, v in book.active().items() if k in wanted}
         self._publish(catalog, vips, ())
 
@@ -423,8 +438,10 @@ class ZoneServices:
         old = self._snapshot
         if vips is old.vips or vips == old.vips:  # `is`: most passes, without comparing
             vips, names = old.vips, old.names
+            if self._targets.dirty:  # hostnames may change without a VIP moving
+                names = zone_names({k: v for k, v in vips.items() if not is_target_key(k)})
         else:
-            names = zone_names(vips)
+            names = zone_names({k: v for k, v in vips.items() if not is_target_key(k)})
             if changed is not None:
                 changed = changed | {
                     (k.mesh, k.service)
@@ -432,6 +449,9 @@ class ZoneServices:
                     if old.vips.get(k) != vips.get(k)
                 }
         self._vips = vips
+        targets, moved = self._targets.publish(self._mirror, vips, names)
+        if moved and changed is not None:
+            changed = changed | {(t.mesh, s) for t in (*old.targets, *targets) for s in t.services}
         snapshot = ServiceSnapshot(
             self.zone,
             catalog,
@@ -440,6 +460,7 @@ class ZoneServices:
             old.generation + 1,
             unallocated,
             None if changed is None else frozenset(changed),
+            targets,
         )
         self._snapshot = snapshot
         for listener in list(self._listeners):

@@ -9,6 +9,9 @@
   no instance says) and also on port 80 when `port_80`; plus one per zone-pinned VIP
   (`VipKey(mesh, service, zone)`, the `<service>.<zone>.mesh` name) with that zone's
   endpoints only;
+- one outbound per port of every MeshService and MeshMultiZoneService target on its VIP
+  (meshfed/dpconfig/meshservices.py); the Mesh's `meshServices.mode` `Exclusive` drops the
+  `kuma.io/service` VIP outbounds above;
 - one outbound per explicit `networking.outbound` entry, on its address (default 127.0.0.1)
   and port. Its `kuma.io/service` tag names the service; `kuma.io/zone` pins a zone; any
   other tag selects local instances carrying it and excludes other zones, whose ingress
@@ -55,6 +58,7 @@ from meshfed.dpconfig.catalog import (
 )
 from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE, config_rules, http_route
 from meshfed.dpconfig.locality import LocalityPlan, plan_of
+from meshfed.dpconfig.meshservices import ServiceTarget, target_outbounds
 from meshfed.dpconfig.model import (
     Endpoint,
     HttpRule,
@@ -121,6 +125,12 @@ class BuildError(ValueError):
 def mtls_enabled(mesh: Resource) -> bool:
     backend = dig(mesh.spec, "mtls", "enabledBackend")
     return isinstance(backend, str) and bool(backend)
+
+
+def mesh_services_mode(mesh: Resource) -> str:
+    """The Mesh's `meshServices.mode` (Kuma's default: Disabled)."""
+    mode = dig(mesh.spec, "meshServices", "mode")
+    return mode if isinstance(mode, str) else "Disabled"
 
 
 def _rfc3339(when: dt.datetime) -> str:
@@ -219,11 +229,14 @@ class _Builder:
         zones = entry.zones(self.zone) if entry is not None else ()
         return service_labels(self.view.mesh, service, zones)
 
-    def plan(self, service: str) -> LocalityPlan:
-        if service not in self._plans:
-            conf = MEMO.load_balancing_conf(self.matched, service, self.labels(service))
-            self._plans[service] = plan_of(conf, self.zone, self.caller)
-        return self._plans[service]
+    def plan(self, service: str, section: str | None = None) -> LocalityPlan:
+        """The locality plan of `service`'s outbound (of its MeshService port `section`)."""
+        key = service if section is None else f"{service}\x00{section}"
+        if key not in self._plans:
+            labels = self.labels(service)
+            conf = MEMO.load_balancing_conf(self.matched, service, labels, section)
+            self._plans[key] = plan_of(conf, self.zone, self.caller)
+        return self._plans[key]
 
     def policies(self, service: str) -> OutboundPolicies:
         if service not in self._policies:
@@ -236,13 +249,30 @@ class _Builder:
             )
         return self._policies[service]
 
+    def port_policies(self, service: str, section: str) -> OutboundPolicies:
+        """`policies` for a MeshService port named `section` (`to[]` refs with that
+        `sectionName` apply too, issue 17)."""
+        plan = self.plan(service, section)
+        ported = MEMO.outbound_policies(self.matched, service, self.labels(service), section)
+        return msgspec.structs.replace(
+            ported,
+            locality_aware=plan.aware,
+            failover_threshold=plan.threshold,
+            affinity_weights=plan.affinity_weights,
+        )
+
     def subset(
-        self, entry: ServiceEntry, subset: Mapping[str, str], pinned: str | None
+        self,
+        entry: ServiceEntry,
+        subset: Mapping[str, str],
+        pinned: str | None,
+        section: str | None = None,
+        owner: str | None = None,
     ) -> list[Endpoint]:
         """`entry`'s endpoints in the `pinned` zone (all when None) whose instances carry
         the `subset` tags: local ones only when there are tags (the ingress routes by
         service and mesh, it cannot pick instances by tag)."""
-        plan = self.plan(entry.service)
+        plan = self.plan(owner or entry.service, section)
         endpoints: list[Endpoint] = []
         if pinned in (None, self.zone):
             chosen = [i for i in entry.local if tags_match(subset, i.tags)]
@@ -363,9 +393,11 @@ class _Builder:
             access_logs=self.access_logs(service),
         )
 
-    def access_logs(self, service: str) -> tuple[AccessLog, ...]:
+    def access_logs(self, service: str, section: str | None = None) -> tuple[AccessLog, ...]:
         matched = self.matched.get(MESH_ACCESS_LOG, ())
-        return outbound_access_logs(matched, service, self.labels(service)) if matched else ()
+        if not matched:
+            return ()
+        return outbound_access_logs(matched, service, self.labels(service), section)
 
 
 def _inbounds(dataplane: Resource, b: _Builder) -> list[Inbound]:
@@ -428,6 +460,7 @@ def build_sidecar_config(
     *,
     reachable: Collection[str] | None = None,
     port_80: bool = True,
+    targets: Sequence[ServiceTarget] = (),
 ) -> SidecarConfig:
     """The config of one sidecar; see the module docstring for what goes in."""
     if dataplane.type != "Dataplane" or mesh.type != "Mesh":
@@ -460,9 +493,13 @@ def build_sidecar_config(
     matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
     matched[MESH_TRACE] = match(policies.get(MESH_TRACE, ()), view)
     b = _Builder(view, zone, mtls, catalog, matched)
-    outbounds = sorted(
-        b.vip_outbounds(vips, reachable, port_80), key=lambda o: (o.service, o.zone or "")
-    )
+    mode = mesh_services_mode(mesh)
+    # Kuma's meshServices.mode: Exclusive leaves only MeshService destinations; with
+    # ReachableBackends a sidecar reaches the MeshServices of the services it announced.
+    tagged = [] if mode == "Exclusive" else b.vip_outbounds(vips, reachable, port_80)
+    outbounds = sorted(tagged, key=lambda o: (o.service, o.zone or ""))
+    wanted = reachable if mode != "ReachableBackends" else (reachable or ())
+    outbounds += target_outbounds(b, mesh.meta.name, targets, wanted)
     for i, raw in enumerate(as_list(dig(dataplane.spec, "networking", "outbound"))):
         outbounds.append(b.explicit_outbound(raw, f"networking.outbound[{i}]"))
     _check_listeners(outbounds)

@@ -155,10 +155,16 @@ def _backends(chosen: Iterable[Entry]) -> tuple[AccessLog, ...]:
 
 
 def outbound_access_logs(
-    matched: Sequence[Matched], service: str, labels: ServiceLabels | None = None
+    matched: Sequence[Matched],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> tuple[AccessLog, ...]:
-    """The access-log backends of the outbound to `service`."""
-    return _backends(e for e in entries(matched, "to") if to_selects(e.target_ref, service, labels))
+    """The access-log backends of the outbound to `service` (to its MeshService port named
+    `section`, when given)."""
+    return _backends(
+        e for e in entries(matched, "to") if to_selects(e.target_ref, service, labels, section)
+    )
 
 
 def inbound_access_logs(matched: Sequence[Matched], inbound: int) -> tuple[AccessLog, ...]:

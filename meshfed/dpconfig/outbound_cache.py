@@ -47,23 +47,27 @@ class OutboundMemo:
         matched: Mapping[str, Sequence[Matched]],
         service: str,
         labels: ServiceLabels | None = None,
+        section: str | None = None,
     ) -> OutboundPolicies:
-        return self._get(outbound_policies, matched, service, labels)
+        """`section`: a MeshService port's name (issue 17), for `to[]` refs naming one."""
+        return self._get(outbound_policies, matched, service, labels, section)
 
     def load_balancing_conf(
         self,
         matched: Mapping[str, Sequence[Matched]],
         service: str,
         labels: ServiceLabels | None = None,
+        section: str | None = None,
     ) -> LoadBalancingConf:
-        return self._get(load_balancing_conf, matched, service, labels)
+        return self._get(load_balancing_conf, matched, service, labels, section)
 
     def _get(
         self,
-        compute: Callable[[Mapping[str, Sequence[Matched]], str, ServiceLabels | None], T],
+        compute: Callable[..., T],
         matched: Mapping[str, Sequence[Matched]],
         service: str,
         labels: ServiceLabels | None,
+        section: str | None = None,
     ) -> T:
         if matched is not self._last[0]:  # a build asks for each of its outbounds in turn
             # Every matched type, not only those `compute` reads today: a field added to it
@@ -75,13 +79,17 @@ class OutboundMemo:
             self._last = (matched, held, identity)
         _, held, identity = self._last
         labelled = None if labels is None else frozenset(labels.items())
-        key = (compute, service, labelled, identity)
+        key = (compute, service, labelled, identity, section)
         found = self._entries.get(key)
         if found is not None:
             self.hits += 1
             return found[0]  # type: ignore[no-any-return]  # stored by this compute
         self.misses += 1
-        value = compute(matched, service, labels)
+        value = (
+            compute(matched, service, labels)
+            if section is None
+            else compute(matched, service, labels, section)
+        )
         if len(self._entries) >= self._max:
             del self._entries[next(iter(self._entries))]
         # With the policies and bodies: their ids in the key stay theirs while they live.

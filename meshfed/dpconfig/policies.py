@@ -304,21 +304,30 @@ def _hash_conf(lb: LoadBalancingConf) -> HashConf:
 
 
 def load_balancing_conf(
-    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+    matched: Mapping[str, Sequence[Matched]],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> LoadBalancingConf:
-    """The merged MeshLoadBalancingStrategy `default` for the outbound to `service`."""
-    merged = outbound_conf(matched.get(MESH_LOAD_BALANCING_STRATEGY, ()), service, labels)
+    """The merged MeshLoadBalancingStrategy `default` for the outbound to `service` (to its
+    MeshService port named `section`, when given)."""
+    merged = outbound_conf(matched.get(MESH_LOAD_BALANCING_STRATEGY, ()), service, labels, section)
     return read_conf(LoadBalancingConf, merged.conf, MESH_LOAD_BALANCING_STRATEGY)
 
 
 def outbound_policies(
-    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+    matched: Mapping[str, Sequence[Matched]],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> OutboundPolicies:
     """The enforced settings for the outbound to `service` (with `labels`, for targetRefs
     selecting a MeshService by labels), from the policies of each type already matched to
     the dataplane (rules.match), keyed by type name. Locality fields are the builder's
     (meshfed/dpconfig/locality.py: they depend on the caller's zone and tags)."""
-    merged = {t: outbound_conf(matched.get(t, ()), service, labels) for t in OUTBOUND_TYPES}
+    merged = {
+        t: outbound_conf(matched.get(t, ()), service, labels, section) for t in OUTBOUND_TYPES
+    }
     timeout = read_conf(TimeoutConf, merged[MESH_TIMEOUT].conf, MESH_TIMEOUT)
     retry = read_conf(RetryConf, merged[MESH_RETRY].conf, MESH_RETRY)
     breaker = read_conf(CircuitBreakerConf, merged[MESH_CIRCUIT_BREAKER].conf, MESH_CIRCUIT_BREAKER)

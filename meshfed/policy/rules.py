@@ -134,19 +134,47 @@ def merge_entries(selected: Iterable[Entry]) -> Merged:
     return Merged(merge_confs(e.default for e in chosen), tuple(sources))
 
 
-def to_selects(ref: dict[str, Any], service: str, labels: ServiceLabels | None = None) -> bool:
+# A MeshMultiZoneService's outbound is asked about as this "service" (a `/` cannot be in a
+# kuma.io/service value): only `to[]` refs of that kind and name (and Mesh) select it.
+MULTI_ZONE_PREFIX = "MeshMultiZoneService/"
+
+
+def multi_zone_destination(name: str) -> str:
+    return MULTI_ZONE_PREFIX + name
+
+
+def to_selects(
+    ref: dict[str, Any],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
+) -> bool:
     """A `to[]` targetRef selects outbound `service`: Mesh, or MeshService by name or by
-    labels (the service's `labels`, targetref.service_labels)."""
+    labels (the service's `labels`, targetref.service_labels); a MeshService ref with a
+    `sectionName` only the outbound of that named port of a MeshService (`section`, issue
+    17), never a `kuma.io/service` outbound."""
     kind = kind_of(ref)
-    return kind == MESH or (kind == MESH_SERVICE and selects_service(ref, service, labels))
+    if kind == MESH:
+        return True
+    if kind == "MeshMultiZoneService":
+        named = service == multi_zone_destination(str(ref.get("name")))
+        return named and ref.get("sectionName") in (None, section)
+    if kind != MESH_SERVICE or not selects_service(ref, service, labels):
+        return False
+    wanted = ref.get("sectionName")
+    return wanted is None or wanted == section
 
 
 def outbound_conf(
-    matched: Sequence[Matched], service: str, labels: ServiceLabels | None = None
+    matched: Sequence[Matched],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> Merged:
-    """The merged `to[]` default of one policy type for the outbound to `service`."""
+    """The merged `to[]` default of one policy type for the outbound to `service` (to its
+    MeshService port named `section`, when given)."""
     return merge_entries(
-        e for e in entries(matched, "to") if to_selects(e.target_ref, service, labels)
+        e for e in entries(matched, "to") if to_selects(e.target_ref, service, labels, section)
     )
 
 

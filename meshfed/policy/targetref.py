@@ -49,6 +49,7 @@ KIND_RANK: Mapping[str, int] = {
     MESH_SERVICE: 2,
     MESH_SERVICE_SUBSET: 3,
     DATAPLANE: 4,
+    "MeshMultiZoneService": 2,  # a to[] destination, as specific as a MeshService (issue 17)
 }
 WILDCARD = "*"
 

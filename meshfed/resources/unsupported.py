@@ -67,18 +67,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         _YET,
         "identities are the SPIFFE IDs the Mesh's builtin CA issues per service",
     ),
-    _t(
-        "MeshService",
-        "meshservices",
-        _YET,
-        "services come from the kuma.io/service tags of Dataplanes",
-    ),
-    _t(
-        "MeshMultiZoneService",
-        "meshmultizoneservices",
-        _YET,
-        "every service is reachable across zones through zone ingresses",
-    ),
     _t("TrafficPermission", "traffic-permissions", _NEVER, f"{_LEGACY} MeshTrafficPermission"),
     _t("TrafficRoute", "traffic-routes", _NEVER, f"{_LEGACY} MeshTCPRoute"),
     _t("HealthCheck", "health-checks", _NEVER, f"{_LEGACY} MeshHealthCheck"),
@@ -96,13 +84,6 @@ UNSUPPORTED_TYPES: Final[tuple[UnsupportedType, ...]] = (
         "virtual-outbounds",
         _NEVER,
         "Kuma's legacy DNS names for outbounds; zone DNS names are <service>.mesh",
-    ),
-    UnsupportedType(
-        "HostnameGenerator",
-        "hostnamegenerators",
-        Scope.GLOBAL,
-        _YET,
-        "zone DNS names are fixed: <service>.mesh and <service>.<zone>.mesh",
     ),
 )
 

@@ -210,6 +210,7 @@ class DnsTable:
     """
 
     __slots__ = (
+        "_also",
         "_forwarding",
         "_memo",
         "_names",
@@ -229,7 +230,11 @@ class DnsTable:
         forwarding: bool = False,
         ttl: int = DEFAULT_TTL,
         serial: int = 1,
+        also: DnsTable | None = None,
     ) -> None:
+        """`also`: the table of another domain (MeshService hostnames under `mesh.local`,
+        issue 17), which answers the names under it."""
+        self._also = also
         self.domain = domain.strip(".").lower()
         self._suffix = encode_name(self.domain)
         self._forwarding = forwarding
@@ -245,7 +250,7 @@ class DnsTable:
             addrs = ips.setdefault(key, [])
             if packed not in addrs:
                 addrs.append(packed)
-        self.size = len(ips)
+        self.size: int = len(ips) + (also.size if also is not None else 0)
 
         nodata = _Answer(_heads(RCODE_NOERROR, True, ra, 0, 1), self._soa_body)
         shared_heads: dict[int, tuple[bytes, ...]] = {}
@@ -376,6 +381,9 @@ class DnsTable:
         variant = (data[2] & 1) | ((data[3] & 0x10) >> 3) | edns
         entry = self._names.get(data[12:qend].lower())
         if entry is None:
+            also = self._also
+            if also is not None and also._is_under(data[12:qend].lower()):
+                return also._respond(data, tcp)
             action = self._miss(data, data[12:end], data[12:qend].lower(), variant, tail, limit)
             return self._remember(data, action) if type(action) is bytes else action
         answer = entry[0].get(qtype, entry[1])
@@ -428,6 +436,8 @@ class DnsTable:
             return data[:2] + head + question + _opt_rr(do, ext_rcode=1)
         limit = max(CLASSIC_UDP_SIZE, opts[0].rclass) if edns else CLASSIC_UDP_SIZE
         key = _encode_labels(tuple(label.lower() for label in labels))
+        if self._also is not None and self._also._is_under(key):
+            return self._also._slow(data, tcp)
         if q.qclass not in (QCLASS_IN, QCLASS_ANY):
             if key in self._names or self._is_under(key):
                 return b"".join((data[:2], self._refused[variant], question, _OPT_TAILS[tail]))

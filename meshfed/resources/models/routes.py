@@ -64,7 +64,10 @@ from meshfed.resources.types.targetref import (
 from meshfed.resources.values import parse_duration
 
 _GATEWAYS = f"{NOT_SUPPORTED}: it applies to built-in gateways, and meshfed has none"
-_PORTS = f"{NOT_SUPPORTED}: services have no named ports (there are no MeshService resources)"
+_PORTS = (
+    f"{NOT_SUPPORTED}: routes do not apply to MeshService ports yet (issue 17), a backendRef "
+    "names a service"
+)
 _MAX_HEADERS = 16
 
 # Kuma's HeaderName: lower case (headers match case-insensitively, RFC 7230 section 3.2).

@@ -48,13 +48,17 @@ _KIND_FIELDS: Mapping[str, frozenset[str]] = {
     MESH_SERVICE_SUBSET: frozenset({"name", "tags"}),
     DATAPLANE: frozenset({"name", "labels", "sectionName"}),
     MESH_EXTERNAL_SERVICE: frozenset({"name"}),
+    "MeshMultiZoneService": frozenset({"name", "sectionName"}),
 }
 _NAMED_KINDS = (MESH_SERVICE, MESH_SERVICE_SUBSET, MESH_EXTERNAL_SERVICE)
 _ALWAYS_REFUSED: Mapping[str, str] = {
     "namespace": f"{NOT_SUPPORTED}: meshfed runs in Universal mode, without Kubernetes namespaces",
     "mesh": f"{NOT_SUPPORTED}: a policy can only target its own mesh",
 }
-_PORT_NAMES = f"{NOT_SUPPORTED}: services have no named ports (there are no MeshService resources)"
+_PORT_NAMES = (
+    f"{NOT_SUPPORTED} here: a MeshService's named port can be selected only in the to[] "
+    "targetRef of a policy other than a route"
+)
 _OUTBOUND_SECTION = "can only be used with inbound policies (those with from or rules)"
 # Selector values a MeshSubset (a proxy's own tags) must not hold: '*' and those with '/'.
 _SELECTOR_ONLY = re.compile(r"\*|[a-zA-Z0-9.\-_:/]*/[a-zA-Z0-9.\-_:/]*")
@@ -67,6 +71,8 @@ class TargetRef(Model):
     kinds: ClassVar[tuple[str, ...]] = TOP_LEVEL_KINDS
     top_level: ClassVar[bool] = False
     inbound: ClassVar[bool] = False
+    # `sectionName` of a MeshService: one of its named ports (to[] only, issue 17)
+    service_ports: ClassVar[bool] = False
 
     kind: str = Field(description="Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane")
     name: Name | None = None
@@ -106,7 +112,8 @@ class TargetRef(Model):
         kind = data.get("kind")
         if kind == MESH_SERVICE and "labels" in data:
             return ()
-        return ("name",) if kind in _NAMED_KINDS and "name" not in data else ()
+        named = (*_NAMED_KINDS, "MeshMultiZoneService")
+        return ("name",) if kind in named and "name" not in data else ()
 
     @classmethod
     def refused_in(cls, data: dict[str, Any]) -> Mapping[str, str]:
@@ -120,7 +127,7 @@ class TargetRef(Model):
             for f in ("name", "tags", "labels", "sectionName", "proxyTypes")
             if f not in takes or (f == "proxyTypes" and not cls.top_level)
         }
-        if kind == MESH_SERVICE:
+        if kind == MESH_SERVICE and not cls.service_ports:
             out["sectionName"] = _PORT_NAMES
         elif kind == DATAPLANE and not cls.inbound:
             out["sectionName"] = _OUTBOUND_SECTION
@@ -176,8 +183,9 @@ class PermissionTopLevelRef(InboundTopLevelRef):
 class ToRef(TargetRef):
     """The destination of a `to[]` entry."""
 
-    kinds = (MESH, MESH_SERVICE)
-    kind: Literal["Mesh", "MeshService"]
+    kinds = (MESH, MESH_SERVICE, "MeshMultiZoneService")
+    service_ports = True
+    kind: Literal["Mesh", "MeshService", "MeshMultiZoneService"]
 
 
 class FromMeshRef(TargetRef):

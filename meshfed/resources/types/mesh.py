@@ -22,7 +22,6 @@ UNENFORCED_MESH_FIELDS: dict[tuple[str, ...], str] = {
     "default and set per service with MeshLoadBalancingStrategy localityAwareness",
     ("constraints", "dataplaneProxy"): "Dataplanes are not checked against requirements or "
     "restrictions",
-    ("meshServices",): "meshfed has no MeshService resources: services come from Dataplane tags",
 }
 
 

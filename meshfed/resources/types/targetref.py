@@ -31,9 +31,7 @@ UNSUPPORTED_KINDS = {
     "MeshHTTPRoute": f"{NOT_SUPPORTED} (policies cannot target routes yet)",
     "MeshExternalService": f"{NOT_SUPPORTED} here (only as the top-level targetRef of a "
     "MeshTrafficPermission)",
-    "MeshMultiZoneService": (
-        f"{NOT_SUPPORTED} (services are reachable across zones by name already)"
-    ),
+    "MeshMultiZoneService": f"{NOT_SUPPORTED} here (a destination: name it in to[])",
 }
 
 

@@ -82,7 +82,6 @@ async def test_a_long_valid_service_is_stored(zone_api: Api) -> None:
             {"constraints": {"dataplaneProxy": {"requirements": [{"tags": {"a": "b"}}]}}},
             "constraints.dataplaneProxy",
         ),
-        ({"meshServices": {"mode": "Exclusive"}}, "meshServices"),
     ],
 )
 async def test_mesh_fields_nothing_acts_on_are_refused(

@@ -66,7 +66,8 @@ from:
             "MeshRetry",
             "to: [{targetRef: {kind: Dataplane}, default: {tcp: {maxConnectAttempt: 1}}}]",
             "spec.to[0].targetRef.kind",
-            "'Dataplane' is not allowed here; must be one of Mesh, MeshService",
+            "'Dataplane' is not allowed here; must be one of Mesh, MeshService, "
+            "MeshMultiZoneService",
         ),
         (
             "MeshTimeout",
@@ -83,11 +84,11 @@ from:
         ),
         (
             "MeshLoadBalancingStrategy",
-            "to: [{targetRef: {kind: MeshMultiZoneService, name: a}, "
-            "default: {localityAwareness: {disabled: true}}}]",
-            "spec.to[0].targetRef.kind",
-            "MeshMultiZoneService is not supported by meshfed (services are reachable across "
-            "zones by name already); must be one of Mesh, MeshService",
+            "targetRef: {kind: MeshMultiZoneService, name: a}\n"
+            "to: [{targetRef: {kind: Mesh}, default: {localityAwareness: {disabled: true}}}]",
+            "spec.targetRef.kind",
+            "MeshMultiZoneService is not supported by meshfed here (a destination: name it in "
+            "to[]); must be one of Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane",
         ),
         (
             "MeshHealthCheck",
@@ -96,7 +97,7 @@ from:
             "MeshExternalService is not supported by meshfed here (only as the top-level "
             "targetRef of a "
             "MeshTrafficPermission); "
-            "must be one of Mesh, MeshService",
+            "must be one of Mesh, MeshService, MeshMultiZoneService",
         ),
         (
             "MeshTimeout",

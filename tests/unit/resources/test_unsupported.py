@@ -23,9 +23,6 @@ def test_the_types_named_in_the_issue_are_listed() -> None:
         "MeshTLS",
         "MeshTrust",
         "MeshIdentity",
-        "MeshService",
-        "MeshMultiZoneService",
-        "HostnameGenerator",
         "MeshGatewayRoute",
     ]:
         assert unsupported_type(name) is not None, name

@@ -252,6 +252,56 @@ type: ZoneEgressInsight
 name: zone-1.egress
 subscriptions: []
 """,
+    "mesh-service": """\
+type: MeshService
+mesh: default
+name: redis
+labels:
+  team: db-operators
+spec:
+  selector:
+    dataplaneTags:
+      kuma.io/service: redis
+  ports:
+  - name: main
+    port: 6739
+    targetPort: 6739
+    appProtocol: tcp
+status:
+  addresses:
+  - hostname: redis.svc.mesh.local
+    origin: HostnameGenerator
+    hostnameGeneratorRef:
+      coreName: local-universal-mesh-service
+  vips:
+  - ip: 241.0.0.1
+  tls:
+    status: Ready
+""",
+    "mesh-multi-zone-service": """\
+type: MeshMultiZoneService
+mesh: default
+name: redis
+spec:
+  selector:
+    meshService:
+      matchLabels:
+        kuma.io/display-name: redis
+  ports:
+  - port: 6379
+    appProtocol: tcp
+""",
+    "hostname-generator": """\
+type: HostnameGenerator
+name: synced-universal-mesh-service
+spec:
+  selector:
+    meshService:
+      matchLabels:
+        kuma.io/origin: global
+        kuma.io/env: universal
+  template: '{{ .DisplayName }}.svc.{{ .Zone }}.mesh.local'
+""",
     "zone-ingress-insight": """\
 type: ZoneIngressInsight
 name: zone-1.ingress
@@ -605,7 +655,6 @@ NOT_ENFORCED_FIELDS = {
         "skipCreatingInitialPolicies",
         "routing.localityAwareLoadBalancing",
         "constraints.dataplaneProxy",
-        "meshServices",
     ],
     "mesh-retry": ["spec.to[0].default.grpc"],
 }

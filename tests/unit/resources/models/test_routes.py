@@ -251,13 +251,13 @@ def test_backend_refs_kinds_weights_and_zone_pins() -> None:
             "must be one of MeshService, MeshServiceSubset"
         ),
         f"{at}[4].port": (
-            "is not supported by meshfed: services have no named ports "
-            "(there are no MeshService resources)"
+            "is not supported by meshfed: routes do not apply to MeshService ports yet "
+            "(issue 17), a backendRef names a service"
         ),
         f"{at}[4].weight": "must be an integer between 0 and 4294967295",
         f"{at}[5].sectionName": (
-            "is not supported by meshfed: services have no named ports "
-            "(there are no MeshService resources)"
+            "is not supported by meshfed here: a MeshService's named port can be selected "
+            "only in the to[] targetRef of a policy other than a route"
         ),
         f"{at}[6].name": "is required",
     }
