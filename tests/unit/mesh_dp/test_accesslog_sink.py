@@ -84,6 +84,8 @@ def test_sinks_per_listener_and_their_metrics(tmp_path: Path) -> None:
     inbound(Record("inbound", "web", b"GET", b"/x", peer="spiffe://default/frontend"))
     wait_until(lambda: path.read_text() == "frontend->web -\n", 5, what="the inbound line")
     assert len(stdout) == 1
+    line = f'meshfed_dp_access_log_lines_total{{kind="file",target="{path}"}} 1.0'
+    # the writer thread counts the line just after writing it
+    wait_until(lambda: line in render(logs.collect()).decode(), 5, what="the line counted")
     text = render(logs.collect()).decode()
-    assert f'meshfed_dp_access_log_lines_total{{kind="file",target="{path}"}} 1.0' in text
     assert 'meshfed_dp_access_log_dropped_total{kind="file"' in text
