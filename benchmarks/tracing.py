@@ -70,7 +70,7 @@ def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
     down = Tracing("zipkin", f"http://127.0.0.1:{free_port()}/api/v2/spans", "bench")
     up = collector()
     zipkin = Tracing("zipkin", f"http://127.0.0.1:{up}/api/v2/spans", "bench")
-    otlp = Tracing("otel", f"http://127.0.0.1:{up}/v1/traces", "bench")
+    otlp = Tracing("otel", f"http://127.0.0.1:{up}", "bench")
 
     def all_three(name: str, tracing: Tracing) -> dict[str, Any]:
         log = (AccessLog("file", str(tmp / f"{name}.log")),)

@@ -1,4 +1,5 @@
-"""Sending one OTLP export request, from an exporter's thread (blocking, with timeouts).
+"""Sending one export request, from an exporter's thread (blocking, with timeouts): the one
+transport of MeshAccessLog's, MeshMetric's and MeshTrace's backends (decision 160).
 
 OTLP/HTTP (`http://`, `https://` endpoints): POST of the protobuf body to `<path>/v1/<signal>`
 on a kept-alive connection. OTLP/gRPC (Kuma's bare `host:port`): a unary call on a kept
@@ -6,7 +7,8 @@ HTTP/2 connection driven by the `h2` state machine the proxies already use for t
 stream (meshfed/proxy/h2state.py), not grpcio, which a sidecar may not import (decision 34):
 the request is one DATA frame sequence ended with END_STREAM, the answer's `grpc-status`
 trailer says whether it was taken. Any failure raises ExportError and drops the connection;
-the next export opens a new one.
+the next export opens a new one. MeshTrace's Zipkin and Datadog JSON go through the same
+HTTP/1.1 client (`UrlSender`). Only exporter threads import this module (http.client, h2).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import http.client
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 import h2.config
 import h2.connection
@@ -30,50 +33,59 @@ TIMEOUT: Final = 2.0  # seconds for connecting and for each read
 SERVICES: Final = {
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",  # for MeshTrace
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",  # MeshTrace
 }
+_PORTS: Final = {"http": 80, "https": 443}
 
 
 class ExportError(Exception):
     """The collector did not take the request (unreachable, refused, or an error status)."""
 
 
-class _Http:
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
-        self.endpoint, self.timeout = endpoint, timeout
+class Http:
+    """One kept HTTP/1.1 connection to `scheme://host:port`, for any request: OTLP/HTTP's
+    POSTs and MeshTrace's Zipkin and Datadog JSON."""
+
+    def __init__(self, scheme: str, host: str, port: int, timeout: float = TIMEOUT) -> None:
+        self.where, self.timeout = (scheme, host, port), timeout
         self._conn: http.client.HTTPConnection | None = None
 
     def connect(self) -> http.client.HTTPConnection:
-        e = self.endpoint
+        scheme, host, port = self.where
         if self._conn is None:
-            if e.scheme == "https":
+            if scheme == "https":
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    e.host, e.port, timeout=self.timeout, context=ssl.create_default_context()
+                    host, port, timeout=self.timeout, context=ssl.create_default_context()
                 )
             else:
-                conn = http.client.HTTPConnection(e.host, e.port, timeout=self.timeout)
+                conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
             conn.connect()
             self._conn = conn
         return self._conn
 
-    def send(self, signal: str, body: bytes) -> None:
-        e = self.endpoint
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+        """Sends one request; ExportError unless the answer is a 2xx."""
         reused = self._conn is not None
         try:
-            resp = self._post(f"{e.path}/v1/{signal}", body)
+            resp = self._call(method, path, body, headers)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             if not reused:
                 raise
             self.close()  # the collector closed the idle kept-alive connection: once more
-            resp = self._post(f"{e.path}/v1/{signal}", body)
+            resp = self._call(method, path, body, headers)
         if resp.status // 100 != 2:
-            raise ExportError(f"{e.url(signal)} answered {resp.status} {resp.reason}")
+            scheme, host, port = self.where
+            raise ExportError(
+                f"{method} {scheme}://{host}:{port}{path} answered {resp.status} {resp.reason}"
+            )
         if resp.getheader("Connection", "").lower() == "close":
             self.close()
 
-    def _post(self, path: str, body: bytes) -> http.client.HTTPResponse:
+    def _call(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
         conn = self.connect()
-        conn.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
+        conn.request(method, path, body, headers)
         resp = conn.getresponse()
         resp.read()
         return resp
@@ -82,6 +94,16 @@ class _Http:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Http(Http):
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        super().__init__(endpoint.scheme, endpoint.host, endpoint.port, timeout)
+        self.endpoint = endpoint
+
+    def send(self, signal: str, body: bytes) -> None:
+        path = f"{self.endpoint.path}/v1/{signal}"
+        self.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
 
 
 def _headers(raw: object) -> dict[str, str]:
@@ -199,14 +221,51 @@ class Sender:
         self._call(lambda: self._impl.send(signal, body))
 
     def _call(self, action: Callable[[], object]) -> None:
-        try:
-            action()
-        except ExportError:
-            self._impl.close()
-            raise
-        except (OSError, http.client.HTTPException, h2.exceptions.H2Error, ValueError) as exc:
-            self._impl.close()
-            raise ExportError(f"{self.endpoint.url('')}: {exc}") from None
+        _guarded(self._impl, self.endpoint.url(""), action)
 
     def close(self) -> None:
         self._impl.close()
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def _guarded(conn: _Closable, where: str, action: Callable[[], object]) -> None:
+    """Runs `action` on `conn`; any failure closes it and is raised as ExportError."""
+    try:
+        action()
+    except ExportError:
+        conn.close()
+        raise
+    except (OSError, http.client.HTTPException, h2.exceptions.H2Error, ValueError) as exc:
+        conn.close()
+        raise ExportError(f"{where}: {exc}") from None
+
+
+class UrlSender:
+    """Requests to whole URLs (MeshTrace's Zipkin and Datadog backends): one kept connection,
+    replaced when a URL names another host."""
+
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout
+        self._http: Http | None = None
+
+    def send(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> None:
+        """Delivers one request; ExportError (the connection dropped) otherwise."""
+        parts = urlsplit(url)
+        try:
+            where = (parts.scheme, parts.hostname or "", parts.port or _PORTS[parts.scheme])
+        except (KeyError, ValueError):
+            raise ExportError(f"{url}: not an http(s) URL with a valid port") from None
+        if self._http is None or self._http.where != where:
+            self.close()
+            self._http = Http(*where, timeout=self.timeout)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn = self._http
+        _guarded(conn, url, lambda: conn.request(method, path, body, headers))
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None

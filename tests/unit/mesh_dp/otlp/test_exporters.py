@@ -80,10 +80,12 @@ def test_a_collector_that_is_down_costs_one_append_and_counted_drops(form: str) 
 
 
 def test_the_sidecar_loads_no_otel_protobufs_until_it_exports() -> None:
+    lazy = ("opentelemetry", "http.client", "h2", "mesh_dp.otlp.transport", "mesh_dp.tracing.otlp")
     probe = (
         "import sys, mesh_dp.app, mesh_dp.accesslog_sink, mesh_dp.otlp.logs, "
-        "mesh_dp.otlp.metrics_push, mesh_dp.otlp.records\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'http.client'))))"
+        "mesh_dp.otlp.metrics_push, mesh_dp.otlp.records, mesh_dp.tracing.export, "
+        "mesh_dp.tracing.zipkin, mesh_dp.tracing.datadog\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({lazy!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

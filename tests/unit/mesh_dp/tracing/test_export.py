@@ -62,7 +62,7 @@ def test_spans_reach_http_collectors_in_batches() -> None:
     try:
         for kind, url in (
             ("zipkin", f"{base}/api/v2/spans"),
-            ("otel", f"{base}/v1/traces"),
+            ("otel", base),
             ("datadog", base),
         ):
             collector.received.clear()
@@ -83,7 +83,7 @@ def test_otlp_http_and_grpc_bodies_decode_with_the_opentelemetry_protobufs() -> 
     grpc = GrpcCollector(free_port()).start()
     try:
         for url, got in (
-            (f"http://127.0.0.1:{http.port}/v1/traces", http.otlp_spans),
+            (f"http://127.0.0.1:{http.port}", http.otlp_spans),
             (f"127.0.0.1:{grpc.port}", grpc.spans),
         ):
             exporter = Exporter(Tracing("otel", url, "web"))
