@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from mesh_dp.tracing.span import Listener, Request, Span
 from mesh_dp.tracing.tracer import Pending, Tracer, span_of
@@ -43,7 +43,13 @@ Encode = Callable[[list[Span], TracingConf], Request]
 Send = Callable[[Request], None]
 
 
-def _sender(conf: TracingConf) -> tuple[Send, Callable[[], None]]:
+class _Backend(NamedTuple):
+    connect: Callable[[], None]
+    send: Send
+    close: Callable[[], None]
+
+
+def _backend(conf: TracingConf) -> _Backend:
     """The backend's connection, from mesh_dp/otlp/transport.py (imported here, by the thread:
     a sidecar without a backend loads no HTTP client, h2 or protobuf)."""
     from mesh_dp.otlp.transport import Sender, UrlSender
@@ -51,9 +57,13 @@ def _sender(conf: TracingConf) -> tuple[Send, Callable[[], None]]:
 
     if conf.kind == "otel":
         otlp = Sender(parse_endpoint(conf.url))
-        return (lambda req: otlp.send("traces", req.body)), otlp.close
-    http = UrlSender()
-    return (lambda req: http.send(req.method, req.url, req.body, req.headers)), http.close
+        return _Backend(otlp.connect, lambda req: otlp.send("traces", req.body), otlp.close)
+    http, url = UrlSender(), conf.url
+    return _Backend(
+        lambda: http.connect(url),
+        lambda req: http.send(req.method, req.url, req.body, req.headers),
+        http.close,
+    )
 
 
 class Exporter:
@@ -97,7 +107,7 @@ class Exporter:
     def _run(self) -> None:
         module = importlib.import_module(f"mesh_dp.tracing.{MODULES[self.conf.kind]}")
         encode: Encode = module.encode
-        send, close = _sender(self.conf)
+        backend: _Backend | None = None
         try:
             while True:
                 items = self._take()
@@ -112,8 +122,11 @@ class Exporter:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
                 try:
+                    if backend is None:
+                        backend = _backend(self.conf)
+                    backend.connect()  # first: nothing made or encoded for a backend down
                     spans = [i if isinstance(i, Span) else span_of(i) for i in items]
-                    send(encode(spans, self.conf))
+                    backend.send(encode(spans, self.conf))
                 except Exception as exc:  # a backend (or an encoding bug) must not end us
                     self.dropped += len(items)
                     self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -123,7 +136,8 @@ class Exporter:
                 self.exported += len(items)
                 self.batches += 1
         finally:
-            close()
+            if backend is not None:
+                backend.close()
 
 
 class _Proxy(Protocol):
