@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sys
 
-M_ARENA_MAX = -8  # glibc's malloc.h
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+M_ARENA_MAX = -8
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
 
 
 def one_arena() -> bool:
@@ -25,4 +27,7 @@ def one_arena() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
+    # fixed, it is not raised by each large buffer freed (glibc raises it up to 32 MiB, and
+    # big export bodies then stay in the heap once freed instead of going back to the system)
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     return bool(mallopt(M_ARENA_MAX, 1))

@@ -24,8 +24,8 @@ from meshfed.policy.otlp import parse_endpoint
 
 log = logging.getLogger("mesh_dp.otlp")
 
-QUEUE_RECORDS = 10_000
-BATCH = 1_000
+QUEUE_RECORDS = 2_000  # each holds its request until rendered: this bounds the memory
+BATCH = 256  # a batch's records and messages are the encoder's working set (RSS)
 POLL = 0.05
 RETRY_SECONDS = 1.0
 

@@ -32,8 +32,8 @@ from meshfed.proxy.promtext import Family, counter, gauge
 
 log = logging.getLogger("mesh_dp.tracing")
 
-QUEUE_SPANS = 2_000  # each holds its request until sent: this bounds the memory
-BATCH = 1_000
+QUEUE_SPANS = 1_000  # each holds its request until sent: this bounds the memory
+BATCH = 256  # a batch's spans and messages are the encoder's working set (RSS)
 POLL = 0.05  # seconds between the exporter's looks at an empty queue
 RETRY_SECONDS = 1.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}

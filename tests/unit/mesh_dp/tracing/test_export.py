@@ -10,7 +10,7 @@ import sys
 import msgspec
 
 from mesh_dp.tracing import datadog, zipkin
-from mesh_dp.tracing.export import Exporter
+from mesh_dp.tracing.export import QUEUE_SPANS, Exporter
 from mesh_dp.tracing.span import Listener, Span
 from meshfed.dpconfig.tracing import Tracing
 from tests.support import free_port, wait_until
@@ -87,11 +87,11 @@ def test_otlp_http_and_grpc_bodies_decode_with_the_opentelemetry_protobufs() -> 
             (f"127.0.0.1:{grpc.port}", grpc.spans),
         ):
             exporter = Exporter(Tracing("otel", url, "web"))
-            for n in range(1, 2001):  # more than one HTTP/2 flow-control window per batch
+            for n in range(1, QUEUE_SPANS + 1):  # a batch is more than one HTTP/2 window
                 exporter.offer(span(CLIENT, n))
-            wait_until(lambda e=exporter: e.exported == 2000, 10, what=f"{url}: 2000 spans")
+            wait_until(lambda e=exporter: e.exported == QUEUE_SPANS, 10, what=f"{url}: all spans")
             spans = got()
-            assert len(spans) == 2000
+            assert len(spans) == QUEUE_SPANS
             assert spans[0]["traceId"] == "a" * 32 and spans[0]["id"] == f"{1:016x}"
             assert spans[0]["service"] == "web" and spans[0]["kind"] == 3  # CLIENT
             assert spans[0]["tags"]["kuma.zone"] == "zone-1"
