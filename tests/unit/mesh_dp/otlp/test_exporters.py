@@ -76,6 +76,10 @@ def test_a_collector_that_is_down_costs_one_append_and_counted_drops(form: str) 
     assert elapsed < 0.5, f"5000 offers took {elapsed:.3f}s"
     wait_until(lambda: dest.dropped + dest.written >= 4000 and not dest.queue, 10, what="drops")
     assert dest.written == 0 and dest.dropped >= 4000
+    wait_until(lambda: dest.failing, 10, what="the collector seen down")
+    dropped = dest.dropped
+    dest.offer(RENDER, event(0))  # within the retry window: dropped at the offer
+    assert dest.dropped == dropped + 1 and not dest.queue
     dest.close()
 
 
