@@ -10,6 +10,10 @@ sidecars HTTP, with
   span dropped (`trace-down-unsampled`: the same with `overall: 0`, propagation only);
 - `all-three` (`--variants`): MeshAccessLog (a file on each listener), MeshMetric (a
   Prometheus listener) and MeshTrace (Zipkin, to a collector run here) on both sidecars;
+- `otel-all-up` / `otel-all-down`: the three policies, each with an OpenTelemetry backend
+  (OTLP/HTTP; metrics pushed every second) to the collector run here / to a closed port;
+- `log-otel-down`, `metric-otel-down`, `trace-otel-down`: one policy each, its
+  OpenTelemetry backend down (what a backend that is down costs, per policy);
 
 run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
 warm-up. Prints requests/s, p50/p99, the proxies' CPU per request, each variant's median
@@ -41,7 +45,7 @@ from _support import free_port
 from sidecar import Result, measure, nginx_binary, running, start_meshfed
 from sidecar_http import lua, start_app
 
-from meshfed.dpconfig.observability import AccessLog, Metrics, MetricsEndpoint
+from meshfed.dpconfig.observability import AccessLog, Metrics, MetricsEndpoint, MetricsPush
 from meshfed.dpconfig.tracing import Tracing
 from meshfed.pki.ca import create_mesh_ca
 
@@ -70,7 +74,7 @@ def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
     down = Tracing("zipkin", f"http://127.0.0.1:{free_port()}/api/v2/spans", "bench")
     up = collector()
     zipkin = Tracing("zipkin", f"http://127.0.0.1:{up}/api/v2/spans", "bench")
-    otlp = Tracing("otel", f"http://127.0.0.1:{up}/v1/traces", "bench")
+    otlp = Tracing("otel", f"http://127.0.0.1:{up}", "bench")
 
     def all_three(name: str, tracing: Tracing) -> dict[str, Any]:
         log = (AccessLog("file", str(tmp / f"{name}.log")),)
@@ -92,6 +96,22 @@ def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
     }
     if otel:
         out["all-three-otel"] = all_three("all-three-otel", otlp)
+    # every policy with an OpenTelemetry backend (OTLP/HTTP), up or down
+    closed = f"http://127.0.0.1:{free_port()}"
+    for name, where in (("otel-all-up", f"http://127.0.0.1:{up}"), ("otel-all-down", closed)):
+        log = (AccessLog("otel", where),)
+        push = Metrics("127.0.0.1", pushes=(MetricsPush(where, 1.0),))
+        out[name] = {
+            "sidecar": {"tracing": Tracing("otel", where, "bench"), "metrics": push},
+            "access_logs": log,
+            "outbound": lambda _, log=log: {"access_logs": log},
+        }
+    logs = (AccessLog("otel", closed),)
+    out["log-otel-down"] = {"access_logs": logs, "outbound": lambda _: {"access_logs": logs}}
+    out["metric-otel-down"] = {
+        "sidecar": {"metrics": Metrics("127.0.0.1", pushes=(MetricsPush(closed, 1.0),))}
+    }
+    out["trace-otel-down"] = {"sidecar": {"tracing": Tracing("otel", closed, "bench")}}
     return out
 
 

@@ -4,7 +4,7 @@ endpoint, never on the data path (decision 142).
 The request path appends (renderer, event) to a bounded deque (full: dropped and counted), as
 the file and TCP destinations (mesh_dp/accesslog_sink.py) do; the thread takes up to BATCH
 every POLL seconds, renders, encodes one ExportLogsServiceRequest and sends it. A failed
-export drops its batch (counted) and, for RETRY_SECONDS, what arrives is dropped unrendered:
+export drops its batch (counted) and, for RETRY_SECONDS, what arrives is dropped at the offer:
 a collector that is down costs the data path one append and the sidecar no CPU to speak of.
 The protobuf encoder is imported by the thread on its first export.
 """
@@ -24,8 +24,8 @@ from meshfed.policy.otlp import parse_endpoint
 
 log = logging.getLogger("mesh_dp.otlp")
 
-QUEUE_RECORDS = 10_000
-BATCH = 1_000
+QUEUE_RECORDS = 2_000  # each holds its request until rendered: this bounds the memory
+BATCH = 256  # a batch's records and messages are the encoder's working set (RSS)
 POLL = 0.05
 RETRY_SECONDS = 1.0
 
@@ -48,11 +48,12 @@ class OtelLogDestination:
         self.endpoint = parse_endpoint(target)
         self._sender: Any = None  # a transport.Sender, made by the thread
         self._retry_at = 0.0
+        self.failing = False  # the collector failed less than RETRY_SECONDS ago: dropped
         self._thread = threading.Thread(target=self._run, name=f"otlp logs {target}", daemon=True)
         self._thread.start()
 
     def offer(self, render: RecordFn, event: Event) -> None:
-        if len(self.queue) >= self.capacity:
+        if self.failing or len(self.queue) >= self.capacity:
             self.dropped += 1
         else:
             self.queue.append((render, event))
@@ -70,6 +71,8 @@ class OtelLogDestination:
     def _run(self) -> None:
         while True:
             items = self._take()
+            if self.failing and time.monotonic() >= self._retry_at:
+                self.failing = False
             if not items:
                 if self.closing:
                     if self._sender is not None:
@@ -77,7 +80,7 @@ class OtelLogDestination:
                     return
                 time.sleep(POLL)
                 continue
-            if time.monotonic() < self._retry_at:
+            if self.failing:
                 self.dropped += len(items)  # the collector is down: nothing to render for
                 continue
             self._export(items)
@@ -115,4 +118,5 @@ class OtelLogDestination:
     def _down(self, lost: int, exc: Exception) -> None:
         self.dropped += lost
         self._retry_at = time.monotonic() + RETRY_SECONDS
+        self.failing = True
         log.warning("OTLP access log %s: %s", self.target, exc)

@@ -2,11 +2,13 @@
 
 A sampled request's `Span` is appended to the backend's bounded deque (full: dropped and
 counted); one thread takes what it finds every POLL seconds, encodes a batch in the
-backend's format and sends it (Zipkin v2 JSON, OTLP/HTTP protobuf or OTLP/gRPC, Datadog
-agent v0.4 JSON). The request path takes no lock and wakes nobody. A backend that fails is
-left alone for RETRY_SECONDS, its spans dropped unencoded and counted meanwhile: a collector
-that is down costs the data path one append. The format modules are imported by the thread,
-so a sidecar without such a backend never loads them (protobuf only for OpenTelemetry).
+backend's format (Zipkin v2 JSON, OTLP protobuf, Datadog agent v0.4 JSON) and sends it
+through mesh_dp/otlp/transport.py, the transport of the access logs' and metrics' OTLP
+backends too. The request path takes no lock and wakes nobody. A backend that fails is left
+alone for RETRY_SECONDS, its spans dropped unencoded and counted meanwhile: a collector that
+is down costs the data path one append. The format modules and the transport are imported
+by the thread, so a sidecar without such a backend never loads them (protobuf only for
+OpenTelemetry).
 
 `Tracing.attach` gives each listener of a config its `Tracer`; a config without MeshTrace
 detaches them and ends the exporter (queued spans are sent first).
@@ -15,14 +17,12 @@ detaches them and ends the exporter (queued spans are sent first).
 from __future__ import annotations
 
 import collections
-import contextlib
 import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from typing import NamedTuple, Protocol
 
 from mesh_dp.tracing.span import Listener, Request, Span
 from mesh_dp.tracing.tracer import Pending, Tracer, span_of
@@ -30,16 +30,12 @@ from meshfed.dpconfig.model import Inbound, Outbound, SidecarConfig
 from meshfed.dpconfig.tracing import Tracing as TracingConf
 from meshfed.proxy.promtext import Family, counter, gauge
 
-if TYPE_CHECKING:
-    import http.client
-
 log = logging.getLogger("mesh_dp.tracing")
 
-QUEUE_SPANS = 2_000  # each holds its request until sent: this bounds the memory
-BATCH = 1_000
+QUEUE_SPANS = 1_000  # each holds its request until sent: this bounds the memory
+BATCH = 256  # a batch's spans and messages are the encoder's working set (RSS)
 POLL = 0.05  # seconds between the exporter's looks at an empty queue
 RETRY_SECONDS = 1.0
-TIMEOUT = 2.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
@@ -47,44 +43,27 @@ Encode = Callable[[list[Span], TracingConf], Request]
 Send = Callable[[Request], None]
 
 
-class HttpSender:
-    """One kept HTTP/1.1 connection to the backend, reopened after a failure."""
+class _Backend(NamedTuple):
+    connect: Callable[[], None]
+    send: Send
+    close: Callable[[], None]
 
-    def __init__(self) -> None:
-        self._conn: http.client.HTTPConnection | None = None
-        self._where: tuple[str, str] = ("", "")
 
-    def __call__(self, req: Request) -> None:
-        parts = urlsplit(req.url)
-        where = (parts.scheme, parts.netloc)
-        if self._conn is None or where != self._where:
-            self.close()
-            import http.client  # only in an exporter's thread: a sidecar without one never loads it
+def _backend(conf: TracingConf) -> _Backend:
+    """The backend's connection, from mesh_dp/otlp/transport.py (imported here, by the thread:
+    a sidecar without a backend loads no HTTP client, h2 or protobuf)."""
+    from mesh_dp.otlp.transport import Sender, UrlSender
+    from meshfed.policy.otlp import parse_endpoint
 
-            cls = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            self._conn, self._where = cls(parts.netloc, timeout=TIMEOUT), where
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        try:
-            self._conn.request(req.method, path, req.body, req.headers)
-            resp = self._conn.getresponse()
-            resp.read()
-        except BaseException:
-            self.close()
-            raise
-        if resp.status >= 300:
-            raise OSError(f"{req.method} {req.url}: HTTP {resp.status}")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.close()
-        self._conn = None
+    if conf.kind == "otel":
+        otlp = Sender(parse_endpoint(conf.url))
+        return _Backend(otlp.connect, lambda req: otlp.send("traces", req.body), otlp.close)
+    http, url = UrlSender(), conf.url
+    return _Backend(
+        lambda: http.connect(url),
+        lambda req: http.send(req.method, req.url, req.body, req.headers),
+        http.close,
+    )
 
 
 class Exporter:
@@ -128,7 +107,7 @@ class Exporter:
     def _run(self) -> None:
         module = importlib.import_module(f"mesh_dp.tracing.{MODULES[self.conf.kind]}")
         encode: Encode = module.encode
-        send: Send = getattr(module, "sender", HttpSender)()
+        backend: _Backend | None = None
         try:
             while True:
                 items = self._take()
@@ -143,8 +122,11 @@ class Exporter:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
                 try:
+                    if backend is None:
+                        backend = _backend(self.conf)
+                    backend.connect()  # first: nothing made or encoded for a backend down
                     spans = [i if isinstance(i, Span) else span_of(i) for i in items]
-                    send(encode(spans, self.conf))
+                    backend.send(encode(spans, self.conf))
                 except Exception as exc:  # a backend (or an encoding bug) must not end us
                     self.dropped += len(items)
                     self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -154,9 +136,8 @@ class Exporter:
                 self.exported += len(items)
                 self.batches += 1
         finally:
-            close = getattr(send, "close", None)
-            if close is not None:
-                close()
+            if backend is not None:
+                backend.close()
 
 
 class _Proxy(Protocol):

@@ -23,7 +23,6 @@ from meshfed.policy.rules import Matched, source_of
 from meshfed.resources.types.common import as_list
 
 MESH_TRACE = "MeshTrace"
-OTLP_TRACES_PATH = "/v1/traces"  # OTLP/HTTP's default path for traces
 
 
 class _Part(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=False):
@@ -63,16 +62,6 @@ def _percent(raw: Any) -> float:
         return float(Decimal(str(raw)))
     except (InvalidOperation, ValueError):
         return 100.0
-
-
-def otlp_url(endpoint: str) -> str:
-    """Where an `openTelemetry.endpoint` is sent: with a scheme, OTLP/HTTP at its path, else
-    at `/v1/traces` (the OTLP/HTTP default); Kuma's `host:port` form stays as it is
-    (OTLP/gRPC, as Envoy's OpenTelemetry tracer)."""
-    scheme, sep, rest = endpoint.partition("://")
-    if not sep or "/" in rest:
-        return endpoint
-    return f"{scheme}://{rest}{OTLP_TRACES_PATH}"
 
 
 def _backend(raw: Any) -> dict[str, Any] | None:
@@ -138,5 +127,5 @@ def tracing(matched: Sequence[Matched], service: str) -> Tracing | None:
             "datadog", datadog["url"], split_service=datadog.get("splitService") is True, **common
         )
     if isinstance(otel.get("endpoint"), str):
-        return Tracing("otel", otlp_url(otel["endpoint"]), **common)
+        return Tracing("otel", otel["endpoint"], **common)  # meshfed/policy/otlp.py parses it
     return None

@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from meshfed.policy.observability import access_log_formats
-from meshfed.policy.otlp import access_log_errors, metric_errors
+from meshfed.policy.otlp import access_log_errors, metric_errors, trace_errors
 from meshfed.resources.errors import FieldError, index, join, key
 from meshfed.resources.model import LABEL_ZONE, Resource
 from meshfed.resources.types.common import SERVICE_TAG, as_list
@@ -527,4 +527,6 @@ def unenforced_fields(policy: Resource) -> list[FieldError]:
         errors += access_log_errors(policy.spec)
     if policy.type == "MeshMetric":
         errors += metric_errors(policy.spec)
+    if policy.type == "MeshTrace":
+        errors += trace_errors(policy.spec)
     return errors

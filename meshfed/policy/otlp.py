@@ -1,12 +1,14 @@
-"""OpenTelemetry backends of MeshAccessLog and MeshMetric (issue 18): the endpoint forms,
-Kuma's `body` (an OTLP AnyValue in its JSON form) as a template, and the checks that name
-what the sidecar cannot do. Pure: the API's gate (meshfed/policy/enforced.py) and mesh-dp's
-exporters (mesh_dp/otlp/) share it.
+"""OpenTelemetry backends of MeshAccessLog, MeshMetric and MeshTrace (issue 18): the endpoint
+forms, Kuma's `body` (an OTLP AnyValue in its JSON form) as a template, and the checks that
+name what the sidecar cannot do. Pure: the API's gate (meshfed/policy/enforced.py) and
+mesh-dp's exporters (mesh_dp/otlp/, mesh_dp/tracing/) share it.
 
 Endpoints (decision 142): `http://host:port[/path]` or `https://...` is OTLP/HTTP with
-protobuf bodies, sent to `path` + `/v1/logs` (`/v1/metrics`) as the OTLP exporters'
+protobuf bodies, sent to `path` + `/v1/logs` (`/metrics`, `/traces`) as the OTLP exporters'
 `OTEL_EXPORTER_OTLP_ENDPOINT` is; Kuma's own form, a bare `host[:port]` (port 4317 when
 left out, Kuma's default), is OTLP/gRPC in plaintext, as Kuma's Envoy and kuma-dp send it.
+A path ending in `/v1/<signal>` is refused: it is a prefix, so the request would go to
+`.../v1/traces/v1/traces`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from meshfed.resources.errors import FieldError, index, join
 from meshfed.resources.types.common import as_list
 
 GRPC_PORT: Final = 4317  # Kuma's default when the endpoint names no port
+_SIGNAL_PATH: Final = re.compile(r"/v1/(logs|metrics|traces)$")
 _HOST: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -63,6 +66,11 @@ def parse_endpoint(text: str) -> Endpoint:
         if not parts.hostname or parts.query or parts.fragment or parts.username:
             raise EndpointError("must be scheme://host[:port][/path] (no query, user or fragment)")
         path = parts.path.rstrip("/")
+        if _SIGNAL_PATH.search(path):
+            raise EndpointError(
+                f"path {path!r} is a prefix: the sidecar appends /v1/logs, /v1/metrics or "
+                "/v1/traces to it (as OTEL_EXPORTER_OTLP_ENDPOINT); leave that part out"
+            )
         return Endpoint(parts.scheme, parts.hostname, port, path)  # type: ignore[arg-type]
     host, port = text, GRPC_PORT
     m = re.fullmatch(r"(.+):(\d{1,5})", text)
@@ -247,4 +255,17 @@ def metric_errors(spec: dict[str, Any]) -> list[FieldError]:
                     f"(Python's re) cannot compile it: {exc}",
                 )
             )
+    return errors
+
+
+def trace_errors(spec: dict[str, Any]) -> list[FieldError]:
+    """A MeshTrace's OpenTelemetry endpoint the sidecar cannot send to (the same forms)."""
+    default = spec.get("default")
+    if not isinstance(default, dict):
+        return []
+    errors: list[FieldError] = []
+    for j, backend in enumerate(as_list(default.get("backends"))):
+        if isinstance(backend, dict):
+            where = join(index("spec.default.backends", j), "openTelemetry")
+            errors += _endpoint_errors(backend.get("openTelemetry"), where)
     return errors

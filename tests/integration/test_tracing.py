@@ -143,7 +143,7 @@ def test_zipkin_then_otlp_get_one_trace_across_zones_with_the_header_tag(w: Worl
     assert client["tags"]["env"] == server["tags"]["env"] == "staging"  # the header tag
 
     w.collector.received.clear()
-    otel = {"type": "OpenTelemetry", "openTelemetry": {"endpoint": f"{base}/v1/traces"}}
+    otel = {"type": "OpenTelemetry", "openTelemetry": {"endpoint": base}}
     applied(w, trace_policy(otel, tags=TAGS), lambda t: t and t["kind"] == "otel")
     call(w, "/otlp")
     wait_until(

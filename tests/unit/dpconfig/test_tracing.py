@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from meshfed.dpconfig.model import SidecarConfig
-from meshfed.dpconfig.tracing import TraceTag, Tracing, otlp_url
+from meshfed.dpconfig.tracing import TraceTag, Tracing
+from meshfed.policy.otlp import parse_endpoint
 from tests.unit.dpconfig.test_build import PLAIN_MESH, POLICIES, build
 from tests.unit.policy.factories import MESH_REF, policy, svc
 
@@ -80,6 +81,7 @@ def test_kuma_defaults_and_the_opentelemetry_endpoint_forms() -> None:
         100.0,
         100.0,
     )
-    assert otlp_url("otel:4317") == "otel:4317"  # OTLP/gRPC
-    assert otlp_url("http://otel:4318") == "http://otel:4318/v1/traces"
-    assert otlp_url("https://otel:4318/custom") == "https://otel:4318/custom"
+    # the endpoint's rules are the access logs' and metrics' (decision 142)
+    assert parse_endpoint("otel:4317").url("traces") == "otel:4317"  # OTLP/gRPC
+    assert parse_endpoint("http://otel:4318").url("traces") == "http://otel:4318/v1/traces"
+    assert parse_endpoint("https://o:4318/p").url("traces") == "https://o:4318/p/v1/traces"

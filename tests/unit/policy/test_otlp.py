@@ -42,7 +42,16 @@ def test_endpoint_urls() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["grpc://h:4317", "ftp://h", "http://h:99999", "h:0", "bad host:1", "http://u@h"]
+    "text",
+    [
+        "grpc://h:4317",
+        "ftp://h",
+        "http://h:99999",
+        "h:0",
+        "bad host:1",
+        "http://u@h",
+        "http://h:4318/v1/traces",  # a prefix: /v1/traces would be doubled
+    ],
 )
 def test_endpoints_the_sidecar_cannot_send_to(text: str) -> None:
     with pytest.raises(EndpointError):
@@ -150,3 +159,18 @@ def test_gate_on_meshmetric_fields() -> None:
         "spec.default.backends[0].prometheus.tls.mode",
         "spec.default.backends[1].openTelemetry.endpoint",
     }
+
+
+def test_gate_checks_a_mesh_trace_endpoint_as_the_others() -> None:
+    def trace(endpoint: str) -> Resource:
+        backend = {"type": "OpenTelemetry", "openTelemetry": {"endpoint": endpoint}}
+        spec = {"targetRef": {"kind": "Mesh"}, "default": {"backends": [backend]}}
+        return resource(
+            {"type": "MeshTrace", "mesh": "default", "name": "t", "spec": spec}, enforced=False
+        )
+
+    assert unenforced_fields(trace("otel-collector:4317")) == []
+    assert unenforced_fields(trace("http://c:4318/otlp")) == []
+    (bad,) = unenforced_fields(trace("http://c:4318/v1/traces"))
+    assert bad.field == "spec.default.backends[0].openTelemetry.endpoint"
+    assert NOT_ENFORCED in bad.reason and "prefix" in bad.reason

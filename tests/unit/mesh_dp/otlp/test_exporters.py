@@ -76,14 +76,36 @@ def test_a_collector_that_is_down_costs_one_append_and_counted_drops(form: str) 
     assert elapsed < 0.5, f"5000 offers took {elapsed:.3f}s"
     wait_until(lambda: dest.dropped + dest.written >= 4000 and not dest.queue, 10, what="drops")
     assert dest.written == 0 and dest.dropped >= 4000
+    wait_until(lambda: dest.failing, 10, what="the collector seen down")
+    dropped = dest.dropped
+    dest.offer(RENDER, event(0))  # within the retry window: dropped at the offer
+    assert dest.dropped == dropped + 1 and not dest.queue
     dest.close()
 
 
 def test_the_sidecar_loads_no_otel_protobufs_until_it_exports() -> None:
+    lazy = (
+        *("opentelemetry", "http.client", "h2", "mesh_dp.tracing.otlp"),
+        *("mesh_dp.otlp.transport", "mesh_dp.otlp.grpc", "mesh_dp.otlp.encode"),
+    )
     probe = (
         "import sys, mesh_dp.app, mesh_dp.accesslog_sink, mesh_dp.otlp.logs, "
-        "mesh_dp.otlp.metrics_push, mesh_dp.otlp.records\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'http.client'))))"
+        "mesh_dp.otlp.metrics_push, mesh_dp.otlp.records, mesh_dp.tracing.export, "
+        "mesh_dp.tracing.zipkin, mesh_dp.tracing.datadog\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({lazy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_http_backend_loads_no_h2() -> None:
+    """OTLP/HTTP, Zipkin and Datadog need http.client only; h2 (~1 MiB) is for gRPC."""
+    probe = (
+        "import sys\n"
+        "from mesh_dp.otlp.transport import Sender, UrlSender\n"
+        "from meshfed.policy.otlp import parse_endpoint\n"
+        "Sender(parse_endpoint('http://127.0.0.1:9')).close(); UrlSender().close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('h2', 'mesh_dp.otlp.grpc'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
