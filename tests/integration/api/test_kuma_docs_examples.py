@@ -48,13 +48,6 @@ PENDING: dict[str, dict[str, str]] = {
 }
 
 
-# Issue 18: no monitoring-assignment discovery, which `clientId` picks a Prometheus by
-# (decision 144)
-PENDING["meshmetric/custom-default.yaml"] = {
-    "spec.default.backends[0].prometheus.clientId": NOT_ENFORCED,
-}
-
-
 def fixture_names() -> list[str]:
     return sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*.yaml"))
 
