@@ -180,9 +180,7 @@ def test_each_prometheus_scrapes_the_sidecars_of_its_client_id(w: World) -> None
         }
 
     def expected(sidecars: list[Workload]) -> dict[str, tuple[str, str]]:
-        return {
-            s.name: ("up", f"http://{s.address}:{w.port}{METRICS_PATH}") for s in sidecars
-        }
+        return {s.name: ("up", f"http://{s.address}:{w.port}{METRICS_PATH}") for s in sidecars}
 
     wanted = {MAIN: expected(w.main), OTHER: expected(w.rest)}
     wait_until(

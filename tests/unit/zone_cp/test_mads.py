@@ -152,3 +152,103 @@ def test_fetch_timeout() -> None:
     assert parse_fetch_timeout("100h") == 600.0
     with pytest.raises(RequestError, match="fetch-timeout"):
         parse_fetch_timeout("soon")
+
+
+# --- the wire form, checked with protobuf's own JSON mapping ---------------------------------
+# Prometheus decodes the answer with protojson into envoy's DiscoveryResponse, whose Any
+# resources resolve to kuma.observability.v1.MonitoringAssignment (Kuma's mads.proto). The
+# messages are declared here from those .proto files' field numbers (no generated code in the
+# lock); json_format refuses unknown fields, a stricter reader than Prometheus's.
+
+
+def _pool() -> Any:
+    from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool
+
+    f = descriptor_pb2.FieldDescriptorProto
+    string, message, repeated = f.TYPE_STRING, f.TYPE_MESSAGE, f.LABEL_REPEATED
+
+    def add(msg: Any, name: str, number: int, kind: int = string, **extra: Any) -> None:
+        msg.field.add(name=name, number=number, type=kind, label=f.LABEL_OPTIONAL, **extra)
+
+    def string_map(msg: Any, name: str, number: int, entry: str) -> None:
+        nested = msg.nested_type.add(name=entry)
+        nested.options.map_entry = True
+        add(nested, "key", 1)
+        add(nested, "value", 2)
+        add(msg, name, number, message, type_name=entry)
+        msg.field[-1].label = repeated
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
+    xds = descriptor_pb2.FileDescriptorProto(
+        name="xds.proto", package="xds", syntax="proto3", dependency=["google/protobuf/any.proto"]
+    )
+    node = xds.message_type.add(name="Node")
+    add(node, "id", 1)
+    req = xds.message_type.add(name="DiscoveryRequest")
+    add(req, "version_info", 1)
+    add(req, "node", 2, message, type_name=".xds.Node")
+    add(req, "resource_names", 3)
+    req.field[-1].label = repeated
+    add(req, "type_url", 4)
+    add(req, "response_nonce", 5)
+    res = xds.message_type.add(name="DiscoveryResponse")
+    add(res, "version_info", 1)
+    add(res, "resources", 2, message, type_name=".google.protobuf.Any")
+    res.field[-1].label = repeated
+    add(res, "type_url", 4)
+    add(res, "nonce", 5)
+    pool.Add(xds)
+    mads = descriptor_pb2.FileDescriptorProto(
+        name="mads.proto", package="kuma.observability.v1", syntax="proto3"
+    )
+    ma = mads.message_type.add(name="MonitoringAssignment")
+    add(ma, "mesh", 2)
+    add(ma, "service", 3)
+    target = ma.nested_type.add(name="Target")
+    for number, name in enumerate(("name", "scheme", "address", "metrics_path"), 1):
+        add(target, name, number)
+    string_map(target, "labels", 5, "LabelsEntry")
+    add(ma, "targets", 4, message, type_name=".kuma.observability.v1.MonitoringAssignment.Target")
+    ma.field[-1].label = repeated
+    string_map(ma, "labels", 5, "LabelsEntry")
+    pool.Add(mads)
+    return pool
+
+
+def test_the_answer_and_the_request_in_protobufs_json_mapping() -> None:
+    from google.protobuf import json_format, message_factory
+
+    pool = _pool()
+
+    def new(name: str) -> Any:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))()
+
+    got = assignments([WEB], [metric("m", MESH_REF, prom(clientId="a", path="/x"))], ZONE)
+    text = json.dumps(response(snapshots(got)["a"]))
+    answer = json_format.Parse(text, new("xds.DiscoveryResponse"), descriptor_pool=pool)
+    assert answer.type_url == TYPE_URL and answer.version_info
+    (packed,) = answer.resources
+    assert packed.type_url == TYPE_URL
+    one = new("kuma.observability.v1.MonitoringAssignment")
+    assert packed.Unpack(one)
+    assert (one.mesh, one.service) == ("default", "web")
+    (target,) = one.targets
+    assert (target.name, target.scheme, target.address, target.metrics_path) == (
+        "web-1",
+        "http",
+        "10.0.0.1:5670",
+        "/x",
+    )
+    sent = new("xds.DiscoveryRequest")
+    sent.version_info, sent.type_url, sent.node.id = "v9", TYPE_URL, "a"
+    req = parse_request(json_format.MessageToJson(sent, preserving_proto_field_name=True).encode())
+    assert (req.client, req.version) == ("a", "v9")
+
+
+def test_mads_address_is_off_unless_given() -> None:
+    from meshfed.config import Address
+    from zone_cp.settings import parse_mads_address
+
+    assert parse_mads_address("") is None
+    assert parse_mads_address("127.0.0.1:5676") == Address("127.0.0.1", 5676)
