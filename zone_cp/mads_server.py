@@ -58,13 +58,17 @@ class MadsServer:
     def refresh(self) -> None:
         """Rebuild every client's assignments; wake the held polls if any changed."""
         self._pending = False
-        new = snapshots(
-            assignments(
-                (r for r, _ in self._view.entries("Dataplane")),
-                [r for r, _ in self._view.entries("MeshMetric")],
-                self._zone,
+        try:
+            new = snapshots(
+                assignments(
+                    (r for r, _ in self._view.entries("Dataplane")),
+                    [r for r, _ in self._view.entries("MeshMetric")],
+                    self._zone,
+                )
             )
-        )
+        except Exception:  # a resource no validator foresaw: keep serving the last good lists
+            log.exception("MADS: could not rebuild the monitoring assignments")
+            return
         if {c: s.version for c, s in new.items()} != {c: s.version for c, s in self.known.items()}:
             self.known = new
             self._changed.set()
