@@ -84,7 +84,7 @@ class MadsServer:
         site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        return f"{host}:{port}"
+        return str(Address(host, port))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -99,15 +99,19 @@ class MadsServer:
             body = await request.read()
             wanted = parse_request(body)
             timeout = parse_fetch_timeout(request.query.get("fetch-timeout"))
-        except web.HTTPRequestEntityTooLarge:
-            raise
         except RequestError as exc:
             return _error(400, str(exc))
         current = pick(self.known, wanted.client)
-        if current.version == wanted.version and timeout > 0 and not self._stopping:
+        deadline = asyncio.get_running_loop().time() + timeout
+        # Held until this client's own list changes (another client's change wakes it too:
+        # it goes back to waiting), the timeout passes or the zone stops.
+        while current.version == wanted.version and not self._stopping:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
             changed = self._changed
             with suppress(TimeoutError):
-                await wait_for(changed.wait(), timeout)
+                await wait_for(changed.wait(), left)
             current = pick(self.known, wanted.client)
         if current.version == wanted.version:
             return web.Response(status=304)

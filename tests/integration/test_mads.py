@@ -203,18 +203,29 @@ def test_an_up_to_date_poll_is_held_until_a_sidecar_joins(w: World) -> None:
     status, _ = post(w.mads, discovery_request(MAIN, version), "?fetch-timeout=1s")
     assert status == 304 and time.monotonic() - began >= 0.9
 
-    answers: list[tuple[int, bytes]] = []
-    held = threading.Thread(
-        target=lambda: answers.append(
-            post(w.mads, discovery_request(MAIN, version), "?fetch-timeout=25s")
-        )
-    )
-    held.start()
+    _, body = post(w.mads, discovery_request(OTHER, ""), "?fetch-timeout=0s")
+    other = json.loads(body)["version_info"]
+    answers: dict[str, tuple[int, bytes, float]] = {}
+
+    def hold(client: str, known: str, timeout: str) -> None:
+        status, body = post(w.mads, discovery_request(client, known), f"?fetch-timeout={timeout}")
+        answers[client] = (status, body, time.monotonic() - began)
+
+    began = time.monotonic()
+    held = [
+        threading.Thread(target=hold, args=(MAIN, version, "25s")),
+        threading.Thread(target=hold, args=(OTHER, other, "3s")),
+    ]
+    for t in held:
+        t.start()
     joined = w.mesh.workload(ZONE, "a-2", "a", tags={"prometheus": MAIN}, wait=False)
     w.main.append(joined)
-    held.join(timeout=30)
-    assert answers and answers[0][0] == 200, answers
-    answer = json.loads(answers[0][1])
+    for t in held:
+        t.join(timeout=30)
+    # main's change does not answer the other client, whose list did not change
+    assert answers[OTHER][0] == 304 and answers[OTHER][2] >= 2.9, answers
+    assert answers[MAIN][0] == 200 and answers[MAIN][2] < 20, answers  # woken, not timed out
+    answer = json.loads(answers[MAIN][1])
     assert answer["version_info"] != version
     names = sorted(a["targets"][0]["name"] for a in answer["resources"])
     assert names == ["a-1", "a-2"]
