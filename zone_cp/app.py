@@ -48,6 +48,8 @@ from zone_cp.dns_wiring import ZoneDns
 from zone_cp.dppusher import WATCHED as DPSERVER_TYPES
 from zone_cp.dpserver import DataplaneServer
 from zone_cp.kds import ZoneKds
+from zone_cp.mads_server import TYPES as MADS_TYPES
+from zone_cp.mads_server import MadsServer
 from zone_cp.services import WATCHED as SERVICES_TYPES
 from zone_cp.services import ZoneServices
 from zone_cp.settings import ZoneSettings
@@ -73,6 +75,7 @@ class ZoneControlPlane:
         self.services: ZoneServices | None = None
         self.dns: ZoneDns | None = None
         self.dpserver: DataplaneServer | None = None
+        self.mads: MadsServer | None = None  # --mads-address (decision 162)
         self._server: ApiServer | None = None
         self._orphans: asyncio.Task[None] | None = None  # standalone: meshfed.store.orphans
         self._tls: ClientTls | None = None  # KDS transport (None: --kds-insecure)
@@ -143,6 +146,12 @@ class ZoneControlPlane:
             # No global to make every Mesh's dataplane-token key either.
             keys = DataplaneKeyJob(self.store, self.cache)
             self._dataplane_keys = asyncio.create_task(keys.run(), name="dataplane-token-keys")
+        if s.mads_address is not None:
+            assert self.cache is not None
+            self.mads = MadsServer(self.cache.subscribe(MADS_TYPES), s.zone)
+            mads = await self.mads.start(s.mads_address)
+            self.api.info["mads"] = f"http://{mads}"
+            log.info("MADS listening on http://%s", mads)
         tls = server_tls(s.api_security.api_tls_cert, s.api_security.api_tls_key)
         self._server = ApiServer(self.api, s.api_address, "zone_cp.access", tls)
         api = await self._server.start()
@@ -175,7 +184,7 @@ class ZoneControlPlane:
 
     def _cache_types(self) -> list[str]:
         """Every type a part of this process reads from the store cache."""
-        types = [*SERVICES_TYPES, *DPSERVER_TYPES]
+        types = [*SERVICES_TYPES, *DPSERVER_TYPES, *MADS_TYPES]
         if self.settings.global_kds:
             types += types_zone_to_global(self.registry)
         else:
@@ -326,6 +335,9 @@ class ZoneControlPlane:
         if self._server is not None:
             await self._server.stop()
             self._server = None
+        if self.mads is not None:
+            await self.mads.stop()
+            self.mads = None
         if self.dpserver is not None:
             await self.dpserver.stop()
             self.dpserver = None

@@ -41,6 +41,11 @@ from zone_cp.dns import DEFAULT_PORT as DNS_DEFAULT_PORT
 from zone_cp.dns_wiring import parse_upstream, parse_vip_cidr
 
 
+def parse_mads_address(value: Any) -> Address | None:
+    """`--mads-address`: empty is off (MADS is served only where asked for)."""
+    return None if value in (None, "") else parse_address(value)
+
+
 def parse_grpc_targets(value: Any) -> tuple[Address, ...]:
     """`grpc://A:5685,grpc://B:5685`: the global's replicas, tried in this order."""
     text = str(value).strip() if value is not None else ""
@@ -162,6 +167,17 @@ class ZoneSettings:
             "127.0.0.1:5678",
             "Where the dataplane config server listens for mesh-dp sidecars and zone ingresses "
             "(gRPC; HOST:PORT, port 0 picks a free one, shown in GET /)",
+            metavar="HOST:PORT",
+        ),
+    ]
+    mads_address: Annotated[
+        Address | None,
+        Option(
+            parse_mads_address,
+            "",
+            "Where the zone serves Monitoring Assignment Discovery to Prometheus's "
+            "kuma_sd_configs (HTTP, public: the sidecars' metrics endpoints per MeshMetric "
+            "clientId; HOST:PORT, Kuma's port is 5676; empty: off)",
             metavar="HOST:PORT",
         ),
     ]

@@ -59,7 +59,8 @@ REST, dry runs and KDS all refuse the same fields.
 | MeshMetric                | default | backends Prometheus (port, path, tls Disabled /        |
 |                           |         | ProvidedTLS), OpenTelemetry (endpoint,                 |
 |                           |         | refreshInterval); applications, sidecar (regex,        |
-|                           |         | includeUnused, profiles); not `clientId`               |
+|                           |         | includeUnused, profiles); clientId (zone MADS: which   |
+|                           |         | Prometheus discovers the sidecar, zone_cp/mads.py)     |
 | MeshTrace                 | default | backends Zipkin (url, traceId128bit, apiVersion        |
 |                           |         | httpJson, sharedSpanContext), Datadog (url,            |
 |                           |         | splitService), OpenTelemetry (endpoint); sampling      |
@@ -205,6 +206,7 @@ _METRIC: Final[Fields] = {
         "type": OneOf(("Prometheus", "OpenTelemetry")),
         # ProvidedTLS: the sidecar's --metrics-cert-file/--metrics-key-file (decision 144)
         "prometheus": {
+            "clientId": ANY,  # the Prometheus that discovers it (zone MADS, decision 163)
             "port": ANY,
             "path": ANY,
             "tls": {"mode": OneOf(("Disabled", "ProvidedTLS"))},

@@ -57,20 +57,25 @@ def prom_get(port: int, path: str, query: dict[str, str] | None = None) -> Any:
     return answer["data"] if answer.get("status") == "success" else None
 
 
-def start_prometheus(procs: Procs, root: Path) -> int:
-    """Prometheus scraping, every second at PATH, the targets `set_targets` writes; returns its
-    API port once it is ready. Started before the sidecars exist: it applies new targets only
-    every 5 s (its discovery throttle, no flag for it in 2.42), a wait that overlaps theirs."""
-    set_targets(root, {})
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
+def start_prometheus(
+    procs: Procs, root: Path, scrape_configs: list[dict[str, Any]] | None = None
+) -> int:
+    """Prometheus scraping, every second at PATH, the targets `set_targets` writes (or as
+    `scrape_configs` say); returns its API port once it is ready. Started before the sidecars
+    exist: it applies new targets only every 5 s (its discovery throttle, no flag for it in
+    2.42), a wait that overlaps theirs."""
+    if scrape_configs is None:
+        set_targets(root, {})
+        scrape_configs = [
             {
                 "job_name": "sidecars",
                 "metrics_path": PATH,
                 "file_sd_configs": [{"files": [str(root / "targets.json")]}],
             }
-        ],
+        ]
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": scrape_configs,
     }
     config_file = root / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))

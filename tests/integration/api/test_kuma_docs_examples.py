@@ -48,13 +48,6 @@ PENDING: dict[str, dict[str, str]] = {
 }
 
 
-# Issue 18: no monitoring-assignment discovery, which `clientId` picks a Prometheus by
-# (decision 144)
-PENDING["meshmetric/custom-default.yaml"] = {
-    "spec.default.backends[0].prometheus.clientId": NOT_ENFORCED,
-}
-
-
 # Issue 17's service resources, applied by test_kuma_docs_services.py (a MeshService at a zone)
 SERVICE_TYPES = ("meshservice", "meshmultizoneservice", "hostnamegenerator")
 

@@ -384,6 +384,7 @@ def test_kuma_examples_within_the_enforced_set() -> None:
         "trace-otel",
         "trace-otel-http",
         "metrics-apps",
+        "metrics-client",  # clientId: zone MADS (decision 163)
         "metrics-profiles",
         "metrics-exclude",
         "backend-next-by-labels",

@@ -155,7 +155,6 @@ def test_gate_on_meshmetric_fields() -> None:
     named = {e.field for e in unenforced_fields(metric(bad))}
     assert named == {
         "spec.default.sidecar.regex",
-        "spec.default.backends[0].prometheus.clientId",
         "spec.default.backends[0].prometheus.tls.mode",
         "spec.default.backends[1].openTelemetry.endpoint",
     }

@@ -38,7 +38,6 @@ REFUSED: dict[str, list[str]] = {
     "MeshHTTPRoute/bad-regex": ["spec.to[0].rules[0].matches[0].path.value"],
     "MeshRateLimit/per-caller": ["spec.rules[0].matches"],
     "MeshAccessLog/response-flags": ["spec.to[0].default.backends[0].file.format.plain"],
-    "MeshMetric/metrics-client": ["spec.default.backends[0].prometheus.clientId"],
     "MeshTrace/trace-zipkin-proto": ["spec.default.backends[0].zipkin.apiVersion"],
     "MeshTCPRoute/zone-2-v2": [
         "spec.to[0].rules[0].default.backendRefs[0].tags['version']",
