@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from meshfed.dpconfig.catalog import build_catalog
-from meshfed.dpconfig.external import external_vip_key, kuma_hostname
+from meshfed.dpconfig.external import external_vip_key
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.protocol import ProxyType
 from meshfed.dpconfig.sni import encode_sni
@@ -209,10 +209,6 @@ def test_sidecar_outbounds_go_to_the_egresses_with_the_services_sni_and_policies
     assert (
         with_external_outbounds(plain, web_plain, ZONE, policies, [egress()], vips, None) is plain
     )
-
-
-def test_kumas_default_hostname() -> None:
-    assert kuma_hostname("HttpBin") == "httpbin.extsvc.mesh.local"
 
 
 def test_the_egress_leaves_rotate_like_a_sidecars() -> None:
