@@ -35,7 +35,7 @@ async def create_default_mesh(store: ResourceStore, registry: Registry) -> bool:
 
 # Kuma's default HostnameGenerators (kuma.io/docs/latest/networking/hostnamegenerator/,
 # "Defaults") for Universal zones: the global's are synced to every zone, where they name local
-# MeshServices, other zones' MeshServices and MeshMultiZoneServices.
+# MeshServices, other zones' MeshServices, MeshMultiZoneServices and MeshExternalServices.
 DEFAULT_HOSTNAME_GENERATORS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     (
         "local-universal-mesh-service",
@@ -53,6 +53,12 @@ DEFAULT_HOSTNAME_GENERATORS: tuple[tuple[str, str, str, dict[str, str]], ...] = 
         "synced-mesh-multi-zone-service",
         "meshMultiZoneService",
         "{{ .DisplayName }}.mzsvc.mesh.local",
+        {"kuma.io/origin": "global"},
+    ),
+    (
+        "synced-mesh-external-service",
+        "meshExternalService",
+        "{{ .DisplayName }}.extsvc.mesh.local",
         {"kuma.io/origin": "global"},
     ),
 )

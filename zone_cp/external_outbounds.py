@@ -5,9 +5,10 @@ zone's egresses with the SNI `encode_sni(<name>, <mesh>)`, checking that the egr
 `spiffe://<mesh>/<name>` (as for any service; the egress holds that leaf).
 
 MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck and MeshLoadBalancingStrategy
-apply as to any service (their `to[]` of kind Mesh, or MeshService by the external service's
-name), since the outbound is built with the same `outbound_policies`. What they act on is the
-hop to the egress: a MeshHealthCheck checks the egress, not the external endpoints.
+apply as to any service (their `to[]` of kind Mesh, MeshExternalService by name, or
+MeshService by the external service's name), since the outbound is built with the same
+`outbound_policies`. What they act on is the hop to the egress: a MeshHealthCheck checks
+the egress, not the external endpoints.
 
 Only meshes with mTLS get these outbounds, and only sidecars that call every service or
 listed the external service among their reachable services. Without a connected egress the
@@ -26,7 +27,7 @@ from meshfed.dpconfig.model import Endpoint, Outbound, SidecarConfig
 from meshfed.dpconfig.passthrough import compile_passthrough
 from meshfed.dpconfig.policies import OUTBOUND_TYPES, outbound_policies
 from meshfed.dpconfig.sni import SniError, encode_sni
-from meshfed.policy.rules import match
+from meshfed.policy.rules import external_destination, match
 from meshfed.policy.targetref import view_of
 from meshfed.resources.model import Resource
 from meshfed.resources.models.external import MeshExternalServiceSpec
@@ -80,7 +81,7 @@ def with_external_outbounds(
                 address=vip,
                 port=spec.match.port,
                 endpoints=egress_endpoints(egresses, zone, sni),
-                policies=outbound_policies(matched, res.name),
+                policies=outbound_policies(matched, external_destination(res.name)),
                 protocol=spec.match.protocol,
             )
         )

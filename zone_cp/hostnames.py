@@ -1,9 +1,12 @@
-"""The hostnames a zone gives its MeshServices and MeshMultiZoneServices (issue 17). Pure.
+"""The hostnames a zone gives its MeshServices, MeshMultiZoneServices and
+MeshExternalServices (issue 17). Pure.
 
 Every HostnameGenerator the zone holds renders its template for each service its selector
-selects (`selector.meshService` / `selector.meshMultiZoneService` `matchLabels`, against the
-service's labels with `kuma.io/display-name` and `kuma.io/zone` filled in); a hostname
-answers with the service's VIP in this zone. Kuma: kuma.io/docs/latest/networking/
+selects (`selector.meshService` / `selector.meshMultiZoneService` /
+`selector.meshExternalService` `matchLabels`, against the service's labels with
+`kuma.io/display-name` and `kuma.io/zone` filled in; a MeshMultiZoneService or
+MeshExternalService belongs to no zone); a hostname answers with the service's VIP in this
+zone. Kuma: kuma.io/docs/latest/networking/
 hostnamegenerator/.
 
 One hostname, one answer: when two services (or two generators' results for different
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from meshfed.dpconfig.catalog import VipKey
+from meshfed.dpconfig.external import external_vip_key
 from meshfed.dpconfig.meshservices import (
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
@@ -31,9 +35,11 @@ from meshfed.resources.model import LABEL_DISPLAY_NAME, LABEL_ZONE, Resource
 from meshfed.resources.types.common import dig
 
 DOMAINS: Final = ("mesh.local", "mesh")
+MESH_EXTERNAL_SERVICE: Final = "MeshExternalService"
 _SELECTOR_FIELD: Final = {
     MESH_SERVICE: "meshService",
     MESH_MULTI_ZONE_SERVICE: "meshMultiZoneService",
+    MESH_EXTERNAL_SERVICE: "meshExternalService",
 }
 TargetId = tuple[str, str, str]  # (kind, mesh, name in this zone)
 
@@ -71,6 +77,12 @@ def _selects(generator: Resource, kind: str, labels: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
 
 
+def _vip_key(kind: str, mesh: str, name: str) -> VipKey:
+    if kind == MESH_EXTERNAL_SERVICE:
+        return external_vip_key(mesh, name)
+    return vip_key(kind, mesh, name)
+
+
 def _order(res: Resource) -> tuple[str, str, str]:
     return (res.meta.creation_time or "~", res.mesh, res.name)
 
@@ -96,11 +108,11 @@ def hostnames(
     owner: dict[str, TargetId] = {}
     for kind, res in sorted(services, key=lambda kr: (_order(kr[1]), kr[0])):
         tid: TargetId = (kind, res.mesh, res.name)
-        vip = vips.get(vip_key(kind, res.mesh, res.name))
+        vip = vips.get(_vip_key(kind, res.mesh, res.name))
         if vip is None:
             continue
         labels = effective_labels(res, zone)
-        if kind == MESH_MULTI_ZONE_SERVICE:
+        if kind != MESH_SERVICE:
             labels = {**labels, LABEL_ZONE: ""}
         subject = Subject(
             labels.get(LABEL_DISPLAY_NAME, res.name),

@@ -1,6 +1,7 @@
 """The zone's MeshServices, MeshMultiZoneServices and HostnameGenerators inside the services
 pass (zone_cp.services, issue 17): which VIP keys they need, the targets and hostnames each
-snapshot carries, and the leader's writes (generated MeshServices, their status).
+snapshot carries (MeshExternalServices' hostnames too: their VIP keys are
+zone_cp.services'), and the leader's writes (generated MeshServices, their status).
 
 VIPs come from the zone's one VIP book, under keys no `kuma.io/service` can have
 (meshfed.dpconfig.meshservices.vip_key), so they share the range without colliding, are
@@ -29,6 +30,7 @@ from meshfed.dpconfig.meshservices import (
 from meshfed.resources.model import Resource
 from meshfed.resources.types.common import dig
 from meshfed.resources.types.dataplane import DATAPLANE
+from meshfed.resources.types.external import MESH_EXTERNAL_SERVICE as MES_TYPE
 from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.services import (
     HOSTNAME_GENERATOR,
@@ -42,12 +44,12 @@ from meshfed.resources.types.services import (
 from meshfed.store.base import AlreadyExistsError, ConflictError, NotFoundError, ResourceStore
 from meshfed.store.cache import CacheView
 from zone_cp.dns import NameSet
-from zone_cp.hostnames import Hostnames, hostnames
+from zone_cp.hostnames import MESH_EXTERNAL_SERVICE, Hostnames, hostnames
 from zone_cp.meshservice_gen import GENERATING_MODES, generation_writes, mode_of, status_writes
 
 log = logging.getLogger("zone_cp.service_targets")
 
-TYPES: Final = (MS_TYPE.name, MZS_TYPE.name, HOSTNAME_GENERATOR.name)
+TYPES: Final = (MS_TYPE.name, MZS_TYPE.name, HOSTNAME_GENERATOR.name, MES_TYPE.name)
 
 
 Entries = CacheView[Resource]
@@ -102,6 +104,7 @@ class ServiceTargets:
                 [
                     *((MESH_SERVICE, r) for r in services),
                     *((MESH_MULTI_ZONE_SERVICE, r) for r in multi),
+                    *((MESH_EXTERNAL_SERVICE, r) for r in _all(mirror, MES_TYPE.name)),
                 ],
                 vips,
                 names.records,

@@ -58,6 +58,7 @@ class LocalInstance:
     service_address: str  # the application behind it
     service_port: int
     tags: Mapping[str, str]  # the inbound's tags with kuma.io/zone
+    name: str = ""  # the inbound's `name` (a MeshService `targetPort` may name it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ def _inbounds(dataplane: Resource, zone: str) -> Iterator[LocalInstance]:
             ),
             service_port=inbound.port if inbound.service_port is None else inbound.service_port,
             tags=effective,
+            name=inbound.name or "",
         )
 
 

@@ -6,9 +6,9 @@ zone-pinned key, so the zone DNS answers it as `<name>.extsvc.mesh` (mesh `defau
 `<name>.extsvc.<mesh>.meshes.mesh` for another mesh) with no change to how names are made
 (zone_cp/dns_wiring.py). The zone name `extsvc` is therefore reserved.
 
-Kuma's default hostname is `{{ .DisplayName }}.extsvc.mesh.local`
-(https://kuma.io/docs/latest/networking/hostnamegenerator/); `kuma_hostname` gives it, for
-the HostnameGenerator work to answer once the zone DNS serves the `mesh.local` domain.
+Kuma's hostname `{{ .DisplayName }}.extsvc.mesh.local` comes from a HostnameGenerator
+(https://kuma.io/docs/latest/networking/hostnamegenerator/; the default one is created with
+the default Mesh) and is answered by the zone DNS under `mesh.local` (zone_cp/hostnames.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Final
 from meshfed.dpconfig.catalog import VipKey
 
 EXTERNAL_LABEL: Final = "extsvc"
-KUMA_TEMPLATE: Final = "{{ .DisplayName }}.extsvc.mesh.local"
 
 
 def external_vip_key(mesh: str, name: str) -> VipKey:
@@ -27,9 +26,3 @@ def external_vip_key(mesh: str, name: str) -> VipKey:
 
 def is_external(key: VipKey) -> bool:
     return key.zone == EXTERNAL_LABEL
-
-
-def kuma_hostname(display_name: str) -> str:
-    """Kuma's default MeshExternalService hostname: `<display name>.extsvc.mesh.local`. One
-    function, so the integrator can route it through HostnameGenerator templates."""
-    return KUMA_TEMPLATE.replace("{{ .DisplayName }}", display_name.lower())

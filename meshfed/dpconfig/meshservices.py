@@ -8,11 +8,11 @@ to that one zone; a MeshMultiZoneService balances over the zones of the MeshServ
 selects, the local one first).
 
 - A MeshService selects its Dataplanes by `selector.dataplaneTags`. In its own zone, the
-  local instances of the mesh carrying all those tags (and, when a port names a numeric
-  `targetPort`, listening on it); in another zone, that zone's ingress, which routes by
-  `kuma.io/service` only: so a MeshService of another zone is reachable when its selector is
-  exactly one `kuma.io/service` tag (what Kuma's generator makes), and has no endpoint
-  otherwise.
+  local instances of the mesh carrying all those tags (and, when a port has a `targetPort`,
+  listening on that port number, or whose inbound has that name); in another zone, that
+  zone's ingress, which routes by `kuma.io/service` only: so a MeshService of another zone
+  is reachable when its selector is exactly one `kuma.io/service` tag (what Kuma's
+  generator makes), and has no endpoint otherwise.
 - A MeshMultiZoneService's backends are the MeshServices its `selector.meshService.matchLabels`
   selects (by their labels here, with `kuma.io/display-name` and `kuma.io/zone` filled in).
 
@@ -263,7 +263,16 @@ def _endpoints(
         ]
     if isinstance(target, int):  # an inbound by port: local instances listening on it
         found = [e for e in found if e.locality is Locality.REMOTE or e.port == target]
+    elif isinstance(target, str):  # an inbound by name: local instances whose inbound has it
+        named = _named_inbounds(b.catalog, mesh, target)
+        found = [e for e in found if e.locality is Locality.REMOTE or (e.address, e.port) in named]
     return found
+
+
+def _named_inbounds(catalog: Catalog, mesh: str, name: str) -> set[tuple[str, int]]:
+    """Where the local inbounds named `name` listen (Kuma: a `targetPort` that is a string
+    names the Dataplane inbound, kuma.io/docs/latest/resources/meshservice/)."""
+    return {(i.address, i.port) for e in catalog.services(mesh) for i in e.local if i.name == name}
 
 
 def target_outbounds(

@@ -143,6 +143,15 @@ def multi_zone_destination(name: str) -> str:
     return MULTI_ZONE_PREFIX + name
 
 
+# A MeshExternalService's outbound likewise: `to[]` refs of that kind and name select it, and
+# (decision 156) a MeshService ref naming the external service, and Mesh.
+EXTERNAL_PREFIX = "MeshExternalService/"
+
+
+def external_destination(name: str) -> str:
+    return EXTERNAL_PREFIX + name
+
+
 def to_selects(
     ref: dict[str, Any],
     service: str,
@@ -150,7 +159,9 @@ def to_selects(
     section: str | None = None,
 ) -> bool:
     """A `to[]` targetRef selects outbound `service`: Mesh, or MeshService by name or by
-    labels (the service's `labels`, targetref.service_labels); a MeshService ref with a
+    labels (the service's `labels`, targetref.service_labels), MeshExternalService by name
+    (`external_destination`, which a MeshService ref by that name selects too); a MeshService
+    ref with a
     `sectionName` only the outbound of that named port of a MeshService (`section`, issue
     17), never a `kuma.io/service` outbound."""
     kind = kind_of(ref)
@@ -159,6 +170,9 @@ def to_selects(
     if kind == "MeshMultiZoneService":
         named = service == multi_zone_destination(str(ref.get("name")))
         return named and ref.get("sectionName") in (None, section)
+    if kind == "MeshExternalService":
+        return service == external_destination(str(ref.get("name")))
+    service = service.removeprefix(EXTERNAL_PREFIX)
     if kind != MESH_SERVICE or not selects_service(ref, service, labels):
         return False
     wanted = ref.get("sectionName")

@@ -2,10 +2,11 @@
 its zone-cp, mesh-dp sidecars, and a local HTTPS server with its own CA standing in for the
 service outside the mesh.
 
-An application calls `http://<name>.extsvc.mesh:<match.port>` (the zone DNS gives the VIP its
-sidecar listens on); the sidecar sends it over mTLS to the egress, which checks the
-MeshTrafficPermission targeting the MeshExternalService and originates TLS, verified against
-the service's `caCert` and `serverName`. One federation serves the module.
+An application calls `http://<name>.extsvc.mesh:<match.port>` or Kuma's
+`<name>.extsvc.mesh.local` (the zone DNS gives the VIP its sidecar listens on); the sidecar
+sends it over mTLS to the egress, which checks the MeshTrafficPermission targeting the
+MeshExternalService and originates TLS, verified against the service's `caCert` and
+`serverName`. One federation serves the module.
 """
 
 from __future__ import annotations
@@ -146,14 +147,15 @@ class World:
             ],
         )
 
-    def vip(self, name: str) -> str:
+    def vip(self, name: str, domain: str = "extsvc.mesh") -> str:
         zone = self.mesh.zones[ZONE]
-        found = wait_until(lambda: zone.resolve(f"{name}.extsvc.mesh"), what=f"{name}'s VIP")
+        found = wait_until(lambda: zone.resolve(f"{name}.{domain}"), what=f"{name}'s VIP")
         return str(found)
 
-    def get(self, name: str) -> tuple[int, bytes]:
-        """An application's GET through its sidecar's outbound for `name` (-1: cut)."""
-        conn = http.client.HTTPConnection(self.vip(name), 8080, timeout=10)
+    def get(self, name: str, domain: str = "extsvc.mesh") -> tuple[int, bytes]:
+        """An application's GET through its sidecar's outbound for `name` (-1: cut), by the
+        address the zone DNS gives `<name>.<domain>`."""
+        conn = http.client.HTTPConnection(self.vip(name, domain), 8080, timeout=10)
         try:
             conn.request("GET", "/")
             resp = conn.getresponse()
@@ -194,6 +196,13 @@ def test_an_https_call_through_the_egress_is_verified(world: World) -> None:
     status, body = world.get("ext-https")
     assert (status, body) == (200, b"hello from https")
     assert egress_stats(world, "ext-https")["connectionsTotal"] >= 1
+
+
+def test_kumas_hostname_answers_under_mesh_local(world: World) -> None:
+    # the global's default HostnameGenerator `synced-mesh-external-service` (decision 164)
+    assert world.vip("ext-https", "extsvc.mesh.local") == world.vip("ext-https")
+    status, body = world.get("ext-https", "extsvc.mesh.local")
+    assert (status, body) == (200, b"hello from https")
 
 
 def test_a_wrong_ca_or_server_name_fails_at_the_egress(world: World) -> None:

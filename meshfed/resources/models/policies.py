@@ -42,9 +42,9 @@ from meshfed.resources.models.targetref import (
     CallerRef,
     FromMeshRef,
     InboundTopLevelRef,
+    OutboundToRef,
     PermissionTopLevelRef,
     TopLevelRef,
-    ToRef,
 )
 from meshfed.resources.values import is_base64, parse_duration
 
@@ -460,7 +460,7 @@ class MeshTrafficPermissionSpec(PolicySpec):
 
 
 class TimeoutTo(Model):
-    target_ref: ToRef
+    target_ref: OutboundToRef
     default: TimeoutConf
 
 
@@ -482,7 +482,7 @@ class MeshTimeoutSpec(PolicySpec):
 
 
 class RetryTo(Model):
-    target_ref: ToRef
+    target_ref: OutboundToRef
     default: RetryConf
 
 
@@ -493,7 +493,7 @@ class MeshRetrySpec(PolicySpec):
 
 
 class HealthCheckTo(Model):
-    target_ref: ToRef
+    target_ref: OutboundToRef
     default: HealthCheckConf
 
 
@@ -504,7 +504,7 @@ class MeshHealthCheckSpec(PolicySpec):
 
 
 class CircuitBreakerTo(Model):
-    target_ref: ToRef
+    target_ref: OutboundToRef
     default: CircuitBreakerConf
 
 
@@ -526,7 +526,7 @@ class MeshCircuitBreakerSpec(PolicySpec):
 
 
 class LoadBalancingTo(Model):
-    target_ref: ToRef
+    target_ref: OutboundToRef
     default: LoadBalancingConf
 
 

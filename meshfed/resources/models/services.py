@@ -54,19 +54,13 @@ class MeshServiceSelector(Model):
 
 
 class MeshServicePort(Model):
-    """`port` callers use; `targetPort` the Dataplane inbound's port (a number, or its name)."""
+    """`port` callers use; `targetPort` the Dataplane inbound's port, or its `name`
+    (meshfed.dpconfig.meshservices keeps the instances whose inbound has that name)."""
 
     name: NonEmpty | None = None
     port: Port
     target_port: Port | NonEmpty | None = None
     app_protocol: AppProtocol = "tcp"
-
-    @classmethod
-    def rules(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
-        if isinstance(data.get("targetPort"), str):
-            reason = f"{NOT_SUPPORTED} yet: a targetPort naming an inbound; give its port number"
-            return [problem(("targetPort",), reason)]
-        return []
 
 
 class Identity(Model):

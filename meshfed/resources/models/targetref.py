@@ -183,9 +183,20 @@ class PermissionTopLevelRef(InboundTopLevelRef):
 class ToRef(TargetRef):
     """The destination of a `to[]` entry."""
 
-    kinds = (MESH, MESH_SERVICE, "MeshMultiZoneService")
+    kinds: ClassVar[tuple[str, ...]] = (MESH, MESH_SERVICE, "MeshMultiZoneService")
     service_ports = True
     kind: Literal["Mesh", "MeshService", "MeshMultiZoneService"]
+
+
+class OutboundToRef(ToRef):
+    """The destination of a `to[]` entry of a policy the outbound to a MeshExternalService
+    enforces too (MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHealthCheck,
+    MeshLoadBalancingStrategy: zone_cp/external_outbounds.py)."""
+
+    kinds = (*ToRef.kinds, MESH_EXTERNAL_SERVICE)
+    kind: Literal[  # type: ignore[assignment]
+        "Mesh", "MeshService", "MeshMultiZoneService", "MeshExternalService"
+    ]
 
 
 class FromMeshRef(TargetRef):

@@ -30,7 +30,8 @@ UNSUPPORTED_KINDS = {
     "MeshGatewayRoute": f"{NOT_SUPPORTED} (there are no built-in gateways)",
     "MeshHTTPRoute": f"{NOT_SUPPORTED} (policies cannot target routes yet)",
     "MeshExternalService": f"{NOT_SUPPORTED} here (only as the top-level targetRef of a "
-    "MeshTrafficPermission)",
+    "MeshTrafficPermission, or in to[] of MeshTimeout, MeshRetry, MeshCircuitBreaker, "
+    "MeshHealthCheck and MeshLoadBalancingStrategy)",
     "MeshMultiZoneService": f"{NOT_SUPPORTED} here (a destination: name it in to[])",
 }
 

@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from meshfed.resources.model import ORIGIN_GLOBAL, ORIGIN_ZONE
-from meshfed.resources.models.base import NOT_SUPPORTED
 from meshfed.resources.types import default_registry
 from tests.integration.api.test_kuma_docs_examples import FOLLOWS, SERVICE_TYPES, put_yaml
 from tests.integration.federation_support import Cluster, Http
@@ -32,9 +31,6 @@ NAMES = sorted(
 )
 BOOLEAN = "must be a string"
 PENDING: dict[str, dict[str, str]] = {
-    # a targetPort naming an inbound: not resolved yet
-    "meshservice/redis-structure.yaml": {"spec.ports[1].targetPort": NOT_SUPPORTED},
-    "meshservice/named-target-port.yaml": {"spec.ports[0].targetPort": NOT_SUPPORTED},
     # the page writes the label value as a YAML boolean (unquoted `false` / `true`)
     "hostnamegenerator/synced-kube-mesh-service.yaml": {
         "spec.selector.meshService.matchLabels['k8s.kuma.io/is-headless-service']": BOOLEAN

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshfed.dpconfig.catalog import build_catalog
 from meshfed.dpconfig.meshservices import (
     MESH_MULTI_ZONE_SERVICE,
     MESH_SERVICE,
@@ -16,8 +17,8 @@ from meshfed.dpconfig.meshservices import (
 from meshfed.dpconfig.model import Locality, SidecarConfig
 from meshfed.pki.leaf import Leaf
 from meshfed.resources.model import Meta, Resource
-from tests.unit.dpconfig.test_build import MESH, build, ca, leaf
-from tests.unit.policy.factories import MESH_REF, policy, svc, to
+from tests.unit.dpconfig.test_build import MESH, WEB, Z1_BACKENDS, Z2_INGRESS, build, ca, leaf
+from tests.unit.policy.factories import MESH_REF, dataplane, inbound, policy, svc, to
 
 __all__ = ["ca", "leaf"]  # fixtures
 
@@ -96,6 +97,28 @@ def test_a_target_port_that_no_instance_listens_on_leaves_no_local_endpoint(leaf
     other = mesh_service("backend", None, "backend", 80, 9999)
     targets = resolve_targets("zone-1", [other], [], TARGET_VIPS)
     config = build(leaf, mesh=mesh_with("Everywhere"), targets=targets)
+    assert outbound(config, "127.1.1.1").endpoints == ()
+
+
+def test_a_target_port_naming_an_inbound_keeps_the_instances_with_that_name(leaf: Leaf) -> None:
+    # backend-1's inbound is named `http-port`, backend-2's has no name (Kuma's
+    # "MeshService with named targetPort")
+    named = dataplane(
+        "backend-1",
+        inbound("backend", 18080, servicePort=8080, name="http-port"),
+        address="127.0.1.1",
+    )
+    catalog = build_catalog("zone-1", [WEB, named, Z1_BACKENDS[1]], [Z2_INGRESS])
+    by_name = mesh_service("backend", None, "backend", 80, "http-port")
+    targets = resolve_targets("zone-1", [by_name], [], TARGET_VIPS)
+    config = build(leaf, mesh=mesh_with("Everywhere"), targets=targets, catalog=catalog)
+    assert [(e.address, e.port) for e in outbound(config, "127.1.1.1").endpoints] == [
+        ("127.0.1.1", 18080)
+    ]
+    other = resolve_targets(
+        "zone-1", [mesh_service("backend", None, "backend", 80, "grpc")], [], TARGET_VIPS
+    )
+    config = build(leaf, mesh=mesh_with("Everywhere"), targets=other, catalog=catalog)
     assert outbound(config, "127.1.1.1").endpoints == ()
 
 

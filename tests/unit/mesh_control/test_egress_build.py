@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 
 from meshfed.dpconfig.catalog import build_catalog
-from meshfed.dpconfig.external import external_vip_key, kuma_hostname
+from meshfed.dpconfig.external import external_vip_key
 from meshfed.dpconfig.model import SidecarConfig
+from meshfed.dpconfig.policies import outbound_policies
 from meshfed.dpconfig.protocol import ProxyType
 from meshfed.dpconfig.sni import encode_sni
 from meshfed.pki.ca import ca_to_secret_data, create_mesh_ca
 from meshfed.pki.ca_names import cert_secret_name, key_secret_name
 from meshfed.policy.permissions import Action
+from meshfed.policy.rules import match
+from meshfed.policy.targetref import view_of
 from meshfed.resources.model import Resource
 from tests.unit.policy.factories import (
     dataplane,
@@ -211,8 +214,41 @@ def test_sidecar_outbounds_go_to_the_egresses_with_the_services_sni_and_policies
     )
 
 
-def test_kumas_default_hostname() -> None:
-    assert kuma_hostname("HttpBin") == "httpbin.extsvc.mesh.local"
+def test_a_to_entry_of_kind_mesh_external_service_applies_to_its_outbound_only() -> None:
+    config, web = sidecar()
+    mes_ref = {"kind": "MeshExternalService", "name": "api"}
+    retry = resource(
+        {
+            "type": "MeshRetry",
+            "name": "r",
+            "mesh": "default",
+            "spec": {
+                "targetRef": {"kind": "Mesh"},
+                "to": [
+                    to(mes_ref, {"tcp": {"maxConnectAttempt": 4}}),
+                    to(
+                        {"kind": "MeshExternalService", "name": "db"},
+                        {"tcp": {"maxConnectAttempt": 9}},
+                    ),
+                ],
+            },
+        }
+    )
+    policies = {
+        "MeshExternalService": [external("api"), external("db", port=5432)],
+        "MeshRetry": [retry],
+    }
+    vips = {
+        external_vip_key("default", "api"): "127.1.0.7",
+        external_vip_key("default", "db"): "127.1.0.8",
+    }
+    out = with_external_outbounds(config, web, ZONE, policies, [egress()], vips, None)
+    attempts = {o.service: o.policies.max_connect_attempts for o in out.outbounds}
+    assert (attempts["api"], attempts["db"]) == (4, 9)
+    # a kuma.io/service outbound of the same name is not selected by that kind
+    assert outbound_policies({"MeshRetry": match([retry], view_of(web, ZONE))}, "api") == (
+        outbound_policies({}, "api")
+    )
 
 
 def test_the_egress_leaves_rotate_like_a_sidecars() -> None:

@@ -67,7 +67,7 @@ from:
             "to: [{targetRef: {kind: Dataplane}, default: {tcp: {maxConnectAttempt: 1}}}]",
             "spec.to[0].targetRef.kind",
             "'Dataplane' is not allowed here; must be one of Mesh, MeshService, "
-            "MeshMultiZoneService",
+            "MeshMultiZoneService, MeshExternalService",
         ),
         (
             "MeshTimeout",
@@ -91,12 +91,12 @@ from:
             "to[]); must be one of Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane",
         ),
         (
-            "MeshHealthCheck",
-            "to: [{targetRef: {kind: MeshExternalService, name: a}, default: {tcp: {}}}]",
+            "MeshAccessLog",
+            "to: [{targetRef: {kind: MeshExternalService, name: a}, default: {backends: []}}]",
             "spec.to[0].targetRef.kind",
             "MeshExternalService is not supported by meshfed here (only as the top-level "
-            "targetRef of a "
-            "MeshTrafficPermission); "
+            "targetRef of a MeshTrafficPermission, or in to[] of MeshTimeout, MeshRetry, "
+            "MeshCircuitBreaker, MeshHealthCheck and MeshLoadBalancingStrategy); "
             "must be one of Mesh, MeshService, MeshMultiZoneService",
         ),
         (

@@ -246,8 +246,8 @@ def test_backend_refs_kinds_weights_and_zone_pins() -> None:
         ),
         f"{at}[3].kind": (
             "MeshExternalService is not supported by meshfed here (only as the top-level "
-            "targetRef of a "
-            "MeshTrafficPermission); "
+            "targetRef of a MeshTrafficPermission, or in to[] of MeshTimeout, MeshRetry, "
+            "MeshCircuitBreaker, MeshHealthCheck and MeshLoadBalancingStrategy); "
             "must be one of MeshService, MeshServiceSubset"
         ),
         f"{at}[4].port": (
