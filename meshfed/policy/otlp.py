@@ -232,16 +232,22 @@ def access_log_errors(spec: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def metric_errors(spec: dict[str, Any]) -> list[FieldError]:
-    """A MeshMetric's OpenTelemetry endpoints and `sidecar.regex` the sidecar cannot use."""
-    default = spec.get("default")
-    if not isinstance(default, dict):
-        return []
+def _default_endpoint_errors(default: dict[str, Any]) -> list[FieldError]:
+    """The `openTelemetry` endpoints of `spec.default.backends` (MeshMetric, MeshTrace)."""
     errors: list[FieldError] = []
     for j, backend in enumerate(as_list(default.get("backends"))):
         if isinstance(backend, dict):
             where = join(index("spec.default.backends", j), "openTelemetry")
             errors += _endpoint_errors(backend.get("openTelemetry"), where)
+    return errors
+
+
+def metric_errors(spec: dict[str, Any]) -> list[FieldError]:
+    """A MeshMetric's OpenTelemetry endpoints and `sidecar.regex` the sidecar cannot use."""
+    default = spec.get("default")
+    if not isinstance(default, dict):
+        return []
+    errors = _default_endpoint_errors(default)
     sidecar = default.get("sidecar")
     regex = sidecar.get("regex") if isinstance(sidecar, dict) else None
     if isinstance(regex, str):
@@ -261,11 +267,4 @@ def metric_errors(spec: dict[str, Any]) -> list[FieldError]:
 def trace_errors(spec: dict[str, Any]) -> list[FieldError]:
     """A MeshTrace's OpenTelemetry endpoint the sidecar cannot send to (the same forms)."""
     default = spec.get("default")
-    if not isinstance(default, dict):
-        return []
-    errors: list[FieldError] = []
-    for j, backend in enumerate(as_list(default.get("backends"))):
-        if isinstance(backend, dict):
-            where = join(index("spec.default.backends", j), "openTelemetry")
-            errors += _endpoint_errors(backend.get("openTelemetry"), where)
-    return errors
+    return _default_endpoint_errors(default) if isinstance(default, dict) else []

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import free_port
 from zone_egress.app import App, StartError
 from zone_egress.settings import CONFIG, EgressSettings
+
+CP = "<the zone-cp's address>"  # replaced by a free port in the test
 
 
 def settings(*argv: str) -> EgressSettings:
@@ -16,12 +19,14 @@ def settings(*argv: str) -> EgressSettings:
     ("argv", "message"),
     [
         ((), "give --cp"),
-        (("--cp", "grpc://127.0.0.1:5678"), "give --zone-token-file"),
-        (("--cp", "grpc://127.0.0.1:5678", "--config-file", "x.json"), "give --cp"),
+        (("--cp", CP), "give --zone-token-file"),
+        (("--cp", CP, "--config-file", "x.json"), "give --cp"),
         (("--config-file", "x.json", "--zone-token-file", "t"), "--zone-token-file is for --cp"),
         (("--config-file", "x.json", "--name", "Not A Name!"), "not a valid ZoneEgress"),
     ],
 )
 def test_start_errors(argv: tuple[str, ...], message: str) -> None:
+    # a free port, though nothing connects: never a default one another meshfed may hold
+    argv = tuple(f"grpc://127.0.0.1:{free_port()}" if a == CP else a for a in argv)
     with pytest.raises(StartError, match=message):
         App(settings(*argv, "--admin-address", "127.0.0.1:0"))
