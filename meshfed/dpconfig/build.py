@@ -58,7 +58,7 @@ from meshfed.dpconfig.catalog import (
 )
 from meshfed.dpconfig.http_route import MESH_HTTP_ROUTE, config_rules, http_route
 from meshfed.dpconfig.locality import LocalityPlan, plan_of
-from meshfed.dpconfig.meshservices import ServiceTarget, target_outbounds
+from meshfed.dpconfig.meshservices import ServiceTarget, port_split, target_outbounds
 from meshfed.dpconfig.model import (
     Endpoint,
     HttpRule,
@@ -116,6 +116,8 @@ from meshfed.resources.types.common import PROTOCOL_TAG, SERVICE_TAG, as_list, d
 
 MESH_TRAFFIC_PERMISSION = "MeshTrafficPermission"
 HTTP_PORT = 80
+# a routed outbound: its service and MeshService port name (None: the service's own)
+_RouteKey = tuple[str, str | None]
 
 
 class BuildError(ValueError):
@@ -209,15 +211,17 @@ class _Builder:
         mtls: bool,
         catalog: Catalog,
         matched: Mapping[str, Sequence[Matched]],
+        targets: Sequence[ServiceTarget] = (),
     ) -> None:
         self.view = view
+        self.targets = targets  # MeshServices, for backendRefs by port (decision 166)
         self.zone = zone
         self.mtls = mtls
         self.catalog = catalog
         self.matched = matched
         self._policies: dict[str, OutboundPolicies] = {}
-        self._routes: dict[str, tuple[tuple[Split, ...], tuple[str, ...]]] = {}
-        self._http_routes: dict[str, tuple[tuple[HttpRule, ...], tuple[str, ...]]] = {}
+        self._routes: dict[_RouteKey, tuple[tuple[Split, ...], tuple[str, ...]]] = {}
+        self._http_routes: dict[_RouteKey, tuple[tuple[HttpRule, ...], tuple[str, ...]]] = {}
         self._plans: dict[str, LocalityPlan] = {}
         # the caller's tags for localZone affinity: its inbounds', the first one's first
         self.caller: dict[str, str] = {}
@@ -285,6 +289,12 @@ class _Builder:
     def split(self, backend: RouteBackend) -> Split:
         """One backendRef's share and the endpoints it resolves to (none when it names no
         known service, or its labels select none or several)."""
+        if backend.name is not None and backend.port is not None:
+            found = port_split(
+                self, self.view.mesh, self.targets, backend.name, backend.port, backend.zone
+            )
+            service, endpoints = found if found is not None else (backend.name, [])
+            return Split(service, backend.weight, tuple(endpoints), backend.zone)
         if backend.name is not None:
             names = [backend.name]
         else:
@@ -300,34 +310,44 @@ class _Builder:
         endpoints = self.subset(entry, backend.tags, backend.zone)
         return Split(entry.service, backend.weight, tuple(endpoints), backend.zone)
 
-    def route(self, service: str) -> tuple[tuple[Split, ...], tuple[str, ...]]:
-        """The splits of `service`'s outbounds and the routes they come from (none: no
-        MeshTCPRoute routes it)."""
-        if service not in self._routes:
-            route = tcp_route(self.matched, service, self.labels(service))
-            self._routes[service] = (
+    def route(
+        self, service: str, section: str | None = None
+    ) -> tuple[tuple[Split, ...], tuple[str, ...]]:
+        """The splits of `service`'s outbounds (of its MeshService port `section`) and the
+        routes they come from (none: no MeshTCPRoute routes it)."""
+        key = (service, section)
+        if key not in self._routes:
+            route = tcp_route(self.matched, service, self.labels(service), section)
+            self._routes[key] = (
                 ((), ())
                 if route is None
                 else (tuple(self.split(b) for b in route.backends), route.sources)
             )
-        return self._routes[service]
+        return self._routes[key]
 
-    def http_route(self, service: str) -> tuple[tuple[HttpRule, ...], tuple[str, ...]]:
-        """The MeshHTTPRoute rules of `service`'s http outbounds and their routes (none: no
-        MeshHTTPRoute routes it); they win over a MeshTCPRoute (decision 125)."""
-        if service not in self._http_routes:
-            route = http_route(self.matched, service, self.labels(service))
-            self._http_routes[service] = (
+    def http_route(
+        self, service: str, section: str | None = None
+    ) -> tuple[tuple[HttpRule, ...], tuple[str, ...]]:
+        """The MeshHTTPRoute rules of `service`'s http outbounds (of its MeshService port
+        `section`) and their routes (none: no MeshHTTPRoute routes it); they win over a
+        MeshTCPRoute (decision 125)."""
+        key = (service, section)
+        if key not in self._http_routes:
+            route = http_route(self.matched, service, self.labels(service), section)
+            self._http_routes[key] = (
                 ((), ()) if route is None else (config_rules(route, self.split), route.sources)
             )
-        return self._http_routes[service]
+        return self._http_routes[key]
 
-    def routing(self, service: str, protocol: Protocol) -> dict[str, Any]:
-        """The route fields of an outbound that may be routed (not pinned to a zone)."""
-        rules, sources = self.http_route(service) if protocol == "http" else ((), ())
+    def routing(
+        self, service: str, protocol: Protocol, section: str | None = None
+    ) -> dict[str, Any]:
+        """The route fields of an outbound that may be routed (not pinned to a zone); of a
+        MeshService port named `section` (decision 166)."""
+        rules, sources = self.http_route(service, section) if protocol == "http" else ((), ())
         if rules:
             return {"http_rules": rules, "route": sources}
-        splits, route = self.route(service)
+        splits, route = self.route(service, section)
         return {"splits": splits, "route": route}
 
     def endpoints(self, entry: ServiceEntry, zone: str | None = None) -> tuple[Endpoint, ...]:
@@ -492,7 +512,7 @@ def build_sidecar_config(
         matched[t] = match(policies.get(t, ()), view)
     matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
     matched[MESH_TRACE] = match(policies.get(MESH_TRACE, ()), view)
-    b = _Builder(view, zone, mtls, catalog, matched)
+    b = _Builder(view, zone, mtls, catalog, matched, targets)
     mode = mesh_services_mode(mesh)
     # Kuma's meshServices.mode: Exclusive leaves only MeshService destinations; with
     # ReachableBackends a sidecar reaches the MeshServices of the services it announced.

@@ -78,10 +78,13 @@ def _key(matches: Any) -> str:
 
 
 def http_route(
-    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+    matched: Mapping[str, Sequence[Matched]],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> HttpRoute | None:
-    """The merged, ordered MeshHTTPRoute rules of the outbound to `service`; None when no
-    route selects it."""
+    """The merged, ordered MeshHTTPRoute rules of the outbound to `service` (to its
+    MeshService port named `section`, when given); None when no route selects it."""
     found: list[tuple[dict[str, Any], list[Any], str]] = []
     for m in matched.get(MESH_HTTP_ROUTE, ()):
         for raw in as_list(m.policy.spec.get("to")):
@@ -89,7 +92,7 @@ def http_route(
                 continue
             ref = raw.get("targetRef")
             ref = ref if isinstance(ref, dict) else {"kind": MESH}
-            if to_selects(ref, service, labels):
+            if to_selects(ref, service, labels, section):
                 found.append((ref, as_list(raw.get("rules")), source_of(m.policy)))
     if not found:
         return None

@@ -233,6 +233,10 @@ class Resolver(Protocol):
 
     def access_logs(self, service: str, section: str | None = None) -> tuple[AccessLog, ...]: ...
 
+    def routing(
+        self, service: str, protocol: Proto, section: str | None = None
+    ) -> dict[str, Any]: ...
+
 
 def _endpoints(
     b: Resolver, mesh: str, backend: Backend, port: TargetPort, owner: str | None = None
@@ -269,6 +273,34 @@ def _endpoints(
     return found
 
 
+def port_split(
+    b: Resolver,
+    mesh: str,
+    targets: Iterable[ServiceTarget],
+    name: str,
+    port: int,
+    zone: str | None,
+) -> tuple[str, list[Endpoint]] | None:
+    """A backendRef `{kind: MeshService, name, port}` (decision 166): the service and
+    endpoints of that port of the MeshService `name` (by display name: of `zone`, this
+    zone when unpinned),
+    found as its outbound finds them (another zone's through its ingress); None when there
+    is no such port."""
+    want = zone or b.zone
+    for t in targets:
+        if t.mesh != mesh or t.kind != MESH_SERVICE:
+            continue
+        # a synced one by its name in this zone's store, or by display name in `want`
+        if t.name != name and (t.display_name != name or (t.zone or b.zone) != want):
+            continue
+        for p in t.ports:
+            if p.port == port:
+                found = [e for bk in t.backends for e in _endpoints(b, mesh, bk, p)]
+                service = next(iter(sorted(t.services)), t.display_name)
+                return service, list(dict.fromkeys(found))
+    return None
+
+
 def _named_inbounds(catalog: Catalog, mesh: str, name: str) -> set[tuple[str, int]]:
     """Where the local inbounds named `name` listen (Kuma: a `targetPort` that is a string
     names the Dataplane inbound, kuma.io/docs/latest/resources/meshservice/)."""
@@ -296,6 +328,8 @@ def target_outbounds(
             # one backend per zone: an instance is listed once even if two MeshServices
             # of one zone select it
             endpoints = list(dict.fromkeys(endpoints))
+            # routes to a MeshService port (decision 166); a multi-zone one takes none
+            routing = {} if multi else b.routing(service, p.protocol, p.name)
             out.append(
                 Outbound(
                     service=service,
@@ -306,6 +340,7 @@ def target_outbounds(
                     zone=t.zone,
                     protocol=p.protocol,
                     access_logs=b.access_logs(owner or service, p.name),
+                    **routing,
                 )
             )
     return out

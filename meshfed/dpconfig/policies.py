@@ -366,6 +366,7 @@ class RouteBackend:
     labels: dict[str, str] = field(default_factory=dict)  # MeshService labels, when not
     tags: dict[str, str] = field(default_factory=dict)  # the subset (no service, no zone tag)
     zone: str | None = None  # the pinned zone
+    port: int | None = None  # a port of the MeshService `name` (decision 166)
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,17 +421,22 @@ def route_backend(ref: Mapping[str, Any]) -> RouteBackend:
         labels=labels,
         tags=tags,
         zone=zone,
+        port=ref.get("port") if isinstance(ref.get("port"), int) else None,
     )
 
 
 def tcp_route(
-    matched: Mapping[str, Sequence[Matched]], service: str, labels: ServiceLabels | None = None
+    matched: Mapping[str, Sequence[Matched]],
+    service: str,
+    labels: ServiceLabels | None = None,
+    section: str | None = None,
 ) -> TcpRoute | None:
-    """The MeshTCPRoute of the outbound to `service`; None when no route selects it."""
+    """The MeshTCPRoute of the outbound to `service` (to its MeshService port named
+    `section`, when given); None when no route selects it."""
     merged = merge_entries(
         e
         for e in _route_entries(matched.get(MESH_TCP_ROUTE, ()))
-        if to_selects(e.target_ref, service, labels)
+        if to_selects(e.target_ref, service, labels, section)
     )
     refs = merged.conf.get("backendRefs")
     if merged.empty or not isinstance(refs, list) or not refs:

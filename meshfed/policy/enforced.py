@@ -171,7 +171,14 @@ _HASH_POLICY: Final[Fields] = {
 }
 
 # A route's backendRef: one weighted endpoint set (meshfed/dpconfig/build.py)
-_BACKEND_REF: Final[Fields] = {"kind": ANY, "name": ANY, "labels": ANY, "tags": ANY, "weight": ANY}
+_BACKEND_REF: Final[Fields] = {
+    "kind": ANY,
+    "name": ANY,
+    "labels": ANY,
+    "tags": ANY,
+    "weight": ANY,
+    "port": ANY,  # a MeshService port (meshfed/dpconfig/meshservices.py port_split)
+}
 # MeshFaultInjection: Envoy's fault filter per item, delay then abort (mesh_dp/http/faults.py)
 _FAULTS: Final[Fields] = {"http": {"abort": ANY, "delay": ANY, "responseBandwidth": ANY}}
 # MeshRateLimit: Envoy's local rate limits, one token bucket per inbound (mesh_dp/ratelimit.py)
@@ -334,7 +341,13 @@ ENFORCED: Final[Mapping[str, Enforced]] = {
                 "urlRewrite": {"hostname": ANY, "path": ANY, "hostToBackendHostname": ANY},
                 "requestMirror": {
                     "percentage": ANY,
-                    "backendRef": {"kind": ANY, "name": ANY, "labels": ANY, "tags": ANY},
+                    "backendRef": {
+                        "kind": ANY,
+                        "name": ANY,
+                        "labels": ANY,
+                        "tags": ANY,
+                        "port": ANY,
+                    },
                 },
             },
         },

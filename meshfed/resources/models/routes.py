@@ -64,10 +64,8 @@ from meshfed.resources.types.targetref import (
 from meshfed.resources.values import parse_duration
 
 _GATEWAYS = f"{NOT_SUPPORTED}: it applies to built-in gateways, and meshfed has none"
-_PORTS = (
-    f"{NOT_SUPPORTED}: routes do not apply to MeshService ports yet (issue 17), a backendRef "
-    "names a service"
-)
+_PORTS = f"{NOT_SUPPORTED}: only a MeshService's port is a backendRef's port (decision 166)"
+_PORT_BY_NAME = "needs name: a MeshService's port is found by the MeshService's name"
 _MAX_HEADERS = 16
 
 # Kuma's HeaderName: lower case (headers match case-insensitively, RFC 7230 section 3.2).
@@ -118,6 +116,7 @@ class RouteToRef(TargetRef):
 
     kinds = (MESH_SERVICE,)
     kind: Literal["MeshService"]
+    service_ports = True  # `sectionName`: one MeshService port's outbound (decision 166)
 
 
 class BackendRef(TargetRef):
@@ -131,7 +130,16 @@ class BackendRef(TargetRef):
 
     @classmethod
     def refused_for_kind(cls, kind: str) -> dict[str, str]:
-        return {**super().refused_for_kind(kind), "port": _PORTS}
+        refused = super().refused_for_kind(kind)
+        return dict(refused) if kind == MESH_SERVICE else {**refused, "port": _PORTS}
+
+    @classmethod
+    def rules(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
+        """`port`: that port of the MeshService `name` (decision 166)."""
+        out = super().rules(data)
+        if "port" in data and "name" not in data:
+            out.append(problem(("port",), _PORT_BY_NAME))
+        return out
 
 
 class MirrorBackendRef(BackendRef):

@@ -180,6 +180,83 @@ def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
     assert classic.policies.idle_timeout == 3600.0
 
 
+def test_routes_attach_to_the_meshservice_port_their_section_names(leaf: Leaf) -> None:
+    """Decision 166: a route's to[] `sectionName` routes one MeshService port's outbound."""
+    two_ports = Resource(
+        "MeshService",
+        Meta(name="backend", mesh="default"),
+        {
+            "spec": {
+                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
+                "ports": [
+                    {"name": "main", "port": 80, "targetPort": 18080},
+                    {"name": "admin", "port": 81, "targetPort": 18080},
+                ],
+            }
+        },
+    )
+    targets = resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+    ref = {"kind": "MeshService", "name": "backend", "sectionName": "main"}
+    refs = [{"kind": "MeshService", "name": "backend", "weight": 3}]
+    rules = [{"default": {"backendRefs": refs}}]
+    tcp = policy("MeshTCPRoute", "main-tcp", MESH_REF, to=[{"targetRef": ref, "rules": rules}])
+    config = build(
+        leaf, mesh=mesh_with("Everywhere"), targets=targets, policies={"MeshTCPRoute": [tcp]}
+    )
+    by_port = {o.port: o for o in config.outbounds if o.address == "127.1.1.1"}
+    assert [(s.service, s.weight) for s in by_port[80].splits] == [("backend", 3)]
+    assert by_port[80].route == ("MeshTCPRoute/main-tcp",)
+    assert by_port[81].splits == () and by_port[81].route == ()
+    # the kuma.io/service outbound is no MeshService port: not routed
+    classic = next(o for o in config.outbounds if o.address == "127.1.0.1" and o.zone is None)
+    assert classic.route == ()
+    # without a sectionName the route takes every port of the MeshService
+    whole = policy(
+        "MeshTCPRoute", "all-tcp", MESH_REF, to=[{"targetRef": svc("backend"), "rules": rules}]
+    )
+    config = build(
+        leaf, mesh=mesh_with("Everywhere"), targets=targets, policies={"MeshTCPRoute": [whole]}
+    )
+    routed = [o.port for o in config.outbounds if o.address == "127.1.1.1" and o.route]
+    assert sorted(routed) == [80, 81]
+
+
+def test_a_backend_ref_port_sends_to_that_meshservice_ports_endpoints(leaf: Leaf) -> None:
+    """Decision 166: `{kind: MeshService, name, port}` resolves as that port's outbound."""
+    two_ports = Resource(
+        "MeshService",
+        Meta(name="backend", mesh="default"),
+        {
+            "spec": {
+                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
+                "ports": [
+                    {"name": "main", "port": 80, "targetPort": 18080},
+                    {"name": "admin", "port": 81, "targetPort": 19999},
+                ],
+            }
+        },
+    )
+    targets = resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+    refs = [
+        {"kind": "MeshService", "name": "backend", "port": 80, "weight": 1},
+        {"kind": "MeshService", "name": "backend", "port": 81, "weight": 2},
+        {"kind": "MeshService", "name": "backend", "port": 82, "weight": 3},
+    ]
+    rules = [{"default": {"backendRefs": refs}}]
+    ref = {"kind": "MeshService", "name": "backend", "sectionName": "main"}
+    tcp = policy("MeshTCPRoute", "split", MESH_REF, to=[{"targetRef": ref, "rules": rules}])
+    config = build(
+        leaf, mesh=mesh_with("Everywhere"), targets=targets, policies={"MeshTCPRoute": [tcp]}
+    )
+    main = next(o for o in config.outbounds if o.address == "127.1.1.1" and o.port == 80)
+    assert [(s.weight, [(e.address, e.port) for e in s.endpoints]) for s in main.splits] == [
+        (1, [(e.address, e.port) for e in main.endpoints]),
+        (2, []),  # no instance listens on the admin port's targetPort
+        (3, []),  # no such port
+    ]
+    assert main.endpoints and all(e.port == 18080 for e in main.endpoints)
+
+
 def test_a_dataplane_ref_selects_that_dataplane_in_its_zone(leaf: Leaf) -> None:
     one = Resource(
         "MeshService",

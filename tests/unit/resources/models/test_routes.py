@@ -250,10 +250,6 @@ def test_backend_refs_kinds_weights_and_zone_pins() -> None:
             "MeshCircuitBreaker, MeshHealthCheck and MeshLoadBalancingStrategy); "
             "must be one of MeshService, MeshServiceSubset"
         ),
-        f"{at}[4].port": (
-            "is not supported by meshfed: routes do not apply to MeshService ports yet "
-            "(issue 17), a backendRef names a service"
-        ),
         f"{at}[4].weight": "must be an integer between 0 and 4294967295",
         f"{at}[5].sectionName": (
             "is not supported by meshfed here: a MeshService's named port can be selected "
@@ -273,6 +269,23 @@ def test_route_destinations_are_services_and_hostnames_are_for_gateways() -> Non
     }
     assert errors("MeshHTTPRoute", {"targetRef": FRONTEND}) == {
         "spec.to": "must have at least 1 item"
+    }
+    # one named port of a MeshService, and backends by a MeshService's port (decision 166)
+    port = {**BACKEND, "sectionName": "http"}
+    refs = [
+        {**BACKEND, "port": 3001},
+        {"kind": "MeshService", "labels": {"app": "b"}, "port": 3001},
+        {"kind": "MeshServiceSubset", "name": "backend", "tags": {"v": "1"}, "port": 3001},
+    ]
+    rule = prefix_rule(backendRefs=refs)
+    spec = {"targetRef": FRONTEND, "to": [{"targetRef": port, "rules": [rule]}]}
+    at = "spec.to[0].rules[0].default.backendRefs"
+    assert errors("MeshHTTPRoute", spec) == {
+        f"{at}[1].port": "needs name: a MeshService's port is found by the MeshService's name",
+        f"{at}[2].port": (
+            "is not supported by meshfed: only a MeshService's port is a backendRef's port "
+            "(decision 166)"
+        ),
     }
 
 
