@@ -5,7 +5,9 @@ zone, where Kuma's default HostnameGenerators name it `backend.svc.zone-2.mesh.l
 DNS answers it with a VIP of zone-1's range and web's sidecar routes it through zone-2's
 ingress. A MeshMultiZoneService spanning both zones answers as `backend.mzsvc.mesh.local`.
 The VIPs stay the same across a KDS reconnect (the global restarted) and a zone-cp restart
-(Kuma #13592 must not happen). One federation for the module."""
+(Kuma #13592 must not happen). A MeshTCPRoute whose backendRef names zone-2's MeshService by
+port sends zone-1's local MeshService traffic there (decision 166). One federation for the
+module."""
 
 from __future__ import annotations
 
@@ -178,3 +180,38 @@ def test_vips_survive_a_kds_reconnect_and_a_zone_cp_restart(w: World) -> None:
         timeout=20,
         what="calls after the restarts",
     )
+
+
+def test_a_route_sends_a_meshservice_port_to_another_zones_port(w: World) -> None:
+    """Decision 166: a MeshTCPRoute on zone-1's `backend` MeshService whose backendRef is
+    zone-2's `backend` MeshService by `port` sends zone-1's calls through zone-2's ingress."""
+    zone1 = w.mesh.zones["zone-1"]
+    copy = wait_until(lambda: synced_copy(w), timeout=20, what="zone-2's MeshService in zone-1")
+    vip = wait_until(
+        lambda: zone1.resolve("backend.svc.mesh.local"), timeout=20, what="zone-1's own VIP"
+    )
+    port = w.backend_z1.port
+    wait_until(lambda: answered_by(vip, port, "zone-1"), timeout=20, what="a local answer")
+    ref = {"kind": "MeshService", "name": copy["name"], "port": copy["spec"]["ports"][0]["port"]}
+    w.mesh.apply(
+        {
+            "type": "MeshTCPRoute",
+            "name": "backend-to-zone-2",
+            "mesh": MESH,
+            "spec": {
+                "targetRef": {"kind": "Mesh"},
+                "to": [
+                    {
+                        "targetRef": {"kind": "MeshService", "name": "backend"},
+                        "rules": [{"default": {"backendRefs": [ref]}}],
+                    }
+                ],
+            },
+        }
+    )
+    try:
+        wait_until(lambda: answered_by(vip, port, "zone-2"), timeout=20, what="the route")
+        answers = [try_get(vip, port) for _ in range(10)]
+        assert {a["instance"] for a in answers if a} == {"backend-z2"}
+    finally:
+        w.mesh.glob.delete(f"/meshes/{MESH}/meshtcproutes/backend-to-zone-2")
