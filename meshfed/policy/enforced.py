@@ -37,7 +37,8 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | terminal), localityAwareness (disabled, localZone      |
 |                           |         | affinityTags, crossZone failover, failoverThreshold)   |
 | MeshTCPRoute              | to[]    | rules[].default.backendRefs: kind MeshService (name or |
-|                           |         | labels) / MeshServiceSubset (tags), weight; a subset   |
+|                           |         | labels; name and a MeshService `port`, decision 166) / |
+|                           |         | MeshServiceSubset (tags), weight; a subset             |
 |                           |         | pinned to a zone by `kuma.io/zone` may carry no other  |
 |                           |         | tag (another zone's ingress cannot pick by tag)        |
 | MeshHTTPRoute             | to[]    | rules[].matches (all of Kuma's; regular expressions    |
@@ -46,7 +47,7 @@ REST, dry runs and KDS all refuse the same fields.
 |                           |         | RequestHeaderModifier, ResponseHeaderModifier,         |
 |                           |         | RequestRedirect, URLRewrite (hostname, path),          |
 |                           |         | RequestMirror (percentage, backendRef kind/name/labels/|
-|                           |         | tags) (mesh_dp/http/route.py)                          |
+|                           |         | tags/port) (mesh_dp/http/route.py)                     |
 | MeshFaultInjection        | from[], | http[].abort, delay, responseBandwidth; callers by     |
 |                           | rules[] | service or tags (from[]) or SPIFFE ID (rules[])        |
 | MeshRateLimit             | from[], | local.http (disabled, requestRate, onRateLimit status, |
