@@ -215,3 +215,43 @@ def test_a_route_sends_a_meshservice_port_to_another_zones_port(w: World) -> Non
         assert {a["instance"] for a in answers if a} == {"backend-z2"}
     finally:
         w.mesh.glob.delete(f"/meshes/{MESH}/meshtcproutes/backend-to-zone-2")
+
+
+def test_a_hostname_generator_applied_at_a_zone_names_its_services_there_only(w: World) -> None:
+    """Issue 17: a HostnameGenerator may be applied at a zone (`kuma.io/origin: zone`); it
+    names that zone's MeshServices, is synced up read-only and reaches no other zone."""
+    zone1, zone2 = w.mesh.zones["zone-1"], w.mesh.zones["zone-2"]
+    generator = {
+        "type": "HostnameGenerator",
+        "name": "zone-1-short",
+        "labels": {"kuma.io/origin": "zone"},
+        "spec": {
+            "selector": {"meshService": {"matchLabels": {"kuma.io/origin": "zone"}}},
+            "template": "{{ .DisplayName }}.zone-1-local.mesh.local",
+        },
+    }
+    zone1.http.put("/hostnamegenerators/zone-1-short", generator)
+    name = "backend.zone-1-local.mesh.local"
+    vip = wait_until(lambda: zone1.resolve(name), timeout=20, what=f"{name} in zone-1")
+    assert vip == zone1.resolve("backend.svc.mesh.local")  # the same MeshService's VIP
+
+    def at_global() -> list[dict[str, Any]]:
+        return [
+            i
+            for i in w.mesh.glob.items("/hostnamegenerators")
+            if i["labels"].get("kuma.io/display-name") == "zone-1-short"
+        ]
+
+    [synced] = wait_until(at_global, timeout=20, what="the generator at the global")
+    assert synced["labels"]["kuma.io/zone"] == "zone-1"
+    assert synced["labels"]["kuma.io/origin"] == "zone"
+    edit = {k: v for k, v in generator.items() if k != "labels"} | {"name": synced["name"]}
+    code, body = w.mesh.glob.call("PUT", f"/hostnamegenerators/{synced['name']}", edit)
+    assert code == 405 and "change or delete it in zone 'zone-1'" in body["detail"], body
+    assert w.mesh.glob.call("DELETE", f"/hostnamegenerators/{synced['name']}")[0] == 405
+    # zone-2 never gets it, so never answers the name
+    assert all(i["name"] != "zone-1-short" for i in zone2.http.items("/hostnamegenerators"))
+    assert zone2.resolve(name) is None
+    zone1.http.delete("/hostnamegenerators/zone-1-short")
+    wait_until(lambda: zone1.resolve(name) is None, timeout=20, what=f"{name} gone")
+    wait_until(lambda: not at_global(), timeout=20, what="the generator gone at the global")

@@ -85,7 +85,10 @@ HOSTNAME_GENERATOR = TypeDescriptor(
     scope=Scope.GLOBAL,
     spec_wrapped=True,
     owner=Mode.GLOBAL,
-    kds=frozenset({KdsFlag.GLOBAL_TO_ZONE}),
+    # Also applied at a zone (Kuma: "global or zone"), with `kuma.io/origin: zone`: it names
+    # that zone's services only, syncs up read-only and goes to no other zone (decision 149).
+    kds=frozenset({KdsFlag.GLOBAL_TO_ZONE, KdsFlag.ZONE_TO_GLOBAL}),
+    zone_origin=True,
     short_names=("hg", "hostnamegenerator"),
     model=f"{_MODELS}:HostnameGeneratorSpec",
     columns=(
