@@ -49,12 +49,11 @@ class Side:
         if self.mode is Mode.GLOBAL:
             return {LABEL_ORIGIN: "global"}
         labels = {LABEL_ORIGIN: "zone", LABEL_ZONE: ZONE}
-        if desc_of(doc).zone_origin:
-            labels |= {
-                "kuma.io/display-name": doc["name"],
-                "kuma.io/env": "universal",
-                "kuma.io/mesh": doc["mesh"],
-            }
+        desc = desc_of(doc)
+        if desc.zone_origin:
+            labels |= {"kuma.io/display-name": doc["name"], "kuma.io/env": "universal"}
+            if desc.scope is Scope.MESH:  # a global-scoped one (HostnameGenerator) has no mesh
+                labels["kuma.io/mesh"] = doc["mesh"]
         return labels
 
     async def seed_mesh(self, name: str) -> None:
