@@ -3,34 +3,20 @@ table comes from (the zone control plane's config stream, or a static file)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from meshfed._gen import dataplane_pb2 as pb
-from meshfed.dpconfig.model import ConfigFormatError, IngressConfig
+from meshfed.dpconfig.model import IngressConfig
 from meshfed.dpconfig.protocol import ProxyType, hello_message, parse_ingress_config
 from meshfed.process import install_signals
 from meshfed.proxy.admin import AdminServer, metrics_registry
 from meshfed.proxy.static_config import StaticConfig
-from meshfed.resources.codec import resource_from_dict, resource_to_dict
-from meshfed.resources.errors import ValidationError
-from meshfed.resources.types import default_registry
+from meshfed.proxy.zone_proxy import ZoneProxy, announced, check_source
 from zone_ingress.metrics import IngressCollector
 from zone_ingress.server import IngressServer
 from zone_ingress.settings import IngressSettings
 
-if TYPE_CHECKING:  # grpc is imported only when a control plane is used (memory)
-    from meshfed.proxy.cpclient import ConfigClient
-
-log = logging.getLogger("zone_ingress")
-
 PROXY_VERSION = "meshfed-zone-ingress/0.1.0"
-
-
-class StartError(Exception):
-    """A setting that makes starting impossible; printed, exit status 2."""
 
 
 def parse_static(data: bytes) -> IngressConfig:
@@ -44,43 +30,23 @@ def ingress_resource(settings: IngressSettings, port: int) -> dict[str, Any]:
     if settings.advertised_address or settings.advertised_port:
         networking["advertisedAddress"] = settings.advertised_address or settings.address
         networking["advertisedPort"] = settings.advertised_port or port
-    doc = {"type": "ZoneIngress", "name": settings.name, "networking": networking}
-    registry = default_registry()
-    try:
-        # The spec is zone-cp's to validate (BAD_REQUEST names the field): validating it here
-        # would load pydantic into the ingress (its memory budget, docs/architecture.md).
-        resource = resource_from_dict(doc, registry, expected_type="ZoneIngress", validate=False)
-    except ValidationError as exc:
-        detail = "; ".join(f"{e.field}: {e.reason}" for e in exc.errors)
-        raise StartError(f"not a valid ZoneIngress: {detail}") from None
-    return resource_to_dict(resource, registry.get("ZoneIngress"))
+    return announced({"type": "ZoneIngress", "name": settings.name, "networking": networking})
 
 
-class App:
+class App(ZoneProxy[IngressConfig]):
+    settings: IngressSettings
+    server: IngressServer
+
     def __init__(self, settings: IngressSettings) -> None:
-        if settings.config_file is None and settings.cp is None:
-            raise StartError("give --cp grpc://HOST:PORT (the zone control plane) or --config-file")
-        if settings.config_file is not None and settings.cp is not None:
-            raise StartError("give --cp or --config-file, not both")
-        if settings.cp is not None and settings.zone_token_file is None:
-            raise StartError(
-                "give --zone-token-file FILE: the zone control plane "
-                "accepts only proxies with a token"
-            )
-        if settings.config_file is not None and settings.zone_token_file is not None:
-            raise StartError(
-                "--zone-token-file is for --cp: a --config-file needs no control plane"
-            )
+        check_source(settings, "ingress")
         ingress_resource(settings, settings.port or 1)  # fail early on a bad name or address
-        self.settings = settings
-        self.server = IngressServer(
+        server = IngressServer(
             settings.address,
             settings.port,
             hello_timeout=settings.hello_timeout,
             connect_timeout=settings.connect_timeout,
         )
-        self.client: ConfigClient[IngressConfig] | None = None
-        self.static: StaticConfig[IngressConfig] | None = None
+        super().__init__("zone-ingress", settings, server, self._start_server, install_signals)
         if settings.config_file is not None:
             self.static = StaticConfig(settings.config_file, parse_static, self.server.apply, ())
         else:
@@ -104,10 +70,12 @@ class App:
             )
         self.admin = AdminServer(
             settings.admin_address,
-            {"/ready": self._ready, "/stats": self._stats, "/config": self._config},
+            {"/ready": self._ready, "/stats": self.stats, "/config": self._config},
             metrics_registry(IngressCollector(self.server)),
         )
-        self.draining = False
+
+    async def _start_server(self) -> None:
+        self.server.start()
 
     def _report(self) -> pb.Report:
         report = pb.Report(config_version=self.server.version)
@@ -128,96 +96,8 @@ class App:
         return report
 
     def _ready(self) -> tuple[int, dict[str, Any]]:
-        ready = self.server.router is not None and not self.draining
-        return (200 if ready else 503), {
-            "ready": ready,
-            "draining": self.draining,
-            "version": self.server.version,
-        }
-
-    def _stats(self) -> dict[str, Any]:
-        return {
-            "version": self.server.version,
-            "port": self.server.port,
-            "accepted": self.server.accepted,
-            "rejected": dict(self.server.rejected),
-            "services": [s.to_json() for s in self.server.services.values()],
-            "draining": self.draining,
-            "source": self.client.status()
-            if self.client is not None
-            else (self.static.status() if self.static is not None else None),
-        }
+        return self.ready(self.server.router is not None)
 
     def _config(self) -> tuple[int, dict[str, Any] | None]:
         router = self.server.router
         return (404, None) if router is None else (200, router.config.to_json())
-
-    async def run(self) -> int:
-        stop = asyncio.Event()
-        try:
-            if self.static is not None:
-                try:
-                    await self.static.load()
-                except ConfigFormatError as exc:
-                    raise StartError(str(exc)) from None
-            try:
-                self.server.start()
-            except OSError as exc:
-                raise StartError(
-                    f"cannot listen on {self.settings.address}:{self.settings.port}: "
-                    f"{exc.strerror or exc}"
-                ) from None
-            try:
-                await self.admin.start()
-            except OSError as exc:
-                raise StartError(
-                    f"cannot serve the admin endpoint on {self.settings.admin_address}: {exc}"
-                ) from None
-            log.info(
-                "zone-ingress listening on %s:%d, admin on %s:%d",
-                self.settings.address,
-                self.server.port,
-                self.settings.admin_address.host,
-                self.admin.port,
-            )
-            return await self._serve(stop)
-        finally:
-            self.server.stop_accepting()
-            await self.admin.stop()
-
-    async def _serve(self, stop: asyncio.Event) -> int:
-        from meshfed.proxy import cpclient
-
-        pending: set[asyncio.Task[bool]] = set()
-        static = self.static
-
-        def reload() -> None:
-            if static is None:
-                return
-            log.info("SIGHUP: reloading %s", static.path)
-            task = asyncio.create_task(static.reload())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-        install_signals(stop, reload)
-        client_task = asyncio.create_task(self.client.run()) if self.client else None
-        waiters: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
-        if client_task is not None:
-            waiters.add(client_task)
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        code = 0
-        if client_task is not None and client_task.done():
-            try:
-                client_task.result()
-            except cpclient.Refused as exc:
-                log.error("%s", exc)
-                code = 1
-        self.draining = True
-        cut = await self.server.drain(self.settings.drain_timeout)
-        log.info("drained; %d connection(s) cut at the deadline", cut)
-        for task in waiters:
-            task.cancel()
-        if client_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, cpclient.Refused):
-                await client_task
-        return code

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from meshfed.process import load_settings, run_program
-from zone_ingress.app import App, StartError
+from meshfed.proxy.zone_proxy import StartError
+from zone_ingress.app import App
 from zone_ingress.settings import CONFIG
 
 

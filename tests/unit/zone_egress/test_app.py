@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from meshfed.proxy.zone_proxy import StartError
 from tests.support import free_port
-from zone_egress.app import App, StartError
+from zone_egress.app import App
 from zone_egress.settings import CONFIG, EgressSettings
 
 CP = "<the zone-cp's address>"  # replaced by a free port in the test
