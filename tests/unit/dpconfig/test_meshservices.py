@@ -70,6 +70,24 @@ def mesh_with(mode: str) -> Resource:
     return Resource(MESH.type, MESH.meta, {**MESH.spec, "meshServices": {"mode": mode}})
 
 
+def two_port_targets(admin_target: int) -> Any:
+    """backend's MeshService with ports main (80 -> 18080) and admin (81 -> `admin_target`)."""
+    two_ports = Resource(
+        "MeshService",
+        Meta(name="backend", mesh="default"),
+        {
+            "spec": {
+                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
+                "ports": [
+                    {"name": "main", "port": 80, "targetPort": 18080},
+                    {"name": "admin", "port": 81, "targetPort": admin_target},
+                ],
+            }
+        },
+    )
+    return resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+
+
 def test_a_mesh_service_reaches_its_own_zone_only(leaf: Leaf) -> None:
     config = build(leaf, mesh=mesh_with("Everywhere"), targets=TARGETS)
     local = outbound(config, "127.1.1.1")
@@ -137,20 +155,7 @@ def test_modes(leaf: Leaf) -> None:
 
 
 def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
-    two_ports = Resource(
-        "MeshService",
-        Meta(name="backend", mesh="default"),
-        {
-            "spec": {
-                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
-                "ports": [
-                    {"name": "main", "port": 80, "targetPort": 18080},
-                    {"name": "admin", "port": 81, "targetPort": 18080},
-                ],
-            }
-        },
-    )
-    targets = resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+    targets = two_port_targets(18080)
     ref = {"kind": "MeshService", "name": "backend", "sectionName": "main"}
     timeouts = policy("MeshTimeout", "main-only", MESH_REF, to=[to(ref, {"idleTimeout": "7s"})])
     config = build(
@@ -182,20 +187,7 @@ def test_section_name_selects_one_named_port(leaf: Leaf) -> None:
 
 def test_routes_attach_to_the_meshservice_port_their_section_names(leaf: Leaf) -> None:
     """Decision 166: a route's to[] `sectionName` routes one MeshService port's outbound."""
-    two_ports = Resource(
-        "MeshService",
-        Meta(name="backend", mesh="default"),
-        {
-            "spec": {
-                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
-                "ports": [
-                    {"name": "main", "port": 80, "targetPort": 18080},
-                    {"name": "admin", "port": 81, "targetPort": 18080},
-                ],
-            }
-        },
-    )
-    targets = resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+    targets = two_port_targets(18080)
     ref = {"kind": "MeshService", "name": "backend", "sectionName": "main"}
     refs = [{"kind": "MeshService", "name": "backend", "weight": 3}]
     rules = [{"default": {"backendRefs": refs}}]
@@ -223,20 +215,7 @@ def test_routes_attach_to_the_meshservice_port_their_section_names(leaf: Leaf) -
 
 def test_a_backend_ref_port_sends_to_that_meshservice_ports_endpoints(leaf: Leaf) -> None:
     """Decision 166: `{kind: MeshService, name, port}` resolves as that port's outbound."""
-    two_ports = Resource(
-        "MeshService",
-        Meta(name="backend", mesh="default"),
-        {
-            "spec": {
-                "selector": {"dataplaneTags": {"kuma.io/service": "backend"}},
-                "ports": [
-                    {"name": "main", "port": 80, "targetPort": 18080},
-                    {"name": "admin", "port": 81, "targetPort": 19999},
-                ],
-            }
-        },
-    )
-    targets = resolve_targets("zone-1", [two_ports], [], TARGET_VIPS)
+    targets = two_port_targets(19999)
     refs = [
         {"kind": "MeshService", "name": "backend", "port": 80, "weight": 1},
         {"kind": "MeshService", "name": "backend", "port": 81, "weight": 2},
