@@ -270,7 +270,11 @@ def _banner(
         f"global API {glob.api}, KDS {glob.kds}",
     ]
     zones = [c for c in components if c.role == ROLE_ZONE]
-    lines += [f"{c.name} API {c.api}, DNS {c.dns}" for c in zones]
+    lines += [
+        f"{c.name} API {c.api}, DNS {c.dns}"
+        + (f", Prometheus discovery {c.mads}" if c.mads else "")
+        for c in zones
+    ]
     zone = zones[0] if zones else None
     lines += [
         "try: meshctl inspect zones   (meshctl's current control plane once the global runs; "
@@ -291,5 +295,9 @@ def _banner(
             f"demo: {demo} more processes (apps, sidecars, ingresses); call backend from "
             f"{zone.name} through web's sidecar (the answer names the zone that served it):",
             *(f"     {line}" for line in try_commands(zone.name, zone.dns)),
+        ]
+        lines += [
+            "demo: Prometheus finds every sidecar's metrics with kuma_sd_configs, one per zone: "
+            + ", ".join(f"server: {c.mads}" for c in zones if c.mads)
         ]
     return lines

@@ -22,6 +22,7 @@ from meshctl.up.ports import (
     zone_api_key,
     zone_dns_key,
     zone_dp_key,
+    zone_mads_key,
 )
 from meshctl.up.state import ROLE_GLOBAL, ROLE_ZONE, ComponentRecord
 from meshfed.vip_ranges import zone_vip_cidr
@@ -106,6 +107,7 @@ def plan_components(
         api_port = ports[zone_api_key(zone)]
         dns = f"{HOST}:{ports[zone_dns_key(zone)]}"
         dp = f"{HOST}:{ports[zone_dp_key(zone)]}"
+        mads = f"{HOST}:{ports[zone_mads_key(zone)]}"
         components.append(
             ComponentRecord(
                 name=zone,
@@ -135,10 +137,14 @@ def plan_components(
                     str(zone_token_path(data_dir / zone)),
                     "--kds-ca-file",
                     str(kds_ca_path(global_dir)),
+                    # Prometheus's kuma_sd_configs discover the zone's sidecars here
+                    "--mads-address",
+                    mads,
                 ],
                 api=f"http://{HOST}:{api_port}",
                 dns=dns,
                 dp=f"grpc://{dp}",
+                mads=f"http://{mads}",
                 data_dir=str(data_dir / zone),
                 log=str(data_dir / "logs" / f"{zone}.log"),
             )

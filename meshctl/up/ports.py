@@ -38,6 +38,11 @@ def zone_dp_key(zone: str) -> str:
     return f"{zone}.dp"
 
 
+def zone_mads_key(zone: str) -> str:
+    """A zone's Prometheus discovery (kuma_sd's MADS; public like its DNS, decision 162)."""
+    return f"{zone}.mads"
+
+
 def zone_names(count: int) -> list[str]:
     return [f"zone-{i}" for i in range(1, count + 1)]
 
@@ -51,6 +56,7 @@ def port_keys(zones: Sequence[str]) -> list[str]:
         *(zone_api_key(z) for z in zones),
         *(zone_dns_key(z) for z in zones),
         *(zone_dp_key(z) for z in zones),
+        *(zone_mads_key(z) for z in zones),
     ]
 
 

@@ -39,6 +39,7 @@ class ComponentRecord:
     zone: str | None = None
     dns: str | None = None  # a zone's DNS server, HOST:PORT
     dp: str | None = None  # a zone's dataplane config server, grpc://HOST:PORT
+    mads: str | None = None  # a zone's Prometheus discovery (kuma_sd), http://HOST:PORT
     admin: str | None = None  # a demo proxy's admin server, http://HOST:PORT (its /ready)
     pid: int | None = None
     state: str = EXITED
@@ -55,6 +56,8 @@ class ComponentRecord:
             out["dns"] = self.dns
         if self.dp is not None:
             out["dpServer"] = self.dp
+        if self.mads is not None:
+            out["mads"] = self.mads
         if self.admin is not None:
             out["admin"] = self.admin
         out |= {"dataDir": self.data_dir, "log": self.log, "argv": list(self.argv)}
@@ -82,6 +85,7 @@ class ComponentRecord:
             zone=_optional_text(data, "zone", where),
             dns=_optional_text(data, "dns", where),
             dp=_optional_text(data, "dpServer", where),
+            mads=_optional_text(data, "mads", where),
             admin=_optional_text(data, "admin", where),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             state=_optional_text(data, "state", where) or EXITED,

@@ -1,5 +1,6 @@
 """`meshctl up` gives each zone its own DNS port and VIP range, records them in the state file,
-prints how to dig, and `meshctl resolve` finds a zone's DNS through the state file."""
+prints how to dig, and `meshctl resolve` finds a zone's DNS through the state file; each zone
+also serves Prometheus's discovery (MADS) on a port of its own, printed and recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from tests.auth_support import ADMIN_TOKEN_FILE
 from tests.integration.federation_support import Http, dataplane
 from tests.integration.test_dns_server import dig
+from tests.integration.test_mads import discovery_request, post
 from tests.integration.test_up import all_running, meshctl, start_up, zones_connected
 from tests.support import Procs, free_port, wait_until
 
@@ -37,7 +39,10 @@ def test_each_zone_gets_its_own_dns_port_and_vip_range(procs: Procs, tmp_path: P
     assert ports["zone-1"] != ports["zone-2"]
     assert "global" not in [n for n, c in comps.items() if "dns" in c]
     wait_until(lambda: f"dig @127.0.0.1 -p {ports['zone-1']} backend.mesh" in up.log())
-    assert f"zone-2 API {z2['api']}, DNS {z2['dns']}" in up.log()
+    assert f"zone-2 API {z2['api']}, DNS {z2['dns']}, Prometheus discovery {z2['mads']}" in (
+        up.log()
+    )
+    assert z1["mads"] != z2["mads"] and f"--mads-address {z1['mads'][7:]}" in " ".join(z1["argv"])
 
     # The global's admin token (up starts it with --admin-token-file), which zones accept.
     token_file = Path(comps["global"]["dataDir"]) / ADMIN_TOKEN_FILE
@@ -60,6 +65,10 @@ def test_each_zone_gets_its_own_dns_port_and_vip_range(procs: Procs, tmp_path: P
         )
         assert IPv4Address(answer.addresses[0]) in IPv4Network(cidr)
         answers[name] = answer.addresses[0]
+
+    # zone-2's discovery answers kuma_sd's request (no MeshMetric: an empty list)
+    status, body = post(int(z2["mads"].rpartition(":")[2]), discovery_request("prom", ""))
+    assert status == 200 and b"MonitoringAssignment" in body
 
     resolved = meshctl("resolve", "backend.mesh", "--zone", "zone-1", "--data-dir", str(data))
     assert resolved.returncode == 0, resolved.stderr

@@ -37,6 +37,7 @@ from tests.unit.api.conftest import Api, mesh, start_api
 
 PORTS = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
 PORTS |= {"zone-1.dns": 5005, "zone-2.dns": 5006, "zone-1.dp": 5007, "zone-2.dp": 5008}
+PORTS |= {"zone-1.mads": 5009, "zone-2.mads": 5010}
 DEMO = DemoPrograms("/bin/python", "/bin/mesh-dp", "/bin/zone-ingress")
 NET = DemoNet(200)
 

@@ -48,6 +48,8 @@ def test_keys_are_global_api_kds_then_zones() -> None:
         "zone-2.dns",
         "zone-1.dp",
         "zone-2.dp",
+        "zone-1.mads",
+        "zone-2.mads",
     ]
 
 
@@ -62,6 +64,8 @@ def test_base_port_lays_ports_out_in_order() -> None:
         "zone-2.dns": 7005,
         "zone-1.dp": 7006,
         "zone-2.dp": 7007,
+        "zone-1.mads": 7008,
+        "zone-2.mads": 7009,
     }
 
 
@@ -77,6 +81,7 @@ def test_remembered_ports_are_reused_when_free() -> None:
     k = FakeKernel()
     remembered = {"global.api": 5001, "global.kds": 5002, "zone-1.api": 5003, "zone-2.api": 5004}
     remembered |= {"zone-1.dns": 5005, "zone-2.dns": 5006, "zone-1.dp": 5007, "zone-2.dp": 5008}
+    remembered |= {"zone-1.mads": 5009, "zone-2.mads": 5010}
     assert choose_ports(KEYS, remembered, 0, k.is_free, k.pick) == remembered
 
 
