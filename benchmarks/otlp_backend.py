@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from _support import free_port, wait_port
-from sidecar import Procs, Result, Setup, measure, nginx_binary, running, start_meshfed
-from sidecar_http import lua, start_app
+from sidecar import Procs, Result, Setup, start_meshfed
+from sidecar_http import alternate, http_chain
 
 from meshfed.dpconfig.observability import AccessLog, LogFormat
-from meshfed.pki.ca import MeshCA, create_mesh_ca
+from meshfed.pki.ca import MeshCA
 
 # A collector that takes every request and does nothing with it.
 COLLECTOR = """
@@ -67,18 +64,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--body", type=int, default=1024)
     args = parser.parse_args()
-    found = nginx_binary()
-    if shutil.which("wrk") is None or found is None:
-        sys.exit("wrk and nginx needed: scripts/install-system-deps.sh --bench")
-    ca = create_mesh_ca("default")
-    results: list[Result] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
-        running(Path(tmp_dir)) as procs,
-    ):
-        script = procs.tmp / "post.lua"
-        script.write_text(lua(args.body))
-        app_port = start_app(procs, found[0], [args.body])
+    with http_chain(args.body) as chain:
+        procs, ca, app_port = chain.procs, chain.ca, chain.app_port
         up = free_port()
         procs.start("collector", [sys.executable, "-c", COLLECTOR, str(up)])
         wait_port(up)
@@ -89,11 +76,7 @@ def main() -> None:
         }
         names = list(setups)
         opts = argparse.Namespace(connections=args.connections, duration=args.duration)
-        for rnd in range(args.rounds):
-            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                s = setups[name]
-                results.append(measure(name, rnd, s.port, s.pids, opts, script))
-                procs.check()
+        results = alternate(chain, setups, args.rounds, opts)
     report(results, names)
 
 

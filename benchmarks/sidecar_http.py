@@ -32,11 +32,13 @@ and a JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,6 +140,47 @@ def start_app(procs: Procs, nginx: str, sizes: list[int]) -> int:
     start_nginx_conf(procs, nginx, "app", conf)
     wait_port(port)
     return port
+
+
+@dataclass
+class Chain:
+    """What the HTTP chain benchmarks share: their processes, the mesh CA, the nginx app that
+    answers every request with a body of the asked size, and wrk's script posting one."""
+
+    procs: Procs
+    ca: MeshCA
+    app_port: int
+    script: Path
+
+
+@contextlib.contextmanager
+def http_chain(body: int) -> Iterator[Chain]:
+    """The app and wrk's script for `body`-byte requests (sidecar_inbound_policies.py,
+    otlp_backend.py, tracing.py); every process is stopped on exit."""
+    found = nginx_binary()
+    if shutil.which("wrk") is None or found is None:
+        sys.exit("wrk and nginx needed: scripts/install-system-deps.sh --bench")
+    ca = create_mesh_ca("default")
+    with (
+        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
+        running(Path(tmp_dir)) as procs,
+    ):
+        script = procs.tmp / "post.lua"
+        script.write_text(lua(body))
+        yield Chain(procs, ca, start_app(procs, found[0], [body]), script)
+
+
+def alternate(
+    chain: Chain, setups: dict[str, Setup], rounds: int, opts: argparse.Namespace
+) -> list[Result]:
+    """Each setup measured once per round, the order rotating (`opts`: connections, duration)."""
+    names, results = list(setups), list[Result]()
+    for rnd in range(rounds):
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+            s = setups[name]
+            results.append(measure(name, rnd, s.port, s.pids, opts, chain.script))
+            chain.procs.check()
+    return results
 
 
 def start_nginx_http_chain(procs: Procs, nginx: str, ca: MeshCA, app_port: int) -> Setup:

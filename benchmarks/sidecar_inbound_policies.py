@@ -25,16 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from sidecar import Result, measure, nginx_binary, running, start_meshfed
-from sidecar_http import lua, start_app
+from sidecar import start_meshfed
+from sidecar_http import alternate, http_chain
 
 from meshfed.dpconfig.model import Endpoint, HttpMatch, HttpRule, PathMatch, Split
 from meshfed.dpconfig.traffic import (
@@ -44,7 +40,6 @@ from meshfed.dpconfig.traffic import (
     InboundRateLimit,
     Rate,
 )
-from meshfed.pki.ca import create_mesh_ca
 
 NEVER = InboundRateLimit(http=Rate(10**9, 1.0), sources=("MeshRateLimit/bench",))
 
@@ -86,18 +81,8 @@ def main() -> None:
         "`git archive <commit> mesh_dp | tar -x -C DIR`)",
     )
     args = parser.parse_args()
-    found = nginx_binary()
-    if shutil.which("wrk") is None or found is None:
-        sys.exit("wrk and nginx needed: scripts/install-system-deps.sh --bench")
-    ca = create_mesh_ca("default")
-    results: list[Result] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
-        running(Path(tmp_dir)) as procs,
-    ):
-        script = procs.tmp / "post.lua"
-        script.write_text(lua(args.body))
-        app_port = start_app(procs, found[0], [args.body])
+    with http_chain(args.body) as chain:
+        procs, ca, app_port = chain.procs, chain.ca, chain.app_port
         setups = {
             name: start_meshfed(procs, ca, app_port, "http", **extra)
             for name, extra in VARIANTS.items()
@@ -110,12 +95,7 @@ def main() -> None:
             finally:
                 del os.environ["PYTHONPATH"]
         names = list(setups)
-        for rnd in range(args.rounds):
-            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                s = setups[name]
-                run = measure(name, rnd, s.port, s.pids, args, script)
-                results.append(run)
-                procs.check()
+        results = alternate(chain, setups, args.rounds, args)
     print(
         f"{'variant':13} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
     )
