@@ -35,6 +35,7 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.passthrough import MESH_PASSTHROUGH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
+from meshfed.resources.types.zone_egress import ZONE_EGRESS
 from zone_cp.certs import CertError, CertIssuer
 from zone_cp.dpbuild import (
     BuildInputs,
@@ -301,10 +302,13 @@ class ConfigPusher:
                 self.invalidate()
                 await asyncio.sleep(1.0)
                 continue
+            # Sidecars' outbounds to external services list the connected egresses: found
+            # once per pass (a scan of every session per config was O(proxies) per build).
+            egresses = [s.resource for k, s in sessions.items() if k[0] == ZONE_EGRESS.name]
             for key in sorted(keys):
                 session = sessions.get(key)
                 if session is not None:
-                    self._push(session, inputs)
+                    self._push(session, inputs, egresses)
                     due = rotate_at(session.mesh, session.name)
                     if due is not None and (self._rotation is None or due < self._rotation):
                         self._rotation = due
@@ -323,7 +327,8 @@ class ConfigPusher:
             [r for t in (*POLICY_TYPES, *OUTSIDE_TYPES) for r in self._resources(t)],
         )
 
-    def _push(self, session: Session, inputs: BuildInputs) -> None:
+    def _push(self, session: Session, inputs: BuildInputs, egresses: list[Resource]) -> None:
+        """`egresses`: the connected zone egresses' resources."""
         snapshot = self._services.snapshot
         try:
             config: SidecarConfig | IngressConfig | EgressConfig
@@ -347,7 +352,7 @@ class ConfigPusher:
                         session.resource,
                         self.zone,
                         inputs.policies.get(session.mesh, {}),
-                        [s.resource for s in self._sessions.values() if s.kind is ProxyType.EGRESS],
+                        egresses,
                         snapshot.vips,
                         session.hello.reachable,
                     )
