@@ -205,6 +205,7 @@ class ConfigPusher:
         self._rotation: dt.datetime | None = None
         self._rotation_known = False
         self._wake = asyncio.Event()
+        self._egress_list: list[Resource] | None = None  # `_egresses`; None: scan again
         self.configs_sent = 0
         self.passes = 0
 
@@ -222,6 +223,8 @@ class ConfigPusher:
                 self._wants.discard(key)
             else:
                 self._wants.put(key, session.wants)
+        if key is None or key[0] == ZONE_EGRESS.name:
+            self._egress_list = None
         self._dirty.add(key)
         self._wake.set()
 
@@ -229,6 +232,8 @@ class ConfigPusher:
         """A proxy's session ended."""
         if key not in self._sessions:
             self._wants.discard(key)
+        if key[0] == ZONE_EGRESS.name:
+            self._egress_list = None
 
     def _on_snapshot(self, snapshot: ServiceSnapshot) -> None:
         """Rebuild the proxies whose services changed (a sidecar that calls two services
@@ -302,9 +307,7 @@ class ConfigPusher:
                 self.invalidate()
                 await asyncio.sleep(1.0)
                 continue
-            # Sidecars' outbounds to external services list the connected egresses: found
-            # once per pass (a scan of every session per config was O(proxies) per build).
-            egresses = [s.resource for k, s in sessions.items() if k[0] == ZONE_EGRESS.name]
+            egresses = self._egresses()
             for key in sorted(keys):
                 session = sessions.get(key)
                 if session is not None:
@@ -312,6 +315,17 @@ class ConfigPusher:
                     due = rotate_at(session.mesh, session.name)
                     if due is not None and (self._rotation is None or due < self._rotation):
                         self._rotation = due
+
+    def _egresses(self) -> list[Resource]:
+        """The connected zone egresses' resources (sidecars' outbounds to external services
+        list them), kept until `invalidate()` or `forget` of an egress: an egress connecting or
+        leaving rebuilds everyone through `invalidate()` (zone_cp.dpserver). Scanning every
+        session for them on each build was O(proxies) per config (issue 19)."""
+        if self._egress_list is None:
+            self._egress_list = [
+                s.resource for k, s in self._sessions.items() if k[0] == ZONE_EGRESS.name
+            ]
+        return self._egress_list
 
     def _rotate_at(self, mesh: str, name: str) -> dt.datetime | None:
         """When a proxy's certificate is due: a sidecar's leaf, or the first of an egress's
@@ -345,6 +359,7 @@ class ConfigPusher:
                     self._issuer,
                     reachable=session.hello.reachable,
                     targets=snapshot.targets,
+                    view=session.view(self.zone) if session.kind is ProxyType.SIDECAR else None,
                 )
                 if isinstance(config, SidecarConfig):
                     config = with_external_outbounds(
@@ -362,6 +377,7 @@ class ConfigPusher:
                         self.zone,
                         inputs.meshes[session.mesh],
                         inputs.policies.get(session.mesh, {}),
+                        session.view(self.zone),
                     )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))
