@@ -300,21 +300,27 @@ class ConfigPusher:
             if not keys:
                 continue
             self.passes += 1
-            try:
-                inputs = self._inputs()
-            except Exception:  # a bug must not end every future config push
-                log.exception("cannot gather the inputs of a config rebuild")
-                self.invalidate()
+            if not self.rebuild(keys):
                 await asyncio.sleep(1.0)
-                continue
-            egresses = self._egresses()
-            for key in sorted(keys):
-                session = sessions.get(key)
-                if session is not None:
-                    self._push(session, inputs, egresses)
-                    due = rotate_at(session.mesh, session.name)
-                    if due is not None and (self._rotation is None or due < self._rotation):
-                        self._rotation = due
+
+    def rebuild(self, keys: Collection[SessionKey]) -> bool:
+        """One pass: builds the configs of the connected proxies among `keys` and sends those
+        that changed. False if the inputs could not be gathered (everyone is dirty again)."""
+        try:
+            inputs = self._inputs()
+        except Exception:  # a bug must not end every future config push
+            log.exception("cannot gather the inputs of a config rebuild")
+            self.invalidate()
+            return False
+        egresses = self._egresses()
+        for key in sorted(keys):
+            session = self._sessions.get(key)
+            if session is not None:
+                self._push(session, inputs, egresses)
+                due = self._rotate_at(session.mesh, session.name)
+                if due is not None and (self._rotation is None or due < self._rotation):
+                    self._rotation = due
+        return True
 
     def _egresses(self) -> list[Resource]:
         """The connected zone egresses' resources (sidecars' outbounds to external services
