@@ -39,6 +39,9 @@ class Session:
     ready: dict[int, bool] = field(default_factory=dict)  # inbound index -> ready
     report: pb.Report | None = None
     insight_dirty: bool = False
+    # The insight as this session last wrote it: a periodic flush writes the insight only if
+    # it differs (without reading the store back: zone_cp.dpinsights).
+    insight_written: Resource | None = field(default=None, repr=False)
     _view: DataplaneView | None = field(default=None, repr=False)
 
     def view(self, zone: str) -> DataplaneView:
