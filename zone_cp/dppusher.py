@@ -205,7 +205,8 @@ class ConfigPusher:
         self._rotation: dt.datetime | None = None
         self._rotation_known = False
         self._wake = asyncio.Event()
-        self._egress_list: list[Resource] | None = None  # `_egresses`; None: scan again
+        # `_egresses`: the egress sessions found by the last scan (None: scan again)
+        self._egress_list: list[tuple[SessionKey, Session]] | None = None
         self.configs_sent = 0
         self.passes = 0
 
@@ -326,12 +327,13 @@ class ConfigPusher:
         """The connected zone egresses' resources (sidecars' outbounds to external services
         list them), kept until `invalidate()` or `forget` of an egress: an egress connecting or
         leaving rebuilds everyone through `invalidate()` (zone_cp.dpserver). Scanning every
-        session for them on each build was O(proxies) per config (issue 19)."""
-        if self._egress_list is None:
-            self._egress_list = [
-                s.resource for k, s in self._sessions.items() if k[0] == ZONE_EGRESS.name
-            ]
-        return self._egress_list
+        session for them on each build was O(proxies) per config (issue 19). An egress session
+        replaced or gone meanwhile (a takeover in progress) makes it scan again."""
+        found = self._egress_list
+        if found is None or any(self._sessions.get(k) is not s for k, s in found):
+            found = [(k, s) for k, s in self._sessions.items() if k[0] == ZONE_EGRESS.name]
+            self._egress_list = found
+        return [s.resource for _, s in found]
 
     def _rotate_at(self, mesh: str, name: str) -> dt.datetime | None:
         """When a proxy's certificate is due: a sidecar's leaf, or the first of an egress's

@@ -197,6 +197,12 @@ def test_the_egress_list_follows_egresses_coming_and_going() -> None:
     sessions[web.key] = web
     pusher.invalidate(web.key)  # a sidecar does not change the list
     assert pusher._egresses() == [egress.resource]
-    del sessions[egress.key]
-    pusher.forget(egress.key)
+    del sessions[egress.key]  # a takeover in progress: the old session gone, nothing told yet
+    assert pusher._egresses() == []
+    again = session(egress_resource("egress-1"), None)
+    sessions[again.key] = again
+    pusher.invalidate()
+    assert pusher._egresses() == [again.resource]
+    del sessions[again.key]
+    pusher.forget(again.key)
     assert pusher._egresses() == []
