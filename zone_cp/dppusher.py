@@ -404,7 +404,8 @@ class ConfigPusher:
         sub.responses_sent += 1
         session.insight_dirty = True
         self.configs_sent += 1
-        log.debug("%s: config %s sent", session.describe(), sub.config_sent)
+        if log.isEnabledFor(logging.DEBUG):  # `describe` costs more than the check
+            log.debug("%s: config %s sent", session.describe(), sub.config_sent)
 
     def _unavailable(self, session: Session, reason: str) -> None:
         if reason == session.unavailable:
