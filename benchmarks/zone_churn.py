@@ -19,7 +19,7 @@ Each Dataplane has one inbound of service `svc-<i mod --services>`; the zone has
 ZoneIngress (unless `--no-ingress`), whose `availableServices` it keeps current and syncs to
 the global. The load average is printed
 with each phase: on a shared machine wall times swing with the neighbours, CPU time much less.
-`--profile FILE` runs the zone under cProfile (pstats written to FILE when it stops).
+`--profile FILE` runs the zone under cProfile, measured phases only (pstats to FILE when it stops).
 `--fanout` (with `--via streams`): after each phase, with its sidecars still connected and
 quiet, one new endpoint of svc-0 is PUT; printed: how long until every connected sidecar that
 calls svc-0 received a new config (issue 19 item 2: <= 1 s with 1,000 connected), and how
@@ -38,7 +38,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -420,6 +422,8 @@ async def phase(
     streams: Streams | None,
 ) -> dict[str, Any]:
     load_before = load_average()
+    if args.profile:
+        os.kill(zone.pid, signal.SIGUSR1)
     cpu_before = cpu_seconds(zone.pid)
     global_before, own_before = cpu_seconds(global_pid), time.process_time()
     started = time.perf_counter()
@@ -431,6 +435,8 @@ async def phase(
     await wait_instances(http, zone, present + args.changes)
     total_s = time.perf_counter() - started
     cpu = cpu_seconds(zone.pid) - cpu_before
+    if args.profile:
+        os.kill(zone.pid, signal.SIGUSR2)
     global_cpu, own_cpu = cpu_seconds(global_pid) - global_before, time.process_time() - own_before
     return {
         "via": args.via,
@@ -466,16 +472,21 @@ def print_phase(res: dict[str, Any]) -> None:
 
 
 def profiled(node: Node, out: Path) -> None:
-    """Runs the node's program under cProfile instead (pstats to `out` when it stops). Timed
+    """Runs the node's program under cProfile instead (pstats to `out` when it stops), profiling
+    only between SIGUSR1 and SIGUSR2 (`phase` sends them around each measured phase). Timed
     by the main thread's CPU clock: on a shared machine a wall clock charges a function with
     the time the scheduler gave other processes, or the GIL other threads."""
     module = {"zone-cp": "zone_cp.main", "global-cp": "global_cp.main"}[Path(node.argv[0]).name]
     code = (
         # Not the working directory first (-c puts it there): PYTHONPATH picks the code.
-        "import cProfile, sys, time; sys.path.remove(''); from importlib import import_module; "
+        "import cProfile, signal, sys, time; sys.path.remove(''); "
+        "from importlib import import_module; "
         f"sys.argv = {node.argv!r}; main = import_module({module!r}).main; "
         "p = cProfile.Profile(time.thread_time)\n"
-        f"try:\n    p.run('main()')\nfinally:\n    p.dump_stats({str(out)!r})\n"
+        # Only the measured phases (`phase` signals their start and end), not the fill.
+        "signal.signal(signal.SIGUSR1, lambda *_: p.enable())\n"
+        "signal.signal(signal.SIGUSR2, lambda *_: p.disable())\n"
+        f"try:\n    main()\nfinally:\n    p.disable()\n    p.dump_stats({str(out)!r})\n"
     )
     node.argv = [sys.executable, "-c", code]
 

@@ -27,7 +27,7 @@ from meshfed.dpconfig.policies import MESH_TCP_ROUTE, with_route_backends
 from meshfed.dpconfig.protocol import ProxyType
 from meshfed.pki.ca import MeshCA
 from meshfed.policy.callers import certified_tags
-from meshfed.policy.targetref import view_of
+from meshfed.policy.targetref import DataplaneView, view_of
 from meshfed.resources.model import Resource
 from meshfed.resources.models.proxies import DataplaneSpec
 from meshfed.resources.typed import spec_as
@@ -145,9 +145,11 @@ def build_config(
     *,
     reachable: frozenset[str] | None = None,
     targets: Sequence[ServiceTarget] = (),
+    view: DataplaneView | None = None,
 ) -> SidecarConfig | IngressConfig:
     """The config of the proxy registered as `resource` (its Dataplane or ZoneIngress);
-    `reachable`: the services a sidecar announced it calls (None: every one)."""
+    `reachable`: the services a sidecar announced it calls (None: every one); `view`: the
+    sidecar's `view_of(resource, zone)` if the caller keeps it."""
     if kind is ProxyType.INGRESS:
         return build_ingress_config(resource, zone, catalog, inputs.meshes)
     mesh = inputs.meshes.get(resource.mesh)
@@ -155,8 +157,9 @@ def build_config(
         raise Unavailable(f"mesh {resource.mesh!r} no longer exists in zone {zone!r}")
     ca = inputs.ca(mesh)
     leaf = None
-    if ca is not None:
+    if view is None:
         view = view_of(resource, zone)
+    if ca is not None:
         if not view.inbounds:
             raise Unavailable(f"dataplane {resource.name!r} has no usable inbound")
         service = view.inbounds[0].service
@@ -179,4 +182,5 @@ def build_config(
         leaf,
         reachable=reachable,
         targets=targets,
+        view=view,
     )

@@ -33,6 +33,7 @@ class InsightWriter:
         """The session's insight as it is now: its subscriptions, certificate and report."""
         insight = self.resource(session)
         await self._records.put(insight, await self._records.get(*insight.key))
+        session.insight_written = insight
 
     def resource(self, session: Session) -> Resource:
         """The session's insight as it is now (what `write` stores); marks it written."""
@@ -53,14 +54,18 @@ class InsightWriter:
 
     async def flush(self, sessions: Iterable[Session]) -> None:
         """Writes the insights that changed since they were last written, a batch at a time
-        (one read and one write for each)."""
+        (one write for each). Compared with what each session last wrote, not read back from
+        the store: a connected proxy's insight is this writer's alone (issue 19)."""
         dirty = [s for s in list(sessions) if s.insight_dirty]
         for start in range(0, len(dirty), FLUSH_BATCH):
             chunk = dirty[start : start + FLUSH_BATCH]
             insights = [self.resource(s) for s in chunk]
+            pairs = zip(chunk, insights, strict=True)
+            changed = [(s, i) for s, i in pairs if changes(i, s.insight_written)]
             try:
-                stored = await self._records.read([i.key for i in insights])
-                await self._records.write([i for i in insights if changes(i, stored.get(i.key))])
+                await self._records.write([i for _, i in changed])
+                for session, insight in changed:
+                    session.insight_written = insight
             except StoreError as exc:
                 for session in chunk:
                     session.insight_dirty = True

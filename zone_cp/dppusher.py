@@ -35,6 +35,7 @@ from meshfed.resources.types.mesh import MESH
 from meshfed.resources.types.passthrough import MESH_PASSTHROUGH
 from meshfed.resources.types.policies import POLICIES
 from meshfed.resources.types.secret import SECRET
+from meshfed.resources.types.zone_egress import ZONE_EGRESS
 from zone_cp.certs import CertError, CertIssuer
 from zone_cp.dpbuild import (
     BuildInputs,
@@ -204,6 +205,8 @@ class ConfigPusher:
         self._rotation: dt.datetime | None = None
         self._rotation_known = False
         self._wake = asyncio.Event()
+        # `_egresses`: the egress sessions found by the last scan (None: scan again)
+        self._egress_list: list[tuple[SessionKey, Session]] | None = None
         self.configs_sent = 0
         self.passes = 0
 
@@ -221,6 +224,8 @@ class ConfigPusher:
                 self._wants.discard(key)
             else:
                 self._wants.put(key, session.wants)
+        if key is None or key[0] == ZONE_EGRESS.name:
+            self._egress_list = None
         self._dirty.add(key)
         self._wake.set()
 
@@ -228,6 +233,8 @@ class ConfigPusher:
         """A proxy's session ended."""
         if key not in self._sessions:
             self._wants.discard(key)
+        if key[0] == ZONE_EGRESS.name:
+            self._egress_list = None
 
     def _on_snapshot(self, snapshot: ServiceSnapshot) -> None:
         """Rebuild the proxies whose services changed (a sidecar that calls two services
@@ -294,20 +301,39 @@ class ConfigPusher:
             if not keys:
                 continue
             self.passes += 1
-            try:
-                inputs = self._inputs()
-            except Exception:  # a bug must not end every future config push
-                log.exception("cannot gather the inputs of a config rebuild")
-                self.invalidate()
+            if not self.rebuild(keys):
                 await asyncio.sleep(1.0)
-                continue
-            for key in sorted(keys):
-                session = sessions.get(key)
-                if session is not None:
-                    self._push(session, inputs)
-                    due = rotate_at(session.mesh, session.name)
-                    if due is not None and (self._rotation is None or due < self._rotation):
-                        self._rotation = due
+
+    def rebuild(self, keys: Collection[SessionKey]) -> bool:
+        """One pass: builds the configs of the connected proxies among `keys` and sends those
+        that changed. False if the inputs could not be gathered (everyone is dirty again)."""
+        try:
+            inputs = self._inputs()
+        except Exception:  # a bug must not end every future config push
+            log.exception("cannot gather the inputs of a config rebuild")
+            self.invalidate()
+            return False
+        egresses = self._egresses()
+        for key in sorted(keys):
+            session = self._sessions.get(key)
+            if session is not None:
+                self._push(session, inputs, egresses)
+                due = self._rotate_at(session.mesh, session.name)
+                if due is not None and (self._rotation is None or due < self._rotation):
+                    self._rotation = due
+        return True
+
+    def _egresses(self) -> list[Resource]:
+        """The connected zone egresses' resources (sidecars' outbounds to external services
+        list them), kept until `invalidate()` or `forget` of an egress: an egress connecting or
+        leaving rebuilds everyone through `invalidate()` (zone_cp.dpserver). Scanning every
+        session for them on each build was O(proxies) per config (issue 19). An egress session
+        replaced or gone meanwhile (a takeover in progress) makes it scan again."""
+        found = self._egress_list
+        if found is None or any(self._sessions.get(k) is not s for k, s in found):
+            found = [(k, s) for k, s in self._sessions.items() if k[0] == ZONE_EGRESS.name]
+            self._egress_list = found
+        return [s.resource for _, s in found]
 
     def _rotate_at(self, mesh: str, name: str) -> dt.datetime | None:
         """When a proxy's certificate is due: a sidecar's leaf, or the first of an egress's
@@ -323,7 +349,8 @@ class ConfigPusher:
             [r for t in (*POLICY_TYPES, *OUTSIDE_TYPES) for r in self._resources(t)],
         )
 
-    def _push(self, session: Session, inputs: BuildInputs) -> None:
+    def _push(self, session: Session, inputs: BuildInputs, egresses: list[Resource]) -> None:
+        """`egresses`: the connected zone egresses' resources."""
         snapshot = self._services.snapshot
         try:
             config: SidecarConfig | IngressConfig | EgressConfig
@@ -340,6 +367,7 @@ class ConfigPusher:
                     self._issuer,
                     reachable=session.hello.reachable,
                     targets=snapshot.targets,
+                    view=session.view(self.zone) if session.kind is ProxyType.SIDECAR else None,
                 )
                 if isinstance(config, SidecarConfig):
                     config = with_external_outbounds(
@@ -347,7 +375,7 @@ class ConfigPusher:
                         session.resource,
                         self.zone,
                         inputs.policies.get(session.mesh, {}),
-                        [s.resource for s in self._sessions.values() if s.kind is ProxyType.EGRESS],
+                        egresses,
                         snapshot.vips,
                         session.hello.reachable,
                     )
@@ -357,6 +385,7 @@ class ConfigPusher:
                         self.zone,
                         inputs.meshes[session.mesh],
                         inputs.policies.get(session.mesh, {}),
+                        session.view(self.zone),
                     )
         except (Unavailable, BuildError, CertError) as exc:
             self._unavailable(session, str(exc))
@@ -375,7 +404,8 @@ class ConfigPusher:
         sub.responses_sent += 1
         session.insight_dirty = True
         self.configs_sent += 1
-        log.debug("%s: config %s sent", session.describe(), sub.config_sent)
+        if log.isEnabledFor(logging.DEBUG):  # `describe` costs more than the check
+            log.debug("%s: config %s sent", session.describe(), sub.config_sent)
 
     def _unavailable(self, session: Session, reason: str) -> None:
         if reason == session.unavailable:

@@ -128,6 +128,7 @@ class Registration:
             await self._records.write(
                 [r for r, was in ((resource, stored), (insight, old_insight)) if changes(r, was)]
             )
+            session.insight_written = insight
             self.sessions[resource.key] = session
         self._on_registered(session.key)
         return session
@@ -189,6 +190,11 @@ class Registration:
     async def set_ready(self, session: Session, ready: dict[int, bool]) -> None:
         """The stored Dataplane with this readiness ({}: offline, nothing ready)."""
         await self._records.set_health(session.resource, ready)
+
+    async def report_ready(self, session: Session, ready: dict[int, bool]) -> None:
+        """A connected sidecar reported readiness other than `session.ready`, the health
+        its Dataplane was stored with: written without reading it back first."""
+        await self._records.write_health(session.resource, ready)
 
     async def close_stale(self, after: float) -> None:
         """After a crash: proxies still marked connected to an instance that is gone (one

@@ -387,7 +387,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         ready = session.reported(report)
         if ready != session.ready:
             try:
-                await self.registration.set_ready(session, ready)
+                await self.registration.report_ready(session, ready)
             except StoreError as exc:  # the next report tries again
                 log.warning("%s: readiness not stored: %s", session.describe(), exc)
                 return

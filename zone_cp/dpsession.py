@@ -15,6 +15,7 @@ from typing import Any
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.protocol import Hello, ProxyType
+from meshfed.policy.targetref import DataplaneView, view_of
 from meshfed.resources.model import Resource, now_rfc3339
 from zone_cp import dpstate
 from zone_cp.dpbuild import Wants
@@ -38,6 +39,17 @@ class Session:
     ready: dict[int, bool] = field(default_factory=dict)  # inbound index -> ready
     report: pb.Report | None = None
     insight_dirty: bool = False
+    # The insight as this session last wrote it: a periodic flush writes the insight only if
+    # it differs (without reading the store back: zone_cp.dpinsights).
+    insight_written: Resource | None = field(default=None, repr=False)
+    _view: DataplaneView | None = field(default=None, repr=False)
+
+    def view(self, zone: str) -> DataplaneView:
+        """`view_of(resource, zone)`, made once: the registered resource never changes while
+        the session lives, and every rebuild of its config reads it."""
+        if self._view is None:
+            self._view = view_of(self.resource, zone)
+        return self._view
 
     @property
     def kind(self) -> ProxyType:

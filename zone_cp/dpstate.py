@@ -37,7 +37,7 @@ from meshfed.resources.model import (
 )
 from meshfed.resources.models.proxies import DataplaneSpec, Inbound
 from meshfed.resources.typed import spec_as
-from meshfed.resources.types.common import as_list, dig
+from meshfed.resources.types.common import as_list
 from meshfed.resources.types.insights import DATAPLANE_INSIGHT, ZONE_INGRESS_INSIGHT
 from meshfed.resources.types.zone_egress import ZONE_EGRESS_INSIGHT
 
@@ -66,11 +66,23 @@ def _labels(resource: Resource, zone: str) -> dict[str, str]:
 def without_health(dataplane: Resource) -> dict[str, Any]:
     """The Dataplane's body with inbound health taken out (what the proxy controls). This and
     `with_health` edit the stored document itself, not its model: what is stored stays what
-    the proxy announced, byte for byte (a model dump would rewrite durations and order)."""
-    spec = copy.deepcopy(dataplane.spec)
-    for inbound in as_list(dig(spec, "networking", "inbound")):
-        if isinstance(inbound, dict):
-            inbound.pop("health", None)
+    the proxy announced, byte for byte (a model dump would rewrite durations and order).
+    Only the path to the inbounds is copied (as `with_health` does): the rest is shared with
+    `dataplane`, which is never edited in place (a deep copy per registration was 1.7 % of
+    the zone's main thread under churn, issue 19)."""
+    spec = dict(dataplane.spec)
+    networking = spec.get("networking")
+    raw = networking.get("inbound") if isinstance(networking, dict) else None
+    if isinstance(networking, dict) and isinstance(raw, list):
+        spec["networking"] = {
+            **networking,
+            "inbound": [
+                {k: v for k, v in inbound.items() if k != "health"}
+                if isinstance(inbound, dict)
+                else inbound
+                for inbound in raw
+            ],
+        }
     return spec
 
 

@@ -28,7 +28,7 @@ from meshfed.dpconfig.passthrough import compile_passthrough
 from meshfed.dpconfig.policies import OUTBOUND_TYPES, outbound_policies
 from meshfed.dpconfig.sni import SniError, encode_sni
 from meshfed.policy.rules import external_destination, match
-from meshfed.policy.targetref import view_of
+from meshfed.policy.targetref import DataplaneView, view_of
 from meshfed.resources.model import Resource
 from meshfed.resources.models.external import MeshExternalServiceSpec
 from meshfed.resources.typed import spec_as
@@ -96,8 +96,11 @@ def with_passthrough(
     zone: str,
     mesh: Resource,
     policies: Mapping[str, Sequence[Resource]],
+    view: DataplaneView | None = None,
 ) -> SidecarConfig:
     """`config` with what its passthrough proxy admits: the MeshPassthroughs selecting the
-    Dataplane, else the Mesh's `networking.outbound.passthrough` (decision 158)."""
-    matched = match(policies.get(PASSTHROUGH_TYPE, ()), view_of(dataplane, zone))
+    Dataplane, else the Mesh's `networking.outbound.passthrough` (decision 158). `view`:
+    `view_of(dataplane, zone)` if the caller keeps it."""
+    found = policies.get(PASSTHROUGH_TYPE)
+    matched = match(found, view or view_of(dataplane, zone)) if found else []
     return msgspec.structs.replace(config, passthrough=compile_passthrough(matched, mesh))

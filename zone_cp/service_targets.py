@@ -68,6 +68,8 @@ class ServiceTargets:
     names: Hostnames = field(default_factory=Hostnames)
     _keys: list[VipKey] = field(default_factory=list)
     _vips: Mapping[VipKey, str] | None = None
+    # the MeshServices' VIPs by "mesh/name", for the VIPs (by identity) they were taken from
+    _by_name: tuple[Mapping[VipKey, str] | None, dict[str, str]] = (None, {})
 
     def on_change(self, type_name: str) -> None:
         if type_name in TYPES or type_name == MESH.name:
@@ -130,13 +132,23 @@ class ServiceTargets:
                     self.zone, meshes, _all(mirror, DATAPLANE.name), services
                 )
                 await _apply(store, writes, deletes)
-        by_name = {
-            f"{k.mesh}/{k.service}": v
-            for k, v in vips.items()
-            if is_target_key(k) and k.zone == MESH_SERVICE
-        }
+        if not services:
+            return  # no status to write (the common case: a pass per registration burst)
         mtls = frozenset(m.name for m in meshes if dig(m.spec, "mtls", "enabledBackend"))
-        await _apply(store, status_writes(services, by_name, self.names, mtls), [])
+        await _apply(store, status_writes(services, self._names_of(vips), self.names, mtls), [])
+
+    def _names_of(self, vips: Mapping[VipKey, str]) -> dict[str, str]:
+        """The MeshServices' VIPs by "mesh/name"; recomputed only when the snapshot's VIPs
+        are a new mapping (they are shared while unchanged), not on every pass."""
+        seen, by_name = self._by_name
+        if seen is not vips:
+            by_name = {
+                f"{k.mesh}/{k.service}": v
+                for k, v in vips.items()
+                if is_target_key(k) and k.zone == MESH_SERVICE
+            }
+            self._by_name = (vips, by_name)
+        return by_name
 
 
 async def _apply(store: ResourceStore, writes: list[Resource], deletes: list[Resource]) -> None:

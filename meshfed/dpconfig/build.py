@@ -469,6 +469,14 @@ def _check_listeners(outbounds: Sequence[Outbound]) -> None:
         seen[where] = o.service
 
 
+def _match(
+    policies: Mapping[str, Sequence[Resource]], t: str, view: DataplaneView
+) -> list[Matched]:
+    """`match` of the mesh's policies of type `t` (most types have none: no work)."""
+    found = policies.get(t)
+    return match(found, view) if found else []
+
+
 def build_sidecar_config(
     dataplane: Resource,
     zone: str,
@@ -481,8 +489,10 @@ def build_sidecar_config(
     reachable: Collection[str] | None = None,
     port_80: bool = True,
     targets: Sequence[ServiceTarget] = (),
+    view: DataplaneView | None = None,
 ) -> SidecarConfig:
-    """The config of one sidecar; see the module docstring for what goes in."""
+    """The config of one sidecar; see the module docstring for what goes in. `view`:
+    `view_of(dataplane, zone)` when the caller keeps it (a connected sidecar's, made once)."""
     if dataplane.type != "Dataplane" or mesh.type != "Mesh":
         raise BuildError(f"expected a Dataplane and a Mesh, got {dataplane.type}, {mesh.type}")
     if dataplane.meta.mesh != mesh.meta.name:
@@ -494,7 +504,8 @@ def build_sidecar_config(
         raise BuildError(f"the catalog is zone {catalog.zone!r}'s, not {zone!r}'s")
     if not isinstance(dig(dataplane.spec, "networking", "address"), str):
         raise BuildError(f"dataplane {dataplane.meta.name!r} has no networking.address")
-    view = view_of(dataplane, zone)
+    if view is None:
+        view = view_of(dataplane, zone)
     if not view.inbounds:
         raise BuildError(f"dataplane {dataplane.meta.name!r} has no usable inbound")
     mtls = mtls_enabled(mesh)
@@ -505,13 +516,13 @@ def build_sidecar_config(
             f"no SPIFFE identity for dataplane {dataplane.meta.name!r}: {exc}"
         ) from None
     matched = {
-        t: match(policies.get(t, ()), view)
+        t: _match(policies, t, view)
         for t in (*OUTBOUND_TYPES, MESH_TRAFFIC_PERMISSION, MESH_TCP_ROUTE, MESH_HTTP_ROUTE)
     }
     for t in (MESH_FAULT_INJECTION, MESH_RATE_LIMIT):  # inbound only (traffic_rules.py)
-        matched[t] = match(policies.get(t, ()), view)
-    matched.update({t: match(policies.get(t, ()), view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
-    matched[MESH_TRACE] = match(policies.get(MESH_TRACE, ()), view)
+        matched[t] = _match(policies, t, view)
+    matched.update({t: _match(policies, t, view) for t in (MESH_ACCESS_LOG, MESH_METRIC)})
+    matched[MESH_TRACE] = _match(policies, MESH_TRACE, view)
     b = _Builder(view, zone, mtls, catalog, matched, targets)
     mode = mesh_services_mode(mesh)
     # Kuma's meshServices.mode: Exclusive leaves only MeshService destinations; with

@@ -85,11 +85,13 @@ class KdsClient:
         clock: Callable[[], float] = time.time,
         instance_id: str | None = None,
         metrics: KdsMetrics | None = None,
+        gather: float = 0.0,
     ) -> None:
         """`target`: "host:port" of the global's KDS server, or of each of its replicas;
         `tls`: how to check the global (None: plaintext); `token`: the zone token, or how to
         read it at each session; `instance_id`: this process (default: random); `metrics`:
-        where the streams are counted, labelled with this zone (None: nowhere)."""
+        where the streams are counted, labelled with this zone (None: nowhere); `gather`: how
+        long the zone -> global sender gathers changes before a response (run_sender)."""
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise ValueError("KdsClient needs at least one target")
@@ -106,6 +108,7 @@ class KdsClient:
         self._token = token
         self._clock = clock
         self._metrics = metrics
+        self._gather = gather
         self.state = DISCONNECTED
         self.sender: Sender | None = None  # the current session's zone -> global engine
         self.sessions = 0
@@ -184,6 +187,7 @@ class KdsClient:
                     self._source,
                     liveness=liveness,
                     metrics=m.stream(self.zone, ZONE_TO_GLOBAL) if m is not None else None,
+                    gather=self._gather,
                 ),
                 self._heartbeat(stub, metadata),
                 self._accepted(accepted, down_call, up_call),

@@ -146,9 +146,12 @@ async def run_sender(
     *,
     liveness: Liveness | None = None,
     metrics: StreamMetrics | None = None,
+    gather: float = 0.0,
 ) -> None:
     """Sends `source` to the peer until the stream ends (returns) or fails (raises);
-    `metrics` counts what passes (meshfed.kds.metrics)."""
+    `metrics` counts what passes (meshfed.kds.metrics). `gather`: seconds to wait once woken
+    before sending, so a burst of changes goes in one response, not one each (a gRPC write
+    costs far more than a resource in it: issue 19, decision 172)."""
     types = set(sender.types)
     # Every type is (re)loaded first; changes queue behind the load in commit order.
     queue: deque[SourceChange] = deque(SourceChange(t, None) for t in sender.types)
@@ -183,6 +186,8 @@ async def run_sender(
     async def writer() -> None:
         while True:
             await wake.wait()
+            if gather:
+                await asyncio.sleep(gather)
             wake.clear()
             while queue:
                 change = queue.popleft()

@@ -25,9 +25,15 @@ ZONE = "zone-1"
 
 
 class CountingStore(MemoryStore):
-    """Counts the store's write batches (what each registration used to make several of)."""
+    """Counts the store's write batches (what each registration used to make several of)
+    and reads."""
 
     batches = 0
+    reads = 0
+
+    async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
+        self.reads += 1
+        return await super().get_many(keys)
 
     async def write_batch(
         self,
@@ -133,3 +139,36 @@ async def test_a_restart_racing_its_old_streams_disconnection_stays_consistent(
     assert reg.sessions[new.key] is new
     stored = await store.get("Dataplane", "default", "web-1")
     assert dpstate.health_of(stored) == {i: new.ready.get(i, False) for i in (0, 1)}
+
+
+async def test_a_report_that_changes_readiness_is_written_without_reading_back(
+    store: CountingStore,
+) -> None:
+    reg = registration(store, [])
+    session = await reg.register(hello(web_dataplane("web-1")))
+    reads, batches = store.reads, store.batches
+    await reg.report_ready(session, {0: True, 1: False})
+    assert (store.reads, store.batches) == (reads, batches + 1)
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: True, 1: False}
+    assert stored.spec == dpstate.with_health(session.resource, {0: True}, default=False).spec
+
+
+async def test_a_flush_writes_the_insights_changed_since_their_session_wrote_them(
+    store: CountingStore,
+) -> None:
+    reg = registration(store, [])
+    web1 = await reg.register(hello(web_dataplane("web-1")))
+    web2 = await reg.register(hello(web_dataplane("web-2")))
+    insights = InsightWriter(Records(store, ZONE), CertIssuer())
+    web1.acked("v1")
+    web2.insight_dirty = True  # marked, but nothing in it changed since its registration
+    reads, revision = store.reads, await store.revision()
+    await insights.flush([web1, web2])
+    assert store.reads == reads  # compared with what each session wrote, not read back
+    assert await store.revision() == revision + 1  # one batch: web-1's insight only
+    stored = await store.get("DataplaneInsight", "default", "web-1")
+    assert stored.spec["subscriptions"][-1]["config"]["acknowledged"] == "v1"
+    assert not web1.insight_dirty and not web2.insight_dirty
+    await insights.flush([web1, web2])  # nothing dirty: nothing written
+    assert await store.revision() == revision + 1

@@ -3,7 +3,12 @@ inbound health, the ZoneIngress with its zone, and insights with subscriptions."
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.resources.model import Meta, Resource
@@ -96,3 +101,54 @@ def test_insight_keeps_the_last_subscriptions_and_the_report() -> None:
     closed = dpstate.insight_resource("ingress", "", "zi", ZONE, subs)
     assert closed.type == "ZoneIngressInsight"
     assert not dpstate.held_by_gone(closed, {"cp-9"})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+INBOUND = st.one_of(
+    st.fixed_dictionaries(
+        {"port": st.integers(1, 65535)},
+        optional={"health": st.fixed_dictionaries({"ready": st.booleans()}), "tags": JSON},
+    ),
+    JSON,
+)
+SPEC = st.fixed_dictionaries(
+    {},
+    optional={
+        "networking": st.one_of(
+            st.fixed_dictionaries(
+                {"address": st.just("10.0.0.1")},
+                optional={"inbound": st.one_of(st.lists(INBOUND, max_size=3), JSON)},
+            ),
+            JSON,
+        ),
+        "other": JSON,
+    },
+)
+
+
+def deep_without_health(spec: dict[str, Any]) -> dict[str, Any]:
+    """What without_health answered when it deep-copied the body (before issue 19's cut)."""
+    out = copy.deepcopy(spec)
+    networking = out.get("networking")
+    inbounds = networking.get("inbound") if isinstance(networking, dict) else None
+    for entry in inbounds if isinstance(inbounds, list) else []:
+        if isinstance(entry, dict):
+            entry.pop("health", None)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(SPEC)
+def test_without_health_answers_as_the_deep_copy_did_and_leaves_the_body_alone(
+    spec: dict[str, Any],
+) -> None:
+    before = copy.deepcopy(spec)
+    dp = Resource("Dataplane", Meta("web-1", "default"), spec)
+    assert dpstate.without_health(dp) == deep_without_health(spec)
+    assert spec == before
