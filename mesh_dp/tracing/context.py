@@ -83,6 +83,22 @@ def parse_traceparent(value: bytes) -> Parent | None:
     return Parent(trace, span, "", bool(int(flags, 16) & 1))
 
 
+# the usual traceparent, as a sidecar writes it: version 00, lowercase hex
+_TRACEPARENT_00: Final = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})[ \t]*")
+
+
+def traceparent_ids(value: bytes) -> tuple[bytes, bytes, bool] | None:
+    """`parse_traceparent`'s answer, as bytes (trace id, span id, sampled), for the usual
+    value; None for any other (not one, or not the usual form: `parse_traceparent` decides)."""
+    found = _TRACEPARENT_00.fullmatch(value)
+    if found is None:
+        return None
+    trace, span, flags = found.groups()
+    if trace in _ZEROS or span in _ZEROS:
+        return None
+    return trace, span, int(flags, 16) & 1 == 1
+
+
 def _b3_sampled(value: str) -> bool | None:
     if value in ("1", "d", "true"):
         return True
@@ -113,6 +129,30 @@ def parse_b3_multi(found: dict[bytes, bytes]) -> Parent | None:
     if found.get(B3_FLAGS, b"").strip() == b"1":
         sampled = True  # debug
     return Parent(trace, span, parent, sampled)
+
+
+def b3_multi_ids(found: dict[bytes, bytes]) -> tuple[bytes, bytes, bytes, bool] | None:
+    """`parse_b3_multi`'s answer, as bytes (trace id, span id, parent id or b"", sampled),
+    for B3 fields as a sidecar writes them (lowercase ids, no blanks, `x-b3-sampled` 0 or 1,
+    no `x-b3-flags`); None for any other (`parse_b3_multi` decides)."""
+    trace, span = found.get(B3_TRACE), found.get(B3_SPAN)
+    decision, parent = found.get(B3_SAMPLED), found.get(B3_PARENT, b"")
+    if (
+        trace is None
+        or span is None
+        or B3_FLAGS in found
+        or _B3_TRACE_RE.fullmatch(trace) is None
+        or _B3_SPAN_RE.fullmatch(span) is None
+        or trace in _ZEROS
+        or span in _ZEROS
+        or (parent and (_B3_SPAN_RE.fullmatch(parent) is None or parent in _ZEROS))
+    ):
+        return None
+    if decision == b"1":
+        return trace, span, parent, True
+    if decision == b"0":
+        return trace, span, parent, False
+    return None
 
 
 _SEEN: Final = READ | WRITTEN

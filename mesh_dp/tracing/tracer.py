@@ -22,6 +22,7 @@ from mesh_dp.http.headers import _without_hop
 from mesh_dp.http.parse import RequestHead
 from mesh_dp.tracing.context import (
     B3,
+    B3_PARENT,
     B3_SAMPLED,
     B3_SPAN,
     B3_TRACE,
@@ -29,10 +30,12 @@ from mesh_dp.tracing.context import (
     TRACEPARENT,
     WRITTEN,
     Sampling,
+    b3_multi_ids,
     headers_for,
     lone_decision,
     parent_of,
     propagation,
+    traceparent_ids,
 )
 from mesh_dp.tracing.span import Listener, Span
 from meshfed.dpconfig.tracing import Tracing
@@ -56,18 +59,21 @@ def inject(head: RequestHead, found: dict[bytes, bytes], new: list[tuple[bytes, 
         head.raw, head.hop = b"", None
 
 
-# Does a head as received carry trace context? One C-level search; the usual outbound
-# request does not, and takes the fast path (`_root`).
-_CONTEXT: Final = re.compile(
-    rb"\r\n(?:traceparent|b3|x-b3-|x-client-trace-id|x-datadog-)", re.IGNORECASE
-)
-# The context fields of a lowercased head as received (name, value)
+# The context fields of a lowercased head as received (name, value): one C-level scan; the
+# usual outbound request has none and takes the fast path (`_root`).
 _FIELDS: Final = re.compile(
     rb"\r\n(traceparent|b3|x-b3-[a-z]+|x-client-trace-id|x-datadog-[a-z-]+)[ \t]*:[ \t]*([^\r]*)"
 )
-_B3_ROOT: Final = b"x-b3-traceid: %s\r\nx-b3-spanid: %s\r\nx-b3-sampled: %s\r\n"
-_W3C_ROOT: Final = b"traceparent: 00-%s-%s-%s\r\n"
-_FLAGS: Final = {"b3": (b"0", b"1"), "w3c": (b"00", b"01"), "datadog": (b"00", b"01")}
+# the lines a new trace adds, by sampling decision (the head's closing CRLF included)
+_B3_ROOT: Final = (
+    b"x-b3-traceid: %s\r\nx-b3-spanid: %s\r\nx-b3-sampled: 0\r\n\r\n",
+    b"x-b3-traceid: %s\r\nx-b3-spanid: %s\r\nx-b3-sampled: 1\r\n\r\n",
+)
+_W3C: Final = (b"00-%s-%s-00", b"00-%s-%s-01")  # a traceparent by sampling decision
+_B3_MULTI: Final = (  # the fields of the B3 context `_b3_shared` takes as it comes
+    frozenset({B3_TRACE, B3_SPAN, B3_SAMPLED}),
+    frozenset({B3_TRACE, B3_SPAN, B3_PARENT, B3_SAMPLED}),
+)
 
 # What `finish` queues: the listener, the accounted record, the time it ended; the exporter
 # makes the Span (export.py), so the request path builds nothing more.
@@ -99,7 +105,6 @@ class Tracer:
     __slots__ = (
         "_bits",
         "_draw",
-        "_flags",
         "_id_bits",
         "_id_format",
         "_threshold",
@@ -124,7 +129,6 @@ class Tracer:
         self.sampling = Sampling(conf.overall, conf.client, conf.random)
         # no x-client-trace-id: traced when the draw is under both random and overall
         self._threshold = min(conf.random, conf.overall)
-        self._flags = _FLAGS[self.style]
         # a new trace's ids from one draw: trace (64 or 128 bits) then span (64 bits)
         self._id_bits = 192 if self.wide else 128
         self._id_format = b"%048x" if self.wide else b"%032x"
@@ -136,34 +140,90 @@ class Tracer:
 
     def start(self, record: Record, head: RequestHead) -> None:
         raw = head.raw
-        if raw:  # kept only when its hop-by-hop fields are known (parse.py)
-            if _CONTEXT.search(raw) is None:
-                self._root(record, head, raw)
-                return
-            found = dict(_FIELDS.findall(raw.lower()))
+        if not raw:  # kept only when its hop-by-hop fields are known (parse.py)
+            self._continue(record, head, propagation(head.headers))
+            return
+        low = raw.lower()
+        fields = _FIELDS.findall(low)
+        if not fields:
+            self._root(record, head, raw)
+        elif len(fields) == 1:
+            if not self._w3c_child(record, head, raw, low, fields[0]):
+                self._continue(record, head, dict(fields))
         else:
-            found = propagation(head.headers)
-        self._continue(record, head, found)
+            found = dict(fields)
+            if not self._b3_shared(record, found, len(fields)):
+                self._continue(record, head, found)
 
     def _root(self, record: Record, head: RequestHead, raw: bytes) -> None:
         """A request without trace context, its head as received: a new trace."""
         sampled = self._draw() * 100.0 < self._threshold
         ids = self._id_format % self._bits(self._id_bits)
         trace_id, span_id = ids[:-16], ids[-16:]
-        flag = self._flags[sampled]
         if self.style == "b3":
-            lines = _B3_ROOT % (trace_id, span_id, flag)
-            head.headers += ((B3_TRACE, trace_id), (B3_SPAN, span_id), (B3_SAMPLED, flag))
-            head.raw = raw[:-2] + lines + b"\r\n"
+            head.headers += (
+                (B3_TRACE, trace_id),
+                (B3_SPAN, span_id),
+                (B3_SAMPLED, b"1" if sampled else b"0"),
+            )
+            head.raw = raw[:-2] + _B3_ROOT[sampled] % (trace_id, span_id)
         elif self.style == "w3c":
-            head.headers.append((TRACEPARENT, b"00-%s-%s-%s" % (trace_id, span_id, flag)))
-            head.raw = raw[:-2] + _W3C_ROOT % (trace_id, span_id, flag) + b"\r\n"
+            value = _W3C[sampled] % (trace_id, span_id)
+            head.headers.append((TRACEPARENT, value))
+            head.raw = raw[:-2] + b"traceparent: %s\r\n\r\n" % value
         else:
             inject(
                 head, {}, headers_for(self.style, trace_id.decode(), span_id.decode(), "", sampled)
             )
         if sampled:
             record.trace = (trace_id, span_id, b"", False)
+
+    def _w3c_child(
+        self,
+        record: Record,
+        head: RequestHead,
+        raw: bytes,
+        low: bytes,
+        field: tuple[bytes, bytes],
+    ) -> bool:
+        """The usual W3C case, without building a dict, a Parent or strings: a lone
+        `traceparent` of version 00 continued by a child span (OpenTelemetry, Datadog's W3C
+        half is not this: it writes more). False: not this shape, `_continue` decides."""
+        name, value = field
+        if name != TRACEPARENT or self.style != "w3c" or self.listener.shared:
+            return False
+        parsed = traceparent_ids(value)
+        if parsed is None:
+            return False
+        at = low.find(b"\r\ntraceparent:")
+        index = raw.count(b"\r\n", 0, at)  # the request line is line 0, then the fields
+        headers = head.headers
+        if at < 0 or index >= len(headers) or headers[index][0].lower() != TRACEPARENT:
+            return False
+        trace_id, parent_id, sampled = parsed
+        span_id = self._id()
+        new = _W3C[sampled] % (trace_id, span_id)
+        if new != value:  # (as `inject`: a head that already says it is left alone)
+            del headers[index]
+            headers.append((TRACEPARENT, new))
+            end = raw.find(b"\r\n", at + 2)
+            head.raw = raw[:at] + raw[end:-2] + b"traceparent: %s\r\n\r\n" % new
+        if sampled:
+            record.trace = (trace_id, span_id, parent_id, False)
+        return True
+
+    def _b3_shared(self, record: Record, found: dict[bytes, bytes], count: int) -> bool:
+        """The usual Zipkin inbound, without a Parent or strings: B3 multi fields (each
+        once, canonical values, an explicit decision) continued in the caller's span
+        (shared span context), so nothing is written. False: `_continue` decides."""
+        if not self.listener.shared or len(found) != count or found.keys() not in _B3_MULTI:
+            return False
+        parsed = b3_multi_ids(found)
+        if parsed is None:
+            return False
+        if parsed[3]:
+            record.trace = (parsed[0], parsed[1], parsed[2], True)
+        return True
 
     def _continue(self, record: Record, head: RequestHead, found: dict[bytes, bytes]) -> None:
         """The general case: a caller's context (or a head rebuilt from its fields)."""

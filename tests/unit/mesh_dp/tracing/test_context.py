@@ -5,16 +5,26 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mesh_dp.tracing.context import (
+    B3_FLAGS,
+    B3_PARENT,
+    B3_SAMPLED,
+    B3_SPAN,
+    B3_TRACE,
     Parent,
     Sampling,
+    b3_multi_ids,
     headers_for,
     lone_decision,
     parent_of,
+    parse_b3_multi,
     parse_b3_single,
     parse_traceparent,
     propagation,
+    traceparent_ids,
 )
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -100,3 +110,62 @@ def test_overall_10_keeps_10_percent_of_1000_traces(seed: int) -> None:
     s = Sampling(overall=10)
     kept = sum(s.decide(rng.random() * 100, False) for _ in range(1000))
     assert 50 <= kept <= 150, kept
+
+
+# Bytes that look like ids often enough to reach every branch of the fast parsers.
+_HEXISH = st.text("0123456789abcdefABCDEF-xz \t", max_size=40).map(str.encode)
+_ID = st.one_of(
+    _HEXISH,
+    st.sampled_from([TRACE, TRACE[16:], SPAN, "0" * 16, "0" * 32]).map(str.encode),
+    st.binary(max_size=34),
+)
+_TRACEPARENT = st.one_of(
+    st.builds(
+        lambda v, t, s, f, tail: b"-".join([v, t, s, f]) + tail,
+        st.sampled_from([b"00", b"01", b"ff", b"0"]),
+        _ID,
+        _ID,
+        st.sampled_from([b"00", b"01", b"03", b"ff", b"1", b"zz"]),
+        st.sampled_from([b"", b" ", b"\t ", b"-x", b"\x0b"]),
+    ),
+    st.binary(max_size=64),
+)
+
+
+@given(_TRACEPARENT)
+def test_the_fast_traceparent_reading_agrees_with_the_parser(value: bytes) -> None:
+    """`traceparent_ids` answers only what `parse_traceparent` would, as bytes."""
+    fast = traceparent_ids(value)
+    if fast is not None:
+        trace, span, sampled = fast
+        assert parse_traceparent(value) == Parent(trace.decode(), span.decode(), "", sampled)
+
+
+def test_the_fast_traceparent_reading_takes_what_a_sidecar_writes() -> None:
+    value = f"00-{TRACE}-{SPAN}-01".encode()
+    assert traceparent_ids(value) == (TRACE.encode(), SPAN.encode(), True)
+    assert traceparent_ids(value[:-1] + b"0 ") == (TRACE.encode(), SPAN.encode(), False)
+    assert traceparent_ids(value.upper()) is None  # the parser decides (it lowercases)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([B3_TRACE, B3_SPAN, B3_PARENT, B3_SAMPLED, B3_FLAGS]),
+        st.one_of(_ID, st.sampled_from([b"0", b"1", b"d", b"true", b" 1"])),
+    )
+)
+def test_the_fast_b3_reading_agrees_with_the_parser(found: dict[bytes, bytes]) -> None:
+    """`b3_multi_ids` answers only what `parse_b3_multi` would, with a decision."""
+    fast = b3_multi_ids(found)
+    if fast is not None:
+        trace, span, parent, sampled = fast
+        expected = Parent(trace.decode(), span.decode(), parent.decode(), sampled)
+        assert parse_b3_multi(found) == expected
+
+
+def test_the_fast_b3_reading_takes_what_a_sidecar_writes() -> None:
+    found = {B3_TRACE: TRACE.encode(), B3_SPAN: SPAN.encode(), B3_SAMPLED: b"1"}
+    assert b3_multi_ids(found) == (TRACE.encode(), SPAN.encode(), b"", True)
+    found[B3_PARENT], found[B3_SAMPLED] = b"c" * 16, b"0"
+    assert b3_multi_ids(found) == (TRACE.encode(), SPAN.encode(), b"c" * 16, False)
+    assert b3_multi_ids({**found, B3_SAMPLED: b"d"}) is None  # debug: the parser decides

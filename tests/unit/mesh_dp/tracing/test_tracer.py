@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.headers import request_bytes
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.tracing.span import Listener, Span, name_of, tags_of
-from mesh_dp.tracing.tracer import Pending, Tracer, span_of
+from mesh_dp.tracing.tracer import _FIELDS, Pending, Tracer, span_of
 from meshfed.dpconfig.tracing import TraceTag, Tracing
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -186,3 +189,92 @@ def test_datadog_writes_w3c_and_its_own_headers() -> None:
     fields = sent_fields(h)
     assert fields[b"traceparent"] == f"00-{span.trace_id}-{span.span_id}-01".encode()
     assert fields[b"x-datadog-parent-id"] == str(int(span.span_id, 16)).encode()
+
+
+_NAMES = [b"traceparent", b"b3", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid"]
+_NAMES += [b"x-b3-sampled", b"x-b3-flags", b"x-client-trace-id", b"x-datadog-trace-id"]
+_VALUES = [
+    f"00-{TRACE}-{SPAN}-01",
+    f"00-{TRACE}-{SPAN}-00 ",
+    f"00-{TRACE.upper()}-{SPAN}-01",
+    f"01-{TRACE}-{SPAN}-01-x",
+    f"00-{'0' * 32}-{SPAN}-01",
+    TRACE,
+    TRACE[16:],
+    SPAN,
+    "c" * 16,
+    "0" * 16,
+    "1",
+    "0",
+    "d",
+    f"{TRACE}-{SPAN}-1",
+    "junk",
+]
+_FIELD = st.tuples(
+    st.sampled_from(_NAMES).flatmap(lambda n: st.sampled_from([n, n.title(), n.upper()])),
+    st.sampled_from(_VALUES).map(str.encode),
+)
+
+
+def _mostly(usual: list[str], other: list[str]) -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(usual), st.sampled_from(usual), st.sampled_from(other))
+
+
+_B3 = [  # what a sidecar's outbound writes (mostly), and variations of it
+    (b"x-b3-traceid", _mostly([TRACE, TRACE[16:]], ["0" * 16, TRACE[1:]])),
+    (b"x-b3-spanid", _mostly([SPAN], ["0" * 16, SPAN.upper()])),
+    (b"x-b3-parentspanid", _mostly(["c" * 16], ["0" * 16, "junk"])),
+    (b"x-b3-sampled", _mostly(["1", "0"], ["d", " 1"])),
+]
+_USUAL = st.one_of(
+    st.tuples(
+        st.just(b"traceparent"),
+        _mostly(_VALUES[:2], [*_VALUES[2:5], f"00-{TRACE}-{'0' * 16}-01"]).map(str.encode),
+    ).map(lambda field: [field]),
+    st.tuples(*(st.tuples(st.just(n), v.map(str.encode)) for n, v in _B3)).flatmap(
+        lambda b3: st.sampled_from([list(b3), [b3[0], b3[1], b3[3]], [b3[1], b3[0], b3[3]]])
+    ),
+)
+
+
+_OTHER = [(b"Accept", b"*/*"), (b"X-Env", b"b")]  # not trace context: anywhere in the head
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.lists(_FIELD, max_size=5),
+        _USUAL,
+        st.tuples(_USUAL, st.lists(_FIELD, max_size=1)).map(lambda u: u[0] + u[1]),
+    ).flatmap(lambda fields: st.permutations(fields + _OTHER)),
+    st.one_of(  # (kind, server, shared span context): the shortcuts' two, and the others
+        st.sampled_from([("zipkin", True, True), ("otel", True, False)]),
+        st.tuples(st.sampled_from(["zipkin", "otel", "datadog"]), st.booleans(), st.booleans()),
+    ),
+)
+def test_the_fast_paths_write_what_the_general_one_writes(
+    fields: list[tuple[bytes, bytes]], where: tuple[str, bool, bool]
+) -> None:
+    """`start`'s shortcuts (a new trace, a lone traceparent, Zipkin's shared B3) leave the
+    request, its record and the random draws exactly as the general reading does."""
+    kind, server, shared = where
+    lines = [name + b": " + value for name, value in fields]
+    fast, general = head(*lines), head(*lines)
+    conf = Tracing(kind, "http://collector/x", "web", shared_span_context=shared)  # type: ignore[arg-type]
+
+    def make() -> Tracer:
+        return Tracer(conf, listener(server, server and kind == "zipkin" and shared), drop, rng())
+
+    def rng() -> random.Random:
+        return random.Random(7)
+
+    fast_record, general_record = Record("inbound", "web"), Record("inbound", "web")
+    make().start(fast_record, fast)
+    found = dict(_FIELDS.findall(general.raw.lower()))
+    make()._continue(general_record, general, found)  # what `start` did before its shortcuts
+    assert fast_record.trace == general_record.trace
+    assert (fast.headers, fast.raw, fast.hop) == (general.headers, general.raw, general.hop)
+
+
+def drop(item: Pending) -> None:
+    pass
