@@ -217,7 +217,8 @@ _FIELD = st.tuples(
 
 
 def _mostly(usual: list[str], other: list[str]) -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(usual), st.sampled_from(usual), st.sampled_from(other))
+    """One of `usual` four times in five, else one of `other`."""
+    return st.integers(0, 4).flatmap(lambda i: st.sampled_from(usual if i else other))
 
 
 _B3 = [  # what a sidecar's outbound writes (mostly), and variations of it
@@ -226,54 +227,77 @@ _B3 = [  # what a sidecar's outbound writes (mostly), and variations of it
     (b"x-b3-parentspanid", _mostly(["c" * 16], ["0" * 16, "junk"])),
     (b"x-b3-sampled", _mostly(["1", "0"], ["d", " 1"])),
 ]
-_USUAL = st.one_of(
-    st.tuples(
-        st.just(b"traceparent"),
-        _mostly(_VALUES[:2], [*_VALUES[2:5], f"00-{TRACE}-{'0' * 16}-01"]).map(str.encode),
-    ).map(lambda field: [field]),
-    st.tuples(*(st.tuples(st.just(n), v.map(str.encode)) for n, v in _B3)).flatmap(
-        lambda b3: st.sampled_from([list(b3), [b3[0], b3[1], b3[3]], [b3[1], b3[0], b3[3]]])
-    ),
-)
+_CASED = st.integers(0, 4).map(lambda i: bytes.lower if i else bytes.title)
+_TRACEPARENT = st.tuples(
+    _CASED.map(lambda case: case(b"traceparent")),
+    _mostly(_VALUES[:2], [*_VALUES[2:5], f"00-{TRACE}-{'0' * 16}-01"]).map(str.encode),
+).map(lambda field: [field])
+_B3_FIELDS = st.tuples(
+    *(st.tuples(_CASED.map(lambda c, n=n: c(n)), v.map(str.encode)) for n, v in _B3)
+).flatmap(lambda b3: st.sampled_from([list(b3), [b3[0], b3[1], b3[3]], [b3[1], b3[0], b3[3]]]))
+_OTHER = [(b"Accept", b"*/*"), (b"X-Env", b"b")]  # not trace context
+_WHERE = st.tuples(st.sampled_from(["zipkin", "otel", "datadog"]), st.booleans(), st.booleans())
 
 
-_OTHER = [(b"Accept", b"*/*"), (b"X-Env", b"b")]  # not trace context: anywhere in the head
+def _anywhere(fields: list[tuple[bytes, bytes]]) -> st.SearchStrategy[list[tuple[bytes, bytes]]]:
+    return st.permutations(fields + _OTHER)
 
 
-@settings(max_examples=300)
+@settings(max_examples=400)
 @given(
-    st.one_of(
-        st.lists(_FIELD, max_size=5),
-        _USUAL,
-        st.tuples(_USUAL, st.lists(_FIELD, max_size=1)).map(lambda u: u[0] + u[1]),
-    ).flatmap(lambda fields: st.permutations(fields + _OTHER)),
-    st.one_of(  # (kind, server, shared span context): the shortcuts' two, and the others
-        st.sampled_from([("zipkin", True, True), ("otel", True, False)]),
-        st.tuples(st.sampled_from(["zipkin", "otel", "datadog"]), st.booleans(), st.booleans()),
+    st.one_of(  # (fields, (kind, server, shared span context))
+        st.tuples(st.lists(_FIELD, max_size=5).flatmap(_anywhere), _WHERE),
+        st.tuples(
+            st.tuples(st.one_of(_B3_FIELDS, _TRACEPARENT), st.lists(_FIELD, max_size=1))
+            .map(lambda u: u[0] + u[1])
+            .flatmap(_anywhere),
+            _WHERE,
+        ),
+        # as a sidecar's outbound sends them on, to the listeners that take them in place
+        st.tuples(_B3_FIELDS.map(lambda b3: _OTHER + b3), st.just(("zipkin", True, True))),
+        st.tuples(_TRACEPARENT.map(lambda w3c: _OTHER + w3c), st.just(("otel", True, False))),
     ),
+    st.booleans(),
 )
 def test_the_fast_paths_write_what_the_general_one_writes(
-    fields: list[tuple[bytes, bytes]], where: tuple[str, bool, bool]
+    case: tuple[list[tuple[bytes, bytes]], tuple[str, bool, bool]], failing: bool
 ) -> None:
-    """`start`'s shortcuts (a new trace, a lone traceparent, Zipkin's shared B3) leave the
-    request, its record and the random draws exactly as the general reading does."""
-    kind, server, shared = where
+    """`start`'s shortcuts (a new trace, a sidecar's traceparent, Zipkin's shared B3) leave
+    the request, its record, the drops and the random draws exactly as the general reading
+    does."""
+    fields, (kind, server, shared) = case
     lines = [name + b": " + value for name, value in fields]
     fast, general = head(*lines), head(*lines)
     conf = Tracing(kind, "http://collector/x", "web", shared_span_context=shared)  # type: ignore[arg-type]
 
     def make() -> Tracer:
-        return Tracer(conf, listener(server, server and kind == "zipkin" and shared), drop, rng())
+        where = listener(server, server and kind == "zipkin" and shared)
+        return Tracer(conf, where, drop, random.Random(7), Backend(failing))
 
-    def rng() -> random.Random:
-        return random.Random(7)
-
+    fast_tracer, general_tracer = make(), make()
     fast_record, general_record = Record("inbound", "web"), Record("inbound", "web")
-    make().start(fast_record, fast)
+    fast_tracer.start(fast_record, fast)
     found = dict(_FIELDS.findall(general.raw.lower()))
-    make()._continue(general_record, general, found)  # what `start` did before its shortcuts
+    general_tracer._continue(general_record, general, found)  # `start` without shortcuts
     assert fast_record.trace == general_record.trace
+    assert fast_tracer.gate.dropped == general_tracer.gate.dropped
     assert (fast.headers, fast.raw, fast.hop) == (general.headers, general.raw, general.hop)
+
+
+class Backend:
+    """An exporter's state as the tracer reads it (tracer.Gate)."""
+
+    def __init__(self, failing: bool) -> None:
+        self.failing, self.dropped = failing, 0
+
+
+def test_a_failing_backends_spans_are_counted_not_made() -> None:
+    offered: list[Pending] = []
+    gate = Backend(True)
+    t = Tracer(Tracing("zipkin", "http://c/x", "web"), listener(False), offered.append, None, gate)
+    h = head()
+    assert traced(t, h).trace is None and gate.dropped == 1 and offered == []
+    assert sent_fields(h)[b"x-b3-sampled"] == b"1"  # propagated all the same
 
 
 def drop(item: Pending) -> None:
