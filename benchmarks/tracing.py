@@ -22,6 +22,12 @@ MeshTrace whose backend is OpenTelemetry (OTLP/HTTP: the protobuf messages loade
 
     .venv/bin/python benchmarks/tracing.py [--duration 5] [--rounds 3] [--connections 16]
         [--body 1024] [--variants none,none-again,trace-down,all-three] [--otel]
+        [--base DIR --base-variants none,trace-down]
+
+`--base DIR` (a checkout of another commit, e.g. `git archive <commit> | tar -x -C DIR`)
+also runs `--base-variants` on that code, as `<variant>@base`, interleaved with the others in
+the same rounds: the sidecars are started with PYTHONPATH=DIR (the venv's `mesh-dp` script
+imports the editable install, so PYTHONPATH is what switches the code they run).
 
 Needs wrk and nginx (`scripts/install-system-deps.sh --bench`). Not a test.
 """
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -130,6 +137,8 @@ def main() -> None:
     parser.add_argument("--body", type=int, default=1024, help="request and response bytes")
     parser.add_argument("--variants", default="none,trace-down,all-three")
     parser.add_argument("--otel", action="store_true", help="also all three with OTLP/HTTP")
+    parser.add_argument("--base", help="a checkout whose code runs the --base-variants too")
+    parser.add_argument("--base-variants", default="none,trace-down")
     args = parser.parse_args()
     found = nginx_binary()
     if shutil.which("wrk") is None or found is None:
@@ -145,11 +154,25 @@ def main() -> None:
         script.write_text(lua(args.body))
         app_port = start_app(procs, found[0], [args.body])
         wanted = args.variants.split(",") + (["all-three-otel"] if args.otel else [])
+        known = variants(procs.tmp, args.otel)
         setups = {
             name: start_meshfed(procs, ca, app_port, "http", **extra)
-            for name, extra in variants(procs.tmp, args.otel).items()
+            for name, extra in known.items()
             if name in wanted
         }
+        if args.base:
+            before = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = str(Path(args.base).resolve())
+            try:
+                for name in args.base_variants.split(","):
+                    setups[f"{name}@base"] = start_meshfed(
+                        procs, ca, app_port, "http", **known[name]
+                    )
+            finally:
+                if before is None:
+                    del os.environ["PYTHONPATH"]
+                else:
+                    os.environ["PYTHONPATH"] = before
         names = list(setups)
         for rnd in range(args.rounds):
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
@@ -174,6 +197,13 @@ def main() -> None:
         summary[f"{name}_rps_ratio"] = [round(x, 3) for x in ratio]
         if ratio:
             print(f"{name}: req/s {statistics.median(ratio):.3f}x none (median of rounds)")
+    cpu_none = statistics.median(
+        [r.proxy_cpu_us_per_request for r in results if r.path == "none"] or [0.0]
+    )
+    for name in names:
+        cpu = statistics.median([r.proxy_cpu_us_per_request for r in results if r.path == name])
+        vs = f" ({cpu / cpu_none - 1:+.1%} vs none)" if cpu_none else ""
+        print(f"{name}: CPU {cpu:.1f} µs per request, both sidecars (median of rounds){vs}")
     for name, (backend, web) in rss.items():
         print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB")
     print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))

@@ -176,7 +176,8 @@ class Tracing:
                 listener.http.tracer = None
             return
         assert conf is not None and self.exporter is not None
-        offer = self.exporter.offer
+        exporter = self.exporter
+        offer = exporter.offer
         node = f"{config.mesh}.{config.dataplane}"
 
         def part(server: bool, destination: str, cluster: str) -> Listener:
@@ -194,9 +195,10 @@ class Tracing:
             )
 
         for x, i in inbounds:
-            x.http.tracer = Tracer(conf, part(True, "", f"localhost:{i.service_port}"), offer)
+            inbound = part(True, "", f"localhost:{i.service_port}")
+            x.http.tracer = Tracer(conf, inbound, offer, gate=exporter)
         for x, o in outbounds:
-            x.http.tracer = Tracer(conf, part(False, o.service, o.service), offer)
+            x.http.tracer = Tracer(conf, part(False, o.service, o.service), offer, gate=exporter)
 
     def _use(self, conf: TracingConf | None) -> bool:
         """The exporter of `conf`'s backend (new when the backend changed), or none."""

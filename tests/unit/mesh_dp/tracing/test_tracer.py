@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.headers import request_bytes
 from mesh_dp.http.parse import RequestHead, RequestParser
 from mesh_dp.tracing.span import Listener, Span, name_of, tags_of
-from mesh_dp.tracing.tracer import Pending, Tracer, span_of
+from mesh_dp.tracing.tracer import _FIELDS, Pending, Tracer, span_of
 from meshfed.dpconfig.tracing import TraceTag, Tracing
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -186,3 +189,116 @@ def test_datadog_writes_w3c_and_its_own_headers() -> None:
     fields = sent_fields(h)
     assert fields[b"traceparent"] == f"00-{span.trace_id}-{span.span_id}-01".encode()
     assert fields[b"x-datadog-parent-id"] == str(int(span.span_id, 16)).encode()
+
+
+_NAMES = [b"traceparent", b"b3", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid"]
+_NAMES += [b"x-b3-sampled", b"x-b3-flags", b"x-client-trace-id", b"x-datadog-trace-id"]
+_VALUES = [
+    f"00-{TRACE}-{SPAN}-01",
+    f"00-{TRACE}-{SPAN}-00 ",
+    f"00-{TRACE.upper()}-{SPAN}-01",
+    f"01-{TRACE}-{SPAN}-01-x",
+    f"00-{'0' * 32}-{SPAN}-01",
+    TRACE,
+    TRACE[16:],
+    SPAN,
+    "c" * 16,
+    "0" * 16,
+    "1",
+    "0",
+    "d",
+    f"{TRACE}-{SPAN}-1",
+    "junk",
+]
+_FIELD = st.tuples(
+    st.sampled_from(_NAMES).flatmap(lambda n: st.sampled_from([n, n.title(), n.upper()])),
+    st.sampled_from(_VALUES).map(str.encode),
+)
+
+
+def _mostly(usual: list[str], other: list[str]) -> st.SearchStrategy[str]:
+    """One of `usual` four times in five, else one of `other`."""
+    return st.integers(0, 4).flatmap(lambda i: st.sampled_from(usual if i else other))
+
+
+_B3 = [  # what a sidecar's outbound writes (mostly), and variations of it
+    (b"x-b3-traceid", _mostly([TRACE, TRACE[16:]], ["0" * 16, TRACE[1:]])),
+    (b"x-b3-spanid", _mostly([SPAN], ["0" * 16, SPAN.upper()])),
+    (b"x-b3-parentspanid", _mostly(["c" * 16], ["0" * 16, "junk"])),
+    (b"x-b3-sampled", _mostly(["1", "0"], ["d", " 1"])),
+]
+_CASED = st.integers(0, 4).map(lambda i: bytes.lower if i else bytes.title)
+_TRACEPARENT = st.tuples(
+    _CASED.map(lambda case: case(b"traceparent")),
+    _mostly(_VALUES[:2], [*_VALUES[2:5], f"00-{TRACE}-{'0' * 16}-01"]).map(str.encode),
+).map(lambda field: [field])
+_B3_FIELDS = st.tuples(
+    *(st.tuples(_CASED.map(lambda c, n=n: c(n)), v.map(str.encode)) for n, v in _B3)
+).flatmap(lambda b3: st.sampled_from([list(b3), [b3[0], b3[1], b3[3]], [b3[1], b3[0], b3[3]]]))
+_OTHER = [(b"Accept", b"*/*"), (b"X-Env", b"b")]  # not trace context
+_WHERE = st.tuples(st.sampled_from(["zipkin", "otel", "datadog"]), st.booleans(), st.booleans())
+
+
+def _anywhere(fields: list[tuple[bytes, bytes]]) -> st.SearchStrategy[list[tuple[bytes, bytes]]]:
+    return st.permutations(fields + _OTHER)
+
+
+@settings(max_examples=400)
+@given(
+    st.one_of(  # (fields, (kind, server, shared span context))
+        st.tuples(st.lists(_FIELD, max_size=5).flatmap(_anywhere), _WHERE),
+        st.tuples(
+            st.tuples(st.one_of(_B3_FIELDS, _TRACEPARENT), st.lists(_FIELD, max_size=1))
+            .map(lambda u: u[0] + u[1])
+            .flatmap(_anywhere),
+            _WHERE,
+        ),
+        # as a sidecar's outbound sends them on, to the listeners that take them in place
+        st.tuples(_B3_FIELDS.map(lambda b3: _OTHER + b3), st.just(("zipkin", True, True))),
+        st.tuples(_TRACEPARENT.map(lambda w3c: _OTHER + w3c), st.just(("otel", True, False))),
+    ),
+    st.booleans(),
+)
+def test_the_fast_paths_write_what_the_general_one_writes(
+    case: tuple[list[tuple[bytes, bytes]], tuple[str, bool, bool]], failing: bool
+) -> None:
+    """`start`'s shortcuts (a new trace, a sidecar's traceparent, Zipkin's shared B3) leave
+    the request, its record, the drops and the random draws exactly as the general reading
+    does."""
+    fields, (kind, server, shared) = case
+    lines = [name + b": " + value for name, value in fields]
+    fast, general = head(*lines), head(*lines)
+    conf = Tracing(kind, "http://collector/x", "web", shared_span_context=shared)  # type: ignore[arg-type]
+
+    def make() -> Tracer:
+        where = listener(server, server and kind == "zipkin" and shared)
+        return Tracer(conf, where, drop, random.Random(7), Backend(failing))
+
+    fast_tracer, general_tracer = make(), make()
+    fast_record, general_record = Record("inbound", "web"), Record("inbound", "web")
+    fast_tracer.start(fast_record, fast)
+    found = dict(_FIELDS.findall(general.raw.lower()))
+    general_tracer._continue(general_record, general, found)  # `start` without shortcuts
+    assert fast_record.trace == general_record.trace
+    assert fast_tracer.gate.dropped == general_tracer.gate.dropped
+    assert (fast.headers, fast.raw, fast.hop) == (general.headers, general.raw, general.hop)
+
+
+class Backend:
+    """An exporter's state as the tracer reads it (tracer.Gate)."""
+
+    def __init__(self, failing: bool) -> None:
+        self.failing, self.dropped = failing, 0
+
+
+def test_a_failing_backends_spans_are_counted_not_made() -> None:
+    offered: list[Pending] = []
+    gate = Backend(True)
+    t = Tracer(Tracing("zipkin", "http://c/x", "web"), listener(False), offered.append, None, gate)
+    h = head()
+    assert traced(t, h).trace is None and gate.dropped == 1 and offered == []
+    assert sent_fields(h)[b"x-b3-sampled"] == b"1"  # propagated all the same
+
+
+def drop(item: Pending) -> None:
+    pass
