@@ -37,10 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import threading
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,12 +46,11 @@ from typing import Any
 
 import msgspec
 from _support import free_port
-from sidecar import Result, measure, nginx_binary, running, start_meshfed
-from sidecar_http import lua, start_app
+from sidecar import start_meshfed
+from sidecar_http import alternate, http_chain
 
 from meshfed.dpconfig.observability import AccessLog, Metrics, MetricsEndpoint, MetricsPush
 from meshfed.dpconfig.tracing import Tracing
-from meshfed.pki.ca import create_mesh_ca
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -140,19 +136,9 @@ def main() -> None:
     parser.add_argument("--base", help="a checkout whose code runs the --base-variants too")
     parser.add_argument("--base-variants", default="none,trace-down")
     args = parser.parse_args()
-    found = nginx_binary()
-    if shutil.which("wrk") is None or found is None:
-        sys.exit("wrk and nginx needed: scripts/install-system-deps.sh --bench")
-    ca = create_mesh_ca("default")
-    results: list[Result] = []
     rss: dict[str, list[float]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="meshfed-bench-") as tmp_dir,
-        running(Path(tmp_dir)) as procs,
-    ):
-        script = procs.tmp / "post.lua"
-        script.write_text(lua(args.body))
-        app_port = start_app(procs, found[0], [args.body])
+    with http_chain(args.body) as chain:
+        procs, ca, app_port = chain.procs, chain.ca, chain.app_port
         wanted = args.variants.split(",") + (["all-three-otel"] if args.otel else [])
         known = variants(procs.tmp, args.otel)
         setups = {
@@ -174,11 +160,7 @@ def main() -> None:
                 else:
                     os.environ["PYTHONPATH"] = before
         names = list(setups)
-        for rnd in range(args.rounds):
-            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                s = setups[name]
-                results.append(measure(name, rnd, s.port, s.pids, args, script))
-                procs.check()
+        results = alternate(chain, setups, args.rounds, args)
         rss = {name: [round(rss_mib(p), 1) for p in s.pids] for name, s in setups.items()}
     print(
         f"{'variant':15} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
