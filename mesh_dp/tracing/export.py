@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 from mesh_dp.tracing.span import Listener, Request, Span
 from mesh_dp.tracing.tracer import Pending, Tracer, span_of
@@ -36,6 +37,7 @@ QUEUE_SPANS = 1_000  # each holds its request until sent: this bounds the memory
 BATCH = 256  # a batch's spans and messages are the encoder's working set (RSS)
 POLL = 0.05  # seconds between the exporter's looks at an empty queue
 RETRY_SECONDS = 1.0
+PROBE_SECONDS = 2.0  # the connect of `_reachable`, as the transport's (mesh_dp/otlp/transport.py)
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
@@ -47,6 +49,23 @@ class _Backend(NamedTuple):
     connect: Callable[[], None]
     send: Send
     close: Callable[[], None]
+
+
+def _reachable(conf: TracingConf) -> None:
+    """One TCP connect to the backend, closed at once; OSError while it is down. Before the
+    first connection only: a sidecar whose backend never answers then loads no HTTP client,
+    h2 or format module (~1.2 MiB of its RSS, docs/benchmarks.md)."""
+    import socket
+
+    from meshfed.policy.otlp import parse_endpoint
+
+    if conf.kind == "otel":
+        endpoint = parse_endpoint(conf.url)
+        host, port = endpoint.host, endpoint.port
+    else:
+        parts = urlsplit(conf.url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
 
 
 def _backend(conf: TracingConf) -> _Backend:
@@ -105,8 +124,7 @@ class Exporter:
         return items
 
     def _run(self) -> None:
-        module = importlib.import_module(f"mesh_dp.tracing.{MODULES[self.conf.kind]}")
-        encode: Encode = module.encode
+        encode: Encode | None = None
         backend: _Backend | None = None
         try:
             while True:
@@ -122,7 +140,10 @@ class Exporter:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
                 try:
-                    if backend is None:
+                    if backend is None or encode is None:
+                        _reachable(self.conf)  # no module loaded for a backend never up
+                        module = f"mesh_dp.tracing.{MODULES[self.conf.kind]}"
+                        encode = importlib.import_module(module).encode
                         backend = _backend(self.conf)
                     backend.connect()  # first: nothing made or encoded for a backend down
                     spans = [i if isinstance(i, Span) else span_of(i) for i in items]

@@ -125,3 +125,28 @@ def test_the_otlp_messages_are_loaded_only_for_an_opentelemetry_backend() -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_backend_never_up_loads_no_client_or_format_module() -> None:
+    """A closed port: the exporter's probe fails, so neither the HTTP client, h2 nor the
+    format's module is loaded (their memory, docs/benchmarks.md); the spans are dropped."""
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from mesh_dp.tracing.export import Exporter\n"
+        "from meshfed.dpconfig.tracing import Tracing\n"
+        "for kind, url in (('zipkin', 'http://127.0.0.1:%d/s'), ('otel', '127.0.0.1:%d')):\n"
+        "    e = Exporter(Tracing(kind, url % int(sys.argv[1]), 'web'))\n"
+        "    e.offer(object())\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while e.dropped < 1 and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    print(e.dropped, end=' ')\n"
+        "print(sorted(m for m in ('http.client', 'h2', 'mesh_dp.otlp.transport',\n"
+        "    'mesh_dp.tracing.zipkin', 'mesh_dp.tracing.otlp') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(free_port())], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "1 1 []", out.stderr
