@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mesh_dp.accesslog_format import Event
+from mesh_dp.otlp.probe import ExportError, probe
 from mesh_dp.otlp.records import RecordFn
 from meshfed.policy.otlp import parse_endpoint
 
@@ -86,9 +87,15 @@ class OtelLogDestination:
             self._export(items)
 
     def _export(self, items: list[Item]) -> None:
+        if self._sender is None:
+            try:  # nothing loaded for a collector that was never up (mesh_dp/otlp/probe.py)
+                probe(self.endpoint.host, self.endpoint.port)
+            except ExportError as exc:
+                self._down(len(items), exc)
+                return
         # lazy: protobuf, http.client and h2 only in a sidecar that exports
         from mesh_dp.otlp.encode import logs_request
-        from mesh_dp.otlp.transport import ExportError, Sender
+        from mesh_dp.otlp.transport import Sender
 
         if self._sender is None:
             self._sender = Sender(self.endpoint)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from mesh_dp.otlp.probe import ExportError, probe
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.observability import MetricsPush
 from meshfed.policy.otlp import Endpoint, parse_endpoint
@@ -65,6 +66,8 @@ class _Pusher:
         self.task = asyncio.create_task(self._run())
 
     def _send(self, resource: Sequence[tuple[str, str]], parts: list[tuple[str, bytes]]) -> None:
+        if self._sender is None:  # nothing loaded for a collector never up (otlp/probe.py)
+            probe(self.endpoint.host, self.endpoint.port)
         from mesh_dp.otlp.transport import Sender
 
         body = encode_parts(resource, parts, self._owner.start_ns, time.time_ns())
@@ -73,8 +76,6 @@ class _Pusher:
         self._sender.send("metrics", body)
 
     async def _run(self) -> None:
-        from mesh_dp.otlp.transport import ExportError
-
         target = self.push.endpoint
         try:
             while True:

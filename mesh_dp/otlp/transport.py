@@ -16,7 +16,10 @@ from collections.abc import Callable
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
+from mesh_dp.otlp.probe import ExportError
 from meshfed.policy.otlp import Endpoint
+
+__all__ = ["SERVICES", "ExportError", "Http", "Sender", "UrlSender"]
 
 TIMEOUT: Final = 2.0  # seconds for connecting and for each read
 SERVICES: Final = {
@@ -25,10 +28,6 @@ SERVICES: Final = {
     "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",  # MeshTrace
 }
 _PORTS: Final = {"http": 80, "https": 443}
-
-
-class ExportError(Exception):
-    """The collector did not take the request (unreachable, refused, or an error status)."""
 
 
 class Http:

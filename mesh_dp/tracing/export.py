@@ -37,7 +37,6 @@ QUEUE_SPANS = 1_000  # each holds its request until sent: this bounds the memory
 BATCH = 256  # a batch's spans and messages are the encoder's working set (RSS)
 POLL = 0.05  # seconds between the exporter's looks at an empty queue
 RETRY_SECONDS = 1.0
-PROBE_SECONDS = 2.0  # the connect of `_reachable`, as the transport's (mesh_dp/otlp/transport.py)
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
@@ -55,8 +54,7 @@ def _reachable(conf: TracingConf) -> None:
     """One TCP connect to the backend, closed at once; OSError while it is down. Before the
     first connection only: a sidecar whose backend never answers then loads no HTTP client,
     h2 or format module (~1.2 MiB of its RSS, docs/benchmarks.md)."""
-    import socket
-
+    from mesh_dp.otlp.probe import probe
     from meshfed.policy.otlp import parse_endpoint
 
     if conf.kind == "otel":
@@ -65,7 +63,7 @@ def _reachable(conf: TracingConf) -> None:
     else:
         parts = urlsplit(conf.url)
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+    probe(host, port)
 
 
 def _backend(conf: TracingConf) -> _Backend:

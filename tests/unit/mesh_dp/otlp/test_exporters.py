@@ -109,3 +109,34 @@ def test_an_http_backend_loads_no_h2() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_collector_never_up_gets_nothing_loaded() -> None:
+    """A closed port: the access-log destination and the metrics pusher probe it first
+    (mesh_dp/otlp/probe.py) and load neither the protobufs, the HTTP client nor h2."""
+    code = (
+        "import asyncio, sys, time\n"
+        "from mesh_dp.otlp.logs import OtelLogDestination\n"
+        "from mesh_dp.otlp.metrics_push import MetricsPushes\n"
+        "from meshfed.dpconfig.observability import MetricsPush\n"
+        "where = 'http://127.0.0.1:%s' % sys.argv[1]\n"
+        "dest = OtelLogDestination(where)\n"
+        "dest.offer(lambda e: e, object())\n"
+        "async def parts(): return [('', b'up 1\\n')]\n"
+        "async def push():\n"
+        "    pushes = MetricsPushes(parts)\n"
+        "    from mesh_dp.otlp.metrics_push import _Pusher\n"
+        "    p = _Pusher(MetricsPush(where, 60.0), parts, pushes)\n"
+        "    while not pushes.failed: await asyncio.sleep(0.01)\n"
+        "    p.task.cancel()\n"
+        "asyncio.run(asyncio.wait_for(push(), 10))\n"
+        "deadline = time.monotonic() + 10\n"
+        "while dest.dropped < 1 and time.monotonic() < deadline: time.sleep(0.01)\n"
+        "lazy = ('opentelemetry', 'http.client', 'h2', 'mesh_dp.otlp.transport', "
+        "'mesh_dp.otlp.encode')\n"
+        "print(dest.dropped, sorted(m for m in sys.modules if m.startswith(lazy)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(free_port())], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "1 []", out.stderr
