@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -181,6 +182,33 @@ def alternate(
             results.append(measure(name, rnd, s.port, s.pids, opts, chain.script))
             chain.procs.check()
     return results
+
+
+def print_runs(results: list[Result], width: int) -> None:
+    """One line per measured run: requests/s, latencies, the proxies' CPU per request."""
+    header = f"{'variant':{width}} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
+    print(f"{header} {'CPU µs/req':>10}")
+    for r in results:
+        print(
+            f"{r.path:{width}} {r.round:5d} {r.rps:9.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
+            f"{r.proxy_cpu_us_per_request:10.1f}"
+        )
+
+
+@contextlib.contextmanager
+def code_from(tree: str) -> Iterator[None]:
+    """Sidecars started inside run the mesh_dp and meshfed of `tree` (a `git archive` of
+    another commit): the venv's console scripts use the editable install, so PYTHONPATH is
+    what switches the code they import."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(Path(tree).resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def start_nginx_http_chain(procs: Procs, nginx: str, ca: MeshCA, app_port: int) -> Setup:

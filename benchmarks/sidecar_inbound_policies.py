@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from dataclasses import asdict
 from typing import Any
 
 from sidecar import start_meshfed
-from sidecar_http import alternate, http_chain
+from sidecar_http import alternate, code_from, http_chain, print_runs
 
 from meshfed.dpconfig.model import Endpoint, HttpMatch, HttpRule, PathMatch, Split
 from meshfed.dpconfig.traffic import (
@@ -89,21 +88,11 @@ def main() -> None:
             if name in args.variants.split(",")
         }
         if args.compare_with:
-            os.environ["PYTHONPATH"] = args.compare_with  # inherited by the sidecars
-            try:
+            with code_from(args.compare_with):
                 setups["none-other"] = start_meshfed(procs, ca, app_port, "http")
-            finally:
-                del os.environ["PYTHONPATH"]
         names = list(setups)
         results = alternate(chain, setups, args.rounds, args)
-    print(
-        f"{'variant':13} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
-    )
-    for r in results:
-        print(
-            f"{r.path:13} {r.round:5d} {r.rps:9.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
-            f"{r.proxy_cpu_us_per_request:10.1f}"
-        )
+    print_runs(results, 13)
     base = {r.round: r.rps for r in results if r.path == "none"}
     summary: dict[str, list[float]] = {}
     for name in names:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import threading
 from dataclasses import asdict
@@ -47,7 +46,7 @@ from typing import Any
 import msgspec
 from _support import free_port
 from sidecar import start_meshfed
-from sidecar_http import alternate, http_chain
+from sidecar_http import alternate, code_from, http_chain, print_runs
 
 from meshfed.dpconfig.observability import AccessLog, Metrics, MetricsEndpoint, MetricsPush
 from meshfed.dpconfig.tracing import Tracing
@@ -147,29 +146,15 @@ def main() -> None:
             if name in wanted
         }
         if args.base:
-            before = os.environ.get("PYTHONPATH")
-            os.environ["PYTHONPATH"] = str(Path(args.base).resolve())
-            try:
+            with code_from(args.base):
                 for name in args.base_variants.split(","):
                     setups[f"{name}@base"] = start_meshfed(
                         procs, ca, app_port, "http", **known[name]
                     )
-            finally:
-                if before is None:
-                    del os.environ["PYTHONPATH"]
-                else:
-                    os.environ["PYTHONPATH"] = before
         names = list(setups)
         results = alternate(chain, setups, args.rounds, args)
         rss = {name: [round(rss_mib(p), 1) for p in s.pids] for name, s in setups.items()}
-    print(
-        f"{'variant':15} {'round':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
-    )
-    for r in results:
-        print(
-            f"{r.path:15} {r.round:5d} {r.rps:9.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} "
-            f"{r.proxy_cpu_us_per_request:10.1f}"
-        )
+    print_runs(results, 15)
     base = {r.round: r.rps for r in results if r.path == "none"}
     summary: dict[str, Any] = {"rss_mib_backend_web": rss}
     for name in names:
