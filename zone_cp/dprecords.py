@@ -82,12 +82,13 @@ class Records:
 
     async def _write_many(self, requests: list[Sequence[Resource]]) -> list[Exception | None]:
         """One write_batch per run of requests without a key twice; a failed batch of several
-        is retried one request at a time, so a failure is only its own request's."""
+        is retried one request at a time, so a failure is only its own request's. What was
+        stored is not read back (`copies=False`: no decoded copy of each put)."""
         answers: list[Exception | None] = [None] * len(requests)
         for run in unique_runs(requests):
             puts = [r for i in run for r in requests[i]]
             try:
-                await self._store.write_batch(puts, [])
+                await self._store.write_batch(puts, [], copies=False)
                 continue
             except (StoreError, ValueError) as exc:
                 if len(run) == 1:
@@ -95,7 +96,7 @@ class Records:
                     continue
             for i in run:
                 try:
-                    await self._store.write_batch(list(requests[i]), [])
+                    await self._store.write_batch(list(requests[i]), [], copies=False)
                 except (StoreError, ValueError) as exc:
                     answers[i] = exc
         return answers

@@ -105,7 +105,7 @@ async def _apply(
             deletes.append(existing.key)
             expected[existing.key] = existing.meta.version
     if puts or deletes:
-        await store.write_batch(puts, deletes, expected=expected)
+        await store.write_batch(puts, deletes, expected=expected, copies=False)
     return not_written
 
 

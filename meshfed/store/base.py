@@ -178,9 +178,13 @@ class ResourceStore(abc.ABC):
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> builtins.list[Resource]:
         """Upserts every put and deletes every key as one commit, so no reader or watcher sees
-        part of it; returns the stored puts, in order.
+        part of it; returns the stored puts, in order (copies of their own). `copies=False`
+        returns [] instead, for a caller that does not read them: no backend then decodes or
+        copies a stored put for it (the zone's stream registrations write thousands a second
+        and read none back; issue 19).
 
         A put creates or replaces (keeping the stored creation time); deleting an absent key
         does nothing. Events: one per change, puts then deletes, all at the batch's revision.

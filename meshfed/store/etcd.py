@@ -295,6 +295,7 @@ class EtcdStore(CheckedListStore):
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> builtins.list[Resource]:
         check_batch(puts, deletes, expected, require)
         if len(require) >= self._max_txn_ops:
@@ -309,7 +310,7 @@ class EtcdStore(CheckedListStore):
         if not chunks and require:  # nothing to write, but the caller asked
             await self._write_chunk([], {}, require)
         for chunk in chunks:
-            stored += await self._write_chunk(chunk, expected or {}, require)
+            stored += await self._write_chunk(chunk, expected or {}, require, copies)
         return stored
 
     def _chunks(
@@ -351,8 +352,10 @@ class EtcdStore(CheckedListStore):
         ops: Sequence[_BatchOp],
         expected: Mapping[StoreKey, str | None],
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> builtins.list[Resource]:
         """One transaction; read and tried again while a concurrent write gets in between.
+        Returns copies of the stored puts ([] with `copies` False).
 
         A put expected absent is not read on the first try (one round trip for a `create`):
         the transaction's create_revision == 0 comparison checks it. Only after a failed
@@ -397,6 +400,8 @@ class EtcdStore(CheckedListStore):
             resp = await self._txn(compare, success, "batch write")
             if resp.succeeded:
                 version = self._committed(resp.header)
+                if not copies:
+                    return []
                 for out in stored:
                     out.meta.version = version
                 return [out.clone() for out in stored]

@@ -76,6 +76,7 @@ class MemoryStore(CheckedListStore):
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> builtins.list[Resource]:
         check_batch(puts, deletes, expected, require)
         for key, version in (expected or {}).items():
@@ -104,7 +105,7 @@ class MemoryStore(CheckedListStore):
                 events.append((EventKind.DELETE, gone))
         if events:
             self._commit(events)
-        return [res.clone() for res in stored_puts]
+        return [res.clone() for res in stored_puts] if copies else []
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)

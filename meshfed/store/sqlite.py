@@ -450,6 +450,7 @@ class SqliteStore(CheckedListStore):
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> builtins.list[Resource]:
         check_batch(puts, deletes, expected, require)
         if not puts and not deletes and not require:
@@ -458,6 +459,8 @@ class SqliteStore(CheckedListStore):
         rows = await self._run(
             self._db.write_batch, encoded, list(deletes), dict(expected or {}), list(require)
         )
+        if not copies:
+            return []
         return [_from_row(row) for row in rows]  # copies: the watch history has its own
 
     async def delete_mesh_scoped(self, mesh: str) -> int:

@@ -42,9 +42,12 @@ class CountingStore(MemoryStore):
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> list[Resource]:
         self.batches += 1
-        return await super().write_batch(puts, deletes, expected=expected, require=require)
+        return await super().write_batch(
+            puts, deletes, expected=expected, require=require, copies=copies
+        )
 
 
 @pytest.fixture

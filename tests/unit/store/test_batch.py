@@ -77,6 +77,38 @@ async def test_batch_results_are_copies(store: ResourceStore) -> None:
     assert (await store.get(POLICY, "default", "a")).spec == {"deep": {"x": 1}}
 
 
+async def test_batch_without_copies_commits_the_same_and_returns_none(
+    store: ResourceStore,
+) -> None:
+    """`copies=False` (what the zone's registrations write with) changes what the call returns,
+    nothing of what is stored, versioned or watched."""
+    old = await store.create(mk("a", spec={"n": 1}))
+    before = await store.revision()
+    watch = store.watch()
+
+    returned = await store.write_batch(
+        [mk("a", spec={"n": 2}), mk("b", spec={"n": 3})], [], copies=False
+    )
+
+    assert returned == []
+    assert await store.revision() == before + 1
+    a = await store.get(POLICY, "default", "a")
+    assert a.spec == {"n": 2} and a.meta.version == str(before + 1)
+    assert a.meta.creation_time == old.meta.creation_time
+    assert (await store.get(POLICY, "default", "b")).spec == {"n": 3}
+    events = await take(watch, 2)
+    assert [(e.kind, e.resource.name, e.revision) for e in events] == [
+        (EventKind.PUT, "a", before + 1),
+        (EventKind.PUT, "b", before + 1),
+    ]
+    assert events[0].resource == a
+    with pytest.raises(ConflictError):  # expectations are checked as with copies
+        await store.write_batch(
+            [mk("a", spec={"n": 4})], [], expected={(POLICY, "default", "a"): "0"}, copies=False
+        )
+    assert (await store.get(POLICY, "default", "a")).spec == {"n": 2}
+
+
 async def test_batch_that_changes_nothing_commits_nothing(store: ResourceStore) -> None:
     await store.create(mk("a"))
     before = await store.revision()

@@ -163,11 +163,14 @@ class _RacingStore(MemoryStore):
         *,
         expected: Mapping[StoreKey, str | None] | None = None,
         require: Sequence[Requirement] = (),
+        copies: bool = True,
     ) -> builtins.list[Resource]:
         if self.before_batch is not None:  # once: `update` is itself a batch
             racing, self.before_batch = self.before_batch, None
             await self.update(racing)
-        return await super().write_batch(puts, deletes, expected=expected, require=require)
+        return await super().write_batch(
+            puts, deletes, expected=expected, require=require, copies=copies
+        )
 
 
 async def test_a_local_write_during_an_apply_is_not_overwritten() -> None:
