@@ -67,12 +67,6 @@ class Records:
         wanted = dpstate.with_health(registered, ready, default=False)
         await self.put(wanted, await self.get(DATAPLANE.name, registered.mesh, registered.name))
 
-    async def write_health(self, registered: Resource, ready: dict[int, bool]) -> None:
-        """`set_health` without reading first, for a change the caller knows is one (a
-        connected sidecar's report that differs from the health it was stored with): the
-        read only ever skipped a write that changes nothing (issue 19)."""
-        await self.write([dpstate.with_health(registered, ready, default=False)])
-
     async def _read_many(
         self, requests: list[Sequence[StoreKey]]
     ) -> list[dict[StoreKey, Resource] | Exception]:

@@ -124,11 +124,17 @@ class Registration:
                 history=history,
                 ready=dpstate.health_of(resource),
             )
-            insight = self._insights.resource(session)
+            deferred = defers_insight(session, old_insight)
+            insight = None if deferred else self._insights.resource(session)
             await self._records.write(
-                [r for r, was in ((resource, stored), (insight, old_insight)) if changes(r, was)]
+                [
+                    r
+                    for r, was in ((resource, stored), (insight, old_insight))
+                    if r is not None and changes(r, was)
+                ]
             )
             session.insight_written = insight
+            session.insight_dirty = deferred  # its first report or the next flush writes it
             self.sessions[resource.key] = session
         self._on_registered(session.key)
         return session
@@ -192,9 +198,23 @@ class Registration:
         await self._records.set_health(session.resource, ready)
 
     async def report_ready(self, session: Session, ready: dict[int, bool]) -> None:
-        """A connected sidecar reported readiness other than `session.ready`, the health
-        its Dataplane was stored with: written without reading it back first."""
-        await self._records.write_health(session.resource, ready)
+        """A connected sidecar reported: readiness other than `session.ready` (the health its
+        Dataplane was stored with) is written without reading it back first, and so is its
+        insight if its registration left it unwritten, in the same batch (decision 179)."""
+        puts: list[Resource] = []
+        if ready != session.ready:
+            puts.append(dpstate.with_health(session.resource, ready, default=False))
+        insight = None if session.insight_written is not None else self._insights.resource(session)
+        if insight is not None:
+            puts.append(insight)
+        try:
+            await self._records.write(puts)
+        except StoreError:
+            if insight is not None:
+                session.insight_dirty = True  # the flush, or the next report, tries again
+            raise
+        if insight is not None:
+            session.insight_written = insight
 
     async def close_stale(self, after: float) -> None:
         """After a crash: proxies still marked connected to an instance that is gone (one
@@ -209,6 +229,21 @@ class Registration:
         swept = await self._records.close_stale(alive | {self.instance_id}, live, ingresses)
         self.stale_closed += swept.closed
         return swept.clean
+
+
+def defers_insight(session: Session, stored: Resource | None) -> bool:
+    """Whether a registration leaves the proxy's insight to its first report (or the next
+    flush) instead of writing it with its Dataplane: one resource write in six per stream
+    registration (issue 19). Only a sidecar's first registration (no insight stored, no
+    stream replaced) with nothing ready: a ready Dataplane always has an insight saying who
+    holds it, and a stored one must show the new subscription at once, or a crash sweep's
+    compare-and-swap on it would not see this connection (decision 179)."""
+    return (
+        session.kind is ProxyType.SIDECAR
+        and stored is None
+        and not session.history
+        and not any(session.ready.values())
+    )
 
 
 def takeover_refusal(current: Session, announced: Resource) -> str | None:

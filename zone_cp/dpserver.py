@@ -385,7 +385,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
 
     async def _on_report(self, session: Session, report: pb.Report) -> None:
         ready = session.reported(report)
-        if ready != session.ready:
+        if ready != session.ready or session.insight_written is None:
             try:
                 await self.registration.report_ready(session, ready)
             except StoreError as exc:  # the next report tries again

@@ -40,7 +40,8 @@ class Session:
     report: pb.Report | None = None
     insight_dirty: bool = False
     # The insight as this session last wrote it: a periodic flush writes the insight only if
-    # it differs (without reading the store back: zone_cp.dpinsights).
+    # it differs (without reading the store back: zone_cp.dpinsights). None: not written yet
+    # (a sidecar's first registration leaves it to its first report or the next flush).
     insight_written: Resource | None = field(default=None, repr=False)
     _view: DataplaneView | None = field(default=None, repr=False)
 

@@ -77,14 +77,19 @@ async def test_concurrent_registrations_share_store_batches(store: CountingStore
     registered: list[SessionKey] = []
     reg = registration(store, registered)
     names = [f"web-{i}" for i in range(50)]
-    await asyncio.gather(*(reg.register(hello(web_dataplane(n))) for n in names))
+    sessions = await asyncio.gather(*(reg.register(hello(web_dataplane(n))) for n in names))
     assert sorted(s.name for s in reg.sessions.values()) == sorted(names)
     assert len(registered) == 50
     for name in names:
         assert (await store.get("Dataplane", "default", name)).meta.labels
+    assert store.batches < 10  # one each (100 resources) before; coalesced now
+    # Their first reports write their health and their insights, coalesced too.
+    batches = store.batches
+    await asyncio.gather(*(reg.report_ready(s, {0: True}) for s in sessions))
+    for name in names:
         insight = await store.get("DataplaneInsight", "default", name)
         assert insight.spec["subscriptions"][-1]["controlPlaneInstanceId"] == "cp-1"
-    assert store.batches < 10  # one each (100 resources) before; coalesced now
+    assert store.batches - batches < 10
 
 
 async def test_the_same_name_concurrently_one_wins_a_different_one_is_refused(
@@ -164,6 +169,7 @@ async def test_a_flush_writes_the_insights_changed_since_their_session_wrote_the
     web1 = await reg.register(hello(web_dataplane("web-1")))
     web2 = await reg.register(hello(web_dataplane("web-2")))
     insights = InsightWriter(Records(store, ZONE), CertIssuer())
+    await insights.flush([web1, web2])  # their first insights (none written at registration)
     web1.acked("v1")
     web2.insight_dirty = True  # marked, but nothing in it changed since its registration
     reads, revision = store.reads, await store.revision()
@@ -175,3 +181,56 @@ async def test_a_flush_writes_the_insights_changed_since_their_session_wrote_the
     assert not web1.insight_dirty and not web2.insight_dirty
     await insights.flush([web1, web2])  # nothing dirty: nothing written
     assert await store.revision() == revision + 1
+
+
+async def test_a_first_registration_leaves_the_insight_to_the_first_report(
+    store: CountingStore,
+) -> None:
+    """Decision 179: a sidecar's first registration writes its Dataplane only; its first
+    report writes its health and its insight in one batch, and the next flush nothing."""
+    reg = registration(store, [])
+    revision = await store.revision()
+    session = await reg.register(hello(web_dataplane("web-1")))
+    assert await store.revision() == revision + 1
+    assert (await store.get_many([("DataplaneInsight", "default", "web-1")])) == {}
+    assert session.insight_dirty  # a flush writes it if no report comes first
+
+    session.acked("v1")
+    await reg.report_ready(session, {0: True})
+    assert await store.revision() == revision + 2  # health and insight, one commit
+    stored = await store.get("DataplaneInsight", "default", "web-1")
+    sub = stored.spec["subscriptions"][-1]
+    assert sub["controlPlaneInstanceId"] == "cp-1" and sub["config"]["acknowledged"] == "v1"
+    assert dpstate.health_of(await store.get("Dataplane", "default", "web-1"))[0] is True
+    await InsightWriter(Records(store, ZONE), CertIssuer()).flush([session])
+    assert await store.revision() == revision + 2
+
+
+async def test_a_first_report_without_a_readiness_change_writes_the_insight_only(
+    store: CountingStore,
+) -> None:
+    reg = registration(store, [])
+    session = await reg.register(hello(web_dataplane("web-1")))
+    dataplane = await store.get("Dataplane", "default", "web-1")
+    await reg.report_ready(session, session.ready)
+    assert (await store.get("Dataplane", "default", "web-1")) == dataplane
+    assert await store.get("DataplaneInsight", "default", "web-1")
+    revision = await store.revision()
+    await reg.report_ready(session, session.ready)  # written already: nothing to write
+    assert await store.revision() == revision
+
+
+async def test_a_reconnection_writes_the_insight_at_registration(store: CountingStore) -> None:
+    """A proxy with an insight stored (a restart, a takeover) shows its new subscription at
+    once: a crash sweep's compare-and-swap on the old insight must fail (decision 131)."""
+    reg = registration(store, [])
+    dp = web_dataplane("web-1")
+    first = await reg.register(hello(dp))
+    await reg.report_ready(first, {0: True})
+    await reg.unregister(first)
+    again = await reg.register(hello(dp))
+    insight = await store.get("DataplaneInsight", "default", "web-1")
+    subs = insight.spec["subscriptions"]
+    assert [s["id"] for s in subs] == [first.subscription.id, again.subscription.id]
+    assert again.insight_written is not None and not again.insight_dirty
+    assert again.insight_written.spec == insight.spec

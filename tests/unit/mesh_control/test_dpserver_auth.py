@@ -25,6 +25,7 @@ from meshfed.dpconfig.protocol import ProxyType
 from meshfed.resources.model import Resource
 from meshfed.store.base import NotFoundError
 from meshfed.store.memory import MemoryStore
+from tests.support import async_wait_until
 from tests.unit.mesh_control.dpserver_support import (
     WEB,
     ZONE,
@@ -249,6 +250,10 @@ async def test_a_refused_impostor_leaves_the_connected_proxy_alone(
     web = await connect(zone, proxies, WEB)
     first = await web.config()
     assert first.identity == "spiffe://default/web"
+    # Its insight is written at its first report or flush (decision 179), before the impostor.
+    await async_wait_until(
+        lambda: store.get("DataplaneInsight", "default", "web-1"), what="web-1's insight"
+    )
     issued = zone.server.issuer.issued_total
     impostor = await connect(zone, proxies, WEB, token=await dp_token(store, ("backend",)))
     error, code, _ = await refusal(impostor)
