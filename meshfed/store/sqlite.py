@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from meshfed.resources.model import Meta, Resource, now_rfc3339
 from meshfed.store._batch import check_batch, check_expected, check_required
 from meshfed.store._common import (
@@ -128,10 +130,23 @@ def _to_put_row(res: Resource) -> PutRow:
     return (res.type, res.meta.mesh, res.meta.name, *_to_json(res), res.meta.creation_time)
 
 
+_decode = msgspec.json.Decoder().decode
+
+
+def _loads(text: str) -> Any:
+    """`json.loads`, about 3x faster (every watch event and read decodes rows; issue 19):
+    msgspec reads the JSON `json.dumps` writes, and what it refuses (NaN, Infinity, a number
+    beyond a float, which `json.dumps` writes and `json.loads` reads) goes to `json.loads`."""
+    try:
+        return _decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return json.loads(text)
+
+
 def _from_row(row: Sequence[Any]) -> Resource:
     type_, mesh, name, labels, spec, created, modified, version = row
-    meta = Meta(name, mesh, json.loads(labels), created, modified, str(version))
-    return Resource(type_, meta, json.loads(spec))
+    meta = Meta(name, mesh, _loads(labels), created, modified, str(version))
+    return Resource(type_, meta, _loads(spec))
 
 
 class _Db:
