@@ -1,6 +1,7 @@
 """The DataplaneInsight / ZoneIngressInsight of each connected proxy, written to the zone store.
 
-Written at once when a proxy connects or disconnects (by the registration), and otherwise
+Written at once when a proxy connects or disconnects (by the registration; a sidecar's first
+connection at its first report, decision 179), and otherwise
 every `--dp-insight-flush` for the proxies whose subscription changed meanwhile (ACKs, NACKs,
 configs sent, reports): a burst of answers costs one write, not one each.
 """

@@ -1,7 +1,8 @@
 """What the config server stores when a proxy connects and disconnects, and the crash sweep.
 
 Connect: the proxy's Dataplane or ZoneIngress is stored (zone_cp.dpstate decides its labels
-and inbound health), its insight gets a new subscription, and it becomes a live session. The
+and inbound health), its insight gets a new subscription (a sidecar's first connection: at
+its first report, decision 179), and it becomes a live session. The
 same proxy again (its old stream may linger half-dead) takes over without marking anything
 offline; another proxy with the same name and a different Dataplane is refused.
 Disconnect: the Dataplane's inbounds are marked not ready and the subscription closed, in a
@@ -68,8 +69,9 @@ class Registration:
         self.stale_closed = 0
 
     async def register(self, hello: Hello) -> Session:
-        """Stores the proxy's resource and insight, then (with no await after it, so a
-        cancelled registration leaves nothing behind) makes it a live session.
+        """Stores the proxy's resource and insight (unless `defers_insight`), then (with no
+        await after it, so a cancelled registration leaves nothing behind) makes it a live
+        session.
 
         Proxies of different names register concurrently, their reads and writes coalesced
         with the others' by Records (one read and one write each); the same name waits for
