@@ -105,7 +105,9 @@ class Zone:
 
 
 async def start_zone(
-    store: MemoryStore, validity: dt.timedelta = dt.timedelta(hours=1)
+    store: MemoryStore,
+    validity: dt.timedelta = dt.timedelta(hours=1),
+    insight_flush: float = 0.05,
 ) -> AsyncIterator[Zone]:
     services = ZoneServices(store, ZONE, CIDR)
     await services.start()
@@ -115,7 +117,7 @@ async def start_zone(
         services,
         CertIssuer(validity),
         instance_id="cp-test",
-        insight_flush=0.05,
+        insight_flush=insight_flush,
         stale_after=None,
         debounce=0.0,
     )

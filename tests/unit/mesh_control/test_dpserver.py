@@ -73,6 +73,31 @@ async def test_a_sidecar_registers_and_gets_its_config(zone: Zone, proxies: list
     assert insight.spec["mTLS"]["issuedBackend"] == "ca-1"
 
 
+async def test_a_first_report_writes_the_insight_without_waiting_for_a_flush(
+    store: MemoryStore, proxies: list[Proxy]
+) -> None:
+    """Decision 179: a sidecar's first registration stores no insight; its first report does,
+    even one that changes no readiness (no flush comes within this test: 1 hour)."""
+    zones = start_zone(store, insight_flush=3600.0)
+    zone = await anext(zones)
+    try:
+        web = await connect(zone, proxies, WEB)
+        config = await web.config()
+        assert await zone.ready("web-1") == [False]
+        assert await store.get_many([("DataplaneInsight", "default", "web-1")]) == {}
+        await web.call.write(ack_message(config.version))
+        await web.call.write(
+            pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=False)]))
+        )
+        insight = await async_wait_until(
+            lambda: acked_insight(zone, "web-1", config.version), what="web-1's insight"
+        )
+        assert insight.spec["subscriptions"][-1]["controlPlaneInstanceId"] == "cp-test"
+        assert await zone.ready("web-1") == [False]
+    finally:
+        await zones.aclose()
+
+
 async def acked_insight(zone: Zone, name: str, version: str) -> Resource | None:
     insight = await zone.store.get("DataplaneInsight", "default", name)
     sub = insight.spec["subscriptions"][-1]
