@@ -25,6 +25,7 @@ from typing import Any
 
 from mesh_dp.accesslog_format import Event, Formatter, compile_format
 from mesh_dp.http.accesslog import Record
+from mesh_dp.malloc import trim
 from mesh_dp.otlp.logs import OtelLogDestination
 from mesh_dp.otlp.records import compile_record
 from mesh_dp.relay import Link
@@ -80,14 +81,18 @@ class Destination:
         return items
 
     def _run(self) -> None:
+        wrote = False  # since the heap was last trimmed
         while True:
             items = self._take()
             if not items:
                 if self.closing:
                     self._shut()
                     return
+                if wrote and trim():  # what the batches freed, back to the system
+                    wrote = False
                 time.sleep(POLL)
                 continue
+            wrote = True
             if self.kind == "tcp" and self._connected() is None:
                 self.dropped += len(items)  # the collector is down: nothing to format for
                 continue

@@ -3,10 +3,11 @@ endpoint, never on the data path (decision 142).
 
 The request path appends (renderer, event) to a bounded deque (full: dropped and counted), as
 the file and TCP destinations (mesh_dp/accesslog_sink.py) do; the thread takes up to BATCH
-every POLL seconds, renders, encodes one ExportLogsServiceRequest and sends it. A failed
+every POLL seconds, renders, encodes one ExportLogsServiceRequest (mesh_dp/otlp/wire.py: no
+protobuf objects) and sends it. A failed
 export drops its batch (counted) and, for RETRY_SECONDS, what arrives is dropped at the offer:
 a collector that is down costs the data path one append and the sidecar no CPU to speak of.
-The protobuf encoder is imported by the thread on its first export.
+The transport is imported by the thread on its first export.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mesh_dp.accesslog_format import Event
+from mesh_dp.malloc import trim
 from mesh_dp.otlp.probe import ExportError, probe
 from mesh_dp.otlp.records import RecordFn
 from meshfed.policy.otlp import parse_endpoint
@@ -70,6 +72,7 @@ class OtelLogDestination:
         return items
 
     def _run(self) -> None:
+        sent = False  # since the heap was last trimmed
         while True:
             items = self._take()
             if self.failing and time.monotonic() >= self._retry_at:
@@ -79,12 +82,15 @@ class OtelLogDestination:
                     if self._sender is not None:
                         self._sender.close()
                     return
+                if sent and trim():  # what the batches freed, back to the system
+                    sent = False
                 time.sleep(POLL)
                 continue
             if self.failing:
                 self.dropped += len(items)  # the collector is down: nothing to render for
                 continue
             self._export(items)
+            sent = True
 
     def _export(self, items: list[Item]) -> None:
         if self._sender is None:
@@ -93,9 +99,9 @@ class OtelLogDestination:
             except ExportError as exc:
                 self._down(len(items), exc)
                 return
-        # lazy: protobuf, http.client and h2 only in a sidecar that exports
-        from mesh_dp.otlp.encode import logs_request
+        # lazy: http.client (and h2) only in a sidecar that exports
         from mesh_dp.otlp.transport import Sender
+        from mesh_dp.otlp.wire import logs_request
 
         if self._sender is None:
             self._sender = Sender(self.endpoint)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+from mesh_dp.malloc import trim
 from mesh_dp.tracing.span import Listener, Request, Span
 from mesh_dp.tracing.tracer import Pending, Tracer, span_of
 from meshfed.dpconfig.model import Inbound, Outbound, SidecarConfig
@@ -40,8 +41,24 @@ RETRY_SECONDS = 1.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
-Encode = Callable[[list[Span], TracingConf], Request]
+Encode = Callable[[list[Pending | Span], TracingConf], Request]
 Send = Callable[[Request], None]
+
+
+def _format(kind: str) -> Encode:
+    """The batch encoder of `kind`'s format module (imported here, by the thread). OTLP is
+    written from the queued records with one `Encoder` per exporter (its listeners' shared
+    parts kept, decision 177); Zipkin's and Datadog's JSON from `Span`s."""
+    module = importlib.import_module(f"mesh_dp.tracing.{MODULES[kind]}")
+    if kind == "otel":
+        enc = module.Encoder()
+        return lambda items, conf: enc.request([enc.span(i) for i in items], conf)
+    encode: Callable[[list[Span], TracingConf], Request] = module.encode
+
+    def spans(items: list[Pending | Span], conf: TracingConf) -> Request:
+        return encode([i if isinstance(i, Span) else span_of(i) for i in items], conf)
+
+    return spans
 
 
 class _Backend(NamedTuple):
@@ -124,6 +141,7 @@ class Exporter:
     def _run(self) -> None:
         encode: Encode | None = None
         backend: _Backend | None = None
+        sent = False  # since the heap was last trimmed
         try:
             while True:
                 items = self._take()
@@ -132,6 +150,8 @@ class Exporter:
                 if not items:
                     if self.closing:
                         return
+                    if sent and trim():  # what the batches freed, back to the system
+                        sent = False
                     time.sleep(POLL)
                     continue
                 if self.failing:
@@ -140,12 +160,10 @@ class Exporter:
                 try:
                     if backend is None or encode is None:
                         _reachable(self.conf)  # no module loaded for a backend never up
-                        module = f"mesh_dp.tracing.{MODULES[self.conf.kind]}"
-                        encode = importlib.import_module(module).encode
+                        encode = _format(self.conf.kind)
                         backend = _backend(self.conf)
                     backend.connect()  # first: nothing made or encoded for a backend down
-                    spans = [i if isinstance(i, Span) else span_of(i) for i in items]
-                    backend.send(encode(spans, self.conf))
+                    backend.send(encode(items, self.conf))
                 except Exception as exc:  # a backend (or an encoding bug) must not end us
                     self.dropped += len(items)
                     self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -154,6 +172,7 @@ class Exporter:
                     continue
                 self.exported += len(items)
                 self.batches += 1
+                sent = True
         finally:
             if backend is not None:
                 backend.close()
