@@ -13,7 +13,8 @@ sidecars HTTP, with
 - `otel-all-up` / `otel-all-down`: the three policies, each with an OpenTelemetry backend
   (OTLP/HTTP; metrics pushed every second) to the collector run here / to a closed port;
 - `log-otel-down`, `metric-otel-down`, `trace-otel-down`: one policy each, its
-  OpenTelemetry backend down (what a backend that is down costs, per policy);
+  OpenTelemetry backend down (what a backend that is down costs, per policy); the same
+  with `-up`: its backend the collector run here (what each exporter costs);
 
 run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
 warm-up. Prints requests/s, p50/p99, the proxies' CPU per request, each variant's median
@@ -108,18 +109,23 @@ def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
             "access_logs": log,
             "outbound": lambda _, log=log: {"access_logs": log},
         }
-    logs = (AccessLog("otel", closed),)
-    out["log-otel-down"] = {"access_logs": logs, "outbound": lambda _: {"access_logs": logs}}
-    out["metric-otel-down"] = {
-        "sidecar": {"metrics": Metrics("127.0.0.1", pushes=(MetricsPush(closed, 1.0),))}
-    }
-    out["trace-otel-down"] = {"sidecar": {"tracing": Tracing("otel", closed, "bench")}}
+    for state, where in (("down", closed), ("up", f"http://127.0.0.1:{up}")):
+        logs = (AccessLog("otel", where),)
+        out[f"log-otel-{state}"] = {
+            "access_logs": logs,
+            "outbound": lambda _, logs=logs: {"access_logs": logs},
+        }
+        out[f"metric-otel-{state}"] = {
+            "sidecar": {"metrics": Metrics("127.0.0.1", pushes=(MetricsPush(where, 1.0),))}
+        }
+        out[f"trace-otel-{state}"] = {"sidecar": {"tracing": Tracing("otel", where, "bench")}}
     return out
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """`field` of /proc/<pid>/status in MiB: VmRSS now, VmHWM the peak since the start."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -154,9 +160,10 @@ def main() -> None:
         names = list(setups)
         results = alternate(chain, setups, args.rounds, args)
         rss = {name: [round(rss_mib(p), 1) for p in s.pids] for name, s in setups.items()}
+        hwm = {name: [round(rss_mib(p, "VmHWM"), 1) for p in s.pids] for name, s in setups.items()}
     print_runs(results, 15)
     base = {r.round: r.rps for r in results if r.path == "none"}
-    summary: dict[str, Any] = {"rss_mib_backend_web": rss}
+    summary: dict[str, Any] = {"rss_mib_backend_web": rss, "peak_mib_backend_web": hwm}
     for name in names:
         if name == "none":
             continue
@@ -172,7 +179,8 @@ def main() -> None:
         vs = f" ({cpu / cpu_none - 1:+.1%} vs none)" if cpu_none else ""
         print(f"{name}: CPU {cpu:.1f} µs per request, both sidecars (median of rounds){vs}")
     for name, (backend, web) in rss.items():
-        print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB")
+        peak = "/".join(str(x) for x in hwm[name])
+        print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB (peak {peak})")
     print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
 
 
