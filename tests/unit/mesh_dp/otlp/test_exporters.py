@@ -99,7 +99,7 @@ def test_the_sidecar_loads_no_otel_protobufs_until_it_exports() -> None:
 
 
 def test_an_http_backend_loads_no_h2() -> None:
-    """OTLP/HTTP, Zipkin and Datadog need http.client only; h2 (~1 MiB) is for gRPC."""
+    """OTLP/HTTP, Zipkin and Datadog need no h2 (~1 MiB): it is for gRPC."""
     probe = (
         "import sys\n"
         "from mesh_dp.otlp.transport import Sender, UrlSender\n"
