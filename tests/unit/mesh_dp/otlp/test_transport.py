@@ -34,21 +34,15 @@ class Scripted:
             except OSError:
                 return
             self.connections += 1
-            with conn:
+            with conn, conn.makefile("rb") as reader:
                 while self.answers:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    if not data:
+                    head = b""
+                    while (line := reader.readline()) not in (b"\r\n", b""):
+                        head += line
+                    if not head:
                         break
-                    head, _, body = data.partition(b"\r\n\r\n")
                     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                    while len(body) < length:
-                        body += conn.recv(65536)
-                    self.requests.append(head + b"\r\n\r\n" + body)
+                    self.requests.append(head + b"\r\n" + reader.read(length))
                     answer = self.answers.pop(0)
                     if answer == b"close":
                         break
@@ -70,50 +64,39 @@ def server(request: pytest.FixtureRequest) -> Iterator[Scripted]:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n<close>"
+
+
 @pytest.mark.parametrize(
-    "server",
+    ("server", "connections"),
     [
-        [OK, OK],
-        [b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", OK],
-        [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", OK],
+        ([OK, OK], 1),
+        (
+            [
+                b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                OK,
+            ],
+            1,
+        ),
+        ([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", OK], 1),
+        ([CLOSE, OK], 2),  # the collector says it closes
+        ([b"HTTP/1.0 200 OK\r\n\r\nuntil the end<close>", OK], 2),  # a body ended by the close
+        ([OK, b"close", OK], 2),  # a kept connection it closed: the request is sent once more
     ],
-    indirect=True,
+    indirect=["server"],
 )
-def test_answers_framed_any_way_keep_the_connection(server: Scripted) -> None:
+def test_answers_framed_any_way_and_the_connections_they_leave(
+    server: Scripted, connections: int
+) -> None:
     client = UrlSender()
     for _ in range(2):
         client.send("POST", f"http://127.0.0.1:{server.port}/v1/traces", b"xyz", {"A": "b"})
-    assert server.connections == 1
+    assert server.connections == connections
     first = server.requests[0]
     assert first.startswith(b"POST /v1/traces HTTP/1.1\r\n")
     assert f"\r\nHost: 127.0.0.1:{server.port}\r\n".encode() in first
     assert b"\r\nContent-Length: 3\r\n" in first and b"\r\nA: b\r\n" in first
     assert first.endswith(b"\r\n\r\nxyz")
-    client.close()
-
-
-@pytest.mark.parametrize(
-    "server",
-    [
-        [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n<close>", OK],
-        [b"HTTP/1.0 200 OK\r\n\r\nuntil the end<close>", OK],
-    ],
-    indirect=True,
-)
-def test_an_answer_that_closes_gets_a_new_connection(server: Scripted) -> None:
-    client = UrlSender()
-    for _ in range(2):
-        client.send("PUT", f"http://127.0.0.1:{server.port}/v0.4/traces", b"[]", {})
-    assert server.connections == 2
-    client.close()
-
-
-@pytest.mark.parametrize("server", [[OK, b"close", OK]], indirect=True)
-def test_a_kept_connection_the_collector_closed_is_retried_once(server: Scripted) -> None:
-    client = UrlSender()
-    for _ in range(2):
-        client.send("POST", f"http://127.0.0.1:{server.port}/s", b"{}", {})
-    assert server.connections == 2 and len(server.requests) == 3
     client.close()
 
 
