@@ -2,9 +2,11 @@
 endpoint, never on the data path (decision 142).
 
 The request path appends (renderer, event) to a bounded deque (full: dropped and counted), as
-the file and TCP destinations (mesh_dp/accesslog_sink.py) do; the thread takes up to BATCH
-every POLL seconds, renders, encodes one ExportLogsServiceRequest (mesh_dp/otlp/wire.py: no
-protobuf objects) and sends it. A failed
+the file and TCP destinations (mesh_dp/accesslog_sink.py) do; the thread takes what it finds
+every POLL seconds and renders and encodes it at once as LogRecords (mesh_dp/otlp/wire.py: no
+protobuf objects), so a queued request, which holds its head, is soon only its record's bytes;
+one ExportLogsServiceRequest goes when it has BATCH records or BATCH_BYTES, or SEND_EVERY
+after its first (decision 177). A failed
 export drops its batch (counted) and, for RETRY_SECONDS, what arrives is dropped at the offer:
 a collector that is down costs the data path one append and the sidecar no CPU to speak of.
 The transport is imported by the thread on its first export.
@@ -23,13 +25,16 @@ from mesh_dp.accesslog_format import Event
 from mesh_dp.malloc import trim
 from mesh_dp.otlp.probe import ExportError, probe
 from mesh_dp.otlp.records import RecordFn
+from mesh_dp.otlp.wire import observed, parts_record, records_request
 from meshfed.policy.otlp import parse_endpoint
 
 log = logging.getLogger("mesh_dp.otlp")
 
 QUEUE_RECORDS = 2_000  # each holds its request until rendered: this bounds the memory
-BATCH = 256  # a batch's records and messages are the encoder's working set (RSS)
-POLL = 0.05
+BATCH = 256  # records in one export request at most
+BATCH_BYTES = 256 * 1024  # their encoded bytes at most (a record may carry head fields)
+POLL = 0.01  # seconds between looks at an empty queue (a queued request holds its head)
+SEND_EVERY = 0.05  # seconds a batch waits for more records (each request sent costs CPU)
 RETRY_SECONDS = 1.0
 
 Item = tuple[RecordFn, Event]
@@ -65,62 +70,76 @@ class OtelLogDestination:
         """Exports what is queued, then the thread ends."""
         self.closing = True
 
-    def _take(self) -> list[Item]:
+    def _take(self, most: int) -> list[Item]:
         q, items = self.queue, list[Item]()
-        while q and len(items) < BATCH:
+        while q and len(items) < most:
             items.append(q.popleft())
         return items
 
     def _run(self) -> None:
+        records: list[bytes] = []  # rendered and encoded, not sent yet
+        size = 0  # their bytes
+        due = 0.0  # when they are sent at the latest
         sent = False  # since the heap was last trimmed
         while True:
-            items = self._take()
-            if self.failing and time.monotonic() >= self._retry_at:
+            now = time.monotonic()
+            if self.failing and now >= self._retry_at:
                 self.failing = False
+            items = self._take(BATCH - len(records))
+            if items and self.failing:
+                self.dropped += len(items)  # the collector is down: nothing to render for
+                continue
+            if items and self._ready(len(items)):
+                if not records:
+                    due = now + SEND_EVERY
+                size += self._encode(items, records)
+            if records and (
+                len(records) >= BATCH or size >= BATCH_BYTES or now >= due or self.closing
+            ):
+                self._send(records)
+                records, size, sent = [], 0, True
+                continue
             if not items:
-                if self.closing:
+                if self.closing and not records:
                     if self._sender is not None:
                         self._sender.close()
                     return
                 if sent and trim():  # what the batches freed, back to the system
                     sent = False
                 time.sleep(POLL)
-                continue
-            if self.failing:
-                self.dropped += len(items)  # the collector is down: nothing to render for
-                continue
-            self._export(items)
-            sent = True
 
-    def _export(self, items: list[Item]) -> None:
-        if self._sender is None:
-            try:  # nothing loaded for a collector that was never up (mesh_dp/otlp/probe.py)
-                probe(self.endpoint.host, self.endpoint.port)
-            except ExportError as exc:
-                self._down(len(items), exc)
-                return
-        # lazy: http.client (and h2) only in a sidecar that exports
-        from mesh_dp.otlp.transport import Sender
-        from mesh_dp.otlp.wire import logs_request
-
-        if self._sender is None:
-            self._sender = Sender(self.endpoint)
+    def _ready(self, taken: int) -> bool:
+        """The collector connected (the transport imported once it answered a probe: nothing
+        loaded for one that was never up, mesh_dp/otlp/probe.py); else `taken` dropped."""
         try:
+            if self._sender is None:
+                probe(self.endpoint.host, self.endpoint.port)
+                from mesh_dp.otlp.transport import Sender  # http.client, h2: only if it exports
+
+                self._sender = Sender(self.endpoint)
             self._sender.connect()
         except ExportError as exc:
-            self._down(len(items), exc)
-            return
-        records = []
+            self._down(taken, exc)
+            return False
+        return True
+
+    def _encode(self, items: list[Item], records: list[bytes]) -> int:
+        """Renders and encodes `items` onto `records`; their bytes."""
+        at, size = observed(time.time_ns()), 0
         for render, event in items:
             try:
-                records.append(render(event))
+                data = parts_record(render(event), at)
             except Exception:  # a rendering bug must not end the exporter
                 log.exception("OTLP access log %s: cannot render a record", self.target)
                 self.dropped += 1
-        if not records:
-            return
+                continue
+            records.append(data)
+            size += len(data)
+        return size
+
+    def _send(self, records: list[bytes]) -> None:
         try:
-            self._sender.send("logs", logs_request(self.resource, records, time.time_ns()))
+            self._sender.send("logs", records_request(self.resource, records))
             self.written += len(records)
         except ExportError as exc:
             self._down(len(records), exc)

@@ -129,14 +129,27 @@ def log_record(start_ns: int, body: tuple[str, Any], attributes: bytes, observed
     )
 
 
+def observed(now_ns: int) -> bytes:
+    """A LogRecord's observed_time_unix_nano = 11 (fixed64), for `log_record`."""
+    return b"\x59" + _FIXED64.pack(now_ns) if now_ns else b""
+
+
+def parts_record(parts: Any, observed_at: bytes) -> bytes:
+    """One rendered `LogParts` (start_ns, body, attributes) as a LogRecord."""
+    return log_record(parts.start_ns, parts.body, string_kvs(6, parts.attributes), observed_at)
+
+
+def records_request(
+    resource_attributes: Iterable[tuple[str, str]], records: Sequence[bytes]
+) -> bytes:
+    """One ExportLogsServiceRequest of encoded LogRecords: one resource, one scope."""
+    return export_request(resource(resource_attributes), scope(SCOPE), records)
+
+
 def logs_request(
-    resource_attributes: Iterable[tuple[str, str]],
-    records: Iterable[Any],
-    now_ns: int,
-    scope_name: str = SCOPE,
+    resource_attributes: Iterable[tuple[str, str]], records: Iterable[Any], now_ns: int
 ) -> bytes:
     """One ExportLogsServiceRequest: one resource, one scope, the records (`LogParts`:
     start_ns, body, attributes) in order."""
-    observed = b"\x59" + _FIXED64.pack(now_ns) if now_ns else b""
-    items = [log_record(r.start_ns, r.body, string_kvs(6, r.attributes), observed) for r in records]
-    return export_request(resource(resource_attributes), scope(scope_name), items)
+    at = observed(now_ns)
+    return records_request(resource_attributes, [parts_record(r, at) for r in records])

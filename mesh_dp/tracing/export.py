@@ -1,10 +1,12 @@
 """MeshTrace export, never on the data path.
 
-A sampled request's `Span` is appended to the backend's bounded deque (full: dropped and
-counted); one thread takes what it finds every POLL seconds, encodes a batch in the
-backend's format (Zipkin v2 JSON, OTLP protobuf, Datadog agent v0.4 JSON) and sends it
-through mesh_dp/otlp/transport.py, the transport of the access logs' and metrics' OTLP
-backends too. The request path takes no lock and wakes nobody. A backend that fails is left
+A sampled request's (listener, record, end) is appended to the backend's bounded deque
+(full: dropped and counted); one thread takes what it finds every POLL seconds and encodes
+it at once in the backend's format (Zipkin v2 JSON, OTLP protobuf, Datadog agent v0.4 JSON),
+so a queued request, which holds its head, is soon only its span's bytes; the batch is sent
+through mesh_dp/otlp/transport.py (the transport of the access logs' and metrics' OTLP
+backends too) when it has BATCH spans or BATCH_BYTES, or SEND_EVERY after its first span
+(decision 177). The request path takes no lock and wakes nobody. A backend that fails is left
 alone for RETRY_SECONDS, its spans dropped unencoded and counted meanwhile: a collector that
 is down costs the data path one append. The format modules and the transport are imported
 by the thread, so a sidecar without such a backend never loads them (protobuf only for
@@ -26,7 +28,7 @@ from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from mesh_dp.malloc import trim
-from mesh_dp.tracing.span import Listener, Request, Span
+from mesh_dp.tracing.span import Encoder, Listener, Request, Span
 from mesh_dp.tracing.tracer import Pending, Tracer, span_of
 from meshfed.dpconfig.model import Inbound, Outbound, SidecarConfig
 from meshfed.dpconfig.tracing import Tracing as TracingConf
@@ -34,31 +36,45 @@ from meshfed.proxy.promtext import Family, counter, gauge
 
 log = logging.getLogger("mesh_dp.tracing")
 
-QUEUE_SPANS = 1_000  # each holds its request until sent: this bounds the memory
-BATCH = 256  # a batch's spans and messages are the encoder's working set (RSS)
-POLL = 0.05  # seconds between the exporter's looks at an empty queue
+QUEUE_SPANS = 1_000  # each holds its request until encoded: this bounds the memory
+BATCH = 256  # spans in one export request at most
+BATCH_BYTES = 256 * 1024  # its encoded spans' bytes at most (a span carries head fields)
+POLL = 0.01  # seconds between the exporter's looks at an empty queue (what it holds: RSS)
+SEND_EVERY = 0.05  # seconds a batch waits for more spans (each request sent costs CPU)
 RETRY_SECONDS = 1.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
-Encode = Callable[[list[Pending | Span], TracingConf], Request]
 Send = Callable[[Request], None]
 
 
-def _format(kind: str) -> Encode:
-    """The batch encoder of `kind`'s format module (imported here, by the thread). OTLP is
-    written from the queued records with one `Encoder` per exporter (its listeners' shared
-    parts kept, decision 177); Zipkin's and Datadog's JSON from `Span`s."""
-    module = importlib.import_module(f"mesh_dp.tracing.{MODULES[kind]}")
-    if kind == "otel":
-        enc = module.Encoder()
-        return lambda items, conf: enc.request([enc.span(i) for i in items], conf)
-    encode: Callable[[list[Span], TracingConf], Request] = module.encode
+class _AsSpans:
+    """Zipkin's and Datadog's encoders take `Span`s: the queued records made into them."""
 
-    def spans(items: list[Pending | Span], conf: TracingConf) -> Request:
-        return encode([i if isinstance(i, Span) else span_of(i) for i in items], conf)
+    def __init__(self, enc: Encoder[Span]) -> None:
+        self.enc = enc
 
-    return spans
+    def add(self, item: Pending | Span) -> int:
+        return self.enc.add(item if isinstance(item, Span) else span_of(item))
+
+    def take(self, conf: TracingConf) -> Request:
+        return self.enc.take(conf)
+
+    def clear(self) -> None:
+        self.enc.clear()
+
+
+def _format(conf: TracingConf) -> Encoder[Pending | Span]:
+    """The batch encoder of the backend's format module (imported here, by the thread).
+    OTLP is written from the queued records (decision 177); Zipkin's and Datadog's JSON
+    from `Span`s."""
+    module = importlib.import_module(f"mesh_dp.tracing.{MODULES[conf.kind]}")
+    if conf.kind == "otel":
+        enc: Encoder[Pending | Span] = module.Encoder()
+        return enc
+    if conf.kind == "datadog":
+        return _AsSpans(module.Encoder(conf.split_service))
+    return _AsSpans(module.Encoder())
 
 
 class _Backend(NamedTuple):
@@ -132,47 +148,66 @@ class Exporter:
         """Sends what is queued, then the thread ends (a daemon: exit does not wait)."""
         self.closing = True
 
-    def _take(self) -> list[Pending | Span]:
+    def _take(self, most: int) -> list[Pending | Span]:
         q, items = self.queue, list[Pending | Span]()
-        while q and len(items) < BATCH:
+        while q and len(items) < most:
             items.append(q.popleft())
         return items
 
     def _run(self) -> None:
-        encode: Encode | None = None
+        enc: Encoder[Pending | Span] | None = None
         backend: _Backend | None = None
+        held = size = 0  # spans encoded and not sent yet, their bytes
+        due = 0.0  # when they are sent at the latest
         sent = False  # since the heap was last trimmed
         try:
             while True:
-                items = self._take()
-                if self.failing and time.monotonic() >= self._retry_at:
+                now = time.monotonic()
+                if self.failing and now >= self._retry_at:
                     self.failing = False
-                if not items:
-                    if self.closing:
-                        return
-                    if sent and trim():  # what the batches freed, back to the system
-                        sent = False
-                    time.sleep(POLL)
-                    continue
-                if self.failing:
+                items = self._take(BATCH - held)
+                if items and self.failing:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
+                added = 0
                 try:
-                    if backend is None or encode is None:
-                        _reachable(self.conf)  # no module loaded for a backend never up
-                        encode = _format(self.conf.kind)
-                        backend = _backend(self.conf)
-                    backend.connect()  # first: nothing made or encoded for a backend down
-                    backend.send(encode(items, self.conf))
+                    if items:
+                        if backend is None or enc is None:
+                            _reachable(self.conf)  # no module loaded for a backend never up
+                            enc = _format(self.conf)
+                            backend = _backend(self.conf)
+                        backend.connect()  # first: nothing made or encoded for a backend down
+                        if not held:
+                            due = now + SEND_EVERY
+                        for item in items:
+                            size += enc.add(item)
+                            held += 1
+                            added += 1
+                    if held and (
+                        held >= BATCH or size >= BATCH_BYTES or now >= due or self.closing
+                    ):
+                        assert backend is not None and enc is not None
+                        backend.send(enc.take(self.conf))
+                        self.exported += held
+                        self.batches += 1
+                        held = size = 0
+                        sent = True
+                        continue
                 except Exception as exc:  # a backend (or an encoding bug) must not end us
-                    self.dropped += len(items)
+                    self.dropped += held + len(items) - added  # the batch and the rest taken
+                    held = size = 0
+                    if enc is not None:
+                        enc.clear()
                     self._retry_at = time.monotonic() + RETRY_SECONDS
                     self.failing = True
                     log.warning("trace %s %s: %s", self.conf.kind, self.conf.url, exc)
                     continue
-                self.exported += len(items)
-                self.batches += 1
-                sent = True
+                if not items:
+                    if self.closing and not held:
+                        return
+                    if sent and not held and trim():  # what the batches freed, back to the system
+                        sent = False
+                    time.sleep(POLL)
         finally:
             if backend is not None:
                 backend.close()

@@ -23,7 +23,7 @@ from typing import Final
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.parse import RequestHead
 from mesh_dp.otlp.wire import export_request, field, resource, scope, string_kv, utf8, varint
-from mesh_dp.tracing.span import Listener, Request, Span, name_of, tags_of
+from mesh_dp.tracing.span import Listener, Request, Span, encode_all, name_of, tags_of
 from meshfed.dpconfig.tracing import Tracing
 
 Item = Span | tuple[Listener, Record, float]  # a Span, or tracer.py's Pending
@@ -168,6 +168,19 @@ class Encoder:
     def __init__(self) -> None:
         self._shared: dict[Listener, _Shared] = {}
         self._last: tuple[Listener | None, _Shared | None] = (None, None)
+        self._spans: list[bytes] = []
+
+    def add(self, item: Item) -> int:
+        data = self.span(item)
+        self._spans.append(data)
+        return len(data)
+
+    def take(self, conf: Tracing) -> Request:
+        spans, self._spans = self._spans, []
+        return self.request(spans, conf)
+
+    def clear(self) -> None:
+        self._spans = []
 
     def span(self, item: Item) -> bytes:
         """One Span message from a `Span` or a queued (listener, record, end)."""
@@ -219,5 +232,4 @@ def _times(start_ns: int, duration: float) -> bytes:
 
 def encode(spans: Sequence[Item], conf: Tracing) -> Request:
     """One batch (a fresh `Encoder`: the exporter keeps one instead)."""
-    enc = Encoder()
-    return enc.request([enc.span(s) for s in spans], conf)
+    return encode_all(Encoder(), spans, conf)
