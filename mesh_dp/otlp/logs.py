@@ -56,6 +56,9 @@ class OtelLogDestination:
         self.endpoint = parse_endpoint(target)
         self._sender: Any = None  # a transport.Sender, made by the thread
         self._retry_at = 0.0
+        self._records: list[bytes] = []  # the next batch, rendered and encoded
+        self._size = 0  # its bytes
+        self._due = 0.0  # when it is sent at the latest
         self.failing = False  # the collector failed less than RETRY_SECONDS ago: dropped
         self._thread = threading.Thread(target=self._run, name=f"otlp logs {target}", daemon=True)
         self._thread.start()
@@ -77,36 +80,41 @@ class OtelLogDestination:
         return items
 
     def _run(self) -> None:
-        records: list[bytes] = []  # rendered and encoded, not sent yet
-        size = 0  # their bytes
-        due = 0.0  # when they are sent at the latest
         sent = False  # since the heap was last trimmed
         while True:
             now = time.monotonic()
             if self.failing and now >= self._retry_at:
                 self.failing = False
-            items = self._take(BATCH - len(records))
+            items = self._take(BATCH - len(self._records))
             if items and self.failing:
                 self.dropped += len(items)  # the collector is down: nothing to render for
                 continue
             if items and self._ready(len(items)):
-                if not records:
-                    due = now + SEND_EVERY
-                size += self._encode(items, records)
+                self._encode(items)
+            records = self._records
             if records and (
-                len(records) >= BATCH or size >= BATCH_BYTES or now >= due or self.closing
+                len(records) >= BATCH
+                or self._size >= BATCH_BYTES
+                or now >= self._due
+                or self.closing
             ):
+                self._records, self._size = [], 0
                 self._send(records)
-                records, size, sent = [], 0, True
+                sent = True
                 continue
             if not items:
-                if self.closing and not records:
+                if self.closing and not self._records:
                     if self._sender is not None:
                         self._sender.close()
                     return
                 if sent and trim():  # what the batches freed, back to the system
                     sent = False
                 time.sleep(POLL)
+
+    def _more(self) -> None:
+        """While a batch's answer is awaited: render and encode what is queued."""
+        if len(self._records) < BATCH and self._size < BATCH_BYTES:
+            self._encode(self._take(BATCH - len(self._records)))
 
     def _ready(self, taken: int) -> bool:
         """The collector connected (the transport imported once it answered a probe: nothing
@@ -123,9 +131,13 @@ class OtelLogDestination:
             return False
         return True
 
-    def _encode(self, items: list[Item], records: list[bytes]) -> int:
-        """Renders and encodes `items` onto `records`; their bytes."""
-        at, size = observed(time.time_ns()), 0
+    def _encode(self, items: list[Item]) -> None:
+        """Renders and encodes `items` into the next batch."""
+        if not items:
+            return
+        if not self._records:
+            self._due = time.monotonic() + SEND_EVERY
+        at = observed(time.time_ns())
         for render, event in items:
             try:
                 data = parts_record(render(event), at)
@@ -133,16 +145,16 @@ class OtelLogDestination:
                 log.exception("OTLP access log %s: cannot render a record", self.target)
                 self.dropped += 1
                 continue
-            records.append(data)
-            size += len(data)
-        return size
+            self._records.append(data)
+            self._size += len(data)
 
     def _send(self, records: list[bytes]) -> None:
         try:
-            self._sender.send("logs", records_request(self.resource, records))
+            self._sender.send("logs", records_request(self.resource, records), self._more)
             self.written += len(records)
         except ExportError as exc:
-            self._down(len(records), exc)
+            self._down(len(records) + len(self._records), exc)
+            self._records, self._size = [], 0
         except Exception:  # never let the exporter thread die
             self.dropped += len(records)
             log.exception("OTLP access log %s: export failed", self.target)

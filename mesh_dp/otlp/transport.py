@@ -10,8 +10,10 @@ HTTP/1.1 client (`UrlSender`). Only exporter threads import this module (and h2 
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 from urllib.parse import urlsplit
@@ -23,6 +25,11 @@ from meshfed.policy.otlp import Endpoint
 __all__ = ["SERVICES", "ExportError", "Http", "Sender", "UrlSender"]
 
 TIMEOUT: Final = 2.0  # seconds for connecting and for each read
+IDLE_STEP: Final = 0.01  # seconds between an exporter's `idle` calls while an answer is due
+
+# What an exporter does while its collector prepares the answer: encode what was queued
+# meanwhile (a queued request holds its head; decision 177). Must not raise.
+Idle = Callable[[], None] | None
 SERVICES: Final = {
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
@@ -61,16 +68,19 @@ class Http:
             self._sock = sock
         return self._sock
 
-    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
-        """Sends one request; ExportError unless the answer is a 2xx."""
+    def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], idle: Idle = None
+    ) -> None:
+        """Sends one request; ExportError unless the answer is a 2xx. `idle` is called every
+        IDLE_STEP while the answer has not begun."""
         reused = self._sock is not None
         try:
-            head, keep = self._call(method, path, body, headers)
+            head, keep = self._call(method, path, body, headers, idle)
         except (_Closed, ConnectionResetError, BrokenPipeError):
             if not reused:
                 raise
             self.close()  # the collector closed the idle kept-alive connection: once more
-            head, keep = self._call(method, path, body, headers)
+            head, keep = self._call(method, path, body, headers, idle)
         if not keep:
             self.close()
         if head.status // 100 != 2:
@@ -81,7 +91,7 @@ class Http:
             )
 
     def _call(
-        self, method: str, path: str, body: bytes, headers: dict[str, str]
+        self, method: str, path: str, body: bytes, headers: dict[str, str], idle: Idle
     ) -> tuple[ResponseHead, bool]:
         """The final answer's head, and whether the connection can be kept."""
         sock = self.connect()
@@ -92,6 +102,8 @@ class Http:
         parser = ResponseParser(method.encode("latin-1"))
         final: ResponseHead | None = None
         got = False
+        if idle is not None:
+            _await(sock, self.timeout, idle)
         while not parser.done:
             data = sock.recv(65536)
             if not data and not got:
@@ -114,14 +126,26 @@ class Http:
             self._sock = None
 
 
+def _await(sock: socket.socket, timeout: float, idle: Callable[[], None]) -> None:
+    """Until `sock` has something to read (TimeoutError after `timeout`), calling `idle`
+    every IDLE_STEP."""
+    deadline = time.monotonic() + timeout
+    while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        if select.select([sock], [], [], IDLE_STEP)[0]:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("no answer")
+        idle()
+
+
 class _Http(Http):
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         super().__init__(endpoint.scheme, endpoint.host, endpoint.port, timeout)
         self.endpoint = endpoint
 
-    def send(self, signal: str, body: bytes) -> None:
+    def send(self, signal: str, body: bytes, idle: Idle = None) -> None:
         path = f"{self.endpoint.path}/v1/{signal}"
-        self.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
+        self.request("POST", path, body, {"Content-Type": "application/x-protobuf"}, idle)
 
 
 class Sender:
@@ -142,9 +166,10 @@ class Sender:
         exporter renders and encodes nothing for a collector that is down."""
         self._call(lambda: self._impl.connect())
 
-    def send(self, signal: str, body: bytes) -> None:
-        """Delivers one export request; ExportError (the connection dropped) otherwise."""
-        self._call(lambda: self._impl.send(signal, body))
+    def send(self, signal: str, body: bytes, idle: Idle = None) -> None:
+        """Delivers one export request; ExportError (the connection dropped) otherwise.
+        `idle`: called while the collector prepares its answer (OTLP/HTTP; gRPC waits)."""
+        self._call(lambda: self._impl.send(signal, body, idle))
 
     def _call(self, action: Callable[[], object]) -> None:
         _guarded(self._impl, self.endpoint.url(""), action)
@@ -160,7 +185,7 @@ class _Closable(Protocol):
 class _Connection(_Closable, Protocol):
     def connect(self) -> object: ...
 
-    def send(self, signal: str, body: bytes) -> None: ...
+    def send(self, signal: str, body: bytes, idle: Idle = None) -> None: ...
 
 
 def _guarded(conn: _Closable, where: str, action: Callable[[], object]) -> None:
@@ -189,10 +214,12 @@ class UrlSender:
         http, _ = self._at(url)
         _guarded(http, url, http.connect)
 
-    def send(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> None:
+    def send(
+        self, method: str, url: str, body: bytes, headers: dict[str, str], idle: Idle = None
+    ) -> None:
         """Delivers one request; ExportError (the connection dropped) otherwise."""
         http, path = self._at(url)
-        _guarded(http, url, lambda: http.request(method, path, body, headers))
+        _guarded(http, url, lambda: http.request(method, path, body, headers, idle))
 
     def _at(self, url: str) -> tuple[Http, str]:
         parts = urlsplit(url)

@@ -45,9 +45,6 @@ RETRY_SECONDS = 1.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
-Send = Callable[[Request], None]
-
-
 class _AsSpans:
     """Zipkin's and Datadog's encoders take `Span`s: the queued records made into them."""
 
@@ -79,7 +76,7 @@ def _format(conf: TracingConf) -> Encoder[Pending | Span]:
 
 class _Backend(NamedTuple):
     connect: Callable[[], None]
-    send: Send
+    send: Callable[[Request, Callable[[], None]], None]  # the request, what to do meanwhile
     close: Callable[[], None]
 
 
@@ -107,11 +104,13 @@ def _backend(conf: TracingConf) -> _Backend:
 
     if conf.kind == "otel":
         otlp = Sender(parse_endpoint(conf.url))
-        return _Backend(otlp.connect, lambda req: otlp.send("traces", req.body), otlp.close)
+        return _Backend(
+            otlp.connect, lambda req, idle: otlp.send("traces", req.body, idle), otlp.close
+        )
     http, url = UrlSender(), conf.url
     return _Backend(
         lambda: http.connect(url),
-        lambda req: http.send(req.method, req.url, req.body, req.headers),
+        lambda req, idle: http.send(req.method, req.url, req.body, req.headers, idle),
         http.close,
     )
 
@@ -129,6 +128,8 @@ class Exporter:
         self.batches = 0
         self._retry_at = 0.0
         self.failing = False  # the backend failed less than RETRY_SECONDS ago: spans dropped
+        self._held = self._size = 0  # spans encoded into the next batch, their bytes
+        self._due = 0.0  # when that batch is sent at the latest
         self._thread = threading.Thread(
             target=self._run, name=f"trace {conf.kind} {conf.url}", daemon=True
         )
@@ -154,22 +155,37 @@ class Exporter:
             items.append(q.popleft())
         return items
 
+    def _add(self, enc: Encoder[Pending | Span], items: list[Pending | Span]) -> None:
+        """Encodes `items` into the next batch (one that fails to encode: dropped, counted)."""
+        if not self._held:
+            self._due = time.monotonic() + SEND_EVERY
+        for item in items:
+            try:
+                self._size += enc.add(item)
+                self._held += 1
+            except Exception:  # an encoding bug must not end the exporter
+                self.dropped += 1
+                log.exception("trace %s %s: cannot encode a span", self.conf.kind, self.conf.url)
+
     def _run(self) -> None:
         enc: Encoder[Pending | Span] | None = None
         backend: _Backend | None = None
-        held = size = 0  # spans encoded and not sent yet, their bytes
-        due = 0.0  # when they are sent at the latest
         sent = False  # since the heap was last trimmed
+
+        def more() -> None:  # while a batch's answer is awaited: encode what is queued
+            if enc is not None and self._held < BATCH and self._size < BATCH_BYTES:
+                self._add(enc, self._take(BATCH - self._held))
+
         try:
             while True:
                 now = time.monotonic()
                 if self.failing and now >= self._retry_at:
                     self.failing = False
-                items = self._take(BATCH - held)
+                items = self._take(BATCH - self._held)
                 if items and self.failing:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
-                added = 0
+                flying = 0  # the spans of the request being sent
                 try:
                     if items:
                         if backend is None or enc is None:
@@ -177,25 +193,26 @@ class Exporter:
                             enc = _format(self.conf)
                             backend = _backend(self.conf)
                         backend.connect()  # first: nothing made or encoded for a backend down
-                        if not held:
-                            due = now + SEND_EVERY
-                        for item in items:
-                            size += enc.add(item)
-                            held += 1
-                            added += 1
+                        self._add(enc, items)
+                        items = []
+                    held = self._held
                     if held and (
-                        held >= BATCH or size >= BATCH_BYTES or now >= due or self.closing
+                        held >= BATCH
+                        or self._size >= BATCH_BYTES
+                        or now >= self._due
+                        or self.closing
                     ):
                         assert backend is not None and enc is not None
-                        backend.send(enc.take(self.conf))
-                        self.exported += held
+                        request, flying = enc.take(self.conf), held
+                        self._held = self._size = 0
+                        backend.send(request, more)
+                        self.exported += flying
                         self.batches += 1
-                        held = size = 0
                         sent = True
                         continue
-                except Exception as exc:  # a backend (or an encoding bug) must not end us
-                    self.dropped += held + len(items) - added  # the batch and the rest taken
-                    held = size = 0
+                except Exception as exc:  # a backend must not end us
+                    self.dropped += flying + self._held + len(items)  # all taken, none sent
+                    self._held = self._size = 0
                     if enc is not None:
                         enc.clear()
                     self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -203,9 +220,9 @@ class Exporter:
                     log.warning("trace %s %s: %s", self.conf.kind, self.conf.url, exc)
                     continue
                 if not items:
-                    if self.closing and not held:
+                    if self.closing and not self._held:
                         return
-                    if sent and not held and trim():  # what the batches freed, back to the system
+                    if sent and not self._held and trim():  # freed by the batches: to the system
                         sent = False
                     time.sleep(POLL)
         finally:
