@@ -34,6 +34,7 @@ QUEUE_RECORDS = 2_000  # each holds its request until rendered: this bounds the 
 BATCH = 256  # records in one export request at most
 BATCH_BYTES = 256 * 1024  # their encoded bytes at most (a record may carry head fields)
 POLL = 0.01  # seconds between looks at an empty queue (a queued request holds its head)
+IDLE_POLL = 0.05  # ... doubled up to this while it stays empty (no traffic, backend down)
 SEND_EVERY = 0.05  # seconds a batch waits for more records (each request sent costs CPU)
 RETRY_SECONDS = 1.0
 
@@ -81,6 +82,7 @@ class OtelLogDestination:
 
     def _run(self) -> None:
         sent = False  # since the heap was last trimmed
+        wait = POLL  # the next sleep on an empty queue
         while True:
             now = time.monotonic()
             if self.failing and now >= self._retry_at:
@@ -109,7 +111,10 @@ class OtelLogDestination:
                     return
                 if sent and trim():  # what the batches freed, back to the system
                     sent = False
-                time.sleep(POLL)
+                time.sleep(wait)
+                wait = min(wait * 2, IDLE_POLL)
+            else:
+                wait = POLL
 
     def _more(self) -> None:
         """While a batch's answer is awaited: render and encode what is queued."""

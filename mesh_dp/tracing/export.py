@@ -40,6 +40,7 @@ QUEUE_SPANS = 1_000  # each holds its request until encoded: this bounds the mem
 BATCH = 256  # spans in one export request at most
 BATCH_BYTES = 256 * 1024  # its encoded spans' bytes at most (a span carries head fields)
 POLL = 0.01  # seconds between the exporter's looks at an empty queue (what it holds: RSS)
+IDLE_POLL = 0.05  # ... doubled up to this while it stays empty (no traffic, backend down)
 SEND_EVERY = 0.05  # seconds a batch waits for more spans (each request sent costs CPU)
 RETRY_SECONDS = 1.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
@@ -171,6 +172,7 @@ class Exporter:
         enc: Encoder[Pending | Span] | None = None
         backend: _Backend | None = None
         sent = False  # since the heap was last trimmed
+        wait = POLL  # the next sleep on an empty queue
 
         def more() -> None:  # while a batch's answer is awaited: encode what is queued
             if enc is not None and self._held < BATCH and self._size < BATCH_BYTES:
@@ -182,6 +184,7 @@ class Exporter:
                 if self.failing and now >= self._retry_at:
                     self.failing = False
                 items = self._take(BATCH - self._held)
+                took = bool(items)
                 if items and self.failing:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
@@ -219,12 +222,15 @@ class Exporter:
                     self.failing = True
                     log.warning("trace %s %s: %s", self.conf.kind, self.conf.url, exc)
                     continue
-                if not items:
+                if not took:
                     if self.closing and not self._held:
                         return
                     if sent and not self._held and trim():  # freed by the batches: to the system
                         sent = False
-                    time.sleep(POLL)
+                    time.sleep(wait)
+                    wait = min(wait * 2, IDLE_POLL)
+                else:
+                    wait = POLL
         finally:
             if backend is not None:
                 backend.close()
