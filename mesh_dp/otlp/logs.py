@@ -25,7 +25,7 @@ from mesh_dp.accesslog_format import Event
 from mesh_dp.malloc import trim
 from mesh_dp.otlp.probe import ExportError, probe
 from mesh_dp.otlp.records import RecordFn
-from mesh_dp.otlp.wire import observed, parts_record, records_request
+from mesh_dp.otlp.wire import SCOPE, Batch, observed, parts_record, resource, scope
 from meshfed.policy.otlp import parse_endpoint
 
 log = logging.getLogger("mesh_dp.otlp")
@@ -57,7 +57,7 @@ class OtelLogDestination:
         self.endpoint = parse_endpoint(target)
         self._sender: Any = None  # a transport.Sender, made by the thread
         self._retry_at = 0.0
-        self._records: list[bytes] = []  # the next batch, rendered and encoded
+        self._batch = Batch()  # the next batch, rendered and encoded
         self._size = 0  # its bytes
         self._due = 0.0  # when it is sent at the latest
         self.failing = False  # the collector failed less than RETRY_SECONDS ago: dropped
@@ -87,25 +87,25 @@ class OtelLogDestination:
             now = time.monotonic()
             if self.failing and now >= self._retry_at:
                 self.failing = False
-            items = self._take(BATCH - len(self._records))
+            items = self._take(BATCH - self._batch.count)
             if items and self.failing:
                 self.dropped += len(items)  # the collector is down: nothing to render for
                 continue
             if items and self._ready(len(items)):
                 self._encode(items)
-            records = self._records
-            if records and (
-                len(records) >= BATCH
+            batch = self._batch
+            if batch.count and (
+                batch.count >= BATCH
                 or self._size >= BATCH_BYTES
                 or now >= self._due
                 or self.closing
             ):
-                self._records, self._size = [], 0
-                self._send(records)
+                self._batch, self._size = Batch(), 0
+                self._send(batch)
                 sent = True
                 continue
             if not items:
-                if self.closing and not self._records:
+                if self.closing and not self._batch.count:
                     if self._sender is not None:
                         self._sender.close()
                     return
@@ -118,8 +118,8 @@ class OtelLogDestination:
 
     def _more(self) -> None:
         """While a batch's answer is awaited: render and encode what is queued."""
-        if len(self._records) < BATCH and self._size < BATCH_BYTES:
-            self._encode(self._take(BATCH - len(self._records)))
+        if self._batch.count < BATCH and self._size < BATCH_BYTES:
+            self._encode(self._take(BATCH - self._batch.count))
 
     def _ready(self, taken: int) -> bool:
         """The collector connected (the transport imported once it answered a probe: nothing
@@ -140,7 +140,7 @@ class OtelLogDestination:
         """Renders and encodes `items` into the next batch."""
         if not items:
             return
-        if not self._records:
+        if not self._batch.count:
             self._due = time.monotonic() + SEND_EVERY
         at = observed(time.time_ns())
         for render, event in items:
@@ -150,18 +150,20 @@ class OtelLogDestination:
                 log.exception("OTLP access log %s: cannot render a record", self.target)
                 self.dropped += 1
                 continue
-            self._records.append(data)
-            self._size += len(data)
+            self._size += self._batch.add(data)
 
-    def _send(self, records: list[bytes]) -> None:
+    def _send(self, batch: Batch) -> None:
+        n = batch.count
         try:
-            self._sender.send("logs", records_request(self.resource, records), self._more)
-            self.written += len(records)
+            self._sender.send(
+                "logs", batch.request(resource(self.resource), scope(SCOPE)), self._more
+            )
+            self.written += n
         except ExportError as exc:
-            self._down(len(records) + len(self._records), exc)
-            self._records, self._size = [], 0
+            self._down(n + self._batch.count, exc)
+            self._batch, self._size = Batch(), 0
         except Exception:  # never let the exporter thread die
-            self.dropped += len(records)
+            self.dropped += n
             log.exception("OTLP access log %s: export failed", self.target)
 
     def _down(self, lost: int, exc: Exception) -> None:

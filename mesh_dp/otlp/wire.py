@@ -98,11 +98,35 @@ def any_value(value: tuple[str, Any]) -> bytes:
     return b""
 
 
+class Batch:
+    """The items (`spans`, `log_records` = 2 of Scope{Spans,Logs}) of one export request,
+    each appended to one buffer as it is encoded: an exporter holds one growing buffer, not a
+    small object per request in the heap the data path allocates from."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.count = 0
+
+    def add(self, message: bytes) -> int:
+        """Appends one encoded item; its size."""
+        self.buf += b"\x12" + varint(len(message)) + message
+        self.count += 1
+        return len(message)
+
+    def request(self, resource: bytes, scope: bytes) -> bytes:
+        """Export{Trace,Logs}ServiceRequest with one resource and one scope (resource_* = 1 {
+        resource = 1, scope_* = 2 { scope = 1, items }}); the batch is empty after."""
+        body = field(1, resource + field(2, scope + self.buf))
+        self.buf, self.count = bytearray(), 0
+        return body
+
+
 def export_request(resource: bytes, scope: bytes, items: Sequence[bytes]) -> bytes:
-    """Export{Trace,Logs}ServiceRequest with one resource and one scope: the three have the
-    same shape (resource_* = 1 { resource = 1, scope_* = 2 { scope = 1, items = 2 } })."""
-    inner = scope + b"".join([b"\x12" + varint(len(i)) + i for i in items])
-    return field(1, resource + field(2, inner))
+    """One request of these items (Batch.request)."""
+    batch = Batch()
+    for i in items:
+        batch.add(i)
+    return batch.request(resource, scope)
 
 
 def resource(attributes: Iterable[tuple[str, str]]) -> bytes:
@@ -139,17 +163,11 @@ def parts_record(parts: Any, observed_at: bytes) -> bytes:
     return log_record(parts.start_ns, parts.body, string_kvs(6, parts.attributes), observed_at)
 
 
-def records_request(
-    resource_attributes: Iterable[tuple[str, str]], records: Sequence[bytes]
-) -> bytes:
-    """One ExportLogsServiceRequest of encoded LogRecords: one resource, one scope."""
-    return export_request(resource(resource_attributes), scope(SCOPE), records)
-
-
 def logs_request(
     resource_attributes: Iterable[tuple[str, str]], records: Iterable[Any], now_ns: int
 ) -> bytes:
     """One ExportLogsServiceRequest: one resource, one scope, the records (`LogParts`:
     start_ns, body, attributes) in order."""
     at = observed(now_ns)
-    return records_request(resource_attributes, [parts_record(r, at) for r in records])
+    items = [parts_record(r, at) for r in records]
+    return export_request(resource(resource_attributes), scope(SCOPE), items)

@@ -22,7 +22,7 @@ from typing import Final
 
 from mesh_dp.http.accesslog import Record
 from mesh_dp.http.parse import RequestHead
-from mesh_dp.otlp.wire import export_request, field, resource, scope, string_kv, utf8, varint
+from mesh_dp.otlp.wire import Batch, field, resource, scope, string_kv, utf8, varint
 from mesh_dp.tracing.span import Listener, Request, Span, encode_all, name_of, tags_of
 from meshfed.dpconfig.tracing import Tracing
 
@@ -168,19 +168,16 @@ class Encoder:
     def __init__(self) -> None:
         self._shared: dict[Listener, _Shared] = {}
         self._last: tuple[Listener | None, _Shared | None] = (None, None)
-        self._spans: list[bytes] = []
+        self._batch = Batch()
 
     def add(self, item: Item) -> int:
-        data = self.span(item)
-        self._spans.append(data)
-        return len(data)
+        return self._batch.add(self.span(item))
 
     def take(self, conf: Tracing) -> Request:
-        spans, self._spans = self._spans, []
-        return self.request(spans, conf)
+        return self._request(self._batch, conf)
 
     def clear(self) -> None:
-        self._spans = []
+        self._batch = Batch()
 
     def span(self, item: Item) -> bytes:
         """One Span message from a `Span` or a queued (listener, record, end)."""
@@ -219,10 +216,11 @@ class Encoder:
         out.append(_ERROR if status == 0 or status >= 500 else _UNSET)
         return b"".join(out)
 
-    def request(self, spans: Sequence[bytes], conf: Tracing) -> Request:
-        """One ExportTraceServiceRequest of encoded spans, for `conf`'s service."""
+    @staticmethod
+    def _request(batch: Batch, conf: Tracing) -> Request:
+        """One ExportTraceServiceRequest of the batch's spans, for `conf`'s service."""
         res = resource((("service.name", conf.service),))
-        body = export_request(res, scope("meshfed"), spans)
+        body = batch.request(res, scope("meshfed"))
         return Request("POST", conf.url, body, {"Content-Type": "application/x-protobuf"})
 
 
