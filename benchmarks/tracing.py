@@ -24,6 +24,11 @@ MeshTrace whose backend is OpenTelemetry (OTLP/HTTP: the protobuf messages loade
     .venv/bin/python benchmarks/tracing.py [--duration 5] [--rounds 3] [--connections 16]
         [--body 1024] [--variants none,none-again,trace-down,all-three] [--otel]
         [--base DIR --base-variants none,trace-down]
+    [PYTHONPATH=DIR] .venv/bin/python benchmarks/tracing.py --encode
+
+`--encode` only times what the exporter's thread spends on one span in OTLP and in Zipkin's
+JSON (`encode` of 256-span batches of the benchmark's request head, the fastest of 5 runs),
+with the code PYTHONPATH names (another commit's `git archive`) or this one's.
 
 `--base DIR` (a checkout of another commit, e.g. `git archive <commit> | tar -x -C DIR`)
 also runs `--base-variants` on that code, as `<variant>@base`, interleaved with the others in
@@ -130,6 +135,42 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def encode_costs() -> dict[str, float]:
+    """µs per span of the OTLP and Zipkin `encode` (whichever code is imported)."""
+    import time
+
+    from mesh_dp.http.parse import RequestHead, RequestParser
+    from mesh_dp.tracing import otlp, zipkin
+    from mesh_dp.tracing.span import Listener, Span
+
+    raw = (
+        b"POST /1024 HTTP/1.1\r\nHost: 127.0.0.1:40000\r\nContent-Type: application/octet-stream"
+        b"\r\nContent-Length: 1024\r\ntraceparent: 00-"
+        + b"a" * 32
+        + b"-"
+        + b"b" * 16
+        + b"-01\r\n\r\n"
+    )
+    heads = [RequestParser().feed(raw)[0] for _ in range(256)]  # one per request, as queued
+    lst = Listener(False, "web", "backend", "backend", "default.web-1", "default", "zone-1")
+    spans = [
+        Span(lst, "a" * 32, f"{n:016x}", "b" * 16, 1.7e9, 0.003, 200, head, "127.0.0.1:5", "")
+        for n, head in enumerate(heads, 1)
+        if isinstance(head, RequestHead)
+    ]
+    out = {}
+    for name, module, kind in (("otlp", otlp, "otel"), ("zipkin", zipkin, "zipkin")):
+        conf = Tracing(kind, "http://127.0.0.1:4318", "web")  # type: ignore[arg-type]
+        best = float("inf")
+        for _ in range(5):
+            started = time.thread_time()
+            for _ in range(10):
+                module.encode(spans, conf)
+            best = min(best, (time.thread_time() - started) / (10 * len(spans)))
+        out[name] = round(best * 1e6, 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
@@ -140,7 +181,14 @@ def main() -> None:
     parser.add_argument("--otel", action="store_true", help="also all three with OTLP/HTTP")
     parser.add_argument("--base", help="a checkout whose code runs the --base-variants too")
     parser.add_argument("--base-variants", default="none,trace-down")
+    parser.add_argument("--encode", action="store_true", help="only the span encoders' cost")
     args = parser.parse_args()
+    if args.encode:
+        costs = encode_costs()
+        for name, us in costs.items():
+            print(f"{name}: {us} µs per span (the exporter's thread)")
+        print(json.dumps({"encode_us_per_span": costs}))
+        return
     rss: dict[str, list[float]] = {}
     with http_chain(args.body) as chain:
         procs, ca, app_port = chain.procs, chain.ca, chain.app_port
