@@ -130,8 +130,10 @@ def _await(sock: socket.socket, timeout: float, idle: Callable[[], None]) -> Non
     """Until `sock` has something to read (TimeoutError after `timeout`), calling `idle`
     every IDLE_STEP."""
     deadline = time.monotonic() + timeout
+    ready = select.poll()  # not select(): a sidecar's descriptors may be past FD_SETSIZE
+    ready.register(sock, select.POLLIN)
     while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-        if select.select([sock], [], [], IDLE_STEP)[0]:
+        if ready.poll(IDLE_STEP * 1000):
             return
         if time.monotonic() > deadline:
             raise TimeoutError("no answer")
