@@ -64,6 +64,11 @@ class Destination:
         )
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Lines not written yet."""
+        return len(self.queue)
+
     def offer(self, formatter: Formatter, event: Event) -> None:
         if len(self.queue) >= self.capacity:
             self.dropped += 1
@@ -285,5 +290,5 @@ class AccessLogs:
         for (kind, target), d in sorted(self.destinations.items()):
             written.add((kind, target), d.written)
             dropped.add((kind, target), d.dropped)
-            queued.add((kind, target), len(d.queue))
+            queued.add((kind, target), d.waiting)
         return [written, dropped, queued]

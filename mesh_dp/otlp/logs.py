@@ -64,6 +64,11 @@ class OtelLogDestination:
         self._thread = threading.Thread(target=self._run, name=f"otlp logs {target}", daemon=True)
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Records not exported yet: queued, or encoded into the next batch."""
+        return len(self.queue) + self._batch.count
+
     def offer(self, render: RecordFn, event: Event) -> None:
         if self.failing or len(self.queue) >= self.capacity:
             self.dropped += 1

@@ -140,6 +140,11 @@ class Exporter:
     def key(self) -> tuple[str, str]:
         return (self.conf.kind, self.conf.url)
 
+    @property
+    def waiting(self) -> int:
+        """Spans not sent yet: queued, or encoded into the next batch."""
+        return len(self.queue) + self._held
+
     def offer(self, span: Pending | Span) -> None:
         if self.failing or len(self.queue) >= self.capacity:
             self.dropped += 1
@@ -329,7 +334,7 @@ class Tracing:
         if e is not None:
             totals[(e.conf.kind, "exported")] += e.exported
             totals[(e.conf.kind, "dropped")] += e.dropped
-            queued.add((e.conf.kind,), len(e.queue))
+            queued.add((e.conf.kind,), e.waiting)
         for kind in sorted({k for k, _ in totals}):
             exported.add((kind,), totals[(kind, "exported")])
             dropped.add((kind,), totals[(kind, "dropped")])

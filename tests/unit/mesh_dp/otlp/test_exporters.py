@@ -202,6 +202,7 @@ def test_what_is_queued_while_an_answer_is_awaited_is_encoded_meanwhile(signal: 
             offer(n)
         wait_until(lambda: not exporter.queue, 10, what="the queue encoded meanwhile")
         assert done() == 0 and collector.requests == 1  # the first answer is still awaited
+        wait_until(lambda: exporter.waiting == 50, 10, what="50 encoded, waiting (the gauge)")
         collector.release.set()
         wait_until(lambda: done() == 60, 10, what="both batches answered")
         assert collector.requests == 2 and exporter.dropped == 0
