@@ -99,8 +99,8 @@ def main() -> None:
         _timed(lambda: fmt(event), args.requests) for _ in range(args.repeat)
     )
     # what the OTLP exporter's thread spends on one record: render it, encode it in a batch
-    from mesh_dp.otlp.encode import logs_request
     from mesh_dp.otlp.records import compile_record
+    from mesh_dp.otlp.wire import logs_request
 
     render = compile_record(LogFormat())
     batch = 1000

@@ -13,7 +13,8 @@ sidecars HTTP, with
 - `otel-all-up` / `otel-all-down`: the three policies, each with an OpenTelemetry backend
   (OTLP/HTTP; metrics pushed every second) to the collector run here / to a closed port;
 - `log-otel-down`, `metric-otel-down`, `trace-otel-down`: one policy each, its
-  OpenTelemetry backend down (what a backend that is down costs, per policy);
+  OpenTelemetry backend down (what a backend that is down costs, per policy); the same
+  with `-up`: its backend the collector run here (what each exporter costs);
 
 run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
 warm-up. Prints requests/s, p50/p99, the proxies' CPU per request, each variant's median
@@ -23,6 +24,11 @@ MeshTrace whose backend is OpenTelemetry (OTLP/HTTP: the protobuf messages loade
     .venv/bin/python benchmarks/tracing.py [--duration 5] [--rounds 3] [--connections 16]
         [--body 1024] [--variants none,none-again,trace-down,all-three] [--otel]
         [--base DIR --base-variants none,trace-down]
+    [PYTHONPATH=DIR] .venv/bin/python benchmarks/tracing.py --encode
+
+`--encode` only times what the exporter's thread spends on one span in OTLP and in Zipkin's
+JSON (`encode` of 256-span batches of the benchmark's request head, the fastest of 5 runs),
+with the code PYTHONPATH names (another commit's `git archive`) or this one's.
 
 `--base DIR` (a checkout of another commit, e.g. `git archive <commit> | tar -x -C DIR`)
 also runs `--base-variants` on that code, as `<variant>@base`, interleaved with the others in
@@ -108,20 +114,61 @@ def variants(tmp: Path, otel: bool) -> dict[str, dict[str, Any]]:
             "access_logs": log,
             "outbound": lambda _, log=log: {"access_logs": log},
         }
-    logs = (AccessLog("otel", closed),)
-    out["log-otel-down"] = {"access_logs": logs, "outbound": lambda _: {"access_logs": logs}}
-    out["metric-otel-down"] = {
-        "sidecar": {"metrics": Metrics("127.0.0.1", pushes=(MetricsPush(closed, 1.0),))}
-    }
-    out["trace-otel-down"] = {"sidecar": {"tracing": Tracing("otel", closed, "bench")}}
+    for state, where in (("down", closed), ("up", f"http://127.0.0.1:{up}")):
+        logs = (AccessLog("otel", where),)
+        out[f"log-otel-{state}"] = {
+            "access_logs": logs,
+            "outbound": lambda _, logs=logs: {"access_logs": logs},
+        }
+        out[f"metric-otel-{state}"] = {
+            "sidecar": {"metrics": Metrics("127.0.0.1", pushes=(MetricsPush(where, 1.0),))}
+        }
+        out[f"trace-otel-{state}"] = {"sidecar": {"tracing": Tracing("otel", where, "bench")}}
     return out
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """`field` of /proc/<pid>/status in MiB: VmRSS now, VmHWM the peak since the start."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def encode_costs() -> dict[str, float]:
+    """µs per span of the OTLP and Zipkin `encode` (whichever code is imported)."""
+    import time
+
+    from mesh_dp.http.parse import RequestHead, RequestParser
+    from mesh_dp.tracing import otlp, zipkin
+    from mesh_dp.tracing.span import Listener, Span
+
+    raw = (
+        b"POST /1024 HTTP/1.1\r\nHost: 127.0.0.1:40000\r\nContent-Type: application/octet-stream"
+        b"\r\nContent-Length: 1024\r\ntraceparent: 00-"
+        + b"a" * 32
+        + b"-"
+        + b"b" * 16
+        + b"-01\r\n\r\n"
+    )
+    heads = [RequestParser().feed(raw)[0] for _ in range(256)]  # one per request, as queued
+    lst = Listener(False, "web", "backend", "backend", "default.web-1", "default", "zone-1")
+    spans = [
+        Span(lst, "a" * 32, f"{n:016x}", "b" * 16, 1.7e9, 0.003, 200, head, "127.0.0.1:5", "")
+        for n, head in enumerate(heads, 1)
+        if isinstance(head, RequestHead)
+    ]
+    out = {}
+    for name, module, kind in (("otlp", otlp, "otel"), ("zipkin", zipkin, "zipkin")):
+        conf = Tracing(kind, "http://127.0.0.1:4318", "web")  # type: ignore[arg-type]
+        best = float("inf")
+        for _ in range(5):
+            started = time.thread_time()
+            for _ in range(10):
+                module.encode(spans, conf)
+            best = min(best, (time.thread_time() - started) / (10 * len(spans)))
+        out[name] = round(best * 1e6, 2)
+    return out
 
 
 def main() -> None:
@@ -134,7 +181,14 @@ def main() -> None:
     parser.add_argument("--otel", action="store_true", help="also all three with OTLP/HTTP")
     parser.add_argument("--base", help="a checkout whose code runs the --base-variants too")
     parser.add_argument("--base-variants", default="none,trace-down")
+    parser.add_argument("--encode", action="store_true", help="only the span encoders' cost")
     args = parser.parse_args()
+    if args.encode:
+        costs = encode_costs()
+        for name, us in costs.items():
+            print(f"{name}: {us} µs per span (the exporter's thread)")
+        print(json.dumps({"encode_us_per_span": costs}))
+        return
     rss: dict[str, list[float]] = {}
     with http_chain(args.body) as chain:
         procs, ca, app_port = chain.procs, chain.ca, chain.app_port
@@ -154,9 +208,10 @@ def main() -> None:
         names = list(setups)
         results = alternate(chain, setups, args.rounds, args)
         rss = {name: [round(rss_mib(p), 1) for p in s.pids] for name, s in setups.items()}
+        hwm = {name: [round(rss_mib(p, "VmHWM"), 1) for p in s.pids] for name, s in setups.items()}
     print_runs(results, 15)
     base = {r.round: r.rps for r in results if r.path == "none"}
-    summary: dict[str, Any] = {"rss_mib_backend_web": rss}
+    summary: dict[str, Any] = {"rss_mib_backend_web": rss, "peak_mib_backend_web": hwm}
     for name in names:
         if name == "none":
             continue
@@ -172,7 +227,8 @@ def main() -> None:
         vs = f" ({cpu / cpu_none - 1:+.1%} vs none)" if cpu_none else ""
         print(f"{name}: CPU {cpu:.1f} µs per request, both sidecars (median of rounds){vs}")
     for name, (backend, web) in rss.items():
-        print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB")
+        peak = "/".join(str(x) for x in hwm[name])
+        print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB (peak {peak})")
     print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
 
 

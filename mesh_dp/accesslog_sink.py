@@ -25,6 +25,7 @@ from typing import Any
 
 from mesh_dp.accesslog_format import Event, Formatter, compile_format
 from mesh_dp.http.accesslog import Record
+from mesh_dp.malloc import trim
 from mesh_dp.otlp.logs import OtelLogDestination
 from mesh_dp.otlp.records import compile_record
 from mesh_dp.relay import Link
@@ -63,6 +64,11 @@ class Destination:
         )
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Lines not written yet."""
+        return len(self.queue)
+
     def offer(self, formatter: Formatter, event: Event) -> None:
         if len(self.queue) >= self.capacity:
             self.dropped += 1
@@ -80,14 +86,18 @@ class Destination:
         return items
 
     def _run(self) -> None:
+        wrote = False  # since the heap was last trimmed
         while True:
             items = self._take()
             if not items:
                 if self.closing:
                     self._shut()
                     return
+                if wrote and trim():  # what the batches freed, back to the system
+                    wrote = False
                 time.sleep(POLL)
                 continue
+            wrote = True
             if self.kind == "tcp" and self._connected() is None:
                 self.dropped += len(items)  # the collector is down: nothing to format for
                 continue
@@ -280,5 +290,5 @@ class AccessLogs:
         for (kind, target), d in sorted(self.destinations.items()):
             written.add((kind, target), d.written)
             dropped.add((kind, target), d.dropped)
-            queued.add((kind, target), len(d.queue))
+            queued.add((kind, target), d.waiting)
         return [written, dropped, queued]

@@ -3,10 +3,10 @@
 OpenTelemetry backend: protobuf and the OTLP messages cost a sidecar ~5 MiB (docs/benchmarks.md
 has the RSS budget), which a sidecar without such a backend never pays.
 
-Pure functions of their inputs: logs from rendered `LogParts` (mesh_dp/otlp/records.py),
-metrics from Prometheus families (mesh_dp/otlp/promparse.py): counters as cumulative
-monotonic sums, gauges and untyped series as gauges, histograms with explicit bounds,
-summaries with their quantiles.
+Pure functions of their inputs: metrics from Prometheus families (mesh_dp/otlp/promparse.py):
+counters as cumulative monotonic sums, gauges and untyped series as gauges, histograms with
+explicit bounds, summaries with their quantiles. Access-log records and spans, one per
+request, are written without the messages (mesh_dp/otlp/wire.py, decision 177).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -23,7 +22,6 @@ from opentelemetry.proto.common.v1.common_pb2 import (
     InstrumentationScope,
     KeyValue,
 )
-from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs, ScopeLogs
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AGGREGATION_TEMPORALITY_CUMULATIVE,
     Metric,
@@ -34,55 +32,12 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from mesh_dp.otlp.promparse import PromFamily, histograms
-from mesh_dp.otlp.records import LogParts, Value
 
-SCOPE = "meshfed.mesh-dp"
 Attributes = Sequence[tuple[str, str]]
-
-
-def _fill(target: AnyValue, value: Value) -> None:
-    kind, raw = value
-    if kind == "string":
-        target.string_value = raw
-    elif kind == "bool":
-        target.bool_value = raw
-    elif kind == "int":
-        target.int_value = raw
-    elif kind == "double":
-        target.double_value = raw
-    elif kind == "bytes":
-        target.bytes_value = raw
-    elif kind == "array":
-        target.array_value.SetInParent()
-        for item in raw:
-            _fill(target.array_value.values.add(), item)
-    elif kind == "kvlist":
-        target.kvlist_value.SetInParent()
-        for key, item in raw:
-            kv = target.kvlist_value.values.add(key=key)
-            _fill(kv.value, item)
-    # "empty": an AnyValue with nothing set
 
 
 def _strings(pairs: Iterable[tuple[str, str]]) -> list[KeyValue]:
     return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in pairs]
-
-
-def logs_request(resource: Attributes, records: Iterable[LogParts], now_ns: int) -> bytes:
-    """One ExportLogsServiceRequest: one resource, one scope, the records in order."""
-    scope_logs = ScopeLogs(scope=InstrumentationScope(name=SCOPE))
-    for r in records:
-        rec = scope_logs.log_records.add()
-        rec.time_unix_nano = r.start_ns
-        rec.observed_time_unix_nano = now_ns
-        _fill(rec.body, r.body)
-        rec.attributes.extend(_strings(r.attributes))
-    req = ExportLogsServiceRequest(
-        resource_logs=[
-            ResourceLogs(resource=Resource(attributes=_strings(resource)), scope_logs=[scope_logs])
-        ]
-    )
-    return req.SerializeToString()
 
 
 def _numbers(f: PromFamily, start_ns: int, now_ns: int) -> list[NumberDataPoint]:

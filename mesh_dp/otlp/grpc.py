@@ -15,7 +15,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from mesh_dp.otlp.transport import SERVICES, ExportError
+from mesh_dp.otlp.transport import SERVICES, ExportError, Idle
 from meshfed.policy.otlp import Endpoint
 from meshfed.proxy.h2state import frame
 
@@ -59,7 +59,8 @@ class Grpc:
             sock.sendall(out)
         return events
 
-    def send(self, signal: str, body: bytes) -> None:
+    def send(self, signal: str, body: bytes, idle: Idle = None) -> None:
+        """One unary Export call (`idle` is not called: the h2 exchange is not pipelined)."""
         try:
             self._send(signal, body)
         except h2.exceptions.H2Error as exc:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from mesh_dp.malloc import trim
 from mesh_dp.otlp.probe import ExportError, probe
 from meshfed.dpconfig.model import SidecarConfig
 from meshfed.dpconfig.observability import MetricsPush
@@ -74,6 +75,8 @@ class _Pusher:
         if self._sender is None:
             self._sender = Sender(self.endpoint)
         self._sender.send("metrics", body)
+        del body
+        trim()  # what the encoding freed, back to the system (at most once a second)
 
     async def _run(self) -> None:
         target = self.push.endpoint

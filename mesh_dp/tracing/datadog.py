@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from mesh_dp.tracing.span import Request, Span, name_of, tags_of
+from mesh_dp.tracing.span import Request, Span, encode_all, name_of, tags_of
 from meshfed.dpconfig.tracing import Tracing
 
 _ENCODER = msgspec.json.Encoder()
@@ -43,10 +43,28 @@ def span_json(span: Span, split: bool) -> dict[str, Any]:
     return out
 
 
+class Encoder:
+    """A batch: each span's JSON object encoded as it is added, grouped by trace."""
+
+    def __init__(self, split: bool) -> None:
+        self.split = split
+        self._traces: dict[str, list[bytes]] = {}
+
+    def add(self, span: Span) -> int:
+        data = _ENCODER.encode(span_json(span, self.split))
+        self._traces.setdefault(span.trace_id, []).append(data)
+        return len(data)
+
+    def take(self, conf: Tracing) -> Request:
+        traces, self._traces = self._traces, {}
+        body = b"[" + b",".join(b"[" + b",".join(t) + b"]" for t in traces.values()) + b"]"
+        url = conf.url.rstrip("/") + "/v0.4/traces"
+        headers = {"Content-Type": "application/json", "X-Datadog-Trace-Count": str(len(traces))}
+        return Request("PUT", url, body, headers)
+
+    def clear(self) -> None:
+        self._traces = {}
+
+
 def encode(spans: list[Span], conf: Tracing) -> Request:
-    traces: dict[str, list[dict[str, Any]]] = {}
-    for s in spans:
-        traces.setdefault(s.trace_id, []).append(span_json(s, conf.split_service))
-    url = conf.url.rstrip("/") + "/v0.4/traces"
-    headers = {"Content-Type": "application/json", "X-Datadog-Trace-Count": str(len(traces))}
-    return Request("PUT", url, _ENCODER.encode(list(traces.values())), headers)
+    return encode_all(Encoder(conf.split_service), spans, conf)

@@ -1,10 +1,12 @@
 """MeshTrace export, never on the data path.
 
-A sampled request's `Span` is appended to the backend's bounded deque (full: dropped and
-counted); one thread takes what it finds every POLL seconds, encodes a batch in the
-backend's format (Zipkin v2 JSON, OTLP protobuf, Datadog agent v0.4 JSON) and sends it
-through mesh_dp/otlp/transport.py, the transport of the access logs' and metrics' OTLP
-backends too. The request path takes no lock and wakes nobody. A backend that fails is left
+A sampled request's (listener, record, end) is appended to the backend's bounded deque
+(full: dropped and counted); one thread takes what it finds every POLL seconds and encodes
+it at once in the backend's format (Zipkin v2 JSON, OTLP protobuf, Datadog agent v0.4 JSON),
+so a queued request, which holds its head, is soon only its span's bytes; the batch is sent
+through mesh_dp/otlp/transport.py (the transport of the access logs' and metrics' OTLP
+backends too) when it has BATCH spans or BATCH_BYTES, or SEND_EVERY after its first span
+(decision 177). The request path takes no lock and wakes nobody. A backend that fails is left
 alone for RETRY_SECONDS, its spans dropped unencoded and counted meanwhile: a collector that
 is down costs the data path one append. The format modules and the transport are imported
 by the thread, so a sidecar without such a backend never loads them (protobuf only for
@@ -25,7 +27,8 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-from mesh_dp.tracing.span import Listener, Request, Span
+from mesh_dp.malloc import trim
+from mesh_dp.tracing.span import Encoder, Listener, Request, Span
 from mesh_dp.tracing.tracer import Pending, Tracer, span_of
 from meshfed.dpconfig.model import Inbound, Outbound, SidecarConfig
 from meshfed.dpconfig.tracing import Tracing as TracingConf
@@ -33,20 +36,48 @@ from meshfed.proxy.promtext import Family, counter, gauge
 
 log = logging.getLogger("mesh_dp.tracing")
 
-QUEUE_SPANS = 1_000  # each holds its request until sent: this bounds the memory
-BATCH = 256  # a batch's spans and messages are the encoder's working set (RSS)
-POLL = 0.05  # seconds between the exporter's looks at an empty queue
+QUEUE_SPANS = 1_000  # each holds its request until encoded: this bounds the memory
+BATCH = 256  # spans in one export request at most
+BATCH_BYTES = 256 * 1024  # its encoded spans' bytes at most (a span carries head fields)
+POLL = 0.01  # seconds between the exporter's looks at an empty queue (what it holds: RSS)
+IDLE_POLL = 0.05  # ... doubled up to this while it stays empty (no traffic, backend down)
+SEND_EVERY = 0.05  # seconds a batch waits for more spans (each request sent costs CPU)
 RETRY_SECONDS = 1.0
 MODULES = {"zipkin": "zipkin", "otel": "otlp", "datadog": "datadog"}
 
 
-Encode = Callable[[list[Span], TracingConf], Request]
-Send = Callable[[Request], None]
+class _AsSpans:
+    """Zipkin's and Datadog's encoders take `Span`s: the queued records made into them."""
+
+    def __init__(self, enc: Encoder[Span]) -> None:
+        self.enc = enc
+
+    def add(self, item: Pending | Span) -> int:
+        return self.enc.add(item if isinstance(item, Span) else span_of(item))
+
+    def take(self, conf: TracingConf) -> Request:
+        return self.enc.take(conf)
+
+    def clear(self) -> None:
+        self.enc.clear()
+
+
+def _format(conf: TracingConf) -> Encoder[Pending | Span]:
+    """The batch encoder of the backend's format module (imported here, by the thread).
+    OTLP is written from the queued records (decision 177); Zipkin's and Datadog's JSON
+    from `Span`s."""
+    module = importlib.import_module(f"mesh_dp.tracing.{MODULES[conf.kind]}")
+    if conf.kind == "otel":
+        enc: Encoder[Pending | Span] = module.Encoder()
+        return enc
+    if conf.kind == "datadog":
+        return _AsSpans(module.Encoder(conf.split_service))
+    return _AsSpans(module.Encoder())
 
 
 class _Backend(NamedTuple):
     connect: Callable[[], None]
-    send: Send
+    send: Callable[[Request, Callable[[], None]], None]  # the request, what to do meanwhile
     close: Callable[[], None]
 
 
@@ -74,11 +105,13 @@ def _backend(conf: TracingConf) -> _Backend:
 
     if conf.kind == "otel":
         otlp = Sender(parse_endpoint(conf.url))
-        return _Backend(otlp.connect, lambda req: otlp.send("traces", req.body), otlp.close)
+        return _Backend(
+            otlp.connect, lambda req, idle: otlp.send("traces", req.body, idle), otlp.close
+        )
     http, url = UrlSender(), conf.url
     return _Backend(
         lambda: http.connect(url),
-        lambda req: http.send(req.method, req.url, req.body, req.headers),
+        lambda req, idle: http.send(req.method, req.url, req.body, req.headers, idle),
         http.close,
     )
 
@@ -96,6 +129,8 @@ class Exporter:
         self.batches = 0
         self._retry_at = 0.0
         self.failing = False  # the backend failed less than RETRY_SECONDS ago: spans dropped
+        self._held = self._size = 0  # spans encoded into the next batch, their bytes
+        self._due = 0.0  # when that batch is sent at the latest
         self._thread = threading.Thread(
             target=self._run, name=f"trace {conf.kind} {conf.url}", daemon=True
         )
@@ -104,6 +139,11 @@ class Exporter:
     @property
     def key(self) -> tuple[str, str]:
         return (self.conf.kind, self.conf.url)
+
+    @property
+    def waiting(self) -> int:
+        """Spans not sent yet: queued, or encoded into the next batch."""
+        return len(self.queue) + self._held
 
     def offer(self, span: Pending | Span) -> None:
         if self.failing or len(self.queue) >= self.capacity:
@@ -115,45 +155,87 @@ class Exporter:
         """Sends what is queued, then the thread ends (a daemon: exit does not wait)."""
         self.closing = True
 
-    def _take(self) -> list[Pending | Span]:
+    def _take(self, most: int) -> list[Pending | Span]:
         q, items = self.queue, list[Pending | Span]()
-        while q and len(items) < BATCH:
+        while q and len(items) < most:
             items.append(q.popleft())
         return items
 
+    def _add(self, enc: Encoder[Pending | Span], items: list[Pending | Span]) -> None:
+        """Encodes `items` into the next batch (one that fails to encode: dropped, counted)."""
+        if not self._held:
+            self._due = time.monotonic() + SEND_EVERY
+        for item in items:
+            try:
+                self._size += enc.add(item)
+                self._held += 1
+            except Exception:  # an encoding bug must not end the exporter
+                self.dropped += 1
+                log.exception("trace %s %s: cannot encode a span", self.conf.kind, self.conf.url)
+
     def _run(self) -> None:
-        encode: Encode | None = None
+        enc: Encoder[Pending | Span] | None = None
         backend: _Backend | None = None
+        sent = False  # since the heap was last trimmed
+        wait = POLL  # the next sleep on an empty queue
+
+        def more() -> None:  # while a batch's answer is awaited: encode what is queued
+            if enc is not None and self._held < BATCH and self._size < BATCH_BYTES:
+                self._add(enc, self._take(BATCH - self._held))
+
         try:
             while True:
-                items = self._take()
-                if self.failing and time.monotonic() >= self._retry_at:
+                now = time.monotonic()
+                if self.failing and now >= self._retry_at:
                     self.failing = False
-                if not items:
-                    if self.closing:
-                        return
-                    time.sleep(POLL)
-                    continue
-                if self.failing:
+                items = self._take(BATCH - self._held)
+                took = bool(items)
+                if items and self.failing:
                     self.dropped += len(items)  # queued before it failed: nothing to encode for
                     continue
+                flying = 0  # the spans of the request being sent
                 try:
-                    if backend is None or encode is None:
-                        _reachable(self.conf)  # no module loaded for a backend never up
-                        module = f"mesh_dp.tracing.{MODULES[self.conf.kind]}"
-                        encode = importlib.import_module(module).encode
-                        backend = _backend(self.conf)
-                    backend.connect()  # first: nothing made or encoded for a backend down
-                    spans = [i if isinstance(i, Span) else span_of(i) for i in items]
-                    backend.send(encode(spans, self.conf))
-                except Exception as exc:  # a backend (or an encoding bug) must not end us
-                    self.dropped += len(items)
+                    if items:
+                        if backend is None or enc is None:
+                            _reachable(self.conf)  # no module loaded for a backend never up
+                            enc = _format(self.conf)
+                            backend = _backend(self.conf)
+                        backend.connect()  # first: nothing made or encoded for a backend down
+                        self._add(enc, items)
+                        items = []
+                    held = self._held
+                    if held and (
+                        held >= BATCH
+                        or self._size >= BATCH_BYTES
+                        or now >= self._due
+                        or self.closing
+                    ):
+                        assert backend is not None and enc is not None
+                        request, flying = enc.take(self.conf), held
+                        self._held = self._size = 0
+                        backend.send(request, more)
+                        self.exported += flying
+                        self.batches += 1
+                        sent = True
+                        continue
+                except Exception as exc:  # a backend must not end us
+                    self.dropped += flying + self._held + len(items)  # all taken, none sent
+                    self._held = self._size = 0
+                    if enc is not None:
+                        enc.clear()
                     self._retry_at = time.monotonic() + RETRY_SECONDS
                     self.failing = True
                     log.warning("trace %s %s: %s", self.conf.kind, self.conf.url, exc)
                     continue
-                self.exported += len(items)
-                self.batches += 1
+                if not took:
+                    if self.closing and not self._held:
+                        return
+                    if sent and not self._held and trim():  # freed by the batches: to the system
+                        sent = False
+                    time.sleep(wait)
+                    wait = min(wait * 2, IDLE_POLL)
+                else:
+                    wait = POLL
         finally:
             if backend is not None:
                 backend.close()
@@ -252,7 +334,7 @@ class Tracing:
         if e is not None:
             totals[(e.conf.kind, "exported")] += e.exported
             totals[(e.conf.kind, "dropped")] += e.dropped
-            queued.add((e.conf.kind,), len(e.queue))
+            queued.add((e.conf.kind,), e.waiting)
         for kind in sorted({k for k, _ in totals}):
             exported.add((kind,), totals[(kind, "exported")])
             dropped.add((kind,), totals[(kind, "dropped")])

@@ -4,10 +4,13 @@ the data path with no formatting; `name_of` and `tags_of` run in the exporter's 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from mesh_dp.http.parse import RequestHead
 from meshfed.dpconfig.tracing import TraceTag
+from meshfed.dpconfig.tracing import Tracing as TracingConf
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,34 @@ class Request:
     url: str
     body: bytes
     headers: dict[str, str]
+
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Encoder(Protocol[T_contra]):
+    """A format's batch in the making: each span encoded as it is added (the exporter adds
+    what it finds queued every few milliseconds, so a queued request, which holds its head,
+    is soon only its span's bytes), the request made when the batch is due."""
+
+    def add(self, span: T_contra) -> int:
+        """Encodes `span` into the batch; its size in bytes."""
+        ...
+
+    def take(self, conf: TracingConf) -> Request:
+        """The batch's request; the batch is empty after."""
+        ...
+
+    def clear(self) -> None:
+        """Forgets the batch (its backend failed)."""
+        ...
+
+
+def encode_all(enc: Encoder[T_contra], spans: Iterable[T_contra], conf: TracingConf) -> Request:
+    """One request of `spans` (a format module's `encode`)."""
+    for s in spans:
+        enc.add(s)
+    return enc.take(conf)
 
 
 def _text(raw: bytes | None) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from mesh_dp.tracing.span import Request, Span, name_of, tags_of
+from mesh_dp.tracing.span import Request, Span, encode_all, name_of, tags_of
 from meshfed.dpconfig.tracing import Tracing
 
 _ENCODER = msgspec.json.Encoder()
@@ -33,6 +33,25 @@ def span_json(span: Span) -> dict[str, Any]:
     return out
 
 
+class Encoder:
+    """A batch: each span's JSON object encoded as it is added."""
+
+    def __init__(self) -> None:
+        self._spans: list[bytes] = []
+
+    def add(self, span: Span) -> int:
+        data = _ENCODER.encode(span_json(span))
+        self._spans.append(data)
+        return len(data)
+
+    def take(self, conf: Tracing) -> Request:
+        body = b"[" + b",".join(self._spans) + b"]"
+        self._spans = []
+        return Request("POST", conf.url, body, {"Content-Type": "application/json"})
+
+    def clear(self) -> None:
+        self._spans = []
+
+
 def encode(spans: list[Span], conf: Tracing) -> Request:
-    body = _ENCODER.encode([span_json(s) for s in spans])
-    return Request("POST", conf.url, body, {"Content-Type": "application/json"})
+    return encode_all(Encoder(), spans, conf)

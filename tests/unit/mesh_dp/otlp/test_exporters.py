@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,10 +18,13 @@ from mesh_dp.otlp.logs import OtelLogDestination
 from mesh_dp.otlp.metrics_push import encode_parts
 from mesh_dp.otlp.records import compile_record
 from mesh_dp.otlp.transport import ExportError, Sender
+from mesh_dp.tracing.export import Exporter
 from meshfed.dpconfig.observability import LogFormat
+from meshfed.dpconfig.tracing import Tracing
 from meshfed.policy.otlp import parse_endpoint
 from tests.otlp_receivers import GrpcReceiver, HttpReceiver, attrs
 from tests.support import free_port, wait_until
+from tests.unit.mesh_dp.tracing.test_export import CLIENT, span
 
 RENDER = compile_record(LogFormat(json=(("dst", "%KUMA_DESTINATION_SERVICE%"),)))
 PROM = b'# TYPE req_total counter\nreq_total{service="b"} 4\n'
@@ -99,7 +104,7 @@ def test_the_sidecar_loads_no_otel_protobufs_until_it_exports() -> None:
 
 
 def test_an_http_backend_loads_no_h2() -> None:
-    """OTLP/HTTP, Zipkin and Datadog need http.client only; h2 (~1 MiB) is for gRPC."""
+    """OTLP/HTTP, Zipkin and Datadog need no h2 (~1 MiB): it is for gRPC."""
     probe = (
         "import sys\n"
         "from mesh_dp.otlp.transport import Sender, UrlSender\n"
@@ -140,3 +145,67 @@ def test_a_collector_never_up_gets_nothing_loaded() -> None:
         [sys.executable, "-c", code, str(free_port())], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "1 []", out.stderr
+
+
+class HeldCollector:
+    """OTLP/HTTP that reads each request at once and answers it only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests += 1
+                outer.release.wait(10)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("signal", ["logs", "traces"])
+def test_what_is_queued_while_an_answer_is_awaited_is_encoded_meanwhile(signal: str) -> None:
+    """A slow collector: the requests queued while it prepares its answer are encoded (their
+    heads released) instead of waiting in the queue, and sent in the next batch."""
+    collector = HeldCollector()
+    exporter: Exporter | OtelLogDestination
+    offer: Callable[[int], None]
+    done: Callable[[], int]
+    if signal == "logs":
+        logs = exporter = OtelLogDestination(collector.url)
+        offer, done = (lambda n: logs.offer(RENDER, event(n))), (lambda: logs.written)
+    else:
+        traces = exporter = Exporter(Tracing("otel", collector.url, "web"))
+        offer, done = (lambda n: traces.offer(span(CLIENT, n))), (lambda: traces.exported)
+    try:
+        for n in range(1, 11):
+            offer(n)
+        wait_until(lambda: collector.requests == 1, 10, what="the first batch sent")
+        for n in range(11, 61):
+            offer(n)
+        wait_until(lambda: not exporter.queue, 10, what="the queue encoded meanwhile")
+        assert done() == 0 and collector.requests == 1  # the first answer is still awaited
+        wait_until(lambda: exporter.waiting == 50, 10, what="50 encoded, waiting (the gauge)")
+        collector.release.set()
+        wait_until(lambda: done() == 60, 10, what="both batches answered")
+        assert collector.requests == 2 and exporter.dropped == 0
+    finally:
+        exporter.close()
+        collector.stop()

@@ -11,9 +11,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from mesh_dp.accesslog_format import Event
 from mesh_dp.http.parse import RequestHead, RequestParser
-from mesh_dp.otlp.encode import logs_request, metrics_request
+from mesh_dp.otlp.encode import metrics_request
 from mesh_dp.otlp.promparse import histograms, parse
 from mesh_dp.otlp.records import compile_record
+from mesh_dp.otlp.wire import logs_request
 from meshfed.dpconfig.observability import LogFormat
 from meshfed.policy.otlp import body_text
 from tests.otlp_receivers import plain

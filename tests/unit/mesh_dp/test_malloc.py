@@ -1,0 +1,39 @@
+"""mesh_dp/malloc.py: one glibc arena, and the heap's free pages given back at most once
+every TRIM_SECONDS whichever exporter thread asks (decisions 161, 178)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mesh_dp import malloc
+
+
+def test_trim_runs_at_most_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def fake(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    monkeypatch.setattr(malloc, "_trim", fake)
+    monkeypatch.setattr(malloc, "_next_trim", 0.0)
+    assert malloc.trim(100.0)
+    assert not malloc.trim(100.5)
+    assert malloc.trim(100.0 + malloc.TRIM_SECONDS)
+    assert calls == [0, 0]
+
+
+def test_no_glibc_no_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(malloc, "_trim", None)
+    monkeypatch.setattr(malloc, "_next_trim", 0.0)
+    assert not malloc.trim(100.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_sidecars_start_finds_glibcs_trim() -> None:
+    code = "from mesh_dp import malloc; print(malloc.one_arena(), malloc.trim(), malloc.trim())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False"]
