@@ -116,3 +116,11 @@ def test_documents_must_be_one_object() -> None:
         load_document("- a\n- b\n", "dp.yaml")
     assert parse_inbound_flag("1:2:svc")["servicePort"] == 2
     assert parse_services(" a, ,b ") == {"a", "b"}
+
+
+def test_json_and_yaml_documents_read_alike() -> None:
+    """JSON is read without PyYAML (decision 184); YAML still loads, and both agree."""
+    as_json = '{"type": "Dataplane", "name": "w", "networking": {"inbound": [{"port": 1}]}}'
+    as_yaml = "type: Dataplane\nname: w\nnetworking:\n  inbound:\n  - port: 1\n"
+    assert load_document(as_json, "a") == load_document(as_yaml, "b")
+    assert load_document(as_json, "a")["networking"]["inbound"][0]["port"] == 1

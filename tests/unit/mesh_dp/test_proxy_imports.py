@@ -42,3 +42,31 @@ def test_proxies_do_not_load_the_control_planes_libraries(modules: str) -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "", f"loaded by a proxy: {out.stdout.strip()}"
+
+
+START_UP = """
+import sys
+import mesh_dp.main, mesh_dp.app, mesh_dp.sidecar, mesh_dp.tlsconf, meshfed.pki.tls
+from mesh_dp.dataplane import load_document
+from meshfed.pki.tls import load_chain_pem
+load_document('{{"type": "Dataplane", "mesh": "default", "name": "web"}}', "--dataplane")
+try:
+    load_chain_pem(__import__("ssl").SSLContext(), b"not a PEM")  # the leaf's memfd path
+except Exception:
+    pass
+print(",".join(sorted(set({names!r}) & set(sys.modules))))
+"""
+
+
+def test_the_sidecar_starts_without_yaml_or_tempfile() -> None:
+    """Decision 184: PyYAML (~0.8 MiB) only for a YAML Dataplane document, tempfile with
+    shutil, bz2 and lzma (~0.7 MiB) only where there is no memfd_create."""
+    names = ("yaml", "tempfile", "shutil", "bz2", "lzma")
+    out = subprocess.run(
+        [sys.executable, "-c", START_UP.format(names=names)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "", f"loaded at start: {out.stdout.strip()}"
