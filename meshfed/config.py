@@ -13,6 +13,7 @@ defaults file does). Precedence: flag > environment > file > default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -244,8 +245,31 @@ class LiteralHelpFormatter(argparse.HelpFormatter):
     here already spells out its default, so no help string of a `Config` parser, or of a
     positional a program adds to it, is ever %-formatted."""
 
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        # argparse builds a formatter for every add_argument and, without a width, imports
+        # shutil for the terminal's (with bz2 and lzma: ~0.5 MiB in every sidecar, decision
+        # 184); the same rule as shutil.get_terminal_size: $COLUMNS, stdout's terminal, 80
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
     def _expand_help(self, action: argparse.Action) -> str:
         return self._get_help_string(action) or ""
+
+
+def _columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size().columns` gives it."""
+    with contextlib.suppress(ValueError):
+        if (columns := int(os.environ.get("COLUMNS", "0"))) > 0:
+            return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 class HelpSafeParser(argparse.ArgumentParser):

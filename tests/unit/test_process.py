@@ -139,3 +139,15 @@ def test_log_format_json_writes_one_object_per_line(child: Path) -> None:
     assert {"time", "level", "logger", "message"} <= lines[0].keys()
     failed = [line for line in lines if line["message"].startswith("cannot start")]
     assert failed and failed[0]["level"] == "error" and failed[0]["logger"] == "demo"
+
+
+@pytest.mark.parametrize("columns", ["", "0", "x", "57"])
+def test_help_width_follows_shutils_rule(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The help formatter takes the terminal width without importing shutil (decision 184),
+    by shutil.get_terminal_size's rule."""
+    import shutil
+
+    from meshfed.config import _columns
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert _columns() == shutil.get_terminal_size().columns
