@@ -18,6 +18,7 @@ from mesh_dp.dataplane import (
     parse_services,
 )
 from mesh_dp.http.accesslog import Record, format_line
+from mesh_dp.malloc import trim
 from mesh_dp.metrics_endpoint import MetricsEndpoints
 from mesh_dp.otlp.metrics_push import MetricsPushes
 from mesh_dp.passthrough import PassthroughProxy
@@ -177,12 +178,15 @@ class App:
 
     async def _apply(self, config: SidecarConfig) -> None:
         """The sidecar takes the config (atomic, or ApplyError), then the MeshMetric
-        listeners follow it."""
+        listeners follow it; then the heap's free pages go back to the system: what start-up
+        and a config's decoding and TLS set-up freed stays resident otherwise (~0.75 MiB in
+        an idle sidecar, decision 185)."""
         await self.sidecar.apply(config)
         await self.metrics.update(config.metrics)
         await self.pushes.update(config)
         if self.passthrough is not None:
             self.passthrough.update(config.passthrough)
+        trim()
 
     def _health_changed(self) -> None:
         if self.client is not None:

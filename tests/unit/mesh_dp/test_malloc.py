@@ -37,3 +37,30 @@ def test_the_sidecars_start_finds_glibcs_trim() -> None:
     code = "from mesh_dp import malloc; print(malloc.one_arena(), malloc.trim(), malloc.trim())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "False"]
+
+
+def test_the_heap_is_trimmed_after_each_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decision 185: App._apply gives the heap's free pages back once the config is in."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from mesh_dp import app
+
+    done: list[str] = []
+
+    async def step(*_: object) -> None:
+        done.append("applied")
+
+    def trim() -> bool:
+        done.append("trim")
+        return True
+
+    monkeypatch.setattr(app, "trim", trim)
+    stub = SimpleNamespace(
+        sidecar=SimpleNamespace(apply=step),
+        metrics=SimpleNamespace(update=step),
+        pushes=SimpleNamespace(update=step),
+        passthrough=None,
+    )
+    asyncio.run(app.App._apply(stub, SimpleNamespace(metrics=None)))  # type: ignore[arg-type]
+    assert done == ["applied", "applied", "applied", "trim"]
