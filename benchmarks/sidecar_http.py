@@ -39,7 +39,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -172,14 +172,21 @@ def http_chain(body: int) -> Iterator[Chain]:
 
 
 def alternate(
-    chain: Chain, setups: dict[str, Setup], rounds: int, opts: argparse.Namespace
+    chain: Chain,
+    setups: dict[str, Setup],
+    rounds: int,
+    opts: argparse.Namespace,
+    after: Callable[[str, Setup], None] | None = None,
 ) -> list[Result]:
-    """Each setup measured once per round, the order rotating (`opts`: connections, duration)."""
+    """Each setup measured once per round, the order rotating (`opts`: connections, duration);
+    `after(name, setup)` right after each run (e.g. to read the proxies' RSS under load)."""
     names, results = list(setups), list[Result]()
     for rnd in range(rounds):
         for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
             s = setups[name]
             results.append(measure(name, rnd, s.port, s.pids, opts, chain.script))
+            if after is not None:
+                after(name, s)
             chain.procs.check()
     return results
 

@@ -18,7 +18,8 @@ sidecars HTTP, with
 
 run alternately in each round (the order rotates), `--duration` seconds each after 1 s of
 warm-up. Prints requests/s, p50/p99, the proxies' CPU per request, each variant's median
-ratio to `none`, and after the runs every sidecar's RSS (`VmRSS`), with `--otel` also for a
+ratio to `none`, and every sidecar's RSS (`VmRSS`) after the runs and, median of rounds,
+right after each of its runs (the load just over), with `--otel` also for a
 MeshTrace whose backend is OpenTelemetry (OTLP/HTTP: the protobuf messages loaded).
 
     .venv/bin/python benchmarks/tracing.py [--duration 5] [--rounds 3] [--connections 16]
@@ -206,12 +207,29 @@ def main() -> None:
                         procs, ca, app_port, "http", **known[name]
                     )
         names = list(setups)
-        results = alternate(chain, setups, args.rounds, args)
+        loaded: dict[str, list[list[float]]] = {name: [] for name in names}
+        results = alternate(
+            chain,
+            setups,
+            args.rounds,
+            args,
+            lambda name, s: loaded[name].append([rss_mib(p) for p in s.pids]),
+        )
         rss = {name: [round(rss_mib(p), 1) for p in s.pids] for name, s in setups.items()}
         hwm = {name: [round(rss_mib(p, "VmHWM"), 1) for p in s.pids] for name, s in setups.items()}
     print_runs(results, 15)
     base = {r.round: r.rps for r in results if r.path == "none"}
-    summary: dict[str, Any] = {"rss_mib_backend_web": rss, "peak_mib_backend_web": hwm}
+    # each sidecar's RSS right after each of its runs (the load just over), median of rounds
+    under_load = {
+        name: [round(statistics.median(run[i] for run in runs), 1) for i in range(2)]
+        for name, runs in loaded.items()
+        if runs
+    }
+    summary: dict[str, Any] = {
+        "rss_mib_backend_web": rss,
+        "peak_mib_backend_web": hwm,
+        "loaded_rss_mib_backend_web": under_load,
+    }
     for name in names:
         if name == "none":
             continue
@@ -228,7 +246,11 @@ def main() -> None:
         print(f"{name}: CPU {cpu:.1f} µs per request, both sidecars (median of rounds){vs}")
     for name, (backend, web) in rss.items():
         peak = "/".join(str(x) for x in hwm[name])
-        print(f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB (peak {peak})")
+        after = "/".join(str(x) for x in under_load.get(name, []))
+        print(
+            f"{name}: RSS backend sidecar {backend} MiB, web sidecar {web} MiB (peak {peak}; "
+            f"right after each run, median: {after})"
+        )
     print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
 
 
