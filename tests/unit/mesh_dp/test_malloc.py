@@ -64,3 +64,51 @@ def test_the_heap_is_trimmed_after_each_config(monkeypatch: pytest.MonkeyPatch) 
     )
     asyncio.run(app.App._apply(stub, SimpleNamespace(metrics=None)))  # type: ignore[arg-type]
     assert done == ["applied", "applied", "applied", "trim"]
+
+
+def test_a_trim_refused_as_too_soon_runs_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decision 185: the last burst's trim is not lost when it came too soon after another."""
+    calls: list[int] = []
+
+    def fake(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    monkeypatch.setattr(malloc, "_trim", fake)
+    monkeypatch.setattr(malloc, "_next_trim", 0.0)
+    monkeypatch.setattr(malloc, "_refused", False)
+    assert not malloc.trim_refused(100.0)  # nothing asked for: nothing done
+    assert malloc.trim(100.0)
+    assert not malloc.trim(100.5)  # refused...
+    assert not malloc.trim_refused(100.9)  # ...still too soon
+    assert malloc.trim_refused(101.0)  # ...done once the second is over
+    assert not malloc.trim_refused(103.0)  # and only once
+    assert calls == [0, 0]
+
+
+def test_the_sidecars_loop_runs_the_refused_trims(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from mesh_dp import app
+
+    calls: list[None] = []
+
+    async def run() -> None:
+        three = asyncio.Event()
+
+        def refused() -> bool:
+            calls.append(None)
+            if len(calls) >= 3:
+                three.set()
+            return True
+
+        monkeypatch.setattr(app, "TRIM_SECONDS", 0.001)
+        monkeypatch.setattr(app, "trim_refused", refused)
+        task = asyncio.create_task(app.trim_later())
+        try:
+            await asyncio.wait_for(three.wait(), 5)
+        finally:
+            task.cancel()
+
+    asyncio.run(run())
+    assert len(calls) >= 3
