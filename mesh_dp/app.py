@@ -18,7 +18,7 @@ from mesh_dp.dataplane import (
     parse_services,
 )
 from mesh_dp.http.accesslog import Record, format_line
-from mesh_dp.malloc import TRIM_SECONDS, trim, trim_refused
+from mesh_dp.malloc import trim
 from mesh_dp.metrics_endpoint import MetricsEndpoints
 from mesh_dp.otlp.metrics_push import MetricsPushes
 from mesh_dp.passthrough import PassthroughProxy
@@ -78,13 +78,6 @@ def dataplane_spec(settings: SidecarSettings) -> DataplaneSpec:
         inbounds=inbounds,
         reachable=reachable,
     )
-
-
-async def trim_later() -> None:
-    """Runs the heap trims the exporters asked for too soon after another (decision 185)."""
-    while True:
-        await asyncio.sleep(TRIM_SECONDS)
-        trim_refused()
 
 
 def redacted(config: SidecarConfig | None) -> dict[str, Any] | None:
@@ -242,7 +235,6 @@ class App:
             ) from None
         log.info("admin endpoint on %s:%d", self.settings.admin_address.host, self.admin.port)
         stop = asyncio.Event()
-        trims = asyncio.create_task(trim_later())
         try:
             if self.passthrough is not None:
                 try:
@@ -257,7 +249,6 @@ class App:
             assert self.client is not None
             return await self._run_client(self.client, stop)
         finally:
-            trims.cancel()
             await self.sidecar.stop()
             await self.pushes.close()
             if self.passthrough is not None:

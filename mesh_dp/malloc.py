@@ -11,8 +11,7 @@ one place and within its RSS budget (docs/benchmarks.md).
 glibc returns freed memory to the system only from the top of the heap: what an export
 burst frees in its middle stays resident (0.4-0.7 MiB with the three OpenTelemetry backends
 under load). `trim` (`malloc_trim(0)`, ~0.1-0.3 ms) releases those pages; the exporter
-threads call it when their queue runs empty after a batch, at most once every TRIM_SECONDS;
-one refused as too soon runs later (`trim_refused`, from the sidecar's event loop).
+threads call it when their queue runs empty after a batch, at most once every TRIM_SECONDS.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ TRIM_SECONDS = 1.0
 
 _trim: Callable[[int], int] | None = None  # glibc's malloc_trim, once one_arena found it
 _next_trim = 0.0
-_refused = False  # a trim was asked for too soon after another, and not done since
 
 
 def one_arena() -> bool:
@@ -53,21 +51,10 @@ def one_arena() -> bool:
 def trim(now: float | None = None) -> bool:
     """Gives the heap's free pages back to the system, unless done less than TRIM_SECONDS
     ago (any thread; a race costs one more trim). False: not done (too soon, no glibc)."""
-    global _next_trim, _refused
+    global _next_trim
     now = time.monotonic() if now is None else now
-    if _trim is None:
-        return False
-    if now < _next_trim:
-        _refused = True
+    if _trim is None or now < _next_trim:
         return False
     _next_trim = now + TRIM_SECONDS
-    _refused = False
     _trim(0)
     return True
-
-
-def trim_refused(now: float | None = None) -> bool:
-    """The trim last refused as too soon, if one was and none ran since (decision 185): an
-    exporter's last burst before the traffic stops would otherwise keep its garbage
-    resident (0.6-0.95 MiB measured). The sidecar's loop calls it every TRIM_SECONDS."""
-    return trim(now) if _refused else False
