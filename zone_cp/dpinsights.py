@@ -63,10 +63,15 @@ class InsightWriter:
             insights = [self.resource(s) for s in chunk]
             pairs = zip(chunk, insights, strict=True)
             changed = [(s, i) for s, i in pairs if changes(i, s.insight_written)]
+            # A sidecar that has not reported yet: its Dataplane too (decision 183).
+            unstored = [s for s in chunk if not s.resource_written]
+            dataplanes = [dpstate.with_health(s.resource, s.ready, default=False) for s in unstored]
             try:
-                await self._records.write([i for _, i in changed])
+                await self._records.write([*dataplanes, *(i for _, i in changed)])
                 for session, insight in changed:
                     session.insight_written = insight
+                for session in unstored:
+                    session.resource_written = True
             except StoreError as exc:
                 for session in chunk:
                     session.insight_dirty = True

@@ -392,7 +392,11 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
 
     async def _on_report(self, session: Session, report: pb.Report) -> None:
         ready = session.reported(report)
-        if ready != session.ready or session.insight_written is None:
+        if (
+            ready != session.ready
+            or session.insight_written is None
+            or not session.resource_written
+        ):
             try:
                 await self.registration.report_ready(session, ready)
             except StoreError as exc:  # the next report tries again
