@@ -213,13 +213,16 @@ class Registration:
         insight = None if session.insight_written is not None else self._insights.resource(session)
         if insight is not None:
             puts.append(insight)
+        # Marked before the write: a flush meanwhile must not write the Dataplane with the
+        # health from before this report (it would land after this and win).
+        unstored, session.resource_written = not session.resource_written, True
         try:
             await self._records.write(puts)
         except StoreError:
+            session.resource_written = not unstored
             if insight is not None:
                 session.insight_dirty = True  # the flush, or the next report, tries again
             raise
-        session.resource_written = True
         if insight is not None:
             session.insight_written = insight
 

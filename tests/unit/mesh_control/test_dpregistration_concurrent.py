@@ -13,6 +13,7 @@ from meshfed.dpconfig.protocol import Hello, ProxyType
 from meshfed.resources.model import Resource
 from meshfed.store.base import Requirement, StoreKey
 from meshfed.store.memory import MemoryStore
+from tests.support import async_wait_until
 from tests.unit.mesh_control.dpsession_factories import web_dataplane
 from zone_cp import dpstate
 from zone_cp.certs import CertIssuer
@@ -30,6 +31,8 @@ class CountingStore(MemoryStore):
 
     batches = 0
     reads = 0
+    gate: asyncio.Event | None = None  # set: writes wait for it
+    waiting = False
 
     async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
         self.reads += 1
@@ -45,6 +48,9 @@ class CountingStore(MemoryStore):
         copies: bool = True,
     ) -> list[Resource]:
         self.batches += 1
+        if self.gate is not None:
+            self.waiting = True
+            await self.gate.wait()
         return await super().write_batch(
             puts, deletes, expected=expected, require=require, copies=copies
         )
@@ -274,3 +280,31 @@ async def test_a_reconnection_writes_the_insight_at_registration(store: Counting
     assert [s["id"] for s in subs] == [first.subscription.id, again.subscription.id]
     assert again.insight_written is not None and not again.insight_dirty
     assert again.insight_written.spec == insight.spec
+
+
+async def test_a_flush_racing_the_first_report_does_not_undo_its_health(
+    store: CountingStore,
+) -> None:
+    """Decision 183: the first report's write is in flight when a flush comes; the flush must
+    not write the Dataplane again with the health from before the report (its write would
+    land last, and the sidecar stay not ready: its later reports change nothing)."""
+    records = Records(store, ZONE)
+    insights = InsightWriter(records, CertIssuer())
+    reg = Registration(
+        records, insights, ZONE, "cp-1", mesh_exists=lambda m: True, on_registered=print
+    )
+    session = await reg.register(hello(web_dataplane("web-1")))
+    store.gate = asyncio.Event()  # the store holds the next write until released
+    report = asyncio.create_task(reg.report_ready(session, {0: True, 1: True}))
+    await async_wait_until(lambda: _true(store.waiting), what="the report's write in flight")
+    session.acked("v1")  # an ACK meanwhile: the flush has its insight to write
+    flush = asyncio.create_task(insights.flush([session]))
+    await asyncio.sleep(0.01)  # the flush's write queued behind it, if it makes one
+    store.gate.set()
+    await asyncio.gather(report, flush)
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: True, 1: True}
+
+
+async def _true(value: bool) -> bool:
+    return value
