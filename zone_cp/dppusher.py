@@ -59,6 +59,7 @@ DEBOUNCE: Final = 0.02  # a burst of store events costs one rebuild
 # from the first change of a window (decision 182): a burst of registrations or restarts
 # behind one service costs its callers one config, not one per endpoint. Issue 19 allows 1 s.
 COALESCE: Final = 0.2
+PASS_SLICE: Final = 64  # builds between two turns of the event loop in a pass
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
 # what a config is built from (OUTSIDE_TYPES: traffic leaving the mesh, zone_cp.egress_build
 # and zone_cp.external_outbounds)
@@ -340,27 +341,59 @@ class ConfigPusher:
             if not keys:
                 continue
             self.passes += 1
-            if not self.rebuild(keys):
+            if not await self._rebuild_in_slices(keys):
                 await asyncio.sleep(1.0)
 
     def rebuild(self, keys: Collection[SessionKey]) -> bool:
         """One pass: builds the configs of the connected proxies among `keys` and sends those
         that changed. False if the inputs could not be gathered (everyone is dirty again)."""
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        for key in self._ordered(keys):
+            self._rebuild_one(key, *prepared)
+        return True
+
+    async def _rebuild_in_slices(self, keys: Collection[SessionKey]) -> bool:
+        """`rebuild`, giving the event loop a turn every PASS_SLICE builds: a pass of a
+        thousand callers (decision 182) must not hold back the configs already built, nor
+        the first config of a proxy registering meanwhile (it goes in the next pass). A
+        proxy that left meanwhile is skipped; one changed meanwhile is dirty again."""
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        for n, key in enumerate(self._ordered(keys), 1):
+            self._rebuild_one(key, *prepared)
+            if n % PASS_SLICE == 0:
+                await asyncio.sleep(0)
+        return True
+
+    def _ordered(self, keys: Collection[SessionKey]) -> list[SessionKey]:
+        """Proxies waiting for their first config first (a registration is done when it
+        arrives), then by key."""
+        sessions = self._sessions
+        return sorted(
+            keys,
+            key=lambda k: ((s := sessions.get(k)) is None or s.subscription.config_sent != "", k),
+        )
+
+    def _prepare(self) -> tuple[BuildInputs, list[Resource]] | None:
+        """A pass's inputs and egresses, gathered once; None if they could not be."""
         try:
             inputs = self._inputs()
         except Exception:  # a bug must not end every future config push
             log.exception("cannot gather the inputs of a config rebuild")
             self.invalidate()
-            return False
-        egresses = self._egresses()
-        for key in sorted(keys):
-            session = self._sessions.get(key)
-            if session is not None:
-                self._push(session, inputs, egresses)
-                due = self._rotate_at(session.mesh, session.name)
-                if due is not None and (self._rotation is None or due < self._rotation):
-                    self._rotation = due
-        return True
+            return None
+        return inputs, self._egresses()
+
+    def _rebuild_one(self, key: SessionKey, inputs: BuildInputs, egresses: list[Resource]) -> None:
+        session = self._sessions.get(key)
+        if session is not None:
+            self._push(session, inputs, egresses)
+            due = self._rotate_at(session.mesh, session.name)
+            if due is not None and (self._rotation is None or due < self._rotation):
+                self._rotation = due
 
     def _egresses(self) -> list[Resource]:
         """The connected zone egresses' resources (sidecars' outbounds to external services
