@@ -63,13 +63,21 @@ class InsightWriter:
             insights = [self.resource(s) for s in chunk]
             pairs = zip(chunk, insights, strict=True)
             changed = [(s, i) for s, i in pairs if changes(i, s.insight_written)]
+            # A sidecar that has not reported yet: its Dataplane too (decision 183); marked
+            # before the write, so that a report meanwhile writes its health after this.
+            unstored = [s for s in chunk if not s.resource_written]
+            dataplanes = [dpstate.with_health(s.resource, s.ready, default=False) for s in unstored]
+            for session in unstored:
+                session.resource_written = True
             try:
-                await self._records.write([i for _, i in changed])
+                await self._records.write([*dataplanes, *(i for _, i in changed)])
                 for session, insight in changed:
                     session.insight_written = insight
             except StoreError as exc:
                 for session in chunk:
                     session.insight_dirty = True
+                for session in unstored:
+                    session.resource_written = False
                 log.warning("%d insights not written: %s", len(chunk), exc)
 
     async def run(self, sessions: Callable[[], Iterable[Session]], interval: float) -> None:

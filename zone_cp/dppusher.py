@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
@@ -53,6 +55,11 @@ from zone_cp.services import ServiceSnapshot, ZoneServices
 log = logging.getLogger("zone_cp.dpserver")
 
 DEBOUNCE: Final = 0.02  # a burst of store events costs one rebuild
+# How long the callers of a service whose endpoints changed may wait for their new config,
+# from the first change of a window (decision 182): a burst of registrations or restarts
+# behind one service costs its callers one config, not one per endpoint. Issue 19 allows 1 s.
+COALESCE: Final = 0.2
+PASS_SLICE: Final = 64  # builds between two turns of the event loop in a pass
 POLICY_TYPES: Final = tuple(d.name for d in POLICIES)
 # what a config is built from (OUTSIDE_TYPES: traffic leaving the mesh, zone_cp.egress_build
 # and zone_cp.external_outbounds)
@@ -62,11 +69,14 @@ RotateAt = Callable[[str, str], dt.datetime | None]  # (mesh, name) -> when its 
 
 
 class DirtySet:
-    """The proxies to rebuild at the next pass: some, or everyone."""
+    """The proxies to rebuild at the next pass: some, or everyone; and those that may wait
+    until a due time (`add_later`: callers of a changed service, decision 182)."""
 
     def __init__(self) -> None:
         self._keys: set[SessionKey] = set()
         self._all = False
+        self._later: set[SessionKey] = set()
+        self.due: float | None = None  # when `_later` must be rebuilt (None: nothing waits)
 
     def add(self, key: SessionKey | None) -> None:
         """`key` None: everyone."""
@@ -75,10 +85,28 @@ class DirtySet:
         else:
             self._keys.add(key)
 
-    def take(self, live: Collection[SessionKey]) -> set[SessionKey]:
-        """The dirty keys still connected, leaving the set empty (costs the dirty keys, not
-        every proxy, unless everyone is dirty)."""
+    def add_later(self, key: SessionKey, due: float) -> bool:
+        """Rebuild `key` by `due`, or by the due time already set (a window is not extended
+        by the changes inside it). True if this set the due time."""
+        self._later.add(key)
+        if self.due is None:
+            self.due = due
+            return True
+        return False
+
+    def take(self, live: Collection[SessionKey], now: float = math.inf) -> set[SessionKey]:
+        """The dirty keys still connected, and those waiting if they are due by `now`
+        (default: everything), leaving them taken (costs the dirty keys, not every proxy,
+        unless everyone is dirty). A waiting key rebuilt now for another reason waits no
+        more: its build reads the newest services."""
         keys = set(live) if self._all else {k for k in self._keys if k in live}
+        if self.due is not None and self.due <= now:
+            keys |= {k for k in self._later if k in live}
+            self._later = set()
+        else:
+            self._later -= keys
+        if not self._later:
+            self.due = None
         self._keys, self._all = set(), False
         return keys
 
@@ -189,14 +217,17 @@ class ConfigPusher:
         resources: Callable[[str], list[Resource]],
         *,
         debounce: float = DEBOUNCE,
+        coalesce: float = COALESCE,
     ) -> None:
-        """`resources(type)`: the zone store's resources of a WATCHED type, as mirrored."""
+        """`resources(type)`: the zone store's resources of a WATCHED type, as mirrored;
+        `coalesce`: how long the callers of a changed service may wait (decision 182)."""
         self.zone = zone
         self._services = services
         self._issuer = issuer
         self._sessions = sessions
         self._resources = resources
         self._debounce = debounce
+        self._coalesce = coalesce
         self._seen: ServiceSnapshot = services.snapshot  # the last snapshot diffed
         self._dirty = DirtySet()
         self._wants = WantsIndex()  # of the sessions, kept by `invalidate` and `forget`
@@ -260,7 +291,13 @@ class ConfigPusher:
             if live.wants != self._wants.get(key):
                 self._wants.put(key, live.wants)
             if live.wants.affected_by(changed):
-                self.invalidate(key)
+                self._later(key)
+
+    def _later(self, key: SessionKey) -> None:
+        """Rebuild `key` within the coalescing window (decision 182); the first key of a
+        window wakes the loop so it waits until the window's end."""
+        if self._dirty.add_later(key, time.monotonic() + self._coalesce):
+            self._wake.set()
 
     def _with_routed(
         self, changed: Collection[ServiceKey], snapshot: ServiceSnapshot
@@ -285,15 +322,18 @@ class ConfigPusher:
             if not self._rotation_known:
                 self._rotation = earliest_rotation(sessions.values(), rotate_at)
                 self._rotation_known = True
-            timeout = None
+            waits = []
             if self._rotation is not None:
-                timeout = max(0.0, (self._rotation - dt.datetime.now(dt.UTC)).total_seconds())
+                waits.append((self._rotation - dt.datetime.now(dt.UTC)).total_seconds())
+            if self._dirty.due is not None:
+                waits.append(self._dirty.due - time.monotonic())
+            timeout = max(0.0, min(waits)) if waits else None
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._wake.wait(), timeout)
-            if self._debounce:
+            if self._debounce and self._wake.is_set():
                 await asyncio.sleep(self._debounce)
             self._wake.clear()
-            keys = self._dirty.take(sessions)
+            keys = self._dirty.take(sessions, time.monotonic())
             now = dt.datetime.now(dt.UTC)
             if self._rotation is not None and self._rotation <= now:
                 keys |= due_for_rotation(sessions, rotate_at, now)
@@ -301,27 +341,59 @@ class ConfigPusher:
             if not keys:
                 continue
             self.passes += 1
-            if not self.rebuild(keys):
+            if not await self._rebuild_in_slices(keys):
                 await asyncio.sleep(1.0)
 
     def rebuild(self, keys: Collection[SessionKey]) -> bool:
         """One pass: builds the configs of the connected proxies among `keys` and sends those
         that changed. False if the inputs could not be gathered (everyone is dirty again)."""
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        for key in self._ordered(keys):
+            self._rebuild_one(key, *prepared)
+        return True
+
+    async def _rebuild_in_slices(self, keys: Collection[SessionKey]) -> bool:
+        """`rebuild`, giving the event loop a turn every PASS_SLICE builds: a pass of a
+        thousand callers (decision 182) must not hold back the configs already built, nor
+        the first config of a proxy registering meanwhile (it goes in the next pass). A
+        proxy that left meanwhile is skipped; one changed meanwhile is dirty again."""
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        for n, key in enumerate(self._ordered(keys), 1):
+            self._rebuild_one(key, *prepared)
+            if n % PASS_SLICE == 0:
+                await asyncio.sleep(0)
+        return True
+
+    def _ordered(self, keys: Collection[SessionKey]) -> list[SessionKey]:
+        """Proxies waiting for their first config first (a registration is done when it
+        arrives), then by key."""
+        sessions = self._sessions
+        return sorted(
+            keys,
+            key=lambda k: ((s := sessions.get(k)) is None or s.subscription.config_sent != "", k),
+        )
+
+    def _prepare(self) -> tuple[BuildInputs, list[Resource]] | None:
+        """A pass's inputs and egresses, gathered once; None if they could not be."""
         try:
             inputs = self._inputs()
         except Exception:  # a bug must not end every future config push
             log.exception("cannot gather the inputs of a config rebuild")
             self.invalidate()
-            return False
-        egresses = self._egresses()
-        for key in sorted(keys):
-            session = self._sessions.get(key)
-            if session is not None:
-                self._push(session, inputs, egresses)
-                due = self._rotate_at(session.mesh, session.name)
-                if due is not None and (self._rotation is None or due < self._rotation):
-                    self._rotation = due
-        return True
+            return None
+        return inputs, self._egresses()
+
+    def _rebuild_one(self, key: SessionKey, inputs: BuildInputs, egresses: list[Resource]) -> None:
+        session = self._sessions.get(key)
+        if session is not None:
+            self._push(session, inputs, egresses)
+            due = self._rotate_at(session.mesh, session.name)
+            if due is not None and (self._rotation is None or due < self._rotation):
+                self._rotation = due
 
     def _egresses(self) -> list[Resource]:
         """The connected zone egresses' resources (sidecars' outbounds to external services

@@ -128,10 +128,13 @@ class Registration:
             )
             deferred = defers_insight(session, old_insight)
             insight = None if deferred else self._insights.resource(session)
+            # Nothing stored under its name: its Dataplane goes with its insight (decision 183).
+            session.resource_written = not (deferred and stored is None)
+            written = resource if session.resource_written else None
             await self._records.write(
                 [
                     r
-                    for r, was in ((resource, stored), (insight, old_insight))
+                    for r, was in ((written, stored), (insight, old_insight))
                     if r is not None and changes(r, was)
                 ]
             )
@@ -201,17 +204,22 @@ class Registration:
 
     async def report_ready(self, session: Session, ready: dict[int, bool]) -> None:
         """A connected sidecar reported: readiness other than `session.ready` (the health its
-        Dataplane was stored with) is written without reading it back first, and so is its
-        insight if its registration left it unwritten, in the same batch (decision 179)."""
+        Dataplane was stored with) is written without reading it back first, and so are its
+        Dataplane and insight if its registration left them unwritten, in the same batch
+        (decisions 179, 183)."""
         puts: list[Resource] = []
-        if ready != session.ready:
+        if ready != session.ready or not session.resource_written:
             puts.append(dpstate.with_health(session.resource, ready, default=False))
         insight = None if session.insight_written is not None else self._insights.resource(session)
         if insight is not None:
             puts.append(insight)
+        # Marked before the write: a flush meanwhile must not write the Dataplane with the
+        # health from before this report (it would land after this and win).
+        unstored, session.resource_written = not session.resource_written, True
         try:
             await self._records.write(puts)
         except StoreError:
+            session.resource_written = not unstored
             if insight is not None:
                 session.insight_dirty = True  # the flush, or the next report, tries again
             raise

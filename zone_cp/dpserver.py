@@ -73,7 +73,7 @@ from meshfed.store.mirror import resource_view
 from zone_cp import dpstate
 from zone_cp.certs import CertIssuer
 from zone_cp.dpinsights import InsightWriter
-from zone_cp.dppusher import DEBOUNCE, WATCHED, ConfigPusher
+from zone_cp.dppusher import COALESCE, DEBOUNCE, WATCHED, ConfigPusher
 from zone_cp.dprecords import Records
 from zone_cp.dpregistration import Registration
 from zone_cp.dpsession import Session, SessionKey
@@ -113,12 +113,13 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         insight_flush: float = 5.0,
         stale_after: float | None = 30.0,
         debounce: float = DEBOUNCE,
+        coalesce: float = COALESCE,
         max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
         cache: StoreCache | None = None,
         keepalive: tuple[float, float] = KEEPALIVE,
     ) -> None:
         """`cache`: the process's store cache (None: a cache of its own); `keepalive`: ping
-        interval and answer timeout (seconds)."""
+        interval and answer timeout (seconds); `debounce`, `coalesce`: zone_cp.dppusher."""
         self.keepalive = keepalive
         self.zone = zone
         self.max_receive_bytes = max_receive_bytes
@@ -143,7 +144,13 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         )
         self.sessions = self.registration.sessions
         self.pusher = ConfigPusher(
-            zone, services, issuer, self.sessions, self._mirrored, debounce=debounce
+            zone,
+            services,
+            issuer,
+            self.sessions,
+            self._mirrored,
+            debounce=debounce,
+            coalesce=coalesce,
         )
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -385,7 +392,11 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
 
     async def _on_report(self, session: Session, report: pb.Report) -> None:
         ready = session.reported(report)
-        if ready != session.ready or session.insight_written is None:
+        if (
+            ready != session.ready
+            or session.insight_written is None
+            or not session.resource_written
+        ):
             try:
                 await self.registration.report_ready(session, ready)
             except StoreError as exc:  # the next report tries again

@@ -43,6 +43,9 @@ class Session:
     # it differs (without reading the store back: zone_cp.dpinsights). None: not written yet
     # (a sidecar's first registration leaves it to its first report or the next flush).
     insight_written: Resource | None = field(default=None, repr=False)
+    # False: its Dataplane is not stored yet (a sidecar's first registration leaves it to its
+    # first report or the next flush, with the health reported: decision 183).
+    resource_written: bool = True
     _view: DataplaneView | None = field(default=None, repr=False)
 
     def view(self, zone: str) -> DataplaneView:

@@ -43,6 +43,37 @@ def test_everyone_dirty_means_every_connected_proxy() -> None:
     assert dirty.take([A, B]) == set()
 
 
+def test_callers_of_a_changed_service_wait_until_the_window_ends() -> None:
+    """Decision 182: callers marked `add_later` are rebuilt once their window is due, every
+    change inside it merged into that one rebuild; the window is not extended by them."""
+    dirty = DirtySet()
+    assert dirty.add_later(A, due=10.0)
+    assert not dirty.add_later(B, due=15.0)  # inside the window: its due time stays
+    assert dirty.due == 10.0
+    assert dirty.take([A, B], now=9.9) == set()
+    assert dirty.take([A, B], now=10.0) == {A, B}
+    assert dirty.due is None and dirty.take([A, B], now=99.0) == set()
+
+
+def test_a_waiting_proxy_rebuilt_now_for_another_reason_waits_no_more() -> None:
+    dirty = DirtySet()
+    dirty.add_later(A, due=10.0)
+    dirty.add_later(GONE, due=10.0)
+    dirty.add(A)  # it registers again, a policy changed...: built now, with the newest services
+    assert dirty.take([A, B], now=1.0) == {A}
+    assert dirty.due == 10.0  # GONE still waits (and is dropped when due: not connected)
+    assert dirty.take([A, B], now=10.0) == set()
+    assert dirty.due is None
+
+
+def test_everyone_dirty_takes_the_waiting_too() -> None:
+    dirty = DirtySet()
+    dirty.add_later(A, due=10.0)
+    dirty.add(None)
+    assert dirty.take([A, B], now=1.0) == {A, B}
+    assert dirty.due is None
+
+
 def rotate_at(times: dict[str, dt.datetime]) -> RotateAt:
     return lambda mesh, name: times.get(name)
 

@@ -13,6 +13,7 @@ from meshfed.dpconfig.protocol import Hello, ProxyType
 from meshfed.resources.model import Resource
 from meshfed.store.base import Requirement, StoreKey
 from meshfed.store.memory import MemoryStore
+from tests.support import async_wait_until
 from tests.unit.mesh_control.dpsession_factories import web_dataplane
 from zone_cp import dpstate
 from zone_cp.certs import CertIssuer
@@ -30,6 +31,8 @@ class CountingStore(MemoryStore):
 
     batches = 0
     reads = 0
+    gate: asyncio.Event | None = None  # set: writes wait for it
+    waiting = False
 
     async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
         self.reads += 1
@@ -45,6 +48,9 @@ class CountingStore(MemoryStore):
         copies: bool = True,
     ) -> list[Resource]:
         self.batches += 1
+        if self.gate is not None:
+            self.waiting = True
+            await self.gate.wait()
         return await super().write_batch(
             puts, deletes, expected=expected, require=require, copies=copies
         )
@@ -80,16 +86,15 @@ async def test_concurrent_registrations_share_store_batches(store: CountingStore
     sessions = await asyncio.gather(*(reg.register(hello(web_dataplane(n))) for n in names))
     assert sorted(s.name for s in reg.sessions.values()) == sorted(names)
     assert len(registered) == 50
-    for name in names:
-        assert (await store.get("Dataplane", "default", name)).meta.labels
-    assert store.batches < 10  # one each (100 resources) before; coalesced now
-    # Their first reports write their health and their insights, coalesced too.
-    batches = store.batches
+    assert store.batches == 0  # first registrations: written at their first reports (183)
+    assert store.reads < 10  # one each before; coalesced now
+    # Their first reports write their Dataplanes and insights, coalesced too.
     await asyncio.gather(*(reg.report_ready(s, {0: True}) for s in sessions))
     for name in names:
+        assert (await store.get("Dataplane", "default", name)).meta.labels
         insight = await store.get("DataplaneInsight", "default", name)
         assert insight.spec["subscriptions"][-1]["controlPlaneInstanceId"] == "cp-1"
-    assert store.batches - batches < 10
+    assert store.batches < 10
 
 
 async def test_the_same_name_concurrently_one_wins_a_different_one_is_refused(
@@ -186,32 +191,73 @@ async def test_a_flush_writes_the_insights_changed_since_their_session_wrote_the
 async def test_a_first_registration_leaves_the_insight_to_the_first_report(
     store: CountingStore,
 ) -> None:
-    """Decision 179: a sidecar's first registration writes its Dataplane only; its first
-    report writes its health and its insight in one batch, and the next flush nothing."""
+    """Decisions 179, 183: a sidecar's first registration writes nothing; its first report
+    writes its Dataplane with the health reported and its insight in one batch, and the next
+    flush nothing."""
     reg = registration(store, [])
     revision = await store.revision()
     session = await reg.register(hello(web_dataplane("web-1")))
-    assert await store.revision() == revision + 1
-    assert (await store.get_many([("DataplaneInsight", "default", "web-1")])) == {}
-    assert session.insight_dirty  # a flush writes it if no report comes first
+    assert await store.revision() == revision
+    keys = [("Dataplane", "default", "web-1"), ("DataplaneInsight", "default", "web-1")]
+    assert (await store.get_many(keys)) == {}
+    assert session.insight_dirty  # a flush writes them if no report comes first
 
     session.acked("v1")
     await reg.report_ready(session, {0: True})
-    assert await store.revision() == revision + 2  # health and insight, one commit
+    assert await store.revision() == revision + 1  # Dataplane and insight, one commit
     stored = await store.get("DataplaneInsight", "default", "web-1")
     sub = stored.spec["subscriptions"][-1]
     assert sub["controlPlaneInstanceId"] == "cp-1" and sub["config"]["acknowledged"] == "v1"
-    assert dpstate.health_of(await store.get("Dataplane", "default", "web-1"))[0] is True
+    dataplane = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(dataplane)[0] is True
+    assert dataplane.meta.labels == {"kuma.io/origin": "zone", "kuma.io/zone": ZONE}
     await InsightWriter(Records(store, ZONE), CertIssuer()).flush([session])
-    assert await store.revision() == revision + 2
+    assert await store.revision() == revision + 1
+
+
+async def test_a_flush_before_the_first_report_writes_the_dataplane_too(
+    store: CountingStore,
+) -> None:
+    """Decision 183: a sidecar that has not reported by the next flush is stored then, not
+    ready, with its insight; its first report then writes its health only."""
+    reg = registration(store, [])
+    session = await reg.register(hello(web_dataplane("web-1")))
+    assert await store.get_many([("Dataplane", "default", "web-1")]) == {}
+    revision = await store.revision()
+    await InsightWriter(Records(store, ZONE), CertIssuer()).flush([session])
+    assert await store.revision() == revision + 1
+    assert dpstate.health_of(await store.get("Dataplane", "default", "web-1")) == {
+        0: False,
+        1: False,
+    }
+    assert await store.get("DataplaneInsight", "default", "web-1")
+    await reg.report_ready(session, session.ready)  # no change: nothing to write
+    assert await store.revision() == revision + 1
+    await reg.report_ready(session, {0: True})
+    assert dpstate.health_of(await store.get("Dataplane", "default", "web-1"))[0] is True
+
+
+async def test_a_disconnection_before_the_first_report_stores_it_offline(
+    store: CountingStore,
+) -> None:
+    reg = registration(store, [])
+    session = await reg.register(hello(web_dataplane("web-1")))
+    await reg.unregister(session)
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: False, 1: False}
+    insight = await store.get("DataplaneInsight", "default", "web-1")
+    assert "disconnectTime" in insight.spec["subscriptions"][-1]
 
 
 async def test_a_first_report_without_a_readiness_change_writes_the_insight_only(
     store: CountingStore,
 ) -> None:
     reg = registration(store, [])
-    session = await reg.register(hello(web_dataplane("web-1")))
+    announced = web_dataplane("web-1")
+    await store.create(announced)  # through the API before: registered at once, not its insight
+    session = await reg.register(hello(announced))
     dataplane = await store.get("Dataplane", "default", "web-1")
+    assert dataplane.meta.labels["kuma.io/zone"] == ZONE
     await reg.report_ready(session, session.ready)
     assert (await store.get("Dataplane", "default", "web-1")) == dataplane
     assert await store.get("DataplaneInsight", "default", "web-1")
@@ -234,3 +280,31 @@ async def test_a_reconnection_writes_the_insight_at_registration(store: Counting
     assert [s["id"] for s in subs] == [first.subscription.id, again.subscription.id]
     assert again.insight_written is not None and not again.insight_dirty
     assert again.insight_written.spec == insight.spec
+
+
+async def test_a_flush_racing_the_first_report_does_not_undo_its_health(
+    store: CountingStore,
+) -> None:
+    """Decision 183: the first report's write is in flight when a flush comes; the flush must
+    not write the Dataplane again with the health from before the report (its write would
+    land last, and the sidecar stay not ready: its later reports change nothing)."""
+    records = Records(store, ZONE)
+    insights = InsightWriter(records, CertIssuer())
+    reg = Registration(
+        records, insights, ZONE, "cp-1", mesh_exists=lambda m: True, on_registered=print
+    )
+    session = await reg.register(hello(web_dataplane("web-1")))
+    store.gate = asyncio.Event()  # the store holds the next write until released
+    report = asyncio.create_task(reg.report_ready(session, {0: True, 1: True}))
+    await async_wait_until(lambda: _true(store.waiting), what="the report's write in flight")
+    session.acked("v1")  # an ACK meanwhile: the flush has its insight to write
+    flush = asyncio.create_task(insights.flush([session]))
+    await asyncio.sleep(0.01)  # the flush's write queued behind it, if it makes one
+    store.gate.set()
+    await asyncio.gather(report, flush)
+    stored = await store.get("Dataplane", "default", "web-1")
+    assert dpstate.health_of(stored) == {0: True, 1: True}
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -51,7 +51,8 @@ async def test_a_sidecar_registers_and_gets_its_config(zone: Zone, proxies: list
     assert config.mtls_enabled and config.tls is not None
     assert [(i.port, i.service_port) for i in config.inbounds] == [(8080, 18080)]
     assert config.inbounds[0].permissions.sources == ("MeshTrafficPermission/allow-all",)
-    stored = await zone.dataplane("web-1")
+    # Not reported yet: the next insight flush stores it (decision 183), not ready
+    stored = await async_wait_until(lambda: zone.dataplane("web-1"), what="web-1 stored")
     assert stored.meta.labels == {"kuma.io/origin": "zone", "kuma.io/zone": ZONE}
     assert await zone.ready("web-1") == [False]  # until it reports the app answers
 
@@ -76,15 +77,16 @@ async def test_a_sidecar_registers_and_gets_its_config(zone: Zone, proxies: list
 async def test_a_first_report_writes_the_insight_without_waiting_for_a_flush(
     store: MemoryStore, proxies: list[Proxy]
 ) -> None:
-    """Decision 179: a sidecar's first registration stores no insight; its first report does,
-    even one that changes no readiness (no flush comes within this test: 1 hour)."""
+    """Decisions 179, 183: a sidecar's first registration stores neither its insight nor its
+    Dataplane; its first report stores both, even one that changes no readiness (no flush
+    comes within this test: 1 hour)."""
     zones = start_zone(store, insight_flush=3600.0)
     zone = await anext(zones)
     try:
         web = await connect(zone, proxies, WEB)
         config = await web.config()
-        assert await zone.ready("web-1") == [False]
-        assert await store.get_many([("DataplaneInsight", "default", "web-1")]) == {}
+        keys = [("Dataplane", "default", "web-1"), ("DataplaneInsight", "default", "web-1")]
+        assert await store.get_many(keys) == {}
         await web.call.write(ack_message(config.version))
         await web.call.write(
             pb.DpMessage(report=pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=False)]))
