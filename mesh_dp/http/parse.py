@@ -83,10 +83,6 @@ class RequestHead:
     raw: bytes = b""  # the head as received (see `_Parser`), b"" when not known
     hop: tuple[bytes, ...] | None = None  # its hop-by-hop fields' names (None: not known)
     expect: bool | None = None  # it has an Expect field (None: not known)
-    # `raw.lower()`, made for the scan of its fields and kept for MeshTrace's (tracer.py), so
-    # the head is lowercased once; read only while as long as `raw` (a rewrite of `raw` to
-    # the same length clears it)
-    low: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
         return _get(self.headers, name)
@@ -181,7 +177,6 @@ class _Parser:
         self._head_fed = 0  # bytes read since it began (an upper bound of its size)
         self._line = 0  # the size of the request or status line
         self._expect: bool | None = None  # the head has an Expect field (None: not known)
-        self._low = b""  # the head as received, lowercased (b"": not known)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -216,14 +211,12 @@ class _Parser:
                 raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
             te, cl = _get(headers, b"transfer-encoding"), _get(headers, b"content-length")
             self._expect = None
-            self._low = b""
             return (*_framing(te, cl, response), b"", None)
         raw = data[: end + 4]
         if len(raw) > MAX_HEAD:
             raise ProtocolError(f"message head larger than {MAX_HEAD} bytes", 431)
         fields: dict[bytes, bytes] = {}
-        self._low = low = raw.lower()
-        for name, value in _NOTED.findall(low):
+        for name, value in _NOTED.findall(raw.lower()):
             fields[name] = value if name not in fields else fields[name] + b"," + value
         hop: tuple[bytes, ...] | None = tuple(n for n in fields if n in HOP_BY_HOP)
         te, cl = fields.get(b"transfer-encoding"), fields.get(b"content-length")
@@ -323,7 +316,6 @@ class RequestParser(_Parser):
                 raw=raw,
                 hop=hop,
                 expect=self._expect,
-                low=self._low if raw else b"",
             )
         )
 

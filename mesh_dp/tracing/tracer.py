@@ -57,7 +57,6 @@ def inject(head: RequestHead, found: dict[bytes, bytes], new: list[tuple[bytes, 
         head.raw = raw[:-2] + b"".join([b"%s: %s\r\n" % kv for kv in new]) + b"\r\n"
     else:
         head.raw, head.hop = b"", None
-    head.low = b""  # no longer `raw.lower()` (parse.py), even where as long
 
 
 # The context fields of a lowercased head as received (name, value), and where the first
@@ -212,9 +211,7 @@ class Tracer:
         if not raw:  # kept only when its hop-by-hop fields are known (parse.py)
             self._continue(record, head, propagation(head.headers))
             return
-        low = head.low  # the parser's lowercase copy, unless the head was rewritten since
-        if len(low) != len(raw):
-            low = raw.lower()
+        low = raw.lower()
         first = _CONTEXT.search(low)
         if first is not None:
             if not self._from_sidecar(record, head, raw, first.start()):
@@ -273,7 +270,6 @@ class Tracer:
             value = _W3C[sampled] % (trace_id, span_id)
             headers[-1] = (TRACEPARENT, value)
             head.raw = raw[:at] + b"\r\ntraceparent: %s\r\n\r\n" % value
-            head.low = b""
         if sampled:
             if gate.failing:
                 gate.dropped += 1

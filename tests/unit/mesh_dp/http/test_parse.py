@@ -193,15 +193,3 @@ def test_a_response_parser_is_reused_only_after_a_clean_response() -> None:
     head.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
     assert head.done and not head.reset(b"GET")  # llhttp still waits for 5 bytes
 
-
-def test_a_head_keeps_its_lowercase_copy_only_with_its_bytes() -> None:
-    """MeshTrace reads the parser's lowercase copy instead of lowercasing the head again."""
-    raw = b"GET / HTTP/1.1\r\nHost: A\r\nX-B3-TraceId: AB\r\n\r\n"
-    (head, _) = RequestParser().feed(raw)
-    assert isinstance(head, RequestHead)
-    assert head.raw == raw and head.low == raw.lower()
-    # a head in two reads has no bytes as received, so no copy of them either
-    p = RequestParser()
-    assert p.feed(raw[:20]) == []
-    (head, _) = p.feed(raw[20:])
-    assert isinstance(head, RequestHead) and head.raw == b"" and head.low == b""

@@ -282,8 +282,6 @@ def test_the_fast_paths_write_what_the_general_one_writes(
     assert fast_record.trace == general_record.trace
     assert fast_tracer.gate.dropped == general_tracer.gate.dropped
     assert (fast.headers, fast.raw, fast.hop) == (general.headers, general.raw, general.hop)
-    for h in (fast, general):  # the parser's lowercase copy is never read stale
-        assert len(h.low) != len(h.raw) or h.low == h.raw.lower()
 
 
 class Backend:
@@ -304,18 +302,6 @@ def test_a_failing_backends_spans_are_counted_not_made() -> None:
 
 def drop(item: Pending) -> None:
     pass
-
-
-def test_a_head_rewritten_since_it_was_parsed_is_read_as_it_is_now() -> None:
-    """`start` reads the parser's lowercase copy of the head only while it is the head's."""
-    t, spans = tracer("otel", server=True)
-    h = head(b"Accept: */*")
-    line = f"traceparent: 00-{TRACE}-{SPAN}-01".encode()
-    h.raw = h.raw[:-2] + line + b"\r\n\r\n"  # `low` is still the head without it
-    h.headers.append((b"traceparent", line[13:]))
-    traced(t, h)
-    (span,) = spans
-    assert (span.trace_id, span.parent_id) == (TRACE, SPAN)
 
 
 class _Counting(random.Random):
