@@ -192,4 +192,3 @@ def test_a_response_parser_is_reused_only_after_a_clean_response() -> None:
     head = ResponseParser(b"HEAD")
     head.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
     assert head.done and not head.reset(b"GET")  # llhttp still waits for 5 bytes
-
