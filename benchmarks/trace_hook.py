@@ -13,13 +13,23 @@ a tight loop, CPU time of this thread (the machine is shared: wall time is not).
     .venv/bin/python benchmarks/trace_hook.py [--requests 50000] [--repeat 5]
 
 Prints microseconds per request over the baseline, the fastest of `--repeat` runs, and a
-JSON line.
+JSON line. `--instructions` counts instead what `start` alone executes per call, for a
+backend that is failing (no span made), under valgrind's callgrind (deterministic where CPU
+time is not: the same heads and records are made in two runs, `start` is called on them in
+one only, PYTHONHASHSEED fixed):
+
+    .venv/bin/python benchmarks/trace_hook.py --instructions [--requests 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -74,10 +84,50 @@ def run(t: Tracer | None, raw: bytes, n: int) -> float:
     return (time.thread_time() - start) / n * 1e6
 
 
+class Failing:
+    """An exporter whose backend is failing (tracer.Gate): `start` makes no span."""
+
+    failing = True
+    dropped = 0
+
+
+def start_only(t: Tracer, raw: bytes, n: int, call: bool) -> None:
+    """`n` heads and records made; `t.start` called on each only if `call`."""
+    todo = heads(raw, n)
+    records = [Record("outbound", "backend", h.method, h.target, h.version) for h in todo]
+    t.gate = Failing()
+    gc.disable()
+    if call:
+        for r, h in zip(records, todo, strict=True):
+            t.start(r, h)
+
+
+def instructions(case: str, n: int) -> float:
+    """Instructions per `start` call of `case`: callgrind's total with the calls less the
+    total without them, over `n`."""
+    totals = []
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for call in (False, True):
+            out = f"{tmp}/callgrind.{int(call)}"
+            cmd = [sys.executable, __file__, "--one", case, "--requests", str(n)]
+            cmd += ["--call"] if call else []
+            valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            subprocess.run(valgrind + cmd, check=True, capture_output=True, env=env)
+            with open(out) as f:
+                totals += [int(x.split()[1]) for x in f if x.startswith(("summary:", "totals:"))][
+                    :1
+                ]
+    return (totals[1] - totals[0]) / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true", help="callgrind, per start")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a case, under callgrind
+    parser.add_argument("--call", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     b3 = HEAD.replace(
         b"\r\n\r\n",
@@ -92,6 +142,18 @@ def main() -> None:
         "inbound, W3C child": (lambda: tracer("otel", True), w3c),
         "outbound, unsampled": (lambda: tracer("zipkin", False, overall=0.0), HEAD),
     }
+    if args.one:
+        make, raw = cases[args.one]
+        t = make()
+        assert t is not None
+        start_only(t, raw, args.requests, args.call)
+        return
+    if args.instructions:
+        counts = {name: instructions(name, args.requests) for name in cases if name != "baseline"}
+        for name, count in counts.items():
+            print(f"{name:22} {count:10.0f} instructions per start")
+        print(json.dumps({k: round(v) for k, v in counts.items()}))
+        return
     results = {
         name: min(run(make(), raw, args.requests) for _ in range(args.repeat))
         for name, (make, raw) in cases.items()

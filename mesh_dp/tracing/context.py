@@ -116,16 +116,19 @@ def parse_b3_multi(found: dict[bytes, bytes]) -> Parent | None:
 
 
 # What a sidecar's outbound appends to a request it sends on (its last fields, names and ids
-# in lowercase), checked by the callee against these templates instead of parsed field by
-# field: Zipkin's B3 (`b3_block`, a child span's with `x-b3-parentspanid`) and a traceparent.
-_B3_BLOCK: Final = b"\r\nx-b3-traceid: %s\r\nx-b3-spanid: %s\r\nx-b3-sampled: %s\r\n\r\n"
-_B3_CHILD_BLOCK: Final = (
-    b"\r\nx-b3-traceid: %s\r\nx-b3-spanid: %s\r\nx-b3-parentspanid: %s\r\nx-b3-sampled: %s\r\n\r\n"
+# in lowercase), matched by the callee at the head's first trace context field instead of
+# parsed field by field: one C-level match that checks the fields' names, the ids' widths,
+# hex digits and non-zero values, and that nothing follows. Zipkin's B3 (a child span's with
+# `x-b3-parentspanid`) and a traceparent (version 00, flags 00 or 01).
+OWN_B3: Final = re.compile(
+    rb"\r\nx-b3-traceid: (?!0{16}\r|0{32}\r)([0-9a-f]{16}(?:[0-9a-f]{16})?)"
+    rb"\r\nx-b3-spanid: (?!0{16})([0-9a-f]{16})"
+    rb"(?:\r\nx-b3-parentspanid: (?!0{16})([0-9a-f]{16}))?"
+    rb"\r\nx-b3-sampled: ([01])\r\n\r\n\Z"
 )
-# the block's length from its first CRLF to the head's end -> trace id length, has a parent
-_B3_SHAPES: Final = {84: (16, False), 100: (32, False), 121: (16, True), 137: (32, True)}
-_TRACEPARENT_LINE: Final = b"\r\ntraceparent: 00-%s-%s-%s\r\n\r\n"  # 74 bytes
-_HEX_DIGITS: Final = b"0123456789abcdef"
+OWN_TRACEPARENT: Final = re.compile(
+    rb"\r\ntraceparent: 00-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-0([01])\r\n\r\n\Z"
+)
 
 
 def own_b3(raw: bytes, at: int) -> tuple[bytes, bytes, bytes, bool] | None:
@@ -133,26 +136,10 @@ def own_b3(raw: bytes, at: int) -> tuple[bytes, bytes, bytes, bool] | None:
     head's first trace context field begins (so it is the only one): (trace id, span id,
     parent id or b"", sampled), what `parse_b3_multi` reads from it, as bytes. None: any
     other head (the general reading decides)."""
-    shape = _B3_SHAPES.get(len(raw) - at)
-    if shape is None:
+    m = OWN_B3.match(raw, at)
+    if m is None:
         return None
-    width, child = shape
-    trace, span = raw[at + 16 : at + 16 + width], raw[at + 31 + width : at + 47 + width]
-    decision = raw[-5:-4]
-    if child:
-        parent = raw[at + 68 + width : at + 84 + width]
-        block = _B3_CHILD_BLOCK % (trace, span, parent, decision)
-    else:
-        parent, block = b"", _B3_BLOCK % (trace, span, decision)
-    if (
-        not raw.endswith(block)
-        or decision not in (b"0", b"1")
-        or (trace + span + parent).translate(None, _HEX_DIGITS)
-        or trace in _ZEROS
-        or span in _ZEROS
-        or parent in _ZEROS
-    ):
-        return None
+    trace, span, parent, decision = m.groups(b"")
     return trace, span, parent, decision == b"1"
 
 
@@ -161,18 +148,11 @@ def own_traceparent(raw: bytes, at: int) -> tuple[bytes, bytes, bool] | None:
     the last field of the head `raw`, from `at`, where its first trace context field begins
     (so it is the only one): (trace id, span id, sampled), what `parse_traceparent` reads, as
     bytes. None: any other head."""
-    if len(raw) - at != 74:
+    m = OWN_TRACEPARENT.match(raw, at)
+    if m is None:
         return None
-    trace, span, flags = raw[at + 18 : at + 50], raw[at + 51 : at + 67], raw[-6:-4]
-    if (
-        not raw.endswith(_TRACEPARENT_LINE % (trace, span, flags))
-        or flags not in (b"00", b"01")
-        or (trace + span).translate(None, _HEX_DIGITS)
-        or trace in _ZEROS
-        or span in _ZEROS
-    ):
-        return None
-    return trace, span, flags == b"01"
+    trace, span, flags = m.groups()
+    return trace, span, flags == b"1"
 
 
 _SEEN: Final = READ | WRITTEN

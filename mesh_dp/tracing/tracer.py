@@ -27,13 +27,13 @@ from mesh_dp.tracing.context import (
     B3_SPAN,
     B3_TRACE,
     CLIENT_TRACE_ID,
+    OWN_B3,
+    OWN_TRACEPARENT,
     TRACEPARENT,
     WRITTEN,
     Sampling,
     headers_for,
     lone_decision,
-    own_b3,
-    own_traceparent,
     parent_of,
     propagation,
 )
@@ -74,6 +74,9 @@ _B3_ROOT: Final = (
 )
 _B3_DECISION: Final = ((B3_SAMPLED, b"0"), (B3_SAMPLED, b"1"))
 _W3C: Final = (b"00-%s-%s-00", b"00-%s-%s-01")  # a traceparent by sampling decision
+_B3_SAMPLED_AT: Final = -5  # the sampling decision's byte in a sidecar's B3 (context.OWN_B3)
+POOL: Final = 64  # new ids drawn at once (one draw, one hexlify, one split)
+_ZERO_ID: Final = b"0" * 16
 
 # What `finish` queues: the listener, the accounted record, the time it ended; the exporter
 # makes the Span (export.py), so the request path builds nothing more.
@@ -114,15 +117,44 @@ class _Open:
     dropped = 0
 
 
+class Ids:
+    """New ids in lowercase hex, never all zeros, drawn `POOL` at a time (per id, a draw,
+    `to_bytes`, `hexlify` and slices cost more than the rest of a new trace): `spans`, 64
+    bits (span ids, Zipkin's 64-bit trace ids), and `wide`, 128 bits (trace ids). A request
+    pops what it takes, `more` refills an empty list."""
+
+    __slots__ = ("_bits", "spans", "wide")
+
+    def __init__(self, rng: random.Random) -> None:
+        self._bits = rng.getrandbits
+        self.spans: list[bytes] = []
+        self.wide: list[bytes] = []
+
+    def more(self, ids: list[bytes]) -> list[bytes]:
+        """`ids` (`spans` or `wide`) with `POOL` new ids."""
+        size = 16 if ids is self.wide else 8
+        while True:
+            pool = hexlify(self._bits(size * 8 * POOL).to_bytes(size * POOL, "big"), b"-", size)
+            if _ZERO_ID not in pool:  # ~2**-58 of draws: drawn again
+                break
+        ids[:] = pool.split(b"-")
+        return ids
+
+
+_IDS: Final = Ids(random.Random())  # the sidecar's tracers' (a tracer given an rng has its own)
+
+
 class Tracer:
     """One listener's tracing: its sampling, id width, header style and exporter."""
 
     __slots__ = (
-        "_bits",
+        "_always",
         "_draw",
-        "_id_bits",
-        "_id_bytes",
+        "_ids",
+        "_own",
+        "_spans",
         "_threshold",
+        "_traces",
         "gate",
         "listener",
         "offer",
@@ -147,14 +179,32 @@ class Tracer:
         self.sampling = Sampling(conf.overall, conf.client, conf.random)
         # no x-client-trace-id: traced when the draw is under both random and overall
         self._threshold = min(conf.random, conf.overall)
-        # a new trace's ids from one draw: trace (64 or 128 bits) then span (64 bits)
-        self._id_bits = 192 if self.wide else 128
-        self._id_bytes = self._id_bits // 8
+        # Kuma's default (100 %): every request is traced whatever the draw, so none is made
+        self._always = self._threshold >= 100.0
+        # the context another sidecar's outbound writes, which this listener continues in
+        # place (`_from_sidecar`): Zipkin's B3 in a shared span, or a W3C traceparent
+        self._own = (
+            OWN_B3
+            if self.style == "b3" and listener.shared
+            else OWN_TRACEPARENT
+            if self.style == "w3c" and not listener.shared
+            else None
+        )
         r = rng or random.Random()
-        self._draw, self._bits = r.random, r.getrandbits
+        self._draw = r.random
+        self._ids = ids = _IDS if rng is None else Ids(rng)
+        self._spans = ids.spans  # new span ids
+        self._traces = ids.wide if self.wide else ids.spans  # new trace ids
+
+    def _new_ids(self) -> tuple[bytes, bytes]:
+        """A new trace's trace id and span id."""
+        traces, spans, ids = self._traces, self._spans, self._ids
+        return (traces or ids.more(traces)).pop(), (spans or ids.more(spans)).pop()
 
     def _id(self) -> bytes:
-        return hexlify((self._bits(64) or 1).to_bytes(8, "big"))
+        """A new span id."""
+        spans = self._spans
+        return (spans or self._ids.more(spans)).pop()
 
     def start(self, record: Record, head: RequestHead) -> None:
         raw = head.raw
@@ -169,9 +219,10 @@ class Tracer:
             return
         # The usual outbound request: no trace context, its bytes as received. A new trace,
         # its lines appended to those bytes (the fast path sends them as they are).
-        sampled = self._draw() * 100.0 < self._threshold
-        ids = hexlify(self._bits(self._id_bits).to_bytes(self._id_bytes, "big"))
-        trace_id, span_id = ids[:-16], ids[-16:]
+        sampled = self._always or self._draw() * 100.0 < self._threshold
+        traces, spans, ids = self._traces, self._spans, self._ids  # `_new_ids`, inline
+        trace_id = (traces or ids.more(traces)).pop()
+        span_id = (spans or ids.more(spans)).pop()
         style = self.style
         if style == "b3":
             head.headers += ((B3_TRACE, trace_id), (B3_SPAN, span_id), _B3_DECISION[sampled])
@@ -191,29 +242,30 @@ class Tracer:
 
     def _from_sidecar(self, record: Record, head: RequestHead, raw: bytes, at: int) -> bool:
         """The context another sidecar's outbound wrote, from `at` (where the head's first
-        context field may begin) to its end, checked in place (context.py) and continued
-        without a dict, a Parent or strings: Zipkin's B3 in a shared span (nothing written)
-        or a traceparent's child span (that line replaced). False: another case, for
-        `_continue`."""
+        context field begins) to its end, matched in place (context.py: `OWN_B3`,
+        `OWN_TRACEPARENT`) and continued without a dict, a Parent or strings: Zipkin's B3 in
+        a shared span (nothing written) or a traceparent's child span (that line replaced).
+        False: another case, for `_continue`."""
+        own = self._own
+        found = None if own is None else own.match(raw, at)
+        if found is None:
+            return False
         gate = self.gate
-        if self.style == "b3" and self.listener.shared:
-            b3 = own_b3(raw, at)
-            if b3 is None:
-                return False
-            if b3[3]:
+        if own is OWN_B3:
+            if raw[_B3_SAMPLED_AT] == 49:  # b"1": sampled
                 if gate.failing:
                     gate.dropped += 1
                 else:
-                    record.trace = (b3[0], b3[1], b3[2], True)
+                    trace_id, span_id, parent_id, _ = found.groups(b"")
+                    record.trace = (trace_id, span_id, parent_id, True)
             return True
-        if self.style != "w3c" or self.listener.shared:
-            return False
-        w3c = own_traceparent(raw, at)
         headers = head.headers
-        if w3c is None or headers[-1][0] != TRACEPARENT:
+        if headers[-1][0] != TRACEPARENT:
             return False
-        trace_id, parent_id, sampled = w3c
-        span_id = self._id()
+        trace_id, parent_id, flag = found.groups()
+        sampled = flag == b"1"
+        spans = self._spans
+        span_id = (spans or self._ids.more(spans)).pop()
         if span_id != parent_id:  # else the head says it already (`inject` leaves it)
             value = _W3C[sampled] % (trace_id, span_id)
             headers[-1] = (TRACEPARENT, value)
@@ -232,11 +284,13 @@ class Tracer:
         if sampled is None and found:
             sampled = lone_decision(found)
         if sampled is None:
-            sampled = self.sampling.decide(self._draw() * 100.0, CLIENT_TRACE_ID in found)
+            sampled = self._always or self.sampling.decide(
+                self._draw() * 100.0, CLIENT_TRACE_ID in found
+            )
         shared = False
         if parent is None:
-            ids = hexlify(self._bits(self._id_bits).to_bytes(self._id_bytes, "big"))
-            trace_id, span_id, parent_id = ids[:-16], ids[-16:], b""
+            trace_id, span_id = self._new_ids()
+            parent_id = b""
         elif self.listener.shared:  # Zipkin's shared span context: the caller's span, shared
             trace_id, span_id = parent.trace_id.encode(), parent.span_id.encode()
             parent_id = parent.parent_id.encode()

@@ -302,3 +302,42 @@ def test_a_failing_backends_spans_are_counted_not_made() -> None:
 
 def drop(item: Pending) -> None:
     pass
+
+
+class _Counting(random.Random):
+    """A seeded rng whose first id draws are all zeros; counts the sampling draws."""
+
+    def __init__(self, zeros: int) -> None:
+        super().__init__(3)
+        self.zeros, self.draws = zeros, 0
+
+    def getrandbits(self, k: int, /) -> int:
+        if self.zeros:
+            self.zeros -= 1
+            return 0
+        return super().getrandbits(k)
+
+    def random(self) -> float:
+        self.draws += 1
+        return super().random()
+
+
+def test_new_ids_are_drawn_in_pools_and_never_all_zeros() -> None:
+    rng = _Counting(zeros=2)
+    offered: list[Pending] = []
+    conf = Tracing("otel", "http://c/x", "web")
+    t = Tracer(conf, listener(False), offered.append, rng)
+    ids = set()
+    for _ in range(200):  # a few pools of 128-bit trace ids and 64-bit span ids
+        traced(t, head())
+    for _, record, _ in offered:
+        assert record.trace is not None
+        trace_id, span_id, _, _ = record.trace
+        assert len(trace_id) == 32 and len(span_id) == 16
+        assert int(trace_id, 16) and int(span_id, 16)  # hex, not all zeros
+        ids |= {trace_id, span_id}
+    assert len(ids) == 400 and rng.zeros == 0
+    assert rng.draws == 0  # sampling 100 %: every request is traced, no draw is made
+    t = Tracer(Tracing("otel", "http://c/x", "web", overall=50), listener(False), drop, rng)
+    traced(t, head())
+    assert rng.draws == 1
