@@ -183,4 +183,6 @@ class Procs:
             proc.stop()
 
     def dump_logs(self) -> str:
-        return "\n".join(f"===== {p.name} =====\n{p.log()[-4000:]}" for p in self.started)
+        """Printed for a failed test only: long enough to hold a whole `meshctl up --demo`
+        start (a rare failure is diagnosed from this alone, on a CI machine that is gone)."""
+        return "\n".join(f"===== {p.name} =====\n{p.log()[-30000:]}" for p in self.started)
