@@ -210,6 +210,11 @@ async function matrix(ctx, meshes) {
 export async function policies(ctx) {
   const meshes = await data.meshNames(ctx.api);
   const types = await data.policyTypes(ctx.api);
+  // The matrix is read before the policies: a policy created between the two reads is then
+  // at most missing from the matrix until the next render, never in the matrix without its
+  // YAML (seen in a live render: the row shown, its <details> not yet).
+  const head = ctx.mode === "global" ? await matrix(ctx, meshes)
+    : [h("p", { class: "muted" }, "The zone \u00d7 version matrix is on the global's GUI.")];
   const lists = await Promise.all(types.map((t) => ctx.api.items(`/${t.path}`)));
   const all = lists.flat();
   const yaml = all.map((p) => {
@@ -219,8 +224,6 @@ export async function policies(ctx) {
         h("span", { class: "muted" }, (p.labels || {})["kuma.io/origin"] || "")),
       h("pre", {}, toYaml(p)));
   });
-  const head = ctx.mode === "global" ? await matrix(ctx, meshes)
-    : [h("p", { class: "muted" }, "The zone \u00d7 version matrix is on the global's GUI.")];
   return h("section", {}, h("h1", {}, "Policies"), head, h("h2", {}, "Policies (YAML)"),
     yaml.length ? h("div", { id: "policy-yaml" }, yaml) : empty("policies"));
 }
