@@ -11,11 +11,14 @@ Dataplane, and sends beside it in its Hello: zone-cp then builds only those serv
 outbounds. The sidecar also binds only those VIPs itself, in case its zone-cp is older and
 sends every service. `--reachable-services` adds to it.
 
-The sidecar checks here what it needs itself (the document's envelope: type, name, mesh;
-the inbound flags; the reachable services) and leaves the spec to zone-cp, which validates
-the Hello with the API's validators and refuses a bad one with BAD_REQUEST naming the field:
-mesh-dp then exits with that reason. Validating the spec here would load pydantic into every
-sidecar (13 MiB of its 40 MB budget, docs/architecture.md).
+The sidecar checks here what it needs itself (the document's envelope: type, name, mesh,
+labels, with the API's rules and messages; the inbound flags; the reachable services) and
+leaves the spec to zone-cp, which validates the Hello with the API's validators and refuses a
+bad one with BAD_REQUEST naming the field: mesh-dp then exits with that reason. Validating
+the spec here would load pydantic into every sidecar (13 MiB of its 40 MB budget,
+docs/architecture.md); the envelope is checked with `meshfed.resources.envelope` alone, not
+the codec and the registry of every resource type (with the policy modules they import,
+~0.6 MiB of every sidecar; decision 187).
 """
 
 from __future__ import annotations
@@ -26,11 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshfed.dpconfig.protocol import reachable_problem
-from meshfed.resources.codec import resource_from_dict, resource_to_dict
-from meshfed.resources.errors import ValidationError
-from meshfed.resources.model import Resource
-from meshfed.resources.types import default_registry
-from meshfed.resources.types.common import SERVICE_TAG
+from meshfed.resources.envelope import envelope_errors, in_kuma_order
+from meshfed.resources.fields import SERVICE_TAG
 
 DEFAULT_MESH = "default"
 
@@ -41,7 +41,8 @@ class DataplaneError(ValueError):
 
 @dataclass(frozen=True)
 class DataplaneSpec:
-    resource: Resource
+    name: str
+    mesh: str
     document: dict[str, Any]  # Kuma JSON, as sent in the Hello
     reachable: frozenset[str] | None  # None: every service
 
@@ -154,14 +155,10 @@ def build_dataplane(
                 "reachable services (networking.transparentProxying.reachableServices, "
                 f"--reachable-services): {problem}"
             )
-    registry = default_registry()
-    try:
-        resource = resource_from_dict(doc, registry, expected_type="Dataplane", validate=False)
-    except ValidationError as exc:
-        detail = "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in exc.errors)
-        raise DataplaneError(f"not a valid Dataplane: {detail}") from None
+    errors = envelope_errors(doc, "Dataplane", mesh_scoped=True)
+    if errors:
+        detail = "; ".join(f"{e.field}: {e.reason}" for e in errors)
+        raise DataplaneError(f"not a valid Dataplane: {detail}")
     return DataplaneSpec(
-        resource=resource,
-        document=resource_to_dict(resource, registry.get("Dataplane")),
-        reachable=reachable,
+        name=doc["name"], mesh=doc["mesh"], document=in_kuma_order(doc), reachable=reachable
     )

@@ -14,21 +14,26 @@ its metrics on the admin endpoint only, as before.
 OpenTelemetry (decisions 142-144): an access-log backend of kind `otel` carries its body and
 attributes in its LogFormat; a MeshMetric's pushes, its Prometheus backends' ProvidedTLS and
 `sidecar.regex` are fields of `Metrics`.
+
+The sidecar imports this module for its config parts only: the functions that resolve them
+import the rules engine themselves, so a sidecar does not load it (decision 187).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from meshfed.policy.merge import merge_confs
 from meshfed.policy.otlp import body_text
-from meshfed.policy.rules import Entry, Matched, entries, source_of, to_selects
-from meshfed.policy.targetref import ServiceLabels
-from meshfed.resources.types.common import as_list
+from meshfed.resources.fields import as_list
 from meshfed.resources.values import parse_duration
+
+if TYPE_CHECKING:
+    from meshfed.policy.rules import Entry, Matched
+    from meshfed.policy.targetref import ServiceLabels
 
 MESH_ACCESS_LOG = "MeshAccessLog"
 MESH_METRIC = "MeshMetric"
@@ -133,6 +138,8 @@ def _otel_format(block: dict[str, Any]) -> LogFormat:
 
 
 def _backends(chosen: Iterable[Entry]) -> tuple[AccessLog, ...]:
+    from meshfed.policy.rules import source_of
+
     out: list[AccessLog] = []
     for e in chosen:
         for b in as_list(e.default.get("backends")):
@@ -162,6 +169,8 @@ def outbound_access_logs(
 ) -> tuple[AccessLog, ...]:
     """The access-log backends of the outbound to `service` (to its MeshService port named
     `section`, when given)."""
+    from meshfed.policy.rules import entries, to_selects
+
     return _backends(
         e for e in entries(matched, "to") if to_selects(e.target_ref, service, labels, section)
     )
@@ -169,6 +178,8 @@ def outbound_access_logs(
 
 def inbound_access_logs(matched: Sequence[Matched], inbound: int) -> tuple[AccessLog, ...]:
     """The access-log backends of the inbound at index `inbound` (`from[]`, `rules[]`)."""
+    from meshfed.policy.rules import entries
+
     return _backends([*entries(matched, "from", inbound), *entries(matched, "rules", inbound)])
 
 
@@ -195,6 +206,8 @@ def _push(otel: dict[str, Any]) -> list[MetricsPush]:
 
 def metrics(matched: Sequence[Matched], address: str) -> Metrics | None:
     """The merged MeshMetric of a Dataplane (its policies matched least specific first)."""
+    from meshfed.policy.rules import source_of
+
     if not matched:
         return None
     conf = merge_confs(

@@ -25,13 +25,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from meshfed.policy.rules import Matched, source_of
-from meshfed.resources.model import Resource
-from meshfed.resources.types.common import as_list, dig
+from meshfed.resources.fields import as_list, dig
+
+if TYPE_CHECKING:
+    from meshfed.policy.rules import Matched
+    from meshfed.resources.model import Resource
 
 Mode = Literal["All", "Matched", "None"]
 MatchType = Literal["Domain", "IP", "CIDR"]
@@ -59,6 +61,8 @@ class Passthrough(msgspec.Struct, frozen=True, rename="camel"):
 
 def compile_passthrough(matched: Sequence[Matched], mesh: Resource) -> Passthrough:
     """What the MeshPassthroughs matched to a Dataplane (rules.match) let it reach."""
+    from meshfed.policy.rules import source_of  # zone-cp's side (decision 187)
+
     if not matched:
         allowed = dig(mesh.spec, "networking", "outbound", "passthrough")
         mode: Mode = "None" if allowed is False else "All"

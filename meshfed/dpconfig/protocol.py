@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
@@ -32,11 +32,10 @@ from meshfed.dpconfig.model import (
     SidecarConfig,
     content_version,
 )
-from meshfed.resources.codec import resource_from_dict
-from meshfed.resources.descriptors import Registry
-from meshfed.resources.errors import ValidationError
-from meshfed.resources.model import Resource
-from meshfed.resources.types import default_registry
+
+if TYPE_CHECKING:
+    from meshfed.resources.descriptors import Registry
+    from meshfed.resources.model import Resource
 
 ErrorCode = pb.Error.Code
 
@@ -136,7 +135,13 @@ def _parse_reachable(hello: pb.Hello, proxy_type: ProxyType) -> frozenset[str] |
 
 
 def parse_hello(msg: pb.DpMessage, registry: Registry | None = None) -> Hello:
-    """Checks a stream's first message; ProtocolError says what is wrong with it."""
+    """Checks a stream's first message; ProtocolError says what is wrong with it. zone-cp's
+    side: the resource schema is imported here, not by the proxies that import this module
+    for their half (decision 187)."""
+    from meshfed.resources.codec import resource_from_dict
+    from meshfed.resources.errors import ValidationError
+    from meshfed.resources.types import default_registry
+
     if msg.WhichOneof("message") != "hello":
         raise ProtocolError("the first message of a stream must be a Hello")
     hello = msg.hello

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from meshfed.policy.merge import merge_confs
-from meshfed.policy.rules import Matched, source_of
-from meshfed.resources.types.common import as_list
+from meshfed.resources.fields import as_list
+
+if TYPE_CHECKING:
+    from meshfed.policy.rules import Matched
 
 MESH_TRACE = "MeshTrace"
 
@@ -95,6 +97,8 @@ def _tags(raw: Any) -> tuple[TraceTag, ...]:
 
 def tracing(matched: Sequence[Matched], service: str) -> Tracing | None:
     """The merged MeshTrace of a Dataplane (its policies matched least specific first)."""
+    from meshfed.policy.rules import source_of  # zone-cp's side (decision 187)
+
     if not matched:
         return None
     conf = merge_confs(

@@ -17,7 +17,7 @@ from meshfed.config import (
     parse_optional_path,
     parse_size,
 )
-from meshfed.resources.codec import check_name
+from meshfed.resources.envelope import check_name
 
 GRPC_SCHEME = "grpc://"
 GRPCS_SCHEME = "grpcs://"

@@ -9,36 +9,9 @@ fields the sidecar enforces.
 - merge.py: JSON merge patch of `default` blocks;
 - permissions.py: MeshTrafficPermission -> `Permissions.evaluate(spiffe_id, tags)`;
 - enforced.py: the enforced field set, and `unenforced_fields(policy)`.
+
+The package imports none of them: the sidecar evaluates permissions and reads OpenTelemetry
+endpoints and access-log formats (permissions.py, otlp.py, observability.py) without loading
+the engine that zone-cp and the API run (rules.py, targetref.py, enforced.py, and through them
+the resource schema; decision 187).
 """
-
-from meshfed.policy.enforced import ENFORCED, unenforced_fields
-from meshfed.policy.merge import merge_confs, merge_patch
-from meshfed.policy.permissions import (
-    Action,
-    Permissions,
-    SpiffeMatch,
-    Verdict,
-    compile_permissions,
-)
-from meshfed.policy.rules import Matched, Merged, match, outbound_conf, sort_policies
-from meshfed.policy.targetref import DataplaneView, selected_inbounds, view_of
-
-__all__ = [
-    "ENFORCED",
-    "Action",
-    "DataplaneView",
-    "Matched",
-    "Merged",
-    "Permissions",
-    "SpiffeMatch",
-    "Verdict",
-    "compile_permissions",
-    "match",
-    "merge_confs",
-    "merge_patch",
-    "outbound_conf",
-    "selected_inbounds",
-    "sort_policies",
-    "unenforced_fields",
-    "view_of",
-]

@@ -15,24 +15,30 @@ list) the last selecting entry that sets it decides. When no entry of an inbound
 beyond `kuma.io/service`, the compilers keep their per-service table; otherwise they send the
 ordered entries (`caller_entries`) and the sidecar folds them per caller (`selects`).
 
-Pure: no store, no sockets.
+Pure: no store, no sockets. The sidecar imports this module for `selects` alone: what the
+compilers use (the rules engine, the resource model) is imported inside their functions,
+so it does not load them (decision 187).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from meshfed.pki.tag_sans import TagSet
-from meshfed.policy.rules import Entry, Matched, caller_subset, entries
-from meshfed.policy.targetref import DataplaneView
-from meshfed.resources.model import LABEL_ZONE
-from meshfed.resources.types.common import SERVICE_TAG
+from meshfed.resources.fields import SERVICE_TAG
+
+if TYPE_CHECKING:
+    from meshfed.policy.rules import Entry, Matched
+    from meshfed.policy.targetref import DataplaneView
 
 
 def certified_tags(dp: DataplaneView, service: str, zone: str) -> TagSet:
     """The tags a certificate naming `service` may carry for `dp`: every tag of its inbounds
     of that service (but the service itself, which the SPIFFE ID names), with `kuma.io/zone`
     the issuing zone's."""
+    from meshfed.resources.model import LABEL_ZONE
+
     tags = {
         (k, v)
         for inbound in dp.inbounds
@@ -64,6 +70,8 @@ def needs_tags(required: Mapping[str, str]) -> bool:
 def caller_entries(matched: Sequence[Matched], inbound: int) -> list[tuple[dict[str, str], Entry]]:
     """The `from[]` entries for `inbound` in merge order with the tags each requires, when
     at least one requires a tag beyond the service; else [] (the per-service table holds)."""
+    from meshfed.policy.rules import caller_subset, entries
+
     found: list[tuple[dict[str, str], Entry]] = []
     for e in entries(matched, "from", inbound):
         required = caller_subset(e.target_ref)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from meshfed.resources.errors import FieldError, index, join
-from meshfed.resources.types.common import as_list
+from meshfed.resources.fields import as_list
 
 # What each operator the sidecar fills in means (docs/observability.md lists them too).
 PLACEHOLDERS: Final[dict[str, str]] = {

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from meshfed.policy.observability import FormatError, Token, tokens
 from meshfed.resources.errors import FieldError, index, join
-from meshfed.resources.types.common import as_list
+from meshfed.resources.fields import as_list
 
 GRPC_PORT: Final = 4317  # Kuma's default when the endpoint names no port
 _SIGNAL_PATH: Final = re.compile(r"/v1/(logs|metrics|traces)$")

@@ -30,22 +30,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from meshfed.pki.spiffe import PkiError, parse_spiffe_id
 from meshfed.pki.tag_sans import NO_TAGS, TagSet
 from meshfed.policy.callers import caller_entries, selects
-from meshfed.policy.rules import (
-    Entry,
-    Matched,
-    callers_by_service,
-    entries,
-    inbound_conf,
-    source_of,
-)
-from meshfed.resources.types.common import SERVICE_TAG, as_list
+from meshfed.resources.fields import SERVICE_TAG, as_list
+
+if TYPE_CHECKING:
+    from meshfed.policy.rules import Entry, Matched
 
 
 class Action(enum.StrEnum):
@@ -181,7 +176,11 @@ def compile_permissions(
     matched: Sequence[Matched], inbound: int, mesh: str, *, mtls_enabled: bool
 ) -> Permissions:
     """Compiles the MeshTrafficPermissions matched to a dataplane (rules.match) for one of its
-    inbounds (its index in networking.inbound)."""
+    inbounds (its index in networking.inbound). The compiling half of this module imports
+    the rules engine here: the sidecar imports the module to evaluate and must not load it
+    (decision 187)."""
+    from meshfed.policy.rules import callers_by_service, inbound_conf
+
     if not mtls_enabled:
         return Permissions(mesh=mesh, enforced=False)
     by_tags = caller_entries(matched, inbound)
@@ -207,6 +206,8 @@ def compile_permissions(
 
 def _tagged(by_tags: Sequence[tuple[dict[str, str], Entry]], mesh: str) -> Permissions:
     """from[] kept as ordered entries (callers named by tags, meshfed/policy/callers.py)."""
+    from meshfed.policy.rules import source_of
+
     tagged: list[TaggedAction] = []
     sources: list[str] = []
     for required, e in by_tags:
@@ -221,6 +222,8 @@ def _tagged(by_tags: Sequence[tuple[dict[str, str], Entry]], mesh: str) -> Permi
 
 def _with_rules(base: Permissions, matched: Sequence[Matched], inbound: int) -> Permissions:
     """`base` (its from[] compiled) with the rules[] SPIFFE ID matchers and their sources."""
+    from meshfed.policy.rules import entries, source_of
+
     sources = list(base.sources)
     rule_entries = entries(matched, "rules", inbound)
     for e in rule_entries:

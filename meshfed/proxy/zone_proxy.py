@@ -19,9 +19,7 @@ from meshfed.config import Address
 from meshfed.dpconfig.model import ConfigFormatError
 from meshfed.proxy.admin import AdminServer
 from meshfed.proxy.static_config import StaticConfig
-from meshfed.resources.codec import resource_from_dict, resource_to_dict
-from meshfed.resources.errors import ValidationError
-from meshfed.resources.types import default_registry
+from meshfed.resources.envelope import envelope_errors, in_kuma_order
 
 C = TypeVar("C")
 Signals = Callable[[asyncio.Event, Callable[[], None]], None]  # SIGTERM/SIGINT: stop; SIGHUP
@@ -88,15 +86,14 @@ def announced(doc: dict[str, Any]) -> dict[str, Any]:
     """The resource a Hello announces, in its wire form; StartError names a bad field.
 
     zone-cp validates the spec (BAD_REQUEST names the field): validating it here would load
-    pydantic into the proxy (its memory budget, decision 71)."""
-    registry = default_registry()
+    pydantic into the proxy (its memory budget, decision 71); the envelope is checked with
+    the codec's rules without the resource schema (decision 187)."""
     kind = str(doc["type"])
-    try:
-        resource = resource_from_dict(doc, registry, expected_type=kind, validate=False)
-    except ValidationError as exc:
-        detail = "; ".join(f"{e.field}: {e.reason}" for e in exc.errors)
-        raise StartError(f"not a valid {kind}: {detail}") from None
-    return resource_to_dict(resource, registry.get(kind))
+    errors = envelope_errors(doc, kind, mesh_scoped=False)
+    if errors:
+        detail = "; ".join(f"{e.field}: {e.reason}" for e in errors)
+        raise StartError(f"not a valid {kind}: {detail}")
+    return in_kuma_order(doc)
 
 
 class ZoneProxy(Generic[C]):

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from meshfed.resources.envelope import LABEL_DISPLAY_NAME as LABEL_DISPLAY_NAME
+
 # Labels set by the system (Kuma's names, so users' selectors keep working).
 LABEL_ORIGIN = "kuma.io/origin"
 LABEL_ZONE = "kuma.io/zone"
-LABEL_DISPLAY_NAME = "kuma.io/display-name"
 ORIGIN_GLOBAL = "global"
 ORIGIN_ZONE = "zone"
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from meshfed.resources.descriptors import Column
+from meshfed.resources.fields import PROTOCOL_TAG as PROTOCOL_TAG
+from meshfed.resources.fields import SERVICE_TAG as SERVICE_TAG
+from meshfed.resources.fields import as_list as as_list
+from meshfed.resources.fields import dig as dig
 from meshfed.resources.model import Resource
 
-SERVICE_TAG = "kuma.io/service"
-PROTOCOL_TAG = "kuma.io/protocol"
 NOT_SUPPORTED = "is not supported by meshfed"
 
 # A service name becomes a key of the zone's VirtualIPs (at most 253 characters) and DNS names
@@ -44,19 +45,6 @@ def service_name_problem(service: str) -> str | None:
 
 
 # --- table columns -----------------------------------------------------------------------
-
-
-def dig(obj: Any, *path: str) -> Any:
-    """Walks nested dicts; None as soon as a step is missing or not a dict."""
-    for step in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(step)
-    return obj
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def column(title: str, fn: Callable[[Resource], str]) -> Column:

@@ -107,7 +107,7 @@ def test_only_web_binds_vips_and_every_dataplane_is_valid() -> None:
     for w in workloads(["zone-1", "zone-2"], NET):
         spec = build_dataplane(document=dataplane(w))  # what mesh-dp checks at start
         assert spec.reachable == (frozenset({"backend"}) if w.name == "web-1" else frozenset())
-        assert spec.resource.spec["networking"]["inbound"][0]["servicePort"] == 8080
+        assert spec.document["networking"]["inbound"][0]["servicePort"] == 8080
     comps = demo_components(
         ["a", "b"], Path("/d"), {"a": "grpc://x:1", "b": "grpc://y:2"}, DEMO, NET
     )

@@ -32,7 +32,7 @@ networking:
 
 def test_document_with_reachable_services() -> None:
     spec = build_dataplane(document=load_document(DOC, "dp.yaml"))
-    assert spec.resource.meta.name == "web-1"
+    assert spec.name == "web-1"
     assert spec.reachable == frozenset({"backend", "redis"})
     assert "transparentProxying" not in spec.document["networking"]
     assert spec.document["type"] == "Dataplane" and spec.document["mesh"] == "default"
@@ -46,7 +46,7 @@ def test_flags_override_and_add() -> None:
         address="127.0.1.11",
         reachable=frozenset({"web"}),
     )
-    assert (spec.resource.meta.name, spec.resource.meta.mesh) == ("web-2", "payments")
+    assert (spec.name, spec.mesh) == ("web-2", "payments")
     assert spec.document["networking"]["address"] == "127.0.1.11"
     assert spec.reachable == frozenset({"backend", "redis", "web"})
 
@@ -58,8 +58,8 @@ def test_from_flags_alone() -> None:
         {"port": 18080, "servicePort": 8080, "tags": {"kuma.io/service": "backend"}},
         {"port": 9000, "tags": {"kuma.io/service": "admin"}},
     ]
-    assert spec.resource.meta.name == "backend"  # named after its first service
-    assert spec.resource.meta.mesh == "default"
+    assert spec.name == "backend"  # named after its first service
+    assert spec.mesh == "default"
     assert spec.reachable is None
 
 
@@ -97,7 +97,7 @@ def test_the_spec_is_left_to_zone_cp() -> None:
     """Spec problems are zone-cp's to name (it refuses the Hello): the sidecar does not load
     the API's validators (pydantic) for them."""
     spec = build_dataplane(address="127.0.0.1", inbounds=["70000:web"])
-    assert spec.resource.spec["networking"]["inbound"][0]["port"] == 70000
+    assert spec.document["networking"]["inbound"][0]["port"] == 70000
     probe = (
         "import sys\n"
         "from mesh_dp.dataplane import build_dataplane\n"

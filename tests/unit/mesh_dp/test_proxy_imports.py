@@ -74,3 +74,40 @@ def test_the_sidecar_starts_without_yaml_or_tempfile() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "", f"loaded at start: {out.stdout.strip()}"
+
+
+SCHEMA = (
+    "meshfed.resources.types",
+    "meshfed.resources.codec",
+    "meshfed.resources.descriptors",
+    "meshfed.resources.model",
+    "meshfed.policy.rules",
+    "meshfed.policy.targetref",
+    "meshfed.policy.enforced",
+)
+
+RUNNING = """
+import sys
+import mesh_dp.main, mesh_dp.app, meshfed.proxy.cpclient, mesh_dp.sidecar, mesh_dp.tlsconf
+import mesh_dp.inbound, mesh_dp.outbound, meshfed.pki.tls, zone_ingress.app, zone_egress.app
+from mesh_dp.dataplane import build_dataplane
+from meshfed.dpconfig.protocol import ProxyType, hello_message
+spec = build_dataplane(address="127.0.0.1", inbounds=["18080:8080:web"])
+hello_message(ProxyType.SIDECAR, spec.document, proxy_version="t", reachable=None)
+print(",".join(sorted(set({names!r}) & set(sys.modules))))
+"""
+
+
+def test_the_proxies_run_without_the_resource_schema() -> None:
+    """Decision 187: the resource types (every type's descriptor, through the package), the
+    codec and the policy engine (rules, targetref, enforced) cost a proxy ~0.6 MiB and are
+    zone-cp's: a sidecar checks its Dataplane's envelope with meshfed.resources.envelope and
+    evaluates its config with the parts it needs."""
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNING.format(names=SCHEMA)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "", f"loaded by a proxy: {out.stdout.strip()}"
