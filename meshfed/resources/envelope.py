@@ -142,6 +142,6 @@ def in_kuma_order(doc: dict[str, Any]) -> dict[str, Any]:
     """A checked document as the codec writes it (`resource_to_dict` of a type whose fields
     are top-level, as the proxies' are): type, mesh, name, the times and labels when set,
     then the rest."""
-    out = {k: doc[k] for k in META_KEYS if doc.get(k) or k in ("type", "mesh", "name")}
+    out = {k: doc[k] for k in META_KEYS if k in doc and (doc[k] or k in ("type", "mesh", "name"))}
     out.update((k, v) for k, v in doc.items() if k not in META_KEYS)
     return out
