@@ -98,7 +98,7 @@ class Http:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}"]
         lines += [f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
         # one send: a separate body would meet Nagle's algorithm and the delayed ACK
-        _send(sock, "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n", body)
+        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
         parser = ResponseParser(method.encode("latin-1"))
         final: ResponseHead | None = None
         got = False
@@ -124,23 +124,6 @@ class Http:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-
-def _send(sock: socket.socket, head: bytes, body: bytes) -> None:
-    """`head` and `body` as one write, without joining them: `sendmsg` gathers them, so an
-    export request (up to 256 KiB) is not copied once more in the heap (decision 188). A TLS
-    socket has no `sendmsg`: joined there."""
-    if isinstance(sock, ssl.SSLSocket):
-        sock.sendall(head + body)
-        return
-    parts = [memoryview(head), memoryview(body)]
-    while parts:
-        sent = sock.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts[0])
-            parts.pop(0)
-        if sent:
-            parts[0] = parts[0][sent:]
 
 
 def _await(sock: socket.socket, timeout: float, idle: Callable[[], None]) -> None:

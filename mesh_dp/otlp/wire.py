@@ -115,14 +115,8 @@ class Batch:
 
     def request(self, resource: bytes, scope: bytes) -> bytes:
         """Export{Trace,Logs}ServiceRequest with one resource and one scope (resource_* = 1 {
-        resource = 1, scope_* = 2 { scope = 1, items }}); the batch is empty after. Written
-        in one join: nesting `field` calls would copy the items once per level (a batch is up
-        to 256 KiB, in the heap the data path allocates from; decision 188)."""
-        inner = len(scope) + len(self.buf)
-        nested = varint(inner)
-        outer = len(resource) + 1 + len(nested) + inner
-        parts = (b"\x0a", varint(outer), resource, b"\x12", nested, scope, self.buf)
-        body = b"".join(parts)
+        resource = 1, scope_* = 2 { scope = 1, items }}); the batch is empty after."""
+        body = field(1, resource + field(2, scope + self.buf))
         self.buf, self.count = bytearray(), 0
         return body
 

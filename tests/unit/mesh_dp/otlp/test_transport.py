@@ -115,30 +115,3 @@ def test_a_failed_answer_is_an_export_error(server: Scripted) -> None:
     with pytest.raises(ExportError):
         client.send("POST", f"http://127.0.0.1:{server.port}/s", b"{}", {})
     client.close()
-
-
-def test_head_and_body_go_whole_past_partial_writes() -> None:
-    """`_send` gathers head and body without joining them (decision 188): a body larger
-    than the socket's buffer is written in several `sendmsg` calls, each resuming where the
-    last one stopped, across the head's end too."""
-    from mesh_dp.otlp.transport import _send
-
-    head, body = b"POST /v1/traces HTTP/1.1\r\n\r\n", bytes(range(256)) * 16_384  # 4 MiB
-    a, b = socket.socketpair()
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    a.settimeout(10)  # as the transport sets it: a write may then be partial
-    got = bytearray()
-
-    def read() -> None:
-        while chunk := b.recv(65536):
-            got.extend(chunk)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        _send(a, head, body)
-    finally:
-        a.close()
-        reader.join(10)
-        b.close()
-    assert bytes(got) == head + body
