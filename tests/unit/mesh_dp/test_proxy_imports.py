@@ -111,3 +111,36 @@ def test_the_proxies_run_without_the_resource_schema() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "", f"loaded by a proxy: {out.stdout.strip()}"
+
+
+READ_BUFFER = """
+import asyncio, collections, gc, mmap
+import mesh_dp.http.parse, mesh_dp.relay, meshfed.aio
+
+def rss_kib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4
+
+gc.collect()
+before = rss_kib()
+import mesh_dp.http.conn
+after = rss_kib()
+mesh_dp.http.conn._READ[:5] = b"hello"  # a read touches the pages it reaches
+print(after - before, bytes(mesh_dp.http.conn._READ[:5]).decode())
+"""
+
+
+def test_the_read_buffer_is_resident_only_where_read() -> None:
+    """Decision 188: the sidecar's one 256 KiB HTTP read buffer costs a page once a read
+    reaches it, not 256 KiB at import (a zero-filled bytearray: ~310 KiB for the module
+    against ~40 KiB)."""
+    out = subprocess.run(
+        [sys.executable, "-c", READ_BUFFER],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    grown, read = out.stdout.split()
+    assert read == "hello"
+    assert int(grown) < 160, f"importing mesh_dp.http.conn made {grown} KiB resident"
