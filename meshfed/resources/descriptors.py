@@ -3,7 +3,8 @@
 Adding a type means adding a pydantic model of its body (meshfed/resources/models/) and a
 descriptor naming it (meshfed/resources/types/), not touching the API, the store, the sync
 engine and the CLI. The descriptor names its model as "module:Class" and imports it on first
-use: the proxies import the registry but must not load pydantic (decision 71).
+use: importing the registry does not load pydantic (decision 71). The proxies do not import
+it at all (decision 187).
 """
 
 from __future__ import annotations

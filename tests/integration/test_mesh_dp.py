@@ -359,6 +359,11 @@ def test_command_line_errors_are_clear(procs: Procs, tmp_path: Path) -> None:
     dp = tmp_path / "dp.yaml"
     dp.write_text("type: Mesh\nname: web\n")
     assert "type: must be 'Dataplane'" in fails("--cp", cp, "--dataplane-file", str(dp))
+    # The envelope's rules are the API's, checked without the resource schema (decision 187).
+    dp.write_text("name: Web_1\nlabels: {kuma.io/effect: shadow}\n")
+    bad = fails("--cp", cp, "--dataplane-file", str(dp))
+    assert "not a valid Dataplane: name: must be a lowercase RFC 1123 subdomain" in bad
+    assert "labels['kuma.io/effect']: not supported: meshfed has no shadow mode" in bad
     missing = tmp_path / "missing.json"
     assert f"cannot read {missing}" in fails("--config-file", str(missing))
     dp.write_text(

@@ -86,6 +86,11 @@ def test_from_flags_alone() -> None:
             {"document": {"name": "w"}, "inbounds": ["1:w"]},
             "not both",
         ),
+        (  # the API's envelope rules, without the resource schema (decision 187)
+            {"document": {"name": "Web_1", "labels": {"a/b/c": "x"}}, "mesh": "M"},
+            r"not a valid Dataplane: name: must be a lowercase RFC 1123 subdomain.*; "
+            r"mesh: must be a lowercase .*; labels\['a/b/c'\]: invalid label key",
+        ),
     ],
 )
 def test_errors_name_the_problem(kwargs: dict[str, object], message: str) -> None:
