@@ -65,6 +65,9 @@ from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message
 
 TARGET_RATE = 500.0
+# Whether the code on the path knows Config.ack_report (the script also measures older
+# commits, run with their code first on PYTHONPATH, whose messages lack the field).
+ACK_REPORT_KNOWN = "ack_report" in pb.Config.DESCRIPTOR.fields_by_name
 STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
 TOKEN_SERVICES = 64
 STREAM_TIMEOUT = 30.0
@@ -169,11 +172,17 @@ class Streams:
                     configured.set_exception(RuntimeError(f"dp-{i}: {msg.error}"))
                 elif kind == "config":
                     self.configs.setdefault(i, []).append(time.monotonic())
-                    # Applied, and the application answers: the inbound becomes ready.
-                    await call.write(ack_message(msg.config.version))
+                    # Applied, and the application answers: the inbound becomes ready. As
+                    # mesh-dp (meshfed.proxy.cpclient): the report inside the ACK when the
+                    # zone reads it there, else a Report right after the ACK.
+                    version = msg.config.version
                     status = pb.InboundStatus(port=INBOUND_PORT, ready=True)
-                    report = pb.Report(inbounds=[status], config_version=msg.config.version)
-                    await call.write(pb.DpMessage(report=report))
+                    report = pb.Report(inbounds=[status], config_version=version)
+                    if ACK_REPORT_KNOWN and msg.config.ack_report:
+                        await call.write(ack_message(version, report))
+                    else:
+                        await call.write(ack_message(version))
+                        await call.write(pb.DpMessage(report=report))
                     if not configured.done():
                         configured.set_result(None)
         except grpc.aio.AioRpcError as exc:

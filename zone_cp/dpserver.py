@@ -24,8 +24,9 @@ Dataplane or ZoneIngress. This module handles the stream and wires the parts beh
   proxy that does not answer (hung, SIGSTOPped: its TCP connection stays open) loses its
   stream, which marks it offline like any disconnection; it reconnects when it resumes.
 - answers: ACK/NACK per version (a NACK is logged with the proxy's reason and shown in the
-  insight); Reports update inbound readiness in the stored Dataplane (the catalog follows)
-  and the insight, which zone_cp.dpinsights writes.
+  insight); an ACK may carry the report made right after applying it (Config.ack_report,
+  one message instead of two); Reports update inbound readiness in the stored Dataplane
+  (the catalog follows) and the insight, which zone_cp.dpinsights writes.
 """
 
 from __future__ import annotations
@@ -370,6 +371,10 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             if kind == "ack":
                 self.acks += 1
                 session.acked(msg.ack.version)
+                # The proxy's report after applying it, in the same message (every Config
+                # this zone sends says it reads it: Config.ack_report).
+                if msg.ack.HasField("report"):
+                    await self._on_report(session, msg.ack.report)
             elif kind == "nack":
                 self.nacks += 1
                 session.rejected(msg.nack.error)
