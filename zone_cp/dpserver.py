@@ -163,6 +163,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self.unauthorized_total = 0  # of those, refused for their token
         self.acks = 0
         self.nacks = 0
+        self.reports = 0  # read, their own message or inside an ACK
+        self.reports_in_acks = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -374,6 +376,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
                 # The proxy's report after applying it, in the same message (every Config
                 # this zone sends says it reads it: Config.ack_report).
                 if msg.ack.HasField("report"):
+                    self.reports_in_acks += 1
                     await self._on_report(session, msg.ack.report)
             elif kind == "nack":
                 self.nacks += 1
@@ -396,6 +399,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             await context.write(await session.outbox.get())
 
     async def _on_report(self, session: Session, report: pb.Report) -> None:
+        self.reports += 1
         ready = session.reported(report)
         if (
             ready != session.ready
@@ -459,6 +463,12 @@ class _Collector(Collector):
             ("configs_sent", "Configs sent (a new version)", s.pusher.configs_sent),
             ("acks", "Configs acknowledged", s.acks),
             ("nacks", "Configs rejected by a proxy", s.nacks),
+            ("reports", "Reports read (their own message or inside an ACK)", s.reports),
+            (
+                "reports_in_acks",
+                "Reports read inside an ACK (Config.ack_report: one message, not two)",
+                s.reports_in_acks,
+            ),
             ("passes", "Config rebuild passes", s.pusher.passes),
             ("certificates_issued", "Dataplane certificates issued", s.issuer.issued_total),
         ):

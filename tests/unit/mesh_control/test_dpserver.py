@@ -125,6 +125,10 @@ async def test_a_report_inside_an_ack_counts_as_the_report(
         not_ready = pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=False)])
         await web.call.write(ack_message(config.version, not_ready))
         await async_wait_until(lambda: readiness_is(zone, "web-1", [False]), what="web not ready")
+        assert (zone.server.reports, zone.server.reports_in_acks) == (2, 2)
+        await web.call.write(pb.DpMessage(report=report))  # a Report of its own still counts
+        await async_wait_until(lambda: readiness_is(zone, "web-1", [True]), what="web ready")
+        assert (zone.server.reports, zone.server.reports_in_acks) == (3, 2)
     finally:
         await zones.aclose()
 
