@@ -30,8 +30,9 @@ long after the last restart zone-1's catalog, the global's and zone-2's count ev
 instance again and both zones' DNS answer every service with its VIP (issue 19: <= 5 s).
 Each phase also prints the cores the zone, the global and this process's clients used, and
 per registration what the clients sent (Hello, ACKs, Reports, ACKs carrying the report) and
-the zone's counters (configs sent, ACKs, resources sent up to the global). The clients run on
-uvloop (`--client-loop asyncio`: asyncio's own loop, as before): real sidecars run elsewhere.
+the zone's counters (configs sent, ACKs, KDS responses, resources and bytes sent up to the
+global, store calls by operation). The clients run on uvloop (`--client-loop asyncio`:
+asyncio's own loop, as before): real sidecars run elsewhere.
 Issue 19's target: >= 500 registrations/s with 10,000 Dataplanes present; CPU per change
 within 2x from 1k to 10k. Not a test: prints numbers, exits 0 unless the deployment fails.
 """
@@ -493,21 +494,29 @@ async def phase(
 ZONE_COUNTERS = {
     "meshfed_dp_server_configs_sent_total": "configs",
     "meshfed_dp_server_acks_total": "acks",
-    "meshfed_kds_resources_sent_total": "kds_resources_up",
+    "meshfed_kds_resources_sent_total": "kds_resources_up",  # upserts only
+    "meshfed_kds_responses_sent_total": "kds_responses_up",
+    "meshfed_kds_response_bytes_sent_total": "kds_bytes_up",
 }
+STORE_CALLS = "meshfed_store_operation_duration_seconds_count"  # per operation: store_<op>
 
 
 async def zone_counters(http: aiohttp.ClientSession, zone: Node) -> dict[str, float]:
-    """The zone's counters of ZONE_COUNTERS (summed over labels), from its /metrics."""
+    """The zone's counters of ZONE_COUNTERS (summed over labels) and its store calls per
+    operation (each a round trip to the store's thread), from its /metrics."""
     async with http.get(f"{zone.api}/metrics") as resp:
         text = await resp.text()
     out: dict[str, float] = dict.fromkeys(ZONE_COUNTERS.values(), 0.0)
     for line in text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
+        value = line.rsplit(" ", 1)[-1]
+        if name == STORE_CALLS and 'operation="' in line:
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out[f"store_{op}"] = out.get(f"store_{op}", 0.0) + float(value)
         if name in ZONE_COUNTERS and not line.startswith("#"):
             if name == "meshfed_kds_resources_sent_total" and 'op="upsert"' not in line:
                 continue
-            out[ZONE_COUNTERS[name]] += float(line.rsplit(" ", 1)[1])
+            out[ZONE_COUNTERS[name]] += float(value)
     return out
 
 
