@@ -28,7 +28,11 @@ many that do not call it received one anyway (should be none).
 each phase, N of its sidecars are restarted (stream cancelled, a new one), then printed: how
 long after the last restart zone-1's catalog, the global's and zone-2's count every
 instance again and both zones' DNS answer every service with its VIP (issue 19: <= 5 s).
-Each phase also prints the cores the zone, the global and this process's clients used.
+Each phase also prints the cores the zone, the global and this process's clients used, and
+per registration what the clients sent (Hello, ACKs, Reports, ACKs carrying the report) and
+the zone's counters (configs sent, ACKs, KDS responses, resources and bytes sent up to the
+global, store calls by operation). The clients run on uvloop (`--client-loop asyncio`:
+asyncio's own loop, as before): real sidecars run elsewhere.
 Issue 19's target: >= 500 registrations/s with 10,000 Dataplanes present; CPU per change
 within 2x from 1k to 10k. Not a test: prints numbers, exits 0 unless the deployment fails.
 """
@@ -63,8 +67,12 @@ from kds_propagation import (
 
 from meshfed._gen import dataplane_pb2 as pb
 from meshfed.dpconfig.protocol import ProxyType, ack_message, hello_message
+from meshfed.process import loop_factory
 
 TARGET_RATE = 500.0
+# Whether the code on the path knows Config.ack_report (the script also measures older
+# commits, run with their code first on PYTHONPATH, whose messages lack the field).
+ACK_REPORT_KNOWN = "ack_report" in pb.Config.DESCRIPTOR.fields_by_name
 STREAM_PATH = f"/{pb.DESCRIPTOR.services_by_name['DataplaneConfig'].full_name}/Stream"
 TOKEN_SERVICES = 64
 STREAM_TIMEOUT = 30.0
@@ -118,6 +126,8 @@ class Streams:
         self._services = services
         self._open: dict[int, asyncio.Task[None]] = {}  # sidecar -> its stream
         self.configs: dict[int, list[float]] = {}  # sidecar -> when each config arrived
+        # Messages written to the zone, by kind ("ack+report": an ACK carrying the report).
+        self.sent: dict[str, int] = dict.fromkeys(("hello", "ack", "report", "ack+report"), 0)
 
     async def register(self, first: int, count: int) -> float:
         """Connects sidecars first .. first+count-1, `clients` at a time, each until its
@@ -162,6 +172,7 @@ class Streams:
         call = stub(None, metadata=(("authorization", f"Bearer {token}"),))
         try:
             await call.write(hello)
+            self.sent["hello"] += 1
             async for msg in call:
                 assert isinstance(msg, pb.CpMessage)
                 kind = msg.WhichOneof("message")
@@ -169,11 +180,20 @@ class Streams:
                     configured.set_exception(RuntimeError(f"dp-{i}: {msg.error}"))
                 elif kind == "config":
                     self.configs.setdefault(i, []).append(time.monotonic())
-                    # Applied, and the application answers: the inbound becomes ready.
-                    await call.write(ack_message(msg.config.version))
+                    # Applied, and the application answers: the inbound becomes ready. As
+                    # mesh-dp (meshfed.proxy.cpclient): the report inside the ACK when the
+                    # zone reads it there, else a Report right after the ACK.
+                    version = msg.config.version
                     status = pb.InboundStatus(port=INBOUND_PORT, ready=True)
-                    report = pb.Report(inbounds=[status], config_version=msg.config.version)
-                    await call.write(pb.DpMessage(report=report))
+                    report = pb.Report(inbounds=[status], config_version=version)
+                    if ACK_REPORT_KNOWN and msg.config.ack_report:
+                        await call.write(ack_message(version, report))
+                        self.sent["ack+report"] += 1
+                    else:
+                        await call.write(ack_message(version))
+                        await call.write(pb.DpMessage(report=report))
+                        self.sent["ack"] += 1
+                        self.sent["report"] += 1
                     if not configured.done():
                         configured.set_result(None)
         except grpc.aio.AioRpcError as exc:
@@ -422,6 +442,8 @@ async def phase(
     streams: Streams | None,
 ) -> dict[str, Any]:
     load_before = load_average()
+    counters_before = await zone_counters(http, zone)
+    sent_before = dict(streams.sent) if streams is not None else {}
     if args.profile:
         os.kill(zone.pid, signal.SIGUSR1)
     cpu_before = cpu_seconds(zone.pid)
@@ -438,6 +460,16 @@ async def phase(
     if args.profile:
         os.kill(zone.pid, signal.SIGUSR2)
     global_cpu, own_cpu = cpu_seconds(global_pid) - global_before, time.process_time() - own_before
+    counters = await zone_counters(http, zone)
+    # Per registration (load-independent): what the zone sent and read. The zone's counters
+    # run on after the phase's end (callers' configs, insight flushes), so these are read
+    # when the catalog counted everyone: a lower bound of the phase's work.
+    per = {k: round((v - counters_before.get(k, 0)) / args.changes, 2) for k, v in counters.items()}
+    if streams is not None:
+        per |= {
+            f"messages_{k}": round((v - sent_before[k]) / args.changes, 2)
+            for k, v in streams.sent.items()
+        }
     return {
         "via": args.via,
         "present": present,
@@ -455,7 +487,37 @@ async def phase(
             "clients": round(own_cpu / total_s, 2),
         },
         "load_average_1m": round(max(load_before, load_average()), 2),
+        "per_registration": per,
     }
+
+
+ZONE_COUNTERS = {
+    "meshfed_dp_server_configs_sent_total": "configs",
+    "meshfed_dp_server_acks_total": "acks",
+    "meshfed_kds_resources_sent_total": "kds_resources_up",  # upserts only
+    "meshfed_kds_responses_sent_total": "kds_responses_up",
+    "meshfed_kds_response_bytes_sent_total": "kds_bytes_up",
+}
+STORE_CALLS = "meshfed_store_operation_duration_seconds_count"  # per operation: store_<op>
+
+
+async def zone_counters(http: aiohttp.ClientSession, zone: Node) -> dict[str, float]:
+    """The zone's counters of ZONE_COUNTERS (summed over labels) and its store calls per
+    operation (each a round trip to the store's thread), from its /metrics."""
+    async with http.get(f"{zone.api}/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, float] = dict.fromkeys(ZONE_COUNTERS.values(), 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        value = line.rsplit(" ", 1)[-1]
+        if name == STORE_CALLS and 'operation="' in line:
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out[f"store_{op}"] = out.get(f"store_{op}", 0.0) + float(value)
+        if name in ZONE_COUNTERS and not line.startswith("#"):
+            if name == "meshfed_kds_resources_sent_total" and 'op="upsert"' not in line:
+                continue
+            out[ZONE_COUNTERS[name]] += float(value)
+    return out
 
 
 def print_phase(res: dict[str, Any]) -> None:
@@ -466,7 +528,8 @@ def print_phase(res: dict[str, Any]) -> None:
         f"{res['clients']} clients at {res['registrations_per_s']}/s into the catalog "
         f"({verdict} >= {TARGET_RATE:g}/s; {alone} at {res['acknowledged_rate_per_s']}/s); "
         f"zone CPU {res['zone_cpu_ms_per_change']} ms per registration; zone RSS "
-        f"{res['zone_rss_mib']} MiB; cores used: {res['cores']}; load {res['load_average_1m']}",
+        f"{res['zone_rss_mib']} MiB; cores used: {res['cores']}; load {res['load_average_1m']}; "
+        f"per registration: {res['per_registration']}",
         flush=True,
     )
 
@@ -634,6 +697,12 @@ def main() -> int:
     parser.add_argument(
         "--no-ingress", action="store_true", help="no own ZoneIngress (nothing to advertise)"
     )
+    parser.add_argument(
+        "--client-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the benchmark's own event loop (its clients); uvloop when installed",
+    )
     parser.add_argument("--profile", type=Path, help="run the zone under cProfile, pstats here")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep data and logs")
@@ -642,7 +711,12 @@ def main() -> int:
         parser.error("--restart needs --via streams and at most --changes sidecars")
     root = Path(tempfile.mkdtemp(prefix="meshfed-churn-bench-"))
     try:
-        results = asyncio.run(run(args, root))
+        # The clients run on uvloop, as the control planes do (meshfed.process): a
+        # sidecar's stream costs its own machine, not the zone's, so the less of the shared
+        # cores the simulated sidecars take, the closer the zone's share is to a deployment's.
+        factory = None if args.client_loop == "asyncio" else loop_factory()
+        with asyncio.Runner(loop_factory=factory) as runner:
+            results = runner.run(run(args, root))
     except RuntimeError as exc:
         print(f"benchmark failed: {exc}\nlogs and data kept in {root}", file=sys.stderr)
         return 1

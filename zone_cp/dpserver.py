@@ -24,8 +24,9 @@ Dataplane or ZoneIngress. This module handles the stream and wires the parts beh
   proxy that does not answer (hung, SIGSTOPped: its TCP connection stays open) loses its
   stream, which marks it offline like any disconnection; it reconnects when it resumes.
 - answers: ACK/NACK per version (a NACK is logged with the proxy's reason and shown in the
-  insight); Reports update inbound readiness in the stored Dataplane (the catalog follows)
-  and the insight, which zone_cp.dpinsights writes.
+  insight); an ACK may carry the report made right after applying it (Config.ack_report,
+  one message instead of two); Reports update inbound readiness in the stored Dataplane
+  (the catalog follows) and the insight, which zone_cp.dpinsights writes.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
         self.unauthorized_total = 0  # of those, refused for their token
         self.acks = 0
         self.nacks = 0
+        self.reports = 0  # read, their own message or inside an ACK
+        self.reports_in_acks = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -370,6 +373,11 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             if kind == "ack":
                 self.acks += 1
                 session.acked(msg.ack.version)
+                # The proxy's report after applying it, in the same message (every Config
+                # this zone sends says it reads it: Config.ack_report).
+                if msg.ack.HasField("report"):
+                    self.reports_in_acks += 1
+                    await self._on_report(session, msg.ack.report)
             elif kind == "nack":
                 self.nacks += 1
                 session.rejected(msg.nack.error)
@@ -391,6 +399,7 @@ class DataplaneServer(pb_grpc.DataplaneConfigServicer):
             await context.write(await session.outbox.get())
 
     async def _on_report(self, session: Session, report: pb.Report) -> None:
+        self.reports += 1
         ready = session.reported(report)
         if (
             ready != session.ready
@@ -454,6 +463,12 @@ class _Collector(Collector):
             ("configs_sent", "Configs sent (a new version)", s.pusher.configs_sent),
             ("acks", "Configs acknowledged", s.acks),
             ("nacks", "Configs rejected by a proxy", s.nacks),
+            ("reports", "Reports read (their own message or inside an ACK)", s.reports),
+            (
+                "reports_in_acks",
+                "Reports read inside an ACK (Config.ack_report: one message, not two)",
+                s.reports_in_acks,
+            ),
             ("passes", "Config rebuild passes", s.pusher.passes),
             ("certificates_issued", "Dataplane certificates issued", s.issuer.issued_total),
         ):

@@ -24,39 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x64\x61taplane.proto\x12\rmeshfed.dp.v1\"\xa8\x01\n\x05Hello\x12,\n\nproxy_type\x18\x01 \x01(\x0e\x32\x18.meshfed.dp.v1.ProxyType\x12\x10\n\x08resource\x18\x02 \x01(\x0c\x12\x0c\n\x04mesh\x18\x03 \x01(\t\x12\x15\n\rproxy_version\x18\x04 \x01(\t\x12\x1a\n\x12reachable_services\x18\x05 \x03(\t\x12\x1e\n\x16reachable_services_set\x18\x06 \x01(\x08\"\x16\n\x03\x41\x63k\x12\x0f\n\x07version\x18\x01 \x01(\t\"&\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x8b\x01\n\x08\x43ounters\x12\x19\n\x11\x63onnections_total\x18\x01 \x01(\x04\x12\x1a\n\x12\x63onnections_active\x18\x02 \x01(\r\x12\x16\n\x0e\x62ytes_received\x18\x03 \x01(\x04\x12\x12\n\nbytes_sent\x18\x04 \x01(\x04\x12\x1c\n\x14\x63onnections_rejected\x18\x05 \x01(\x04\"W\n\rInboundStatus\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\r\n\x05ready\x18\x02 \x01(\x08\x12)\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x17.meshfed.dp.v1.Counters\"Y\n\rServiceStatus\x12\x0c\n\x04mesh\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12)\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x17.meshfed.dp.v1.Counters\"\x80\x01\n\x06Report\x12.\n\x08inbounds\x18\x01 \x03(\x0b\x32\x1c.meshfed.dp.v1.InboundStatus\x12.\n\x08services\x18\x02 \x03(\x0b\x32\x1c.meshfed.dp.v1.ServiceStatus\x12\x16\n\x0e\x63onfig_version\x18\x03 \x01(\t\"\xae\x01\n\tDpMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.meshfed.dp.v1.HelloH\x00\x12!\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x12.meshfed.dp.v1.AckH\x00\x12#\n\x04nack\x18\x03 \x01(\x0b\x32\x13.meshfed.dp.v1.NackH\x00\x12\'\n\x06report\x18\x04 \x01(\x0b\x32\x15.meshfed.dp.v1.ReportH\x00\x42\t\n\x07message\"\'\n\x06\x43onfig\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\x0c\"\xec\x01\n\x05\x45rror\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.meshfed.dp.v1.Error.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x03 \x01(\x08\"\x99\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x01\x12\x18\n\x14REGISTRATION_REFUSED\x10\x02\x12\x16\n\x12\x43ONFIG_UNAVAILABLE\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\"f\n\tCpMessage\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x15.meshfed.dp.v1.ConfigH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.meshfed.dp.v1.ErrorH\x00\x42\t\n\x07message*M\n\tProxyType\x12\x1a\n\x16PROXY_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SIDECAR\x10\x01\x12\x0b\n\x07INGRESS\x10\x02\x12\n\n\x06\x45GRESS\x10\x03\x32S\n\x0f\x44\x61taplaneConfig\x12@\n\x06Stream\x12\x18.meshfed.dp.v1.DpMessage\x1a\x18.meshfed.dp.v1.CpMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x64\x61taplane.proto\x12\rmeshfed.dp.v1\"\xa8\x01\n\x05Hello\x12,\n\nproxy_type\x18\x01 \x01(\x0e\x32\x18.meshfed.dp.v1.ProxyType\x12\x10\n\x08resource\x18\x02 \x01(\x0c\x12\x0c\n\x04mesh\x18\x03 \x01(\t\x12\x15\n\rproxy_version\x18\x04 \x01(\t\x12\x1a\n\x12reachable_services\x18\x05 \x03(\t\x12\x1e\n\x16reachable_services_set\x18\x06 \x01(\x08\"=\n\x03\x41\x63k\x12\x0f\n\x07version\x18\x01 \x01(\t\x12%\n\x06report\x18\x02 \x01(\x0b\x32\x15.meshfed.dp.v1.Report\"&\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x8b\x01\n\x08\x43ounters\x12\x19\n\x11\x63onnections_total\x18\x01 \x01(\x04\x12\x1a\n\x12\x63onnections_active\x18\x02 \x01(\r\x12\x16\n\x0e\x62ytes_received\x18\x03 \x01(\x04\x12\x12\n\nbytes_sent\x18\x04 \x01(\x04\x12\x1c\n\x14\x63onnections_rejected\x18\x05 \x01(\x04\"W\n\rInboundStatus\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\r\n\x05ready\x18\x02 \x01(\x08\x12)\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x17.meshfed.dp.v1.Counters\"Y\n\rServiceStatus\x12\x0c\n\x04mesh\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12)\n\x08\x63ounters\x18\x03 \x01(\x0b\x32\x17.meshfed.dp.v1.Counters\"\x80\x01\n\x06Report\x12.\n\x08inbounds\x18\x01 \x03(\x0b\x32\x1c.meshfed.dp.v1.InboundStatus\x12.\n\x08services\x18\x02 \x03(\x0b\x32\x1c.meshfed.dp.v1.ServiceStatus\x12\x16\n\x0e\x63onfig_version\x18\x03 \x01(\t\"\xae\x01\n\tDpMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.meshfed.dp.v1.HelloH\x00\x12!\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x12.meshfed.dp.v1.AckH\x00\x12#\n\x04nack\x18\x03 \x01(\x0b\x32\x13.meshfed.dp.v1.NackH\x00\x12\'\n\x06report\x18\x04 \x01(\x0b\x32\x15.meshfed.dp.v1.ReportH\x00\x42\t\n\x07message\";\n\x06\x43onfig\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\x0c\x12\x12\n\nack_report\x18\x03 \x01(\x08\"\xec\x01\n\x05\x45rror\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.meshfed.dp.v1.Error.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x03 \x01(\x08\"\x99\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x01\x12\x18\n\x14REGISTRATION_REFUSED\x10\x02\x12\x16\n\x12\x43ONFIG_UNAVAILABLE\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\"f\n\tCpMessage\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x15.meshfed.dp.v1.ConfigH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.meshfed.dp.v1.ErrorH\x00\x42\t\n\x07message*M\n\tProxyType\x12\x1a\n\x16PROXY_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SIDECAR\x10\x01\x12\x0b\n\x07INGRESS\x10\x02\x12\n\n\x06\x45GRESS\x10\x03\x32S\n\x0f\x44\x61taplaneConfig\x12@\n\x06Stream\x12\x18.meshfed.dp.v1.DpMessage\x1a\x18.meshfed.dp.v1.CpMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dataplane_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROXYTYPE']._serialized_start=1283
-  _globals['_PROXYTYPE']._serialized_end=1360
+  _globals['_PROXYTYPE']._serialized_start=1342
+  _globals['_PROXYTYPE']._serialized_end=1419
   _globals['_HELLO']._serialized_start=35
   _globals['_HELLO']._serialized_end=203
   _globals['_ACK']._serialized_start=205
-  _globals['_ACK']._serialized_end=227
-  _globals['_NACK']._serialized_start=229
-  _globals['_NACK']._serialized_end=267
-  _globals['_COUNTERS']._serialized_start=270
-  _globals['_COUNTERS']._serialized_end=409
-  _globals['_INBOUNDSTATUS']._serialized_start=411
-  _globals['_INBOUNDSTATUS']._serialized_end=498
-  _globals['_SERVICESTATUS']._serialized_start=500
-  _globals['_SERVICESTATUS']._serialized_end=589
-  _globals['_REPORT']._serialized_start=592
-  _globals['_REPORT']._serialized_end=720
-  _globals['_DPMESSAGE']._serialized_start=723
-  _globals['_DPMESSAGE']._serialized_end=897
-  _globals['_CONFIG']._serialized_start=899
-  _globals['_CONFIG']._serialized_end=938
-  _globals['_ERROR']._serialized_start=941
-  _globals['_ERROR']._serialized_end=1177
-  _globals['_ERROR_CODE']._serialized_start=1024
-  _globals['_ERROR_CODE']._serialized_end=1177
-  _globals['_CPMESSAGE']._serialized_start=1179
-  _globals['_CPMESSAGE']._serialized_end=1281
-  _globals['_DATAPLANECONFIG']._serialized_start=1362
-  _globals['_DATAPLANECONFIG']._serialized_end=1445
+  _globals['_ACK']._serialized_end=266
+  _globals['_NACK']._serialized_start=268
+  _globals['_NACK']._serialized_end=306
+  _globals['_COUNTERS']._serialized_start=309
+  _globals['_COUNTERS']._serialized_end=448
+  _globals['_INBOUNDSTATUS']._serialized_start=450
+  _globals['_INBOUNDSTATUS']._serialized_end=537
+  _globals['_SERVICESTATUS']._serialized_start=539
+  _globals['_SERVICESTATUS']._serialized_end=628
+  _globals['_REPORT']._serialized_start=631
+  _globals['_REPORT']._serialized_end=759
+  _globals['_DPMESSAGE']._serialized_start=762
+  _globals['_DPMESSAGE']._serialized_end=936
+  _globals['_CONFIG']._serialized_start=938
+  _globals['_CONFIG']._serialized_end=997
+  _globals['_ERROR']._serialized_start=1000
+  _globals['_ERROR']._serialized_end=1236
+  _globals['_ERROR_CODE']._serialized_start=1083
+  _globals['_ERROR_CODE']._serialized_end=1236
+  _globals['_CPMESSAGE']._serialized_start=1238
+  _globals['_CPMESSAGE']._serialized_end=1340
+  _globals['_DATAPLANECONFIG']._serialized_start=1421
+  _globals['_DATAPLANECONFIG']._serialized_end=1504
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,9 @@ One bidirectional stream per proxy, opened by the proxy (only zone-cp listens, d
   2. zone-cp answers with Config (a full config, never a delta) and sends a new Config on
      every relevant change; the proxy ACKs each version it applied or NACKs it with a reason
      (and keeps running its previous config);
-  3. the proxy sends a Report periodically (inbound readiness, connection and byte counters);
+  3. the proxy sends a Report periodically (inbound readiness, connection and byte counters)
+     and right after applying a config: inside that config's Ack when the Config says the
+     zone reads it there (`ack_report`), as a Report message otherwise;
   4. zone-cp sends Error when it refuses the proxy (bad Hello, unknown mesh, name taken by a
      connected proxy, ...); a fatal error is followed by the end of the stream.
 The proxy authenticates with the call's metadata `authorization: Bearer <token>`: a
@@ -116,15 +118,25 @@ class Ack(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     version: _builtins.str
+    @_builtins.property
+    def report(self) -> Global___Report:
+        """What the proxy reports right after applying `version` (what its next Report would say),
+        so the ACK and that report cost one message. Sent only when the Config it answers set
+        `ack_report`: a zone older than this field would drop it unread (proto3 ignores unknown
+        fields), and a proxy older than it sends a Report of its own after the ACK as before.
+        """
+
     def __init__(
         self,
         *,
         version: _builtins.str = ...,
+        report: Global___Report | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,20 +338,27 @@ class Config(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     JSON_FIELD_NUMBER: _builtins.int
+    ACK_REPORT_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Hash of the body's bytes (model.content_version): equal versions mean equal configs. The
     proxy refuses a Config whose version is not the hash of its body.
     """
     json: _builtins.bytes
+    ack_report: _builtins.bool
+    """The zone reads `Ack.report`: the proxy may send its report after applying this config
+    inside the ACK instead of as a Report message (issue 19: a message fewer per config). A
+    proxy that does not know the field ignores it and sends both, which the zone still reads.
+    """
     def __init__(
         self,
         *,
         version: _builtins.str = ...,
         json: _builtins.bytes = ...,
+        ack_report: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_report", b"ack_report", "json", b"json", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,9 @@ One bidirectional stream per proxy, opened by the proxy (only zone-cp listens, d
   2. zone-cp answers with Config (a full config, never a delta) and sends a new Config on
      every relevant change; the proxy ACKs each version it applied or NACKs it with a reason
      (and keeps running its previous config);
-  3. the proxy sends a Report periodically (inbound readiness, connection and byte counters);
+  3. the proxy sends a Report periodically (inbound readiness, connection and byte counters)
+     and right after applying a config: inside that config's Ack when the Config says the
+     zone reads it there (`ack_report`), as a Report message otherwise;
   4. zone-cp sends Error when it refuses the proxy (bad Hello, unknown mesh, name taken by a
      connected proxy, ...); a fatal error is followed by the end of the stream.
 The proxy authenticates with the call's metadata `authorization: Bearer <token>`: a

@@ -179,8 +179,11 @@ def config_message(
     | Encoded[SidecarConfig | IngressConfig]
     | Encoded[EgressConfig],
 ) -> pb.CpMessage:
-    """The Config message of a config encoded once (model.encode_config)."""
-    return pb.CpMessage(config=pb.Config(version=encoded.version, json=encoded.body))
+    """The Config message of a config encoded once (model.encode_config). It says the zone
+    reads a report inside the ACK (`ack_report`): every zone-cp with this code does."""
+    return pb.CpMessage(
+        config=pb.Config(version=encoded.version, json=encoded.body, ack_report=True)
+    )
 
 
 C = TypeVar("C", SidecarConfig, IngressConfig, EgressConfig)
@@ -214,8 +217,9 @@ def parse_egress_config(msg: pb.CpMessage) -> EgressConfig:
     return _parse_config(msg, EgressConfig)
 
 
-def ack_message(version: str) -> pb.DpMessage:
-    return pb.DpMessage(ack=pb.Ack(version=version))
+def ack_message(version: str, report: pb.Report | None = None) -> pb.DpMessage:
+    """An ACK of `version`; with `report` only to a zone whose Config set `ack_report`."""
+    return pb.DpMessage(ack=pb.Ack(version=version, report=report))
 
 
 def nack_message(version: str, error: str) -> pb.DpMessage:

@@ -3,7 +3,9 @@ zone-ingress alike.
 
 - `ConfigSession` (pure) decides what each message from zone-cp means: a config to apply, an
   ACK/NACK to send, or a refusal. A config that does not parse is NACKed with the reason; a
-  config whose version already runs (a reconnect) is ACKed without applying it again.
+  config whose version already runs (a reconnect) is ACKed without applying it again. After
+  applying a config the proxy reports at once: inside the ACK when the Config says the zone
+  reads it there (`ack_report`), else as a Report right after the ACK.
 - `ConfigClient` is the stream glue (over `meshfed.proxy.h2grpc`, not grpcio: see there why): one
   session at a time (Hello first, then a reader, a
   writer fed by one outbox queue so writes never interleave, and a reporter sending a Report
@@ -72,6 +74,8 @@ def read_token_file(path: Path) -> str:
 class Apply(Generic[C]):
     version: str
     config: C
+    # The zone reads the report after applying it inside the ACK (Config.ack_report).
+    ack_report: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,14 +111,15 @@ class ConfigSession(Generic[C]):
                 return Reply(nack_message(version, f"config does not parse: {exc}"))
             if version and version == self.running:
                 return Reply(ack_message(version))
-            return Apply(version, config)
+            return Apply(version, config, msg.config.ack_report)
         if kind == "error":
             return Refusal(pb.Error.Code.Name(msg.error.code), msg.error.message, msg.error.fatal)
         return None  # a message kind from a newer control plane: ignore it
 
-    def applied(self, version: str) -> pb.DpMessage:
+    def applied(self, version: str, report: pb.Report | None = None) -> pb.DpMessage:
+        """The ACK of `version`, carrying `report` (only to a zone that reads it there)."""
         self.running = version
-        return ack_message(version)
+        return ack_message(version, report)
 
     def failed(self, version: str, error: str) -> pb.DpMessage:
         return nack_message(version, error)
@@ -266,7 +271,11 @@ class ConfigClient(Generic[C]):
             log.exception("NACK config %s: internal error", decision.version)
             return session.failed(decision.version, f"internal error: {exc!r}")
         self.configs_applied += 1
-        self.report_now()  # tell the control plane at once what now runs
+        # Tell the control plane at once what now runs: inside the ACK when the zone reads it
+        # there (one message, not two: issue 19), else as a Report right after it.
+        if decision.ack_report:
+            return session.applied(decision.version, self._report())
+        self.report_now()
         return session.applied(decision.version)
 
     def _refused(self, refusal: Refusal) -> None:

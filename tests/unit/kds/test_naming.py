@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -72,6 +74,18 @@ def test_zone_to_global_labels_and_version_survive_renaming() -> None:
     held = naming.held_at_global([stored, _dp("own-global-thing")], "zone-1")
     assert held == {"Dataplane": {Key("default", "web-1"): to_wire(wire_form).version}}
     assert naming.held_at_global([stored], "zone-2") == {}
+
+
+def test_stored_at_global_leaves_what_it_received_as_it_was() -> None:
+    """Decision 190: it shares the body instead of copying it, and builds new metadata."""
+    received = naming.outgoing_from_zone(_dp("web-1", labels={"team": "a"}), "zone-1")
+    received.meta.version = "7"
+    before = copy.deepcopy(received)
+    stored = naming.stored_at_global(received, "zone-1")
+    assert received == before  # name, labels, version, body
+    assert stored.meta.version == "" and stored.meta.name != received.meta.name
+    assert stored.spec is received.spec  # shared: the stores copy what they keep
+    assert stored.meta.labels is not received.meta.labels
 
 
 def test_global_trusts_the_stream_not_the_payload_for_the_zone() -> None:

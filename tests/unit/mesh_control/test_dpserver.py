@@ -100,6 +100,43 @@ async def test_a_first_report_writes_the_insight_without_waiting_for_a_flush(
         await zones.aclose()
 
 
+async def test_a_report_inside_an_ack_counts_as_the_report(
+    store: MemoryStore, proxies: list[Proxy]
+) -> None:
+    """Config.ack_report: the zone says it reads a report inside an ACK, and one that comes
+    there does what a Report message does (the first one stores the Dataplane with its
+    health and the insight with the ACK, no flush within this test; a later one changes the
+    readiness). An ACK without one, then a Report (an older proxy): the tests above."""
+    zones = start_zone(store, insight_flush=3600.0)
+    zone = await anext(zones)
+    try:
+        web = await connect(zone, proxies, WEB)
+        msg = await web.read()
+        assert msg.config.ack_report
+        version = msg.config.version
+        assert await store.get_many([("Dataplane", "default", "web-1")]) == {}
+        report = pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=True)])
+        await web.call.write(ack_message(version, report))
+        await async_wait_until(lambda: readiness_is(zone, "web-1", [True]), what="web ready")
+        await async_wait_until(lambda: acked_insight(zone, "web-1", version), what="insight")
+        # Its config grows the web outbounds (it is in the catalog now); the report in its
+        # ACK changes the readiness as a Report would.
+        config = await web.config()
+        not_ready = pb.Report(inbounds=[pb.InboundStatus(port=8080, ready=False)])
+        await web.call.write(ack_message(config.version, not_ready))
+        await async_wait_until(lambda: readiness_is(zone, "web-1", [False]), what="web not ready")
+        assert (zone.server.reports, zone.server.reports_in_acks) == (2, 2)
+        await web.call.write(pb.DpMessage(report=report))  # a Report of its own still counts
+        await async_wait_until(lambda: readiness_is(zone, "web-1", [True]), what="web ready")
+        assert (zone.server.reports, zone.server.reports_in_acks) == (3, 2)
+    finally:
+        await zones.aclose()
+
+
+async def readiness_is(zone: Zone, name: str, want: list[bool]) -> bool:
+    return await zone.ready(name) == want
+
+
 async def acked_insight(zone: Zone, name: str, version: str) -> Resource | None:
     insight = await zone.store.get("DataplaneInsight", "default", name)
     sub = insight.spec["subscriptions"][-1]

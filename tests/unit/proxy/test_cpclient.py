@@ -40,6 +40,14 @@ def broken_config(version: str = "v-bad") -> pb.CpMessage:
     return pb.CpMessage(config=pb.Config(version=version, json=b'{"zone": 5}'))
 
 
+def older_zone_config(config: IngressConfig) -> pb.CpMessage:
+    """The Config a zone-cp older than `Config.ack_report` sends: it does not read a report
+    inside an ACK."""
+    msg = config_message(encode_config(config))
+    msg.config.ClearField("ack_report")
+    return msg
+
+
 # --- ConfigSession (pure) ---------------------------------------------------------------
 
 
@@ -47,8 +55,12 @@ def test_session_applies_new_versions_and_acks_the_running_one() -> None:
     session = ConfigSession(parse_ingress_config)
     decision = session.receive(config_message(encode_config(CONFIG_A)))
     assert isinstance(decision, Apply) and decision.config == CONFIG_A
+    assert decision.ack_report  # this code's zone reads a report inside the ACK
+    assert not session.receive(older_zone_config(CONFIG_A)).ack_report  # type: ignore[union-attr]
     ack = session.applied(CONFIG_A.version)
-    assert ack.ack.version == CONFIG_A.version
+    assert ack.ack.version == CONFIG_A.version and not ack.ack.HasField("report")
+    with_report = session.applied(CONFIG_A.version, pb.Report(config_version=CONFIG_A.version))
+    assert with_report.ack.report.config_version == CONFIG_A.version
     again = session.receive(config_message(encode_config(CONFIG_A)))
     assert isinstance(again, Reply) and again.message.ack.version == CONFIG_A.version
     assert isinstance(session.receive(config_message(encode_config(CONFIG_B))), Apply)
@@ -200,10 +212,12 @@ async def test_hello_then_configs_are_applied_acked_and_reported(
         assert json.loads(hello.resource)["name"] == "ingress-1"
         assert hello.proxy_type == pb.INGRESS
 
-        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))
+        # A zone that does not read a report inside an ACK: the ACK, then a Report.
+        server.outbox.put_nowait(older_zone_config(CONFIG_A))
         await server.wait(lambda: len(server.of("ack")) == 1 and len(server.of("report")) == 1)
         assert proxy.applied == [CONFIG_A]
         assert server.of("ack")[0].ack.version == CONFIG_A.version
+        assert not server.of("ack")[0].ack.HasField("report")
         assert server.of("report")[0].report.config_version == CONFIG_A.version
         assert c.status()["state"] == "connected"
 
@@ -218,6 +232,32 @@ async def test_hello_then_configs_are_applied_acked_and_reported(
         assert "already in use" in server.of("nack")[1].nack.error
         assert proxy.version() == CONFIG_A.version  # still running the last good one
         assert c.status()["configsRejected"] == 2
+
+
+async def test_the_report_after_a_config_rides_in_its_ack_when_the_zone_reads_it(
+    cp: tuple[ScriptedCp, str],
+) -> None:
+    """Config.ack_report: one message (an ACK carrying the report made after applying), not
+    an ACK and a Report; a config already running is ACKed alone, as before."""
+    server, target = cp
+    proxy = Proxy()
+    async with running(client(target, proxy)):
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))
+        await server.wait(lambda: len(server.of("ack")) == 1)
+        ack = server.of("ack")[0].ack
+        assert ack.version == CONFIG_A.version
+        assert ack.HasField("report") and ack.report.config_version == CONFIG_A.version
+        # No Report of its own follows: had one been queued, it would precede this NACK.
+        server.outbox.put_nowait(broken_config())
+        await server.wait(lambda: len(server.of("nack")) == 1)
+        assert server.kinds() == ["hello", "ack", "nack"]
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_A)))  # runs already
+        await server.wait(lambda: len(server.of("ack")) == 2)
+        assert not server.of("ack")[1].ack.HasField("report")
+        server.outbox.put_nowait(config_message(encode_config(CONFIG_B)))
+        await server.wait(lambda: len(server.of("ack")) == 3)
+        assert server.of("ack")[2].ack.report.config_version == CONFIG_B.version
+        assert server.kinds() == ["hello", "ack", "nack", "ack", "ack"]
 
 
 async def test_reports_are_periodic(cp: tuple[ScriptedCp, str]) -> None:
