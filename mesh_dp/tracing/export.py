@@ -209,7 +209,7 @@ class Exporter:
             log.debug("trace %s %s: still failing: %s", self.conf.kind, self.conf.url, exc)
             return False
         self.failing = False
-        log.warning("trace %s %s: reachable again, tracing resumes", self.conf.kind, self.conf.url)
+        log.info("trace %s %s: reachable again, tracing resumes", self.conf.kind, self.conf.url)
         return True
 
     def _run(self) -> None:
