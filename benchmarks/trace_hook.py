@@ -14,11 +14,13 @@ a tight loop, CPU time of this thread (the machine is shared: wall time is not).
 
 Prints microseconds per request over the baseline, the fastest of `--repeat` runs, and a
 JSON line. `--instructions` counts instead what `start` alone executes per call, for a
-backend that is failing (no span made), under valgrind's callgrind (deterministic where CPU
-time is not: the same heads and records are made in two runs, `start` is called on them in
-one only, PYTHONHASHSEED fixed):
+backend that is failing (since decision 186 the request is left as it came; before, the
+context was read and written, no span made), or with `--up` for one that is up (the span's
+record made, not offered), under valgrind's callgrind (deterministic where CPU time is not:
+the same heads and records are made in two runs, `start` is called on them in one only,
+PYTHONHASHSEED fixed):
 
-    .venv/bin/python benchmarks/trace_hook.py --instructions [--requests 2000]
+    .venv/bin/python benchmarks/trace_hook.py --instructions [--up] [--requests 2000]
 """
 
 from __future__ import annotations
@@ -84,25 +86,25 @@ def run(t: Tracer | None, raw: bytes, n: int) -> float:
     return (time.thread_time() - start) / n * 1e6
 
 
-class Failing:
-    """An exporter whose backend is failing (tracer.Gate): `start` makes no span."""
+class Gate:
+    """An exporter's state (tracer.Gate): failing, `start` makes no span."""
 
-    failing = True
-    dropped = 0
+    def __init__(self, failing: bool) -> None:
+        self.failing, self.dropped = failing, 0
 
 
-def start_only(t: Tracer, raw: bytes, n: int, call: bool) -> None:
+def start_only(t: Tracer, raw: bytes, n: int, call: bool, up: bool) -> None:
     """`n` heads and records made; `t.start` called on each only if `call`."""
     todo = heads(raw, n)
     records = [Record("outbound", "backend", h.method, h.target, h.version) for h in todo]
-    t.gate = Failing()
+    t.gate = Gate(not up)
     gc.disable()
     if call:
         for r, h in zip(records, todo, strict=True):
             t.start(r, h)
 
 
-def instructions(case: str, n: int) -> float:
+def instructions(case: str, n: int, up: bool) -> float:
     """Instructions per `start` call of `case`: callgrind's total with the calls less the
     total without them, over `n`."""
     totals = []
@@ -111,7 +113,7 @@ def instructions(case: str, n: int) -> float:
         for call in (False, True):
             out = f"{tmp}/callgrind.{int(call)}"
             cmd = [sys.executable, __file__, "--one", case, "--requests", str(n)]
-            cmd += ["--call"] if call else []
+            cmd += (["--call"] if call else []) + (["--up"] if up else [])
             valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
             subprocess.run(valgrind + cmd, check=True, capture_output=True, env=env)
             with open(out) as f:
@@ -128,6 +130,7 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="callgrind, per start")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a case, under callgrind
     parser.add_argument("--call", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--up", action="store_true", help="--instructions: the backend up")
     args = parser.parse_args()
     b3 = HEAD.replace(
         b"\r\n\r\n",
@@ -146,10 +149,12 @@ def main() -> None:
         make, raw = cases[args.one]
         t = make()
         assert t is not None
-        start_only(t, raw, args.requests, args.call)
+        start_only(t, raw, args.requests, args.call, args.up)
         return
     if args.instructions:
-        counts = {name: instructions(name, args.requests) for name in cases if name != "baseline"}
+        counts = {
+            name: instructions(name, args.requests, args.up) for name in cases if name != "baseline"
+        }
         for name, count in counts.items():
             print(f"{name:22} {count:10.0f} instructions per start")
         print(json.dumps({k: round(v) for k, v in counts.items()}))

@@ -6,8 +6,9 @@ sidecars HTTP, with
 - `none-again`: the same as `none`, started after the others (the spread between equal
   chains on a shared machine);
 - `trace-down`: a MeshTrace on both sidecars (every request sampled, Kuma's default) whose
-  Zipkin backend is down (a closed port): every request is traced and propagated, and every
-  span dropped (`trace-down-unsampled`: the same with `overall: 0`, propagation only);
+  Zipkin backend is down (a closed port): since decision 186 every request passes as it came
+  and counts one dropped span (before, each was traced and propagated, its span dropped;
+  `trace-down-unsampled`: the same with `overall: 0`, no drop counted);
 - `all-three` (`--variants`): MeshAccessLog (a file on each listener), MeshMetric (a
   Prometheus listener) and MeshTrace (Zipkin, to a collector run here) on both sidecars;
 - `otel-all-up` / `otel-all-down`: the three policies, each with an OpenTelemetry backend

@@ -6,11 +6,14 @@ it at once in the backend's format (Zipkin v2 JSON, OTLP protobuf, Datadog agent
 so a queued request, which holds its head, is soon only its span's bytes; the batch is sent
 through mesh_dp/otlp/transport.py (the transport of the access logs' and metrics' OTLP
 backends too) when it has BATCH spans or BATCH_BYTES, or SEND_EVERY after its first span
-(decision 177). The request path takes no lock and wakes nobody. A backend that fails is left
-alone for RETRY_SECONDS, its spans dropped unencoded and counted meanwhile: a collector that
-is down costs the data path one append. The format modules and the transport are imported
-by the thread, so a sidecar without such a backend never loads them (protobuf only for
-OpenTelemetry).
+(decision 177). The request path takes no lock and wakes nobody. A backend that fails is
+`failing` until a connection to it opens again: the thread tries one every RETRY_SECONDS,
+sleeping in between, and meanwhile the hook leaves requests as they are and counts the spans
+it does not make as dropped (decision 186): a collector that is down costs the data path one
+attribute test. The thread also tries one connection when it starts, so a backend already
+down is known before the first request. The format modules and the transport are imported
+by the thread once a batch is due, so a sidecar without such a backend never loads them
+(protobuf only for OpenTelemetry).
 
 `Tracing.attach` gives each listener of a config its `Tracer`; a config without MeshTrace
 detaches them and ends the exporter (queued spans are sent first).
@@ -128,7 +131,10 @@ class Exporter:
         self.dropped = 0
         self.batches = 0
         self._retry_at = 0.0
-        self.failing = False  # the backend failed less than RETRY_SECONDS ago: spans dropped
+        # the backend's last connection or request failed and no connection opened since:
+        # the tracers leave requests unchanged and count their spans dropped (decision 186)
+        self.failing = False
+        self._closed = threading.Event()  # `close` was called (ends a wait for the retry)
         self._held = self._size = 0  # spans encoded into the next batch, their bytes
         self._due = 0.0  # when that batch is sent at the latest
         self._thread = threading.Thread(
@@ -152,8 +158,10 @@ class Exporter:
             self.queue.append(span)
 
     def close(self) -> None:
-        """Sends what is queued, then the thread ends (a daemon: exit does not wait)."""
+        """Sends what is queued, then the thread ends (a daemon: exit does not wait); a
+        failing backend's thread ends at once (what is queued would be dropped)."""
         self.closing = True
+        self._closed.set()
 
     def _take(self, most: int) -> list[Pending | Span]:
         q, items = self.queue, list[Pending | Span]()
@@ -173,9 +181,41 @@ class Exporter:
                 self.dropped += 1
                 log.exception("trace %s %s: cannot encode a span", self.conf.kind, self.conf.url)
 
+    def _fail(self, exc: Exception) -> None:
+        """The backend failed: `failing` until a connection opens, tried in RETRY_SECONDS."""
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        self.failing = True
+        log.warning(
+            "trace %s %s: %s (retried every %.0f s; spans dropped, requests not traced meanwhile)",
+            self.conf.kind,
+            self.conf.url,
+            exc,
+            RETRY_SECONDS,
+        )
+
+    def _retried(self, connect: Callable[[], None]) -> bool:
+        """While failing: what is queued dropped (offered before the failure was known), a
+        wait until the retry, one connection. True once it opens (the backend is back)."""
+        q = self.queue
+        while q:
+            q.popleft()
+            self.dropped += 1
+        if self._closed.wait(max(0.0, self._retry_at - time.monotonic())):
+            return False  # closing: there is nothing to send
+        try:
+            connect()
+        except Exception as exc:  # still down
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            log.debug("trace %s %s: still failing: %s", self.conf.kind, self.conf.url, exc)
+            return False
+        self.failing = False
+        log.info("trace %s %s: reachable again, tracing resumes", self.conf.kind, self.conf.url)
+        return True
+
     def _run(self) -> None:
         enc: Encoder[Pending | Span] | None = None
         backend: _Backend | None = None
+        probed = False  # a probe opened a connection since the last failure
         sent = False  # since the heap was last trimmed
         wait = POLL  # the next sleep on an empty queue
 
@@ -183,21 +223,37 @@ class Exporter:
             if enc is not None and self._held < BATCH and self._size < BATCH_BYTES:
                 self._add(enc, self._take(BATCH - self._held))
 
+        def connect() -> None:
+            """One connection: the probe until a batch loaded the backend's modules (none
+            for a backend never up, decision 174), then the transport's own."""
+            nonlocal probed
+            if backend is None:
+                _reachable(self.conf)
+                probed = True
+            else:
+                backend.connect()
+
         try:
+            try:
+                connect()  # a backend down at the start: no request traced for nothing
+            except Exception as exc:
+                self._fail(exc)
             while True:
+                if self.failing:
+                    if self._retried(connect):
+                        wait = POLL
+                    elif self.closing:
+                        return
+                    continue
                 now = time.monotonic()
-                if self.failing and now >= self._retry_at:
-                    self.failing = False
                 items = self._take(BATCH - self._held)
                 took = bool(items)
-                if items and self.failing:
-                    self.dropped += len(items)  # queued before it failed: nothing to encode for
-                    continue
                 flying = 0  # the spans of the request being sent
                 try:
                     if items:
                         if backend is None or enc is None:
-                            _reachable(self.conf)  # no module loaded for a backend never up
+                            if not probed:  # no module loaded for a backend never up
+                                _reachable(self.conf)
                             enc = _format(self.conf)
                             backend = _backend(self.conf)
                         backend.connect()  # first: nothing made or encoded for a backend down
@@ -223,9 +279,8 @@ class Exporter:
                     self._held = self._size = 0
                     if enc is not None:
                         enc.clear()
-                    self._retry_at = time.monotonic() + RETRY_SECONDS
-                    self.failing = True
-                    log.warning("trace %s %s: %s", self.conf.kind, self.conf.url, exc)
+                    probed = False
+                    self._fail(exc)
                     continue
                 if not took:
                     if self.closing and not self._held:

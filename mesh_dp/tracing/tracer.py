@@ -7,6 +7,9 @@ other sidecar's inbound, or the application) continues the trace: an outbound's 
 span is the parent of the callee's SERVER span. The head is changed in place; when it still
 has its bytes as received, the headers are spliced into them (the fast path keeps them).
 Only a sampled request gets a span; `finish` hands it to the exporter's queue, unformatted.
+While the exporter's backend is failing, `start` leaves the request as it came (decision
+186): no context read, no ids, no header written, so the callee continues whatever trace
+the application sent, and no span that cannot be exported is anyone's parent.
 """
 
 from __future__ import annotations
@@ -103,8 +106,9 @@ def span_of(item: Pending) -> Span:
 
 
 class Gate(Protocol):
-    """What the request path reads of the exporter: a failing backend's spans are not made,
-    only counted as dropped (export.py: `Exporter`)."""
+    """What the request path reads of the exporter: while its backend is failing, `start`
+    passes requests unchanged and counts the spans it would have made as dropped
+    (export.py: `Exporter`)."""
 
     failing: bool
     dropped: int
@@ -207,6 +211,13 @@ class Tracer:
         return (spans or self._ids.more(spans)).pop()
 
     def start(self, record: Record, head: RequestHead) -> None:
+        gate = self.gate
+        if gate.failing:
+            # The backend is down (decision 186): the request passes exactly as received.
+            # What the listener's own sampling would trace is counted as dropped.
+            if self._always or self._draw() * 100.0 < self._threshold:
+                gate.dropped += 1
+            return
         raw = head.raw
         if not raw:  # kept only when its hop-by-hop fields are known (parse.py)
             self._continue(record, head, propagation(head.headers))
@@ -234,11 +245,7 @@ class Tracer:
         else:
             inject(head, {}, headers_for(style, trace_id.decode(), span_id.decode(), "", sampled))
         if sampled:
-            gate = self.gate
-            if gate.failing:  # it would be dropped at the offer: not made
-                gate.dropped += 1
-            else:
-                record.trace = (trace_id, span_id, b"", False)
+            record.trace = (trace_id, span_id, b"", False)
 
     def _from_sidecar(self, record: Record, head: RequestHead, raw: bytes, at: int) -> bool:
         """The context another sidecar's outbound wrote, from `at` (where the head's first
@@ -250,14 +257,10 @@ class Tracer:
         found = None if own is None else own.match(raw, at)
         if found is None:
             return False
-        gate = self.gate
         if own is OWN_B3:
             if raw[_B3_SAMPLED_AT] == 49:  # b"1": sampled
-                if gate.failing:
-                    gate.dropped += 1
-                else:
-                    trace_id, span_id, parent_id, _ = found.groups(b"")
-                    record.trace = (trace_id, span_id, parent_id, True)
+                trace_id, span_id, parent_id, _ = found.groups(b"")
+                record.trace = (trace_id, span_id, parent_id, True)
             return True
         headers = head.headers
         if headers[-1][0] != TRACEPARENT:
@@ -271,10 +274,7 @@ class Tracer:
             headers[-1] = (TRACEPARENT, value)
             head.raw = raw[:at] + b"\r\ntraceparent: %s\r\n\r\n" % value
         if sampled:
-            if gate.failing:
-                gate.dropped += 1
-            else:
-                record.trace = (trace_id, span_id, parent_id, False)
+            record.trace = (trace_id, span_id, parent_id, False)
         return True
 
     def _continue(self, record: Record, head: RequestHead, found: dict[bytes, bytes]) -> None:
@@ -298,7 +298,7 @@ class Tracer:
             if B3_SAMPLED in found and TRACEPARENT not in found and B3 not in found:
                 # the B3 fields it came with are the ones to send on: nothing to write
                 if sampled:
-                    self._keep(record, (trace_id, span_id, parent_id, shared))
+                    record.trace = (trace_id, span_id, parent_id, shared)
                 return
         else:
             trace_id, span_id = parent.trace_id.encode(), self._id()
@@ -308,16 +308,7 @@ class Tracer:
         )
         inject(head, found, new)
         if sampled:
-            self._keep(record, (trace_id, span_id, parent_id, shared))
-
-    def _keep(self, record: Record, trace: tuple[bytes, bytes, bytes, bool]) -> None:
-        """A sampled request's span, unless the exporter's backend is failing (the span
-        would be dropped at the offer: it is counted as dropped, and not made)."""
-        gate = self.gate
-        if gate.failing:
-            gate.dropped += 1
-        else:
-            record.trace = trace
+            record.trace = (trace_id, span_id, parent_id, shared)
 
     def finish(self, record: Record) -> None:
         self.offer((self.listener, record, time.time()))

@@ -208,3 +208,63 @@ def test_overall_10_samples_about_a_tenth_and_deleting_stops_the_spans(w: World)
         text = metrics_text(who)
         assert "meshfed_dp_trace_spans_queued{" not in text  # no exporter any more
         assert 'meshfed_dp_trace_spans_exported_total{backend="zipkin"}' in text
+
+
+SIDECAR_FIELDS = ("x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled")
+APP_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def dropped(who: Workload) -> float:
+    name = 'meshfed_dp_trace_spans_dropped_total{backend="zipkin"}'
+    line = next(x for x in metrics_text(who).splitlines() if x.startswith(name))
+    return float(line.split()[-1])
+
+
+def test_a_backend_that_is_down_leaves_requests_as_sent_until_it_is_back(w: World) -> None:
+    """Decision 186: while the MeshTrace backend is down, neither sidecar adds trace headers
+    (the application's own reach the callee unchanged); once a collector listens on that
+    address, the spans arrive and the propagation headers are back within the retry."""
+    port = free_port()  # nothing listens there yet
+    zipkin = {"type": "Zipkin", "zipkin": {"url": f"http://127.0.0.1:{port}/api/v2/spans"}}
+    applied(w, trace_policy(zipkin), lambda t: t and t["url"].endswith(f":{port}/api/v2/spans"))
+
+    def untouched() -> bool:
+        seen = call(w, "/headers")["headers"]
+        return not any(name in seen for name in (*SIDECAR_FIELDS, "traceparent"))
+
+    # each exporter tries its backend when it starts: requests pass unchanged at once
+    wait_until(untouched, timeout=5, interval=0.05, what="no sidecar-added trace headers")
+    before = {who.name: dropped(who) for who in (w.web, w.backend)}
+    for _ in range(20):
+        assert untouched()
+    seen = call(w, "/headers", None, traceparent=APP_TRACEPARENT)["headers"]
+    assert seen["traceparent"] == APP_TRACEPARENT  # the application's trace, as it sent it
+    assert not any(name in seen for name in SIDECAR_FIELDS)
+    for who in (w.web, w.backend):  # every request sampled (100 %), its span not made
+        assert dropped(who) - before[who.name] == 21, who.name
+
+    collector = HttpCollector(port).start()
+    try:
+        up = time.monotonic()
+
+        def traced_again() -> bool:
+            seen = call(w, "/headers")["headers"]
+            return "x-b3-traceid" in seen and "x-b3-sampled" in seen
+
+        wait_until(traced_again, timeout=10, interval=0.05, what="propagation back")
+        took = time.monotonic() - up
+        print(f"collector up -> propagation back in {took:.2f} s")
+        assert took < 4.0, took  # one retry a second, each sidecar (load-bound here)
+        call(w, "/back")
+        wait_until(
+            lambda: len(spans_of(collector.zipkin_spans(), "/back")) == 2,
+            timeout=10,
+            what="the client and server spans of a request made once it is back",
+        )
+        client, server = one_trace(spans_of(collector.zipkin_spans(), "/back"))
+        assert client["traceId"] == server["traceId"]
+    finally:
+        collector.stop()
+        w.mesh.glob.delete(f"/meshes/{MESH}/meshtraces/traces")
+        for who in (w.web, w.backend):
+            wait_until(lambda who=who: tracing_of(who) is None, timeout=10, what="untraced")

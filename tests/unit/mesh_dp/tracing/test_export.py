@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import msgspec
 
 from mesh_dp.tracing import datadog, zipkin
-from mesh_dp.tracing.export import QUEUE_SPANS, Exporter
+from mesh_dp.tracing.export import QUEUE_SPANS, RETRY_SECONDS, Exporter
 from mesh_dp.tracing.span import Listener, Span
 from meshfed.dpconfig.tracing import Tracing
 from tests.support import free_port, wait_until
@@ -114,6 +115,39 @@ def test_a_backend_that_is_down_or_a_full_queue_costs_drops() -> None:
     full.offer(span(CLIENT))
     assert full.dropped == 1 and not full.queue
     full.close()
+
+
+def test_a_backend_down_is_failing_from_the_start_and_back_within_a_retry() -> None:
+    """Decision 186: the exporter's first connection is tried when it starts, so the tracers
+    pass requests unchanged from the first one; a connection is tried every RETRY_SECONDS
+    meanwhile (nothing offered needed), and once the collector listens spans go out again."""
+    port = free_port()
+    exporter = Exporter(Tracing("zipkin", f"http://127.0.0.1:{port}/api/v2/spans", "web"))
+    try:
+        wait_until(lambda: exporter.failing, 5, what="the backend seen down with no span offered")
+        exporter.offer(span(CLIENT))
+        assert exporter.dropped == 1 and not exporter.queue
+        collector = HttpCollector(port).start()
+        try:
+            up = time.monotonic()
+            wait_until(lambda: not exporter.failing, 5, interval=0.02, what="the backend back")
+            assert time.monotonic() - up < RETRY_SECONDS + 1.0
+            exporter.offer(span(CLIENT, 2))
+            wait_until(lambda: exporter.exported == 1, 5, what="a span sent once it is back")
+            assert [s["id"] for s in collector.zipkin_spans()] == [f"{2:016x}"]
+        finally:
+            collector.stop()
+    finally:
+        exporter.close()
+
+
+def test_a_failing_backends_exporter_ends_at_once_when_closed() -> None:
+    exporter = Exporter(Tracing("otel", f"127.0.0.1:{free_port()}", "web"))
+    wait_until(lambda: exporter.failing, 5, what="the backend seen down")
+    closed = time.monotonic()
+    exporter.close()
+    wait_until(lambda: not exporter._thread.is_alive(), 5, interval=0.01, what="the thread ended")
+    assert time.monotonic() - closed < RETRY_SECONDS / 2  # not after its wait for the retry
 
 
 def test_the_otlp_messages_are_loaded_only_for_an_opentelemetry_backend() -> None:

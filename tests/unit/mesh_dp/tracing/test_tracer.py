@@ -257,14 +257,13 @@ def _anywhere(fields: list[tuple[bytes, bytes]]) -> st.SearchStrategy[list[tuple
         st.tuples(_B3_FIELDS.map(lambda b3: _OTHER + b3), st.just(("zipkin", True, True))),
         st.tuples(_TRACEPARENT.map(lambda w3c: _OTHER + w3c), st.just(("otel", True, False))),
     ),
-    st.booleans(),
 )
 def test_the_fast_paths_write_what_the_general_one_writes(
-    case: tuple[list[tuple[bytes, bytes]], tuple[str, bool, bool]], failing: bool
+    case: tuple[list[tuple[bytes, bytes]], tuple[str, bool, bool]],
 ) -> None:
     """`start`'s shortcuts (a new trace, a sidecar's traceparent, Zipkin's shared B3) leave
     the request, its record, the drops and the random draws exactly as the general reading
-    does."""
+    does (a backend that is up; a failing one's `start` changes nothing, tested below)."""
     fields, (kind, server, shared) = case
     lines = [name + b": " + value for name, value in fields]
     fast, general = head(*lines), head(*lines)
@@ -272,7 +271,7 @@ def test_the_fast_paths_write_what_the_general_one_writes(
 
     def make() -> Tracer:
         where = listener(server, server and kind == "zipkin" and shared)
-        return Tracer(conf, where, drop, random.Random(7), Backend(failing))
+        return Tracer(conf, where, drop, random.Random(7), Backend(False))
 
     fast_tracer, general_tracer = make(), make()
     fast_record, general_record = Record("inbound", "web"), Record("inbound", "web")
@@ -291,13 +290,89 @@ class Backend:
         self.failing, self.dropped = failing, 0
 
 
-def test_a_failing_backends_spans_are_counted_not_made() -> None:
-    offered: list[Pending] = []
+_APP_TRACEPARENT = b"traceparent: 00-" + TRACE.encode() + b"-" + SPAN.encode() + b"-01"
+_APP_B3 = (b"X-B3-TraceId: " + TRACE.encode(), b"X-B3-SpanId: " + SPAN.encode(), b"X-B3-Sampled: 1")
+_SIDECAR_B3 = (  # what a sidecar's outbound appends (Zipkin's shared span, read in place)
+    b"x-b3-traceid: " + TRACE[16:].encode(),
+    b"x-b3-spanid: " + SPAN.encode(),
+    b"x-b3-sampled: 1",
+)
+
+
+def _as_received(h: RequestHead) -> tuple[object, ...]:
+    return (h.raw, list(h.headers), h.hop, request_bytes(h))
+
+
+def test_a_failing_backend_leaves_the_request_exactly_as_received() -> None:
+    """Decision 186: no context read, no id, no header: the callee gets the application's
+    own trace headers (or none) unchanged; each request the sampling would trace is one
+    drop, and nothing is offered."""
+    for kind in ("zipkin", "otel", "datadog"):
+        for server in (False, True):
+            for fields in ((), (_APP_TRACEPARENT,), _APP_B3, (b"X-Env: b", *_SIDECAR_B3)):
+                offered: list[Pending] = []
+                gate = Backend(True)
+                conf = Tracing(kind, "http://c/x", "web")  # type: ignore[arg-type]
+                shared = server and kind == "zipkin"
+                t = Tracer(conf, listener(server, shared), offered.append, None, gate)
+                h, before = head(*fields), head(*fields)
+                record = traced(t, h)
+                assert _as_received(h) == _as_received(before), (kind, server, fields)
+                assert record.trace is None and gate.dropped == 1 and offered == []
+                if fields == (_APP_TRACEPARENT,):  # the application's trace, continued by
+                    assert sent_fields(h)[b"traceparent"] == _APP_TRACEPARENT[13:]  # the callee
+
+
+def test_a_failing_backend_counts_what_its_sampling_would_trace() -> None:
+    none, half = Backend(True), Backend(True)
+    conf = Tracing("zipkin", "http://c/x", "web", overall=0)
+    t = Tracer(conf, listener(False), drop, random.Random(1), none)
+    for _ in range(100):
+        traced(t, head())
+    assert none.dropped == 0
+    conf = Tracing("zipkin", "http://c/x", "web", overall=50)
+    t = Tracer(conf, listener(False), drop, random.Random(1), half)
+    for _ in range(1000):
+        traced(t, head(b"X-B3-Sampled: 1"))  # the caller's decision is not read meanwhile
+    assert 400 <= half.dropped <= 600  # the binomial's 99.9 % range is 448-552
+
+
+def test_tracing_resumes_when_the_backend_is_back() -> None:
     gate = Backend(True)
+    offered: list[Pending] = []
     t = Tracer(Tracing("zipkin", "http://c/x", "web"), listener(False), offered.append, None, gate)
     h = head()
-    assert traced(t, h).trace is None and gate.dropped == 1 and offered == []
-    assert sent_fields(h)[b"x-b3-sampled"] == b"1"  # propagated all the same
+    assert traced(t, h).trace is None and b"x-b3-traceid" not in sent_fields(h)
+    gate.failing = False  # the exporter's retry opened a connection
+    h = head()
+    record = traced(t, h)
+    assert record.trace is not None and len(offered) == 1 and gate.dropped == 1
+    assert sent_fields(h)[b"x-b3-spanid"] == record.trace[1]
+
+
+@settings(max_examples=200, deadline=None)  # a loaded machine: timing is not the point
+@given(
+    st.one_of(
+        st.lists(_FIELD, max_size=5).flatmap(_anywhere),
+        st.one_of(_B3_FIELDS, _TRACEPARENT).map(lambda f: _OTHER + f),
+    ),
+    _WHERE,
+    st.sampled_from([100.0, 0.0]),
+)
+def test_a_failing_backends_start_changes_no_head(
+    fields: list[tuple[bytes, bytes]], where: tuple[str, bool, bool], overall: float
+) -> None:
+    """Whatever the head (any context, any case, a sidecar's block or not), a failing
+    backend's `start` leaves it, bytes and fields, as parsed; the record has no trace."""
+    kind, server, shared = where
+    lines = [name + b": " + value for name, value in fields]
+    h, before = head(*lines), head(*lines)
+    conf = Tracing(kind, "http://c/x", "web", overall=overall, shared_span_context=shared)  # type: ignore[arg-type]
+    gate = Backend(True)
+    t = Tracer(conf, listener(server, server and kind == "zipkin" and shared), drop, None, gate)
+    record = traced(t, h)
+    assert _as_received(h) == _as_received(before)
+    assert record.trace is None and gate.dropped == (overall == 100.0)
 
 
 def drop(item: Pending) -> None:
