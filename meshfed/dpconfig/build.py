@@ -362,13 +362,9 @@ class _Builder:
         self, vips: Mapping[VipKey, str], reachable: Collection[str] | None, port_80: bool
     ) -> list[Outbound]:
         out: list[Outbound] = []
-        mesh = self.view.mesh
-        entries = (
-            self.catalog.services(mesh)
-            if reachable is None
-            else self.catalog.services_named(mesh, reachable)
-        )
-        for entry in entries:
+        for entry in self.catalog.services(self.view.mesh):
+            if reachable is not None and entry.service not in reachable:
+                continue
             port = entry.port or HTTP_PORT
             for zone in (None, *entry.zones(self.zone)):
                 vip = vips.get(VipKey(entry.mesh, entry.service, zone))

@@ -22,7 +22,7 @@ the sidecar's job; the catalog only lists the choices.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -98,7 +98,6 @@ class Catalog:
     def __init__(self, zone: str, entries: Iterable[ServiceEntry]) -> None:
         self.zone = zone
         self._entries = {(e.mesh, e.service): e for e in entries}
-        self._meshes: dict[str, list[ServiceEntry]] | None = None  # see `_by_mesh`
 
     @classmethod
     def of_entries(cls, zone: str, entries: dict[tuple[str, str], ServiceEntry]) -> Catalog:
@@ -110,33 +109,14 @@ class Catalog:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _by_mesh(self) -> dict[str, list[ServiceEntry]]:
-        """Each mesh's entries by service name, sorted once per catalog (it does not change):
-        every sidecar build walked them, and sorting 500 services each time was ~10 % of a
-        zone's CPU per stream registration (issue 19)."""
-        if self._meshes is None:
-            meshes: dict[str, list[ServiceEntry]] = {}
-            for e in sorted(self._entries.values(), key=lambda e: (e.mesh, e.service)):
-                meshes.setdefault(e.mesh, []).append(e)
-            self._meshes = meshes
-        return self._meshes
-
     def __iter__(self) -> Iterator[ServiceEntry]:
-        """By (mesh, service)."""
-        return (e for entries in self._by_mesh().values() for e in entries)
+        return iter(sorted(self._entries.values(), key=lambda e: (e.mesh, e.service)))
 
     def get(self, mesh: str, service: str) -> ServiceEntry | None:
         return self._entries.get((mesh, service))
 
     def services(self, mesh: str) -> list[ServiceEntry]:
-        """The mesh's entries, by service name."""
-        return list(self._by_mesh().get(mesh, ()))
-
-    def services_named(self, mesh: str, names: Collection[str]) -> list[ServiceEntry]:
-        """`[e for e in services(mesh) if e.service in names]`, looked up by name: a sidecar
-        that declares its reachable services calls a few of them, not every one."""
-        found = (self._entries.get((mesh, name)) for name in sorted(set(names)))
-        return [e for e in found if e is not None]
+        return [e for e in self if e.mesh == mesh]
 
     def vip_keys(self) -> list[VipKey]:
         """Every VIP the zone should hold: one per service, one more per zone that has it

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from meshfed.dpconfig.catalog import (
     SERVICE_PORT_TAG,
-    Catalog,
     LocalInstance,
     RemoteIngress,
-    ServiceEntry,
     VipKey,
     available_services,
     build_catalog,
@@ -240,36 +235,3 @@ def test_a_stored_body_that_does_not_fit_its_model_offers_nothing() -> None:
     odd.spec["networking"]["inbound"].append({"port": "18081", "tags": {"kuma.io/service": "x"}})
     catalog = build_catalog(ZONE, [odd, WEB], [])
     assert [e.service for e in catalog] == ["web"]
-
-
-_svc = st.sampled_from(["a", "b", "c", "d", "e", "web", "api"])
-_svc_names = st.lists(_svc, max_size=8)
-
-
-@settings(deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["default", "other", "x"]),
-            st.sampled_from(["a", "b", "c", "d", "e", "web", "api"]),
-        ),
-        max_size=20,
-    ),
-    _svc_names,
-)
-def test_services_sorted_once_equal_sorting_each_time(
-    keys: list[tuple[str, str]], reachable: list[str]
-) -> None:
-    """The per-mesh lists sorted once per catalog (issue 19) answer what sorting every entry
-    on each call answered, in the same order; a lookup by names equals the filter."""
-    entries = [ServiceEntry(mesh, svc, (), (), 80) for mesh, svc in dict.fromkeys(keys)]
-    catalog = Catalog("zone-1", reversed(entries))
-    ordered = sorted(entries, key=lambda e: (e.mesh, e.service))
-    assert list(catalog) == ordered
-    for mesh in ("default", "other", "x", "none"):
-        expected = [e for e in ordered if e.mesh == mesh]
-        catalog.services(mesh).clear()  # the cached lists are not handed out
-        assert catalog.services(mesh) == expected
-        assert catalog.services_named(mesh, reachable) == [
-            e for e in expected if e.service in reachable
-        ]
