@@ -6,7 +6,9 @@ loop: a commit waits for the disk (fsync), which would stall every other task fo
 Why one thread rather than a pool: a sqlite3 connection must not be used by two threads at once,
 and with all writes in one thread each check-version-then-write transaction is atomic without
 busy retries, and the revision counter and the watch fan-out advance in exactly commit order.
-Reads queue behind writes, but each is a short indexed query.
+Reads queue behind writes, but each is a short indexed query. The keys of the types given as
+`key_index` are also kept in memory, so that a read of keys none of which is stored (a new
+proxy registering with zone-cp) skips the trip to the thread and back (issue 19, decision 192).
 
 Watch: each transaction also appends its events to a `changes` table, so a watcher can replay
 from a revision even after a restart. The table is compacted to a bounded size; the newest
@@ -500,6 +502,8 @@ class SqliteStore(CheckedListStore):
     async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
         for key in keys:
             check_key(*key)
+        if not keys:
+            return {}
         if self._closed:
             raise StoreError("the SQLite store is closed")
         # A key known absent needs no read (issue 19: a new proxy's registration reads its
