@@ -46,6 +46,7 @@ from meshfed.store.timing import store_histogram, time_store
 from zone_cp.certs import CertIssuer
 from zone_cp.dns_wiring import ZoneDns
 from zone_cp.dppusher import WATCHED as DPSERVER_TYPES
+from zone_cp.dpregistration import PROXY_TYPES
 from zone_cp.dpserver import DataplaneServer
 from zone_cp.kds import ZoneKds
 from zone_cp.mads_server import TYPES as MADS_TYPES
@@ -88,7 +89,9 @@ class ZoneControlPlane:
         prefix = f"{DEFAULT_PREFIX}-zones/{s.zone}"
         store_timings = store_histogram()
         self.store = time_store(
-            await open_configured_store(s.store, s.data_dir, s.etcd, default_prefix=prefix),
+            await open_configured_store(
+                s.store, s.data_dir, s.etcd, default_prefix=prefix, key_index=PROXY_TYPES
+            ),
             store_timings,
         )
         log.info(

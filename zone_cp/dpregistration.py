@@ -39,6 +39,17 @@ from zone_cp.dprecords import Records, changes
 from zone_cp.dpsession import Session, SessionKey
 
 log = logging.getLogger("zone_cp.dpserver")
+# What a registration reads: the proxies' resources and insights. zone-cp's SQLite store keeps
+# their keys in memory, so that a new proxy's read of what is not stored yet costs no trip to
+# the store's thread (meshfed.store.sqlite `key_index`; issue 19).
+PROXY_TYPES = (
+    DATAPLANE.name,
+    DATAPLANE_INSIGHT.name,
+    ZONE_INGRESS.name,
+    ZONE_INGRESS_INSIGHT.name,
+    ZONE_EGRESS.name,
+    ZONE_EGRESS_INSIGHT.name,
+)
 # How long a stop waits for the disconnection writes of proxies that left just before.
 DRAIN_TIMEOUT = 2.0
 

@@ -6,7 +6,7 @@ and zone-cp spell, default and document them the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -124,12 +124,18 @@ class EtcdSettings:
 
 
 async def open_configured_store(
-    kind: str, data_dir: Path | None, etcd: EtcdSettings, default_prefix: str = DEFAULT_PREFIX
+    kind: str,
+    data_dir: Path | None,
+    etcd: EtcdSettings,
+    default_prefix: str = DEFAULT_PREFIX,
+    *,
+    key_index: Collection[str] = (),
 ) -> ResourceStore:
     """`open_store` with a program's option values."""
     return await open_store(
         kind,
         data_dir,
+        key_index=key_index,
         endpoints=etcd.etcd_endpoints,
         prefix=etcd.etcd_prefix or default_prefix,
         username=etcd.etcd_username,
@@ -151,15 +157,18 @@ async def open_store(
     ca_file: Path | None = None,
     cert_file: Path | None = None,
     key_file: Path | None = None,
+    key_index: Collection[str] = (),
 ) -> ResourceStore:
     """Opens a store of `kind`; `data_dir` is required by sqlite, `endpoints` by etcd (the
-    other keyword arguments are etcd's: key prefix, user and password, TLS files)."""
+    other keyword arguments are etcd's: key prefix, user and password, TLS files).
+    `key_index`: sqlite's (`SqliteStore.open`); the others have other writers (etcd) or no
+    thread to spare a trip to (memory)."""
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
         if data_dir is None:
             raise ValueError("the sqlite store needs a data directory (e.g. --data-dir)")
-        return await SqliteStore.open(data_dir)
+        return await SqliteStore.open(data_dir, key_index=key_index)
     if kind == "etcd":
         if not endpoints:
             raise ValueError(

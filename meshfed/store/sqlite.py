@@ -6,7 +6,9 @@ loop: a commit waits for the disk (fsync), which would stall every other task fo
 Why one thread rather than a pool: a sqlite3 connection must not be used by two threads at once,
 and with all writes in one thread each check-version-then-write transaction is atomic without
 busy retries, and the revision counter and the watch fan-out advance in exactly commit order.
-Reads queue behind writes, but each is a short indexed query.
+Reads queue behind writes, but each is a short indexed query. The keys of the types given as
+`key_index` are also kept in memory, so that a read of keys none of which is stored (a new
+proxy registering with zone-cp) skips the trip to the thread and back (issue 19, decision 192).
 
 Watch: each transaction also appends its events to a `changes` table, so a watcher can replay
 from a revision even after a restart. The table is compacted to a bounded size; the newest
@@ -152,15 +154,25 @@ def _from_row(row: Sequence[Any]) -> Resource:
 class _Db:
     """Everything that touches the connection; runs only on the store's thread."""
 
-    def __init__(self, conn: sqlite3.Connection, history: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, history: int, key_index: Collection[str] = ()
+    ) -> None:
         self.conn = conn
         self.history = history
         self.revision = self._state("revision")
         self.change_count: int = conn.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
         self.hub: WatchHub | None = None  # set by the store before the first write
+        # The stored keys of the `key_index` types, changed only on this thread, right after a
+        # commit; `writes_done` counts the write jobs finished (failed ones too), after that.
+        self.indexed = frozenset(key_index)
+        self.keys: set[StoreKey] = set()
+        for type_ in self.indexed:
+            rows = conn.execute("SELECT mesh, name FROM resources WHERE type = ?", (type_,))
+            self.keys.update((type_, mesh, name) for mesh, name in rows)
+        self.writes_done = 0
 
     @classmethod
-    def open(cls, path: Path, history: int) -> _Db:
+    def open(cls, path: Path, history: int, key_index: Collection[str] = ()) -> _Db:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
@@ -177,7 +189,7 @@ class _Db:
                 )
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            return cls(conn, history)
+            return cls(conn, history, key_index)
         except BaseException:
             conn.close()
             raise
@@ -263,8 +275,23 @@ class _Db:
     def _published(self, revision: int, events: Sequence[tuple[EventKind, Resource]]) -> None:
         """Runs after COMMIT on this thread, so watchers get commits in commit order."""
         self.revision = revision
+        if self.indexed:
+            for kind, res in events:
+                if res.type in self.indexed:
+                    key = (res.type, res.meta.mesh, res.meta.name)
+                    if kind is EventKind.PUT:
+                        self.keys.add(key)
+                    else:
+                        self.keys.discard(key)
         if self.hub is not None:
             self.hub.publish([WatchEvent(kind, res, revision) for kind, res in events])
+
+    def counted_write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Runs a write job and then counts it done, whether it succeeded or not."""
+        try:
+            return fn(*args)
+        finally:
+            self.writes_done += 1
 
     def get(self, type_: str, mesh: str, name: str) -> Resource:
         found = self._stored(type_, mesh, name)
@@ -409,6 +436,7 @@ class SqliteStore(CheckedListStore):
         self._hub = hub
         self._lock_fd = lock_fd
         self._closed = False
+        self._writes_submitted = 0  # changed on the event loop only; see `_known_absent`
 
     @classmethod
     async def open(
@@ -417,14 +445,19 @@ class SqliteStore(CheckedListStore):
         *,
         history: int = DEFAULT_HISTORY,
         max_pending: int = DEFAULT_MAX_PENDING,
+        key_index: Collection[str] = (),
     ) -> SqliteStore:
-        """Opens (creating if needed) `<data_dir>/meshfed.db`; `history` bounds the change log."""
+        """Opens (creating if needed) `<data_dir>/meshfed.db`; `history` bounds the change log.
+        `key_index`: types whose stored keys are also kept in memory, so that a `get_many` of
+        keys none of which is stored answers without a trip to the store's thread."""
         if history < 0 or max_pending < 1:
             raise ValueError("history must be >= 0 and max_pending >= 1")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshfed-sqlite")
         loop = asyncio.get_running_loop()
         try:
-            opened = await loop.run_in_executor(executor, _open_locked, Path(data_dir), history)
+            opened = await loop.run_in_executor(
+                executor, _open_locked, Path(data_dir), history, frozenset(key_index)
+            )
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -448,12 +481,38 @@ class SqliteStore(CheckedListStore):
         check_key(type_, mesh, name)
         return await self._run(self._db.get, type_, mesh, name)
 
+    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """`_run` for a job that changes the store: counted, for `_known_absent`."""
+        if self._closed:
+            raise StoreError("the SQLite store is closed")
+        self._writes_submitted += 1
+        return await self._run(self._db.counted_write, fn, *args)
+
+    def _known_absent(self, key: StoreKey) -> bool:
+        """Whether `key` is certainly not stored, as a read queued now on the store's thread
+        would find: every write submitted so far has finished (its keys are in the index, or
+        it failed and changed nothing; this process is the database's only writer, decision
+        4's lock file), and the key's type is indexed and its key not in the index. The index
+        is changed only by a write job, so while none is pending it is not being changed."""
+        db = self._db
+        return (
+            key[0] in db.indexed and db.writes_done == self._writes_submitted and key not in db.keys
+        )
+
     async def get_many(self, keys: Sequence[StoreKey]) -> dict[StoreKey, Resource]:
         for key in keys:
             check_key(*key)
         if not keys:
             return {}
-        return await self._run(self._db.get_many, list(keys))
+        if self._closed:
+            raise StoreError("the SQLite store is closed")
+        # A key known absent needs no read (issue 19: a new proxy's registration reads its
+        # Dataplane and insight, which are not there; the trip to the thread and back is two
+        # cross-thread wake-ups).
+        wanted = [key for key in keys if not self._known_absent(key)]
+        if not wanted:
+            return {}
+        return await self._run(self._db.get_many, wanted)
 
     async def _list(self, query: ListQuery) -> ListPage:
         return await self._run(self._db.list, query)
@@ -471,7 +530,7 @@ class SqliteStore(CheckedListStore):
         if not puts and not deletes and not require:
             return []
         encoded = [_to_put_row(res) for res in puts]
-        rows = await self._run(
+        rows = await self._write(
             self._db.write_batch, encoded, list(deletes), dict(expected or {}), list(require)
         )
         if not copies:
@@ -480,7 +539,7 @@ class SqliteStore(CheckedListStore):
 
     async def delete_mesh_scoped(self, mesh: str) -> int:
         check_mesh(mesh)
-        return await self._run(self._db.delete_mesh_scoped, mesh)
+        return await self._write(self._db.delete_mesh_scoped, mesh)
 
     def watch(
         self,
@@ -507,13 +566,15 @@ class SqliteStore(CheckedListStore):
             os.close(self._lock_fd)
 
 
-def _open_locked(data_dir: Path, history: int) -> tuple[_Db, int, list[WatchEvent], int]:
+def _open_locked(
+    data_dir: Path, history: int, key_index: Collection[str]
+) -> tuple[_Db, int, list[WatchEvent], int]:
     """Locks the directory, opens the database, loads the replay history; or releases all."""
     lock_fd = _lock_data_dir(data_dir)
     path = data_dir / DB_FILE
     db: _Db | None = None
     try:
-        db = _Db.open(path, history)
+        db = _Db.open(path, history, key_index)
         events, compacted = db.recent_events()
         return db, lock_fd, events, compacted
     except BaseException as exc:

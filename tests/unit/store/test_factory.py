@@ -7,6 +7,7 @@ import pytest
 from meshfed.store.factory import open_store
 from meshfed.store.memory import MemoryStore
 from meshfed.store.sqlite import DB_FILE, SqliteStore
+from zone_cp.dpregistration import PROXY_TYPES
 
 
 async def test_memory() -> None:
@@ -29,3 +30,17 @@ async def test_errors() -> None:
         await open_store("sqlite", None)
     with pytest.raises(ValueError, match=r"unknown store type 'etcd3'.*memory, sqlite"):
         await open_store("etcd3", None)
+
+
+async def test_sqlite_key_index(tmp_path: Path) -> None:
+    """zone-cp opens its store with the proxy types indexed (zone_cp.app; issue 19)."""
+    store = await open_store("sqlite", tmp_path / "d", key_index=PROXY_TYPES)
+    try:
+        assert isinstance(store, SqliteStore)
+        assert store._db.indexed == frozenset(PROXY_TYPES)
+        assert await store.get_many([("Dataplane", "default", "dp-1")]) == {}
+    finally:
+        await store.close()
+    memory = await open_store("memory", None, key_index=PROXY_TYPES)  # no thread to spare
+    assert isinstance(memory, MemoryStore)
+    await memory.close()
