@@ -22,6 +22,14 @@ print(",".join(heavy))
 """
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter (a module imported by this test run would hide
+    what a proxy's own start imports)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+
 @pytest.mark.parametrize(
     "modules",
     [
@@ -34,13 +42,7 @@ print(",".join(heavy))
     ids=["mesh-dp", "zone-ingress"],
 )
 def test_proxies_do_not_load_the_control_planes_libraries(modules: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(modules=modules, heavy=HEAVY)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = _python(PROBE.format(modules=modules, heavy=HEAVY))
     assert out.stdout.strip() == "", f"loaded by a proxy: {out.stdout.strip()}"
 
 
@@ -66,13 +68,7 @@ def test_the_sidecar_starts_without_yaml_or_tempfile() -> None:
     where there is no memfd_create, shutil with bz2 and lzma (~0.5 MiB) not for argparse's
     terminal width."""
     names = ("yaml", "tempfile", "shutil", "bz2", "lzma")
-    out = subprocess.run(
-        [sys.executable, "-c", START_UP.format(names=names)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = _python(START_UP.format(names=names))
     assert out.stdout.strip() == "", f"loaded at start: {out.stdout.strip()}"
 
 
@@ -103,13 +99,7 @@ def test_the_proxies_run_without_the_resource_schema() -> None:
     codec and the policy engine (rules, targetref, enforced) cost a proxy ~0.6 MiB and are
     zone-cp's: a sidecar checks its Dataplane's envelope with meshfed.resources.envelope and
     evaluates its config with the parts it needs."""
-    out = subprocess.run(
-        [sys.executable, "-c", RUNNING.format(names=SCHEMA)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = _python(RUNNING.format(names=SCHEMA))
     assert out.stdout.strip() == "", f"loaded by a proxy: {out.stdout.strip()}"
 
 
@@ -134,13 +124,7 @@ def test_the_read_buffer_is_resident_only_where_read() -> None:
     """Decision 188: the sidecar's one 256 KiB HTTP read buffer costs a page once a read
     reaches it, not 256 KiB at import (a zero-filled bytearray: ~310 KiB for the module
     against ~40 KiB)."""
-    out = subprocess.run(
-        [sys.executable, "-c", READ_BUFFER],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = _python(READ_BUFFER)
     grown, read = out.stdout.split()
     assert read == "hello"
     assert int(grown) < 160, f"importing mesh_dp.http.conn made {grown} KiB resident"

@@ -106,8 +106,8 @@ def test_reads_answered_from_the_index_equal_reads_on_the_thread(
         asyncio.run(_scenario(Path(tmp) / "data", ops, [w for _, w in steps]))
 
 
-async def test_a_read_of_absent_keys_does_not_wait_for_the_thread(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path, key_index=(POLICY,))
+def _thread_reads(store: SqliteStore) -> list[list[StoreKey]]:
+    """The keys of each `get_many` that reaches the store's thread, from now on."""
     calls: list[list[StoreKey]] = []
     thread_get_many = store._db.get_many
 
@@ -116,6 +116,12 @@ async def test_a_read_of_absent_keys_does_not_wait_for_the_thread(tmp_path: Path
         return thread_get_many(keys)
 
     store._db.get_many = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_read_of_absent_keys_does_not_wait_for_the_thread(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path, key_index=(POLICY,))
+    calls = _thread_reads(store)
     try:
         await store.create(mk("a"))
         absent, present = (POLICY, "default", "b"), (POLICY, "default", "a")
@@ -142,14 +148,7 @@ async def test_a_read_of_absent_keys_does_not_wait_for_the_thread(tmp_path: Path
 
 async def test_a_store_without_an_index_reads_on_the_thread(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path)
-    calls: list[list[StoreKey]] = []
-    thread_get_many = store._db.get_many
-
-    def counted(keys: list[StoreKey]) -> Any:
-        calls.append(keys)
-        return thread_get_many(keys)
-
-    store._db.get_many = counted  # type: ignore[method-assign]
+    calls = _thread_reads(store)
     try:
         assert await store.get_many([(POLICY, "default", "a")]) == {}
         assert calls == [[(POLICY, "default", "a")]]
